@@ -1,0 +1,1 @@
+"""The drift Lambda: the weekly drift job."""

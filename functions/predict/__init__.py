@@ -1,0 +1,1 @@
+"""The predict Lambda: Function URL inference."""

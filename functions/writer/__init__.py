@@ -1,0 +1,1 @@
+"""The writer Lambda: SQS batches into the predictions table."""

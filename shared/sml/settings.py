@@ -1,0 +1,180 @@
+"""The one settings loader: environment variables (and the local stack file) into typed settings.
+
+Every function and CLI command calls :func:`load_settings` with the settings class it needs, once,
+at start. A missing or malformed variable raises :class:`SettingsError` whose message is one line
+naming the variable. Secrets never come from here: on AWS the database password is read from
+Secrets Manager by ARN (``SML_DB_SECRET_ARN``).
+
+Precedence: environment variables, then ``.sml/stack.json`` written by ``sml up`` (local mode),
+then the embedded defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+STACK_FILE = Path(".sml") / "stack.json"
+
+# stack.json key -> environment variable it stands in for
+STACK_KEYS = {
+    "function_url": "SML_FUNCTION_URL",
+    "aws_endpoint_url": "SML_AWS_ENDPOINT_URL",
+    "region": "AWS_REGION",
+    "queue_url": "SML_QUEUE_URL",
+    "dlq_url": "SML_DLQ_URL",
+    "topic_arn": "SML_TOPIC_ARN",
+    "bucket": "SML_BUCKET",
+    "database_url": "SML_DATABASE_URL",
+}
+
+
+class SettingsError(ValueError):
+    """A missing or malformed setting; the message names the environment variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"setting {variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=False, protected_namespaces=())
+
+
+class AwsSettings(_Settings):
+    """What every component needs to reach AWS (or moto in local mode)."""
+
+    app_name: str = Field("sml", alias="SML_APP_NAME", pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    model_name: str = Field("breast-cancer", alias="SML_MODEL_NAME", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    region: str = Field("us-east-1", alias="AWS_REGION", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    aws_endpoint_url: str | None = Field(None, alias="SML_AWS_ENDPOINT_URL")
+    bucket: str = Field("sml-models", alias="SML_BUCKET", min_length=3, max_length=63)
+    state_dir: Path = Field(Path(".sml"), alias="SML_STATE_DIR")
+
+    @field_validator("aws_endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @property
+    def champion_parameter(self) -> str:
+        """SSM parameter holding the champion version of ``model_name``."""
+        return f"/{self.app_name}/{self.model_name}/champion"
+
+
+class DatabaseSettings(_Settings):
+    """Where the database is: a URL locally, a Secrets Manager ARN on AWS (never a password)."""
+
+    database_url: str | None = Field(None, alias="SML_DATABASE_URL")
+    db_secret_arn: str | None = Field(None, alias="SML_DB_SECRET_ARN")
+    db_host: str | None = Field(None, alias="SML_DB_HOST")
+    db_name: str = Field("sml", alias="SML_DB_NAME")
+
+    @field_validator("database_url")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if "://" not in value:
+            raise ValueError("must be a SQLAlchemy URL such as sqlite:///.sml/sml.db or mysql+pymysql://user@host/db")
+        if urlsplit(value).password:
+            raise ValueError("must not contain a password; put the credentials in Secrets Manager and set SML_DB_SECRET_ARN")
+        return value
+
+
+class CaptureSettings(_Settings):
+    queue_url: str | None = Field(None, alias="SML_QUEUE_URL")
+    capture_sampling_rate: float = Field(1.0, alias="SML_CAPTURE_SAMPLING_RATE", ge=0.0, le=1.0)
+    capture_fail_closed: bool = Field(False, alias="SML_CAPTURE_FAIL_CLOSED")
+
+
+class PredictSettings(AwsSettings, CaptureSettings):
+    max_instances: int = Field(100, alias="SML_MAX_INSTANCES", ge=1, le=10_000)
+    max_body_bytes: int = Field(1_000_000, alias="SML_MAX_BODY_BYTES", ge=1_024)
+    model_cache_dir: Path = Field(Path("/tmp/sml-models"), alias="SML_MODEL_CACHE_DIR")
+    sklearn_version_policy: Literal["warn", "refuse"] = Field("warn", alias="SML_SKLEARN_VERSION_POLICY")
+
+
+class WriterSettings(AwsSettings, DatabaseSettings):
+    pass
+
+
+class DriftSettings(AwsSettings, DatabaseSettings):
+    topic_arn: str | None = Field(None, alias="SML_TOPIC_ARN")
+    window_days: float = Field(7.0, alias="SML_DRIFT_WINDOW_DAYS", gt=0, le=366)
+    reference: Literal["training", "previous"] = Field("training", alias="SML_DRIFT_REFERENCE")
+    fdr: float = Field(0.05, alias="SML_DRIFT_FDR", gt=0, lt=1)
+    min_effect_numeric: float = Field(0.1, alias="SML_DRIFT_MIN_KS_D", gt=0, le=1)
+    min_effect_categorical: float = Field(0.1, alias="SML_DRIFT_MIN_CRAMERS_V", gt=0, le=1)
+    report_prefix: str = Field("reports/", alias="SML_REPORT_PREFIX")
+
+
+class LocalSettings(AwsSettings, DatabaseSettings, CaptureSettings):
+    """Everything the ``sml`` command line may touch."""
+
+    function_url: str | None = Field(None, alias="SML_FUNCTION_URL")
+    dlq_url: str | None = Field(None, alias="SML_DLQ_URL")
+    topic_arn: str | None = Field(None, alias="SML_TOPIC_ARN")
+
+    @model_validator(mode="after")
+    def _default_database(self) -> LocalSettings:
+        if self.database_url is None and self.db_secret_arn is None:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.state_dir / 'sml.db'}")
+        return self
+
+
+S = TypeVar("S", bound=_Settings)
+
+
+def read_stack_file(path: Path = STACK_FILE) -> dict[str, str]:
+    """The endpoints written by ``sml up``, or ``{}`` when no local stack file exists."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise SettingsError(str(path), f"not valid JSON ({exc}); delete it or rerun `sml up`") from None
+    if not isinstance(data, dict):
+        raise SettingsError(str(path), "expected a JSON object")
+    return data
+
+
+def stack_as_environment(stack: Mapping[str, str]) -> dict[str, str]:
+    return {STACK_KEYS[key]: str(value) for key, value in stack.items() if key in STACK_KEYS and value is not None}
+
+
+def load_settings(cls: type[S], environ: Mapping[str, str] | None = None, stack: Mapping[str, str] | None = None) -> S:
+    """Validate the settings of ``cls`` from ``environ`` (default ``os.environ``) over ``stack``.
+
+    Empty variables count as unset. Raises :class:`SettingsError` naming the first bad variable.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, str] = stack_as_environment(stack or {})
+    if "AWS_REGION" not in environ and environ.get("AWS_DEFAULT_REGION"):
+        merged["AWS_REGION"] = environ["AWS_DEFAULT_REGION"]
+    merged.update({key: value for key, value in environ.items() if value != ""})
+    try:
+        return cls.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first["loc"][0] if first["loc"] else "settings"
+        variable = _alias_of(cls, str(loc))
+        shown = None if variable == "SML_DATABASE_URL" else merged.get(variable)
+        detail = first["msg"] if shown is None else f"{first['msg']} (got {shown[:60]!r})"
+        raise SettingsError(variable, detail) from None
+
+
+def _alias_of(cls: type[_Settings], loc: str) -> str:
+    field = cls.model_fields.get(loc)
+    return field.alias if field is not None and field.alias else loc

@@ -1,0 +1,73 @@
+"""The settings loader: typed, validated at start, one line naming the variable on error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sml.settings import (
+    DriftSettings,
+    LocalSettings,
+    PredictSettings,
+    SettingsError,
+    WriterSettings,
+    load_settings,
+    read_stack_file,
+)
+
+
+def test_embedded_defaults_need_no_environment() -> None:
+    settings = load_settings(LocalSettings, {})
+    assert settings.database_url == "sqlite:///.sml/sml.db"
+    assert settings.region == "us-east-1"
+    assert settings.champion_parameter == "/sml/breast-cancer/champion"
+
+
+def test_environment_wins_over_stack_file_and_typed_values() -> None:
+    stack = {"queue_url": "http://127.0.0.1:1/q", "region": "eu-west-1", "database_url": "sqlite:///x.db"}
+    settings = load_settings(PredictSettings, {"AWS_REGION": "eu-central-1", "SML_CAPTURE_SAMPLING_RATE": "0.25"}, stack)
+    assert settings.region == "eu-central-1"
+    assert settings.queue_url == "http://127.0.0.1:1/q"
+    assert settings.capture_sampling_rate == 0.25
+
+
+@pytest.mark.parametrize(
+    ("cls", "environ", "variable"),
+    [
+        (PredictSettings, {"SML_CAPTURE_SAMPLING_RATE": "1.5"}, "SML_CAPTURE_SAMPLING_RATE"),
+        (PredictSettings, {"SML_CAPTURE_SAMPLING_RATE": "half"}, "SML_CAPTURE_SAMPLING_RATE"),
+        (PredictSettings, {"SML_CAPTURE_FAIL_CLOSED": "perhaps"}, "SML_CAPTURE_FAIL_CLOSED"),
+        (PredictSettings, {"SML_MAX_INSTANCES": "0"}, "SML_MAX_INSTANCES"),
+        (PredictSettings, {"AWS_REGION": "moon"}, "AWS_REGION"),
+        (PredictSettings, {"SML_AWS_ENDPOINT_URL": "127.0.0.1:5000"}, "SML_AWS_ENDPOINT_URL"),
+        (WriterSettings, {"SML_MODEL_NAME": "Bad Name"}, "SML_MODEL_NAME"),
+        (DriftSettings, {"SML_DRIFT_REFERENCE": "yesterday"}, "SML_DRIFT_REFERENCE"),
+        (DriftSettings, {"SML_DRIFT_WINDOW_DAYS": "-1"}, "SML_DRIFT_WINDOW_DAYS"),
+        (LocalSettings, {"SML_DATABASE_URL": "not a url"}, "SML_DATABASE_URL"),
+    ],
+)
+def test_malformed_variable_is_named_in_one_line(cls, environ, variable: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(cls, environ)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"setting {variable}: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_password_in_database_url_is_refused_and_not_echoed() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(WriterSettings, {"SML_DATABASE_URL": "mysql+pymysql://admin:hunter2@db/sml"})
+    assert "Secrets Manager" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_stack_file_is_read_and_a_corrupt_one_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "stack.json"
+    assert read_stack_file(path) == {}
+    path.write_text(json.dumps({"bucket": "b-1"}))
+    assert load_settings(LocalSettings, {}, read_stack_file(path)).bucket == "b-1"
+    path.write_text("{not json")
+    with pytest.raises(SettingsError, match=str(path)):
+        read_stack_file(path)
