@@ -118,7 +118,7 @@ def create_db_engine(url: str | URL, *, pool_size: int = 1, echo: bool = False) 
         raise SmlError(f"database URL: unsupported backend {parsed.get_backend_name()!r} (use sqlite:// or mysql+pymysql://)")
     query = dict(parsed.query)
     query.setdefault("charset", "utf8mb4")
-    return sa.create_engine(
+    engine = sa.create_engine(
         parsed.set(query=query),
         pool_pre_ping=True,
         pool_recycle=280,
@@ -127,6 +127,16 @@ def create_db_engine(url: str | URL, *, pool_size: int = 1, echo: bool = False) 
         connect_args={"connect_timeout": 5, "local_infile": False},
         echo=echo,
     )
+
+    @sa.event.listens_for(engine, "connect")
+    def _session_settings(dbapi_connection: Any, _record: Any) -> None:
+        # Strict mode turns silent truncation into errors the writer can narrow down; UTC keeps
+        # DATETIME(6) values what the events say.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'")
+        cursor.close()
+
+    return engine
 
 
 def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
