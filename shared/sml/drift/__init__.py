@@ -1,0 +1,1 @@
+"""Drift detection: pure statistics (``stats``), production windows, the weekly job and its report."""

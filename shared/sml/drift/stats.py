@@ -1,0 +1,778 @@
+"""Drift statistics: two-sample tests per feature, corrected across a run, with effect-size floors.
+
+Pure functions on numpy arrays and counts (numpy and scipy only, no I/O). Per feature:
+
+- ``numeric``: two-sample Kolmogorov–Smirnov test on the non-missing values. The effect size is
+  the statistic D itself (largest gap between the two empirical CDFs).
+- ``categorical``: chi-square test on the 2×k table reference/current × category. Categories
+  seen in the reference whose expected count is below 5 are pooled into ``__other__``; values
+  never seen in the reference form their own ``__unseen__`` bucket so that a new category shows
+  up as a shift instead of vanishing into a pool (with only a handful of unseen values its tiny
+  expected count makes the p-value optimistic; the effect floor keeps such a column from DRIFT).
+  If ``__other__`` itself stays below 5 it absorbs the smallest remaining category. The effect
+  size is Cramér's V of that table with both rows normalised to proportions: it equals the usual
+  Cramér's V when the samples have equal size and, unlike it, does not shrink towards 0 when the
+  reference is much larger than the current window.
+- ``label`` (the predicted label): tested exactly like a categorical feature; it gets no
+  missing-rate test because every prediction has a label.
+- every feature that is not the label: a test on the missing-value rate (Pearson chi-square on
+  the 2×2 table, Fisher's exact test when an expected count is below 5). The effect size is the
+  absolute difference of the two rates.
+
+Verdicts (:func:`run_drift_tests`): the p-values of all tests of a run are adjusted with
+Benjamini–Hochberg. A test says DRIFT only when its adjusted p-value is below the false discovery
+rate *and* its effect size reaches the floor, so large samples do not flag trivial shifts. It says
+INSUFFICIENT_DATA, never NO_DRIFT, when a sample has fewer than ``min_samples`` values or when the
+smallest effect the test could detect (with power about 0.8, at the BH threshold of a lone
+shifted column, ``fdr / number of tests``) is larger than the floor. A significant test whose
+effect reaches the floor is DRIFT even when it had little power: the shift is there. Tests whose
+p-value cannot vary (no missing value on either side, a single category overall) stay out of the
+correction: they can never reject, and counting them would only weaken the others.
+
+Degenerate inputs never produce NaN: a test with an empty sample reports statistic 0, p-value 1
+and effect 0 with verdict INSUFFICIENT_DATA (``detail["reason"] == "empty_sample"``); constant
+columns are ordinary inputs (equal constants give D = 0 and p = 1, different ones D = 1).
+
+Example::
+
+    schema = [FeatureSpec("age", "numeric"), FeatureSpec("colour", "categorical"),
+              FeatureSpec("prediction", "label")]
+    reference = reference_from_columns(training_columns, schema)
+    results = run_drift_tests(reference, window_columns, schema)
+    verdict = overall_verdict(results)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache, partial
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from scipy import optimize, stats
+
+FeatureKind = Literal["numeric", "categorical", "label"]
+TestName = Literal["ks", "chi2", "missing_rate"]
+
+FEATURE_KINDS: tuple[str, ...] = ("numeric", "categorical", "label")
+MAIN_TESTS: tuple[str, ...] = ("ks", "chi2")
+OTHER_BUCKET = "__other__"
+UNSEEN_BUCKET = "__unseen__"
+MIN_EXPECTED_COUNT = 5.0
+DETECTION_POWER = 0.8
+# scipy's own bound for method="auto": exact p-values up to this sample size take milliseconds.
+EXACT_KS_MAX_SAMPLE = 10_000
+# kstwo.sf(d, n) costs ~0.1 s at n = 100k and grows with n; beyond 10k the limiting distribution
+# kstwobign differs from it by under 1.5% (relative) where p-values matter.
+KSTWO_MAX_N = 10_000
+
+
+class DriftVerdict(StrEnum):
+    """Outcome of one test or of a whole run."""
+
+    DRIFT = "DRIFT"
+    NO_DRIFT = "NO_DRIFT"
+    INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A column to test: ``kind`` is ``numeric``, ``categorical`` or ``label`` (the predicted label).
+
+    ``categories`` (optional) fixes the order of the chi-square buckets; categories are compared
+    by their ``str()`` form.
+    """
+
+    name: str
+    kind: FeatureKind
+    categories: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"feature {self.name!r}: kind {self.kind!r} is not one of {', '.join(FEATURE_KINDS)}")
+        if self.categories is not None:
+            object.__setattr__(self, "categories", tuple(str(category) for category in self.categories))
+
+
+@dataclass(frozen=True, eq=False)
+class NumericReference:
+    """Reference values of a numeric feature: non-missing values in ascending order, plus the missing count."""
+
+    sorted_values: np.ndarray
+    missing: int = 0
+
+    @classmethod
+    def from_values(cls, values: Sequence[float | None] | np.ndarray) -> NumericReference:
+        """Build from raw values (NaN or None = missing)."""
+        array = np.asarray(values, dtype=float)
+        finite = array[~np.isnan(array)]
+        return cls(sorted_values=np.sort(finite), missing=int(array.size - finite.size))
+
+
+@dataclass(frozen=True)
+class CategoricalReference:
+    """Reference category counts (keys are ``str()`` of the values), plus the missing count."""
+
+    counts: Mapping[str, int]
+    missing: int = 0
+
+    @classmethod
+    def from_values(cls, values: Iterable[Any]) -> CategoricalReference:
+        """Build from raw values (None or NaN = missing)."""
+        counts, missing = count_categories(values)
+        return cls(counts=dict(counts), missing=missing)
+
+
+class FeatureSpecLike(Protocol):
+    """Anything with a feature's ``name``, ``kind`` and optional ``categories`` (e.g. the manifest's spec)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def categories(self) -> Sequence[Any] | None: ...
+
+
+class NumericReferenceLike(Protocol):
+    @property
+    def sorted_values(self) -> Sequence[float] | np.ndarray: ...
+    @property
+    def missing(self) -> int: ...
+
+
+class CategoricalReferenceLike(Protocol):
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+    @property
+    def missing(self) -> int: ...
+
+
+ReferenceData = Mapping[str, NumericReferenceLike | CategoricalReferenceLike]
+
+
+@dataclass(frozen=True)
+class FeatureTestResult:
+    """One test on one feature, as a run records it.
+
+    ``n_reference``/``n_current`` count the values the test used: non-missing values for ``ks``
+    and ``chi2``, all rows for ``missing_rate``. ``detail`` holds JSON-friendly extras:
+    ``method``, ``min_detectable_effect`` and ``power_alpha`` (when the test ran), ``reason``
+    (why a verdict is INSUFFICIENT_DATA), chi-square buckets and counts, missing rates.
+    """
+
+    feature: str
+    test: TestName
+    kind: FeatureKind
+    statistic: float
+    p_value: float
+    p_adjusted: float
+    effect_size: float
+    effect_floor: float
+    n_reference: int
+    n_current: int
+    verdict: DriftVerdict
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KSResult:
+    """Two-sided two-sample KS: ``method`` is ``exact``, ``kstwo``, ``kstwobign`` or ``empty``."""
+
+    statistic: float
+    p_value: float
+    method: str
+
+
+@dataclass(frozen=True)
+class ChiSquareResult:
+    """Chi-square on the pooled 2×k table (row 0 reference, row 1 current), one entry per bucket."""
+
+    statistic: float
+    p_value: float
+    df: int
+    cramers_v: float
+    table_cramers_v: float
+    buckets: tuple[str, ...]
+    reference_counts: tuple[int, ...]
+    current_counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MissingRateResult:
+    """Two-proportion test on missing-value rates: ``method`` is ``chi2``, ``fisher`` or ``degenerate``."""
+
+    statistic: float
+    p_value: float
+    method: str
+    reference_rate: float
+    current_rate: float
+
+    @property
+    def difference(self) -> float:
+        return abs(self.current_rate - self.reference_rate)
+
+
+def sorted_finite_columns(columns: np.ndarray | Sequence[Sequence[float | None] | np.ndarray]) -> list[np.ndarray]:
+    """Sort each column once, dropping missing values.
+
+    :param columns: a 2-D array (rows × columns) or a sequence of 1-D columns; NaN or None = missing.
+    :returns: one ascending float array per column, without NaN.
+    """
+    if isinstance(columns, np.ndarray) and columns.ndim == 2:
+        columns = list(columns.T)
+    sorted_columns = []
+    for column in columns:
+        values = np.asarray(column, dtype=float)
+        sorted_columns.append(np.sort(values[~np.isnan(values)]))
+    return sorted_columns
+
+
+def ks_two_sample(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> KSResult:
+    """Two-sided two-sample KS test on ascending, NaN-free samples.
+
+    D is computed like ``scipy.stats.ks_2samp`` (ties handled on the union of values). The p-value
+    is scipy's exact one when both samples have at most 10,000 values, scipy's ``asymp`` one
+    (``kstwo``) while ``round(n*m/(n+m)) <= 10,000``, and the limiting Kolmogorov distribution
+    ``kstwobign.sf(D * sqrt(n*m/(n+m)))`` beyond, where it is close and ``kstwo`` is slow.
+
+    :returns: :class:`KSResult`; an empty sample gives D = 0, p = 1, method ``empty``.
+    """
+    n, m = len(reference_sorted), len(current_sorted)
+    if n == 0 or m == 0:
+        return KSResult(statistic=0.0, p_value=1.0, method="empty")
+    if n >= m:
+        statistic = _ks_statistic(larger=reference_sorted, smaller=current_sorted)
+    else:
+        statistic = _ks_statistic(larger=current_sorted, smaller=reference_sorted)
+    if max(n, m) <= EXACT_KS_MAX_SAMPLE:
+        p_value = stats.ks_2samp(reference_sorted, current_sorted, method="exact").pvalue
+        return KSResult(statistic=statistic, p_value=float(p_value), method="exact")
+    effective_n = n * m / (n + m)
+    if round(effective_n) <= KSTWO_MAX_N:
+        p_value = stats.kstwo.sf(statistic, round(effective_n))
+        return KSResult(statistic=statistic, p_value=float(np.clip(p_value, 0.0, 1.0)), method="kstwo")
+    p_value = stats.kstwobign.sf(statistic * math.sqrt(effective_n))
+    return KSResult(statistic=statistic, p_value=float(p_value), method="kstwobign")
+
+
+def ks_two_sample_columns(
+    reference_sorted: Sequence[np.ndarray], current_sorted: Sequence[np.ndarray]
+) -> list[KSResult]:
+    """:func:`ks_two_sample` for many columns (e.g. the output of :func:`sorted_finite_columns`)."""
+    if len(reference_sorted) != len(current_sorted):
+        raise ValueError(f"{len(reference_sorted)} reference columns but {len(current_sorted)} current columns")
+    return [ks_two_sample(reference, current) for reference, current in zip(reference_sorted, current_sorted)]
+
+
+def _ks_statistic(larger: np.ndarray, smaller: np.ndarray) -> float:
+    # Only the smaller sample's distinct values are searched in the larger one: between two of
+    # them the smaller ECDF is flat, so the widest gap there sits just below the next value
+    # (``side="left"``) and the other direction peaks at the values themselves.
+    n, m = len(larger), len(smaller)
+    group_ends = _tie_group_ends(smaller)
+    keys = smaller[group_ends]
+    smaller_cdf = (group_ends + 1) / m
+    gap_at_keys = np.abs(np.searchsorted(larger, keys, side="right") / n - smaller_cdf)
+    previous_cdf = np.concatenate(([0.0], smaller_cdf[:-1]))
+    gap_below_keys = np.searchsorted(larger, keys, side="left") / n - previous_cdf
+    return float(max(gap_at_keys.max(), gap_below_keys.max()))
+
+
+def _tie_group_ends(sorted_values: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.append(sorted_values[1:] != sorted_values[:-1], True))
+
+
+def count_categories(values: Iterable[Any]) -> tuple[Counter[str], int]:
+    """Count categories by ``str()`` form; None and float NaN are missing.
+
+    :returns: (counts, missing count).
+    """
+    counts: Counter[str] = Counter()
+    missing = 0
+    for value in values:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            missing += 1
+        else:
+            counts[str(value)] += 1
+    return counts, missing
+
+
+def pooled_contingency_table(
+    reference_counts: Mapping[str, int], current_counts: Mapping[str, int], order: Sequence[str] = ()
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """Build the 2×k table the chi-square test runs on.
+
+    Categories seen in the reference are columns, in ``order`` first and then alphabetically.
+    Those whose smallest expected count is below 5 go into ``__other__``; if ``__other__`` is still
+    below 5 it absorbs the smallest remaining category. Current values absent from the reference
+    form ``__unseen__``.
+
+    :returns: (bucket names, int array of shape (2, k): row 0 reference, row 1 current).
+    """
+    seen = {category for category, count in reference_counts.items() if count > 0}
+    ordered = [category for category in dict.fromkeys(order) if category in seen]
+    ordered += sorted(seen.difference(ordered))
+    reference_total = sum(reference_counts[category] for category in ordered)
+    current_total = sum(current_counts.values())
+    unseen = sum(count for category, count in current_counts.items() if category not in seen)
+    smaller_total = min(reference_total, current_total)
+    grand_total = reference_total + current_total
+
+    def is_rare(column_total: int) -> bool:
+        return smaller_total * column_total / grand_total < MIN_EXPECTED_COUNT
+
+    kept: list[tuple[str, int, int]] = []
+    other_reference = other_current = 0
+    for category in ordered:
+        in_reference, in_current = reference_counts[category], current_counts.get(category, 0)
+        if is_rare(in_reference + in_current):
+            other_reference += in_reference
+            other_current += in_current
+        else:
+            kept.append((category, in_reference, in_current))
+    if other_reference + other_current > 0:
+        if is_rare(other_reference + other_current) and kept:
+            smallest = min(range(len(kept)), key=lambda index: kept[index][1] + kept[index][2])
+            _, in_reference, in_current = kept.pop(smallest)
+            other_reference += in_reference
+            other_current += in_current
+        kept.append((OTHER_BUCKET, other_reference, other_current))
+    if unseen > 0:
+        kept.append((UNSEEN_BUCKET, 0, unseen))
+    buckets = tuple(name for name, _, _ in kept)
+    table = np.array([[row[1] for row in kept], [row[2] for row in kept]], dtype=np.int64).reshape(2, len(kept))
+    return buckets, table
+
+
+def chi_square_test(
+    reference_counts: Mapping[str, int], current_counts: Mapping[str, int], order: Sequence[str] = ()
+) -> ChiSquareResult:
+    """Chi-square test of homogeneity on :func:`pooled_contingency_table` (no continuity correction).
+
+    The statistic and p-value are those of ``scipy.stats.chi2_contingency(table, correction=False)``.
+    ``cramers_v`` is the effect size (Cramér's V of the row-normalised table, see the module doc);
+    ``table_cramers_v`` is the usual ``sqrt(chi2 / N)``. A table with fewer than two buckets (one
+    category overall) gives statistic 0, p 1, df 0.
+
+    :param reference_counts: non-empty counts per category of the reference.
+    :param current_counts: non-empty counts per category of the current window.
+    """
+    buckets, table = pooled_contingency_table(reference_counts, current_counts, order)
+    row_totals = table.sum(axis=1)
+    if row_totals.min() == 0:
+        raise ValueError("chi-square needs at least one value on each side")
+    if table.shape[1] < 2:
+        statistic, p_value, df = 0.0, 1.0, 0
+    else:
+        outcome = stats.chi2_contingency(table, correction=False)
+        statistic, p_value, df = float(outcome.statistic), float(outcome.pvalue), int(outcome.dof)
+    reference_share, current_share = table / row_totals[:, np.newaxis]
+    balanced = 0.5 * np.sum((reference_share - current_share) ** 2 / (reference_share + current_share))
+    return ChiSquareResult(
+        statistic=statistic,
+        p_value=p_value,
+        df=df,
+        cramers_v=float(math.sqrt(balanced)),
+        table_cramers_v=math.sqrt(statistic / table.sum()),
+        buckets=buckets,
+        reference_counts=tuple(int(count) for count in table[0]),
+        current_counts=tuple(int(count) for count in table[1]),
+    )
+
+
+def missing_rate_test(
+    reference_missing: int, reference_total: int, current_missing: int, current_total: int
+) -> MissingRateResult:
+    """Compare missing-value rates: Pearson chi-square on the 2×2 table, Fisher's exact p-value
+    when an expected count is below 5.
+
+    The statistic is always the Pearson chi-square. No missing value at all, or nothing but
+    missing values, on both sides gives statistic 0 and p 1 (method ``degenerate``), as does an
+    empty side (its rate is reported as 0).
+    """
+    sides = (("reference", reference_missing, reference_total), ("current", current_missing, current_total))
+    for side, missing, total in sides:
+        if not 0 <= missing <= total:
+            raise ValueError(f"{side} missing count {missing} is not between 0 and the row count {total}")
+    reference_rate = reference_missing / reference_total if reference_total else 0.0
+    current_rate = current_missing / current_total if current_total else 0.0
+    table = np.array(
+        [[reference_missing, reference_total - reference_missing], [current_missing, current_total - current_missing]]
+    )
+    if table.sum(axis=0).min() == 0 or table.sum(axis=1).min() == 0:
+        return MissingRateResult(0.0, 1.0, "degenerate", reference_rate, current_rate)
+    outcome = stats.chi2_contingency(table, correction=False)
+    if outcome.expected_freq.min() < MIN_EXPECTED_COUNT:
+        p_value, method = float(stats.fisher_exact(table).pvalue), "fisher"
+    else:
+        p_value, method = float(outcome.pvalue), "chi2"
+    return MissingRateResult(float(outcome.statistic), p_value, method, reference_rate, current_rate)
+
+
+def min_detectable_ks_statistic(n_reference: int, n_current: int, alpha: float) -> float:
+    """Smallest true ECDF gap D that the KS test detects at level ``alpha``.
+
+    This is the asymptotic critical value ``kstwobign.isf(alpha) * sqrt(1/n + 1/m)``. Because the
+    observed D is a maximum over many points it sits above the true gap, so simulated power at
+    this D is about 0.8 for a location shift of a normal and above 0.95 for a scale change.
+    """
+    return float(stats.kstwobign.isf(alpha) * math.sqrt(1 / n_reference + 1 / n_current))
+
+
+def min_detectable_cramers_v(
+    n_reference: int, n_current: int, df: int, alpha: float, power: float = DETECTION_POWER
+) -> float:
+    """Smallest effect (row-normalised Cramér's V) the chi-square test detects with ``power``.
+
+    Solves the noncentral chi-square for the noncentrality giving ``power`` at level ``alpha``.
+    Rows whose proportions are V apart reach a noncentrality of at least ``2 * V**2 * n_eff / s``,
+    with ``n_eff = n*m/(n+m)`` and ``s = max(n, m)/(n+m)``: ``N * V**2`` for equal samples, and
+    only half of that per effective observation when one sample dwarfs the other and the shift
+    drains rare categories. ``df`` below 1 is treated as 1.
+    """
+    noncentrality = _noncentrality_for_power(max(df, 1), alpha, power)
+    total = n_reference + n_current
+    effective_n = n_reference * n_current / total
+    larger_share = max(n_reference, n_current) / total
+    return math.sqrt(noncentrality * larger_share / (2 * effective_n))
+
+
+@cache
+def _noncentrality_for_power(df: int, alpha: float, power: float) -> float:
+    critical = stats.chi2.isf(alpha, df)
+
+    def shortfall(noncentrality: float) -> float:
+        return float(stats.ncx2.sf(critical, df, noncentrality)) - power
+
+    upper = 1.0
+    while shortfall(upper) < 0:
+        upper *= 2
+    return float(optimize.brentq(shortfall, 0.0, upper))
+
+
+def min_detectable_rate_change(
+    n_reference: int, n_current: int, reference_rate: float, alpha: float, power: float = DETECTION_POWER
+) -> float:
+    """Smallest change of the missing rate, away from ``reference_rate``, that the test detects.
+
+    The larger of two standard approximations: Cohen's h (arcsine scale) and Fleiss' normal
+    approximation with continuity correction. Each alone is optimistic in one small-count regime
+    (a rate near 0 with equal samples, resp. with a much larger reference); together they keep the
+    simulated power at or above ``power``. The change is taken towards 0.5, where a given change is
+    hardest to detect. Returns 1.0 when no rate in [0, 1] would be detectable.
+    """
+    # Missing and present are symmetric, so measure the rate from the nearer end.
+    base_rate = min(reference_rate, 1 - reference_rate)
+    return max(
+        _rate_change_by_arcsine(n_reference, n_current, base_rate, alpha, power),
+        _rate_change_by_fleiss(n_reference, n_current, base_rate, alpha, power),
+    )
+
+
+def _rate_change_by_arcsine(n_reference: int, n_current: int, base_rate: float, alpha: float, power: float) -> float:
+    detectable_h = (stats.norm.isf(alpha / 2) + stats.norm.ppf(power)) * math.sqrt(1 / n_reference + 1 / n_current)
+    moved = math.asin(math.sqrt(base_rate)) + detectable_h / 2
+    return 1.0 if moved >= math.pi / 2 else math.sin(moved) ** 2 - base_rate
+
+
+def _rate_change_by_fleiss(n_reference: int, n_current: int, base_rate: float, alpha: float, power: float) -> float:
+    z_alpha, z_power = stats.norm.isf(alpha / 2), stats.norm.ppf(power)
+    continuity = (1 / n_reference + 1 / n_current) / 2
+
+    def surplus(change: float) -> float:
+        rate = base_rate + change
+        pooled = (n_current * rate + n_reference * base_rate) / (n_current + n_reference)
+        null_spread = math.sqrt(pooled * (1 - pooled) * (1 / n_current + 1 / n_reference))
+        alternative_spread = math.sqrt(rate * (1 - rate) / n_current + base_rate * (1 - base_rate) / n_reference)
+        return change - continuity - z_alpha * null_spread - z_power * alternative_spread
+
+    largest_change = 1 - base_rate
+    if surplus(largest_change) < 0:
+        return 1.0
+    return float(optimize.brentq(surplus, 1e-12, largest_change))
+
+
+@dataclass(frozen=True)
+class _PendingTest:
+    """A test's numbers before the run-wide correction decides its verdict."""
+
+    feature: str
+    test: TestName
+    kind: FeatureKind
+    statistic: float
+    p_value: float
+    effect_size: float
+    effect_floor: float
+    n_reference: int
+    n_current: int
+    detail: dict[str, Any]
+    enough_samples: bool
+    corrected: bool
+    """Whether the test takes part in Benjamini–Hochberg (it ran and its p-value could vary)."""
+    min_detectable: Callable[[float], float] | None
+    """Smallest detectable effect at a given alpha; None when a sample is empty."""
+
+
+def run_drift_tests(
+    reference: ReferenceData,
+    current: Mapping[str, np.ndarray | Sequence[Any]],
+    schema: Sequence[FeatureSpecLike],
+    *,
+    fdr: float = 0.05,
+    min_ks_d: float = 0.1,
+    min_cramers_v: float = 0.1,
+    min_missing_rate_diff: float = 0.05,
+    min_samples: int = 30,
+) -> list[FeatureTestResult]:
+    """Test every feature of ``schema`` and decide a verdict per test.
+
+    :param reference: per feature name, a numeric reference (``sorted_values``, ``missing``) or a
+        categorical one (``counts``, ``missing``), e.g. :class:`NumericReference`,
+        :class:`CategoricalReference` or the model manifest's reference objects.
+    :param current: per feature name, the window's values in row order (numeric: floats with NaN
+        or None for missing; categorical and label: values with None for missing).
+    :param schema: the features to test (``name``, ``kind``, ``categories``); a ``label`` kind is
+        the predicted label.
+    :param fdr: Benjamini–Hochberg false discovery rate across all tests of the run.
+    :param min_ks_d, min_cramers_v, min_missing_rate_diff: effect-size floors below which a
+        significant test is still NO_DRIFT.
+    :param min_samples: fewer values than this on either side gives INSUFFICIENT_DATA.
+    :returns: per feature in schema order, the main test (``ks`` or ``chi2``) then ``missing_rate``
+        (not for the label).
+    :raises ValueError: naming the feature or option that is invalid.
+    """
+    _check_options(
+        fdr=fdr, min_ks_d=min_ks_d, min_cramers_v=min_cramers_v, min_missing_rate_diff=min_missing_rate_diff
+    )
+    if min_samples < 1:
+        raise ValueError(f"min_samples must be at least 1, got {min_samples}")
+    _check_schema(schema)
+    numeric_current = {spec.name: _numeric_column(spec.name, current) for spec in schema if spec.kind == "numeric"}
+    sorted_current = dict(zip(numeric_current, sorted_finite_columns(list(numeric_current.values()))))
+
+    pending: list[_PendingTest] = []
+    for spec in schema:
+        if spec.kind == "numeric":
+            reference_sorted, reference_missing = _numeric_reference(spec.name, reference)
+            current_sorted = sorted_current[spec.name]
+            current_missing = numeric_current[spec.name].size - current_sorted.size
+            pending.append(_ks_pending(spec.name, reference_sorted, current_sorted, min_ks_d, min_samples))
+            reference_present, current_present = reference_sorted.size, current_sorted.size
+        else:
+            reference_counts, reference_missing = _categorical_reference(spec.name, reference)
+            current_counts, current_missing = count_categories(_column(spec.name, current))
+            pending.append(_chi2_pending(spec, reference_counts, current_counts, min_cramers_v, min_samples))
+            reference_present, current_present = sum(reference_counts.values()), sum(current_counts.values())
+        if spec.kind != "label":
+            pending.append(
+                _missing_rate_pending(
+                    spec,
+                    reference_missing,
+                    reference_present + reference_missing,
+                    current_missing,
+                    current_present + current_missing,
+                    min_missing_rate_diff,
+                    min_samples,
+                )
+            )
+    return _decide_all(pending, fdr)
+
+
+def overall_verdict(results: Sequence[FeatureTestResult]) -> DriftVerdict:
+    """The run's verdict: DRIFT if any test drifts; otherwise INSUFFICIENT_DATA if any main test
+    (``ks``/``chi2``) is INSUFFICIENT_DATA or nothing was tested; otherwise NO_DRIFT.
+
+    A missing-rate test that lacks power shows in its own result but does not make the run
+    INSUFFICIENT_DATA.
+    """
+    if any(result.verdict is DriftVerdict.DRIFT for result in results):
+        return DriftVerdict.DRIFT
+    main = [result for result in results if result.test in MAIN_TESTS]
+    if not main or any(result.verdict is DriftVerdict.INSUFFICIENT_DATA for result in main):
+        return DriftVerdict.INSUFFICIENT_DATA
+    return DriftVerdict.NO_DRIFT
+
+
+def reference_from_columns(
+    columns: Mapping[str, np.ndarray | Sequence[Any]], schema: Sequence[FeatureSpecLike]
+) -> dict[str, NumericReference | CategoricalReference]:
+    """Summarise raw columns (training data or a previous window) into reference data for ``schema``."""
+    reference: dict[str, NumericReference | CategoricalReference] = {}
+    for spec in schema:
+        if spec.kind == "numeric":
+            reference[spec.name] = NumericReference.from_values(_numeric_column(spec.name, columns))
+        else:
+            reference[spec.name] = CategoricalReference.from_values(_column(spec.name, columns))
+    return reference
+
+
+def _check_options(**options: float) -> None:
+    for name, value in options.items():
+        if name == "fdr" and not 0 < value < 1:
+            raise ValueError(f"fdr must be in (0, 1), got {value}")
+        if not 0 <= value < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+def _check_schema(schema: Sequence[FeatureSpecLike]) -> None:
+    names = [spec.name for spec in schema]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"schema lists feature(s) {', '.join(map(repr, duplicates))} more than once")
+    for spec in schema:
+        if spec.kind not in FEATURE_KINDS:
+            raise ValueError(f"feature {spec.name!r}: kind {spec.kind!r} is not one of {', '.join(FEATURE_KINDS)}")
+
+
+def _column(name: str, columns: Mapping[str, np.ndarray | Sequence[Any]]) -> np.ndarray | Sequence[Any]:
+    try:
+        return columns[name]
+    except KeyError:
+        raise ValueError(f"no values for feature {name!r}") from None
+
+
+def _numeric_column(name: str, columns: Mapping[str, np.ndarray | Sequence[Any]]) -> np.ndarray:
+    try:
+        values = np.asarray(_column(name, columns), dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"feature {name!r} is numeric but has a non-numeric value: {exc}") from None
+    if values.ndim != 1:
+        raise ValueError(f"feature {name!r}: expected a 1-D column of values, got shape {values.shape}")
+    return values
+
+
+def _numeric_reference(name: str, reference: ReferenceData) -> tuple[np.ndarray, int]:
+    entry, missing = _reference_entry(name, reference)
+    if not hasattr(entry, "sorted_values"):
+        raise ValueError(f"reference for feature {name!r} is not numeric (no sorted_values)")
+    values = np.asarray(entry.sorted_values, dtype=float)
+    if values.ndim != 1 or not np.all(values[1:] >= values[:-1]) or (values.size and np.isnan(values[0])):
+        raise ValueError(f"reference for feature {name!r}: sorted_values must be ascending without NaN")
+    return values, missing
+
+
+def _categorical_reference(name: str, reference: ReferenceData) -> tuple[Mapping[str, int], int]:
+    entry, missing = _reference_entry(name, reference)
+    if not hasattr(entry, "counts"):
+        raise ValueError(f"reference for feature {name!r} is not categorical (no counts)")
+    if any(count < 0 for count in entry.counts.values()):
+        raise ValueError(f"reference for feature {name!r}: a category count is negative")
+    return entry.counts, missing
+
+
+def _reference_entry(name: str, reference: ReferenceData) -> tuple[Any, int]:
+    try:
+        entry = reference[name]
+    except KeyError:
+        raise ValueError(f"reference data has no feature {name!r}") from None
+    missing = int(entry.missing)
+    if missing < 0:
+        raise ValueError(f"reference for feature {name!r}: missing count is negative")
+    return entry, missing
+
+
+def _ks_pending(
+    name: str, reference_sorted: np.ndarray, current_sorted: np.ndarray, floor: float, min_samples: int
+) -> _PendingTest:
+    n, m = reference_sorted.size, current_sorted.size
+    outcome = ks_two_sample(reference_sorted, current_sorted)
+    return _PendingTest(
+        feature=name, test="ks", kind="numeric", statistic=outcome.statistic, p_value=outcome.p_value,
+        effect_size=outcome.statistic, effect_floor=floor, n_reference=n, n_current=m,
+        detail={"method": outcome.method}, enough_samples=min(n, m) >= min_samples, corrected=min(n, m) > 0,
+        min_detectable=partial(min_detectable_ks_statistic, n, m) if min(n, m) > 0 else None,
+    )
+
+
+def _chi2_pending(
+    spec: FeatureSpecLike, reference_counts: Mapping[str, int], current_counts: Mapping[str, int], floor: float,
+    min_samples: int,
+) -> _PendingTest:
+    n, m = sum(reference_counts.values()), sum(current_counts.values())
+    kind: FeatureKind = "label" if spec.kind == "label" else "categorical"
+    unseen = sum(count for category, count in current_counts.items() if reference_counts.get(category, 0) <= 0)
+    detail: dict[str, Any] = {"method": "chi2", "unseen_current_count": unseen}
+    if n == 0 or m == 0:
+        return _PendingTest(
+            feature=spec.name, test="chi2", kind=kind, statistic=0.0, p_value=1.0, effect_size=0.0,
+            effect_floor=floor, n_reference=n, n_current=m, detail=detail, enough_samples=False, corrected=False,
+            min_detectable=None,
+        )
+    outcome = chi_square_test(reference_counts, current_counts, spec.categories or ())
+    detail |= {
+        "df": outcome.df,
+        "table_cramers_v": outcome.table_cramers_v,
+        "buckets": list(outcome.buckets),
+        "reference_counts": list(outcome.reference_counts),
+        "current_counts": list(outcome.current_counts),
+    }
+    return _PendingTest(
+        feature=spec.name, test="chi2", kind=kind, statistic=outcome.statistic, p_value=outcome.p_value,
+        effect_size=outcome.cramers_v, effect_floor=floor, n_reference=n, n_current=m, detail=detail,
+        enough_samples=min(n, m) >= min_samples, corrected=outcome.df > 0,
+        min_detectable=lambda alpha: min_detectable_cramers_v(n, m, outcome.df, alpha),
+    )
+
+
+def _missing_rate_pending(
+    spec: FeatureSpecLike, reference_missing: int, reference_rows: int, current_missing: int, current_rows: int,
+    floor: float, min_samples: int,
+) -> _PendingTest:
+    outcome = missing_rate_test(reference_missing, reference_rows, current_missing, current_rows)
+    has_rows = reference_rows > 0 and current_rows > 0
+    return _PendingTest(
+        feature=spec.name, test="missing_rate", kind="numeric" if spec.kind == "numeric" else "categorical",
+        statistic=outcome.statistic, p_value=outcome.p_value, effect_size=outcome.difference, effect_floor=floor,
+        n_reference=reference_rows, n_current=current_rows,
+        detail={
+            "method": outcome.method,
+            "reference_rate": outcome.reference_rate,
+            "current_rate": outcome.current_rate,
+        },
+        enough_samples=min(reference_rows, current_rows) >= min_samples,
+        corrected=has_rows and outcome.method != "degenerate",
+        min_detectable=(
+            partial(min_detectable_rate_change, reference_rows, current_rows, outcome.reference_rate)
+            if has_rows
+            else None
+        ),
+    )
+
+
+def _decide_all(pending: Sequence[_PendingTest], fdr: float) -> list[FeatureTestResult]:
+    corrected = [index for index, test in enumerate(pending) if test.corrected]
+    p_adjusted = [1.0] * len(pending)
+    if corrected:
+        adjusted = stats.false_discovery_control([pending[index].p_value for index in corrected], method="bh")
+        for index, value in zip(corrected, adjusted):
+            p_adjusted[index] = float(value)
+    # A lone shifted column must beat the smallest BH threshold, fdr / number of tests.
+    power_alpha = fdr / max(len(corrected), 1)
+    return [_decide(test, adjusted, fdr, power_alpha) for test, adjusted in zip(pending, p_adjusted)]
+
+
+def _decide(test: _PendingTest, p_adjusted: float, fdr: float, power_alpha: float) -> FeatureTestResult:
+    detail = dict(test.detail)
+    if test.min_detectable is None:
+        verdict, detail["reason"] = DriftVerdict.INSUFFICIENT_DATA, "empty_sample"
+    else:
+        min_detectable = test.min_detectable(power_alpha)
+        detail |= {"min_detectable_effect": min_detectable, "power_alpha": power_alpha}
+        if not test.enough_samples:
+            verdict, detail["reason"] = DriftVerdict.INSUFFICIENT_DATA, "below_min_samples"
+        elif p_adjusted < fdr and test.effect_size >= test.effect_floor:
+            verdict = DriftVerdict.DRIFT
+        elif min_detectable > test.effect_floor:
+            verdict, detail["reason"] = DriftVerdict.INSUFFICIENT_DATA, "underpowered"
+        else:
+            verdict = DriftVerdict.NO_DRIFT
+    return FeatureTestResult(
+        feature=test.feature, test=test.test, kind=test.kind, statistic=test.statistic, p_value=test.p_value,
+        p_adjusted=p_adjusted, effect_size=test.effect_size, effect_floor=test.effect_floor,
+        n_reference=test.n_reference, n_current=test.n_current, verdict=verdict, detail=detail,
+    )
