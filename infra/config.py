@@ -1,0 +1,182 @@
+"""Deployment options from CDK context, validated before any resource is built.
+
+Values come from ``cdk.json`` (typed JSON) or ``cdk synth -c key=value`` (always strings), so each
+parser accepts both. A bad value raises :class:`ContextError` naming the context key. This module
+does not import aws_cdk, so it is cheap to test.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from infra import names
+
+FUNCTION_URL_AUTH_TYPES = ("AWS_IAM", "NONE")
+
+# Memory of the burstable Graviton (db.t4g.*) sizes, in GiB.
+DB_MEMORY_GIB = {"micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
+
+# RDS for MySQL's default max_connections is DBInstanceClassMemory / 12582880 bytes.
+_BYTES_PER_MYSQL_CONNECTION = 12_582_880
+
+# Connections the writer may not take: drift, the migration call and an operator's session.
+_RESERVED_CONNECTIONS = 3
+
+_MIN_WRITER_CONCURRENCY = 2  # the lowest maximum concurrency Lambda accepts for an SQS source
+
+
+class ContextError(ValueError):
+    """A CDK context value that cannot be deployed; the message names the context key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"context {key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """Everything that differs between two deployments of the stack."""
+
+    environment: str = "dev"
+    app_name: str = "sml"
+    model_name: str = "breast-cancer"
+    alert_email: str | None = None
+    function_url_auth: str = "AWS_IAM"
+    capture_sampling_rate: float = 1.0
+    db_instance_size: str = "micro"
+    db_multi_az: bool = False
+    deletion_protection: bool = True
+    writer_batch_size: int = 100
+    writer_batching_window_seconds: int = 5
+    writer_max_concurrency: int = 5
+
+    @property
+    def deployed_app_name(self) -> str:
+        """``SML_APP_NAME`` of this deployment (``<app>-<environment>``)."""
+        return names.deployed_app_name(self.app_name, self.environment)
+
+    @property
+    def stack_name(self) -> str:
+        """CloudFormation stack name, e.g. ``sml-dev``."""
+        return self.deployed_app_name
+
+    @property
+    def db_connection_budget(self) -> int:
+        """Connections the writer may hold: half the instance's default max_connections, less reserves."""
+        max_connections = DB_MEMORY_GIB[self.db_instance_size] * 2**30 // _BYTES_PER_MYSQL_CONNECTION
+        return max_connections // 2 - _RESERVED_CONNECTIONS
+
+
+Getter = Callable[[str], object]
+
+
+def config_from_context(get: Getter) -> DeploymentConfig:
+    """Read and validate the deployment options.
+
+    :param get: returns the raw context value for a key, or ``None`` when unset
+        (``app.node.try_get_context`` or ``dict.get``).
+    :returns: the validated :class:`DeploymentConfig`; unset keys keep their defaults.
+    :raises ContextError: naming the first key whose value cannot be used.
+    """
+    defaults = DeploymentConfig()
+    config = DeploymentConfig(
+        environment=_name(get, names.CTX_ENVIRONMENT, defaults.environment, max_length=12),
+        app_name=_name(get, names.CTX_APP_NAME, defaults.app_name, max_length=16),
+        model_name=_name(get, names.CTX_MODEL_NAME, defaults.model_name, max_length=63),
+        alert_email=_email(get, names.CTX_ALERT_EMAIL),
+        function_url_auth=_choice(
+            get, names.CTX_FUNCTION_URL_AUTH, defaults.function_url_auth, FUNCTION_URL_AUTH_TYPES
+        ),
+        capture_sampling_rate=_number(
+            get, names.CTX_CAPTURE_SAMPLING_RATE, defaults.capture_sampling_rate, float, 0.0, 1.0
+        ),
+        db_instance_size=_choice(get, names.CTX_DB_INSTANCE_SIZE, defaults.db_instance_size, tuple(DB_MEMORY_GIB)),
+        db_multi_az=_flag(get, names.CTX_DB_MULTI_AZ, defaults.db_multi_az),
+        deletion_protection=_flag(get, names.CTX_DELETION_PROTECTION, defaults.deletion_protection),
+        writer_batch_size=_number(get, names.CTX_WRITER_BATCH_SIZE, defaults.writer_batch_size, int, 1, 10_000),
+        writer_batching_window_seconds=_number(
+            get, names.CTX_WRITER_BATCHING_WINDOW_SECONDS, defaults.writer_batching_window_seconds, int, 0, 300
+        ),
+        writer_max_concurrency=_number(
+            get, names.CTX_WRITER_MAX_CONCURRENCY, defaults.writer_max_concurrency, int, _MIN_WRITER_CONCURRENCY, 1000
+        ),
+    )
+    if config.writer_batch_size > 10 and config.writer_batching_window_seconds < 1:
+        raise ContextError(
+            names.CTX_WRITER_BATCHING_WINDOW_SECONDS,
+            f"must be at least 1 when {names.CTX_WRITER_BATCH_SIZE} is above 10 (Lambda's rule for SQS sources)",
+        )
+    if config.writer_max_concurrency > config.db_connection_budget:
+        raise ContextError(
+            names.CTX_WRITER_MAX_CONCURRENCY,
+            f"{config.writer_max_concurrency} is above the connection budget of db.t4g.{config.db_instance_size} "
+            f"({config.db_connection_budget}); lower it or raise {names.CTX_DB_INSTANCE_SIZE}",
+        )
+    return config
+
+
+def _raw(get: Getter, key: str) -> object | None:
+    value = get(key)
+    return None if value is None or value == "" else value
+
+
+def _name(get: Getter, key: str, default: str, *, max_length: int) -> str:
+    value = _raw(get, key)
+    if value is None:
+        return default
+    text = str(value)
+    if not re.fullmatch(rf"[a-z][a-z0-9-]{{0,{max_length - 1}}}", text):
+        raise ContextError(
+            key, f"{text!r} must be lower-case letters, digits and '-', start with a letter, at most {max_length} long"
+        )
+    return text
+
+
+def _email(get: Getter, key: str) -> str | None:
+    value = _raw(get, key)
+    if value is None:
+        return None
+    text = str(value)
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        raise ContextError(key, f"{text!r} is not an email address")
+    return text
+
+
+def _choice(get: Getter, key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _raw(get, key)
+    if value is None:
+        return default
+    if value not in choices:
+        raise ContextError(key, f"{value!r} must be one of {', '.join(choices)}")
+    return str(value)
+
+
+def _flag(get: Getter, key: str, default: bool) -> bool:
+    value = _raw(get, key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text not in ("true", "false"):
+        raise ContextError(key, f"{value!r} must be true or false")
+    return text == "true"
+
+
+def _number(get: Getter, key: str, default: float, kind: type[int] | type[float], low: float, high: float) -> float:
+    value = _raw(get, key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise ContextError(key, f"{value!r} must be a number")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ContextError(key, f"{value!r} must be {'an integer' if kind is int else 'a number'}") from None
+    if kind is int and isinstance(value, float) and value != number:
+        raise ContextError(key, f"{value!r} must be an integer")
+    if not low <= number <= high:
+        raise ContextError(key, f"{number} must be between {low} and {high}")
+    return number

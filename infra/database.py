@@ -1,0 +1,117 @@
+"""RDS for MySQL in isolated subnets, its generated secret, and the RDS Proxy the functions use.
+
+The writer and drift functions connect to the proxy (TLS required) with the credentials in the
+secret; only the proxy may connect to the instance.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_rds as rds
+from constructs import Construct
+
+from infra import names
+from infra.config import DeploymentConfig
+from infra.nag import acknowledge
+from infra.network import Network
+
+# A current 8.4 (LTS) minor version that cfn-lint knows; RDS upgrades minors in the maintenance window.
+ENGINE_VERSION = rds.MysqlEngineVersion.VER_8_4_10
+BACKUP_RETENTION = cdk.Duration.days(7)
+MYSQL_PORT = 3306
+
+
+class Database(Construct):
+    """The MySQL instance, its secret and the proxy in front of it."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, network: Network, config: DeploymentConfig) -> None:
+        super().__init__(scope, construct_id)
+        # The standard RDS secret; dbname included so a client needs nothing but the secret.
+        generated_secret = rds.DatabaseSecret(self, "Secret", username=names.DB_ADMIN_USER, dbname=names.DB_NAME)
+        self.instance = rds.DatabaseInstance(
+            self,
+            "Instance",
+            engine=rds.DatabaseInstanceEngine.mysql(version=ENGINE_VERSION),
+            instance_type=ec2.InstanceType(f"t4g.{config.db_instance_size}"),
+            vpc=network.vpc,
+            vpc_subnets=network.database_subnets,
+            credentials=rds.Credentials.from_secret(generated_secret),
+            database_name=names.DB_NAME,
+            storage_type=rds.StorageType.GP3,
+            allocated_storage=20,
+            max_allocated_storage=100,
+            storage_encrypted=True,
+            backup_retention=BACKUP_RETENTION,
+            multi_az=config.db_multi_az,
+            deletion_protection=config.deletion_protection,
+            removal_policy=cdk.RemovalPolicy.SNAPSHOT,
+            cloudwatch_logs_exports=["error", "slowquery"],
+            auto_minor_version_upgrade=True,
+            publicly_accessible=False,
+        )
+        # The attached secret: the same secret, once host and port are in it.
+        self.secret = self.instance.secret
+        self.proxy_security_group = ec2.SecurityGroup(
+            self,
+            "ProxySecurityGroup",
+            vpc=network.vpc,
+            description="RDS Proxy in front of the MySQL instance",
+            # Isolated subnets: outbound traffic cannot leave the VPC whatever this allows.
+            allow_all_outbound=True,
+        )
+        self.proxy = rds.DatabaseProxy(
+            self,
+            "Proxy",
+            proxy_target=rds.ProxyTarget.from_instance(self.instance),
+            db_proxy_name=f"{config.deployed_app_name}-proxy",
+            secrets=[self.secret],
+            vpc=network.vpc,
+            vpc_subnets=network.database_subnets,
+            security_groups=[self.proxy_security_group],
+            require_tls=True,
+            client_password_auth_type=rds.ClientPasswordAuthType.MYSQL_CACHING_SHA2_PASSWORD,
+        )
+        self.instance.connections.allow_default_port_from(self.proxy_security_group, "MySQL from the RDS proxy")
+        self.proxy.connections.allow_from(
+            network.function_security_group, ec2.Port.tcp(MYSQL_PORT), "MySQL from the writer and drift functions"
+        )
+        self._acknowledge_findings(config, generated_secret)
+
+    @property
+    def endpoint(self) -> str:
+        """Host name the functions connect to (the proxy, never the instance)."""
+        return self.proxy.endpoint
+
+    def grant_connect(self, grantee: iam.IGrantable) -> None:
+        """Let ``grantee`` read the database credentials (the proxy checks them)."""
+        self.secret.grant_read(grantee)
+
+    def _acknowledge_findings(self, config: DeploymentConfig, secret: rds.DatabaseSecret) -> None:
+        acknowledge(
+            secret,
+            "AwsSolutions-SMG4",
+            "The functions cache the credentials for the life of a container, so rotation needs them to re-read the "
+            "secret on an authentication failure first; docs/deploy.md shows how to rotate by hand meanwhile.",
+        )
+        acknowledge(
+            self.instance,
+            "AwsSolutions-RDS11",
+            "The instance is reachable only from the proxy's security group inside isolated subnets; a non-default "
+            "port would add no protection there.",
+        )
+        if not config.db_multi_az:
+            acknowledge(
+                self.instance,
+                "AwsSolutions-RDS3",
+                f"Single-AZ keeps the default deployment cheap; the events queue buffers writes through an outage. "
+                f"Set context {names.CTX_DB_MULTI_AZ}=true for a standby.",
+            )
+        if not config.deletion_protection:
+            acknowledge(
+                self.instance,
+                "AwsSolutions-RDS10",
+                f"Deletion protection was switched off on purpose with context {names.CTX_DELETION_PROTECTION}=false "
+                "(teardown); removal still takes a final snapshot.",
+            )

@@ -1,0 +1,72 @@
+"""The drift function and its weekly schedule."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from constructs import Construct
+
+from infra import names
+from infra.alerts import Alerts
+from infra.config import DeploymentConfig
+from infra.database import Database
+from infra.image_function import ImageFunction
+from infra.model_registry import ModelRegistry
+from infra.network import Network
+from infra.writer import database_environment
+
+TIMEOUT = cdk.Duration.minutes(15)
+MEMORY_MIB = 2048  # a week of predictions, sorted per column, plus the report's plots
+WINDOW_DAYS = 7
+# Monday 06:00 UTC: a full week of predictions, read before the working week starts.
+SCHEDULE = events.Schedule.cron(minute="0", hour="6", week_day="MON")
+
+
+class Drift(Construct):
+    """The drift function in the VPC, run weekly by EventBridge."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        network: Network,
+        database: Database,
+        registry: ModelRegistry,
+        alerts: Alerts,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        environment = database_environment(config, registry, database)
+        environment.update(
+            {
+                names.ENV_TOPIC_ARN: alerts.topic.topic_arn,
+                names.ENV_DRIFT_WINDOW_DAYS: str(WINDOW_DAYS),
+                names.ENV_REPORT_PREFIX: names.REPORTS_PREFIX,
+                names.ENV_POWERTOOLS_SERVICE_NAME: "drift",
+            }
+        )
+        self.image = ImageFunction(
+            self,
+            "Image",
+            dockerfile=names.DRIFT_DOCKERFILE,
+            description=f"{config.deployed_app_name} drift: weekly drift tests, report and alert",
+            environment=environment,
+            memory_mib=MEMORY_MIB,
+            timeout=TIMEOUT,
+            placement=network.function_placement,
+        )
+        self.function = self.image.function
+        database.grant_connect(self.image.role)
+        registry.grant_model_read(self.image.role)
+        registry.grant_champion_read(self.image.role)
+        registry.grant_report_write(self.image.role)
+        alerts.grant_publish(self.image.role)
+        self.schedule = events.Rule(
+            self,
+            "Weekly",
+            schedule=SCHEDULE,
+            description=f"Runs the {config.deployed_app_name} drift job weekly",
+            targets=[targets.LambdaFunction(self.function, retry_attempts=2)],
+        )

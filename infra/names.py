@@ -1,0 +1,73 @@
+"""Every name the deployment shares with the application code, in one place.
+
+The environment variable names are the settings contract of ``sml.settings``; the S3 prefixes and
+the SSM parameter are the model registry layout the CLI and the functions agree on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Context keys (cdk.json "context" or `cdk synth -c key=value`).
+CTX_ENVIRONMENT = "environment"
+CTX_APP_NAME = "app_name"
+CTX_MODEL_NAME = "model_name"
+CTX_ALERT_EMAIL = "alert_email"
+CTX_FUNCTION_URL_AUTH = "function_url_auth"
+CTX_CAPTURE_SAMPLING_RATE = "capture_sampling_rate"
+CTX_DB_INSTANCE_SIZE = "db_instance_size"
+CTX_DB_MULTI_AZ = "db_multi_az"
+CTX_DELETION_PROTECTION = "deletion_protection"
+CTX_WRITER_BATCH_SIZE = "writer_batch_size"
+CTX_WRITER_BATCHING_WINDOW_SECONDS = "writer_batching_window_seconds"
+CTX_WRITER_MAX_CONCURRENCY = "writer_max_concurrency"
+
+# Environment variables read by sml.settings.
+ENV_APP_NAME = "SML_APP_NAME"
+ENV_MODEL_NAME = "SML_MODEL_NAME"
+ENV_BUCKET = "SML_BUCKET"
+ENV_QUEUE_URL = "SML_QUEUE_URL"
+ENV_TOPIC_ARN = "SML_TOPIC_ARN"
+ENV_CAPTURE_SAMPLING_RATE = "SML_CAPTURE_SAMPLING_RATE"
+ENV_CAPTURE_FAIL_CLOSED = "SML_CAPTURE_FAIL_CLOSED"
+ENV_DB_SECRET_ARN = "SML_DB_SECRET_ARN"
+ENV_DB_HOST = "SML_DB_HOST"
+ENV_DB_NAME = "SML_DB_NAME"
+ENV_DRIFT_WINDOW_DAYS = "SML_DRIFT_WINDOW_DAYS"
+ENV_REPORT_PREFIX = "SML_REPORT_PREFIX"
+ENV_POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+ENV_POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+
+# Lambda entry points and their Dockerfiles (build context: the repository root).
+PREDICT_DOCKERFILE = "functions/predict/Dockerfile"
+WRITER_DOCKERFILE = "functions/writer/Dockerfile"
+DRIFT_DOCKERFILE = "functions/drift/Dockerfile"
+
+# Model registry layout: s3://<bucket>/models/<model>/<version>/..., reports under reports/.
+MODELS_PREFIX = "models/"
+REPORTS_PREFIX = "reports/"
+DB_NAME = "sml"
+DB_ADMIN_USER = "sml_admin"
+
+# Value of the champion parameter until `sml promote` writes a version into it.
+NO_CHAMPION = "none"
+
+# Payload that makes the writer apply the schema migrations (see docs/deploy.md).
+MIGRATE_PAYLOAD = '{"sml_action": "migrate"}'
+
+
+def deployed_app_name(app_name: str, environment: str) -> str:
+    """The ``SML_APP_NAME`` of one deployment, so environments in one account never share names.
+
+    :param app_name: the application name (context ``app_name``), e.g. ``sml``.
+    :param environment: the environment name (context ``environment``), e.g. ``dev``.
+    :returns: ``<app>-<environment>``, e.g. ``sml-dev``.
+    """
+    return f"{app_name}-{environment}"
+
+
+def champion_parameter_name(app_name: str, model_name: str) -> str:
+    """The SSM parameter naming the version predict serves: ``/<app>/<model>/champion``."""
+    return f"/{app_name}/{model_name}/champion"

@@ -1,0 +1,66 @@
+"""The predict function and its Function URL.
+
+Predict runs outside the VPC: it needs only S3 (model artifacts), SSM (champion pointer) and SQS
+(prediction events), never the database.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from infra import names
+from infra.config import DeploymentConfig
+from infra.events_queue import EventsQueue
+from infra.image_function import ImageFunction
+from infra.model_registry import ModelRegistry
+
+TIMEOUT = cdk.Duration.seconds(15)
+MEMORY_MIB = 1024  # scikit-learn import and model load at cold start want the CPU share that comes with it
+
+
+class Predict(Construct):
+    """The predict function, granted only what it reads and sends, behind a Function URL."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        registry: ModelRegistry,
+        events: EventsQueue,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.image = ImageFunction(
+            self,
+            "Image",
+            dockerfile=names.PREDICT_DOCKERFILE,
+            description=f"{config.deployed_app_name} predict: serves the champion {config.model_name} model",
+            environment={
+                names.ENV_APP_NAME: config.deployed_app_name,
+                names.ENV_MODEL_NAME: config.model_name,
+                names.ENV_BUCKET: registry.bucket.bucket_name,
+                names.ENV_QUEUE_URL: events.queue.queue_url,
+                names.ENV_CAPTURE_SAMPLING_RATE: str(config.capture_sampling_rate),
+                names.ENV_CAPTURE_FAIL_CLOSED: "false",
+                names.ENV_POWERTOOLS_SERVICE_NAME: "predict",
+                names.ENV_POWERTOOLS_METRICS_NAMESPACE: config.deployed_app_name,
+            },
+            memory_mib=MEMORY_MIB,
+            timeout=TIMEOUT,
+        )
+        self.function = self.image.function
+        registry.grant_model_read(self.image.role)
+        registry.grant_champion_read(self.image.role)
+        events.queue.grant_send_messages(self.image.role)
+
+        auth_type = lambda_.FunctionUrlAuthType[config.function_url_auth]
+        self.url = self.function.add_function_url(auth_type=auth_type)
+        if auth_type is lambda_.FunctionUrlAuthType.NONE:
+            cdk.Annotations.of(self.url).add_warning_v2(
+                "sml:function-url-auth-none",
+                f"Context {names.CTX_FUNCTION_URL_AUTH}=NONE: anyone who knows the predict URL can call it and run "
+                "up your bill. Keep the default AWS_IAM unless something in front of it authenticates callers.",
+            )

@@ -1,0 +1,109 @@
+"""The serverless-ml stack: one construct per capability, wired together, plus alarms and outputs."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from constructs import Construct
+
+from infra import names
+from infra.alerts import Alerts
+from infra.config import DeploymentConfig
+from infra.database import Database
+from infra.drift import Drift
+from infra.events_queue import EventsQueue
+from infra.image_function import ImageFunction
+from infra.model_registry import ModelRegistry
+from infra.network import Network
+from infra.predict import Predict
+from infra.writer import TIMEOUT as WRITER_TIMEOUT
+from infra.writer import Writer, batching_window
+
+# An event normally waits seconds; a quarter of an hour means the writer is failing or throttled.
+OLDEST_EVENT_AGE_ALARM = cdk.Duration.minutes(15)
+
+
+class ServerlessMlStack(cdk.Stack):
+    """Everything one deployment (``config.environment``) needs.
+
+    Environment-agnostic on purpose: synthesis needs no AWS account and no lookups; the CLI deploys
+    into the account and region of the caller's credentials.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            stack_name=config.stack_name,
+            description=f"serverless-ml ({config.environment}): serve, capture and drift-check {config.model_name}",
+        )
+        network = Network(self, "Network", endpoints_in_every_az=config.db_multi_az)
+        database = Database(self, "Database", network=network, config=config)
+        events = EventsQueue(self, "Events", consumer_timeout=WRITER_TIMEOUT, batching_window=batching_window(config))
+        registry = ModelRegistry(self, "ModelRegistry", app_name=config.deployed_app_name, model_name=config.model_name)
+        alerts = Alerts(self, "Alerts", alert_email=config.alert_email)
+        predict = Predict(self, "Predict", config=config, registry=registry, events=events)
+        writer = Writer(
+            self, "Writer", config=config, network=network, database=database, registry=registry, events=events
+        )
+        drift = Drift(
+            self, "Drift", config=config, network=network, database=database, registry=registry, alerts=alerts
+        )
+
+        self._add_alarms(alerts, events, {"Predict": predict.image, "Writer": writer.image, "Drift": drift.image})
+        self._add_outputs(config, registry, events, alerts, predict, writer)
+
+    def _add_alarms(self, alerts: Alerts, events: EventsQueue, functions: dict[str, ImageFunction]) -> None:
+        alerts.alarm_when(
+            "DeadLetterQueueNotEmpty",
+            metric=events.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                statistic=cloudwatch.Stats.MAXIMUM, period=cdk.Duration.minutes(5)
+            ),
+            threshold=1,
+            description="Prediction events failed to reach the database and wait in the DLQ; fix the cause, "
+            "then run `sml replay`.",
+        )
+        alerts.alarm_when(
+            "OldestEventTooOld",
+            metric=events.queue.metric_approximate_age_of_oldest_message(
+                statistic=cloudwatch.Stats.MAXIMUM, period=cdk.Duration.minutes(5)
+            ),
+            threshold=OLDEST_EVENT_AGE_ALARM.to_seconds(),
+            evaluation_periods=2,
+            description="Prediction events are not being written: check the writer's errors and the database.",
+        )
+        for name, image in functions.items():
+            alerts.alarm_when(
+                f"{name}Errors",
+                metric=image.function.metric_errors(statistic=cloudwatch.Stats.SUM, period=cdk.Duration.minutes(5)),
+                threshold=1,
+                description=f"The {name.lower()} function raised errors; "
+                f"see its log group {image.log_group.log_group_name}.",
+            )
+
+    def _add_outputs(
+        self,
+        config: DeploymentConfig,
+        registry: ModelRegistry,
+        events: EventsQueue,
+        alerts: Alerts,
+        predict: Predict,
+        writer: Writer,
+    ) -> None:
+        outputs = {
+            "FunctionUrl": (predict.url.url, "SML_FUNCTION_URL: the predict endpoint"),
+            "PredictFunctionArn": (predict.function.function_arn, "grant callers lambda:InvokeFunctionUrl on it"),
+            "AppName": (config.deployed_app_name, names.ENV_APP_NAME),
+            "ModelName": (config.model_name, names.ENV_MODEL_NAME),
+            "Bucket": (registry.bucket.bucket_name, names.ENV_BUCKET),
+            "ChampionParameter": (registry.champion.parameter_name, "SSM parameter `sml promote` writes"),
+            "QueueUrl": (events.queue.queue_url, names.ENV_QUEUE_URL),
+            "DlqUrl": (events.dead_letter_queue.queue_url, "SML_DLQ_URL"),
+            "TopicArn": (alerts.topic.topic_arn, names.ENV_TOPIC_ARN),
+            "WriterFunctionName": (
+                writer.function.function_name,
+                f"invoke with {names.MIGRATE_PAYLOAD} after each deploy",
+            ),
+        }
+        for output_id, (value, description) in outputs.items():
+            cdk.CfnOutput(self, output_id, value=value, description=description)

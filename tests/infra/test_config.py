@@ -1,0 +1,80 @@
+"""Deployment options are read from CDK context and refused with the key's name when unusable."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.config import ContextError, DeploymentConfig, config_from_context
+
+
+def test_no_context_gives_the_documented_defaults() -> None:
+    config = config_from_context({}.get)
+    assert config == DeploymentConfig()
+    assert config.function_url_auth == "AWS_IAM"
+    assert config.deletion_protection is True
+    assert config.deployed_app_name == "sml-dev"
+
+
+def test_cli_strings_and_json_values_both_parse() -> None:
+    from_cli = config_from_context(
+        {
+            "deletion_protection": "False",
+            "capture_sampling_rate": "0.5",
+            "writer_batch_size": "20",
+            "db_multi_az": "true",
+        }.get
+    )
+    from_json = config_from_context(
+        {"deletion_protection": False, "capture_sampling_rate": 0.5, "writer_batch_size": 20, "db_multi_az": True}.get
+    )
+    assert from_cli == from_json
+    assert (
+        from_cli.deletion_protection,
+        from_cli.capture_sampling_rate,
+        from_cli.writer_batch_size,
+        from_cli.db_multi_az,
+    ) == (
+        False,
+        0.5,
+        20,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("context", "key", "fragment"),
+    [
+        ({"function_url_auth": "PUBLIC"}, "function_url_auth", "AWS_IAM, NONE"),
+        ({"capture_sampling_rate": "1.5"}, "capture_sampling_rate", "between 0.0 and 1.0"),
+        ({"capture_sampling_rate": "half"}, "capture_sampling_rate", "must be a number"),
+        ({"deletion_protection": "yes"}, "deletion_protection", "true or false"),
+        ({"db_instance_size": "huge"}, "db_instance_size", "micro"),
+        ({"alert_email": "ops at example"}, "alert_email", "not an email address"),
+        ({"environment": "Prod"}, "environment", "lower-case"),
+        ({"writer_batch_size": 2.5}, "writer_batch_size", "integer"),
+        ({"writer_max_concurrency": 1}, "writer_max_concurrency", "between 2"),
+        ({"writer_batching_window_seconds": 0}, "writer_batching_window_seconds", "above 10"),
+    ],
+)
+def test_unusable_values_name_their_context_key(context: dict, key: str, fragment: str) -> None:
+    with pytest.raises(ContextError, match=fragment) as raised:
+        config_from_context(context.get)
+    assert raised.value.key == key
+    assert str(raised.value).startswith(f"context {key}: ")
+
+
+def test_writer_concurrency_must_stay_inside_the_database_connection_budget() -> None:
+    budget = DeploymentConfig(db_instance_size="micro").db_connection_budget
+    assert config_from_context({"writer_max_concurrency": budget}.get).writer_max_concurrency == budget
+    with pytest.raises(ContextError, match="connection budget") as raised:
+        config_from_context({"writer_max_concurrency": budget + 1}.get)
+    assert raised.value.key == "writer_max_concurrency"
+    bigger = config_from_context({"writer_max_concurrency": budget + 1, "db_instance_size": "small"}.get)
+    assert bigger.writer_max_concurrency == budget + 1
+
+
+def test_connection_budget_grows_with_the_instance() -> None:
+    sizes = ["micro", "small", "medium", "large"]
+    budgets = [DeploymentConfig(db_instance_size=size).db_connection_budget for size in sizes]
+    assert budgets == sorted(budgets) and len(set(budgets)) == len(budgets)
+    assert budgets[0] >= DeploymentConfig().writer_max_concurrency

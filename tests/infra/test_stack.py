@@ -1,0 +1,370 @@
+"""The synthesized stack has the properties the architecture depends on (not just the resources)."""
+
+from __future__ import annotations
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from infra.config import DeploymentConfig
+from tests.infra.conftest import NON_DEFAULT_CONTEXT, Synthesized
+
+pytestmark = pytest.mark.infra
+
+
+@pytest.fixture(scope="module")
+def template(default_stack: Synthesized) -> Template:
+    return Template.from_json(default_stack.template)
+
+
+def _actions(statement: dict) -> set[str]:
+    actions = statement["Action"]
+    return {actions} if isinstance(actions, str) else set(actions)
+
+
+def _references(value: object, logical_id: str) -> bool:
+    """Whether a CloudFormation value refers to ``logical_id`` (Ref or GetAtt, anywhere inside)."""
+    if isinstance(value, dict):
+        if value.get("Ref") == logical_id or value.get("Fn::GetAtt", [None])[0] == logical_id:
+            return True
+        return any(_references(inner, logical_id) for inner in value.values())
+    if isinstance(value, list):
+        return any(_references(inner, logical_id) for inner in value)
+    return False
+
+
+def _denies_plain_http(policy: dict) -> bool:
+    return any(
+        statement["Effect"] == "Deny" and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    )
+
+
+def _subnet_tags(stack: Synthesized, subnet_ref: dict) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in stack.resources[subnet_ref["Ref"]]["Properties"]["Tags"]}
+
+
+def _only_id(resources: dict[str, dict]) -> str:
+    assert len(resources) == 1, sorted(resources)
+    return next(iter(resources))
+
+
+# --- predict and its Function URL -------------------------------------------------------------
+
+
+def test_function_url_requires_sigv4_by_default(template: Template, default_stack: Synthesized) -> None:
+    template.has_resource_properties("AWS::Lambda::Url", {"AuthType": "AWS_IAM"})
+    public = [
+        p for p in default_stack.of_type("AWS::Lambda::Permission").values() if p["Properties"]["Principal"] == "*"
+    ]
+    assert public == []
+    assert not [m for m in default_stack.messages if "function_url_auth" in m[2]]
+
+
+def test_function_url_is_public_only_when_the_context_asks_and_then_warns(non_default_stack: Synthesized) -> None:
+    Template.from_json(non_default_stack.template).has_resource_properties("AWS::Lambda::Url", {"AuthType": "NONE"})
+    warnings = [m for m in non_default_stack.messages if m[0] == "warning" and "function_url_auth=NONE" in m[2]]
+    assert len(warnings) == 1
+    assert warnings[0][1].endswith("/FunctionUrl")
+
+
+def test_predict_runs_outside_the_vpc_and_the_database_functions_inside(default_stack: Synthesized) -> None:
+    assert "VpcConfig" not in default_stack.function("predict")[1]
+    for service in ("writer", "drift"):
+        vpc_config = default_stack.function(service)[1]["VpcConfig"]
+        assert len(vpc_config["SubnetIds"]) == 2
+        for subnet_ref in vpc_config["SubnetIds"]:
+            assert _subnet_tags(default_stack, subnet_ref)["aws-cdk:subnet-name"] == "functions"
+
+
+def test_functions_are_arm64_images_with_the_contract_environment(default_stack: Synthesized) -> None:
+    expected = {
+        "predict": {
+            "SML_APP_NAME",
+            "SML_MODEL_NAME",
+            "SML_BUCKET",
+            "SML_QUEUE_URL",
+            "SML_CAPTURE_SAMPLING_RATE",
+            "SML_CAPTURE_FAIL_CLOSED",
+            "POWERTOOLS_SERVICE_NAME",
+            "POWERTOOLS_METRICS_NAMESPACE",
+        },
+        "writer": {
+            "SML_APP_NAME",
+            "SML_MODEL_NAME",
+            "SML_BUCKET",
+            "SML_DB_SECRET_ARN",
+            "SML_DB_HOST",
+            "SML_DB_NAME",
+            "POWERTOOLS_SERVICE_NAME",
+            "POWERTOOLS_METRICS_NAMESPACE",
+        },
+    }
+    expected["drift"] = expected["writer"] | {"SML_TOPIC_ARN", "SML_DRIFT_WINDOW_DAYS", "SML_REPORT_PREFIX"}
+    for service, variables in expected.items():
+        function = default_stack.function(service)[1]
+        assert function["PackageType"] == "Image"
+        assert function["Architectures"] == ["arm64"]
+        assert set(function["Environment"]["Variables"]) == variables
+        assert function["Environment"]["Variables"]["SML_APP_NAME"] == "sml-dev"
+        assert not any("PASSWORD" in name for name in function["Environment"]["Variables"])
+
+
+def test_capture_sampling_rate_comes_from_context(default_stack: Synthesized, non_default_stack: Synthesized) -> None:
+    assert default_stack.function("predict")[1]["Environment"]["Variables"]["SML_CAPTURE_SAMPLING_RATE"] == "1.0"
+    assert non_default_stack.function("predict")[1]["Environment"]["Variables"]["SML_CAPTURE_SAMPLING_RATE"] == "0.25"
+
+
+# --- events queue, DLQ and the writer's event source ------------------------------------------
+
+
+def test_events_queue_redrives_to_the_dlq_after_five_receives(default_stack: Synthesized) -> None:
+    queues = default_stack.of_type("AWS::SQS::Queue")
+    source_id = _only_id({k: v for k, v in queues.items() if "RedrivePolicy" in v["Properties"]})
+    dlq_id = _only_id({k: v for k, v in queues.items() if k != source_id})
+    redrive = queues[source_id]["Properties"]["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == 5
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
+    assert (
+        queues[dlq_id]["Properties"]["MessageRetentionPeriod"]
+        > queues[source_id]["Properties"]["MessageRetentionPeriod"]
+    )
+
+
+def test_queue_visibility_covers_six_writer_timeouts_plus_the_batching_window(default_stack: Synthesized) -> None:
+    writer = default_stack.function("writer")[1]
+    (mapping,) = default_stack.of_type("AWS::Lambda::EventSourceMapping").values()
+    queue = default_stack.resources[mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]]
+    visibility = queue["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * writer["Timeout"] + mapping["Properties"]["MaximumBatchingWindowInSeconds"]
+
+
+def test_writer_consumes_in_batches_with_partial_failures_under_the_connection_budget(
+    default_stack: Synthesized,
+) -> None:
+    writer_id, _ = default_stack.function("writer")
+    (mapping,) = default_stack.of_type("AWS::Lambda::EventSourceMapping").values()
+    properties = mapping["Properties"]
+    assert properties["FunctionName"] == {"Ref": writer_id}
+    assert properties["BatchSize"] == 100
+    assert properties["MaximumBatchingWindowInSeconds"] == 5
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    concurrency = properties["ScalingConfig"]["MaximumConcurrency"]
+    assert 2 <= concurrency <= DeploymentConfig().db_connection_budget
+
+
+def test_writer_event_source_settings_come_from_context(non_default_stack: Synthesized) -> None:
+    (mapping,) = non_default_stack.of_type("AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["BatchSize"] == NON_DEFAULT_CONTEXT["writer_batch_size"]
+    assert (
+        mapping["Properties"]["MaximumBatchingWindowInSeconds"] == NON_DEFAULT_CONTEXT["writer_batching_window_seconds"]
+    )
+    assert mapping["Properties"]["ScalingConfig"] == {
+        "MaximumConcurrency": NON_DEFAULT_CONTEXT["writer_max_concurrency"]
+    }
+
+
+def test_queues_are_encrypted_and_refuse_plain_http(template: Template, default_stack: Synthesized) -> None:
+    for queue in default_stack.of_type("AWS::SQS::Queue").values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    policies = default_stack.of_type("AWS::SQS::QueuePolicy")
+    assert len(policies) == 2
+    for policy in policies.values():
+        assert _denies_plain_http(policy)
+
+
+# --- drift schedule, alerts and alarms --------------------------------------------------------
+
+
+def test_drift_runs_weekly(template: Template, default_stack: Synthesized) -> None:
+    drift_id, _ = default_stack.function("drift")
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": "cron(0 6 ? * MON *)",
+            "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [drift_id, "Arn"]}})],
+        },
+    )
+
+
+def test_alerts_topic_is_kms_encrypted_and_cloudwatch_may_use_the_key(default_stack: Synthesized) -> None:
+    (topic,) = default_stack.of_type("AWS::SNS::Topic").values()
+    key_id = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key = default_stack.resources[key_id]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    cloudwatch = [s for s in key["KeyPolicy"]["Statement"] if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert cloudwatch and {"kms:Decrypt", "kms:GenerateDataKey*"} <= _actions(cloudwatch[0])
+
+
+def test_email_subscription_exists_only_with_an_alert_email(
+    default_stack: Synthesized, non_default_stack: Synthesized
+) -> None:
+    assert default_stack.of_type("AWS::SNS::Subscription") == {}
+    (subscription,) = non_default_stack.of_type("AWS::SNS::Subscription").values()
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert subscription["Properties"]["Endpoint"] == NON_DEFAULT_CONTEXT["alert_email"]
+
+
+def test_alarms_watch_the_dlq_the_backlog_and_every_function(default_stack: Synthesized) -> None:
+    (topic_id,) = default_stack.of_type("AWS::SNS::Topic")
+    alarms = list(default_stack.of_type("AWS::CloudWatch::Alarm").values())
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
+    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms}
+    assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in watched
+    assert ("AWS/SQS", "ApproximateAgeOfOldestMessage") in watched
+    errors = [a for a in alarms if a["Properties"]["MetricName"] == "Errors"]
+    function_ids = {default_stack.function(service)[0] for service in ("predict", "writer", "drift")}
+    assert {a["Properties"]["Dimensions"][0]["Value"]["Ref"] for a in errors} == function_ids
+
+    queues = default_stack.of_type("AWS::SQS::Queue")
+    dlq_id = next(k for k, v in queues.items() if "RedrivePolicy" not in v["Properties"])
+    (depth,) = [a for a in alarms if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"]
+    assert _references(depth["Properties"]["Dimensions"], dlq_id)
+    assert depth["Properties"]["Threshold"] == 1
+
+
+# --- network and database ---------------------------------------------------------------------
+
+
+def test_database_lives_in_isolated_subnets_of_a_vpc_without_a_way_out(default_stack: Synthesized) -> None:
+    for resource_type in ("AWS::EC2::InternetGateway", "AWS::EC2::NatGateway", "AWS::EC2::Route"):
+        assert default_stack.of_type(resource_type) == {}
+    (subnet_group,) = default_stack.of_type("AWS::RDS::DBSubnetGroup").values()
+    for subnet_ref in subnet_group["Properties"]["SubnetIds"]:
+        tags = _subnet_tags(default_stack, subnet_ref)
+        assert tags["aws-cdk:subnet-type"] == "Isolated"
+        assert tags["aws-cdk:subnet-name"] == "database"
+        assert default_stack.resources[subnet_ref["Ref"]]["Properties"]["MapPublicIpOnLaunch"] is False
+
+
+def test_database_is_encrypted_backed_up_current_and_protected(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::RDS::DBInstance",
+        {
+            "Engine": "mysql",
+            "EngineVersion": Match.string_like_regexp(r"^8\.4\.\d+$"),
+            "StorageEncrypted": True,
+            "BackupRetentionPeriod": 7,
+            "PubliclyAccessible": False,
+            "DeletionProtection": True,
+            "MultiAZ": False,
+            "DBInstanceClass": "db.t4g.micro",
+            "MasterUserPassword": Match.object_like(
+                {"Fn::Join": Match.array_with([Match.array_with(["{{resolve:secretsmanager:"])])}
+            ),
+        },
+    )
+
+
+def test_database_options_come_from_context(non_default_stack: Synthesized) -> None:
+    Template.from_json(non_default_stack.template).has_resource_properties(
+        "AWS::RDS::DBInstance", {"DeletionProtection": False, "MultiAZ": True, "DBInstanceClass": "db.t4g.small"}
+    )
+
+
+def test_functions_reach_the_database_only_through_the_tls_proxy(default_stack: Synthesized) -> None:
+    proxy_id = _only_id(default_stack.of_type("AWS::RDS::DBProxy"))
+    proxy = default_stack.resources[proxy_id]["Properties"]
+    assert proxy["RequireTLS"] is True
+    (secret_attachment_id,) = default_stack.of_type("AWS::SecretsManager::SecretTargetAttachment")
+    for service in ("writer", "drift"):
+        variables = default_stack.function(service)[1]["Environment"]["Variables"]
+        assert variables["SML_DB_HOST"] == {"Fn::GetAtt": [proxy_id, "Endpoint"]}
+        assert variables["SML_DB_SECRET_ARN"] == {"Ref": secret_attachment_id}
+    instance_id = _only_id(default_stack.of_type("AWS::RDS::DBInstance"))
+    instance_group = default_stack.resources[instance_id]["Properties"]["VPCSecurityGroups"][0]["Fn::GetAtt"][0]
+    ingress = [
+        r["Properties"]
+        for r in default_stack.of_type("AWS::EC2::SecurityGroupIngress").values()
+        if r["Properties"]["GroupId"]["Fn::GetAtt"][0] == instance_group
+    ]
+    assert [rule["SourceSecurityGroupId"] for rule in ingress] == [
+        {"Fn::GetAtt": [proxy["VpcSecurityGroupIds"][0]["Fn::GetAtt"][0], "GroupId"]}
+    ]
+
+
+# --- model registry ---------------------------------------------------------------------------
+
+
+def test_model_bucket_is_versioned_private_and_tls_only(template: Template, default_stack: Synthesized) -> None:
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+        },
+    )
+    (policy,) = default_stack.of_type("AWS::S3::BucketPolicy").values()
+    assert _denies_plain_http(policy)
+
+
+def test_champion_parameter_is_named_for_the_deployment(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::SSM::Parameter", {"Name": "/sml-dev/breast-cancer/champion", "Type": "String"}
+    )
+
+
+# --- least privilege --------------------------------------------------------------------------
+
+
+def _object_prefixes(statements: list[dict], action: str) -> set[str]:
+    """The key patterns (after the bucket ARN) that ``action`` is allowed on."""
+    prefixes = set()
+    for statement in statements:
+        if action in _actions(statement):
+            resource = statement["Resource"]
+            prefixes.add(
+                resource["Fn::Join"][1][1] if isinstance(resource, dict) and "Fn::Join" in resource else resource
+            )
+    return prefixes
+
+
+def test_predict_may_read_its_model_and_send_events_but_not_touch_the_database(default_stack: Synthesized) -> None:
+    statements = default_stack.statements_of("predict")
+    actions = set().union(*(_actions(s) for s in statements))
+    assert not any(a.startswith(("secretsmanager:", "rds", "sns:")) for a in actions)
+    assert "s3:PutObject" not in actions and "sqs:ReceiveMessage" not in actions
+    assert _object_prefixes(statements, "s3:GetObject") == {"/models/breast-cancer/*"}
+    assert "sqs:SendMessage" in actions and "ssm:GetParameter" in actions
+
+
+def test_writer_may_read_the_secret_and_consume_events_only(default_stack: Synthesized) -> None:
+    statements = default_stack.statements_of("writer")
+    actions = set().union(*(_actions(s) for s in statements))
+    assert not any(a.startswith(("s3:", "sns:", "ssm:")) for a in actions)
+    assert "sqs:SendMessage" not in actions
+    (secret_statement,) = [s for s in statements if "secretsmanager:GetSecretValue" in _actions(s)]
+    (attachment_id,) = default_stack.of_type("AWS::SecretsManager::SecretTargetAttachment")
+    assert secret_statement["Resource"] == {"Ref": attachment_id}
+
+
+def test_drift_writes_only_reports_and_publishes_only_to_the_alerts_topic(default_stack: Synthesized) -> None:
+    statements = default_stack.statements_of("drift")
+    assert _object_prefixes(statements, "s3:PutObject") == {"/reports/*"}
+    assert _object_prefixes(statements, "s3:GetObject") == {"/models/breast-cancer/*"}
+    (topic_id,) = default_stack.of_type("AWS::SNS::Topic")
+    (publish,) = [s for s in statements if "sns:Publish" in _actions(s)]
+    assert publish["Resource"] == {"Ref": topic_id}
+    assert not any(a.startswith("sqs:") for s in statements for a in _actions(s))
+
+
+def test_only_unscopable_actions_are_granted_on_every_resource(default_stack: Synthesized) -> None:
+    unscopable = {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    }
+    for service in ("predict", "writer", "drift"):
+        for statement in default_stack.statements_of(service):
+            if statement["Resource"] == "*":
+                assert _actions(statement) <= unscopable, (service, statement)
