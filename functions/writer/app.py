@@ -1,0 +1,88 @@
+"""The writer Lambda: SQS batches of prediction events into the ``predictions`` table.
+
+The whole batch is stored first (:func:`sml.writer.write_batch`: parsed, inserted in multi-row
+idempotent statements, data errors bisected); Powertools' batch processor then reports the
+records that were not stored as batch item failures. When the database cannot take the batch the
+handler raises before anything is reported, so SQS retries every record.
+
+A direct invocation with ``{"sml_action": "migrate"}`` applies the schema migrations (the CDK
+deploy calls it) and returns ``{"applied": [names]}``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from sqlalchemy.engine import Engine
+
+from sml.aws import aws_client
+from sml.db import apply_migrations, create_db_engine, resolve_database_url
+from sml.settings import WriterSettings, load_settings
+from sml.writer import BatchNotStored, write_batch
+
+MIGRATE_ACTION = "migrate"
+
+logger = Logger(service="writer")
+tracer = Tracer(service="writer")
+# The CDK app sets POWERTOOLS_METRICS_NAMESPACE to the deployed app name; locally "sml".
+metrics = Metrics(service="writer", namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "sml")
+# A record is reported failed, never raised for, even when every record of a batch failed:
+# poison records are data, not a function error, and must not trip the error alarm.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False, logger=logger)
+
+
+class RecordNotStored(Exception):
+    """Raised for a record whose row was not stored; Powertools reports it as a batch item failure."""
+
+
+@cache
+def database_engine() -> Engine:
+    """The database engine, built on first use and kept for the life of the container."""
+    settings = load_settings(WriterSettings)
+    secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn else None
+    return create_db_engine(resolve_database_url(settings, secrets_client))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse | dict[str, list[str]]:
+    """Store an SQS batch, answering with the records to retry; or run the migrations."""
+    if event.get("sml_action") == MIGRATE_ACTION:
+        applied = apply_migrations(database_engine())
+        metrics.add_metric(name="migrations_applied", unit=MetricUnit.Count, value=len(applied))
+        logger.info("migrations applied", extra={"applied": applied})
+        return {"applied": applied}
+    return store_sqs_batch(event, context)
+
+
+def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    """Store every record of ``event``; the response names the records that were not stored.
+
+    :raises BatchNotStored: the database could not take the batch; nothing is acknowledged.
+    """
+    records = event["Records"]
+    try:
+        outcome = write_batch(database_engine(), [(record["messageId"], record["body"]) for record in records])
+    except BatchNotStored:
+        metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(records))
+        logger.exception("database did not take the batch; failing all %d records so SQS retries them", len(records))
+        raise
+    metrics.add_metric(name="rows_inserted", unit=MetricUnit.Count, value=outcome.inserted)
+    metrics.add_metric(name="duplicates_skipped", unit=MetricUnit.Count, value=outcome.duplicates)
+    metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(outcome.failures))
+    reasons = {failure.message_id: failure.reason for failure in outcome.failures}
+
+    def report_unstored(record: SQSRecord) -> None:
+        if record.message_id in reasons:
+            raise RecordNotStored(f"message {record.message_id}: {reasons[record.message_id]}")
+
+    return process_partial_response(event=event, record_handler=report_unstored, processor=processor, context=context)

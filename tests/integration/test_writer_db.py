@@ -1,0 +1,201 @@
+"""The writer's database adapter on SQLite and MariaDB: idempotent, verbatim, bisecting, all or nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from writer_support import (
+    REJECTED_MODEL,
+    TRIGGER_MESSAGE,
+    add_rejecting_trigger,
+    event_body,
+    prediction_id_of,
+    row_count,
+    stored_rows,
+    unreachable_database_url,
+)
+
+from sml import writer
+from sml.db import apply_migrations, create_db_engine
+from sml.writer import BatchNotStored, parse_records, write_batch, write_prediction_rows
+
+STORED_AT = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def engine(migrated_db_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(migrated_db_url)
+    yield engine
+    engine.dispose()
+
+
+def numbered(bodies: list[str]) -> list[tuple[str, str]]:
+    return [(f"m{index}", body) for index, body in enumerate(bodies)]
+
+
+def test_every_event_delivered_twice_is_stored_once(engine: Engine) -> None:
+    bodies = [event_body(radius=float(index)) for index in range(25)]
+
+    first = write_batch(engine, numbered(bodies + bodies[:5]))
+    second = write_batch(engine, numbered(bodies))
+
+    assert (first.inserted, first.duplicates, first.failures) == (25, 5, [])
+    assert (second.inserted, second.duplicates, second.failures) == (0, 25, [])
+    assert set(stored_rows(engine)) == {prediction_id_of(body) for body in bodies}
+
+
+def test_a_batch_larger_than_one_statement_is_stored_whole(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer, "MAX_ROWS_PER_STATEMENT", 7)
+    bodies = [event_body(radius=float(index)) for index in range(30)]
+    write_batch(engine, numbered(bodies[:10]))
+
+    outcome = write_batch(engine, numbered(bodies))
+
+    assert (outcome.inserted, outcome.duplicates) == (20, 10)
+    assert row_count(engine) == 30
+
+
+TRICKY_TEXT = [
+    "O'Brien said \"hi\"",
+    "back\\slash \\n \\' \\\\",
+    "'); DROP TABLE predictions; --",
+    "1' OR '1'='1",
+    "%s %(name)s {0} ? :param",
+    "naïve café — Ünïcödé",
+    "日本語のテキスト 中文 한국어",
+    "emoji 😀🚀 and ZWJ 👩‍💻",
+    "tab\tnewline\nnul\x00end",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXT, ids=range(len(TRICKY_TEXT)))
+def test_quotes_backslashes_sql_and_non_ascii_are_stored_verbatim(engine: Engine, text: str) -> None:
+    features = {text: text, "plain": text[::-1]}
+    raw = json.loads(event_body())
+    raw.update(model_name=text[:128], model_version=text[:64], features=features, prediction=text)
+    body = json.dumps(raw, ensure_ascii=False)
+
+    outcome = write_batch(engine, [("m1", body)])
+
+    assert outcome.failures == []
+    row = stored_rows(engine)[raw["prediction_id"]]
+    assert row.model_name == text[:128]
+    assert row.model_version == text[:64]
+    assert json.loads(row.features) == features
+    assert json.loads(row.prediction) == text
+    assert row.features == json.dumps(features, ensure_ascii=False, separators=(",", ":"))  # not \\u escapes
+
+
+def test_a_data_error_fails_only_the_rows_at_fault(engine: Engine) -> None:
+    add_rejecting_trigger(engine)
+    bodies = [event_body(REJECTED_MODEL if index in (3, 11, 12) else "breast-cancer", radius=float(index)) for index in range(20)]
+
+    outcome = write_batch(engine, numbered(bodies))
+
+    assert {failure.message_id for failure in outcome.failures} == {"m3", "m11", "m12"}
+    assert all(TRIGGER_MESSAGE in failure.reason for failure in outcome.failures)
+    assert outcome.inserted == 17
+    assert set(stored_rows(engine)) == {prediction_id_of(body) for index, body in enumerate(bodies) if index not in (3, 11, 12)}
+
+
+def test_every_copy_of_a_rejected_event_is_reported(engine: Engine) -> None:
+    add_rejecting_trigger(engine)
+    bad, good = event_body(REJECTED_MODEL), event_body()
+
+    outcome = write_batch(engine, [("a", bad), ("b", good), ("c", bad)])
+
+    assert sorted(failure.message_id for failure in outcome.failures) == ["a", "c"]
+    assert outcome.inserted == 1
+
+
+def test_a_row_breaking_a_not_null_column_is_rejected_alone(engine: Engine) -> None:
+    rows = parse_records(numbered([event_body(), event_body(), event_body()]), STORED_AT).rows
+    broken = {**rows[1], "features": None}
+
+    outcome = write_prediction_rows(engine, [rows[0], broken, rows[2]])
+
+    assert list(outcome.rejected) == [broken["prediction_id"]]
+    assert outcome.rejected[broken["prediction_id"]].startswith("rejected by the database:")
+    assert set(stored_rows(engine)) == {rows[0]["prediction_id"], rows[2]["prediction_id"]}
+
+
+@pytest.fixture
+def mysql_engine(mysql_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(mysql_url)
+    apply_migrations(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.mysql
+def test_mysql_strict_mode_rejects_a_too_long_label_instead_of_truncating(mysql_engine: Engine) -> None:
+    raw = json.loads(event_body())
+    raw["prediction"] = "x" * 300  # the column is VARCHAR(255)
+
+    outcome = write_batch(mysql_engine, [("long", json.dumps(raw)), ("fine", event_body())])
+
+    assert [failure.message_id for failure in outcome.failures] == ["long"]
+    assert "Data too long" in outcome.failures[0].reason
+    assert outcome.inserted == 1
+
+
+def test_an_unreachable_database_fails_the_whole_batch_then_it_is_stored_once(
+    engine: Engine, migrated_db_url: str, tmp_path: Path
+) -> None:
+    records = numbered([event_body(radius=float(index)) for index in range(12)])
+    down = create_db_engine(unreachable_database_url(migrated_db_url, tmp_path))
+
+    with pytest.raises(BatchNotStored) as caught:
+        write_batch(down, records)
+    down.dispose()
+
+    assert isinstance(caught.value.__cause__, sa.exc.OperationalError)
+    assert row_count(engine) == 0
+    assert write_batch(engine, records).inserted == 12
+    assert write_batch(engine, records).duplicates == 12
+    assert row_count(engine) == 12
+
+
+def kill_connection_on(engine: Engine, event_name: str, admin: Engine, *, statement_prefix: str = "") -> list[int]:
+    """Kill the session from another one at the first ``event_name`` (matching ``statement_prefix``)."""
+    killed: list[int] = []
+
+    def kill(connection: Any, *args: Any) -> None:
+        statement = args[1] if event_name == "after_cursor_execute" else ""
+        if killed or not statement.startswith(statement_prefix):
+            return
+        thread_id = connection.connection.dbapi_connection.thread_id()
+        with admin.begin() as session:
+            session.exec_driver_sql(f"KILL CONNECTION {thread_id}")
+        killed.append(thread_id)
+
+    sa.event.listen(engine, event_name, kill)
+    return killed
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize(("event_name", "prefix"), [("after_cursor_execute", "INSERT"), ("commit", "")], ids=["between-statements", "at-commit"])
+def test_a_connection_killed_mid_batch_fails_the_whole_batch_and_commits_nothing(
+    mysql_engine: Engine, mysql_url: str, monkeypatch: pytest.MonkeyPatch, event_name: str, prefix: str
+) -> None:
+    monkeypatch.setattr(writer, "MAX_ROWS_PER_STATEMENT", 10)
+    records = numbered([event_body(radius=float(index)) for index in range(30)])
+    admin = sa.create_engine(mysql_url)
+    killed = kill_connection_on(mysql_engine, event_name, admin, statement_prefix=prefix)
+
+    with pytest.raises(BatchNotStored) as caught:
+        write_batch(mysql_engine, records)
+
+    assert killed, "the test never killed the connection"
+    assert isinstance(caught.value.__cause__, sa.exc.DBAPIError) and caught.value.__cause__.connection_invalidated
+    assert row_count(mysql_engine) == 0
+    assert write_batch(mysql_engine, records).inserted == 30
+    assert row_count(mysql_engine) == 30
+    admin.dispose()
