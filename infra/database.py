@@ -9,11 +9,13 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from constructs import Construct
 
 from infra import names
 from infra.config import DeploymentConfig
+from infra.image_function import LOG_RETENTION
 from infra.nag import acknowledge
 from infra.network import Network
 
@@ -21,6 +23,7 @@ from infra.network import Network
 ENGINE_VERSION = rds.MysqlEngineVersion.VER_8_4_10
 BACKUP_RETENTION = cdk.Duration.days(7)
 MYSQL_PORT = 3306
+LOG_EXPORTS = ("error", "slowquery")
 
 
 class Database(Construct):
@@ -30,9 +33,19 @@ class Database(Construct):
         super().__init__(scope, construct_id)
         # The standard RDS secret; dbname included so a client needs nothing but the secret.
         generated_secret = rds.DatabaseSecret(self, "Secret", username=names.DB_ADMIN_USER, dbname=names.DB_NAME)
+        identifier = f"{config.deployed_app_name}-mysql"
+        proxy_name = f"{config.deployed_app_name}-proxy"
+        # Created before the instance and the proxy, so they log into groups that have a retention
+        # and that the stack deletes; RDS would otherwise create the groups itself, kept forever.
+        export_log_groups = [
+            _log_group(self, f"{export.title()}Logs", f"/aws/rds/instance/{identifier}/{export}")
+            for export in LOG_EXPORTS
+        ]
+        proxy_log_group = _log_group(self, "ProxyLogs", f"/aws/rds/proxy/{proxy_name}")
         self.instance = rds.DatabaseInstance(
             self,
             "Instance",
+            instance_identifier=identifier,
             engine=rds.DatabaseInstanceEngine.mysql(version=ENGINE_VERSION),
             instance_type=ec2.InstanceType(f"t4g.{config.db_instance_size}"),
             vpc=network.vpc,
@@ -47,10 +60,11 @@ class Database(Construct):
             multi_az=config.db_multi_az,
             deletion_protection=config.deletion_protection,
             removal_policy=cdk.RemovalPolicy.SNAPSHOT,
-            cloudwatch_logs_exports=["error", "slowquery"],
+            cloudwatch_logs_exports=list(LOG_EXPORTS),
             auto_minor_version_upgrade=True,
             publicly_accessible=False,
         )
+        self.instance.node.add_dependency(*export_log_groups)
         # The attached secret: the same secret, once host and port are in it.
         self.secret = self.instance.secret
         self.proxy_security_group = ec2.SecurityGroup(
@@ -65,7 +79,7 @@ class Database(Construct):
             self,
             "Proxy",
             proxy_target=rds.ProxyTarget.from_instance(self.instance),
-            db_proxy_name=f"{config.deployed_app_name}-proxy",
+            db_proxy_name=proxy_name,
             secrets=[self.secret],
             vpc=network.vpc,
             vpc_subnets=network.database_subnets,
@@ -73,6 +87,7 @@ class Database(Construct):
             require_tls=True,
             client_password_auth_type=rds.ClientPasswordAuthType.MYSQL_CACHING_SHA2_PASSWORD,
         )
+        self.proxy.node.add_dependency(proxy_log_group)
         self.instance.connections.allow_default_port_from(self.proxy_security_group, "MySQL from the RDS proxy")
         self.proxy.connections.allow_from(
             network.function_security_group, ec2.Port.tcp(MYSQL_PORT), "MySQL from the writer and drift functions"
@@ -115,3 +130,9 @@ class Database(Construct):
                 f"Deletion protection was switched off on purpose with context {names.CTX_DELETION_PROTECTION}=false "
                 "(teardown); removal still takes a final snapshot.",
             )
+
+
+def _log_group(scope: Construct, construct_id: str, name: str) -> logs.LogGroup:
+    return logs.LogGroup(
+        scope, construct_id, log_group_name=name, retention=LOG_RETENTION, removal_policy=cdk.RemovalPolicy.DESTROY
+    )

@@ -1,7 +1,10 @@
 """The model registry: the bucket of model artifacts and drift reports, and the champion pointer.
 
 Layout: ``models/<model>/<version>/{model.joblib,manifest.json}`` and ``reports/...``. The SSM
-parameter ``/<app>/<model>/champion`` names the version predict serves; ``sml promote`` writes it.
+parameter ``/<app>/<model>/champion`` names the version predict serves. ``sml promote`` creates and
+writes it; the stack only grants reading it. A CloudFormation-owned parameter would need a
+placeholder value, which the registry would take for a version (it reads "no parameter" as "no
+champion yet"), and a later deploy that touched the resource would reset the production champion.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from infra import names
@@ -46,14 +48,12 @@ class ModelRegistry(Construct):
             "Only the deployer, the CLI and the functions' roles write here, and every change is kept as an object "
             "version; enable CloudTrail S3 data events where an access log is required.",
         )
-        # CloudFormation sets the value only on create: later deploys leave what `sml promote` wrote,
-        # as long as this resource's properties stay unchanged.
-        self.champion = ssm.StringParameter(
-            self,
-            "Champion",
-            parameter_name=names.champion_parameter_name(app_name, model_name),
-            string_value=names.NO_CHAMPION,
-            description=f"Version of {model_name} that predict serves; set by `sml promote`",
+        self.champion_parameter_name = names.champion_parameter_name(app_name, model_name)
+        self.champion_parameter_arn = cdk.Stack.of(self).format_arn(
+            service="ssm",
+            resource="parameter",
+            resource_name=self.champion_parameter_name.lstrip("/"),
+            arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
         )
 
     @property
@@ -76,8 +76,10 @@ class ModelRegistry(Construct):
         self._allow_on_objects(role, "s3:PutObject", names.REPORTS_PREFIX)
 
     def grant_champion_read(self, role: iam.IRole) -> None:
-        """Let ``role`` read the champion parameter."""
-        self.champion.grant_read(role)
+        """Let ``role`` read the champion parameter (and nothing else in SSM)."""
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[self.champion_parameter_arn])
+        )
 
     def _allow_on_objects(self, role: iam.IRole, action: str, prefix: str) -> None:
         role.add_to_principal_policy(

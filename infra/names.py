@@ -51,9 +51,6 @@ REPORTS_PREFIX = "reports/"
 DB_NAME = "sml"
 DB_ADMIN_USER = "sml_admin"
 
-# Value of the champion parameter until `sml promote` writes a version into it.
-NO_CHAMPION = "none"
-
 # Payload that makes the writer apply the schema migrations (see docs/deploy.md).
 MIGRATE_PAYLOAD = '{"sml_action": "migrate"}'
 

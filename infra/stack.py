@@ -96,7 +96,7 @@ class ServerlessMlStack(cdk.Stack):
             "AppName": (config.deployed_app_name, names.ENV_APP_NAME),
             "ModelName": (config.model_name, names.ENV_MODEL_NAME),
             "Bucket": (registry.bucket.bucket_name, names.ENV_BUCKET),
-            "ChampionParameter": (registry.champion.parameter_name, "SSM parameter `sml promote` writes"),
+            "ChampionParameter": (registry.champion_parameter_name, "SSM parameter `sml promote` writes"),
             "QueueUrl": (events.queue.queue_url, names.ENV_QUEUE_URL),
             "DlqUrl": (events.dead_letter_queue.queue_url, "SML_DLQ_URL"),
             "TopicArn": (alerts.topic.topic_arn, names.ENV_TOPIC_ARN),

@@ -256,6 +256,30 @@ def test_database_is_encrypted_backed_up_current_and_protected(template: Templat
     )
 
 
+def test_database_and_proxy_log_to_groups_the_stack_owns_with_a_retention(default_stack: Synthesized) -> None:
+    instance_id = _only_id(default_stack.of_type("AWS::RDS::DBInstance"))
+    instance = default_stack.resources[instance_id]
+    groups = {
+        key: value["Properties"]
+        for key, value in default_stack.of_type("AWS::Logs::LogGroup").items()
+        if value["Properties"].get("LogGroupName", "").startswith("/aws/rds/instance/")
+    }
+    identifier = instance["Properties"]["DBInstanceIdentifier"]
+    assert {g["LogGroupName"] for g in groups.values()} == {
+        f"/aws/rds/instance/{identifier}/{export}" for export in instance["Properties"]["EnableCloudwatchLogsExports"]
+    }
+    assert all(g["RetentionInDays"] == 30 for g in groups.values())
+    assert set(groups) <= set(instance["DependsOn"])
+    proxy_id = _only_id(default_stack.of_type("AWS::RDS::DBProxy"))
+    proxy = default_stack.resources[proxy_id]
+    (proxy_group_id,) = [
+        key
+        for key, value in default_stack.of_type("AWS::Logs::LogGroup").items()
+        if value["Properties"].get("LogGroupName") == f"/aws/rds/proxy/{proxy['Properties']['DBProxyName']}"
+    ]
+    assert proxy_group_id in proxy["DependsOn"]
+
+
 def test_database_options_come_from_context(non_default_stack: Synthesized) -> None:
     Template.from_json(non_default_stack.template).has_resource_properties(
         "AWS::RDS::DBInstance", {"DeletionProtection": False, "MultiAZ": True, "DBInstanceClass": "db.t4g.small"}
@@ -303,10 +327,15 @@ def test_model_bucket_is_versioned_private_and_tls_only(template: Template, defa
     assert _denies_plain_http(policy)
 
 
-def test_champion_parameter_is_named_for_the_deployment(template: Template) -> None:
-    template.has_resource_properties(
-        "AWS::SSM::Parameter", {"Name": "/sml-dev/breast-cancer/champion", "Type": "String"}
-    )
+def test_predict_and_drift_may_read_only_the_champion_parameter_which_the_stack_leaves_to_the_cli(
+    default_stack: Synthesized,
+) -> None:
+    assert default_stack.of_type("AWS::SSM::Parameter") == {}
+    for service in ("predict", "drift"):
+        ssm = [s for s in default_stack.statements_of(service) if any(a.startswith("ssm:") for a in _actions(s))]
+        assert [_actions(s) for s in ssm] == [{"ssm:GetParameter"}]
+        assert ssm[0]["Resource"]["Fn::Join"][1][-1] == ":parameter/sml-dev/breast-cancer/champion"
+    assert default_stack.template["Outputs"]["ChampionParameter"]["Value"] == "/sml-dev/breast-cancer/champion"
 
 
 # --- least privilege --------------------------------------------------------------------------
