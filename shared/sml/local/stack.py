@@ -1,0 +1,362 @@
+"""The local stack: moto's server, the stack's AWS resources, the database and both functions.
+
+One process holds everything: moto's server on 127.0.0.1 (bucket, events queue with its DLQ,
+alerts topic), the migrated database, predict behind a local Function URL and the writer fed by
+the SQS poller. The endpoints go to ``<state_dir>/stack.json``, where every other ``sml``
+command finds them.
+
+Example::
+
+    with LocalStack(LocalStackConfig(state_dir=tmp_path)) as stack:
+        requests.post(stack.endpoints.function_url, json={...})
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Self
+
+from sml.errors import SmlError
+from sml.local.function_url import FunctionUrlServer, Handler
+from sml.local.poller import SqsEventSourcePoller
+
+logger = logging.getLogger(__name__)
+
+STACK_FILE_NAME = "stack.json"
+MAX_RECEIVE_COUNT = 5
+DLQ_RETENTION_S = 14 * 24 * 3600  # longer than the source queue's, so nothing expires in the DLQ first
+QUEUE_RETENTION_S = 4 * 24 * 3600
+# Variables that could route a boto3 client to a real account; removed while the stack runs.
+REAL_AWS_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}  # moto accepts any
+
+
+@dataclass(frozen=True)
+class LocalStackConfig:
+    """How to run the local stack; the defaults are what ``sml up`` uses.
+
+    :param state_dir: holds ``stack.json`` and the default SQLite database.
+    :param database_url: SQLAlchemy URL; ``sqlite:///<state_dir>/sml.db`` when ``None``.
+    :param function_url_port: port of predict's Function URL; 0 picks a free port.
+    :param aws_port: port of moto's server; 0 picks a free port.
+    :param predict_handler: ``"module:function"`` or the callable itself.
+    :param writer_handler: likewise, for the writer.
+    :param visibility_timeout_s: the events queue's visibility timeout (how soon a failed
+        message is retried); AWS uses 6 times the writer's timeout, locally shorter is friendlier.
+    """
+
+    state_dir: Path = Path(".sml")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    function_url_port: int = 0
+    aws_port: int = 0
+    region: str = "us-east-1"
+    app_name: str = "sml"
+    bucket: str = "sml-models"
+    predict_handler: str | Handler = "functions.predict.app:handler"
+    writer_handler: str | Handler = "functions.writer.app:handler"
+    visibility_timeout_s: int = 30
+    batch_size: int = 10
+    batching_window_s: float = 1.0
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'sml.db'}"
+
+
+@dataclass(frozen=True)
+class StackEndpoints:
+    """What ``stack.json`` holds (besides ``pid``); the keys match ``sml.settings.STACK_KEYS``."""
+
+    function_url: str
+    aws_endpoint_url: str
+    region: str
+    queue_url: str
+    dlq_url: str
+    topic_arn: str
+    bucket: str
+    database_url: str
+
+
+def stack_file(state_dir: Path) -> Path:
+    return state_dir / STACK_FILE_NAME
+
+
+def running_stack_pid(state_dir: Path) -> int | None:
+    """The pid in ``<state_dir>/stack.json`` if that process is alive; ``None`` when stale or absent."""
+    try:
+        pid = int(json.loads(stack_file(state_dir).read_text(encoding="utf-8"))["pid"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, owned by someone else
+        return pid
+    return pid
+
+
+def handler_environment(
+    config: LocalStackConfig, *, aws_endpoint_url: str, resources: Mapping[str, str], database_url: str
+) -> dict[str, str]:
+    """The variables the functions read (the settings contract), pointing at this stack.
+
+    Credentials are moto's dummies, so nothing the handlers do can reach a real AWS account.
+
+    :param resources: what :func:`create_stack_resources` returned.
+    """
+    return {
+        "SML_APP_NAME": config.app_name,
+        "SML_AWS_ENDPOINT_URL": aws_endpoint_url,
+        "AWS_REGION": config.region,
+        "AWS_DEFAULT_REGION": config.region,
+        **MOTO_CREDENTIALS,
+        "SML_BUCKET": config.bucket,
+        "SML_QUEUE_URL": resources["queue_url"],
+        "SML_DLQ_URL": resources["dlq_url"],
+        "SML_TOPIC_ARN": resources["topic_arn"],
+        "SML_DATABASE_URL": database_url,
+        "SML_STATE_DIR": str(config.state_dir),
+    }
+
+
+def load_handler(handler: str | Handler, *, role: str) -> Handler:
+    """Import a handler given as ``"module:function"`` (callables pass through).
+
+    :param role: what the handler is for (``"predict"``), used in error messages.
+    :raises SmlError: naming the module or function that cannot be loaded.
+    """
+    if callable(handler):
+        return handler
+    module_name, _, function_name = handler.partition(":")
+    if not module_name or not function_name:
+        raise SmlError(f"{role} handler {handler!r}: expected 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SmlError(f"{role} handler {handler!r}: cannot import module {module_name!r}: {exc}") from exc
+    loaded = getattr(module, function_name, None)
+    if not callable(loaded):
+        raise SmlError(f"{role} handler {handler!r}: module {module_name!r} has no function {function_name!r}")
+    return loaded
+
+
+def apply_database_migrations(database_url: str) -> list[str]:
+    """Bring the database at ``database_url`` up to date; returns the migrations applied.
+
+    :raises SmlError: the database cannot be reached (a server that is not running, say).
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from sml.db import apply_migrations, create_db_engine
+
+    engine = create_db_engine(database_url)
+    try:
+        return apply_migrations(engine)
+    except OperationalError as exc:
+        raise SmlError(f"database {database_url}: cannot connect or migrate: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+
+
+def create_stack_resources(clients: Mapping[str, Any], config: LocalStackConfig) -> dict[str, str]:
+    """Create the bucket, DLQ, events queue (redriving to the DLQ) and alerts topic.
+
+    :param clients: boto3 clients keyed ``"s3"``, ``"sqs"`` and ``"sns"``.
+    :returns: ``queue_url``, ``dlq_url`` and ``topic_arn``.
+    """
+    s3, sqs, sns = clients["s3"], clients["sqs"], clients["sns"]
+    bucket_options = {} if config.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": config.region}}
+    s3.create_bucket(Bucket=config.bucket, **bucket_options)
+    dlq_url = sqs.create_queue(
+        QueueName=f"{config.app_name}-events-dlq", Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive_policy = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
+    queue_url = sqs.create_queue(
+        QueueName=f"{config.app_name}-events",
+        Attributes={
+            "VisibilityTimeout": str(config.visibility_timeout_s),
+            "MessageRetentionPeriod": str(QUEUE_RETENTION_S),
+            "RedrivePolicy": json.dumps(redrive_policy),
+        },
+    )["QueueUrl"]
+    topic_arn = sns.create_topic(Name=f"{config.app_name}-alerts")["TopicArn"]
+    return {"queue_url": queue_url, "dlq_url": dlq_url, "topic_arn": topic_arn}
+
+
+class LocalStack:
+    """Starts and stops the whole local stack in this process.
+
+    :param config: ports, names, handlers and queue settings.
+    :param migrate: applies the database migrations given a URL (replaceable in tests).
+    """
+
+    def __init__(
+        self, config: LocalStackConfig, *, migrate: Callable[[str], list[str]] = apply_database_migrations
+    ) -> None:
+        self.config = config
+        self.migrate = migrate
+        self.endpoints: StackEndpoints | None = None
+        self.function_url_server: FunctionUrlServer | None = None
+        self.poller: SqsEventSourcePoller | None = None
+        self._moto_server: Any = None
+        self._saved_environment: dict[str, str | None] = {}
+
+    @property
+    def stack_file(self) -> Path:
+        return stack_file(self.config.state_dir)
+
+    def start(self) -> Self:
+        """Start everything and write ``stack.json``; on any failure, undo what was started.
+
+        :raises SmlError: another stack runs on the same state dir, a port is taken, or a
+            handler cannot be imported.
+        """
+        running = running_stack_pid(self.config.state_dir)
+        if running is not None:
+            raise SmlError(
+                f"a stack is already running (pid {running}); stop it or use --state-dir"
+                f" (or delete {self.stack_file} if that process is not an sml stack)"
+            )
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        from sml.aws import aws_client
+        from sml.settings import AwsSettings
+
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._set_environment(MOTO_CREDENTIALS)  # before the first client: a profile must not leak in
+        aws_endpoint_url = self._start_moto_server()
+        aws_settings = AwsSettings.model_validate({"AWS_REGION": config.region, "SML_AWS_ENDPOINT_URL": aws_endpoint_url})
+        sqs = aws_client("sqs", aws_settings)
+        resources = create_stack_resources(
+            {"s3": aws_client("s3", aws_settings), "sqs": sqs, "sns": aws_client("sns", aws_settings)}, config
+        )
+        database_url = config.resolved_database_url
+        applied = self.migrate(database_url)
+        logger.info("database %s: %s", database_url, f"applied {', '.join(applied)}" if applied else "up to date")
+        self._set_environment(
+            handler_environment(config, aws_endpoint_url=aws_endpoint_url, resources=resources, database_url=database_url)
+        )
+        # Imported only now, so that anything a handler module reads at import sees this stack.
+        predict = load_handler(config.predict_handler, role="predict")
+        writer = load_handler(config.writer_handler, role="writer")
+        function_url_server = self._bind_function_url_server(predict)
+        self.endpoints = StackEndpoints(
+            function_url=function_url_server.url,
+            aws_endpoint_url=aws_endpoint_url,
+            region=config.region,
+            bucket=config.bucket,
+            database_url=database_url,
+            **resources,
+        )
+        self.poller = SqsEventSourcePoller(
+            sqs,
+            resources["queue_url"],
+            writer,
+            batch_size=config.batch_size,
+            batching_window_s=config.batching_window_s,
+            visibility_timeout_s=config.visibility_timeout_s,
+            function_name=f"{config.app_name}-writer",
+            region=config.region,
+        )
+        function_url_server.start()
+        self.poller.start()
+        self._write_stack_file()
+
+    def _start_moto_server(self) -> str:
+        from moto.server import ThreadedMotoServer
+
+        # werkzeug logs every request even with verbose=False
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        if self.config.aws_port:
+            # ThreadedMotoServer.start() waits forever when its port is taken; fail first instead.
+            _ensure_port_free(self.config.host, self.config.aws_port, option="--aws-port")
+        self._moto_server = ThreadedMotoServer(ip_address=self.config.host, port=self.config.aws_port, verbose=False)
+        self._moto_server.start()
+        host, port = self._moto_server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def _bind_function_url_server(self, handler: Handler) -> FunctionUrlServer:
+        try:
+            self.function_url_server = FunctionUrlServer(
+                handler,
+                host=self.config.host,
+                port=self.config.function_url_port,
+                function_name=f"{self.config.app_name}-predict",
+                region=self.config.region,
+            )
+        except OSError as exc:
+            raise SmlError(f"--port {self.config.function_url_port}: cannot listen on {self.config.host}: {exc.strerror}") from None
+        return self.function_url_server
+
+    def _set_environment(self, values: Mapping[str, str]) -> None:
+        for name in [*values, *REAL_AWS_VARIABLES]:
+            self._saved_environment.setdefault(name, os.environ.get(name))
+        for name in REAL_AWS_VARIABLES:
+            os.environ.pop(name, None)
+        os.environ.update(values)
+
+    def _restore_environment(self) -> None:
+        for name, value in self._saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_environment = {}
+
+    def _write_stack_file(self) -> None:
+        assert self.endpoints is not None
+        temporary = self.stack_file.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps({**asdict(self.endpoints), "pid": os.getpid()}, indent=2) + "\n", encoding="utf-8")
+        temporary.replace(self.stack_file)
+
+    def stop(self) -> None:
+        """Stop the poller (finishing its batch), the servers, and remove ``stack.json`` (idempotent)."""
+        if running_stack_pid(self.config.state_dir) == os.getpid():
+            self.stack_file.unlink(missing_ok=True)
+        if self.poller is not None:
+            self.poller.stop()
+            self.poller = None
+        if self.function_url_server is not None:
+            self.function_url_server.stop()
+            self.function_url_server = None
+        if self._moto_server is not None:
+            self._moto_server.stop()
+            self._moto_server = None
+        self._restore_environment()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_local_stack(config: LocalStackConfig | None = None, **overrides: Any) -> LocalStack:
+    """Start a :class:`LocalStack` from ``config`` (default :class:`LocalStackConfig`) plus overrides."""
+    return LocalStack(replace(config or LocalStackConfig(), **overrides)).start()
+
+
+def _ensure_port_free(host: str, port: int, *, option: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SmlError(f"{option} {port}: cannot listen on {host}: {exc.strerror}") from None

@@ -1,0 +1,172 @@
+"""The local stack in this process: moto's server, resources, handler wiring, lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+import requests
+
+from sml.errors import SmlError
+from sml.local.stack import LocalStack, LocalStackConfig, running_stack_pid
+
+pytestmark = pytest.mark.e2e
+
+STACK_KEYS = {"function_url", "aws_endpoint_url", "region", "queue_url", "dlq_url", "topic_arn", "bucket", "database_url", "pid"}
+
+
+def publish_body(event: dict[str, Any], context: Any) -> dict[str, str]:
+    """A stand-in for predict: puts the request body on the events queue the stack configured."""
+    sqs = boto3.client("sqs", endpoint_url=os.environ["SML_AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+    sqs.send_message(QueueUrl=os.environ["SML_QUEUE_URL"], MessageBody=event["body"])
+    return {"queued": event["body"]}
+
+
+class CollectingWriter:
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+        self.arrived = threading.Event()
+
+    def __call__(self, event: dict[str, Any], context: Any) -> None:
+        self.bodies += [record["body"] for record in event["Records"]]
+        self.arrived.set()
+
+
+def config(tmp_path: Path, **overrides: Any) -> LocalStackConfig:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    options: dict[str, Any] = {
+        "state_dir": tmp_path / ".sml",
+        "app_name": name,
+        "bucket": f"{name}-models",
+        "predict_handler": publish_body,
+        "writer_handler": CollectingWriter(),
+        "visibility_timeout_s": 5,
+        "batching_window_s": 0,
+    }
+    return LocalStackConfig(**{**options, **overrides})
+
+
+def port_is_closed(url: str) -> bool:
+    parts = urlsplit(url)
+    with socket.socket() as probe:
+        return probe.connect_ex((parts.hostname, parts.port)) != 0
+
+
+def test_the_stack_creates_its_resources_and_writes_stack_json(tmp_path: Path) -> None:
+    with LocalStack(config(tmp_path, visibility_timeout_s=7)) as stack:
+        written = json.loads(stack.stack_file.read_text())
+        assert set(written) == STACK_KEYS
+        assert written["pid"] == os.getpid()
+        assert written["function_url"] == stack.endpoints.function_url
+
+        sqs = boto3.client("sqs", endpoint_url=written["aws_endpoint_url"], region_name=written["region"])
+        queue = sqs.get_queue_attributes(QueueUrl=written["queue_url"], AttributeNames=["All"])["Attributes"]
+        dlq = sqs.get_queue_attributes(QueueUrl=written["dlq_url"], AttributeNames=["All"])["Attributes"]
+        assert json.loads(queue["RedrivePolicy"]) == {"deadLetterTargetArn": dlq["QueueArn"], "maxReceiveCount": 5}
+        assert int(dlq["MessageRetentionPeriod"]) > int(queue["MessageRetentionPeriod"])
+        assert queue["VisibilityTimeout"] == "7"
+        sns = boto3.client("sns", endpoint_url=written["aws_endpoint_url"], region_name=written["region"])
+        assert sns.get_topic_attributes(TopicArn=written["topic_arn"])["Attributes"]["TopicArn"] == written["topic_arn"]
+        s3 = boto3.client("s3", endpoint_url=written["aws_endpoint_url"], region_name=written["region"])
+        s3.head_bucket(Bucket=written["bucket"])
+        assert written["database_url"] == f"sqlite:///{tmp_path / '.sml' / 'sml.db'}"
+        assert (tmp_path / ".sml" / "sml.db").exists()
+
+
+def test_handlers_see_the_stack_in_their_environment_and_it_is_restored_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "production")
+    monkeypatch.setenv("SML_QUEUE_URL", "https://sqs.example/real")
+
+    with LocalStack(config(tmp_path)) as stack:
+        assert os.environ["SML_QUEUE_URL"] == stack.endpoints.queue_url
+        assert os.environ["SML_AWS_ENDPOINT_URL"] == stack.endpoints.aws_endpoint_url
+        assert os.environ["SML_DATABASE_URL"] == stack.endpoints.database_url
+        assert os.environ["AWS_ACCESS_KEY_ID"] == "local"
+        assert "AWS_PROFILE" not in os.environ
+
+    assert os.environ["SML_QUEUE_URL"] == "https://sqs.example/real"
+    assert os.environ["AWS_PROFILE"] == "production"
+
+
+def test_a_request_flows_from_the_function_url_through_the_queue_to_the_writer(tmp_path: Path) -> None:
+    writer = CollectingWriter()
+    with LocalStack(config(tmp_path, writer_handler=writer)) as stack:
+        response = requests.post(stack.endpoints.function_url, json={"n": 1}, timeout=10)
+
+        assert response.json() == {"queued": '{"n": 1}'}
+        assert writer.arrived.wait(timeout=30)
+        assert stack.poller.wait_until_drained(timeout_s=30)
+    assert writer.bodies == ['{"n": 1}']
+
+
+def test_stop_closes_every_port_and_removes_stack_json(tmp_path: Path) -> None:
+    stack = LocalStack(config(tmp_path)).start()
+    endpoints = stack.endpoints
+
+    stack.stop()
+
+    assert not stack.stack_file.exists()
+    assert port_is_closed(endpoints.function_url)
+    assert port_is_closed(endpoints.aws_endpoint_url)
+
+
+def test_a_second_stack_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    refused = rf"a stack is already running \(pid {os.getpid()}\); stop it or use --state-dir"
+    with LocalStack(config(tmp_path)), pytest.raises(SmlError, match=refused):
+        LocalStack(config(tmp_path)).start()
+
+
+def test_a_stale_stack_json_is_replaced(tmp_path: Path) -> None:
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    state_dir = tmp_path / ".sml"
+    state_dir.mkdir()
+    (state_dir / "stack.json").write_text(json.dumps({"pid": finished.pid}))
+    assert running_stack_pid(state_dir) is None
+
+    with LocalStack(config(tmp_path)) as stack:
+        assert json.loads(stack.stack_file.read_text())["pid"] == os.getpid()
+
+
+def test_a_handler_that_cannot_be_imported_is_named_and_nothing_is_left_running(tmp_path: Path) -> None:
+    stack = LocalStack(config(tmp_path, writer_handler="functions.no_such_function.app:handler"))
+
+    with pytest.raises(SmlError, match=r"writer handler 'functions.no_such_function.app:handler': cannot import module"):
+        stack.start()
+
+    assert not stack.stack_file.exists()
+    assert "SML_QUEUE_URL" not in os.environ
+
+
+def test_an_unreachable_database_is_reported_and_nothing_is_left_running(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    stack = LocalStack(config(tmp_path, database_url=f"mysql+pymysql://root@127.0.0.1:{port}/sml"))
+
+    with pytest.raises(SmlError, match=rf"database mysql\+pymysql://root@127.0.0.1:{port}/sml: cannot connect"):
+        stack.start()
+
+    assert not stack.stack_file.exists()
+
+
+def test_a_taken_port_is_reported_with_its_option(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        with pytest.raises(SmlError, match=rf"--port {port}: cannot listen"):
+            LocalStack(config(tmp_path, function_url_port=port)).start()
+        with pytest.raises(SmlError, match=rf"--aws-port {port}: cannot listen"):
+            LocalStack(config(tmp_path, aws_port=port)).start()

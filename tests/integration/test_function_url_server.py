@@ -1,0 +1,151 @@
+"""The local Function URL server over real HTTP, with small handlers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from aws_lambda_powertools import Logger
+
+from sml.local.function_url import FunctionUrlServer
+
+
+def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Answers with the parts of the event and context the tests look at."""
+    body = base64.b64decode(event["body"]) if event.get("isBase64Encoded") else (event.get("body") or "").encode()
+    return {
+        "statusCode": int(event.get("queryStringParameters", {}).get("status", 200)),
+        "headers": {"content-type": "application/json", "x-echo-method": event["requestContext"]["http"]["method"]},
+        "cookies": ["session=abc; HttpOnly", "theme=dark"],
+        "body": json.dumps(
+            {
+                "rawPath": event["rawPath"],
+                "query": event.get("queryStringParameters"),
+                "header": event["headers"].get("x-custom"),
+                "isBase64Encoded": event["isBase64Encoded"],
+                "body_hex": body.hex(),
+                "request_id": event["requestContext"]["requestId"],
+                "context_request_id": context.aws_request_id,
+                "function_name": context.function_name,
+                "remaining_ms": context.get_remaining_time_in_millis(),
+            }
+        ),
+    }
+
+
+def binary_image(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return {"statusCode": 200, "headers": {"content-type": "image/png"}, "body": base64.b64encode(b"\x89PNG\x00").decode(), "isBase64Encoded": True}
+
+
+def fails(event: dict[str, Any], context: Any) -> Any:
+    raise ValueError("model not loaded")
+
+
+def plain_value(event: dict[str, Any], context: Any) -> Any:
+    return {"prediction": 1}
+
+
+powertools_logger = Logger(service="sml-test")
+
+
+@powertools_logger.inject_lambda_context
+def with_powertools_context(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return {"statusCode": 204}
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    servers: list[FunctionUrlServer] = []
+
+    def start(handler: Any, **options: Any) -> str:
+        server = FunctionUrlServer(handler, function_name="sml-test", **options).start()
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_a_request_round_trips_through_the_handler(serve: Any) -> None:
+    url = serve(echo)
+
+    response = requests.post(
+        f"{url}models/predict?status=201&tag=a&tag=b", json={"x": 1}, headers={"X-Custom": "yes"}, timeout=10
+    )
+
+    assert response.status_code == 201
+    assert response.headers["x-echo-method"] == "POST"
+    assert response.cookies["session"] == "abc" and response.cookies["theme"] == "dark"
+    seen = response.json()
+    assert seen["rawPath"] == "/models/predict"
+    assert seen["query"] == {"status": "201", "tag": "a,b"}
+    assert seen["header"] == "yes"
+    assert seen["isBase64Encoded"] is False
+    assert bytes.fromhex(seen["body_hex"]) == b'{"x": 1}'
+    assert seen["request_id"] == seen["context_request_id"]
+    assert seen["function_name"] == "sml-test"
+    assert seen["remaining_ms"] > 0
+
+
+def test_a_binary_request_body_reaches_the_handler_base64_encoded(serve: Any) -> None:
+    url = serve(echo)
+    payload = bytes(range(256))
+
+    seen = requests.post(url, data=payload, headers={"content-type": "application/octet-stream"}, timeout=10).json()
+
+    assert seen["isBase64Encoded"] is True
+    assert bytes.fromhex(seen["body_hex"]) == payload
+
+
+def test_a_base64_response_body_is_sent_as_bytes(serve: Any) -> None:
+    response = requests.get(serve(binary_image), timeout=10)
+
+    assert response.headers["content-type"] == "image/png"
+    assert response.content == b"\x89PNG\x00"
+
+
+def test_a_handler_exception_becomes_a_502_with_lambda_error_body(serve: Any) -> None:
+    response = requests.get(serve(fails), timeout=10)
+
+    assert response.status_code == 502
+    assert response.json() == {"errorType": "ValueError", "errorMessage": "model not loaded"}
+
+
+def test_any_other_return_value_becomes_a_json_200(serve: Any) -> None:
+    response = requests.get(serve(plain_value), timeout=10)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"prediction": 1}
+
+
+def test_a_body_over_the_limit_is_refused_with_413_before_the_handler_runs(serve: Any) -> None:
+    calls: list[dict[str, Any]] = []
+    url = serve(lambda event, context: calls.append(event), max_body_bytes=1024)
+
+    response = requests.post(url, data=b"x" * 1025, timeout=10)
+
+    assert response.status_code == 413
+    assert "1024-byte limit" in response.json()["errorMessage"]
+    assert calls == []
+
+
+def test_powertools_logger_accepts_the_local_context(serve: Any) -> None:
+    response = requests.get(serve(with_powertools_context), timeout=10)
+
+    assert response.status_code == 204
+
+
+def test_stop_releases_the_port() -> None:
+    server = FunctionUrlServer(plain_value).start()
+    host, port = server.url.removeprefix("http://").rstrip("/").split(":")
+    server.stop()
+
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect((host, int(port)))
