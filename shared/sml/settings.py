@@ -135,8 +135,14 @@ class LocalSettings(AwsSettings, DatabaseSettings, CaptureSettings):
 S = TypeVar("S", bound=_Settings)
 
 
-def read_stack_file(path: Path = STACK_FILE) -> dict[str, str]:
-    """The endpoints written by ``sml up``, or ``{}`` when no local stack file exists."""
+def read_stack_file(path: Path | None = None) -> dict[str, str]:
+    """The endpoints written by ``sml up``, or ``{}`` when no local stack file exists.
+
+    The file is ``$SML_STATE_DIR/stack.json`` (default ``.sml/stack.json``) unless ``path`` is given.
+    """
+    if path is None:
+        state_dir = os.environ.get("SML_STATE_DIR")
+        path = Path(state_dir) / "stack.json" if state_dir else STACK_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

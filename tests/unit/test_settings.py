@@ -71,3 +71,9 @@ def test_stack_file_is_read_and_a_corrupt_one_is_named(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(SettingsError, match=str(path)):
         read_stack_file(path)
+
+
+def test_stack_file_follows_the_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "stack.json").write_text(json.dumps({"queue_url": "http://127.0.0.1:9/q"}))
+    monkeypatch.setenv("SML_STATE_DIR", str(tmp_path))
+    assert read_stack_file() == {"queue_url": "http://127.0.0.1:9/q"}
