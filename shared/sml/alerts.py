@@ -1,0 +1,117 @@
+"""Drift alerts on SNS: one message per drift run, whatever its verdict.
+
+The subject says the verdict and the model; the message attributes ``status``, ``model_name``
+and ``model_version`` let a subscription filter (e.g. ``{"status": ["DRIFT"]}``) receive only
+drift; the body is compact JSON: the window, the counts, the drifted tests and where the report
+is. The body stays below SNS's 256 KB limit by listing only as many drifted tests as fit and
+saying how many it left out.
+
+Example::
+
+    message_id = publish_drift_alert(aws_client("sns", settings), settings.topic_arn, run)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sml.drift.store import DriftRun
+
+# SNS takes 262,144 bytes including subject and attributes; the rest is headroom for those.
+MAX_MESSAGE_BYTES = 250_000
+MAX_SUBJECT_CHARS = 99
+
+
+def publish_drift_alert(sns_client: Any, topic_arn: str, run: DriftRun) -> str:
+    """Publish the alert of ``run`` to ``topic_arn``.
+
+    :param sns_client: a boto3 SNS client (moto in tests and local mode).
+    :returns: the SNS message id.
+    """
+    response = sns_client.publish(
+        TopicArn=topic_arn,
+        Subject=alert_subject(run),
+        Message=alert_message(run),
+        MessageAttributes=alert_attributes(run),
+    )
+    return str(response["MessageId"])
+
+
+def alert_subject(run: DriftRun) -> str:
+    """E.g. ``[DRIFT] breast-cancer v3: 2 of 12 features drifted``: printable ASCII, under 100 characters."""
+    status = run.status.value
+    if status == "DRIFT":
+        outcome = f"{len(run.drifted_features)} of {run.features_tested} features drifted"
+    elif status == "NO_DRIFT":
+        outcome = f"none of {run.features_tested} features drifted"
+    else:
+        outcome = f"not enough data to decide ({run.current_rows} rows in the window)"
+    subject = f"[{status}] {run.model_name} {run.model_version}: {outcome}"
+    printable = "".join(character if " " <= character <= "~" else "?" for character in subject)
+    return printable if len(printable) <= MAX_SUBJECT_CHARS else printable[: MAX_SUBJECT_CHARS - 1] + "~"
+
+
+def alert_attributes(run: DriftRun) -> dict[str, dict[str, str]]:
+    """SNS message attributes subscribers can filter on: ``status``, ``model_name``, ``model_version``."""
+    return {
+        "status": {"DataType": "String", "StringValue": run.status.value},
+        "model_name": {"DataType": "String", "StringValue": run.model_name},
+        "model_version": {"DataType": "String", "StringValue": run.model_version},
+    }
+
+
+def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
+    """The compact JSON body, at most ``max_bytes`` of UTF-8.
+
+    ``drifted`` lists the drifted tests, smallest adjusted p-value first, as many as fit;
+    ``drifted_omitted`` counts the rest.
+    """
+    drifted = sorted((result for result in run.results if result.verdict.value == "DRIFT"), key=lambda result: result.p_adjusted)
+    body: dict[str, Any] = {
+        "status": run.status.value,
+        "model_name": run.model_name,
+        "model_version": run.model_version,
+        "run_id": run.run_id,
+        "window": {"start": _timestamp(run.window.start), "end": _timestamp(run.window.end)},
+        "reference": {"kind": run.reference_kind, "rows": run.reference_rows},
+        "current_rows": run.current_rows,
+        "features_tested": run.features_tested,
+        "features_drifted": len(run.drifted_features),
+        "report": {"uri": run.report_uri, "url": run.report_url},
+        "drifted": [],
+        "drifted_omitted": len(drifted),
+    }
+    if run.reference_window is not None:
+        body["reference"]["window"] = {"start": _timestamp(run.reference_window.start), "end": _timestamp(run.reference_window.end)}
+    # Room left once the omitted count could take its longest form; each entry costs its text and a comma.
+    budget = max_bytes - len(_compact(body).encode("utf-8")) - len(str(len(drifted)))
+    for result in drifted:
+        entry = {
+            "feature": result.feature,
+            "test": result.test,
+            "statistic": _rounded(result.statistic),
+            "p_value": _rounded(result.p_value),
+            "p_adjusted": _rounded(result.p_adjusted),
+            "effect_size": _rounded(result.effect_size),
+        }
+        cost = len(_compact(entry).encode("utf-8")) + 1
+        if cost > budget:
+            break
+        body["drifted"].append(entry)
+        budget -= cost
+    body["drifted_omitted"] = len(drifted) - len(body["drifted"])
+    return _compact(body)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+def _timestamp(value: Any) -> str:
+    return value.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,224 @@
+"""The drift job: compare a production window with the reference, store, report and alert.
+
+One run (:func:`run_drift_job`):
+
+1. current window = the ``window_length`` before ``window_end``, read from ``predictions``;
+2. reference = the training reference in the model's manifest (``training``), or the window of
+   the same length just before the current one (``previous``);
+3. every feature and the predicted label are tested (:mod:`sml.drift.stats`), with the
+   Benjamini–Hochberg correction and the effect-size floors of the configuration;
+4. the HTML report goes to ``s3://<bucket>/<report_prefix><model>/<window end>.html`` (and to
+   ``report_dir`` when given);
+5. the run replaces any stored run of the same model and window end;
+6. the alert goes to the SNS topic, whatever the verdict.
+
+Entry points (the drift Lambda, ``sml drift``) build the clients and the engine and call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.engine import Engine
+
+from sml.alerts import publish_drift_alert
+from sml.drift.report import render_drift_report
+from sml.drift.stats import CategoricalReference, FeatureSpec, overall_verdict, reference_from_columns, run_drift_tests
+from sml.drift.store import DriftRun, save_drift_run
+from sml.drift.windows import TimeWindow, read_window
+from sml.errors import SmlError
+from sml.events import new_prediction_id
+from sml.manifest import ModelManifest
+from sml.settings import DriftSettings
+
+# The predicted label is tested like a categorical column under this name, which no feature can
+# clash with in a readable report (feature names come from the training data's columns).
+LABEL_COLUMN = "(predicted label)"
+PRESIGNED_URL_SECONDS = 7 * 24 * 3600  # the longest SigV4 allows
+ReferenceKind = Literal["training", "previous"]
+
+
+@dataclass(frozen=True)
+class DriftJobConfig:
+    """How a run compares, and where its report and alert go.
+
+    :param fdr: Benjamini–Hochberg false discovery rate across the run's tests.
+    :param min_ks_d, min_cramers_v, min_missing_rate_diff: effect-size floors (KS D, Cramér's V,
+        absolute change of the missing rate) below which a significant test is not drift.
+    :param min_samples: fewer values on either side make a test INSUFFICIENT_DATA.
+    :param topic_arn: the alerts topic; ``None`` publishes nothing (local runs without a stack).
+    """
+
+    bucket: str
+    window_length: timedelta = timedelta(days=7)
+    reference_kind: ReferenceKind = "training"
+    fdr: float = 0.05
+    min_ks_d: float = 0.1
+    min_cramers_v: float = 0.1
+    min_missing_rate_diff: float = 0.05
+    min_samples: int = 30
+    report_prefix: str = "reports/"
+    topic_arn: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: DriftSettings, **overrides: Any) -> DriftJobConfig:
+        """The configuration ``SML_DRIFT_*`` describes, with ``overrides`` (e.g. from the CLI) on top."""
+        values: dict[str, Any] = {
+            "bucket": settings.bucket,
+            "window_length": timedelta(days=settings.window_days),
+            "reference_kind": settings.reference,
+            "fdr": settings.fdr,
+            "min_ks_d": settings.min_effect_numeric,
+            "min_cramers_v": settings.min_effect_categorical,
+            "report_prefix": settings.report_prefix,
+            "topic_arn": settings.topic_arn,
+        }
+        return cls(**{**values, **overrides})
+
+    def parameters(self) -> dict[str, Any]:
+        """What the verdicts depend on, as stored with the run."""
+        return {
+            "window_seconds": self.window_length.total_seconds(),
+            "reference": self.reference_kind,
+            "fdr": self.fdr,
+            "min_ks_d": self.min_ks_d,
+            "min_cramers_v": self.min_cramers_v,
+            "min_missing_rate_diff": self.min_missing_rate_diff,
+            "min_samples": self.min_samples,
+        }
+
+
+@dataclass(frozen=True)
+class DriftJobResult:
+    """The stored run, the report's path on disk (when asked for) and the SNS message id."""
+
+    run: DriftRun
+    report_path: Path | None
+    message_id: str | None
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly digest of the run, as the drift Lambda returns and logs it."""
+        run = self.run
+        return {
+            "run_id": run.run_id,
+            "status": run.status.value,
+            "model_name": run.model_name,
+            "model_version": run.model_version,
+            "window_start": run.window.start.isoformat(),
+            "window_end": run.window.end.isoformat(),
+            "reference_kind": run.reference_kind,
+            "reference_rows": run.reference_rows,
+            "current_rows": run.current_rows,
+            "features_tested": run.features_tested,
+            "drifted_features": run.drifted_features,
+            "report_uri": run.report_uri,
+            "message_id": self.message_id,
+        }
+
+
+def run_drift_job(
+    config: DriftJobConfig,
+    manifest: ModelManifest,
+    *,
+    engine: Engine,
+    s3_client: Any,
+    sns_client: Any | None,
+    window_end: datetime,
+    report_dir: Path | None = None,
+) -> DriftJobResult:
+    """Run the drift job for the model of ``manifest`` (usually the champion's) once.
+
+    :param engine: the database with ``predictions`` and the drift tables.
+    :param s3_client: stores the report in ``config.bucket`` and presigns its link.
+    :param sns_client: publishes the alert when ``config.topic_arn`` is set.
+    :param window_end: the end of the current window (aware UTC); the run's key with the model.
+    :param report_dir: also write the report there, as ``<model>/<window end>.html``.
+    :returns: a :class:`DriftJobResult`.
+    :raises SmlError: S3 or SNS refused the report or the alert (names the bucket or topic).
+    """
+    window = TimeWindow.ending_at(window_end, config.window_length)
+    schema = drift_schema(manifest)
+    current = read_window(engine, manifest.model_name, window, manifest.features)
+    current_columns = {**current.columns(), LABEL_COLUMN: current.labels}
+    reference_window = None
+    if config.reference_kind == "training":
+        reference = training_reference(manifest)
+        reference_rows = manifest.reference.n_rows
+    else:
+        reference_window = window.previous()
+        previous = read_window(engine, manifest.model_name, reference_window, manifest.features)
+        reference = reference_from_columns({**previous.columns(), LABEL_COLUMN: previous.labels}, schema)
+        reference_rows = previous.n_rows
+    results = run_drift_tests(
+        reference,
+        current_columns,
+        schema,
+        fdr=config.fdr,
+        min_ks_d=config.min_ks_d,
+        min_cramers_v=config.min_cramers_v,
+        min_missing_rate_diff=config.min_missing_rate_diff,
+        min_samples=config.min_samples,
+    )
+    run = DriftRun(
+        run_id=new_prediction_id(),
+        model_name=manifest.model_name,
+        model_version=manifest.version,
+        window=window,
+        reference_kind=config.reference_kind,
+        reference_rows=reference_rows,
+        current_rows=current.n_rows,
+        status=overall_verdict(results),
+        results=tuple(results),
+        parameters=config.parameters(),
+        created_at=datetime.now(timezone.utc),
+        reference_window=reference_window,
+    )
+    report = render_drift_report(run, reference, current_columns).encode("utf-8")
+    key = report_key(config.report_prefix, run.model_name, window.end)
+    run = replace(run, report_uri=f"s3://{config.bucket}/{key}", report_url=_upload_report(s3_client, config.bucket, key, report))
+    report_path = None
+    if report_dir is not None:
+        report_path = report_dir / key.removeprefix(config.report_prefix)
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_bytes(report)
+    save_drift_run(engine, run)
+    message_id = None
+    if config.topic_arn:
+        message_id = _publish(sns_client, config.topic_arn, run)
+    return DriftJobResult(run=run, report_path=report_path, message_id=message_id)
+
+
+def drift_schema(manifest: ModelManifest) -> list[Any]:
+    """The columns a run tests: the manifest's features, then the predicted label."""
+    label = FeatureSpec(LABEL_COLUMN, "label", categories=tuple(str(label) for label in manifest.classes))
+    return [*manifest.features, label]
+
+
+def training_reference(manifest: ModelManifest) -> dict[str, Any]:
+    """The manifest's training reference per column of :func:`drift_schema`."""
+    return {**manifest.reference.features, LABEL_COLUMN: CategoricalReference(counts=manifest.reference.label_counts)}
+
+
+def report_key(prefix: str, model_name: str, window_end: datetime) -> str:
+    """``<prefix><model>/<window end as YYYYmmddTHHMMSSZ>.html``: one report per run key."""
+    return f"{prefix}{model_name}/{window_end.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}.html"
+
+
+def _upload_report(s3_client: Any, bucket: str, key: str, report: bytes) -> str:
+    try:
+        s3_client.put_object(Bucket=bucket, Key=key, Body=report, ContentType="text/html; charset=utf-8")
+        # Signed with the caller's credentials: on Lambda the link lapses with the role's session.
+        return str(s3_client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGNED_URL_SECONDS))
+    except (ClientError, BotoCoreError) as exc:
+        raise SmlError(f"storing the drift report in s3://{bucket}/{key}: {exc}") from exc
+
+
+def _publish(sns_client: Any, topic_arn: str, run: DriftRun) -> str:
+    try:
+        return publish_drift_alert(sns_client, topic_arn, run)
+    except (ClientError, BotoCoreError) as exc:
+        raise SmlError(f"publishing the drift alert to {topic_arn} (SML_TOPIC_ARN): {exc}") from exc

@@ -1,0 +1,310 @@
+"""The drift report: one self-contained HTML page per run (inline CSS, charts as inline SVG).
+
+The page has the run's verdict and parameters, a table of every test with drifted features
+first, and per feature a chart of reference against current: overlaid histograms and ECDFs for
+a numeric feature, bars of category shares for a categorical feature or the label (with the
+missing share as its own bar). Every name and value is HTML-escaped. Charts are drawn from
+fixed numbers of histogram bins, so neither their size nor their cost beyond one pass over the
+values grows with the row count; hand-written SVG keeps a 20-feature report to milliseconds,
+where matplotlib took a quarter of a second per chart.
+
+Example::
+
+    html_text = render_drift_report(run, reference, current_columns)
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from sml.drift.stats import DriftVerdict, FeatureTestResult, count_categories
+from sml.drift.store import DriftRun
+
+# Beyond this many features the page lists every test but plots only the first (drifted first).
+MAX_PLOTTED_FEATURES = 60
+MAX_PLOTTED_CATEGORIES = 12
+HISTOGRAM_BINS = 40
+ECDF_POINTS = 200
+QUANTILE_SUBSAMPLE = 20_000
+PANEL_WIDTH, PANEL_GAP, CHART_HEIGHT = 440, 20, 230
+PLOT_LEFT, PLOT_TOP, PLOT_BOTTOM = 46, 34, 200
+REFERENCE_COLOUR = "#4c72b0"
+CURRENT_COLOUR = "#dd8452"
+MISSING_BAR = "(missing)"
+OTHER_BAR = "(other)"
+_VERDICT_ORDER = {DriftVerdict.DRIFT: 0, DriftVerdict.INSUFFICIENT_DATA: 1, DriftVerdict.NO_DRIFT: 2}
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#222;max-width:1100px}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
+th{background:#f4f4f4}td.name,th.name{text-align:left}
+.DRIFT{background:#fbe3e1;font-weight:600}.INSUFFICIENT_DATA{background:#fff4d6}.NO_DRIFT{background:#e8f5e9}
+.badge{display:inline-block;padding:.2rem .6rem;border-radius:.3rem}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;font-size:.9rem}dt{font-weight:600}
+svg{max-width:100%;height:auto}figure{margin:0}figcaption{font-size:.8rem;color:#555}
+"""
+
+
+def render_drift_report(
+    run: DriftRun,
+    reference: Mapping[str, Any],
+    current: Mapping[str, np.ndarray | Sequence[Any]],
+    *,
+    max_plotted_features: int = MAX_PLOTTED_FEATURES,
+) -> str:
+    """Render the HTML report of ``run``.
+
+    :param reference: per feature (and the label), the reference the tests used: an object with
+        ``sorted_values`` and ``missing`` (numeric) or ``counts`` and ``missing`` (categorical).
+    :param current: per feature (and the label), the window's values in row order (numeric with
+        NaN for missing, categorical with None).
+    :param max_plotted_features: plot at most this many features, drifted ones first.
+    :returns: the page as a string.
+    """
+    order = _features_worst_first(run.results)
+    by_feature: dict[str, list[FeatureTestResult]] = {}
+    for result in run.results:
+        by_feature.setdefault(result.feature, []).append(result)
+    sections = []
+    for feature in order[:max_plotted_features]:
+        kind = by_feature[feature][0].kind
+        chart = _chart(feature, kind, reference.get(feature), current.get(feature))
+        sections.append(_feature_section(feature, by_feature[feature], chart))
+    if len(order) > max_plotted_features:
+        sections.append(f"<p>{len(order) - max_plotted_features} more features are listed in the table but not plotted.</p>")
+    title = f"Drift report: {run.model_name} {run.model_version}"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{_escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{_escape(title)} <span class=\"badge {run.status.value}\">{run.status.value}</span></h1>"
+        f"{_summary(run)}<h2>Tests</h2>{_results_table(run.results, order)}"
+        f"<h2>Features</h2>{''.join(sections)}</body></html>\n"
+    )
+
+
+def _features_worst_first(results: Sequence[FeatureTestResult]) -> list[str]:
+    rank: dict[str, tuple[int, float]] = {}
+    for result in results:
+        key = (_VERDICT_ORDER[result.verdict], result.p_adjusted)
+        rank[result.feature] = min(rank.get(result.feature, key), key)
+    return sorted(rank, key=lambda feature: rank[feature])
+
+
+def _summary(run: DriftRun) -> str:
+    items = {
+        "model": f"{run.model_name} {run.model_version}",
+        "window": f"{run.window.start.isoformat()} to {run.window.end.isoformat()}",
+        "reference": f"{run.reference_kind} ({run.reference_rows} rows)"
+        + (f", {run.reference_window.start.isoformat()} to {run.reference_window.end.isoformat()}" if run.reference_window else ""),
+        "current rows": str(run.current_rows),
+        "features drifted": f"{len(run.drifted_features)} of {run.features_tested}",
+        "run id": run.run_id,
+        "created": run.created_at.isoformat(),
+        **{f"parameter {name}": str(value) for name, value in sorted(run.parameters.items())},
+    }
+    rows = "".join(f"<dt>{_escape(name)}</dt><dd>{_escape(value)}</dd>" for name, value in items.items())
+    return f"<dl>{rows}</dl>"
+
+
+def _results_table(results: Sequence[FeatureTestResult], order: Sequence[str]) -> str:
+    position = {feature: index for index, feature in enumerate(order)}
+    ordered = sorted(results, key=lambda result: (position[result.feature], _VERDICT_ORDER[result.verdict]))
+    header = (
+        "<tr><th class=\"name\">feature</th><th class=\"name\">test</th><th>statistic</th><th>p</th><th>adjusted p</th>"
+        "<th>effect</th><th>floor</th><th>n ref</th><th>n cur</th><th class=\"name\">verdict</th></tr>"
+    )
+    return f"<table>{header}{''.join(_result_row(result) for result in ordered)}</table>"
+
+
+def _result_row(result: FeatureTestResult) -> str:
+    reason = result.detail.get("reason")
+    verdict = result.verdict.value + (f" ({reason})" if reason else "")
+    cells = [
+        f"<td class=\"name\">{_escape(result.feature)}</td>",
+        f"<td class=\"name\">{_escape(result.test)}</td>",
+        *(f"<td>{_number(value)}</td>" for value in (result.statistic, result.p_value, result.p_adjusted, result.effect_size, result.effect_floor)),
+        f"<td>{result.n_reference}</td><td>{result.n_current}</td>",
+        f"<td class=\"name\">{_escape(verdict)}</td>",
+    ]
+    return f"<tr class=\"{result.verdict.value}\">{''.join(cells)}</tr>"
+
+
+def _feature_section(feature: str, results: Sequence[FeatureTestResult], chart: str | None) -> str:
+    worst = min(results, key=lambda result: _VERDICT_ORDER[result.verdict]).verdict.value
+    figure = chart or "<p>No values to plot.</p>"
+    return f"<section><h3>{_escape(feature)} <span class=\"badge {worst}\">{worst}</span></h3>{figure}</section>"
+
+
+def _chart(feature: str, kind: str, reference: Any, current: Any) -> str | None:
+    if reference is None or current is None:
+        return None
+    if kind == "numeric":
+        current_all = np.asarray(current, dtype=float)
+        current_values = current_all[~np.isnan(current_all)]
+        reference_values = np.asarray(reference.sorted_values, dtype=float)
+        missing = _missing_note(int(reference.missing), int(reference.missing) + reference_values.size, current_all.size - current_values.size, current_all.size)
+        return _numeric_chart(feature, reference_values, current_values, missing)
+    current_counts, current_missing = count_categories(current)
+    return _categorical_chart(feature, Counter(reference.counts), int(reference.missing), current_counts, current_missing)
+
+
+def _missing_note(reference_missing: int, reference_rows: int, current_missing: int, current_rows: int) -> str:
+    return f"missing: reference {reference_missing / max(reference_rows, 1):.1%}, current {current_missing / max(current_rows, 1):.1%}"
+
+
+def _plot_range(reference_sorted: np.ndarray, current_values: np.ndarray) -> tuple[float, float]:
+    """The range holding the central 99% of both samples (current estimated from a subsample)."""
+    edges = []
+    if reference_sorted.size:
+        edges += [reference_sorted[int(0.005 * (reference_sorted.size - 1))], reference_sorted[int(0.995 * (reference_sorted.size - 1))]]
+    if current_values.size:
+        subsample = current_values[:: max(1, current_values.size // QUANTILE_SUBSAMPLE)]
+        edges += list(np.quantile(subsample, [0.005, 0.995]))
+    low, high = float(min(edges)), float(max(edges))
+    return (low - 0.5, high + 0.5) if not high > low else (low, high)
+
+
+def _numeric_chart(feature: str, reference_sorted: np.ndarray, current_values: np.ndarray, missing_note: str) -> str | None:
+    if not reference_sorted.size and not current_values.size:
+        return None
+    low, high = _plot_range(reference_sorted, current_values)
+    edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
+    fine_edges = np.linspace(low, high, ECDF_POINTS)
+    densities, cdfs = {}, {}
+    for label, values in (("reference", reference_sorted), ("current", current_values)):
+        if values.size:
+            # Divided by all values, not those in range, so the tails beyond the plot keep their weight.
+            densities[label] = np.histogram(values, bins=edges)[0] / (values.size * np.diff(edges))
+            below = np.count_nonzero(values < low)
+            cdfs[label] = (below + np.concatenate(([0], np.cumsum(np.histogram(values, bins=fine_edges)[0])))) / values.size
+    top = max(float(density.max()) for density in densities.values()) or 1.0
+    histogram = _Panel("histogram (density)", (low, high), (0.0, top * 1.05))
+    ecdf = _Panel("ECDF", (low, high), (0.0, 1.0))
+    for label, colour in (("reference", REFERENCE_COLOUR), ("current", CURRENT_COLOUR)):
+        if label in densities:
+            steps_x = np.repeat(edges, 2)[1:-1]
+            steps_y = np.repeat(densities[label], 2)
+            histogram.line(steps_x, steps_y, colour, filled=label == "reference")
+            ecdf.line(fine_edges, cdfs[label], colour)
+    counts = f"reference n={reference_sorted.size}, current n={current_values.size}; {missing_note}"
+    return _svg(feature, [histogram.render(0), ecdf.render(PANEL_WIDTH + PANEL_GAP)], counts)
+
+
+def _categorical_chart(
+    feature: str, reference_counts: Counter[str], reference_missing: int, current_counts: Counter[str], current_missing: int
+) -> str | None:
+    reference_total = sum(reference_counts.values()) + reference_missing
+    current_total = sum(current_counts.values()) + current_missing
+    if not reference_total and not current_total:
+        return None
+    shares = Counter({category: count / max(reference_total, 1) for category, count in reference_counts.items()})
+    shares.update({category: count / max(current_total, 1) for category, count in current_counts.items()})
+    shown = [category for category, _ in shares.most_common(MAX_PLOTTED_CATEGORIES)]
+    bars = [(category, reference_counts.get(category, 0), current_counts.get(category, 0)) for category in shown]
+    if len(shares) > len(shown):
+        hidden = set(shares).difference(shown)
+        bars.append((OTHER_BAR, sum(reference_counts[c] for c in hidden), sum(current_counts[c] for c in hidden)))
+    if reference_missing or current_missing:
+        bars.append((MISSING_BAR, reference_missing, current_missing))
+    row_height, label_width, bar_width = 26, 170, 2 * PANEL_WIDTH + PANEL_GAP - 170 - 60
+    height = 30 + row_height * len(bars)
+    parts = []
+    for index, (category, in_reference, in_current) in enumerate(bars):
+        y = 24 + index * row_height
+        parts.append(f'<text x="{label_width - 6}" y="{y + 13}" text-anchor="end">{_escape(_short(category))}</text>')
+        for offset, count, total, colour in ((0, in_reference, reference_total, REFERENCE_COLOUR), (11, in_current, current_total, CURRENT_COLOUR)):
+            share = count / max(total, 1)
+            parts.append(f'<rect x="{label_width}" y="{y + offset}" width="{share * bar_width:.1f}" height="10" fill="{colour}"/>')
+            parts.append(f'<text x="{label_width + share * bar_width + 4:.1f}" y="{y + offset + 9}">{share:.1%}</text>')
+    legend = f"reference n={reference_total}, current n={current_total}; share of rows per category"
+    return _svg(feature, parts, legend, height=height)
+
+
+class _Panel:
+    """One x/y plot area of a chart: axes, a few ticks and polylines, in SVG user units."""
+
+    def __init__(self, title: str, x_range: tuple[float, float], y_range: tuple[float, float]) -> None:
+        self.title, self.x_range, self.y_range = title, x_range, y_range
+        self.lines: list[str] = []
+
+    def line(self, xs: np.ndarray, ys: np.ndarray, colour: str, *, filled: bool = False) -> None:
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(self._x(xs), self._y(ys)))
+        if filled:
+            baseline = self._y(np.array([self.y_range[0]]))[0]
+            first, last = self._x(xs[:1])[0], self._x(xs[-1:])[0]
+            points = f"{first:.1f},{baseline:.1f} {points} {last:.1f},{baseline:.1f}"
+            self.lines.append(f'<polygon points="{points}" fill="{colour}" fill-opacity="0.35" stroke="{colour}"/>')
+        else:
+            self.lines.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+
+    def render(self, left: float) -> str:
+        x_ticks = "".join(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{PLOT_BOTTOM}" y2="{PLOT_BOTTOM + 4}" stroke="#555"/>'
+            f'<text x="{x:.1f}" y="{PLOT_BOTTOM + 16}" text-anchor="middle">{_number(value)}</text>'
+            for value, x in zip(*self._ticks(self.x_range, self._x))
+        )
+        y_ticks = "".join(
+            f'<text x="{PLOT_LEFT - 4}" y="{y + 4:.1f}" text-anchor="end">{_number(value)}</text>'
+            for value, y in zip(*self._ticks(self.y_range, self._y))
+        )
+        frame = f'<rect x="{PLOT_LEFT}" y="{PLOT_TOP}" width="{PANEL_WIDTH - PLOT_LEFT - 10}" height="{PLOT_BOTTOM - PLOT_TOP}" fill="none" stroke="#999"/>'
+        title = f'<text x="{PANEL_WIDTH / 2:.0f}" y="{PLOT_TOP - 6}" text-anchor="middle">{_escape(self.title)}</text>'
+        return f'<g transform="translate({left:.0f},0)">{title}{"".join(self.lines)}{frame}{x_ticks}{y_ticks}</g>'
+
+    def _x(self, values: np.ndarray) -> np.ndarray:
+        low, high = self.x_range
+        return PLOT_LEFT + (np.asarray(values, dtype=float) - low) / (high - low) * (PANEL_WIDTH - PLOT_LEFT - 10)
+
+    def _y(self, values: np.ndarray) -> np.ndarray:
+        low, high = self.y_range
+        return PLOT_BOTTOM - (np.asarray(values, dtype=float) - low) / ((high - low) or 1.0) * (PLOT_BOTTOM - PLOT_TOP)
+
+    @staticmethod
+    def _ticks(value_range: tuple[float, float], to_position: Any) -> tuple[list[float], list[float]]:
+        low, high = value_range
+        values = [float(value) for value in _nice_ticks(low, high)]
+        return values, list(to_position(np.array(values)))
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) inside ``[low, high]``."""
+    raw_step = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw_step))
+    step = next(factor * magnitude for factor in (1, 2, 5, 10) if factor * magnitude >= raw_step)
+    first = math.ceil(low / step) * step
+    return np.arange(first, high + step * 1e-9, step)
+
+
+def _svg(feature: str, parts: Sequence[str], caption: str, *, height: int = CHART_HEIGHT) -> str:
+    width = 2 * PANEL_WIDTH + PANEL_GAP
+    legend = (
+        f'<rect x="{width - 190}" y="2" width="10" height="10" fill="{REFERENCE_COLOUR}"/><text x="{width - 176}" y="11">reference</text>'
+        f'<rect x="{width - 100}" y="2" width="10" height="10" fill="{CURRENT_COLOUR}"/><text x="{width - 86}" y="11">current</text>'
+    )
+    return (
+        f'<figure><svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'font-size="11" font-family="sans-serif"><title>reference and current distributions of {_escape(feature)}</title>'
+        f'{legend}{"".join(parts)}</svg><figcaption>{_escape(caption)}</figcaption></figure>'
+    )
+
+
+def _short(label: str, limit: int = 28) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def _number(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.4g}"
+
+
+def _escape(value: Any) -> str:
+    return html.escape(str(value), quote=True)

@@ -1,0 +1,146 @@
+"""Drift runs: the record of one run, and its rows in ``drift_runs`` and ``drift_features``.
+
+A run is keyed by (model, window end): :func:`save_drift_run` deletes the run stored for the same
+key and inserts the new one in a single transaction, so a rerun replaces its own rows and a
+reader never sees a half-written run.
+
+Example::
+
+    save_drift_run(engine, run)
+    stored = load_drift_run(engine, "breast-cancer", run.window.end)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sml.db import DRIFT_FEATURES, DRIFT_RUNS, to_db_timestamp
+from sml.drift.stats import DriftVerdict, FeatureTestResult
+from sml.drift.windows import TimeWindow
+
+
+@dataclass(frozen=True)
+class DriftRun:
+    """One drift run: what was compared, every test's result, and where the report is.
+
+    :param reference_rows: rows behind the reference (the training split's, or the previous
+        window's); ``current_rows`` those of the window.
+    :param parameters: the settings the verdicts depend on (JSON-friendly), stored with the run.
+    :param report_uri: ``s3://bucket/key`` of the HTML report; ``report_url`` a link a browser
+        can open (presigned), not stored.
+    """
+
+    run_id: str
+    model_name: str
+    model_version: str
+    window: TimeWindow
+    reference_kind: str
+    reference_rows: int
+    current_rows: int
+    status: DriftVerdict
+    results: tuple[FeatureTestResult, ...]
+    parameters: dict[str, Any]
+    created_at: datetime
+    report_uri: str | None = None
+    report_url: str | None = None
+    reference_window: TimeWindow | None = field(default=None)
+
+    @property
+    def features_tested(self) -> int:
+        """Distinct features (and the label) that were tested."""
+        return len({result.feature for result in self.results})
+
+    @property
+    def drifted_features(self) -> list[str]:
+        """Features with at least one DRIFT test, in test order."""
+        return list(dict.fromkeys(result.feature for result in self.results if result.verdict is DriftVerdict.DRIFT))
+
+
+def save_drift_run(engine: Engine, run: DriftRun) -> None:
+    """Store ``run``, replacing any run of the same model and window end, in one transaction.
+
+    :param engine: the database with the ``drift_runs`` and ``drift_features`` tables.
+    """
+    window_end = to_db_timestamp(run.window.end)
+    with engine.begin() as connection:
+        previous_ids = connection.execute(
+            sa.select(DRIFT_RUNS.c.run_id).where(DRIFT_RUNS.c.model_name == run.model_name, DRIFT_RUNS.c.window_end == window_end)
+        ).scalars().all()
+        if previous_ids:
+            connection.execute(DRIFT_FEATURES.delete().where(DRIFT_FEATURES.c.run_id.in_(previous_ids)))
+            connection.execute(DRIFT_RUNS.delete().where(DRIFT_RUNS.c.run_id.in_(previous_ids)))
+        connection.execute(DRIFT_RUNS.insert().values(_run_row(run)))
+        if run.results:
+            connection.execute(DRIFT_FEATURES.insert(), [_feature_row(run.run_id, result) for result in run.results])
+
+
+@dataclass(frozen=True)
+class StoredDriftRun:
+    """A run as read back: the ``drift_runs`` row and its ``drift_features`` rows, as dicts."""
+
+    run: dict[str, Any]
+    features: list[dict[str, Any]]
+
+
+def load_drift_run(engine: Engine, model_name: str, window_end: datetime) -> StoredDriftRun | None:
+    """The stored run of ``model_name`` whose window ends at ``window_end``, or ``None``."""
+    with engine.connect() as connection:
+        run = connection.execute(
+            sa.select(DRIFT_RUNS).where(DRIFT_RUNS.c.model_name == model_name, DRIFT_RUNS.c.window_end == to_db_timestamp(window_end))
+        ).mappings().first()
+        if run is None:
+            return None
+        features = connection.execute(
+            sa.select(DRIFT_FEATURES).where(DRIFT_FEATURES.c.run_id == run["run_id"]).order_by(DRIFT_FEATURES.c.feature_name, DRIFT_FEATURES.c.test)
+        ).mappings().all()
+    return StoredDriftRun(run=dict(run), features=[dict(row) for row in features])
+
+
+def _run_row(run: DriftRun) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "model_name": run.model_name,
+        "model_version": run.model_version,
+        "window_start": to_db_timestamp(run.window.start),
+        "window_end": to_db_timestamp(run.window.end),
+        "reference_kind": run.reference_kind,
+        "status": run.status.value,
+        "n_reference": run.reference_rows,
+        "n_current": run.current_rows,
+        "features_tested": run.features_tested,
+        "features_drifted": len(run.drifted_features),
+        "report_uri": run.report_uri,
+        "parameters": json.dumps(run.parameters, sort_keys=True, separators=(",", ":")),
+        "created_at": to_db_timestamp(run.created_at),
+    }
+
+
+def _feature_row(run_id: str, result: FeatureTestResult) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "feature_name": result.feature,
+        "test": result.test,
+        "kind": result.kind,
+        "statistic": _finite_or_none(result.statistic),
+        "p_value": _finite_or_none(result.p_value),
+        "p_adjusted": _finite_or_none(result.p_adjusted),
+        "effect_size": _finite_or_none(result.effect_size),
+        "effect_floor": _finite_or_none(result.effect_floor),
+        "n_reference": result.n_reference,
+        "n_current": result.n_current,
+        "verdict": result.verdict.value,
+    }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    # MySQL's DOUBLE has no NaN or infinity; a missing number is NULL.
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)

@@ -1,0 +1,220 @@
+"""Production windows: the predictions of one model in a time range, read as columns for drift.
+
+:func:`read_window` streams only the ``features`` and ``prediction`` texts of the window's rows
+(the ``(model_name, predicted_at)`` index finds them) and turns them into one numpy array per
+numeric feature and one list of values per categorical feature, without pandas. Parsing the
+JSON is the cost that matters at a million rows: a msgspec decoder typed for the model's feature
+schema decodes only the keys drift needs, about three times faster than ``json.loads``.
+
+Example::
+
+    window = TimeWindow.ending_at(datetime.now(timezone.utc), timedelta(days=7))
+    sample = read_window(engine, "breast-cancer", window, manifest.features)
+    sample.numeric["mean radius"]  # float64 array, NaN where the value was missing
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sml.db import PREDICTIONS, to_db_timestamp
+from sml.errors import SmlError
+from sml.manifest import FeatureSpec
+
+DEFAULT_BATCH_ROWS = 10_000
+_LENGTH_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+_LENGTH_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The half-open time range ``[start, end)`` in UTC."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError(f"window {name} must carry a UTC offset, got {value.isoformat()}")
+            object.__setattr__(self, name, value.astimezone(timezone.utc))
+        if self.end <= self.start:
+            raise ValueError(f"window end {self.end.isoformat()} is not after its start {self.start.isoformat()}")
+
+    @classmethod
+    def ending_at(cls, end: datetime, length: timedelta) -> TimeWindow:
+        """The window of ``length`` that ends (exclusively) at ``end``."""
+        return cls(start=end - length, end=end)
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
+    def previous(self) -> TimeWindow:
+        """The window of the same length that ends where this one starts."""
+        return TimeWindow(start=self.start - self.length, end=self.start)
+
+
+@dataclass(frozen=True)
+class WindowSample:
+    """The values of one window, column by column, in row order.
+
+    ``numeric`` holds a float array per numeric feature (NaN = missing or not a number);
+    ``categorical`` a list per categorical feature (None = missing); ``labels`` the predicted
+    labels as they were stored (a string or a number).
+    """
+
+    window: TimeWindow
+    n_rows: int
+    numeric: dict[str, np.ndarray]
+    categorical: dict[str, list[Any]]
+    labels: list[Any]
+
+    def columns(self) -> dict[str, np.ndarray | list[Any]]:
+        """Every feature's column by name (numeric and categorical together)."""
+        return {**self.numeric, **self.categorical}
+
+
+def parse_window_length(text: str, *, option: str = "--window") -> timedelta:
+    """Parse a window length such as ``7d``, ``12h``, ``90m`` or ``2w``.
+
+    :param option: the option or variable the text came from, named in the error.
+    :raises SmlError: the text is not a positive number followed by m, h, d or w.
+    """
+    match = _LENGTH_PATTERN.match(text)
+    if not match or float(match[1]) <= 0:
+        raise SmlError(f"{option}: {text!r} is not a window length such as 7d, 12h, 90m or 2w")
+    return float(match[1]) * _LENGTH_UNITS[match[2]]
+
+
+def read_window(
+    engine: Engine,
+    model_name: str,
+    window: TimeWindow,
+    features: Sequence[FeatureSpec],
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> WindowSample:
+    """Read the predictions of ``model_name`` made in ``window`` as columns of ``features``.
+
+    Rows are streamed from the server in batches of ``batch_rows``, so memory holds the columns,
+    never the whole result set. A feature absent from a row, or a numeric feature holding
+    something other than a number, counts as missing.
+
+    :param engine: the database holding ``predictions``.
+    :param features: the model's feature schema (from its manifest); other keys are ignored.
+    :returns: a :class:`WindowSample`; ``n_rows`` is 0 when the window has no predictions.
+    :raises SmlError: a stored ``features`` text is not a JSON object.
+    """
+    decoder = _FeatureDecoder(features)
+    statement = sa.select(PREDICTIONS.c.features, PREDICTIONS.c.prediction).where(
+        PREDICTIONS.c.model_name == model_name,
+        PREDICTIONS.c.predicted_at >= to_db_timestamp(window.start),
+        PREDICTIONS.c.predicted_at < to_db_timestamp(window.end),
+    )
+    numeric_batches: list[np.ndarray] = []
+    categorical: dict[str, list[Any]] = {spec.name: [] for spec in decoder.categorical}
+    labels: list[Any] = []
+    label_by_text: dict[str, Any] = {}
+    with engine.connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=batch_rows).execute(statement)
+        for batch in result.partitions():
+            numeric_values, categorical_values = decoder.decode([row[0] for row in batch])
+            numeric_batches.append(numeric_values)
+            for name, values in zip(categorical, categorical_values):
+                categorical[name].extend(values)
+            labels.extend(_label(text, label_by_text) for _, text in batch)
+    n_rows = len(labels)
+    matrix = np.concatenate(numeric_batches) if numeric_batches else np.empty((0, len(decoder.numeric)))
+    numeric = {spec.name: np.ascontiguousarray(matrix[:, index]) for index, spec in enumerate(decoder.numeric)}
+    return WindowSample(window=window, n_rows=n_rows, numeric=numeric, categorical=categorical, labels=labels)
+
+
+class _FeatureDecoder:
+    """Decodes ``features`` texts into a numeric matrix and categorical columns for one schema."""
+
+    def __init__(self, features: Sequence[FeatureSpec]) -> None:
+        self.numeric = [spec for spec in features if spec.kind == "numeric"]
+        self.categorical = [spec for spec in features if spec.kind != "numeric"]
+        # Struct fields need identifiers; ``rename`` maps them to the JSON keys, whatever those are.
+        numeric_fields = [f"n{index}" for index in range(len(self.numeric))]
+        categorical_fields = [f"c{index}" for index in range(len(self.categorical))]
+        row_type = msgspec.defstruct(
+            "FeatureRow",
+            [(field, float | None, None) for field in numeric_fields] + [(field, Any, None) for field in categorical_fields],
+            rename={
+                **dict(zip(numeric_fields, (spec.name for spec in self.numeric))),
+                **dict(zip(categorical_fields, (spec.name for spec in self.categorical))),
+            },
+            gc=False,
+        )
+        self._row_type = row_type
+        self._decoder = msgspec.json.Decoder(row_type)
+        self._numeric_of = _tuple_getter(numeric_fields)
+        self._categorical_of = _tuple_getter(categorical_fields)
+
+    def decode(self, texts: Sequence[str]) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+        """The batch's numeric values (rows × numeric features) and its categorical columns."""
+        try:
+            rows = [self._decoder.decode(text) for text in texts]
+        except msgspec.DecodeError:
+            rows = [self._decode_leniently(text) for text in texts]
+        numeric = np.array([self._numeric_of(row) for row in rows], dtype=float).reshape(len(rows), len(self.numeric))
+        categorical = list(zip(*(self._categorical_of(row) for row in rows))) if rows else []
+        interned: dict[Any, Any] = {}
+        return numeric, [[interned.setdefault(value, value) for value in column] for column in categorical]
+
+    def _decode_leniently(self, text: str) -> Any:
+        try:
+            return self._decoder.decode(text)
+        except msgspec.ValidationError:
+            pass
+        except msgspec.DecodeError as exc:
+            raise SmlError(f"predictions.features holds a row that is not valid JSON ({exc})") from None
+        values = msgspec.json.decode(text)
+        if not isinstance(values, dict):
+            raise SmlError(f"predictions.features holds a row that is not a JSON object: {text[:80]!r}")
+        numeric = [_as_float(values.get(spec.name)) for spec in self.numeric]
+        categorical = [values.get(spec.name) for spec in self.categorical]
+        return self._row_type(*numeric, *categorical)
+
+
+def _tuple_getter(fields: Sequence[str]) -> Any:
+    if not fields:
+        return lambda row: ()
+    if len(fields) == 1:
+        getter = attrgetter(fields[0])
+        return lambda row: (getter(row),)
+    return attrgetter(*fields)
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _label(text: str, cache: dict[str, Any]) -> Any:
+    # Labels repeat a handful of texts; decoding each once also shares one object per label.
+    if text not in cache:
+        try:
+            cache[text] = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            cache[text] = text
+    return cache[text]

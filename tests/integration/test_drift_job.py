@@ -1,0 +1,255 @@
+"""The drift job on SQLite and MariaDB with moto in-process S3, SNS and SQS.
+
+Traffic is drawn from known distributions; each kind of shift must be flagged on its own column
+and test only, identical traffic must not be flagged, and too little traffic must say so.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import sqlalchemy as sa
+from drift_support import (
+    EXPECTED_DRIFT,
+    FEATURES,
+    MODEL_NAME,
+    MODEL_VERSION,
+    WINDOW,
+    WINDOW_END,
+    build_manifest,
+    draw_traffic,
+    store_traffic,
+)
+from moto import mock_aws
+from sqlalchemy.engine import Engine
+
+from sml.db import DRIFT_FEATURES, DRIFT_RUNS, create_db_engine
+from sml.drift.job import LABEL_COLUMN, DriftJobConfig, DriftJobResult, run_drift_job
+from sml.drift.stats import DriftVerdict
+from sml.drift.store import load_drift_run
+from sml.manifest import ModelManifest
+
+WINDOW_START = WINDOW_END - WINDOW
+TRAINING = build_manifest(draw_traffic(10_000, seed=1))
+
+
+@dataclass(frozen=True)
+class Aws:
+    s3: Any
+    sns: Any
+    sqs: Any
+    bucket: str
+    topic_arn: str
+    all_queue_url: str
+    drift_only_queue_url: str
+
+
+def subscribe_queue(aws_sns: Any, sqs: Any, topic_arn: str, filter_policy: dict[str, Any] | None = None) -> str:
+    queue_url = sqs.create_queue(QueueName=f"drift-alerts-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    attributes = {"FilterPolicy": json.dumps(filter_policy)} if filter_policy else {}
+    aws_sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes=attributes)
+    return queue_url
+
+
+@pytest.fixture
+def aws() -> Iterator[Aws]:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        sns = boto3.client("sns", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        bucket = f"sml-drift-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=bucket)
+        topic_arn = sns.create_topic(Name=f"drift-{uuid.uuid4().hex[:12]}")["TopicArn"]
+        yield Aws(
+            s3=s3,
+            sns=sns,
+            sqs=sqs,
+            bucket=bucket,
+            topic_arn=topic_arn,
+            all_queue_url=subscribe_queue(sns, sqs, topic_arn),
+            drift_only_queue_url=subscribe_queue(sns, sqs, topic_arn, {"status": ["DRIFT"]}),
+        )
+
+
+@pytest.fixture
+def engine(migrated_db_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(migrated_db_url)
+    yield engine
+    engine.dispose()
+
+
+def run_job(engine: Engine, aws: Aws, *, manifest: ModelManifest = TRAINING, report_dir: Path | None = None, **config: Any) -> DriftJobResult:
+    return run_drift_job(
+        DriftJobConfig(bucket=aws.bucket, topic_arn=aws.topic_arn, **config),
+        manifest,
+        engine=engine,
+        s3_client=aws.s3,
+        sns_client=aws.sns,
+        window_end=WINDOW_END,
+        report_dir=report_dir,
+    )
+
+
+def drifted_tests(outcome: DriftJobResult) -> set[tuple[str, str]]:
+    return {(result.feature, result.test) for result in outcome.run.results if result.verdict is DriftVerdict.DRIFT}
+
+
+def received(aws: Aws, queue_url: str) -> list[dict[str, Any]]:
+    messages = aws.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+    return [json.loads(message["Body"]) for message in messages]
+
+
+def table_rows(engine: Engine, table: sa.Table) -> list[dict[str, Any]]:
+    with engine.connect() as connection:
+        return [dict(row) for row in connection.execute(sa.select(table)).mappings()]
+
+
+@pytest.mark.parametrize("shift", sorted(EXPECTED_DRIFT))
+def test_each_shift_is_flagged_on_its_column_and_test_only(engine: Engine, aws: Aws, shift: str) -> None:
+    store_traffic(engine, draw_traffic(3_000, seed=2, shift=shift), start=WINDOW_START, end=WINDOW_END)
+
+    outcome = run_job(engine, aws)
+
+    assert outcome.run.status is DriftVerdict.DRIFT
+    assert drifted_tests(outcome) == EXPECTED_DRIFT[shift]
+    assert outcome.run.current_rows == 3_000
+
+
+def test_identical_distributions_at_50k_rows_are_not_flagged(engine: Engine, aws: Aws) -> None:
+    store_traffic(engine, draw_traffic(50_000, seed=3), start=WINDOW_START, end=WINDOW_END)
+
+    outcome = run_job(engine, aws)
+
+    assert outcome.run.status is DriftVerdict.NO_DRIFT
+    assert {result.verdict for result in outcome.run.results} == {DriftVerdict.NO_DRIFT}
+    assert outcome.run.current_rows == 50_000
+
+
+@pytest.mark.parametrize("rows", [0, 20])
+def test_too_few_rows_give_insufficient_data(engine: Engine, aws: Aws, rows: int) -> None:
+    if rows:
+        store_traffic(engine, draw_traffic(rows, seed=4, shift="mean"), start=WINDOW_START, end=WINDOW_END)
+
+    outcome = run_job(engine, aws)
+
+    assert outcome.run.status is DriftVerdict.INSUFFICIENT_DATA
+    assert outcome.run.current_rows == rows
+    main_tests = [result for result in outcome.run.results if result.test in ("ks", "chi2")]
+    assert {result.verdict for result in main_tests} == {DriftVerdict.INSUFFICIENT_DATA}
+    stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
+    assert stored is not None and stored.run["status"] == "INSUFFICIENT_DATA"
+
+
+def test_only_the_windows_rows_of_the_model_are_read(engine: Engine, aws: Aws) -> None:
+    store_traffic(engine, draw_traffic(3_000, seed=5), start=WINDOW_START, end=WINDOW_END)
+    shifted = draw_traffic(500, seed=6, shift="mean")
+    store_traffic(engine, shifted, start=WINDOW_START - timedelta(days=1), end=WINDOW_START)
+    store_traffic(engine, shifted, start=WINDOW_END, end=WINDOW_END + timedelta(days=1))
+    store_traffic(engine, draw_traffic(3_000, seed=7, shift="variance"), start=WINDOW_START, end=WINDOW_END, model_name="other-model")
+
+    outcome = run_job(engine, aws)
+
+    assert outcome.run.current_rows == 3_000
+    assert outcome.run.status is DriftVerdict.NO_DRIFT
+
+
+def test_previous_window_reference_compares_with_the_week_before(engine: Engine, aws: Aws) -> None:
+    # Both weeks are shifted away from training: drift against training, none week over week.
+    store_traffic(engine, draw_traffic(2_000, seed=8, shift="mean"), start=WINDOW_START - WINDOW, end=WINDOW_START)
+    store_traffic(engine, draw_traffic(3_000, seed=9, shift="mean"), start=WINDOW_START, end=WINDOW_END)
+
+    week_over_week = run_job(engine, aws, reference_kind="previous")
+    against_training = run_job(engine, aws, reference_kind="training")
+
+    assert week_over_week.run.status is DriftVerdict.NO_DRIFT
+    assert week_over_week.run.reference_rows == 2_000
+    assert week_over_week.run.reference_window is not None and week_over_week.run.reference_window.end == WINDOW_START
+    assert drifted_tests(against_training) == EXPECTED_DRIFT["mean"]
+
+
+def test_rerun_of_the_same_window_replaces_the_stored_run(engine: Engine, aws: Aws) -> None:
+    store_traffic(engine, draw_traffic(3_000, seed=10, shift="null_spike"), start=WINDOW_START, end=WINDOW_END)
+
+    first = run_job(engine, aws)
+    second = run_job(engine, aws)
+
+    runs = table_rows(engine, DRIFT_RUNS)
+    features = table_rows(engine, DRIFT_FEATURES)
+    assert [run["run_id"] for run in runs] == [second.run.run_id] != [first.run.run_id]
+    assert {row["run_id"] for row in features} == {second.run.run_id}
+    assert len(features) == len(second.run.results)
+
+
+def test_stored_run_records_every_test_with_its_numbers(engine: Engine, aws: Aws) -> None:
+    store_traffic(engine, draw_traffic(3_000, seed=11, shift="category_mix"), start=WINDOW_START, end=WINDOW_END)
+
+    outcome = run_job(engine, aws)
+
+    stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
+    assert stored is not None
+    assert stored.run["status"] == "DRIFT" and stored.run["model_version"] == MODEL_VERSION
+    assert (stored.run["n_reference"], stored.run["n_current"]) == (10_000, 3_000)
+    assert (stored.run["features_tested"], stored.run["features_drifted"]) == (len(FEATURES) + 1, 1)
+    assert stored.run["report_uri"] == outcome.run.report_uri
+    assert json.loads(stored.run["parameters"])["fdr"] == 0.05
+    colour = next(row for row in stored.features if (row["feature_name"], row["test"]) == ("colour", "chi2"))
+    expected = next(result for result in outcome.run.results if (result.feature, result.test) == ("colour", "chi2"))
+    assert colour["verdict"] == "DRIFT"
+    assert colour["statistic"] == pytest.approx(expected.statistic)
+    assert colour["p_adjusted"] == pytest.approx(expected.p_adjusted, rel=1e-9, abs=1e-300)
+    assert (colour["n_reference"], colour["n_current"]) == (10_000, 3_000)
+
+
+def test_alert_reaches_subscribers_with_filterable_attributes(engine: Engine, aws: Aws) -> None:
+    store_traffic(engine, draw_traffic(3_000, seed=12, shift="mean"), start=WINDOW_START, end=WINDOW_END)
+
+    outcome = run_job(engine, aws)
+
+    [envelope] = received(aws, aws.all_queue_url)
+    assert envelope["Subject"] == f"[DRIFT] {MODEL_NAME} {MODEL_VERSION}: 1 of {len(FEATURES) + 1} features drifted"
+    attributes = {name: value["Value"] for name, value in envelope["MessageAttributes"].items()}
+    assert attributes == {"status": "DRIFT", "model_name": MODEL_NAME, "model_version": MODEL_VERSION}
+    body = json.loads(envelope["Message"])
+    assert body["run_id"] == outcome.run.run_id
+    assert body["window"] == {"start": "2025-03-03T06:00:00Z", "end": "2025-03-10T06:00:00Z"}
+    assert [entry["feature"] for entry in body["drifted"]] == ["mean_shift"]
+    assert body["report"]["uri"] == outcome.run.report_uri
+    assert [message["MessageAttributes"]["status"]["Value"] for message in received(aws, aws.drift_only_queue_url)] == ["DRIFT"]
+
+
+def test_no_drift_alert_is_published_but_filtered_out_of_drift_only_subscriptions(engine: Engine, aws: Aws) -> None:
+    store_traffic(engine, draw_traffic(3_000, seed=13), start=WINDOW_START, end=WINDOW_END)
+
+    run_job(engine, aws)
+
+    [envelope] = received(aws, aws.all_queue_url)
+    assert envelope["MessageAttributes"]["status"]["Value"] == "NO_DRIFT"
+    assert received(aws, aws.drift_only_queue_url) == []
+
+
+def test_report_is_stored_in_s3_and_on_disk_with_a_chart_per_feature(engine: Engine, aws: Aws, tmp_path: Path) -> None:
+    store_traffic(engine, draw_traffic(3_000, seed=14, shift="variance"), start=WINDOW_START, end=WINDOW_END)
+
+    outcome = run_job(engine, aws, report_dir=tmp_path)
+
+    key = f"reports/{MODEL_NAME}/20250310T060000Z.html"
+    assert outcome.run.report_uri == f"s3://{aws.bucket}/{key}"
+    stored = aws.s3.get_object(Bucket=aws.bucket, Key=key)
+    assert stored["ContentType"].startswith("text/html")
+    html_text = stored["Body"].read().decode("utf-8")
+    assert outcome.report_path == tmp_path / MODEL_NAME / "20250310T060000Z.html"
+    assert outcome.report_path.read_text(encoding="utf-8") == html_text
+    for name in [spec.name for spec in FEATURES] + [LABEL_COLUMN]:
+        assert f"<h3>{name} " in html_text
+    assert html_text.count("<svg ") == len(FEATURES) + 1
+    assert html_text.index("<h3>spread ") < min(html_text.index(f"<h3>{spec.name} ") for spec in FEATURES if spec.name != "spread")
+    assert key in outcome.run.report_url and "Signature" in outcome.run.report_url
