@@ -7,11 +7,12 @@ no CDK CLI. cdk-nag's AwsSolutions checks run on every synthesis.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 import aws_cdk as cdk
 
-from infra.config import config_from_context
+from infra.config import ContextError, config_from_context
 from infra.nag import add_nag_checks
 from infra.stack import ServerlessMlStack
 
@@ -34,10 +35,16 @@ def build_app(context: Mapping[str, object] | None = None, outdir: str | None = 
     return app
 
 
-def main() -> None:
-    """Synthesize into ``$CDK_OUTDIR`` (set by the CLI) or ``cdk.out``."""
-    build_app(outdir=os.environ.get("CDK_OUTDIR", "cdk.out")).synth()
+def main() -> int:
+    """Synthesize into ``$CDK_OUTDIR`` (set by the CLI) or ``cdk.out``; a bad context value exits 2 with one line."""
+    try:
+        app = build_app(outdir=os.environ.get("CDK_OUTDIR", "cdk.out"))
+    except ContextError as exc:
+        print(f"infra: {exc}", file=sys.stderr)
+        return 2
+    app.synth()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

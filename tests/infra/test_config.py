@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from infra.config import ContextError, DeploymentConfig, config_from_context
+from infra.names import REPO_ROOT
 
 
 def test_no_context_gives_the_documented_defaults() -> None:
@@ -78,3 +83,21 @@ def test_connection_budget_grows_with_the_instance() -> None:
     budgets = [DeploymentConfig(db_instance_size=size).db_connection_budget for size in sizes]
     assert budgets == sorted(budgets) and len(set(budgets)) == len(budgets)
     assert budgets[0] >= DeploymentConfig().writer_max_concurrency
+
+
+@pytest.mark.infra
+def test_the_cdk_entry_point_reports_a_bad_value_in_one_line(tmp_path) -> None:
+    # A subprocess, as under the CDK CLI: the jsii runtime of this process would not see a new environment.
+    environment = {**os.environ, "CDK_CONTEXT_JSON": '{"function_url_auth": "OPEN"}', "CDK_OUTDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.app"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == "infra: context function_url_auth: 'OPEN' must be one of AWS_IAM, NONE"
+    assert list(tmp_path.iterdir()) == []
