@@ -1,0 +1,202 @@
+"""Predict Lambda behind a Function URL: answers from the model in memory, never waits on the database.
+
+Routes: ``POST /predict`` (``{"features": {...}}`` or ``{"instances": [...]}``), ``GET /health``,
+``GET /openapi.json``. Every error is ``{"error": {"code", "field", "message"}}``, built in
+:func:`_error_response` only. The champion is loaded on the first request of a container and kept.
+
+Capture: one event per row to SQS. If the queue cannot be reached the prediction is still returned,
+``CaptureMisses`` counts it and each missed event is logged whole (``capture_miss`` and
+``message_body`` keys) so it can be re-sent; ``SML_CAPTURE_FAIL_CLOSED=true`` answers 503 instead.
+"""
+
+from __future__ import annotations
+
+import time
+
+# Started before the other imports: importing them is most of a cold start's init time.
+_IMPORT_STARTED = time.perf_counter()
+
+import functools
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.metrics import MetricUnit
+
+from sml.aws import aws_client
+from sml.capture import CAPTURE_CLIENT_CONFIG, CaptureResult, PredictionCapture
+from sml.errors import SmlError
+from sml.events import format_timestamp, utc_now
+from sml.inference.errors import ApiError
+from sml.inference.service import PredictionService, predict_response
+from sml.registry import LoadedModel, load_champion
+from sml.settings import PredictSettings, SettingsError, load_settings
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "predict")
+ROUTES = {"/predict": "POST", "/health": "GET", "/openapi.json": "GET"}
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(service=SERVICE, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "serverless-ml"))
+tracer = Tracer(service=SERVICE)
+app = LambdaFunctionUrlResolver()
+
+# Powertools keeps the current event in class attributes: one invocation at a time, as on Lambda,
+# also when the local Function URL server calls from several threads.
+_invocation_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PredictRuntime:
+    """What a container builds once: the loaded champion, its service and the capture publisher."""
+
+    settings: PredictSettings
+    loaded: LoadedModel
+    service: PredictionService
+    capture: PredictionCapture | None
+    loaded_at: datetime
+    loaded_by_request_id: str
+    init_seconds: float
+
+    @functools.cached_property
+    def openapi_document(self) -> dict[str, Any]:
+        from sml.openapi import build_openapi_document
+
+        return build_openapi_document(
+            self.loaded.manifest, max_instances=self.settings.max_instances, max_body_bytes=self.settings.max_body_bytes
+        )
+
+
+@functools.cache
+def load_runtime() -> PredictRuntime:
+    """Settings, clients and the verified champion, once per container (a failure is retried next request)."""
+    started = time.perf_counter()
+    settings = load_settings(PredictSettings)
+    loaded = load_champion(
+        aws_client("s3", settings),
+        aws_client("ssm", settings),
+        bucket=settings.bucket,
+        app_name=settings.app_name,
+        model_name=settings.model_name,
+        cache_dir=settings.model_cache_dir,
+        sklearn_version_policy=settings.sklearn_version_policy,
+    )
+    service = PredictionService(loaded.model, loaded.manifest, max_instances=settings.max_instances, max_body_bytes=settings.max_body_bytes)
+    return PredictRuntime(
+        settings=settings,
+        loaded=loaded,
+        service=service,
+        capture=_build_capture(settings),
+        loaded_at=utc_now(),
+        loaded_by_request_id=app.lambda_context.aws_request_id,
+        init_seconds=_IMPORT_SECONDS + time.perf_counter() - started,
+    )
+
+
+def _build_capture(settings: PredictSettings) -> PredictionCapture | None:
+    if settings.capture_sampling_rate == 0.0:
+        return None
+    if settings.queue_url is None:
+        raise SettingsError("SML_QUEUE_URL", "predict needs the events queue unless SML_CAPTURE_SAMPLING_RATE=0")
+    sqs = aws_client("sqs", settings, config=CAPTURE_CLIENT_CONFIG)
+    return PredictionCapture(sqs, settings.queue_url, sampling_rate=settings.capture_sampling_rate)
+
+
+@app.post("/predict")
+def predict() -> Response:
+    runtime = load_runtime()
+    event = app.current_event.raw_event
+    request = runtime.service.parse_request(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
+    events = runtime.service.predict(request.rows)
+    logger.set_correlation_id(events[0].prediction_id)
+    if runtime.capture is not None:
+        _record_capture(runtime.capture.capture(events), fail_closed=runtime.settings.capture_fail_closed)
+    metrics.add_metric(name="PredictionsServed", unit=MetricUnit.Count, value=len(events))
+    return Response(HTTPStatus.OK.value, content_types.APPLICATION_JSON, predict_response(request, events))
+
+
+def _record_capture(result: CaptureResult, *, fail_closed: bool) -> None:
+    if result.sampled_out:
+        metrics.add_metric(name="CaptureSampledOut", unit=MetricUnit.Count, value=result.sampled_out)
+    if not result.misses:
+        return
+    metrics.add_metric(name="CaptureMisses", unit=MetricUnit.Count, value=len(result.misses))
+    if fail_closed:
+        reason = result.misses[0].reason
+        logger.error("prediction events not captured; answering 503 (SML_CAPTURE_FAIL_CLOSED)", extra={"capture_failure": reason})
+        raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "capture_failed", "the prediction could not be recorded; retry later")
+    for miss in result.misses:
+        logger.error(
+            "prediction event not captured; re-send message_body to the events queue",
+            extra={"capture_miss": miss.reason, "prediction_id": miss.prediction_id, "message_body": miss.body},
+        )
+
+
+@app.get("/health")
+def health() -> dict[str, Any]:
+    runtime = load_runtime()
+    return {
+        "status": "ok",
+        "model_name": runtime.loaded.manifest.model_name,
+        "model_version": runtime.loaded.version,
+        "model_loaded_at": format_timestamp(runtime.loaded_at),
+        "model_load_seconds": round(runtime.loaded.load_seconds, 6),
+        "init_seconds": round(runtime.init_seconds, 6),
+        "cold_start": runtime.loaded_by_request_id == app.lambda_context.aws_request_id,
+    }
+
+
+@app.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    return load_runtime().openapi_document
+
+
+@app.not_found
+def _no_route(_: NotFoundError) -> Response:
+    path = app.current_event.path
+    if path in ROUTES:
+        error = ApiError(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", f"{path} accepts {ROUTES[path]} only")
+        return _error_response(error, headers={"Allow": ROUTES[path]})
+    message = f"no route {path}; try POST /predict, GET /health or GET /openapi.json"
+    return _error_response(ApiError(HTTPStatus.NOT_FOUND, "not_found", message))
+
+
+@app.exception_handler(ApiError)
+def _api_error(error: ApiError) -> Response:
+    return _error_response(error)
+
+
+@app.exception_handler(SmlError)
+def _model_unavailable(error: SmlError) -> Response:
+    # The details (bucket, parameter, versions) go to the log, not to the caller.
+    logger.exception("the champion model could not be loaded", extra={"model_error": str(error)})
+    request_id = app.lambda_context.aws_request_id
+    message = f"the model could not be loaded; the function's log has the reason (request {request_id})"
+    return _error_response(ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "model_unavailable", message))
+
+
+def _error_response(error: ApiError, headers: dict[str, str] | None = None) -> Response:
+    if error.status < HTTPStatus.INTERNAL_SERVER_ERROR:
+        metrics.add_metric(name="RejectedRequests", unit=MetricUnit.Count, value=1)
+    return Response(error.status.value, content_types.APPLICATION_JSON, error.to_document(), headers=headers)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda entry point: route the Function URL event and return the HTTP response payload."""
+    with _invocation_lock:
+        return _resolve(event, context)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def _resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return app.resolve(event, context)
+
+
+_IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED

@@ -1,0 +1,269 @@
+"""The predict handler end to end on moto: AWS's sample Function URL event, the registry, the queue.
+
+Every bad input must come back as a precise 4xx with nothing queued; a queue outage must still
+answer 200 with the missed event in the structured log; fail-closed answers 503.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from functions.predict import app
+from sml.events import parse_prediction_event
+from sml.local.lambda_context import new_lambda_context
+from tests.predict_support import (  # noqa: F401 - registered_model, predict_stack, predict_log are fixtures
+    APP_NAME,
+    MODEL_NAME,
+    PredictStack,
+    register_champion,
+    function_url_event,
+    perturbed_row,
+    predict_log,
+    predict_stack,
+    registered_model,
+    valid_row,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+
+def invoke(method: str, path: str, body: str | bytes | None = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    response = app.handler(function_url_event(method, path, body), new_lambda_context("predict", region="us-east-1", timeout_s=30))
+    return response["statusCode"], response["headers"], json.loads(response["body"])
+
+
+def log_records(buffer: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+def emitted_metrics(stdout: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for line in stdout.splitlines():
+        if line.startswith('{"_aws"'):
+            record = json.loads(line)
+            for definition in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                totals[definition["Name"]] = totals.get(definition["Name"], 0.0) + sum(record[definition["Name"]])
+    return totals
+
+
+def test_a_valid_row_returns_a_prediction_and_its_event_is_queued(predict_stack: PredictStack) -> None:
+    status, headers, body = invoke("POST", "/predict", json.dumps({"features": valid_row()}))
+
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    assert set(body) == {"prediction_id", "prediction", "probabilities", "model_version"}
+    assert body["model_version"] == "v1"
+    assert math.isclose(sum(body["probabilities"].values()), 1.0)
+    [event] = predict_stack.queued()
+    assert event["prediction_id"] == body["prediction_id"]
+    assert (event["prediction"], event["probabilities"]) == (body["prediction"], body["probabilities"])
+    assert event["features"] == valid_row()
+
+
+def test_instances_return_one_prediction_per_row_in_order_and_every_event_is_queued(predict_stack: PredictStack) -> None:
+    rows = [{**valid_row(), "mean_radius": 6.0 + index} for index in range(23)]
+
+    status, _, body = invoke("POST", "/predict", json.dumps({"instances": rows}))
+
+    assert status == 200
+    assert len(body["predictions"]) == 23
+    events = {event["prediction_id"]: event for event in predict_stack.queued()}
+    assert set(events) == {item["prediction_id"] for item in body["predictions"]}
+    assert [events[item["prediction_id"]]["features"]["mean_radius"] for item in body["predictions"]] == [6.0 + i for i in range(23)]
+
+
+def test_a_base64_encoded_body_is_decoded(predict_stack: PredictStack) -> None:
+    status, _, body = invoke("POST", "/predict", json.dumps({"features": valid_row()}).encode("utf-8"))
+
+    assert status == 200
+    assert [event["prediction_id"] for event in predict_stack.queued()] == [body["prediction_id"]]
+
+
+def body_with(**changes: Any) -> str:
+    return json.dumps({"features": {**valid_row(), **changes}})
+
+
+def without(name: str) -> str:
+    return json.dumps({"features": {key: value for key, value in valid_row().items() if key != name}})
+
+
+BAD_REQUESTS = [
+    ("POST", "/predict", None, 400, "empty_body", "body"),
+    ("POST", "/predict", "{features:", 400, "invalid_json", "body"),
+    ("POST", "/predict", b"\x89PNG\r\n", 400, "invalid_json", "body"),
+    ("POST", "/predict", json.dumps({"features": valid_row(), "pad": "x" * 5000}), 413, "body_too_large", "body"),
+    ("POST", "/predict", "[1, 2]", 422, "invalid_type", "body"),
+    ("POST", "/predict", without("mean_area"), 422, "missing_feature", "features.mean_area"),
+    ("POST", "/predict", body_with(mean_aera=1.0), 422, "unknown_feature", "features.mean_aera"),
+    ("POST", "/predict", body_with(mean_area="large"), 422, "invalid_type", "features.mean_area"),
+    ("POST", "/predict", body_with(mean_area=True), 422, "invalid_type", "features.mean_area"),
+    ("POST", "/predict", body_with(mean_area=float("nan")), 422, "not_finite", "features.mean_area"),
+    ("POST", "/predict", body_with(mean_area=float("inf")), 422, "not_finite", "features.mean_area"),
+    ("POST", "/predict", body_with(concavity_grade="severe"), 422, "unknown_category", "features.concavity_grade"),
+    ("POST", "/predict", json.dumps({"instances": []}), 422, "empty_instances", "instances"),
+    ("POST", "/predict", json.dumps({"instances": [valid_row()] * 4}), 422, "too_many_instances", "instances"),
+    ("POST", "/predict", json.dumps({"instances": [valid_row(), {**valid_row(), "x": 1}]}), 422, "unknown_feature", "instances[1].x"),
+    ("GET", "/predict", None, 405, "method_not_allowed", None),
+    ("DELETE", "/health", None, 405, "method_not_allowed", None),
+    ("POST", "/predictions", "{}", 404, "not_found", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code", "field"), BAD_REQUESTS)
+def test_each_bad_request_gets_a_precise_4xx_and_nothing_is_queued(
+    predict_stack: PredictStack, method: str, path: str, body: str | bytes | None, status: int, code: str, field: str | None
+) -> None:
+    predict_stack.configure(SML_MAX_BODY_BYTES="4096", SML_MAX_INSTANCES="3")
+
+    got_status, headers, document = invoke(method, path, body)
+
+    assert (got_status, document["error"]["code"], document["error"]["field"]) == (status, code, field)
+    assert document["error"]["message"]
+    assert predict_stack.queued() == []
+    if status == 405:
+        assert headers["Allow"] == ("POST" if path == "/predict" else "GET")
+
+
+def test_when_the_queue_is_down_the_prediction_is_served_and_the_whole_event_is_logged(
+    predict_stack: PredictStack, predict_log: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    predict_stack.configure(SML_QUEUE_URL=predict_stack.queue_url.replace("events-", "gone-"))
+    rows = [valid_row(), {**valid_row(), "concavity_grade": "high"}]
+
+    status, _, body = invoke("POST", "/predict", json.dumps({"instances": rows}))
+
+    assert status == 200
+    served = {item["prediction_id"]: item for item in body["predictions"]}
+    misses = [record for record in log_records(predict_log) if "capture_miss" in record]
+    assert {record["prediction_id"] for record in misses} == set(served)
+    for record in misses:
+        event = parse_prediction_event(record["message_body"])
+        assert event.prediction == served[event.prediction_id]["prediction"]
+        assert event.features["concavity_grade"] in ("moderate", "high")
+        assert record["level"] == "ERROR"
+        assert "NonExistentQueue" in record["capture_miss"]
+        assert record["correlation_id"] == body["predictions"][0]["prediction_id"]
+    assert emitted_metrics(capsys.readouterr().out)["CaptureMisses"] == 2
+    assert predict_stack.queued() == []
+
+
+def test_fail_closed_answers_503_when_the_event_cannot_be_recorded(predict_stack: PredictStack, predict_log: io.StringIO) -> None:
+    predict_stack.configure(SML_QUEUE_URL=predict_stack.queue_url.replace("events-", "gone-"), SML_CAPTURE_FAIL_CLOSED="true")
+
+    status, _, body = invoke("POST", "/predict", json.dumps({"features": valid_row()}))
+
+    assert status == 503
+    assert body["error"]["code"] == "capture_failed"
+    assert "prediction_id" not in json.dumps(body)
+    assert any("capture_failure" in record for record in log_records(predict_log))
+
+
+def test_a_sampling_rate_of_zero_queues_nothing_and_needs_no_queue(predict_stack: PredictStack, capsys: pytest.CaptureFixture[str]) -> None:
+    predict_stack.monkeypatch.delenv("SML_QUEUE_URL")
+    predict_stack.configure(SML_CAPTURE_SAMPLING_RATE="0")
+
+    status, _, _ = invoke("POST", "/predict", json.dumps({"instances": [valid_row()] * 3}))
+
+    assert status == 200
+    assert predict_stack.queued() == []
+    assert emitted_metrics(capsys.readouterr().out)["PredictionsServed"] == 3
+
+
+def test_health_reports_the_model_and_its_load_time_and_cold_start(predict_stack: PredictStack) -> None:
+    status, _, first = invoke("GET", "/health")
+    _, _, second = invoke("GET", "/health")
+
+    assert status == 200
+    assert (first["status"], first["model_name"], first["model_version"]) == ("ok", MODEL_NAME, "v1")
+    assert 0 < first["model_load_seconds"] <= first["init_seconds"]
+    assert (first["cold_start"], second["cold_start"]) == (True, False)
+    assert second["model_loaded_at"] == first["model_loaded_at"]
+
+
+def test_openapi_describes_the_champions_features(predict_stack: PredictStack) -> None:
+    status, _, document = invoke("GET", "/openapi.json")
+
+    assert status == 200
+    assert document["components"]["schemas"]["Features"]["required"] == list(valid_row())
+    assert document["components"]["schemas"]["BatchRequest"]["properties"]["instances"]["maxItems"] == 100
+
+
+def test_every_answer_fits_the_served_openapi_document(predict_stack: PredictStack) -> None:
+    _, _, document = invoke("GET", "/openapi.json")
+
+    def check(schema_name: str, instance: dict[str, Any]) -> None:
+        Draft202012Validator({"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}).validate(instance)
+
+    check("Prediction", invoke("POST", "/predict", json.dumps({"features": valid_row()}))[2])
+    check("BatchPrediction", invoke("POST", "/predict", json.dumps({"instances": [valid_row()] * 2}))[2])
+    check("Health", invoke("GET", "/health")[2])
+    check("Error", invoke("POST", "/predict", body_with(mean_area=None, concavity_grade=7))[2])
+    check("Error", invoke("PUT", "/openapi.json")[2])
+
+
+def test_without_a_champion_predict_answers_503_until_one_is_promoted(predict_stack: PredictStack, predict_log: io.StringIO) -> None:
+    model_name = f"other-{uuid.uuid4().hex[:8]}"
+    predict_stack.configure(SML_MODEL_NAME=model_name)
+
+    status, _, body = invoke("POST", "/predict", json.dumps({"features": valid_row()}))
+
+    assert (status, body["error"]["code"]) == (503, "model_unavailable")
+    assert "the function's log has the reason" in body["error"]["message"]
+    assert any("has no champion" in record.get("model_error", "") for record in log_records(predict_log))
+    assert predict_stack.queued() == []
+
+    stack = predict_stack
+    register_champion(stack.s3, stack.ssm, bucket=stack.bucket, work_dir=stack.work_dir, model_name=model_name)
+    status, _, body = invoke("POST", "/predict", json.dumps({"features": valid_row()}))
+    assert status == 200
+
+
+def test_the_registry_is_read_once_per_container(predict_stack: PredictStack) -> None:
+    invoke("GET", "/health")
+    predict_stack.ssm.put_parameter(Name=f"/{APP_NAME}/{MODEL_NAME}/champion", Value="v-missing", Type="String", Overwrite=True)
+    try:
+        status, _, body = invoke("POST", "/predict", json.dumps({"features": valid_row()}))
+    finally:
+        predict_stack.ssm.put_parameter(Name=f"/{APP_NAME}/{MODEL_NAME}/champion", Value="v1", Type="String", Overwrite=True)
+
+    assert (status, body["model_version"]) == (200, "v1")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+near_valid_rows = st.builds(
+    perturbed_row, st.just(valid_row()), st.sampled_from([None, None, *valid_row(), "extra"]), json_values, st.booleans()
+)
+bodies = st.one_of(
+    st.binary(max_size=300),
+    json_values.map(lambda value: json.dumps(value)),
+    near_valid_rows.map(lambda row: json.dumps({"features": row})),
+    st.lists(near_valid_rows, max_size=4).map(lambda rows: json.dumps({"instances": rows})),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=bodies)
+def test_no_body_makes_predict_answer_5xx_and_only_served_rows_are_queued(predict_stack: PredictStack, body: str | bytes) -> None:
+    status, _, document = invoke("POST", "/predict", body)
+
+    assert 200 <= status < 500
+    queued = {event["prediction_id"] for event in predict_stack.queued()}
+    if status == 200:
+        served = document.get("predictions", [document])
+        assert queued == {item["prediction_id"] for item in served}
+    else:
+        assert queued == set()
+        assert document["error"]["message"]

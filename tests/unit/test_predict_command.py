@@ -1,0 +1,107 @@
+"""`sml predict` without a network: the URL, the body from each option, signing, error display."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sml.cli import main
+from sml.commands.predict import describe_error, is_local, parse_features, predict_url, request_body, signed_headers
+from sml.errors import SmlError
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/predict"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080/predict"),
+        ("http://localhost:8080/predict", "http://localhost:8080/predict"),
+        ("https://abc123.lambda-url.eu-west-1.on.aws/", "https://abc123.lambda-url.eu-west-1.on.aws/predict"),
+    ],
+)
+def test_the_predict_route_is_appended_to_the_function_url(base: str, expected: str) -> None:
+    assert predict_url(base) == expected
+
+
+def test_a_url_that_is_not_http_is_refused_naming_the_option() -> None:
+    with pytest.raises(SmlError, match=r"--url 'ftp://x': expected an http\(s\) URL"):
+        predict_url("ftp://x")
+
+
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [("http://127.0.0.1:8080/predict", True), ("http://localhost/predict", True), ("https://a.lambda-url.us-east-1.on.aws/predict", False)],
+)
+def test_only_local_urls_go_unsigned(url: str, local: bool) -> None:
+    assert is_local(url) is local
+
+
+def test_feature_options_become_a_row_with_numbers_as_floats() -> None:
+    row = parse_features(["mean_radius=14", "mean_area= 1e3", "concavity_grade=low", "mean_texture=null", "note=nan"])
+
+    assert row == {"mean_radius": 14.0, "mean_area": 1000.0, "concavity_grade": "low", "mean_texture": None, "note": "nan"}
+    assert type(row["mean_radius"]) is float
+
+
+@pytest.mark.parametrize(
+    ("assignments", "message"),
+    [
+        (["mean_radius"], "--feature 'mean_radius': expected NAME=VALUE"),
+        (["=3"], "expected NAME=VALUE"),
+        (["a=1", "a=2"], "--feature a: given more than once"),
+    ],
+)
+def test_bad_feature_options_name_the_option(assignments: list[str], message: str) -> None:
+    with pytest.raises(SmlError, match=message):
+        parse_features(assignments)
+
+
+def test_the_body_from_each_option(tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    request.write_bytes(b'{"features": {"a": 1}}')
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([{"a": 1}, {"a": 2}]))
+
+    assert json.loads(request_body(features=["a=1"], file=None, instances_file=None)) == {"features": {"a": 1.0}}
+    assert request_body(features=None, file=request, instances_file=None) == b'{"features": {"a": 1}}'
+    assert json.loads(request_body(features=None, file=None, instances_file=rows)) == {"instances": [{"a": 1}, {"a": 2}]}
+
+
+def test_bad_files_are_named(tmp_path: Path) -> None:
+    not_array = tmp_path / "rows.json"
+    not_array.write_text('{"a": 1}')
+
+    with pytest.raises(SmlError, match=r"--file .*missing.json: No such file"):
+        request_body(features=None, file=tmp_path / "missing.json", instances_file=None)
+    with pytest.raises(SmlError, match=r"--instances-file .*rows.json: expected a JSON array"):
+        request_body(features=None, file=None, instances_file=not_array)
+
+
+def test_requests_to_aws_are_signed_for_lambda_in_the_urls_region() -> None:
+    headers = signed_headers(
+        "https://abc123.lambda-url.eu-west-1.on.aws/predict", b"{}", {"content-type": "application/json"}, default_region="us-east-1"
+    )
+
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=testing/")
+    assert "/eu-west-1/lambda/aws4_request" in headers["Authorization"]
+    assert "X-Amz-Date" in headers
+
+
+def test_errors_are_shown_by_code_field_and_message() -> None:
+    body = json.dumps({"error": {"code": "not_finite", "field": "features.a", "message": "must be a finite number, got NaN"}}).encode()
+
+    assert describe_error(body) == "not_finite at features.a: must be a finite number, got NaN"
+    assert describe_error(b'{"Message":"Forbidden"}') == '{"Message":"Forbidden"}'
+
+
+def test_without_a_url_the_command_says_where_one_comes_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SML_FUNCTION_URL", raising=False)
+    monkeypatch.delenv("SML_STATE_DIR", raising=False)
+
+    assert main(["predict", "--feature", "a=1"]) == 2
+    assert "no Function URL: give --url, set SML_FUNCTION_URL, or start the local stack with `sml up`" in capsys.readouterr().err

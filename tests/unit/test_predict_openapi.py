@@ -1,0 +1,100 @@
+"""The generated OpenAPI document: its routes, and schemas that agree with what predict does."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from sml.inference.errors import ApiError
+from sml.inference.validation import FeatureSchema
+from sml.manifest import FeatureSpec
+from sml.openapi import build_openapi_document
+from tests.predict_support import manifest_for, perturbed_row
+
+MANIFEST = manifest_for("v3")
+DOCUMENT = build_openapi_document(MANIFEST, max_instances=4, max_body_bytes=2048)
+SCHEMA = FeatureSchema(MANIFEST.features, max_instances=4)
+
+
+def validator(schema_name: str) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": f"#/components/schemas/{schema_name}", "components": DOCUMENT["components"]})
+
+
+def request_validator() -> Draft202012Validator:
+    schema = DOCUMENT["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    return Draft202012Validator({**schema, "components": DOCUMENT["components"]})
+
+
+def test_the_document_is_valid_json_schema_and_names_the_routes_and_the_model() -> None:
+    Draft202012Validator.check_schema({"components": DOCUMENT["components"]})
+
+    assert DOCUMENT["openapi"] == "3.1.0"
+    assert DOCUMENT["info"]["version"] == "v3"
+    assert {path: list(operations) for path, operations in DOCUMENT["paths"].items()} == {
+        "/predict": ["post"],
+        "/health": ["get"],
+        "/openapi.json": ["get"],
+    }
+    assert "up to 4 rows" in DOCUMENT["info"]["description"] and "2048 bytes" in DOCUMENT["info"]["description"]
+
+
+def test_the_feature_schema_is_the_manifests() -> None:
+    features = DOCUMENT["components"]["schemas"]["Features"]
+
+    assert features["required"] == MANIFEST.feature_names
+    assert features["additionalProperties"] is False
+    assert features["properties"]["mean_radius"]["type"] == ["number", "null"]
+    assert "seen in training" in features["properties"]["mean_radius"]["description"]
+    assert features["properties"]["concavity_grade"]["enum"] == ["low", "moderate", "high", None]
+
+
+def test_a_closed_non_nullable_category_and_an_open_one() -> None:
+    specs = (FeatureSpec("size", "categorical", categories=("s", "m")), FeatureSpec("site", "categorical"))
+    document = build_openapi_document(replace(MANIFEST, features=specs), max_instances=1, max_body_bytes=1024)
+
+    properties = document["components"]["schemas"]["Features"]["properties"]
+    assert properties["size"] == {"type": "string", "enum": ["s", "m"]}
+    assert properties["site"] == {"type": "string", "maxLength": 256}
+
+
+def test_the_response_and_error_shapes_validate() -> None:
+    prediction = {
+        "prediction_id": "0190b8f0-0000-7000-8000-000000000000",
+        "prediction": "benign",
+        "probabilities": {"benign": 0.9, "malignant": 0.1},
+        "model_version": "v3",
+    }
+
+    assert validator("Prediction").is_valid(prediction)
+    assert validator("BatchPrediction").is_valid({"predictions": [prediction, prediction]})
+    assert not validator("Prediction").is_valid({**prediction, "prediction": "unknown"})
+    error = ApiError(422, "not_finite", "must be a finite number, got NaN", field="features.mean_radius").to_document()
+    assert validator("Error").is_valid(error)
+    assert validator("Error").is_valid(ApiError(404, "not_found", "no route").to_document())
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+any_value = st.none() | st.booleans() | st.integers(-(10**20), 10**20) | finite | st.text(max_size=8) | st.sampled_from(["low", "high"])
+valid_rows = st.fixed_dictionaries(
+    {spec.name: st.none() | (finite if spec.kind == "numeric" else st.sampled_from(spec.categories)) for spec in MANIFEST.features}
+)
+
+
+rows = st.builds(perturbed_row, valid_rows, st.sampled_from([None, None, *MANIFEST.feature_names, "other"]), any_value, st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({"features": rows}) | st.fixed_dictionaries({"instances": st.lists(rows, max_size=5)}))
+def test_the_documented_request_schema_accepts_exactly_what_predict_accepts(payload: dict[str, Any]) -> None:
+    try:
+        SCHEMA.parse_request(payload)
+        accepted = True
+    except ApiError:
+        accepted = False
+    event(f"accepted by predict: {accepted}")
+
+    assert request_validator().is_valid(payload) is accepted

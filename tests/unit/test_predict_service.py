@@ -1,0 +1,88 @@
+"""PredictionService with the real training pipeline: predictions, events and response shapes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from sml.errors import SmlError
+from sml.events import parse_prediction_event, serialise_prediction_event
+from sml.inference.errors import ApiError
+from sml.inference.service import PredictionService, predict_response
+from sml.modeling import rows_to_matrix
+from tests.predict_support import manifest_for, trained_model, valid_row
+
+
+@pytest.fixture(scope="module")
+def service() -> PredictionService:
+    return PredictionService(trained_model().pipeline, manifest_for("v7"), max_instances=5, max_body_bytes=10_000)
+
+
+def test_predictions_are_the_pipelines_own_with_its_probabilities(service: PredictionService) -> None:
+    rows = [valid_row(), {**valid_row(), "mean_radius": 28.0, "mean_concave_points": 0.2, "concavity_grade": "high"}]
+    pipeline = trained_model().pipeline
+    matrix = rows_to_matrix(rows, service.manifest.features)
+
+    events = service.predict(service.schema.parse_request({"instances": rows}).rows)
+
+    assert [event.prediction for event in events] == pipeline.predict(matrix).tolist()
+    for event, expected in zip(events, pipeline.predict_proba(matrix).tolist()):
+        assert event.probabilities == dict(zip(["benign", "malignant"], expected))
+
+
+def test_each_event_carries_the_validated_features_and_the_model_version(service: PredictionService) -> None:
+    request = service.parse_request(json.dumps({"features": valid_row()}), is_base64=False)
+
+    [event] = service.predict(request.rows)
+
+    assert (event.model_name, event.model_version) == ("breast-cancer", "v7")
+    assert event.features == request.rows[0]
+    assert parse_prediction_event(serialise_prediction_event(event)) == event
+
+
+def test_each_row_gets_its_own_time_ordered_id(service: PredictionService) -> None:
+    events = service.predict([valid_row()] * 5)
+
+    ids = [event.prediction_id for event in events]
+    assert len(set(ids)) == 5
+    assert ids == sorted(ids)
+
+
+def test_missing_values_are_imputed_when_the_schema_allows_null(service: PredictionService) -> None:
+    row = {name: None for name in valid_row()}
+
+    [event] = service.predict(service.schema.parse_request({"features": row}).rows)
+
+    assert event.prediction in ("benign", "malignant")
+
+
+def test_single_and_batch_responses(service: PredictionService) -> None:
+    single = service.schema.parse_request({"features": valid_row()})
+    batch = service.schema.parse_request({"instances": [valid_row(), valid_row()]})
+    single_events, batch_events = service.predict(single.rows), service.predict(batch.rows)
+
+    assert predict_response(single, single_events) == {
+        "prediction_id": single_events[0].prediction_id,
+        "prediction": single_events[0].prediction,
+        "probabilities": single_events[0].probabilities,
+        "model_version": "v7",
+    }
+    assert [item["prediction_id"] for item in predict_response(batch, batch_events)["predictions"]] == [
+        event.prediction_id for event in batch_events
+    ]
+
+
+def test_the_body_limit_applies(service: PredictionService) -> None:
+    with pytest.raises(ApiError) as caught:
+        service.parse_request(json.dumps({"features": valid_row(), "padding": "x" * 10_000}), is_base64=False)
+
+    assert caught.value.code == "body_too_large"
+
+
+def test_a_manifest_whose_classes_differ_from_the_artifact_is_refused() -> None:
+    manifest = replace(manifest_for("v8"), classes=("malignant", "benign"))
+
+    with pytest.raises(SmlError, match=r"version v8: the artifact's classes \['benign', 'malignant'\] differ"):
+        PredictionService(trained_model().pipeline, manifest, max_instances=5, max_body_bytes=10_000)
