@@ -35,6 +35,7 @@ from sml.manifest import FeatureSpec
 DEFAULT_BATCH_ROWS = 10_000
 _LENGTH_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 _LENGTH_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+_STRUCT_KEY = re.compile(r'^[^"\\\x00-\x1f]*$')
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def read_window(
         PREDICTIONS.c.predicted_at < to_db_timestamp(window.end),
     )
     numeric_batches: list[np.ndarray] = []
-    categorical: dict[str, list[Any]] = {spec.name: [] for spec in decoder.categorical}
+    categorical: dict[str, list[Any]] = {name: [] for name in decoder.categorical}
     labels: list[Any] = []
     label_by_text: dict[str, Any] = {}
     with engine.connect() as connection:
@@ -138,57 +139,65 @@ def read_window(
             labels.extend(_label(text, label_by_text) for _, text in batch)
     n_rows = len(labels)
     matrix = np.concatenate(numeric_batches) if numeric_batches else np.empty((0, len(decoder.numeric)))
-    numeric = {spec.name: np.ascontiguousarray(matrix[:, index]) for index, spec in enumerate(decoder.numeric)}
+    numeric = {name: np.ascontiguousarray(matrix[:, index]) for index, name in enumerate(decoder.numeric)}
     return WindowSample(window=window, n_rows=n_rows, numeric=numeric, categorical=categorical, labels=labels)
 
 
 class _FeatureDecoder:
-    """Decodes ``features`` texts into a numeric matrix and categorical columns for one schema."""
+    """Decodes ``features`` texts into a numeric matrix and categorical columns for one schema.
+
+    The fast path is a msgspec struct typed for the schema. A batch holding a row it rejects (a
+    numeric feature that is not a number) is decoded again row by row into plain dicts, as is
+    every batch when a feature name cannot be a struct key (it contains ``"``, ``\\`` or a
+    control character).
+    """
 
     def __init__(self, features: Sequence[FeatureSpec]) -> None:
-        self.numeric = [spec for spec in features if spec.kind == "numeric"]
-        self.categorical = [spec for spec in features if spec.kind != "numeric"]
-        # Struct fields need identifiers; ``rename`` maps them to the JSON keys, whatever those are.
-        numeric_fields = [f"n{index}" for index in range(len(self.numeric))]
-        categorical_fields = [f"c{index}" for index in range(len(self.categorical))]
-        row_type = msgspec.defstruct(
-            "FeatureRow",
-            [(field, float | None, None) for field in numeric_fields] + [(field, Any, None) for field in categorical_fields],
-            rename={
-                **dict(zip(numeric_fields, (spec.name for spec in self.numeric))),
-                **dict(zip(categorical_fields, (spec.name for spec in self.categorical))),
-            },
-            gc=False,
-        )
-        self._row_type = row_type
-        self._decoder = msgspec.json.Decoder(row_type)
-        self._numeric_of = _tuple_getter(numeric_fields)
-        self._categorical_of = _tuple_getter(categorical_fields)
+        self.numeric = [spec.name for spec in features if spec.kind == "numeric"]
+        self.categorical = [spec.name for spec in features if spec.kind != "numeric"]
+        self._decoder: msgspec.json.Decoder | None = None
+        if all(_STRUCT_KEY.match(name) for name in self.numeric + self.categorical):
+            # Struct fields need identifiers; ``rename`` maps them to the JSON keys.
+            numeric_fields = [f"n{index}" for index in range(len(self.numeric))]
+            categorical_fields = [f"c{index}" for index in range(len(self.categorical))]
+            row_type = msgspec.defstruct(
+                "FeatureRow",
+                [(field, float | None, None) for field in numeric_fields] + [(field, Any, None) for field in categorical_fields],
+                rename=dict(zip(numeric_fields + categorical_fields, self.numeric + self.categorical)),
+                gc=False,
+            )
+            self._decoder = msgspec.json.Decoder(row_type)
+            self._numeric_of = _tuple_getter(numeric_fields)
+            self._categorical_of = _tuple_getter(categorical_fields)
 
-    def decode(self, texts: Sequence[str]) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    def decode(self, texts: Sequence[str]) -> tuple[np.ndarray, list[list[Any]]]:
         """The batch's numeric values (rows × numeric features) and its categorical columns."""
-        try:
-            rows = [self._decoder.decode(text) for text in texts]
-        except msgspec.DecodeError:
-            rows = [self._decode_leniently(text) for text in texts]
-        numeric = np.array([self._numeric_of(row) for row in rows], dtype=float).reshape(len(rows), len(self.numeric))
-        categorical = list(zip(*(self._categorical_of(row) for row in rows))) if rows else []
+        if self._decoder is None:
+            numeric_rows, categorical_rows = self._decode_as_dicts(texts)
+        else:
+            try:
+                rows = [self._decoder.decode(text) for text in texts]
+                numeric_rows = [self._numeric_of(row) for row in rows]
+                categorical_rows = [self._categorical_of(row) for row in rows]
+            except msgspec.DecodeError:
+                numeric_rows, categorical_rows = self._decode_as_dicts(texts)
+        numeric = np.array(numeric_rows, dtype=float).reshape(len(texts), len(self.numeric))
         interned: dict[Any, Any] = {}
-        return numeric, [[interned.setdefault(value, value) for value in column] for column in categorical]
+        columns = zip(*categorical_rows) if categorical_rows else ([] for _ in self.categorical)
+        return numeric, [[interned.setdefault(value, value) for value in column] for column in columns]
 
-    def _decode_leniently(self, text: str) -> Any:
-        try:
-            return self._decoder.decode(text)
-        except msgspec.ValidationError:
-            pass
-        except msgspec.DecodeError as exc:
-            raise SmlError(f"predictions.features holds a row that is not valid JSON ({exc})") from None
-        values = msgspec.json.decode(text)
-        if not isinstance(values, dict):
-            raise SmlError(f"predictions.features holds a row that is not a JSON object: {text[:80]!r}")
-        numeric = [_as_float(values.get(spec.name)) for spec in self.numeric]
-        categorical = [values.get(spec.name) for spec in self.categorical]
-        return self._row_type(*numeric, *categorical)
+    def _decode_as_dicts(self, texts: Sequence[str]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        numeric_rows, categorical_rows = [], []
+        for text in texts:
+            try:
+                values = msgspec.json.decode(text)
+            except msgspec.DecodeError as exc:
+                raise SmlError(f"predictions.features holds a row that is not valid JSON ({exc})") from None
+            if not isinstance(values, dict):
+                raise SmlError(f"predictions.features holds a row that is not a JSON object: {text[:80]!r}")
+            numeric_rows.append(tuple(_as_float(values.get(name)) for name in self.numeric))
+            categorical_rows.append(tuple(values.get(name) for name in self.categorical))
+        return numeric_rows, categorical_rows
 
 
 def _tuple_getter(fields: Sequence[str]) -> Any:

@@ -1,0 +1,93 @@
+"""The drift Lambda: the weekly EventBridge schedule runs the drift job once for the champion.
+
+The current window ends at the scheduled event's ``time``, so a retried delivery of the same
+event replaces its run instead of adding one. The job (:func:`sml.drift.job.run_drift_job`)
+stores the run, puts the report in S3 and publishes the alert to ``SML_TOPIC_ARN``; the handler
+returns the run's summary.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from sqlalchemy.engine import Engine
+
+from sml.aws import aws_client
+from sml.db import create_db_engine, resolve_database_url
+from sml.drift.job import DriftJobConfig, run_drift_job
+from sml.registry import ModelRegistry
+from sml.settings import DriftSettings, SettingsError, load_settings
+
+logger = Logger(service="drift")
+tracer = Tracer(service="drift")
+# The CDK app sets POWERTOOLS_METRICS_NAMESPACE to the deployed app name; locally "sml".
+metrics = Metrics(service="drift", namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "sml")
+
+
+@cache
+def drift_settings() -> DriftSettings:
+    """The function's settings, validated once per container; the alerts topic is required."""
+    settings = load_settings(DriftSettings)
+    if not settings.topic_arn:
+        raise SettingsError("SML_TOPIC_ARN", "required: every drift run publishes its alert to this SNS topic")
+    return settings
+
+
+@cache
+def client(service: str) -> Any:
+    """A boto3 client, built on first use and kept for the life of the container."""
+    return aws_client(service, drift_settings())
+
+
+@cache
+def database_engine() -> Engine:
+    """The database engine, built on first use and kept for the life of the container."""
+    settings = drift_settings()
+    secrets_client = client("secretsmanager") if settings.db_secret_arn else None
+    return create_db_engine(resolve_database_url(settings, secrets_client))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Run the drift job for the window ending at the scheduled time; return the run's summary."""
+    settings = drift_settings()
+    window_end = scheduled_time(event)
+    registry = ModelRegistry(client("s3"), client("ssm"), bucket=settings.bucket, app_name=settings.app_name, model_name=settings.model_name)
+    manifest = registry.manifest(registry.champion_version())
+    outcome = run_drift_job(
+        DriftJobConfig.from_settings(settings),
+        manifest,
+        engine=database_engine(),
+        s3_client=client("s3"),
+        sns_client=client("sns"),
+        window_end=window_end,
+    )
+    summary = outcome.summary()
+    metrics.add_metric(name="features_drifted", unit=MetricUnit.Count, value=len(outcome.run.drifted_features))
+    metrics.add_metric(name="window_rows", unit=MetricUnit.Count, value=outcome.run.current_rows)
+    logger.info("drift run %s: %s", summary["run_id"], summary["status"], extra={"drift_run": summary})
+    return summary
+
+
+def scheduled_time(event: dict[str, Any]) -> datetime:
+    """The ``time`` of an EventBridge (scheduled) event as an aware UTC datetime.
+
+    :raises ValueError: the event has no ``time`` or it is not an ISO 8601 timestamp, naming the field.
+    """
+    text = EventBridgeEvent(event).get("time")
+    if not isinstance(text, str):
+        raise ValueError(f"event field 'time': expected the EventBridge event's ISO 8601 time, got {text!r}")
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"event field 'time': {text!r} is not an ISO 8601 timestamp") from None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

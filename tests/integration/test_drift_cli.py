@@ -1,0 +1,99 @@
+"""`sml drift` against moto (in-process) and SQLite/MariaDB: the table, the report, exit codes, errors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from drift_support import MODEL_NAME, MODEL_VERSION, build_manifest, draw_traffic, store_traffic
+from moto import mock_aws
+
+from sml.cli import main
+from sml.db import create_db_engine
+from sml.drift.store import load_drift_run
+from sml.registry import ModelRegistry
+
+WINDOW_END = datetime(2025, 3, 10, 6, tzinfo=timezone.utc)
+END_OPTION = ["--end", "2025-03-10T06:00:00Z"]
+
+
+@pytest.fixture
+def local(migrated_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A champion in moto's registry, category-mix-shifted traffic in the window, and the CLI's environment."""
+    with mock_aws():
+        bucket = f"sml-drift-{uuid.uuid4().hex[:12]}"
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=bucket)
+        topic_arn = boto3.client("sns", region_name="us-east-1").create_topic(Name=f"drift-{uuid.uuid4().hex[:12]}")["TopicArn"]
+        registry = ModelRegistry(s3, boto3.client("ssm", region_name="us-east-1"), bucket=bucket, app_name="sml", model_name=MODEL_NAME)
+        artifact = tmp_path / "model.joblib"
+        artifact.write_bytes(b"drift reads only the manifest")
+        registry.register(artifact, build_manifest(draw_traffic(10_000, seed=1)))
+        registry.promote(MODEL_VERSION)
+        engine = create_db_engine(migrated_db_url)
+        store_traffic(engine, draw_traffic(3_000, seed=2, shift="category_mix"), start=WINDOW_END - timedelta(days=7), end=WINDOW_END)
+        engine.dispose()
+        environment = {
+            "SML_STATE_DIR": str(tmp_path / "state"),
+            "SML_DATABASE_URL": migrated_db_url,
+            "SML_BUCKET": bucket,
+            "SML_TOPIC_ARN": topic_arn,
+            "SML_MODEL_NAME": "breast-cancer",  # --model picks the test's model instead
+        }
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        yield {"database_url": migrated_db_url, "state_dir": tmp_path / "state"}
+
+
+def test_prints_the_verdict_table_and_writes_the_report(local: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    exit_code = main(["drift", "--model", MODEL_NAME, "--window", "7d", *END_OPTION])
+
+    output = capsys.readouterr().out
+    report = local["state_dir"] / "reports" / MODEL_NAME / "20250310T060000Z.html"
+    assert exit_code == 0
+    assert "verdict: DRIFT (1 of 6 features drifted; 3000 rows in the window, 10000 in the training reference)" in output
+    colour_line = next(line for line in output.splitlines() if "colour" in line and "chi2" in line)
+    assert "DRIFT" in colour_line and "3000" in colour_line
+    assert output.index("colour") < output.index("mean_shift")
+    assert f"report: {report}" in output and "alert: published as SNS message" in output
+    assert "<svg " in report.read_text(encoding="utf-8")
+    engine = create_db_engine(local["database_url"])
+    stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
+    engine.dispose()
+    assert stored is not None and stored.run["status"] == "DRIFT"
+
+
+def test_fail_on_drift_turns_drift_into_exit_status_1(local: dict[str, Any]) -> None:
+    assert main(["drift", "--model", MODEL_NAME, *END_OPTION, "--fail-on-drift"]) == 1
+
+
+def test_previous_reference_without_earlier_traffic_is_insufficient_data_not_a_failure(
+    local: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    exit_code = main(["drift", "--model", MODEL_NAME, *END_OPTION, "--reference", "previous", "--report-dir", str(tmp_path / "out"), "--fail-on-drift"])
+
+    output = capsys.readouterr().out
+    assert exit_code == 0
+    assert "verdict: INSUFFICIENT_DATA" in output and "0 in the previous reference" in output
+    assert (tmp_path / "out" / MODEL_NAME / "20250310T060000Z.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--window", "seven days"], "sml drift: error: --window: 'seven days' is not a window length such as 7d, 12h, 90m or 2w"),
+        (["--end", "next monday"], "sml drift: error: --end: 'next monday' is not an ISO 8601 time"),
+        (["--model", "Not A Name"], "sml drift: error: --model: 'Not A Name' is not a model name"),
+        (["--model", "no-such-model"], "sml drift: error: model 'no-such-model' has no champion"),
+    ],
+)
+def test_user_errors_exit_2_naming_the_option(local: dict[str, Any], capsys: pytest.CaptureFixture[str], arguments: list[str], message: str) -> None:
+    exit_code = main(["drift", "--model", MODEL_NAME, *END_OPTION, *arguments])
+
+    assert exit_code == 2
+    assert capsys.readouterr().err.startswith(message)

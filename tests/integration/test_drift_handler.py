@@ -1,0 +1,105 @@
+"""The drift Lambda handler fed AWS's sample scheduled event, against moto and SQLite/MariaDB."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import sqlalchemy as sa
+from drift_support import MODEL_NAME, MODEL_VERSION, build_manifest, draw_traffic, store_traffic
+from moto import mock_aws
+
+from functions.drift import app
+from sml.db import DRIFT_RUNS, create_db_engine
+from sml.local.lambda_context import new_lambda_context
+from sml.registry import ModelRegistry
+from sml.settings import SettingsError
+
+SCHEDULED_EVENT = json.loads((Path(__file__).parents[1] / "fixtures" / "eventbridge_scheduled_event.json").read_text())
+EVENT_TIME = datetime(2015, 10, 8, 16, 53, 6, tzinfo=timezone.utc)
+
+
+def reset_containers() -> None:
+    """Forget the cached settings, clients and engine, as a new Lambda container would."""
+    if app.database_engine.cache_info().currsize:
+        app.database_engine().dispose()
+    for factory in (app.drift_settings, app.client, app.database_engine):
+        factory.cache_clear()
+
+
+@pytest.fixture
+def deployed(migrated_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A champion registered in moto's S3/SSM, an alerts topic with a queue, and the function's environment."""
+    with mock_aws():
+        bucket = f"sml-drift-{uuid.uuid4().hex[:12]}"
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=bucket)
+        sns = boto3.client("sns", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        topic_arn = sns.create_topic(Name=f"drift-{uuid.uuid4().hex[:12]}")["TopicArn"]
+        queue_url = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        registry = ModelRegistry(s3, boto3.client("ssm", region_name="us-east-1"), bucket=bucket, app_name="sml", model_name=MODEL_NAME)
+        artifact = tmp_path / "model.joblib"
+        artifact.write_bytes(b"not a real model; drift reads only the manifest")
+        registry.register(artifact, build_manifest(draw_traffic(10_000, seed=1)))
+        registry.promote(MODEL_VERSION)
+        for name, value in {
+            "SML_DATABASE_URL": migrated_db_url,
+            "SML_BUCKET": bucket,
+            "SML_TOPIC_ARN": topic_arn,
+            "SML_MODEL_NAME": MODEL_NAME,
+            "SML_APP_NAME": "sml",
+            "AWS_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(name, value)
+        reset_containers()
+        yield {"database_url": migrated_db_url, "sqs": sqs, "queue_url": queue_url}
+        reset_containers()
+
+
+def invoke(event: dict[str, Any]) -> dict[str, Any]:
+    return app.handler(event, new_lambda_context("drift", region="us-east-1", timeout_s=900))
+
+
+def test_scheduled_event_runs_the_window_ending_at_its_time_and_a_retry_replaces_it(deployed: dict[str, Any]) -> None:
+    engine = create_db_engine(deployed["database_url"])
+    store_traffic(engine, draw_traffic(3_000, seed=2, shift="mean"), start=EVENT_TIME - timedelta(days=7), end=EVENT_TIME)
+
+    first = invoke(SCHEDULED_EVENT)
+    retry = invoke(SCHEDULED_EVENT)
+
+    assert first["status"] == "DRIFT" and first["drifted_features"] == ["mean_shift"]
+    assert first["window_end"] == "2015-10-08T16:53:06+00:00" and first["window_start"] == "2015-10-01T16:53:06+00:00"
+    assert (first["model_name"], first["model_version"], first["current_rows"]) == (MODEL_NAME, MODEL_VERSION, 3_000)
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(DRIFT_RUNS.c.run_id)).scalars().all() == [retry["run_id"]]
+    engine.dispose()
+    messages = deployed["sqs"].receive_message(QueueUrl=deployed["queue_url"], MaxNumberOfMessages=10)["Messages"]
+    assert len(messages) == 2
+    assert {json.loads(message["Body"])["MessageId"] for message in messages} == {first["message_id"], retry["message_id"]}
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+def test_missing_topic_is_refused_naming_the_variable(deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SML_TOPIC_ARN")
+    reset_containers()
+
+    with pytest.raises(SettingsError, match="^setting SML_TOPIC_ARN: required"):
+        invoke(SCHEDULED_EVENT)
+
+
+def test_event_time_is_read_as_utc_and_a_missing_time_names_the_field() -> None:
+    assert app.scheduled_time(SCHEDULED_EVENT) == EVENT_TIME
+    assert app.scheduled_time({**SCHEDULED_EVENT, "time": "2015-10-08T18:53:06+02:00"}) == EVENT_TIME
+    with pytest.raises(ValueError, match="event field 'time'"):
+        app.scheduled_time({"detail-type": "Scheduled Event"})
+    with pytest.raises(ValueError, match="event field 'time': 'yesterday'"):
+        app.scheduled_time({**SCHEDULED_EVENT, "time": "yesterday"})

@@ -1,0 +1,165 @@
+"""Reading production windows from ``predictions`` on SQLite and MariaDB, and window arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy.engine import Engine
+
+from sml.db import create_db_engine, to_db_timestamp
+from sml.drift.windows import TimeWindow, parse_window_length, read_window
+from sml.errors import SmlError
+from sml.events import new_prediction_id
+from sml.manifest import FeatureSpec
+from sml.writer import insert_prediction_rows
+
+MODEL = "window-model"
+START = datetime(2025, 3, 3, tzinfo=timezone.utc)
+END = datetime(2025, 3, 10, tzinfo=timezone.utc)
+WINDOW = TimeWindow(START, END)
+# Names that are not Python identifiers, and names equal to the decoder's internal field names.
+SCHEMA = [
+    FeatureSpec("mean radius", "numeric"),
+    FeatureSpec("n1", "numeric"),
+    FeatureSpec("c0", "categorical"),
+    FeatureSpec("farbe ß", "categorical"),
+]
+
+
+@pytest.fixture
+def engine(migrated_db_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(migrated_db_url)
+    yield engine
+    engine.dispose()
+
+
+def store_rows(engine: Engine, rows: list[tuple[datetime, dict[str, Any], Any]], model: str = MODEL) -> None:
+    """Store ``(predicted_at, features, label)`` rows in the writer's format, bypassing event validation."""
+    stored = [
+        {
+            "prediction_id": new_prediction_id(),
+            "schema_version": 1,
+            "model_name": model,
+            "model_version": "v1",
+            "predicted_at": to_db_timestamp(predicted_at),
+            "prediction": json.dumps(label),
+            "probabilities": None,
+            "features": json.dumps(features, ensure_ascii=False, separators=(",", ":")),
+            "stored_at": to_db_timestamp(END),
+        }
+        for predicted_at, features, label in rows
+    ]
+    with engine.begin() as connection:
+        insert_prediction_rows(connection, stored)
+
+
+def test_values_become_columns_with_missing_and_non_numbers_as_nan(engine: Engine) -> None:
+    at = START + timedelta(hours=1)
+    store_rows(
+        engine,
+        [
+            (at, {"mean radius": 1.5, "n1": 2, "c0": "a", 'farbe ß': "rot", "ignored": [1, 2]}, "benign"),
+            (at, {"mean radius": None, "n1": "not a number", "c0": 3, 'farbe ß': None}, 1),
+            (at, {"n1": True, "c0": None}, "benign"),
+        ],
+    )
+
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA)
+
+    assert sample.n_rows == 3
+    order = np.argsort(sample.numeric["mean radius"])  # row order is not guaranteed without ORDER BY
+    assert sample.numeric["mean radius"][order][0] == 1.5 and np.isnan(sample.numeric["mean radius"]).sum() == 2
+    assert sorted(np.nan_to_num(sample.numeric["n1"], nan=-1).tolist()) == [-1.0, -1.0, 2.0]
+    assert sorted(map(str, sample.categorical["c0"])) == ["3", "None", "a"]
+    assert sorted(map(str, sample.categorical['farbe ß'])) == ["None", "None", "rot"]
+    assert sorted(map(str, sample.labels)) == ["1", "benign", "benign"]
+    assert set(sample.columns()) == {spec.name for spec in SCHEMA}
+
+
+def test_clean_batches_and_feature_names_that_no_struct_can_key_read_the_same(engine: Engine) -> None:
+    quoted = [FeatureSpec('say "hi"', "numeric"), FeatureSpec("back\\slash", "categorical")]
+    at = START + timedelta(hours=1)
+    store_rows(engine, [(at, {"mean radius": 2.5, "n1": 1, "c0": "a", "farbe ß": "grün", 'say "hi"': 4.0, "back\\slash": "x"}, "benign")])
+
+    typed = read_window(engine, MODEL, WINDOW, SCHEMA)
+    by_dicts = read_window(engine, MODEL, WINDOW, quoted)
+
+    assert typed.numeric["mean radius"].tolist() == [2.5] and typed.numeric["n1"].tolist() == [1.0]
+    assert typed.categorical == {"c0": ["a"], "farbe ß": ["grün"]}
+    assert by_dicts.numeric['say "hi"'].tolist() == [4.0] and by_dicts.categorical == {"back\\slash": ["x"]}
+
+
+def test_window_is_half_open_and_limited_to_the_model(engine: Engine) -> None:
+    features = {"mean radius": 1.0, "n1": 1.0, "c0": "a", 'farbe ß': "rot"}
+    store_rows(
+        engine,
+        [
+            (START - timedelta(microseconds=1), features, "outside"),
+            (START, features, "first"),
+            (END - timedelta(microseconds=1), features, "last"),
+            (END, features, "outside"),
+        ],
+    )
+    store_rows(engine, [(START + timedelta(days=1), features, "other model")], model="other-model")
+
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA)
+
+    assert sorted(sample.labels) == ["first", "last"]
+
+
+def test_rows_arrive_in_batches_and_all_are_read(engine: Engine) -> None:
+    rows = [(START + timedelta(minutes=index), {"mean radius": float(index), "c0": f"k{index % 3}"}, "x") for index in range(53)]
+    store_rows(engine, rows)
+
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA, batch_rows=7)
+
+    assert sorted(sample.numeric["mean radius"].tolist()) == [float(index) for index in range(53)]
+    assert np.isnan(sample.numeric["n1"]).all() and sample.numeric["n1"].flags["C_CONTIGUOUS"]
+    assert sorted(set(sample.categorical["c0"])) == ["k0", "k1", "k2"]
+
+
+def test_empty_window_has_empty_columns(engine: Engine) -> None:
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA)
+
+    assert sample.n_rows == 0
+    assert {name: column.size for name, column in sample.numeric.items()} == {"mean radius": 0, "n1": 0}
+    assert sample.categorical == {"c0": [], 'farbe ß': []} and sample.labels == []
+
+
+def test_features_text_that_is_not_an_object_is_refused(engine: Engine) -> None:
+    store_rows(engine, [(START, ["not", "an", "object"], "x")])  # type: ignore[list-item]
+
+    with pytest.raises(SmlError, match="not a JSON object"):
+        read_window(engine, MODEL, WINDOW, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("7d", timedelta(days=7)), ("12h", timedelta(hours=12)), ("90m", timedelta(minutes=90)), ("2w", timedelta(weeks=2)), ("1.5d", timedelta(hours=36))],
+)
+def test_window_lengths_parse(text: str, expected: timedelta) -> None:
+    assert parse_window_length(text) == expected
+
+
+@pytest.mark.parametrize("text", ["7", "0d", "-1d", "7 days", "d7", ""])
+def test_bad_window_length_names_the_option(text: str) -> None:
+    with pytest.raises(SmlError, match=r"^SML_DRIFT_WINDOW: .* is not a window length"):
+        parse_window_length(text, option="SML_DRIFT_WINDOW")
+
+
+def test_windows_are_utc_and_the_previous_one_adjoins() -> None:
+    window = TimeWindow.ending_at(datetime(2025, 3, 10, 8, tzinfo=timezone(timedelta(hours=2))), timedelta(days=7))
+
+    assert window.end == datetime(2025, 3, 10, 6, tzinfo=timezone.utc) and window.end.tzinfo is timezone.utc
+    assert window.previous() == TimeWindow(datetime(2025, 2, 24, 6, tzinfo=timezone.utc), datetime(2025, 3, 3, 6, tzinfo=timezone.utc))
+    with pytest.raises(ValueError, match="must carry a UTC offset"):
+        TimeWindow(datetime(2025, 3, 3), END)
+    with pytest.raises(ValueError, match="is not after its start"):
+        TimeWindow(END, START)
+    assert math.isclose(window.length.total_seconds(), 7 * 86400)

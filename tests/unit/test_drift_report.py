@@ -1,0 +1,123 @@
+"""The HTML drift report: every feature listed and charted, drifted first, names escaped, valid SVG."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ElementTree
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from sml.drift.report import render_drift_report
+from sml.drift.stats import DriftVerdict, FeatureSpec, overall_verdict, reference_from_columns, run_drift_tests
+from sml.drift.store import DriftRun
+from sml.drift.windows import TimeWindow
+
+WINDOW = TimeWindow(datetime(2025, 3, 3, 6, tzinfo=timezone.utc), datetime(2025, 3, 10, 6, tzinfo=timezone.utc))
+HOSTILE = "<script>alert('x')</script>"
+SCHEMA = [
+    FeatureSpec("steady", "numeric"),
+    FeatureSpec("shifted", "numeric"),
+    FeatureSpec(HOSTILE, "categorical"),
+    FeatureSpec("prediction", "label"),
+]
+
+
+def columns(rng: np.random.Generator, rows: int, *, mean: float) -> dict[str, Any]:
+    return {
+        "steady": rng.normal(0, 1, rows),
+        "shifted": rng.normal(mean, 1, rows),
+        HOSTILE: rng.choice(["<b>bold</b>", "plain", "$x$ and $y$"], size=rows).tolist() + [None],
+        "prediction": rng.choice(["yes", "no"], size=rows).tolist(),
+    }
+
+
+def report_of(reference_columns: dict[str, Any], current: dict[str, Any], **options: Any) -> tuple[DriftRun, str]:
+    reference = reference_from_columns(reference_columns, SCHEMA)
+    results = run_drift_tests(reference, current, SCHEMA)
+    run = DriftRun(
+        run_id="01890000-0000-7000-8000-000000000000",
+        model_name="breast-cancer",
+        model_version="v3",
+        window=WINDOW,
+        reference_kind="training",
+        reference_rows=len(reference_columns["prediction"]),
+        current_rows=len(current["prediction"]),
+        status=overall_verdict(results),
+        results=tuple(results),
+        parameters={"fdr": 0.05},
+        created_at=WINDOW.end,
+    )
+    return run, render_drift_report(run, reference, current, **options)
+
+
+def svg_charts(html_text: str) -> list[ElementTree.Element]:
+    return [ElementTree.fromstring(chart) for chart in re.findall(r"<svg .*?</svg>", html_text, flags=re.S)]
+
+
+def section_titles(html_text: str) -> list[str]:
+    return re.findall(r"<h3>(.*?) <span", html_text)
+
+
+def test_every_feature_has_a_section_with_a_valid_svg_chart_drifted_first() -> None:
+    rng = np.random.default_rng(0)
+    run, html_text = report_of(columns(rng, 5_000, mean=0.0), columns(rng, 3_000, mean=1.0))
+
+    assert run.status is DriftVerdict.DRIFT
+    assert section_titles(html_text)[0] == "shifted"
+    assert sorted(section_titles(html_text)) == sorted(["steady", "shifted", "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;", "prediction"])
+    charts = svg_charts(html_text)
+    assert len(charts) == 4
+    assert all(chart.find("{http://www.w3.org/2000/svg}polyline") is not None or chart.find("{http://www.w3.org/2000/svg}rect") is not None for chart in charts)
+    assert html_text.index('<tr class="DRIFT">') < html_text.index('<tr class="NO_DRIFT">')
+
+
+def test_names_and_categories_are_escaped() -> None:
+    rng = np.random.default_rng(1)
+    _, html_text = report_of(columns(rng, 1_000, mean=0.0), columns(rng, 1_000, mean=0.0))
+
+    assert "<script>" not in html_text and "<b>bold</b>" not in html_text
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html_text
+    assert "(missing)" in html_text
+
+
+def test_numeric_chart_shows_where_the_current_values_moved() -> None:
+    rng = np.random.default_rng(2)
+    _, html_text = report_of(columns(rng, 5_000, mean=0.0), columns(rng, 5_000, mean=3.0))
+
+    shifted_chart = svg_charts(html_text)[section_titles(html_text).index("shifted")]
+    reference_area, current_line = _histogram_shapes(shifted_chart)
+    assert _peak_x(current_line) > _peak_x(reference_area) + 50
+
+
+def test_plots_only_the_first_features_beyond_the_limit_but_lists_every_test() -> None:
+    rng = np.random.default_rng(3)
+    run, html_text = report_of(columns(rng, 1_000, mean=0.0), columns(rng, 1_000, mean=1.0), max_plotted_features=2)
+
+    assert len(svg_charts(html_text)) == 2
+    assert "2 more features are listed in the table but not plotted." in html_text
+    assert html_text.count("<tr class=") == len(run.results)
+
+
+def test_an_empty_window_still_charts_the_reference_of_every_feature() -> None:
+    rng = np.random.default_rng(4)
+    empty = {"steady": np.array([]), "shifted": np.array([]), HOSTILE: [], "prediction": []}
+    run, html_text = report_of(columns(rng, 1_000, mean=0.0), empty)
+
+    assert run.status is DriftVerdict.INSUFFICIENT_DATA
+    assert len(section_titles(html_text)) == len(svg_charts(html_text)) == 4
+    assert "current n=0" in html_text
+    assert "INSUFFICIENT_DATA (empty_sample)" in html_text
+
+
+def _histogram_shapes(chart: ElementTree.Element) -> tuple[ElementTree.Element, ElementTree.Element]:
+    svg = "{http://www.w3.org/2000/svg}"
+    histogram_panel = chart.findall(f"{svg}g")[0]
+    return histogram_panel.find(f"{svg}polygon"), histogram_panel.find(f"{svg}polyline")
+
+
+def _peak_x(shape: ElementTree.Element) -> float:
+    # SVG y grows downwards: the peak is the point with the smallest y.
+    points = [tuple(map(float, point.split(","))) for point in shape.get("points", "").split()]
+    return min(points, key=lambda point: point[1])[0]
