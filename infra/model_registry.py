@@ -68,12 +68,15 @@ class ModelRegistry(Construct):
         with 403 AccessDenied instead of 404 NoSuchKey, and a wrong champion version would look
         like a permissions problem.
         """
-        self._allow_on_objects(role, "s3:GetObject", self.model_prefix)
+        self._allow_on_objects(role, ["s3:GetObject"], self.model_prefix)
         role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn]))
 
     def grant_report_write(self, role: iam.IRole) -> None:
-        """Let ``role`` write drift reports under ``reports/``."""
-        self._allow_on_objects(role, "s3:PutObject", names.REPORTS_PREFIX)
+        """Let ``role`` write drift reports under ``reports/`` and read them back.
+
+        Reading is for the alert's presigned link: a presigned URL carries its signer's permissions.
+        """
+        self._allow_on_objects(role, ["s3:PutObject", "s3:GetObject"], names.REPORTS_PREFIX)
 
     def grant_champion_read(self, role: iam.IRole) -> None:
         """Let ``role`` read the champion parameter (and nothing else in SSM)."""
@@ -81,9 +84,9 @@ class ModelRegistry(Construct):
             iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[self.champion_parameter_arn])
         )
 
-    def _allow_on_objects(self, role: iam.IRole, action: str, prefix: str) -> None:
+    def _allow_on_objects(self, role: iam.IRole, actions: list[str], prefix: str) -> None:
         role.add_to_principal_policy(
-            iam.PolicyStatement(actions=[action], resources=[self.bucket.arn_for_objects(f"{prefix}*")])
+            iam.PolicyStatement(actions=actions, resources=[self.bucket.arn_for_objects(f"{prefix}*")])
         )
         bucket_resource = self.bucket.node.default_child
         acknowledge(

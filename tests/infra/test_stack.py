@@ -372,10 +372,10 @@ def test_writer_may_read_the_secret_and_consume_events_only(default_stack: Synth
     assert secret_statement["Resource"] == {"Ref": attachment_id}
 
 
-def test_drift_writes_only_reports_and_publishes_only_to_the_alerts_topic(default_stack: Synthesized) -> None:
+def test_drift_writes_and_links_only_reports_and_publishes_only_to_the_alerts_topic(default_stack: Synthesized) -> None:
     statements = default_stack.statements_of("drift")
     assert _object_prefixes(statements, "s3:PutObject") == {"/reports/*"}
-    assert _object_prefixes(statements, "s3:GetObject") == {"/models/breast-cancer/*"}
+    assert _object_prefixes(statements, "s3:GetObject") == {"/models/breast-cancer/*", "/reports/*"}
     (topic_id,) = default_stack.of_type("AWS::SNS::Topic")
     (publish,) = [s for s in statements if "sns:Publish" in _actions(s)]
     assert publish["Resource"] == {"Ref": topic_id}
