@@ -43,7 +43,16 @@ MAX_SHOWN_KEY_LENGTH = 64
 _NOT_SQS_SAFE = re.compile(r"[^\t\n\r\x20-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
 
 FeatureValue = float | str | None
-Check = Callable[[Any, str], FeatureValue]
+Check = Callable[[Any], FeatureValue]
+
+
+class _InvalidValue(Exception):
+    """A feature value that breaks its spec; the row's validator adds where it is."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,9 @@ class FeatureSchema:
     def __init__(self, features: Sequence[FeatureSpec], *, max_instances: int) -> None:
         self.features = tuple(features)
         self.max_instances = max_instances
-        self._names = frozenset(spec.name for spec in self.features)
+        self.names = tuple(spec.name for spec in self.features)
+        self._name_set = frozenset(self.names)
+        self._nullable = {spec.name: spec.nullable for spec in self.features}
         self._checks: tuple[tuple[str, Check], ...] = tuple((spec.name, _compile(spec)) for spec in self.features)
 
     def parse_request(self, payload: Any) -> PredictRequest:
@@ -118,7 +129,8 @@ class FeatureSchema:
         :raises ApiError: 422 naming the first offending field.
         """
         if type(payload) is not dict:
-            raise _unprocessable("invalid_type", "body", f"must be a JSON object with 'features' or 'instances', got {_json_type(payload)}")
+            message = f"must be a JSON object with 'features' or 'instances', got {_json_type(payload)}"
+            raise _unprocessable("invalid_type", "body", message)
         unknown = sorted(set(payload) - {"features", "instances"})
         if unknown:
             raise _unprocessable(
@@ -143,26 +155,25 @@ class FeatureSchema:
         """One row: an object with exactly the model's features; ``field`` prefixes error paths."""
         if type(row) is not dict:
             raise _unprocessable("invalid_type", field, f"must be a JSON object of feature name to value, got {_json_type(row)}")
-        if len(row) != len(self._names) or not self._names.issuperset(row):
+        if len(row) != len(self.names) or not self._name_set.issuperset(row):
             self._raise_key_problem(row, field)
-        return {name: check(row[name], f"{field}.{name}") for name, check in self._checks}
+        clean: dict[str, FeatureValue] = {}
+        for name, check in self._checks:
+            try:
+                clean[name] = check(row[name])
+            except _InvalidValue as problem:
+                raise _unprocessable(problem.code, f"{field}.{name}", problem.message) from None
+        return clean
 
     def _raise_key_problem(self, row: dict[str, Any], field: str) -> None:
         for key in row:
-            if key not in self._names:
-                close = difflib.get_close_matches(key, self._names, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"the model's features are {', '.join(self._ordered_names())}"
+            if key not in self._name_set:
+                close = difflib.get_close_matches(key, self.names, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"the model's features are {', '.join(self.names)}"
                 raise _unprocessable("unknown_feature", f"{field}.{_shown_key(key)}", f"unknown feature; {hint}")
-        missing = [name for name in self._ordered_names() if name not in row]
-        raise _unprocessable("missing_feature", f"{field}.{missing[0]}", "required feature is missing" + _null_hint(self, missing[0]))
-
-    def _ordered_names(self) -> list[str]:
-        return [spec.name for spec in self.features]
-
-
-def _null_hint(schema: FeatureSchema, name: str) -> str:
-    spec = next(spec for spec in schema.features if spec.name == name)
-    return " (send null for a missing value)" if spec.nullable else ""
+        missing = next(name for name in self.names if name not in row)
+        hint = " (send null for a missing value)" if self._nullable[missing] else ""
+        raise _unprocessable("missing_feature", f"{field}.{missing}", f"required feature is missing{hint}")
 
 
 def _compile(spec: FeatureSpec) -> Check:
@@ -172,22 +183,22 @@ def _compile(spec: FeatureSpec) -> Check:
 def _numeric_check(spec: FeatureSpec) -> Check:
     nullable = spec.nullable
 
-    def check(value: Any, field: str) -> float | None:
+    def check(value: Any) -> float | None:
         kind = type(value)
         if kind is float:
             if not math.isfinite(value):
-                raise _unprocessable("not_finite", field, f"must be a finite number, got {_json_number(value)}")
+                raise _InvalidValue("not_finite", f"must be a finite number, got {_json_number(value)}")
             return value
         if kind is int:
             try:
                 return float(value)
             except OverflowError:
-                raise _unprocessable("not_finite", field, "the number is too large for a 64-bit float") from None
+                raise _InvalidValue("not_finite", "the number is too large for a 64-bit float") from None
         if value is None:
             if nullable:
                 return None
-            raise _unprocessable("null_not_allowed", field, "must be a number; null is not allowed for this feature")
-        raise _unprocessable("invalid_type", field, f"must be a number, got {_json_type(value)}")
+            raise _InvalidValue("null_not_allowed", "must be a number; null is not allowed for this feature")
+        raise _InvalidValue("invalid_type", f"must be a number, got {_json_type(value)}")
 
     return check
 
@@ -197,21 +208,21 @@ def _categorical_check(spec: FeatureSpec) -> Check:
     shown = ", ".join(repr(category) for category in spec.categories or ())
     nullable = spec.nullable
 
-    def check(value: Any, field: str) -> str | None:
+    def check(value: Any) -> str | None:
         if type(value) is str:
             if allowed is not None:
                 if value not in allowed:
-                    raise _unprocessable("unknown_category", field, f"unknown category {value[:40]!r}; expected one of {shown}")
+                    raise _InvalidValue("unknown_category", f"unknown category {value[:40]!r}; expected one of {shown}")
             elif len(value) > MAX_CATEGORY_LENGTH:
-                raise _unprocessable("too_long", field, f"must be at most {MAX_CATEGORY_LENGTH} characters, got {len(value)}")
+                raise _InvalidValue("too_long", f"must be at most {MAX_CATEGORY_LENGTH} characters, got {len(value)}")
             elif _NOT_SQS_SAFE.search(value):
-                raise _unprocessable("invalid_characters", field, "must not contain control characters or unpaired surrogates")
+                raise _InvalidValue("invalid_characters", "must not contain control characters or unpaired surrogates")
             return value
         if value is None:
             if nullable:
                 return None
-            raise _unprocessable("null_not_allowed", field, "must be a string; null is not allowed for this feature")
-        raise _unprocessable("invalid_type", field, f"must be a string, got {_json_type(value)}")
+            raise _InvalidValue("null_not_allowed", "must be a string; null is not allowed for this feature")
+        raise _InvalidValue("invalid_type", f"must be a string, got {_json_type(value)}")
 
     return check
 
