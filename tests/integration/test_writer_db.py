@@ -122,7 +122,7 @@ def test_a_row_breaking_a_not_null_column_is_rejected_alone(engine: Engine) -> N
     outcome = write_prediction_rows(engine, [rows[0], broken, rows[2]])
 
     assert list(outcome.rejected) == [broken["prediction_id"]]
-    assert outcome.rejected[broken["prediction_id"]].startswith("rejected by the database:")
+    assert outcome.rejected[broken["prediction_id"]].startswith(f"prediction_id {broken['prediction_id']} rejected by the database:")
     assert set(stored_rows(engine)) == {rows[0]["prediction_id"], rows[2]["prediction_id"]}
 
 

@@ -188,3 +188,10 @@ def test_migrate_action_applies_the_schema_once(
     assert second == {"applied": []}
     assert emitted_metrics(capsys.readouterr().out)["migrations_applied"] == len(first["applied"])
     use_database(monkeypatch, db_url)
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+def test_an_unknown_action_is_refused_naming_it() -> None:
+    context = new_lambda_context("writer", region="us-east-1", timeout_s=30)
+    with pytest.raises(ValueError, match="sml_action: unknown action 'drop'"):
+        app.handler({"sml_action": "drop"}, context)
