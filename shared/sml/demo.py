@@ -118,6 +118,38 @@ class DemoSummary:
     def passed(self) -> bool:
         return bool(self.checks) and all(check.passed for check in self.checks)
 
+    def to_json(self) -> dict[str, Any]:
+        """A machine-readable digest of the run (what ``sml demo --summary-json`` writes)."""
+        traffic = self.traffic
+        return {
+            "passed": self.passed,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "champion": self.champion,
+            "requests": traffic.requests,
+            "requests_ok": traffic.ok,
+            "latency_ms": {
+                "single_p50": percentile(traffic.single_latencies_ms, 50),
+                "single_p99": percentile(traffic.single_latencies_ms, 99),
+                "batch_p50": percentile(traffic.batch_latencies_ms, 50),
+                "batch_p99": percentile(traffic.batch_latencies_ms, 99),
+            },
+            "events_captured": self.events_captured,
+            "rows_stored": self.rows_stored,
+            "dlq_before_replay": self.dlq_before_replay,
+            "dlq_after_replay": self.dlq_after_replay,
+            "baseline_status": self.baseline_status,
+            "baseline_flagged": self.baseline_flagged,
+            "drift_status": self.drift_status,
+            "flagged": self.flagged,
+            "label_drift": self.label_drift,
+            "drift": self.drift_rows,
+            "alert": self.alert,
+            "report_path": str(self.report_path) if self.report_path else None,
+            "database_url": self.database_url,
+            "wandb_dir": str(self.wandb_dir) if self.wandb_dir else None,
+            "checks": [{"name": check.name, "passed": check.passed, "detail": check.detail} for check in self.checks],
+        }
+
 
 Say = Callable[[str], None]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--small", action="store_true", help="send fewer requests (about 1,800 rows instead of 2,800)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent HTTP clients (default 8)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the traffic and the training split")
+    parser.add_argument("--summary-json", type=Path, help="also write the summary and its checks as JSON to this file")
     parser.set_defaults(run=run)
 
 
@@ -40,9 +42,12 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.concurrency > 64:
         raise SmlError(f"--concurrency must be between 1 and 64, got {args.concurrency}")
     if args.database_url:
-        from sml.settings import LocalSettings, load_settings
+        from sml.settings import LocalSettings, SettingsError, load_settings
 
-        load_settings(LocalSettings, {"SML_DATABASE_URL": args.database_url})
+        try:
+            load_settings(LocalSettings, {"SML_DATABASE_URL": args.database_url})
+        except SettingsError as exc:
+            raise SmlError(f"--database-url: {exc.problem}") from None
     config = DemoConfig(
         state_dir=args.state_dir,
         database_url=args.database_url,
@@ -64,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         summary = run_demo(config, say=say)
     print_summary(console, summary, log_path)
+    if args.summary_json:
+        args.summary_json.write_text(json.dumps(summary.to_json(), indent=2, default=str), encoding="utf-8")
     return 0 if summary.passed else 1
 
 
