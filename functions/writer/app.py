@@ -36,7 +36,7 @@ tracer = Tracer(service="writer")
 metrics = Metrics(service="writer", namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "sml")
 # A record is reported failed, never raised for, even when every record of a batch failed:
 # poison records are data, not a function error, and must not trip the error alarm.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False, logger=logger)
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 class RecordNotStored(Exception):
@@ -87,9 +87,16 @@ def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialIte
     metrics.add_metric(name="duplicates_skipped", unit=MetricUnit.Count, value=outcome.duplicates)
     metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(outcome.failures))
     reasons = {failure.message_id: failure.reason for failure in outcome.failures}
+    if reasons:
+        logger.warning(
+            "%d of %d records not stored; SQS retries them, then moves them to the DLQ",
+            len(reasons),
+            len(records),
+            extra={"failures": [{"message_id": message_id, "reason": reason} for message_id, reason in reasons.items()]},
+        )
 
     def report_unstored(record: SQSRecord) -> None:
         if record.message_id in reasons:
-            raise RecordNotStored(f"message {record.message_id}: {reasons[record.message_id]}")
+            raise RecordNotStored(reasons[record.message_id])
 
     return process_partial_response(event=event, record_handler=report_unstored, processor=processor, context=context)

@@ -175,6 +175,7 @@ def replay_dlq(
     dry_run: bool = False,
     progress: ReplayProgress | None = None,
     poll_interval_s: float = 2.0,
+    use_move_task: bool = True,
 ) -> ReplayOutcome:
     """Move the DLQ's messages back to ``target_queue_url`` with their bodies unchanged.
 
@@ -190,6 +191,8 @@ def replay_dlq(
     :param dry_run: only count what would move.
     :param progress: called as ``progress(moved, total)`` while moving.
     :param poll_interval_s: how often a move task's progress is read.
+    :param use_move_task: ``False`` goes straight to receive → send → delete, sparing an endpoint
+        known to lack move tasks (the local stack's moto server) a failing call.
     :returns: a :class:`ReplayOutcome`.
     :raises SmlError: ``max_messages`` or ``rate`` out of range, or the move task failed.
     """
@@ -202,7 +205,7 @@ def replay_dlq(
     report = progress or _no_progress
     if dry_run:
         return ReplayOutcome("dry-run", total)
-    if max_messages is None:
+    if max_messages is None and use_move_task:
         try:
             return _run_move_task(sqs, dlq_url, target_queue_url, rate, report, poll_interval_s)
         except MoveTasksUnsupported:

@@ -92,7 +92,8 @@ def test_replay_keeps_message_attributes(sqs: Any, queues: tuple[str, str]) -> N
 
     (moved,) = sqs.receive_message(QueueUrl=queue_url, MessageAttributeNames=["All"])["Messages"]
     assert moved["Body"] == "with attributes"
-    assert {name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")} for name, value in moved["MessageAttributes"].items()} == attributes
+    kept = {name: {key: value[key] for key in attributes[name]} for name, value in moved["MessageAttributes"].items()}
+    assert kept == attributes
 
 
 def test_replay_max_moves_only_that_many(sqs: Any, queues: tuple[str, str]) -> None:
@@ -116,7 +117,9 @@ def test_dry_run_moves_nothing_and_says_how_many_would_move(sqs: Any, queues: tu
 
 
 @pytest.mark.parametrize(("arguments", "option"), [({"rate": 0}, "--rate"), ({"rate": 501}, "--rate"), ({"max_messages": 0}, "--max")])
-def test_out_of_range_options_are_refused_naming_the_option(sqs: Any, queues: tuple[str, str], arguments: dict[str, int], option: str) -> None:
+def test_out_of_range_options_are_refused_naming_the_option(
+    sqs: Any, queues: tuple[str, str], arguments: dict[str, int], option: str
+) -> None:
     queue_url, dlq_url = queues
     with pytest.raises(SmlError, match=f"^{option} must be"):
         replay_dlq(sqs, dlq_url, queue_url, **arguments)
@@ -208,6 +211,16 @@ def test_on_aws_an_error_other_than_a_missing_api_is_not_hidden_by_the_fallback(
         replay_dlq(client, DLQ_URL, QUEUE_URL)
 
 
+def test_replay_without_move_task_goes_straight_to_receive_send_delete(stubbed: tuple[Any, Stubber]) -> None:
+    client, stubber = stubbed
+    expect_counts(stubber, 0)
+    stubber.add_response("receive_message", {"Messages": []})  # a start_message_move_task call would fail the stub
+
+    outcome = replay_dlq(client, DLQ_URL, QUEUE_URL, use_move_task=False)
+
+    assert (outcome.method, outcome.moved) == ("receive-send-delete", 0)
+
+
 def test_on_aws_status_lists_tasks_and_cancel_stops_the_running_one(stubbed: tuple[Any, Stubber]) -> None:
     client, stubber = stubbed
     expect_arns(stubber, (DLQ_URL, DLQ_ARN))
@@ -259,6 +272,16 @@ def test_cli_inspect_then_replay_empties_the_dlq(sqs: Any, cli_env: tuple[str, s
 def test_cli_status_on_moto_is_a_clear_error(cli_env: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["dlq", "replay", "--status"]) == 2
     assert "moto does not implement them" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--status", "--cancel"])
+def test_cli_move_task_options_against_the_local_stack_say_they_exist_only_on_aws(
+    cli_env: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    monkeypatch.setenv("SML_AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # never contacted
+
+    assert main(["dlq", "replay", option]) == 2
+    assert f"{option}: message move tasks exist only on AWS" in capsys.readouterr().err
 
 
 def test_cli_without_a_dlq_names_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -181,7 +181,9 @@ def kill_connection_on(engine: Engine, event_name: str, admin: Engine, *, statem
 
 
 @pytest.mark.mysql
-@pytest.mark.parametrize(("event_name", "prefix"), [("after_cursor_execute", "INSERT"), ("commit", "")], ids=["between-statements", "at-commit"])
+@pytest.mark.parametrize(
+    ("event_name", "prefix"), [("after_cursor_execute", "INSERT"), ("commit", "")], ids=["between-statements", "at-commit"]
+)
 def test_a_connection_killed_mid_batch_fails_the_whole_batch_and_commits_nothing(
     mysql_engine: Engine, mysql_url: str, monkeypatch: pytest.MonkeyPatch, event_name: str, prefix: str
 ) -> None:

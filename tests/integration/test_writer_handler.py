@@ -166,13 +166,19 @@ def test_database_down_mid_load_acknowledges_nothing_and_loses_nothing(
     assert queue_bodies(sqs, dlq_url) == []
 
 
-def test_an_all_poison_batch_is_reported_not_raised(sqs: Any, engine: Engine) -> None:
+def test_an_all_poison_batch_is_reported_not_raised_and_logged_with_reasons(
+    sqs: Any, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     queue_url, _ = create_queue_with_dlq(sqs)
     send_bodies(sqs, queue_url, ["nope", "[]"])
 
     batch = poller(sqs, queue_url).poll_once()
 
     assert batch is not None and batch.deleted == () and len(batch.failed) == 2
+    (warning,) = [record for record in caplog.records if record.name == "writer" and record.levelname == "WARNING"]
+    assert warning.getMessage() == "2 of 2 records not stored; SQS retries them, then moves them to the DLQ"
+    assert {failure["message_id"] for failure in warning.failures} == set(batch.failed)
+    assert any("not valid JSON" in failure["reason"] for failure in warning.failures)
 
 
 def test_migrate_action_applies_the_schema_once(

@@ -114,7 +114,7 @@ def _wrapped(error_class: type[sa.exc.DBAPIError], orig: Exception, *, invalidat
         (_wrapped(sa.exc.OperationalError, pymysql.err.OperationalError(2003, "Can't connect to MySQL server")), False),
         (_wrapped(sa.exc.OperationalError, pymysql.err.OperationalError(2013, "Lost connection"), invalidated=True), False),
         (_wrapped(sa.exc.OperationalError, pymysql.err.OperationalError(1213, "Deadlock found", sqlstate="40001")), False),
-        (_wrapped(sa.exc.ProgrammingError, pymysql.err.ProgrammingError(1146, "Table 'predictions' doesn't exist", sqlstate="42S02")), False),
+        (_wrapped(sa.exc.ProgrammingError, pymysql.err.ProgrammingError(1146, "Table doesn't exist", sqlstate="42S02")), False),
     ],
     ids=["too-long", "not-null", "bad-datetime", "check", "refused", "lost", "deadlock", "no-table"],
 )

@@ -88,9 +88,9 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     sqs, dlq_url, _ = _sqs_and_dlq(args)
     summary = inspect_dlq(sqs, dlq_url, sample=args.sample)
-    age = "n/a" if summary.oldest_age_s is None else str(timedelta(seconds=round(summary.oldest_age_s)))
+    age = "none seen" if summary.oldest_age_s is None else f"{timedelta(seconds=round(summary.oldest_age_s))} old"
     print(f"{summary.queue_url}")
-    print(f"  messages: {summary.visible} visible, {summary.in_flight} in flight; oldest seen: {age} old")
+    print(f"  messages: {summary.visible} visible, {summary.in_flight} in flight; oldest seen: {age}")
     for sample in summary.samples:
         sent = sample.sent_at.isoformat(timespec="seconds") if sample.sent_at else "?"
         body = sample.body if len(sample.body) <= BODY_PREVIEW_CHARS else sample.body[:BODY_PREVIEW_CHARS] + "…"
@@ -105,6 +105,12 @@ def run_replay(args: argparse.Namespace) -> int:
     from sml.replay import replay_dlq
 
     sqs, dlq_url, settings = _sqs_and_dlq(args)
+    on_aws = settings.aws_endpoint_url is None  # SML_AWS_ENDPOINT_URL means moto, which has no move tasks
+    if (args.status or args.cancel) and not on_aws:
+        option = "--status" if args.status else "--cancel"
+        raise SmlError(
+            f"{option}: message move tasks exist only on AWS; locally (moto) a replay runs in the foreground, stop it with Ctrl-C"
+        )
     if args.status:
         return _show_move_tasks(sqs, dlq_url)
     if args.cancel:
@@ -116,7 +122,7 @@ def run_replay(args: argparse.Namespace) -> int:
         planned = replay_dlq(sqs, dlq_url, target_url, max_messages=args.max, rate=args.rate, dry_run=True)
         print(f"dry run: {planned.moved} message(s) would move from {dlq_url} to {target_url}")
         return 0
-    return _replay_with_progress(args, sqs, dlq_url, target_url)
+    return _replay_with_progress(args, sqs, dlq_url, target_url, use_move_task=on_aws)
 
 
 def _show_move_tasks(sqs: Any, dlq_url: str) -> int:
@@ -141,7 +147,7 @@ def _cancel_move_task(sqs: Any, dlq_url: str) -> int:
     return 0
 
 
-def _replay_with_progress(args: argparse.Namespace, sqs: Any, dlq_url: str, target_url: str) -> int:
+def _replay_with_progress(args: argparse.Namespace, sqs: Any, dlq_url: str, target_url: str, *, use_move_task: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sml.replay import replay_dlq
@@ -153,7 +159,9 @@ def _replay_with_progress(args: argparse.Namespace, sqs: Any, dlq_url: str, targ
             bar.update(task, completed=moved, total=total)
 
         try:
-            outcome = replay_dlq(sqs, dlq_url, target_url, max_messages=args.max, rate=args.rate, progress=show)
+            outcome = replay_dlq(
+                sqs, dlq_url, target_url, max_messages=args.max, rate=args.rate, progress=show, use_move_task=use_move_task
+            )
         except KeyboardInterrupt:
             bar.stop()
             print(
