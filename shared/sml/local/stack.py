@@ -68,7 +68,8 @@ class LocalStackConfig:
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.state_dir / 'sml.db'}"
+        # Absolute, so a command run from another folder (or a test) reaches the same file.
+        return self.database_url or f"sqlite:///{self.state_dir.resolve() / 'sml.db'}"
 
 
 @dataclass(frozen=True)
