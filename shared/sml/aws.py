@@ -13,8 +13,8 @@ from botocore.config import Config
 
 from sml.settings import AwsSettings
 
-# Bounded so that a dead endpoint costs a request seconds, not minutes.
-DEFAULT_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
+# Bounded so that a dead endpoint costs a request seconds, not minutes (3 attempts in all).
+DEFAULT_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 3, "mode": "standard"})
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}  # moto accepts any
 
 
