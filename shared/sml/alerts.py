@@ -42,8 +42,11 @@ def publish_drift_alert(sns_client: Any, topic_arn: str, run: DriftRun) -> str:
 def alert_subject(run: DriftRun) -> str:
     """E.g. ``[DRIFT] breast-cancer v3: 2 of 12 features drifted``: printable ASCII, under 100 characters."""
     status = run.status.value
-    if status == "DRIFT":
-        outcome = f"{len(run.drifted_features)} of {run.features_tested} features drifted"
+    if status == "DRIFT" and not run.drifted_features:
+        outcome = f"the predicted label drifted, none of {run.features_tested} features did"
+    elif status == "DRIFT":
+        label = ", and the predicted label" if run.label_drifted else ""
+        outcome = f"{len(run.drifted_features)} of {run.features_tested} features drifted{label}"
     elif status == "NO_DRIFT":
         outcome = f"none of {run.features_tested} features drifted"
     else:
@@ -79,6 +82,7 @@ def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
         "current_rows": run.current_rows,
         "features_tested": run.features_tested,
         "features_drifted": len(run.drifted_features),
+        "label_drifted": run.label_drifted,
         "report": {"uri": run.report_uri, "url": run.report_url},
         "drifted": [],
         "drifted_omitted": len(drifted),

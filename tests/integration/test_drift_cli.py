@@ -56,7 +56,7 @@ def test_prints_the_verdict_table_and_writes_the_report(local: dict[str, Any], c
     output = capsys.readouterr().out
     report = local["state_dir"] / "reports" / MODEL_NAME / "20250310T060000Z.html"
     assert exit_code == 0
-    assert "verdict: DRIFT (1 of 6 features drifted; 3000 rows in the window, 10000 in the training reference)" in output
+    assert "verdict: DRIFT (1 of 5 features drifted; 3000 rows in the window, 10000 in the training reference)" in output
     colour_line = next(line for line in output.splitlines() if "colour" in line and "chi2" in line)
     assert "DRIFT" in colour_line and "3000" in colour_line
     assert output.index("colour") < output.index("mean_shift")

@@ -27,9 +27,9 @@ class FakeSns:
         return {"MessageId": f"message-{len(self.published)}"}
 
 
-def result(feature: str, verdict: DriftVerdict, *, test: str = "ks", p_adjusted: float = 0.5) -> FeatureTestResult:
+def result(feature: str, verdict: DriftVerdict, *, test: str = "ks", p_adjusted: float = 0.5, kind: str = "numeric") -> FeatureTestResult:
     return FeatureTestResult(
-        feature=feature, test=test, kind="numeric", statistic=0.2, p_value=p_adjusted / 2, p_adjusted=p_adjusted,
+        feature=feature, test=test, kind=kind, statistic=0.2, p_value=p_adjusted / 2, p_adjusted=p_adjusted,
         effect_size=0.2, effect_floor=0.1, n_reference=10_000, n_current=3_000, verdict=verdict,
     )
 
@@ -70,6 +70,17 @@ def test_subject_names_the_verdict_the_model_and_the_counts() -> None:
     assert alert_subject(insufficient) == "[INSUFFICIENT_DATA] breast-cancer v3: not enough data to decide (20 rows in the window)"
 
 
+def test_subject_tells_the_predicted_label_apart_from_the_features() -> None:
+    label = result("(predicted label)", DriftVerdict.DRIFT, test="chi2", kind="label")
+    with_features = drift_run([*DRIFTED.results, label], DriftVerdict.DRIFT)
+    label_only = drift_run([result("area", DriftVerdict.NO_DRIFT), label], DriftVerdict.DRIFT)
+
+    assert alert_subject(with_features) == "[DRIFT] breast-cancer v3: 2 of 3 features drifted, and the predicted label"
+    assert alert_subject(label_only) == "[DRIFT] breast-cancer v3: the predicted label drifted, none of 1 features did"
+    assert json.loads(alert_message(label_only))["label_drifted"] is True
+    assert json.loads(alert_message(label_only))["features_drifted"] == 0
+
+
 def test_subject_stays_printable_ascii_under_100_characters() -> None:
     subject = alert_subject(drift_run([result("a", DriftVerdict.DRIFT)], DriftVerdict.DRIFT, version="v-ü-" + "9" * 120))
 
@@ -96,7 +107,7 @@ def test_body_is_compact_json_with_window_counts_drifted_tests_and_report() -> N
     assert body["reference"] == {"kind": "training", "rows": 10_000}
     assert [entry["feature"] for entry in body["drifted"]] == ["texture", "radius"]
     assert body["drifted"][0] == {"feature": "texture", "test": "ks", "statistic": 0.2, "p_value": 5e-05, "p_adjusted": 0.0001, "effect_size": 0.2}
-    assert body["drifted_omitted"] == 0
+    assert body["drifted_omitted"] == 0 and body["label_drifted"] is False
     assert body["report"] == {"uri": DRIFTED.report_uri, "url": DRIFTED.report_url}
 
 

@@ -133,7 +133,8 @@ def print_run(outcome: DriftJobResult) -> None:
     console.print(table)
     status = run.status.value
     console.print(
-        f"verdict: [{VERDICT_STYLE[status]}]{status}[/] ({len(run.drifted_features)} of {run.features_tested} features drifted; "
+        f"verdict: [{VERDICT_STYLE[status]}]{status}[/] ({len(run.drifted_features)} of {run.features_tested} features drifted"
+        f"{', and the predicted label' if run.label_drifted else ''}; "
         f"{run.current_rows} rows in the window, {run.reference_rows} in the {run.reference_kind} reference)"
     )
     console.print(f"report: {outcome.report_path} ({run.report_uri})", markup=False)

