@@ -115,6 +115,8 @@ class DriftSettings(AwsSettings, DatabaseSettings):
     fdr: float = Field(0.05, alias="SML_DRIFT_FDR", gt=0, lt=1)
     min_effect_numeric: float = Field(0.1, alias="SML_DRIFT_MIN_KS_D", gt=0, le=1)
     min_effect_categorical: float = Field(0.1, alias="SML_DRIFT_MIN_CRAMERS_V", gt=0, le=1)
+    min_missing_rate_diff: float = Field(0.05, alias="SML_DRIFT_MIN_MISSING_RATE_DIFF", gt=0, le=1)
+    min_samples: int = Field(30, alias="SML_DRIFT_MIN_SAMPLES", ge=2)
     report_prefix: str = Field("reports/", alias="SML_REPORT_PREFIX")
 
 

@@ -77,3 +77,10 @@ def test_stack_file_follows_the_state_dir(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "stack.json").write_text(json.dumps({"queue_url": "http://127.0.0.1:9/q"}))
     monkeypatch.setenv("SML_STATE_DIR", str(tmp_path))
     assert read_stack_file() == {"queue_url": "http://127.0.0.1:9/q"}
+
+
+def test_drift_floors_and_minimum_sample_size_are_settings() -> None:
+    settings = load_settings(DriftSettings, {"SML_DRIFT_MIN_MISSING_RATE_DIFF": "0.1", "SML_DRIFT_MIN_SAMPLES": "50"})
+    assert (settings.min_missing_rate_diff, settings.min_samples) == (0.1, 50)
+    with pytest.raises(SettingsError, match="SML_DRIFT_MIN_SAMPLES"):
+        load_settings(DriftSettings, {"SML_DRIFT_MIN_SAMPLES": "1"})

@@ -74,6 +74,8 @@ class DriftJobConfig:
             "fdr": settings.fdr,
             "min_ks_d": settings.min_effect_numeric,
             "min_cramers_v": settings.min_effect_categorical,
+            "min_missing_rate_diff": settings.min_missing_rate_diff,
+            "min_samples": settings.min_samples,
             "report_prefix": settings.report_prefix,
             "topic_arn": settings.topic_arn,
         }
