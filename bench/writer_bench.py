@@ -1,32 +1,30 @@
 """Writer throughput into MariaDB/MySQL: our writer vs per-row insert + commit vs LOAD DATA.
 
-Every variant stores the same events into a fresh ``predictions`` table of a dedicated database
-``sml_bench`` (created here, dropped at the end):
+Every variant stores the same events into a freshly emptied ``predictions`` table of a dedicated
+database ``sml_bench`` (created here, dropped at the end):
 
-- ``writer``: :func:`sml.writer.write_batch`, exactly what the writer Lambda runs per invocation
-  (parse and validate each SQS body, map it to a row, idempotent multi-row insert, commit), in
-  batches of the Lambda batch size, on one kept connection as in a warm container. Reported per
-  batch size.
-- ``writer insert only``: :func:`sml.writer.write_prediction_rows` on rows parsed beforehand, the
-  database part alone, comparable with LOAD DATA.
-- ``per-row insert + commit``: what the seed did (parse one event, one INSERT, one COMMIT) on a
-  kept connection. It is slow, so it runs on a subset and the rate is extrapolated; the row says
-  how many events were measured.
-- ``LOAD DATA LOCAL INFILE``: the same rows written to a CSV file and loaded in one statement,
-  the ceiling. ``seconds`` includes writing the CSV; ``load_seconds`` is the statement alone.
+- ``writer, batch N``: :func:`sml.writer.write_batch`, exactly what the writer Lambda runs per
+  invocation (parse and validate each SQS body, map it to a row, idempotent multi-row insert,
+  commit), one call per batch of N records, on one kept connection as in a warm container;
+- ``writer insert only``: :func:`sml.writer.write_prediction_rows` on rows parsed beforehand,
+  the database part alone, the like-for-like comparison with LOAD DATA;
+- ``per-row insert + commit`` (the seed): parse one event, one INSERT, one COMMIT, on a kept
+  connection (the seed even opened a new one per request). Slow, so it runs on a sample and
+  the rate is extrapolated;
+- ``LOAD DATA LOCAL INFILE`` (the ceiling): the same rows written to a CSV file and loaded in one
+  statement and one transaction; its time includes writing the CSV.
 
-``ratio`` is events/s over the per-row baseline's; ``vs_load_data`` over LOAD DATA's (same event
-count). The server is ``SML_BENCH_MYSQL_URL`` (default ``SML_TEST_MYSQL_URL``, then
-``mysql+pymysql://root@127.0.0.1:3306/test``); LOAD DATA needs the server's ``local_infile`` on.
+Variants run in turns, and each keeps its best turn, so a burst of load from other processes on
+the machine does not land on one variant only. The server is ``common.MYSQL_SERVER``; LOAD DATA
+needs the server's ``local_infile`` on.
 
-Run: ``python bench/writer_bench.py [--quick]``; ``bench/run.py`` calls :func:`run`.
+Run alone: ``python bench/writer_bench.py [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
 import random
 import tempfile
 import time
@@ -38,22 +36,22 @@ from typing import Any
 
 import pymysql
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine
 
+from common import MYSQL_SERVER, BenchReport, Comparison, print_report, ratio_at_least
 from sml.db import PREDICTIONS, apply_migrations, create_db_engine
 from sml.events import build_prediction_event, serialise_prediction_event
 from sml.writer import Row, parse_records, write_batch, write_prediction_rows
 
+BENCHMARK = "writer throughput"
 BENCH_DATABASE = "sml_bench"
-DEFAULT_SERVER_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+DEPLOYED_BATCH_SIZE = 100  # the CDK app's default writer batch size
+MIN_SPEEDUP_OVER_PER_ROW = 10
+MIN_SHARE_OF_LOAD_DATA = 0.6
 FEATURES = 30  # the breast-cancer model's feature count
 COLUMNS = [column.name for column in PREDICTIONS.columns]
 
 Record = tuple[str, str]
-
-
-def server_url() -> str:
-    return os.environ.get("SML_BENCH_MYSQL_URL") or os.environ.get("SML_TEST_MYSQL_URL") or DEFAULT_SERVER_URL
 
 
 def sqs_records(count: int, seed: int = 5) -> list[Record]:
@@ -74,72 +72,68 @@ def sqs_records(count: int, seed: int = 5) -> list[Record]:
     return records
 
 
+def _server_url(database: str | None = None) -> URL:
+    return URL.create(
+        "mysql+pymysql",
+        username=MYSQL_SERVER["user"],
+        password=MYSQL_SERVER["password"] or None,
+        host=MYSQL_SERVER["host"],
+        port=MYSQL_SERVER["port"],
+        database=database,
+    )
+
+
 @contextmanager
-def bench_database() -> Iterator[str]:
-    """A fresh ``sml_bench`` database with the schema; dropped afterwards."""
-    server = make_url(server_url())
-    admin = sa.create_engine(server)
+def bench_engine() -> Iterator[Engine]:
+    """The writer's engine on a fresh ``sml_bench`` database with the schema; dropped afterwards."""
+    admin = sa.create_engine(_server_url())
     with admin.begin() as connection:
         connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
         connection.exec_driver_sql(f"CREATE DATABASE {BENCH_DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    url = server.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+    engine = create_db_engine(_server_url(BENCH_DATABASE))
     try:
-        engine = create_db_engine(url)
         apply_migrations(engine)
-        engine.dispose()
-        yield url
+        yield engine
     finally:
+        engine.dispose()
         with admin.begin() as connection:
             connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
         admin.dispose()
 
 
-def _empty_table(engine: Engine) -> None:
+def _timed(engine: Engine, expected_rows: int, work: Callable[[], None]) -> float:
+    """Seconds ``work`` takes on an emptied table; checks it stored ``expected_rows``."""
     with engine.begin() as connection:
         connection.exec_driver_sql("TRUNCATE TABLE predictions")
-
-
-def _stored(engine: Engine) -> int:
+    started = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - started
     with engine.connect() as connection:
-        return connection.execute(sa.select(sa.func.count()).select_from(PREDICTIONS)).scalar_one()
+        stored = connection.execute(sa.select(sa.func.count()).select_from(PREDICTIONS)).scalar_one()
+    if stored != expected_rows:
+        raise RuntimeError(f"benchmark stored {stored} rows, expected {expected_rows}")
+    return seconds
 
 
-def _timed(engine: Engine, expected_rows: int, work: Callable[[], None], repeats: int = 1) -> float:
-    """Best seconds of ``repeats`` runs of ``work``, each on an empty table; checks the row count.
-
-    The best run is the one least disturbed by other load on the machine.
-    """
-    best = float("inf")
-    for _ in range(repeats):
-        _empty_table(engine)
-        started = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - started)
-        stored = _stored(engine)
-        if stored != expected_rows:
-            raise RuntimeError(f"benchmark stored {stored} rows, expected {expected_rows}")
-    return best
-
-
-def time_writer(engine: Engine, records: Sequence[Record], batch_size: int, repeats: int) -> float:
+def writer_batches(engine: Engine, records: Sequence[Record], batch_size: int) -> Callable[[], None]:
     def work() -> None:
         for start in range(0, len(records), batch_size):
             outcome = write_batch(engine, records[start : start + batch_size])
             if outcome.failures:
-                raise RuntimeError(f"writer failed records: {outcome.failures[:3]}")
+                raise RuntimeError(f"the writer failed records: {outcome.failures[:3]}")
 
-    return _timed(engine, len(records), work, repeats)
+    return work
 
 
-def time_insert_only(engine: Engine, rows: Sequence[Row], batch_size: int, repeats: int) -> float:
+def insert_only(engine: Engine, rows: Sequence[Row], batch_size: int) -> Callable[[], None]:
     def work() -> None:
         for start in range(0, len(rows), batch_size):
             write_prediction_rows(engine, rows[start : start + batch_size])
 
-    return _timed(engine, len(rows), work, repeats)
+    return work
 
 
-def time_per_row(engine: Engine, records: Sequence[Record]) -> float:
+def per_row_commits(engine: Engine, records: Sequence[Record]) -> Callable[[], None]:
     statement = PREDICTIONS.insert()
 
     def work() -> None:
@@ -149,35 +143,19 @@ def time_per_row(engine: Engine, records: Sequence[Record]) -> float:
                 connection.execute(statement, row)
                 connection.commit()
 
-    return _timed(engine, len(records), work)
+    return work
 
 
-def _csv_value(value: Any) -> Any:
-    return value.isoformat(sep=" ", timespec="microseconds") if isinstance(value, datetime) else value
-
-
-def time_load_data(engine: Engine, url: str, rows: Sequence[Row], repeats: int) -> tuple[float, float]:
-    """(best seconds including writing the CSV, best seconds of the LOAD DATA statement alone)."""
-    parsed = make_url(url)
-    connection = pymysql.connect(
-        host=parsed.host,
-        port=parsed.port or 3306,
-        user=parsed.username,
-        password=parsed.password or "",
-        database=parsed.database,
-        charset="utf8mb4",
-        local_infile=True,
-    )
-    load_seconds = float("inf")
+def load_data(rows: Sequence[Row], folder: Path) -> Callable[[], None]:
+    def csv_value(value: Any) -> Any:
+        return value.isoformat(sep=" ", timespec="microseconds") if isinstance(value, datetime) else value
 
     def work() -> None:
-        nonlocal load_seconds
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "predictions.csv"
-            with path.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle, lineterminator="\n")
-                writer.writerows([_csv_value(row[column]) for column in COLUMNS] for row in rows)
-            started = time.perf_counter()
+        path = folder / "predictions.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle, lineterminator="\n").writerows([csv_value(row[column]) for column in COLUMNS] for row in rows)
+        connection = pymysql.connect(**MYSQL_SERVER, database=BENCH_DATABASE, charset="utf8mb4", local_infile=True)
+        try:
             with connection.cursor() as cursor:
                 cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'")
                 cursor.execute(
@@ -187,76 +165,96 @@ def time_load_data(engine: Engine, url: str, rows: Sequence[Row], repeats: int) 
                     (str(path),),
                 )
             connection.commit()
-            load_seconds = min(load_seconds, time.perf_counter() - started)
+        finally:
+            connection.close()
 
-    try:
-        return _timed(engine, len(rows), work, repeats), load_seconds
-    finally:
-        connection.close()
+    return work
 
 
-def _result(name: str, events: int, seconds: float, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "events": events, "seconds": round(seconds, 3), "events_per_s": round(events / seconds), **extra}
+def best_of_turns(engine: Engine, expected_rows: int, variants: dict[str, Callable[[], None]], turns: int) -> dict[str, float]:
+    """Best seconds of each variant over ``turns`` rounds in which every variant runs once."""
+    best = {name: float("inf") for name in variants}
+    for _ in range(turns):
+        for name, work in variants.items():
+            best[name] = min(best[name], _timed(engine, expected_rows, work))
+    return best
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
-    """Measure every variant; one dict per line of the report.
+def measure(engine: Engine, records: Sequence[Record], batch_sizes: Sequence[int], turns: int, folder: Path) -> dict[str, float]:
+    """Events per second of every variant on ``records`` (except the per-row baseline)."""
+    rows = parse_records(records, datetime.now(timezone.utc)).rows
+    variants = {"LOAD DATA LOCAL INFILE": load_data(rows, folder), "writer insert only, batch 1000": insert_only(engine, rows, 1_000)}
+    variants |= {f"writer, batch {size}": writer_batches(engine, records, size) for size in batch_sizes}
+    seconds = best_of_turns(engine, len(records), variants, turns)
+    return {name: len(records) / value for name, value in seconds.items()}
 
-    :param quick: 10k events, two batch sizes, a 1,000-event per-row sample, best of 3 runs
-        (about a minute); otherwise 10k and 100k events, four batch sizes, a 5,000-event sample,
-        best of 3 runs at 10k and of 2 at 100k.
-    :returns: dicts with ``name``, ``events``, ``seconds``, ``events_per_s``, ``ratio`` (over
-        per-row insert + commit), ``vs_load_data`` and notes where a number is extrapolated.
-    """
+
+def compare(size: int, rates: dict[str, float], per_row_rate: float, per_row_sample: int) -> list[Comparison]:
+    """Table lines for ``size`` events: the deployed batch size against both goals, the rest for information."""
+    events = f"{size // 1000}k events"
+    load_rate = rates["LOAD DATA LOCAL INFILE"]
+    headline = f"writer, batch {DEPLOYED_BATCH_SIZE}"
+    per_row_note = f"per-row rate measured on {per_row_sample} events"
+    insert_only_name = "writer insert only, batch 1000"
+    lines = [
+        ratio_at_least(BENCHMARK, f"{events}, {headline}", rates[headline], "per-row insert + commit", per_row_rate, "events/s",
+                       MIN_SPEEDUP_OVER_PER_ROW, note=per_row_note),
+        ratio_at_least(BENCHMARK, f"{events}, {headline}", rates[headline], "LOAD DATA LOCAL INFILE", load_rate, "events/s",
+                       MIN_SHARE_OF_LOAD_DATA, note="the writer also parses and validates every body"),
+        ratio_at_least(BENCHMARK, f"{events}, {insert_only_name}", rates[insert_only_name], "LOAD DATA LOCAL INFILE", load_rate,
+                       "events/s", MIN_SHARE_OF_LOAD_DATA, note="like for like: both get parsed rows"),
+    ]  # fmt: skip
+    lines += [
+        Comparison(BENCHMARK, f"{events}, {name}", rate, "LOAD DATA LOCAL INFILE", load_rate, "events/s")
+        for name, rate in rates.items()
+        if name not in (headline, insert_only_name, "LOAD DATA LOCAL INFILE")
+    ]
+    return lines
+
+
+def run(quick: bool, out_dir: Path) -> BenchReport:
+    """Measure every variant; quick: 10k events, 3 turns; full: 10k (3 turns) and 100k (2 turns)."""
     sizes = [10_000] if quick else [10_000, 100_000]
-    batch_sizes = [100, 1_000] if quick else [10, 100, 1_000, 10_000]
+    batch_sizes = [DEPLOYED_BATCH_SIZE, 1_000] if quick else [10, DEPLOYED_BATCH_SIZE, 1_000, 10_000]
     per_row_sample = 1_000 if quick else 5_000
     records = sqs_records(max(sizes))
-    results: list[dict[str, Any]] = []
-    with bench_database() as url:
-        engine = create_db_engine(url)
-        try:
-            per_row_seconds = time_per_row(engine, records[:per_row_sample])
-            per_row_rate = per_row_sample / per_row_seconds
-            for size in sizes:
-                repeats = 3 if size <= 10_000 else 2
-                subset = records[:size]
-                rows = parse_records(subset, datetime.now(timezone.utc)).rows
-                total_seconds, load_seconds = time_load_data(engine, url, rows, repeats)
-                load_rate = size / total_seconds
-                lines = [
-                    _result(
-                        "per-row insert + commit (seed)",
-                        size,
-                        size / per_row_rate,
-                        note=f"extrapolated from {per_row_sample} events measured" if size != per_row_sample else "",
-                    ),
-                    _result("LOAD DATA LOCAL INFILE (CSV + load)", size, total_seconds, load_seconds=round(load_seconds, 3)),
-                    _result("writer insert only (pre-parsed rows), batch 1000", size, time_insert_only(engine, rows, 1_000, repeats)),
-                ]
-                lines += [
-                    _result(f"writer (parse + insert), batch {batch_size}", size, time_writer(engine, subset, batch_size, repeats))
-                    for batch_size in batch_sizes
-                ]
-                for line in lines:
-                    line["ratio"] = round(line["events_per_s"] / per_row_rate, 1)
-                    line["vs_load_data"] = round(line["events_per_s"] / load_rate, 2)
-                results += lines
-        finally:
-            engine.dispose()
-    return results
+    comparisons: list[Comparison] = []
+    details: list[dict[str, Any]] = []
+    with bench_engine() as engine, tempfile.TemporaryDirectory(prefix="sml-bench-writer-") as folder:
+        sample = records[:per_row_sample]
+        per_row_rate = per_row_sample / _timed(engine, per_row_sample, per_row_commits(engine, sample))
+        details.append({"variant": "per-row insert + commit", "events": per_row_sample, "events_per_s": round(per_row_rate)})
+        for size in sizes:
+            rates = measure(engine, records[:size], batch_sizes, 3 if size <= 10_000 else 2, Path(folder))
+            comparisons += compare(size, rates, per_row_rate, per_row_sample)
+            details += [{"variant": name, "events": size, "events_per_s": round(rate)} for name, rate in rates.items()]
+    return BenchReport(
+        name=BENCHMARK,
+        comparisons=comparisons,
+        details=details,
+        method=[
+            (
+                f"{', '.join(f'{size:,}' for size in sizes)} events of 30 float features each, into MariaDB/MySQL "
+                f"({BENCH_DATABASE}, created and dropped); every variant starts from an emptied table and its row count is checked."
+            ),
+            (
+                "Writer: `write_batch` per batch (what the Lambda runs: parse, validate, idempotent multi-row insert, commit) "
+                "on one kept connection; batch 100 is the deployed default. Insert only: `write_prediction_rows` on parsed rows."
+            ),
+            (
+                f"Per-row insert + commit (the seed, here on a kept connection): measured on {per_row_sample:,} events and "
+                "extrapolated as a rate. LOAD DATA LOCAL INFILE: CSV writing included, one statement, one commit."
+            ),
+            "Variants run in turns and keep their best turn, spreading other load on the machine over all of them.",
+        ],
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Writer throughput into MariaDB/MySQL.")
-    parser.add_argument("--quick", action="store_true", help="10k events only, per-row baseline extrapolated from 1,000")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10k events only, per-row rate from 1,000 events")
     args = parser.parse_args()
-    print(f"{'variant':<52} {'events':>8} {'seconds':>8} {'events/s':>9} {'× per-row':>9} {'× LOAD DATA':>11}")
-    for line in run(args.quick):
-        print(
-            f"{line['name']:<52} {line['events']:>8} {line['seconds']:>8.2f} {line['events_per_s']:>9} "
-            f"{line['ratio']:>9} {line['vs_load_data']:>11}  {line.get('note', '')}"
-        )
+    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-"))))
 
 
 if __name__ == "__main__":

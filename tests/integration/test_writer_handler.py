@@ -44,11 +44,23 @@ def sqs() -> Iterator[Any]:
         yield boto3.client("sqs", region_name="us-east-1")
 
 
-def use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
-    """Point the writer at ``url``, as a new Lambda container would be."""
+def forget_writer_engine() -> None:
+    """Drop the writer's cached engine, as a new Lambda container starts without one."""
     if app.database_engine.cache_info().currsize:
         app.database_engine().dispose()
     app.database_engine.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_writer_container() -> Iterator[None]:
+    forget_writer_engine()
+    yield
+    forget_writer_engine()
+
+
+def use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """Point the writer at ``url`` from its next invocation on."""
+    forget_writer_engine()
     monkeypatch.setenv("SML_DATABASE_URL", url)
 
 
@@ -59,7 +71,6 @@ def engine(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[En
     engine = create_db_engine(migrated_db_url)
     yield engine
     engine.dispose()
-    use_database(monkeypatch, migrated_db_url)
 
 
 def poller(sqs: Any, queue_url: str, batch_size: int = 10) -> SqsEventSourcePoller:
@@ -193,7 +204,6 @@ def test_migrate_action_applies_the_schema_once(
     assert first["applied"][0] == "0000_schema_migrations" and "0001_predictions" in first["applied"]
     assert second == {"applied": []}
     assert emitted_metrics(capsys.readouterr().out)["migrations_applied"] == len(first["applied"])
-    use_database(monkeypatch, db_url)
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
