@@ -1,0 +1,149 @@
+"""Cold start: a fresh Python process to the first answer, ours vs loading the model alone.
+
+Each variant is a new interpreter (the benchmark's own, with the same environment) timed from
+spawn until it prints its answer:
+
+- floor: ``import joblib; joblib.load(<model.joblib>)`` of the very artifact predict serves;
+- seed's imports: ``import pandas, sklearn, pymysql, boto3, joblib`` then the same ``joblib.load``
+  (what the tutorial handlers this project descends from imported at module level);
+- ours, artifact cached: import ``functions.predict.app``, answer one ``POST /predict`` event
+  (settings, S3/SSM/SQS clients, champion pointer, manifest, sha256 check, unpickle, predict,
+  capture to SQS); the artifact is already in ``SML_MODEL_CACHE_DIR``, as in a container whose
+  ``/tmp`` survived, so the download does not dominate;
+- ours, artifact downloaded: the same with an empty cache dir, so the artifact comes from S3.
+
+AWS is moto's server on 127.0.0.1 in the benchmark's process. Run alone:
+``python bench/cold_start_bench.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common import REPOSITORY, BenchReport, ChampionStack, Comparison, champion_stack, fill_model_cache, median, predict_event
+from common import print_report, ratio_at_most, seed_environment
+
+BENCHMARK = "cold start"
+MAX_RATIO = 1.3
+# Predict prints its metrics and logs on stdout too, so the answer is the line that starts with this.
+READY = "cold-start-ready"
+FLOOR = f"import sys, joblib; joblib.load(sys.argv[1]); print('{READY} loaded', flush=True)"
+SEED_IMPORTS = f"import sys, pandas, sklearn, pymysql, boto3, joblib; joblib.load(sys.argv[1]); print('{READY} loaded', flush=True)"
+OURS = f"""
+import json, sys, types
+from functions.predict.app import handler
+context = types.SimpleNamespace(function_name="sml-predict", memory_limit_in_mb=1024, aws_request_id="cold-start",
+                                invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:sml-predict")
+with open(sys.argv[1], encoding="utf-8") as event_file:
+    response = handler(json.load(event_file), context)
+print("{READY}", response["statusCode"], flush=True)
+"""
+
+
+def time_to_ready(code: str, argument: str, env: dict[str, str]) -> float:
+    """Seconds from spawning ``python -c code argument`` until it prints its ``READY`` line.
+
+    :raises RuntimeError: the process exited without it, or its answer was not a success.
+    """
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, argument], cwd=REPOSITORY, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    ready = next((line.split() for line in process.stdout if line.startswith(READY)), None)
+    elapsed = time.perf_counter() - started
+    _, errors = process.communicate(timeout=60)
+    if ready is None or ready[1] not in ("loaded", "200"):
+        raise RuntimeError(f"cold-start child answered {ready}; stderr: {errors.strip()[-2000:]}")
+    return elapsed
+
+
+def variants(stack: ChampionStack, work_dir: Path) -> dict[str, Callable[[], float]]:
+    """One timed fresh-process run per variant name."""
+    cache_dir = work_dir / "cache"
+    fill_model_cache(stack, cache_dir)
+    event_path = work_dir / "event.json"
+    event_path.write_text(json.dumps(predict_event(stack.valid_row())), encoding="utf-8")
+    base = dict(os.environ)
+    cached = {**base, **stack.predict_environment(cache_dir=cache_dir, capture=True)}
+    downloads = iter(range(1_000_000))
+
+    def downloaded() -> float:
+        fresh = work_dir / f"empty-cache-{next(downloads)}"
+        return time_to_ready(OURS, str(event_path), {**base, **stack.predict_environment(cache_dir=fresh, capture=True)})
+
+    artifact = str(stack.artifact_path)
+    return {
+        "floor: joblib.load": lambda: time_to_ready(FLOOR, artifact, base),
+        "seed's imports + joblib.load": lambda: time_to_ready(SEED_IMPORTS, artifact, seed_environment()),
+        "ours, artifact cached": lambda: time_to_ready(OURS, str(event_path), cached),
+        "ours, artifact downloaded": downloaded,
+    }
+
+
+def measure(stack: ChampionStack, work_dir: Path, repeats: int) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` runs per variant, the variants taking turns, after one untimed run each (warm disk cache)."""
+    runs = variants(stack, work_dir)
+    for run_once in runs.values():
+        run_once()
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run_once in runs.items():
+            seconds[name].append(run_once())
+    return seconds
+
+
+def compare(seconds: dict[str, list[float]]) -> list[Comparison]:
+    """Table lines on the medians: ours (cached) against the floor's goal; the rest for information."""
+    floor = median(seconds["floor: joblib.load"])
+    seed = median(seconds["seed's imports + joblib.load"])
+    cached = median(seconds["ours, artifact cached"])
+    downloaded = median(seconds["ours, artifact downloaded"])
+    return [
+        ratio_at_most(BENCHMARK, "ours, artifact cached (median)", cached, "floor: joblib.load in a fresh process", floor, "s", MAX_RATIO),
+        Comparison(BENCHMARK, "ours, artifact downloaded from S3 (median)", downloaded, "floor: joblib.load in a fresh process", floor, "s"),
+        Comparison(BENCHMARK, "ours, artifact cached (median)", cached, "seed's imports + joblib.load", seed, "s"),
+    ]
+
+
+def run(quick: bool, out_dir: Path) -> BenchReport:
+    """Time every variant; quick: 5 runs each, full: 15; medians in the table."""
+    repeats = 5 if quick else 15
+    with tempfile.TemporaryDirectory(prefix="sml-bench-cold-") as folder, champion_stack(Path(folder)) as stack:
+        seconds = measure(stack, Path(folder), repeats)
+    details = [
+        {"variant": name, "runs": len(values), "median_s": round(median(values), 3), "min_s": round(min(values), 3), "max_s": round(max(values), 3)}
+        for name, values in seconds.items()
+    ]
+    return BenchReport(
+        name=BENCHMARK,
+        comparisons=compare(seconds),
+        details=details,
+        method=[
+            f"Each run is a new `{Path(sys.executable).name} -c ...` timed from spawn to its answer on stdout; {repeats} runs per "
+            "variant taking turns, after one untimed run each (warm disk cache, as on a Lambda host).",
+            "Floor: `import joblib; joblib.load(model.joblib)`. Seed's imports: pandas, sklearn, pymysql, boto3, joblib, then the same load. "
+            "Ours: import the predict handler and answer one `POST /predict` event with capture on (S3, SSM and SQS on moto's "
+            "server on 127.0.0.1): settings, clients, champion pointer, manifest, sha256 check, unpickle, predict, send.",
+            "Artifact cached = already in `SML_MODEL_CACHE_DIR` (a container whose /tmp survived); downloaded = empty cache dir, fetched from S3.",
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-"))))
+
+
+if __name__ == "__main__":
+    main()
