@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
-from pydantic_core import PydanticSerializationError, to_json
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -40,6 +40,7 @@ from sml.events import EventValidationError, PredictionEvent, parse_prediction_e
 MAX_ROWS_PER_STATEMENT = 1000
 # The long text columns, bound as UTF-8 bytes on MySQL (see _with_json_as_utf8).
 _JSON_COLUMNS = ("features", "probabilities")
+_JSON = msgspec.json.Encoder()
 # SQLSTATE classes of errors caused by the values of a row: data exception, constraint violation.
 _DATA_ERROR_SQLSTATE_CLASSES = ("22", "23")
 
@@ -108,12 +109,9 @@ class BatchOutcome:
 # Pure: records into rows
 
 
-def _json_text(field: str, value: Any) -> str:
-    # pydantic's Rust serialiser: compact, UTF-8, shortest round-trip floats, ~8x json.dumps.
-    try:
-        return to_json(value).decode("utf-8")
-    except PydanticSerializationError:
-        raise EventValidationError(field, "contains a lone surrogate (\\ud800-\\udfff), not valid Unicode") from None
+def _json_text(value: Any) -> str:
+    # msgspec: compact, UTF-8, shortest round-trip floats, several times faster than json.dumps.
+    return _JSON.encode(value).decode("utf-8")
 
 
 def prediction_row(event: PredictionEvent, stored_at: datetime) -> Row:
@@ -121,9 +119,6 @@ def prediction_row(event: PredictionEvent, stored_at: datetime) -> Row:
 
     Features, probabilities and the label are compact JSON text (non-ASCII kept as is), so they
     read back to exactly the event's values; timestamps are naive UTC.
-
-    :raises EventValidationError: a label or feature holds a lone surrogate (valid JSON that the
-        event contract accepts, yet not encodable as UTF-8, so no database would take it).
     """
     return {
         "prediction_id": event.prediction_id,
@@ -131,9 +126,9 @@ def prediction_row(event: PredictionEvent, stored_at: datetime) -> Row:
         "model_name": event.model_name,
         "model_version": event.model_version,
         "predicted_at": to_db_timestamp(event.predicted_at),
-        "prediction": _json_text("prediction", event.prediction),
-        "probabilities": None if event.probabilities is None else _json_text("probabilities", event.probabilities),
-        "features": _json_text("features", event.features),
+        "prediction": _json_text(event.prediction),
+        "probabilities": None if event.probabilities is None else _json_text(event.probabilities),
+        "features": _json_text(event.features),
         "stored_at": to_db_timestamp(stored_at),
     }
 

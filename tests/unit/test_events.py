@@ -70,7 +70,7 @@ def test_text_with_quotes_backslashes_and_non_ascii_survives() -> None:
         (lambda raw: raw["features"].update(flag=True), "features.flag"),
         (lambda raw: raw["features"].update(nested={"a": 1}), "features.nested"),
         (lambda raw: raw.update(prediction=None), "prediction"),
-        (lambda raw: raw.update(probabilities={"benign": 1.5}), "probabilities"),
+        (lambda raw: raw.update(probabilities={"benign": 1.5}), "probabilities.benign"),
         (lambda raw: raw.update(predicted_at="yesterday"), "predicted_at"),
         (lambda raw: raw.update(predicted_at="2026-11-27T07:01:02"), "predicted_at"),
         (lambda raw: raw.update(predicted_at=12345), "predicted_at"),
@@ -97,8 +97,16 @@ def test_non_finite_features_are_refused() -> None:
     with pytest.raises(EventValidationError, match="features"):
         make_event(features={"x": float("nan")})
     body = serialise_prediction_event(make_event()).replace("14.2", "Infinity")
-    with pytest.raises(EventValidationError, match="features"):
+    with pytest.raises(EventValidationError, match="^body: not valid JSON"):
         parse_prediction_event(body)
+
+
+@pytest.mark.parametrize("field", ["model_version", "prediction", "features.note"])
+def test_lone_surrogates_are_refused_when_building(field: str) -> None:
+    overrides = {"model_version": {"model_version": "v\ud800"}, "prediction": {"prediction": "\udfff"}}
+    with pytest.raises(EventValidationError) as caught:
+        make_event(**overrides.get(field, {"features": {"note": "x\ud83d"}}))
+    assert caught.value.field == field
 
 
 @given(st.binary(max_size=300) | st.text(max_size=300))
