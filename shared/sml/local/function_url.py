@@ -280,6 +280,9 @@ class FunctionUrlServer:
 def _request_handler_for(server: FunctionUrlServer) -> type[BaseHTTPRequestHandler]:
     class FunctionUrlRequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body leave in separate writes; with Nagle on, a kept-alive client's delayed
+        # ACK stalls every response after the first by ~40 ms.
+        disable_nagle_algorithm = True
 
         def _handle(self) -> None:
             if "chunked" in self.headers.get("transfer-encoding", "").lower():
