@@ -42,7 +42,7 @@ SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "predict")
 ROUTES = {"/predict": "POST", "/health": "GET", "/openapi.json": "GET"}
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(service=SERVICE, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "serverless-ml"))
+metrics = Metrics(service=SERVICE, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "sml")
 tracer = Tracer(service=SERVICE)
 app = LambdaFunctionUrlResolver()
 
