@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -74,12 +74,16 @@ class BenchReport:
     method: list[str] = field(default_factory=list)
 
 
-def ratio_at_most(benchmark: str, measure: str, ours: float, baseline_name: str, baseline: float, unit: str, limit: float, note: str = "") -> Comparison:
+def ratio_at_most(
+    benchmark: str, measure: str, ours: float, baseline_name: str, baseline: float, unit: str, limit: float, note: str = ""
+) -> Comparison:
     """A line whose goal is ``ours / baseline ≤ limit``."""
     return Comparison(benchmark, measure, ours, baseline_name, baseline, unit, f"≤ {limit:g}×", ours <= limit * baseline, note)
 
 
-def ratio_at_least(benchmark: str, measure: str, ours: float, baseline_name: str, baseline: float, unit: str, limit: float, note: str = "") -> Comparison:
+def ratio_at_least(
+    benchmark: str, measure: str, ours: float, baseline_name: str, baseline: float, unit: str, limit: float, note: str = ""
+) -> Comparison:
     """A line whose goal is ``ours / baseline ≥ limit`` (throughput, or a speed-up given as baseline time over ours)."""
     return Comparison(benchmark, measure, ours, baseline_name, baseline, unit, f"≥ {limit:g}×", ours >= limit * baseline, note)
 
@@ -137,12 +141,14 @@ def median(values: list[float]) -> float:
 
 def machine_description() -> dict[str, str]:
     """Date, CPU, cores, memory, OS, Python, package and database versions, for the report's header."""
-    cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")), platform.processor()
+    )
     memory_kb = next((int(line.split()[1]) for line in _read_lines("/proc/meminfo") if line.startswith("MemTotal")), 0)
     packages = ", ".join(f"{name} {_package_version(name)}" for name in PACKAGES if name != "pandas")
     packages += f", pandas {_seed_pandas_version()} (seed baselines only, in {SEED_SITE})"
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": f"{cpu}, {os.cpu_count()} cores",
         "memory": f"{memory_kb / 1024 / 1024:.1f} GiB",
         "load average at start": ", ".join(f"{value:.2f}" for value in os.getloadavg()),
@@ -249,7 +255,6 @@ def champion_stack(work_dir: Path) -> Iterator[ChampionStack]:
     """
     import boto3
     from moto.server import ThreadedMotoServer
-
     from sml.registry import ModelRegistry
     from sml.training import TrainingConfig, build_manifest, save_artifact, train_model
 
@@ -268,7 +273,7 @@ def champion_stack(work_dir: Path) -> Iterator[ChampionStack]:
         artifact_path = work_dir / "model.joblib"
         save_artifact(trained.pipeline, artifact_path)
         registry = ModelRegistry(clients["s3"], clients["ssm"], bucket=bucket, app_name=APP_NAME, model_name=MODEL_NAME)
-        manifest = build_manifest(trained, version="v1", sha256="", wandb_run_path=None, created_at=datetime.now(timezone.utc))
+        manifest = build_manifest(trained, version="v1", sha256="", wandb_run_path=None, created_at=datetime.now(UTC))
         stored = registry.register(artifact_path, manifest)
         registry.promote("v1")
         yield ChampionStack(endpoint_url, bucket, queue_url, work_dir, artifact_path, stored, clients)
@@ -286,18 +291,22 @@ def fill_model_cache(stack: ChampionStack, cache_dir: Path) -> Path:
 
 def predict_event(row: Mapping[str, Any]) -> dict[str, Any]:
     """The Function URL event (payload 2.0) of ``POST /predict`` with ``{"features": row}``."""
+    return function_url_event("POST", "/predict", json.dumps({"features": dict(row)}).encode("utf-8"))
+
+
+def function_url_event(method: str, target: str, body: bytes = b"") -> dict[str, Any]:
+    """The Function URL event (payload 2.0) AWS would build for one JSON request."""
     from sml.local.function_url import HttpRequest, build_function_url_event
 
-    body = json.dumps({"features": dict(row)}).encode("utf-8")
     request = HttpRequest(
-        method="POST",
-        target="/predict",
+        method=method,
+        target=target,
         protocol="HTTP/1.1",
         headers=[("Host", "bench.lambda-url.us-east-1.on.aws"), ("Content-Type", "application/json")],
         body=body,
         source_ip="127.0.0.1",
     )
-    return build_function_url_event(request, url_id="bench", request_id=str(uuid.uuid4()), received_at=datetime.now(timezone.utc))
+    return build_function_url_event(request, url_id="bench", request_id=str(uuid.uuid4()), received_at=datetime.now(UTC))
 
 
 @contextmanager
@@ -315,6 +324,13 @@ def environment(variables: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def format_number(value: float) -> str:
+    """Four significant digits, thousands separated (``21,020``, ``2.388``, ``0.0415``)."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
 def format_table(comparisons: list[Comparison]) -> list[list[str]]:
     """The results table as text cells: header row first."""
     rows = [["benchmark", "measure", "ours", "baseline", "baseline value", "ratio", "target", "met", "note"]]
@@ -322,8 +338,8 @@ def format_table(comparisons: list[Comparison]) -> list[list[str]]:
         met = "-" if line.met is None else ("yes" if line.met else "NO")
         rows.append(
             [
-                line.benchmark, line.measure, f"{line.ours:.4g} {line.unit}", line.baseline_name,
-                f"{line.baseline:.4g} {line.unit}", f"{line.ratio:.3g}×", line.target or "-", met, line.note,
+                line.benchmark, line.measure, f"{format_number(line.ours)} {line.unit}", line.baseline_name,
+                f"{format_number(line.baseline)} {line.unit}", f"{line.ratio:.3g}×", line.target or "-", met, line.note,
             ]
         )  # fmt: skip
     return rows

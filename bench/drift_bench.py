@@ -13,8 +13,8 @@ starts):
   DataFrame of the parsed ``features`` JSON, then ``scipy.stats.ks_2samp`` per column against
   the same reference.
 
-Peak memory is the process's peak RSS (``ru_maxrss``) and its growth over the RSS just before
-the work. Run alone: ``python bench/drift_bench.py [--quick]``.
+Peak memory is the process's peak RSS (``VmHWM``) and its growth over the RSS just before the
+work. Run alone: ``python bench/drift_bench.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -22,22 +22,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pymysql
-
-from common import MYSQL_SERVER, REPOSITORY, BenchReport, Comparison, median, print_report, ratio_at_least, ratio_at_most
-from common import seed_environment
+from common import MYSQL_SERVER, REPOSITORY, BenchReport, Comparison, median, print_report, ratio_at_most, seed_environment
 
 BENCHMARK = "drift"
 DATABASE = "sml_bench_drift"
@@ -45,11 +42,13 @@ MODEL_NAME = "drift-bench"
 FEATURE_NAMES = tuple(f"feature_{index:02d}" for index in range(20))
 CLASSES = ("benign", "malignant")
 REFERENCE_ROWS = 10_000
-WINDOW_END = datetime(2025, 3, 10, 6, 0, tzinfo=timezone.utc)
+WINDOW_END = datetime(2025, 3, 10, 6, 0, tzinfo=UTC)
 WINDOW = timedelta(days=7)
 MAX_RATIO_TO_FETCH = 1.5
 MIN_SPEEDUP_OVER_PANDAS = 5
-WINDOW_QUERY = "SELECT features, prediction FROM predictions WHERE model_name = %(model)s AND predicted_at >= %(start)s AND predicted_at < %(end)s"
+WINDOW_QUERY = (
+    "SELECT features, prediction FROM predictions WHERE model_name = %(model)s AND predicted_at >= %(start)s AND predicted_at < %(end)s"
+)
 
 
 def bench_manifest() -> Any:
@@ -70,7 +69,9 @@ def bench_manifest() -> Any:
         features=tuple(FeatureSpec(name, "numeric") for name in FEATURE_NAMES),
         reference=ReferenceData(
             n_rows=REFERENCE_ROWS,
-            features={name: NumericReference(sorted_values=tuple(reference[:, index].tolist())) for index, name in enumerate(FEATURE_NAMES)},
+            features={
+                name: NumericReference(sorted_values=tuple(reference[:, index].tolist())) for index, name in enumerate(FEATURE_NAMES)
+            },
             label_counts={"benign": REFERENCE_ROWS // 2, "malignant": REFERENCE_ROWS - REFERENCE_ROWS // 2},
         ),
         library_versions={},
@@ -116,7 +117,6 @@ def _csv_value(value: Any) -> Any:
 def drift_database(rows: int, folder: Path) -> Iterator[str]:
     """A fresh ``sml_bench_drift`` database with the schema and one window of ``rows`` predictions; dropped afterwards."""
     import sqlalchemy as sa
-
     from sml.db import apply_migrations, create_db_engine
 
     admin = pymysql.connect(**MYSQL_SERVER, autocommit=True)
@@ -124,7 +124,9 @@ def drift_database(rows: int, folder: Path) -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
             cursor.execute(f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-        url = sa.URL.create("mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=DATABASE)
+        url = sa.URL.create(
+            "mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=DATABASE
+        )
         engine = create_db_engine(url)
         apply_migrations(engine)
         engine.dispose()
@@ -175,7 +177,6 @@ def our_drift_job() -> Callable[[], Any]:
     import boto3
     import sqlalchemy as sa
     from moto import mock_aws
-
     from sml.db import create_db_engine
     from sml.drift.job import DriftJobConfig, run_drift_job
 
@@ -186,7 +187,9 @@ def our_drift_job() -> Callable[[], Any]:
     s3.create_bucket(Bucket="sml-bench-drift")
     config = DriftJobConfig(bucket="sml-bench-drift", window_length=WINDOW, topic_arn=sns.create_topic(Name="sml-bench-drift")["TopicArn"])
     manifest = bench_manifest()
-    url = sa.URL.create("mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=DATABASE)
+    url = sa.URL.create(
+        "mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=DATABASE
+    )
     engine = create_db_engine(url)
 
     def work() -> str:
@@ -228,17 +231,19 @@ VARIANTS = {"raw SELECT (floor)": raw_select, "ours: drift job": our_drift_job, 
 def run_child(variant: str) -> None:
     """In a fresh process: prepare ``variant``, then time its work once and print seconds and memory as JSON."""
     work = VARIANTS[variant]()
-    rss_before = _current_rss_mb()
+    rss_before = _memory_mb("VmRSS")
     started = time.perf_counter()
     outcome = work()
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "rss_before_mb": rss_before, "outcome": str(outcome)}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": _memory_mb("VmHWM"), "rss_before_mb": rss_before, "outcome": str(outcome)}))
 
 
-def _current_rss_mb() -> float:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * resource.getpagesize() / 1024 / 1024
+def _memory_mb(field: str) -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def measure(repeats: int) -> dict[str, list[dict[str, Any]]]:
@@ -248,7 +253,13 @@ def measure(repeats: int) -> dict[str, list[dict[str, Any]]]:
         for name in VARIANTS:
             env = seed_environment() if name.startswith("seed-style") else None
             completed = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--child", name], cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=900
+                [sys.executable, str(Path(__file__).resolve()), "--child", name],
+                check=False,
+                cwd=REPOSITORY,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
             )
             if completed.returncode != 0:
                 raise RuntimeError(f"drift benchmark variant {name!r} failed: {completed.stderr.strip()[-2000:]}")
@@ -257,19 +268,26 @@ def measure(repeats: int) -> dict[str, list[dict[str, Any]]]:
 
 
 def compare(rows: int, runs: dict[str, list[dict[str, Any]]]) -> list[Comparison]:
-    """Table lines on median seconds: ours against the fetch and against pandas; peak memory for information."""
+    """Table lines on median seconds: ours against the fetch and against pandas (≥ 5× faster = ≤ 0.2× its time).
+
+    Memory, for information, is each variant's peak RSS growth over its RSS before the work: the
+    processes import different libraries (ours also moto, for S3 and SNS), so whole peaks would
+    compare imports.
+    """
     seconds = {name: median([run["seconds"] for run in values]) for name, values in runs.items()}
-    peak = {name: max(run["peak_rss_mb"] for run in values) for name, values in runs.items()}
+    growth = {name: max(run["peak_rss_mb"] - run["rss_before_mb"] for run in values) for name, values in runs.items()}
     ours, floor, pandas = seconds["ours: drift job"], seconds["raw SELECT (floor)"], seconds["seed-style: pandas + ks_2samp"]
     size = f"{rows // 1000}k rows"
     return [
         ratio_at_most(BENCHMARK, f"{size}, ours: whole job (median)", ours, "raw SELECT of the same values", floor, "s", MAX_RATIO_TO_FETCH),
-        ratio_at_least(
-            BENCHMARK, f"{size}, speed-up over pandas loop", pandas / ours, "required speed-up", 1.0, "×", MIN_SPEEDUP_OVER_PANDAS,
-            note=f"pandas + ks_2samp {pandas:.2f} s vs ours {ours:.2f} s",
+        ratio_at_most(
+            BENCHMARK, f"{size}, ours: whole job (median)", ours, "seed-style pandas + ks_2samp loop", pandas, "s", 1 / MIN_SPEEDUP_OVER_PANDAS,
+            note=f"{pandas / ours:.1f}× faster; the goal is ≥ {MIN_SPEEDUP_OVER_PANDAS}× faster",
         ),
-        Comparison(BENCHMARK, f"{size}, ours: peak RSS", peak["ours: drift job"], "raw SELECT: peak RSS", peak["raw SELECT (floor)"], "MB"),
-        Comparison(BENCHMARK, f"{size}, ours: peak RSS", peak["ours: drift job"], "pandas loop: peak RSS", peak["seed-style: pandas + ks_2samp"], "MB"),
+        Comparison(BENCHMARK, f"{size}, ours: memory for the work", growth["ours: drift job"], "raw SELECT", growth["raw SELECT (floor)"], "MB",
+                   note="peak RSS minus RSS before the work"),
+        Comparison(BENCHMARK, f"{size}, ours: memory for the work", growth["ours: drift job"], "seed-style pandas loop",
+                   growth["seed-style: pandas + ks_2samp"], "MB"),
     ]  # fmt: skip
 
 
@@ -300,12 +318,16 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
         comparisons=comparisons,
         details=details,
         method=[
-            f"One 7-day window of N predictions × {len(FEATURE_NAMES)} numeric features in MariaDB (the writer's row format, loaded "
-            f"with LOAD DATA); reference = {REFERENCE_ROWS:,} training rows in the manifest. Feature 0 is shifted by 0.3 σ.",
-            f"Each variant runs in a fresh process, {repeats} times, the variants taking turns; the clock starts after imports and "
-            "setup. Floor: pymysql `SELECT features, prediction` + `fetchall`. Ours: `run_drift_job` (read, test, report, S3, "
-            "store, SNS; AWS is moto in-process). Seed-style: `pandas.read_sql` + DataFrame of `json.loads` + `ks_2samp` per column.",
-            "Peak RSS = the process's `ru_maxrss` (imports included); growth = peak minus the RSS just before the work.",
+            (
+                f"One 7-day window of N predictions × {len(FEATURE_NAMES)} numeric features in MariaDB (the writer's row format, loaded "
+                f"with LOAD DATA); reference = {REFERENCE_ROWS:,} training rows in the manifest. Feature 0 is shifted by 0.3 σ."
+            ),
+            (
+                f"Each variant runs in a fresh process, {repeats} times, the variants taking turns; the clock starts after imports and "
+                "setup. Floor: pymysql `SELECT features, prediction` + `fetchall`. Ours: `run_drift_job` (read, test, report, S3, "
+                "store, SNS; AWS is moto in-process). Seed-style: `pandas.read_sql` + DataFrame of `json.loads` + `ks_2samp` per column."
+            ),
+            "Peak RSS = the process's `VmHWM` (imports included); growth = peak minus the RSS just before the work.",
         ],
     )
 

@@ -61,6 +61,7 @@ class DelayProxy:
         connection = asyncio.current_task()
         assert connection is not None
         self._connections.add(connection)
+        server_writer = None
         try:
             server_reader, server_writer = await asyncio.open_connection(*self.upstream)
             await asyncio.gather(self._delayed_pipe(client_reader, server_writer), self._pipe(server_reader, client_writer))
@@ -68,6 +69,8 @@ class DelayProxy:
             pass  # the proxy is shutting down; asyncio's stream callback would report a cancelled task as an error
         finally:
             client_writer.close()
+            if server_writer is not None:
+                server_writer.close()
             self._connections.discard(connection)
 
     async def _delayed_pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -80,10 +83,10 @@ class DelayProxy:
             while True:
                 arrived, chunk = await chunks.get()
                 await asyncio.sleep(max(0.0, arrived + self.delay_s - loop.time()))
-                if chunk == _END:
-                    writer.close()
-                    return
                 try:
+                    if chunk == _END:
+                        _half_close(writer)
+                        return
                     writer.write(chunk)
                     await writer.drain()
                 except ConnectionError:
@@ -106,6 +109,12 @@ class DelayProxy:
             while chunk := await reader.read(65536):
                 writer.write(chunk)
                 await writer.drain()
+            _half_close(writer)
         except ConnectionError:
             pass
-        writer.close()
+
+
+def _half_close(writer: asyncio.StreamWriter) -> None:
+    # Pass the end of one direction on and keep the other open: the peer may still be answering.
+    if writer.can_write_eof():
+        writer.write_eof()

@@ -26,9 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from common import BenchReport, ChampionStack, Comparison, champion_stack, environment, fill_model_cache, interleaved_latencies
-from common import latency_summary, percentile_ms, predict_event, print_report
+from common import (
+    BenchReport,
+    ChampionStack,
+    Comparison,
+    champion_stack,
+    environment,
+    fill_model_cache,
+    interleaved_latencies,
+    latency_summary,
+    percentile_ms,
+    predict_event,
+    print_report,
+)
 
 BENCHMARK = "predict warm latency"
 MAX_OVERHEAD_MS = 0.5
@@ -41,9 +51,10 @@ def warm_predict(stack: ChampionStack, *, capture: bool) -> Iterator[tuple[Calla
     Predict's log and metrics output goes to ``/dev/null`` (on Lambda it goes to CloudWatch
     through stdout; the formatting and the write are still paid here).
     """
-    from functions.predict import app
     from sml.local.lambda_context import new_lambda_context
     from sml.modeling import rows_to_matrix
+
+    from functions.predict import app
 
     cache_dir = stack.work_dir / "cache"
     fill_model_cache(stack, cache_dir)
@@ -132,7 +143,11 @@ def compare(samples: dict[str, np.ndarray]) -> list[Comparison]:
                 target=f"≤ +{MAX_OVERHEAD_MS} ms", met=overhead <= MAX_OVERHEAD_MS, note=f"overhead {overhead:+.3f} ms",
             )
         )  # fmt: skip
-        lines.append(Comparison(BENCHMARK, f"p99, queue {label}", percentile_ms(samples[ours], 99), baseline_name, percentile_ms(samples[floor], 99), "ms"))
+        lines.append(
+            Comparison(
+                BENCHMARK, f"p99, queue {label}", percentile_ms(samples[ours], 99), baseline_name, percentile_ms(samples[floor], 99), "ms"
+            )
+        )
     return lines
 
 
@@ -160,8 +175,8 @@ def plot(samples: dict[str, np.ndarray], path: Path) -> Path:
 
 
 def run(quick: bool, out_dir: Path) -> BenchReport:
-    """Measure the four variants; quick: 3,000 requests each (600 with the send), full: 20,000 (5,000)."""
-    count, send_count = (3_000, 600) if quick else (20_000, 5_000)
+    """Measure the four variants; quick: 3,000 requests each (1,000 with the send), full: 20,000 (5,000)."""
+    count, send_count = (3_000, 1_000) if quick else (20_000, 5_000)
     with tempfile.TemporaryDirectory(prefix="sml-bench-predict-") as folder, champion_stack(Path(folder)) as stack:
         samples = measure(stack, count, send_count)
     return BenchReport(
@@ -170,13 +185,19 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
         details=[{"variant": name, **latency_summary(values)} for name, values in samples.items()],
         plots=[plot(samples, out_dir / "predict_latency.png")],
         method=[
-            f"{count} warm requests per variant ({send_count} with the send) on one valid row, the variants taking turns "
-            "call by call after 50 warm-up calls each (same load, same cache state for each).",
-            "Floor: the champion's `predict_proba` on the row's prepared matrix. Ours: `handler(event, context)` "
-            "of a Function URL `POST /predict` event, Powertools logger/metrics writing to /dev/null.",
-            "Queue: moto's server on 127.0.0.1 over HTTP (not in-process `mock_aws`); the send-included floor adds one "
-            "bare `send_message` of an event body on a client configured as capture's, so moto's own time is on both sides. "
-            "The queue is drained every 100 rounds (untimed): moto's SendMessage slows down as a queue grows.",
+            (
+                f"{count} warm requests per variant ({send_count} with the send) on one valid row, the variants taking turns "
+                "call by call after 50 warm-up calls each (same load, same cache state for each)."
+            ),
+            (
+                "Floor: the champion's `predict_proba` on the row's prepared matrix. Ours: `handler(event, context)` "
+                "of a Function URL `POST /predict` event, Powertools logger/metrics writing to /dev/null."
+            ),
+            (
+                "Queue: moto's server on 127.0.0.1 over HTTP (not in-process `mock_aws`); the send-included floor adds one "
+                "bare `send_message` of an event body on a client configured as capture's, so moto's own time is on both sides. "
+                "The queue is drained every 100 rounds (untimed): moto's SendMessage slows down as a queue grows."
+            ),
         ],
     )
 
