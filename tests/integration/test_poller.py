@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -209,3 +211,35 @@ def test_the_background_thread_drains_the_queue_and_stops(queues: Queues) -> Non
 def test_invalid_options_name_the_option(queues: Queues) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         poller(queues, RecordingHandler(), batch_size=0)
+
+
+def test_stop_waits_for_a_running_handler_to_finish_its_batch(queues: Queues) -> None:
+    started, finished = threading.Event(), threading.Event()
+
+    def slow(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        started.set()
+        time.sleep(0.3)
+        finished.set()
+        return {"batchItemFailures": []}
+
+    queues.send("one")
+    source = poller(queues, slow, poll_wait_s=1, visibility_timeout_s=30).start()
+    assert started.wait(10)
+    source.stop()
+    assert finished.is_set()
+    assert queues.count(queues.queue_url) == 0
+
+
+def test_messages_a_stopping_poller_receives_are_left_for_the_visibility_timeout(queues: Queues) -> None:
+    # stop() does not wait out a long poll in flight; what that poll brings back after stop() is
+    # neither handed to the handler nor deleted, as with a Lambda poller that was shut down.
+    handler = RecordingHandler()
+    source = poller(queues, handler, poll_wait_s=2, visibility_timeout_s=1).start()
+    time.sleep(0.2)  # let the first long poll begin
+    late_sender = threading.Timer(0.3, queues.send, args=("arrived during shutdown",))
+    late_sender.start()
+    source.stop()
+    late_sender.join()
+    time.sleep(2.5)  # the abandoned long poll returns and its message's visibility lapses
+    assert handler.events == []
+    assert queues.bodies(queues.queue_url) == ["arrived during shutdown"]

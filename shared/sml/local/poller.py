@@ -188,6 +188,10 @@ class SqsEventSourcePoller:
         self.stats = PollerStats()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # Guards the decision "invoke this batch" against stop(), so stop() knows whether a
+        # handler is running (worth waiting for) or only a long poll is (not worth waiting for).
+        self._invoke_lock = threading.Lock()
+        self._invoking = False
 
     @cached_property
     def queue_arn(self) -> str:
@@ -203,9 +207,16 @@ class SqsEventSourcePoller:
     def poll_once(self) -> BatchOutcome | None:
         """Gather one batch, invoke the handler and settle it; ``None`` when the queue was empty."""
         messages = self._gather_batch()
-        if not messages:
-            return None
-        return self._invoke(messages)
+        with self._invoke_lock:
+            # Messages received while stopping are left alone: they reappear after the
+            # visibility timeout, as they would for a Lambda poller that was shut down.
+            if not messages or self._stopping.is_set():
+                return None
+            self._invoking = True
+        try:
+            return self._invoke(messages)
+        finally:
+            self._invoking = False
 
     def run_forever(self) -> None:
         """Poll until :meth:`stop`; SQS errors are logged and retried after a second."""
@@ -225,11 +236,17 @@ class SqsEventSourcePoller:
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop polling; a batch already received is finished first (idempotent)."""
-        self._stopping.set()
+        """Stop polling; a handler already running finishes first (idempotent).
+
+        A long poll in flight is not waited for: it cannot be interrupted, and whatever it
+        receives is left for the visibility timeout to return (the thread is a daemon).
+        """
+        with self._invoke_lock:
+            self._stopping.set()
+            handler_running = self._invoking
         if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
+            self._thread.join(timeout_s if handler_running else 0.05)
+            if handler_running and self._thread.is_alive():
                 logger.warning("the %s poller is still running its handler after %.0f s", self.function_name, timeout_s)
             self._thread = None
 
