@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import time
 import uuid
@@ -35,7 +34,7 @@ MODEL_NAME = "breast-cancer"
 SEED_SITE = Path(os.environ.get("SML_BENCH_SEED_SITE", Path.home() / ".cache" / "sml-bench" / "seed-site-packages"))
 PACKAGES = (
     "scikit-learn", "numpy", "scipy", "joblib", "boto3", "aws-lambda-powertools", "moto", "pymysql", "sqlalchemy",
-    "msgspec", "pandas", "matplotlib",
+    "msgspec", "matplotlib",
 )  # fmt: skip
 
 
@@ -135,17 +134,13 @@ def interleaved_latencies(
     return {name: np.asarray(values) for name, values in samples.items()}
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def machine_description() -> dict[str, str]:
     """Date, CPU, cores, memory, OS, Python, package and database versions, for the report's header."""
     cpu = next(
         (line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")), platform.processor()
     )
     memory_kb = next((int(line.split()[1]) for line in _read_lines("/proc/meminfo") if line.startswith("MemTotal")), 0)
-    packages = ", ".join(f"{name} {_package_version(name)}" for name in PACKAGES if name != "pandas")
+    packages = ", ".join(f"{name} {_package_version(name)}" for name in PACKAGES)
     packages += f", pandas {_seed_pandas_version()} (seed baselines only, in {SEED_SITE})"
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -345,12 +340,15 @@ def format_table(comparisons: list[Comparison]) -> list[list[str]]:
     return rows
 
 
+def text_table(rows: list[list[str]]) -> str:
+    """Rows of cells as aligned plain-text columns."""
+    widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
 def print_report(report: BenchReport) -> None:
     """Print one benchmark's table and detail lines (for running a benchmark module alone)."""
-    rows = format_table(report.comparisons)
-    widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+    print(text_table(format_table(report.comparisons)))
     for detail in report.details:
         print("  " + ", ".join(f"{key}={value}" for key, value in detail.items()))
     for path in report.plots:

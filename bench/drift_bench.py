@@ -30,11 +30,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import numpy as np
 import pymysql
-from common import MYSQL_SERVER, REPOSITORY, BenchReport, Comparison, median, print_report, ratio_at_most, seed_environment
+from common import MYSQL_SERVER, REPOSITORY, BenchReport, Comparison, print_report, ratio_at_most, seed_environment
 
 BENCHMARK = "drift"
 DATABASE = "sml_bench_drift"

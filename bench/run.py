@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from common import BenchReport, format_table, machine_description
+from common import BenchReport, format_table, machine_description, text_table
 
 BENCHMARKS = {
     "predict": "predict_bench",
@@ -46,11 +46,6 @@ def run_benchmarks(names: list[str], quick: bool, out_dir: Path) -> tuple[list[B
         durations[name] = time.perf_counter() - started
         print(f"== {name}: {durations[name]:.0f} s", flush=True)
     return reports, failures, durations
-
-
-def text_table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
 def markdown_table(rows: list[list[str]]) -> str:
