@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 import uuid
@@ -31,6 +32,7 @@ APP_NAME = "sml"
 MODEL_NAME = "breast-cancer"
 # pandas, for the seed-style baselines only, lives outside the project's venv: scikit-learn imports
 # pandas whenever it is installed, which would slow predict down and break its image import test.
+SEED_PANDAS = "pandas==3.1.1"  # the seed's DataFrame library, pinned so runs compare alike
 SEED_SITE = Path(os.environ.get("SML_BENCH_SEED_SITE", Path.home() / ".cache" / "sml-bench" / "seed-site-packages"))
 PACKAGES = (
     "scikit-learn", "numpy", "scipy", "joblib", "boto3", "aws-lambda-powertools", "moto", "pymysql", "sqlalchemy",
@@ -158,13 +160,20 @@ def machine_description() -> dict[str, str]:
 def seed_environment() -> dict[str, str]:
     """``os.environ`` with :data:`SEED_SITE` on ``PYTHONPATH``, for a child process that runs a seed-style baseline.
 
-    :raises RuntimeError: pandas is not installed there (the message has the command that installs it).
+    Installs :data:`SEED_PANDAS` there on first use: outside the project's venv, because
+    scikit-learn picks pandas up whenever it is importable, which would change what predict loads.
+
+    :raises RuntimeError: pandas could not be installed (the message has pip's error).
     """
     if not (SEED_SITE / "pandas").is_dir():
-        raise RuntimeError(
-            f"the seed-style baselines need pandas in {SEED_SITE} (SML_BENCH_SEED_SITE), outside the project's venv; "
-            f"install it with: {sys.executable} -m pip install --no-deps --target {SEED_SITE} pandas"
+        print(f"bench: installing {SEED_PANDAS} into {SEED_SITE} for the seed-style baselines", file=sys.stderr, flush=True)
+        install = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(SEED_SITE), SEED_PANDAS],
+            capture_output=True,
+            text=True,
         )
+        if install.returncode != 0:
+            raise RuntimeError(f"installing {SEED_PANDAS} into {SEED_SITE} (SML_BENCH_SEED_SITE) failed: {install.stderr.strip()[-500:]}")
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SEED_SITE), os.environ.get("PYTHONPATH")]))}
 
 
