@@ -87,6 +87,7 @@ def print_summary(console, summary, log_path: Path) -> None:
         f"(single-row p50 {percentile(single, 50):.1f} ms, p99 {percentile(single, 99):.1f} ms; "
         f"batch of 10 p50 {percentile(batch, 50):.1f} ms, p99 {percentile(batch, 99):.1f} ms)"
     )
+    console.print("  (client-side, over HTTP; the local stack is one process, so concurrent requests queue as on one Lambda container)")
     console.print(f"events captured: {summary.events_captured:,}   rows stored: {summary.rows_stored:,}")
     console.print(f"DLQ: {summary.dlq_before_replay} before replay, {summary.dlq_after_replay} after")
     console.print(f"champion: {summary.champion}   drift verdict: {summary.drift_status}   flagged: {', '.join(summary.flagged) or 'none'}"
