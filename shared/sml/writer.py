@@ -23,23 +23,27 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from sml.db import PREDICTIONS, dialect_family, to_db_timestamp
 from sml.events import EventValidationError, PredictionEvent, parse_prediction_event
 
-# Rows per INSERT; pymysql further splits a statement above ~1 MB, below every max_allowed_packet.
 MAX_ROWS_PER_STATEMENT = 1000
-# The long text columns, bound as UTF-8 bytes on MySQL (see _with_json_as_utf8).
-_JSON_COLUMNS = ("features", "probabilities")
+# Approximate bytes of values per MySQL INSERT, far below every server's max_allowed_packet
+# (MySQL 8: 64 MB, MariaDB: 16 MB, MySQL 5.7: 4 MB) however many features an event carries.
+MAX_STATEMENT_BYTES = 1_000_000
+# A row's columns other than the JSON ones (id, names, label, timestamps) as literals, typically.
+_MYSQL_ROW_OVERHEAD_BYTES = 200
+_MYSQL_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
+_COLUMNS = tuple(column.name for column in PREDICTIONS.columns)
 _JSON = msgspec.json.Encoder()
 # SQLSTATE classes of errors caused by the values of a row: data exception, constraint violation.
 _DATA_ERROR_SQLSTATE_CLASSES = ("22", "23")
@@ -143,9 +147,10 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
     rows: dict[str, Row] = {}
     message_ids: dict[str, list[str]] = {}
     failures = []
+    stored_at_in_db = to_db_timestamp(stored_at)  # once per batch, not per row
     for message_id, body in records:
         try:
-            row = prediction_row(parse_prediction_event(body), stored_at)
+            row = prediction_row(parse_prediction_event(body), stored_at_in_db)
         except EventValidationError as exc:
             failures.append(RecordFailure(message_id, f"unparseable event: {exc}"))
             continue
@@ -158,48 +163,123 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
 # Database adapter
 
 
-def _insert_statement(connection: Connection) -> sa.Insert:
-    if dialect_family(connection.engine) == "sqlite":
-        return sqlite.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=[PREDICTIONS.c.prediction_id])
-    # Not INSERT IGNORE: that would also turn a data error into a warning and store a mangled row.
-    statement = mysql.insert(PREDICTIONS)
-    return statement.on_duplicate_key_update(prediction_id=statement.table.c.prediction_id)
-
-
-def _with_json_as_utf8(row: Row) -> Row:
-    # pymysql escapes a str in Python, character by character; bytes travel as one hex literal
-    # built in C, which MySQL reads as UTF-8 into the utf8mb4 column (strict mode refuses bad
-    # bytes). A third more rows per second for 30-feature events.
-    return {**row, **{name: row[name].encode("utf-8") for name in _JSON_COLUMNS if row[name] is not None}}
-
-
 def insert_prediction_rows(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
     """Insert ``rows`` in the caller's transaction, skipping ``prediction_id``\\ s already stored.
 
-    At most :data:`MAX_ROWS_PER_STATEMENT` rows per statement. Duplicates are counted by a
-    lookup first: SQLAlchemy's MySQL dialects always connect with ``CLIENT_FOUND_ROWS``, so an
-    ``ON DUPLICATE KEY UPDATE`` rowcount counts a skipped row like an inserted one. The conflict
-    clause still guards the insert against a concurrent writer storing the same id in between
-    (that row is then counted as inserted by both).
+    At most :data:`MAX_ROWS_PER_STATEMENT` rows per statement, and on MySQL at most about
+    :data:`MAX_STATEMENT_BYTES` of values. Each statement's skipped rows are counted exactly:
+
+    - SQLite: ``INSERT ... ON CONFLICT DO NOTHING``, whose rowcount counts only inserted rows;
+    - MySQL: a plain multi-row ``INSERT`` first, the common case of new ids in one round trip.
+      Should an id be stored already, the server undoes the whole statement; the stored ids of
+      that statement are then looked up and the others inserted with ``ON DUPLICATE KEY UPDATE``,
+      which guards against a concurrent writer storing the same id in between (that row is then
+      counted as inserted by both). MySQL cannot count skipped rows from the statement alone:
+      SQLAlchemy's MySQL dialects always connect with ``CLIENT_FOUND_ROWS``, so an
+      ``ON DUPLICATE KEY UPDATE`` rowcount counts a skipped row like an inserted one.
 
     :param connection: a connection inside a transaction; the caller commits.
     :param rows: rows as built by :func:`prediction_row`, distinct ``prediction_id``\\ s.
     :returns: an :class:`InsertOutcome`.
-    :raises sqlalchemy.exc.DBAPIError: as raised by the database; nothing is caught here.
+    :raises sqlalchemy.exc.DBAPIError: as raised by the database, except the duplicate-key error
+        of the first MySQL attempt, which is handled as described.
     """
-    statement = _insert_statement(connection)
-    on_mysql = dialect_family(connection.engine) == "mysql"
-    inserted = duplicates = 0
+    if dialect_family(connection.engine) == "sqlite":
+        return _insert_into_sqlite(connection, rows)
+    return _insert_into_mysql(connection, rows)
+
+
+def _insert_into_sqlite(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
+    statement = sqlite.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=[PREDICTIONS.c.prediction_id])
+    inserted = 0
     for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
-        chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
-        ids = [row["prediction_id"] for row in chunk]
-        existing = set(connection.execute(sa.select(PREDICTIONS.c.prediction_id).where(PREDICTIONS.c.prediction_id.in_(ids))).scalars())
-        new_rows = [row for row in chunk if row["prediction_id"] not in existing]
-        if new_rows:
-            connection.execute(statement, [_with_json_as_utf8(row) for row in new_rows] if on_mysql else new_rows)
-        inserted += len(new_rows)
-        duplicates += len(existing)
+        inserted += connection.execute(statement, rows[start : start + MAX_ROWS_PER_STATEMENT]).rowcount
+    return InsertOutcome(inserted, len(rows) - inserted)
+
+
+def _insert_into_mysql(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
+    inserted = duplicates = 0
+    for chunk in _mysql_statement_chunks(rows):
+        outcome = _insert_mysql_chunk(connection, chunk)
+        inserted += outcome.inserted
+        duplicates += outcome.duplicates
     return InsertOutcome(inserted, duplicates)
+
+
+def _insert_mysql_chunk(connection: Connection, rows: list[Row]) -> InsertOutcome:
+    try:
+        _execute_mysql_insert(connection, rows, skip_stored=False)
+        return InsertOutcome(inserted=len(rows))
+    except sa.exc.IntegrityError as error:
+        if not _is_duplicate_key(error):
+            raise
+    # Some ids are stored already (a redelivery, a replay); the failed statement left no row behind.
+    stored = _stored_prediction_ids(connection, [row["prediction_id"] for row in rows])
+    new_rows = [row for row in rows if row["prediction_id"] not in stored]
+    if new_rows:
+        _execute_mysql_insert(connection, new_rows, skip_stored=True)
+    return InsertOutcome(len(new_rows), len(rows) - len(new_rows))
+
+
+def _is_duplicate_key(error: sa.exc.IntegrityError) -> bool:
+    args = getattr(error.orig, "args", ())
+    return bool(args) and args[0] == _MYSQL_DUPLICATE_KEY
+
+
+def _stored_prediction_ids(connection: Connection, prediction_ids: list[str]) -> set[str]:
+    query = sa.select(PREDICTIONS.c.prediction_id).where(PREDICTIONS.c.prediction_id.in_(prediction_ids))
+    return set(connection.execute(query).scalars())
+
+
+def _mysql_statement_chunks(rows: Sequence[Row]) -> Iterator[list[Row]]:
+    chunk: list[Row] = []
+    size = 0
+    for row in rows:
+        # Hex doubles the JSON columns, which dominate a row; the other columns are short.
+        row_size = 2 * (len(row["features"] or "") + len(row["probabilities"] or "")) + _MYSQL_ROW_OVERHEAD_BYTES
+        if chunk and (len(chunk) == MAX_ROWS_PER_STATEMENT or size + row_size > MAX_STATEMENT_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(row)
+        size += row_size
+    if chunk:
+        yield chunk
+
+
+def _execute_mysql_insert(connection: Connection, rows: list[Row], *, skip_stored: bool) -> None:
+    # One multi-row INSERT with positional parameters (%s, pymysql's paramstyle) passed to the
+    # driver as they are: SQLAlchemy's multi-row paths process every parameter in Python, which
+    # cost more than the database's work for these rows.
+    preparer = connection.dialect.identifier_preparer
+    row_placeholders = f"({', '.join(['%s'] * len(_COLUMNS))})"
+    statement = (
+        f"INSERT INTO {preparer.format_table(PREDICTIONS)} ({', '.join(preparer.quote(name) for name in _COLUMNS)}) "
+        f"VALUES {', '.join([row_placeholders] * len(rows))}"
+    )
+    if skip_stored:
+        # Not INSERT IGNORE: that would also turn a data error into a warning and store a mangled row.
+        key = preparer.quote(PREDICTIONS.c.prediction_id.name)
+        statement += f" ON DUPLICATE KEY UPDATE {key} = {key}"
+    connection.exec_driver_sql(statement, tuple(value for row in rows for value in _mysql_values(row)))
+
+
+def _as_utf8(text: str | None) -> bytes | None:
+    # pymysql escapes a str in Python, character by character; bytes travel as one hex literal
+    # built in C, which MySQL reads as UTF-8 into the utf8mb4 column (strict mode refuses bad
+    # bytes). Several times faster for the long JSON columns.
+    return None if text is None else text.encode("utf-8")
+
+
+def _as_timestamp_text(value: datetime | None) -> str | None:
+    # pymysql formats a datetime in Python; isoformat is C, and DATETIME(6) reads this text as is.
+    return None if value is None else value.isoformat(sep=" ", timespec="microseconds")
+
+
+_MYSQL_BINDERS: dict[str, Callable[[Any], Any]] = {"features": _as_utf8, "probabilities": _as_utf8, "predicted_at": _as_timestamp_text, "stored_at": _as_timestamp_text}
+
+
+def _mysql_values(row: Row) -> list[Any]:
+    return [_MYSQL_BINDERS[name](row[name]) if name in _MYSQL_BINDERS else row[name] for name in _COLUMNS]
 
 
 def is_data_error(error: sa.exc.DBAPIError) -> bool:

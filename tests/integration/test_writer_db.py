@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,13 @@ def numbered(bodies: list[str]) -> list[tuple[str, str]]:
     return [(f"m{index}", body) for index, body in enumerate(bodies)]
 
 
+def executed_statements(engine: Engine) -> list[str]:
+    """Every statement ``engine`` sends from now on (appended as it goes)."""
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda _conn, _cursor, statement, *_: statements.append(statement))
+    return statements
+
+
 def test_every_event_delivered_twice_is_stored_once(engine: Engine) -> None:
     bodies = [event_body(radius=float(index)) for index in range(25)]
 
@@ -60,6 +67,31 @@ def test_a_batch_larger_than_one_statement_is_stored_whole(engine: Engine, monke
 
     assert (outcome.inserted, outcome.duplicates) == (20, 10)
     assert row_count(engine) == 30
+
+
+def test_timestamps_are_stored_in_utc_to_the_microsecond(engine: Engine) -> None:
+    raw = json.loads(event_body())
+    raw["predicted_at"] = "2024-05-01T14:30:00.654321+02:00"
+    on_the_second = {**json.loads(event_body()), "predicted_at": "2024-05-01T10:00:00Z"}
+
+    write_batch(engine, numbered([json.dumps(raw), json.dumps(on_the_second)]), stored_at=STORED_AT + timedelta(microseconds=7))
+
+    rows = stored_rows(engine)
+    assert rows[raw["prediction_id"]].predicted_at == datetime(2024, 5, 1, 12, 30, 0, 654321)
+    assert rows[on_the_second["prediction_id"]].predicted_at == datetime(2024, 5, 1, 10, 0, 0)
+    assert {row.stored_at for row in rows.values()} == {datetime(2024, 5, 1, 12, 0, 0, 7)}
+
+
+def test_a_stored_id_and_a_rejected_row_in_one_statement_each_get_their_outcome(engine: Engine) -> None:
+    add_rejecting_trigger(engine)
+    bodies = [event_body(REJECTED_MODEL if index == 4 else "breast-cancer", radius=float(index)) for index in range(6)]
+    write_batch(engine, numbered(bodies[:3]))
+
+    outcome = write_batch(engine, numbered(bodies))
+
+    assert [failure.message_id for failure in outcome.failures] == ["m4"]
+    assert (outcome.inserted, outcome.duplicates) == (2, 3)
+    assert set(stored_rows(engine)) == {prediction_id_of(body) for index, body in enumerate(bodies) if index != 4}
 
 
 TRICKY_TEXT = [
@@ -132,6 +164,36 @@ def mysql_engine(mysql_url: str) -> Iterator[Engine]:
     apply_migrations(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.mark.mysql
+def test_mysql_stores_new_rows_in_one_statement_and_looks_up_stored_ids_only_on_a_redelivery(mysql_engine: Engine) -> None:
+    records = numbered([event_body(radius=float(index)) for index in range(20)])
+    statements = executed_statements(mysql_engine)
+
+    first = write_batch(mysql_engine, records)
+    first_statements = [statement.split()[0] for statement in statements]
+    statements.clear()
+    again = write_batch(mysql_engine, records)
+
+    assert (first.inserted, first.duplicates, first_statements) == (20, 0, ["INSERT"])
+    assert (again.inserted, again.duplicates) == (0, 20)
+    assert [statement.split()[0] for statement in statements] == ["INSERT", "SELECT"]
+    assert row_count(mysql_engine) == 20
+
+
+@pytest.mark.mysql
+def test_mysql_splits_a_batch_by_statement_size_and_a_row_over_the_size_goes_alone(
+    mysql_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "MAX_STATEMENT_BYTES", 1)
+    statements = executed_statements(mysql_engine)
+
+    outcome = write_batch(mysql_engine, numbered([event_body(radius=float(index)) for index in range(5)]))
+
+    assert outcome.inserted == 5
+    assert [statement.split()[0] for statement in statements] == ["INSERT"] * 5
+    assert row_count(mysql_engine) == 5
 
 
 @pytest.mark.mysql
