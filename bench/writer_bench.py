@@ -45,7 +45,7 @@ from sml.writer import Row, parse_records, write_batch, write_prediction_rows
 
 BENCHMARK = "writer throughput"
 BENCH_DATABASE = "sml_bench"
-DEPLOYED_BATCH_SIZE = 100  # the CDK app's default writer batch size
+DEPLOYED_BATCH_SIZE = 500  # infra/config.py: DeploymentConfig.writer_batch_size
 MIN_SPEEDUP_OVER_PER_ROW = 10
 MIN_SHARE_OF_LOAD_DATA = 0.6
 FEATURES = 30  # the breast-cancer model's feature count

@@ -145,7 +145,7 @@ def test_writer_consumes_in_batches_with_partial_failures_under_the_connection_b
     (mapping,) = default_stack.of_type("AWS::Lambda::EventSourceMapping").values()
     properties = mapping["Properties"]
     assert properties["FunctionName"] == {"Ref": writer_id}
-    assert properties["BatchSize"] == 100
+    assert properties["BatchSize"] == 500
     assert properties["MaximumBatchingWindowInSeconds"] == 5
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     concurrency = properties["ScalingConfig"]["MaximumConcurrency"]
