@@ -41,6 +41,15 @@ def engine(migrated_db_url: str) -> Iterator[Engine]:
 
 def store_rows(engine: Engine, rows: list[tuple[datetime, dict[str, Any], Any]], model: str = MODEL) -> None:
     """Store ``(predicted_at, features, label)`` rows in the writer's format, bypassing event validation."""
+    store_texts(
+        engine,
+        [(at, json.dumps(features, ensure_ascii=False, separators=(",", ":")), json.dumps(label)) for at, features, label in rows],
+        model,
+    )
+
+
+def store_texts(engine: Engine, rows: list[tuple[datetime, str, str]], model: str = MODEL) -> None:
+    """Store ``(predicted_at, features text, prediction text)`` rows verbatim."""
     stored = [
         {
             "prediction_id": new_prediction_id(),
@@ -48,12 +57,12 @@ def store_rows(engine: Engine, rows: list[tuple[datetime, dict[str, Any], Any]],
             "model_name": model,
             "model_version": "v1",
             "predicted_at": to_db_timestamp(predicted_at),
-            "prediction": json.dumps(label),
+            "prediction": prediction,
             "probabilities": None,
-            "features": json.dumps(features, ensure_ascii=False, separators=(",", ":")),
+            "features": features,
             "stored_at": to_db_timestamp(END),
         }
-        for predicted_at, features, label in rows
+        for predicted_at, features, prediction in rows
     ]
     with engine.begin() as connection:
         insert_prediction_rows(connection, stored)
@@ -95,7 +104,8 @@ def test_clean_batches_and_feature_names_that_no_struct_can_key_read_the_same(en
     assert by_dicts.numeric['say "hi"'].tolist() == [4.0] and by_dicts.categorical == {"back\\slash": ["x"]}
 
 
-def test_window_is_half_open_and_limited_to_the_model(engine: Engine) -> None:
+@pytest.mark.parametrize("slice_rows", [None, 1])
+def test_window_is_half_open_and_limited_to_the_model(engine: Engine, slice_rows: int | None) -> None:
     features = {"mean radius": 1.0, "n1": 1.0, "c0": "a", 'farbe ß': "rot"}
     store_rows(
         engine,
@@ -108,20 +118,67 @@ def test_window_is_half_open_and_limited_to_the_model(engine: Engine) -> None:
     )
     store_rows(engine, [(START + timedelta(days=1), features, "other model")], model="other-model")
 
-    sample = read_window(engine, MODEL, WINDOW, SCHEMA)
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA, slice_rows=slice_rows)
 
     assert sorted(sample.labels) == ["first", "last"]
 
 
-def test_rows_arrive_in_batches_and_all_are_read(engine: Engine) -> None:
+def test_rows_arrive_in_slices_and_all_are_read(engine: Engine) -> None:
     rows = [(START + timedelta(minutes=index), {"mean radius": float(index), "c0": f"k{index % 3}"}, "x") for index in range(53)]
     store_rows(engine, rows)
 
-    sample = read_window(engine, MODEL, WINDOW, SCHEMA, batch_rows=7)
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA, slice_rows=7)
 
     assert sorted(sample.numeric["mean radius"].tolist()) == [float(index) for index in range(53)]
     assert np.isnan(sample.numeric["n1"]).all() and sample.numeric["n1"].flags["C_CONTIGUOUS"]
     assert sorted(set(sample.categorical["c0"])) == ["k0", "k1", "k2"]
+
+
+def test_rows_sharing_one_timestamp_are_read_once_whatever_the_slicing(engine: Engine) -> None:
+    crowded = START + timedelta(days=3)
+    rows = [(crowded, {"mean radius": float(index)}, "x") for index in range(40)]
+    rows += [(START + timedelta(hours=index), {"mean radius": float(100 + index)}, "y") for index in range(20)]
+    store_rows(engine, rows)
+
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA, slice_rows=3)
+
+    assert sample.n_rows == 60
+    assert sorted(sample.numeric["mean radius"].tolist()) == [float(index) for index in range(40)] + [float(100 + index) for index in range(20)]
+    assert sorted(sample.labels) == ["x"] * 40 + ["y"] * 20
+
+
+def test_a_slice_with_a_value_the_schema_rejects_is_read_again_row_by_row(engine: Engine) -> None:
+    rows = [(START + timedelta(hours=index), {"mean radius": float(index), "n1": 1.0, "c0": f"k{index % 2}"}, index % 3) for index in range(30)]
+    rows[17] = (rows[17][0], {"mean radius": 17.0, "n1": "not a number", "c0": "k1"}, 2)
+    store_rows(engine, rows)
+
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA, slice_rows=4)
+
+    assert sample.n_rows == 30
+    by_radius = sorted(zip(sample.numeric["mean radius"].tolist(), sample.numeric["n1"].tolist(), sample.categorical["c0"], sample.labels))
+    assert [radius for radius, *_ in by_radius] == [float(index) for index in range(30)]
+    assert [index for index, (_, n1, _, _) in enumerate(by_radius) if math.isnan(n1)] == [17]
+    assert [(category, label) for _, _, category, label in by_radius] == [(f"k{index % 2}", index % 3) for index in range(30)]
+
+
+def test_predictions_stored_as_plain_text_and_pretty_printed_features_read_back(engine: Engine) -> None:
+    at = START + timedelta(hours=1)
+    store_texts(
+        engine,
+        [
+            (at, '{\n  "mean radius": 1.5,\n  "c0": "a"\n}', 'say "hi" \\ ß'),
+            (at + timedelta(hours=1), '{"mean radius": 2.5}', '"benign"'),
+            (at + timedelta(hours=2), '{"mean radius": 3.5}', "7"),
+        ],
+    )
+
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA, slice_rows=1)
+
+    assert sorted(zip(sample.numeric["mean radius"].tolist(), map(repr, sample.labels))) == [
+        (1.5, repr('say "hi" \\ ß')),
+        (2.5, repr("benign")),
+        (3.5, repr(7)),
+    ]
 
 
 def test_empty_window_has_empty_columns(engine: Engine) -> None:

@@ -30,7 +30,7 @@ from sml.drift.store import DriftRun
 MAX_PLOTTED_FEATURES = 60
 MAX_PLOTTED_CATEGORIES = 12
 HISTOGRAM_BINS = 40
-ECDF_POINTS = 200
+ECDF_STEPS_PER_BIN = 5  # the ECDF is drawn at HISTOGRAM_BINS * ECDF_STEPS_PER_BIN + 1 points
 QUANTILE_SUBSAMPLE = 20_000
 PANEL_WIDTH, PANEL_GAP, CHART_HEIGHT = 440, 20, 230
 PLOT_LEFT, PLOT_TOP, PLOT_BOTTOM = 46, 34, 200
@@ -176,14 +176,16 @@ def _numeric_chart(feature: str, reference_sorted: np.ndarray, current_values: n
         return None
     low, high = _plot_range(reference_sorted, current_values)
     edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
-    fine_edges = np.linspace(low, high, ECDF_POINTS)
+    fine_edges = np.linspace(low, high, HISTOGRAM_BINS * ECDF_STEPS_PER_BIN + 1)
     densities, cdfs = {}, {}
     for label, values in (("reference", reference_sorted), ("current", current_values)):
         if values.size:
+            # One pass over the values: the histogram's bins are runs of the ECDF's finer ones.
+            fine_counts = np.histogram(values, bins=fine_edges)[0]
             # Divided by all values, not those in range, so the tails beyond the plot keep their weight.
-            densities[label] = np.histogram(values, bins=edges)[0] / (values.size * np.diff(edges))
+            densities[label] = fine_counts.reshape(HISTOGRAM_BINS, ECDF_STEPS_PER_BIN).sum(axis=1) / (values.size * np.diff(edges))
             below = np.count_nonzero(values < low)
-            cdfs[label] = (below + np.concatenate(([0], np.cumsum(np.histogram(values, bins=fine_edges)[0])))) / values.size
+            cdfs[label] = (below + np.concatenate(([0], np.cumsum(fine_counts)))) / values.size
     top = max(float(density.max()) for density in densities.values()) or 1.0
     histogram = _Panel("histogram (density)", (low, high), (0.0, top * 1.05))
     ecdf = _Panel("ECDF", (low, high), (0.0, 1.0))
@@ -261,7 +263,7 @@ class _Panel:
         self.lines: list[str] = []
 
     def line(self, xs: np.ndarray, ys: np.ndarray, colour: str, *, filled: bool = False) -> None:
-        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(self._x(xs), self._y(ys)))
+        points = " ".join(map("{:.1f},{:.1f}".format, self._x(xs).tolist(), self._y(ys).tolist()))
         if filled:
             baseline = self._y(np.array([self.y_range[0]]))[0]
             first, last = self._x(xs[:1])[0], self._x(xs[-1:])[0]
