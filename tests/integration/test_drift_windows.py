@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from sml.db import create_db_engine, to_db_timestamp
+from sml.drift import windows
 from sml.drift.windows import TimeWindow, parse_window_length, read_window
 from sml.errors import SmlError
 from sml.events import new_prediction_id
@@ -159,6 +160,21 @@ def test_a_slice_with_a_value_the_schema_rejects_is_read_again_row_by_row(engine
     assert [radius for radius, *_ in by_radius] == [float(index) for index in range(30)]
     assert [index for index, (_, n1, _, _) in enumerate(by_radius) if math.isnan(n1)] == [17]
     assert [(category, label) for _, _, category, label in by_radius] == [(f"k{index % 2}", index % 3) for index in range(30)]
+
+
+def test_clean_slices_longer_than_the_servers_default_concat_limit_arrive_whole(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # MySQL cuts GROUP_CONCAT at 1 KiB and MariaDB at 1 MiB unless the session raises the limit;
+    # a cut slice would still read correctly, but row by row.
+    read_row_by_row = []
+    monkeypatch.setattr(windows, "_read_rows", lambda *args: read_row_by_row.append(args))
+    padding = "x" * 400
+    rows = [(START + timedelta(seconds=index), {"mean radius": float(index), "c0": padding}, "x") for index in range(3000)]
+    store_rows(engine, rows)
+
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA, slice_rows=10_000)
+
+    assert read_row_by_row == []
+    assert sample.n_rows == 3000 and sorted(sample.numeric["mean radius"].tolist()) == [float(index) for index in range(3000)]
 
 
 def test_predictions_stored_as_plain_text_and_pretty_printed_features_read_back(engine: Engine) -> None:

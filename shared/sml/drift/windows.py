@@ -139,8 +139,8 @@ def read_window(
     columns = _WindowColumns(features)
     start, end = to_db_timestamp(window.start), to_db_timestamp(window.end)
     in_window = (PREDICTIONS.c.model_name == model_name, PREDICTIONS.c.predicted_at >= start, PREDICTIONS.c.predicted_at < end)
-    # One transaction, so the count, the slices and any slice read again see the same rows (one
-    # snapshot on InnoDB and SQLite); a slice read again added nothing before, so no row counts twice.
+    # One transaction: on InnoDB the count, the slices and any slice read again see one snapshot.
+    # Where rows can arrive in between, a slice read again had added nothing, so no row counts twice.
     with engine.connect() as connection:
         rows = connection.execute(_hinted(sa.select(sa.func.count()).select_from(PREDICTIONS).where(*in_window))).scalar_one()
         if rows:
