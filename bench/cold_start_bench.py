@@ -18,7 +18,6 @@ AWS is moto's server on 127.0.0.1 in the benchmark's process. Run alone:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -32,6 +31,7 @@ from statistics import median
 from typing import Any
 
 from common import (
+    bench_main,
     REPOSITORY,
     BenchReport,
     ChampionStack,
@@ -40,7 +40,6 @@ from common import (
     fill_model_cache,
     function_url_event,
     predict_event,
-    print_report,
     ratio_at_most,
     seed_environment,
 )
@@ -203,12 +202,5 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-"))))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main(run, __doc__.splitlines()[0])

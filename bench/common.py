@@ -362,3 +362,37 @@ def print_report(report: BenchReport) -> None:
         print("  " + ", ".join(f"{key}={value}" for key, value in detail.items()))
     for path in report.plots:
         print(f"  plot: {path}")
+
+
+def plot_latency_cdfs(samples: dict[str, np.ndarray], path: Path, *, title: str, dashed: Callable[[str], bool] = lambda name: False) -> Path:
+    """Latency CDFs (seconds in, milliseconds on a log x axis) of named samples, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, values in samples.items():
+        ordered = np.sort(values) * 1000.0
+        axes.plot(ordered, np.arange(1, len(ordered) + 1) / len(ordered), label=name, linestyle="--" if dashed(name) else "-")
+    axes.set_xscale("log")
+    axes.set_xlabel("latency per request (ms, log scale)")
+    axes.set_ylabel("share of requests")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def bench_main(run: Callable[[bool, Path], BenchReport], description: str) -> None:
+    """The command line of one benchmark module run alone: ``--quick``, then its table."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
+    args = parser.parse_args()
+    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-"))))

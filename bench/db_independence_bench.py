@@ -16,7 +16,6 @@ The two conditions take turns call by call. Run alone: ``python bench/db_indepen
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import uuid
@@ -29,6 +28,8 @@ from typing import Any
 import numpy as np
 import pymysql
 from common import (
+    bench_main,
+    plot_latency_cdfs,
     MYSQL_SERVER,
     BenchReport,
     Comparison,
@@ -37,7 +38,6 @@ from common import (
     latency_summary,
     percentile_ms,
     predict_event,
-    print_report,
     ratio_at_most,
 )
 from latency_proxy import DelayProxy
@@ -150,25 +150,7 @@ def compare(samples: dict[str, np.ndarray]) -> list[Comparison]:
 
 def plot(samples: dict[str, np.ndarray], path: Path) -> Path:
     """Latency CDFs of the four handler/condition pairs (log x)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for name, values in samples.items():
-        ordered = np.sort(values) * 1000.0
-        axes.plot(ordered, np.arange(1, len(ordered) + 1) / len(ordered), label=name, linestyle="--" if "+50" in name else "-")
-    axes.set_xscale("log")
-    axes.set_xlabel("latency per request (ms, log scale)")
-    axes.set_ylabel("share of requests")
-    axes.set_title(f"Predict with the database {DB_DELAY_S * 1000:.0f} ms away")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
-    return path
+    return plot_latency_cdfs(samples, path, title=f"Predict with the database {DB_DELAY_S * 1000:.0f} ms away", dashed=lambda name: "+50" in name)
 
 
 def run(quick: bool, out_dir: Path) -> BenchReport:
@@ -200,12 +182,5 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-"))))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main(run, __doc__.splitlines()[0])

@@ -17,7 +17,6 @@ Run alone: ``python bench/predict_bench.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import tempfile
@@ -27,6 +26,8 @@ from typing import Any
 
 import numpy as np
 from common import (
+    bench_main,
+    plot_latency_cdfs,
     BenchReport,
     ChampionStack,
     Comparison,
@@ -37,7 +38,6 @@ from common import (
     latency_summary,
     percentile_ms,
     predict_event,
-    print_report,
 )
 
 BENCHMARK = "predict warm latency"
@@ -153,25 +153,7 @@ def compare(samples: dict[str, np.ndarray]) -> list[Comparison]:
 
 def plot(samples: dict[str, np.ndarray], path: Path) -> Path:
     """Latency CDFs of the four variants (log x)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for name, values in samples.items():
-        ordered = np.sort(values) * 1000.0
-        axes.plot(ordered, np.arange(1, len(ordered) + 1) / len(ordered), label=name)
-    axes.set_xscale("log")
-    axes.set_xlabel("latency per request (ms, log scale)")
-    axes.set_ylabel("share of requests")
-    axes.set_title("Predict warm latency, one row, in-process")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
-    return path
+    return plot_latency_cdfs(samples, path, title="Predict warm latency, one row, in-process")
 
 
 def run(quick: bool, out_dir: Path) -> BenchReport:
@@ -202,12 +184,5 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-"))))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main(run, __doc__.splitlines()[0])

@@ -23,7 +23,6 @@ Run alone: ``python bench/writer_bench.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import random
 import tempfile
@@ -38,7 +37,7 @@ import pymysql
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
-from common import MYSQL_SERVER, BenchReport, Comparison, print_report, ratio_at_least
+from common import MYSQL_SERVER, BenchReport, Comparison, ratio_at_least, bench_main
 from sml.db import PREDICTIONS, apply_migrations, create_db_engine
 from sml.events import build_prediction_event, serialise_prediction_event
 from sml.writer import Row, parse_records, write_batch, write_prediction_rows
@@ -250,12 +249,5 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10k events only, per-row rate from 1,000 events")
-    args = parser.parse_args()
-    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-"))))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main(run, __doc__.splitlines()[0])
