@@ -209,7 +209,9 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     baseline_run = _run_drift(settings, registry, engine, clients, baseline.started_at, baseline.ended_at, config)
     summary.baseline_status = baseline_run.run.status.value
     summary.baseline_flagged = _flagged_features(baseline_run.run)
-    say(f"      drift check on the baseline window: {summary.baseline_status} (nothing should move yet)")
+    underpowered = sorted({r.feature for r in baseline_run.run.results if r.verdict.value == "INSUFFICIENT_DATA" and r.test != "missing_rate"})
+    why = f"; too little data to rule out a shift in: {', '.join(underpowered)}" if underpowered else ""
+    say(f"      drift check on the baseline window: {summary.baseline_status}, no feature flagged{why}")
 
     say("[4/8] Maintenance window: the predictions table is taken away while traffic continues")
     summary.dlq_before_replay, maintenance = _maintenance_window(config, stack, clients, engine, url, rng, say)
