@@ -23,6 +23,7 @@ COMMANDS = {
     "rollback": "make the previous champion the champion again",
     "predict": "send a prediction request to the Function URL",
     "dlq": "inspect or replay the dead-letter queue",
+    "capture": "recover prediction events predict could not queue",
     "drift": "run the drift job now and print the verdict",
 }
 

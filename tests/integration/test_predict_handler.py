@@ -7,6 +7,7 @@ answer 200 with the missed event in the structured log; fail-closed answers 503.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 import json
 import math
 import uuid
@@ -154,6 +155,25 @@ def test_when_the_queue_is_down_the_prediction_is_served_and_the_whole_event_is_
         assert record["correlation_id"] == body["predictions"][0]["prediction_id"]
     assert emitted_metrics(capsys.readouterr().out)["CaptureMisses"] == 2
     assert predict_stack.queued() == []
+
+
+def test_events_logged_during_an_outage_are_recovered_by_sml_capture_resend(
+    predict_stack: PredictStack, predict_log: io.StringIO, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sml.cli import main
+
+    live_queue = predict_stack.queue_url
+    predict_stack.configure(SML_QUEUE_URL=live_queue.replace("events-", "gone-"))
+    status, _, body = invoke("POST", "/predict", json.dumps({"instances": [valid_row(), valid_row()]}))
+    assert status == 200 and predict_stack.queued() == []
+    export = tmp_path / "predict-log.jsonl"
+    export.write_text("2026-11-27T10:00:00Z " + predict_log.getvalue().replace("\n", "\n2026-11-27T10:00:00Z "))
+
+    assert main(["capture", "resend", "--log-file", str(export), "--queue-url", live_queue]) == 0
+
+    served = [item["prediction_id"] for item in body["predictions"]]
+    assert sorted(message["prediction_id"] for message in predict_stack.queued()) == sorted(served)
+    assert "sent 2 of 2 event(s)" in capsys.readouterr().out
 
 
 def test_fail_closed_answers_503_when_the_event_cannot_be_recorded(predict_stack: PredictStack, predict_log: io.StringIO) -> None:
