@@ -445,3 +445,11 @@ def test_schema_errors_name_the_feature() -> None:
         FeatureSpec("x", "text")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="schema lists feature\\(s\\) 'x' more than once"):
         run_drift_tests({}, {}, [FeatureSpec("x", "numeric"), FeatureSpec("x", "numeric")])
+
+
+def test_count_categories_folds_by_string_form_and_counts_every_missing_kind() -> None:
+    from sml.drift.stats import count_categories
+
+    counts, missing = count_categories([None, float("nan"), float("nan"), np.float64("nan"), "a", 1, "1", "a"])
+    assert counts == {"a": 2, "1": 2}
+    assert missing == 4
