@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from sml.drift.stats import DriftVerdict, FeatureTestResult
+from sml.drift.stats import DriftVerdict, FeatureTestResult, count_categories
 from sml.drift.store import DriftRun
 
 # Beyond this many features the page lists every test but plots only the first (drifted first).
@@ -155,7 +155,7 @@ def _chart(feature: str, kind: str, reference: Any, current: Any) -> str | None:
         reference_values = np.asarray(reference.sorted_values, dtype=float)
         missing_rates = (int(reference.missing) / max(int(reference.missing) + reference_values.size, 1), 1 - current_values.size / max(current_all.size, 1))
         return _numeric_chart(feature, reference_values, current_values, missing_rates)
-    current_counts, current_missing = _category_counts(current)
+    current_counts, current_missing = count_categories(current)
     return _categorical_chart(feature, Counter(reference.counts), int(reference.missing), current_counts, current_missing)
 
 
@@ -198,18 +198,6 @@ def _numeric_chart(feature: str, reference_sorted: np.ndarray, current_values: n
     reference_rate, current_rate = missing_rates
     caption = f"values: reference n={reference_sorted.size}, current n={current_values.size}; missing: reference {reference_rate:.1%}, current {current_rate:.1%}"
     return _svg(feature, [histogram.render(0), ecdf.render(PANEL_WIDTH + PANEL_GAP), _missing_bars(missing_rates)], caption)
-
-
-def _category_counts(values: Sequence[Any]) -> tuple[Counter[str], int]:
-    """Counts by ``str()`` form and the missing count (None or NaN), counting distinct values in C first."""
-    counts: Counter[str] = Counter()
-    missing = 0
-    for value, count in Counter(values).items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            missing += count
-        else:
-            counts[str(value)] += count
-    return counts, missing
 
 
 def _missing_bars(rates: tuple[float, float]) -> str:
