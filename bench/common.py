@@ -259,8 +259,8 @@ def champion_stack(work_dir: Path) -> Iterator[ChampionStack]:
     """
     import boto3
     from moto.server import ThreadedMotoServer
-    from sml.registry import ModelRegistry
-    from sml.training import TrainingConfig, build_manifest, save_artifact, train_model
+    from sml.lifecycle.registry import ModelRegistry
+    from sml.lifecycle.training import TrainingConfig, build_manifest, save_artifact, train_model
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # werkzeug logs every request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -287,7 +287,7 @@ def champion_stack(work_dir: Path) -> Iterator[ChampionStack]:
 
 def fill_model_cache(stack: ChampionStack, cache_dir: Path) -> Path:
     """Put the champion's artifact where predict looks first (named by sha256), as a warm ``/tmp`` holds it."""
-    from sml.registry import ModelRegistry
+    from sml.lifecycle.registry import ModelRegistry
 
     registry = ModelRegistry(stack.clients["s3"], stack.clients["ssm"], bucket=stack.bucket, app_name=APP_NAME, model_name=MODEL_NAME)
     return registry.fetch_artifact(stack.manifest, cache_dir)

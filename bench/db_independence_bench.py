@@ -64,7 +64,7 @@ def seed_style_predict(event: Mapping[str, Any], *, model: Any, features: Any, c
     :param features: its feature schema (the row becomes the same matrix as in ours).
     :param connect: opens a new pymysql connection (direct or through the proxy).
     """
-    from sml.modeling import rows_to_matrix
+    from sml.lifecycle.modeling import rows_to_matrix
 
     row = json.loads(event["body"])["features"]
     probabilities = model.predict_proba(rows_to_matrix([row], features))[0]

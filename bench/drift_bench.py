@@ -54,7 +54,7 @@ WINDOW_QUERY = (
 
 def bench_manifest() -> Any:
     """A manifest with 20 numeric features whose training reference is 10,000 standard-normal rows."""
-    from sml.manifest import FeatureSpec, ModelManifest, NumericReference, ReferenceData
+    from sml.lifecycle.manifest import FeatureSpec, ModelManifest, NumericReference, ReferenceData
 
     reference = np.sort(np.random.default_rng(7).normal(size=(REFERENCE_ROWS, len(FEATURE_NAMES))), axis=0)
     return ModelManifest(
@@ -84,9 +84,9 @@ def write_window_csv(path: Path, rows: int) -> None:
 
     The current window is drawn with a small mean shift on one feature, so the job has drift to find.
     """
-    from sml.db import PREDICTIONS
-    from sml.events import build_prediction_event
-    from sml.writer import prediction_row
+    from sml.core.db import PREDICTIONS
+    from sml.core.events import build_prediction_event
+    from sml.writer.batch import prediction_row
 
     values = np.random.default_rng(11).normal(size=(rows, len(FEATURE_NAMES)))
     values[:, 0] += 0.3
@@ -118,7 +118,7 @@ def _csv_value(value: Any) -> Any:
 def drift_database(rows: int, folder: Path) -> Iterator[str]:
     """A fresh ``sml_bench_drift`` database with the schema and one window of ``rows`` predictions; dropped afterwards."""
     import sqlalchemy as sa
-    from sml.db import apply_migrations, create_db_engine
+    from sml.core.db import apply_migrations, create_db_engine
 
     admin = pymysql.connect(**MYSQL_SERVER, autocommit=True)
     try:
@@ -178,7 +178,7 @@ def our_drift_job() -> Callable[[], Any]:
     import boto3
     import sqlalchemy as sa
     from moto import mock_aws
-    from sml.db import create_db_engine
+    from sml.core.db import create_db_engine
     from sml.drift.job import DriftJobConfig, run_drift_job
 
     mock = mock_aws()

@@ -52,7 +52,7 @@ def warm_predict(stack: ChampionStack, *, capture: bool) -> Iterator[tuple[Calla
     through stdout; the formatting and the write are still paid here).
     """
     from sml.local.lambda_context import new_lambda_context
-    from sml.modeling import rows_to_matrix
+    from sml.lifecycle.modeling import rows_to_matrix
 
     from functions.predict import app
 
@@ -85,10 +85,10 @@ def warm_predict(stack: ChampionStack, *, capture: bool) -> Iterator[tuple[Calla
 
 def send_one(stack: ChampionStack) -> Callable[[], Any]:
     """One bare ``send_message`` of a prediction event's body, on a client configured as capture's."""
-    from sml.aws import aws_client
-    from sml.capture import CAPTURE_CLIENT_CONFIG
-    from sml.events import build_prediction_event, serialise_prediction_event
-    from sml.settings import PredictSettings, load_settings
+    from sml.core.aws import aws_client
+    from sml.predict.capture import CAPTURE_CLIENT_CONFIG
+    from sml.core.events import build_prediction_event, serialise_prediction_event
+    from sml.core.settings import PredictSettings, load_settings
 
     with environment(stack.predict_environment(cache_dir=stack.work_dir / "cache", capture=True)):
         sqs = aws_client("sqs", load_settings(PredictSettings), config=CAPTURE_CLIENT_CONFIG)

@@ -3,10 +3,10 @@
 Every variant stores the same events into a freshly emptied ``predictions`` table of a dedicated
 database ``sml_bench`` (created here, dropped at the end):
 
-- ``writer, batch N``: :func:`sml.writer.write_batch`, exactly what the writer Lambda runs per
+- ``writer, batch N``: :func:`sml.writer.batch.write_batch`, exactly what the writer Lambda runs per
   invocation (parse and validate each SQS body, map it to a row, idempotent multi-row insert,
   commit), one call per batch of N records, on one kept connection as in a warm container;
-- ``writer insert only``: :func:`sml.writer.write_prediction_rows` on rows parsed beforehand,
+- ``writer insert only``: :func:`sml.writer.batch.write_prediction_rows` on rows parsed beforehand,
   the database part alone, the like-for-like comparison with LOAD DATA;
 - ``per-row insert + commit`` (the seed): parse one event, one INSERT, one COMMIT, on a kept
   connection (the seed even opened a new one per request). Slow, so it runs on a sample and
@@ -38,9 +38,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from common import MYSQL_SERVER, BenchReport, Comparison, ratio_at_least, bench_main
-from sml.db import PREDICTIONS, apply_migrations, create_db_engine
-from sml.events import build_prediction_event, serialise_prediction_event
-from sml.writer import Row, parse_records, write_batch, write_prediction_rows
+from sml.core.db import PREDICTIONS, apply_migrations, create_db_engine
+from sml.core.events import build_prediction_event, serialise_prediction_event
+from sml.writer.batch import Row, parse_records, write_batch, write_prediction_rows
 
 BENCHMARK = "writer throughput"
 BENCH_DATABASE = "sml_bench"

@@ -1,6 +1,6 @@
 """Every name the deployment shares with the application code, in one place.
 
-The environment variable names are the settings contract of ``sml.settings``; the S3 prefixes and
+The environment variable names are the settings contract of ``sml.core.settings``; the S3 prefixes and
 the SSM parameter are the model registry layout the CLI and the functions agree on.
 """
 
@@ -24,7 +24,7 @@ CTX_WRITER_BATCH_SIZE = "writer_batch_size"
 CTX_WRITER_BATCHING_WINDOW_SECONDS = "writer_batching_window_seconds"
 CTX_WRITER_MAX_CONCURRENCY = "writer_max_concurrency"
 
-# Environment variables read by sml.settings.
+# Environment variables read by sml.core.settings.
 ENV_APP_NAME = "SML_APP_NAME"
 ENV_MODEL_NAME = "SML_MODEL_NAME"
 ENV_BUCKET = "SML_BUCKET"

@@ -94,7 +94,7 @@ def db_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def migrated_db_url(db_url: str) -> str:
     """``db_url`` with every migration applied."""
-    from sml.db import apply_migrations, create_db_engine
+    from sml.core.db import apply_migrations, create_db_engine
 
     engine = create_db_engine(db_url)
     try:

@@ -2,7 +2,7 @@
 and fixtures for the handler on moto (import them by name into a test module).
 
 The model is the real training code's (scikit-learn's breast cancer data, logistic regression),
-trained once per test process; registering goes through :class:`sml.registry.ModelRegistry`, so
+trained once per test process; registering goes through :class:`sml.lifecycle.registry.ModelRegistry`, so
 the tests exercise the S3 layout predict really reads. The handler module is imported only by
 the fixtures that need it, so unit tests that use the model do not load Powertools.
 """
@@ -25,9 +25,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from sml.manifest import ModelManifest
-from sml.registry import ModelRegistry
-from sml.training import TrainedModel, TrainingConfig, build_manifest, save_artifact, train_model
+from sml.lifecycle.manifest import ModelManifest
+from sml.lifecycle.registry import ModelRegistry
+from sml.lifecycle.training import TrainedModel, TrainingConfig, build_manifest, save_artifact, train_model
 
 SAMPLE_EVENT = Path(__file__).parent / "fixtures" / "function_url_event_sample.json"
 MODEL_NAME = "breast-cancer"

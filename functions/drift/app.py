@@ -19,11 +19,11 @@ from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy.engine import Engine
 
-from sml.aws import aws_client
-from sml.db import create_db_engine, resolve_database_url
+from sml.core.aws import aws_client
+from sml.core.db import create_db_engine, resolve_database_url
 from sml.drift.job import DriftJobConfig, run_drift_job
-from sml.registry import ModelRegistry
-from sml.settings import DriftSettings, SettingsError, load_settings
+from sml.lifecycle.registry import ModelRegistry
+from sml.core.settings import DriftSettings, SettingsError, load_settings
 
 logger = Logger(service="drift")
 tracer = Tracer(service="drift")

@@ -29,14 +29,14 @@ from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Respo
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
-from sml.aws import aws_client
-from sml.capture import CAPTURE_CLIENT_CONFIG, CaptureResult, PredictionCapture
-from sml.errors import SmlError
-from sml.events import format_timestamp, utc_now
-from sml.inference.errors import ApiError
-from sml.inference.service import PredictionService, predict_response
-from sml.registry import LoadedModel, load_champion
-from sml.settings import PredictSettings, SettingsError, load_settings
+from sml.core.aws import aws_client
+from sml.predict.capture import CAPTURE_CLIENT_CONFIG, CaptureResult, PredictionCapture
+from sml.core.errors import SmlError
+from sml.core.events import format_timestamp, utc_now
+from sml.predict.errors import ApiError
+from sml.predict.service import PredictionService, predict_response
+from sml.lifecycle.registry import LoadedModel, load_champion
+from sml.core.settings import PredictSettings, SettingsError, load_settings
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "predict")
 ROUTES = {"/predict": "POST", "/health": "GET", "/openapi.json": "GET"}
@@ -65,7 +65,7 @@ class PredictRuntime:
 
     @functools.cached_property
     def openapi_document(self) -> dict[str, Any]:
-        from sml.openapi import build_openapi_document
+        from sml.predict.openapi import build_openapi_document
 
         return build_openapi_document(
             self.loaded.manifest, max_instances=self.settings.max_instances, max_body_bytes=self.settings.max_body_bytes

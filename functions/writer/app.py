@@ -1,6 +1,6 @@
 """The writer Lambda: SQS batches of prediction events into the ``predictions`` table.
 
-The whole batch is stored first (:func:`sml.writer.write_batch`: parsed, inserted in multi-row
+The whole batch is stored first (:func:`sml.writer.batch.write_batch`: parsed, inserted in multi-row
 idempotent statements, data errors bisected); Powertools' batch processor then reports the
 records that were not stored as batch item failures. When the database cannot take the batch the
 handler raises before anything is reported, so SQS retries every record.
@@ -23,10 +23,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy.engine import Engine
 
-from sml.aws import aws_client
-from sml.db import apply_migrations, create_db_engine, resolve_database_url
-from sml.settings import WriterSettings, load_settings
-from sml.writer import BatchNotStored, write_batch
+from sml.core.aws import aws_client
+from sml.core.db import apply_migrations, create_db_engine, resolve_database_url
+from sml.core.settings import WriterSettings, load_settings
+from sml.writer.batch import BatchNotStored, write_batch
 
 MIGRATE_ACTION = "migrate"
 

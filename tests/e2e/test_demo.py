@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sml.cli import main
-from sml.traffic import DEMO_SHIFT
+from sml.cli.main import main
+from sml.demo.traffic import DEMO_SHIFT
 
 
 def run_small_demo(workdir: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -23,7 +23,7 @@ def run_small_demo(workdir: Path, *extra: str) -> tuple[subprocess.CompletedProc
     summary_path.unlink(missing_ok=True)
     env = {key: value for key, value in os.environ.items() if not key.startswith("SML_")}
     completed = subprocess.run(
-        [sys.executable, "-m", "sml.cli", "demo", "--small", "--state-dir", str(workdir / "demo"), "--summary-json", str(summary_path), *extra],
+        [sys.executable, "-m", "sml.cli.main", "demo", "--small", "--state-dir", str(workdir / "demo"), "--summary-json", str(summary_path), *extra],
         cwd=workdir,
         env=env,
         capture_output=True,

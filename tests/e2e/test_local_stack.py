@@ -17,7 +17,7 @@ import boto3
 import pytest
 import requests
 
-from sml.errors import SmlError
+from sml.core.errors import SmlError
 from sml.local.stack import LocalStack, LocalStackConfig, running_stack_pid
 
 pytestmark = pytest.mark.e2e

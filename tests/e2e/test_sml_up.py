@@ -73,7 +73,7 @@ def sml_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
         environment.pop(name, None)
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "sml.cli", "up",
+            sys.executable, "-m", "sml.cli.main", "up",
             "--state-dir", str(state_dir),
             "--predict-handler", "e2e_handlers:predict",
             "--writer-handler", "e2e_handlers:writer",
@@ -137,7 +137,7 @@ def test_a_second_sml_up_on_the_same_state_dir_is_refused(sml_up: tuple[subproce
     wait_for(state_dir / "stack.json", process)
 
     second = subprocess.run(
-        [sys.executable, "-m", "sml.cli", "up", "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "sml.cli.main", "up", "--state-dir", str(state_dir)],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,

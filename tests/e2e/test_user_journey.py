@@ -44,7 +44,7 @@ def environment() -> dict[str, str]:
 
 def sml(workdir: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     completed = subprocess.run(
-        [sys.executable, "-m", "sml.cli", *arguments], cwd=workdir, env=environment(), capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "sml.cli.main", *arguments], cwd=workdir, env=environment(), capture_output=True, text=True, timeout=300
     )
     if check:
         assert completed.returncode == 0, f"sml {' '.join(arguments)} failed:\n{completed.stdout}\n{completed.stderr}"
@@ -54,7 +54,7 @@ def sml(workdir: Path, *arguments: str, check: bool = True) -> subprocess.Comple
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "sml.cli", "up", "--visibility-timeout", "1", "--batching-window", "0"],
+        [sys.executable, "-m", "sml.cli.main", "up", "--visibility-timeout", "1", "--batching-window", "0"],
         cwd=tmp_path,
         env=environment(),
         stdout=subprocess.DEVNULL,

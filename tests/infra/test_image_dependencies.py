@@ -30,11 +30,11 @@ import pytest
 import sqlalchemy as sa
 from moto.server import ThreadedMotoServer
 
-from sml.db import DRIFT_RUNS, PREDICTIONS, apply_migrations, create_db_engine, discover_migrations
-from sml.events import build_prediction_event, serialise_prediction_event
+from sml.core.db import DRIFT_RUNS, PREDICTIONS, apply_migrations, create_db_engine, discover_migrations
+from sml.core.events import build_prediction_event, serialise_prediction_event
 from sml.local.poller import sqs_event_record
-from sml.traffic import draw_rows
-from sml.writer import insert_prediction_rows, prediction_row
+from sml.demo.traffic import draw_rows
+from sml.writer.batch import insert_prediction_rows, prediction_row
 from tests.infra.lambda_image import LambdaTaskRoot, build_task_root, copy_build_context
 from tests.predict_support import APP_NAME, MODEL_NAME, function_url_event, register_champion, valid_row
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from sml.events import build_prediction_event
-from sml.manifest import CategoricalReference, FeatureSpec, ModelManifest, NumericReference, ReferenceData
-from sml.writer import insert_prediction_rows, prediction_row
+from sml.core.events import build_prediction_event
+from sml.lifecycle.manifest import CategoricalReference, FeatureSpec, ModelManifest, NumericReference, ReferenceData
+from sml.writer.batch import insert_prediction_rows, prediction_row
 
 MODEL_NAME = "drift-test-model"
 MODEL_VERSION = "v20250101-000000-abc123"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sml.db import (
+from sml.core.db import (
     METADATA,
     apply_migrations,
     create_db_engine,
@@ -16,7 +16,7 @@ from sml.db import (
     dialect_family,
     discover_migrations,
 )
-from sml.errors import SmlError
+from sml.core.errors import SmlError
 
 
 @pytest.fixture

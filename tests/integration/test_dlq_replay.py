@@ -14,9 +14,9 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from writer_support import create_queue_with_dlq, event_body, queue_bodies, send_bodies
 
-from sml.cli import main
-from sml.errors import SmlError
-from sml.replay import PARSES_FINE, MoveTasksUnsupported, cancel_move_task, inspect_dlq, list_move_tasks, replay_dlq
+from sml.cli.main import main
+from sml.core.errors import SmlError
+from sml.writer.replay import PARSES_FINE, MoveTasksUnsupported, cancel_move_task, inspect_dlq, list_move_tasks, replay_dlq
 
 DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:sml-dlq"
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:sml-events"

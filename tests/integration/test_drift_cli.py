@@ -13,10 +13,10 @@ import pytest
 from drift_support import MODEL_NAME, MODEL_VERSION, build_manifest, draw_traffic, store_traffic
 from moto import mock_aws
 
-from sml.cli import main
-from sml.db import create_db_engine
+from sml.cli.main import main
+from sml.core.db import create_db_engine
 from sml.drift.store import load_drift_run
-from sml.registry import ModelRegistry
+from sml.lifecycle.registry import ModelRegistry
 
 WINDOW_END = datetime(2025, 3, 10, 6, tzinfo=timezone.utc)
 END_OPTION = ["--end", "2025-03-10T06:00:00Z"]

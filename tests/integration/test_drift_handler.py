@@ -16,10 +16,10 @@ from drift_support import MODEL_NAME, MODEL_VERSION, build_manifest, draw_traffi
 from moto import mock_aws
 
 from functions.drift import app
-from sml.db import DRIFT_RUNS, create_db_engine
+from sml.core.db import DRIFT_RUNS, create_db_engine
 from sml.local.lambda_context import new_lambda_context
-from sml.registry import ModelRegistry
-from sml.settings import SettingsError
+from sml.lifecycle.registry import ModelRegistry
+from sml.core.settings import SettingsError
 
 SCHEDULED_EVENT = json.loads((Path(__file__).parents[1] / "fixtures" / "eventbridge_scheduled_event.json").read_text())
 EVENT_TIME = datetime(2015, 10, 8, 16, 53, 6, tzinfo=timezone.utc)

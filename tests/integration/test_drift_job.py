@@ -31,11 +31,11 @@ from drift_support import (
 from moto import mock_aws
 from sqlalchemy.engine import Engine
 
-from sml.db import DRIFT_FEATURES, DRIFT_RUNS, create_db_engine
+from sml.core.db import DRIFT_FEATURES, DRIFT_RUNS, create_db_engine
 from sml.drift.job import LABEL_COLUMN, DriftJobConfig, DriftJobResult, run_drift_job
 from sml.drift.stats import DriftVerdict
 from sml.drift.store import load_drift_run
-from sml.manifest import ModelManifest
+from sml.lifecycle.manifest import ModelManifest
 
 WINDOW_START = WINDOW_END - WINDOW
 TRAINING = build_manifest(draw_traffic(10_000, seed=1))

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from sqlalchemy.engine import Engine
 
-from sml.db import create_db_engine, to_db_timestamp
+from sml.core.db import create_db_engine, to_db_timestamp
 from sml.drift import windows
 from sml.drift.windows import TimeWindow, parse_window_length, read_window
-from sml.errors import SmlError
-from sml.events import new_prediction_id
-from sml.manifest import FeatureSpec
-from sml.writer import insert_prediction_rows
+from sml.core.errors import SmlError
+from sml.core.events import new_prediction_id
+from sml.lifecycle.manifest import FeatureSpec
+from sml.writer.batch import insert_prediction_rows
 
 MODEL = "window-model"
 START = datetime(2025, 3, 3, tzinfo=timezone.utc)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import boto3
 
-from sml.capture import CAPTURE_CLIENT_CONFIG, PredictionCapture
-from sml.events import build_prediction_event, serialise_prediction_event
+from sml.predict.capture import CAPTURE_CLIENT_CONFIG, PredictionCapture
+from sml.core.events import build_prediction_event, serialise_prediction_event
 
 
 def closed_port() -> int:

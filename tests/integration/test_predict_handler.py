@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from functions.predict import app
-from sml.events import parse_prediction_event
+from sml.core.events import parse_prediction_event
 from sml.local.lambda_context import new_lambda_context
 from tests.predict_support import (  # noqa: F401 - registered_model, predict_stack, predict_log are fixtures
     APP_NAME,
@@ -160,7 +160,7 @@ def test_when_the_queue_is_down_the_prediction_is_served_and_the_whole_event_is_
 def test_events_logged_during_an_outage_are_recovered_by_sml_capture_resend(
     predict_stack: PredictStack, predict_log: io.StringIO, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sml.cli import main
+    from sml.cli.main import main
 
     live_queue = predict_stack.queue_url
     predict_stack.configure(SML_QUEUE_URL=live_queue.replace("events-", "gone-"))

@@ -10,7 +10,7 @@ from urllib.request import Request, urlopen
 import pytest
 
 from functions.predict import app
-from sml.cli import main
+from sml.cli.main import main
 from sml.local.function_url import FunctionUrlServer
 from tests.predict_support import (  # noqa: F401 - registered_model, predict_stack are fixtures
     PredictStack,

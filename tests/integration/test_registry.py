@@ -16,10 +16,10 @@ import pytest
 from botocore.config import Config
 from moto import mock_aws
 
-from sml.errors import SmlError
-from sml.manifest import ModelManifest
-from sml.modeling import rows_to_matrix
-from sml.registry import (
+from sml.core.errors import SmlError
+from sml.lifecycle.manifest import ModelManifest
+from sml.lifecycle.modeling import rows_to_matrix
+from sml.lifecycle.registry import (
     ArtifactIntegrityError,
     ChampionNotSetError,
     LibraryVersionError,
@@ -27,8 +27,8 @@ from sml.registry import (
     champion_parameter_name,
     load_champion,
 )
-from sml.settings import AwsSettings, load_settings
-from sml.training import TrainedModel, TrainingConfig, build_manifest, save_artifact, train_model
+from sml.core.settings import AwsSettings, load_settings
+from sml.lifecycle.training import TrainedModel, TrainingConfig, build_manifest, save_artifact, train_model
 
 MODEL = "breast-cancer"
 
@@ -233,7 +233,7 @@ def test_scikit_learn_mismatch_warns_or_refuses(
     registry = aws.registry()
     registry.register(path, replace(manifest, library_versions={**manifest.library_versions, "scikit-learn": "0.1.0"}))
     registry.promote("v1")
-    with caplog.at_level(logging.WARNING, logger="sml.registry"):
+    with caplog.at_level(logging.WARNING, logger="sml.lifecycle.registry"):
         assert aws.load(tmp_path / "cache").version == "v1"
     assert "trained with scikit-learn 0.1.0" in caplog.text
     with pytest.raises(LibraryVersionError, match=r"version v1 was trained with scikit-learn 0\.1\.0, this is [\d.]+; refusing to load it"):

@@ -15,11 +15,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from sml.aws import aws_client
-from sml.cli import main
-from sml.modeling import rows_to_matrix
-from sml.registry import load_champion
-from sml.settings import LocalSettings, load_settings
+from sml.core.aws import aws_client
+from sml.cli.main import main
+from sml.lifecycle.modeling import rows_to_matrix
+from sml.lifecycle.registry import load_champion
+from sml.core.settings import LocalSettings, load_settings
 
 
 @pytest.fixture
@@ -117,11 +117,11 @@ TRAIN_IN_MOTO = textwrap.dedent(
     import json, os, sys
     import boto3
     from moto import mock_aws
-    from sml.cli import main
+    from sml.cli.main import main
     with mock_aws():
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=os.environ["SML_BUCKET"])
         code = main(["train"])
-        from sml.commands.models import open_registry
+        from sml.cli.commands.models import open_registry
         registry, _ = open_registry()
         print(json.dumps({"code": code, "run": registry.list_versions()[0].wandb_run_path}))
     """

@@ -22,9 +22,9 @@ from writer_support import (
     unreachable_database_url,
 )
 
-from sml import writer
-from sml.db import apply_migrations, create_db_engine
-from sml.writer import BatchNotStored, parse_records, write_batch, write_prediction_rows
+from sml.writer import batch as writer
+from sml.core.db import apply_migrations, create_db_engine
+from sml.writer.batch import BatchNotStored, parse_records, write_batch, write_prediction_rows
 
 STORED_AT = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 

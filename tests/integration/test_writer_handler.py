@@ -30,10 +30,10 @@ from writer_support import (
 )
 
 from functions.writer import app
-from sml.db import create_db_engine
+from sml.core.db import create_db_engine
 from sml.local.lambda_context import new_lambda_context
 from sml.local.poller import SqsEventSourcePoller
-from sml.replay import PARSES_FINE, inspect_dlq, replay_dlq
+from sml.writer.replay import PARSES_FINE, inspect_dlq, replay_dlq
 
 MAX_RECEIVE_COUNT = 5
 

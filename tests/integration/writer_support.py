@@ -11,8 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sml.db import PREDICTIONS, dialect_family
-from sml.events import build_prediction_event, serialise_prediction_event
+from sml.core.db import PREDICTIONS, dialect_family
+from sml.core.events import build_prediction_event, serialise_prediction_event
 
 # Events of this model pass the contract but the database refuses them while the trigger exists:
 # a stand-in for any data error, the same on SQLite and MySQL.

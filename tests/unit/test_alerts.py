@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sml.alerts import MAX_MESSAGE_BYTES, alert_attributes, alert_message, alert_subject, publish_drift_alert
+from sml.drift.alerts import MAX_MESSAGE_BYTES, alert_attributes, alert_message, alert_subject, publish_drift_alert
 from sml.drift.stats import DriftVerdict, FeatureTestResult
 from sml.drift.store import DriftRun
 from sml.drift.windows import TimeWindow

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sml.capture_recovery import missed_events_from_log
-from sml.cli import main
-from sml.events import build_prediction_event, serialise_prediction_event
+from sml.predict.capture_recovery import missed_events_from_log
+from sml.cli.main import main
+from sml.core.events import build_prediction_event, serialise_prediction_event
 
 
 def body(**overrides: object) -> str:

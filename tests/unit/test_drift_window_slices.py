@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sml.drift.windows import TimeWindow, _WindowColumns
-from sml.manifest import FeatureSpec
+from sml.lifecycle.manifest import FeatureSpec
 
 WINDOW = TimeWindow(datetime(2025, 3, 3, tzinfo=UTC), datetime(2025, 3, 10, tzinfo=UTC))
 SCHEMA = [FeatureSpec("x", "numeric"), FeatureSpec("y", "numeric"), FeatureSpec("colour", "categorical")]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sml.events import (
+from sml.core.events import (
     EventValidationError,
     build_prediction_event,
     new_prediction_id,

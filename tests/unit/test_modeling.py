@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from sml.manifest import FeatureSpec
-from sml.modeling import rows_to_matrix
+from sml.lifecycle.manifest import FeatureSpec
+from sml.lifecycle.modeling import rows_to_matrix
 
 FEATURES = (
     FeatureSpec(name="mean_radius", kind="numeric", nullable=True),
@@ -64,7 +64,7 @@ def test_numpy_scalars_are_accepted_as_numbers() -> None:
 
 
 def test_predict_code_paths_do_not_import_training_or_database_libraries() -> None:
-    script = "import json, sys; import sml.modeling, sml.registry; print(json.dumps(sorted(sys.modules)))"
+    script = "import json, sys; import sml.lifecycle.modeling, sml.lifecycle.registry; print(json.dumps(sorted(sys.modules)))"
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout))
-    assert "sml.registry" in loaded
-    assert not {"wandb", "sqlalchemy", "pandas", "sml.training", "sml.tracking"} & loaded
+    assert "sml.lifecycle.registry" in loaded
+    assert not {"wandb", "sqlalchemy", "pandas", "sml.lifecycle.training", "sml.lifecycle.tracking"} & loaded

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from sml.capture import PredictionCapture, publish_message_bodies
-from sml.events import PredictionEvent, build_prediction_event, parse_prediction_event, serialise_prediction_event
+from sml.predict.capture import PredictionCapture, publish_message_bodies
+from sml.core.events import PredictionEvent, build_prediction_event, parse_prediction_event, serialise_prediction_event
 
 
 class FakeSqs:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sml.cli import main
-from sml.commands.predict import describe_error, is_local, parse_features, predict_url, request_body, signed_headers
-from sml.errors import SmlError
+from sml.cli.main import main
+from sml.cli.commands.predict import describe_error, is_local, parse_features, predict_url, request_body, signed_headers
+from sml.core.errors import SmlError
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from sml.inference.errors import ApiError
-from sml.inference.validation import FeatureSchema
-from sml.manifest import FeatureSpec
-from sml.openapi import build_openapi_document
+from sml.predict.errors import ApiError
+from sml.predict.validation import FeatureSchema
+from sml.lifecycle.manifest import FeatureSpec
+from sml.predict.openapi import build_openapi_document
 from tests.predict_support import manifest_for, perturbed_row
 
 MANIFEST = manifest_for("v3")

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from sml.errors import SmlError
-from sml.events import parse_prediction_event, serialise_prediction_event
-from sml.inference.errors import ApiError
-from sml.inference.service import PredictionService, predict_response
-from sml.modeling import rows_to_matrix
+from sml.core.errors import SmlError
+from sml.core.events import parse_prediction_event, serialise_prediction_event
+from sml.predict.errors import ApiError
+from sml.predict.service import PredictionService, predict_response
+from sml.lifecycle.modeling import rows_to_matrix
 from tests.predict_support import manifest_for, trained_model, valid_row
 
 

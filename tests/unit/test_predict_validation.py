@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sml.inference.errors import ApiError
-from sml.inference.validation import MAX_CATEGORY_LENGTH, FeatureSchema, decode_json_body
-from sml.manifest import FeatureSpec
+from sml.predict.errors import ApiError
+from sml.predict.validation import MAX_CATEGORY_LENGTH, FeatureSchema, decode_json_body
+from sml.lifecycle.manifest import FeatureSpec
 
 FEATURES = (
     FeatureSpec("mean_radius", "numeric"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sml.settings import (
+from sml.core.settings import (
     DriftSettings,
     LocalSettings,
     PredictSettings,

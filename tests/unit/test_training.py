@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sml.errors import SmlError
-from sml.manifest import CategoricalReference, ModelManifest, NumericReference
-from sml.modeling import rows_to_matrix
-from sml.tracking import tracked_run, tracking_options
-from sml.training import (
+from sml.core.errors import SmlError
+from sml.lifecycle.manifest import CategoricalReference, ModelManifest, NumericReference
+from sml.lifecycle.modeling import rows_to_matrix
+from sml.lifecycle.tracking import tracked_run, tracking_options
+from sml.lifecycle.training import (
     GRADE_FEATURE,
     GRADE_LEVELS,
     TrainedModel,

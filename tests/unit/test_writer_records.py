@@ -9,8 +9,8 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
-from sml.events import build_prediction_event, parse_prediction_event, serialise_prediction_event
-from sml.writer import is_data_error, parse_records, prediction_row
+from sml.core.events import build_prediction_event, parse_prediction_event, serialise_prediction_event
+from sml.writer.batch import is_data_error, parse_records, prediction_row
 
 STORED_AT = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 

@@ -1,1 +1,4 @@
-"""Drift detection: pure statistics (``stats``), production windows, the weekly job and its report."""
+"""drift λ (weekly): the monitoring run. Pure statistics (``stats``), production windows
+(``windows``), the job (``job``), stored runs (``store``), the HTML report (``report``) and the
+SNS alert (``alerts``). Entry point: ``functions/drift/app.py``.
+"""

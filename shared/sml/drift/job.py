@@ -25,15 +25,15 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.engine import Engine
 
-from sml.alerts import publish_drift_alert
+from sml.drift.alerts import publish_drift_alert
 from sml.drift.report import render_drift_report
 from sml.drift.stats import CategoricalReference, FeatureSpec, overall_verdict, reference_from_columns, run_drift_tests
 from sml.drift.store import DriftRun, save_drift_run
 from sml.drift.windows import TimeWindow, read_window
-from sml.errors import SmlError
-from sml.events import new_prediction_id
-from sml.manifest import ModelManifest
-from sml.settings import DriftSettings
+from sml.core.errors import SmlError
+from sml.core.events import new_prediction_id
+from sml.lifecycle.manifest import ModelManifest
+from sml.core.settings import DriftSettings
 
 # The predicted label is tested like a categorical column under this name, which no feature can
 # clash with in a readable report (feature names come from the training data's columns).

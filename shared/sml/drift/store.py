@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sml.db import DRIFT_FEATURES, DRIFT_RUNS, to_db_timestamp
+from sml.core.db import DRIFT_FEATURES, DRIFT_RUNS, to_db_timestamp
 from sml.drift.stats import DriftVerdict, FeatureTestResult
 from sml.drift.windows import TimeWindow
 

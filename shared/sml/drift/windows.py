@@ -39,9 +39,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from sml.db import PREDICTIONS, to_db_timestamp
-from sml.errors import SmlError
-from sml.manifest import FeatureSpec
+from sml.core.db import PREDICTIONS, to_db_timestamp
+from sml.core.errors import SmlError
+from sml.lifecycle.manifest import FeatureSpec
 
 SLICE_BYTES = 1 << 20
 ROWS_PER_FETCH = 10_000

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
-from sml.errors import SmlError
+from sml.core.errors import SmlError
 from sml.local.function_url import FunctionUrlServer, Handler
 from sml.local.poller import SqsEventSourcePoller
 
@@ -74,7 +74,7 @@ class LocalStackConfig:
 
 @dataclass(frozen=True)
 class StackEndpoints:
-    """What ``stack.json`` holds (besides ``pid``); the keys match ``sml.settings.STACK_KEYS``."""
+    """What ``stack.json`` holds (besides ``pid``); the keys match ``sml.core.settings.STACK_KEYS``."""
 
     function_url: str
     aws_endpoint_url: str
@@ -157,7 +157,7 @@ def apply_database_migrations(database_url: str) -> list[str]:
     """
     from sqlalchemy.exc import OperationalError
 
-    from sml.db import apply_migrations, create_db_engine
+    from sml.core.db import apply_migrations, create_db_engine
 
     engine = create_db_engine(database_url)
     try:
@@ -236,8 +236,8 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
-        from sml.aws import aws_client
-        from sml.settings import AwsSettings
+        from sml.core.aws import aws_client
+        from sml.core.settings import AwsSettings
 
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)

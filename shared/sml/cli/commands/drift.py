@@ -1,0 +1,142 @@
+"""`sml drift`: run the drift job now against the champion and print the verdict table.
+
+The job is the drift Lambda's (:func:`sml.drift.job.run_drift_job`): it stores the run, puts the
+report in S3 and publishes the alert when a topic is configured (``sml up`` sets one). The report
+is also written to ``<state_dir>/reports/<model>/<window end>.html``. Exit code 0 whatever the
+verdict (it is a report, not a failure) unless ``--fail-on-drift``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sml.core.errors import SmlError
+
+if TYPE_CHECKING:
+    from sml.drift.job import DriftJobResult
+
+VERDICT_RANK = {"DRIFT": 0, "INSUFFICIENT_DATA": 1, "NO_DRIFT": 2}
+VERDICT_STYLE = {"DRIFT": "bold red", "INSUFFICIENT_DATA": "yellow", "NO_DRIFT": "green"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "drift",
+        help="run the drift job now and print the verdict",
+        description=(
+            "Compare the champion's recent predictions with its training reference (or the previous window): "
+            "KS / chi-square / missing-rate tests per feature and for the predicted label, Benjamini-Hochberg "
+            "corrected, with effect-size floors (SML_DRIFT_*). Stores the run, writes the HTML report and "
+            "publishes the SNS alert, like the weekly drift Lambda."
+        ),
+    )
+    parser.add_argument("--window", help="length of the current window, e.g. 7d, 12h, 90m, 2w (default: SML_DRIFT_WINDOW_DAYS, 7 days)")
+    parser.add_argument("--reference", choices=("training", "previous"), help="compare with the training reference or the previous window (default: SML_DRIFT_REFERENCE, training)")
+    parser.add_argument("--model", help="model name (default: SML_MODEL_NAME)")
+    parser.add_argument("--end", help="end of the window, ISO 8601 such as 2025-03-10T06:00:00Z; a time without offset is UTC (default: now)")
+    parser.add_argument("--report-dir", type=Path, help="folder for the HTML report (default: <SML_STATE_DIR>/reports)")
+    parser.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when the verdict is DRIFT")
+    parser.set_defaults(run=run_drift)
+
+
+def run_drift(args: argparse.Namespace) -> int:
+    from sml.core.aws import aws_client
+    from sml.core.db import create_db_engine, resolve_database_url
+    from sml.drift.job import DriftJobConfig, run_drift_job
+    from sml.drift.windows import parse_window_length
+    from sml.lifecycle.registry import ModelRegistry
+    from sml.core.settings import DriftSettings, LocalSettings, SettingsError, load_settings, read_stack_file
+
+    environ = dict(os.environ)
+    if args.model:
+        environ["SML_MODEL_NAME"] = args.model
+    stack = read_stack_file()
+    try:
+        settings = load_settings(LocalSettings, environ=environ, stack=stack)
+        drift_settings = load_settings(DriftSettings, environ=environ, stack=stack)
+    except SettingsError as exc:
+        if exc.variable == "SML_MODEL_NAME" and args.model:
+            raise SmlError(f"--model: {args.model!r} is not a model name ({exc.problem})") from None
+        raise
+    overrides: dict[str, object] = {"topic_arn": settings.topic_arn}
+    if args.window:
+        overrides["window_length"] = parse_window_length(args.window, option="--window")
+    if args.reference:
+        overrides["reference_kind"] = args.reference
+    config = DriftJobConfig.from_settings(drift_settings, **overrides)
+    window_end = parse_end(args.end) if args.end else datetime.now(timezone.utc).replace(microsecond=0)
+
+    registry = ModelRegistry(
+        aws_client("s3", settings), aws_client("ssm", settings), bucket=settings.bucket, app_name=settings.app_name, model_name=settings.model_name
+    )
+    manifest = registry.manifest(registry.champion_version())
+    secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn else None
+    engine = create_db_engine(resolve_database_url(settings, secrets_client))
+    try:
+        outcome = run_drift_job(
+            config,
+            manifest,
+            engine=engine,
+            s3_client=aws_client("s3", settings),
+            sns_client=aws_client("sns", settings) if config.topic_arn else None,
+            window_end=window_end,
+            report_dir=args.report_dir or settings.state_dir / "reports",
+        )
+    finally:
+        engine.dispose()
+    print_run(outcome)
+    return 1 if args.fail_on_drift and outcome.run.status.value == "DRIFT" else 0
+
+
+def parse_end(text: str) -> datetime:
+    """``--end`` as an aware UTC datetime; a value without offset is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise SmlError(f"--end: {text!r} is not an ISO 8601 time such as 2025-03-10T06:00:00Z") from None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def print_run(outcome: DriftJobResult) -> None:
+    """The verdict table (drifted tests first), the verdict and where the report and alert went."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    run = outcome.run
+    console = Console()
+    if not console.is_terminal:
+        console.width = 160
+    table = Table(title=f"drift of {escape(run.model_name)} {run.model_version}: {run.window.start:%Y-%m-%d %H:%M} to {run.window.end:%Y-%m-%d %H:%M} UTC")
+    for column in ("feature", "test"):
+        table.add_column(column, no_wrap=True)
+    for column in ("statistic", "p", "adjusted p", "effect", "n ref", "n cur"):
+        table.add_column(column, justify="right")
+    table.add_column("verdict", no_wrap=True)
+    ordered = sorted(run.results, key=lambda result: (VERDICT_RANK[result.verdict.value], result.p_adjusted))
+    for result in ordered:
+        table.add_row(
+            escape(result.feature),
+            result.test,
+            f"{result.statistic:.4g}",
+            f"{result.p_value:.3g}",
+            f"{result.p_adjusted:.3g}",
+            f"{result.effect_size:.3g}",
+            str(result.n_reference),
+            str(result.n_current),
+            f"[{VERDICT_STYLE[result.verdict.value]}]{result.verdict.value}[/]",
+        )
+    console.print(table)
+    status = run.status.value
+    console.print(
+        f"verdict: [{VERDICT_STYLE[status]}]{status}[/] ({len(run.drifted_features)} of {run.features_tested} features drifted"
+        f"{', and the predicted label' if run.label_drifted else ''}; "
+        f"{run.current_rows} rows in the window, {run.reference_rows} in the {run.reference_kind} reference)"
+    )
+    console.print(f"report: {outcome.report_path} ({run.report_uri})", markup=False)
+    alert = f"published as SNS message {outcome.message_id}" if outcome.message_id else "not published (no SML_TOPIC_ARN)"
+    console.print(f"alert: {alert}", markup=False)

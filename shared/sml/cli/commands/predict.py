@@ -1,0 +1,189 @@
+"""`sml predict`: send one prediction request to the predict Function URL and print the answer.
+
+Local URLs (127.0.0.1, localhost) are called as they are; any other URL is taken to be a Function
+URL on AWS with ``AWS_IAM`` auth and the request is signed with SigV4 (service ``lambda``) using
+the default AWS credentials, so no extra dependency is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sml.core.errors import SmlError
+
+DESCRIPTION = """\
+Send a request to POST /predict and print the JSON response. The body is one of:
+  --feature NAME=VALUE ...   one row built from the options (numbers become floats,
+                             null becomes null, anything else a string)
+  --file request.json        a request body as is: {"features": {...}} or {"instances": [...]}
+  --instances-file rows.json a JSON array of rows, sent as {"instances": [...]}
+
+The URL is --url, else SML_FUNCTION_URL, else the local stack's (.sml/stack.json, written by
+`sml up`). A non-2xx answer prints the error and exits with status 1.
+
+Example:
+  sml predict --feature mean_radius=14.2 --feature mean_texture=19.1 ... --feature concavity_grade=low
+"""
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+FUNCTION_URL_HOST = re.compile(r"^[a-z0-9]+\.lambda-url\.(?P<region>[a-z0-9-]+)\.on\.aws$")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="send a prediction request to the Function URL",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    body = parser.add_mutually_exclusive_group(required=True)
+    body.add_argument("--feature", action="append", metavar="NAME=VALUE", help="one feature of a single row; repeat for each feature")
+    body.add_argument("--file", type=Path, help="a JSON request body, sent as it is")
+    body.add_argument("--instances-file", type=Path, help="a JSON array of feature objects, sent as {\"instances\": [...]}")
+    parser.add_argument("--url", help="the Function URL (default: SML_FUNCTION_URL or the local stack's)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="give up after this long (default: 30)")
+    parser.set_defaults(run=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import sys
+
+    from sml.core.settings import LocalSettings, load_settings, read_stack_file
+
+    settings = load_settings(LocalSettings, stack=read_stack_file())
+    base_url = args.url or settings.function_url
+    if not base_url:
+        raise SmlError("no Function URL: give --url, set SML_FUNCTION_URL, or start the local stack with `sml up`")
+    url = predict_url(base_url)
+    body = request_body(features=args.feature, file=args.file, instances_file=args.instances_file)
+    headers = {"content-type": "application/json"}
+    if not is_local(url):
+        headers = signed_headers(url, body, headers, default_region=settings.region)
+    status, response = post(url, body, headers, timeout=args.timeout)
+    if 200 <= status < 300:
+        try:
+            print(json.dumps(json.loads(response), indent=2))
+        except ValueError:
+            print(response.decode("utf-8", "replace"))
+        return 0
+    print(f"sml predict: HTTP {status}: {describe_error(response)}", file=sys.stderr)
+    return 1
+
+
+def predict_url(base_url: str) -> str:
+    """``<base>/predict`` for a Function URL (with or without a trailing slash); a ``/predict`` URL as is."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SmlError(f"--url {base_url!r}: expected an http(s) URL such as http://127.0.0.1:8080/")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/predict"):
+        path = f"{path}/predict"
+    return parts._replace(path=path, query="", fragment="").geturl()
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` points at this machine (the local stack), which needs no signature."""
+    return (urlsplit(url).hostname or "") in LOCAL_HOSTS
+
+
+def parse_features(assignments: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` options into a row: JSON numbers as floats, ``null`` as None, the rest strings."""
+    row: dict[str, Any] = {}
+    for assignment in assignments:
+        name, separator, text = assignment.partition("=")
+        name = name.strip()
+        if not separator or not name:
+            raise SmlError(f"--feature {assignment!r}: expected NAME=VALUE, e.g. --feature mean_radius=14.2")
+        if name in row:
+            raise SmlError(f"--feature {name}: given more than once")
+        row[name] = _feature_value(text.strip())
+    return row
+
+
+def _feature_value(text: str) -> float | str | None:
+    if text == "null":
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text
+    return float(parsed) if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else text
+
+
+def request_body(*, features: list[str] | None, file: Path | None, instances_file: Path | None) -> bytes:
+    """The request body from exactly one of the three options; errors name the option and file."""
+    if features:
+        return json.dumps({"features": parse_features(features)}).encode("utf-8")
+    if file is not None:
+        return _read(file, "--file")
+    if instances_file is None:
+        raise SmlError("give --feature, --file or --instances-file")
+    try:
+        rows = json.loads(_read(instances_file, "--instances-file"))
+    except ValueError as exc:
+        raise SmlError(f"--instances-file {instances_file}: not valid JSON ({exc})") from None
+    if not isinstance(rows, list):
+        raise SmlError(f"--instances-file {instances_file}: expected a JSON array of feature objects, got {type(rows).__name__}")
+    return json.dumps({"instances": rows}).encode("utf-8")
+
+
+def _read(path: Path, option: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SmlError(f"{option} {path}: {exc.strerror or exc}") from None
+
+
+def signed_headers(url: str, body: bytes, headers: dict[str, str], *, default_region: str) -> dict[str, str]:
+    """``headers`` plus a SigV4 signature for a Function URL with ``AWS_IAM`` auth.
+
+    The region comes from the Function URL's host (``<id>.lambda-url.<region>.on.aws``), else
+    ``default_region``; credentials from boto3's default chain.
+
+    :raises SmlError: no AWS credentials are configured.
+    """
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    credentials = boto3.session.Session().get_credentials()
+    if credentials is None:
+        raise SmlError(f"{url} is not local, so the request must be signed, but no AWS credentials are configured")
+    match = FUNCTION_URL_HOST.match(urlsplit(url).hostname or "")
+    region = match.group("region") if match else default_region
+    request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+    SigV4Auth(credentials.get_frozen_credentials(), "lambda", region).add_auth(request)
+    return dict(request.headers.items())
+
+
+def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> tuple[int, bytes]:
+    """POST ``body``; returns the status and the response body, whatever the status.
+
+    :raises SmlError: the URL cannot be reached (names it).
+    """
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
+
+    try:
+        with urlopen(Request(url, data=body, headers=headers, method="POST"), timeout=timeout) as response:
+            return response.status, response.read()
+    except HTTPError as error:
+        with error:
+            return error.code, error.read()
+    except (URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SmlError(f"cannot reach {url}: {reason}; is `sml up` running, or is --url right?") from None
+
+
+def describe_error(body: bytes) -> str:
+    """The error of a non-2xx answer: predict's ``code``, ``field`` and ``message``, else the raw text."""
+    try:
+        error = json.loads(body)["error"]
+        field = f" at {error['field']}" if error.get("field") else ""
+        return f"{error['code']}{field}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace")[:500] or "(empty body)"

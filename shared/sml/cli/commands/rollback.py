@@ -1,0 +1,26 @@
+"""`sml rollback`: make the previous champion the champion again."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rollback",
+        help="make the previous champion the champion again",
+        description=(
+            "Point /<app>/<name>/champion back at the champion before the current one; repeat to go further back. Only the pointer moves."
+        ),
+    )
+    parser.set_defaults(run=run_rollback)
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    from sml.cli.commands.models import open_registry
+
+    registry, _ = open_registry()
+    current = registry.champion_version()
+    previous = registry.rollback()
+    print(f"champion of {registry.model_name}: {previous}, was {current}")
+    return 0

@@ -1,0 +1,67 @@
+"""`sml train`: train a model, track the run in W&B and register the version in S3."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from sml.lifecycle.training import ESTIMATORS
+
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model, track it in W&B and register it in S3",
+        description=(
+            "Train a scikit-learn pipeline on the breast cancer data set that ships with scikit-learn, evaluate it on a "
+            "held-out split, log the run to Weights & Biases (offline under SML_STATE_DIR/wandb unless WANDB_API_KEY is set) "
+            "and register it as a new version in s3://SML_BUCKET/models/SML_MODEL_NAME/. The new version is not promoted: "
+            "run `sml promote VERSION` or `sml promote --best-by f1`."
+        ),
+    )
+    parser.add_argument(
+        "--estimator", choices=list(ESTIMATORS), default="logistic_regression", help="the classifier (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyper-parameter of the estimator, repeatable, e.g. --param C=0.5 or --param max_depth=4",
+    )
+    parser.add_argument("--test-size", type=float, default=0.25, help="fraction of rows held out for metrics (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=42, help="seed for the split and the estimator (default: %(default)s)")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from sml.cli.commands.models import open_registry
+    from sml.lifecycle.tracking import tracking_options
+    from sml.lifecycle.training import TrainingConfig, parse_params, train_and_register
+
+    registry, settings = open_registry()
+    config = TrainingConfig(
+        model_name=settings.model_name,
+        estimator=args.estimator,
+        params=parse_params(args.estimator, args.param),
+        test_size=args.test_size,
+        seed=args.seed,
+    )
+    tracking = tracking_options(settings.state_dir)
+    console = Console(stderr=True, log_path=False)
+    with console.status(f"checking bucket {settings.bucket}") as status:
+        registry.check_bucket()
+
+        def show_step(step: str) -> None:
+            status.update(step)
+            console.log(step)
+
+        manifest = train_and_register(config, registry=registry, tracking=tracking, work_dir=settings.state_dir, on_step=show_step)
+    metrics = ", ".join(f"{name} {value:.4f}" for name, value in manifest.metrics.items())
+    print(f"registered {manifest.model_name} {manifest.version} ({manifest.estimator}): {metrics}")
+    print(f"artifact s3://{registry.bucket}/{manifest.artifact_key} sha256 {manifest.sha256}")
+    if manifest.wandb_run_path:
+        print(f"W&B run ({tracking.mode}): {manifest.wandb_run_path}")
+    print(f"promote it with `sml promote {manifest.version}` or `sml promote --best-by f1`")
+    return 0

@@ -1,0 +1,145 @@
+"""`sml up`: run the local stack in the foreground until Ctrl-C (SIGINT) or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sml.local.poller import MAX_BATCH_SIZE, MAX_BATCHING_WINDOW_S, MAX_VISIBILITY_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from sml.local.stack import LocalStack, LocalStackConfig
+
+DESCRIPTION = """\
+Start the local stack in this process: moto's server on 127.0.0.1 with the bucket, the events
+queue and its DLQ and the alerts topic; the migrated database; predict behind a local Function
+URL; the writer fed by an SQS poller that behaves like Lambda's event source mapping.
+
+The endpoints are printed and written to <state-dir>/stack.json, where every other sml command
+run in this folder finds them. Ctrl-C or SIGTERM stops everything and removes the file.
+
+Ports default to 0: the system picks free ones, so several stacks (one per --state-dir) and
+other programs never collide; read the chosen ports from the output or stack.json. Give --port
+to pin the Function URL (e.g. 8080); a port that is taken is an error, never silently changed.
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "up",
+        help="start the local stack (moto server, Function URL, SQS poller) and keep it running",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--state-dir", type=Path, help="folder for stack.json and the SQLite database (default: $SML_STATE_DIR or .sml)")
+    add("--database-url", help="SQLAlchemy URL without a password (default: $SML_DATABASE_URL or sqlite:///<state-dir>/sml.db)")
+    add("--port", type=_port, default=0, help="Function URL port (default: 0, a free port)")
+    add("--aws-port", type=_port, default=0, help="moto server port (default: 0, a free port)")
+    add("--visibility-timeout", type=_visibility_timeout, default=30, metavar="SECONDS",
+        help="events queue visibility timeout, i.e. how soon a failed event is retried (default: 30)")
+    add("--batch-size", type=_batch_size, default=10, help="most events per writer invocation, 1-10000 (default: 10)")
+    add("--batching-window", type=_batching_window, default=1.0, metavar="SECONDS",
+        help="how long the poller keeps gathering a batch, 0-300 (default: 1)")
+    add("--predict-handler", default="functions.predict.app:handler", metavar="MODULE:FUNCTION",
+        help="handler behind the Function URL (default: %(default)s)")
+    add("--writer-handler", default="functions.writer.app:handler", metavar="MODULE:FUNCTION",
+        help="handler the SQS poller invokes (default: %(default)s)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sml.local.stack import LocalStack
+
+    config = _config_from(args)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sml").setLevel(logging.INFO)  # requests, batches, migrations; not botocore's chatter
+    stop_requested = threading.Event()
+    previous_handlers = {
+        signum: signal.signal(signum, lambda *_: stop_requested.set()) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    stack = LocalStack(config)
+    try:
+        stack.start()
+        _print_endpoints(stack)
+        stop_requested.wait()
+        print("stopping the local stack ...", flush=True)
+    finally:
+        stack.stop()
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+    print("stopped", flush=True)
+    return 0
+
+
+def _config_from(args: argparse.Namespace) -> LocalStackConfig:
+    from sml.core.errors import SmlError
+    from sml.local.stack import LocalStackConfig
+    from sml.core.settings import AwsSettings, DatabaseSettings, SettingsError, load_settings
+
+    aws = load_settings(AwsSettings)
+    database_url = args.database_url
+    if database_url is not None:
+        try:
+            load_settings(DatabaseSettings, environ={"SML_DATABASE_URL": database_url})
+        except SettingsError as exc:
+            raise SmlError(f"--database-url: {exc.problem.removeprefix('Value error, ')}") from None
+    else:
+        database_url = load_settings(DatabaseSettings).database_url
+    return LocalStackConfig(
+        state_dir=args.state_dir or aws.state_dir,
+        database_url=database_url,
+        function_url_port=args.port,
+        aws_port=args.aws_port,
+        region=aws.region,
+        app_name=aws.app_name,
+        bucket=aws.bucket,
+        predict_handler=args.predict_handler,
+        writer_handler=args.writer_handler,
+        visibility_timeout_s=args.visibility_timeout,
+        batch_size=args.batch_size,
+        batching_window_s=args.batching_window,
+    )
+
+
+def _print_endpoints(stack: LocalStack) -> None:
+    endpoints = stack.endpoints
+    assert endpoints is not None
+    rows = [
+        ("Function URL", endpoints.function_url),
+        ("AWS endpoint", endpoints.aws_endpoint_url),
+        ("region", endpoints.region),
+        ("events queue", endpoints.queue_url),
+        ("DLQ", endpoints.dlq_url),
+        ("alerts topic", endpoints.topic_arn),
+        ("bucket", endpoints.bucket),
+        ("database", endpoints.database_url),
+    ]
+    print(f"local stack running (pid {os.getpid()}); endpoints written to {stack.stack_file}")
+    for label, value in rows:
+        print(f"  {label:<13} {value}")
+    print("Press Ctrl-C to stop.", flush=True)
+
+
+def _bounded(parse: Any, low: float, high: float, what: str) -> Any:
+    def check(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+        return value
+
+    return check
+
+
+_port = _bounded(int, 0, 65535, "a port number")
+_visibility_timeout = _bounded(int, 0, MAX_VISIBILITY_TIMEOUT_S, "whole seconds")
+_batch_size = _bounded(int, 1, MAX_BATCH_SIZE, "a whole number")
+_batching_window = _bounded(float, 0, MAX_BATCHING_WINDOW_S, "seconds")

@@ -1,0 +1,65 @@
+"""The `sml` command line: parses arguments and dispatches to one command module.
+
+Each command lives in ``sml.cli.commands.<module>`` with ``register(subparsers)`` adding its parser
+and ``set_defaults(run=...)``. Errors the user can fix (:class:`SmlError`, settings, event
+validation) print one line and exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# command module -> one-line help; order is the order of `sml --help`
+COMMANDS = {
+    "up": "start the local stack (moto server, Function URL, SQS poller) and keep it running",
+    "demo": "run the whole story end to end on the local stack and print a summary",
+    "db": "database schema: apply migrations",
+    "train": "train a model, track it in W&B and register it in S3",
+    "models": "list registered model versions and the champion",
+    "promote": "make a registered version the champion",
+    "rollback": "make the previous champion the champion again",
+    "predict": "send a prediction request to the Function URL",
+    "dlq": "inspect or replay the dead-letter queue",
+    "capture": "recover prediction events predict could not queue",
+    "drift": "run the drift job now and print the verdict",
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sml",
+        description="serverless-ml: serverless scikit-learn inference with prediction capture and drift alerts.",
+    )
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    subparsers.required = True
+    wanted = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, help_text in COMMANDS.items():
+        if wanted == name:
+            module = importlib.import_module(f"sml.cli.commands.{name}")
+            module.register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sml.core.errors import SmlError
+    from sml.core.events import EventValidationError
+    from sml.core.settings import SettingsError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (SmlError, SettingsError, EventValidationError) as exc:
+        print(f"sml {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

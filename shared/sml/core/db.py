@@ -1,0 +1,305 @@
+"""The database: one engine factory, the table definitions the code uses, and the migration runner.
+
+Works on MySQL/MariaDB (``mysql+pymysql://``) and SQLite. The schema itself lives in ``sql/`` as
+ordered migration files; :data:`METADATA` mirrors it for queries, and a test keeps the two equal.
+
+Example::
+
+    engine = create_db_engine("sqlite:///.sml/sml.db")
+    apply_migrations(engine)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import ssl
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import URL, Engine, make_url
+
+from sml.core.errors import SmlError
+
+MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<dialect>mysql|sqlite))?\.sql$")
+
+METADATA = sa.MetaData()
+_TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+_LONG_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+SCHEMA_MIGRATIONS = sa.Table(
+    "schema_migrations",
+    METADATA,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("checksum", sa.CHAR(64), nullable=False),
+    sa.Column("applied_at", sa.String(32), nullable=False),
+)
+
+PREDICTIONS = sa.Table(
+    "predictions",
+    METADATA,
+    sa.Column("prediction_id", sa.CHAR(36), primary_key=True),
+    sa.Column("schema_version", sa.SmallInteger, nullable=False),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(128), nullable=False),
+    sa.Column("predicted_at", _TIMESTAMP, nullable=False),
+    sa.Column("prediction", sa.String(255), nullable=False),
+    sa.Column("probabilities", sa.Text, nullable=True),
+    sa.Column("features", _LONG_TEXT, nullable=False),
+    sa.Column("stored_at", _TIMESTAMP, nullable=False),
+)
+
+DRIFT_RUNS = sa.Table(
+    "drift_runs",
+    METADATA,
+    sa.Column("run_id", sa.CHAR(36), primary_key=True),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(128), nullable=False),
+    sa.Column("window_start", _TIMESTAMP, nullable=False),
+    sa.Column("window_end", _TIMESTAMP, nullable=False),
+    sa.Column("reference_kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("n_reference", sa.Integer, nullable=False),
+    sa.Column("n_current", sa.Integer, nullable=False),
+    sa.Column("features_tested", sa.Integer, nullable=False),
+    sa.Column("features_drifted", sa.Integer, nullable=False),
+    sa.Column("report_uri", sa.String(1024), nullable=True),
+    sa.Column("parameters", sa.Text, nullable=False),
+    sa.Column("created_at", _TIMESTAMP, nullable=False),
+)
+
+DRIFT_FEATURES = sa.Table(
+    "drift_features",
+    METADATA,
+    sa.Column("run_id", sa.CHAR(36), sa.ForeignKey("drift_runs.run_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("feature_name", sa.String(128), primary_key=True),
+    sa.Column("test", sa.String(24), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("statistic", sa.Float, nullable=True),
+    sa.Column("p_value", sa.Float, nullable=True),
+    sa.Column("p_adjusted", sa.Float, nullable=True),
+    sa.Column("effect_size", sa.Float, nullable=True),
+    sa.Column("effect_floor", sa.Float, nullable=True),
+    sa.Column("n_reference", sa.Integer, nullable=False),
+    sa.Column("n_current", sa.Integer, nullable=False),
+    sa.Column("verdict", sa.String(24), nullable=False),
+)
+
+
+def to_db_timestamp(value: datetime) -> datetime:
+    """Naive UTC, the form both databases store (``DATETIME(6)`` / SQLite text)."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+# --------------------------------------------------------------------------------------------
+# Engines
+
+
+def create_db_engine(url: str | URL, *, pool_size: int = 1, echo: bool = False) -> Engine:
+    """The one engine factory.
+
+    ``pool_pre_ping`` replaces connections that died while a Lambda was frozen; ``pool_recycle``
+    retires them before MySQL's or RDS Proxy's idle timeouts. SQLite gets WAL and a busy timeout
+    so the writer and readers can share the file. Creating an engine opens no connection.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, echo=echo)
+    if parsed.get_backend_name() not in ("mysql", "mariadb"):
+        raise SmlError(f"database URL: unsupported backend {parsed.get_backend_name()!r} (use sqlite:// or mysql+pymysql://)")
+    query = dict(parsed.query)
+    query.setdefault("charset", "utf8mb4")
+    engine = sa.create_engine(
+        parsed.set(query=query),
+        pool_pre_ping=True,
+        pool_recycle=280,
+        pool_size=pool_size,
+        max_overflow=2,
+        connect_args={"connect_timeout": 5, "local_infile": False},
+        echo=echo,
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _session_settings(dbapi_connection: Any, _record: Any) -> None:
+        # Strict mode turns silent truncation into errors the writer can narrow down; UTC keeps
+        # DATETIME(6) values what the events say.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'")
+        cursor.close()
+
+    return engine
+
+
+def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, echo=echo)
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def database_url_from_secret(secret: dict[str, Any], *, host: str | None, database: str) -> URL:
+    """A MySQL URL from an RDS-generated Secrets Manager secret, with TLS against the system CAs.
+
+    ``host`` overrides the secret's host (the RDS Proxy endpoint).
+    """
+    missing = [key for key in ("username", "password") if not secret.get(key)]
+    if missing:
+        raise SmlError(f"database secret: missing key(s) {', '.join(missing)}")
+    if not (host or secret.get("host")):
+        raise SmlError("database secret: no host in the secret and SML_DB_HOST is not set")
+    ca_file = ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths().openssl_cafile
+    return URL.create(
+        "mysql+pymysql",
+        username=secret["username"],
+        password=secret["password"],
+        host=host or secret["host"],
+        port=int(secret.get("port") or 3306),
+        database=database,
+        query={"charset": "utf8mb4", "ssl_ca": ca_file},
+    )
+
+
+def resolve_database_url(settings: Any, secrets_client: Any | None = None) -> str | URL:
+    """The URL from ``SML_DATABASE_URL`` or, on AWS, from the secret named by ``SML_DB_SECRET_ARN``."""
+    if settings.database_url:
+        return settings.database_url
+    if not settings.db_secret_arn:
+        raise SmlError("no database configured: set SML_DATABASE_URL (local) or SML_DB_SECRET_ARN (AWS)")
+    if secrets_client is None:
+        raise SmlError("SML_DB_SECRET_ARN is set but no Secrets Manager client was given")
+    response = secrets_client.get_secret_value(SecretId=settings.db_secret_arn)
+    return database_url_from_secret(json.loads(response["SecretString"]), host=settings.db_host, database=settings.db_name)
+
+
+def dialect_family(engine: Engine) -> str:
+    """``mysql`` for MySQL and MariaDB, ``sqlite`` for SQLite."""
+    return "sqlite" if engine.dialect.name == "sqlite" else "mysql"
+
+
+# --------------------------------------------------------------------------------------------
+# Migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+    checksum: str
+
+    @property
+    def statements(self) -> list[str]:
+        return split_sql_statements(self.path.read_text(encoding="utf-8"))
+
+
+def default_sql_dir() -> Path:
+    """``$SML_SQL_DIR`` (set in the Lambda images) or the repository's ``sql/`` folder."""
+    configured = os.environ.get("SML_SQL_DIR")
+    return Path(configured) if configured else Path(__file__).resolve().parents[3] / "sql"
+
+
+def split_sql_statements(text: str) -> list[str]:
+    """Statements of a migration file: ``--`` comment lines dropped, split at a ``;`` ending a line."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+    statements, current = [], []
+    for line in lines:
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            statement = "\n".join(current).strip().rstrip(";").strip()
+            if statement:
+                statements.append(statement)
+            current = []
+    leftover = "\n".join(current).strip()
+    if leftover:
+        statements.append(leftover)
+    return statements
+
+
+def discover_migrations(sql_dir: Path, dialect: str) -> list[Migration]:
+    """The migrations for ``dialect`` in version order; a dialect-specific file wins over a generic one."""
+    if not sql_dir.is_dir():
+        raise SmlError(f"migrations folder {sql_dir} does not exist (set SML_SQL_DIR)")
+    by_version: dict[int, dict[str | None, Path]] = {}
+    names: dict[int, str] = {}
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = MIGRATION_FILE.match(path.name)
+        if not match:
+            raise SmlError(f"{path}: migration files are named NNNN_name.sql or NNNN_name.<mysql|sqlite>.sql")
+        version = int(match["version"])
+        if names.setdefault(version, match["name"]) != match["name"]:
+            raise SmlError(f"{path}: version {version:04d} is already used by {names[version]!r}")
+        by_version.setdefault(version, {})[match["dialect"]] = path
+    migrations = []
+    for version in sorted(by_version):
+        variants = by_version[version]
+        path = variants.get(dialect) or variants.get(None)
+        if path is None:
+            raise SmlError(f"migration {version:04d}_{names[version]} has no {dialect} or generic .sql file in {sql_dir}")
+        checksum = hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+        migrations.append(Migration(version, names[version], path, checksum))
+    return migrations
+
+
+def apply_migrations(engine: Engine, sql_dir: Path | None = None) -> list[str]:
+    """Apply pending migrations once, in order; returns the names applied (empty when up to date).
+
+    Refuses, naming the file, when an applied migration was edited or removed since.
+    """
+    migrations = discover_migrations(sql_dir or default_sql_dir(), dialect_family(engine))
+    if not migrations or migrations[0].version != 0:
+        raise SmlError("migration 0000 (the schema_migrations ledger) is missing")
+    ledger, *pending_candidates = migrations
+    with engine.begin() as connection:
+        for statement in ledger.statements:
+            connection.execute(sa.text(statement))
+        applied = {row.version: row for row in connection.execute(sa.select(SCHEMA_MIGRATIONS))}
+    _check_applied_unchanged(migrations, applied)
+    applied_names = []
+    for migration in [ledger, *pending_candidates]:
+        if migration.version in applied:
+            continue
+        with engine.begin() as connection:
+            if migration is not ledger:
+                for statement in migration.statements:
+                    connection.execute(sa.text(statement))
+            connection.execute(
+                SCHEMA_MIGRATIONS.insert().values(
+                    version=migration.version,
+                    name=migration.name,
+                    checksum=migration.checksum,
+                    applied_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                )
+            )
+        applied_names.append(f"{migration.version:04d}_{migration.name}")
+    return applied_names
+
+
+def _check_applied_unchanged(migrations: list[Migration], applied: dict[int, Any]) -> None:
+    known = {migration.version: migration for migration in migrations}
+    for version, row in sorted(applied.items()):
+        migration = known.get(version)
+        if migration is None:
+            raise SmlError(f"migration {version:04d}_{row.name} was applied but its file is gone from sql/; restore it")
+        if migration.checksum != row.checksum:
+            raise SmlError(
+                f"{migration.path}: edited after it was applied (applied sha256 {row.checksum[:12]}…, "
+                f"file now {migration.checksum[:12]}…); restore it and put the change in a new migration"
+            )

@@ -1,0 +1,479 @@
+"""The end-to-end demo: the real system on the local stack, from training to a drift alert.
+
+Every step goes through the product's own code paths: the local stack (moto server, Function URL
+server, SQS event-source poller running the writer Lambda), ``train_and_register``, HTTP requests
+to predict, DLQ inspect/replay, and the drift job. Nothing is mocked: the checks at the end read
+what the database, the queues and the alert inbox really hold.
+
+The story: two model versions are trained and the better one promoted; baseline traffic is served
+and stored; a maintenance window takes the ``predictions`` table away, so the writer cannot store
+the events of that window and SQS moves them to the DLQ after five tries; after the window they
+are replayed and stored exactly once; then traffic shifts (see :data:`sml.demo.traffic.DEMO_SHIFT`) and
+the drift job flags exactly the shifted features, stores the run, writes the report and alerts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+import sqlalchemy as sa
+
+from sml.core.errors import SmlError
+from sml.demo.traffic import DEMO_SHIFT, Row, TrafficShift, draw_rows
+
+MAINTENANCE_TABLE = "predictions_in_maintenance"
+CANDIDATES = (("logistic_regression", ["C=1.0"]), ("random_forest", ["n_estimators=150", "max_depth=6"]))
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and places of one demo run; the defaults are what ``sml demo`` runs."""
+
+    state_dir: Path = Path(".sml/demo")
+    database_url: str | None = None
+    baseline_single: int = 600
+    baseline_batches: int = 60
+    shifted_single: int = 200
+    shifted_batches: int = 140
+    rows_per_batch: int = 10
+    maintenance_requests: int = 3
+    concurrency: int = 8
+    seed: int = 7
+    visibility_timeout_s: int = 2
+    shift: TrafficShift = DEMO_SHIFT
+
+    @property
+    def baseline_rows(self) -> int:
+        return self.baseline_single + self.baseline_batches * self.rows_per_batch
+
+    @property
+    def shifted_rows(self) -> int:
+        return self.shifted_single + self.shifted_batches * self.rows_per_batch
+
+
+@dataclass
+class TrafficResult:
+    """What one burst of HTTP traffic got back."""
+
+    requests: int = 0
+    ok: int = 0
+    prediction_ids: list[str] = field(default_factory=list)
+    single_latencies_ms: list[float] = field(default_factory=list)
+    batch_latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    ended_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def merge(self, other: TrafficResult) -> None:
+        self.requests += other.requests
+        self.ok += other.ok
+        self.prediction_ids += other.prediction_ids
+        self.single_latencies_ms += other.single_latencies_ms
+        self.batch_latencies_ms += other.batch_latencies_ms
+        self.errors += other.errors
+
+
+@dataclass(frozen=True)
+class DemoCheck:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class DemoSummary:
+    """Everything the summary prints, and the checks that decide the exit code."""
+
+    champion: str = ""
+    traffic: TrafficResult = field(default_factory=TrafficResult)
+    events_captured: int = 0
+    rows_stored: int = 0
+    dlq_before_replay: int = 0
+    dlq_after_replay: int = 0
+    baseline_status: str = ""
+    baseline_flagged: list[str] = field(default_factory=list)
+    drift_status: str = ""
+    drift_rows: list[dict[str, Any]] = field(default_factory=list)
+    flagged: list[str] = field(default_factory=list)
+    label_drift: bool = False
+    alert: dict[str, Any] = field(default_factory=dict)
+    report_path: Path | None = None
+    database_url: str = ""
+    wandb_dir: Path | None = None
+    elapsed_s: float = 0.0
+    checks: list[DemoCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        """A machine-readable digest of the run (what ``sml demo --summary-json`` writes)."""
+        traffic = self.traffic
+        return {
+            "passed": self.passed,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "champion": self.champion,
+            "requests": traffic.requests,
+            "requests_ok": traffic.ok,
+            "latency_ms": {
+                "single_p50": percentile(traffic.single_latencies_ms, 50),
+                "single_p99": percentile(traffic.single_latencies_ms, 99),
+                "batch_p50": percentile(traffic.batch_latencies_ms, 50),
+                "batch_p99": percentile(traffic.batch_latencies_ms, 99),
+            },
+            "events_captured": self.events_captured,
+            "rows_stored": self.rows_stored,
+            "dlq_before_replay": self.dlq_before_replay,
+            "dlq_after_replay": self.dlq_after_replay,
+            "baseline_status": self.baseline_status,
+            "baseline_flagged": self.baseline_flagged,
+            "drift_status": self.drift_status,
+            "flagged": self.flagged,
+            "label_drift": self.label_drift,
+            "drift": self.drift_rows,
+            "alert": self.alert,
+            "report_path": str(self.report_path) if self.report_path else None,
+            "database_url": self.database_url,
+            "wandb_dir": str(self.wandb_dir) if self.wandb_dir else None,
+            "checks": [{"name": check.name, "passed": check.passed, "detail": check.detail} for check in self.checks],
+        }
+
+
+Say = Callable[[str], None]
+
+
+def run_demo(config: DemoConfig, say: Say = print) -> DemoSummary:
+    """Run the whole story once; returns the summary (``summary.passed`` says whether every check held).
+
+    :raises SmlError: the demo could not run (a stack is already running in ``state_dir``, the
+        database URL is unusable, a step timed out).
+    """
+    from sml.local.stack import LocalStack, LocalStackConfig, running_stack_pid
+
+    started = time.perf_counter()
+    pid = running_stack_pid(config.state_dir)
+    if pid is not None:
+        raise SmlError(f"a local stack is running in {config.state_dir} (pid {pid}); stop it or pass --state-dir")
+    shutil.rmtree(config.state_dir, ignore_errors=True)
+    config.state_dir.mkdir(parents=True)
+    summary = DemoSummary()
+    rng = np.random.default_rng(config.seed)
+    stack_config = LocalStackConfig(
+        state_dir=config.state_dir,
+        database_url=config.database_url,
+        visibility_timeout_s=config.visibility_timeout_s,
+        batching_window_s=0.2,
+    )
+    say(f"[1/8] Starting the local stack in {config.state_dir} (moto server, Function URL, SQS poller, database)")
+    with LocalStack(stack_config) as stack:
+        endpoints = stack.endpoints
+        summary.database_url = _shown_url(stack_config.resolved_database_url)
+        say(f"      predict at {endpoints.function_url}, AWS APIs at {endpoints.aws_endpoint_url}, database {summary.database_url}")
+        clients = _Clients()
+        engine = _engine(stack_config.resolved_database_url)
+        try:
+            _run_story(config, summary, stack, clients, engine, rng, say)
+        finally:
+            engine.dispose()
+    summary.elapsed_s = time.perf_counter() - started
+    return summary
+
+
+def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _Clients, engine: sa.Engine, rng: np.random.Generator, say: Say) -> None:
+    from sml.cli.commands.models import open_registry
+
+    registry, settings = open_registry()
+    url = stack.endpoints.function_url.rstrip("/") + "/predict"
+
+    say("[2/8] Training two model versions (tracked in W&B offline) and promoting the best by F1")
+    summary.champion, summary.wandb_dir = _train_candidates(config, registry, say)
+
+    say(f"[3/8] Serving {config.baseline_rows:,} baseline predictions over HTTP ({config.concurrency} clients, single and batch)")
+    baseline = _send_traffic(url, draw_rows(config.baseline_rows, rng), config.baseline_single, config, rng)
+    summary.traffic.merge(baseline)
+    say(f"      {baseline.ok}/{baseline.requests} requests answered 200; waiting for the writer to drain the queue")
+    _wait_drained(stack)
+    say(f"      {_count_rows(engine, baseline.prediction_ids):,} rows stored")
+    baseline_run = _run_drift(settings, registry, engine, clients, baseline.started_at, baseline.ended_at, config)
+    summary.baseline_status = baseline_run.run.status.value
+    summary.baseline_flagged = _flagged_features(baseline_run.run)
+    underpowered = sorted({r.feature for r in baseline_run.run.results if r.verdict.value == "INSUFFICIENT_DATA" and r.test != "missing_rate"})
+    why = f"; too little data to rule out a shift in: {', '.join(underpowered)}" if underpowered else ""
+    say(f"      drift check on the baseline window: {summary.baseline_status}, no feature flagged{why}")
+
+    say("[4/8] Maintenance window: the predictions table is taken away while traffic continues")
+    summary.dlq_before_replay, maintenance = _maintenance_window(config, stack, clients, engine, url, rng, say)
+    summary.traffic.merge(maintenance)
+
+    say(f"[5/8] Replaying the DLQ into the events queue ({summary.dlq_before_replay} message(s))")
+    summary.dlq_after_replay = _replay(stack, clients, say)
+    _wait_drained(stack)
+
+    say(f"[6/8] Traffic shifts: {_describe_shift(config.shift)}; serving {config.shifted_rows:,} predictions")
+    shifted = _send_traffic(url, draw_rows(config.shifted_rows, rng, config.shift), config.shifted_single, config, rng)
+    summary.traffic.merge(shifted)
+    _wait_drained(stack)
+
+    say("[7/8] Running the drift job on the shifted window (reference: the champion's training data)")
+    inbox_url = _subscribe_inbox(clients, stack.endpoints.topic_arn)
+    result = _run_drift(settings, registry, engine, clients, shifted.started_at, shifted.ended_at, config)
+    summary.drift_status = result.run.status.value
+    summary.flagged = _flagged_features(result.run)
+    summary.label_drift = any(r.kind == "label" and r.verdict.value == "DRIFT" for r in result.run.results)
+    summary.drift_rows = _drift_rows(result.run)
+    summary.report_path = result.report_path
+
+    say("[8/8] Reading the alert from a queue subscribed to the SNS topic")
+    summary.alert = _receive_alert(clients, inbox_url, expected_status=summary.drift_status)
+
+    summary.events_captured = len(summary.traffic.prediction_ids)
+    summary.rows_stored = _count_rows(engine, summary.traffic.prediction_ids)
+    summary.checks = _checks(config, summary)
+
+
+class _Clients:
+    """boto3 clients for the running stack, made once (the stack has set the environment)."""
+
+    def __init__(self) -> None:
+        from sml.core.aws import aws_client
+        from sml.core.settings import LocalSettings, load_settings
+
+        settings = load_settings(LocalSettings)
+        self.sqs = aws_client("sqs", settings)
+        self.sns = aws_client("sns", settings)
+        self.s3 = aws_client("s3", settings)
+
+
+def _engine(url: str) -> sa.Engine:
+    from sml.core.db import create_db_engine
+
+    return create_db_engine(url, pool_size=2)
+
+
+def _shown_url(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def _train_candidates(config: DemoConfig, registry: Any, say: Say) -> tuple[str, Path]:
+    from sml.lifecycle.tracking import tracking_options
+    from sml.lifecycle.training import TrainingConfig, parse_params, train_and_register
+
+    tracking = tracking_options(config.state_dir)
+    for estimator, params in CANDIDATES:
+        training = TrainingConfig(model_name=registry.model_name, estimator=estimator, params=parse_params(estimator, params), seed=config.seed)
+        manifest = train_and_register(training, registry=registry, tracking=tracking, work_dir=config.state_dir / "work")
+        metrics = ", ".join(f"{name} {manifest.metrics[name]:.3f}" for name in ("accuracy", "f1", "roc_auc"))
+        say(f"      registered {manifest.version} ({estimator}): {metrics}")
+    champion = registry.promote_best("f1")
+    say(f"      champion: {champion}")
+    return champion, config.state_dir / "wandb"
+
+
+def _send_traffic(url: str, rows: Sequence[Row], singles: int, config: DemoConfig, rng: np.random.Generator) -> TrafficResult:
+    """Send the first ``singles`` rows one per request and the rest as ``instances`` batches, shuffled."""
+    batch = config.rows_per_batch
+    bodies: list[dict[str, Any]] = [{"features": row} for row in rows[:singles]]
+    rest = rows[singles:]
+    bodies += [{"instances": list(rest[index : index + batch])} for index in range(0, len(rest), batch)]
+    order = rng.permutation(len(bodies))
+    return send_requests(url, [bodies[index] for index in order], concurrency=config.concurrency)
+
+
+def send_requests(url: str, bodies: Sequence[dict[str, Any]], *, concurrency: int) -> TrafficResult:
+    """POST every body to ``url`` from ``concurrency`` clients; latencies are measured per request."""
+    result = TrafficResult()
+    chunks = [bodies[index::concurrency] for index in range(concurrency)]
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for part in pool.map(lambda chunk: _client_loop(url, chunk), chunks):
+            result.merge(part)
+    result.ended_at = datetime.now(timezone.utc)
+    return result
+
+
+def _client_loop(url: str, bodies: Sequence[dict[str, Any]]) -> TrafficResult:
+    result = TrafficResult()
+    with requests.Session() as session:
+        for body in bodies:
+            started = time.perf_counter()
+            response = session.post(url, json=body, timeout=30)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            result.requests += 1
+            if response.status_code != 200:
+                result.errors.append(f"{response.status_code}: {response.text[:200]}")
+                continue
+            result.ok += 1
+            answer = response.json()
+            if "instances" in body:
+                result.batch_latencies_ms.append(elapsed_ms)
+                result.prediction_ids += [item["prediction_id"] for item in answer["predictions"]]
+            else:
+                result.single_latencies_ms.append(elapsed_ms)
+                result.prediction_ids.append(answer["prediction_id"])
+    return result
+
+
+def _wait_drained(stack: Any, timeout_s: float = 90.0) -> None:
+    if not stack.poller.wait_until_drained(timeout_s):
+        raise SmlError(f"the writer did not drain the events queue within {timeout_s:.0f} s")
+
+
+def _count_rows(engine: sa.Engine, prediction_ids: Sequence[str]) -> int:
+    from sml.core.db import PREDICTIONS
+
+    total = 0
+    with engine.connect() as connection:
+        for index in range(0, len(prediction_ids), 500):
+            chunk = list(prediction_ids[index : index + 500])
+            query = sa.select(sa.func.count()).select_from(PREDICTIONS).where(PREDICTIONS.c.prediction_id.in_(chunk))
+            total += connection.execute(query).scalar_one()
+    return total
+
+
+@contextmanager
+def _table_taken_away(engine: sa.Engine) -> Iterator[None]:
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"ALTER TABLE predictions RENAME TO {MAINTENANCE_TABLE}"))
+    try:
+        yield
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"ALTER TABLE {MAINTENANCE_TABLE} RENAME TO predictions"))
+
+
+def _maintenance_window(config: DemoConfig, stack: Any, clients: _Clients, engine: sa.Engine, url: str, rng: np.random.Generator, say: Say) -> tuple[int, TrafficResult]:
+    dlq_url = stack.endpoints.dlq_url
+    with _table_taken_away(engine):
+        bodies = [{"features": row} for row in draw_rows(config.maintenance_requests, rng)]
+        traffic = send_requests(url, bodies, concurrency=1)
+        say(f"      predict still answered {traffic.ok}/{traffic.requests} (it never waits on the database)")
+        say("      the writer cannot store them; SQS retries each 5 times, then moves it to the DLQ")
+        deadline = time.monotonic() + 30 * config.visibility_timeout_s + 30
+        in_dlq = 0
+        while time.monotonic() < deadline:
+            in_dlq = _visible_messages(clients.sqs, dlq_url)
+            if in_dlq >= len(traffic.prediction_ids):
+                break
+            time.sleep(0.5)
+        else:
+            raise SmlError(f"only {in_dlq} of {len(traffic.prediction_ids)} message(s) reached the DLQ in time")
+    from sml.writer.replay import inspect_dlq
+
+    summary = inspect_dlq(clients.sqs, dlq_url, sample=1)
+    reason = summary.samples[0].reason if summary.samples else "n/a"
+    say(f"      `sml dlq inspect`: {summary.visible} message(s), oldest {summary.oldest_age_s or 0:.0f} s; reason: {reason}")
+    say("      maintenance over: the table is back")
+    return in_dlq, traffic
+
+
+def _visible_messages(sqs: Any, queue_url: str) -> int:
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+def _replay(stack: Any, clients: _Clients, say: Say) -> int:
+    from sml.writer.replay import replay_dlq
+
+    outcome = replay_dlq(clients.sqs, stack.endpoints.dlq_url, stack.endpoints.queue_url)
+    remaining = _visible_messages(clients.sqs, stack.endpoints.dlq_url)
+    say(f"      moved {outcome.moved} message(s) by {outcome.method}; {remaining} left in the DLQ")
+    return remaining
+
+
+def _run_drift(settings: Any, registry: Any, engine: sa.Engine, clients: _Clients, start: datetime, end: datetime, config: DemoConfig) -> Any:
+    from sml.drift.job import DriftJobConfig, run_drift_job
+
+    window_end = end + timedelta(milliseconds=1)
+    manifest = registry.manifest(registry.champion_version())
+    job = DriftJobConfig(bucket=settings.bucket, window_length=window_end - start, topic_arn=settings.topic_arn)
+    return run_drift_job(job, manifest, engine=engine, s3_client=clients.s3, sns_client=clients.sns, window_end=window_end, report_dir=config.state_dir / "reports")
+
+
+def _flagged_features(run: Any) -> list[str]:
+    return sorted({result.feature for result in run.results if result.verdict.value == "DRIFT" and result.kind != "label"})
+
+
+def _drift_rows(run: Any) -> list[dict[str, Any]]:
+    rows = []
+    for result in run.results:
+        rows.append(
+            {
+                "feature": result.feature,
+                "test": result.test,
+                "statistic": result.statistic,
+                "p_adjusted": result.p_adjusted,
+                "effect": result.effect_size,
+                "verdict": result.verdict.value,
+            }
+        )
+    return rows
+
+
+def _subscribe_inbox(clients: _Clients, topic_arn: str) -> str:
+    queue_url = clients.sqs.create_queue(QueueName="sml-alerts-inbox")["QueueUrl"]
+    arn = clients.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    clients.sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+    return queue_url
+
+
+def _receive_alert(clients: _Clients, inbox_url: str, *, expected_status: str, timeout_s: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        messages = clients.sqs.receive_message(QueueUrl=inbox_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        for message in messages:
+            envelope = json.loads(message["Body"])
+            attributes = {name: value.get("Value") for name, value in envelope.get("MessageAttributes", {}).items()}
+            clients.sqs.delete_message(QueueUrl=inbox_url, ReceiptHandle=message["ReceiptHandle"])
+            if attributes.get("status") == expected_status:
+                return {"subject": envelope.get("Subject", ""), "attributes": attributes, "body": json.loads(envelope["Message"])}
+    return {}
+
+
+def _describe_shift(shift: TrafficShift) -> str:
+    parts = [f"{name} ×{factor}" for name, factor in shift.scale.items()]
+    parts += [f"{name} {share:.0%} '{category}'" for name, (category, share) in shift.category_mix.items()]
+    parts += [f"{name} {rate:.0%} missing" for name, rate in shift.null_rate.items()]
+    return ", ".join(parts)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0–100) of ``values``; NaN when empty."""
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def _checks(config: DemoConfig, summary: DemoSummary) -> list[DemoCheck]:
+    traffic = summary.traffic
+    expected = sorted(config.shift.features)
+    return [
+        DemoCheck("every request answered 200", traffic.ok == traffic.requests, f"{traffic.ok}/{traffic.requests}; {traffic.errors[:1]}"),
+        DemoCheck(
+            "events captured = rows stored",
+            summary.events_captured == summary.rows_stored,
+            f"{summary.events_captured:,} events, {summary.rows_stored:,} rows",
+        ),
+        DemoCheck(
+            "maintenance events reached the DLQ",
+            summary.dlq_before_replay == config.maintenance_requests,
+            f"{summary.dlq_before_replay} in the DLQ (expected {config.maintenance_requests})",
+        ),
+        DemoCheck("DLQ empty after replay", summary.dlq_after_replay == 0, f"{summary.dlq_after_replay} left"),
+        DemoCheck("baseline window not flagged", not summary.baseline_flagged, f"{summary.baseline_status}; flagged {summary.baseline_flagged or 'none'}"),
+        DemoCheck("drift flags exactly the shifted features", summary.flagged == expected, f"flagged {summary.flagged}; shifted {expected}"),
+        DemoCheck("alert received", summary.alert.get("attributes", {}).get("status") == "DRIFT", summary.alert.get("subject", "no alert")),
+        DemoCheck(
+            "report written",
+            summary.report_path is not None and summary.report_path.is_file(),
+            str(summary.report_path),
+        ),
+    ]

@@ -1,0 +1,161 @@
+"""The model manifest: the registry's source of truth for one registered model version.
+
+Stored as ``models/<name>/<version>/manifest.json`` next to ``model.joblib``. Predict validates
+requests against :attr:`ModelManifest.features`; drift compares production windows with
+:attr:`ModelManifest.reference`. Pure data, no I/O.
+
+Reference data: the training split's values per feature, sorted, with the missing count
+(numeric), or category counts (categorical), plus the model's predicted-label counts on that
+split. Sorted values make the KS test a ``searchsorted`` away and are capped at
+``MAX_REFERENCE_ROWS`` rows (a uniform sample beyond that), which bounds the manifest's size
+while keeping the empirical distribution exact up to the cap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from sml.core.errors import SmlError
+
+MANIFEST_FORMAT = 1
+MAX_REFERENCE_ROWS = 10_000
+FeatureKind = Literal["numeric", "categorical"]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One input feature of the model, as predict validates it and drift tests it."""
+
+    name: str
+    kind: FeatureKind
+    nullable: bool = False
+    categories: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class NumericReference:
+    sorted_values: tuple[float, ...]
+    missing: int = 0
+
+
+@dataclass(frozen=True)
+class CategoricalReference:
+    counts: dict[str, int]
+    missing: int = 0
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """Training reference for drift: ``n_rows`` rows summarised per feature and for the label."""
+
+    n_rows: int
+    features: dict[str, NumericReference | CategoricalReference]
+    label_counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    model_name: str
+    version: str
+    created_at: str
+    sha256: str
+    artifact_key: str
+    estimator: str
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    classes: tuple[str | int, ...]
+    features: tuple[FeatureSpec, ...]
+    reference: ReferenceData
+    library_versions: dict[str, str]
+    wandb_run_path: str | None = None
+    dataset: str = ""
+    format: int = MANIFEST_FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [spec.name for spec in self.features]
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["reference"] = {
+            "n_rows": self.reference.n_rows,
+            "label_counts": self.reference.label_counts,
+            "features": {
+                name: ({"kind": "numeric", **asdict(ref)} if isinstance(ref, NumericReference) else {"kind": "categorical", **asdict(ref)})
+                for name, ref in self.reference.features.items()
+            },
+        }
+        return json.dumps(data, indent=1, sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str = "manifest.json") -> ModelManifest:
+        """Parse and check a manifest; any problem raises :class:`SmlError` naming ``source`` and the key."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise SmlError(f"{source}: not valid JSON ({exc})") from None
+        try:
+            if data.get("format") != MANIFEST_FORMAT:
+                raise SmlError(f"{source}: unsupported manifest format {data.get('format')!r}")
+            features = tuple(
+                FeatureSpec(
+                    name=spec["name"],
+                    kind=_kind(spec["kind"]),
+                    nullable=bool(spec.get("nullable", False)),
+                    categories=tuple(spec["categories"]) if spec.get("categories") is not None else None,
+                    minimum=spec.get("minimum"),
+                    maximum=spec.get("maximum"),
+                )
+                for spec in data["features"]
+            )
+            reference = data["reference"]
+            manifest = cls(
+                model_name=data["model_name"],
+                version=data["version"],
+                created_at=data["created_at"],
+                sha256=data["sha256"],
+                artifact_key=data["artifact_key"],
+                estimator=data["estimator"],
+                metrics={key: float(value) for key, value in data["metrics"].items()},
+                params=data.get("params", {}),
+                classes=tuple(data["classes"]),
+                features=features,
+                reference=ReferenceData(
+                    n_rows=int(reference["n_rows"]),
+                    label_counts={str(k): int(v) for k, v in reference["label_counts"].items()},
+                    features={name: _reference(ref) for name, ref in reference["features"].items()},
+                ),
+                library_versions=data["library_versions"],
+                wandb_run_path=data.get("wandb_run_path"),
+                dataset=data.get("dataset", ""),
+                extra=data.get("extra", {}),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SmlError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from None
+        missing = [spec.name for spec in features if spec.name not in manifest.reference.features]
+        if missing:
+            raise SmlError(f"{source}: no reference data for feature(s) {', '.join(missing)}")
+        return manifest
+
+
+def _kind(value: str) -> FeatureKind:
+    if value not in ("numeric", "categorical"):
+        raise ValueError(f"feature kind {value!r} is not numeric or categorical")
+    return value  # type: ignore[return-value]
+
+
+def _reference(raw: dict[str, Any]) -> NumericReference | CategoricalReference:
+    if raw["kind"] == "numeric":
+        values = tuple(float(value) for value in raw["sorted_values"])
+        if any(not math.isfinite(value) for value in values) or list(values) != sorted(values):
+            raise ValueError("numeric reference values must be finite and sorted")
+        return NumericReference(sorted_values=values, missing=int(raw.get("missing", 0)))
+    if raw["kind"] == "categorical":
+        return CategoricalReference(counts={str(k): int(v) for k, v in raw["counts"].items()}, missing=int(raw.get("missing", 0)))
+    raise ValueError(f"reference kind {raw['kind']!r} is not numeric or categorical")

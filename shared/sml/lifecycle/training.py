@@ -1,0 +1,450 @@
+"""Training: the data set, the pipeline, metrics, reference data, and train-then-register.
+
+Data set: scikit-learn's Wisconsin breast cancer data (569 biopsies, ships with scikit-learn, no
+download). Inputs are the ten "mean ..." measurements, renamed to snake_case (``mean_radius``),
+plus one categorical feature, ``concavity_grade`` (low / moderate / high): the tertile of the
+"worst concavity" measurement, with cut points from the training split only. "Worst" values are
+otherwise withheld from the model, so the grade adds information instead of restating an input.
+Labels are ``"benign"`` and ``"malignant"``; ``malignant`` is the positive class for F1,
+precision, recall and ROC AUC.
+
+The pipeline takes the object matrix of :func:`sml.lifecycle.modeling.rows_to_matrix` (columns in manifest
+order) and imputes missing values, so every feature is nullable and predict needs no pandas.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import math
+import platform
+import secrets
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sml.core.errors import SmlError
+from sml.lifecycle.manifest import (
+    MAX_REFERENCE_ROWS,
+    CategoricalReference,
+    FeatureSpec,
+    ModelManifest,
+    NumericReference,
+    ReferenceData,
+)
+from sml.lifecycle.modeling import rows_to_matrix
+from sml.lifecycle.registry import ModelRegistry, file_sha256
+from sml.lifecycle.tracking import TrackingOptions, tracked_run
+
+DATASET = "sklearn.datasets.load_breast_cancer"
+NUMERIC_SOURCES = (
+    "mean radius",
+    "mean texture",
+    "mean perimeter",
+    "mean area",
+    "mean smoothness",
+    "mean compactness",
+    "mean concavity",
+    "mean concave points",
+    "mean symmetry",
+    "mean fractal dimension",
+)
+GRADE_FEATURE = "concavity_grade"
+GRADE_SOURCE = "worst concavity"
+GRADE_LEVELS = ("low", "moderate", "high")
+POSITIVE_CLASS = "malignant"
+# --estimator name -> (module, class, this project's defaults; random_state always comes from --seed)
+ESTIMATORS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "logistic_regression": ("sklearn.linear_model", "LogisticRegression", {"max_iter": 1000}),
+    "random_forest": ("sklearn.ensemble", "RandomForestClassifier", {"n_estimators": 200}),
+    "gradient_boosting": ("sklearn.ensemble", "GradientBoostingClassifier", {}),
+}
+# At least ~28 rows on either side of the split, so every metric has both classes to score.
+MIN_TEST_SIZE, MAX_TEST_SIZE = 0.05, 0.5
+
+Row = dict[str, object]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What to train: the estimator, its hyper-parameters and how to split the data."""
+
+    model_name: str
+    estimator: str = "logistic_regression"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    test_size: float = 0.25
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _estimator_class(self.estimator)
+        if not MIN_TEST_SIZE <= self.test_size <= MAX_TEST_SIZE:
+            raise SmlError(f"--test-size {self.test_size}: must be between {MIN_TEST_SIZE} and {MAX_TEST_SIZE}")
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """Request-shaped rows (feature name -> value) and string labels, split for training and testing."""
+
+    train_rows: list[Row]
+    train_labels: list[str]
+    test_rows: list[Row]
+    test_labels: list[str]
+    grade_cut_points: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fitted pipeline and everything its manifest records about it."""
+
+    pipeline: Any
+    config: TrainingConfig
+    features: tuple[FeatureSpec, ...]
+    classes: tuple[str, ...]
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    reference: ReferenceData
+    extra: dict[str, Any]
+
+
+def feature_name(source: str) -> str:
+    """The snake_case feature name for a scikit-learn column name (``mean radius`` -> ``mean_radius``)."""
+    return source.replace(" ", "_")
+
+
+def load_dataset_split(test_size: float = 0.25, seed: int = 42) -> DatasetSplit:
+    """The breast cancer data as rows of this model's features, split stratified by label."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    data = load_breast_cancer()
+    columns = [list(data.feature_names).index(source) for source in (*NUMERIC_SOURCES, GRADE_SOURCE)]
+    labels = np.asarray(data.target_names)[data.target]
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.data[:, columns], labels, test_size=test_size, random_state=seed, stratify=labels
+    )
+    low, high = np.quantile(x_train[:, -1], [1 / 3, 2 / 3])
+    cut_points = (float(low), float(high))
+    return DatasetSplit(
+        train_rows=_rows(x_train, cut_points),
+        train_labels=[str(label) for label in y_train],
+        test_rows=_rows(x_test, cut_points),
+        test_labels=[str(label) for label in y_test],
+        grade_cut_points=cut_points,
+    )
+
+
+def feature_schema(rows: Sequence[Mapping[str, object]]) -> tuple[FeatureSpec, ...]:
+    """The manifest's feature schema, with numeric ranges observed in ``rows`` (the training split)."""
+    numeric = []
+    for source in NUMERIC_SOURCES:
+        values = _numeric_column(rows, feature_name(source))
+        numeric.append(
+            FeatureSpec(
+                name=feature_name(source),
+                kind="numeric",
+                nullable=True,
+                minimum=float(np.nanmin(values)),
+                maximum=float(np.nanmax(values)),
+            )
+        )
+    grade = FeatureSpec(name=GRADE_FEATURE, kind="categorical", nullable=True, categories=GRADE_LEVELS)
+    return (*numeric, grade)
+
+
+def build_pipeline(features: Sequence[FeatureSpec], estimator: str, params: Mapping[str, Any], seed: int) -> Any:
+    """An unfitted pipeline: per-kind imputation and encoding by column index, then ``estimator``.
+
+    Raises:
+        SmlError: unknown ``estimator`` or parameter name (names ``--estimator`` / ``--param``).
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [index for index, spec in enumerate(features) if spec.kind == "numeric"]
+    categorical = [index for index, spec in enumerate(features) if spec.kind == "categorical"]
+    preprocess = ColumnTransformer(
+        [
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(missing_values=None, strategy="most_frequent"),
+                    OneHotEncoder(handle_unknown="ignore"),
+                ),
+                categorical,
+            ),
+        ]
+    )
+    return Pipeline([("preprocess", preprocess), ("model", make_estimator(estimator, params, seed))])
+
+
+def make_estimator(estimator: str, params: Mapping[str, Any], seed: int) -> Any:
+    """A classifier by ``--estimator`` name with this project's defaults, overridden by ``params``.
+
+    Raises:
+        SmlError: unknown estimator or parameter name (names ``--estimator`` / ``--param``).
+    """
+    cls, defaults = _estimator_class(estimator)
+    _check_param_names(cls, params)
+    return cls(**{**defaults, "random_state": seed, **params})
+
+
+def parse_params(estimator: str, assignments: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings into typed hyper-parameters for ``estimator``.
+
+    Values are Python literals (``0.5``, ``200``, ``None``, ``True``; ``true``/``false``/``none``
+    too); anything else stays a string (``balanced``). An integer given where the estimator's
+    default is a float becomes a float. scikit-learn validates the values when it fits.
+
+    Raises:
+        SmlError: an assignment without ``=``, an unknown estimator or key (names the option).
+    """
+    cls, _ = _estimator_class(estimator)
+    valid = cls().get_params()
+    params: dict[str, Any] = {}
+    for assignment in assignments:
+        key, separator, text = assignment.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise SmlError(f"--param {assignment!r}: expected KEY=VALUE, e.g. --param C=0.5")
+        _check_param_names(cls, [key])
+        value = _literal(text.strip())
+        if isinstance(valid[key], float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        params[key] = value
+    return params
+
+
+def train_model(config: TrainingConfig) -> TrainedModel:
+    """Fit the pipeline on the training split and evaluate it on the held-out split.
+
+    Raises:
+        SmlError: bad estimator, parameters or test size (names the option).
+    """
+    split = load_dataset_split(config.test_size, config.seed)
+    features = feature_schema(split.train_rows)
+    pipeline = build_pipeline(features, config.estimator, config.params, config.seed)
+    try:
+        pipeline.fit(rows_to_matrix(split.train_rows, features), np.asarray(split.train_labels))
+    except ValueError as exc:
+        # The data set is fixed and clean, so a fit that rejects its input is rejecting the parameters.
+        raise SmlError(f"--estimator {config.estimator} with --param {dict(config.params)}: {exc}") from None
+    test_matrix = rows_to_matrix(split.test_rows, features)
+    metrics = evaluate(pipeline, test_matrix, split.test_labels)
+    reference = build_reference(pipeline, split.train_rows, features, seed=config.seed)
+    return TrainedModel(
+        pipeline=pipeline,
+        config=config,
+        features=features,
+        classes=tuple(str(label) for label in pipeline.classes_),
+        metrics=metrics,
+        params=_json_safe(pipeline.named_steps["model"].get_params()),
+        reference=reference,
+        extra={
+            "positive_class": POSITIVE_CLASS,
+            "test_size": config.test_size,
+            "seed": config.seed,
+            "n_train": len(split.train_rows),
+            "n_test": len(split.test_rows),
+            "derived_features": {
+                GRADE_FEATURE: {"source": GRADE_SOURCE, "levels": list(GRADE_LEVELS), "cut_points": list(split.grade_cut_points)}
+            },
+        },
+    )
+
+
+def evaluate(pipeline: Any, matrix: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+    """Accuracy, and F1, precision, recall and ROC AUC for the positive class, on held-out data."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+    truth = np.asarray(labels)
+    predicted = pipeline.predict(matrix)
+    positive_column = list(pipeline.classes_).index(POSITIVE_CLASS)
+    scores = pipeline.predict_proba(matrix)[:, positive_column]
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1": float(f1_score(truth, predicted, pos_label=POSITIVE_CLASS)),
+        "precision": float(precision_score(truth, predicted, pos_label=POSITIVE_CLASS, zero_division=0)),
+        "recall": float(recall_score(truth, predicted, pos_label=POSITIVE_CLASS)),
+        "roc_auc": float(roc_auc_score(truth == POSITIVE_CLASS, scores)),
+    }
+
+
+def build_reference(
+    pipeline: Any,
+    rows: Sequence[Mapping[str, object]],
+    features: Sequence[FeatureSpec],
+    *,
+    seed: int,
+    max_rows: int = MAX_REFERENCE_ROWS,
+) -> ReferenceData:
+    """Drift reference from the training rows: sorted numeric values, category counts, label counts.
+
+    Beyond ``max_rows`` rows a uniform sample (without replacement, seeded) stands in for them.
+    """
+    if len(rows) > max_rows:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False))
+        rows = [rows[index] for index in chosen]
+    summaries: dict[str, NumericReference | CategoricalReference] = {}
+    for spec in features:
+        if spec.kind == "numeric":
+            values = _numeric_column(rows, spec.name)
+            present = np.sort(values[~np.isnan(values)])
+            summaries[spec.name] = NumericReference(sorted_values=tuple(present.tolist()), missing=int(values.size - present.size))
+        else:
+            labels = [row.get(spec.name) for row in rows]
+            counts = Counter(str(label) for label in labels if label is not None)
+            summaries[spec.name] = CategoricalReference(counts=dict(counts), missing=len(labels) - sum(counts.values()))
+    predicted = pipeline.predict(rows_to_matrix(rows, features))
+    return ReferenceData(n_rows=len(rows), features=summaries, label_counts=dict(Counter(str(label) for label in predicted)))
+
+
+def new_version(now: datetime | None = None) -> str:
+    """A unique, time-sortable version name: ``v<UTC yyyymmdd-hhmmss>-<6 hex>``."""
+    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return f"v{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def save_artifact(pipeline: Any, path: Path) -> str:
+    """Write the pipeline with joblib to ``path``; returns the file's sha256."""
+    import joblib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(pipeline, path)
+    return file_sha256(path)
+
+
+def library_versions() -> dict[str, str]:
+    """The versions that must match at load time (scikit-learn above all), as the manifest records them."""
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": installed_version("scikit-learn"),
+        "numpy": installed_version("numpy"),
+        "joblib": installed_version("joblib"),
+    }
+
+
+def build_manifest(trained: TrainedModel, *, version: str, sha256: str, wandb_run_path: str | None, created_at: datetime) -> ModelManifest:
+    """The manifest for a trained model; the registry fills in ``artifact_key`` when it registers it."""
+    return ModelManifest(
+        model_name=trained.config.model_name,
+        version=version,
+        created_at=created_at.astimezone(timezone.utc).isoformat(timespec="seconds"),
+        sha256=sha256,
+        artifact_key="",
+        estimator=trained.config.estimator,
+        metrics=trained.metrics,
+        params=trained.params,
+        classes=trained.classes,
+        features=trained.features,
+        reference=trained.reference,
+        library_versions=library_versions(),
+        wandb_run_path=wandb_run_path,
+        dataset=DATASET,
+        extra=trained.extra,
+    )
+
+
+def train_and_register(
+    config: TrainingConfig,
+    *,
+    registry: ModelRegistry,
+    tracking: TrackingOptions,
+    work_dir: Path,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> ModelManifest:
+    """Train, log the run to W&B, and register the model: the whole of ``sml train``.
+
+    Args:
+        config: what to train.
+        registry: where the new version goes (it does not become the champion).
+        tracking: the W&B mode and local folder.
+        work_dir: a folder for the artifact until it is uploaded (a temporary folder inside it).
+        on_step: called with a short description before each step, for progress display.
+
+    Returns:
+        The registered manifest.
+    """
+    on_step(f"fitting {config.estimator} on {DATASET}")
+    trained = train_model(config)
+    created_at = datetime.now(timezone.utc)
+    version = new_version(created_at)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="train-") as folder:
+        artifact = Path(folder) / "model.joblib"
+        sha256 = save_artifact(trained.pipeline, artifact)
+        on_step(f"logging run {version} to W&B ({tracking.mode})")
+        run_config = {
+            "model_name": config.model_name,
+            "version": version,
+            "estimator": config.estimator,
+            "params": trained.params,
+            "test_size": config.test_size,
+            "seed": config.seed,
+            "dataset": DATASET,
+            "features": [spec.name for spec in trained.features],
+        }
+        with tracked_run(tracking, name=version, config=run_config) as run:
+            run.log_metrics(trained.metrics)
+            run.log_model(artifact, name=config.model_name, version=version, metadata={"sha256": sha256, "metrics": trained.metrics})
+        manifest = build_manifest(trained, version=version, sha256=sha256, wandb_run_path=run.path, created_at=created_at)
+        on_step(f"registering {version} in s3://{registry.bucket}/{registry.prefix}")
+        return registry.register(artifact, manifest)
+
+
+def _rows(matrix: np.ndarray, cut_points: tuple[float, float]) -> list[Row]:
+    names = [feature_name(source) for source in NUMERIC_SOURCES]
+    rows: list[Row] = []
+    for values in matrix:
+        row: Row = {name: float(value) for name, value in zip(names, values[:-1], strict=True)}
+        row[GRADE_FEATURE] = GRADE_LEVELS[int(np.searchsorted(cut_points, values[-1], side="right"))]
+        rows.append(row)
+    return rows
+
+
+def _estimator_class(estimator: str) -> tuple[type, dict[str, Any]]:
+    if estimator not in ESTIMATORS:
+        raise SmlError(f"--estimator {estimator!r}: choose one of {', '.join(ESTIMATORS)}")
+    module, name, defaults = ESTIMATORS[estimator]
+    return getattr(importlib.import_module(module), name), defaults
+
+
+def _check_param_names(cls: type, names: Iterable[str]) -> None:
+    valid = cls().get_params()
+    unknown = sorted(set(names) - set(valid))
+    if unknown:
+        raise SmlError(f"--param {unknown[0]}: {cls.__name__} has no such parameter; valid: {', '.join(sorted(valid))}")
+
+
+def _numeric_column(rows: Sequence[Mapping[str, object]], name: str) -> np.ndarray:
+    """One numeric feature as floats, ``None`` as NaN."""
+    return np.array([np.nan if row.get(name) is None else row[name] for row in rows], dtype=float)
+
+
+def _literal(text: str) -> Any:
+    lowered = {"true": True, "false": False, "none": None}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:
+    safe: dict[str, Any] = {}
+    for key, value in sorted(params.items()):
+        if value is None or isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value)):
+            safe[key] = value
+        else:
+            safe[key] = repr(value)
+    return safe

@@ -1,0 +1,192 @@
+"""The OpenAPI 3.1 document of the predict Function URL, generated from the champion's manifest.
+
+The routes are fixed but the request schema is the model's: one property per feature (numbers,
+categories as an enum, nullability), so the document is built when the model is loaded
+rather than maintained by hand. Schemas are JSON Schema 2020-12, as OpenAPI 3.1 uses it, so a
+client (or a test) can validate against them directly. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sml.predict.validation import MAX_CATEGORY_LENGTH
+from sml.lifecycle.manifest import FeatureSpec, ModelManifest
+
+OPENAPI_VERSION = "3.1.0"
+_REF = "#/components/schemas/"
+
+ERROR_CODES = {
+    "400": "empty_body, invalid_json",
+    "405": "method_not_allowed",
+    "413": "body_too_large",
+    "422": (
+        "invalid_type, invalid_request, unknown_key, unknown_feature, missing_feature, not_finite, "
+        "null_not_allowed, unknown_category, too_long, invalid_characters, empty_instances, too_many_instances"
+    ),
+    "503": "model_unavailable, capture_failed",
+}
+
+
+def build_openapi_document(manifest: ModelManifest, *, max_instances: int, max_body_bytes: int) -> dict[str, Any]:
+    """The OpenAPI document for ``manifest``'s model behind ``POST /predict``, ``GET /health``, ``GET /openapi.json``.
+
+    :param manifest: the champion's manifest (features, classes, version).
+    :param max_instances: the most rows an ``instances`` request may carry.
+    :param max_body_bytes: the largest request body accepted.
+    :returns: a JSON-serialisable dict.
+    """
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": f"serverless-ml predict: {manifest.model_name}",
+            "version": manifest.version,
+            "description": (
+                f"Predictions from model {manifest.model_name!r} version {manifest.version}. Send one row as "
+                f"{{\"features\": {{...}}}} or up to {max_instances} rows as {{\"instances\": [{{...}}, ...]}}; bodies "
+                f"are limited to {max_body_bytes} bytes. Every error is {{\"error\": {{\"code\", \"field\", \"message\"}}}}."
+            ),
+        },
+        "paths": {
+            "/predict": {"post": _predict_operation()},
+            "/health": {"get": _get_operation("health", "The model being served and how long it took to load", "Health")},
+            "/openapi.json": {"get": _get_operation("openapi", "This document", None)},
+        },
+        "components": {"schemas": _schemas(manifest, max_instances)},
+    }
+
+
+def features_schema(features: tuple[FeatureSpec, ...]) -> dict[str, Any]:
+    """JSON Schema of one row: exactly the model's features, each with its type and constraints."""
+    return {
+        "type": "object",
+        "properties": {spec.name: _feature_schema(spec) for spec in features},
+        "required": [spec.name for spec in features],
+        "additionalProperties": False,
+    }
+
+
+def _feature_schema(spec: FeatureSpec) -> dict[str, Any]:
+    if spec.kind == "numeric":
+        schema: dict[str, Any] = {"type": ["number", "null"] if spec.nullable else "number"}
+        if spec.minimum is not None and spec.maximum is not None:
+            schema["description"] = f"seen in training: {spec.minimum:g} to {spec.maximum:g}; values outside are served"
+        return schema
+    schema = {"type": ["string", "null"] if spec.nullable else "string"}
+    if spec.categories is not None:
+        schema["enum"] = [*spec.categories, None] if spec.nullable else list(spec.categories)
+    else:
+        schema["maxLength"] = MAX_CATEGORY_LENGTH
+    return schema
+
+
+def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
+    labels = list(manifest.classes)
+    return {
+        "Features": features_schema(manifest.features),
+        "SingleRequest": {
+            "type": "object",
+            "properties": {"features": {"$ref": f"{_REF}Features"}},
+            "required": ["features"],
+            "additionalProperties": False,
+        },
+        "BatchRequest": {
+            "type": "object",
+            "properties": {
+                "instances": {"type": "array", "items": {"$ref": f"{_REF}Features"}, "minItems": 1, "maxItems": max_instances}
+            },
+            "required": ["instances"],
+            "additionalProperties": False,
+        },
+        "Prediction": {
+            "type": "object",
+            "properties": {
+                "prediction_id": {"type": "string", "format": "uuid", "description": "time-ordered (UUIDv7); the key of the stored event"},
+                "prediction": {"enum": labels},
+                "probabilities": {
+                    "type": ["object", "null"],
+                    "properties": {str(label): {"type": "number", "minimum": 0, "maximum": 1} for label in labels},
+                    "required": [str(label) for label in labels],
+                    "additionalProperties": False,
+                },
+                "model_version": {"type": "string"},
+            },
+            "required": ["prediction_id", "prediction", "probabilities", "model_version"],
+            "additionalProperties": False,
+        },
+        "BatchPrediction": {
+            "type": "object",
+            "properties": {"predictions": {"type": "array", "items": {"$ref": f"{_REF}Prediction"}}},
+            "required": ["predictions"],
+            "additionalProperties": False,
+        },
+        "Health": {
+            "type": "object",
+            "properties": {
+                "status": {"const": "ok"},
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "model_loaded_at": {"type": "string", "format": "date-time"},
+                "model_load_seconds": {"type": "number", "description": "reading the pointer, downloading, verifying, unpickling"},
+                "init_seconds": {"type": "number", "description": "from importing the handler to the model being ready"},
+                "cold_start": {"type": "boolean", "description": "whether this request loaded the model (the first of its container)"},
+            },
+            "required": ["status", "model_name", "model_version", "model_loaded_at", "model_load_seconds", "init_seconds", "cold_start"],
+            "additionalProperties": False,
+        },
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string"},
+                        "field": {"type": ["string", "null"], "description": "path into the body, e.g. instances[3].size_band"},
+                        "message": {"type": "string"},
+                    },
+                    "required": ["code", "field", "message"],
+                    "additionalProperties": False,
+                }
+            },
+            "required": ["error"],
+            "additionalProperties": False,
+        },
+    }
+
+
+def _predict_operation() -> dict[str, Any]:
+    responses = {
+        "200": _json_response(
+            "One prediction for `features`; `predictions` in row order for `instances`",
+            {"oneOf": [{"$ref": f"{_REF}Prediction"}, {"$ref": f"{_REF}BatchPrediction"}]},
+        )
+    }
+    for status in ("400", "405", "413", "422", "503"):
+        responses[status] = _json_response(f"error codes: {ERROR_CODES[status]}", {"$ref": f"{_REF}Error"})
+    return {
+        "operationId": "predict",
+        "summary": "Predict one row (`features`) or several (`instances`)",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"oneOf": [{"$ref": f"{_REF}SingleRequest"}, {"$ref": f"{_REF}BatchRequest"}]}}
+            },
+        },
+        "responses": responses,
+    }
+
+
+def _get_operation(operation_id: str, summary: str, schema_name: str | None) -> dict[str, Any]:
+    schema = {"$ref": f"{_REF}{schema_name}"} if schema_name else {"type": "object"}
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {
+            "200": _json_response(summary, schema),
+            "503": _json_response(f"error codes: {ERROR_CODES['503']}", {"$ref": f"{_REF}Error"}),
+        },
+    }
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
