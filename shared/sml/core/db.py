@@ -56,6 +56,16 @@ PREDICTIONS = sa.Table(
     sa.Column("stored_at", _TIMESTAMP, nullable=False),
 )
 
+GROUND_TRUTH = sa.Table(
+    "ground_truth",
+    METADATA,
+    sa.Column("prediction_id", sa.CHAR(36), primary_key=True),
+    sa.Column("label", sa.String(255), nullable=False),
+    sa.Column("labelled_at", _TIMESTAMP, nullable=False),
+    sa.Column("source", sa.String(128), nullable=True),
+    sa.Column("stored_at", _TIMESTAMP, nullable=False),
+)
+
 DRIFT_RUNS = sa.Table(
     "drift_runs",
     METADATA,
