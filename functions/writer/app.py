@@ -1,4 +1,4 @@
-"""The writer Lambda: SQS batches of prediction events into the ``predictions`` table.
+"""The writer Lambda: SQS batches of prediction and ground-truth events into ``predictions`` and ``ground_truth``.
 
 The whole batch is stored first (:func:`sml.writer.batch.write_batch`: parsed, inserted in multi-row
 idempotent statements, data errors bisected); Powertools' batch processor then reports the
@@ -86,6 +86,8 @@ def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialIte
     metrics.add_metric(name="rows_inserted", unit=MetricUnit.Count, value=outcome.inserted)
     metrics.add_metric(name="duplicates_skipped", unit=MetricUnit.Count, value=outcome.duplicates)
     metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(outcome.failures))
+    metrics.add_metric(name="labels_stored", unit=MetricUnit.Count, value=outcome.labels_stored)
+    metrics.add_metric(name="labels_skipped", unit=MetricUnit.Count, value=outcome.labels_skipped)
     reasons = {failure.message_id: failure.reason for failure in outcome.failures}
     if reasons:
         logger.warning(

@@ -1,7 +1,14 @@
-"""The prediction event contract (schema version 1).
+"""The event contract (schema version 1): prediction events (type 1) and ground-truth events (type 2).
 
 A prediction event is created by predict, carried as the JSON body of an SQS message and stored
-by the writer as one row of ``predictions``. Nothing downstream depends on the SQS message id.
+by the writer as one row of ``predictions``. A ground-truth event (a label for a prediction,
+from ``POST /feedback`` or ``sml feedback``) travels the same queue and is stored as one row of
+``ground_truth``. Nothing downstream depends on the SQS message id.
+
+The two are told apart by the ``event_type`` key: ground-truth bodies carry
+``"event_type": "ground_truth"`` (first key); prediction bodies carry none, exactly as before
+ground truth existed, so messages already in queues and DLQs still parse as type 1 and a writer
+of the previous release still reads them. :func:`parse_event` parses either.
 
 The schema is a ``msgspec`` struct: decoding and validating a body in one pass costs a few
 microseconds, which matters on predict's request path and in the writer's batch loop.
@@ -37,7 +44,7 @@ Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 
 class EventValidationError(ValueError):
-    """A prediction event that does not fit the contract; ``field`` names the offending field."""
+    """An event that does not fit the contract; ``field`` names the offending field."""
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -182,3 +189,128 @@ def _offending_key(container: str, mapping: Any) -> str:
         elif isinstance(value, bool) or not isinstance(value, (int, float, str, type(None))):
             return key
     return "?"
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth (event type 2)
+
+EVENT_TYPE_FIELD = "event_type"
+GROUND_TRUTH_EVENT_TYPE = "ground_truth"
+PREDICTION_EVENT_TYPE = "prediction"
+ClassLabel = Union[int, Name]
+
+
+class GroundTruthEvent(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field=EVENT_TYPE_FIELD, tag=GROUND_TRUTH_EVENT_TYPE
+):
+    """The true label of one prediction, known at ``labelled_at`` (immutable).
+
+    ``label`` is a class as the model's manifest lists it (a string of 1 to 128 characters or an
+    integer; never a boolean or a float). ``source`` says where the label came from (a system, a
+    team, a file), at most 128 characters. ``labelled_at`` is when the label became true, in UTC
+    with microseconds; for one ``prediction_id`` the label with the latest ``labelled_at`` wins.
+    Build it with :func:`build_ground_truth_event` or :func:`parse_ground_truth_event`, which
+    validate; the constructor alone does not.
+    """
+
+    prediction_id: Annotated[str, msgspec.Meta(pattern=UUID_PATTERN)]
+    schema_version: Literal[1]
+    label: ClassLabel
+    labelled_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    source: Union[Name, None] = None
+
+    def __post_init__(self) -> None:
+        if self.labelled_at.utcoffset():
+            msgspec.structs.force_setattr(self, "labelled_at", self.labelled_at.astimezone(timezone.utc))
+
+
+Event = Union[PredictionEvent, GroundTruthEvent]
+
+_GROUND_TRUTH_DECODER = msgspec.json.Decoder(GroundTruthEvent)
+# How serialise_ground_truth_event starts every body: such bodies skip the prediction decoder.
+_GROUND_TRUTH_PREFIX = f'{{"{EVENT_TYPE_FIELD}":"{GROUND_TRUTH_EVENT_TYPE}",'
+_GROUND_TRUTH_PREFIX_BYTES = _GROUND_TRUTH_PREFIX.encode()
+
+
+def build_ground_truth_event(
+    *, prediction_id: str, label: Any, labelled_at: datetime | None = None, source: str | None = None
+) -> GroundTruthEvent:
+    """Build and validate a ground-truth event; raises ``EventValidationError`` naming the bad field.
+
+    :param prediction_id: the ``prediction_id`` predict answered with (lower-case UUID).
+    :param label: the true class.
+    :param labelled_at: when the label became known, timezone-aware (now, UTC, by default).
+    :param source: where the label came from, or None.
+    """
+    raw = {
+        "prediction_id": prediction_id,
+        "schema_version": SCHEMA_VERSION,
+        "label": label,
+        "labelled_at": labelled_at or utc_now(),
+        "source": source,
+    }
+    try:
+        event = msgspec.convert(raw, GroundTruthEvent, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, raw) from None
+    for field, text in (("label", event.label), ("source", event.source)):
+        if isinstance(text, str) and not text.isascii() and _SURROGATE.search(text):
+            raise EventValidationError(field, "contains a lone surrogate (\\ud800-\\udfff), not valid Unicode")
+    return event
+
+
+def serialise_ground_truth_event(event: GroundTruthEvent) -> str:
+    """The JSON body of the SQS message: ``event_type`` first, then the fields (timestamps as for predictions)."""
+    return _ENCODER.encode(event).decode("utf-8")
+
+
+def serialise_event(event: Event) -> str:
+    """The JSON body of either event type."""
+    return _ENCODER.encode(event).decode("utf-8")
+
+
+def parse_ground_truth_event(body: str | bytes) -> GroundTruthEvent:
+    """Parse a ground-truth body; any problem raises ``EventValidationError`` naming the field.
+
+    The ``event_type`` key may be left out here (the caller already knows the type); when
+    present it must be ``ground_truth``.
+    """
+    try:
+        return _GROUND_TRUTH_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, _loose_decode(body)) from None
+    except msgspec.DecodeError as exc:
+        raise EventValidationError("body", f"not valid JSON ({exc})") from None
+
+
+def parse_event(body: str | bytes) -> Event:
+    """Parse an SQS message body of either type; problems raise ``EventValidationError`` naming the field.
+
+    A body without ``event_type`` is a prediction event (type 1, as every body before ground
+    truth existed); ``"event_type": "prediction"`` is accepted too. Prediction bodies cost one
+    decode, as with :func:`parse_prediction_event`; so does a ground-truth body as
+    :func:`serialise_ground_truth_event` writes it (recognised by its first key). A body with the
+    tag elsewhere is read loosely for it first.
+    """
+    if body.startswith(_GROUND_TRUTH_PREFIX if isinstance(body, str) else _GROUND_TRUTH_PREFIX_BYTES):
+        return parse_ground_truth_event(body)
+    try:
+        return _DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raw = _loose_decode(body)
+        if isinstance(raw, dict) and EVENT_TYPE_FIELD in raw:
+            return _parse_tagged(body, raw)
+        raise _validation_error(exc, raw) from None
+    except msgspec.DecodeError as exc:
+        raise EventValidationError("body", f"not valid JSON ({exc})") from None
+
+
+def _parse_tagged(body: str | bytes, raw: dict[str, Any]) -> Event:
+    event_type = raw[EVENT_TYPE_FIELD]
+    if event_type == GROUND_TRUTH_EVENT_TYPE:
+        return parse_ground_truth_event(body)
+    if event_type == PREDICTION_EVENT_TYPE:
+        del raw[EVENT_TYPE_FIELD]
+        return parse_prediction_event(_ENCODER.encode(raw))
+    expected = f"expected {PREDICTION_EVENT_TYPE!r} (or no {EVENT_TYPE_FIELD}) or {GROUND_TRUTH_EVENT_TYPE!r}"
+    raise EventValidationError(EVENT_TYPE_FIELD, f"unknown event type {event_type!r}; {expected}")

@@ -1,4 +1,4 @@
-"""The writer's batch logic: SQS message bodies into ``predictions`` rows, idempotently.
+"""The writer's batch logic: SQS message bodies into ``predictions`` and ``ground_truth`` rows, idempotently.
 
 The contract (ARCHITECTURE.md, "Writer batch semantics"):
 
@@ -10,6 +10,15 @@ The contract (ARCHITECTURE.md, "Writer batch semantics"):
 - any other database error (connection refused or lost, deadlock, missing table) raises
   :class:`BatchNotStored`: nothing of the batch may be acknowledged;
 - a record counts as stored only once the transaction holding its row has committed.
+
+Ground-truth events (event type 2) share the queue and every rule above. Their rows go to
+``ground_truth``, one per ``prediction_id``, and the latest ``labelled_at`` wins: a label
+replaces the stored one only when its ``labelled_at`` is strictly later, so an older label, an
+equal-time label (a tie keeps the label stored first) and a redelivered copy change nothing.
+Labels may arrive before their prediction row (no foreign key): they are stored all the same,
+and monitoring counts those whose prediction never arrives as unmatched. The ``label`` column
+holds the label as JSON text, encoded exactly like ``predictions.prediction``, so the two compare
+equal in SQL when the label is the predicted class.
 
 Parsing and row mapping are pure; :func:`insert_prediction_rows` and :func:`write_prediction_rows`
 take a connection or an engine. Statements are parameterised and the table and column names come
@@ -33,8 +42,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from sml.core.db import PREDICTIONS, dialect_family, to_db_timestamp
-from sml.core.events import EventValidationError, PredictionEvent, parse_prediction_event
+from sml.core.db import GROUND_TRUTH, PREDICTIONS, dialect_family, to_db_timestamp
+from sml.core.events import EventValidationError, GroundTruthEvent, PredictionEvent, parse_event
 
 MAX_ROWS_PER_STATEMENT = 1000
 # Approximate bytes of values per MySQL INSERT, far below every server's max_allowed_packet
@@ -76,6 +85,11 @@ class ParsedBatch:
     rows: list[Row]
     message_ids_by_prediction: dict[str, list[str]]
     failures: list[RecordFailure]
+    ground_truth_rows: list[Row] = field(default_factory=list)
+    """One ``ground_truth`` row per distinct ``prediction_id``: the latest ``labelled_at`` of the
+    batch, the first one on a tie."""
+    message_ids_by_label: dict[str, list[str]] = field(default_factory=dict)
+    """Every message that carried a label for each ``prediction_id`` of ``ground_truth_rows``."""
 
 
 @dataclass(frozen=True)
@@ -100,13 +114,18 @@ class WriteOutcome:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """The result of one batch, counted per record: ``inserted + duplicates + len(failures)``
-    is the number of records. A duplicate is a record acknowledged without a new row (its
-    ``prediction_id`` was stored before, or came earlier in the same batch)."""
+    """The result of one batch, counted per record: ``inserted + duplicates + labels_stored +
+    labels_skipped + len(failures)`` is the number of records. A duplicate is a prediction record
+    acknowledged without a new row (its ``prediction_id`` was stored before, or came earlier in
+    the same batch). ``labels_stored`` counts ground-truth records whose label was inserted or
+    replaced an older one; ``labels_skipped`` those acknowledged without a change (a label with a
+    later or equal ``labelled_at`` is stored already, or came in the same batch)."""
 
     inserted: int
     duplicates: int
     failures: list[RecordFailure]
+    labels_stored: int = 0
+    labels_skipped: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,8 +156,19 @@ def prediction_row(event: PredictionEvent, stored_at: datetime) -> Row:
     }
 
 
+def ground_truth_row(event: GroundTruthEvent, stored_at: datetime) -> Row:
+    """The ``ground_truth`` row of ``event``: the label as JSON text (as ``predictions.prediction``), naive UTC times."""
+    return {
+        "prediction_id": event.prediction_id,
+        "label": _json_text(event.label),
+        "labelled_at": to_db_timestamp(event.labelled_at),
+        "source": event.source,
+        "stored_at": to_db_timestamp(stored_at),
+    }
+
+
 def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> ParsedBatch:
-    """Parse ``(message_id, body)`` pairs into rows; bodies that do not fit the contract fail.
+    """Parse ``(message_id, body)`` pairs of either event type into rows; bodies that do not fit the contract fail.
 
     :param records: the batch, in order.
     :param stored_at: the ``stored_at`` of every row.
@@ -146,17 +176,27 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
     """
     rows: dict[str, Row] = {}
     message_ids: dict[str, list[str]] = {}
+    labels: dict[str, Row] = {}
+    label_message_ids: dict[str, list[str]] = {}
     failures = []
     stored_at_in_db = to_db_timestamp(stored_at)  # once per batch, not per row
     for message_id, body in records:
         try:
-            row = prediction_row(parse_prediction_event(body), stored_at_in_db)
+            event = parse_event(body)
         except EventValidationError as exc:
             failures.append(RecordFailure(message_id, f"unparseable event: {exc}"))
             continue
-        rows.setdefault(row["prediction_id"], row)
-        message_ids.setdefault(row["prediction_id"], []).append(message_id)
-    return ParsedBatch(list(rows.values()), message_ids, failures)
+        if type(event) is PredictionEvent:
+            row = prediction_row(event, stored_at_in_db)
+            rows.setdefault(row["prediction_id"], row)
+            message_ids.setdefault(row["prediction_id"], []).append(message_id)
+            continue
+        row = ground_truth_row(event, stored_at_in_db)
+        kept = labels.get(row["prediction_id"])
+        if kept is None or row["labelled_at"] > kept["labelled_at"]:
+            labels[row["prediction_id"]] = row
+        label_message_ids.setdefault(row["prediction_id"], []).append(message_id)
+    return ParsedBatch(list(rows.values()), message_ids, failures, list(labels.values()), label_message_ids)
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,11 +350,15 @@ def write_prediction_rows(engine: Engine, rows: Sequence[Row]) -> WriteOutcome:
     :raises BatchNotStored: on any database error that is not a data error; what this call
         committed before is idempotent to write again.
     """
+    return _write_bisecting(engine, rows, insert_prediction_rows)
+
+
+def _write_bisecting(engine: Engine, rows: Sequence[Row], insert: Callable[[Connection, Sequence[Row]], InsertOutcome]) -> WriteOutcome:
     if not rows:
         return WriteOutcome()
     try:
         with engine.begin() as connection:
-            outcome = insert_prediction_rows(connection, rows)
+            outcome = insert(connection, rows)
     except sa.exc.DBAPIError as error:
         if not is_data_error(error):
             raise BatchNotStored(f"the database did not take the batch: {error.orig}") from error
@@ -322,8 +366,90 @@ def write_prediction_rows(engine: Engine, rows: Sequence[Row]) -> WriteOutcome:
             prediction_id = rows[0]["prediction_id"]
             return WriteOutcome(rejected={prediction_id: f"prediction_id {prediction_id} rejected by the database: {error.orig}"})
         middle = len(rows) // 2
-        return write_prediction_rows(engine, rows[:middle]) + write_prediction_rows(engine, rows[middle:])
+        return _write_bisecting(engine, rows[:middle], insert) + _write_bisecting(engine, rows[middle:], insert)
     return WriteOutcome(outcome.inserted, outcome.duplicates)
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth: latest labelled_at wins
+
+
+def upsert_ground_truth_rows(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
+    """Insert or replace labels in the caller's transaction; the latest ``labelled_at`` wins.
+
+    A stored label is replaced only by one with a strictly later ``labelled_at`` (its ``label``,
+    ``source``, ``labelled_at`` and ``stored_at`` together); otherwise the stored row stays as it is.
+
+    - SQLite: ``INSERT ... ON CONFLICT (prediction_id) DO UPDATE ... WHERE excluded.labelled_at >
+      ground_truth.labelled_at``; its rowcount counts inserted and replaced rows only.
+    - MySQL/MariaDB: ``INSERT ... ON DUPLICATE KEY UPDATE col = IF(VALUES(labelled_at) >
+      labelled_at, VALUES(col), col)``, ``labelled_at`` assigned last because MySQL evaluates the
+      assignments left to right, each seeing the ones before (MySQL reference manual, "INSERT ...
+      ON DUPLICATE KEY UPDATE"). ``VALUES()`` rather than a row alias: MariaDB has no row alias.
+      The rowcount cannot tell a skipped row from an inserted one (``CLIENT_FOUND_ROWS``), so the
+      stored ``labelled_at`` of the statement's ids are read first to count; the statement alone
+      decides what is stored, so a concurrent writer can only skew the counts.
+
+    :param connection: a connection inside a transaction; the caller commits.
+    :param rows: rows as built by :func:`ground_truth_row`, distinct ``prediction_id``\\ s.
+    :returns: an :class:`InsertOutcome`: ``inserted`` counts inserted or replaced labels,
+        ``duplicates`` the rows that changed nothing.
+    :raises sqlalchemy.exc.DBAPIError: as raised by the database.
+    """
+    if dialect_family(connection.engine) == "sqlite":
+        return _upsert_ground_truth_sqlite(connection, rows)
+    return _upsert_ground_truth_mysql(connection, rows)
+
+
+def _upsert_ground_truth_sqlite(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
+    statement = sqlite.insert(GROUND_TRUTH)
+    statement = statement.on_conflict_do_update(
+        index_elements=[GROUND_TRUTH.c.prediction_id],
+        set_={name: statement.excluded[name] for name in _GROUND_TRUTH_REPLACED},
+        where=statement.excluded.labelled_at > GROUND_TRUTH.c.labelled_at,
+    )
+    stored = 0
+    for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
+        stored += connection.execute(statement, rows[start : start + MAX_ROWS_PER_STATEMENT]).rowcount
+    return InsertOutcome(stored, len(rows) - stored)
+
+
+_GROUND_TRUTH_COLUMNS = tuple(column.name for column in GROUND_TRUTH.columns)
+# labelled_at last: each MySQL assignment sees the ones before it.
+_GROUND_TRUTH_REPLACED = ("label", "source", "stored_at", "labelled_at")
+
+
+def _upsert_ground_truth_mysql(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
+    preparer = connection.dialect.identifier_preparer
+    later = f"VALUES({preparer.quote('labelled_at')}) > {preparer.quote('labelled_at')}"
+    updates = ", ".join(f"{preparer.quote(name)} = IF({later}, VALUES({preparer.quote(name)}), {preparer.quote(name)})" for name in _GROUND_TRUTH_REPLACED)
+    row_placeholders = f"({', '.join(['%s'] * len(_GROUND_TRUTH_COLUMNS))})"
+    stored = 0
+    for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
+        chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
+        query = sa.select(GROUND_TRUTH.c.prediction_id, GROUND_TRUTH.c.labelled_at).where(
+            GROUND_TRUTH.c.prediction_id.in_([row["prediction_id"] for row in chunk])
+        )
+        stored_labelled_at = {prediction_id: labelled_at for prediction_id, labelled_at in connection.execute(query)}
+        stored += sum(1 for row in chunk if row["prediction_id"] not in stored_labelled_at or row["labelled_at"] > stored_labelled_at[row["prediction_id"]])
+        statement = (
+            f"INSERT INTO {preparer.format_table(GROUND_TRUTH)} ({', '.join(preparer.quote(name) for name in _GROUND_TRUTH_COLUMNS)}) "
+            f"VALUES {', '.join([row_placeholders] * len(chunk))} ON DUPLICATE KEY UPDATE {updates}"
+        )
+        values = tuple(_as_timestamp_text(row[name]) if name in ("labelled_at", "stored_at") else row[name] for row in chunk for name in _GROUND_TRUTH_COLUMNS)
+        connection.exec_driver_sql(statement, values)
+    return InsertOutcome(stored, len(rows) - stored)
+
+
+def write_ground_truth_rows(engine: Engine, rows: Sequence[Row]) -> WriteOutcome:
+    """Commit labels in one transaction, latest ``labelled_at`` winning; on a data error, bisect.
+
+    As :func:`write_prediction_rows`, for rows built by :func:`ground_truth_row`:
+    ``inserted`` counts labels inserted or replaced, ``duplicates`` labels that changed nothing.
+
+    :raises BatchNotStored: on any database error that is not a data error.
+    """
+    return _write_bisecting(engine, rows, upsert_ground_truth_rows)
 
 
 def write_batch(engine: Engine, records: Sequence[tuple[str, str]], *, stored_at: datetime | None = None) -> BatchOutcome:
@@ -338,7 +464,14 @@ def write_batch(engine: Engine, records: Sequence[tuple[str, str]], *, stored_at
     """
     parsed = parse_records(records, stored_at or datetime.now(timezone.utc))
     written = write_prediction_rows(engine, parsed.rows)
+    labelled = write_ground_truth_rows(engine, parsed.ground_truth_rows)
     failures = list(parsed.failures)
     for prediction_id, reason in written.rejected.items():
         failures += [RecordFailure(message_id, reason) for message_id in parsed.message_ids_by_prediction[prediction_id]]
-    return BatchOutcome(written.inserted, len(records) - len(failures) - written.inserted, failures)
+    label_records = sum(len(message_ids) for message_ids in parsed.message_ids_by_label.values())
+    for prediction_id, reason in labelled.rejected.items():
+        failures += [RecordFailure(message_id, f"label of {reason}") for message_id in parsed.message_ids_by_label[prediction_id]]
+    rejected_label_records = sum(len(parsed.message_ids_by_label[prediction_id]) for prediction_id in labelled.rejected)
+    labels_skipped = label_records - rejected_label_records - labelled.inserted
+    duplicates = len(records) - len(failures) - written.inserted - labelled.inserted - labels_skipped
+    return BatchOutcome(written.inserted, duplicates, failures, labelled.inserted, labels_skipped)

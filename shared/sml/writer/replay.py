@@ -27,7 +27,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from sml.core.errors import SmlError
-from sml.core.events import EventValidationError, parse_prediction_event
+from sml.core.events import EventValidationError, parse_event
 
 PARSES_FINE = "parses fine (likely a database/data error; see the writer's logs)"
 MAX_MOVE_RATE = 500  # StartMessageMoveTask's MaxNumberOfMessagesPerSecond limit
@@ -103,7 +103,7 @@ class MoveTaskStatus:
 def failure_reason(body: str) -> str:
     """Why the writer would not store ``body``: the parser's error, or :data:`PARSES_FINE`."""
     try:
-        parse_prediction_event(body)
+        parse_event(body)
     except EventValidationError as exc:
         return f"unparseable event: {exc}"
     return PARSES_FINE
