@@ -1,7 +1,8 @@
 """Predict Lambda behind a Function URL: answers from the model in memory, never waits on the database.
 
-Routes: ``POST /predict`` (``{"features": {...}}`` or ``{"instances": [...]}``), ``GET /health``,
-``GET /openapi.json``. Every error is ``{"error": {"code", "field", "message"}}``, built in
+Routes: ``POST /predict`` (``{"features": {...}}`` or ``{"instances": [...]}``), ``POST /feedback``
+(labels for past predictions: one label object or ``{"labels": [...]}``, queued as ground-truth
+events for the writer, answered 202), ``GET /health``, ``GET /openapi.json``. Every error is ``{"error": {"code", "field", "message"}}``, built in
 :func:`_error_response` only. The champion is loaded on the first request of a container and kept.
 
 Capture: one event per row to SQS. If the queue cannot be reached the prediction is still returned,
@@ -30,16 +31,18 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from sml.core.aws import aws_client
-from sml.predict.capture import CAPTURE_CLIENT_CONFIG, CaptureResult, PredictionCapture
+from sml.predict.capture import CAPTURE_CLIENT_CONFIG, CaptureResult, PredictionCapture, publish_message_bodies
 from sml.core.errors import SmlError
-from sml.core.events import format_timestamp, utc_now
+from sml.core.events import format_timestamp, serialise_ground_truth_event, utc_now
 from sml.predict.errors import ApiError
+from sml.predict.feedback import FeedbackSchema, feedback_response
 from sml.predict.service import PredictionService, predict_response
+from sml.predict.validation import decode_json_body
 from sml.lifecycle.registry import LoadedModel, load_champion
 from sml.core.settings import PredictSettings, SettingsError, load_settings
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "predict")
-ROUTES = {"/predict": "POST", "/health": "GET", "/openapi.json": "GET"}
+ROUTES = {"/predict": "POST", "/feedback": "POST", "/health": "GET", "/openapi.json": "GET"}
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "sml")
@@ -70,6 +73,17 @@ class PredictRuntime:
         return build_openapi_document(
             self.loaded.manifest, max_instances=self.settings.max_instances, max_body_bytes=self.settings.max_body_bytes
         )
+
+    @functools.cached_property
+    def feedback_schema(self) -> FeedbackSchema:
+        return FeedbackSchema(self.loaded.manifest.classes, max_items=self.settings.max_instances)
+
+    @functools.cached_property
+    def feedback_sqs(self) -> Any:
+        """The SQS client labels are sent with (never sampled, unlike capture); None without a queue."""
+        if self.settings.queue_url is None:
+            return None
+        return aws_client("sqs", self.settings, config=CAPTURE_CLIENT_CONFIG)
 
 
 @functools.cache
@@ -137,6 +151,31 @@ def _record_capture(result: CaptureResult, *, fail_closed: bool) -> None:
         )
 
 
+@app.post("/feedback")
+def feedback() -> Response:
+    runtime = load_runtime()
+    event = app.current_event.raw_event
+    request = runtime.feedback_schema.parse_request(_feedback_body(event, runtime.settings.max_body_bytes))
+    if runtime.feedback_sqs is None:
+        raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "feedback_unavailable", "no events queue is configured (SML_QUEUE_URL); labels cannot be recorded")
+    bodies = [(label.prediction_id, serialise_ground_truth_event(label)) for label in request.events]
+    misses = publish_message_bodies(runtime.feedback_sqs, runtime.settings.queue_url, bodies)
+    if misses:
+        metrics.add_metric(name="FeedbackMisses", unit=MetricUnit.Count, value=len(misses))
+        logger.error("labels not queued; answering 503", extra={"feedback_failure": misses[0].reason, "missed": len(misses)})
+        message = f"{len(misses)} of {len(bodies)} labels could not be recorded; send the request again (a resent label changes nothing)"
+        raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "feedback_not_recorded", message)
+    metrics.add_metric(name="FeedbackLabelsAccepted", unit=MetricUnit.Count, value=len(bodies))
+    return Response(HTTPStatus.ACCEPTED.value, content_types.APPLICATION_JSON, feedback_response(request))
+
+
+def _feedback_body(event: dict[str, Any], max_body_bytes: int) -> Any:
+    body = event.get("body")
+    if not body:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "empty_body", "send a JSON label object or {\"labels\": [...]}", field="body")
+    return decode_json_body(body, is_base64=bool(event.get("isBase64Encoded")), max_bytes=max_body_bytes)
+
+
 @app.get("/health")
 def health() -> dict[str, Any]:
     runtime = load_runtime()
@@ -162,7 +201,7 @@ def _no_route(_: NotFoundError) -> Response:
     if path in ROUTES:
         error = ApiError(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", f"{path} accepts {ROUTES[path]} only")
         return _error_response(error, headers={"Allow": ROUTES[path]})
-    message = f"no route {path}; try POST /predict, GET /health or GET /openapi.json"
+    message = f"no route {path}; try POST /predict, POST /feedback, GET /health or GET /openapi.json"
     return _error_response(ApiError(HTTPStatus.NOT_FOUND, "not_found", message))
 
 

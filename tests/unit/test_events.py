@@ -11,9 +11,14 @@ from hypothesis import strategies as st
 
 from sml.core.events import (
     EventValidationError,
+    build_ground_truth_event,
     build_prediction_event,
     new_prediction_id,
+    parse_event,
+    parse_ground_truth_event,
     parse_prediction_event,
+    serialise_event,
+    serialise_ground_truth_event,
     serialise_prediction_event,
 )
 
@@ -115,3 +120,111 @@ def test_arbitrary_bodies_never_raise_anything_but_the_typed_error(body) -> None
         parse_prediction_event(body)
     except EventValidationError:
         pass
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth (event type 2)
+
+
+def make_label(**overrides):
+    fields = dict(prediction_id=new_prediction_id(), label="malignant", labelled_at=datetime(2026, 11, 27, 7, 1, 2, 345678, tzinfo=timezone.utc), source="biopsy")
+    fields.update(overrides)
+    return build_ground_truth_event(**fields)
+
+
+def test_ground_truth_round_trip_keeps_every_field_and_microseconds() -> None:
+    event = make_label()
+    body = serialise_ground_truth_event(event)
+    assert body.startswith('{"event_type":"ground_truth",')
+    assert json.loads(body)["labelled_at"] == "2026-11-27T07:01:02.345678Z"
+    assert parse_event(body) == event
+    assert parse_event(body.encode()) == event
+    assert parse_ground_truth_event(body) == event
+    assert serialise_event(event) == body
+
+
+def test_prediction_bodies_stay_untagged_and_parse_as_type_one() -> None:
+    event = make_event()
+    body = serialise_prediction_event(event)
+    assert "event_type" not in json.loads(body)
+    assert parse_event(body) == event
+    tagged = json.dumps({"event_type": "prediction", **json.loads(body)})
+    assert parse_event(tagged) == event
+
+
+def test_a_tag_that_is_not_the_first_key_is_still_recognised() -> None:
+    event = make_label(label=3, source=None)
+    raw = json.loads(serialise_ground_truth_event(event))
+    moved = {key: value for key, value in raw.items() if key != "event_type"} | {"event_type": "ground_truth"}
+    assert parse_event(json.dumps(moved)) == event
+    assert parse_event(json.dumps(moved, indent=2)) == event
+
+
+def test_labelled_at_is_normalised_to_utc_and_must_carry_a_zone() -> None:
+    event = make_label(labelled_at=datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))))
+    assert event.labelled_at == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    with pytest.raises(EventValidationError) as caught:
+        make_label(labelled_at=datetime(2026, 1, 1, 12))
+    assert caught.value.field == "labelled_at"
+
+
+def test_labelled_at_defaults_to_now() -> None:
+    before = datetime.now(timezone.utc)
+    event = build_ground_truth_event(prediction_id=new_prediction_id(), label="benign")
+    assert before <= event.labelled_at <= datetime.now(timezone.utc)
+    assert event.source is None
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda raw: raw.pop("prediction_id"), "prediction_id"),
+        (lambda raw: raw.update(prediction_id="01a22e25-1edd-7f0b-ae0b-23761ce1decB"), "prediction_id"),
+        (lambda raw: raw.update(schema_version=2), "schema_version"),
+        (lambda raw: raw.pop("label"), "label"),
+        (lambda raw: raw.update(label=""), "label"),
+        (lambda raw: raw.update(label="x" * 129), "label"),
+        (lambda raw: raw.update(label=True), "label"),
+        (lambda raw: raw.update(label=1.5), "label"),
+        (lambda raw: raw.update(label=None), "label"),
+        (lambda raw: raw.update(label=["a"]), "label"),
+        (lambda raw: raw.pop("labelled_at"), "labelled_at"),
+        (lambda raw: raw.update(labelled_at="2026-11-27T07:01:02"), "labelled_at"),
+        (lambda raw: raw.update(labelled_at="last week"), "labelled_at"),
+        (lambda raw: raw.update(source=""), "source"),
+        (lambda raw: raw.update(source=7), "source"),
+        (lambda raw: raw.update(model_name="wine"), "model_name"),
+        (lambda raw: raw.update(event_type="label"), "event_type"),
+    ],
+)
+def test_malformed_ground_truth_names_the_field(mutate, field: str) -> None:
+    raw = json.loads(serialise_ground_truth_event(make_label()))
+    mutate(raw)
+    with pytest.raises(EventValidationError) as caught:
+        parse_event(json.dumps(raw))
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(("overrides", "field"), [({"label": "x\ud800"}, "label"), ({"source": "\udfffcrm"}, "source"), ({"label": False}, "label"), ({"prediction_id": "abc"}, "prediction_id")])
+def test_building_a_bad_ground_truth_event_names_the_field(overrides, field: str) -> None:
+    with pytest.raises(EventValidationError) as caught:
+        make_label(**overrides)
+    assert caught.value.field == field
+
+
+@given(st.binary(max_size=300) | st.text(max_size=300))
+def test_arbitrary_bodies_never_make_parse_event_raise_anything_but_the_typed_error(body) -> None:
+    for candidate in (body, ('{"event_type":"ground_truth",' + body) if isinstance(body, str) else b'{"event_type":"ground_truth",' + body):
+        try:
+            parse_event(candidate)
+        except EventValidationError:
+            pass
+
+
+def test_a_labelled_at_that_overflows_when_converted_to_utc_names_the_field() -> None:
+    raw = json.loads(serialise_ground_truth_event(make_label()))
+    raw["labelled_at"] = "0001-01-01T00:00:00+01:00"
+    with pytest.raises(EventValidationError) as caught:
+        parse_event(json.dumps(raw))
+    assert caught.value.field == "labelled_at"

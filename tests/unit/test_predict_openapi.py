@@ -36,6 +36,7 @@ def test_the_document_is_valid_json_schema_and_names_the_routes_and_the_model() 
     assert DOCUMENT["info"]["version"] == "v3"
     assert {path: list(operations) for path, operations in DOCUMENT["paths"].items()} == {
         "/predict": ["post"],
+        "/feedback": ["post"],
         "/health": ["get"],
         "/openapi.json": ["get"],
     }

@@ -221,7 +221,12 @@ class GroundTruthEvent(
 
     def __post_init__(self) -> None:
         if self.labelled_at.utcoffset():
-            msgspec.structs.force_setattr(self, "labelled_at", self.labelled_at.astimezone(timezone.utc))
+            try:
+                utc = self.labelled_at.astimezone(timezone.utc)
+            except OverflowError:
+                # msgspec reports a ValueError raised here as a ValidationError of the struct.
+                raise ValueError("out of range once converted to UTC (field `labelled_at`)") from None
+            msgspec.structs.force_setattr(self, "labelled_at", utc)
 
 
 Event = Union[PredictionEvent, GroundTruthEvent]

@@ -26,10 +26,20 @@ ERROR_CODES = {
     ),
     "503": "model_unavailable, capture_failed",
 }
+FEEDBACK_ERROR_CODES = {
+    "400": "empty_body, invalid_json",
+    "405": "method_not_allowed",
+    "413": "body_too_large",
+    "422": (
+        "invalid_type, invalid_request, unknown_key, missing_field, invalid_prediction_id, unknown_class, invalid_value, "
+        "invalid_characters, invalid_timestamp, labelled_in_future, empty_labels, too_many_labels"
+    ),
+    "503": "model_unavailable, feedback_unavailable, feedback_not_recorded",
+}
 
 
 def build_openapi_document(manifest: ModelManifest, *, max_instances: int, max_body_bytes: int) -> dict[str, Any]:
-    """The OpenAPI document for ``manifest``'s model behind ``POST /predict``, ``GET /health``, ``GET /openapi.json``.
+    """The OpenAPI document for ``manifest``'s model behind ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /openapi.json``.
 
     :param manifest: the champion's manifest (features, classes, version).
     :param max_instances: the most rows an ``instances`` request may carry.
@@ -44,11 +54,13 @@ def build_openapi_document(manifest: ModelManifest, *, max_instances: int, max_b
             "description": (
                 f"Predictions from model {manifest.model_name!r} version {manifest.version}. Send one row as "
                 f"{{\"features\": {{...}}}} or up to {max_instances} rows as {{\"instances\": [{{...}}, ...]}}; bodies "
-                f"are limited to {max_body_bytes} bytes. Every error is {{\"error\": {{\"code\", \"field\", \"message\"}}}}."
+                f"are limited to {max_body_bytes} bytes. POST /feedback records the true label of past predictions "
+                f"(one label object, or up to {max_instances} as {{\"labels\": [...]}}). Every error is {{\"error\": {{\"code\", \"field\", \"message\"}}}}."
             ),
         },
         "paths": {
             "/predict": {"post": _predict_operation()},
+            "/feedback": {"post": _feedback_operation(max_instances)},
             "/health": {"get": _get_operation("health", "The model being served and how long it took to load", "Health")},
             "/openapi.json": {"get": _get_operation("openapi", "This document", None)},
         },
@@ -120,6 +132,57 @@ def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
             "required": ["predictions"],
             "additionalProperties": False,
         },
+        "Label": {
+            "type": "object",
+            "properties": {
+                "prediction_id": {
+                    "type": "string",
+                    "format": "uuid",
+                    "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+                    "description": "the prediction_id POST /predict answered with",
+                },
+                "label": {"enum": labels, "description": "the true class"},
+                "labelled_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": (
+                        "when the label became known (RFC 3339 with a zone, from 1970 to at most 5 minutes ahead of the "
+                        "server's clock; now by default); for one prediction the latest labelled_at wins"
+                    ),
+                },
+                "source": {
+                    "type": ["string", "null"],
+                    "minLength": 1,
+                    "maxLength": 128,
+                    "description": "where the label came from; no control characters",
+                },
+            },
+            "required": ["prediction_id", "label"],
+            "additionalProperties": False,
+        },
+        "LabelBatch": {
+            "type": "object",
+            "properties": {"labels": {"type": "array", "items": {"$ref": f"{_REF}Label"}, "minItems": 1, "maxItems": max_instances}},
+            "required": ["labels"],
+            "additionalProperties": False,
+        },
+        "FeedbackAccepted": {
+            "type": "object",
+            "properties": {
+                "accepted": {"type": "integer", "minimum": 1},
+                "labels": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"prediction_id": {"type": "string", "format": "uuid"}, "labelled_at": {"type": "string", "format": "date-time"}},
+                        "required": ["prediction_id", "labelled_at"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            "required": ["accepted", "labels"],
+            "additionalProperties": False,
+        },
         "Health": {
             "type": "object",
             "properties": {
@@ -171,6 +234,26 @@ def _predict_operation() -> dict[str, Any]:
             "content": {
                 "application/json": {"schema": {"oneOf": [{"$ref": f"{_REF}SingleRequest"}, {"$ref": f"{_REF}BatchRequest"}]}}
             },
+        },
+        "responses": responses,
+    }
+
+
+def _feedback_operation(max_instances: int) -> dict[str, Any]:
+    responses = {
+        "202": _json_response(
+            "Queued as ground-truth events; the writer stores them (a label for an unknown prediction_id is stored too)",
+            {"$ref": f"{_REF}FeedbackAccepted"},
+        )
+    }
+    for status in ("400", "405", "413", "422", "503"):
+        responses[status] = _json_response(f"error codes: {FEEDBACK_ERROR_CODES[status]}", {"$ref": f"{_REF}Error"})
+    return {
+        "operationId": "feedback",
+        "summary": f"Record the true label of one prediction, or of up to {max_instances} (`labels`)",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"oneOf": [{"$ref": f"{_REF}Label"}, {"$ref": f"{_REF}LabelBatch"}]}}},
         },
         "responses": responses,
     }

@@ -1,0 +1,160 @@
+"""Labels for past predictions (``POST /feedback``, ``sml feedback``) into validated ground-truth events.
+
+Pure: no I/O, no model. A :class:`FeedbackSchema` is built once per loaded champion from its
+classes. Request body: one label object, or ``{"labels": [label, ...]}`` (at most
+``max_items``). A label object::
+
+    {"prediction_id": "01a2...", "label": "malignant", "labelled_at": "2026-11-27T07:01:02Z", "source": "biopsy"}
+
+* ``prediction_id``: the id ``POST /predict`` answered with (a UUID, any letter case; stored
+  lower-case). Whether the prediction is stored is not checked here: predict never reads the
+  database, and a label may arrive before its prediction row. Labels of unknown predictions are
+  stored and counted as unmatched by monitoring.
+* ``label``: one of the champion's classes, as JSON carries it (``"malignant"``, or ``1`` for an
+  integer class; the text ``"1"`` is read as class ``1`` when no class is the text ``"1"``, which
+  is what a CSV file holds). Never a boolean.
+* ``labelled_at`` (optional): when the label became known, RFC 3339 with a zone; now by default.
+  Not later than :data:`MAX_CLOCK_SKEW` from now (a label from the future would win against every
+  correction, since the latest ``labelled_at`` wins).
+* ``source`` (optional): where the label came from, 1 to 128 characters.
+
+Errors are :class:`~sml.predict.errors.ApiError` (422, field named as ``labels[3].label``), the
+same shape and codes as ``POST /predict``'s.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
+from typing import Annotated, Any
+
+import msgspec
+
+from sml.core.events import MAX_NAME_LENGTH, EventValidationError, GroundTruthEvent, build_ground_truth_event, format_timestamp, utc_now
+from sml.predict.errors import ApiError
+from sml.predict.validation import _NOT_SQS_SAFE, _json_type
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+LABEL_KEYS = ("prediction_id", "label", "labelled_at", "source")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_ZONED = Annotated[datetime, msgspec.Meta(tz=True)]
+_EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    """Validated labels in request order; ``batch`` is true for ``{"labels": [...]}``."""
+
+    events: list[GroundTruthEvent]
+    batch: bool
+
+
+class FeedbackSchema:
+    """Validator of labels for one model's classes.
+
+    :param classes: the champion manifest's classes; ``None`` accepts any label the event
+        contract accepts (a bulk load with no champion to check against).
+    :param max_items: the most labels one ``{"labels": [...]}`` request may carry.
+    :param now: the current time (UTC), for defaults and the future check.
+    """
+
+    def __init__(self, classes: Sequence[str | int] | None, *, max_items: int, now: Callable[[], datetime] = utc_now) -> None:
+        self.classes = None if classes is None else tuple(classes)
+        self.max_items = max_items
+        self._now = now
+        self._by_value: dict[tuple[type, str | int], str | int] | None = None
+        if self.classes is not None:
+            self._by_value = {(type(label), label): label for label in self.classes}
+            for label in self.classes:
+                if not isinstance(label, str):
+                    self._by_value.setdefault((str, str(label)), label)
+            self._shown = ", ".join(repr(label) for label in self.classes)
+
+    def parse_request(self, payload: Any) -> FeedbackRequest:
+        """Validate a parsed body: one label object or ``{"labels": [...]}``; raises 422 naming the field."""
+        if type(payload) is not dict:
+            raise _unprocessable("invalid_type", "body", f"must be a JSON object (one label) or {{\"labels\": [...]}}, got {_json_type(payload)}")
+        if "labels" not in payload:
+            return FeedbackRequest([self.validate_label(payload, None)], batch=False)
+        unknown = sorted(set(payload) - {"labels"})
+        if unknown:
+            raise _unprocessable("invalid_request", unknown[0][:64], "send either one label object or {\"labels\": [...]}, not both")
+        items = payload["labels"]
+        if type(items) is not list:
+            raise _unprocessable("invalid_type", "labels", f"must be a JSON array of label objects, got {_json_type(items)}")
+        if not items:
+            raise _unprocessable("empty_labels", "labels", "must hold at least one label")
+        if len(items) > self.max_items:
+            raise _unprocessable("too_many_labels", "labels", f"holds {len(items)} labels; the limit is {self.max_items} per request")
+        now = self._now()
+        return FeedbackRequest([self.validate_label(item, f"labels[{index}]", now=now) for index, item in enumerate(items)], batch=True)
+
+    def validate_label(self, item: Any, field: str | None, *, now: datetime | None = None) -> GroundTruthEvent:
+        """One label object into a ground-truth event; ``field`` prefixes error paths (None: top level)."""
+        where = (lambda key: f"{field}.{key}") if field else (lambda key: key)
+        if type(item) is not dict:
+            raise _unprocessable("invalid_type", field or "body", f"must be a JSON object with prediction_id and label, got {_json_type(item)}")
+        for key in item:
+            if key not in LABEL_KEYS:
+                raise _unprocessable("unknown_key", where(str(key)[:64]), f"unknown key; a label takes {', '.join(LABEL_KEYS)}")
+        for key in ("prediction_id", "label"):
+            if key not in item:
+                raise _unprocessable("missing_field", where(key), "required")
+        prediction_id = item["prediction_id"]
+        if type(prediction_id) is not str or not _UUID.match(prediction_id):
+            raise _unprocessable("invalid_prediction_id", where("prediction_id"), "must be the prediction_id POST /predict answered with (a UUID)")
+        label = self.class_of(item["label"], where("label"))
+        labelled_at = self._labelled_at(item.get("labelled_at"), where("labelled_at"), now or self._now())
+        source = item.get("source")
+        if source is not None and (type(source) is not str or not 1 <= len(source) <= MAX_NAME_LENGTH):
+            raise _unprocessable("invalid_type", where("source"), f"must be a string of 1 to {MAX_NAME_LENGTH} characters or null")
+        if source is not None and _NOT_SQS_SAFE.search(source):
+            raise _unprocessable("invalid_characters", where("source"), "must not contain control characters or unpaired surrogates")
+        try:
+            return build_ground_truth_event(prediction_id=prediction_id.lower(), label=label, labelled_at=labelled_at, source=source)
+        except EventValidationError as exc:
+            raise _unprocessable("invalid_value", where(exc.field), exc.problem) from None
+
+    def class_of(self, value: Any, field: str) -> str | int:
+        """The class ``value`` names (see the module docstring); raises 422 ``unknown_class`` or ``invalid_type``."""
+        if type(value) not in (str, int):
+            raise _unprocessable("invalid_type", field, f"must be a class (a string or an integer), got {_json_type(value)}")
+        if self._by_value is None:
+            if type(value) is str and (not 1 <= len(value) <= MAX_NAME_LENGTH or _NOT_SQS_SAFE.search(value)):
+                raise _unprocessable("invalid_value", field, f"must be 1 to {MAX_NAME_LENGTH} characters, without control characters")
+            return value
+        found = self._by_value.get((type(value), value))
+        if found is None:
+            raise _unprocessable("unknown_class", field, f"{str(value)[:40]!r} is not a class of the model; expected one of {self._shown}")
+        return found
+
+    def _labelled_at(self, value: Any, field: str, now: datetime) -> datetime:
+        if value is None:
+            return now
+        if type(value) is not str:
+            raise _unprocessable("invalid_timestamp", field, f"must be an RFC 3339 date-time with a zone, got {_json_type(value)}")
+        try:
+            moment = msgspec.convert(value, _ZONED)
+            moment = moment.astimezone(timezone.utc)
+        except (msgspec.ValidationError, OverflowError):
+            raise _unprocessable("invalid_timestamp", field, "must be an RFC 3339 date-time with a zone, e.g. 2026-11-27T07:01:02Z") from None
+        if moment < _EARLIEST:
+            raise _unprocessable("invalid_timestamp", field, "must not be before 1970-01-01T00:00:00Z")
+        if moment > now + MAX_CLOCK_SKEW:
+            raise _unprocessable("labelled_in_future", field, f"is later than now ({now:%Y-%m-%dT%H:%M:%SZ}); a label cannot be known before it is given")
+        return moment
+
+
+def feedback_response(request: FeedbackRequest) -> dict[str, Any]:
+    """The body of a 202: ``accepted`` and, per label in request order, its ``prediction_id`` and ``labelled_at``."""
+    return {
+        "accepted": len(request.events),
+        "labels": [{"prediction_id": event.prediction_id, "labelled_at": format_timestamp(event.labelled_at)} for event in request.events],
+    }
+
+
+def _unprocessable(code: str, field: str, message: str) -> ApiError:
+    return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, code, message, field=field)

@@ -1,0 +1,120 @@
+"""Labels for POST /feedback and sml feedback: the class check, every 422 naming its field, and the OpenAPI schema agreeing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from sml.core.events import new_prediction_id
+from sml.predict.errors import ApiError
+from sml.predict.feedback import FeedbackSchema, feedback_response
+from sml.predict.openapi import build_openapi_document
+from tests.predict_support import manifest_for
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+MANIFEST = manifest_for("v3")
+SCHEMA = FeedbackSchema(MANIFEST.classes, max_items=3, now=lambda: NOW)
+DOCUMENT = build_openapi_document(MANIFEST, max_instances=3, max_body_bytes=2048)
+REQUEST = Draft202012Validator(
+    {**DOCUMENT["paths"]["/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"], "components": DOCUMENT["components"]}
+)
+PREDICTION_ID = new_prediction_id()
+# Rules a JSON Schema cannot state (a date-time format is not enforced by validators, the clock,
+# unpaired surrogates): the handler still refuses them, the document describes them in words.
+BEYOND_JSON_SCHEMA = {"invalid_timestamp", "labelled_in_future", "invalid_characters"}
+
+
+def label(**overrides: Any) -> dict[str, Any]:
+    return {"prediction_id": PREDICTION_ID, "label": MANIFEST.classes[0], **overrides}
+
+
+def refusal(payload: Any, schema: FeedbackSchema = SCHEMA) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        schema.parse_request(payload)
+    assert caught.value.status == 422
+    return caught.value
+
+
+def test_one_label_with_defaults() -> None:
+    request = SCHEMA.parse_request(label())
+
+    [event] = request.events
+    assert request.batch is False
+    assert (event.prediction_id, event.label, event.labelled_at, event.source) == (PREDICTION_ID, MANIFEST.classes[0], NOW, None)
+    assert REQUEST.is_valid(label())
+    assert feedback_response(request) == {"accepted": 1, "labels": [{"prediction_id": PREDICTION_ID, "labelled_at": "2026-11-30T12:00:00.000000Z"}]}
+
+
+def test_a_batch_keeps_order_and_converts_times_to_utc() -> None:
+    items = [label(labelled_at="2026-11-01T10:00:00.250+02:00", source="biopsy"), label(prediction_id=PREDICTION_ID.upper(), label=MANIFEST.classes[1])]
+
+    request = SCHEMA.parse_request({"labels": items})
+
+    assert request.batch is True
+    assert [event.labelled_at for event in request.events] == [datetime(2026, 11, 1, 8, 0, 0, 250000, tzinfo=timezone.utc), NOW]
+    assert [event.prediction_id for event in request.events] == [PREDICTION_ID, PREDICTION_ID]
+    assert request.events[0].source == "biopsy"
+
+
+def test_integer_classes_take_integers_and_their_text_but_never_booleans() -> None:
+    schema = FeedbackSchema((0, 1), max_items=3, now=lambda: NOW)
+
+    assert schema.parse_request(label(label=1)).events[0].label == 1
+    assert schema.parse_request(label(label="0")).events[0].label == 0
+    assert refusal(label(label=True), schema).code == "invalid_type"
+    assert refusal(label(label=2), schema).code == "unknown_class"
+
+
+def test_without_classes_any_contract_label_is_accepted() -> None:
+    schema = FeedbackSchema(None, max_items=3, now=lambda: NOW)
+
+    assert schema.parse_request(label(label="anything")).events[0].label == "anything"
+    assert refusal(label(label="x" * 129), schema).field == "label"
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "field"),
+    [
+        ([label()], "invalid_type", "body"),
+        (label(label="cancerous"), "unknown_class", "label"),
+        (label(label=1.0), "invalid_type", "label"),
+        ({"labels": [label(), label(label="unknown")]}, "unknown_class", "labels[1].label"),
+        ({"prediction_id": PREDICTION_ID}, "missing_field", "label"),
+        ({"label": "benign"}, "missing_field", "prediction_id"),
+        ({"labels": [label(), {"label": "benign"}]}, "missing_field", "labels[1].prediction_id"),
+        (label(prediction_id="42"), "invalid_prediction_id", "prediction_id"),
+        (label(prediction_id=42), "invalid_prediction_id", "prediction_id"),
+        (label(prediction_id="0190b8f0-0000-7000-8000-00000000000g"), "invalid_prediction_id", "prediction_id"),
+        (label(confidence=0.9), "unknown_key", "confidence"),
+        (label(labelled_at="2026-11-27T07:01:02"), "invalid_timestamp", "labelled_at"),
+        (label(labelled_at="yesterday"), "invalid_timestamp", "labelled_at"),
+        (label(labelled_at=1700000000), "invalid_timestamp", "labelled_at"),
+        (label(labelled_at="0001-01-01T00:00:00+01:00"), "invalid_timestamp", "labelled_at"),
+        (label(labelled_at="1969-12-31T23:59:59Z"), "invalid_timestamp", "labelled_at"),
+        (label(labelled_at=(NOW + timedelta(minutes=6)).isoformat()), "labelled_in_future", "labelled_at"),
+        (label(source=""), "invalid_type", "source"),
+        (label(source="x" * 129), "invalid_type", "source"),
+        (label(source="a\x00b"), "invalid_characters", "source"),
+        (label(source="\ud800"), "invalid_characters", "source"),
+        ({"labels": label()}, "invalid_type", "labels"),
+        ({"labels": []}, "empty_labels", "labels"),
+        ({"labels": [label()] * 4}, "too_many_labels", "labels"),
+        ({"labels": [label()], "label": "benign"}, "invalid_request", "label"),
+        ({"labels": ["benign"]}, "invalid_type", "labels[0]"),
+    ],
+)
+def test_bad_labels_are_refused_naming_the_field(payload: Any, code: str, field: str) -> None:
+    error = refusal(payload)
+
+    assert (error.code, error.field) == (code, field)
+    assert error.message
+    if code not in BEYOND_JSON_SCHEMA:
+        assert not REQUEST.is_valid(payload), "the OpenAPI schema must refuse what the handler refuses"
+
+
+def test_a_label_a_little_ahead_of_the_clock_is_accepted() -> None:
+    ahead = NOW + timedelta(minutes=4)
+    assert SCHEMA.parse_request(label(labelled_at=ahead.isoformat())).events[0].labelled_at == ahead
