@@ -24,6 +24,7 @@ COMMANDS = {
     "predict": "send a prediction request to the Function URL",
     "dlq": "inspect or replay the dead-letter queue",
     "capture": "recover prediction events predict could not queue",
+    "feedback": "send true labels (CSV or JSON Lines) as ground truth",
     "drift": "run the drift job now and print the verdict",
 }
 

@@ -24,8 +24,10 @@ same shape and codes as ``POST /predict``'s.
 
 from __future__ import annotations
 
+import csv
+import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
@@ -64,7 +66,7 @@ class FeedbackSchema:
     def __init__(self, classes: Sequence[str | int] | None, *, max_items: int, now: Callable[[], datetime] = utc_now) -> None:
         self.classes = None if classes is None else tuple(classes)
         self.max_items = max_items
-        self._now = now
+        self.now = now
         self._by_value: dict[tuple[type, str | int], str | int] | None = None
         if self.classes is not None:
             self._by_value = {(type(label), label): label for label in self.classes}
@@ -89,7 +91,7 @@ class FeedbackSchema:
             raise _unprocessable("empty_labels", "labels", "must hold at least one label")
         if len(items) > self.max_items:
             raise _unprocessable("too_many_labels", "labels", f"holds {len(items)} labels; the limit is {self.max_items} per request")
-        now = self._now()
+        now = self.now()
         return FeedbackRequest([self.validate_label(item, f"labels[{index}]", now=now) for index, item in enumerate(items)], batch=True)
 
     def validate_label(self, item: Any, field: str | None, *, now: datetime | None = None) -> GroundTruthEvent:
@@ -107,7 +109,7 @@ class FeedbackSchema:
         if type(prediction_id) is not str or not _UUID.match(prediction_id):
             raise _unprocessable("invalid_prediction_id", where("prediction_id"), "must be the prediction_id POST /predict answered with (a UUID)")
         label = self.class_of(item["label"], where("label"))
-        labelled_at = self._labelled_at(item.get("labelled_at"), where("labelled_at"), now or self._now())
+        labelled_at = self._labelled_at(item.get("labelled_at"), where("labelled_at"), now or self.now())
         source = item.get("source")
         if source is not None and (type(source) is not str or not 1 <= len(source) <= MAX_NAME_LENGTH):
             raise _unprocessable("invalid_type", where("source"), f"must be a string of 1 to {MAX_NAME_LENGTH} characters or null")
@@ -158,3 +160,87 @@ def feedback_response(request: FeedbackRequest) -> dict[str, Any]:
 
 def _unprocessable(code: str, field: str, message: str) -> ApiError:
     return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, code, message, field=field)
+
+
+# --------------------------------------------------------------------------------------------
+# Label files (sml feedback --file)
+
+LABEL_FILE_KINDS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """The valid labels of a file with the line each came from, and one message per bad line."""
+
+    events: list[GroundTruthEvent]
+    lines: list[int]
+    problems: list[str]
+
+
+def read_label_lines(
+    lines: Iterable[str], *, name: str, kind: str, schema: FeedbackSchema, source: str | None = None
+) -> LabelFile:
+    """Validate the labels of a CSV or JSON Lines file, line by line, as ``POST /feedback`` does.
+
+    CSV: a header naming some of ``prediction_id, label, labelled_at, source`` (the first two
+    required), then one label per row; an empty ``labelled_at`` or ``source`` cell means absent.
+    JSON Lines: one label object per line, the same object ``POST /feedback`` takes; blank lines
+    are skipped. A label without ``labelled_at`` gets the time of the load (one instant for the
+    whole file); one without ``source`` gets ``source``.
+
+    :param lines: the file's text lines (an open text file will do).
+    :param name: the file's name, as problems show it (``labels.csv:17: label: ...``).
+    :param kind: ``csv`` or ``jsonl``.
+    :returns: a :class:`LabelFile`; a file whose CSV header is unusable has that as its only problem.
+    """
+    now = schema.now()
+    events: list[GroundTruthEvent] = []
+    numbers: list[int] = []
+    problems: list[str] = []
+    for number, item in (_csv_items(lines) if kind == "csv" else _jsonl_items(lines)):
+        if isinstance(item, str):
+            problems.append(f"{name}:{number}: {item}")
+            continue
+        if source is not None and item.get("source") is None:
+            item["source"] = source
+        try:
+            events.append(schema.validate_label(item, None, now=now))
+        except ApiError as error:
+            problems.append(f"{name}:{number}: {error.field}: {error.message}")
+            continue
+        numbers.append(number)
+    return LabelFile(events, numbers, problems)
+
+
+def _jsonl_items(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            yield number, f"not valid JSON ({exc})"
+            continue
+        yield number, item if type(item) is dict else f"must be a JSON object with prediction_id and label, got {_json_type(item)}"
+
+
+def _csv_items(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        yield 1, "empty file; the first line is a header such as prediction_id,label,labelled_at,source"
+        return
+    columns = [column.strip() for column in header]
+    unknown = [column for column in columns if column not in LABEL_KEYS]
+    missing = [key for key in ("prediction_id", "label") if key not in columns]
+    if unknown or missing or len(set(columns)) != len(columns):
+        problem = f"unknown column {unknown[0]!r}" if unknown else f"missing column {missing[0]!r}" if missing else "a column appears twice"
+        yield 1, f"{problem}; the header names some of {', '.join(LABEL_KEYS)} (prediction_id and label required)"
+        return
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(columns):
+            yield reader.line_num, f"has {len(row)} cells; the header has {len(columns)}"
+            continue
+        yield reader.line_num, {column: cell for column, cell in zip(columns, row) if cell != "" or column in ("prediction_id", "label")}
