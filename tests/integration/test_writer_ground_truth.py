@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from writer_support import event_body, prediction_id_of, stored_rows, unreachable_database_url
+from writer_support import (
+    REJECTED_LABEL,
+    add_label_rejecting_trigger,
+    event_body,
+    label_body,
+    prediction_id_of,
+    stored_rows,
+    unreachable_database_url,
+)
+from writer_support import LABELLED_AT as DAY_ONE
 
-from sml.core.db import GROUND_TRUTH, create_db_engine, dialect_family
-from sml.core.events import build_ground_truth_event, new_prediction_id, serialise_ground_truth_event
+from sml.core.db import GROUND_TRUTH, create_db_engine
+from sml.core.events import new_prediction_id
 from sml.writer.batch import BatchNotStored, write_batch
-
-DAY_ONE = datetime(2026, 11, 2, 9, 30, 15, 123456, tzinfo=timezone.utc)
-REJECTED_LABEL = "rejected-label"
 
 
 @pytest.fixture
@@ -27,12 +33,6 @@ def engine(migrated_db_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def label_body(prediction_id: str, label: Any = "benign", labelled_at: datetime = DAY_ONE, source: str | None = "crm") -> str:
-    return serialise_ground_truth_event(
-        build_ground_truth_event(prediction_id=prediction_id, label=label, labelled_at=labelled_at, source=source)
-    )
-
-
 def numbered(bodies: list[str], prefix: str = "m") -> list[tuple[str, str]]:
     return [(f"{prefix}{index}", body) for index, body in enumerate(bodies)]
 
@@ -40,23 +40,6 @@ def numbered(bodies: list[str], prefix: str = "m") -> list[tuple[str, str]]:
 def labels(engine: Engine) -> dict[str, sa.Row[Any]]:
     with engine.connect() as connection:
         return {row.prediction_id: row for row in connection.execute(sa.select(GROUND_TRUTH))}
-
-
-def add_label_rejecting_trigger(engine: Engine) -> None:
-    """Make the database refuse labels :data:`REJECTED_LABEL` with a data error (SQLSTATE 22000 / ABORT)."""
-    stored = f'\'"{REJECTED_LABEL}"\''  # the label column holds JSON text
-    if dialect_family(engine) == "sqlite":
-        statement = (
-            f"CREATE TRIGGER reject_label BEFORE INSERT ON ground_truth WHEN NEW.label = {stored} "
-            "BEGIN SELECT RAISE(ABORT, 'label rejected by the test trigger'); END"
-        )
-    else:
-        statement = (
-            f"CREATE TRIGGER reject_label BEFORE INSERT ON ground_truth FOR EACH ROW BEGIN IF NEW.label = {stored} "
-            "THEN SIGNAL SQLSTATE '22000' SET MESSAGE_TEXT = 'label rejected by the test trigger'; END IF; END"
-        )
-    with engine.begin() as connection:
-        connection.exec_driver_sql(statement)
 
 
 def test_labels_are_stored_before_and_after_their_predictions(engine: Engine) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sml.core.db import PREDICTIONS, dialect_family
-from sml.core.events import build_prediction_event, serialise_prediction_event
+from sml.core.events import build_ground_truth_event, build_prediction_event, serialise_ground_truth_event, serialise_prediction_event
 
 # Events of this model pass the contract but the database refuses them while the trigger exists:
 # a stand-in for any data error, the same on SQLite and MySQL.
 REJECTED_MODEL = "rejected-model"
 TRIGGER_MESSAGE = "model rejected by the test trigger"
+# Labels with this value pass the contract but the database refuses them while their trigger exists.
+REJECTED_LABEL = "rejected-label"
+LABELLED_AT = datetime(2026, 11, 2, 9, 30, 15, 123456, tzinfo=timezone.utc)
 
 
 def event_body(model_name: str = "breast-cancer", **features: Any) -> str:
@@ -30,6 +34,13 @@ def event_body(model_name: str = "breast-cancer", **features: Any) -> str:
             prediction="malignant",
             probabilities={"benign": 0.3, "malignant": 0.7},
         )
+    )
+
+
+def label_body(prediction_id: str, label: Any = "benign", labelled_at: datetime = LABELLED_AT, source: str | None = "crm") -> str:
+    """The SQS body of a valid ground-truth event."""
+    return serialise_ground_truth_event(
+        build_ground_truth_event(prediction_id=prediction_id, label=label, labelled_at=labelled_at, source=source)
     )
 
 
@@ -48,6 +59,28 @@ def add_rejecting_trigger(engine: Engine) -> None:
         statement = (
             f"CREATE TRIGGER reject_model BEFORE INSERT ON predictions FOR EACH ROW BEGIN "
             f"IF NEW.model_name = '{REJECTED_MODEL}' THEN SIGNAL SQLSTATE '22000' SET MESSAGE_TEXT = '{TRIGGER_MESSAGE}'; END IF; END"
+        )
+    with engine.begin() as connection:
+        connection.exec_driver_sql(statement)
+
+
+def drop_label_rejecting_trigger(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER reject_label")
+
+
+def add_label_rejecting_trigger(engine: Engine) -> None:
+    """Make the database refuse labels :data:`REJECTED_LABEL` with a data error (SQLSTATE 22000 / ABORT)."""
+    stored = f'\'"{REJECTED_LABEL}"\''  # the label column holds JSON text
+    if dialect_family(engine) == "sqlite":
+        statement = (
+            f"CREATE TRIGGER reject_label BEFORE INSERT ON ground_truth WHEN NEW.label = {stored} "
+            "BEGIN SELECT RAISE(ABORT, 'label rejected by the test trigger'); END"
+        )
+    else:
+        statement = (
+            f"CREATE TRIGGER reject_label BEFORE INSERT ON ground_truth FOR EACH ROW BEGIN IF NEW.label = {stored} "
+            "THEN SIGNAL SQLSTATE '22000' SET MESSAGE_TEXT = 'label rejected by the test trigger'; END IF; END"
         )
     with engine.begin() as connection:
         connection.exec_driver_sql(statement)
