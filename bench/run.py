@@ -25,6 +25,7 @@ BENCHMARKS = {
     "db-independence": "db_independence_bench",
     "cold-start": "cold_start_bench",
     "writer": "writer_bench",
+    "ground-truth": "ground_truth_bench",
     "drift": "drift_bench",
 }
 BENCH_DIR = Path(__file__).resolve().parent
