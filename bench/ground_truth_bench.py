@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from common import BenchReport, Comparison, bench_main, ratio_at_least
-from writer_bench import DEPLOYED_BATCH_SIZE, _server_url, sqs_records
-
-import sqlalchemy as sa
+from writer_bench import DEPLOYED_BATCH_SIZE, bench_engine, sqs_records
 
 from sml.cli.commands.feedback import send_label_bodies
-from sml.core.db import apply_migrations, create_db_engine
 from sml.core.events import build_ground_truth_event, serialise_ground_truth_event
 from sml.predict.feedback import FeedbackSchema, read_label_lines
 from sml.writer.batch import write_batch
@@ -53,24 +49,6 @@ def label_records(prediction_records: Sequence[Record], labelled_at: datetime) -
         )
         records.append((f"label-{index}", serialise_ground_truth_event(event)))
     return records
-
-
-@contextmanager
-def bench_engine() -> Iterator[Any]:
-    """The writer's engine on a fresh ``sml_bench_labels`` database with the schema; dropped afterwards."""
-    admin = sa.create_engine(_server_url())
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
-        connection.exec_driver_sql(f"CREATE DATABASE {BENCH_DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    engine = create_db_engine(_server_url(BENCH_DATABASE))
-    try:
-        apply_migrations(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
-        admin.dispose()
 
 
 def _truncate(engine: Any) -> None:
@@ -146,7 +124,7 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
     labels = label_records(predictions, LABELLED_AT)
     later = label_records(predictions, LABELLED_AT + timedelta(days=7))
     best = {"predictions": float("inf"), "labels": float("inf"), "labels replaced": float("inf")}
-    with bench_engine() as engine:
+    with bench_engine(BENCH_DATABASE) as engine:
         for _ in range(turns):
             _truncate(engine)
             best["predictions"] = min(best["predictions"], _timed(lambda: _store(engine, predictions)))

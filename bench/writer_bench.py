@@ -83,20 +83,20 @@ def _server_url(database: str | None = None) -> URL:
 
 
 @contextmanager
-def bench_engine() -> Iterator[Engine]:
-    """The writer's engine on a fresh ``sml_bench`` database with the schema; dropped afterwards."""
+def bench_engine(database: str = BENCH_DATABASE) -> Iterator[Engine]:
+    """The writer's engine on a fresh ``database`` (``sml_bench``) with the schema; dropped afterwards."""
     admin = sa.create_engine(_server_url())
     with admin.begin() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
-        connection.exec_driver_sql(f"CREATE DATABASE {BENCH_DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    engine = create_db_engine(_server_url(BENCH_DATABASE))
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {database}")
+        connection.exec_driver_sql(f"CREATE DATABASE {database} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    engine = create_db_engine(_server_url(database))
     try:
         apply_migrations(engine)
         yield engine
     finally:
         engine.dispose()
         with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {database}")
         admin.dispose()
 
 
