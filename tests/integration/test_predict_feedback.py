@@ -123,3 +123,38 @@ def test_the_openapi_document_lists_feedback(predict_stack: PredictStack) -> Non
 
     assert status == 200
     assert document["components"]["schemas"]["Label"]["properties"]["label"]["enum"] == list(trained_model().classes)
+
+
+def test_the_whole_loop_over_http_predict_then_feedback_then_the_writer(predict_stack: PredictStack, migrated_db_url: str) -> None:
+    from urllib.request import Request, urlopen
+
+    from sml.core.db import create_db_engine
+    from sml.local.function_url import FunctionUrlServer
+    from sml.writer.batch import write_batch
+
+    def post(url: str, payload: object) -> tuple[int, dict[str, Any]]:
+        # A form content type: the Function URL base64-encodes the body, as curl's default would get.
+        request = Request(url, data=json.dumps(payload).encode(), headers={"content-type": "application/x-www-form-urlencoded"}, method="POST")
+        with urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+
+    with FunctionUrlServer(app.handler, function_name="sml-predict") as server:
+        _, predicted = post(f"{server.url}predict", {"instances": [valid_row(), valid_row()]})
+        ids = [item["prediction_id"] for item in predicted["predictions"]]
+        right, wrong = predicted["predictions"][0]["prediction"], next(c for c in trained_model().classes if c != predicted["predictions"][1]["prediction"])
+        status, accepted = post(f"{server.url}feedback", {"labels": [{"prediction_id": ids[0], "label": right}, {"prediction_id": ids[1], "label": wrong}]})
+
+    assert (status, accepted["accepted"]) == (202, 2)
+    engine = create_db_engine(migrated_db_url)
+    try:
+        outcome = write_batch(engine, [(f"m{index}", body) for index, body in enumerate(queued_bodies(predict_stack))])
+        with engine.connect() as connection:
+            correct = dict(
+                connection.exec_driver_sql(
+                    "SELECT p.prediction_id, CASE WHEN g.label = p.prediction THEN 1 ELSE 0 END FROM predictions p JOIN ground_truth g ON g.prediction_id = p.prediction_id"
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    assert (outcome.inserted, outcome.labels_stored, outcome.failures) == (2, 2, [])
+    assert correct == {ids[0]: 1, ids[1]: 0}
