@@ -207,7 +207,7 @@ class GroundTruthEvent(
 
     ``label`` is a class as the model's manifest lists it (a string of 1 to 128 characters or an
     integer; never a boolean or a float). ``source`` says where the label came from (a system, a
-    team, a file), at most 128 characters. ``labelled_at`` is when the label became true, in UTC
+    team, a file), at most 128 characters. ``labelled_at`` is when the label became known, in UTC
     with microseconds; for one ``prediction_id`` the label with the latest ``labelled_at`` wins.
     Build it with :func:`build_ground_truth_event` or :func:`parse_ground_truth_event`, which
     validate; the constructor alone does not.
