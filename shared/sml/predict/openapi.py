@@ -154,6 +154,7 @@ def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
                     "type": ["string", "null"],
                     "minLength": 1,
                     "maxLength": 128,
+                    "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\uFFFE\\uFFFF]*$",
                     "description": "where the label came from; no control characters",
                 },
             },
