@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from writer_support import (
     REJECTED_LABEL,
@@ -201,3 +203,31 @@ def test_more_labels_than_one_statement_are_stored_and_replaced_whole(engine: En
     replaced = [prediction_id for index, prediction_id in enumerate(ids[:25]) if index % 2]
     assert (outcome.labels_stored, outcome.labels_skipped) == (15 + len(replaced), 25 - len(replaced))
     assert {prediction_id for prediction_id, row in stored.items() if row.label == '"malignant"'} == set(replaced) | set(ids[25:])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    labels=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), st.sampled_from(["benign", "malignant"])), min_size=1, max_size=12),
+    cuts=st.lists(st.integers(1, 11), max_size=3),
+)
+def test_whatever_the_batching_the_first_label_with_the_latest_labelled_at_is_stored(engine: Engine, labels, cuts) -> None:
+    ids = [new_prediction_id() for _ in range(3)]
+    arrivals = [(ids[which], DAY_ONE + timedelta(days=day), label, f"arrival-{index}") for index, (which, day, label) in enumerate(labels)]
+    bodies = [label_body(prediction_id, label, labelled_at, source) for prediction_id, labelled_at, label, source in arrivals]
+    bounds = [0, *sorted({cut for cut in cuts if cut < len(bodies)}), len(bodies)]
+
+    for start, end in zip(bounds, bounds[1:]):
+        assert write_batch(engine, numbered(bodies[start:end])).failures == []
+
+    stored = labels_of(engine, ids)
+    for prediction_id in set(arrival[0] for arrival in arrivals):
+        mine = [arrival for arrival in arrivals if arrival[0] == prediction_id]
+        latest = max(arrival[1] for arrival in mine)
+        winner = next(arrival for arrival in mine if arrival[1] == latest)
+        assert (stored[prediction_id].source, stored[prediction_id].label) == (winner[3], f'"{winner[2]}"')
+
+
+def labels_of(engine: Engine, prediction_ids: list[str]) -> dict[str, sa.Row[Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(GROUND_TRUTH).where(GROUND_TRUTH.c.prediction_id.in_(prediction_ids)))
+        return {row.prediction_id: row for row in rows}
