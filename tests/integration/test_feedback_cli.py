@@ -176,3 +176,21 @@ def test_refused_entries_are_sent_again_and_progress_counts_each_label_once(sqs:
     assert sum(counted) == 95
     assert client.calls == 10 + 1, "the ten refused entries go again together, in one call"
     assert sorted(event.prediction_id for event in drain(sqs, queue_url)) == sorted(event.prediction_id for event in events)
+
+
+def test_an_interrupt_stops_sending_chunks_not_yet_started(sqs: Any, queue_url: str) -> None:
+    from sml.core.events import build_ground_truth_event, serialise_ground_truth_event
+
+    bodies = [(event.prediction_id, serialise_ground_truth_event(event)) for event in (build_ground_truth_event(prediction_id=new_prediction_id(), label="benign") for _ in range(200))]
+    accepted: list[int] = []
+
+    def interrupt_after_the_first_call(sent: int) -> None:  # stands in for Ctrl-C
+        accepted.append(sent)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        send_label_bodies(sqs, queue_url, bodies, workers=1, progress=interrupt_after_the_first_call)
+
+    # The single worker may start a chunk or two more before the pool is shut down; not the other 18.
+    assert 10 <= sum(accepted) <= 30
+    assert len(drain(sqs, queue_url)) == sum(accepted)

@@ -91,7 +91,11 @@ def run_feedback(args: argparse.Namespace) -> int:
         print(f"{verb} {len(loaded.events)} label(s) from {args.file}; {len(loaded.problems)} bad line(s)")
         return 1 if loaded.problems else 0
     bodies = [(event.prediction_id, serialise_ground_truth_event(event)) for event in loaded.events]
-    unsent = _send_with_progress(aws_client("sqs", settings), queue_url, bodies, workers=args.workers)
+    try:
+        unsent = _send_with_progress(aws_client("sqs", settings), queue_url, bodies, workers=args.workers)
+    except KeyboardInterrupt:
+        print("interrupted: the labels sent so far stay sent; run the same command again (a label sent twice changes nothing)")
+        return 130
     print(f"sent {len(bodies) - len(unsent)} of {len(bodies)} label(s) from {args.file} to {queue_url}; {len(loaded.problems)} bad line(s)")
     if unsent:
         leftover = args.file.with_name(args.file.name + ".unsent.jsonl")
@@ -151,7 +155,8 @@ def send_label_bodies(
         return [(miss.prediction_id, miss.body) for miss in misses]
 
     pending = list(bodies)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sml-feedback") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sml-feedback")
+    try:
         for round_number in range(rounds):
             if round_number:
                 time.sleep(pause_s)
@@ -159,4 +164,7 @@ def send_label_bodies(
             pending = [pair for missed in pool.map(send, chunks) for pair in missed]
             if not pending:
                 break
+    finally:
+        # On Ctrl-C, chunks not started are dropped rather than sent while the command exits.
+        pool.shutdown(wait=True, cancel_futures=True)
     return pending
