@@ -5,6 +5,9 @@
   events (30 features each) stored the same way: labels share the writer and must not be the
   slow part of its queue. ``labels replaced`` sends a later label for every stored one (the
   upsert's replace path), for information.
+- ``parse_event``: the writer's parser of both event types on prediction bodies, against
+  ``parse_prediction_event``, the parser it replaced: prediction bodies must not pay for the
+  second type.
 - ``sml feedback file``: reading and validating a CSV label file and sending it with
   :func:`sml.cli.commands.feedback.send_label_bodies` to an in-memory SQS stand-in (no network,
   so the figure is the command's own cost), against reading the same file with ``csv.reader``
@@ -22,17 +25,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from common import BenchReport, Comparison, bench_main, ratio_at_least
+from common import BenchReport, Comparison, bench_main, ratio_at_least, ratio_at_most
 from writer_bench import DEPLOYED_BATCH_SIZE, bench_engine, sqs_records
 
 from sml.cli.commands.feedback import send_label_bodies
-from sml.core.events import build_ground_truth_event, serialise_ground_truth_event
+from sml.core.events import build_ground_truth_event, parse_event, parse_prediction_event, serialise_ground_truth_event
 from sml.predict.feedback import FeedbackSchema, read_label_lines
 from sml.writer.batch import write_batch
 
 BENCHMARK = "ground-truth ingestion"
 BENCH_DATABASE = "sml_bench_labels"  # not writer_bench's: both may run at once on a shared machine
 MIN_LABEL_SHARE_OF_PREDICTIONS = 1.0
+MAX_PARSE_SLOWDOWN = 1.05  # parse_event on prediction bodies against the prediction-only parser
 LABELLED_AT = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 
 Record = tuple[str, str]
@@ -117,6 +121,14 @@ def csv_reader_only(text: str) -> Callable[[], None]:
     return work
 
 
+def parse_all(parse: Callable[[str], Any], bodies: Sequence[str]) -> Callable[[], None]:
+    def work() -> None:
+        for body in bodies:
+            parse(body)
+
+    return work
+
+
 def run(quick: bool, out_dir: Path) -> BenchReport:
     """quick: 10k events, 3 turns; full: 100k, 2 turns."""
     size, turns = (10_000, 3) if quick else (100_000, 2)
@@ -138,12 +150,21 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
     for _ in range(turns):
         file_best["feedback"] = min(file_best["feedback"], _timed(command))
         file_best["csv.reader"] = min(file_best["csv.reader"], _timed(reader))
+    bodies = [body for _, body in predictions]
+    parse_best = {"parse_event": float("inf"), "parse_prediction_event": float("inf")}
+    for _ in range(turns * 3):
+        parse_best["parse_event"] = min(parse_best["parse_event"], _timed(parse_all(parse_event, bodies)))
+        parse_best["parse_prediction_event"] = min(parse_best["parse_prediction_event"], _timed(parse_all(parse_prediction_event, bodies)))
     rate = {name: size / seconds for name, seconds in best.items()}
     events = f"{size // 1000}k"
     comparisons = [
         ratio_at_least(
             BENCHMARK, f"{events} labels, writer batch {DEPLOYED_BATCH_SIZE}", rate["labels"], "prediction events, same writer",
             rate["predictions"], "events/s", MIN_LABEL_SHARE_OF_PREDICTIONS, note="new labels; MariaDB",
+        ),
+        ratio_at_most(
+            BENCHMARK, f"{events} prediction bodies, parse_event", parse_best["parse_event"] / size * 1e6, "parse_prediction_event",
+            parse_best["parse_prediction_event"] / size * 1e6, "µs/body", MAX_PARSE_SLOWDOWN, note="both event types vs type 1 only",
         ),
         Comparison(BENCHMARK, f"{events} labels replaced by later ones", rate["labels replaced"], "prediction events, same writer", rate["predictions"], "events/s"),
         Comparison(
@@ -163,6 +184,7 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
             "second copy of those is then checked to change nothing.",
             "sml feedback: `read_label_lines` on the CSV text, serialising, and `send_label_bodies` (8 threads, chunks of 10) to "
             "an in-memory stand-in for SQS.",
+            "Parsers: every prediction body parsed once per turn by each, best of 3× as many turns.",
             "Variants run in turns and keep their best turn.",
         ],
     )
