@@ -16,7 +16,10 @@ Ground-truth events (event type 2) share the queue and every rule above. Their r
 replaces the stored one only when its ``labelled_at`` is strictly later, so an older label, an
 equal-time label (a tie keeps the label stored first) and a redelivered copy change nothing.
 Labels may arrive before their prediction row (no foreign key): they are stored all the same,
-and monitoring counts those whose prediction never arrives as unmatched. The ``label`` column
+and monitoring counts those whose prediction never arrives as unmatched. Classes are checked
+where labels come in (``POST /feedback`` and ``sml feedback`` against the champion's classes),
+not here: the writer reads nothing per label, and the model that made a prediction may no longer
+be the champion. The ``label`` column
 holds the label as JSON text, encoded exactly like ``predictions.prediction``, so the two compare
 equal in SQL when the label is the predicted class.
 
