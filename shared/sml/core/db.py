@@ -56,6 +56,8 @@ PREDICTIONS = sa.Table(
     sa.Column("stored_at", _TIMESTAMP, nullable=False),
 )
 
+# ``label`` holds the label as JSON text, encoded like ``predictions.prediction`` (``"malignant"``
+# with its quotes, ``1`` for an integer class), so ``label = prediction`` is a correct prediction.
 GROUND_TRUTH = sa.Table(
     "ground_truth",
     METADATA,
