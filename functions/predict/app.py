@@ -2,7 +2,8 @@
 
 Routes: ``POST /predict`` (``{"features": {...}}`` or ``{"instances": [...]}``), ``POST /feedback``
 (labels for past predictions: one label object or ``{"labels": [...]}``, queued as ground-truth
-events for the writer, answered 202), ``GET /health``, ``GET /openapi.json``. Every error is ``{"error": {"code", "field", "message"}}``, built in
+events for the writer, answered 202; 503 when the queue does not take them), ``GET /health``,
+``GET /openapi.json``. Every error is ``{"error": {"code", "field", "message"}}``, built in
 :func:`_error_response` only. The champion is loaded on the first request of a container and kept.
 
 Capture: one event per row to SQS. If the queue cannot be reached the prediction is still returned,

@@ -158,3 +158,14 @@ def test_the_whole_loop_over_http_predict_then_feedback_then_the_writer(predict_
         engine.dispose()
     assert (outcome.inserted, outcome.labels_stored, outcome.failures) == (2, 2, [])
     assert correct == {ids[0]: 1, ids[1]: 0}
+
+
+def test_without_an_events_queue_feedback_is_unavailable_but_still_validated(predict_stack: PredictStack) -> None:
+    predict_stack.monkeypatch.delenv("SML_QUEUE_URL")
+    predict_stack.configure(SML_CAPTURE_SAMPLING_RATE="0")
+    label = {"prediction_id": "0190b8f0-0000-7000-8000-000000000000", "label": trained_model().classes[0]}
+
+    assert invoke("POST", "/feedback", json.dumps({**label, "label": "cancerous"}))[0] == 422
+    status, body = invoke("POST", "/feedback", json.dumps(label))
+
+    assert status == 503 and body["error"]["code"] == "feedback_unavailable"
