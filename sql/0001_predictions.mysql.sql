@@ -1,6 +1,8 @@
+-- Every statement is safe to rerun (IF NOT EXISTS), so a run that failed half-way resumes; the
+-- checksum of the earlier text is in sml.core.db.SUPERSEDED_CHECKSUMS.
 -- One row per prediction event (schema version 1). prediction_id is a UUIDv7, so inserts append
 -- to the primary-key index; features and probabilities are the event's JSON, stored verbatim.
-CREATE TABLE predictions (
+CREATE TABLE IF NOT EXISTS predictions (
     prediction_id   CHAR(36) CHARACTER SET ascii NOT NULL,
     schema_version  SMALLINT     NOT NULL,
     model_name      VARCHAR(128) NOT NULL,

@@ -1,5 +1,7 @@
+-- Every statement is safe to rerun (IF NOT EXISTS), so a run that failed half-way resumes; the
+-- checksum of the earlier text is in sml.core.db.SUPERSEDED_CHECKSUMS.
 -- SQLite twin of 0002_drift.mysql.sql. One drift run per (model, window end): a rerun of the same window replaces its rows.
-CREATE TABLE drift_runs (
+CREATE TABLE IF NOT EXISTS drift_runs (
     run_id            CHAR(36) NOT NULL,
     model_name        VARCHAR(128) NOT NULL,
     model_version     VARCHAR(128) NOT NULL,
@@ -18,7 +20,7 @@ CREATE TABLE drift_runs (
     CONSTRAINT uq_drift_runs_model_window UNIQUE (model_name, window_end)
 );
 
-CREATE TABLE drift_features (
+CREATE TABLE IF NOT EXISTS drift_features (
     run_id        CHAR(36) NOT NULL,
     feature_name  VARCHAR(128) NOT NULL,
     test          VARCHAR(24)  NOT NULL,

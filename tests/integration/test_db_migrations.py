@@ -97,3 +97,105 @@ def test_badly_named_files_are_refused(sql_copy: Path, filename: str, message: s
 def test_sql_dir_that_does_not_exist_is_named(tmp_path: Path) -> None:
     with pytest.raises(SmlError, match="does not exist"):
         discover_migrations(tmp_path / "nowhere", "mysql")
+
+
+# --- resumable migrations, the lock, and ledgers written before the files became resumable ----------
+
+
+def test_every_migration_reruns_after_its_statements_committed_without_a_ledger_row(db_url: str) -> None:
+    # MySQL commits each DDL statement: a run can die after any statement and before the ledger row.
+    engine = create_db_engine(db_url)
+    migrations = discover_migrations(default_sql_dir(), dialect_family(engine))
+    with engine.begin() as connection:
+        for migration in migrations:
+            for statement in migration.statements:
+                connection.execute(sa.text(statement))
+    applied = apply_migrations(engine)
+    assert applied == [f"{m.version:04d}_{m.name}" for m in migrations]
+    engine.dispose()
+
+
+def _pre_resumable_text(path: Path) -> str:
+    """The file as released before IF NOT EXISTS was added (its first two lines say so)."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert "IF NOT EXISTS" in lines[0]
+    return "".join(lines[2:]).replace(" IF NOT EXISTS", "")
+
+
+def test_a_ledger_written_before_the_files_became_resumable_is_accepted_and_updated(
+    db_url: str, sql_copy: Path
+) -> None:
+    import hashlib
+
+    from sml.core.db import SUPERSEDED_CHECKSUMS
+
+    engine = create_db_engine(db_url)
+    for name, checksums in SUPERSEDED_CHECKSUMS.items():
+        old = _pre_resumable_text(default_sql_dir() / name)
+        assert hashlib.sha256(old.encode()).hexdigest() in checksums, name
+        (sql_copy / name).write_text(old, encoding="utf-8")
+    first = apply_migrations(engine, sql_copy)
+    assert "0001_predictions" in first and "0002_drift" in first
+    assert apply_migrations(engine) == []
+    current = {m.version: m.checksum for m in discover_migrations(default_sql_dir(), dialect_family(engine))}
+    with engine.connect() as connection:
+        recorded = dict(connection.execute(sa.text("SELECT version, checksum FROM schema_migrations")).all())
+    assert recorded == current
+    engine.dispose()
+
+
+def test_migrations_wait_for_the_lock_another_runner_holds(mysql_url: str) -> None:
+    engine = create_db_engine(mysql_url)
+    with engine.connect() as holder:
+        assert holder.execute(sa.text("SELECT GET_LOCK(CONCAT('sml.schema_migrations.', DATABASE()), 0)")).scalar() == 1
+        with pytest.raises(SmlError, match="another migration run holds the lock"):
+            apply_migrations(engine, lock_timeout_seconds=1)
+        holder.execute(sa.text("SELECT RELEASE_LOCK(CONCAT('sml.schema_migrations.', DATABASE()))"))
+    assert apply_migrations(engine)[0] == "0000_schema_migrations"
+    with engine.connect() as connection:
+        free = connection.execute(sa.text("SELECT IS_FREE_LOCK(CONCAT('sml.schema_migrations.', DATABASE()))"))
+        assert free.scalar() == 1
+    engine.dispose()
+
+
+# --- session settings: strict and UTC everywhere, without a SET where the server has them --------------
+
+
+def test_mysql_sessions_are_strict_and_utc(mysql_url: str) -> None:
+    engine = create_db_engine(mysql_url)
+    with engine.connect() as connection:
+        sql_mode, time_zone = connection.execute(sa.text("SELECT @@SESSION.sql_mode, @@SESSION.time_zone")).one()
+    assert "STRICT_ALL_TABLES" in sql_mode.split(",") and time_zone in ("+00:00", "UTC")
+    engine.dispose()
+
+
+class _RecordingConnection:
+    """A PEP 249 connection that answers the settings query with given values and records statements."""
+
+    def __init__(self, sql_mode: str, time_zone: str) -> None:
+        self.row = (sql_mode, time_zone)
+        self.statements: list[str] = []
+
+    def cursor(self) -> "_RecordingConnection":
+        return self
+
+    def execute(self, statement: str) -> None:
+        self.statements.append(statement)
+
+    def fetchone(self) -> tuple[str, str]:
+        return self.row
+
+    def close(self) -> None:
+        pass
+
+
+def test_no_set_statement_reaches_a_server_whose_parameter_group_already_sets_them() -> None:
+    from sml.core.db import ensure_session_settings
+
+    configured = _RecordingConnection("STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION", "UTC")
+    assert ensure_session_settings(configured) is False
+    assert not [s for s in configured.statements if s.lstrip().upper().startswith("SET")]
+
+    local_default = _RecordingConnection("STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION", "SYSTEM")
+    assert ensure_session_settings(local_default) is True
+    assert local_default.statements[-1].startswith("SET SESSION sql_mode = 'STRICT_ALL_TABLES")

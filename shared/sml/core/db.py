@@ -142,13 +142,47 @@ def create_db_engine(url: str | URL, *, pool_size: int = 1, echo: bool = False) 
 
     @sa.event.listens_for(engine, "connect")
     def _session_settings(dbapi_connection: Any, _record: Any) -> None:
-        # Strict mode turns silent truncation into errors the writer can narrow down; UTC keeps
-        # DATETIME(6) values what the events say.
-        cursor = dbapi_connection.cursor()
-        cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'")
-        cursor.close()
+        ensure_session_settings(dbapi_connection)
 
     return engine
+
+
+# Strict mode turns silent truncation into errors the writer can narrow down; UTC keeps DATETIME(6)
+# values what the events say. On AWS the DB parameter group sets both server-wide (infra/database.py).
+REQUIRED_SQL_MODES = ("STRICT_ALL_TABLES", "NO_ENGINE_SUBSTITUTION")
+UTC_TIME_ZONES = ("+00:00", "UTC")
+SESSION_SETTINGS_SQL = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'"
+
+
+def ensure_session_settings(dbapi_connection: Any) -> bool:
+    """Make a new MySQL connection strict and UTC, issuing ``SET SESSION`` only when the server is not.
+
+    Behind RDS Proxy a ``SET`` of a session variable pins the client connection to one database
+    connection for its whole life (AWS, "Avoiding pinning an RDS Proxy"), so the deployed database
+    gets ``sql_mode`` and ``time_zone`` from its parameter group and this sees them already in
+    effect: one ``SELECT`` of the two variables (a read, no session state change) and nothing
+    else. A local MySQL/MariaDB with its defaults (non-strict or ``SYSTEM`` time zone) still gets
+    the ``SET``, so the behaviour is the same everywhere.
+
+    :param dbapi_connection: a PEP 249 connection (pymysql).
+    :returns: whether the ``SET`` was needed.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT @@SESSION.sql_mode, @@SESSION.time_zone")
+        sql_mode, time_zone = cursor.fetchone()
+        if session_settings_in_effect(sql_mode, time_zone):
+            return False
+        cursor.execute(SESSION_SETTINGS_SQL)
+        return True
+    finally:
+        cursor.close()
+
+
+def session_settings_in_effect(sql_mode: str | None, time_zone: str | None) -> bool:
+    """Whether ``sql_mode`` (comma-separated) holds every :data:`REQUIRED_SQL_MODES` and ``time_zone`` is UTC."""
+    modes = {mode.strip().upper() for mode in (sql_mode or "").split(",")}
+    return set(REQUIRED_SQL_MODES) <= modes and (time_zone or "") in UTC_TIME_ZONES
 
 
 def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
@@ -270,25 +304,86 @@ def discover_migrations(sql_dir: Path, dialect: str) -> list[Migration]:
     return migrations
 
 
-def apply_migrations(engine: Engine, sql_dir: Path | None = None) -> list[str]:
+# The migration lock (MySQL GET_LOCK; lock names are server-wide, so the database name follows).
+MIGRATION_LOCK = "sml.schema_migrations."
+MIGRATION_LOCK_TIMEOUT_SECONDS = 120
+
+# Files edited after release only to make them resumable (``CREATE TABLE IF NOT EXISTS``); a ledger
+# row holding one of these earlier checksums is the same schema, so it is accepted and updated to
+# the file's current checksum. File name -> sha256 of the earlier contents.
+SUPERSEDED_CHECKSUMS: dict[str, frozenset[str]] = {
+    "0001_predictions.mysql.sql": frozenset({"8316b182b05b9e571a6f4e70e81b8e87292b18d75dca3d79f9f747f50bb5c2b5"}),
+    "0001_predictions.sqlite.sql": frozenset({"5585199ae94a2afd405e6a93520db6dea6c722da859b9f6c7c90b05587e8500e"}),
+    "0002_drift.mysql.sql": frozenset({"059df8e954aa23ab88cabe7a0edc38f1bef56508b4baf5ce11a569d34a1cdda2"}),
+    "0002_drift.sqlite.sql": frozenset({"bbbe15600c20538a25ef6fce7ff5748c473972ab68f3c739e669f5ed20ddcc6a"}),
+}
+
+
+def apply_migrations(
+    engine: Engine, sql_dir: Path | None = None, *, lock_timeout_seconds: int = MIGRATION_LOCK_TIMEOUT_SECONDS
+) -> list[str]:
     """Apply pending migrations once, in order; returns the names applied (empty when up to date).
 
-    Refuses, naming the file, when an applied migration was edited or removed since.
+    Everything runs on one connection. On MySQL/MariaDB that connection first takes the named lock
+    :data:`MIGRATION_LOCK` + the database's name (``GET_LOCK``, released on return or when the session ends), so two
+    runners (the deploy's migration step and an operator's ``sml db migrate``) never interleave;
+    SQLite serialises writers on its own. MySQL commits each DDL statement on its own, so a
+    migration that failed half-way is run again from its first statement: every statement must be
+    safe to rerun (``IF NOT EXISTS``) or the file must hold a single statement.
+
+    :raises SmlError: naming the file, when an applied migration was edited or removed since (an
+        earlier checksum listed in :data:`SUPERSEDED_CHECKSUMS` is accepted); when another runner
+        held the lock for ``lock_timeout_seconds``.
     """
     migrations = discover_migrations(sql_dir or default_sql_dir(), dialect_family(engine))
     if not migrations or migrations[0].version != 0:
         raise SmlError("migration 0000 (the schema_migrations ledger) is missing")
+    with engine.connect() as connection:
+        locked = dialect_family(engine) == "mysql"
+        if locked:
+            _take_migration_lock(connection, lock_timeout_seconds)
+        try:
+            return _apply_on(connection, migrations)
+        finally:
+            if locked:
+                connection.rollback()
+                connection.execute(sa.text("SELECT RELEASE_LOCK(CONCAT(:name, DATABASE()))"), {"name": MIGRATION_LOCK})
+                connection.commit()
+
+
+def _take_migration_lock(connection: sa.Connection, timeout_seconds: int) -> None:
+    got = connection.execute(
+        sa.text("SELECT GET_LOCK(CONCAT(:name, DATABASE()), :timeout)"),
+        {"name": MIGRATION_LOCK, "timeout": timeout_seconds},
+    ).scalar()
+    connection.commit()
+    if got != 1:
+        raise SmlError(
+            f"another migration run holds the lock {MIGRATION_LOCK}<database> (waited {timeout_seconds} s); "
+            "let it finish, then run the migrations again"
+        )
+
+
+def _apply_on(connection: sa.Connection, migrations: list[Migration]) -> list[str]:
     ledger, *pending_candidates = migrations
-    with engine.begin() as connection:
+    with connection.begin():
         for statement in ledger.statements:
             connection.execute(sa.text(statement))
         applied = {row.version: row for row in connection.execute(sa.select(SCHEMA_MIGRATIONS))}
-    _check_applied_unchanged(migrations, applied)
+    superseded = _check_applied_unchanged(migrations, applied)
+    if superseded:
+        with connection.begin():
+            for migration in superseded:
+                connection.execute(
+                    SCHEMA_MIGRATIONS.update()
+                    .where(SCHEMA_MIGRATIONS.c.version == migration.version)
+                    .values(checksum=migration.checksum)
+                )
     applied_names = []
     for migration in [ledger, *pending_candidates]:
         if migration.version in applied:
             continue
-        with engine.begin() as connection:
+        with connection.begin():
             if migration is not ledger:
                 for statement in migration.statements:
                     connection.execute(sa.text(statement))
@@ -304,14 +399,21 @@ def apply_migrations(engine: Engine, sql_dir: Path | None = None) -> list[str]:
     return applied_names
 
 
-def _check_applied_unchanged(migrations: list[Migration], applied: dict[int, Any]) -> None:
+def _check_applied_unchanged(migrations: list[Migration], applied: dict[int, Any]) -> list[Migration]:
+    """Refuse edited or removed migrations; return those whose ledger row holds a superseded checksum."""
     known = {migration.version: migration for migration in migrations}
+    superseded = []
     for version, row in sorted(applied.items()):
         migration = known.get(version)
         if migration is None:
             raise SmlError(f"migration {version:04d}_{row.name} was applied but its file is gone from sql/; restore it")
-        if migration.checksum != row.checksum:
-            raise SmlError(
-                f"{migration.path}: edited after it was applied (applied sha256 {row.checksum[:12]}…, "
-                f"file now {migration.checksum[:12]}…); restore it and put the change in a new migration"
-            )
+        if migration.checksum == row.checksum:
+            continue
+        if row.checksum in SUPERSEDED_CHECKSUMS.get(migration.path.name, frozenset()):
+            superseded.append(migration)
+            continue
+        raise SmlError(
+            f"{migration.path}: edited after it was applied (applied sha256 {row.checksum[:12]}…, "
+            f"file now {migration.checksum[:12]}…); restore it and put the change in a new migration"
+        )
+    return superseded
