@@ -33,9 +33,30 @@ class Alerts(Construct):
             removal_policy=cdk.RemovalPolicy.DESTROY,
             pending_window=cdk.Duration.days(7),
         )
-        self.key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        # enforce_ssl attaches a topic policy, which replaces SNS's default one: without an Allow for
+        # CloudWatch no alarm would ever be delivered. Both grants name this account's alarms only
+        # (the confused-deputy conditions AWS documents for CloudWatch alarm actions).
+        alarms_of_this_account = _alarms_of_this_account(self)
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsOfThisAccount",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions=alarms_of_this_account,
+            )
+        )
         self.topic = sns.Topic(
             self, "Topic", master_key=self.key, enforce_ssl=True, display_name="serverless-ml alerts"
+        )
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsOfThisAccount",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions=alarms_of_this_account,
+            )
         )
         if alert_email is not None:
             self.topic.add_subscription(subscriptions.EmailSubscription(alert_email))
@@ -82,3 +103,12 @@ class Alerts(Construct):
         alarm.add_alarm_action(action)
         alarm.add_ok_action(action)
         return alarm
+
+
+def _alarms_of_this_account(scope: Construct) -> dict[str, dict[str, str]]:
+    """``aws:SourceAccount`` = this account and ``aws:SourceArn`` like this region's alarm ARNs."""
+    stack = cdk.Stack.of(scope)
+    alarm_arns = stack.format_arn(
+        service="cloudwatch", resource="alarm", resource_name="*", arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME
+    )
+    return {"StringEquals": {"aws:SourceAccount": stack.account}, "ArnLike": {"aws:SourceArn": alarm_arns}}

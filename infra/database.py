@@ -25,6 +25,25 @@ BACKUP_RETENTION = cdk.Duration.days(7)
 MYSQL_PORT = 3306
 LOG_EXPORTS = ("error", "slowquery")
 
+# Server-wide what every session needs (sml.core.db.ensure_session_settings then sends no SET, which
+# would pin each client connection of the proxy), plus the slow query log that LOG_EXPORTS ships:
+# RDS writes it only with slow_query_log=1 and log_output=FILE.
+SERVER_PARAMETERS = {
+    "sql_mode": "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION",
+    "time_zone": "UTC",
+    "slow_query_log": "1",
+    "long_query_time": "1",
+    "log_output": "FILE",
+}
+# A client waits this long for a pooled connection before the proxy answers with an error; below
+# the writer's 30 s timeout, so a saturated pool fails the batch (SQS retries it) instead of
+# timing the function out.
+PROXY_BORROW_TIMEOUT = cdk.Duration.seconds(10)
+# The proxy may open at most this share of max_connections, so an operator (or the migration
+# step, were the pool full) can still log in to the instance.
+PROXY_MAX_CONNECTIONS_PERCENT = 90
+PROXY_MAX_IDLE_CONNECTIONS_PERCENT = 50
+
 
 class Database(Construct):
     """The MySQL instance, its secret and the proxy in front of it."""
@@ -42,11 +61,20 @@ class Database(Construct):
             for export in LOG_EXPORTS
         ]
         proxy_log_group = _log_group(self, "ProxyLogs", f"/aws/rds/proxy/{proxy_name}")
+        engine = rds.DatabaseInstanceEngine.mysql(version=ENGINE_VERSION)
+        self.parameter_group = rds.ParameterGroup(
+            self,
+            "Parameters",
+            engine=engine,
+            description=f"{config.deployed_app_name}: strict UTC sessions and the slow query log",
+            parameters=dict(SERVER_PARAMETERS),
+        )
         self.instance = rds.DatabaseInstance(
             self,
             "Instance",
             instance_identifier=identifier,
-            engine=rds.DatabaseInstanceEngine.mysql(version=ENGINE_VERSION),
+            engine=engine,
+            parameter_group=self.parameter_group,
             instance_type=ec2.InstanceType(f"t4g.{config.db_instance_size}"),
             vpc=network.vpc,
             vpc_subnets=network.database_subnets,
@@ -86,6 +114,9 @@ class Database(Construct):
             security_groups=[self.proxy_security_group],
             require_tls=True,
             client_password_auth_type=rds.ClientPasswordAuthType.MYSQL_CACHING_SHA2_PASSWORD,
+            borrow_timeout=PROXY_BORROW_TIMEOUT,
+            max_connections_percent=PROXY_MAX_CONNECTIONS_PERCENT,
+            max_idle_connections_percent=PROXY_MAX_IDLE_CONNECTIONS_PERCENT,
         )
         self.proxy.node.add_dependency(proxy_log_group)
         self.instance.connections.allow_default_port_from(self.proxy_security_group, "MySQL from the RDS proxy")

@@ -53,6 +53,9 @@ class ImageFunction(Construct):
     :param timeout: function timeout.
     :param placement: subnets and security group for functions that reach the database;
         ``None`` keeps the function outside the VPC.
+    :param command: the image's ``CMD`` (handler) override, e.g. a second entry point of the same
+        image; the image asset is shared, not built twice. ``None`` keeps the Dockerfile's.
+    :param reserved_concurrency: reserved concurrent executions (a cap); ``None`` for none.
     """
 
     def __init__(
@@ -66,6 +69,8 @@ class ImageFunction(Construct):
         memory_mib: int,
         timeout: cdk.Duration,
         placement: VpcPlacement | None = None,
+        command: list[str] | None = None,
+        reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.role = iam.Role(
@@ -87,6 +92,7 @@ class ImageFunction(Construct):
                 str(names.REPO_ROOT),
                 file=dockerfile,
                 platform=ecr_assets.Platform.LINUX_ARM64,
+                cmd=command,
             ),
             architecture=lambda_.Architecture.ARM_64,
             description=description,
@@ -100,6 +106,7 @@ class ImageFunction(Construct):
             vpc=placement.vpc if placement else None,
             vpc_subnets=placement.subnets if placement else None,
             security_groups=[placement.security_group] if placement else None,
+            reserved_concurrent_executions=reserved_concurrency,
         )
         reason = "X-Ray PutTraceSegments/PutTelemetryRecords accept no resource-level scoping"
         if placement is not None:

@@ -51,9 +51,6 @@ REPORTS_PREFIX = "reports/"
 DB_NAME = "sml"
 DB_ADMIN_USER = "sml_admin"
 
-# Payload that makes the writer apply the schema migrations (see docs/deploy.md).
-MIGRATE_PAYLOAD = '{"sml_action": "migrate"}'
-
 
 def deployed_app_name(app_name: str, environment: str) -> str:
     """The ``SML_APP_NAME`` of one deployment, so environments in one account never share names.

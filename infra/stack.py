@@ -13,6 +13,7 @@ from infra.database import Database
 from infra.drift import Drift
 from infra.events_queue import EventsQueue
 from infra.image_function import ImageFunction
+from infra.migrations import Migrations
 from infra.model_registry import ModelRegistry
 from infra.network import Network
 from infra.predict import Predict
@@ -49,6 +50,10 @@ class ServerlessMlStack(cdk.Stack):
         drift = Drift(
             self, "Drift", config=config, network=network, database=database, registry=registry, alerts=alerts
         )
+        migrations = Migrations(
+            self, "Migrations", config=config, network=network, database=database, registry=registry
+        )
+        migrations.run_before(writer, drift)
 
         self._add_alarms(alerts, events, {"Predict": predict.image, "Writer": writer.image, "Drift": drift.image})
         self._add_outputs(config, registry, events, alerts, predict, writer)
@@ -61,7 +66,7 @@ class ServerlessMlStack(cdk.Stack):
             ),
             threshold=1,
             description="Prediction events failed to reach the database and wait in the DLQ; fix the cause, "
-            "then run `sml replay`.",
+            "then run `sml dlq inspect` and `sml dlq replay`.",
         )
         alerts.alarm_when(
             "OldestEventTooOld",
@@ -100,10 +105,7 @@ class ServerlessMlStack(cdk.Stack):
             "QueueUrl": (events.queue.queue_url, names.ENV_QUEUE_URL),
             "DlqUrl": (events.dead_letter_queue.queue_url, "SML_DLQ_URL"),
             "TopicArn": (alerts.topic.topic_arn, names.ENV_TOPIC_ARN),
-            "WriterFunctionName": (
-                writer.function.function_name,
-                f"invoke with {names.MIGRATE_PAYLOAD} after each deploy",
-            ),
+            "WriterFunctionName": (writer.function.function_name, "consumes the events queue"),
         }
         for output_id, (value, description) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, description=description)

@@ -1,0 +1,69 @@
+"""The schema migration step of every deploy: a function from the writer's image, run by a CDK trigger.
+
+The trigger invokes the function synchronously during the deployment, after the database and its
+proxy exist and before the writer (and its SQS event source) and drift are created or updated; an
+error fails the deployment, which CloudFormation rolls back, so no function ever runs against a
+schema it does not know. It runs again whenever the image changes (a new ``sql/`` file is in the
+image), and is a no-op when nothing is pending. Only this function reads the master secret.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import triggers
+from constructs import Construct
+
+from infra import names
+from infra.config import DeploymentConfig
+from infra.database import Database
+from infra.image_function import ImageFunction
+from infra.model_registry import ModelRegistry
+from infra.network import Network
+from infra.writer import database_environment
+
+TIMEOUT = cdk.Duration.minutes(5)
+MEMORY_MIB = 512
+COMMAND = ["functions.writer.migrate.handler"]
+
+
+class Migrations(Construct):
+    """The migration function and the trigger that runs it before ``run_before``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        network: Network,
+        database: Database,
+        registry: ModelRegistry,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        environment = database_environment(config, registry, database)
+        environment[names.ENV_POWERTOOLS_SERVICE_NAME] = "migrate"
+        self.image = ImageFunction(
+            self,
+            "Image",
+            dockerfile=names.WRITER_DOCKERFILE,
+            command=COMMAND,
+            description=f"{config.deployed_app_name} migrate: applies sql/ during each deploy",
+            environment=environment,
+            memory_mib=MEMORY_MIB,
+            timeout=TIMEOUT,
+            placement=network.function_placement,
+        )
+        self.function = self.image.function
+        database.grant_connect(self.image.role)
+        self.trigger = triggers.Trigger(
+            self,
+            "Run",
+            handler=self.function,
+            # The invocation may take as long as the function may run.
+            timeout=TIMEOUT,
+            execute_after=[database],
+        )
+
+    def run_before(self, *scopes: Construct) -> None:
+        """Create and update ``scopes`` (and everything in them) only after the migrations succeeded."""
+        self.trigger.execute_before(*scopes)

@@ -1,0 +1,121 @@
+"""What a first real deploy depends on after `cdk deploy` returns (issue 14): alarms reach the topic,
+the schema is migrated before anything consumes, and the proxy can pool."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.database import PROXY_BORROW_TIMEOUT
+from infra.writer import TIMEOUT as WRITER_TIMEOUT
+from tests.infra.conftest import Synthesized
+
+pytestmark = pytest.mark.infra
+
+CLOUDWATCH = {"Service": "cloudwatch.amazonaws.com"}
+
+
+def _actions(statement: dict) -> set[str]:
+    actions = statement["Action"]
+    return {actions} if isinstance(actions, str) else set(actions)
+
+
+def _only(resources: dict[str, dict]) -> tuple[str, dict]:
+    assert len(resources) == 1, sorted(resources)
+    return next(iter(resources.items()))
+
+
+def _assert_this_accounts_alarms_only(statement: dict) -> None:
+    condition = statement["Condition"]
+    assert condition["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    source_arn = condition["ArnLike"]["aws:SourceArn"]["Fn::Join"][1]
+    assert source_arn[2] == ":cloudwatch:" and source_arn[-1] == ":alarm:*"
+    assert {"Ref": "AWS::AccountId"} in source_arn and {"Ref": "AWS::Region"} in source_arn
+
+
+# --- alarms reach people ----------------------------------------------------------------------------
+
+
+def test_the_topic_policy_lets_this_accounts_alarms_publish(default_stack: Synthesized) -> None:
+    topic_id, _ = _only(default_stack.of_type("AWS::SNS::Topic"))
+    _, policy = _only(default_stack.of_type("AWS::SNS::TopicPolicy"))
+    assert policy["Properties"]["Topics"] == [{"Ref": topic_id}]
+    allows = [
+        s
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Allow" and s["Principal"] == CLOUDWATCH
+    ]
+    assert len(allows) == 1 and _actions(allows[0]) == {"sns:Publish"}
+    assert allows[0]["Resource"] == {"Ref": topic_id}
+    _assert_this_accounts_alarms_only(allows[0])
+
+
+def test_the_topic_key_lets_only_this_accounts_alarms_use_it(default_stack: Synthesized) -> None:
+    (topic,) = default_stack.of_type("AWS::SNS::Topic").values()
+    key = default_stack.resources[topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]]["Properties"]
+    statements = [s for s in key["KeyPolicy"]["Statement"] if s.get("Principal") == CLOUDWATCH]
+    assert len(statements) == 1
+    assert _actions(statements[0]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    _assert_this_accounts_alarms_only(statements[0])
+
+
+def test_alarm_text_names_the_real_replay_command(default_stack: Synthesized) -> None:
+    descriptions = [a["Properties"]["AlarmDescription"] for a in default_stack.of_type("AWS::CloudWatch::Alarm").values()]
+    dlq = [d for d in descriptions if "DLQ" in d]
+    assert dlq and all("`sml dlq replay`" in d for d in dlq)
+    assert not [d for d in descriptions if "`sml replay`" in d]
+
+
+# --- migrations are a deploy step before anything reads or writes the schema --------------------------
+
+
+def test_migrations_run_in_a_trigger_before_the_writer_its_event_source_and_drift(default_stack: Synthesized) -> None:
+    migrate_id, migrate = default_stack.function("migrate")
+    writer_id, writer = default_stack.function("writer")
+    drift_id, _ = default_stack.function("drift")
+    # The writer's image with another command: the same sql/ the writer was built with.
+    assert migrate["Code"] == writer["Code"]
+    assert migrate["ImageConfig"]["Command"] == ["functions.writer.migrate.handler"]
+    assert migrate["VpcConfig"] == writer["VpcConfig"]
+
+    trigger_id, trigger = _only(default_stack.of_type("Custom::Trigger"))
+    properties = trigger["Properties"]
+    version = default_stack.resources[properties["HandlerArn"]["Ref"]]
+    assert version["Type"] == "AWS::Lambda::Version"
+    assert version["Properties"]["FunctionName"] == {"Ref": migrate_id}
+    assert properties["InvocationType"] == "RequestResponse"  # waits, and a function error fails the deploy
+    assert int(properties["Timeout"]) >= migrate["Timeout"] * 1000
+    assert properties["ExecuteOnHandlerChange"] is True  # a new image (new sql/) runs it again
+
+    (mapping_id,) = default_stack.of_type("AWS::Lambda::EventSourceMapping")
+    for dependent in (writer_id, mapping_id, drift_id):
+        assert trigger_id in default_stack.resources[dependent].get("DependsOn", []), dependent
+    instance_id, _ = _only(default_stack.of_type("AWS::RDS::DBInstance"))
+    proxy_id, _ = _only(default_stack.of_type("AWS::RDS::DBProxy"))
+    target_group_id, _ = _only(default_stack.of_type("AWS::RDS::DBProxyTargetGroup"))
+    assert {instance_id, proxy_id, target_group_id} <= set(trigger["DependsOn"])
+
+
+# --- the proxy can pool ----------------------------------------------------------------------------------
+
+
+def test_strict_utc_and_the_slow_query_log_come_from_a_parameter_group(default_stack: Synthesized) -> None:
+    _, instance = _only(default_stack.of_type("AWS::RDS::DBInstance"))
+    group_id, group = _only(default_stack.of_type("AWS::RDS::DBParameterGroup"))
+    assert instance["Properties"]["DBParameterGroupName"] == {"Ref": group_id}
+    parameters = group["Properties"]["Parameters"]
+    assert set(parameters["sql_mode"].split(",")) >= {"STRICT_ALL_TABLES", "NO_ENGINE_SUBSTITUTION"}
+    assert parameters["time_zone"] == "UTC"
+    assert parameters["slow_query_log"] == "1" and parameters["log_output"] == "FILE"
+    assert "slowquery" in instance["Properties"]["EnableCloudwatchLogsExports"]
+    assert group["Properties"]["Family"] == "mysql8.4"
+
+
+def test_the_proxy_borrow_timeout_is_below_the_writer_timeout_and_it_leaves_connections_free(
+    default_stack: Synthesized,
+) -> None:
+    _, target_group = _only(default_stack.of_type("AWS::RDS::DBProxyTargetGroup"))
+    pool = target_group["Properties"]["ConnectionPoolConfigurationInfo"]
+    assert pool["ConnectionBorrowTimeout"] == PROXY_BORROW_TIMEOUT.to_seconds()
+    assert pool["ConnectionBorrowTimeout"] < default_stack.function("writer")[1]["Timeout"] == WRITER_TIMEOUT.to_seconds()
+    assert pool["MaxConnectionsPercent"] < 100
+    assert pool["MaxIdleConnectionsPercent"] <= pool["MaxConnectionsPercent"]

@@ -1,0 +1,33 @@
+"""The deploy's migration function (functions/writer/migrate.py): applies once, and raises on failure."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from functions.writer import migrate
+from sml.core.db import default_sql_dir
+from sml.local.lambda_context import new_lambda_context
+
+
+def test_applies_the_schema_once(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SML_DATABASE_URL", db_url)
+    context = new_lambda_context("migrate", region="us-east-1", timeout_s=300)
+    first = migrate.handler({}, context)
+    second = migrate.handler({}, context)
+    assert first["applied"][0] == "0000_schema_migrations" and "0001_predictions" in first["applied"]
+    assert second == {"applied": []}
+
+
+def test_a_failing_migration_raises_so_the_trigger_fails_the_deploy(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(default_sql_dir(), sql_dir)
+    (sql_dir / "0999_broken.sql").write_text("INSERT INTO no_such_table_broken (id) VALUES (1);\n")
+    monkeypatch.setenv("SML_DATABASE_URL", db_url)
+    monkeypatch.setenv("SML_SQL_DIR", str(sql_dir))
+    with pytest.raises(Exception, match="broken"):
+        migrate.handler({}, new_lambda_context("migrate", region="us-east-1", timeout_s=300))
