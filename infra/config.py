@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from infra import names
 
 FUNCTION_URL_AUTH_TYPES = ("AWS_IAM", "NONE")
+PRODUCTION = "prod"  # the environment name whose defaults are production's (see environment_defaults)
 
 # Memory of the burstable Graviton (db.t4g.*) sizes, in GiB.
 DB_MEMORY_GIB = {"micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
@@ -47,12 +48,15 @@ class DeploymentConfig:
     capture_sampling_rate: float = 1.0
     db_instance_size: str = "micro"
     db_multi_az: bool = False
+    db_backup_retention_days: int = 7
     deletion_protection: bool = True
     # ~250+ records per call saturate the database locally; 500 doubles throughput per invocation over
     # 100 with 0.5 ms of database round trip (bench/writer_bench.py), at ~1 MB per 500 events.
     writer_batch_size: int = 500
     writer_batching_window_seconds: int = 5
     writer_max_concurrency: int = 5
+    # Reserved (and so maximum) concurrency of predict when function_url_auth=NONE.
+    predict_reserved_concurrency: int = 20
 
     @property
     def deployed_app_name(self) -> str:
@@ -82,9 +86,10 @@ def config_from_context(get: Getter) -> DeploymentConfig:
     :returns: the validated :class:`DeploymentConfig`; unset keys keep their defaults.
     :raises ContextError: naming the first key whose value cannot be used.
     """
-    defaults = DeploymentConfig()
+    environment = _name(get, names.CTX_ENVIRONMENT, DeploymentConfig.environment, max_length=12)
+    defaults = environment_defaults(environment)
     config = DeploymentConfig(
-        environment=_name(get, names.CTX_ENVIRONMENT, defaults.environment, max_length=12),
+        environment=environment,
         app_name=_name(get, names.CTX_APP_NAME, defaults.app_name, max_length=16),
         model_name=_name(get, names.CTX_MODEL_NAME, defaults.model_name, max_length=63),
         alert_email=_email(get, names.CTX_ALERT_EMAIL),
@@ -96,6 +101,9 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         ),
         db_instance_size=_choice(get, names.CTX_DB_INSTANCE_SIZE, defaults.db_instance_size, tuple(DB_MEMORY_GIB)),
         db_multi_az=_flag(get, names.CTX_DB_MULTI_AZ, defaults.db_multi_az),
+        db_backup_retention_days=_number(
+            get, names.CTX_DB_BACKUP_RETENTION_DAYS, defaults.db_backup_retention_days, int, 1, 35
+        ),
         deletion_protection=_flag(get, names.CTX_DELETION_PROTECTION, defaults.deletion_protection),
         writer_batch_size=_number(get, names.CTX_WRITER_BATCH_SIZE, defaults.writer_batch_size, int, 1, 10_000),
         writer_batching_window_seconds=_number(
@@ -103,6 +111,9 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         ),
         writer_max_concurrency=_number(
             get, names.CTX_WRITER_MAX_CONCURRENCY, defaults.writer_max_concurrency, int, _MIN_WRITER_CONCURRENCY, 1000
+        ),
+        predict_reserved_concurrency=_number(
+            get, names.CTX_PREDICT_RESERVED_CONCURRENCY, defaults.predict_reserved_concurrency, int, 1, 1000
         ),
     )
     if config.writer_batch_size > 10 and config.writer_batching_window_seconds < 1:
@@ -117,6 +128,16 @@ def config_from_context(get: Getter) -> DeploymentConfig:
             f"({config.db_connection_budget}); lower it or raise {names.CTX_DB_INSTANCE_SIZE}",
         )
     return config
+
+
+def environment_defaults(environment: str) -> DeploymentConfig:
+    """The defaults of one environment: :data:`PRODUCTION` gets a standby and 30 days of backups.
+
+    Any context key still overrides its default.
+    """
+    if environment == PRODUCTION:
+        return DeploymentConfig(environment=environment, db_multi_az=True, db_backup_retention_days=30)
+    return DeploymentConfig(environment=environment)
 
 
 def _raw(get: Getter, key: str) -> object | None:

@@ -62,14 +62,21 @@ class ModelRegistry(Construct):
         return f"{names.MODELS_PREFIX}{self.model_name}/"
 
     def grant_model_read(self, role: iam.IRole) -> None:
-        """Let ``role`` read this model's artifacts.
+        """Let ``role`` read this model's artifacts, and list key names under this model's prefix only.
 
-        Also ``s3:ListBucket`` on the bucket (key names only): without it S3 answers a missing key
-        with 403 AccessDenied instead of 404 NoSuchKey, and a wrong champion version would look
-        like a permissions problem.
+        ``s3:ListBucket`` is limited by the ``s3:prefix`` condition key to ``models/<model>/``, so
+        the role cannot enumerate other models or the reports. (S3 answers a GET of a missing key
+        with 404 only to a caller allowed to list the bucket; a GET carries no ``s3:prefix``, so a
+        missing artifact may show as 403 AccessDenied, which the registry names with the key.)
         """
         self._allow_on_objects(role, ["s3:GetObject"], self.model_prefix)
-        role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn]))
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [self.model_prefix, f"{self.model_prefix}*"]}},
+            )
+        )
 
     def grant_report_write(self, role: iam.IRole) -> None:
         """Let ``role`` write drift reports under ``reports/`` and read them back.

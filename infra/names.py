@@ -19,10 +19,12 @@ CTX_FUNCTION_URL_AUTH = "function_url_auth"
 CTX_CAPTURE_SAMPLING_RATE = "capture_sampling_rate"
 CTX_DB_INSTANCE_SIZE = "db_instance_size"
 CTX_DB_MULTI_AZ = "db_multi_az"
+CTX_DB_BACKUP_RETENTION_DAYS = "db_backup_retention_days"
 CTX_DELETION_PROTECTION = "deletion_protection"
 CTX_WRITER_BATCH_SIZE = "writer_batch_size"
 CTX_WRITER_BATCHING_WINDOW_SECONDS = "writer_batching_window_seconds"
 CTX_WRITER_MAX_CONCURRENCY = "writer_max_concurrency"
+CTX_PREDICT_RESERVED_CONCURRENCY = "predict_reserved_concurrency"
 
 # Environment variables read by sml.core.settings.
 ENV_APP_NAME = "SML_APP_NAME"

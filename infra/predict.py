@@ -7,6 +7,7 @@ Predict runs outside the VPC: it needs only S3 (model artifacts), SSM (champion 
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
@@ -50,6 +51,8 @@ class Predict(Construct):
             },
             memory_mib=MEMORY_MIB,
             timeout=TIMEOUT,
+            # A public URL is a bill anyone can run up: cap what it can cost per second.
+            reserved_concurrency=config.predict_reserved_concurrency if config.function_url_auth == "NONE" else None,
         )
         self.function = self.image.function
         registry.grant_model_read(self.image.role)
@@ -58,6 +61,25 @@ class Predict(Construct):
 
         auth_type = lambda_.FunctionUrlAuthType[config.function_url_auth]
         self.url = self.function.add_function_url(auth_type=auth_type)
+        # What a caller needs (since October 2025 a Function URL checks both actions); the
+        # InvokeFunction grant holds only through the URL, so it cannot bypass it with the Invoke API.
+        self.caller_policy = iam.ManagedPolicy(
+            self,
+            "CallerPolicy",
+            description=f"Call the {config.deployed_app_name} predict Function URL (and nothing else)",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["lambda:InvokeFunctionUrl"],
+                    resources=[self.function.function_arn],
+                    conditions={"StringEquals": {"lambda:FunctionUrlAuthType": config.function_url_auth}},
+                ),
+                iam.PolicyStatement(
+                    actions=["lambda:InvokeFunction"],
+                    resources=[self.function.function_arn],
+                    conditions={"Bool": {"lambda:InvokedViaFunctionUrl": "true"}},
+                ),
+            ],
+        )
         if auth_type is lambda_.FunctionUrlAuthType.NONE:
             cdk.Annotations.of(self.url).add_warning_v2(
                 "sml:function-url-auth-none",

@@ -97,7 +97,11 @@ class ServerlessMlStack(cdk.Stack):
     ) -> None:
         outputs = {
             "FunctionUrl": (predict.url.url, "SML_FUNCTION_URL: the predict endpoint"),
-            "PredictFunctionArn": (predict.function.function_arn, "grant callers lambda:InvokeFunctionUrl on it"),
+            "PredictFunctionArn": (predict.function.function_arn, "the predict function"),
+            "PredictCallerPolicyArn": (
+                predict.caller_policy.managed_policy_arn,
+                "attach to a caller's role or user: invoke predict through its URL only",
+            ),
             "AppName": (config.deployed_app_name, names.ENV_APP_NAME),
             "ModelName": (config.model_name, names.ENV_MODEL_NAME),
             "Bucket": (registry.bucket.bucket_name, names.ENV_BUCKET),

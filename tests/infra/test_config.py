@@ -101,3 +101,15 @@ def test_the_cdk_entry_point_reports_a_bad_value_in_one_line(tmp_path) -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == "infra: context function_url_auth: 'OPEN' must be one of AWS_IAM, NONE"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prod_defaults_to_a_standby_and_a_month_of_backups_and_context_still_overrides() -> None:
+    dev = config_from_context({}.get)
+    prod = config_from_context({"environment": "prod"}.get)
+    assert (dev.db_multi_az, dev.db_backup_retention_days) == (False, 7)
+    assert (prod.db_multi_az, prod.db_backup_retention_days) == (True, 30)
+    cheap_prod = config_from_context({"environment": "prod", "db_multi_az": "false", "db_backup_retention_days": 14}.get)
+    assert (cheap_prod.db_multi_az, cheap_prod.db_backup_retention_days) == (False, 14)
+    with pytest.raises(ContextError, match="between 1 and 35") as raised:
+        config_from_context({"db_backup_retention_days": 36}.get)
+    assert raised.value.key == "db_backup_retention_days"

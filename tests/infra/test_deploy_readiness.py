@@ -119,3 +119,47 @@ def test_the_proxy_borrow_timeout_is_below_the_writer_timeout_and_it_leaves_conn
     assert pool["ConnectionBorrowTimeout"] < default_stack.function("writer")[1]["Timeout"] == WRITER_TIMEOUT.to_seconds()
     assert pool["MaxConnectionsPercent"] < 100
     assert pool["MaxIdleConnectionsPercent"] <= pool["MaxConnectionsPercent"]
+
+
+# --- security ---------------------------------------------------------------------------------------------
+
+
+def test_predict_and_drift_may_list_only_the_models_prefix(default_stack: Synthesized) -> None:
+    for service in ("predict", "drift"):
+        (listing,) = [s for s in default_stack.statements_of(service) if "s3:ListBucket" in _actions(s)]
+        assert listing["Condition"] == {
+            "StringLike": {"s3:prefix": ["models/breast-cancer/", "models/breast-cancer/*"]}
+        }, service
+
+
+def test_the_caller_policy_invokes_predict_only_through_its_url(
+    default_stack: Synthesized, non_default_stack: Synthesized
+) -> None:
+    for stack, auth in ((default_stack, "AWS_IAM"), (non_default_stack, "NONE")):
+        predict_id, _ = stack.function("predict")
+        (policy_id, policy) = next(
+            (k, v) for k, v in stack.of_type("AWS::IAM::ManagedPolicy").items() if "predict Function URL" in v["Properties"]["Description"]
+        )
+        by_action = {s["Action"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+        assert set(by_action) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+        for statement in by_action.values():
+            assert statement["Resource"] == {"Fn::GetAtt": [predict_id, "Arn"]}
+        assert by_action["lambda:InvokeFunction"]["Condition"] == {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}
+        assert by_action["lambda:InvokeFunctionUrl"]["Condition"] == {"StringEquals": {"lambda:FunctionUrlAuthType": auth}}
+        assert stack.template["Outputs"]["PredictCallerPolicyArn"]["Value"] == {"Ref": policy_id}
+
+
+def test_a_public_predict_is_capped_by_reserved_concurrency(
+    default_stack: Synthesized, non_default_stack: Synthesized
+) -> None:
+    assert "ReservedConcurrentExecutions" not in default_stack.function("predict")[1]
+    assert non_default_stack.function("predict")[1]["ReservedConcurrentExecutions"] == 20
+
+
+# --- operability ------------------------------------------------------------------------------------------
+
+
+def test_prod_gets_a_standby_and_a_month_of_backups_by_default(non_default_stack: Synthesized) -> None:
+    _, instance = _only(non_default_stack.of_type("AWS::RDS::DBInstance"))
+    assert instance["Properties"]["BackupRetentionPeriod"] == 30
+    assert instance["Properties"]["MultiAZ"] is True
