@@ -1,7 +1,8 @@
 """RDS for MySQL in isolated subnets, its generated secret, and the RDS Proxy the functions use.
 
-The writer and drift functions connect to the proxy (TLS required) with the credentials in the
-secret; only the proxy may connect to the instance.
+The writer and drift functions log in to the proxy (TLS and IAM authentication required) as their
+own database users with IAM tokens; the proxy logs in to MySQL with the users' secrets. Only the
+migration step logs in as the master user, and only the proxy may connect to the instance.
 """
 
 from __future__ import annotations
@@ -100,8 +101,22 @@ class Database(Construct):
         # alone as "the default minor version of that major version" (CreateDBInstance EngineVersion).
         cfn_instance = self.instance.node.default_child
         cfn_instance.add_metadata("cfn-lint", {"config": {"ignore_checks": ["E3691"]}})
+        cdk.Validations.of(self.instance).acknowledge(
+            cdk.Acknowledgment(
+                id="CloudFormation-Validate::E9006",
+                reason="EngineVersion 8.4 (major only) is valid: RDS takes the major's default minor version; the "
+                "schema's list names full versions only.",
+            )
+        )
         # The attached secret: the same secret, once host and port are in it.
         self.secret = self.instance.secret
+        # The writer's and drift's own users. The proxy logs in to MySQL with these passwords; the
+        # functions log in to the proxy with IAM tokens and never read a secret. The migration step
+        # creates the users (and re-sets their passwords) from these secrets.
+        self.user_secrets = {
+            function: rds.DatabaseSecret(self, f"{function.title()}UserSecret", username=username, dbname=names.DB_NAME)
+            for function, username in names.DB_FUNCTION_USERS.items()
+        }
         self.proxy_security_group = ec2.SecurityGroup(
             self,
             "ProxySecurityGroup",
@@ -115,7 +130,8 @@ class Database(Construct):
             "Proxy",
             proxy_target=rds.ProxyTarget.from_instance(self.instance),
             db_proxy_name=proxy_name,
-            secrets=[self.secret],
+            secrets=[self.secret, *self.user_secrets.values()],
+            iam_auth=True,
             vpc=network.vpc,
             vpc_subnets=network.database_subnets,
             security_groups=[self.proxy_security_group],
@@ -137,17 +153,29 @@ class Database(Construct):
         """Host name the functions connect to (the proxy, never the instance)."""
         return self.proxy.endpoint
 
-    def grant_connect(self, grantee: iam.IGrantable) -> None:
-        """Let ``grantee`` read the database credentials (the proxy checks them)."""
-        self.secret.grant_read(grantee)
+    def grant_connect(self, grantee: iam.IGrantable, db_user: str) -> None:
+        """Let ``grantee`` log in to the proxy as ``db_user`` with an IAM token (``rds-db:connect``)."""
+        self.proxy.grant_connect(grantee, db_user)
+
+    def grant_user_secrets_read(self, grantee: iam.IGrantable) -> None:
+        """Let ``grantee`` (the migration step) read the functions' user secrets, to create the users."""
+        for secret in self.user_secrets.values():
+            secret.grant_read(grantee)
 
     def _acknowledge_findings(self, config: DeploymentConfig, secret: rds.DatabaseSecret) -> None:
         acknowledge(
             secret,
             "AwsSolutions-SMG4",
-            "The functions cache the credentials for the life of a container, so rotation needs them to re-read the "
-            "secret on an authentication failure first; docs/deploy.md shows how to rotate by hand meanwhile.",
+            "Only RDS Proxy reads the master secret (the functions log in with IAM tokens), so it can be rotated "
+            "with aws secretsmanager rotate-secret; docs/deploy.md says how. No rotation schedule in the stack yet.",
         )
+        for user_secret in self.user_secrets.values():
+            acknowledge(
+                user_secret,
+                "AwsSolutions-SMG4",
+                "Rotated by putting a new password in the secret and redeploying: the migration step sets each "
+                "function user's password from its secret on every run; functions use IAM tokens, not the secret.",
+            )
         acknowledge(
             self.instance,
             "AwsSolutions-RDS11",

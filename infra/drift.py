@@ -38,7 +38,8 @@ class Drift(Construct):
         alerts: Alerts,
     ) -> None:
         super().__init__(scope, construct_id)
-        environment = database_environment(config, registry, database)
+        db_user = names.DB_FUNCTION_USERS["drift"]
+        environment = database_environment(config, registry, database, db_user)
         environment.update(
             {
                 names.ENV_TOPIC_ARN: alerts.topic.topic_arn,
@@ -58,7 +59,7 @@ class Drift(Construct):
             placement=network.function_placement,
         )
         self.function = self.image.function
-        database.grant_connect(self.image.role)
+        database.grant_connect(self.image.role, db_user)
         registry.grant_model_read(self.image.role)
         registry.grant_champion_read(self.image.role)
         registry.grant_report_write(self.image.role)

@@ -4,7 +4,9 @@ The trigger invokes the function synchronously during the deployment, after the 
 proxy exist and before the writer (and its SQS event source) and drift are created or updated; an
 error fails the deployment, which CloudFormation rolls back, so no function ever runs against a
 schema it does not know. It runs again whenever the image changes (a new ``sql/`` file is in the
-image), and is a no-op when nothing is pending. Only this function reads the master secret.
+image), and is a no-op when nothing is pending. Only this function logs in as the master user
+(with an IAM token through the proxy); it also creates the writer's and drift's users from their
+secrets, which only it and the proxy may read.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ class Migrations(Construct):
         registry: ModelRegistry,
     ) -> None:
         super().__init__(scope, construct_id)
-        environment = database_environment(config, registry, database)
+        environment = database_environment(config, registry, database, names.DB_ADMIN_USER)
         environment[names.ENV_POWERTOOLS_SERVICE_NAME] = "migrate"
+        environment[names.ENV_WRITER_DB_SECRET_ARN] = database.user_secrets["writer"].secret_arn
+        environment[names.ENV_DRIFT_DB_SECRET_ARN] = database.user_secrets["drift"].secret_arn
         self.image = ImageFunction(
             self,
             "Image",
@@ -54,7 +58,8 @@ class Migrations(Construct):
             placement=network.function_placement,
         )
         self.function = self.image.function
-        database.grant_connect(self.image.role)
+        database.grant_connect(self.image.role, names.DB_ADMIN_USER)
+        database.grant_user_secrets_read(self.image.role)
         self.trigger = triggers.Trigger(
             self,
             "Run",

@@ -37,6 +37,9 @@ ENV_CAPTURE_FAIL_CLOSED = "SML_CAPTURE_FAIL_CLOSED"
 ENV_DB_SECRET_ARN = "SML_DB_SECRET_ARN"
 ENV_DB_HOST = "SML_DB_HOST"
 ENV_DB_NAME = "SML_DB_NAME"
+ENV_DB_USER = "SML_DB_USER"
+ENV_WRITER_DB_SECRET_ARN = "SML_WRITER_DB_SECRET_ARN"
+ENV_DRIFT_DB_SECRET_ARN = "SML_DRIFT_DB_SECRET_ARN"
 ENV_DRIFT_WINDOW_DAYS = "SML_DRIFT_WINDOW_DAYS"
 ENV_REPORT_PREFIX = "SML_REPORT_PREFIX"
 ENV_POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
@@ -51,7 +54,9 @@ DRIFT_DOCKERFILE = "functions/drift/Dockerfile"
 MODELS_PREFIX = "models/"
 REPORTS_PREFIX = "reports/"
 DB_NAME = "sml"
-DB_ADMIN_USER = "sml_admin"
+DB_ADMIN_USER = "sml_admin"  # the RDS master user: only the migration step logs in as it
+# Each database function's own user (grants: sml.core.db.FUNCTION_GRANTS, keyed like this).
+DB_FUNCTION_USERS = {"writer": "sml_writer", "drift": "sml_drift"}
 
 
 def deployed_app_name(app_name: str, environment: str) -> str:

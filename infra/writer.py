@@ -18,13 +18,15 @@ TIMEOUT = cdk.Duration.seconds(30)
 MEMORY_MIB = 512
 
 
-def database_environment(config: DeploymentConfig, registry: ModelRegistry, database: Database) -> dict[str, str]:
-    """Environment of the functions that use the database: where it is, never its password."""
+def database_environment(
+    config: DeploymentConfig, registry: ModelRegistry, database: Database, db_user: str
+) -> dict[str, str]:
+    """Environment of the functions that use the database: where it is and who to log in as (IAM), no password."""
     return {
         names.ENV_APP_NAME: config.deployed_app_name,
         names.ENV_MODEL_NAME: config.model_name,
         names.ENV_BUCKET: registry.bucket.bucket_name,
-        names.ENV_DB_SECRET_ARN: database.secret.secret_arn,
+        names.ENV_DB_USER: db_user,
         names.ENV_DB_HOST: database.endpoint,
         names.ENV_DB_NAME: names.DB_NAME,
         names.ENV_POWERTOOLS_METRICS_NAMESPACE: config.deployed_app_name,
@@ -55,7 +57,8 @@ class Writer(Construct):
         events: EventsQueue,
     ) -> None:
         super().__init__(scope, construct_id)
-        environment = database_environment(config, registry, database)
+        db_user = names.DB_FUNCTION_USERS["writer"]
+        environment = database_environment(config, registry, database, db_user)
         environment[names.ENV_POWERTOOLS_SERVICE_NAME] = "writer"
         self.image = ImageFunction(
             self,
@@ -68,7 +71,7 @@ class Writer(Construct):
             placement=network.function_placement,
         )
         self.function = self.image.function
-        database.grant_connect(self.image.role)
+        database.grant_connect(self.image.role, db_user)
         self.function.add_event_source(
             event_sources.SqsEventSource(
                 events.queue,

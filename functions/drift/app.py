@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy.engine import Engine
 
 from sml.core.aws import aws_client
-from sml.core.db import create_db_engine, resolve_database_url
+from sml.core.db import database_engine_from_settings
 from sml.drift.job import DriftJobConfig, run_drift_job
 from sml.lifecycle.registry import ModelRegistry
 from sml.core.settings import DriftSettings, SettingsError, load_settings
@@ -49,9 +49,7 @@ def client(service: str) -> Any:
 @cache
 def database_engine() -> Engine:
     """The database engine, built on first use and kept for the life of the container."""
-    settings = drift_settings()
-    secrets_client = client("secretsmanager") if settings.db_secret_arn else None
-    return create_db_engine(resolve_database_url(settings, secrets_client))
+    return database_engine_from_settings(drift_settings(), client)
 
 
 @logger.inject_lambda_context

@@ -5,8 +5,9 @@ idempotent statements, data errors bisected); Powertools' batch processor then r
 records that were not stored as batch item failures. When the database cannot take the batch the
 handler raises before anything is reported, so SQS retries every record.
 
-A direct invocation with ``{"sml_action": "migrate"}`` applies the schema migrations (the CDK
-deploy calls it) and returns ``{"applied": [names]}``.
+A direct invocation with ``{"sml_action": "migrate"}`` applies the schema migrations and returns
+``{"applied": [names]}`` (local stacks; on AWS the deploy's migration step, functions/writer/migrate.py,
+does it, and the writer's own database user may not create tables).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy.engine import Engine
 
 from sml.core.aws import aws_client
-from sml.core.db import apply_migrations, create_db_engine, resolve_database_url
+from sml.core.db import apply_migrations, database_engine_from_settings
 from sml.core.settings import WriterSettings, load_settings
 from sml.writer.batch import BatchNotStored, write_batch
 
@@ -47,8 +48,7 @@ class RecordNotStored(Exception):
 def database_engine() -> Engine:
     """The database engine, built on first use and kept for the life of the container."""
     settings = load_settings(WriterSettings)
-    secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn else None
-    return create_db_engine(resolve_database_url(settings, secrets_client))
+    return database_engine_from_settings(settings, lambda service: aws_client(service, settings))
 
 
 @logger.inject_lambda_context

@@ -1,40 +1,66 @@
-"""The migration step of a deploy: applies ``sql/`` to the deployed database, or fails the deploy.
+"""The migration step of a deploy: applies ``sql/`` and the functions' database users, or fails the deploy.
 
 The CDK stack builds a second function from the writer's image with this module as its command and
 runs it in a CDK trigger (``infra/migrations.py``) ordered before the writer and its SQS event
 source: CloudFormation updates neither until this has returned, and a raised error fails the
 deployment (the trigger reports the invocation's ``FunctionError``) and rolls it back, so the writer
-never consumes events into a schema it does not know. It logs in with the RDS master secret, the
-one credential that may create tables. ``sml db migrate`` does the same locally.
+never consumes events into a schema it does not know. It logs in as the RDS master user (the one
+that may create tables and users); then it creates the writer's and drift's own users with the
+passwords in their secrets (RDS Proxy logs in with those) and grants them
+:data:`sml.core.db.FUNCTION_GRANTS`. ``sml db migrate`` applies the schema locally.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sml.core.aws import aws_client
-from sml.core.db import apply_migrations, create_db_engine, resolve_database_url
-from sml.core.settings import WriterSettings, load_settings
+from sml.core.db import DatabaseUser, apply_function_users, apply_migrations, database_engine_from_settings
+from sml.core.errors import SmlError
+from sml.core.settings import MigrateSettings, load_settings
 
 logger = Logger(service="migrate")
 
 
 @logger.inject_lambda_context
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, list[str]]:
-    """Apply the pending migrations under the migration lock; returns ``{"applied": [names]}``.
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Apply the pending migrations under the migration lock, then the function users' grants.
 
-    :raises sml.core.errors.SmlError: an applied file was edited, or another run held the lock.
+    :returns: ``{"applied": [migration names], "granted": {function: [tables]}}``.
+    :raises sml.core.errors.SmlError: an applied file was edited, another run held the lock, or a
+        user secret lacks ``username``/``password``.
     :raises sqlalchemy.exc.SQLAlchemyError: a statement failed; rerunning resumes (each is rerunnable).
     """
-    settings = load_settings(WriterSettings)
-    secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn else None
-    engine = create_db_engine(resolve_database_url(settings, secrets_client))
+    settings = load_settings(MigrateSettings)
+    engine = database_engine_from_settings(settings, lambda service: aws_client(service, settings))
     try:
         applied = apply_migrations(engine)
+        users = function_users(settings, lambda: aws_client("secretsmanager", settings))
+        granted = apply_function_users(engine, users) if users else {}
     finally:
         engine.dispose()
-    logger.info("migrations applied", extra={"applied": applied})
-    return {"applied": applied}
+    logger.info("migrations applied", extra={"applied": applied, "granted": granted})
+    return {"applied": applied, "granted": granted}
+
+
+def function_users(settings: MigrateSettings, secrets_client: Any) -> list[DatabaseUser]:
+    """The writer's and drift's users from their secrets (none configured: none, as locally).
+
+    :param secrets_client: a function returning a Secrets Manager client, called only when needed.
+    """
+    arns = {"writer": settings.writer_db_secret_arn, "drift": settings.drift_db_secret_arn}
+    users = []
+    client = None
+    for function, arn in arns.items():
+        if not arn:
+            continue
+        client = client or secrets_client()
+        secret = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+        if not secret.get("username") or not secret.get("password"):
+            raise SmlError(f"the {function} database secret {arn} has no username or password")
+        users.append(DatabaseUser(function, secret["username"], secret["password"]))
+    return users

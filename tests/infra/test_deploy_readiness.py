@@ -163,3 +163,30 @@ def test_prod_gets_a_standby_and_a_month_of_backups_by_default(non_default_stack
     _, instance = _only(non_default_stack.of_type("AWS::RDS::DBInstance"))
     assert instance["Properties"]["BackupRetentionPeriod"] == 30
     assert instance["Properties"]["MultiAZ"] is True
+
+
+def test_the_proxy_requires_iam_auth_and_each_function_logs_in_as_its_own_user(default_stack: Synthesized) -> None:
+    _, proxy = _only(default_stack.of_type("AWS::RDS::DBProxy"))
+    auth = proxy["Properties"]["Auth"]
+    assert len(auth) == 3 and all(entry["IAMAuth"] == "REQUIRED" for entry in auth)
+    users = {"writer": "sml_writer", "drift": "sml_drift", "migrate": "sml_admin"}
+    for service, user in users.items():
+        assert default_stack.function(service)[1]["Environment"]["Variables"]["SML_DB_USER"] == user
+        statements = default_stack.statements_of(service)
+        connects = [s for s in statements if "rds-db:connect" in _actions(s)]
+        assert [s["Resource"]["Fn::Join"][1][-1] for s in connects] == [f"/{user}"], service
+
+
+def test_only_the_migration_step_reads_secrets_and_never_the_master_secret(default_stack: Synthesized) -> None:
+    (attachment_id,) = default_stack.of_type("AWS::SecretsManager::SecretTargetAttachment")
+    for service in ("predict", "writer", "drift"):
+        assert not [s for s in default_stack.statements_of(service) if "secretsmanager:GetSecretValue" in _actions(s)]
+    read = [s["Resource"] for s in default_stack.statements_of("migrate") if "secretsmanager:GetSecretValue" in _actions(s)]
+    variables = default_stack.function("migrate")[1]["Environment"]["Variables"]
+    assert sorted(r["Ref"] for r in read) == sorted(
+        [variables["SML_WRITER_DB_SECRET_ARN"]["Ref"], variables["SML_DRIFT_DB_SECRET_ARN"]["Ref"]]
+    )
+    assert {"Ref": attachment_id} not in read
+    _, proxy = _only(default_stack.of_type("AWS::RDS::DBProxy"))
+    proxy_secrets = [entry["SecretArn"] for entry in proxy["Properties"]["Auth"]]
+    assert {"Ref": attachment_id} in proxy_secrets and all(r in proxy_secrets for r in read)

@@ -92,7 +92,7 @@ def test_functions_are_arm64_images_with_the_contract_environment(default_stack:
             "SML_APP_NAME",
             "SML_MODEL_NAME",
             "SML_BUCKET",
-            "SML_DB_SECRET_ARN",
+            "SML_DB_USER",
             "SML_DB_HOST",
             "SML_DB_NAME",
             "POWERTOOLS_SERVICE_NAME",
@@ -292,11 +292,10 @@ def test_functions_reach_the_database_only_through_the_tls_proxy(default_stack: 
     proxy_id = _only_id(default_stack.of_type("AWS::RDS::DBProxy"))
     proxy = default_stack.resources[proxy_id]["Properties"]
     assert proxy["RequireTLS"] is True
-    (secret_attachment_id,) = default_stack.of_type("AWS::SecretsManager::SecretTargetAttachment")
-    for service in ("writer", "drift"):
+    for service in ("writer", "drift", "migrate"):
         variables = default_stack.function(service)[1]["Environment"]["Variables"]
         assert variables["SML_DB_HOST"] == {"Fn::GetAtt": [proxy_id, "Endpoint"]}
-        assert variables["SML_DB_SECRET_ARN"] == {"Ref": secret_attachment_id}
+        assert "SML_DB_SECRET_ARN" not in variables
     instance_id = _only_id(default_stack.of_type("AWS::RDS::DBInstance"))
     instance_group = default_stack.resources[instance_id]["Properties"]["VPCSecurityGroups"][0]["Fn::GetAtt"][0]
     ingress = [
@@ -364,14 +363,13 @@ def test_predict_may_read_its_model_and_send_events_but_not_touch_the_database(d
     assert "sqs:SendMessage" in actions and "ssm:GetParameter" in actions
 
 
-def test_writer_may_read_the_secret_and_consume_events_only(default_stack: Synthesized) -> None:
+def test_writer_may_log_in_as_its_user_and_consume_events_only(default_stack: Synthesized) -> None:
     statements = default_stack.statements_of("writer")
     actions = set().union(*(_actions(s) for s in statements))
-    assert not any(a.startswith(("s3:", "sns:", "ssm:")) for a in actions)
+    assert not any(a.startswith(("s3:", "sns:", "ssm:", "secretsmanager:")) for a in actions)
     assert "sqs:SendMessage" not in actions
-    (secret_statement,) = [s for s in statements if "secretsmanager:GetSecretValue" in _actions(s)]
-    (attachment_id,) = default_stack.of_type("AWS::SecretsManager::SecretTargetAttachment")
-    assert secret_statement["Resource"] == {"Ref": attachment_id}
+    (connect,) = [s for s in statements if "rds-db:connect" in _actions(s)]
+    assert connect["Resource"]["Fn::Join"][1][-1] == "/sml_writer"
 
 
 def test_drift_writes_and_links_only_reports_and_publishes_only_to_the_alerts_topic(default_stack: Synthesized) -> None:
@@ -395,7 +393,7 @@ def test_only_unscopable_actions_are_granted_on_every_resource(default_stack: Sy
         "ec2:AssignPrivateIpAddresses",
         "ec2:UnassignPrivateIpAddresses",
     }
-    for service in ("predict", "writer", "drift"):
+    for service in ("predict", "writer", "drift", "migrate"):
         for statement in default_stack.statements_of(service):
             if statement["Resource"] == "*":
                 assert _actions(statement) <= unscopable, (service, statement)

@@ -18,7 +18,7 @@ def test_applies_the_schema_once(db_url: str, monkeypatch: pytest.MonkeyPatch) -
     first = migrate.handler({}, context)
     second = migrate.handler({}, context)
     assert first["applied"][0] == "0000_schema_migrations" and "0001_predictions" in first["applied"]
-    assert second == {"applied": []}
+    assert second == {"applied": [], "granted": {}}  # no function users locally
 
 
 def test_a_failing_migration_raises_so_the_trigger_fails_the_deploy(
@@ -31,3 +31,34 @@ def test_a_failing_migration_raises_so_the_trigger_fails_the_deploy(
     monkeypatch.setenv("SML_SQL_DIR", str(sql_dir))
     with pytest.raises(Exception, match="broken"):
         migrate.handler({}, new_lambda_context("migrate", region="us-east-1", timeout_s=300))
+
+
+def test_creates_the_function_users_from_their_secrets(mysql_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import uuid
+
+    import boto3
+    import sqlalchemy as sa
+    from moto import mock_aws
+
+    from sml.core.db import create_db_engine
+
+    names = {function: f"t_{function}_{uuid.uuid4().hex[:8]}" for function in ("writer", "drift")}
+    monkeypatch.setenv("SML_DATABASE_URL", mysql_url)
+    try:
+        with mock_aws():
+            secrets = boto3.client("secretsmanager", region_name="us-east-1")
+            for function, username in names.items():
+                arn = secrets.create_secret(
+                    Name=username, SecretString=json.dumps({"username": username, "password": uuid.uuid4().hex})
+                )["ARN"]
+                monkeypatch.setenv(f"SML_{function.upper()}_DB_SECRET_ARN", arn)
+            result = migrate.handler({}, new_lambda_context("migrate", region="us-east-1", timeout_s=300))
+        assert set(result["granted"]) == {"writer", "drift"}
+        assert "predictions" in result["granted"]["writer"] and "drift_runs" in result["granted"]["drift"]
+    finally:
+        admin = create_db_engine(mysql_url)
+        with admin.begin() as connection:
+            for username in names.values():
+                connection.execute(sa.text("DROP USER IF EXISTS :user@'%%'"), {"user": username})
+        admin.dispose()

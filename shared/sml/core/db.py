@@ -11,11 +11,13 @@ Example::
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import re
 import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,12 +118,17 @@ def to_db_timestamp(value: datetime) -> datetime:
 # Engines
 
 
-def create_db_engine(url: str | URL, *, pool_size: int = 1, echo: bool = False) -> Engine:
+def create_db_engine(
+    url: str | URL, *, pool_size: int = 1, echo: bool = False, password: Callable[[], str] | None = None
+) -> Engine:
     """The one engine factory.
 
     ``pool_pre_ping`` replaces connections that died while a Lambda was frozen; ``pool_recycle``
     retires them before MySQL's or RDS Proxy's idle timeouts. SQLite gets WAL and a busy timeout
     so the writer and readers can share the file. Creating an engine opens no connection.
+
+    :param password: called for every new MySQL connection, whose password it supplies (an IAM
+        authentication token lives 15 minutes, so each connection needs a fresh one).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -143,6 +150,12 @@ def create_db_engine(url: str | URL, *, pool_size: int = 1, echo: bool = False) 
     @sa.event.listens_for(engine, "connect")
     def _session_settings(dbapi_connection: Any, _record: Any) -> None:
         ensure_session_settings(dbapi_connection)
+
+    if password is not None:
+
+        @sa.event.listens_for(engine, "do_connect")
+        def _fresh_password(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+            cparams["password"] = password()
 
     return engine
 
@@ -211,7 +224,7 @@ def database_url_from_secret(secret: dict[str, Any], *, host: str | None, databa
         raise SmlError(f"database secret: missing key(s) {', '.join(missing)}")
     if not (host or secret.get("host")):
         raise SmlError("database secret: no host in the secret and SML_DB_HOST is not set")
-    ca_file = ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths().openssl_cafile
+    ca_file = _system_ca_file()
     return URL.create(
         "mysql+pymysql",
         username=secret["username"],
@@ -221,6 +234,52 @@ def database_url_from_secret(secret: dict[str, Any], *, host: str | None, databa
         database=database,
         query={"charset": "utf8mb4", "ssl_ca": ca_file},
     )
+
+
+def _system_ca_file() -> str | None:
+    return ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths().openssl_cafile
+
+
+def iam_database_url(*, host: str, user: str, database: str, port: int = 3306) -> URL:
+    """A MySQL URL without a password, for IAM authentication (TLS against the system CAs).
+
+    The password is the token of :func:`iam_auth_token`, given per connection through
+    ``create_db_engine(password=...)``; pymysql sends it with ``mysql_clear_password`` over TLS.
+    """
+    return URL.create(
+        "mysql+pymysql",
+        username=user,
+        host=host,
+        port=port,
+        database=database,
+        query={"charset": "utf8mb4", "ssl_ca": _system_ca_file()},
+    )
+
+
+def iam_auth_token(rds_client: Any, *, host: str, user: str, port: int = 3306) -> Callable[[], str]:
+    """A function returning a fresh IAM database authentication token (valid 15 minutes).
+
+    ``generate_db_auth_token`` presigns locally with the caller's credentials (no API call), so it
+    works inside a VPC without an endpoint; the role needs ``rds-db:connect`` on the user.
+    """
+    return lambda: rds_client.generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
+
+
+def database_engine_from_settings(settings: Any, client: Callable[[str], Any], *, pool_size: int = 1) -> Engine:
+    """The engine the settings describe: ``SML_DATABASE_URL`` (local), else IAM authentication as
+    ``SML_DB_USER`` at ``SML_DB_HOST`` (AWS, through RDS Proxy), else the secret ``SML_DB_SECRET_ARN``.
+
+    :param client: builds a boto3 client for a service name (``rds`` or ``secretsmanager``).
+    :raises SmlError: nothing configured, or ``SML_DB_USER`` without ``SML_DB_HOST``.
+    """
+    if not settings.database_url and getattr(settings, "db_user", None):
+        if not settings.db_host:
+            raise SmlError("SML_DB_USER is set but SML_DB_HOST is not: IAM authentication needs the proxy endpoint")
+        url = iam_database_url(host=settings.db_host, user=settings.db_user, database=settings.db_name)
+        token = iam_auth_token(client("rds"), host=settings.db_host, user=settings.db_user)
+        return create_db_engine(url, pool_size=pool_size, password=token)
+    secrets_client = client("secretsmanager") if settings.db_secret_arn and not settings.database_url else None
+    return create_db_engine(resolve_database_url(settings, secrets_client), pool_size=pool_size)
 
 
 def resolve_database_url(settings: Any, secrets_client: Any | None = None) -> str | URL:
@@ -417,3 +476,65 @@ def _check_applied_unchanged(migrations: list[Migration], applied: dict[int, Any
             f"file now {migration.checksum[:12]}…); restore it and put the change in a new migration"
         )
     return superseded
+
+
+# --------------------------------------------------------------------------------------------
+# Database users of the deployed functions (MySQL only; the migration step keeps them in step)
+
+# Each function's own user and the privileges it needs, per table; a name with ``*`` covers every
+# table it matches when the grants are applied (drift's tables grow with its migrations). The
+# writer's MySQL insert is ``INSERT ... ON DUPLICATE KEY UPDATE``, hence UPDATE.
+FUNCTION_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "writer": {
+        "predictions": ("SELECT", "INSERT", "UPDATE"),
+        "ground_truth": ("SELECT", "INSERT", "UPDATE"),
+    },
+    "drift": {
+        "predictions": ("SELECT",),
+        "ground_truth": ("SELECT",),
+        "drift_*": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class DatabaseUser:
+    """A function's login: ``function`` is a key of :data:`FUNCTION_GRANTS`."""
+
+    function: str
+    username: str
+    password: str
+
+
+def apply_function_users(engine: Engine, users: list[DatabaseUser], *, host: str = "%") -> dict[str, list[str]]:
+    """Create (or update the password of) each function's user and grant it :data:`FUNCTION_GRANTS`.
+
+    Idempotent: ``CREATE USER IF NOT EXISTS``, then ``ALTER USER`` to the given password (so a
+    rotated secret takes effect on the next run), then the grants on the tables that exist now.
+    Run it after :func:`apply_migrations`, with a user allowed to grant (the RDS master user).
+
+    :returns: function -> the tables it was granted on.
+    :raises SmlError: on SQLite, or for a function without grants.
+    """
+    if dialect_family(engine) != "mysql":
+        raise SmlError("database users exist on MySQL only")
+    granted: dict[str, list[str]] = {}
+    with engine.begin() as connection:
+        tables = sorted(sa.inspect(connection).get_table_names())
+        quote = engine.dialect.identifier_preparer.quote
+        for user in users:
+            grants = FUNCTION_GRANTS.get(user.function)
+            if grants is None:
+                raise SmlError(f"no grants are defined for function {user.function!r}")
+            account = {"user": user.username, "host": host, "password": user.password}
+            connection.execute(sa.text("CREATE USER IF NOT EXISTS :user@:host IDENTIFIED BY :password"), account)
+            connection.execute(sa.text("ALTER USER :user@:host IDENTIFIED BY :password"), account)
+            granted[user.function] = []
+            for pattern, privileges in grants.items():
+                for table in [name for name in tables if fnmatch.fnmatchcase(name, pattern)]:
+                    connection.execute(
+                        sa.text(f"GRANT {', '.join(privileges)} ON {quote(table)} TO :user@:host"),
+                        {"user": user.username, "host": host},
+                    )
+                    granted[user.function].append(table)
+    return granted

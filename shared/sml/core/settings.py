@@ -78,6 +78,8 @@ class DatabaseSettings(_Settings):
     db_secret_arn: str | None = Field(None, alias="SML_DB_SECRET_ARN")
     db_host: str | None = Field(None, alias="SML_DB_HOST")
     db_name: str = Field("sml", alias="SML_DB_NAME")
+    # IAM authentication as this database user (AWS, through RDS Proxy): no password anywhere.
+    db_user: str | None = Field(None, alias="SML_DB_USER", pattern=r"^[A-Za-z0-9_]{1,32}$")
 
     @field_validator("database_url")
     @classmethod
@@ -106,6 +108,13 @@ class PredictSettings(AwsSettings, CaptureSettings):
 
 class WriterSettings(AwsSettings, DatabaseSettings):
     pass
+
+
+class MigrateSettings(AwsSettings, DatabaseSettings):
+    """The deploy's migration step: the secrets of the functions' database users it keeps in step."""
+
+    writer_db_secret_arn: str | None = Field(None, alias="SML_WRITER_DB_SECRET_ARN")
+    drift_db_secret_arn: str | None = Field(None, alias="SML_DRIFT_DB_SECRET_ARN")
 
 
 class DriftSettings(AwsSettings, DatabaseSettings):
