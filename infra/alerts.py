@@ -79,14 +79,19 @@ class Alerts(Construct):
         threshold: float,
         description: str,
         evaluation_periods: int = 1,
+        below: bool = False,
+        missing_data_breaches: bool = False,
     ) -> cloudwatch.Alarm:
         """Alarm (and notify the topic, also on recovery) when ``metric`` >= ``threshold``.
 
         :param construct_id: id of the alarm construct, e.g. ``DlqNotEmpty``.
         :param metric: the metric with its statistic and period.
-        :param threshold: alarm at or above this value.
+        :param threshold: alarm at or above this value (below it with ``below``).
         :param description: what the alarm means and what to do; it is in the notification.
         :param evaluation_periods: consecutive periods that must breach.
+        :param below: alarm when the metric is below ``threshold`` instead.
+        :param missing_data_breaches: a period without data counts as breaching (for "did not
+            happen" alarms on metrics that have no datapoint when nothing happened).
         :returns: the alarm.
         """
         alarm = cloudwatch.Alarm(
@@ -95,8 +100,12 @@ class Alerts(Construct):
             metric=metric,
             threshold=threshold,
             evaluation_periods=evaluation_periods,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD
+            if below
+            else cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.BREACHING
+            if missing_data_breaches
+            else cloudwatch.TreatMissingData.NOT_BREACHING,
             alarm_description=description,
         )
         action = cloudwatch_actions.SnsAction(self.topic)

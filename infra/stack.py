@@ -14,6 +14,7 @@ from infra.drift import Drift
 from infra.events_queue import EventsQueue
 from infra.image_function import ImageFunction
 from infra.migrations import Migrations
+from infra.monitoring import Monitoring
 from infra.model_registry import ModelRegistry
 from infra.network import Network
 from infra.predict import Predict
@@ -56,7 +57,21 @@ class ServerlessMlStack(cdk.Stack):
         migrations.run_before(writer, drift)
 
         self._add_alarms(alerts, events, {"Predict": predict.image, "Writer": writer.image, "Drift": drift.image})
+        monitoring = Monitoring(
+            self,
+            "Monitoring",
+            config=config,
+            alerts=alerts,
+            events=events,
+            database=database,
+            predict=predict,
+            writer=writer,
+            drift=drift,
+        )
         self._add_outputs(config, registry, events, alerts, predict, writer)
+        cdk.CfnOutput(
+            self, "DashboardName", value=monitoring.dashboard.dashboard_name, description="CloudWatch dashboard"
+        )
 
     def _add_alarms(self, alerts: Alerts, events: EventsQueue, functions: dict[str, ImageFunction]) -> None:
         alerts.alarm_when(

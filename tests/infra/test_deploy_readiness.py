@@ -190,3 +190,75 @@ def test_only_the_migration_step_reads_secrets_and_never_the_master_secret(defau
     _, proxy = _only(default_stack.of_type("AWS::RDS::DBProxy"))
     proxy_secrets = [entry["SecretArn"] for entry in proxy["Properties"]["Auth"]]
     assert {"Ref": attachment_id} in proxy_secrets and all(r in proxy_secrets for r in read)
+
+
+def _alarms_by_metric(stack: Synthesized) -> dict[tuple[str, str], list[dict]]:
+    found: dict[tuple[str, str], list[dict]] = {}
+    for alarm in stack.of_type("AWS::CloudWatch::Alarm").values():
+        properties = alarm["Properties"]
+        found.setdefault((properties["Namespace"], properties["MetricName"]), []).append(properties)
+    return found
+
+
+def test_alarms_cover_url_5xx_capture_misses_writer_throttles_and_a_broken_champion(default_stack: Synthesized) -> None:
+    alarms = _alarms_by_metric(default_stack)
+    predict_id, _ = default_stack.function("predict")
+    writer_id, _ = default_stack.function("writer")
+    (url_5xx,) = alarms[("AWS/Lambda", "Url5xxCount")]
+    assert url_5xx["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": predict_id}}]
+    (misses,) = alarms[("sml-dev", "CaptureMisses")]
+    assert misses["Dimensions"] == [{"Name": "service", "Value": "predict"}]
+    (throttles,) = alarms[("AWS/Lambda", "Throttles")]
+    assert throttles["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": writer_id}}]
+    for alarm in (url_5xx, misses, throttles):
+        assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+    (champion,) = alarms[("sml-dev", "ChampionUnavailable")]
+    (metric_filter,) = default_stack.of_type("AWS::Logs::MetricFilter").values()
+    predict_logs = default_stack.function("predict")[1]["LoggingConfig"]["LogGroup"]
+    assert metric_filter["Properties"]["LogGroupName"] == predict_logs
+    assert "$.model_error" in metric_filter["Properties"]["FilterPattern"]  # predict logs it with every 503
+    transformation = metric_filter["Properties"]["MetricTransformations"][0]
+    assert (transformation["MetricNamespace"], transformation["MetricName"]) == ("sml-dev", "ChampionUnavailable")
+    assert champion["Threshold"] == 1
+
+
+def test_an_alarm_fires_when_drift_has_not_run_for_a_week(default_stack: Synthesized) -> None:
+    drift_id, _ = default_stack.function("drift")
+    (silence,) = [
+        a for a in _alarms_by_metric(default_stack)[("AWS/Lambda", "Invocations")]
+        if a["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": drift_id}}]
+    ]
+    assert silence["ComparisonOperator"] == "LessThanThreshold" and silence["Threshold"] == 1
+    assert silence["TreatMissingData"] == "breaching"
+    # The longest window CloudWatch evaluates (Period x EvaluationPeriods <= 7 days): a missed Monday
+    # alarms in the day after it.
+    assert silence["Period"] * silence["EvaluationPeriods"] == 7 * 86400
+
+
+def test_an_alarm_fires_before_the_database_runs_out_of_storage(default_stack: Synthesized) -> None:
+    instance_id, _ = _only(default_stack.of_type("AWS::RDS::DBInstance"))
+    (storage,) = _alarms_by_metric(default_stack)[("AWS/RDS", "FreeStorageSpace")]
+    assert storage["Dimensions"] == [{"Name": "DBInstanceIdentifier", "Value": {"Ref": instance_id}}]
+    assert storage["ComparisonOperator"] == "LessThanThreshold" and storage["Threshold"] == 2 * 2**30
+
+
+def test_the_dashboard_shows_the_pipeline_end_to_end(default_stack: Synthesized) -> None:
+    import json
+
+    _, dashboard = _only(default_stack.of_type("AWS::CloudWatch::Dashboard"))
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for shown in (
+        "PredictionsServed",
+        "CaptureMisses",
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+        "rows_inserted",
+        "records_failed",
+        "drift_run.status",
+    ):
+        assert shown in body, shown
+    queues = default_stack.of_type("AWS::SQS::Queue")
+    dlq_id = next(k for k, v in queues.items() if "RedrivePolicy" not in v["Properties"])
+    assert dlq_id in body  # the DLQ's depth has its own graph
+    assert default_stack.template["Outputs"]["DashboardName"]["Value"] == {"Ref": _only(default_stack.of_type("AWS::CloudWatch::Dashboard"))[0]}

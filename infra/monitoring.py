@@ -1,0 +1,187 @@
+"""Alarms beyond the basics, and the stack's CloudWatch dashboard.
+
+Custom metrics are the functions' Powertools metrics: namespace ``POWERTOOLS_METRICS_NAMESPACE``
+(the deployed app name), dimension ``service`` (predict, writer, drift). A broken champion makes
+predict answer 503 without raising, so it is counted from predict's log instead (the JSON line
+with ``model_error`` that predict logs for every such answer).
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.alerts import Alerts
+from infra.config import DeploymentConfig
+from infra.database import Database
+from infra.drift import Drift
+from infra.events_queue import EventsQueue
+from infra.predict import Predict
+from infra.writer import Writer
+
+FIVE_MINUTES = cdk.Duration.minutes(5)
+# Below this much free space RDS storage autoscaling may already be at its maximum (100 GiB).
+FREE_STORAGE_ALARM_BYTES = 2 * 2**30
+# Drift runs weekly; 7 daily periods without an invocation means it missed a run (the alarm
+# fires in the first daily period after a missed Monday, ~8 days after the last run). Seven days
+# is the longest window a CloudWatch alarm may evaluate (Period x EvaluationPeriods).
+DRIFT_SILENCE_PERIOD = cdk.Duration.days(1)
+DRIFT_SILENCE_PERIODS = 7
+CHAMPION_UNAVAILABLE_PATTERN = '{ $.model_error = "*" }'
+
+
+class Monitoring(Construct):
+    """The alarms issue 14 asked for and the dashboard; the basic ones stay in the stack."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        alerts: Alerts,
+        events: EventsQueue,
+        database: Database,
+        predict: Predict,
+        writer: Writer,
+        drift: Drift,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.namespace = config.deployed_app_name
+        url_5xx = cloudwatch.Metric(
+            namespace="AWS/Lambda",
+            metric_name="Url5xxCount",
+            dimensions_map={"FunctionName": predict.function.function_name},
+            statistic=cloudwatch.Stats.SUM,
+            period=FIVE_MINUTES,
+        )
+        capture_misses = self._custom("predict", "CaptureMisses")
+        champion_filter = logs.MetricFilter(
+            self,
+            "ChampionUnavailableFilter",
+            log_group=predict.image.log_group,
+            filter_pattern=logs.FilterPattern.literal(CHAMPION_UNAVAILABLE_PATTERN),
+            metric_namespace=self.namespace,
+            metric_name="ChampionUnavailable",
+            metric_value="1",
+        )
+        champion_unavailable = champion_filter.metric(statistic=cloudwatch.Stats.SUM, period=FIVE_MINUTES)
+        writer_throttles = writer.function.metric_throttles(statistic=cloudwatch.Stats.SUM, period=FIVE_MINUTES)
+        drift_invocations = drift.function.metric_invocations(
+            statistic=cloudwatch.Stats.SUM, period=DRIFT_SILENCE_PERIOD
+        )
+        free_storage = database.instance.metric_free_storage_space(
+            statistic=cloudwatch.Stats.MINIMUM, period=FIVE_MINUTES
+        )
+        predict_logs = predict.image.log_group.log_group_name
+
+        alerts.alarm_when(
+            "PredictUrl5xx",
+            metric=url_5xx,
+            threshold=1,
+            description="The predict URL answered 5xx (function errors, timeouts, throttles, or 503 from a champion "
+            f"that cannot load or a capture that failed closed); see the log group {predict_logs}.",
+        )
+        alerts.alarm_when(
+            "ChampionUnavailable",
+            metric=champion_unavailable,
+            threshold=1,
+            description="Predict could not load the champion model and answered 503 model_unavailable; the log line "
+            f"with model_error in {predict_logs} names the cause. Check `sml models`, then `sml promote` or "
+            "`sml rollback`.",
+        )
+        alerts.alarm_when(
+            "CaptureMisses",
+            metric=capture_misses,
+            threshold=1,
+            description="Predict answered but could not send prediction events to the queue; they are in its log "
+            "(capture_miss). Export them and run `sml capture resend` (docs/deploy.md, operating notes).",
+        )
+        alerts.alarm_when(
+            "WriterThrottles",
+            metric=writer_throttles,
+            threshold=1,
+            description="Lambda throttled the writer: the account's concurrency is exhausted. Events wait in the "
+            "queue; raise the account quota or lower other functions' concurrency.",
+        )
+        alerts.alarm_when(
+            "DriftDidNotRun",
+            metric=drift_invocations,
+            threshold=1,
+            below=True,
+            missing_data_breaches=True,
+            evaluation_periods=DRIFT_SILENCE_PERIODS,
+            description="The weekly drift job has not run for a week or more: check the EventBridge rule and the "
+            "drift function. (Also in ALARM after the first deploy until the first Monday run.)",
+        )
+        alerts.alarm_when(
+            "DatabaseFreeStorageLow",
+            metric=free_storage,
+            threshold=FREE_STORAGE_ALARM_BYTES,
+            below=True,
+            description="The database has less than 2 GiB free; storage autoscaling stops at 100 GiB. Raise "
+            "max_allocated_storage or delete old predictions.",
+        )
+
+        self.dashboard = cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=config.deployed_app_name,
+            default_interval=cdk.Duration.days(7),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Predictions served and URL errors",
+                left=[self._custom("predict", "PredictionsServed"), url_5xx],
+                right=[champion_unavailable],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(title="Capture misses", left=[capture_misses], width=12),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Events queue: depth and oldest event (s)",
+                left=[events.queue.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES)],
+                right=[events.queue.metric_approximate_age_of_oldest_message(period=FIVE_MINUTES)],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Dead-letter queue depth",
+                left=[events.dead_letter_queue.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES)],
+                width=12,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Writer: rows stored and records failed",
+                left=[self._custom("writer", "rows_inserted"), self._custom("writer", "records_failed")],
+                right=[writer_throttles],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(title="Database free storage (bytes)", left=[free_storage], width=12),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.LogQueryWidget(
+                title="Drift status per run",
+                log_group_names=[drift.image.log_group.log_group_name],
+                query_lines=[
+                    "fields @timestamp, drift_run.status, drift_run.model_version, drift_run.run_id",
+                    "filter ispresent(drift_run.status)",
+                    "sort @timestamp desc",
+                    "limit 20",
+                ],
+                width=24,
+            )
+        )
+
+    def _custom(self, service: str, name: str) -> cloudwatch.Metric:
+        """A Powertools metric of ``service``, summed over five minutes."""
+        return cloudwatch.Metric(
+            namespace=self.namespace,
+            metric_name=name,
+            dimensions_map={"service": service},
+            statistic=cloudwatch.Stats.SUM,
+            period=FIVE_MINUTES,
+        )
