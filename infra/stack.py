@@ -72,6 +72,12 @@ class ServerlessMlStack(cdk.Stack):
         cdk.CfnOutput(
             self, "DashboardName", value=monitoring.dashboard.dashboard_name, description="CloudWatch dashboard"
         )
+        cdk.CfnOutput(
+            self,
+            "MigrateLogGroup",
+            value=migrations.image.log_group.log_group_name,
+            description="log of the deploy's migration step",
+        )
 
     def _add_alarms(self, alerts: Alerts, events: EventsQueue, functions: dict[str, ImageFunction]) -> None:
         alerts.alarm_when(

@@ -76,6 +76,7 @@ def test_migrations_run_in_a_trigger_before_the_writer_its_event_source_and_drif
     assert migrate["Code"] == writer["Code"]
     assert migrate["ImageConfig"]["Command"] == ["functions.writer.migrate.handler"]
     assert migrate["VpcConfig"] == writer["VpcConfig"]
+    assert default_stack.template["Outputs"]["MigrateLogGroup"]["Value"] == migrate["LoggingConfig"]["LogGroup"]
 
     trigger_id, trigger = _only(default_stack.of_type("Custom::Trigger"))
     properties = trigger["Properties"]
