@@ -405,9 +405,18 @@ def apply_migrations(
             return _apply_on(connection, migrations)
         finally:
             if locked:
-                connection.rollback()
-                connection.execute(sa.text("SELECT RELEASE_LOCK(CONCAT(:name, DATABASE()))"), {"name": MIGRATION_LOCK})
-                connection.commit()
+                _release_migration_lock(connection)
+
+
+def _release_migration_lock(connection: sa.Connection) -> None:
+    try:
+        connection.rollback()
+        connection.execute(sa.text("SELECT RELEASE_LOCK(CONCAT(:name, DATABASE()))"), {"name": MIGRATION_LOCK})
+        connection.commit()
+    except sa.exc.DBAPIError:
+        # The connection is gone (the reason is already being raised): MySQL released the lock with
+        # the session. Behind RDS Proxy, GET_LOCK pins this one connection, which is what we want.
+        pass
 
 
 def _take_migration_lock(connection: sa.Connection, timeout_seconds: int) -> None:
