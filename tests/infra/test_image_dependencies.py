@@ -237,6 +237,21 @@ def test_writer_image_migrates_the_database_and_stores_a_batch(
     assert [tuple(row) for row in rows] == [(event.prediction_id, "v1")]
 
 
+def test_writer_image_with_the_migration_command_migrates_the_database(
+    lambda_image: Callable[[str], LambdaTaskRoot], tmp_path: Path
+) -> None:
+    # The deploy's migration function is the writer's image with another CMD (infra/migrations.py).
+    from dataclasses import replace
+
+    from infra.migrations import COMMAND
+
+    image = replace(lambda_image("writer"), handler=COMMAND[0])
+    database_url = f"sqlite:///{tmp_path / 'sml.db'}"
+    (migrated,) = invoke_in_image(image, "writer", [{}], {"SML_DATABASE_URL": database_url}, tmp_path)
+    expected = [f"{migration.version:04d}_{migration.name}" for migration in discover_migrations(REPOSITORY / "sql", "sqlite")]
+    assert migrated == {"applied": expected, "granted": {}}
+
+
 def test_drift_image_runs_the_scheduled_job_stores_the_run_and_alerts(
     lambda_image: Callable[[str], LambdaTaskRoot], moto_account: MotoAccount, tmp_path: Path
 ) -> None:
