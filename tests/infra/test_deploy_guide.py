@@ -1,0 +1,42 @@
+"""docs/deploy.md runs literally: the commands a first deploy copies work for every kind of credentials,
+and every stack output the guide reads exists."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from infra.names import REPO_ROOT
+from tests.infra.conftest import Synthesized
+
+pytestmark = pytest.mark.infra
+
+GUIDE = (REPO_ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+
+
+def test_the_region_set_in_the_environment_is_kept() -> None:
+    exports = [line for line in GUIDE.splitlines() if line.strip().startswith("export AWS_REGION=")]
+    assert exports and all("${AWS_REGION:-" in line for line in exports)
+
+
+def test_curl_signs_with_exported_credentials_for_sso_and_profile_users() -> None:
+    first_curl = GUIDE.index("curl --aws-sigv4")
+    assert "aws configure export-credentials --format env" in GUIDE[:first_curl]
+
+
+def test_the_first_deploy_checks_are_there() -> None:
+    for command in ("aws rds describe-db-proxy-targets", "aws cloudwatch set-alarm-state", "aws lambda get-account-settings"):
+        assert command in GUIDE, command
+    assert "AVAILABLE" in GUIDE
+
+
+def test_the_guide_migrates_in_the_deploy_not_by_hand() -> None:
+    assert '"sml_action": "migrate"' not in GUIDE
+    assert "`sml replay`" not in GUIDE and "`sml dlq replay`" in GUIDE
+
+
+def test_every_output_the_guide_reads_exists(default_stack: Synthesized) -> None:
+    read = set(re.findall(r"\$\(out (\w+)\)", GUIDE))
+    assert {"PredictCallerPolicyArn", "MigrateLogGroup", "FunctionUrl"} <= read
+    assert read <= set(default_stack.template["Outputs"])
