@@ -173,7 +173,7 @@ class Database(Construct):
             acknowledge(
                 user_secret,
                 "AwsSolutions-SMG4",
-                "Rotated by putting a new password in the secret and redeploying: the migration step sets each "
+                "Rotated by putting a new password in the secret and invoking the migration step, which sets each "
                 "function user's password from its secret on every run; functions use IAM tokens, not the secret.",
             )
         acknowledge(

@@ -74,6 +74,12 @@ class ServerlessMlStack(cdk.Stack):
         )
         cdk.CfnOutput(
             self,
+            "MigrateFunctionName",
+            value=migrations.function.function_name,
+            description="the deploy's migration step; invoke it after changing a database user's secret",
+        )
+        cdk.CfnOutput(
+            self,
             "MigrateLogGroup",
             value=migrations.image.log_group.log_group_name,
             description="log of the deploy's migration step",

@@ -38,5 +38,5 @@ def test_the_guide_migrates_in_the_deploy_not_by_hand() -> None:
 
 def test_every_output_the_guide_reads_exists(default_stack: Synthesized) -> None:
     read = set(re.findall(r"\$\(out (\w+)\)", GUIDE))
-    assert {"PredictCallerPolicyArn", "MigrateLogGroup", "FunctionUrl"} <= read
+    assert {"PredictCallerPolicyArn", "MigrateLogGroup", "MigrateFunctionName", "FunctionUrl"} <= read
     assert read <= set(default_stack.template["Outputs"])
