@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="apply pending migrations from sql/ once, in order",
         description=(
             "Apply pending migrations from sql/ once, in order, and record them in schema_migrations. "
-            "Refuses when an applied migration file was edited. The database is --database-url, else "
+            "Refuses when an applied migration file was edited. On MySQL it holds a database lock while it runs "
+            "(GET_LOCK), so it never interleaves with the deploy's migration step. The database is --database-url, else "
             "SML_DATABASE_URL, else the local stack's (.sml/stack.json), else sqlite:///.sml/sml.db."
         ),
     )
