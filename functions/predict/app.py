@@ -9,6 +9,12 @@ events for the writer, answered 202; 503 when the queue does not take them), ``G
 Capture: one event per row to SQS. If the queue cannot be reached the prediction is still returned,
 ``CaptureMisses`` counts it and each missed event is logged whole (``capture_miss`` and
 ``message_body`` keys) so it can be re-sent; ``SML_CAPTURE_FAIL_CLOSED=true`` answers 503 instead.
+
+When: ``SML_CAPTURE_MODE=after_response`` (the default) answers first; an internal Lambda extension,
+registered here at import (Lambda's init phase), sends in the invocation's post-runtime phase
+(:mod:`sml.predict.capture_extension`). Without an Extensions API (``AWS_LAMBDA_RUNTIME_API``
+unset: unit tests, another runtime) capture sends inline and the log says so once. Fail-closed
+always sends inline, before answering: it has to know.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ _IMPORT_STARTED = time.perf_counter()
 
 import functools
 import os
+from collections.abc import Mapping, Sequence
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,8 +38,11 @@ from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Respo
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
+from aws_lambda_powertools.metrics import single_metric
+
 from sml.core.aws import aws_client
 from sml.predict.capture import CAPTURE_CLIENT_CONFIG, CaptureResult, PredictionCapture, publish_message_bodies
+from sml.predict.capture_extension import ExtensionsApiError, PostResponseCapture
 from sml.core.errors import SmlError
 from sml.core.events import format_timestamp, serialise_ground_truth_event, utc_now
 from sml.predict.errors import ApiError
@@ -40,13 +50,14 @@ from sml.predict.feedback import FeedbackSchema, feedback_response
 from sml.predict.service import PredictionService, predict_response
 from sml.predict.validation import decode_json_body
 from sml.lifecycle.registry import LoadedModel, load_champion
-from sml.core.settings import PredictSettings, SettingsError, load_settings
+from sml.core.settings import CaptureSettings, PredictSettings, SettingsError, load_settings
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "predict")
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "sml"
 ROUTES = {"/predict": "POST", "/feedback": "POST", "/health": "GET", "/openapi.json": "GET"}
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(service=SERVICE, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "sml")
+metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
 tracer = Tracer(service=SERVICE)
 app = LambdaFunctionUrlResolver()
 
@@ -129,10 +140,17 @@ def predict() -> Response:
     request = runtime.service.parse_request(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
     events = runtime.service.predict(request.rows)
     logger.set_correlation_id(events[0].prediction_id)
-    if runtime.capture is not None:
+    if runtime.capture is not None and not _defer_capture(runtime.settings, events):
         _record_capture(runtime.capture.capture(events), fail_closed=runtime.settings.capture_fail_closed)
     metrics.add_metric(name="PredictionsServed", unit=MetricUnit.Count, value=len(events))
     return Response(HTTPStatus.OK.value, content_types.APPLICATION_JSON, predict_response(request, events))
+
+
+def _defer_capture(settings: PredictSettings, events: list[Any]) -> bool:
+    """Hand the events to the capture extension for sending after the response; false: send them now."""
+    if settings.capture_fail_closed or settings.capture_mode != "after_response" or _capture_extension is None:
+        return False
+    return _capture_extension.defer(app.lambda_context.aws_request_id, events)
 
 
 def _record_capture(result: CaptureResult, *, fail_closed: bool) -> None:
@@ -145,6 +163,20 @@ def _record_capture(result: CaptureResult, *, fail_closed: bool) -> None:
         reason = result.misses[0].reason
         logger.error("prediction events not captured; answering 503 (SML_CAPTURE_FAIL_CLOSED)", extra={"capture_failure": reason})
         raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "capture_failed", "the prediction could not be recorded; retry later")
+    _log_misses(result)
+
+
+def _report_after_response(result: CaptureResult) -> None:
+    """What the capture extension records after the response: the handler's metrics are flushed by
+    then, so each count goes out as its own EMF record (same namespace and service dimension)."""
+    for name, value in (("CaptureSampledOut", result.sampled_out), ("CaptureMisses", len(result.misses))):
+        if value:
+            with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE, default_dimensions={"service": SERVICE}):
+                pass
+    _log_misses(result)
+
+
+def _log_misses(result: CaptureResult) -> None:
     for miss in result.misses:
         logger.error(
             "prediction event not captured; re-send message_body to the events queue",
@@ -229,7 +261,11 @@ def _error_response(error: ApiError, headers: dict[str, str] | None = None) -> R
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry point: route the Function URL event and return the HTTP response payload."""
     with _invocation_lock:
-        return _resolve(event, context)
+        try:
+            return _resolve(event, context)
+        finally:
+            if _capture_extension is not None:
+                _capture_extension.end_invocation(context.aws_request_id)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -239,4 +275,41 @@ def _resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app.resolve(event, context)
 
 
+def start_capture_extension(environ: Mapping[str, str] = os.environ) -> PostResponseCapture | None:
+    """Register the capture extension if this container captures after the response.
+
+    Runs at import, Lambda's init phase (registrations are refused later). Returns ``None``,
+    and logs why once, when events are to be sent inline instead: ``SML_CAPTURE_MODE=inline``,
+    fail-closed, nothing to capture, invalid settings (every request reports those), no
+    Extensions API or a refused registration. ``SIGTERM`` then reports unsent events as misses.
+    """
+    try:
+        settings = load_settings(CaptureSettings, environ)
+    except SettingsError:
+        return None
+    if settings.capture_mode != "after_response" or settings.capture_sampling_rate == 0.0:
+        return None
+    if settings.capture_fail_closed:
+        logger.info("capture sends inline, before answering: SML_CAPTURE_FAIL_CLOSED needs to know the outcome")
+        return None
+    runtime_api = environ.get("AWS_LAMBDA_RUNTIME_API")
+    if not runtime_api:
+        logger.warning("capture falls back to sending inline, before answering: no Lambda Extensions API (AWS_LAMBDA_RUNTIME_API unset)")
+        return None
+    try:
+        extension = PostResponseCapture.register(runtime_api, publish=_publish_after_response, report=_report_after_response)
+    except ExtensionsApiError as exc:
+        logger.warning("capture falls back to sending inline, before answering: the extension could not register", extra={"reason": str(exc)})
+        return None
+    extension.install_sigterm_handler()
+    return extension
+
+
+def _publish_after_response(events: Sequence[Any]) -> CaptureResult:
+    capture = load_runtime().capture  # built by the request that deferred the events
+    assert capture is not None
+    return capture.capture(events)
+
+
+_capture_extension = start_capture_extension()
 _IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED

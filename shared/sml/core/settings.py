@@ -97,6 +97,8 @@ class CaptureSettings(_Settings):
     queue_url: str | None = Field(None, alias="SML_QUEUE_URL")
     capture_sampling_rate: float = Field(1.0, alias="SML_CAPTURE_SAMPLING_RATE", ge=0.0, le=1.0)
     capture_fail_closed: bool = Field(False, alias="SML_CAPTURE_FAIL_CLOSED")
+    # after_response: an internal Lambda extension sends in the post-runtime phase; inline: before answering.
+    capture_mode: Literal["after_response", "inline"] = Field("after_response", alias="SML_CAPTURE_MODE")
 
 
 class PredictSettings(AwsSettings, CaptureSettings):

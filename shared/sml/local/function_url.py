@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
@@ -26,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
+from sml.local.extensions_api import ExtensionsApiServer
 from sml.local.lambda_context import new_lambda_context
 
 logger = logging.getLogger(__name__)
@@ -208,6 +210,11 @@ class FunctionUrlServer:
     :param region: region of the function ARN in the context.
     :param timeout_s: the function timeout the context reports.
     :param max_body_bytes: larger request bodies get 413, as Lambda's payload limit does.
+    :param extensions_api: the Extensions API the handler's extensions registered with (its
+        ``runtime_api`` was ``AWS_LAMBDA_RUNTIME_API`` when the handler module was imported). With
+        it the server is one execution environment: one invocation at a time, each getting its
+        ``INVOKE`` event; the client gets its response as soon as the handler returns, and the
+        next invocation starts only after the extensions called ``next`` (the post-runtime phase).
     """
 
     def __init__(
@@ -220,8 +227,11 @@ class FunctionUrlServer:
         region: str = "us-east-1",
         timeout_s: float = 30.0,
         max_body_bytes: int = MAX_REQUEST_BYTES,
+        extensions_api: ExtensionsApiServer | None = None,
     ) -> None:
         self.handler = handler
+        self.extensions_api = extensions_api
+        self._environment = threading.Lock() if extensions_api is not None else contextlib.nullcontext()
         self.function_name = function_name
         self.region = region
         self.timeout_s = timeout_s
@@ -265,6 +275,10 @@ class FunctionUrlServer:
             request, url_id=self.function_name, request_id=request_id, received_at=datetime.now(timezone.utc)
         )
         context = new_lambda_context(self.function_name, region=self.region, timeout_s=self.timeout_s, request_id=request_id)
+        if self.extensions_api is not None:
+            self.extensions_api.begin_invoke(
+                request_id, deadline_ms=int(context.deadline_epoch_s * 1000), invoked_function_arn=context.invoked_function_arn
+            )
         try:
             result = self.handler(event, context)
         except Exception as exc:  # Lambda turns any unhandled error into a 502; logged, not swallowed
@@ -275,6 +289,21 @@ class FunctionUrlServer:
         except InvalidFunctionResponse as exc:
             logger.error("%s returned an invalid response (request %s): %s", self.function_name, request_id, exc)
             return error_response(HTTPStatus.BAD_GATEWAY, "InvalidFunctionResponse", str(exc))
+
+
+    def serve(self, request: HttpRequest, send: Callable[[HttpResponse], None]) -> None:
+        """Invoke for ``request``, ``send`` the response, then run the post-invoke phase.
+
+        With an Extensions API the environment takes its next request only once every extension
+        that got this ``INVOKE`` has called ``next`` again (bounded by the function timeout).
+        """
+        with self._environment:
+            send(self.invoke(request))
+            if self.extensions_api is not None:
+                try:
+                    self.extensions_api.wait_post_invoke(timeout_s=self.timeout_s)
+                except TimeoutError:
+                    logger.error("%s: an extension did not finish within the %s s timeout", self.function_name, self.timeout_s)
 
 
 def _request_handler_for(server: FunctionUrlServer) -> type[BaseHTTPRequestHandler]:
@@ -304,7 +333,7 @@ def _request_handler_for(server: FunctionUrlServer) -> type[BaseHTTPRequestHandl
                 body=self.rfile.read(length) if length else b"",
                 source_ip=self.client_address[0],
             )
-            self._send(server.invoke(request))
+            server.serve(request, self._send)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 

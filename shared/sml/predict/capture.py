@@ -56,7 +56,7 @@ class PredictionCapture:
     def __init__(self, sqs_client: Any, queue_url: str, *, sampling_rate: float = 1.0, draw: Callable[[], float] = random.random) -> None:
         if not 0.0 <= sampling_rate <= 1.0:
             raise ValueError(f"sampling_rate must be within [0, 1], got {sampling_rate}")
-        self._sqs = sqs_client
+        self.sqs_client = sqs_client
         self.queue_url = queue_url
         self.sampling_rate = sampling_rate
         self._draw = draw
@@ -68,7 +68,7 @@ class PredictionCapture:
         else:
             sampled = [event for event in events if self._draw() < self.sampling_rate]
         bodies = [(event.prediction_id, serialise_prediction_event(event)) for event in sampled]
-        misses = publish_message_bodies(self._sqs, self.queue_url, bodies)
+        misses = publish_message_bodies(self.sqs_client, self.queue_url, bodies)
         return CaptureResult(sent=len(bodies) - len(misses), sampled_out=len(events) - len(sampled), misses=tuple(misses))
 
 
