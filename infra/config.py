@@ -15,6 +15,8 @@ from infra import names
 
 FUNCTION_URL_AUTH_TYPES = ("AWS_IAM", "NONE")
 PRODUCTION = "prod"  # the environment name whose defaults are production's (see environment_defaults)
+# SML_CAPTURE_MODE: send after the response (internal extension, post-runtime phase) or before it.
+CAPTURE_MODES = ("after_response", "inline")
 
 # Memory of the burstable Graviton (db.t4g.*) sizes, in GiB.
 DB_MEMORY_GIB = {"micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
@@ -46,6 +48,7 @@ class DeploymentConfig:
     alert_email: str | None = None
     function_url_auth: str = "AWS_IAM"
     capture_sampling_rate: float = 1.0
+    capture_mode: str = "after_response"
     db_instance_size: str = "micro"
     db_multi_az: bool = False
     db_backup_retention_days: int = 7
@@ -99,6 +102,7 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         capture_sampling_rate=_number(
             get, names.CTX_CAPTURE_SAMPLING_RATE, defaults.capture_sampling_rate, float, 0.0, 1.0
         ),
+        capture_mode=_choice(get, names.CTX_CAPTURE_MODE, defaults.capture_mode, CAPTURE_MODES),
         db_instance_size=_choice(get, names.CTX_DB_INSTANCE_SIZE, defaults.db_instance_size, tuple(DB_MEMORY_GIB)),
         db_multi_az=_flag(get, names.CTX_DB_MULTI_AZ, defaults.db_multi_az),
         db_backup_retention_days=_number(

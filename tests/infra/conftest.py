@@ -21,6 +21,7 @@ NON_DEFAULT_CONTEXT = {
     "db_multi_az": True,
     "db_instance_size": "small",
     "capture_sampling_rate": "0.25",
+    "capture_mode": "inline",
     "writer_batch_size": 50,
     "writer_batching_window_seconds": 2,
     "writer_max_concurrency": 10,

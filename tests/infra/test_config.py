@@ -52,6 +52,7 @@ def test_cli_strings_and_json_values_both_parse() -> None:
         ({"function_url_auth": "PUBLIC"}, "function_url_auth", "AWS_IAM, NONE"),
         ({"capture_sampling_rate": "1.5"}, "capture_sampling_rate", "between 0.0 and 1.0"),
         ({"capture_sampling_rate": "half"}, "capture_sampling_rate", "must be a number"),
+        ({"capture_mode": "later"}, "capture_mode", "after_response, inline"),
         ({"deletion_protection": "yes"}, "deletion_protection", "true or false"),
         ({"db_instance_size": "huge"}, "db_instance_size", "micro"),
         ({"alert_email": "ops at example"}, "alert_email", "not an email address"),

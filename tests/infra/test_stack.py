@@ -85,6 +85,7 @@ def test_functions_are_arm64_images_with_the_contract_environment(default_stack:
             "SML_QUEUE_URL",
             "SML_CAPTURE_SAMPLING_RATE",
             "SML_CAPTURE_FAIL_CLOSED",
+            "SML_CAPTURE_MODE",
             "POWERTOOLS_SERVICE_NAME",
             "POWERTOOLS_METRICS_NAMESPACE",
         },
@@ -112,6 +113,11 @@ def test_functions_are_arm64_images_with_the_contract_environment(default_stack:
 def test_capture_sampling_rate_comes_from_context(default_stack: Synthesized, non_default_stack: Synthesized) -> None:
     assert default_stack.function("predict")[1]["Environment"]["Variables"]["SML_CAPTURE_SAMPLING_RATE"] == "1.0"
     assert non_default_stack.function("predict")[1]["Environment"]["Variables"]["SML_CAPTURE_SAMPLING_RATE"] == "0.25"
+
+
+def test_capture_mode_comes_from_context(default_stack: Synthesized, non_default_stack: Synthesized) -> None:
+    assert default_stack.function("predict")[1]["Environment"]["Variables"]["SML_CAPTURE_MODE"] == "after_response"
+    assert non_default_stack.function("predict")[1]["Environment"]["Variables"]["SML_CAPTURE_MODE"] == "inline"
 
 
 # --- events queue, DLQ and the writer's event source ------------------------------------------

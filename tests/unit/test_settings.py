@@ -31,6 +31,7 @@ def test_environment_wins_over_stack_file_and_typed_values() -> None:
     assert settings.region == "eu-central-1"
     assert settings.queue_url == "http://127.0.0.1:1/q"
     assert settings.capture_sampling_rate == 0.25
+    assert settings.capture_mode == "after_response"
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,7 @@ def test_environment_wins_over_stack_file_and_typed_values() -> None:
         (PredictSettings, {"SML_CAPTURE_SAMPLING_RATE": "1.5"}, "SML_CAPTURE_SAMPLING_RATE"),
         (PredictSettings, {"SML_CAPTURE_SAMPLING_RATE": "half"}, "SML_CAPTURE_SAMPLING_RATE"),
         (PredictSettings, {"SML_CAPTURE_FAIL_CLOSED": "perhaps"}, "SML_CAPTURE_FAIL_CLOSED"),
+        (PredictSettings, {"SML_CAPTURE_MODE": "later"}, "SML_CAPTURE_MODE"),
         (PredictSettings, {"SML_MAX_INSTANCES": "0"}, "SML_MAX_INSTANCES"),
         (PredictSettings, {"AWS_REGION": "moon"}, "AWS_REGION"),
         (PredictSettings, {"SML_AWS_ENDPOINT_URL": "127.0.0.1:5000"}, "SML_AWS_ENDPOINT_URL"),

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from sml.core.errors import SmlError
+from sml.local.extensions_api import ExtensionsApiServer
 from sml.local.function_url import FunctionUrlServer, Handler
 from sml.local.poller import SqsEventSourcePoller
 
@@ -208,6 +209,7 @@ class LocalStack:
         self.migrate = migrate
         self.endpoints: StackEndpoints | None = None
         self.function_url_server: FunctionUrlServer | None = None
+        self.extensions_api: ExtensionsApiServer | None = None
         self.poller: SqsEventSourcePoller | None = None
         self._moto_server: Any = None
         self._saved_environment: dict[str, str | None] = {}
@@ -254,6 +256,9 @@ class LocalStack:
         self._set_environment(
             handler_environment(config, aws_endpoint_url=aws_endpoint_url, resources=resources, database_url=database_url)
         )
+        # predict's execution environment: its extensions register here during init (at import).
+        self.extensions_api = ExtensionsApiServer(function_name=f"{config.app_name}-predict").start()
+        self._set_environment({"AWS_LAMBDA_RUNTIME_API": self.extensions_api.runtime_api})
         # Imported only now, so that anything a handler module reads at import sees this stack.
         predict = load_handler(config.predict_handler, role="predict")
         writer = load_handler(config.writer_handler, role="writer")
@@ -301,6 +306,7 @@ class LocalStack:
                 port=self.config.function_url_port,
                 function_name=f"{self.config.app_name}-predict",
                 region=self.config.region,
+                extensions_api=self.extensions_api,
             )
         except OSError as exc:
             raise SmlError(f"--port {self.config.function_url_port}: cannot listen on {self.config.host}: {exc.strerror}") from None
@@ -337,6 +343,9 @@ class LocalStack:
         if self.function_url_server is not None:
             self.function_url_server.stop()
             self.function_url_server = None
+        if self.extensions_api is not None:
+            self.extensions_api.stop()
+            self.extensions_api = None
         if self._moto_server is not None:
             self._moto_server.stop()
             self._moto_server = None
