@@ -22,6 +22,7 @@ from common import BenchReport, format_table, machine_description, text_table
 
 BENCHMARKS = {
     "predict": "predict_bench",
+    "capture": "capture_bench",
     "db-independence": "db_independence_bench",
     "cold-start": "cold_start_bench",
     "writer": "writer_bench",

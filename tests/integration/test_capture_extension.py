@@ -246,3 +246,17 @@ def test_sigterm_while_a_send_is_under_way_logs_every_pending_event_and_still_en
     assert len(misses) == 3
     assert {miss["capture_miss"] for miss in misses} == {SHUTDOWN_MISS_REASON}
     assert [parse_prediction_event(miss["message_body"]).prediction_id for miss in misses] == [miss["prediction_id"] for miss in misses]
+
+
+def test_events_of_an_invocation_whose_invoke_never_came_go_out_with_the_next_one(api: ExtensionsApiServer) -> None:
+    queue = RecordingQueue()
+    extension = PostResponseCapture.register(api.runtime_api, publish=queue.publish, report=lambda result: None)
+    orphan = events(2)
+    extension.defer("no-invoke-event", orphan)
+    extension.end_invocation("no-invoke-event")
+
+    batch = events(1)
+    invoke(api, extension, batch)
+    api.wait_post_invoke(timeout_s=10)
+
+    assert sorted(event.prediction_id for event in queue.sent) == sorted(event.prediction_id for event in orphan + batch)

@@ -65,7 +65,7 @@ def served_ids(response: requests.Response) -> list[str]:
     return [item["prediction_id"] for item in document.get("predictions", [document])]
 
 
-def test_the_answer_reaches_the_caller_while_a_two_second_send_is_still_held(environment: Environment) -> None:
+def test_the_answer_reaches_the_caller_while_the_send_is_still_held(environment: Environment) -> None:
     assert requests.get(f"{environment.url}health", timeout=30).status_code == 200  # builds the container's runtime
     environment.settle()
     order: list[str] = []
@@ -74,7 +74,7 @@ def test_the_answer_reaches_the_caller_while_a_two_second_send_is_still_held(env
 
     def hold_the_send(**_: Any) -> None:
         order.append(f"send started on {threading.current_thread().name}")
-        waited.append(answered.wait(2))
+        waited.append(answered.wait(30))  # a bound for a broken build, not a timing threshold
         order.append("send released")
 
     app.load_runtime().capture.sqs_client.meta.events.register("before-send.sqs.SendMessage", hold_the_send)

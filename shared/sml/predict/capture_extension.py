@@ -244,11 +244,15 @@ class PostResponseCapture:
                 if remaining is not None and remaining <= 0:
                     break
                 self._lock.wait(remaining)
-            invocation = self._invocations.pop(request_id, None)
-            if invocation is None or not invocation.events or self._stopped:
+            if self._stopped:
                 return
-            self._in_flight = invocation.events
-        self._send(invocation.events)
+            # Invocations that ended without their INVOKE reaching this extension go along, never stranded.
+            finished = [key for key, invocation in self._invocations.items() if invocation.ended or key == request_id]
+            batch = [event for key in finished for event in self._invocations.pop(key).events]
+            if not batch:
+                return
+            self._in_flight = batch
+        self._send(batch)
 
     def _send(self, events: Sequence[PredictionEvent]) -> None:
         result = self._publish(events)
