@@ -260,3 +260,25 @@ def test_events_of_an_invocation_whose_invoke_never_came_go_out_with_the_next_on
     api.wait_post_invoke(timeout_s=10)
 
     assert sorted(event.prediction_id for event in queue.sent) == sorted(event.prediction_id for event in orphan + batch)
+
+
+def test_a_publisher_that_raises_turns_the_events_into_misses_and_the_extension_keeps_going(api: ExtensionsApiServer) -> None:
+    reports: list[CaptureResult] = []
+    calls: list[int] = []
+
+    def broken_then_fine(batch: Sequence[PredictionEvent]) -> CaptureResult:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("model cache gone")
+        return CaptureResult(len(batch), 0, ())
+
+    extension = PostResponseCapture.register(api.runtime_api, publish=broken_then_fine, report=reports.append)
+    first = events(2)
+    invoke(api, extension, first)
+    api.wait_post_invoke(timeout_s=10)
+    invoke(api, extension, events(1))
+    api.wait_post_invoke(timeout_s=10)
+
+    assert [miss.prediction_id for miss in reports[0].misses] == [event.prediction_id for event in first]
+    assert {miss.reason for miss in reports[0].misses} == {"RuntimeError: model cache gone"}
+    assert calls == [2, 1] and reports[1].sent == 1 and extension.active

@@ -255,7 +255,12 @@ class PostResponseCapture:
         self._send(batch)
 
     def _send(self, events: Sequence[PredictionEvent]) -> None:
-        result = self._publish(events)
+        try:
+            result = self._publish(events)
+        except Exception as exc:  # noqa: BLE001 - not swallowed: every event is reported whole as a miss, and logged with its traceback
+            logger.exception("%s: sending failed unexpectedly", EXTENSION_NAME)
+            reason = f"{type(exc).__name__}: {exc}"
+            result = CaptureResult(0, 0, tuple(CaptureMiss(e.prediction_id, serialise_prediction_event(e), reason) for e in events))
         with self._lock:
             if self._in_flight is not events:  # shutdown() took them over and reported them
                 return
