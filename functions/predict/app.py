@@ -26,8 +26,8 @@ _IMPORT_STARTED = time.perf_counter()
 
 import functools
 import os
-from collections.abc import Mapping, Sequence
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
@@ -36,15 +36,13 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.metrics import MetricUnit
-
-from aws_lambda_powertools.metrics import single_metric
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from sml.core.aws import aws_client
 from sml.predict.capture import CAPTURE_CLIENT_CONFIG, CaptureResult, PredictionCapture, publish_message_bodies
 from sml.predict.capture_extension import ExtensionsApiError, PostResponseCapture
 from sml.core.errors import SmlError
-from sml.core.events import format_timestamp, serialise_ground_truth_event, utc_now
+from sml.core.events import PredictionEvent, format_timestamp, serialise_ground_truth_event, utc_now
 from sml.predict.errors import ApiError
 from sml.predict.feedback import FeedbackSchema, feedback_response
 from sml.predict.service import PredictionService, predict_response
@@ -146,7 +144,7 @@ def predict() -> Response:
     return Response(HTTPStatus.OK.value, content_types.APPLICATION_JSON, predict_response(request, events))
 
 
-def _defer_capture(settings: PredictSettings, events: list[Any]) -> bool:
+def _defer_capture(settings: PredictSettings, events: list[PredictionEvent]) -> bool:
     """Hand the events to the capture extension for sending after the response; false: send them now."""
     if settings.capture_fail_closed or settings.capture_mode != "after_response" or _capture_extension is None:
         return False
@@ -305,9 +303,10 @@ def start_capture_extension(environ: Mapping[str, str] = os.environ) -> PostResp
     return extension
 
 
-def _publish_after_response(events: Sequence[Any]) -> CaptureResult:
+def _publish_after_response(events: Sequence[PredictionEvent]) -> CaptureResult:
     capture = load_runtime().capture  # built by the request that deferred the events
-    assert capture is not None
+    if capture is None:  # the extension reports the events as misses, whole
+        raise SettingsError("SML_CAPTURE_SAMPLING_RATE", "capture is off in this container; deferred events cannot be sent")
     return capture.capture(events)
 
 
