@@ -109,15 +109,62 @@ def test_a_request_flows_from_the_function_url_through_the_queue_to_the_writer(t
     assert writer.bodies == ['{"n": 1}']
 
 
+AFTER_RESPONSE_HANDLER = """
+import os, threading
+import boto3
+from sml.core.events import build_prediction_event, serialise_prediction_event
+from sml.predict.capture import CaptureResult
+from sml.predict.capture_extension import PostResponseCapture
+
+senders = []
+
+def publish(events):
+    senders.append(threading.current_thread().name)
+    sqs = boto3.client("sqs", endpoint_url=os.environ["SML_AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+    for event in events:
+        sqs.send_message(QueueUrl=os.environ["SML_QUEUE_URL"], MessageBody=serialise_prediction_event(event))
+    return CaptureResult(len(events), 0, ())
+
+extension = PostResponseCapture.register(os.environ["AWS_LAMBDA_RUNTIME_API"], publish=publish, report=lambda result: None)
+
+def handler(event, context):
+    try:
+        prediction = build_prediction_event(model_name="m", model_version="v1", features={"x": 1.0}, prediction="a")
+        extension.defer(context.aws_request_id, [prediction])
+        return {"prediction_id": prediction.prediction_id}
+    finally:
+        extension.end_invocation(context.aws_request_id)
+"""
+
+
+def test_predict_registers_its_extensions_at_import_and_sends_after_answering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = f"after_response_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(AFTER_RESPONSE_HANDLER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    writer = CollectingWriter()
+
+    with LocalStack(config(tmp_path, predict_handler=f"{module}:handler", writer_handler=writer)) as stack:
+        answer = requests.post(stack.endpoints.function_url, json={}, timeout=10).json()
+        assert writer.arrived.wait(timeout=30)
+        [registered] = stack.extensions_api.extensions
+
+    assert registered.events == ("INVOKE",)
+    assert [json.loads(body)["prediction_id"] for body in writer.bodies] == [answer["prediction_id"]]
+    assert sys.modules[module].senders == ["sml-capture-extension"]
+
+
 def test_stop_closes_every_port_and_removes_stack_json(tmp_path: Path) -> None:
     stack = LocalStack(config(tmp_path)).start()
     endpoints = stack.endpoints
+    assert stack.extensions_api is not None
+    extensions_api_url = f"http://{stack.extensions_api.runtime_api}"
 
     stack.stop()
 
     assert not stack.stack_file.exists()
     assert port_is_closed(endpoints.function_url)
     assert port_is_closed(endpoints.aws_endpoint_url)
+    assert port_is_closed(extensions_api_url)
 
 
 def test_a_second_stack_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
