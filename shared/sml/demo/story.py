@@ -325,6 +325,9 @@ def _client_loop(url: str, bodies: Sequence[dict[str, Any]]) -> TrafficResult:
 
 
 def _wait_drained(stack: Any, timeout_s: float = 90.0) -> None:
+    # predict sends the last answer's events after answering: its post-runtime phase ends first.
+    if stack.extensions_api is not None:
+        stack.extensions_api.wait_post_invoke(timeout_s=timeout_s)
     if not stack.poller.wait_until_drained(timeout_s):
         raise SmlError(f"the writer did not drain the events queue within {timeout_s:.0f} s")
 

@@ -298,12 +298,17 @@ class FunctionUrlServer:
         that got this ``INVOKE`` has called ``next`` again (bounded by the function timeout).
         """
         with self._environment:
-            send(self.invoke(request))
-            if self.extensions_api is not None:
-                try:
-                    self.extensions_api.wait_post_invoke(timeout_s=self.timeout_s)
-                except TimeoutError:
-                    logger.error("%s: an extension did not finish within the %s s timeout", self.function_name, self.timeout_s)
+            try:
+                send(self.invoke(request))
+            finally:  # also when the client has gone: the environment is not free before the extensions are
+                if self.extensions_api is not None:
+                    self._wait_post_invoke(self.extensions_api)
+
+    def _wait_post_invoke(self, extensions_api: ExtensionsApiServer) -> None:
+        try:
+            extensions_api.wait_post_invoke(timeout_s=self.timeout_s)
+        except TimeoutError:
+            logger.error("%s: an extension did not finish within the %s s timeout", self.function_name, self.timeout_s)
 
 
 def _request_handler_for(server: FunctionUrlServer) -> type[BaseHTTPRequestHandler]:
