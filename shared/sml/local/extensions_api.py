@@ -22,6 +22,15 @@ The local runtime drives the lifecycle around each invocation of one container:
 for ``INVOKE`` gets the event), :meth:`ExtensionsApiServer.wait_post_invoke` after the response
 went to the client (returns once each of them has called ``next`` again: the post-runtime phase).
 
+A worker process that is one execution environment drives it like this: start the server in
+the worker, set ``AWS_LAMBDA_RUNTIME_API`` to :attr:`ExtensionsApiServer.runtime_api` and only
+then import the handler module in the worker's main thread (its extensions register and install
+their ``SIGTERM`` handler at import); per request, :meth:`ExtensionsApiServer.begin_invoke` with
+the context's request id and deadline, the handler, the response back to the caller at once,
+then :meth:`ExtensionsApiServer.wait_post_invoke` before the worker takes its next request. To
+end the environment, send the worker ``SIGTERM`` (what Lambda does when an extension is
+registered) and give it about 500 ms before killing it.
+
 Example::
 
     with ExtensionsApiServer(function_name="sml-predict") as api:
