@@ -138,17 +138,28 @@ def predict() -> Response:
     request = runtime.service.parse_request(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
     events = runtime.service.predict(request.rows)
     logger.set_correlation_id(events[0].prediction_id)
-    if runtime.capture is not None and not _defer_capture(runtime.settings, events):
+    if runtime.capture is not None and not _defer_capture(runtime.settings, runtime.capture, events):
         _record_capture(runtime.capture.capture(events), fail_closed=runtime.settings.capture_fail_closed)
     metrics.add_metric(name="PredictionsServed", unit=MetricUnit.Count, value=len(events))
     return Response(HTTPStatus.OK.value, content_types.APPLICATION_JSON, predict_response(request, events))
 
 
-def _defer_capture(settings: PredictSettings, events: list[PredictionEvent]) -> bool:
-    """Hand the events to the capture extension for sending after the response; false: send them now."""
+def _defer_capture(settings: PredictSettings, capture: PredictionCapture, events: list[PredictionEvent]) -> bool:
+    """Capture after the response: sample now, hand the events to the capture extension.
+
+    :returns: false when the events must be sent inline instead (fail-closed, inline mode, no extension).
+    """
     if settings.capture_fail_closed or settings.capture_mode != "after_response" or _capture_extension is None:
         return False
-    return _capture_extension.defer(app.lambda_context.aws_request_id, events)
+    if not _capture_extension.active:
+        return False
+    sampled = capture.sample(events)
+    if len(sampled) < len(events):
+        metrics.add_metric(name="CaptureSampledOut", unit=MetricUnit.Count, value=len(events) - len(sampled))
+    if _capture_extension.defer(app.lambda_context.aws_request_id, sampled):
+        return True
+    _record_capture(capture.send(sampled), fail_closed=False)  # the extension stopped in between
+    return True
 
 
 def _record_capture(result: CaptureResult, *, fail_closed: bool) -> None:
@@ -166,11 +177,11 @@ def _record_capture(result: CaptureResult, *, fail_closed: bool) -> None:
 
 def _report_after_response(result: CaptureResult) -> None:
     """What the capture extension records after the response: the handler's metrics are flushed by
-    then, so each count goes out as its own EMF record (same namespace and service dimension)."""
-    for name, value in (("CaptureSampledOut", result.sampled_out), ("CaptureMisses", len(result.misses))):
-        if value:
-            with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE, default_dimensions={"service": SERVICE}):
-                pass
+    then, so the count goes out as its own EMF record (same namespace and service dimension)."""
+    if result.misses:
+        metric = {"name": "CaptureMisses", "unit": MetricUnit.Count, "value": len(result.misses), "namespace": NAMESPACE}
+        with single_metric(**metric, default_dimensions={"service": SERVICE}):
+            pass
     _log_misses(result)
 
 
@@ -304,10 +315,10 @@ def start_capture_extension(environ: Mapping[str, str] = os.environ) -> PostResp
 
 
 def _publish_after_response(events: Sequence[PredictionEvent]) -> CaptureResult:
-    capture = load_runtime().capture  # built by the request that deferred the events
+    capture = load_runtime().capture  # built by the request that deferred the (already sampled) events
     if capture is None:  # the extension reports the events as misses, whole
         raise SettingsError("SML_CAPTURE_SAMPLING_RATE", "capture is off in this container; deferred events cannot be sent")
-    return capture.capture(events)
+    return capture.send(events)
 
 
 _capture_extension = start_capture_extension()

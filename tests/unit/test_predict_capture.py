@@ -158,3 +158,17 @@ def test_a_sampling_rate_of_zero_sends_nothing() -> None:
 def test_a_sampling_rate_outside_zero_to_one_is_refused(rate: float) -> None:
     with pytest.raises(ValueError, match="sampling_rate must be within"):
         PredictionCapture(FakeSqs(), "queue", sampling_rate=rate)
+
+
+def test_sample_then_send_is_capture_split_in_two_and_send_does_not_sample_again() -> None:
+    sqs = FakeSqs()
+    batch = events(4)
+    draws = iter([0.1, 0.5, 0.29, 0.3])
+    capture = PredictionCapture(sqs, "queue", sampling_rate=0.3, draw=lambda: next(draws))
+
+    sampled = capture.sample(batch)
+    result = capture.send(sampled)
+
+    assert sampled == [batch[0], batch[2]]
+    assert (result.sent, result.sampled_out, result.misses) == (2, 0, ())
+    assert sent_ids(sqs) == [batch[0].prediction_id, batch[2].prediction_id]

@@ -63,13 +63,21 @@ class PredictionCapture:
 
     def capture(self, events: Sequence[PredictionEvent]) -> CaptureResult:
         """Send the sampled ``events``: SendMessage for one, SendMessageBatch in chunks of ten for more."""
+        sampled = self.sample(events)
+        result = self.send(sampled)
+        return CaptureResult(sent=result.sent, sampled_out=len(events) - len(sampled), misses=result.misses)
+
+    def sample(self, events: Sequence[PredictionEvent]) -> list[PredictionEvent]:
+        """The events to capture, in order: each kept with probability ``sampling_rate``."""
         if self.sampling_rate >= 1.0:
-            sampled = list(events)
-        else:
-            sampled = [event for event in events if self._draw() < self.sampling_rate]
-        bodies = [(event.prediction_id, serialise_prediction_event(event)) for event in sampled]
+            return list(events)
+        return [event for event in events if self._draw() < self.sampling_rate]
+
+    def send(self, events: Sequence[PredictionEvent]) -> CaptureResult:
+        """Send ``events`` as they are (already sampled); ``sampled_out`` is 0."""
+        bodies = [(event.prediction_id, serialise_prediction_event(event)) for event in events]
         misses = publish_message_bodies(self.sqs_client, self.queue_url, bodies)
-        return CaptureResult(sent=len(bodies) - len(misses), sampled_out=len(events) - len(sampled), misses=tuple(misses))
+        return CaptureResult(sent=len(bodies) - len(misses), sampled_out=0, misses=tuple(misses))
 
 
 def publish_message_bodies(sqs_client: Any, queue_url: str, bodies: Sequence[tuple[str, str]]) -> list[CaptureMiss]:
