@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,3 +160,28 @@ def test_responses_are_not_delayed_by_nagle_on_kept_alive_connections() -> None:
 
     with FunctionUrlServer(echo) as server:
         assert _request_handler_for(server).disable_nagle_algorithm is True
+
+
+
+def test_an_environment_serves_waiting_invocations_in_arrival_order() -> None:
+    from sml.local.function_url import _FirstComeFirstServed
+
+    environment = _FirstComeFirstServed()
+    entered: list[int] = []
+
+    def invocation(number: int) -> None:
+        with environment:
+            entered.append(number)
+
+    environment.__enter__()
+    threads = []
+    for number in range(6):
+        threads.append(threading.Thread(target=invocation, args=(number,)))
+        threads[-1].start()
+        while environment.waiting < number + 1:  # this one queued before the next arrives
+            time.sleep(0.001)
+    environment.__exit__(None, None, None)
+    for thread in threads:
+        thread.join(10)
+
+    assert entered == list(range(6))

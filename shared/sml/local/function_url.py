@@ -231,7 +231,7 @@ class FunctionUrlServer:
     ) -> None:
         self.handler = handler
         self.extensions_api = extensions_api
-        self._environment = threading.Lock() if extensions_api is not None else contextlib.nullcontext()
+        self._environment = _FirstComeFirstServed() if extensions_api is not None else contextlib.nullcontext()
         self.function_name = function_name
         self.region = region
         self.timeout_s = timeout_s
@@ -309,6 +309,33 @@ class FunctionUrlServer:
             extensions_api.wait_post_invoke(timeout_s=self.timeout_s)
         except TimeoutError:
             logger.error("%s: an extension did not finish within the %s s timeout", self.function_name, self.timeout_s)
+
+
+class _FirstComeFirstServed:
+    """A lock that serves waiters in arrival order: with one environment and several clients, a plain
+    lock lets one request lose the race again and again until its client times out."""
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._turns:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turns.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._turns:
+            self._serving += 1
+            self._turns.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """Invocations waiting for their turn."""
+        with self._turns:
+            return max(0, self._next_ticket - self._serving - 1)
 
 
 def _request_handler_for(server: FunctionUrlServer) -> type[BaseHTTPRequestHandler]:
