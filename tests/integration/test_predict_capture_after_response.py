@@ -6,7 +6,6 @@ logged after it."""
 from __future__ import annotations
 
 import io
-import json
 import signal
 import threading
 from collections.abc import Iterator
