@@ -453,3 +453,37 @@ def test_count_categories_folds_by_string_form_and_counts_every_missing_kind() -
     counts, missing = count_categories([None, float("nan"), float("nan"), np.float64("nan"), "a", 1, "1", "a"])
     assert counts == {"a": 2, "1": 2}
     assert missing == 4
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1.0, 1], {"1.0": 1, "1": 1}),
+        ([True, 1, 1.0], {"True": 1, "1": 1, "1.0": 1}),
+        ([1, True, 1.0, 1], {"1": 2, "True": 1, "1.0": 1}),
+        ([0.0, -0.0, 0], {"0.0": 1, "-0.0": 1, "0": 1}),
+        ([np.float64(2.0), 2, "2"], {"2.0": 1, "2": 2}),
+        (["None", None, "nan", float("nan")], {"None": 1, "nan": 1}),
+    ],
+)
+def test_count_categories_counts_each_value_by_its_own_text(values: list, expected: dict) -> None:
+    from sml.drift.stats import count_categories
+
+    assert dict(count_categories(values)[0]) == expected
+    assert dict(count_categories(reversed(values))[0]) == expected
+
+
+def test_a_categorical_verdict_does_not_depend_on_row_order() -> None:
+    schema = [FeatureSpec("grade", "categorical")]
+    reference = {"grade": CategoricalReference(counts={"1": 500, "2": 500})}
+    window = [1.0] + [1] * 499 + [2] * 500
+    rng = np.random.default_rng(13)
+
+    verdicts = {
+        tuple((result.test, result.verdict, result.statistic) for result in run_drift_tests(reference, {"grade": order}, schema))
+        for order in (window, window[::-1], list(rng.permutation(np.array(window, dtype=object))))
+    }
+
+    assert len(verdicts) == 1
+    [(chi2, verdict, _), *_] = verdicts.pop()
+    assert (chi2, verdict) == ("chi2", DriftVerdict.NO_DRIFT)

@@ -288,20 +288,35 @@ def _tie_group_ends(sorted_values: np.ndarray) -> np.ndarray:
 
 
 def count_categories(values: Iterable[Any]) -> tuple[Counter[str], int]:
-    """Count categories by ``str()`` form; None and float NaN are missing.
+    """Count categories by each value's own ``str()`` form; None and float NaN are missing.
+
+    Values that are equal under Python's hashing but print differently (``1``, ``1.0``, ``True``;
+    ``0.0`` and ``-0.0``) are separate categories, so the counts never depend on row order.
 
     :returns: (counts, missing count).
     """
-    # Count the raw values first (C speed), then fold the few distinct keys: a million labels
-    # take one pass in Counter instead of a Python-level loop.
+    # Count the raw values first (one C-level pass), then fold the few distinct keys. Counter
+    # merges equal values under the first one seen, which is only exact when no key can equal a
+    # value of another text: true when every key is a str, None or NaN (a str equals only a str
+    # of the same text). Otherwise count again by (type, text), still without a Python-level loop.
+    values = values if isinstance(values, (list, tuple, np.ndarray)) else list(values)
+    raw = Counter(values)
+    if all(type(value) is str or value is None or _is_nan(value) for value in raw):
+        keyed = [((type(value), str(value)), count) for value, count in raw.items()]
+    else:
+        keyed = list(Counter(zip(map(type, values), map(str, values))).items())
     counts: Counter[str] = Counter()
     missing = 0
-    for value, count in Counter(values).items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+    for (kind, text), count in keyed:
+        if kind is type(None) or (issubclass(kind, float) and text == "nan"):
             missing += count
         else:
-            counts[str(value)] += count
+            counts[text] += count
     return counts, missing
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def pooled_contingency_table(
