@@ -295,23 +295,28 @@ def count_categories(values: Iterable[Any]) -> tuple[Counter[str], int]:
 
     :returns: (counts, missing count).
     """
-    # Count the raw values first (one C-level pass), then fold the few distinct keys. Counter
-    # merges equal values under the first one seen, which is only exact when no key can equal a
-    # value of another text: true when every key is a str, None or NaN (a str equals only a str
-    # of the same text). Otherwise count again by (type, text), still without a Python-level loop.
+    # Count the raw values first (one C-level pass), then fold the few distinct keys by text.
+    # Counter merges equal values under the first one seen (1, 1.0 and True are one key), which is
+    # exact only when no key can equal a value of another text: true when every key is a str, None
+    # or NaN. Otherwise count again by (type, value), still one C-level pass; within one type only
+    # a signed zero (0.0 == -0.0) has two texts, and those few values are recounted by text.
     values = values if isinstance(values, (list, tuple, np.ndarray)) else list(values)
     raw = Counter(values)
     if all(type(value) is str or value is None or _is_nan(value) for value in raw):
-        keyed = [((type(value), str(value)), count) for value, count in raw.items()]
+        keyed: Iterable[tuple[tuple[type, Any], int]] = (((type(value), value), count) for value, count in raw.items())
     else:
-        keyed = list(Counter(zip(map(type, values), map(str, values))).items())
+        typed = Counter(zip(map(type, values), values))
+        for kind, value in [key for key in typed if key[1] == 0 and key[0] not in (int, bool)]:
+            del typed[kind, value]
+            typed.update((kind, text) for text in (str(item) for item in values if type(item) is kind and item == 0))
+        keyed = typed.items()
     counts: Counter[str] = Counter()
     missing = 0
-    for (kind, text), count in keyed:
-        if kind is type(None) or (issubclass(kind, float) and text == "nan"):
+    for (kind, value), count in keyed:
+        if value is None or _is_nan(value):
             missing += count
         else:
-            counts[text] += count
+            counts[str(value)] += count
     return counts, missing
 
 
