@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -228,3 +229,59 @@ def test_a_labelled_at_that_overflows_when_converted_to_utc_names_the_field() ->
     with pytest.raises(EventValidationError) as caught:
         parse_event(json.dumps(raw))
     assert caught.value.field == "labelled_at"
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("2026-11-29T23:59:59.9999995Z", datetime(2026, 11, 29, 23, 59, 59, 999999, tzinfo=timezone.utc)),
+        ("2026-12-31T23:59:59.999999999Z", datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)),
+        ("2026-11-29T10:00:00.1234567+02:00", datetime(2026, 11, 29, 8, 0, 0, 123456, tzinfo=timezone.utc)),
+        ("2026-11-29T10:00:00.0000009Z", datetime(2026, 11, 29, 10, 0, 0, 0, tzinfo=timezone.utc)),
+        ("2026-11-29T10:00:00.123456Z", datetime(2026, 11, 29, 10, 0, 0, 123456, tzinfo=timezone.utc)),
+    ],
+)
+@pytest.mark.parametrize("as_bytes", [False, True])
+@pytest.mark.parametrize(
+    ("serialise", "field", "parsers", "tag"),
+    [
+        (lambda: serialise_prediction_event(make_event()), "predicted_at", [parse_prediction_event, parse_event], None),
+        (lambda: serialise_prediction_event(make_event()), "predicted_at", [parse_event], "prediction"),
+        (lambda: serialise_ground_truth_event(make_label()), "labelled_at", [parse_ground_truth_event, parse_event], "ground_truth"),
+        (lambda: serialise_ground_truth_event(make_label()), "labelled_at", [parse_ground_truth_event], None),
+    ],
+    ids=["prediction", "tagged prediction", "ground truth", "untagged ground truth"],
+)
+def test_fractional_seconds_beyond_microseconds_are_truncated_as_mysql_does(
+    sent: str, stored: datetime, as_bytes: bool, serialise: Any, field: str, parsers: list[Any], tag: str | None
+) -> None:
+    raw = {key: value for key, value in json.loads(serialise()).items() if key != "event_type"}
+    raw[field] = sent
+    if tag is not None:
+        raw["event_type"] = tag  # last, so parse_event cannot tell the type from the body's start
+    body = json.dumps(raw)
+
+    for parse in parsers:
+        event = parse(body.encode() if as_bytes else body)
+
+        assert getattr(event, field) == stored, parse.__name__
+        assert event == parse_event(serialise_event(event))
+
+
+def test_a_feature_that_looks_like_a_long_timestamp_is_kept_verbatim() -> None:
+    raw = json.loads(serialise_prediction_event(make_event(features={"seen": "10:00:00.123456789", "x": 0.123456789})))
+
+    event = parse_prediction_event(json.dumps(raw))
+
+    assert event.features == {"seen": "10:00:00.123456789", "x": 0.123456789}
+
+
+@pytest.mark.parametrize("sent", ["2026-11-29T23:59:59.9999995", "2026-11-29 23:59:59.9999995Z x", "2026-11-29T25:59:59.9999995Z"])
+def test_a_long_fraction_does_not_open_a_door_to_malformed_timestamps(sent: str) -> None:
+    raw = json.loads(serialise_prediction_event(make_event()))
+    raw["predicted_at"] = sent
+
+    with pytest.raises(EventValidationError) as caught:
+        parse_prediction_event(json.dumps(raw))
+
+    assert caught.value.field == "predicted_at"

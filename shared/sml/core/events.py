@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import msgspec
 import uuid6
@@ -78,6 +78,11 @@ _ENCODER = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _FIELD_IN_MESSAGE = re.compile(r"field `(?P<field>[^`]+)`")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Seconds with more than six fractional digits; the hint ("hh:mm:ss.fffffff" inside the body) is
+# cheap to search and never matches a JSON number, so ordinary bodies keep the one-pass decoder.
+_EXCESS_FRACTION = re.compile(r"(:\d{2}\.\d{6})\d+")
+_EXCESS_FRACTION_HINT = re.compile(r"\d:\d{2}\.\d{7}")
+_EXCESS_FRACTION_HINT_BYTES = re.compile(rb"\d:\d{2}\.\d{7}")
 
 
 def new_prediction_id() -> str:
@@ -143,13 +148,35 @@ def format_timestamp(value: datetime) -> str:
 
 
 def parse_prediction_event(body: str | bytes) -> PredictionEvent:
-    """Parse an SQS message body; any problem raises ``EventValidationError`` naming the field."""
+    """Parse an SQS message body; any problem raises ``EventValidationError`` naming the field.
+
+    ``predicted_at`` keeps at most microseconds: further fractional digits are truncated, as MySQL
+    does for ``DATETIME(6)`` and Python's ``datetime.fromisoformat`` does (msgspec alone would
+    round ``...T23:59:59.9999995Z`` up to midnight of the next day, into the next window).
+    """
+    if _has_excess_fraction(body) and isinstance(raw := _loose_decode(body), dict):
+        return _convert_truncating_fraction(raw, PredictionEvent)
     try:
         return _DECODER.decode(body)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: catch it first
         raise _validation_error(exc, _loose_decode(body)) from None
     except msgspec.DecodeError as exc:
         raise EventValidationError("body", f"not valid JSON ({exc})") from None
+
+
+def _has_excess_fraction(body: str | bytes) -> bool:
+    return (_EXCESS_FRACTION_HINT_BYTES if isinstance(body, bytes) else _EXCESS_FRACTION_HINT).search(body) is not None
+
+
+def _convert_truncating_fraction(raw: dict[str, Any], event_class: type[_Struct]) -> _Struct:
+    """``raw`` as ``event_class`` with its timestamp cut to microseconds (the slow path, for such bodies only)."""
+    field = _TIMESTAMP_FIELD[event_class]
+    if isinstance(raw.get(field), str):
+        raw[field] = _EXCESS_FRACTION.sub(r"\1", raw[field])
+    try:
+        return msgspec.convert(raw, event_class, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, raw) from None
 
 
 def _loose_decode(body: str | bytes) -> Any:
@@ -278,8 +305,13 @@ def parse_ground_truth_event(body: str | bytes) -> GroundTruthEvent:
     """Parse a ground-truth body; any problem raises ``EventValidationError`` naming the field.
 
     The ``event_type`` key may be left out here (the caller already knows the type); when
-    present it must be ``ground_truth``.
+    present it must be ``ground_truth``. ``labelled_at`` keeps at most microseconds, truncated as
+    for ``predicted_at`` (:func:`parse_prediction_event`).
     """
+    if _has_excess_fraction(body) and isinstance(raw := _loose_decode(body), dict):
+        if raw.get(EVENT_TYPE_FIELD, GROUND_TRUTH_EVENT_TYPE) == GROUND_TRUTH_EVENT_TYPE:
+            raw.pop(EVENT_TYPE_FIELD, None)
+            return _convert_truncating_fraction(raw, GroundTruthEvent)
     try:
         return _GROUND_TRUTH_DECODER.decode(body)
     except msgspec.ValidationError as exc:
@@ -299,6 +331,12 @@ def parse_event(body: str | bytes) -> Event:
     """
     if body.startswith(_GROUND_TRUTH_PREFIX if isinstance(body, str) else _GROUND_TRUTH_PREFIX_BYTES):
         return parse_ground_truth_event(body)
+    if _has_excess_fraction(body) and isinstance(raw := _loose_decode(body), dict):
+        if raw.get(EVENT_TYPE_FIELD) == GROUND_TRUTH_EVENT_TYPE:
+            return parse_ground_truth_event(body)
+        if raw.get(EVENT_TYPE_FIELD, PREDICTION_EVENT_TYPE) == PREDICTION_EVENT_TYPE:
+            raw.pop(EVENT_TYPE_FIELD, None)
+            return _convert_truncating_fraction(raw, PredictionEvent)
     try:
         return _DECODER.decode(body)
     except msgspec.ValidationError as exc:
@@ -308,6 +346,10 @@ def parse_event(body: str | bytes) -> Event:
         raise _validation_error(exc, raw) from None
     except msgspec.DecodeError as exc:
         raise EventValidationError("body", f"not valid JSON ({exc})") from None
+
+
+_Struct = TypeVar("_Struct", PredictionEvent, GroundTruthEvent)
+_TIMESTAMP_FIELD: dict[type, str] = {PredictionEvent: "predicted_at", GroundTruthEvent: "labelled_at"}
 
 
 def _parse_tagged(body: str | bytes, raw: dict[str, Any]) -> Event:
