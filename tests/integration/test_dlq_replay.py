@@ -157,54 +157,122 @@ def expect_arns(stubber: Stubber, *urls_and_arns: tuple[str, str]) -> None:
         expect_attributes(stubber, url, ["QueueArn"], {"QueueArn": arn})
 
 
-def task(status: str, moved: int, handle: str = "handle-1", **extra: Any) -> dict[str, Any]:
-    return {
-        "TaskHandle": handle,
+OLDER_START_MS = 1_714_560_000_000  # 2024-05-01T10:40:00Z
+OWN_START_MS = 1_714_563_600_000  # an hour later
+LISTING = {"SourceArn": DLQ_ARN, "MaxResults": 10}
+
+
+def task(status: str, moved: int, handle: str = "handle-1", *, started_ms: int = OWN_START_MS, **extra: Any) -> dict[str, Any]:
+    """A ListMessageMoveTasksResultEntry shaped as the SQS API reference documents it: TaskHandle
+    only while RUNNING, FailureReason only when FAILED, the rate only when the start request set it."""
+    entry: dict[str, Any] = {
         "Status": status,
         "SourceArn": DLQ_ARN,
         "DestinationArn": QUEUE_ARN,
         "ApproximateNumberOfMessagesMoved": moved,
         "ApproximateNumberOfMessagesToMove": 40,
-        "StartedTimestamp": 1_714_560_000_000,
+        "StartedTimestamp": started_ms,
         **extra,
     }
+    if status == "RUNNING":
+        entry["TaskHandle"] = handle
+    return entry
 
 
-def test_on_aws_replay_starts_a_move_task_at_the_rate_and_follows_it(stubbed: tuple[Any, Stubber]) -> None:
-    client, stubber = stubbed
+def older_task() -> dict[str, Any]:
+    return task("COMPLETED", 3, started_ms=OLDER_START_MS)
+
+
+def expect_start(stubber: Stubber, listed_before: list[dict[str, Any]], **rate: int) -> None:
     expect_counts(stubber, 40)
     expect_arns(stubber, (DLQ_URL, DLQ_ARN), (QUEUE_URL, QUEUE_ARN))
-    stubber.add_response(
-        "start_message_move_task",
-        {"TaskHandle": "handle-1"},
-        {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN, "MaxNumberOfMessagesPerSecond": 25},
-    )
-    listing = {"SourceArn": DLQ_ARN, "MaxResults": 10}
-    stubber.add_response("list_message_move_tasks", {"Results": [task("RUNNING", 10)]}, listing)
-    stubber.add_response("list_message_move_tasks", {"Results": [task("COMPLETED", 40), task("COMPLETED", 3, "older")]}, listing)
+    stubber.add_response("list_message_move_tasks", {"Results": listed_before}, LISTING)
+    stubber.add_response("start_message_move_task", {"TaskHandle": "handle-1"}, {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN, **rate})
+
+
+def expect_listing(stubber: Stubber, *entries: dict[str, Any]) -> None:
+    stubber.add_response("list_message_move_tasks", {"Results": list(entries)}, LISTING)
+
+
+def test_on_aws_replay_starts_a_move_task_at_the_rate_and_follows_it_after_its_handle_is_gone(stubbed: tuple[Any, Stubber]) -> None:
+    client, stubber = stubbed
+    expect_start(stubber, [older_task()], MaxNumberOfMessagesPerSecond=25)
+    expect_listing(stubber, task("RUNNING", 10, MaxNumberOfMessagesPerSecond=25), older_task())
+    expect_listing(stubber, task("COMPLETED", 40, MaxNumberOfMessagesPerSecond=25), older_task())
     progress: list[tuple[int, int | None]] = []
 
     outcome = replay_dlq(client, DLQ_URL, QUEUE_URL, rate=25, poll_interval_s=0, progress=lambda m, t: progress.append((m, t)))
 
-    assert (outcome.method, outcome.moved, outcome.task_handle) == ("message-move-task", 40, "handle-1")
+    assert (outcome.method, outcome.moved, outcome.task_handle, outcome.task_status) == ("message-move-task", 40, "handle-1", "COMPLETED")
     assert progress == [(10, 40), (40, 40)]
+
+
+def test_on_aws_a_task_that_finished_before_the_first_poll_is_found_by_its_start_time(stubbed: tuple[Any, Stubber]) -> None:
+    client, stubber = stubbed
+    expect_start(stubber, [older_task()])
+    expect_listing(stubber, task("COMPLETED", 40), older_task())
+
+    outcome = replay_dlq(client, DLQ_URL, QUEUE_URL, poll_interval_s=0)
+
+    assert (outcome.moved, outcome.task_status) == (40, "COMPLETED")
+
+
+def test_on_aws_an_older_finished_task_is_never_taken_for_the_new_one(stubbed: tuple[Any, Stubber]) -> None:
+    client, stubber = stubbed
+    expect_start(stubber, [older_task()])
+    expect_listing(stubber, older_task())  # the new task is not listed yet
+    expect_listing(stubber, task("RUNNING", 5), older_task())
+    expect_listing(stubber, task("COMPLETED", 40), older_task())
+
+    outcome = replay_dlq(client, DLQ_URL, QUEUE_URL, poll_interval_s=0)
+
+    assert (outcome.moved, outcome.task_status) == (40, "COMPLETED")
+
+
+def test_on_aws_the_first_move_task_of_a_queue_is_followed_too(stubbed: tuple[Any, Stubber]) -> None:
+    client, stubber = stubbed
+    expect_start(stubber, [])
+    expect_listing(stubber, task("COMPLETED", 40))
+
+    assert replay_dlq(client, DLQ_URL, QUEUE_URL, poll_interval_s=0).moved == 40
 
 
 def test_on_aws_a_failed_move_task_is_an_error_with_its_reason(stubbed: tuple[Any, Stubber]) -> None:
     client, stubber = stubbed
-    expect_counts(stubber, 40)
-    expect_arns(stubber, (DLQ_URL, DLQ_ARN), (QUEUE_URL, QUEUE_ARN))
-    stubber.add_response("start_message_move_task", {"TaskHandle": "handle-1"})
-    stubber.add_response("list_message_move_tasks", {"Results": [task("FAILED", 7, FailureReason="AccessDenied on kms:Decrypt")]})
+    expect_start(stubber, [older_task()])
+    expect_listing(stubber, task("RUNNING", 2), older_task())
+    expect_listing(stubber, task("FAILED", 7, FailureReason="AccessDenied on kms:Decrypt"), older_task())
 
     with pytest.raises(SmlError, match="failed after 7 message\\(s\\): AccessDenied on kms:Decrypt"):
         replay_dlq(client, DLQ_URL, QUEUE_URL, poll_interval_s=0)
+
+
+def test_on_aws_a_cancelled_move_task_ends_the_replay_with_what_it_moved(stubbed: tuple[Any, Stubber]) -> None:
+    client, stubber = stubbed
+    expect_start(stubber, [older_task()])
+    expect_listing(stubber, task("RUNNING", 12), older_task())
+    expect_listing(stubber, task("CANCELLING", 13), older_task())
+    expect_listing(stubber, task("CANCELLED", 13), older_task())
+
+    outcome = replay_dlq(client, DLQ_URL, QUEUE_URL, poll_interval_s=0)
+
+    assert (outcome.moved, outcome.task_status) == (13, "CANCELLED")
+
+
+def test_on_aws_the_wait_is_bounded_and_says_how_to_follow_the_task(stubbed: tuple[Any, Stubber]) -> None:
+    client, stubber = stubbed
+    expect_start(stubber, [older_task()])
+    expect_listing(stubber, task("RUNNING", 12), older_task())
+
+    with pytest.raises(SmlError, match=r"handle-1 is still RUNNING with 12 message\(s\) moved after 0 s .*--status.*--cancel"):
+        replay_dlq(client, DLQ_URL, QUEUE_URL, poll_interval_s=0, max_wait_s=0)
 
 
 def test_on_aws_an_error_other_than_a_missing_api_is_not_hidden_by_the_fallback(stubbed: tuple[Any, Stubber]) -> None:
     client, stubber = stubbed
     expect_counts(stubber, 40)
     expect_arns(stubber, (DLQ_URL, DLQ_ARN), (QUEUE_URL, QUEUE_ARN))
+    expect_listing(stubber)
     stubber.add_client_error("start_message_move_task", "AccessDenied", "not authorized", http_status_code=403)
 
     with pytest.raises(client.exceptions.ClientError, match="AccessDenied"):
@@ -224,7 +292,7 @@ def test_replay_without_move_task_goes_straight_to_receive_send_delete(stubbed: 
 def test_on_aws_status_lists_tasks_and_cancel_stops_the_running_one(stubbed: tuple[Any, Stubber]) -> None:
     client, stubber = stubbed
     expect_arns(stubber, (DLQ_URL, DLQ_ARN))
-    stubber.add_response("list_message_move_tasks", {"Results": [task("RUNNING", 12), task("COMPLETED", 3, "older")]})
+    stubber.add_response("list_message_move_tasks", {"Results": [task("RUNNING", 12, started_ms=OLDER_START_MS), older_task()]})
     expect_arns(stubber, (DLQ_URL, DLQ_ARN))
     stubber.add_response("list_message_move_tasks", {"Results": [task("RUNNING", 12)]})
     stubber.add_response("cancel_message_move_task", {"ApproximateNumberOfMessagesMoved": 13}, {"TaskHandle": "handle-1"})

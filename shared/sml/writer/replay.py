@@ -37,6 +37,9 @@ REPLAY_VISIBILITY_TIMEOUT_S = 60
 # Error codes of an endpoint without message move tasks: moto's server answers a bare HTTP 500.
 _MOVE_TASK_UNSUPPORTED_CODES = frozenset({"500", "501", "NotImplemented", "InvalidAction", "UnsupportedOperation"})
 _TASK_FINISHED = frozenset({"COMPLETED", "CANCELLED", "FAILED"})
+_EPOCH = datetime.fromtimestamp(0, timezone.utc)
+# How long `sml dlq replay` follows a move task by default; the task itself runs on regardless.
+DEFAULT_MOVE_TASK_WAIT_S = 3600.0
 
 ReplayProgress = Callable[[int, int | None], None]
 """Called as ``progress(moved, total)`` after each step; ``total`` is SQS's approximate count."""
@@ -78,13 +81,15 @@ class ReplayOutcome:
 
     ``method`` is ``message-move-task`` (AWS moved them server-side), ``receive-send-delete``
     (moved here) or ``dry-run`` (nothing moved; ``moved`` is what would be). ``send_failures``
-    counts messages the target refused; they stay in the DLQ.
+    counts messages the target refused; they stay in the DLQ. ``task_status`` is how a move task
+    ended: ``COMPLETED`` or ``CANCELLED`` (someone ran ``--cancel``; what it moved stays moved).
     """
 
     method: Literal["message-move-task", "receive-send-delete", "dry-run"]
     moved: int
     send_failures: int = 0
     task_handle: str | None = None
+    task_status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,7 @@ def replay_dlq(
     dry_run: bool = False,
     progress: ReplayProgress | None = None,
     poll_interval_s: float = 2.0,
+    max_wait_s: float = DEFAULT_MOVE_TASK_WAIT_S,
     use_move_task: bool = True,
 ) -> ReplayOutcome:
     """Move the DLQ's messages back to ``target_queue_url`` with their bodies unchanged.
@@ -191,10 +197,13 @@ def replay_dlq(
     :param dry_run: only count what would move.
     :param progress: called as ``progress(moved, total)`` while moving.
     :param poll_interval_s: how often a move task's progress is read.
+    :param max_wait_s: how long to follow a move task before giving up with an error (the task
+        keeps running on AWS).
     :param use_move_task: ``False`` goes straight to receive → send → delete, sparing an endpoint
         known to lack move tasks (the local stack's moto server) a failing call.
     :returns: a :class:`ReplayOutcome`.
-    :raises SmlError: ``max_messages`` or ``rate`` out of range, or the move task failed.
+    :raises SmlError: ``max_messages`` or ``rate`` out of range, the move task failed, or it was
+        still running after ``max_wait_s``.
     """
     if max_messages is not None and max_messages < 1:
         raise SmlError(f"--max must be at least 1, got {max_messages}")
@@ -207,7 +216,7 @@ def replay_dlq(
         return ReplayOutcome("dry-run", total)
     if max_messages is None and use_move_task:
         try:
-            return _run_move_task(sqs, dlq_url, target_queue_url, rate, report, poll_interval_s)
+            return _run_move_task(sqs, dlq_url, target_queue_url, rate, report, poll_interval_s, max_wait_s)
         except MoveTasksUnsupported:
             pass
     return _receive_send_delete(sqs, dlq_url, target_queue_url, max_messages, rate, total, report)
@@ -236,22 +245,66 @@ def _call_move_task_api(sqs: Any, operation: str, **kwargs: Any) -> dict[str, An
 
 
 def _run_move_task(
-    sqs: Any, dlq_url: str, target_queue_url: str, rate: int | None, report: ReplayProgress, poll_interval_s: float
+    sqs: Any,
+    dlq_url: str,
+    target_queue_url: str,
+    rate: int | None,
+    report: ReplayProgress,
+    poll_interval_s: float,
+    max_wait_s: float,
 ) -> ReplayOutcome:
+    # ListMessageMoveTasks reports a TaskHandle only while a task is RUNNING (SQS API reference,
+    # ListMessageMoveTasksResultEntry), so a finished task is recognised by its StartedTimestamp:
+    # the first task to start after the newest one listed before ours was started is ours (a
+    # queue runs one move task at a time).
     dlq_arn = queue_arn(sqs, dlq_url)
     arguments: dict[str, Any] = {"SourceArn": dlq_arn, "DestinationArn": queue_arn(sqs, target_queue_url)}
     if rate is not None:
         arguments["MaxNumberOfMessagesPerSecond"] = rate
+    previous = _newest(_move_tasks_of(sqs, dlq_arn))
     handle = _call_move_task_api(sqs, "start_message_move_task", **arguments)["TaskHandle"]
+    deadline = time.monotonic() + max_wait_s
+    started_at: datetime | None = None
+    task: MoveTaskStatus | None = None
     while True:
-        task = next((task for task in _move_tasks_of(sqs, dlq_arn) if task.task_handle == handle), None)
+        task = _own_task(_move_tasks_of(sqs, dlq_arn), handle, started_at, previous)
         if task is not None:
+            started_at = task.started_at
             report(task.moved, task.to_move)
+            if task.status == "FAILED":
+                raise SmlError(f"message move task {handle} failed after {task.moved} message(s): {task.failure_reason}")
             if task.status in _TASK_FINISHED:
-                if task.status == "FAILED":
-                    raise SmlError(f"message move task {handle} failed after {task.moved} message(s): {task.failure_reason}")
-                return ReplayOutcome("message-move-task", task.moved, task_handle=handle)
+                return ReplayOutcome("message-move-task", task.moved, task_handle=handle, task_status=task.status)
+        if time.monotonic() >= deadline:
+            seen = f"still {task.status} with {task.moved} message(s) moved" if task is not None else "not listed yet"
+            raise SmlError(
+                f"message move task {handle} is {seen} after {max_wait_s:g} s (--wait); it keeps running on AWS: "
+                "follow it with `sml dlq replay --status`, stop it with `sml dlq replay --cancel`"
+            )
         time.sleep(poll_interval_s)
+
+
+def _newest(tasks: list[MoveTaskStatus]) -> MoveTaskStatus | None:
+    dated = [task for task in tasks if task.started_at is not None]
+    return max(dated, key=lambda task: task.started_at or _EPOCH, default=None)
+
+
+def _own_task(
+    tasks: list[MoveTaskStatus], handle: str, started_at: datetime | None, previous: MoveTaskStatus | None
+) -> MoveTaskStatus | None:
+    """The task ``handle`` names: by handle while RUNNING, then by its start time once it has none."""
+    for task in tasks:
+        if task.task_handle == handle:
+            return task
+    if started_at is not None:
+        return next((task for task in tasks if task.started_at == started_at and task.task_handle is None), None)
+    newest = _newest(tasks)
+    if newest is None or newest.task_handle is not None:
+        return None
+    if previous is not None and previous.started_at is not None and newest.started_at is not None:
+        if newest.started_at <= previous.started_at:
+            return None
+    return newest
 
 
 def _receive_send_delete(

@@ -43,6 +43,12 @@ def register(subparsers: Any) -> None:
     )
     replay.add_argument("--max", type=_positive, metavar="N", help="move at most N messages (default: all)")
     replay.add_argument("--rate", type=_positive, metavar="R", help="at most R messages per second, 1-500 (default: unlimited)")
+    replay.add_argument(
+        "--wait",
+        type=_positive,
+        metavar="SECONDS",
+        help="follow an AWS message move task at most this long, then stop with an error; the task runs on (default: an hour)",
+    )
     mode = replay.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="only count what would move")
     mode.add_argument("--status", action="store_true", help="show the DLQ's message move tasks (AWS)")
@@ -160,7 +166,14 @@ def _replay_with_progress(args: argparse.Namespace, sqs: Any, dlq_url: str, targ
 
         try:
             outcome = replay_dlq(
-                sqs, dlq_url, target_url, max_messages=args.max, rate=args.rate, progress=show, use_move_task=use_move_task
+                sqs,
+                dlq_url,
+                target_url,
+                max_messages=args.max,
+                rate=args.rate,
+                progress=show,
+                **({"max_wait_s": args.wait} if args.wait else {}),
+                use_move_task=use_move_task,
             )
         except KeyboardInterrupt:
             bar.stop()
@@ -170,6 +183,9 @@ def _replay_with_progress(args: argparse.Namespace, sqs: Any, dlq_url: str, targ
             )
             return 130
     print(f"moved {outcome.moved} message(s) to {target_url} ({outcome.method})")
+    if outcome.task_status == "CANCELLED":
+        print(f"the message move task was cancelled after {outcome.moved} message(s); the rest stay in the DLQ")
+        return 1
     if outcome.send_failures:
         print(f"{outcome.send_failures} message(s) were refused by the events queue and stay in the DLQ; run it again")
         return 1
