@@ -287,3 +287,32 @@ def test_no_body_makes_predict_answer_5xx_and_only_served_rows_are_queued(predic
     else:
         assert queued == set()
         assert document["error"]["message"]
+
+
+def test_a_champion_that_cannot_be_unpickled_answers_503_and_the_log_names_the_library(
+    predict_stack: PredictStack, predict_log: io.StringIO
+) -> None:
+    from dataclasses import replace
+
+    from sml.lifecycle.registry import ModelRegistry
+    from tests.predict_support import manifest_for
+
+    stack = predict_stack
+    model_name = f"numpy-two-{uuid.uuid4().hex[:8]}"
+    # A pickle naming a module this image lacks, as a numpy 2 pickle names numpy._core under numpy 1.
+    artifact = stack.work_dir / f"{model_name}.joblib"
+    artifact.write_bytes(b"\x80\x04cnumpy._core_of_another_numpy\n_reconstruct\n.")
+    manifest = manifest_for("v1", model_name)
+    manifest = replace(manifest, library_versions={**manifest.library_versions, "numpy": "0.9.0"})
+    registry = ModelRegistry(stack.s3, stack.ssm, bucket=stack.bucket, app_name=APP_NAME, model_name=model_name)
+    registry.register(artifact, manifest)
+    registry.promote("v1")
+    stack.configure(SML_MODEL_NAME=model_name)
+
+    for method, path, body in (("GET", "/health", None), ("POST", "/predict", json.dumps({"features": valid_row()}))):
+        status, _, answer = invoke(method, path, body)
+        assert (status, answer["error"]["code"]) == (503, "model_unavailable"), path
+    reasons = [record.get("model_error", "") for record in log_records(predict_log)]
+    assert len(reasons) == 2
+    assert all("ModuleNotFoundError" in reason and "trained with numpy 0.9.0, this is" in reason for reason in reasons)
+    assert predict_stack.queued() == []

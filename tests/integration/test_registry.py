@@ -21,6 +21,7 @@ from sml.lifecycle.manifest import ModelManifest
 from sml.lifecycle.modeling import rows_to_matrix
 from sml.lifecycle.registry import (
     ArtifactIntegrityError,
+    ArtifactLoadError,
     ChampionNotSetError,
     LibraryVersionError,
     ModelRegistry,
@@ -275,3 +276,40 @@ def test_no_credentials_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_pointer_name_matches_the_settings_contract() -> None:
     settings = load_settings(AwsSettings, {"SML_APP_NAME": "shop", "SML_MODEL_NAME": "churn"})
     assert champion_parameter_name(settings.app_name, settings.model_name) == settings.champion_parameter
+
+
+@pytest.mark.parametrize("library", ["numpy", "joblib"])
+def test_numpy_and_joblib_mismatches_warn_or_refuse_naming_the_library(
+    aws: Aws, artifact: tuple[Path, ModelManifest], tmp_path: Path, caplog: pytest.LogCaptureFixture, library: str
+) -> None:
+    path, manifest = artifact
+    registry = aws.registry()
+    registry.register(path, replace(manifest, library_versions={**manifest.library_versions, library: "0.0.1"}))
+    registry.promote("v1")
+    with caplog.at_level(logging.WARNING, logger="sml.lifecycle.registry"):
+        assert aws.load(tmp_path / "cache").version == "v1"
+    assert f"trained with {library} 0.0.1, this is" in caplog.text
+    with pytest.raises(LibraryVersionError, match=rf"version v1 was trained with {library} 0\.0\.1, this is [\d.]+; refusing to load it"):
+        aws.load(tmp_path / "cache", sklearn_version_policy="refuse")
+
+
+@pytest.mark.parametrize(
+    ("pickle_bytes", "error"),
+    [
+        (b"\x80\x04cnumpy._core_of_another_numpy\n_reconstruct\n.", "ModuleNotFoundError"),
+        (b"\x80\x04cnumpy\nclass_this_numpy_lacks\n.", "AttributeError"),
+        (b"\x80\x04\x95", "error"),  # truncated: the pure-Python unpickler joblib uses raises struct.error
+    ],
+)
+def test_an_artifact_that_cannot_be_unpickled_is_an_sml_error_naming_the_cause(
+    aws: Aws, artifact: tuple[Path, ModelManifest], tmp_path: Path, pickle_bytes: bytes, error: str
+) -> None:
+    _, manifest = artifact
+    broken = tmp_path / "broken.joblib"
+    broken.write_bytes(pickle_bytes)
+    registry = aws.registry()
+    registry.register(broken, replace(manifest, sha256="", library_versions={**manifest.library_versions, "numpy": "0.9.0"}))
+    registry.promote("v1")
+
+    with pytest.raises(ArtifactLoadError, match=rf"version v1: artifact s3://.* cannot be unpickled here \(({error}).*numpy 0\.9\.0, this is"):
+        aws.load(tmp_path / "cache")

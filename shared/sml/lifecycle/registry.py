@@ -51,7 +51,17 @@ class ArtifactIntegrityError(SmlError):
 
 
 class LibraryVersionError(SmlError):
-    """The installed scikit-learn differs from the one that trained the model (policy ``refuse``)."""
+    """An installed library the pickle depends on differs from the one that saved it (policy ``refuse``)."""
+
+
+class ArtifactLoadError(SmlError):
+    """A verified artifact that cannot be unpickled here (a module or class missing, a corrupt pickle)."""
+
+
+# The libraries whose code a joblib pickle of our pipelines references, as the manifest records them
+# (sml.lifecycle.training.library_versions): a different numpy can lack modules a pickle names
+# (numpy 2 pickles import numpy._core, which numpy 1 does not have).
+PICKLE_LIBRARIES = ("scikit-learn", "numpy", "joblib")
 
 
 def champion_parameter_name(app_name: str, model_name: str) -> str:
@@ -318,13 +328,16 @@ def load_champion(
         bucket, app_name, model_name: where the registry and the pointer live.
         cache_dir: folder for artifacts, named by sha256 (``/tmp`` on Lambda), so a warm
             container reuses the file; it is re-verified before every load.
-        sklearn_version_policy: ``warn`` logs a warning when the installed scikit-learn differs
-            from the manifest's; ``refuse`` raises :class:`LibraryVersionError` instead.
+        sklearn_version_policy: ``warn`` logs a warning when an installed library of
+            :data:`PICKLE_LIBRARIES` differs from the manifest's; ``refuse`` raises
+            :class:`LibraryVersionError` instead.
 
     Raises:
         ChampionNotSetError: no champion promoted.
         ArtifactIntegrityError: the artifact's sha256 differs from the manifest (names the version).
-        LibraryVersionError: scikit-learn differs and the policy is ``refuse``.
+        LibraryVersionError: a library differs and the policy is ``refuse`` (names each one).
+        ArtifactLoadError: the artifact cannot be unpickled here (names the error and any
+            library that differs from the manifest's).
         SmlError: the champion's version is not registered, or AWS is unreachable.
     """
     started = time.perf_counter()
@@ -346,22 +359,41 @@ def load_version(
     """
     started = time.perf_counter()
     manifest = registry.manifest(version)
-    check_sklearn_version(manifest, sklearn_version_policy)
+    mismatches = check_library_versions(manifest, sklearn_version_policy)
     path = registry.fetch_artifact(manifest, cache_dir)
-    model = _verified_load(path, manifest, source=f"s3://{registry.bucket}/{manifest.artifact_key}")
+    source = f"s3://{registry.bucket}/{manifest.artifact_key}"
+    model = _verified_load(path, manifest, source=source, mismatches=mismatches)
     return LoadedModel(model=model, manifest=manifest, version=version, load_seconds=time.perf_counter() - started)
 
 
-def check_sklearn_version(manifest: ModelManifest, policy: Literal["warn", "refuse"]) -> None:
-    """Compare the installed scikit-learn with the one in ``manifest``; warn or refuse on a difference."""
-    trained_with = manifest.library_versions.get("scikit-learn")
-    installed = installed_version("scikit-learn")
-    if trained_with == installed:
-        return
-    message = f"model {manifest.model_name!r} version {manifest.version} was trained with scikit-learn {trained_with}, this is {installed}"
+def library_mismatches(manifest: ModelManifest) -> list[str]:
+    """Each library of :data:`PICKLE_LIBRARIES` whose installed version differs from the manifest's,
+    as ``"numpy 2.1.0, this is 1.26.4"``; a library the manifest does not record is not compared."""
+    mismatches = []
+    for name in PICKLE_LIBRARIES:
+        trained_with = manifest.library_versions.get(name)
+        if trained_with is None:
+            continue
+        installed = installed_version(name)
+        if trained_with != installed:
+            mismatches.append(f"{name} {trained_with}, this is {installed}")
+    return mismatches
+
+
+def check_library_versions(manifest: ModelManifest, policy: Literal["warn", "refuse"]) -> list[str]:
+    """Compare scikit-learn, numpy and joblib with the versions in ``manifest``; warn or refuse.
+
+    :returns: the mismatches (see :func:`library_mismatches`), after logging a warning (``warn``).
+    :raises LibraryVersionError: any mismatch under ``refuse``, naming each library.
+    """
+    mismatches = library_mismatches(manifest)
+    if not mismatches:
+        return mismatches
+    message = f"model {manifest.model_name!r} version {manifest.version} was trained with {'; '.join(mismatches)}"
     if policy == "refuse":
         raise LibraryVersionError(f"{message}; refusing to load it (SML_SKLEARN_VERSION_POLICY=refuse)")
     logger.warning("%s; predictions may differ", message)
+    return mismatches
 
 
 def file_sha256(path: Path) -> str:
@@ -373,7 +405,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verified_load(path: Path, manifest: ModelManifest, *, source: str) -> Any:
+def _verified_load(path: Path, manifest: ModelManifest, *, source: str, mismatches: list[str]) -> Any:
     import joblib
 
     digest = file_sha256(path)
@@ -384,7 +416,17 @@ def _verified_load(path: Path, manifest: ModelManifest, *, source: str) -> Any:
             f"model {manifest.model_name!r} version {manifest.version}: artifact {source} has sha256 {digest}, "
             f"but its manifest says {manifest.sha256}; refusing to load it"
         )
-    return joblib.load(path)
+    try:
+        return joblib.load(path)
+    except Exception as exc:
+        # The bytes are the registered ones (sha256 above), so whatever unpickling raises (a module,
+        # class or attribute missing here, a format this numpy or joblib cannot read: ImportError,
+        # AttributeError, UnpicklingError, struct.error, ...) means this image cannot load them.
+        cause = f"trained with {'; '.join(mismatches)}" if mismatches else "the libraries match the manifest's"
+        raise ArtifactLoadError(
+            f"model {manifest.model_name!r} version {manifest.version}: artifact {source} cannot be unpickled here "
+            f"({type(exc).__name__}: {exc}); {cause}"
+        ) from exc
 
 
 def _checked_version(version: str) -> str:
