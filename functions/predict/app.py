@@ -136,7 +136,7 @@ def predict() -> Response:
     runtime = load_runtime()
     event = app.current_event.raw_event
     request = runtime.service.parse_request(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
-    events = runtime.service.predict(request.rows)
+    events = runtime.service.predict(request.rows, batch=request.batch)
     logger.set_correlation_id(events[0].prediction_id)
     if runtime.capture is not None and not _defer_capture(runtime.settings, runtime.capture, events):
         _record_capture(runtime.capture.capture(events), fail_closed=runtime.settings.capture_fail_closed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from sml.predict.errors import ApiError
-from sml.predict.validation import FeatureSchema
+from sml.predict.validation import FeatureSchema, served_range
 from sml.lifecycle.manifest import FeatureSpec
 from sml.predict.openapi import build_openapi_document
 from tests.predict_support import manifest_for, perturbed_row
@@ -50,6 +51,8 @@ def test_the_feature_schema_is_the_manifests() -> None:
     assert features["additionalProperties"] is False
     assert features["properties"]["mean_radius"]["type"] == ["number", "null"]
     assert "seen in training" in features["properties"]["mean_radius"]["description"]
+    radius = next(spec for spec in MANIFEST.features if spec.name == "mean_radius")
+    assert (features["properties"]["mean_radius"]["minimum"], features["properties"]["mean_radius"]["maximum"]) == served_range(radius)
     assert features["properties"]["concavity_grade"]["enum"] == ["low", "moderate", "high", None]
 
 
@@ -78,7 +81,19 @@ def test_the_response_and_error_shapes_validate() -> None:
     assert validator("Error").is_valid(ApiError(404, "not_found", "no route").to_document())
 
 
-finite = st.floats(allow_nan=False, allow_infinity=False)
+
+def _edges() -> list[float]:
+    """Each numeric feature's training and served range ends, and the floats just either side of them."""
+    edges = []
+    for spec in MANIFEST.features:
+        if spec.kind == "numeric":
+            for edge in (spec.minimum, spec.maximum, *served_range(spec)):
+                edges += [edge, math.nextafter(edge, -math.inf), math.nextafter(edge, math.inf)]
+    return edges
+
+
+# The whole finite range with both signs and subnormals, and the edges where predict's answer changes.
+finite = st.floats(allow_nan=False, allow_infinity=False) | st.floats(min_value=-1e-307, max_value=1e-307) | st.sampled_from(_edges())
 any_value = st.none() | st.booleans() | st.integers(-(10**20), 10**20) | finite | st.text(max_size=8) | st.sampled_from(["low", "high"])
 valid_rows = st.fixed_dictionaries(
     {spec.name: st.none() | (finite if spec.kind == "numeric" else st.sampled_from(spec.categories)) for spec in MANIFEST.features}

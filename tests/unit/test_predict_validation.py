@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sml.predict.errors import ApiError
-from sml.predict.validation import MAX_CATEGORY_LENGTH, FeatureSchema, decode_json_body
+from sml.predict.validation import MAX_CATEGORY_LENGTH, FeatureSchema, decode_json_body, served_range
 from sml.lifecycle.manifest import FeatureSpec
 
 FEATURES = (
@@ -182,3 +183,50 @@ def test_any_bytes_are_parsed_or_refused_with_a_4xx(raw: bytes, as_base64: bool)
         decode_json_body(body, is_base64=as_base64, max_bytes=1024)
     except ApiError as error:
         assert 400 <= error.status < 500
+
+
+RANGED = FeatureSpec("mean_area", "numeric", minimum=143.5, maximum=2501.0)
+RANGED_SCHEMA = FeatureSchema((RANGED,), max_instances=3)
+SERVED = served_range(RANGED)
+
+
+def test_the_served_range_is_the_training_range_widened_by_its_width_over_float32_epsilon() -> None:
+    margin = (2501.0 - 143.5) * 2**23
+
+    assert SERVED == (143.5 - margin, 2501.0 + margin)
+    assert served_range(FeatureSpec("constant", "numeric", minimum=5.0, maximum=5.0)) == (5.0 - 5.0 * 2**23, 5.0 + 5.0 * 2**23)
+    assert served_range(FeatureSpec("zero", "numeric", minimum=0.0, maximum=0.0)) == (-(2.0**23), 2.0**23)
+    assert served_range(FeatureSpec("unknown", "numeric")) is None
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300, 1e307, -1.7976931348623157e308, SERVED[1] * (1 + 2**-52), 10**30])
+def test_a_value_past_the_served_range_is_out_of_range_naming_the_row_and_feature(value: float) -> None:
+    with pytest.raises(ApiError) as caught:
+        RANGED_SCHEMA.parse_request({"instances": [{"mean_area": 500.0}, {"mean_area": value}]})
+
+    assert (caught.value.status, caught.value.code, caught.value.field) == (HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", "instances[1].mean_area")
+    assert "training range 143.5 to 2501" in caught.value.message
+
+
+# Floats across the whole finite range (both signs, subnormals), and just past the training and served ranges.
+_edges = [RANGED.minimum, RANGED.maximum, *SERVED]
+finite_anywhere = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.floats(min_value=-1e-307, max_value=1e-307)
+    | st.sampled_from([math.nextafter(edge, direction) for edge in _edges for direction in (-math.inf, math.inf)] + _edges)
+    | st.integers()
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(finite_anywhere)
+def test_any_finite_number_is_served_exactly_when_it_is_inside_the_served_range(value: float) -> None:
+    too_large_for_a_float = isinstance(value, int) and abs(value) >= 2**1024
+    inside = not too_large_for_a_float and SERVED[0] <= float(value) <= SERVED[1]  # a JSON number is read as a 64-bit float
+    try:
+        request = RANGED_SCHEMA.parse_request({"features": {"mean_area": value}})
+    except ApiError as error:
+        assert not inside
+        assert error.code == ("not_finite" if too_large_for_a_float else "out_of_range")
+    else:
+        assert inside and request.rows == [{"mean_area": float(value)}]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sml.predict.validation import MAX_CATEGORY_LENGTH
+from sml.predict.validation import MAX_CATEGORY_LENGTH, served_range
 from sml.lifecycle.manifest import FeatureSpec, ModelManifest
 
 OPENAPI_VERSION = "3.1.0"
@@ -21,7 +21,7 @@ ERROR_CODES = {
     "405": "method_not_allowed",
     "413": "body_too_large",
     "422": (
-        "invalid_type, invalid_request, unknown_key, unknown_feature, missing_feature, not_finite, "
+        "invalid_type, invalid_request, unknown_key, unknown_feature, missing_feature, not_finite, out_of_range, "
         "null_not_allowed, unknown_category, too_long, invalid_characters, empty_instances, too_many_instances"
     ),
     "503": "model_unavailable, capture_failed",
@@ -81,8 +81,13 @@ def features_schema(features: tuple[FeatureSpec, ...]) -> dict[str, Any]:
 def _feature_schema(spec: FeatureSpec) -> dict[str, Any]:
     if spec.kind == "numeric":
         schema: dict[str, Any] = {"type": ["number", "null"] if spec.nullable else "number"}
-        if spec.minimum is not None and spec.maximum is not None:
-            schema["description"] = f"seen in training: {spec.minimum:g} to {spec.maximum:g}; values outside are served"
+        served = served_range(spec)
+        if served is not None:
+            schema["minimum"], schema["maximum"] = served
+            schema["description"] = (
+                f"seen in training: {spec.minimum:g} to {spec.maximum:g}; values outside are served up to minimum/maximum, "
+                "the training range widened by its width / float32 epsilon"
+            )
         return schema
     schema = {"type": ["string", "null"] if spec.nullable else "string"}
     if spec.categories is not None:

@@ -8,12 +8,14 @@ handler adds little on top of the model itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
 import numpy as np
 
 from sml.core.errors import SmlError
 from sml.core.events import PredictionEvent, build_prediction_event, utc_now
+from sml.predict.errors import ApiError
 from sml.predict.validation import FeatureSchema, FeatureValue, PredictRequest, decode_json_body
 from sml.lifecycle.manifest import ModelManifest
 from sml.lifecycle.modeling import rows_to_matrix
@@ -43,24 +45,43 @@ class PredictionService:
                 f"differ from the manifest's {list(manifest.classes)}"
             )
         self._probability_keys = [str(label) for label in self._labels]
+        # Per numeric feature, from the manifest's reference sample of the training split.
+        numeric = {
+            spec.name: manifest.reference.features[spec.name].sorted_values
+            for spec in manifest.features
+            if spec.kind == "numeric" and getattr(manifest.reference.features.get(spec.name), "sorted_values", None)
+        }
+        self._training_spread = {name: (values[0], values[-1]) for name, values in numeric.items()}
+        self._training_median = {name: values[len(values) // 2] for name, values in numeric.items()}
 
     def parse_request(self, body: str | None, *, is_base64: bool) -> PredictRequest:
         """Decode, parse and validate a Function URL body; raises :class:`~sml.predict.errors.ApiError`."""
         return self.schema.parse_request(decode_json_body(body, is_base64=is_base64, max_bytes=self.max_body_bytes))
 
-    def predict(self, rows: Sequence[dict[str, FeatureValue]]) -> list[PredictionEvent]:
-        """One prediction event per validated row, in order, each with a new time-ordered id."""
+    def predict(self, rows: Sequence[dict[str, FeatureValue]], *, batch: bool = True) -> list[PredictionEvent]:
+        """One prediction event per validated row, in order, each with a new time-ordered id.
+
+        :param batch: whether the rows came as ``instances`` (error fields ``instances[i].name``)
+            or as one ``features`` row (``features.name``).
+        :raises ApiError: 422 ``out_of_range`` when the model cannot compute a row (it raises on
+            it, or its probabilities are not finite), naming the row and the feature that causes
+            it; validation's :func:`~sml.predict.validation.served_range` keeps every model the
+            project trains clear of this, so it guards models whose manifest has no training range.
+        """
         matrix = rows_to_matrix(rows, self.schema.features)
         predicted_at = utc_now()
+        output = self._infer(matrix)
+        if output is None:
+            raise self._not_computable(rows, batch)
         if self._has_probabilities:
             # Clipped because some estimators overshoot [0, 1] by a rounding error, which the event contract refuses.
-            probabilities = np.clip(self.model.predict_proba(matrix), 0.0, 1.0)
+            probabilities = np.clip(output, 0.0, 1.0)
             outcomes = [
                 (self._labels[best], dict(zip(self._probability_keys, row)))
                 for best, row in zip(probabilities.argmax(axis=1).tolist(), probabilities.tolist())
             ]
         else:
-            outcomes = [(label, None) for label in self.model.predict(matrix).tolist()]
+            outcomes = [(label, None) for label in output.tolist()]
         return [
             build_prediction_event(
                 model_name=self.manifest.model_name,
@@ -72,6 +93,54 @@ class PredictionService:
             )
             for features, (label, probabilities) in zip(rows, outcomes)
         ]
+
+
+    def _infer(self, matrix: np.ndarray) -> np.ndarray | None:
+        """Probabilities (or labels), or ``None`` when the model cannot compute ``matrix``.
+
+        scikit-learn refuses input that is not finite in the dtype an estimator reads with a
+        ``ValueError`` ("Input X contains infinity or a value too large for dtype('float32')"),
+        which is how an overflow inside the pipeline (a scaler's output) surfaces.
+        """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            try:
+                if not self._has_probabilities:
+                    return self.model.predict(matrix)
+                probabilities = self.model.predict_proba(matrix)
+            except ValueError:
+                return None
+        return probabilities if np.isfinite(probabilities).all() else None
+
+    def _not_computable(self, rows: Sequence[dict[str, FeatureValue]], batch: bool) -> Exception:
+        """The 422 for the first row the model cannot compute on its own, naming the feature that
+        makes it so: the one, furthest outside its training range first, whose training median in
+        its place makes the row computable (else the furthest one)."""
+        features = self.schema.features
+        for index, row in enumerate(rows):
+            if self._infer(rows_to_matrix([row], features)) is not None:
+                continue
+            field = f"instances[{index}]" if batch else "features"
+            suspects = sorted(self._training_spread, key=lambda name: -_outside_by(row.get(name), *self._training_spread[name]))
+            suspects = [name for name in suspects if isinstance(row.get(name), float)]
+            if not suspects:
+                return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", "the model cannot compute a prediction for this row", field=field)
+            culprit = next(
+                (name for name in suspects if self._infer(rows_to_matrix([{**row, name: self._training_median[name]}], features)) is not None),
+                suspects[0],
+            )
+            low, high = self._training_spread[culprit]
+            message = f"the model's arithmetic overflows on {row[culprit]:.17g} (seen in training: {low:g} to {high:g})"
+            return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", message, field=f"{field}.{culprit}")
+        # Every row computes alone: the model fails on the batch itself, which no request can fix.
+        return SmlError(f"model {self.manifest.model_name!r} version {self.manifest.version} cannot compute a batch of {len(rows)} rows")
+
+
+def _outside_by(value: Any, low: float, high: float) -> float:
+    """How far ``value`` lies outside ``[low, high]``, in widths of that range (0 inside it)."""
+    if not isinstance(value, float):
+        return 0.0
+    width = high - low or abs(low) or 1.0
+    return max(low - value, value - high, 0.0) / width
 
 
 def prediction_response(event: PredictionEvent) -> dict[str, Any]:

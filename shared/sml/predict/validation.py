@@ -8,9 +8,15 @@ bad base64, not UTF-8/16/32, malformed or nested too deeply); 422 for JSON that 
 request schema. Rules for a row (``features``, or each item of ``instances``):
 
 * it is an object with exactly the model's features, no more, no fewer;
-* numeric features take finite JSON numbers (not booleans, not strings). The schema's
+* numeric features take finite JSON numbers (not booleans, not strings). The manifest's
   ``minimum``/``maximum`` are the range seen in training, not a domain: values outside it are
-  served (and are what drift detection is for);
+  served (and are what drift detection is for), up to :func:`served_range`: the training range
+  widened on each side by its width divided by float32's machine epsilon (2**-23), the point
+  where one float32 step is as wide as the whole training range. scikit-learn's tree ensembles
+  compute in float32, so beyond it they cannot tell values apart, and far beyond it the
+  pipeline's arithmetic overflows (a StandardScaler output past float32's or float64's largest
+  value, a linear model's decision function to infinity). A value outside is refused as
+  ``out_of_range`` naming the row and feature;
 * categorical features take strings of at most ``MAX_CATEGORY_LENGTH`` characters; when the
   schema lists ``categories`` the set is closed and any other value is refused, when it lists
   none any string is accepted (the pipeline's encoder then decides);
@@ -28,10 +34,13 @@ import difflib
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
+
+import numpy as np
 
 from sml.predict.errors import ApiError
 from sml.lifecycle.manifest import FeatureSpec
@@ -180,20 +189,48 @@ def _compile(spec: FeatureSpec) -> Check:
     return _numeric_check(spec) if spec.kind == "numeric" else _categorical_check(spec)
 
 
+def served_range(spec: FeatureSpec) -> tuple[float, float] | None:
+    """The values predict serves for a numeric feature: its training range ``[minimum, maximum]``
+    widened on each side by ``width / eps32``, where ``eps32 = 2**-23`` is float32's machine
+    epsilon; ``None`` when the manifest records no training range.
+
+    The width is ``maximum - minimum``, or for a feature constant in training the magnitude of
+    that constant (1 when it is 0), so that the range never collapses to one point.
+    """
+    if spec.kind != "numeric" or spec.minimum is None or spec.maximum is None:
+        return None
+    width = spec.maximum - spec.minimum or abs(spec.minimum) or 1.0
+    margin = width / float(np.finfo(np.float32).eps)
+    return spec.minimum - margin, spec.maximum + margin
+
+
 def _numeric_check(spec: FeatureSpec) -> Check:
     nullable = spec.nullable
+    served = served_range(spec)
+    low, high = served if served is not None else (-sys.float_info.max, sys.float_info.max)
+    out_of_range = (
+        f"must be between {low:.17g} and {high:.17g} (the training range {spec.minimum:g} to {spec.maximum:g} widened by "
+        "its width / float32 epsilon; beyond it the model cannot compute a meaningful prediction)"
+        if served is not None
+        else ""
+    )
 
     def check(value: Any) -> float | None:
         kind = type(value)
         if kind is float:
-            if not math.isfinite(value):
-                raise _InvalidValue("not_finite", f"must be a finite number, got {_json_number(value)}")
+            if not low <= value <= high:
+                if not math.isfinite(value):
+                    raise _InvalidValue("not_finite", f"must be a finite number, got {_json_number(value)}")
+                raise _InvalidValue("out_of_range", f"{out_of_range}, got {value:.17g}")
             return value
         if kind is int:
             try:
-                return float(value)
+                number = float(value)
             except OverflowError:
                 raise _InvalidValue("not_finite", "the number is too large for a 64-bit float") from None
+            if not low <= number <= high:
+                raise _InvalidValue("out_of_range", f"{out_of_range}, got {value}")
+            return number
         if value is None:
             if nullable:
                 return None
