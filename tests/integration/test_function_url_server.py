@@ -95,6 +95,15 @@ def test_a_request_round_trips_through_the_handler(serve: Any) -> None:
     assert seen["remaining_ms"] > 0
 
 
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "QUERY", "PROPFIND"])
+def test_every_method_reaches_the_handler_which_decides_the_answer(serve: Any, method: str) -> None:
+    url = serve(echo)
+
+    response = requests.request(method, f"{url}predict?status=405", timeout=10)
+
+    assert (response.status_code, response.headers["x-echo-method"]) == (405, method)
+
+
 def test_a_binary_request_body_reaches_the_handler_base64_encoded(serve: Any) -> None:
     url = serve(echo)
     payload = bytes(range(256))

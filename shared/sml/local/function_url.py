@@ -370,7 +370,12 @@ def _request_handler_for(server: FunctionUrlServer) -> type[BaseHTTPRequestHandl
             )
             server.serve(request, self._send)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+        def __getattr__(self, name: str) -> Any:
+            # BaseHTTPRequestHandler calls do_<METHOD>; every method (TRACE, QUERY, ...) reaches the
+            # function, whose router answers 405 for one it does not serve, instead of a bare 501.
+            if name.startswith("do_"):
+                return self._handle
+            raise AttributeError(name)
 
         def _send(self, response: HttpResponse, *, close: bool = False) -> None:
             self.send_response(response.status)
