@@ -311,5 +311,6 @@ def test_an_artifact_that_cannot_be_unpickled_is_an_sml_error_naming_the_cause(
     registry.register(broken, replace(manifest, sha256="", library_versions={**manifest.library_versions, "numpy": "0.9.0"}))
     registry.promote("v1")
 
-    with pytest.raises(ArtifactLoadError, match=rf"version v1: artifact s3://.* cannot be unpickled here \(({error}).*numpy 0\.9\.0, this is"):
+    expected = rf"version v1: artifact s3://.* cannot be unpickled here \(({error}).*numpy 0\.9\.0, this is"
+    with pytest.raises(ArtifactLoadError, match=expected):
         aws.load(tmp_path / "cache")

@@ -204,8 +204,9 @@ def test_a_value_past_the_served_range_is_out_of_range_naming_the_row_and_featur
     with pytest.raises(ApiError) as caught:
         RANGED_SCHEMA.parse_request({"instances": [{"mean_area": 500.0}, {"mean_area": value}]})
 
-    assert (caught.value.status, caught.value.code, caught.value.field) == (HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", "instances[1].mean_area")
-    assert "training range 143.5 to 2501" in caught.value.message
+    error = caught.value
+    assert (error.status, error.code, error.field) == (HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", "instances[1].mean_area")
+    assert "training range 143.5 to 2501" in error.message
 
 
 # Floats across the whole finite range (both signs, subnormals), and just past the training and served ranges.

@@ -94,7 +94,6 @@ class PredictionService:
             for features, (label, probabilities) in zip(rows, outcomes)
         ]
 
-
     def _infer(self, matrix: np.ndarray) -> np.ndarray | None:
         """Probabilities (or labels), or ``None`` when the model cannot compute ``matrix``.
 
@@ -111,23 +110,23 @@ class PredictionService:
                 return None
         return probabilities if np.isfinite(probabilities).all() else None
 
+    def _computes(self, row: dict[str, FeatureValue]) -> bool:
+        return self._infer(rows_to_matrix([row], self.schema.features)) is not None
+
     def _not_computable(self, rows: Sequence[dict[str, FeatureValue]], batch: bool) -> Exception:
         """The 422 for the first row the model cannot compute on its own, naming the feature that
         makes it so: the one, furthest outside its training range first, whose training median in
         its place makes the row computable (else the furthest one)."""
-        features = self.schema.features
         for index, row in enumerate(rows):
-            if self._infer(rows_to_matrix([row], features)) is not None:
+            if self._computes(row):
                 continue
             field = f"instances[{index}]" if batch else "features"
             suspects = sorted(self._training_spread, key=lambda name: -_outside_by(row.get(name), *self._training_spread[name]))
             suspects = [name for name in suspects if isinstance(row.get(name), float)]
             if not suspects:
-                return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", "the model cannot compute a prediction for this row", field=field)
-            culprit = next(
-                (name for name in suspects if self._infer(rows_to_matrix([{**row, name: self._training_median[name]}], features)) is not None),
-                suspects[0],
-            )
+                message = "the model cannot compute a prediction for this row"
+                return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", message, field=field)
+            culprit = next((name for name in suspects if self._computes({**row, name: self._training_median[name]})), suspects[0])
             low, high = self._training_spread[culprit]
             message = f"the model's arithmetic overflows on {row[culprit]:.17g} (seen in training: {low:g} to {high:g})"
             return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", message, field=f"{field}.{culprit}")
