@@ -270,11 +270,41 @@ json_values = st.recursive(
 near_valid_rows = st.builds(
     perturbed_row, st.just(valid_row()), st.sampled_from([None, None, *valid_row(), "extra"]), json_values, st.booleans()
 )
+
+
+def _range_edges() -> list[float]:
+    """The champion's training and served range ends per numeric feature, and the floats just past them."""
+    from sml.predict.validation import served_range
+
+    edges = []
+    for spec in registered_features():
+        if spec.kind == "numeric":
+            for edge in (spec.minimum, spec.maximum, *served_range(spec)):
+                edges += [edge, math.nextafter(edge, -math.inf), math.nextafter(edge, math.inf)]
+    return edges
+
+
+def registered_features() -> tuple[Any, ...]:
+    from tests.predict_support import trained_model
+
+    return trained_model().features
+
+
+# Floats across the whole finite range (both signs, subnormals) and just past the training and served ranges.
+any_finite_number = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=-1e-307, max_value=1e-307),
+    st.sampled_from(_range_edges()),
+)
+numeric_names = [spec.name for spec in registered_features() if spec.kind == "numeric"]
+rows_with_any_numbers = st.builds(perturbed_row, st.just(valid_row()), st.sampled_from(numeric_names), any_finite_number, st.just(False))
 bodies = st.one_of(
     st.binary(max_size=300),
     json_values.map(lambda value: json.dumps(value)),
     near_valid_rows.map(lambda row: json.dumps({"features": row})),
     st.lists(near_valid_rows, max_size=4).map(lambda rows: json.dumps({"instances": rows})),
+    rows_with_any_numbers.map(lambda row: json.dumps({"features": row})),
+    st.lists(rows_with_any_numbers, min_size=1, max_size=3).map(lambda rows: json.dumps({"instances": rows})),
 )
 
 
