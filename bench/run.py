@@ -28,6 +28,7 @@ BENCHMARKS = {
     "writer": "writer_bench",
     "ground-truth": "ground_truth_bench",
     "drift": "drift_bench",
+    "count-categories": "count_categories_bench",
 }
 BENCH_DIR = Path(__file__).resolve().parent
 
