@@ -114,3 +114,12 @@ def test_the_documented_request_schema_accepts_exactly_what_predict_accepts(payl
     event(f"accepted by predict: {accepted}")
 
     assert request_validator().is_valid(payload) is accepted
+
+
+def test_a_label_with_a_null_labelled_at_is_documented_as_feedback_accepts_it() -> None:
+    from sml.predict.feedback import FeedbackSchema
+
+    label = {"prediction_id": "01a22e29-2ec8-7b07-98c1-866daf2cb97d", "label": "benign", "labelled_at": None}
+
+    assert validator("LabelBatch").is_valid({"labels": [label]})
+    assert FeedbackSchema(MANIFEST.classes, max_items=4).parse_request({"labels": [label]})

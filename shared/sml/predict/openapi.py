@@ -148,7 +148,7 @@ def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
                 },
                 "label": {"enum": labels, "description": "the true class"},
                 "labelled_at": {
-                    "type": "string",
+                    "type": ["string", "null"],
                     "format": "date-time",
                     "description": (
                         "when the label became known (RFC 3339 with a zone, from 1970 to at most 5 minutes ahead of the "
