@@ -107,6 +107,42 @@ DRIFT_FEATURES = sa.Table(
 )
 
 
+QUALITY_RUNS = sa.Table(
+    "quality_runs",
+    METADATA,
+    sa.Column("run_id", sa.CHAR(36), sa.ForeignKey("drift_runs.run_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("reason", sa.String(512), nullable=False),
+    sa.Column("metric", sa.String(32), nullable=False),
+    sa.Column("reference_value", sa.Float, nullable=True),
+    sa.Column("tolerance", sa.Float, nullable=False),
+    sa.Column("n_predictions", sa.Integer, nullable=False),
+    sa.Column("n_labelled", sa.Integer, nullable=False),
+    sa.Column("n_labels_outside_classes", sa.Integer, nullable=False),
+    sa.Column("n_estimated", sa.Integer, nullable=True),
+    sa.Column("delay_p50_seconds", sa.Float, nullable=True),
+    sa.Column("delay_p90_seconds", sa.Float, nullable=True),
+    sa.Column("delay_p99_seconds", sa.Float, nullable=True),
+    sa.Column("delay_max_seconds", sa.Float, nullable=True),
+    sa.Column("reliability", sa.Text, nullable=False),
+    sa.Column("expected_confusion", sa.Text, nullable=True),
+    sa.Column("parameters", sa.Text, nullable=False),
+)
+
+QUALITY_METRICS = sa.Table(
+    "quality_metrics",
+    METADATA,
+    sa.Column("run_id", sa.CHAR(36), sa.ForeignKey("quality_runs.run_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("source", sa.String(16), primary_key=True),
+    sa.Column("metric", sa.String(32), primary_key=True),
+    sa.Column("class_label", sa.String(255), primary_key=True),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("ci_low", sa.Float, nullable=True),
+    sa.Column("ci_high", sa.Float, nullable=True),
+    sa.Column("interval_method", sa.String(24), nullable=True),
+)
+
+
 def to_db_timestamp(value: datetime) -> datetime:
     """Naive UTC, the form both databases store (``DATETIME(6)`` / SQLite text)."""
     if value.tzinfo is None:

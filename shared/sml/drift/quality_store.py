@@ -1,0 +1,311 @@
+"""Model quality I/O: the window's predictions joined with their labels, and the stored quality of a run.
+
+:func:`read_quality_window` reads, for every prediction of a model in a window, the predicted
+class, the probabilities, and the label of ``ground_truth`` with ``labelled_at - predicted_at``
+(the join is by ``prediction_id``; a label whose prediction is not in the window is not read,
+and a prediction labelled after this run counts in the next run of the same window). As in
+:mod:`sml.drift.windows`, the database sends the window in time slices, each one JSON text
+``[[prediction, probabilities, label, delay µs], ...]`` that one msgspec call typed for the
+model's classes decodes; a slice the typed decoder rejects is read again row by row, leniently
+(a probabilities text that is not a JSON object of numbers counts as no probabilities).
+
+:func:`save_quality` stores a :class:`~sml.drift.quality.QualityResult` in ``quality_runs`` and
+``quality_metrics`` under the drift run's ``run_id``; both go when the drift run is replaced
+(``ON DELETE CASCADE``), so a rerun of the same window replaces its quality too.
+
+Example::
+
+    sample = read_quality_window(engine, "breast-cancer", window, manifest.classes)
+    save_quality(engine, run.run_id, result)
+    stored = load_quality(engine, run.run_id)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import msgspec.structs
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from sml.core.db import GROUND_TRUTH, PREDICTIONS, QUALITY_METRICS, QUALITY_RUNS, to_db_timestamp
+from sml.drift.quality import LABEL_OUTSIDE_CLASSES, UNLABELLED, MetricValue, QualityResult
+from sml.drift.windows import SLICE_BYTES, TimeWindow, _hinted, _slice_number
+
+ROWS_PER_FETCH = 10_000
+_STRUCT_KEY = re.compile(r'^[^"\\\x00-\x1f]*$')
+
+
+@dataclass(frozen=True)
+class QualitySample:
+    """A window's predictions as aligned arrays, one entry per prediction (order unspecified).
+
+    :param predicted_index: class index of the prediction (``-1``: not one of ``classes``).
+    :param probabilities: ``(n, K)`` in class order; a NaN row where the prediction had none,
+        a NaN cell where it lacked that class.
+    :param true_index: the label's class index, ``UNLABELLED`` or ``LABEL_OUTSIDE_CLASSES``.
+    :param delay_seconds: labelled_at − predicted_at (NaN when unlabelled).
+    """
+
+    n_rows: int
+    predicted_index: np.ndarray
+    probabilities: np.ndarray
+    true_index: np.ndarray
+    delay_seconds: np.ndarray
+
+
+def read_quality_window(engine: Engine, model_name: str, window: TimeWindow, classes: Sequence[str | int]) -> QualitySample:
+    """Read the predictions of ``model_name`` in ``window`` with their labels (see the module's docstring).
+
+    :param classes: the model's classes (manifest order); labels and predictions are matched by their text.
+    """
+    columns = _QualityColumns(classes)
+    start, end = to_db_timestamp(window.start), to_db_timestamp(window.end)
+    in_window = (PREDICTIONS.c.model_name == model_name, PREDICTIONS.c.predicted_at >= start, PREDICTIONS.c.predicted_at < end)
+    joined = PREDICTIONS.outerjoin(GROUND_TRUTH, GROUND_TRUTH.c.prediction_id == PREDICTIONS.c.prediction_id)
+    with engine.connect() as connection:
+        rows = connection.execute(_hinted(sa.select(sa.func.count()).select_from(PREDICTIONS).where(*in_window))).scalar_one()
+        if rows:
+            slices = math.ceil(rows / max(1, SLICE_BYTES // 120))
+            slice_number = _slice_number(connection, start, math.ceil(window.length.total_seconds() * 1e6 / slices))
+            delay = _delay_microseconds(connection)
+            if columns.decoder is None:
+                _read_rows(connection, joined, in_window, delay, columns)
+            elif unread := _read_slices(connection, joined, in_window, slice_number, delay, columns):
+                _read_rows(connection, joined, (*in_window, slice_number.in_(unread)), delay, columns)
+    return columns.sample()
+
+
+def _delay_microseconds(connection: Connection) -> Any:
+    if connection.dialect.name == "sqlite":
+        days = sa.func.julianday(GROUND_TRUTH.c.labelled_at) - sa.func.julianday(PREDICTIONS.c.predicted_at)
+        return sa.cast(sa.func.round(days * 86_400_000_000), sa.Integer)
+    return sa.func.timestampdiff(sa.literal_column("MICROSECOND"), PREDICTIONS.c.predicted_at, GROUND_TRUTH.c.labelled_at)
+
+
+def _read_slices(connection: Connection, joined: Any, in_window: Sequence[Any], slice_number: Any, delay: Any, columns: _QualityColumns) -> list[int]:
+    if connection.dialect.name in ("mysql", "mariadb"):
+        connection.exec_driver_sql("SET SESSION group_concat_max_len = @@max_allowed_packet")
+    null = sa.literal("null")
+    item = (
+        sa.literal("[")
+        + sa.func.json_quote(PREDICTIONS.c.prediction)
+        + sa.literal(",")
+        + sa.func.coalesce(PREDICTIONS.c.probabilities, null)
+        + sa.literal(",")
+        + sa.func.coalesce(sa.func.json_quote(GROUND_TRUTH.c.label), null)
+        + sa.literal(",")
+        + sa.func.coalesce(sa.cast(delay, sa.String), null)
+        + sa.literal("]")
+    )
+    statement = (
+        sa.select(slice_number, sa.func.count(), sa.literal("[") + sa.func.aggregate_strings(item, ",") + sa.literal("]"))
+        .select_from(joined)
+        .where(*in_window)
+        .group_by(slice_number)
+        .order_by(slice_number)
+    )
+    failed = []
+    for number, rows, text in connection.execution_options(stream_results=True, yield_per=1).execute(_hinted(statement)):
+        if not columns.add_slice(text, rows):
+            failed.append(number)
+    return failed
+
+
+def _read_rows(connection: Connection, joined: Any, conditions: Sequence[Any], delay: Any, columns: _QualityColumns) -> None:
+    statement = sa.select(PREDICTIONS.c.prediction, PREDICTIONS.c.probabilities, GROUND_TRUTH.c.label, delay).select_from(joined).where(*conditions)
+    result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_FETCH).execute(_hinted(statement))
+    for batch in result.partitions():
+        columns.add_rows(batch)
+
+
+class _QualityColumns:
+    """Collects predicted classes, probabilities, labels and delays, from slices or rows."""
+
+    def __init__(self, classes: Sequence[str | int]) -> None:
+        self.names = [str(label) for label in classes]
+        self.k = len(self.names)
+        self.index_by_text: dict[str, int] = {}
+        self.predicted: list[np.ndarray] = []
+        self.probabilities: list[np.ndarray] = []
+        self.truth: list[np.ndarray] = []
+        self.delays: list[np.ndarray] = []
+        self.n_rows = 0
+        self.decoder: msgspec.json.Decoder | None = None
+        if all(_STRUCT_KEY.match(name) for name in self.names) and len(set(self.names)) == self.k:
+            fields = [f"p{index}" for index in range(self.k)]
+            probabilities = msgspec.defstruct("Probabilities", [(field, float | None, None) for field in fields], rename=dict(zip(fields, self.names)), gc=False)
+            row = msgspec.defstruct(
+                "QualityRow",
+                [("prediction", str), ("probabilities", probabilities | None), ("label", str | None), ("delay", int | float | None)],
+                array_like=True,
+                forbid_unknown_fields=True,
+                gc=False,
+            )
+            self.decoder = msgspec.json.Decoder(list[row])
+
+    def add_slice(self, text: str | bytes | None, rows: int) -> bool:
+        if text is None or self.decoder is None:
+            return False
+        try:
+            decoded = self.decoder.decode(text)
+        except msgspec.DecodeError:
+            return False
+        if len(decoded) != rows:
+            return False
+        nan_row = (math.nan,) * self.k
+        probabilities = (nan_row if row.probabilities is None else msgspec.structs.astuple(row.probabilities) for row in decoded)
+        self._add(
+            [row.prediction for row in decoded],
+            probabilities,
+            [row.label for row in decoded],
+            [row.delay for row in decoded],
+        )
+        return True
+
+    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        self._add([row[0] for row in rows], (self._lenient_probabilities(row[1]) for row in rows), [row[2] for row in rows], [row[3] for row in rows])
+
+    def _lenient_probabilities(self, text: str | None) -> tuple[float, ...]:
+        try:
+            values = json.loads(text) if text is not None else None
+        except ValueError:
+            values = None
+        if not isinstance(values, dict):
+            return (math.nan,) * self.k
+        return tuple(_as_probability(values.get(name)) for name in self.names)
+
+    def _add(self, predictions: list[str], probabilities: Iterable[tuple[Any, ...]], labels: list[str | None], delays: list[Any]) -> None:
+        count = len(predictions)
+        for text in set(predictions).union(labels).difference(self.index_by_text):
+            if text is not None:
+                self.index_by_text[text] = self._class_index(text)
+        self.predicted.append(np.fromiter(map(self.index_by_text.__getitem__, predictions), dtype=np.int64, count=count))
+        values = list(itertools.chain.from_iterable(probabilities))
+        self.probabilities.append(np.array(values, dtype=float).reshape(count, self.k) if count else np.empty((0, self.k)))
+        truth = np.fromiter((UNLABELLED if label is None else self.index_by_text[label] for label in labels), dtype=np.int64, count=count)
+        truth[(truth == -1) & np.fromiter((label is not None for label in labels), dtype=bool, count=count)] = LABEL_OUTSIDE_CLASSES
+        self.truth.append(truth)
+        self.delays.append(np.array([math.nan if delay is None else float(delay) / 1e6 for delay in delays], dtype=float))
+        self.n_rows += count
+
+    def _class_index(self, text: str) -> int:
+        """The class index of a stored JSON label text; ``-1`` when it names no class."""
+        try:
+            value = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            value = text
+        try:
+            return self.names.index(str(value))
+        except ValueError:
+            return -1
+
+    def sample(self) -> QualitySample:
+        def joined(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+            return np.concatenate(parts) if parts else empty
+
+        return QualitySample(
+            n_rows=self.n_rows,
+            predicted_index=joined(self.predicted, np.empty(0, dtype=np.int64)),
+            probabilities=joined(self.probabilities, np.empty((0, self.k))),
+            true_index=joined(self.truth, np.empty(0, dtype=np.int64)),
+            delay_seconds=joined(self.delays, np.empty(0)),
+        )
+
+
+def _as_probability(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Stored quality
+
+
+def save_quality(engine: Engine, run_id: str, result: QualityResult) -> None:
+    """Store ``result`` as the model quality of drift run ``run_id`` (replacing any), in one transaction."""
+    with engine.begin() as connection:
+        connection.execute(QUALITY_RUNS.delete().where(QUALITY_RUNS.c.run_id == run_id))
+        connection.execute(QUALITY_RUNS.insert().values(_quality_row(run_id, result)))
+        rows = [_metric_row(run_id, "realized", metric) for metric in (result.realized.metrics if result.realized else ())]
+        rows += [_metric_row(run_id, "estimated", metric) for metric in (result.estimated.metrics if result.estimated else ())]
+        rows += [_metric_row(run_id, "reference", MetricValue(name, value)) for name, value in sorted(result.reference_metrics.items())]
+        if rows:
+            connection.execute(QUALITY_METRICS.insert(), rows)
+
+
+@dataclass(frozen=True)
+class StoredQuality:
+    """A run's quality as read back: the ``quality_runs`` row and its ``quality_metrics`` rows, as dicts."""
+
+    run: dict[str, Any]
+    metrics: list[dict[str, Any]]
+
+    def value(self, source: str, metric: str, class_label: str = "") -> dict[str, Any] | None:
+        """The ``quality_metrics`` row of ``source`` (realized, estimated, reference) and ``metric``."""
+        return next((row for row in self.metrics if (row["source"], row["metric"], row["class_label"]) == (source, metric, class_label)), None)
+
+
+def load_quality(engine: Engine, run_id: str) -> StoredQuality | None:
+    """The stored quality of drift run ``run_id``, or ``None`` (a run from before issue 16 has none)."""
+    with engine.connect() as connection:
+        run = connection.execute(sa.select(QUALITY_RUNS).where(QUALITY_RUNS.c.run_id == run_id)).mappings().first()
+        if run is None:
+            return None
+        metrics = connection.execute(
+            sa.select(QUALITY_METRICS).where(QUALITY_METRICS.c.run_id == run_id).order_by(QUALITY_METRICS.c.source, QUALITY_METRICS.c.metric, QUALITY_METRICS.c.class_label)
+        ).mappings().all()
+    return StoredQuality(run=dict(run), metrics=[dict(row) for row in metrics])
+
+
+def _quality_row(run_id: str, result: QualityResult) -> dict[str, Any]:
+    delay = result.delay
+    reliability = [vars(bin_) for bin_ in result.realized.reliability] if result.realized else []
+    return {
+        "run_id": run_id,
+        "status": result.status.value,
+        "reason": result.reason[:512],
+        "metric": result.config.metric,
+        "reference_value": _finite_or_none(result.reference_value),
+        "tolerance": result.config.tolerance,
+        "n_predictions": result.n_predictions,
+        "n_labelled": result.n_labelled,
+        "n_labels_outside_classes": result.n_labels_outside_classes,
+        "n_estimated": result.estimated.n_predictions if result.estimated else None,
+        "delay_p50_seconds": delay.p50 if delay else None,
+        "delay_p90_seconds": delay.p90 if delay else None,
+        "delay_p99_seconds": delay.p99 if delay else None,
+        "delay_max_seconds": delay.maximum if delay else None,
+        "reliability": json.dumps(reliability, separators=(",", ":")),
+        "expected_confusion": json.dumps(result.estimated.expected_confusion) if result.estimated else None,
+        "parameters": json.dumps({**result.config.parameters(), "classes": list(result.classes), "positive_class": result.positive_class}, sort_keys=True),
+    }
+
+
+def _metric_row(run_id: str, source: str, metric: MetricValue) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "source": source,
+        "metric": metric.metric,
+        "class_label": metric.class_label or "",
+        "value": _finite_or_none(metric.value),
+        "ci_low": _finite_or_none(metric.low),
+        "ci_high": _finite_or_none(metric.high),
+        "interval_method": metric.interval,
+    }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
