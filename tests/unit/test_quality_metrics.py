@@ -17,17 +17,16 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from sml.lifecycle.calibration import Calibrator, fit_calibrator
 from sml.drift.quality import (
     LABEL_OUTSIDE_CLASSES,
     UNLABELLED,
-    Calibrator,
     QualityConfig,
     QualityVerdict,
     _confusion_metrics,
     assess_quality,
     estimated_quality,
     expected_calibration_error,
-    fit_calibrator,
     realized_quality,
     reliability_bins,
 )

@@ -93,6 +93,24 @@ def test_metrics_are_held_out_scores_of_a_useful_model() -> None:
     assert model.extra["n_train"] == 426 and model.extra["n_test"] == 143
 
 
+def test_the_manifest_carries_a_cbpe_calibrator_fitted_on_the_held_out_split() -> None:
+    from sklearn.isotonic import IsotonicRegression
+
+    from sml.lifecycle.calibration import Calibrator
+
+    model = trained_model()
+    calibrator = Calibrator.from_json(model.extra["calibration"])
+    assert calibrator.classes == model.classes and list(calibrator.maps) == ["malignant"]
+    assert calibrator.n == 143 and calibrator.fitted_on == "held-out test split"
+    split = load_dataset_split()
+    raw = model.pipeline.predict_proba(rows_to_matrix(split.test_rows, model.features))
+    expected = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(raw[:, 1], np.array(split.test_labels) == "malignant")
+    np.testing.assert_allclose(calibrator.calibrate(raw)[:, 1], expected.predict(raw[:, 1]), atol=1e-12)
+    # JSON all the way: the manifest round-trips it unchanged.
+    manifest = build_manifest(model, version="v1", sha256="0" * 64, wandb_run_path=None, created_at=datetime.now(timezone.utc))
+    assert ModelManifest.from_json(manifest.to_json()).extra["calibration"] == model.extra["calibration"]
+
+
 def test_pipeline_takes_missing_values_and_unseen_categories() -> None:
     model = trained_model()
     row = {spec.name: None for spec in model.features}

@@ -9,6 +9,10 @@ Reference data: the training split's values per feature, sorted, with the missin
 split. Sorted values make the KS test a ``searchsorted`` away and are capped at
 ``MAX_REFERENCE_ROWS`` rows (a uniform sample beyond that), which bounds the manifest's size
 while keeping the empirical distribution exact up to the cap.
+
+Model quality: ``metrics`` are the held-out scores the weekly run compares realized performance
+with; ``extra["calibration"]`` (when present) is the CBPE calibrator fitted on the held-out split,
+as JSON thresholds (:mod:`sml.lifecycle.calibration`), never a pickle.
 """
 
 from __future__ import annotations

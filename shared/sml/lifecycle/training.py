@@ -39,6 +39,7 @@ from sml.lifecycle.manifest import (
     NumericReference,
     ReferenceData,
 )
+from sml.lifecycle.calibration import fit_calibrator
 from sml.lifecycle.modeling import rows_to_matrix
 from sml.lifecycle.registry import ModelRegistry, file_sha256
 from sml.lifecycle.tracking import TrackingOptions, tracked_run
@@ -240,6 +241,7 @@ def train_model(config: TrainingConfig) -> TrainedModel:
         raise SmlError(f"--estimator {config.estimator} with --param {dict(config.params)}: {exc}") from None
     test_matrix = rows_to_matrix(split.test_rows, features)
     metrics = evaluate(pipeline, test_matrix, split.test_labels)
+    calibration = fit_held_out_calibrator(pipeline, test_matrix, split.test_labels)
     reference = build_reference(pipeline, split.train_rows, features, seed=config.seed)
     return TrainedModel(
         pipeline=pipeline,
@@ -255,6 +257,7 @@ def train_model(config: TrainingConfig) -> TrainedModel:
             "seed": config.seed,
             "n_train": len(split.train_rows),
             "n_test": len(split.test_rows),
+            "calibration": calibration,
             "derived_features": {
                 GRADE_FEATURE: {"source": GRADE_SOURCE, "levels": list(GRADE_LEVELS), "cut_points": list(split.grade_cut_points)}
             },
@@ -277,6 +280,19 @@ def evaluate(pipeline: Any, matrix: np.ndarray, labels: Sequence[str]) -> dict[s
         "recall": float(recall_score(truth, predicted, pos_label=POSITIVE_CLASS)),
         "roc_auc": float(roc_auc_score(truth == POSITIVE_CLASS, scores)),
     }
+
+
+def fit_held_out_calibrator(pipeline: Any, matrix: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """The CBPE calibrator of the model's probabilities, fitted on the held-out split, as the manifest stores it.
+
+    Isotonic regression of the positive class's indicator on its probability
+    (:func:`sml.lifecycle.calibration.fit_calibrator`); the manifest keeps its thresholds as JSON
+    under ``extra["calibration"]``, so the monitoring run unpickles nothing to use it.
+    """
+    classes = [str(label) for label in pipeline.classes_]
+    true_index = np.array([classes.index(label) for label in labels])
+    calibrator = fit_calibrator(true_index, pipeline.predict_proba(matrix), classes, POSITIVE_CLASS, fitted_on="held-out test split")
+    return calibrator.to_json()
 
 
 def build_reference(
