@@ -217,7 +217,7 @@ def test_alert_reaches_subscribers_with_filterable_attributes(engine: Engine, aw
     [envelope] = received(aws, aws.all_queue_url)
     assert envelope["Subject"] == f"[DRIFT] {MODEL_NAME} {MODEL_VERSION}: 1 of {len(FEATURES)} features drifted"
     attributes = {name: value["Value"] for name, value in envelope["MessageAttributes"].items()}
-    assert attributes == {"status": "DRIFT", "model_name": MODEL_NAME, "model_version": MODEL_VERSION}
+    assert attributes == {"status": "DRIFT", "model_name": MODEL_NAME, "model_version": MODEL_VERSION, "quality_status": "INSUFFICIENT_DATA"}
     body = json.loads(envelope["Message"])
     assert body["run_id"] == outcome.run.run_id
     assert body["window"] == {"start": "2025-03-03T06:00:00Z", "end": "2025-03-10T06:00:00Z"}

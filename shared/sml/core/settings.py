@@ -129,6 +129,9 @@ class DriftSettings(AwsSettings, DatabaseSettings):
     min_missing_rate_diff: float = Field(0.05, alias="SML_DRIFT_MIN_MISSING_RATE_DIFF", gt=0, le=1)
     min_samples: int = Field(30, alias="SML_DRIFT_MIN_SAMPLES", ge=2)
     report_prefix: str = Field("reports/", alias="SML_REPORT_PREFIX")
+    quality_metric: Literal["accuracy", "f1", "precision", "recall", "roc_auc"] = Field("f1", alias="SML_QUALITY_METRIC")
+    quality_tolerance: float = Field(0.05, alias="SML_QUALITY_TOLERANCE", ge=0, le=1)
+    quality_min_labels: int = Field(100, alias="SML_QUALITY_MIN_LABELS", ge=2)
 
 
 class LocalSettings(AwsSettings, DatabaseSettings, CaptureSettings):

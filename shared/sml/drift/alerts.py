@@ -2,9 +2,11 @@
 
 The subject says the verdict and the model; the message attributes ``status``, ``model_name``
 and ``model_version`` let a subscription filter (e.g. ``{"status": ["DRIFT"]}``) receive only
-drift; the body is compact JSON: the window, the counts, the drifted tests and where the report
-is. The body stays below SNS's 256 KB limit by listing only as many drifted tests as fit and
-saying how many it left out.
+drift, and ``quality_status`` (OK, DEGRADED, INSUFFICIENT_DATA; present when the run assessed
+model quality) only degraded models (``{"quality_status": ["DEGRADED"]}``); the body is compact
+JSON: the window, the counts, the drifted tests, the model quality and where the report is. The
+body stays below SNS's 256 KB limit by listing only as many drifted tests as fit and saying how
+many it left out.
 
 Example::
 
@@ -52,17 +54,22 @@ def alert_subject(run: DriftRun) -> str:
     else:
         outcome = f"not enough data to decide ({run.current_rows} rows in the window)"
     subject = f"[{status}] {run.model_name} {run.model_version}: {outcome}"
+    if run.quality is not None and run.quality.status.value == "DEGRADED":
+        subject = f"[{status}, quality DEGRADED] {run.model_name} {run.model_version}: {outcome}"
     printable = "".join(character if " " <= character <= "~" else "?" for character in subject)
     return printable if len(printable) <= MAX_SUBJECT_CHARS else printable[: MAX_SUBJECT_CHARS - 1] + "~"
 
 
 def alert_attributes(run: DriftRun) -> dict[str, dict[str, str]]:
-    """SNS message attributes subscribers can filter on: ``status``, ``model_name``, ``model_version``."""
-    return {
+    """SNS message attributes subscribers can filter on: ``status``, ``model_name``, ``model_version``, ``quality_status``."""
+    attributes = {
         "status": {"DataType": "String", "StringValue": run.status.value},
         "model_name": {"DataType": "String", "StringValue": run.model_name},
         "model_version": {"DataType": "String", "StringValue": run.model_version},
     }
+    if run.quality is not None:
+        attributes["quality_status"] = {"DataType": "String", "StringValue": run.quality.status.value}
+    return attributes
 
 
 def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
@@ -87,6 +94,8 @@ def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
         "drifted": [],
         "drifted_omitted": len(drifted),
     }
+    if run.quality is not None:
+        body["quality"] = quality_digest(run.quality)
     if run.reference_window is not None:
         body["reference"]["window"] = {"start": _timestamp(run.reference_window.start), "end": _timestamp(run.reference_window.end)}
     # Room left once the omitted count could take its longest form; each entry costs its text and a comma.
@@ -107,6 +116,28 @@ def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
         budget -= cost
     body["drifted_omitted"] = len(drifted) - len(body["drifted"])
     return _compact(body)
+
+
+def quality_digest(quality: Any) -> dict[str, Any]:
+    """The alert body's ``quality``: verdict, reason, coverage, and the chosen metric realized (with interval), estimated and held out."""
+    metric = quality.config.metric
+    realized = quality.realized.get(metric) if quality.realized else None
+    estimated = quality.estimated.get(metric) if quality.estimated else None
+    return {
+        "status": quality.status.value,
+        "reason": quality.reason,
+        "metric": metric,
+        "realized": None if realized is None else {"value": _rounded(realized.value), "low": _maybe(realized.low), "high": _maybe(realized.high)},
+        "estimated": None if estimated is None else _rounded(estimated.value),
+        "reference": _maybe(quality.reference_value),
+        "predictions": quality.n_predictions,
+        "labelled": quality.n_labelled,
+        "coverage": _rounded(quality.coverage),
+    }
+
+
+def _maybe(value: float | None) -> float | None:
+    return None if value is None or value != value else _rounded(value)
 
 
 def _compact(value: Any) -> str:

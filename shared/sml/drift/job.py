@@ -7,17 +7,19 @@ One run (:func:`run_drift_job`):
    the same length just before the current one (``previous``);
 3. every feature and the predicted label are tested (:mod:`sml.drift.stats`), with the
    Benjamini–Hochberg correction and the effect-size floors of the configuration;
-4. the HTML report goes to ``s3://<bucket>/<report_prefix><model>/<window end>.html`` (and to
+4. model quality (:mod:`sml.drift.quality`): realized performance of the window's labelled
+   predictions against the manifest's held-out metrics, and the CBPE estimate for all of them;
+5. the HTML report goes to ``s3://<bucket>/<report_prefix><model>/<window end>.html`` (and to
    ``report_dir`` when given);
-5. the run replaces any stored run of the same model and window end;
-6. the alert goes to the SNS topic, whatever the verdict.
+6. the run (with its quality) replaces any stored run of the same model and window end;
+7. the alert goes to the SNS topic, whatever the verdict.
 
 Entry points (the drift Lambda, ``sml drift``) build the clients and the engine and call it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +28,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.engine import Engine
 
 from sml.drift.alerts import publish_drift_alert
+from sml.drift.quality import QualityConfig
+from sml.drift.quality_store import assess_window_quality
 from sml.drift.report import render_drift_report
 from sml.drift.stats import CategoricalReference, FeatureSpec, overall_verdict, reference_from_columns, run_drift_tests
 from sml.drift.store import DriftRun, save_drift_run
@@ -51,6 +55,7 @@ class DriftJobConfig:
         absolute change of the missing rate) below which a significant test is not drift.
     :param min_samples: fewer values on either side make a test INSUFFICIENT_DATA.
     :param topic_arn: the alerts topic; ``None`` publishes nothing (local runs without a stack).
+    :param quality: how model quality is judged (:mod:`sml.drift.quality`); ``None`` skips it.
     """
 
     bucket: str
@@ -63,6 +68,7 @@ class DriftJobConfig:
     min_samples: int = 30
     report_prefix: str = "reports/"
     topic_arn: str | None = None
+    quality: QualityConfig | None = field(default_factory=QualityConfig)
 
     @classmethod
     def from_settings(cls, settings: DriftSettings, **overrides: Any) -> DriftJobConfig:
@@ -78,6 +84,7 @@ class DriftJobConfig:
             "min_samples": settings.min_samples,
             "report_prefix": settings.report_prefix,
             "topic_arn": settings.topic_arn,
+            "quality": QualityConfig(metric=settings.quality_metric, tolerance=settings.quality_tolerance, min_labels=settings.quality_min_labels),
         }
         return cls(**{**values, **overrides})
 
@@ -120,6 +127,7 @@ class DriftJobResult:
             "label_drifted": run.label_drifted,
             "report_uri": run.report_uri,
             "message_id": self.message_id,
+            **quality_summary(run),
         }
 
 
@@ -179,6 +187,7 @@ def run_drift_job(
         parameters=config.parameters(),
         created_at=datetime.now(timezone.utc),
         reference_window=reference_window,
+        quality=assess_window_quality(engine, manifest, window, config.quality) if config.quality else None,
     )
     report = render_drift_report(run, reference, current_columns).encode("utf-8")
     key = report_key(config.report_prefix, run.model_name, window.end)
@@ -193,6 +202,25 @@ def run_drift_job(
     if config.topic_arn:
         message_id = _publish(sns_client, config.topic_arn, run)
     return DriftJobResult(run=run, report_path=report_path, message_id=message_id)
+
+
+def quality_summary(run: DriftRun) -> dict[str, Any]:
+    """The model quality part of :meth:`DriftJobResult.summary` (empty when quality was not assessed)."""
+    quality = run.quality
+    if quality is None:
+        return {}
+    realized = quality.realized.get(quality.config.metric) if quality.realized else None
+    estimated = quality.estimated.get(quality.config.metric) if quality.estimated else None
+    return {
+        "quality_status": quality.status.value,
+        "quality_reason": quality.reason,
+        "quality_metric": quality.config.metric,
+        "quality_realized": None if realized is None else realized.value,
+        "quality_estimated": None if estimated is None else estimated.value,
+        "quality_reference": quality.reference_value,
+        "labelled": quality.n_labelled,
+        "label_coverage": quality.coverage,
+    }
 
 
 def drift_schema(manifest: ModelManifest) -> list[Any]:

@@ -37,8 +37,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from sml.core.db import GROUND_TRUTH, PREDICTIONS, QUALITY_METRICS, QUALITY_RUNS, to_db_timestamp
-from sml.drift.quality import LABEL_OUTSIDE_CLASSES, UNLABELLED, MetricValue, QualityResult
+from sml.core.errors import SmlError
+from sml.drift.quality import LABEL_OUTSIDE_CLASSES, UNLABELLED, MetricValue, QualityConfig, QualityResult, assess_quality
 from sml.drift.windows import SLICE_BYTES, TimeWindow, _hinted, _slice_number
+from sml.lifecycle.calibration import Calibrator
+from sml.lifecycle.manifest import ModelManifest
 
 ROWS_PER_FETCH = 10_000
 _STRUCT_KEY = re.compile(r'^[^"\\\x00-\x1f]*$')
@@ -235,13 +238,52 @@ def _as_probability(value: Any) -> float:
 def save_quality(engine: Engine, run_id: str, result: QualityResult) -> None:
     """Store ``result`` as the model quality of drift run ``run_id`` (replacing any), in one transaction."""
     with engine.begin() as connection:
-        connection.execute(QUALITY_RUNS.delete().where(QUALITY_RUNS.c.run_id == run_id))
-        connection.execute(QUALITY_RUNS.insert().values(_quality_row(run_id, result)))
-        rows = [_metric_row(run_id, "realized", metric) for metric in (result.realized.metrics if result.realized else ())]
-        rows += [_metric_row(run_id, "estimated", metric) for metric in (result.estimated.metrics if result.estimated else ())]
-        rows += [_metric_row(run_id, "reference", MetricValue(name, value)) for name, value in sorted(result.reference_metrics.items())]
-        if rows:
-            connection.execute(QUALITY_METRICS.insert(), rows)
+        insert_quality(connection, run_id, result)
+
+
+def insert_quality(connection: Connection, run_id: str, result: QualityResult) -> None:
+    """Replace the quality of drift run ``run_id`` in the caller's transaction (the drift run's row must exist)."""
+    connection.execute(QUALITY_METRICS.delete().where(QUALITY_METRICS.c.run_id == run_id))
+    connection.execute(QUALITY_RUNS.delete().where(QUALITY_RUNS.c.run_id == run_id))
+    connection.execute(QUALITY_RUNS.insert().values(_quality_row(run_id, result)))
+    rows = [_metric_row(run_id, "realized", metric) for metric in (result.realized.metrics if result.realized else ())]
+    rows += [_metric_row(run_id, "estimated", metric) for metric in (result.estimated.metrics if result.estimated else ())]
+    rows += [_metric_row(run_id, "reference", MetricValue(name, value)) for name, value in sorted(result.reference_metrics.items())]
+    if rows:
+        connection.execute(QUALITY_METRICS.insert(), rows)
+
+
+def assess_window_quality(engine: Engine, manifest: ModelManifest, window: TimeWindow, config: QualityConfig) -> QualityResult:
+    """The model quality of ``manifest``'s model in ``window``: read, then :func:`~sml.drift.quality.assess_quality`.
+
+    The positive class is the manifest's ``extra["positive_class"]`` (binary models; else macro
+    averages), the reference its held-out ``metrics``, the CBPE calibrator its
+    ``extra["calibration"]`` (a model registered before calibration existed gets no estimate).
+
+    :raises SmlError: the manifest's calibration is malformed (names the manifest).
+    """
+    classes = tuple(str(label) for label in manifest.classes)
+    sample = read_quality_window(engine, manifest.model_name, window, manifest.classes)
+    positive = manifest.extra.get("positive_class")
+    if positive is None and len(classes) == 2:
+        positive = classes[1]
+    calibrator = None
+    if manifest.extra.get("calibration") is not None:
+        try:
+            calibrator = Calibrator.from_json(manifest.extra["calibration"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SmlError(f"manifest of {manifest.model_name} {manifest.version}: extra.calibration is malformed ({exc})") from None
+    return assess_quality(
+        classes=classes,
+        positive_class=str(positive) if positive is not None else None,
+        predicted_index=sample.predicted_index,
+        probabilities=sample.probabilities,
+        true_index=sample.true_index,
+        delay_seconds=sample.delay_seconds,
+        reference_metrics=manifest.metrics,
+        calibrator=calibrator,
+        config=config,
+    )
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sml.drift.quality_report import render_quality_section
 from sml.drift.stats import DriftVerdict, FeatureTestResult, count_categories
 from sml.drift.store import DriftRun
 
@@ -88,6 +89,7 @@ def render_drift_report(
         f"<title>{_escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{_escape(title)} <span class=\"badge {run.status.value}\">{run.status.value}</span></h1>"
         f"{_summary(run)}<h2>Tests</h2>{_results_table(run.results, order)}"
+        f"{render_quality_section(run.quality) if run.quality is not None else ''}"
         f"<h2>Features</h2>{''.join(sections)}</body></html>\n"
     )
 

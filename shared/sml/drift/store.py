@@ -16,14 +16,18 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sml.core.db import DRIFT_FEATURES, DRIFT_RUNS, to_db_timestamp
+from sml.drift.quality_store import insert_quality
 from sml.drift.stats import DriftVerdict, FeatureTestResult
 from sml.drift.windows import TimeWindow
+
+if TYPE_CHECKING:
+    from sml.drift.quality import QualityResult
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class DriftRun:
     :param parameters: the settings the verdicts depend on (JSON-friendly), stored with the run.
     :param report_uri: ``s3://bucket/key`` of the HTML report; ``report_url`` a link a browser
         can open (presigned), not stored.
+    :param quality: the window's model quality (issue 16), stored in ``quality_runs`` and
+        ``quality_metrics`` in the same transaction; ``None`` when not assessed.
     """
 
     run_id: str
@@ -51,6 +57,7 @@ class DriftRun:
     report_uri: str | None = None
     report_url: str | None = None
     reference_window: TimeWindow | None = field(default=None)
+    quality: QualityResult | None = None
 
     @property
     def features_tested(self) -> int:
@@ -84,6 +91,8 @@ def save_drift_run(engine: Engine, run: DriftRun) -> None:
         connection.execute(DRIFT_RUNS.insert().values(_run_row(run)))
         if run.results:
             connection.execute(DRIFT_FEATURES.insert(), [_feature_row(run.run_id, result) for result in run.results])
+        if run.quality is not None:
+            insert_quality(connection, run.run_id, run.quality)
 
 
 @dataclass(frozen=True)
