@@ -1,0 +1,195 @@
+"""Model quality in the weekly run, on SQLite and MariaDB with moto in-process S3 and SNS.
+
+The traffic comes from a calibrated model (P(malignant | x) is the probability it outputs); labels
+arrive for part of it, late, and in the concept-drift case some labels contradict what the model
+got right, which the realized metrics must catch and the estimate cannot see.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from drift_support import MODEL_NAME, MODEL_VERSION, WINDOW, WINDOW_END, build_manifest, draw_traffic
+from moto import mock_aws
+from sklearn.metrics import f1_score
+from sqlalchemy.engine import Engine
+
+from sml.core.db import GROUND_TRUTH, QUALITY_RUNS, create_db_engine, to_db_timestamp
+from sml.core.events import build_prediction_event
+from sml.drift.job import DriftJobConfig, DriftJobResult, run_drift_job
+from sml.drift.quality import QualityConfig, QualityVerdict
+from sml.drift.quality_store import load_quality
+from sml.drift.store import load_drift_run
+from sml.lifecycle.calibration import fit_calibrator
+from sml.lifecycle.manifest import ModelManifest
+from sml.writer.batch import insert_prediction_rows, prediction_row
+
+CLASSES = ("benign", "malignant")
+WINDOW_START = WINDOW_END - WINDOW
+
+
+def _world(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p = 1 / (1 + np.exp(-2 * rng.normal(0, 1, n)))
+    truth = (rng.random(n) < p).astype(int)
+    return truth, (p >= 0.5).astype(int), p
+
+
+def quality_manifest() -> ModelManifest:
+    rng = np.random.default_rng(100)
+    truth, predicted, p = _world(rng, 2_000)
+    calibrator = fit_calibrator(truth, np.column_stack([1 - p, p]), CLASSES, "malignant", fitted_on="held-out test split")
+    manifest = build_manifest(draw_traffic(2_000, seed=1))
+    return replace(
+        manifest,
+        metrics={"f1": float(f1_score(truth, predicted)), "accuracy": float(np.mean(truth == predicted))},
+        extra={"positive_class": "malignant", "calibration": calibrator.to_json()},
+    )
+
+
+MANIFEST = quality_manifest()
+
+
+def store_labelled_traffic(engine: Engine, n: int, *, labelled_share: float, flip_share: float, seed: int) -> None:
+    """``n`` predictions over the window; labels for ``labelled_share`` of them, a day late; ``flip_share`` of the correct ones contradicted."""
+    rng = np.random.default_rng(seed)
+    traffic = draw_traffic(n, seed=seed)
+    truth, predicted, p = _world(rng, n)
+    step = WINDOW / n
+    rows, labels = [], []
+    for index in range(n):
+        predicted_at = WINDOW_START + index * step
+        event = build_prediction_event(
+            model_name=MODEL_NAME,
+            model_version=MODEL_VERSION,
+            features={name: column[index] for name, column in traffic.columns.items()},
+            prediction=CLASSES[predicted[index]],
+            probabilities={"benign": float(1 - p[index]), "malignant": float(p[index])},
+            predicted_at=predicted_at,
+        )
+        rows.append(prediction_row(event, stored_at=WINDOW_END))
+        if rng.random() < labelled_share:
+            label = truth[index]
+            if label == predicted[index] and rng.random() < flip_share:
+                label = 1 - label
+            labels.append(
+                {
+                    "prediction_id": event.prediction_id,
+                    "label": json.dumps(CLASSES[label]),
+                    "labelled_at": to_db_timestamp(predicted_at + timedelta(days=1)),
+                    "source": "test",
+                    "stored_at": to_db_timestamp(WINDOW_END),
+                }
+            )
+    with engine.begin() as connection:
+        insert_prediction_rows(connection, rows)
+        connection.execute(GROUND_TRUTH.insert(), labels)
+
+
+@pytest.fixture
+def engine(migrated_db_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(migrated_db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def aws() -> Iterator[dict[str, Any]]:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        sns = boto3.client("sns", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        bucket = f"sml-quality-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=bucket)
+        topic_arn = sns.create_topic(Name=f"quality-{uuid.uuid4().hex[:12]}")["TopicArn"]
+        queue_url = sqs.create_queue(QueueName=f"degraded-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"FilterPolicy": json.dumps({"quality_status": ["DEGRADED"]})})
+        yield {"s3": s3, "sns": sns, "sqs": sqs, "bucket": bucket, "topic_arn": topic_arn, "degraded_queue_url": queue_url}
+
+
+def run_job(engine: Engine, aws: dict[str, Any], tmp_path: Any, **config: Any) -> DriftJobResult:
+    return run_drift_job(
+        DriftJobConfig(bucket=aws["bucket"], topic_arn=aws["topic_arn"], **config),
+        MANIFEST,
+        engine=engine,
+        s3_client=aws["s3"],
+        sns_client=aws["sns"],
+        window_end=WINDOW_END,
+        report_dir=tmp_path,
+    )
+
+
+def degraded_alerts(aws: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = aws["sqs"].receive_message(QueueUrl=aws["degraded_queue_url"], MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+    return [json.loads(message["Body"]) for message in messages]
+
+
+def test_labels_that_agree_with_the_model_give_ok_with_the_estimate_inside_the_interval(engine: Engine, aws: dict[str, Any], tmp_path: Any) -> None:
+    store_labelled_traffic(engine, 3_000, labelled_share=0.4, flip_share=0.0, seed=5)
+
+    outcome = run_job(engine, aws, tmp_path)
+
+    quality = outcome.run.quality
+    assert quality.status is QualityVerdict.OK, quality.reason
+    assert quality.n_predictions == 3_000 and 0.35 < quality.coverage < 0.45
+    assert quality.delay.p50 == pytest.approx(86_400.0)
+    realized, estimated = quality.realized.get("f1"), quality.estimated.get("f1")
+    assert realized.low <= estimated.value <= realized.high
+    assert quality.estimated.n_predictions == 3_000
+    assert degraded_alerts(aws) == []
+    summary = outcome.summary()
+    assert summary["quality_status"] == "OK" and summary["labelled"] == quality.n_labelled
+
+
+def test_concept_drift_is_degraded_in_the_store_report_and_alert_while_the_estimate_holds(engine: Engine, aws: dict[str, Any], tmp_path: Any) -> None:
+    store_labelled_traffic(engine, 3_000, labelled_share=0.4, flip_share=0.3, seed=6)
+
+    outcome = run_job(engine, aws, tmp_path)
+    outcome = run_job(engine, aws, tmp_path)  # a rerun of the window replaces its quality
+
+    quality = outcome.run.quality
+    assert quality.status is QualityVerdict.DEGRADED, quality.reason
+    assert quality.realized.get("f1").high < MANIFEST.metrics["f1"] - 0.05
+    assert abs(quality.estimated.get("f1").value - MANIFEST.metrics["f1"]) < 0.05
+
+    stored_run = load_drift_run(engine, MODEL_NAME, WINDOW_END)
+    stored = load_quality(engine, stored_run.run["run_id"])
+    assert stored.run["status"] == "DEGRADED" and stored.run["n_labelled"] == quality.n_labelled
+    assert stored.value("realized", "f1")["ci_high"] == pytest.approx(quality.realized.get("f1").high)
+    assert stored.value("estimated", "f1")["value"] == pytest.approx(quality.estimated.get("f1").value)
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(QUALITY_RUNS)).scalar_one() == 1
+
+    report = outcome.report_path.read_text(encoding="utf-8")
+    assert "Model quality" in report and "reliability chart" in report and "DEGRADED" in report
+    assert f"{quality.n_labelled} of 3000 predictions labelled" in report
+
+    alerts = degraded_alerts(aws)
+    assert len(alerts) == 2  # one per run; only the DEGRADED ones pass the filter
+    attributes = {name: value["Value"] for name, value in alerts[0]["MessageAttributes"].items()}
+    assert attributes["quality_status"] == "DEGRADED"
+    assert "quality DEGRADED" in alerts[0]["Subject"]
+    body = json.loads(alerts[0]["Message"])
+    assert body["quality"]["status"] == "DEGRADED" and body["quality"]["metric"] == "f1"
+    assert body["quality"]["labelled"] == quality.n_labelled
+
+
+def test_too_few_labels_is_insufficient_data_and_quality_can_be_switched_off(engine: Engine, aws: dict[str, Any], tmp_path: Any) -> None:
+    store_labelled_traffic(engine, 1_000, labelled_share=0.05, flip_share=0.5, seed=7)
+
+    outcome = run_job(engine, aws, tmp_path, quality=QualityConfig(min_labels=100))
+    assert outcome.run.quality.status is QualityVerdict.INSUFFICIENT_DATA
+    assert "fewer than the 100 required" in outcome.run.quality.reason
+
+    without = run_job(engine, aws, tmp_path, quality=None)
+    assert without.run.quality is None and "quality_status" not in without.summary()
+    assert load_quality(engine, without.run.run_id) is None
