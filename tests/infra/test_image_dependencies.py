@@ -50,7 +50,8 @@ FUNCTIONS = ("predict", "writer", "drift")
 NOT_IN_IMAGE = {
     "predict": ("sqlalchemy", "pymysql", "wandb", "pandas", "matplotlib"),
     "writer": ("sklearn", "scipy", "numpy", "joblib", "wandb", "pandas", "matplotlib"),
-    "drift": ("sklearn", "joblib", "wandb", "pandas", "matplotlib"),
+    # scikit-learn (and its joblib) computes the model quality metrics (issue 16).
+    "drift": ("wandb", "pandas", "matplotlib"),
 }
 # What the tests, local mode and the CDK app run with; none of it may reach a handler.
 TEST_TOOLING = ("moto", "pytest", "hypothesis", "requests", "rich", "aws_cdk")

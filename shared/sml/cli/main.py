@@ -26,6 +26,7 @@ COMMANDS = {
     "capture": "recover prediction events predict could not queue",
     "feedback": "send true labels (CSV or JSON Lines) as ground truth",
     "drift": "run the drift job now and print the verdict",
+    "quality": "print the model quality verdict of the latest monitoring run",
 }
 
 

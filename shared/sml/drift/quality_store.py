@@ -28,6 +28,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -36,7 +37,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from sml.core.db import GROUND_TRUTH, PREDICTIONS, QUALITY_METRICS, QUALITY_RUNS, to_db_timestamp
+from sml.core.db import DRIFT_RUNS, GROUND_TRUTH, PREDICTIONS, QUALITY_METRICS, QUALITY_RUNS, to_db_timestamp
 from sml.core.errors import SmlError
 from sml.drift.quality import LABEL_OUTSIDE_CLASSES, UNLABELLED, MetricValue, QualityConfig, QualityResult, assess_quality
 from sml.drift.windows import SLICE_BYTES, TimeWindow, _hinted, _slice_number
@@ -308,6 +309,21 @@ def load_quality(engine: Engine, run_id: str) -> StoredQuality | None:
             sa.select(QUALITY_METRICS).where(QUALITY_METRICS.c.run_id == run_id).order_by(QUALITY_METRICS.c.source, QUALITY_METRICS.c.metric, QUALITY_METRICS.c.class_label)
         ).mappings().all()
     return StoredQuality(run=dict(run), metrics=[dict(row) for row in metrics])
+
+
+def latest_quality(engine: Engine, model_name: str, window_end: datetime | None = None) -> tuple[dict[str, Any], StoredQuality | None] | None:
+    """The latest stored drift run of ``model_name`` (or the one ending at ``window_end``) and its quality.
+
+    :returns: ``None`` when no run is stored; the quality part is ``None`` for a run without one.
+    """
+    with engine.connect() as connection:
+        query = sa.select(DRIFT_RUNS).where(DRIFT_RUNS.c.model_name == model_name)
+        if window_end is not None:
+            query = query.where(DRIFT_RUNS.c.window_end == to_db_timestamp(window_end))
+        run = connection.execute(query.order_by(DRIFT_RUNS.c.window_end.desc()).limit(1)).mappings().first()
+    if run is None:
+        return None
+    return dict(run), load_quality(engine, run["run_id"])
 
 
 def _quality_row(run_id: str, result: QualityResult) -> dict[str, Any]:

@@ -137,6 +137,10 @@ def print_run(outcome: DriftJobResult) -> None:
         f"{', and the predicted label' if run.label_drifted else ''}; "
         f"{run.current_rows} rows in the window, {run.reference_rows} in the {run.reference_kind} reference)"
     )
+    if run.quality is not None:
+        from sml.cli.commands.quality import print_quality_lines
+
+        print_quality_lines(console, run.quality)
     console.print(f"report: {outcome.report_path} ({run.report_uri})", markup=False)
     alert = f"published as SNS message {outcome.message_id}" if outcome.message_id else "not published (no SML_TOPIC_ARN)"
     console.print(f"alert: {alert}", markup=False)

@@ -1,0 +1,63 @@
+"""`sml drift` and `sml quality` with labelled traffic, against moto (in-process) and SQLite/MariaDB."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from drift_support import MODEL_NAME, MODEL_VERSION
+from moto import mock_aws
+from quality_support import MANIFEST, store_labelled_traffic
+
+from sml.cli.main import main
+from sml.core.db import create_db_engine
+from sml.lifecycle.registry import ModelRegistry
+
+END_OPTION = ["--end", "2025-03-10T06:00:00Z"]
+
+
+@pytest.fixture
+def local(migrated_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A champion with a calibrator in moto's registry, labelled traffic with concept drift, and the CLI's environment."""
+    with mock_aws():
+        bucket = f"sml-quality-{uuid.uuid4().hex[:12]}"
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=bucket)
+        registry = ModelRegistry(s3, boto3.client("ssm", region_name="us-east-1"), bucket=bucket, app_name="sml", model_name=MODEL_NAME)
+        artifact = tmp_path / "model.joblib"
+        artifact.write_bytes(b"monitoring reads only the manifest")
+        registry.register(artifact, MANIFEST)
+        registry.promote(MODEL_VERSION)
+        engine = create_db_engine(migrated_db_url)
+        store_labelled_traffic(engine, 2_000, labelled_share=0.5, flip_share=0.3, seed=9)
+        engine.dispose()
+        for name, value in {"SML_STATE_DIR": str(tmp_path / "state"), "SML_DATABASE_URL": migrated_db_url, "SML_BUCKET": bucket, "SML_MODEL_NAME": MODEL_NAME}.items():
+            monkeypatch.setenv(name, value)
+        yield {"state_dir": tmp_path / "state"}
+
+
+def test_drift_prints_the_quality_verdict_and_quality_prints_the_stored_metrics(local: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drift", *END_OPTION]) == 0
+    drift_output = capsys.readouterr().out
+    assert "quality: DEGRADED (" in drift_output and "predictions labelled" in drift_output
+    assert "estimated f1" in drift_output
+
+    assert main(["quality"]) == 0
+    output = capsys.readouterr().out
+    assert "quality: DEGRADED (f1 " in output
+    assert "labels: " in output and "of 2000 predictions" in output
+    assert "label delay: median 1.0 d" in output
+    f1_line = next(line for line in output.splitlines() if line.split("│")[1:2] and line.split("│")[1].strip() == "f1" and not line.split("│")[2].strip())
+    assert f"{MANIFEST.metrics['f1']:.4g}" in f1_line
+    assert main(["quality", "--fail-on-degraded", *END_OPTION]) == 1
+
+
+def test_quality_without_a_stored_run_names_the_model_and_what_to_run(local: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["quality"]) != 0
+    assert f"no monitoring run stored for model '{MODEL_NAME}'; run `sml drift` first" in capsys.readouterr().err
+    assert main(["quality", "--end", "yesterday"]) != 0
+    assert "--end: 'yesterday' is not an ISO 8601 time" in capsys.readouterr().err
