@@ -10,6 +10,13 @@ and stored; a maintenance window takes the ``predictions`` table away, so the wr
 the events of that window and SQS moves them to the DLQ after five tries; after the window they
 are replayed and stored exactly once; then traffic shifts (see :data:`sml.demo.traffic.DEMO_SHIFT`) and
 the drift job flags exactly the shifted features, stores the run, writes the report and alerts.
+
+Model quality (issue 16): labels for part of the traffic arrive after it was served. In the shifted
+phase some of them contradict what the model got right (concept drift, which the input tests
+cannot see): realized F1 falls and the verdict is DEGRADED, while the CBPE estimate, which
+assumes the relation between score and label holds, does not fall. Until ``POST /feedback``
+(issue 16a) is on main, :func:`_deliver_labels` stores the labels in ``ground_truth`` as the writer
+does (the label as JSON text; latest ``labelled_at`` wins); it is the one place to switch.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import requests
 import sqlalchemy as sa
 
 from sml.core.errors import SmlError
-from sml.demo.traffic import DEMO_SHIFT, Row, TrafficShift, draw_rows
+from sml.demo.traffic import DEMO_SHIFT, Row, TrafficShift, draw_labelled_rows, draw_rows
 
 MAINTENANCE_TABLE = "predictions_in_maintenance"
 CANDIDATES = (("logistic_regression", ["C=1.0"]), ("random_forest", ["n_estimators=150", "max_depth=6"]))
@@ -52,6 +59,8 @@ class DemoConfig:
     seed: int = 7
     visibility_timeout_s: int = 2
     shift: TrafficShift = DEMO_SHIFT
+    labelled_share: float = 0.5
+    concept_flip_share: float = 0.4
 
     @property
     def baseline_rows(self) -> int:
@@ -72,6 +81,7 @@ class TrafficResult:
     single_latencies_ms: list[float] = field(default_factory=list)
     batch_latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    answers: list[tuple[str, Row, Any]] = field(default_factory=list)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     ended_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
@@ -82,6 +92,7 @@ class TrafficResult:
         self.single_latencies_ms += other.single_latencies_ms
         self.batch_latencies_ms += other.batch_latencies_ms
         self.errors += other.errors
+        self.answers += other.answers
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,8 @@ class DemoSummary:
     flagged: list[str] = field(default_factory=list)
     label_drift: bool = False
     alert: dict[str, Any] = field(default_factory=dict)
+    baseline_quality: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
     report_path: Path | None = None
     database_url: str = ""
     wandb_dir: Path | None = None
@@ -144,6 +157,8 @@ class DemoSummary:
             "label_drift": self.label_drift,
             "drift": self.drift_rows,
             "alert": self.alert,
+            "baseline_quality": self.baseline_quality,
+            "quality": self.quality,
             "report_path": str(self.report_path) if self.report_path else None,
             "database_url": self.database_url,
             "wandb_dir": str(self.wandb_dir) if self.wandb_dir else None,
@@ -201,17 +216,23 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     summary.champion, summary.wandb_dir = _train_candidates(config, registry, say)
 
     say(f"[3/8] Serving {config.baseline_rows:,} baseline predictions over HTTP ({config.concurrency} clients, single and batch)")
-    baseline = _send_traffic(url, draw_rows(config.baseline_rows, rng), config.baseline_single, config, rng)
+    baseline_rows, baseline_truth = draw_labelled_rows(config.baseline_rows, rng)
+    baseline = _send_traffic(url, baseline_rows, config.baseline_single, config, rng)
     summary.traffic.merge(baseline)
     say(f"      {baseline.ok}/{baseline.requests} requests answered 200; waiting for the writer to drain the queue")
     _wait_drained(stack)
     say(f"      {_count_rows(engine, baseline.prediction_ids):,} rows stored")
+    labels = _late_labels(baseline, _truth_by_row(baseline_rows, baseline_truth), config.labelled_share, 0.0, rng)
+    _deliver_labels(engine, labels)
+    say(f"      labels arrive late for {len(labels):,} of them (the true diagnoses)")
     baseline_run = _run_drift(settings, registry, engine, clients, baseline.started_at, baseline.ended_at, config)
+    summary.baseline_quality = _quality_digest(baseline_run.run.quality)
     summary.baseline_status = baseline_run.run.status.value
     summary.baseline_flagged = _flagged_features(baseline_run.run)
     underpowered = sorted({r.feature for r in baseline_run.run.results if r.verdict.value == "INSUFFICIENT_DATA" and r.test != "missing_rate"})
     why = f"; too little data to rule out a shift in: {', '.join(underpowered)}" if underpowered else ""
     say(f"      drift check on the baseline window: {summary.baseline_status}, no feature flagged{why}")
+    say(f"      model quality on the baseline window: {describe_quality(summary.baseline_quality)}")
 
     say("[4/8] Maintenance window: the predictions table is taken away while traffic continues")
     summary.dlq_before_replay, maintenance = _maintenance_window(config, stack, clients, engine, url, rng, say)
@@ -222,9 +243,16 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     _wait_drained(stack)
 
     say(f"[6/8] Traffic shifts: {_describe_shift(config.shift)}; serving {config.shifted_rows:,} predictions")
-    shifted = _send_traffic(url, draw_rows(config.shifted_rows, rng, config.shift), config.shifted_single, config, rng)
+    shifted_rows, shifted_truth = draw_labelled_rows(config.shifted_rows, rng, config.shift)
+    shifted = _send_traffic(url, shifted_rows, config.shifted_single, config, rng)
     summary.traffic.merge(shifted)
     _wait_drained(stack)
+    labels = _late_labels(shifted, _truth_by_row(shifted_rows, shifted_truth), config.labelled_share, config.concept_flip_share, rng)
+    _deliver_labels(engine, labels)
+    say(
+        f"      labels arrive late for {len(labels):,} of them; concept drift: {config.concept_flip_share:.0%} of the cases the model "
+        "got right now carry the other label"
+    )
 
     say("[7/8] Running the drift job on the shifted window (reference: the champion's training data)")
     inbox_url = _subscribe_inbox(clients, stack.endpoints.topic_arn)
@@ -234,6 +262,8 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     summary.label_drift = any(r.kind == "label" and r.verdict.value == "DRIFT" for r in result.run.results)
     summary.drift_rows = _drift_rows(result.run)
     summary.report_path = result.report_path
+    summary.quality = _quality_digest(result.run.quality)
+    say(f"      model quality on the shifted window: {describe_quality(summary.quality)}")
 
     say("[8/8] Reading the alert from a queue subscribed to the SNS topic")
     summary.alert = _receive_alert(clients, inbox_url, expected_status=summary.drift_status)
@@ -318,9 +348,11 @@ def _client_loop(url: str, bodies: Sequence[dict[str, Any]]) -> TrafficResult:
             if "instances" in body:
                 result.batch_latencies_ms.append(elapsed_ms)
                 result.prediction_ids += [item["prediction_id"] for item in answer["predictions"]]
+                result.answers += [(item["prediction_id"], row, item["prediction"]) for item, row in zip(answer["predictions"], body["instances"])]
             else:
                 result.single_latencies_ms.append(elapsed_ms)
                 result.prediction_ids.append(answer["prediction_id"])
+                result.answers.append((answer["prediction_id"], body["features"], answer["prediction"]))
     return result
 
 
@@ -403,6 +435,69 @@ def _run_drift(settings: Any, registry: Any, engine: sa.Engine, clients: _Client
     return run_drift_job(job, manifest, engine=engine, s3_client=clients.s3, sns_client=clients.sns, window_end=window_end, report_dir=config.state_dir / "reports")
 
 
+def _row_key(row: Row) -> str:
+    return json.dumps(row, sort_keys=True)
+
+
+def _truth_by_row(rows: Sequence[Row], truth: Sequence[str]) -> dict[str, str]:
+    # Rows are drawn with replacement, so equal rows are the same biopsy with the same diagnosis.
+    return {_row_key(row): label for row, label in zip(rows, truth)}
+
+
+def _late_labels(traffic: TrafficResult, truth: dict[str, str], share: float, flip_share: float, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """(prediction_id, label) for ``share`` of the answered predictions; ``flip_share`` of those the model got right get the other class."""
+    labels = []
+    for prediction_id, row, prediction in traffic.answers:
+        if rng.random() >= share:
+            continue
+        label = truth[_row_key(row)]
+        if label == prediction and rng.random() < flip_share:
+            label = "benign" if label == "malignant" else "malignant"
+        labels.append((prediction_id, label))
+    return labels
+
+
+def _deliver_labels(engine: sa.Engine, labels: Sequence[tuple[str, str]], source: str = "demo") -> None:
+    """Store the labels in ``ground_truth`` as the writer stores ground-truth events (labelled now)."""
+    from sml.core.db import GROUND_TRUTH
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = [{"prediction_id": pid, "label": json.dumps(label), "labelled_at": now, "source": source, "stored_at": now} for pid, label in labels]
+    if rows:
+        with engine.begin() as connection:
+            connection.execute(GROUND_TRUTH.insert(), rows)
+
+
+def _quality_digest(quality: Any) -> dict[str, Any]:
+    if quality is None:
+        return {}
+    from sml.drift.alerts import quality_digest
+
+    digest = quality_digest(quality)
+    realized = quality.realized.get("f1") if quality.realized else None
+    estimated = quality.estimated.get("f1") if quality.estimated else None
+    digest["realized_f1"] = None if realized is None else {"value": realized.value, "low": realized.low, "high": realized.high}
+    digest["estimated_f1"] = None if estimated is None else estimated.value
+    digest["reference_f1"] = quality.reference_metrics.get("f1")
+    return digest
+
+
+def describe_quality(digest: dict[str, Any]) -> str:
+    """One line for a window's model quality digest: verdict, realized F1 with its interval, coverage, estimate, held-out F1."""
+    if not digest:
+        return "not assessed"
+    realized = digest.get("realized_f1")
+    realized_text = "n/a" if realized is None else f"{realized['value']:.3f} [{realized['low']:.3f}, {realized['high']:.3f}]"
+    estimated = digest.get("estimated_f1")
+    estimated_text = "n/a" if estimated is None else f"{estimated:.3f}"
+    reference = digest.get("reference_f1")
+    reference_text = "n/a" if reference is None else f"{reference:.3f}"
+    return (
+        f"{digest['status']}; F1 realized {realized_text} on {digest['labelled']:,} labels ({digest['coverage']:.0%} coverage), "
+        f"estimated (CBPE) {estimated_text}, held-out {reference_text}"
+    )
+
+
 def _flagged_features(run: Any) -> list[str]:
     return sorted({result.feature for result in run.results if result.verdict.value == "DRIFT" and result.kind != "label"})
 
@@ -474,6 +569,11 @@ def _checks(config: DemoConfig, summary: DemoSummary) -> list[DemoCheck]:
         DemoCheck("baseline window not flagged", not summary.baseline_flagged, f"{summary.baseline_status}; flagged {summary.baseline_flagged or 'none'}"),
         DemoCheck("drift flags exactly the shifted features", summary.flagged == expected, f"flagged {summary.flagged}; shifted {expected}"),
         DemoCheck("alert received", summary.alert.get("attributes", {}).get("status") == "DRIFT", summary.alert.get("subject", "no alert")),
+        DemoCheck(
+            "quality verdict DEGRADED on the shifted window (concept drift), in the run and the alert",
+            summary.quality.get("status") == "DEGRADED" and summary.alert.get("attributes", {}).get("quality_status") == "DEGRADED",
+            f"baseline {describe_quality(summary.baseline_quality)}; shifted {describe_quality(summary.quality)}",
+        ),
         DemoCheck(
             "report written",
             summary.report_path is not None and summary.report_path.is_file(),

@@ -53,12 +53,28 @@ def dataset_rows() -> tuple[Row, ...]:
     return tuple(split.train_rows + split.test_rows)
 
 
+@cache
+def dataset_labels() -> tuple[str, ...]:
+    """The true label of each row of :func:`dataset_rows`, in the same order."""
+    from sml.lifecycle.training import load_dataset_split
+
+    split = load_dataset_split()
+    return tuple(split.train_labels + split.test_labels)
+
+
 def draw_rows(count: int, rng: np.random.Generator, shift: TrafficShift | None = None) -> list[Row]:
     """``count`` rows drawn with replacement from the data set, with ``shift`` applied when given."""
-    pool = dataset_rows()
-    rows = [dict(pool[index]) for index in rng.integers(0, len(pool), size=count)]
+    return draw_labelled_rows(count, rng, shift)[0]
+
+
+def draw_labelled_rows(count: int, rng: np.random.Generator, shift: TrafficShift | None = None) -> tuple[list[Row], list[str]]:
+    """:func:`draw_rows` with each row's true label (a shift moves the inputs, never the label)."""
+    pool, labels = dataset_rows(), dataset_labels()
+    chosen = rng.integers(0, len(pool), size=count)
+    rows = [dict(pool[index]) for index in chosen]
+    truth = [labels[index] for index in chosen]
     if shift is None:
-        return rows
+        return rows, truth
     for row in rows:
         for name, factor in shift.scale.items():
             if row[name] is not None:
@@ -69,4 +85,4 @@ def draw_rows(count: int, rng: np.random.Generator, shift: TrafficShift | None =
         for name, rate in shift.null_rate.items():
             if rng.random() < rate:
                 row[name] = None
-    return rows
+    return rows, truth

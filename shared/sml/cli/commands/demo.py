@@ -102,6 +102,10 @@ def print_summary(console, summary, log_path: Path) -> None:
     console.print(table)
     if summary.alert:
         console.print(f"alert: {summary.alert['subject']}  attributes {summary.alert['attributes']}")
+    from sml.demo.story import describe_quality
+
+    console.print(f"model quality, baseline window: {describe_quality(summary.baseline_quality)}", markup=False)
+    console.print(f"model quality, shifted window:  {describe_quality(summary.quality)}", markup=False)
     console.print(f"report:   {summary.report_path}")
     console.print(f"database: {summary.database_url}")
     console.print(f"W&B offline runs: {summary.wandb_dir}")
