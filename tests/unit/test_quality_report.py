@@ -1,0 +1,80 @@
+"""The model quality section of the report and the quality part of the alert."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+
+import numpy as np
+
+from sml.drift.alerts import alert_attributes, alert_message, alert_subject
+from sml.drift.quality import QualityConfig, assess_quality
+from sml.drift.quality_report import render_quality_section
+from sml.drift.stats import DriftVerdict
+from sml.drift.store import DriftRun
+from sml.drift.windows import TimeWindow
+from sml.lifecycle.calibration import fit_calibrator
+
+CLASSES = ("<b>enign", "malignant")
+
+
+def _quality(flip: float, labelled: int = 600):
+    rng = np.random.default_rng(0)
+    p = 1 / (1 + np.exp(-2 * rng.normal(size=1_000)))
+    truth = (rng.random(1_000) < p).astype(int)
+    predicted = (p >= 0.5).astype(int)
+    flipped = np.where((truth == predicted) & (rng.random(1_000) < flip), 1 - truth, truth)
+    true_index = np.where(np.arange(1_000) < labelled, flipped, -1)
+    probabilities = np.column_stack([1 - p, p])
+    calibrator = fit_calibrator(truth, probabilities, CLASSES, "malignant", fitted_on="test")
+    return assess_quality(
+        classes=CLASSES,
+        positive_class="malignant",
+        predicted_index=predicted,
+        probabilities=probabilities,
+        true_index=true_index,
+        delay_seconds=np.where(true_index >= 0, 7_200.0, np.nan),
+        reference_metrics={"f1": 0.82, "accuracy": 0.8},
+        calibrator=calibrator,
+        config=QualityConfig(),
+    )
+
+
+def _run(quality) -> DriftRun:
+    end = datetime(2025, 3, 10, tzinfo=timezone.utc)
+    return DriftRun(
+        run_id="r", model_name="m", model_version="v1", window=TimeWindow(datetime(2025, 3, 3, tzinfo=timezone.utc), end),
+        reference_kind="training", reference_rows=10, current_rows=1_000, status=DriftVerdict.NO_DRIFT, results=(),
+        parameters={}, created_at=end, quality=quality,
+    )  # fmt: skip
+
+
+def test_section_shows_verdict_coverage_delay_metrics_and_an_escaped_reliability_chart() -> None:
+    quality = _quality(flip=0.4)
+    section = render_quality_section(quality)
+
+    assert "DEGRADED" in section and "600 of 1000 predictions labelled (60.0%)" in section
+    assert "median 2.0 h" in section
+    assert "&lt;b&gt;enign" in section and "<b>enign" not in section
+    assert "no concept drift" in section
+    svg = re.search(r"<svg.*?</svg>", section, re.S).group(0)
+    assert svg.count("<circle") == len(quality.realized.reliability)
+    f1_row = re.search(r"<tr[^>]*><td class=\"name\">f1</td>(.*?)</tr>", section).group(1)
+    assert f"{quality.realized.get('f1').value:.4g}" in f1_row and f"{quality.estimated.get('f1').value:.4g}" in f1_row and "0.82" in f1_row
+
+
+def test_alert_carries_quality_status_and_digest_and_says_degraded_in_the_subject() -> None:
+    degraded = _run(_quality(flip=0.4))
+    assert alert_attributes(degraded)["quality_status"] == {"DataType": "String", "StringValue": "DEGRADED"}
+    assert alert_subject(degraded).startswith("[NO_DRIFT, quality DEGRADED] m v1")
+    body = json.loads(alert_message(degraded))["quality"]
+    assert body["status"] == "DEGRADED" and body["labelled"] == 600 and body["reference"] == 0.82
+    assert body["realized"]["high"] < 0.82 - 0.05
+
+    ok = _run(_quality(flip=0.0))
+    assert alert_attributes(ok)["quality_status"]["StringValue"] == "OK"
+    assert "quality" not in alert_subject(ok)
+
+    without = _run(None)
+    assert "quality_status" not in alert_attributes(without) and "quality" not in json.loads(alert_message(without))
