@@ -44,6 +44,12 @@ def assert_story_held(completed: subprocess.CompletedProcess[str], summary: dict
     assert summary["alert"]["attributes"]["status"] == "DRIFT"
     report = Path(summary["report_path"]).read_text(encoding="utf-8")
     assert all(feature in report for feature in DEMO_SHIFT.features)
+    # Concept drift: realized F1 falls below its baseline and the held-out value; the estimate does not follow it down.
+    baseline, shifted = summary["baseline_quality"], summary["quality"]
+    assert shifted["status"] == "DEGRADED" and summary["alert"]["attributes"]["quality_status"] == "DEGRADED"
+    assert shifted["realized_f1"]["high"] < baseline["realized_f1"]["low"]
+    assert shifted["estimated_f1"] > shifted["realized_f1"]["high"]
+    assert "Model quality" in report
     assert "all checks passed" in completed.stdout
 
 
