@@ -226,10 +226,14 @@ def realized_quality(
     labels = list(range(len(classes)))
     z = float(norm.ppf(0.5 + confidence / 2))
     metrics: list[MetricValue] = []
-    precision, recall, f1, _ = precision_recall_fscore_support(true_index, predicted_index, labels=labels, zero_division=0)
-    macro = precision_recall_fscore_support(true_index, predicted_index, labels=labels, average="macro", zero_division=0)
-    accuracy = accuracy_score(true_index, predicted_index)
+    # Confusion-matrix metrics depend on the rows only through the K×K cell counts, so scikit-learn
+    # scores the cells weighted by their counts: the same values, at a cost that does not grow with n.
     cells = confusion_cells(true_index, predicted_index, len(classes))
+    cell_true, cell_predicted = np.divmod(np.arange(cells.size), len(classes))
+    weights = cells.ravel()
+    precision, recall, f1, _ = precision_recall_fscore_support(cell_true, cell_predicted, labels=labels, sample_weight=weights, zero_division=0)
+    macro = precision_recall_fscore_support(cell_true, cell_predicted, labels=labels, sample_weight=weights, average="macro", zero_division=0)
+    accuracy = accuracy_score(cell_true, cell_predicted, sample_weight=weights)
     replicate_matrices = np.random.default_rng(seed).multinomial(n, cells.ravel() / n, size=replicates).reshape(replicates, *cells.shape)
     boot = _confusion_metrics(replicate_matrices)
     alpha = (1 - confidence) / 2
