@@ -216,6 +216,25 @@ def test_verdict_is_insufficient_data_below_the_minimum_labels_and_ok_when_near_
     assert no_reference.status is QualityVerdict.INSUFFICIENT_DATA and "no held-out f1" in no_reference.reason
 
 
+def test_a_window_without_positive_labels_is_insufficient_data_not_degraded() -> None:
+    n = 500
+    negatives = np.zeros(n, dtype=int)
+    probabilities = np.column_stack([np.full(n, 0.9), np.full(n, 0.1)])
+    outcome = assess_quality(
+        classes=CLASSES,
+        positive_class="malignant",
+        predicted_index=negatives,
+        probabilities=probabilities,
+        true_index=negatives,
+        delay_seconds=np.zeros(n),
+        reference_metrics={"f1": 0.9},
+        calibrator=None,
+        config=QualityConfig(),
+    )
+    assert outcome.realized.get("f1").value == 0.0  # scikit-learn's zero_division
+    assert outcome.status is QualityVerdict.INSUFFICIENT_DATA and "positive class 'malignant'" in outcome.reason
+
+
 def test_quality_config_refuses_a_metric_the_manifest_cannot_hold() -> None:
     with pytest.raises(ValueError, match="log_loss"):
         QualityConfig(metric="log_loss")

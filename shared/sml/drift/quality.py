@@ -136,6 +136,9 @@ class RealizedQuality:
     n_scored: int
     metrics: tuple[MetricValue, ...]
     reliability: tuple[ReliabilityBin, ...]
+    label_counts: tuple[int, ...] = ()
+    positive_class: str | None = None
+    classes: tuple[str, ...] = ()
 
     def get(self, metric: str, class_label: str | None = None) -> MetricValue | None:
         """The named metric (model-level unless ``class_label``), or ``None`` if it was not computed."""
@@ -222,7 +225,7 @@ def realized_quality(
     classes = tuple(classes)
     n = int(true_index.size)
     if n == 0:
-        return RealizedQuality(n_labelled=0, n_scored=0, metrics=(), reliability=())
+        return RealizedQuality(n_labelled=0, n_scored=0, metrics=(), reliability=(), classes=classes, positive_class=positive_class)
     labels = list(range(len(classes)))
     z = float(norm.ppf(0.5 + confidence / 2))
     metrics: list[MetricValue] = []
@@ -263,7 +266,15 @@ def realized_quality(
             if positive is not None:
                 reliability = reliability_bins(scored_truth == positive, scored[:, positive])
                 metrics.append(_ece_metric(reliability, confidence, replicates, seed))
-    return RealizedQuality(n_labelled=n, n_scored=n_scored, metrics=tuple(metrics), reliability=reliability)
+    return RealizedQuality(
+        n_labelled=n,
+        n_scored=n_scored,
+        metrics=tuple(metrics),
+        reliability=reliability,
+        label_counts=tuple(int(count) for count in cells.sum(axis=1)),
+        positive_class=positive_class,
+        classes=classes,
+    )
 
 
 def confusion_cells(true_index: np.ndarray, predicted_index: np.ndarray, n_classes: int) -> np.ndarray:
@@ -436,6 +447,10 @@ def quality_verdict(realized: RealizedQuality | None, reference_value: float | N
     value = realized.get(config.metric) if realized else None
     if value is None or value.high is None:
         return QualityVerdict.INSUFFICIENT_DATA, f"{config.metric} could not be computed from the labelled predictions"
+    if config.metric in ("f1", "recall") and realized.positive_class in realized.classes:
+        if realized.label_counts[realized.classes.index(realized.positive_class)] == 0:
+            # F1 and recall of a class no label belongs to are undefined (scikit-learn's zero_division), not bad.
+            return QualityVerdict.INSUFFICIENT_DATA, f"no labelled prediction is of the positive class {realized.positive_class!r}, so {config.metric} is undefined"
     threshold = reference_value - config.tolerance
     interval = f"{config.metric} {value.value:.3f} ({config.confidence:.0%} interval {value.low:.3f} to {value.high:.3f})"
     if value.high < threshold:
