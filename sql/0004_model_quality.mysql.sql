@@ -11,6 +11,7 @@ CREATE TABLE IF NOT EXISTS quality_runs (
     n_predictions             INTEGER      NOT NULL,
     n_labelled                INTEGER      NOT NULL,
     n_labels_outside_classes  INTEGER      NOT NULL,
+    n_unmatched_labels        INTEGER      NOT NULL,
     n_estimated               INTEGER      NULL,
     delay_p50_seconds         DOUBLE       NULL,
     delay_p90_seconds         DOUBLE       NULL,

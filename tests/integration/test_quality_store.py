@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from sml.core.db import GROUND_TRUTH, PREDICTIONS, QUALITY_METRICS, QUALITY_RUNS, apply_migrations, create_db_engine, to_db_timestamp
 from sml.core.events import build_prediction_event
 from sml.drift.quality import LABEL_OUTSIDE_CLASSES, UNLABELLED, QualityConfig, assess_quality
-from sml.drift.quality_store import load_quality, read_quality_window, save_quality
+from sml.drift.quality_store import count_unmatched_labels, load_quality, read_quality_window, save_quality
 from sml.drift.windows import TimeWindow
 from sml.writer.batch import insert_prediction_rows, prediction_row
 
@@ -72,6 +73,7 @@ def test_window_rows_come_back_with_their_labels_delays_and_probabilities(engine
 
     sample = read_quality_window(engine, MODEL, WINDOW, CLASSES)
 
+    assert count_unmatched_labels(engine, WINDOW) == 1  # only the label of the unknown id; the others have their prediction
     assert sample.n_rows == 4
     order = np.argsort(sample.delay_seconds)  # labelled rows first, by delay; unlabelled (NaN) last
     assert sample.true_index[order].tolist() == [LABEL_OUTSIDE_CLASSES, 1, 1, UNLABELLED]
@@ -128,12 +130,14 @@ def test_stored_quality_reads_back_and_goes_with_its_drift_run(engine) -> None:
             ),
             {"start": to_db_timestamp(WINDOW.start), "end": to_db_timestamp(END)},
         )
+    result = replace(result, n_unmatched_labels=3)
     save_quality(engine, "r1", result)
     save_quality(engine, "r1", result)  # a second save replaces, never duplicates
 
     stored = load_quality(engine, "r1")
     assert stored.run["status"] == result.status.value == "DEGRADED"
     assert stored.run["n_labelled"] == 300 and stored.run["delay_p50_seconds"] == pytest.approx(60.0)
+    assert stored.run["n_unmatched_labels"] == 3
     f1 = stored.value("realized", "f1")
     assert f1["value"] == pytest.approx(result.realized.get("f1").value)
     assert f1["ci_low"] == pytest.approx(result.realized.get("f1").low) and f1["interval_method"] == "bootstrap"

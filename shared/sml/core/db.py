@@ -119,6 +119,7 @@ QUALITY_RUNS = sa.Table(
     sa.Column("n_predictions", sa.Integer, nullable=False),
     sa.Column("n_labelled", sa.Integer, nullable=False),
     sa.Column("n_labels_outside_classes", sa.Integer, nullable=False),
+    sa.Column("n_unmatched_labels", sa.Integer, nullable=False),
     sa.Column("n_estimated", sa.Integer, nullable=True),
     sa.Column("delay_p50_seconds", sa.Float, nullable=True),
     sa.Column("delay_p90_seconds", sa.Float, nullable=True),

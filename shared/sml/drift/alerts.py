@@ -133,6 +133,7 @@ def quality_digest(quality: Any) -> dict[str, Any]:
         "predictions": quality.n_predictions,
         "labelled": quality.n_labelled,
         "coverage": _rounded(quality.coverage),
+        "unmatched_labels": quality.n_unmatched_labels,
     }
 
 

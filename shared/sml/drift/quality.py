@@ -174,6 +174,8 @@ class QualityResult:
     :param n_predictions: predictions in the window; ``n_labelled`` of them have a label among the
         model's classes; ``n_labels_outside_classes`` have a label that is not a class (not scored).
     :param reference_value: the manifest's held-out value of ``config.metric`` (``None`` if absent).
+    :param n_unmatched_labels: labels labelled in the window whose prediction is not stored (yet):
+        counted, never scored (a prediction may still arrive; a wrong id never will).
     """
 
     status: QualityVerdict
@@ -189,6 +191,7 @@ class QualityResult:
     estimated: EstimatedQuality | None
     delay: LabelDelay | None
     reference_metrics: dict[str, float] = field(default_factory=dict)
+    n_unmatched_labels: int = 0
 
     @property
     def coverage(self) -> float:

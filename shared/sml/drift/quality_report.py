@@ -33,6 +33,7 @@ def render_quality_section(quality: QualityResult) -> str:
         "verdict": f"{status}: {quality.reason}",
         "label coverage": f"{quality.n_labelled} of {quality.n_predictions} predictions labelled ({quality.coverage:.1%})",
         "labels not among the classes": str(quality.n_labels_outside_classes),
+        "labels without a stored prediction": f"{quality.n_unmatched_labels} labelled in the window (kept; counted, not scored)",
         "label delay": (
             f"median {_duration(delay.p50)}, 90th percentile {_duration(delay.p90)}, 99th {_duration(delay.p99)}, longest {_duration(delay.maximum)}"
             if delay

@@ -27,7 +27,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -274,7 +274,7 @@ def assess_window_quality(engine: Engine, manifest: ModelManifest, window: TimeW
             calibrator = Calibrator.from_json(manifest.extra["calibration"])
         except (KeyError, TypeError, ValueError) as exc:
             raise SmlError(f"manifest of {manifest.model_name} {manifest.version}: extra.calibration is malformed ({exc})") from None
-    return assess_quality(
+    result = assess_quality(
         classes=classes,
         positive_class=str(positive) if positive is not None else None,
         predicted_index=sample.predicted_index,
@@ -285,6 +285,23 @@ def assess_window_quality(engine: Engine, manifest: ModelManifest, window: TimeW
         calibrator=calibrator,
         config=config,
     )
+    return replace(result, n_unmatched_labels=count_unmatched_labels(engine, window))
+
+
+def count_unmatched_labels(engine: Engine, window: TimeWindow) -> int:
+    """Labels whose ``labelled_at`` is in ``window`` and whose prediction is not in ``predictions`` (of any model).
+
+    Such a label is kept (its prediction may arrive later, e.g. from the DLQ) and counted here,
+    so that ids that never match (a client sending wrong ids) show up week by week.
+    """
+    start, end = to_db_timestamp(window.start), to_db_timestamp(window.end)
+    unmatched = (
+        sa.select(sa.func.count())
+        .select_from(GROUND_TRUTH.outerjoin(PREDICTIONS, PREDICTIONS.c.prediction_id == GROUND_TRUTH.c.prediction_id))
+        .where(GROUND_TRUTH.c.labelled_at >= start, GROUND_TRUTH.c.labelled_at < end, PREDICTIONS.c.prediction_id.is_(None))
+    )
+    with engine.connect() as connection:
+        return int(connection.execute(unmatched).scalar_one())
 
 
 @dataclass(frozen=True)
@@ -339,6 +356,7 @@ def _quality_row(run_id: str, result: QualityResult) -> dict[str, Any]:
         "n_predictions": result.n_predictions,
         "n_labelled": result.n_labelled,
         "n_labels_outside_classes": result.n_labels_outside_classes,
+        "n_unmatched_labels": result.n_unmatched_labels,
         "n_estimated": result.estimated.n_predictions if result.estimated else None,
         "delay_p50_seconds": delay.p50 if delay else None,
         "delay_p90_seconds": delay.p90 if delay else None,

@@ -101,7 +101,11 @@ def print_stored_quality(run: dict[str, Any], quality: Any) -> None:
         )
     console.print(table)
     coverage = row["n_labelled"] / row["n_predictions"] if row["n_predictions"] else 0.0
-    console.print(f"labels: {row['n_labelled']} of {row['n_predictions']} predictions ({coverage:.1%}); {row['n_labels_outside_classes']} labels not among the classes", markup=False)
+    console.print(
+        f"labels: {row['n_labelled']} of {row['n_predictions']} predictions ({coverage:.1%}); {row['n_labels_outside_classes']} labels not among the classes; "
+        f"{row['n_unmatched_labels']} labels in the window without a stored prediction",
+        markup=False,
+    )
     if row["delay_p50_seconds"] is not None:
         console.print(
             f"label delay: median {_duration(row['delay_p50_seconds'])}, 90th percentile {_duration(row['delay_p90_seconds'])}, "
