@@ -100,6 +100,19 @@ def test_a_probabilities_text_that_is_not_json_counts_as_missing_and_keeps_the_r
     assert sample.probabilities[~labelled][0].tolist() == pytest.approx([0.2, 0.8])
 
 
+def test_a_null_or_missing_class_probability_is_nan_for_that_class_only(engine) -> None:
+    ids = _store_predictions(engine, [("benign", 0.3, WINDOW.start), ("malignant", 0.8, WINDOW.start + timedelta(minutes=1))])
+    with engine.begin() as connection:
+        connection.execute(PREDICTIONS.update().where(PREDICTIONS.c.prediction_id == ids[0]).values(probabilities='{"benign":null,"malignant":0.5}'))
+        connection.execute(PREDICTIONS.update().where(PREDICTIONS.c.prediction_id == ids[1]).values(probabilities='{"malignant":0.8}'))
+
+    sample = read_quality_window(engine, MODEL, WINDOW, CLASSES)
+
+    rows = sorted(sample.probabilities.tolist(), key=lambda row: row[1])
+    assert np.isnan(rows[0][0]) and rows[0][1] == pytest.approx(0.5)
+    assert np.isnan(rows[1][0]) and rows[1][1] == pytest.approx(0.8)
+
+
 def test_an_empty_window_reads_as_no_rows(engine) -> None:
     sample = read_quality_window(engine, MODEL, WINDOW, CLASSES)
     assert sample.n_rows == 0 and sample.probabilities.shape == (0, 2)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ from sml.lifecycle.calibration import Calibrator
 from sml.lifecycle.manifest import ModelManifest
 
 ROWS_PER_FETCH = 10_000
+_PREDICTION, _LABEL, _DELAY = operator.attrgetter("prediction"), operator.attrgetter("label"), operator.attrgetter("delay")
 _STRUCT_KEY = re.compile(r'^[^"\\\x00-\x1f]*$')
 
 
@@ -107,7 +109,8 @@ def _read_slices(connection: Connection, joined: Any, in_window: Sequence[Any], 
         + sa.literal(",")
         + sa.func.coalesce(sa.func.json_quote(GROUND_TRUTH.c.label), null)
         + sa.literal(",")
-        + sa.func.coalesce(sa.cast(delay, sa.String), null)
+        # An unlabelled row's delay is never read (its label is null); 0 keeps the field a plain number.
+        + sa.func.coalesce(sa.cast(delay, sa.String), sa.literal("0"))
         + sa.literal("]")
     )
     statement = (
@@ -137,7 +140,8 @@ class _QualityColumns:
     def __init__(self, classes: Sequence[str | int]) -> None:
         self.names = [str(label) for label in classes]
         self.k = len(self.names)
-        self.index_by_text: dict[str, int] = {}
+        self.prediction_index: dict[str, int] = {}
+        self.label_index: dict[str | None, int] = {None: UNLABELLED}
         self.predicted: list[np.ndarray] = []
         self.probabilities: list[np.ndarray] = []
         self.truth: list[np.ndarray] = []
@@ -146,10 +150,11 @@ class _QualityColumns:
         self.decoder: msgspec.json.Decoder | None = None
         if all(_STRUCT_KEY.match(name) for name in self.names) and len(set(self.names)) == self.k:
             fields = [f"p{index}" for index in range(self.k)]
-            probabilities = msgspec.defstruct("Probabilities", [(field, float | None, None) for field in fields], rename=dict(zip(fields, self.names)), gc=False)
+            # A class missing from a row's probabilities is NaN; a null among them fails the slice (read again leniently).
+            probabilities = msgspec.defstruct("Probabilities", [(field, float, math.nan) for field in fields], rename=dict(zip(fields, self.names)), gc=False)
             row = msgspec.defstruct(
                 "QualityRow",
-                [("prediction", str), ("probabilities", probabilities | None), ("label", str | None), ("delay", int | float | None)],
+                [("prediction", str), ("probabilities", probabilities | None), ("label", str | None), ("delay", float)],
                 array_like=True,
                 forbid_unknown_fields=True,
                 gc=False,
@@ -166,18 +171,24 @@ class _QualityColumns:
         if len(decoded) != rows:
             return False
         nan_row = (math.nan,) * self.k
-        probabilities = (nan_row if row.probabilities is None else msgspec.structs.astuple(row.probabilities) for row in decoded)
+        astuple = msgspec.structs.astuple
+        probabilities = (nan_row if row.probabilities is None else astuple(row.probabilities) for row in decoded)
         self._add(
-            [row.prediction for row in decoded],
+            list(map(_PREDICTION, decoded)),
             probabilities,
-            [row.label for row in decoded],
-            [row.delay for row in decoded],
+            list(map(_LABEL, decoded)),
+            map(_DELAY, decoded),
         )
         return True
 
     def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
-        self._add([row[0] for row in rows], (self._lenient_probabilities(row[1]) for row in rows), [row[2] for row in rows], [row[3] for row in rows])
+        self._add(
+            [row[0] for row in rows],
+            (self._lenient_probabilities(row[1]) for row in rows),
+            [row[2] for row in rows],
+            (0.0 if row[3] is None else float(row[3]) for row in rows),
+        )
 
     def _lenient_probabilities(self, text: str | None) -> tuple[float, ...]:
         try:
@@ -188,18 +199,22 @@ class _QualityColumns:
             return (math.nan,) * self.k
         return tuple(_as_probability(values.get(name)) for name in self.names)
 
-    def _add(self, predictions: list[str], probabilities: Iterable[tuple[Any, ...]], labels: list[str | None], delays: list[Any]) -> None:
+    def _add(self, predictions: list[str], probabilities: Iterable[tuple[float, ...]], labels: list[str | None], delays: Iterable[float]) -> None:
+        """Append rows; ``delays`` in microseconds (any number where the label is null)."""
         count = len(predictions)
-        for text in set(predictions).union(labels).difference(self.index_by_text):
-            if text is not None:
-                self.index_by_text[text] = self._class_index(text)
-        self.predicted.append(np.fromiter(map(self.index_by_text.__getitem__, predictions), dtype=np.int64, count=count))
-        values = list(itertools.chain.from_iterable(probabilities))
-        self.probabilities.append(np.array(values, dtype=float).reshape(count, self.k) if count else np.empty((0, self.k)))
-        truth = np.fromiter((UNLABELLED if label is None else self.index_by_text[label] for label in labels), dtype=np.int64, count=count)
-        truth[(truth == -1) & np.fromiter((label is not None for label in labels), dtype=bool, count=count)] = LABEL_OUTSIDE_CLASSES
+        for text in set(predictions).difference(self.prediction_index):
+            self.prediction_index[text] = self._class_index(text)
+        for text in set(labels).difference(self.label_index):
+            index = self._class_index(text)
+            self.label_index[text] = index if index >= 0 else LABEL_OUTSIDE_CLASSES
+        self.predicted.append(np.fromiter(map(self.prediction_index.__getitem__, predictions), dtype=np.int64, count=count))
+        values = np.fromiter(itertools.chain.from_iterable(probabilities), dtype=float, count=count * self.k)
+        self.probabilities.append(values.reshape(count, self.k))
+        truth = np.fromiter(map(self.label_index.__getitem__, labels), dtype=np.int64, count=count)
         self.truth.append(truth)
-        self.delays.append(np.array([math.nan if delay is None else float(delay) / 1e6 for delay in delays], dtype=float))
+        delay = np.fromiter(delays, dtype=float, count=count) / 1e6
+        delay[truth == UNLABELLED] = np.nan
+        self.delays.append(delay)
         self.n_rows += count
 
     def _class_index(self, text: str) -> int:
