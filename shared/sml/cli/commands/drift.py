@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Compare the champion's recent predictions with its training reference (or the previous window): "
             "KS / chi-square / missing-rate tests per feature and for the predicted label, Benjamini-Hochberg "
             "corrected, with effect-size floors (SML_DRIFT_*). Stores the run, writes the HTML report and "
-            "publishes the SNS alert, like the weekly drift Lambda."
+            "publishes the SNS alert, like the weekly drift Lambda. Model quality is assessed in the same run "
+            "(realized metrics from labels, CBPE estimate; SML_QUALITY_*) and its verdict printed; `sml quality` shows it in full."
         ),
     )
     parser.add_argument("--window", help="length of the current window, e.g. 7d, 12h, 90m, 2w (default: SML_DRIFT_WINDOW_DAYS, 7 days)")
