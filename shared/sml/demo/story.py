@@ -14,9 +14,8 @@ the drift job flags exactly the shifted features, stores the run, writes the rep
 Model quality (issue 16): labels for part of the traffic arrive after it was served. In the shifted
 phase some of them contradict what the model got right (concept drift, which the input tests
 cannot see): realized F1 falls and the verdict is DEGRADED, while the CBPE estimate, which
-assumes the relation between score and label holds, does not fall. Until ``POST /feedback``
-(issue 16a) is on main, :func:`_deliver_labels` stores the labels in ``ground_truth`` as the writer
-does (the label as JSON text; latest ``labelled_at`` wins); it is the one place to switch.
+assumes the relation between score and label holds, does not fall. The labels go in as a user
+sends them: ``POST /feedback`` on the Function URL, then the events queue and the writer.
 """
 
 from __future__ import annotations
@@ -223,8 +222,8 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     _wait_drained(stack)
     say(f"      {_count_rows(engine, baseline.prediction_ids):,} rows stored")
     labels = _late_labels(baseline, _truth_by_row(baseline_rows, baseline_truth), config.labelled_share, 0.0, rng)
-    _deliver_labels(engine, labels)
-    say(f"      labels arrive late for {len(labels):,} of them (the true diagnoses)")
+    _deliver_labels(stack, labels)
+    say(f"      labels arrive late for {len(labels):,} of them through POST /feedback (the true diagnoses)")
     baseline_run = _run_drift(settings, registry, engine, clients, baseline.started_at, baseline.ended_at, config)
     summary.baseline_quality = _quality_digest(baseline_run.run.quality)
     summary.baseline_status = baseline_run.run.status.value
@@ -248,9 +247,9 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     summary.traffic.merge(shifted)
     _wait_drained(stack)
     labels = _late_labels(shifted, _truth_by_row(shifted_rows, shifted_truth), config.labelled_share, config.concept_flip_share, rng)
-    _deliver_labels(engine, labels)
+    _deliver_labels(stack, labels)
     say(
-        f"      labels arrive late for {len(labels):,} of them; concept drift: {config.concept_flip_share:.0%} of the cases the model "
+        f"      labels arrive late for {len(labels):,} of them through POST /feedback; concept drift: {config.concept_flip_share:.0%} of the cases the model "
         "got right now carry the other label"
     )
 
@@ -457,15 +456,19 @@ def _late_labels(traffic: TrafficResult, truth: dict[str, str], share: float, fl
     return labels
 
 
-def _deliver_labels(engine: sa.Engine, labels: Sequence[tuple[str, str]], source: str = "demo") -> None:
-    """Store the labels in ``ground_truth`` as the writer stores ground-truth events (labelled now)."""
-    from sml.core.db import GROUND_TRUTH
+def _deliver_labels(stack: Any, labels: Sequence[tuple[str, str]], source: str = "demo", per_request: int = 50) -> None:
+    """Send the labels to ``POST /feedback`` in batches (labelled now), then wait until the writer has stored them.
 
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    rows = [{"prediction_id": pid, "label": json.dumps(label), "labelled_at": now, "source": source, "stored_at": now} for pid, label in labels]
-    if rows:
-        with engine.begin() as connection:
-            connection.execute(GROUND_TRUTH.insert(), rows)
+    :raises SmlError: /feedback refused a batch (its status and body are in the message).
+    """
+    url = stack.endpoints.function_url.rstrip("/") + "/feedback"
+    with requests.Session() as session:
+        for index in range(0, len(labels), per_request):
+            body = {"labels": [{"prediction_id": pid, "label": label, "source": source} for pid, label in labels[index : index + per_request]]}
+            response = session.post(url, json=body, timeout=30)
+            if response.status_code != 202:
+                raise SmlError(f"POST /feedback answered {response.status_code}: {response.text[:300]}")
+    _wait_drained(stack)
 
 
 def _quality_digest(quality: Any) -> dict[str, Any]:
