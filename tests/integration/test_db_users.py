@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from sml.core.db import (
+    METADATA,
     DatabaseUser,
     apply_function_users,
     apply_migrations,
@@ -68,7 +69,9 @@ def test_each_function_user_may_do_only_its_own_work(mysql_url: str, users: dict
     apply_migrations(admin)
     granted = apply_function_users(admin, list(users.values()))
     assert sorted(granted["writer"]) == ["ground_truth", "predictions"]
-    assert set(granted["drift"]) >= {"predictions", "ground_truth", "drift_runs", "drift_features"}
+    assert set(granted["drift"]) >= {"predictions", "ground_truth", "drift_runs", "drift_features", "quality_runs", "quality_metrics"}
+    every_table = {table.name for table in METADATA.sorted_tables} - {"schema_migrations"}
+    assert every_table <= set(granted["writer"]) | set(granted["drift"]), "a table no function may use"
 
     writer = _engine_as(mysql_url, users["writer"])
     with writer.begin() as connection:

@@ -539,6 +539,7 @@ FUNCTION_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "predictions": ("SELECT",),
         "ground_truth": ("SELECT",),
         "drift_*": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+        "quality_*": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     },
 }
 
