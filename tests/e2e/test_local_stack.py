@@ -1,4 +1,4 @@
-"""The local stack in this process: moto's server, resources, handler wiring, lifecycle."""
+"""The local stack from this process: AWS endpoint, resources, function containers, lifecycle."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 import socket
 import subprocess
 import sys
-import threading
+import tempfile
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,14 +34,33 @@ def publish_body(event: dict[str, Any], context: Any) -> dict[str, str]:
     return {"queued": event["body"]}
 
 
-class CollectingWriter:
-    def __init__(self) -> None:
-        self.bodies: list[str] = []
-        self.arrived = threading.Event()
+def collect_bodies(event: dict[str, Any], context: Any) -> None:
+    """A stand-in for the writer: appends each record's body to ``<state dir>/written.jsonl``."""
+    with open(Path(os.environ["SML_STATE_DIR"]) / "written.jsonl", "a", encoding="utf-8") as out:
+        out.writelines(record["body"] + "\n" for record in event["Records"])
 
-    def __call__(self, event: dict[str, Any], context: Any) -> None:
-        self.bodies += [record["body"] for record in event["Records"]]
-        self.arrived.set()
+
+def process_facts(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """What a container sees of itself: its pid, parent, temporary folder and function name."""
+    global INVOCATIONS_SEEN
+    INVOCATIONS_SEEN += 1
+    if "sleep" in (event.get("body") or ""):
+        time.sleep(json.loads(event["body"])["sleep"])
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "tmp": tempfile.gettempdir(),
+        "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"],
+        "invocations_seen": INVOCATIONS_SEEN,
+    }
+
+
+INVOCATIONS_SEEN = 0
+
+
+def written_bodies(state_dir: Path) -> list[str]:
+    path = state_dir / "written.jsonl"
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
 
 
 def config(tmp_path: Path, **overrides: Any) -> LocalStackConfig:
@@ -49,7 +70,7 @@ def config(tmp_path: Path, **overrides: Any) -> LocalStackConfig:
         "app_name": name,
         "bucket": f"{name}-models",
         "predict_handler": publish_body,
-        "writer_handler": CollectingWriter(),
+        "writer_handler": collect_bodies,
         "visibility_timeout_s": 5,
         "batching_window_s": 0,
     }
@@ -99,14 +120,41 @@ def test_handlers_see_the_stack_in_their_environment_and_it_is_restored_after(tm
 
 
 def test_a_request_flows_from_the_function_url_through_the_queue_to_the_writer(tmp_path: Path) -> None:
-    writer = CollectingWriter()
-    with LocalStack(config(tmp_path, writer_handler=writer)) as stack:
+    with LocalStack(config(tmp_path)) as stack:
         response = requests.post(stack.endpoints.function_url, json={"n": 1}, timeout=10)
 
         assert response.json() == {"queued": '{"n": 1}'}
-        assert writer.arrived.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while not written_bodies(stack.config.state_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert stack.poller.wait_until_drained(timeout_s=30)
-    assert writer.bodies == ['{"n": 1}']
+    assert written_bodies(tmp_path / ".sml") == ['{"n": 1}']
+
+
+def test_each_function_runs_in_its_own_container_process_with_its_own_globals_and_tmp(tmp_path: Path) -> None:
+    with LocalStack(config(tmp_path, predict_handler=process_facts, predict_concurrency=1)) as stack:
+        first = requests.get(stack.endpoints.function_url, timeout=30).json()
+        second = requests.get(stack.endpoints.function_url, timeout=30).json()
+        writer_pids = stack.writer.pids()
+
+    assert first["ppid"] == os.getpid() != first["pid"]
+    assert second["pid"] == first["pid"]  # one container, kept warm
+    assert (first["invocations_seen"], second["invocations_seen"]) == (1, 2)
+    assert INVOCATIONS_SEEN == 0  # the handler's globals changed only in the container
+    assert first["function"] == f"{stack.config.app_name}-predict"
+    assert first["pid"] not in writer_pids
+    assert first["tmp"] != tempfile.gettempdir()
+    assert not Path(first["tmp"]).exists()  # removed with its container
+
+
+def test_concurrent_requests_get_their_own_containers_up_to_the_predict_concurrency(tmp_path: Path) -> None:
+    with LocalStack(config(tmp_path, predict_handler=process_facts, predict_concurrency=2)) as stack:
+        url = stack.endpoints.function_url
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: requests.post(url, json={"sleep": 1}, timeout=60).json(), range(3)))
+        assert len(stack.predict.pids()) == 2
+
+    assert len({answer["pid"] for answer in answers}) == 2
 
 
 AFTER_RESPONSE_HANDLER = """
