@@ -270,6 +270,11 @@ class FunctionContainers:
         with self._changed:
             return [c.process.pid for c in self._containers if c.alive]
 
+    def busy_pids(self) -> list[int]:
+        """Process ids of the containers running an invocation right now (to kill one mid-batch)."""
+        with self._changed:
+            return [c.process.pid for c in self._containers if c.alive and c not in self._idle]
+
     def invoke(self, event: Any, context: Any) -> Any:
         """Run the handler on ``event`` in one container; returns what the handler returned.
 
