@@ -29,6 +29,7 @@ BENCHMARKS = {
     "ground-truth": "ground_truth_bench",
     "drift": "drift_bench",
     "count-categories": "count_categories_bench",
+    "local-stack": "local_stack_bench",
 }
 BENCH_DIR = Path(__file__).resolve().parent
 
