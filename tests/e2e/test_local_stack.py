@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from sml.core.errors import SmlError
+from sml.local.aws_endpoint import start_aws_server
 from sml.local.stack import LocalStack, LocalStackConfig, running_stack_pid
 
 pytestmark = pytest.mark.e2e
@@ -265,3 +266,20 @@ def test_a_taken_port_is_reported_with_its_option(tmp_path: Path) -> None:
             LocalStack(config(tmp_path, function_url_port=port)).start()
         with pytest.raises(SmlError, match=rf"--aws-port {port}: cannot listen"):
             LocalStack(config(tmp_path, aws_port=port)).start()
+
+
+def test_an_aws_endpoint_url_is_used_as_given_and_no_emulator_is_started(tmp_path: Path) -> None:
+    other = start_aws_server("moto", host="127.0.0.1", port=0)  # stands in for another emulator the user runs
+    try:
+        with LocalStack(config(tmp_path, aws_endpoint_url=other.url)) as stack:
+            assert stack.aws_server is None
+            assert stack.endpoints.aws_endpoint_url == other.url
+            assert os.environ["SML_AWS_ENDPOINT_URL"] == other.url
+            sqs = boto3.client("sqs", endpoint_url=other.url, region_name=stack.endpoints.region)
+            assert sqs.get_queue_url(QueueName=f"{stack.config.app_name}-events")["QueueUrl"] == stack.endpoints.queue_url
+            response = requests.post(stack.endpoints.function_url, json={"n": 2}, timeout=30)
+            assert response.json() == {"queued": '{"n": 2}'}
+            assert stack.poller.wait_until_drained(timeout_s=30)
+        assert written_bodies(tmp_path / ".sml") == ['{"n": 2}']
+    finally:
+        other.stop()

@@ -196,3 +196,39 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (FileNotFoundError, ProcessLookupError):
         return True
+
+
+POST_INVOKE = '''
+import os, time
+
+def hook():
+    with open(os.environ["HOOK_LOG"], "a") as log:
+        log.write("post-invoke start\\n")
+        log.flush()
+        time.sleep(1.5)
+        log.write("post-invoke end\\n")
+'''
+
+
+def test_the_answer_returns_before_the_post_invoke_phase_and_the_next_event_waits_for_it(handler_module: str, tmp_path: Path) -> None:
+    (tmp_path / "post_invoke_hooks.py").write_text(POST_INVOKE)
+    hook_log = tmp_path / "hook.log"
+    spec = FunctionSpec(name="fn", handler=handler_module, timeout_s=10, post_invoke="post_invoke_hooks:hook", environment={"HOOK_LOG": str(hook_log)})
+    with FunctionContainers(spec, concurrency=1) as one:
+        first = invoke(one)
+        while not hook_log.exists():  # the hook starts after the answer came back
+            time.sleep(0.01)
+        log_when_answered = hook_log.read_text()
+        second = invoke(one)
+        log_when_second_answered = hook_log.read_text()
+
+    assert first["pid"] == second["pid"]
+    assert log_when_answered == "post-invoke start\n"  # answered while the post-invoke phase was still running
+    assert log_when_second_answered.startswith("post-invoke start\npost-invoke end\n")  # the next event waited for it
+
+
+def test_a_post_invoke_hook_that_cannot_be_imported_fails_the_init(handler_module: str) -> None:
+    spec = FunctionSpec(name="fn", handler=handler_module, post_invoke="no_such_hooks:hook")
+
+    with pytest.raises(FunctionError, match="no_such_hooks"):
+        FunctionContainers(spec).start()

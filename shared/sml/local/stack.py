@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -153,27 +152,6 @@ def handler_environment(
         "SML_DATABASE_URL": database_url,
         "SML_STATE_DIR": str(config.state_dir),
     }
-
-
-def load_handler(handler: str | Handler, *, role: str) -> Handler:
-    """Import a handler given as ``"module:function"`` (callables pass through).
-
-    :param role: what the handler is for (``"predict"``), used in error messages.
-    :raises SmlError: naming the module or function that cannot be loaded.
-    """
-    if callable(handler):
-        return handler
-    module_name, _, function_name = handler.partition(":")
-    if not module_name or not function_name:
-        raise SmlError(f"{role} handler {handler!r}: expected 'module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SmlError(f"{role} handler {handler!r}: cannot import module {module_name!r}: {exc}") from exc
-    loaded = getattr(module, function_name, None)
-    if not callable(loaded):
-        raise SmlError(f"{role} handler {handler!r}: module {module_name!r} has no function {function_name!r}")
-    return loaded
 
 
 def apply_database_migrations(database_url: str) -> list[str]:

@@ -15,10 +15,10 @@ and gets the result back with Lambda's semantics:
 - a handler that cannot be imported is ``Runtime.ImportModuleError`` at init.
 
 Invocation protocol (pickled over a socket pair, :class:`multiprocessing.connection.Connection`):
-the parent sends ``("invoke", event, context)``; the container answers ``("ok", result)`` or
-``("error", error_type, message)``, then runs its post-invoke phase (where Lambda lets
-extensions finish after the response, see :meth:`ContainerRuntime.post_invoke`) and only then
-sends ``("ready",)``. The parent hands the result to its caller at once and gives the container
+the parent sends ``("invoke", event, context)``; the container answers ``("ok", result, phase)``
+or ``("error", error_type, message, phase)``; when ``phase`` is true it then runs its post-invoke
+phase (where Lambda lets extensions finish after the response, see
+:meth:`ContainerRuntime.post_invoke`) and only then sends ``("ready",)``. The parent hands the result to its caller at once and gives the container
 its next event only after ``ready``, so work after the response never delays the response but
 always finishes before the next invocation of that container, as on Lambda.
 
@@ -94,6 +94,9 @@ class FunctionSpec:
     :param memory_mb: what the context and ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` report.
     :param log_path: the containers append stdout and stderr here (line-buffered, one write per
         line); ``None`` inherits the parent's.
+    :param post_invoke: ``"module:function"`` called with no arguments in the container after each
+        answer has gone back and before ``ready`` (the post-runtime phase); an exception there is
+        logged and does not end the container.
     """
 
     name: str
@@ -103,6 +106,7 @@ class FunctionSpec:
     region: str = "us-east-1"
     memory_mb: int = 1024
     log_path: Path | None = None
+    post_invoke: str | None = None
 
     @property
     def handler_path(self) -> str:
@@ -149,6 +153,8 @@ class Container:
             "SML_WORKER_FD": str(child_end.fileno()),
             "SML_WORKER_PARENT_PID": str(os.getpid()),
         }
+        if spec.post_invoke is not None:
+            environment["SML_WORKER_POST_INVOKE"] = spec.post_invoke
         if spec.log_path is not None:
             environment["SML_WORKER_LOG_PATH"] = str(spec.log_path)
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +166,7 @@ class Container:
             child_end.close()
         self.connection = Connection(parent_end.detach())
         self.awaiting_ready = True  # the init message plays the part of the first "ready"
+        self.answered_at: float | None = None  # when the last answer came; the post-invoke phase runs from then
         self.init_error: FunctionError | None = None
         _CONTAINER_REGISTRY.add(self)
 
@@ -201,7 +208,8 @@ class Container:
         if message is None:
             self.kill()
             raise FunctionTimeout("Sandbox.Timedout", f"Task timed out after {timeout_s:.2f} seconds")
-        self.awaiting_ready = True
+        self.awaiting_ready = message[-1]  # whether a post-invoke phase follows (then "ready" comes after it)
+        self.answered_at = time.monotonic()
         if message[0] == "ok":
             return message[1]
         raise FunctionError(message[1], message[2])
@@ -363,6 +371,9 @@ class FunctionContainers:
                 if not container.alive:  # died while idle: Lambda would just use another environment
                     raise FunctionError("Runtime.ExitError", "exited while idle")
                 ready = container.wait_ready(0)
+                if not ready and container.answered_at is not None and time.monotonic() - container.answered_at > self.spec.timeout_s:
+                    logger.error("%s container %d: the post-invoke phase outlasted the %.0f s timeout; killed", self.spec.name, container.index, self.spec.timeout_s)
+                    raise FunctionError("Sandbox.Timedout", "post-invoke phase timed out")
             except FunctionError:
                 self._idle.remove(container)
                 self._containers.remove(container)
@@ -405,22 +416,25 @@ def _kill_remaining_containers() -> None:
 class ContainerRuntime:
     """The loop inside one container: init once, then invoke → answer → post-invoke → ready."""
 
-    def __init__(self, connection: Connection, handler_path: str) -> None:
+    def __init__(self, connection: Connection, handler_path: str, post_invoke_path: str | None = None) -> None:
         self.connection = connection
         self.handler_path = handler_path
+        self.post_invoke_path = post_invoke_path
         self.handler: Callable[[Any, Any], Any] | None = None
+        self.post_invoke_hook: Callable[[], Any] | None = None
 
     def init(self) -> bool:
         """Import the handler; report ``init_ok`` or ``init_error`` to the parent."""
-        module_name, _, function_name = self.handler_path.partition(":")
         try:
-            module = importlib.import_module(module_name)
-            handler = getattr(module, function_name)
+            handler = _import_function(self.handler_path)
+            hook = _import_function(self.post_invoke_path) if self.post_invoke_path else None
         except Exception as exc:  # reported to the parent as Lambda reports an init failure
             traceback.print_exc()
+            module_name = getattr(exc, "module_name", self.handler_path)
             self.connection.send(("init_error", "Runtime.ImportModuleError", f"Unable to import module {module_name!r}: {exc}"))
             return False
         self.handler = handler
+        self.post_invoke_hook = hook
         self.connection.send(("init_ok",))
         return True
 
@@ -433,26 +447,51 @@ class ContainerRuntime:
             if message[0] != "invoke":
                 continue
             _, event, context = message
+            post_invoke = self.post_invoke_hook is not None
             try:
                 result = self.handler(event, context)  # type: ignore[misc]
-                answer: tuple[Any, ...] = ("ok", result)
+                answer: tuple[Any, ...] = ("ok", result, post_invoke)
             except Exception as exc:  # a function error, logged as the Lambda Python runtime does
                 traceback.print_exc()
-                answer = ("error", type(exc).__name__, str(exc))
+                answer = ("error", type(exc).__name__, str(exc), post_invoke)
             try:
                 self.connection.send(answer)
             except Exception as exc:  # the result could not be pickled
-                self.connection.send(("error", "Runtime.MarshalError", f"Unable to marshal response: {exc}"))
-            sys.stdout.flush()
-            self.post_invoke()
-            self.connection.send(("ready",))
+                self.connection.send(("error", "Runtime.MarshalError", f"Unable to marshal response: {exc}", post_invoke))
+            if post_invoke:
+                self.post_invoke()
+                self.connection.send(("ready",))
 
     def post_invoke(self) -> None:
         """Work after the response and before the next event (Lambda's post-runtime phase).
 
-        Nothing yet: this is where the container waits for its extensions to finish the
-        invocation (capture after the response).
+        Calls the ``post_invoke`` hook of the :class:`FunctionSpec`, if any: where a container
+        waits for its extensions to finish the invocation (capture after the response).
         """
+        if self.post_invoke_hook is None:
+            return
+        try:
+            self.post_invoke_hook()
+        except Exception:  # the answer has gone; the container keeps serving, as Lambda's would
+            traceback.print_exc()
+
+
+class _ImportFailed(ImportError):
+    def __init__(self, module_name: str, exc: Exception) -> None:
+        super().__init__(str(exc))
+        self.module_name = module_name
+
+
+def _import_function(path: str) -> Callable[..., Any]:
+    module_name, _, function_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise _ImportFailed(module_name, exc) from exc
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise _ImportFailed(module_name, AttributeError(f"module {module_name!r} has no function {function_name!r}"))
+    return function
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -480,7 +519,7 @@ def main() -> None:
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     tempfile.tempdir = os.environ["TMPDIR"]
     connection = Connection(int(os.environ.pop("SML_WORKER_FD")))
-    runtime = ContainerRuntime(connection, os.environ["_HANDLER"])
+    runtime = ContainerRuntime(connection, os.environ["_HANDLER"], os.environ.get("SML_WORKER_POST_INVOKE"))
     if runtime.init():
         runtime.serve()
 
