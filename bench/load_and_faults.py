@@ -202,6 +202,7 @@ def _run(plan: LoadPlan, work: Path, direct_aws_url: str, proxied_aws_url: str, 
         result.traffic_s = time.perf_counter() - started
         faults.join()
         say(f"  traffic done in {result.traffic_s:.1f} s; waiting for the queue to drain")
+        stack.predict.wait_all_ready(120)  # predict sends after answering: its post-invoke phases end first
         result.settled = _wait_settled(sqs, queue_url, dlq_url, traffic, plan.settle_limit_s)
         monitor.stop()
         result.end_to_end_s = time.perf_counter() - started

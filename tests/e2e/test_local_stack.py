@@ -180,40 +180,42 @@ def handler(event, context):
     try:
         prediction = build_prediction_event(model_name="m", model_version="v1", features={"x": 1.0}, prediction="a")
         extension.defer(context.aws_request_id, [prediction])
-        return {"prediction_id": prediction.prediction_id}
+        return {"prediction_id": prediction.prediction_id, "senders_before": list(senders), "pid": os.getpid()}
     finally:
         extension.end_invocation(context.aws_request_id)
 """
 
 
-def test_predict_registers_its_extensions_at_import_and_sends_after_answering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_registers_its_extensions_at_import_in_its_container_and_sends_after_answering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module = f"after_response_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text(AFTER_RESPONSE_HANDLER)
     monkeypatch.syspath_prepend(str(tmp_path))
-    writer = CollectingWriter()
 
-    with LocalStack(config(tmp_path, predict_handler=f"{module}:handler", writer_handler=writer)) as stack:
-        answer = requests.post(stack.endpoints.function_url, json={}, timeout=10).json()
-        assert writer.arrived.wait(timeout=30)
-        [registered] = stack.extensions_api.extensions
+    with LocalStack(config(tmp_path, predict_handler=f"{module}:handler", predict_concurrency=1)) as stack:
+        first = requests.post(stack.endpoints.function_url, json={}, timeout=10).json()
+        assert stack.predict.wait_all_ready(timeout_s=30)  # its post-invoke phase (the send) is over
+        second = requests.post(stack.endpoints.function_url, json={}, timeout=10).json()
+        assert stack.predict.wait_all_ready(timeout_s=30)
+        assert stack.poller.wait_until_drained(timeout_s=30)
 
-    assert registered.events == ("INVOKE",)
-    assert [json.loads(body)["prediction_id"] for body in writer.bodies] == [answer["prediction_id"]]
-    assert sys.modules[module].senders == ["sml-capture-extension"]
+    assert first["pid"] == second["pid"]
+    assert first["senders_before"] == []  # the answer left before the extension sent its event
+    assert second["senders_before"] == ["sml-capture-extension"]  # sent on the extension's thread, after answering
+    stored = [json.loads(body)["prediction_id"] for body in written_bodies(tmp_path / ".sml")]
+    assert sorted(stored) == sorted([first["prediction_id"], second["prediction_id"]])
 
 
-def test_stop_closes_every_port_and_removes_stack_json(tmp_path: Path) -> None:
+def test_stop_closes_every_port_ends_every_container_and_removes_stack_json(tmp_path: Path) -> None:
     stack = LocalStack(config(tmp_path)).start()
     endpoints = stack.endpoints
-    assert stack.extensions_api is not None
-    extensions_api_url = f"http://{stack.extensions_api.runtime_api}"
+    containers = stack.predict.pids() + stack.writer.pids()
 
     stack.stop()
 
     assert not stack.stack_file.exists()
     assert port_is_closed(endpoints.function_url)
     assert port_is_closed(endpoints.aws_endpoint_url)
-    assert port_is_closed(extensions_api_url)
+    assert containers and not any(Path(f"/proc/{pid}").exists() for pid in containers)
 
 
 def test_a_second_stack_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:

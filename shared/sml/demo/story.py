@@ -328,9 +328,9 @@ def _client_loop(url: str, bodies: Sequence[dict[str, Any]]) -> TrafficResult:
 
 
 def _wait_drained(stack: Any, timeout_s: float = 90.0) -> None:
-    # predict sends the last answer's events after answering: its post-runtime phase ends first.
-    if stack.extensions_api is not None:
-        stack.extensions_api.wait_post_invoke(timeout_s=timeout_s)
+    # predict sends the last answer's events after answering: its post-runtime phases end first.
+    if not stack.predict.wait_all_ready(timeout_s):
+        raise SmlError(f"predict's containers did not finish their post-invoke phase within {timeout_s:.0f} s")
     if not stack.poller.wait_until_drained(timeout_s):
         raise SmlError(f"the writer did not drain the events queue within {timeout_s:.0f} s")
 

@@ -14,6 +14,11 @@ and gets the result back with Lambda's semantics:
   the next invocation cold-starts a new one;
 - a handler that cannot be imported is ``Runtime.ImportModuleError`` at init.
 
+Each container also serves its own Lambda Extensions API (:mod:`sml.local.extensions_api`) on
+127.0.0.1 and points ``AWS_LAMBDA_RUNTIME_API`` at it before the handler module is imported, so
+internal extensions (predict's capture after the response) register during init, get an
+``INVOKE`` event per invocation and finish in the post-invoke phase, as on Lambda.
+
 Invocation protocol (pickled over a socket pair, :class:`multiprocessing.connection.Connection`):
 the parent sends ``("invoke", event, context)``; the container answers ``("ok", result, phase)``
 or ``("error", error_type, message, phase)``; when ``phase`` is true it then runs its post-invoke
@@ -23,7 +28,8 @@ its next event only after ``ready``, so work after the response never delays the
 always finishes before the next invocation of that container, as on Lambda.
 
 Containers die with the parent: each watches its parent's pid and exits when it changes, and an
-end of file on the connection ends it too.
+end of file on the connection ends it too. A stopping stack sends each container ``SIGTERM`` and
+gives it :data:`SHUTDOWN_GRACE_S` (extensions report what they could not finish), then kills it.
 
 Example::
 
@@ -58,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase of an on-demand function
 PARENT_CHECK_INTERVAL_S = 0.5
+SHUTDOWN_GRACE_S = 0.5  # what Lambda gives the runtime between SIGTERM and SIGKILL when extensions are registered
 _CONTAINER_REGISTRY: weakref.WeakSet[Container] = weakref.WeakSet()
 
 
@@ -220,6 +227,16 @@ class Container:
         how = f"signal: {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
         return FunctionError("Runtime.ExitError", f"Runtime exited with error: {how}")
 
+    def shut_down(self) -> None:
+        """End the container as Lambda ends an environment: ``SIGTERM``, a short grace, then ``SIGKILL``."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=SHUTDOWN_GRACE_S)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
     def kill(self) -> None:
         """Kill the process at once (SIGKILL, as Lambda ends a timed-out environment) and clean up."""
         if self.process.poll() is None:
@@ -283,6 +300,30 @@ class FunctionContainers:
         with self._changed:
             return [c.process.pid for c in self._containers if c.alive and c not in self._idle]
 
+    def wait_all_ready(self, timeout_s: float) -> bool:
+        """Wait until no container runs an invocation or its post-invoke phase; ``False`` on timeout.
+
+        What a caller needs before it reads what the invocations did after answering (the events
+        predict sends after the response, say).
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                busy = any(container not in self._idle for container in self._containers)
+                for container in list(self._idle):
+                    try:
+                        container.wait_ready(0)
+                    except FunctionError:
+                        self._idle.remove(container)
+                        self._containers.remove(container)
+                        container.kill()
+                if not busy and not any(container.awaiting_ready for container in self._idle):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.05))
+
     def invoke(self, event: Any, context: Any) -> Any:
         """Run the handler on ``event`` in one container; returns what the handler returned.
 
@@ -315,8 +356,11 @@ class FunctionContainers:
             self._closed = True
             containers, self._containers, self._idle = self._containers, [], []
             self._changed.notify_all()
+        for container in containers:  # SIGTERM to all first, so their grace periods overlap
+            if container.alive:
+                container.process.terminate()
         for container in containers:
-            container.kill()
+            container.shut_down()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -416,8 +460,11 @@ def _kill_remaining_containers() -> None:
 class ContainerRuntime:
     """The loop inside one container: init once, then invoke → answer → post-invoke → ready."""
 
-    def __init__(self, connection: Connection, handler_path: str, post_invoke_path: str | None = None) -> None:
+    def __init__(
+        self, connection: Connection, handler_path: str, post_invoke_path: str | None = None, extensions_api: Any = None
+    ) -> None:
         self.connection = connection
+        self.extensions_api = extensions_api
         self.handler_path = handler_path
         self.post_invoke_path = post_invoke_path
         self.handler: Callable[[Any, Any], Any] | None = None
@@ -435,6 +482,13 @@ class ContainerRuntime:
             return False
         self.handler = handler
         self.post_invoke_hook = hook
+        if self.extensions_api is not None:
+            try:
+                self.extensions_api.end_init()
+            except TimeoutError as exc:  # an extension registered but never asked for its first event
+                traceback.print_exc()
+                self.connection.send(("init_error", "Extension.InitError", str(exc)))
+                return False
         self.connection.send(("init_ok",))
         return True
 
@@ -447,7 +501,14 @@ class ContainerRuntime:
             if message[0] != "invoke":
                 continue
             _, event, context = message
-            post_invoke = self.post_invoke_hook is not None
+            has_extensions = self.extensions_api is not None and bool(self.extensions_api.extensions)
+            post_invoke = self.post_invoke_hook is not None or has_extensions
+            if has_extensions:
+                self.extensions_api.begin_invoke(
+                    context.aws_request_id,
+                    deadline_ms=int(context.deadline_epoch_s * 1000),
+                    invoked_function_arn=context.invoked_function_arn,
+                )
             try:
                 result = self.handler(event, context)  # type: ignore[misc]
                 answer: tuple[Any, ...] = ("ok", result, post_invoke)
@@ -459,15 +520,22 @@ class ContainerRuntime:
             except Exception as exc:  # the result could not be pickled
                 self.connection.send(("error", "Runtime.MarshalError", f"Unable to marshal response: {exc}", post_invoke))
             if post_invoke:
-                self.post_invoke()
+                self.post_invoke(deadline_epoch_s=getattr(context, "deadline_epoch_s", None))
                 self.connection.send(("ready",))
 
-    def post_invoke(self) -> None:
+    def post_invoke(self, *, deadline_epoch_s: float | None = None) -> None:
         """Work after the response and before the next event (Lambda's post-runtime phase).
 
-        Calls the ``post_invoke`` hook of the :class:`FunctionSpec`, if any: where a container
-        waits for its extensions to finish the invocation (capture after the response).
+        Waits until every extension that got this ``INVOKE`` has called ``next`` again (bounded
+        by the invocation's deadline), then calls the ``post_invoke`` hook of the
+        :class:`FunctionSpec`, if any.
         """
+        if self.extensions_api is not None and self.extensions_api.extensions:
+            remaining = None if deadline_epoch_s is None else max(0.1, deadline_epoch_s - time.time())
+            try:
+                self.extensions_api.wait_post_invoke(timeout_s=remaining)
+            except TimeoutError:
+                print("an extension did not finish the invocation before the function timeout", file=sys.stderr)
         if self.post_invoke_hook is None:
             return
         try:
@@ -519,7 +587,12 @@ def main() -> None:
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     tempfile.tempdir = os.environ["TMPDIR"]
     connection = Connection(int(os.environ.pop("SML_WORKER_FD")))
-    runtime = ContainerRuntime(connection, os.environ["_HANDLER"], os.environ.get("SML_WORKER_POST_INVOKE"))
+    from sml.local.extensions_api import ExtensionsApiServer
+
+    # before the handler module is imported: its extensions register at import (Lambda's init)
+    extensions_api = ExtensionsApiServer(function_name=os.environ["AWS_LAMBDA_FUNCTION_NAME"], handler=os.environ["_HANDLER"]).start()
+    os.environ["AWS_LAMBDA_RUNTIME_API"] = extensions_api.runtime_api
+    runtime = ContainerRuntime(connection, os.environ["_HANDLER"], os.environ.get("SML_WORKER_POST_INVOKE"), extensions_api)
     if runtime.init():
         runtime.serve()
 
