@@ -30,6 +30,7 @@ BENCHMARKS = {
     "drift": "drift_bench",
     "count-categories": "count_categories_bench",
     "quality": "quality_bench",
+    "local-stack": "local_stack_bench",
 }
 BENCH_DIR = Path(__file__).resolve().parent
 

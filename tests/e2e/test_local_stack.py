@@ -1,4 +1,4 @@
-"""The local stack in this process: moto's server, resources, handler wiring, lifecycle."""
+"""The local stack from this process: AWS endpoint, resources, function containers, lifecycle."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 import socket
 import subprocess
 import sys
-import threading
+import tempfile
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ import pytest
 import requests
 
 from sml.core.errors import SmlError
+from sml.local.aws_endpoint import start_aws_server
 from sml.local.stack import LocalStack, LocalStackConfig, running_stack_pid
 
 pytestmark = pytest.mark.e2e
@@ -32,14 +35,33 @@ def publish_body(event: dict[str, Any], context: Any) -> dict[str, str]:
     return {"queued": event["body"]}
 
 
-class CollectingWriter:
-    def __init__(self) -> None:
-        self.bodies: list[str] = []
-        self.arrived = threading.Event()
+def collect_bodies(event: dict[str, Any], context: Any) -> None:
+    """A stand-in for the writer: appends each record's body to ``<state dir>/written.jsonl``."""
+    with open(Path(os.environ["SML_STATE_DIR"]) / "written.jsonl", "a", encoding="utf-8") as out:
+        out.writelines(record["body"] + "\n" for record in event["Records"])
 
-    def __call__(self, event: dict[str, Any], context: Any) -> None:
-        self.bodies += [record["body"] for record in event["Records"]]
-        self.arrived.set()
+
+def process_facts(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """What a container sees of itself: its pid, parent, temporary folder and function name."""
+    global INVOCATIONS_SEEN
+    INVOCATIONS_SEEN += 1
+    if "sleep" in (event.get("body") or ""):
+        time.sleep(json.loads(event["body"])["sleep"])
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "tmp": tempfile.gettempdir(),
+        "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"],
+        "invocations_seen": INVOCATIONS_SEEN,
+    }
+
+
+INVOCATIONS_SEEN = 0
+
+
+def written_bodies(state_dir: Path) -> list[str]:
+    path = state_dir / "written.jsonl"
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
 
 
 def config(tmp_path: Path, **overrides: Any) -> LocalStackConfig:
@@ -49,7 +71,7 @@ def config(tmp_path: Path, **overrides: Any) -> LocalStackConfig:
         "app_name": name,
         "bucket": f"{name}-models",
         "predict_handler": publish_body,
-        "writer_handler": CollectingWriter(),
+        "writer_handler": collect_bodies,
         "visibility_timeout_s": 5,
         "batching_window_s": 0,
     }
@@ -99,14 +121,41 @@ def test_handlers_see_the_stack_in_their_environment_and_it_is_restored_after(tm
 
 
 def test_a_request_flows_from_the_function_url_through_the_queue_to_the_writer(tmp_path: Path) -> None:
-    writer = CollectingWriter()
-    with LocalStack(config(tmp_path, writer_handler=writer)) as stack:
+    with LocalStack(config(tmp_path)) as stack:
         response = requests.post(stack.endpoints.function_url, json={"n": 1}, timeout=10)
 
         assert response.json() == {"queued": '{"n": 1}'}
-        assert writer.arrived.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while not written_bodies(stack.config.state_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert stack.poller.wait_until_drained(timeout_s=30)
-    assert writer.bodies == ['{"n": 1}']
+    assert written_bodies(tmp_path / ".sml") == ['{"n": 1}']
+
+
+def test_each_function_runs_in_its_own_container_process_with_its_own_globals_and_tmp(tmp_path: Path) -> None:
+    with LocalStack(config(tmp_path, predict_handler=process_facts, predict_concurrency=1)) as stack:
+        first = requests.get(stack.endpoints.function_url, timeout=30).json()
+        second = requests.get(stack.endpoints.function_url, timeout=30).json()
+        writer_pids = stack.writer.pids()
+
+    assert first["ppid"] == os.getpid() != first["pid"]
+    assert second["pid"] == first["pid"]  # one container, kept warm
+    assert (first["invocations_seen"], second["invocations_seen"]) == (1, 2)
+    assert INVOCATIONS_SEEN == 0  # the handler's globals changed only in the container
+    assert first["function"] == f"{stack.config.app_name}-predict"
+    assert first["pid"] not in writer_pids
+    assert first["tmp"] != tempfile.gettempdir()
+    assert not Path(first["tmp"]).exists()  # removed with its container
+
+
+def test_concurrent_requests_get_their_own_containers_up_to_the_predict_concurrency(tmp_path: Path) -> None:
+    with LocalStack(config(tmp_path, predict_handler=process_facts, predict_concurrency=2)) as stack:
+        url = stack.endpoints.function_url
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: requests.post(url, json={"sleep": 1}, timeout=60).json(), range(3)))
+        assert len(stack.predict.pids()) == 2
+
+    assert len({answer["pid"] for answer in answers}) == 2
 
 
 AFTER_RESPONSE_HANDLER = """
@@ -131,40 +180,42 @@ def handler(event, context):
     try:
         prediction = build_prediction_event(model_name="m", model_version="v1", features={"x": 1.0}, prediction="a")
         extension.defer(context.aws_request_id, [prediction])
-        return {"prediction_id": prediction.prediction_id}
+        return {"prediction_id": prediction.prediction_id, "senders_before": list(senders), "pid": os.getpid()}
     finally:
         extension.end_invocation(context.aws_request_id)
 """
 
 
-def test_predict_registers_its_extensions_at_import_and_sends_after_answering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_registers_its_extensions_at_import_in_its_container_and_sends_after_answering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module = f"after_response_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text(AFTER_RESPONSE_HANDLER)
     monkeypatch.syspath_prepend(str(tmp_path))
-    writer = CollectingWriter()
 
-    with LocalStack(config(tmp_path, predict_handler=f"{module}:handler", writer_handler=writer)) as stack:
-        answer = requests.post(stack.endpoints.function_url, json={}, timeout=10).json()
-        assert writer.arrived.wait(timeout=30)
-        [registered] = stack.extensions_api.extensions
+    with LocalStack(config(tmp_path, predict_handler=f"{module}:handler", predict_concurrency=1)) as stack:
+        first = requests.post(stack.endpoints.function_url, json={}, timeout=10).json()
+        assert stack.predict.wait_all_ready(timeout_s=30)  # its post-invoke phase (the send) is over
+        second = requests.post(stack.endpoints.function_url, json={}, timeout=10).json()
+        assert stack.predict.wait_all_ready(timeout_s=30)
+        assert stack.poller.wait_until_drained(timeout_s=30)
 
-    assert registered.events == ("INVOKE",)
-    assert [json.loads(body)["prediction_id"] for body in writer.bodies] == [answer["prediction_id"]]
-    assert sys.modules[module].senders == ["sml-capture-extension"]
+    assert first["pid"] == second["pid"]
+    assert first["senders_before"] == []  # the answer left before the extension sent its event
+    assert second["senders_before"] == ["sml-capture-extension"]  # sent on the extension's thread, after answering
+    stored = [json.loads(body)["prediction_id"] for body in written_bodies(tmp_path / ".sml")]
+    assert sorted(stored) == sorted([first["prediction_id"], second["prediction_id"]])
 
 
-def test_stop_closes_every_port_and_removes_stack_json(tmp_path: Path) -> None:
+def test_stop_closes_every_port_ends_every_container_and_removes_stack_json(tmp_path: Path) -> None:
     stack = LocalStack(config(tmp_path)).start()
     endpoints = stack.endpoints
-    assert stack.extensions_api is not None
-    extensions_api_url = f"http://{stack.extensions_api.runtime_api}"
+    containers = stack.predict.pids() + stack.writer.pids()
 
     stack.stop()
 
     assert not stack.stack_file.exists()
     assert port_is_closed(endpoints.function_url)
     assert port_is_closed(endpoints.aws_endpoint_url)
-    assert port_is_closed(extensions_api_url)
+    assert containers and not any(Path(f"/proc/{pid}").exists() for pid in containers)
 
 
 def test_a_second_stack_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
@@ -217,3 +268,20 @@ def test_a_taken_port_is_reported_with_its_option(tmp_path: Path) -> None:
             LocalStack(config(tmp_path, function_url_port=port)).start()
         with pytest.raises(SmlError, match=rf"--aws-port {port}: cannot listen"):
             LocalStack(config(tmp_path, aws_port=port)).start()
+
+
+def test_an_aws_endpoint_url_is_used_as_given_and_no_emulator_is_started(tmp_path: Path) -> None:
+    other = start_aws_server("moto", host="127.0.0.1", port=0)  # stands in for another emulator the user runs
+    try:
+        with LocalStack(config(tmp_path, aws_endpoint_url=other.url)) as stack:
+            assert stack.aws_server is None
+            assert stack.endpoints.aws_endpoint_url == other.url
+            assert os.environ["SML_AWS_ENDPOINT_URL"] == other.url
+            sqs = boto3.client("sqs", endpoint_url=other.url, region_name=stack.endpoints.region)
+            assert sqs.get_queue_url(QueueName=f"{stack.config.app_name}-events")["QueueUrl"] == stack.endpoints.queue_url
+            response = requests.post(stack.endpoints.function_url, json={"n": 2}, timeout=30)
+            assert response.json() == {"queued": '{"n": 2}'}
+            assert stack.poller.wait_until_drained(timeout_s=30)
+        assert written_bodies(tmp_path / ".sml") == ['{"n": 2}']
+    finally:
+        other.stop()

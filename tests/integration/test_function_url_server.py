@@ -15,6 +15,7 @@ import requests
 from aws_lambda_powertools import Logger
 
 from sml.local.function_url import FunctionUrlServer
+from sml.local.worker import FunctionTimeout, Throttled
 
 
 def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -194,3 +195,23 @@ def test_an_environment_serves_waiting_invocations_in_arrival_order() -> None:
         thread.join(10)
 
     assert entered == list(range(6))
+def times_out(event: dict[str, Any], context: Any) -> Any:
+    raise FunctionTimeout("Sandbox.Timedout", "Task timed out after 3.00 seconds")
+
+
+def all_busy(event: dict[str, Any], context: Any) -> Any:
+    raise Throttled("TooManyRequestsException", "sml-test: all 2 containers busy for 30 s")
+
+
+def test_a_function_error_from_a_container_keeps_its_lambda_error_type(serve: Any) -> None:
+    response = requests.get(serve(times_out), timeout=10)
+
+    assert response.status_code == 502
+    assert response.json() == {"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out after 3.00 seconds"}
+
+
+def test_a_throttled_invocation_is_a_429(serve: Any) -> None:
+    response = requests.get(serve(all_busy), timeout=10)
+
+    assert response.status_code == 429
+    assert response.json()["errorType"] == "TooManyRequestsException"

@@ -243,3 +243,31 @@ def test_messages_a_stopping_poller_receives_are_left_for_the_visibility_timeout
     time.sleep(2.5)  # the abandoned long poll returns and its message's visibility lapses
     assert handler.events == []
     assert queues.bodies(queues.queue_url) == ["arrived during shutdown"]
+
+
+def test_with_concurrency_several_batches_are_in_the_handler_at_once(queues: Queues) -> None:
+    queues.send(*[f"m{i}" for i in range(6)])
+    inside, most_inside, lock = 0, 0, threading.Lock()
+    handled: list[str] = []
+
+    def slow(event: dict[str, Any], context: Any) -> None:
+        nonlocal inside, most_inside
+        with lock:
+            inside += 1
+            most_inside = max(most_inside, inside)
+        time.sleep(1.0)  # long enough for the other pollers to receive theirs
+        with lock:
+            inside -= 1
+            handled.extend(record["body"] for record in event["Records"])
+
+    source = poller(queues, slow, batch_size=1, concurrency=3, visibility_timeout_s=30).start()
+    try:
+        deadline = time.monotonic() + 30  # a bound on waiting, not a speed claim
+        while len(handled) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        source.stop()
+
+    assert sorted(handled) == [f"m{i}" for i in range(6)]
+    assert most_inside == 3
+    assert source.stats.batches == 6 and source.stats.deleted == 6

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 # command module -> one-line help; order is the order of `sml --help`
 COMMANDS = {
-    "up": "start the local stack (moto server, Function URL, SQS poller) and keep it running",
+    "up": "start the local stack (local AWS endpoint, Function URL, SQS poller) and keep it running",
     "demo": "run the whole story end to end on the local stack and print a summary",
     "db": "database schema: apply migrations",
     "train": "train a model, track it in W&B and register it in S3",

@@ -1,6 +1,6 @@
 """The end-to-end demo: the real system on the local stack, from training to a drift alert.
 
-Every step goes through the product's own code paths: the local stack (moto server, Function URL
+Every step goes through the product's own code paths: the local stack (local AWS endpoint, Function URL
 server, SQS event-source poller running the writer Lambda), ``train_and_register``, HTTP requests
 to predict, DLQ inspect/replay, and the drift job. Nothing is mocked: the checks at the end read
 what the database, the queues and the alert inbox really hold.
@@ -123,6 +123,7 @@ class DemoSummary:
     report_path: Path | None = None
     database_url: str = ""
     wandb_dir: Path | None = None
+    function_logs: Path | None = None
     elapsed_s: float = 0.0
     checks: list[DemoCheck] = field(default_factory=list)
 
@@ -161,6 +162,7 @@ class DemoSummary:
             "report_path": str(self.report_path) if self.report_path else None,
             "database_url": self.database_url,
             "wandb_dir": str(self.wandb_dir) if self.wandb_dir else None,
+            "function_logs": str(self.function_logs) if self.function_logs else None,
             "checks": [{"name": check.name, "passed": check.passed, "detail": check.detail} for check in self.checks],
         }
 
@@ -190,10 +192,11 @@ def run_demo(config: DemoConfig, say: Say = print) -> DemoSummary:
         visibility_timeout_s=config.visibility_timeout_s,
         batching_window_s=0.2,
     )
-    say(f"[1/8] Starting the local stack in {config.state_dir} (moto server, Function URL, SQS poller, database)")
+    say(f"[1/8] Starting the local stack in {config.state_dir} (AWS endpoint, Function URL, SQS poller, database)")
     with LocalStack(stack_config) as stack:
         endpoints = stack.endpoints
         summary.database_url = _shown_url(stack_config.resolved_database_url)
+        summary.function_logs = stack_config.log_dir
         say(f"      predict at {endpoints.function_url}, AWS APIs at {endpoints.aws_endpoint_url}, database {summary.database_url}")
         clients = _Clients()
         engine = _engine(stack_config.resolved_database_url)
@@ -356,9 +359,9 @@ def _client_loop(url: str, bodies: Sequence[dict[str, Any]]) -> TrafficResult:
 
 
 def _wait_drained(stack: Any, timeout_s: float = 90.0) -> None:
-    # predict sends the last answer's events after answering: its post-runtime phase ends first.
-    if stack.extensions_api is not None:
-        stack.extensions_api.wait_post_invoke(timeout_s=timeout_s)
+    # predict sends the last answer's events after answering: its post-runtime phases end first.
+    if not stack.predict.wait_all_ready(timeout_s):
+        raise SmlError(f"predict's containers did not finish their post-invoke phase within {timeout_s:.0f} s")
     if not stack.poller.wait_until_drained(timeout_s):
         raise SmlError(f"the writer did not drain the events queue within {timeout_s:.0f} s")
 

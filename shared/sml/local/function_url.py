@@ -3,7 +3,9 @@
 Requests become payload format 2.0 events (AWS's "Invoking Lambda function URLs" page) and the
 handler's return value becomes the HTTP response by AWS's rules, so the same handler runs here
 and behind a real Function URL. Auth type is NONE; the function's timeout is reported through
-the context but not enforced.
+the context; the local stack enforces it by running the handler in worker processes
+(:mod:`sml.local.worker`), whose function errors map to responses as on AWS: 502 for a function
+error or a timeout, 429 when every container stays busy.
 
 Example::
 
@@ -29,6 +31,7 @@ from urllib.parse import parse_qsl
 
 from sml.local.extensions_api import ExtensionsApiServer
 from sml.local.lambda_context import new_lambda_context
+from sml.local.worker import FunctionError, Throttled
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +284,12 @@ class FunctionUrlServer:
             )
         try:
             result = self.handler(event, context)
+        except Throttled as exc:
+            logger.warning("%s throttled (request %s): %s", self.function_name, request_id, exc.message)
+            return error_response(HTTPStatus.TOO_MANY_REQUESTS, exc.error_type, exc.message)
+        except FunctionError as exc:  # raised in a worker process: its log has the traceback
+            logger.error("%s failed (request %s): %s: %s", self.function_name, request_id, exc.error_type, exc.message)
+            return error_response(HTTPStatus.BAD_GATEWAY, exc.error_type, exc.message)
         except Exception as exc:  # Lambda turns any unhandled error into a 502; logged, not swallowed
             logger.exception("%s failed (request %s)", self.function_name, request_id)
             return error_response(HTTPStatus.BAD_GATEWAY, type(exc).__name__, str(exc))

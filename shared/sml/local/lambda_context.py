@@ -26,7 +26,7 @@ class LocalLambdaContext:
     log_stream_name: str = "local"
 
     def get_remaining_time_in_millis(self) -> int:
-        """Milliseconds until the invocation's timeout; not enforced locally, only reported."""
+        """Milliseconds until the invocation's timeout (the local stack's containers enforce it)."""
         return max(0, int((self.deadline_epoch_s - time.time()) * 1000))
 
 

@@ -6,7 +6,9 @@ invisible for ``visibility_timeout_s``; the handler gets ``{"Records": [...]}`` 
 shape; afterwards every message is deleted except those the handler reported in
 ``batchItemFailures``. A handler that raises, or answers with a malformed ``batchItemFailures``,
 fails the whole batch. Failed messages reappear after the visibility timeout and the queue's
-redrive policy moves them to the DLQ after ``maxReceiveCount`` receives.
+redrive policy moves them to the DLQ after ``maxReceiveCount`` receives. With ``concurrency`` N,
+N pollers gather and invoke batches side by side, as the mapping scales up to the function's
+maximum concurrency.
 
 Example::
 
@@ -42,6 +44,7 @@ MAX_BATCH_SIZE = 10_000
 MAX_BATCHING_WINDOW_S = 300
 MAX_VISIBILITY_TIMEOUT_S = 43_200
 MAX_POLL_WAIT_S = 20
+MAX_CONCURRENCY = 1000  # Lambda's upper bound for an SQS mapping's maximum concurrency
 IDLE_PAUSE_S = 0.1  # between receives that return at once (no long poll), so an empty queue costs no CPU
 
 
@@ -151,6 +154,9 @@ class SqsEventSourcePoller:
     :param timeout_s: the function timeout the context reports.
     :param poll_wait_s: long-poll wait per receive (0 to 20 s); bounds how long :meth:`stop`
         takes. 0 makes :meth:`poll_once` return at once on an empty queue (handy in tests).
+    :param concurrency: how many batches may be in the handler at once (the mapping's maximum
+        concurrency); each has its own polling thread. The handler must be thread-safe then
+        (the local stack passes :meth:`sml.local.worker.FunctionContainers.invoke`).
     """
 
     def __init__(
@@ -166,12 +172,14 @@ class SqsEventSourcePoller:
         region: str = "us-east-1",
         timeout_s: float = 30.0,
         poll_wait_s: int = 1,
+        concurrency: int = 1,
     ) -> None:
         for name, value, low, high in (
             ("batch_size", batch_size, 1, MAX_BATCH_SIZE),
             ("batching_window_s", batching_window_s, 0, MAX_BATCHING_WINDOW_S),
             ("visibility_timeout_s", visibility_timeout_s, 0, MAX_VISIBILITY_TIMEOUT_S),
             ("poll_wait_s", poll_wait_s, 0, MAX_POLL_WAIT_S),
+            ("concurrency", concurrency, 1, MAX_CONCURRENCY),
         ):
             if not low <= value <= high:
                 raise ValueError(f"{name} must be between {low} and {high}, got {value}")
@@ -185,13 +193,15 @@ class SqsEventSourcePoller:
         self.region = region
         self.timeout_s = timeout_s
         self.poll_wait_s = poll_wait_s
+        self.concurrency = concurrency
         self.stats = PollerStats()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         # Guards the decision "invoke this batch" against stop(), so stop() knows whether a
         # handler is running (worth waiting for) or only a long poll is (not worth waiting for).
         self._invoke_lock = threading.Lock()
-        self._invoking = False
+        self._invoking = 0
+        self._stats_lock = threading.Lock()
 
     @cached_property
     def queue_arn(self) -> str:
@@ -202,7 +212,7 @@ class SqsEventSourcePoller:
     @property
     def running(self) -> bool:
         """Whether the background thread is polling."""
-        return self._thread is not None and self._thread.is_alive()
+        return any(thread.is_alive() for thread in self._threads)
 
     def poll_once(self) -> BatchOutcome | None:
         """Gather one batch, invoke the handler and settle it; ``None`` when the queue was empty."""
@@ -212,11 +222,12 @@ class SqsEventSourcePoller:
             # visibility timeout, as they would for a Lambda poller that was shut down.
             if not messages or self._stopping.is_set():
                 return None
-            self._invoking = True
+            self._invoking += 1
         try:
             return self._invoke(messages)
         finally:
-            self._invoking = False
+            with self._invoke_lock:
+                self._invoking -= 1
 
     def run_forever(self) -> None:
         """Poll until :meth:`stop`; SQS errors are logged and retried after a second."""
@@ -229,10 +240,14 @@ class SqsEventSourcePoller:
                 self._stopping.wait(1.0)
 
     def start(self) -> Self:
-        """Run :meth:`run_forever` on a daemon thread; returns ``self``."""
+        """Run :meth:`run_forever` on ``concurrency`` daemon threads; returns ``self``."""
         self._stopping.clear()
-        self._thread = threading.Thread(target=self.run_forever, name=f"sqs-poller-{self.function_name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self.run_forever, name=f"sqs-poller-{self.function_name}-{index}", daemon=True)
+            for index in range(self.concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -243,12 +258,13 @@ class SqsEventSourcePoller:
         """
         with self._invoke_lock:
             self._stopping.set()
-            handler_running = self._invoking
-        if self._thread is not None:
-            self._thread.join(timeout_s if handler_running else 0.05)
-            if handler_running and self._thread.is_alive():
-                logger.warning("the %s poller is still running its handler after %.0f s", self.function_name, timeout_s)
-            self._thread = None
+            handler_running = self._invoking > 0
+        deadline = time.monotonic() + (timeout_s if handler_running else 0.05)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if handler_running and self.running:
+            logger.warning("the %s poller is still running its handler after %.0f s", self.function_name, timeout_s)
+        self._threads = []
 
     def __enter__(self) -> Self:
         return self.start()
@@ -299,8 +315,9 @@ class SqsEventSourcePoller:
         event = {"Records": [sqs_event_record(m, queue_arn=self.queue_arn, region=self.region) for m in messages]}
         message_ids = [m["MessageId"] for m in messages]
         context = new_lambda_context(self.function_name, region=self.region, timeout_s=self.timeout_s)
-        self.stats.batches += 1
-        self.stats.records += len(messages)
+        with self._stats_lock:
+            self.stats.batches += 1
+            self.stats.records += len(messages)
         try:
             response = self.handler(event, context)
         except Exception:  # as on Lambda: logged, nothing deleted, the whole batch is retried
@@ -314,8 +331,9 @@ class SqsEventSourcePoller:
                 failed = set(message_ids)
         succeeded = [m for m in messages if m["MessageId"] not in failed]
         deleted = self._delete(succeeded)
-        self.stats.deleted += len(deleted)
-        self.stats.failed += len(failed)
+        with self._stats_lock:
+            self.stats.deleted += len(deleted)
+            self.stats.failed += len(failed)
         return BatchOutcome(deleted=tuple(deleted), failed=tuple(i for i in message_ids if i in failed))
 
     def _delete(self, messages: list[dict[str, Any]]) -> list[str]:

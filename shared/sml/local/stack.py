@@ -1,9 +1,13 @@
-"""The local stack: moto's server, the stack's AWS resources, the database and both functions.
+"""The local stack: the local AWS endpoint, the stack's AWS resources, the database and both functions.
 
-One process holds everything: moto's server on 127.0.0.1 (bucket, events queue with its DLQ,
-alerts topic), the migrated database, predict behind a local Function URL and the writer fed by
-the SQS poller. The endpoints go to ``<state_dir>/stack.json``, where every other ``sml``
-command finds them.
+This process runs the local AWS endpoint (ministack by default, see :mod:`sml.local.aws_endpoint`;
+or none when ``aws_endpoint_url`` points elsewhere) with the bucket, the events queue with its
+DLQ and the alerts topic; migrates the database; serves predict behind a local Function URL and
+feeds the writer from the SQS poller. Each function runs in its own container processes
+(:mod:`sml.local.worker`), as on Lambda: predict in up to ``predict_concurrency``, the writer in
+up to ``writer_concurrency`` (the event source mapping's maximum concurrency). Their logs go to
+``<state_dir>/logs/<function>.log`` (stdout and stderr, as CloudWatch would get them). The
+endpoints go to ``<state_dir>/stack.json``, where every other ``sml`` command finds them.
 
 Example::
 
@@ -13,20 +17,19 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
 from sml.core.errors import SmlError
-from sml.local.extensions_api import ExtensionsApiServer
+from sml.local.aws_endpoint import AwsServer, start_aws_server
 from sml.local.function_url import FunctionUrlServer, Handler
 from sml.local.poller import SqsEventSourcePoller
+from sml.local.worker import FunctionContainers, FunctionError, FunctionSpec
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ DLQ_RETENTION_S = 14 * 24 * 3600  # longer than the source queue's, so nothing e
 QUEUE_RETENTION_S = 4 * 24 * 3600
 # Variables that could route a boto3 client to a real account; removed while the stack runs.
 REAL_AWS_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}  # moto accepts any
+MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}  # the emulators accept any
+REAL_AWS = "aws"  # --aws-endpoint-url value that means AWS's own endpoints, with the user's credentials
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,17 @@ class LocalStackConfig:
     :param state_dir: holds ``stack.json`` and the default SQLite database.
     :param database_url: SQLAlchemy URL; ``sqlite:///<state_dir>/sml.db`` when ``None``.
     :param function_url_port: port of predict's Function URL; 0 picks a free port.
-    :param aws_port: port of moto's server; 0 picks a free port.
-    :param predict_handler: ``"module:function"`` or the callable itself.
+    :param aws_port: port of the local AWS endpoint; 0 picks a free port.
+    :param aws_emulator: ``"ministack"`` (default) or ``"moto"``: which emulator serves the
+        local AWS endpoint.
+    :param aws_endpoint_url: use this endpoint instead of starting one (another emulator), or
+        ``"aws"`` for AWS itself with the caller's credentials; the resources are created there.
+    :param predict_handler: ``"module:function"``, or a module-level function.
     :param writer_handler: likewise, for the writer.
+    :param predict_concurrency: most predict containers at once (requests beyond wait for one).
+    :param writer_concurrency: most writer batches at once (the mapping's maximum concurrency).
+    :param predict_timeout_s: predict's function timeout (a slower invocation is killed: 502).
+    :param writer_timeout_s: the writer's (a killed batch is retried, as on Lambda).
     :param visibility_timeout_s: the events queue's visibility timeout (how soon a failed
         message is retried); AWS uses 6 times the writer's timeout, locally shorter is friendlier.
     """
@@ -58,14 +70,25 @@ class LocalStackConfig:
     host: str = "127.0.0.1"
     function_url_port: int = 0
     aws_port: int = 0
+    aws_emulator: str = "ministack"
+    aws_endpoint_url: str | None = None
     region: str = "us-east-1"
     app_name: str = "sml"
     bucket: str = "sml-models"
     predict_handler: str | Handler = "functions.predict.app:handler"
     writer_handler: str | Handler = "functions.writer.app:handler"
+    predict_concurrency: int = 2
+    writer_concurrency: int = 2
+    predict_timeout_s: float = 30.0
+    writer_timeout_s: float = 30.0
     visibility_timeout_s: int = 30
     batch_size: int = 10
     batching_window_s: float = 1.0
+
+    @property
+    def log_dir(self) -> Path:
+        """Where the functions' and the AWS endpoint's logs go."""
+        return self.state_dir / "logs"
 
     @property
     def resolved_database_url(self) -> str:
@@ -111,16 +134,17 @@ def handler_environment(
 ) -> dict[str, str]:
     """The variables the functions read (the settings contract), pointing at this stack.
 
-    Credentials are moto's dummies, so nothing the handlers do can reach a real AWS account.
+    Credentials are dummies, so nothing the handlers do can reach a real AWS account, unless the
+    stack was pointed at AWS itself (``aws_endpoint_url`` ``"aws"``: no endpoint, no dummies).
 
     :param resources: what :func:`create_stack_resources` returned.
     """
+    real = aws_endpoint_url == REAL_AWS
     return {
         "SML_APP_NAME": config.app_name,
-        "SML_AWS_ENDPOINT_URL": aws_endpoint_url,
+        **({} if real else {"SML_AWS_ENDPOINT_URL": aws_endpoint_url, **MOTO_CREDENTIALS}),
         "AWS_REGION": config.region,
         "AWS_DEFAULT_REGION": config.region,
-        **MOTO_CREDENTIALS,
         "SML_BUCKET": config.bucket,
         "SML_QUEUE_URL": resources["queue_url"],
         "SML_DLQ_URL": resources["dlq_url"],
@@ -128,27 +152,6 @@ def handler_environment(
         "SML_DATABASE_URL": database_url,
         "SML_STATE_DIR": str(config.state_dir),
     }
-
-
-def load_handler(handler: str | Handler, *, role: str) -> Handler:
-    """Import a handler given as ``"module:function"`` (callables pass through).
-
-    :param role: what the handler is for (``"predict"``), used in error messages.
-    :raises SmlError: naming the module or function that cannot be loaded.
-    """
-    if callable(handler):
-        return handler
-    module_name, _, function_name = handler.partition(":")
-    if not module_name or not function_name:
-        raise SmlError(f"{role} handler {handler!r}: expected 'module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SmlError(f"{role} handler {handler!r}: cannot import module {module_name!r}: {exc}") from exc
-    loaded = getattr(module, function_name, None)
-    if not callable(loaded):
-        raise SmlError(f"{role} handler {handler!r}: module {module_name!r} has no function {function_name!r}")
-    return loaded
 
 
 def apply_database_migrations(database_url: str) -> list[str]:
@@ -196,9 +199,9 @@ def create_stack_resources(clients: Mapping[str, Any], config: LocalStackConfig)
 
 
 class LocalStack:
-    """Starts and stops the whole local stack in this process.
+    """Starts and stops the whole local stack from this process.
 
-    :param config: ports, names, handlers and queue settings.
+    :param config: ports, names, handlers, concurrency and queue settings.
     :param migrate: applies the database migrations given a URL (replaceable in tests).
     """
 
@@ -209,9 +212,10 @@ class LocalStack:
         self.migrate = migrate
         self.endpoints: StackEndpoints | None = None
         self.function_url_server: FunctionUrlServer | None = None
-        self.extensions_api: ExtensionsApiServer | None = None
         self.poller: SqsEventSourcePoller | None = None
-        self._moto_server: Any = None
+        self.predict: FunctionContainers | None = None
+        self.writer: FunctionContainers | None = None
+        self.aws_server: AwsServer | None = None
         self._saved_environment: dict[str, str | None] = {}
 
     @property
@@ -221,8 +225,8 @@ class LocalStack:
     def start(self) -> Self:
         """Start everything and write ``stack.json``; on any failure, undo what was started.
 
-        :raises SmlError: another stack runs on the same state dir, a port is taken, or a
-            handler cannot be imported.
+        :raises SmlError: another stack runs on the same state dir, a port is taken, the AWS
+            endpoint does not come up, or a handler cannot be imported.
         """
         running = running_stack_pid(self.config.state_dir)
         if running is not None:
@@ -243,9 +247,13 @@ class LocalStack:
 
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self._set_environment(MOTO_CREDENTIALS)  # before the first client: a profile must not leak in
-        aws_endpoint_url = self._start_moto_server()
-        aws_settings = AwsSettings.model_validate({"AWS_REGION": config.region, "SML_AWS_ENDPOINT_URL": aws_endpoint_url})
+        real_aws = config.aws_endpoint_url == REAL_AWS
+        if not real_aws:
+            self._set_environment(MOTO_CREDENTIALS)  # before the first client: a profile must not leak in
+        aws_endpoint_url = self._aws_endpoint()
+        aws_settings = AwsSettings.model_validate(
+            {"AWS_REGION": config.region, **({} if real_aws else {"SML_AWS_ENDPOINT_URL": aws_endpoint_url})}
+        )
         sqs = aws_client("sqs", aws_settings)
         resources = create_stack_resources(
             {"s3": aws_client("s3", aws_settings), "sqs": sqs, "sns": aws_client("sns", aws_settings)}, config
@@ -253,16 +261,13 @@ class LocalStack:
         database_url = config.resolved_database_url
         applied = self.migrate(database_url)
         logger.info("database %s: %s", database_url, f"applied {', '.join(applied)}" if applied else "up to date")
-        self._set_environment(
-            handler_environment(config, aws_endpoint_url=aws_endpoint_url, resources=resources, database_url=database_url)
-        )
-        # predict's execution environment: its extensions register here during init (at import).
-        self.extensions_api = ExtensionsApiServer(function_name=f"{config.app_name}-predict").start()
-        self._set_environment({"AWS_LAMBDA_RUNTIME_API": self.extensions_api.runtime_api})
-        # Imported only now, so that anything a handler module reads at import sees this stack.
-        predict = load_handler(config.predict_handler, role="predict")
-        writer = load_handler(config.writer_handler, role="writer")
-        function_url_server = self._bind_function_url_server(predict)
+        environment = handler_environment(config, aws_endpoint_url=aws_endpoint_url, resources=resources, database_url=database_url)
+        self._set_environment(environment)
+        # Each function in its own processes; one container of each is started now, so a handler
+        # that cannot be imported is reported here rather than on the first request.
+        self.predict = self._start_containers("predict", config.predict_handler, config.predict_timeout_s, config.predict_concurrency, environment)
+        self.writer = self._start_containers("writer", config.writer_handler, config.writer_timeout_s, config.writer_concurrency, environment)
+        function_url_server = self._bind_function_url_server(self.predict.invoke)
         self.endpoints = StackEndpoints(
             function_url=function_url_server.url,
             aws_endpoint_url=aws_endpoint_url,
@@ -274,29 +279,45 @@ class LocalStack:
         self.poller = SqsEventSourcePoller(
             sqs,
             resources["queue_url"],
-            writer,
+            self.writer.invoke,
             batch_size=config.batch_size,
             batching_window_s=config.batching_window_s,
             visibility_timeout_s=config.visibility_timeout_s,
             function_name=f"{config.app_name}-writer",
             region=config.region,
+            timeout_s=config.writer_timeout_s,
+            concurrency=config.writer_concurrency,
         )
         function_url_server.start()
         self.poller.start()
         self._write_stack_file()
 
-    def _start_moto_server(self) -> str:
-        from moto.server import ThreadedMotoServer
+    def _aws_endpoint(self) -> str:
+        if self.config.aws_endpoint_url is not None:
+            return self.config.aws_endpoint_url
+        log_path = self.config.log_dir / f"aws-{self.config.aws_emulator}.log"
+        self.aws_server = start_aws_server(self.config.aws_emulator, host=self.config.host, port=self.config.aws_port, log_path=log_path)
+        return self.aws_server.url
 
-        # werkzeug logs every request even with verbose=False
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        if self.config.aws_port:
-            # ThreadedMotoServer.start() waits forever when its port is taken; fail first instead.
-            _ensure_port_free(self.config.host, self.config.aws_port, option="--aws-port")
-        self._moto_server = ThreadedMotoServer(ip_address=self.config.host, port=self.config.aws_port, verbose=False)
-        self._moto_server.start()
-        host, port = self._moto_server.get_host_and_port()
-        return f"http://{host}:{port}"
+    def _start_containers(
+        self, role: str, handler: str | Handler, timeout_s: float, concurrency: int, environment: Mapping[str, str]
+    ) -> FunctionContainers:
+        name = f"{self.config.app_name}-{role}"
+        try:
+            spec = FunctionSpec(
+                name=name,
+                handler=handler,
+                timeout_s=timeout_s,
+                environment=environment,
+                region=self.config.region,
+                log_path=self.config.log_dir / f"{name}.log",
+            )
+            return FunctionContainers(spec, concurrency=concurrency).start(warm=1)
+        except ValueError as exc:
+            raise SmlError(f"{role} handler {handler!r}: {exc}") from None
+        except FunctionError as exc:
+            detail = exc.message.replace("Unable to import module", "cannot import module")
+            raise SmlError(f"{role} handler {spec.handler_path!r}: {detail} (log: {spec.log_path})") from None
 
     def _bind_function_url_server(self, handler: Handler) -> FunctionUrlServer:
         try:
@@ -306,7 +327,7 @@ class LocalStack:
                 port=self.config.function_url_port,
                 function_name=f"{self.config.app_name}-predict",
                 region=self.config.region,
-                extensions_api=self.extensions_api,
+                timeout_s=self.config.predict_timeout_s,
             )
         except OSError as exc:
             raise SmlError(f"--port {self.config.function_url_port}: cannot listen on {self.config.host}: {exc.strerror}") from None
@@ -315,8 +336,9 @@ class LocalStack:
     def _set_environment(self, values: Mapping[str, str]) -> None:
         for name in [*values, *REAL_AWS_VARIABLES]:
             self._saved_environment.setdefault(name, os.environ.get(name))
-        for name in REAL_AWS_VARIABLES:
-            os.environ.pop(name, None)
+        if self.config.aws_endpoint_url != REAL_AWS:
+            for name in REAL_AWS_VARIABLES:
+                os.environ.pop(name, None)
         os.environ.update(values)
 
     def _restore_environment(self) -> None:
@@ -334,7 +356,7 @@ class LocalStack:
         temporary.replace(self.stack_file)
 
     def stop(self) -> None:
-        """Stop the poller (finishing its batch), the servers, and remove ``stack.json`` (idempotent)."""
+        """Stop the poller (finishing its batches), the servers, the containers, and remove ``stack.json`` (idempotent)."""
         if running_stack_pid(self.config.state_dir) == os.getpid():
             self.stack_file.unlink(missing_ok=True)
         if self.poller is not None:
@@ -343,12 +365,13 @@ class LocalStack:
         if self.function_url_server is not None:
             self.function_url_server.stop()
             self.function_url_server = None
-        if self.extensions_api is not None:
-            self.extensions_api.stop()
-            self.extensions_api = None
-        if self._moto_server is not None:
-            self._moto_server.stop()
-            self._moto_server = None
+        for containers in (self.predict, self.writer):
+            if containers is not None:
+                containers.stop()
+        self.predict = self.writer = None
+        if self.aws_server is not None:
+            self.aws_server.stop()
+            self.aws_server = None
         self._restore_environment()
 
     def __enter__(self) -> Self:
@@ -362,11 +385,3 @@ def start_local_stack(config: LocalStackConfig | None = None, **overrides: Any) 
     """Start a :class:`LocalStack` from ``config`` (default :class:`LocalStackConfig`) plus overrides."""
     return LocalStack(replace(config or LocalStackConfig(), **overrides)).start()
 
-
-def _ensure_port_free(host: str, port: int, *, option: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise SmlError(f"{option} {port}: cannot listen on {host}: {exc.strerror}") from None

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="run the whole story end to end on the local stack and print a summary",
         description=(
-            "Start the local stack (moto server + SQLite unless --database-url), train and register two "
+            "Start the local stack (local AWS endpoint + SQLite unless --database-url), train and register two "
             "model versions and promote the best, serve baseline traffic over HTTP, store it, push the events "
             "of a database maintenance window through the DLQ and replay them, serve shifted traffic, run the "
             "drift job, read its SNS alert from a subscribed queue and write the HTML report. Exits 1 when any "
@@ -58,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console(file=sys.stdout, highlight=False)
     config.state_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = config.state_dir.parent / f"{config.state_dir.name}-functions.log"
-    console.print(f"serverless-ml demo: the functions' logs go to {log_path}")
-    # The Lambda handlers log JSON lines and metrics to stdout, as on AWS, and the poller reports
-    # failed batches on stderr; here both go to a file so the story stays readable.
+    console.print(f"serverless-ml demo: the functions' logs go to {config.state_dir / 'logs'}, the stack's to {log_path}")
+    # The Lambda handlers log JSON lines and metrics to stdout in their own processes, as on AWS
+    # (into <state-dir>/logs/); the poller and the Function URL server report failed invocations
+    # on stderr here; those go to a file so the story stays readable.
     started = time.perf_counter()
 
     def say(line: str) -> None:
@@ -87,7 +88,7 @@ def print_summary(console, summary, log_path: Path) -> None:
         f"(single-row p50 {percentile(single, 50):.1f} ms, p99 {percentile(single, 99):.1f} ms; "
         f"batch of 10 p50 {percentile(batch, 50):.1f} ms, p99 {percentile(batch, 99):.1f} ms)"
     )
-    console.print("  (client-side, over HTTP; the local stack is one process, so concurrent requests queue as on one Lambda container)")
+    console.print("  (client-side, over HTTP; predict runs in a few container processes, so concurrent requests beyond them queue)")
     console.print(f"events captured: {summary.events_captured:,}   rows stored: {summary.rows_stored:,}")
     console.print(f"DLQ: {summary.dlq_before_replay} before replay, {summary.dlq_after_replay} after")
     console.print(f"champion: {summary.champion}   drift verdict: {summary.drift_status}   flagged: {', '.join(summary.flagged) or 'none'}"
@@ -109,7 +110,7 @@ def print_summary(console, summary, log_path: Path) -> None:
     console.print(f"report:   {summary.report_path}")
     console.print(f"database: {summary.database_url}")
     console.print(f"W&B offline runs: {summary.wandb_dir}")
-    console.print(f"function logs: {log_path}")
+    console.print(f"function logs: {summary.function_logs} (stack: {log_path})")
     console.rule("checks")
     for check in summary.checks:
         mark = "[green]PASS[/green]" if check.passed else "[red]FAIL[/red]"

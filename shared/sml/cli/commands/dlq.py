@@ -12,7 +12,7 @@ stores them once the cause is fixed. Rows are never duplicated: the writer skips
 it has stored. Safe to interrupt (Ctrl-C) and run again.
 
 On AWS this starts an SQS message move task, which runs server-side: --status shows it, --cancel
-stops it. Where move tasks are missing (the local stack's moto) or with --max, messages are moved
+stops it. Where move tasks are missing (the local AWS endpoint) or with --max, messages are moved
 here in batches: receive, send to the events queue, then delete from the DLQ.
 """
 BODY_PREVIEW_CHARS = 240
@@ -111,11 +111,11 @@ def run_replay(args: argparse.Namespace) -> int:
     from sml.writer.replay import replay_dlq
 
     sqs, dlq_url, settings = _sqs_and_dlq(args)
-    on_aws = settings.aws_endpoint_url is None  # SML_AWS_ENDPOINT_URL means moto, which has no move tasks
+    on_aws = settings.aws_endpoint_url is None  # SML_AWS_ENDPOINT_URL means a local emulator (ministack, moto): no move tasks
     if (args.status or args.cancel) and not on_aws:
         option = "--status" if args.status else "--cancel"
         raise SmlError(
-            f"{option}: message move tasks exist only on AWS; locally (moto) a replay runs in the foreground, stop it with Ctrl-C"
+            f"{option}: message move tasks exist only on AWS; locally a replay runs in the foreground, stop it with Ctrl-C"
         )
     if args.status:
         return _show_move_tasks(sqs, dlq_url)

@@ -10,15 +10,23 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sml.local.poller import MAX_BATCH_SIZE, MAX_BATCHING_WINDOW_S, MAX_VISIBILITY_TIMEOUT_S
+from sml.local.aws_endpoint import EMULATORS
+from sml.local.poller import MAX_BATCH_SIZE, MAX_BATCHING_WINDOW_S, MAX_CONCURRENCY, MAX_VISIBILITY_TIMEOUT_S
 
 if TYPE_CHECKING:
     from sml.local.stack import LocalStack, LocalStackConfig
 
 DESCRIPTION = """\
-Start the local stack in this process: moto's server on 127.0.0.1 with the bucket, the events
-queue and its DLQ and the alerts topic; the migrated database; predict behind a local Function
-URL; the writer fed by an SQS poller that behaves like Lambda's event source mapping.
+Start the local stack: a local AWS endpoint on 127.0.0.1 (ministack: S3, SQS, SNS, SSM) with the
+bucket, the events queue and its DLQ and the alerts topic; the migrated database; predict behind
+a local Function URL; the writer fed by an SQS poller that behaves like Lambda's event source
+mapping. Each function runs in its own processes, like Lambda execution environments: predict in
+up to --predict-concurrency containers, the writer in up to --writer-concurrency. Their logs go to
+<state-dir>/logs/.
+
+--aws-endpoint-url points the stack at another emulator instead (e.g. http://127.0.0.1:4566 for
+LocalStack), or `aws` at your AWS account with your usual credentials: the bucket, queues and
+topic are then created there.
 
 The endpoints are printed and written to <state-dir>/stack.json, where every other sml command
 run in this folder finds them. Ctrl-C or SIGTERM stops everything and removes the file.
@@ -32,7 +40,7 @@ to pin the Function URL (e.g. 8080); a port that is taken is an error, never sil
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "up",
-        help="start the local stack (moto server, Function URL, SQS poller) and keep it running",
+        help="start the local stack (local AWS endpoint, Function URL, SQS poller) and keep it running",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -40,7 +48,15 @@ def register(subparsers: Any) -> None:
     add("--state-dir", type=Path, help="folder for stack.json and the SQLite database (default: $SML_STATE_DIR or .sml)")
     add("--database-url", help="SQLAlchemy URL without a password (default: $SML_DATABASE_URL or sqlite:///<state-dir>/sml.db)")
     add("--port", type=_port, default=0, help="Function URL port (default: 0, a free port)")
-    add("--aws-port", type=_port, default=0, help="moto server port (default: 0, a free port)")
+    add("--aws-port", type=_port, default=0, help="local AWS endpoint port (default: 0, a free port)")
+    add("--aws-emulator", choices=EMULATORS, default="ministack",
+        help="what serves the local AWS endpoint (default: %(default)s; moto's server slows down as queues grow)")
+    add("--aws-endpoint-url", metavar="URL|aws", type=_endpoint_url,
+        help="use this AWS endpoint instead of starting one (another emulator), or `aws` for your AWS account")
+    add("--predict-concurrency", type=_concurrency, default=2, metavar="N",
+        help="most predict containers at once; more concurrent requests wait for one (default: 2)")
+    add("--writer-concurrency", type=_concurrency, default=2, metavar="N",
+        help="most writer batches at once, the event source mapping's maximum concurrency (default: 2)")
     add("--visibility-timeout", type=_visibility_timeout, default=30, metavar="SECONDS",
         help="events queue visibility timeout, i.e. how soon a failed event is retried (default: 30)")
     add("--batch-size", type=_batch_size, default=10, help="most events per writer invocation, 1-10000 (default: 10)")
@@ -96,6 +112,10 @@ def _config_from(args: argparse.Namespace) -> LocalStackConfig:
         database_url=database_url,
         function_url_port=args.port,
         aws_port=args.aws_port,
+        aws_emulator=args.aws_emulator,
+        aws_endpoint_url=args.aws_endpoint_url,
+        predict_concurrency=args.predict_concurrency,
+        writer_concurrency=args.writer_concurrency,
         region=aws.region,
         app_name=aws.app_name,
         bucket=aws.bucket,
@@ -119,6 +139,7 @@ def _print_endpoints(stack: LocalStack) -> None:
         ("alerts topic", endpoints.topic_arn),
         ("bucket", endpoints.bucket),
         ("database", endpoints.database_url),
+        ("logs", str(stack.config.log_dir)),
     ]
     print(f"local stack running (pid {os.getpid()}); endpoints written to {stack.stack_file}")
     for label, value in rows:
@@ -143,3 +164,15 @@ _port = _bounded(int, 0, 65535, "a port number")
 _visibility_timeout = _bounded(int, 0, MAX_VISIBILITY_TIMEOUT_S, "whole seconds")
 _batch_size = _bounded(int, 1, MAX_BATCH_SIZE, "a whole number")
 _batching_window = _bounded(float, 0, MAX_BATCHING_WINDOW_S, "seconds")
+_concurrency = _bounded(int, 1, MAX_CONCURRENCY, "a whole number")
+
+
+def _endpoint_url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    if text == "aws":
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http(s) URL such as http://127.0.0.1:4566, or `aws`, got {text!r}")
+    return text.rstrip("/")
