@@ -29,6 +29,7 @@ from sml.drift.stats import (
     reference_from_columns,
     run_drift_tests,
     sorted_finite_columns,
+    verdict_summary,
 )
 
 
@@ -173,6 +174,7 @@ def test_missing_rate_uses_chi_square_or_fisher_by_expected_counts() -> None:
     assert large.method == "chi2"
     assert large.p_value == pytest.approx(stats.chi2_contingency(table, correction=False).pvalue, rel=1e-12)
     assert large.difference == pytest.approx(0.07)
+    assert large.cohens_h == pytest.approx(2 * math.asin(math.sqrt(0.12)) - 2 * math.asin(math.sqrt(0.05)))
     small = missing_rate_test(1, 1000, 4, 40)
     assert small.method == "fisher"
     assert small.p_value == pytest.approx(stats.fisher_exact([[1, 999], [4, 36]]).pvalue, rel=1e-12)
@@ -290,25 +292,26 @@ def test_a_million_rows_do_not_flag_identical_or_trivially_shifted_columns() -> 
     assert overall_verdict(results) is DriftVerdict.NO_DRIFT
 
 
-def test_twenty_rows_are_insufficient_data_even_when_wildly_shifted() -> None:
+def test_twenty_rows_are_inconclusive_even_when_wildly_shifted() -> None:
     rng = np.random.default_rng(2)
     reference = reference_from_columns(_window(rng, 5000), SCHEMA)
     current = _window(rng, 20)
     current["age"] = current["age"] + 100
     results = run_drift_tests(reference, current, SCHEMA)
-    assert {result.verdict for result in results} == {DriftVerdict.INSUFFICIENT_DATA}
+    assert {result.verdict for result in results} == {DriftVerdict.INCONCLUSIVE}
     assert {result.detail["reason"] for result in results} == {"below_min_samples"}
-    assert overall_verdict(results) is DriftVerdict.INSUFFICIENT_DATA
+    assert overall_verdict(results) is DriftVerdict.INCONCLUSIVE
 
 
-def test_an_underpowered_window_says_insufficient_unless_the_shift_is_plain() -> None:
+def test_a_small_quiet_window_is_inconclusive_and_says_what_it_could_rule_out() -> None:
     rng = np.random.default_rng(3)
     schema = [FeatureSpec("x", "numeric")]
     reference = {"x": NumericReference(np.sort(rng.normal(0, 1, 5000)))}
     quiet = run_drift_tests(reference, {"x": rng.normal(0, 1, 100)}, schema)[0]
-    assert quiet.verdict is DriftVerdict.INSUFFICIENT_DATA
+    assert quiet.verdict is DriftVerdict.INCONCLUSIVE
     assert quiet.detail["reason"] == "underpowered"
-    assert quiet.detail["min_detectable_effect"] > quiet.effect_floor
+    assert quiet.effect_upper == pytest.approx(quiet.effect_size + 1.6449 * 0.5 * math.sqrt(1 / 5000 + 1 / 100), rel=1e-4)
+    assert quiet.effect_upper > quiet.effect_floor
     loud = run_drift_tests(reference, {"x": rng.normal(3, 1, 100)}, schema)[0]
     assert loud.verdict is DriftVerdict.DRIFT
 
@@ -335,8 +338,11 @@ def test_a_significant_shift_below_the_floor_is_not_drift_until_the_floor_is_low
     current = {"x": rng.normal(0.15, 1, 20_000)}
     default = run_drift_tests(reference, current, schema)[0]
     assert default.p_adjusted < 1e-6 and default.effect_size < 0.1
+    assert default.effect_upper < 0.1
     assert default.verdict is DriftVerdict.NO_DRIFT
     assert run_drift_tests(reference, current, schema, min_ks_d=0.05)[0].verdict is DriftVerdict.DRIFT
+    tighter = run_drift_tests(reference, current, schema, floors={"x": 0.05})[0]
+    assert (tighter.verdict, tighter.effect_floor) == (DriftVerdict.DRIFT, 0.05)
 
 
 def test_constant_all_missing_and_empty_columns_give_defined_results_without_warnings() -> None:
@@ -373,36 +379,42 @@ def test_constant_all_missing_and_empty_columns_give_defined_results_without_war
     verdicts = {(result.feature, result.test): result.verdict for result in results}
     assert verdicts[("same_constant", "ks")] is DriftVerdict.NO_DRIFT
     assert verdicts[("moved_constant", "ks")] is DriftVerdict.DRIFT
-    assert verdicts[("all_missing_now", "ks")] is DriftVerdict.INSUFFICIENT_DATA
+    assert verdicts[("all_missing_now", "ks")] is DriftVerdict.INCONCLUSIVE
     assert verdicts[("all_missing_now", "missing_rate")] is DriftVerdict.DRIFT
-    assert verdicts[("never_present", "ks")] is DriftVerdict.INSUFFICIENT_DATA
+    assert verdicts[("never_present", "ks")] is DriftVerdict.INCONCLUSIVE
     assert verdicts[("never_present", "missing_rate")] is DriftVerdict.NO_DRIFT
     assert verdicts[("one_category", "chi2")] is DriftVerdict.NO_DRIFT
-    assert verdicts[("no_categories", "chi2")] is DriftVerdict.INSUFFICIENT_DATA
-    assert {result.verdict for result in empty} == {DriftVerdict.INSUFFICIENT_DATA}
+    assert verdicts[("no_categories", "chi2")] is DriftVerdict.INCONCLUSIVE
+    assert {result.verdict for result in empty} == {DriftVerdict.INCONCLUSIVE}
+    assert all(result.effect_upper is None for result in empty)
     assert {result.detail["reason"] for result in empty} == {"empty_sample"}
     assert all(result.p_value == 1.0 and result.statistic == 0.0 for result in empty)
 
 
-def test_overall_verdict_ignores_an_underpowered_missing_rate_but_not_an_underpowered_main_test() -> None:
-    rng = np.random.default_rng(8)
-    schema = [FeatureSpec("x", "numeric")]
-    reference_values = rng.normal(0, 1, 5000)
-    reference_values[:2500] = np.nan
-    reference = {"x": NumericReference.from_values(reference_values)}
-    current = rng.normal(0, 1, 600)
-    current[:300] = np.nan
-    # 300 present values give the KS test power, but a 50% missing rate needs far more rows.
-    ks, missing_rate = run_drift_tests(reference, {"x": current}, schema)
-    assert ks.verdict is DriftVerdict.NO_DRIFT
-    assert missing_rate.verdict is DriftVerdict.INSUFFICIENT_DATA
-    assert overall_verdict([ks, missing_rate]) is DriftVerdict.NO_DRIFT
-    few = rng.normal(0, 1, 200)
-    few[:100] = np.nan
-    underpowered_ks, _ = run_drift_tests(reference, {"x": few}, schema)
-    assert underpowered_ks.detail["reason"] == "underpowered"
-    assert overall_verdict([underpowered_ks, missing_rate]) is DriftVerdict.INSUFFICIENT_DATA
-    assert overall_verdict([]) is DriftVerdict.INSUFFICIENT_DATA
+def test_the_run_is_inconclusive_only_when_most_main_tests_could_not_decide() -> None:
+    def result(feature: str, verdict: DriftVerdict, test: str = "ks") -> FeatureTestResult:
+        detail = {} if verdict is not DriftVerdict.INCONCLUSIVE else {"reason": "underpowered"}
+        return FeatureTestResult(feature, test, "numeric", 0.1, 0.5, 0.5, 0.08, 0.1, 400, 1000, verdict, detail, effect_upper=0.13)
+
+    decided = [result(f"f{index}", DriftVerdict.NO_DRIFT) for index in range(18)]
+    undecided = [result("income", DriftVerdict.INCONCLUSIVE), result("city", DriftVerdict.INCONCLUSIVE)]
+    assert overall_verdict(decided + undecided) is DriftVerdict.NO_DRIFT
+    summary = verdict_summary(decided + undecided)
+    assert summary.startswith("NO_DRIFT on 18 of 20 features; 2 inconclusive: income (underpowered: could rule out only ≥ 0.13, floor 0.1), city")
+    assert overall_verdict(decided[:1] + undecided) is DriftVerdict.INCONCLUSIVE
+    assert verdict_summary(decided[:1] + undecided).startswith("INCONCLUSIVE: NO_DRIFT on 1 of 3 features; 2 inconclusive")
+    assert overall_verdict(decided[:2] + undecided) is DriftVerdict.NO_DRIFT  # half is not most
+    # A missing-rate test that cannot decide is named, but only main tests decide the run.
+    assert overall_verdict(decided[:1] + [result("f0", DriftVerdict.INCONCLUSIVE, "missing_rate")]) is DriftVerdict.NO_DRIFT
+    assert overall_verdict(decided + [result("x", DriftVerdict.DRIFT)] + undecided) is DriftVerdict.DRIFT
+    assert overall_verdict([]) is DriftVerdict.INCONCLUSIVE
+    assert verdict_summary([]) == "INCONCLUSIVE: nothing tested"
+
+
+def test_stored_insufficient_data_reads_as_inconclusive() -> None:
+    assert DriftVerdict("INSUFFICIENT_DATA") is DriftVerdict.INCONCLUSIVE
+    with pytest.raises(ValueError):
+        DriftVerdict("MAYBE")
 
 
 def test_reference_objects_are_duck_typed_like_the_model_manifest() -> None:
@@ -419,8 +431,8 @@ def test_reference_objects_are_duck_typed_like_the_model_manifest() -> None:
 
 
 def test_verdicts_serialise_as_their_names() -> None:
-    assert [verdict.value for verdict in DriftVerdict] == ["DRIFT", "NO_DRIFT", "INSUFFICIENT_DATA"]
-    assert f"{DriftVerdict.INSUFFICIENT_DATA}" == "INSUFFICIENT_DATA"
+    assert [verdict.value for verdict in DriftVerdict] == ["DRIFT", "NO_DRIFT", "INCONCLUSIVE"]
+    assert f"{DriftVerdict.INCONCLUSIVE}" == "INCONCLUSIVE"
 
 
 @pytest.mark.parametrize(
@@ -433,6 +445,9 @@ def test_verdicts_serialise_as_their_names() -> None:
         ({"x": NumericReference(np.array([1.0]))}, {"x": ["high"]}, {}, "feature 'x' is numeric but has a non-numeric"),
         ({"x": NumericReference(np.array([1.0]))}, {"x": [1.0]}, {"fdr": 0.0}, "fdr must be in"),
         ({"x": NumericReference(np.array([1.0]))}, {"x": [1.0]}, {"min_ks_d": 1.5}, "min_ks_d must be in"),
+        ({"x": NumericReference(np.array([1.0]))}, {"x": [1.0]}, {"floors": {"y": 0.1}}, "floors given for feature\\(s\\) not in the schema: 'y'"),
+        ({"x": NumericReference(np.array([1.0]))}, {"x": [1.0]}, {"floors": {"x": 2.0}}, "floor of feature 'x' must be in"),
+        ({"x": NumericReference(np.array([1.0]))}, {"x": [1.0]}, {"min_missing_rate_h": -1}, "min_missing_rate_h must be in"),
     ],
 )
 def test_invalid_inputs_name_the_feature_or_option(reference, current, options, message) -> None:

@@ -126,12 +126,38 @@ class DriftSettings(AwsSettings, DatabaseSettings):
     fdr: float = Field(0.05, alias="SML_DRIFT_FDR", gt=0, lt=1)
     min_effect_numeric: float = Field(0.1, alias="SML_DRIFT_MIN_KS_D", gt=0, le=1)
     min_effect_categorical: float = Field(0.1, alias="SML_DRIFT_MIN_CRAMERS_V", gt=0, le=1)
-    min_missing_rate_diff: float = Field(0.05, alias="SML_DRIFT_MIN_MISSING_RATE_DIFF", gt=0, le=1)
+    min_missing_rate_h: float = Field(0.2, alias="SML_DRIFT_MIN_MISSING_RATE_H", gt=0, lt=3.14159)
     min_samples: int = Field(30, alias="SML_DRIFT_MIN_SAMPLES", ge=2)
+    feature_floors: dict[str, float | str] = Field(default_factory=dict, alias="SML_DRIFT_FEATURE_FLOORS")
     report_prefix: str = Field("reports/", alias="SML_REPORT_PREFIX")
     quality_metric: Literal["accuracy", "f1", "precision", "recall", "roc_auc"] = Field("f1", alias="SML_QUALITY_METRIC")
     quality_tolerance: float = Field(0.05, alias="SML_QUALITY_TOLERANCE", ge=0, le=1)
     quality_min_labels: int = Field(100, alias="SML_QUALITY_MIN_LABELS", ge=2)
+    replaced_missing_rate_diff: str | None = Field(None, alias="SML_DRIFT_MIN_MISSING_RATE_DIFF")
+    """Read only to refuse it: the missing-rate floor is Cohen's h since issue 18."""
+
+    @field_validator("feature_floors", mode="before")
+    @classmethod
+    def _floors_json(cls, value: object) -> object:
+        # A JSON object such as {"mean_texture": "0.1sd", "grade": 0.05}; the drift job checks
+        # the names against the model and the values against the feature's kind.
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"must be a JSON object of feature -> floor ({exc})") from None
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object of feature -> floor, e.g. {"mean_texture": "0.1sd"}')
+        return value
+
+    @field_validator("replaced_missing_rate_diff")
+    @classmethod
+    def _refuse_replaced(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "was replaced by SML_DRIFT_MIN_MISSING_RATE_H (Cohen's h of the missing rate, default 0.2); unset it"
+            )
+        return None
 
 
 class LocalSettings(AwsSettings, DatabaseSettings, CaptureSettings):

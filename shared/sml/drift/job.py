@@ -19,6 +19,7 @@ Entry points (the drift Lambda, ``sml drift``) build the clients and the engine 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,7 +32,14 @@ from sml.drift.alerts import publish_drift_alert
 from sml.drift.quality import QualityConfig
 from sml.drift.quality_store import assess_window_quality
 from sml.drift.report import render_drift_report
-from sml.drift.stats import CategoricalReference, FeatureSpec, overall_verdict, reference_from_columns, run_drift_tests
+from sml.drift.stats import (
+    CategoricalReference,
+    FeatureSpec,
+    overall_verdict,
+    parse_effect_floor,
+    reference_from_columns,
+    run_drift_tests,
+)
 from sml.drift.store import DriftRun, save_drift_run
 from sml.drift.windows import TimeWindow, read_window
 from sml.core.errors import SmlError
@@ -51,9 +59,11 @@ class DriftJobConfig:
     """How a run compares, and where its report and alert go.
 
     :param fdr: Benjamini–Hochberg false discovery rate across the run's tests.
-    :param min_ks_d, min_cramers_v, min_missing_rate_diff: effect-size floors (KS D, Cramér's V,
-        absolute change of the missing rate) below which a significant test is not drift.
-    :param min_samples: fewer values on either side make a test INSUFFICIENT_DATA.
+    :param min_ks_d, min_cramers_v, min_missing_rate_h: effect-size floors (KS D, Cramér's V,
+        Cohen's h of the missing rate): see :func:`sml.drift.stats.run_drift_tests` for the
+        verdict rule and what the defaults mean in standard deviations and shares.
+    :param floors: per feature, a floor for its main test replacing ``min_ks_d``/``min_cramers_v``.
+    :param min_samples: fewer values on either side make a test INCONCLUSIVE.
     :param topic_arn: the alerts topic; ``None`` publishes nothing (local runs without a stack).
     :param quality: how model quality is judged (:mod:`sml.drift.quality`); ``None`` skips it.
     """
@@ -64,8 +74,9 @@ class DriftJobConfig:
     fdr: float = 0.05
     min_ks_d: float = 0.1
     min_cramers_v: float = 0.1
-    min_missing_rate_diff: float = 0.05
+    min_missing_rate_h: float = 0.2
     min_samples: int = 30
+    floors: Mapping[str, float | str] = field(default_factory=dict)
     report_prefix: str = "reports/"
     topic_arn: str | None = None
     quality: QualityConfig | None = field(default_factory=QualityConfig)
@@ -80,8 +91,9 @@ class DriftJobConfig:
             "fdr": settings.fdr,
             "min_ks_d": settings.min_effect_numeric,
             "min_cramers_v": settings.min_effect_categorical,
-            "min_missing_rate_diff": settings.min_missing_rate_diff,
+            "min_missing_rate_h": settings.min_missing_rate_h,
             "min_samples": settings.min_samples,
+            "floors": settings.feature_floors,
             "report_prefix": settings.report_prefix,
             "topic_arn": settings.topic_arn,
             "quality": QualityConfig(metric=settings.quality_metric, tolerance=settings.quality_tolerance, min_labels=settings.quality_min_labels),
@@ -96,8 +108,9 @@ class DriftJobConfig:
             "fdr": self.fdr,
             "min_ks_d": self.min_ks_d,
             "min_cramers_v": self.min_cramers_v,
-            "min_missing_rate_diff": self.min_missing_rate_diff,
+            "min_missing_rate_h": self.min_missing_rate_h,
             "min_samples": self.min_samples,
+            **({"floors": dict(sorted(self.floors.items()))} if self.floors else {}),
         }
 
 
@@ -171,8 +184,9 @@ def run_drift_job(
         fdr=config.fdr,
         min_ks_d=config.min_ks_d,
         min_cramers_v=config.min_cramers_v,
-        min_missing_rate_diff=config.min_missing_rate_diff,
+        min_missing_rate_h=config.min_missing_rate_h,
         min_samples=config.min_samples,
+        floors=_feature_floors(config.floors, schema),
     )
     run = DriftRun(
         run_id=new_prediction_id(),
@@ -227,6 +241,26 @@ def drift_schema(manifest: ModelManifest) -> list[Any]:
     """The columns a run tests: the manifest's features, then the predicted label."""
     label = FeatureSpec(LABEL_COLUMN, "label", categories=tuple(str(label) for label in manifest.classes))
     return [*manifest.features, label]
+
+
+def _feature_floors(floors: Mapping[str, float | str], schema: list[Any]) -> dict[str, float]:
+    """The configured per-feature floors as effects; ``"<x>sd"`` only for numeric features.
+
+    :raises SmlError: naming ``SML_DRIFT_FEATURE_FLOORS`` and the feature when one is unknown to
+        the model or its value is not a floor.
+    """
+    kinds = {spec.name: spec.kind for spec in schema}
+    parsed = {}
+    for name, value in floors.items():
+        if name not in kinds:
+            raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: the model has no feature {name!r} (features: {', '.join(sorted(kinds))})")
+        if isinstance(value, str) and value.strip().lower().endswith("sd") and kinds[name] != "numeric":
+            raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: feature {name!r} is {kinds[name]}; give its floor as a Cramér's V, not {value!r}")
+        try:
+            parsed[name] = parse_effect_floor(name, value)
+        except ValueError as exc:
+            raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: {exc}") from None
+    return parsed
 
 
 def training_reference(manifest: ModelManifest) -> dict[str, Any]:

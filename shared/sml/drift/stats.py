@@ -16,21 +16,46 @@ Pure functions on numpy arrays and counts (numpy and scipy only, no I/O). Per fe
 - ``label`` (the predicted label): tested exactly like a categorical feature; it gets no
   missing-rate test because every prediction has a label.
 - every feature that is not the label: a test on the missing-value rate (Pearson chi-square on
-  the 2×2 table, Fisher's exact test when an expected count is below 5). The effect size is the
-  absolute difference of the two rates.
+  the 2×2 table, Fisher's exact test when an expected count is below 5). The effect size is
+  Cohen's h, ``|2·asin√p₁ − 2·asin√p₀|`` (Cohen 1988, ch. 6): on the arcsine scale a complete
+  column starting to arrive 2% empty (h 0.28) is a larger change than 10% → 15% (h 0.15),
+  which an absolute difference of rates gets the wrong way round.
 
-Verdicts (:func:`run_drift_tests`): the p-values of all tests of a run are adjusted with
-Benjamini–Hochberg. A test says DRIFT only when its adjusted p-value is below the false discovery
-rate *and* its effect size reaches the floor, so large samples do not flag trivial shifts. It says
-INSUFFICIENT_DATA, never NO_DRIFT, when a sample has fewer than ``min_samples`` values or when the
-smallest effect the test could detect (with power about 0.8, at the BH threshold of a lone
-shifted column, ``fdr / number of tests``) is larger than the floor. A significant test whose
-effect reaches the floor is DRIFT even when it had little power: the shift is there. Tests whose
-p-value cannot vary (no missing value on either side, a single category overall) stay out of the
-correction: they can never reject, and counting them would only weaken the others.
+Verdicts (:func:`run_drift_tests`) follow equivalence testing: a test can say a shift is there,
+say it is not there (as large as the floor), or say honestly that the data cannot tell.
+
+- The p-values of all tests of a run are adjusted with Benjamini–Hochberg. **DRIFT** when the
+  adjusted p-value is below the false discovery rate *and* the effect size reaches the floor, so
+  large samples do not flag trivial shifts.
+- **NO_DRIFT** when the one-sided 95% upper confidence bound of the effect is below the floor:
+  the data rule out a shift as large as the floor. This is the confidence-interval form of the
+  two one-sided tests procedure (Schuirmann 1987, "A comparison of the two one-sided tests
+  procedure and the power approach for assessing the equivalence of average bioavailability";
+  Lakens 2017, "Equivalence tests", Social Psychological and Personality Science 8(4)) with an
+  effect that cannot be negative, so only the upper side is tested. Every NO_DRIFT of a run is
+  an equivalence claim at 5%; the run's "no feature drifted" is their intersection, which needs
+  no multiplicity correction (intersection–union principle, Berger 1982).
+- **INCONCLUSIVE** otherwise, with the upper bound (``effect_upper``: the smallest shift the data
+  could have ruled out) and ``detail["reason"]``: ``near_floor`` when the test was significant
+  but the effect sits under the floor and the bound above it (a shift was seen, too close to the
+  floor to call), ``underpowered`` when the test did not reject and the bound is above the floor,
+  ``below_min_samples`` or ``empty_sample`` when a sample is too small to test.
+
+The upper bounds (:func:`ks_upper_bound`, :func:`cramers_v_upper_bound`,
+:func:`cohens_h_upper_bound`) are one-sided 95% bounds from the large-sample distributions of the
+estimates. A test whose effect reaches the floor without being significant is INCONCLUSIVE
+(``underpowered``): the bound is then above the floor by construction. The smallest effect the
+test could *detect* (power 0.8 at the BH threshold of a lone shifted column) is still reported as
+``detail["min_detectable_effect"]``: it is known before any data arrive and says whether a
+reference is large enough to ever certify a shift. The run's verdict (:func:`overall_verdict`)
+is DRIFT when any test drifts, INCONCLUSIVE only when more than half of the main tests
+(``ks``/``chi2``) could not decide, NO_DRIFT otherwise; :func:`verdict_summary` says how many
+features could not decide and why. Tests whose p-value cannot vary (no missing value on either
+side, a single category overall) stay out of the correction: they can never reject, and counting
+them would only weaken the others.
 
 Degenerate inputs never produce NaN: a test with an empty sample reports statistic 0, p-value 1
-and effect 0 with verdict INSUFFICIENT_DATA (``detail["reason"] == "empty_sample"``); constant
+and effect 0 with verdict INCONCLUSIVE (``detail["reason"] == "empty_sample"``); constant
 columns are ordinary inputs (equal constants give D = 0 and p = 1, different ones D = 1).
 
 Example::
@@ -40,6 +65,7 @@ Example::
     reference = reference_from_columns(training_columns, schema)
     results = run_drift_tests(reference, window_columns, schema)
     verdict = overall_verdict(results)
+    print(verdict_summary(results))  # e.g. "NO_DRIFT on 18 of 20 features; 2 inconclusive: ..."
 """
 
 from __future__ import annotations
@@ -71,12 +97,26 @@ EXACT_KS_MAX_SAMPLE = 10_000
 KSTWO_MAX_N = 10_000
 
 
+# One-sided level of the equivalence bounds: NO_DRIFT is claimed with 95% confidence.
+EQUIVALENCE_ALPHA = 0.05
+# A run is INCONCLUSIVE only when more than this share of its main tests could not decide.
+MAX_INCONCLUSIVE_SHARE = 0.5
+
+
 class DriftVerdict(StrEnum):
-    """Outcome of one test or of a whole run."""
+    """Outcome of one test or of a whole run.
+
+    Runs stored before issue 18 say ``INSUFFICIENT_DATA``; ``DriftVerdict("INSUFFICIENT_DATA")``
+    reads them as :attr:`INCONCLUSIVE`, which replaced it.
+    """
 
     DRIFT = "DRIFT"
     NO_DRIFT = "NO_DRIFT"
-    INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+    INCONCLUSIVE = "INCONCLUSIVE"
+
+    @classmethod
+    def _missing_(cls, value: object) -> DriftVerdict | None:
+        return cls.INCONCLUSIVE if value == "INSUFFICIENT_DATA" else None
 
 
 @dataclass(frozen=True)
@@ -160,9 +200,11 @@ class FeatureTestResult:
     """One test on one feature, as a run records it.
 
     ``n_reference``/``n_current`` count the values the test used: non-missing values for ``ks``
-    and ``chi2``, all rows for ``missing_rate``. ``detail`` holds JSON-friendly extras:
-    ``method``, ``min_detectable_effect`` and ``power_alpha`` (when the test ran), ``reason``
-    (why a verdict is INSUFFICIENT_DATA), chi-square buckets and counts, missing rates.
+    and ``chi2``, all rows for ``missing_rate``. ``effect_size`` is KS D, Cramér's V or Cohen's h;
+    ``effect_upper`` its one-sided 95% upper bound (the smallest shift the data rule out; ``None``
+    when a sample is empty). ``detail`` holds JSON-friendly extras: ``method``,
+    ``min_detectable_effect`` and ``power_alpha`` (when the test ran), ``reason`` (why a verdict
+    is INCONCLUSIVE), chi-square buckets and counts, missing rates.
     """
 
     feature: str
@@ -177,6 +219,7 @@ class FeatureTestResult:
     n_current: int
     verdict: DriftVerdict
     detail: dict[str, Any] = field(default_factory=dict)
+    effect_upper: float | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +258,11 @@ class MissingRateResult:
     @property
     def difference(self) -> float:
         return abs(self.current_rate - self.reference_rate)
+
+    @property
+    def cohens_h(self) -> float:
+        """Cohen's h between the two rates, ``|2·asin√current − 2·asin√reference|`` (Cohen 1988, §6.2)."""
+        return abs(2 * math.asin(math.sqrt(self.current_rate)) - 2 * math.asin(math.sqrt(self.reference_rate)))
 
 
 def sorted_finite_columns(columns: np.ndarray | Sequence[Sequence[float | None] | np.ndarray]) -> list[np.ndarray]:
@@ -519,6 +567,93 @@ def _rate_change_by_fleiss(n_reference: int, n_current: int, base_rate: float, a
     return float(optimize.brentq(surplus, 1e-12, largest_change))
 
 
+def ks_upper_bound(statistic: float, n_reference: int, n_current: int, alpha: float = EQUIVALENCE_ALPHA) -> float:
+    """One-sided ``1 - alpha`` upper confidence bound of the true ECDF gap, from an observed KS D.
+
+    ``D + z(1-alpha) · ½ · √(1/n + 1/m)``, capped at 1. Why it holds: the true gap sits at some
+    point x*, and the observed D is at least the observed gap there, whose standard error is
+    ``√(F(1-F)/n + G(1-G)/m) ≤ ½·√(1/n + 1/m)``; so by the normal approximation to the two
+    binomial proportions at x* the true gap exceeds the bound with probability at most ``alpha``
+    (conservative, because D is a maximum over all points and sits above the gap at x*).
+    """
+    spread = 0.5 * math.sqrt(1 / n_reference + 1 / n_current)
+    return min(1.0, statistic + float(stats.norm.isf(alpha)) * spread)
+
+
+def cramers_v_upper_bound(
+    chi2_statistic: float, df: int, n_reference: int, n_current: int, alpha: float = EQUIVALENCE_ALPHA
+) -> float:
+    """One-sided ``1 - alpha`` upper bound of Cramér's V from the chi-square statistic of the table.
+
+    Inverts the noncentral chi-square distribution for its noncentrality λ (the confidence
+    interval for an effect size measured by a noncentrality parameter: Steiger & Fouladi 1997,
+    "Noncentrality interval estimation and the evaluation of statistical models"; Smithson 2003,
+    "Confidence Intervals", ch. 4): λ_U solves ``ncx2.cdf(chi2, df, λ_U) = alpha`` (0 when the
+    central chi-square already leaves less than ``alpha`` below the statistic). Near no shift the
+    noncentrality of rows whose proportions are V apart is ``4 · n_eff · V²`` with
+    ``n_eff = n·m/(n+m)`` (``N·V²`` for equal samples), so ``V_U = √(λ_U / (4·n_eff))``. For one
+    degree of freedom this is about ``V + z(1-alpha) · ½ · √(1/n + 1/m)``; with many categories it
+    accounts for the upward bias of V, which a fixed margin does not.
+    """
+    df = max(df, 1)
+    effective_n = n_reference * n_current / (n_reference + n_current)
+    return min(1.0, math.sqrt(_noncentrality_upper_bound(chi2_statistic, df, alpha) / (4 * effective_n)))
+
+
+def _noncentrality_upper_bound(statistic: float, df: int, alpha: float) -> float:
+    if stats.chi2.cdf(statistic, df) <= alpha:
+        return 0.0
+
+    def excess(noncentrality: float) -> float:
+        return float(stats.ncx2.cdf(statistic, df, noncentrality)) - alpha
+
+    upper = max(1.0, 2 * statistic)
+    while excess(upper) > 0:
+        upper *= 2
+    return float(optimize.brentq(excess, 0.0, upper))
+
+
+def cohens_h_upper_bound(h: float, n_reference: int, n_current: int, alpha: float = EQUIVALENCE_ALPHA) -> float:
+    """One-sided ``1 - alpha`` upper bound of Cohen's h between two rates: ``h + z(1-alpha)·√(1/n + 1/m)``.
+
+    ``2·asin√p̂`` has variance about ``1/n`` whatever the rate (the variance-stabilising arcsine
+    transformation; Cohen 1988, §6.2), so the difference of two has standard error ``√(1/n + 1/m)``.
+    """
+    return h + float(stats.norm.isf(alpha)) * math.sqrt(1 / n_reference + 1 / n_current)
+
+
+def ks_d_for_location_shift(standard_deviations: float) -> float:
+    """KS D between a normal distribution and the same one moved by ``standard_deviations``: ``2·Φ(δ/2) − 1``.
+
+    Translates a floor a user thinks of in standard deviations into KS D: 0.25 sd ≈ D 0.10,
+    0.2 sd ≈ D 0.08, 0.1 sd ≈ D 0.04 (two normals cross halfway, where the CDF gap is largest).
+    """
+    return float(2 * stats.norm.cdf(abs(standard_deviations) / 2) - 1)
+
+
+def parse_effect_floor(feature: str, value: float | str) -> float:
+    """A per-feature floor from a settings value: a number (KS D or Cramér's V) or ``"<x>sd"``.
+
+    ``"0.2sd"`` means "a location shift of 0.2 standard deviations" and becomes
+    :func:`ks_d_for_location_shift` of it (numeric features only; the caller checks the kind).
+
+    :raises ValueError: naming ``feature`` when the value is not a number in (0, 1) or ``<x>sd``.
+    """
+    if isinstance(value, str) and value.strip().lower().endswith("sd"):
+        try:
+            floor = ks_d_for_location_shift(float(value.strip()[:-2]))
+        except ValueError:
+            raise ValueError(f"floor of feature {feature!r}: {value!r} is not a number of standard deviations such as '0.2sd'") from None
+    else:
+        try:
+            floor = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"floor of feature {feature!r}: {value!r} is not a number or '<x>sd'") from None
+    if not 0 < floor < 1:
+        raise ValueError(f"floor of feature {feature!r}: {value!r} must give an effect in (0, 1), got {floor:.4g}")
+    return floor
+
+
 @dataclass(frozen=True)
 class _PendingTest:
     """A test's numbers before the run-wide correction decides its verdict."""
@@ -538,6 +673,8 @@ class _PendingTest:
     """Whether the test takes part in Benjamini–Hochberg (it ran and its p-value could vary)."""
     min_detectable: Callable[[float], float] | None
     """Smallest detectable effect at a given alpha; None when a sample is empty."""
+    effect_upper: float | None
+    """One-sided 95% upper bound of the effect; None when a sample is empty."""
 
 
 def run_drift_tests(
@@ -548,8 +685,9 @@ def run_drift_tests(
     fdr: float = 0.05,
     min_ks_d: float = 0.1,
     min_cramers_v: float = 0.1,
-    min_missing_rate_diff: float = 0.05,
+    min_missing_rate_h: float = 0.2,
     min_samples: int = 30,
+    floors: Mapping[str, float] | None = None,
 ) -> list[FeatureTestResult]:
     """Test every feature of ``schema`` and decide a verdict per test.
 
@@ -561,19 +699,30 @@ def run_drift_tests(
     :param schema: the features to test (``name``, ``kind``, ``categories``); a ``label`` kind is
         the predicted label.
     :param fdr: Benjamini–Hochberg false discovery rate across all tests of the run.
-    :param min_ks_d, min_cramers_v, min_missing_rate_diff: effect-size floors below which a
-        significant test is still NO_DRIFT.
-    :param min_samples: fewer values than this on either side gives INSUFFICIENT_DATA.
+    :param min_ks_d, min_cramers_v, min_missing_rate_h: effect-size floors (KS D, Cramér's V,
+        Cohen's h of the missing rate): a significant test under its floor is not DRIFT, and
+        NO_DRIFT needs the effect's upper bound under it. The defaults are KS D 0.1 (a location
+        shift of about a quarter of a standard deviation, or a 1.5× change of scale), Cramér's V
+        0.1 (Cohen's "small"; a 50/50 binary column moving to 60/40) and h 0.2 (Cohen's "small";
+        a complete column starting to arrive 1% empty, or 10% → 19% missing).
+    :param min_samples: fewer values than this on either side gives INCONCLUSIVE.
+    :param floors: per feature name, a floor for its main test (``ks``/``chi2``) that replaces
+        ``min_ks_d``/``min_cramers_v``, e.g. a tighter one for a feature that matters.
     :returns: per feature in schema order, the main test (``ks`` or ``chi2``) then ``missing_rate``
         (not for the label).
     :raises ValueError: naming the feature or option that is invalid.
     """
-    _check_options(
-        fdr=fdr, min_ks_d=min_ks_d, min_cramers_v=min_cramers_v, min_missing_rate_diff=min_missing_rate_diff
-    )
+    _check_options(fdr=fdr, min_ks_d=min_ks_d, min_cramers_v=min_cramers_v)
+    if not 0 <= min_missing_rate_h < math.pi:
+        raise ValueError(f"min_missing_rate_h must be in [0, pi), got {min_missing_rate_h}")
     if min_samples < 1:
         raise ValueError(f"min_samples must be at least 1, got {min_samples}")
     _check_schema(schema)
+    floors = dict(floors or {})
+    unknown = sorted(set(floors).difference(spec.name for spec in schema))
+    if unknown:
+        raise ValueError(f"floors given for feature(s) not in the schema: {', '.join(map(repr, unknown))}")
+    _check_options(**{f"floor of feature {name!r}": value for name, value in floors.items()})
     numeric_current = {spec.name: _numeric_column(spec.name, current) for spec in schema if spec.kind == "numeric"}
     sorted_current = dict(zip(numeric_current, sorted_finite_columns(list(numeric_current.values()))))
 
@@ -583,12 +732,14 @@ def run_drift_tests(
             reference_sorted, reference_missing = _numeric_reference(spec.name, reference)
             current_sorted = sorted_current[spec.name]
             current_missing = numeric_current[spec.name].size - current_sorted.size
-            pending.append(_ks_pending(spec.name, reference_sorted, current_sorted, min_ks_d, min_samples))
+            floor = floors.get(spec.name, min_ks_d)
+            pending.append(_ks_pending(spec.name, reference_sorted, current_sorted, floor, min_samples))
             reference_present, current_present = reference_sorted.size, current_sorted.size
         else:
             reference_counts, reference_missing = _categorical_reference(spec.name, reference)
             current_counts, current_missing = count_categories(_column(spec.name, current))
-            pending.append(_chi2_pending(spec, reference_counts, current_counts, min_cramers_v, min_samples))
+            floor = floors.get(spec.name, min_cramers_v)
+            pending.append(_chi2_pending(spec, reference_counts, current_counts, floor, min_samples))
             reference_present, current_present = sum(reference_counts.values()), sum(current_counts.values())
         if spec.kind != "label":
             pending.append(
@@ -598,7 +749,7 @@ def run_drift_tests(
                     reference_present + reference_missing,
                     current_missing,
                     current_present + current_missing,
-                    min_missing_rate_diff,
+                    min_missing_rate_h,
                     min_samples,
                 )
             )
@@ -606,18 +757,77 @@ def run_drift_tests(
 
 
 def overall_verdict(results: Sequence[FeatureTestResult]) -> DriftVerdict:
-    """The run's verdict: DRIFT if any test drifts; otherwise INSUFFICIENT_DATA if any main test
-    (``ks``/``chi2``) is INSUFFICIENT_DATA or nothing was tested; otherwise NO_DRIFT.
+    """The run's verdict, from the tests that could decide.
 
-    A missing-rate test that lacks power shows in its own result but does not make the run
-    INSUFFICIENT_DATA.
+    DRIFT if any test drifts. Otherwise INCONCLUSIVE when nothing was tested or more than half
+    of the main tests (``ks``/``chi2``, the label's included) are INCONCLUSIVE, and NO_DRIFT
+    when most could decide; :func:`verdict_summary` then names those that could not. One
+    feature the data cannot speak about does not silence the others.
     """
     if any(result.verdict is DriftVerdict.DRIFT for result in results):
         return DriftVerdict.DRIFT
     main = [result for result in results if result.test in MAIN_TESTS]
-    if not main or any(result.verdict is DriftVerdict.INSUFFICIENT_DATA for result in main):
-        return DriftVerdict.INSUFFICIENT_DATA
+    inconclusive = sum(result.verdict is DriftVerdict.INCONCLUSIVE for result in main)
+    if not main or inconclusive > MAX_INCONCLUSIVE_SHARE * len(main):
+        return DriftVerdict.INCONCLUSIVE
     return DriftVerdict.NO_DRIFT
+
+
+def feature_verdicts(results: Sequence[FeatureTestResult]) -> dict[str, tuple[DriftVerdict, list[FeatureTestResult]]]:
+    """Per feature (and the label), in test order: DRIFT if any of its tests drifted, INCONCLUSIVE
+    if any could not decide, else NO_DRIFT; with the tests behind that verdict."""
+    by_feature: dict[str, list[FeatureTestResult]] = {}
+    for result in results:
+        by_feature.setdefault(result.feature, []).append(result)
+    verdicts = {}
+    for feature, tests in by_feature.items():
+        for verdict in (DriftVerdict.DRIFT, DriftVerdict.INCONCLUSIVE, DriftVerdict.NO_DRIFT):
+            deciding = [test for test in tests if test.verdict is verdict]
+            if deciding:
+                verdicts[feature] = (verdict, deciding)
+                break
+    return verdicts
+
+
+def verdict_summary(results: Sequence[FeatureTestResult], *, max_named: int = 5) -> str:
+    """One line a user can act on, e.g. ``NO_DRIFT on 18 of 20 features; 2 inconclusive:
+    income (underpowered, could rule out only ≥ 0.13 vs floor 0.1), city (near_floor, …)``.
+
+    Counts input features (the predicted label is said separately when it drifted or could not
+    decide); names at most ``max_named`` features per outcome.
+    """
+    status = overall_verdict(results)
+    per_feature = feature_verdicts(results)
+    features = {name: value for name, value in per_feature.items() if value[1][0].kind != "label"}
+    total = len(features)
+    by_verdict: dict[DriftVerdict, list[str]] = {verdict: [] for verdict in DriftVerdict}
+    for name, (verdict, _) in features.items():
+        by_verdict[verdict].append(name)
+
+    def named(names: list[str], describe: Callable[[str], str]) -> str:
+        shown = ", ".join(describe(name) for name in names[:max_named])
+        return shown + (f" and {len(names) - max_named} more" if len(names) > max_named else "")
+
+    def why(name: str) -> str:
+        test = per_feature[name][1][0]
+        reason = test.detail.get("reason", "undecided")
+        test_name = "" if test.test in MAIN_TESTS else f"{test.test} "
+        if test.effect_upper is None:
+            return f"{name} ({test_name}{reason})"
+        return f"{name} ({test_name}{reason}: could rule out only ≥ {test.effect_upper:.3g}, floor {test.effect_floor:.3g})"
+
+    parts = []
+    if by_verdict[DriftVerdict.DRIFT]:
+        parts.append(f"DRIFT on {len(by_verdict[DriftVerdict.DRIFT])} of {total} features: {named(by_verdict[DriftVerdict.DRIFT], str)}")
+    if by_verdict[DriftVerdict.NO_DRIFT]:
+        parts.append(f"NO_DRIFT on {len(by_verdict[DriftVerdict.NO_DRIFT])} of {total} features")
+    if by_verdict[DriftVerdict.INCONCLUSIVE]:
+        parts.append(f"{len(by_verdict[DriftVerdict.INCONCLUSIVE])} inconclusive: {named(by_verdict[DriftVerdict.INCONCLUSIVE], why)}")
+    label = next((value for value in per_feature.values() if value[1][0].kind == "label"), None)
+    if label is not None and label[0] is not DriftVerdict.NO_DRIFT:
+        parts.append(f"predicted label {label[0].value}" + (f" ({label[1][0].detail['reason']})" if "reason" in label[1][0].detail else ""))
+    text = "; ".join(parts) or "nothing tested"
+    return text if text.startswith(status.value) else f"{status.value}: {text}"
 
 
 def reference_from_columns(
@@ -708,6 +918,7 @@ def _ks_pending(
         effect_size=outcome.statistic, effect_floor=floor, n_reference=n, n_current=m,
         detail={"method": outcome.method}, enough_samples=min(n, m) >= min_samples, corrected=min(n, m) > 0,
         min_detectable=partial(min_detectable_ks_statistic, n, m) if min(n, m) > 0 else None,
+        effect_upper=ks_upper_bound(outcome.statistic, n, m) if min(n, m) > 0 else None,
     )
 
 
@@ -723,7 +934,7 @@ def _chi2_pending(
         return _PendingTest(
             feature=spec.name, test="chi2", kind=kind, statistic=0.0, p_value=1.0, effect_size=0.0,
             effect_floor=floor, n_reference=n, n_current=m, detail=detail, enough_samples=False, corrected=False,
-            min_detectable=None,
+            min_detectable=None, effect_upper=None,
         )
     outcome = chi_square_test(reference_counts, current_counts, spec.categories or ())
     detail |= {
@@ -738,6 +949,8 @@ def _chi2_pending(
         effect_size=outcome.cramers_v, effect_floor=floor, n_reference=n, n_current=m, detail=detail,
         enough_samples=min(n, m) >= min_samples, corrected=outcome.df > 0,
         min_detectable=lambda alpha: min_detectable_cramers_v(n, m, outcome.df, alpha),
+        # The bound is on the noncentrality scale; never report it below the effect itself.
+        effect_upper=max(outcome.cramers_v, cramers_v_upper_bound(outcome.statistic, outcome.df, n, m)),
     )
 
 
@@ -749,7 +962,7 @@ def _missing_rate_pending(
     has_rows = reference_rows > 0 and current_rows > 0
     return _PendingTest(
         feature=spec.name, test="missing_rate", kind="numeric" if spec.kind == "numeric" else "categorical",
-        statistic=outcome.statistic, p_value=outcome.p_value, effect_size=outcome.difference, effect_floor=floor,
+        statistic=outcome.statistic, p_value=outcome.p_value, effect_size=outcome.cohens_h, effect_floor=floor,
         n_reference=reference_rows, n_current=current_rows,
         detail={
             "method": outcome.method,
@@ -763,6 +976,7 @@ def _missing_rate_pending(
             if has_rows
             else None
         ),
+        effect_upper=cohens_h_upper_bound(outcome.cohens_h, reference_rows, current_rows) if has_rows else None,
     )
 
 
@@ -780,21 +994,24 @@ def _decide_all(pending: Sequence[_PendingTest], fdr: float) -> list[FeatureTest
 
 def _decide(test: _PendingTest, p_adjusted: float, fdr: float, power_alpha: float) -> FeatureTestResult:
     detail = dict(test.detail)
-    if test.min_detectable is None:
-        verdict, detail["reason"] = DriftVerdict.INSUFFICIENT_DATA, "empty_sample"
+    if test.min_detectable is None or test.effect_upper is None:
+        verdict, detail["reason"] = DriftVerdict.INCONCLUSIVE, "empty_sample"
     else:
-        min_detectable = test.min_detectable(power_alpha)
-        detail |= {"min_detectable_effect": min_detectable, "power_alpha": power_alpha}
+        detail |= {"min_detectable_effect": test.min_detectable(power_alpha), "power_alpha": power_alpha}
+        significant = p_adjusted < fdr
         if not test.enough_samples:
-            verdict, detail["reason"] = DriftVerdict.INSUFFICIENT_DATA, "below_min_samples"
-        elif p_adjusted < fdr and test.effect_size >= test.effect_floor:
+            verdict, detail["reason"] = DriftVerdict.INCONCLUSIVE, "below_min_samples"
+        elif significant and test.effect_size >= test.effect_floor:
             verdict = DriftVerdict.DRIFT
-        elif min_detectable > test.effect_floor:
-            verdict, detail["reason"] = DriftVerdict.INSUFFICIENT_DATA, "underpowered"
-        else:
+        elif test.effect_upper < test.effect_floor:
             verdict = DriftVerdict.NO_DRIFT
+        elif significant:
+            verdict, detail["reason"] = DriftVerdict.INCONCLUSIVE, "near_floor"
+        else:
+            verdict, detail["reason"] = DriftVerdict.INCONCLUSIVE, "underpowered"
     return FeatureTestResult(
         feature=test.feature, test=test.test, kind=test.kind, statistic=test.statistic, p_value=test.p_value,
         p_adjusted=p_adjusted, effect_size=test.effect_size, effect_floor=test.effect_floor,
         n_reference=test.n_reference, n_current=test.n_current, verdict=verdict, detail=detail,
+        effect_upper=test.effect_upper,
     )
