@@ -72,14 +72,14 @@ def test_fail_on_drift_turns_drift_into_exit_status_1(local: dict[str, Any]) -> 
     assert main(["drift", "--model", MODEL_NAME, *END_OPTION, "--fail-on-drift"]) == 1
 
 
-def test_previous_reference_without_earlier_traffic_is_insufficient_data_not_a_failure(
+def test_previous_reference_without_earlier_traffic_is_inconclusive_not_a_failure(
     local: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     exit_code = main(["drift", "--model", MODEL_NAME, *END_OPTION, "--reference", "previous", "--report-dir", str(tmp_path / "out"), "--fail-on-drift"])
 
     output = capsys.readouterr().out
     assert exit_code == 0
-    assert "verdict: INSUFFICIENT_DATA" in output and "0 in the previous reference" in output
+    assert "verdict: INCONCLUSIVE" in output and "0 in the previous reference" in output
     assert (tmp_path / "out" / MODEL_NAME / "20250310T060000Z.html").is_file()
 
 

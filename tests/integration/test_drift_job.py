@@ -135,18 +135,20 @@ def test_identical_distributions_at_50k_rows_are_not_flagged(engine: Engine, aws
 
 
 @pytest.mark.parametrize("rows", [0, 20])
-def test_too_few_rows_give_insufficient_data(engine: Engine, aws: Aws, rows: int) -> None:
+def test_too_few_rows_give_an_inconclusive_run(engine: Engine, aws: Aws, rows: int) -> None:
     if rows:
         store_traffic(engine, draw_traffic(rows, seed=4, shift="mean"), start=WINDOW_START, end=WINDOW_END)
 
     outcome = run_job(engine, aws)
 
-    assert outcome.run.status is DriftVerdict.INSUFFICIENT_DATA
+    assert outcome.run.status is DriftVerdict.INCONCLUSIVE
     assert outcome.run.current_rows == rows
     main_tests = [result for result in outcome.run.results if result.test in ("ks", "chi2")]
-    assert {result.verdict for result in main_tests} == {DriftVerdict.INSUFFICIENT_DATA}
+    assert {result.verdict for result in main_tests} == {DriftVerdict.INCONCLUSIVE}
     stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
-    assert stored is not None and stored.run["status"] == "INSUFFICIENT_DATA"
+    assert stored is not None and stored.run["status"] == "INCONCLUSIVE"
+    reasons = {row["reason"] for row in stored.features if row["test"] in ("ks", "chi2")}
+    assert reasons == {"below_min_samples" if rows else "empty_sample"}
 
 
 def test_only_the_windows_rows_of_the_model_are_read(engine: Engine, aws: Aws) -> None:

@@ -66,8 +66,12 @@ DRIFTED = drift_run(
 def test_subject_names_the_verdict_the_model_and_the_counts() -> None:
     assert alert_subject(DRIFTED) == "[DRIFT] breast-cancer v3: 2 of 3 features drifted"
     assert alert_subject(drift_run([result("area", DriftVerdict.NO_DRIFT)], DriftVerdict.NO_DRIFT)) == "[NO_DRIFT] breast-cancer v3: none of 1 features drifted"
-    insufficient = drift_run([result("area", DriftVerdict.INSUFFICIENT_DATA)], DriftVerdict.INSUFFICIENT_DATA, current_rows=20)
-    assert alert_subject(insufficient) == "[INSUFFICIENT_DATA] breast-cancer v3: not enough data to decide (20 rows in the window)"
+    inconclusive = drift_run([result("area", DriftVerdict.INCONCLUSIVE)], DriftVerdict.INCONCLUSIVE, current_rows=20)
+    assert alert_subject(inconclusive) == "[INCONCLUSIVE] breast-cancer v3: 1 of 1 features inconclusive (20 rows in the window)"
+    mostly_decided = drift_run(
+        [result("area", DriftVerdict.NO_DRIFT), result("depth", DriftVerdict.NO_DRIFT), result("grade", DriftVerdict.INCONCLUSIVE)], DriftVerdict.NO_DRIFT
+    )
+    assert alert_subject(mostly_decided) == "[NO_DRIFT] breast-cancer v3: none of 3 features drifted, 1 inconclusive"
 
 
 def test_subject_tells_the_predicted_label_apart_from_the_features() -> None:
@@ -101,7 +105,9 @@ def test_body_is_compact_json_with_window_counts_drifted_tests_and_report() -> N
     text = alert_message(DRIFTED)
     body = json.loads(text)
 
-    assert ": " not in text and ", " not in text
+    assert text == json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    assert body["summary"] == "DRIFT on 2 of 3 features: radius, texture; NO_DRIFT on 1 of 3 features"
+    assert body["features_inconclusive"] == 0
     assert body["window"] == {"start": "2025-03-03T06:00:00Z", "end": "2025-03-10T06:00:00Z"}
     assert (body["features_tested"], body["features_drifted"], body["current_rows"]) == (3, 2, 3_000)
     assert body["reference"] == {"kind": "training", "rows": 10_000}

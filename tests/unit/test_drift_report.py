@@ -105,10 +105,10 @@ def test_an_empty_window_still_charts_the_reference_of_every_feature() -> None:
     empty = {"steady": np.array([]), "shifted": np.array([]), HOSTILE: [], "prediction": []}
     run, html_text = report_of(columns(rng, 1_000, mean=0.0), empty)
 
-    assert run.status is DriftVerdict.INSUFFICIENT_DATA
+    assert run.status is DriftVerdict.INCONCLUSIVE
     assert len(section_titles(html_text)) == len(svg_charts(html_text)) == 4
     assert "current n=0" in html_text
-    assert "INSUFFICIENT_DATA (empty_sample)" in html_text
+    assert "INCONCLUSIVE (empty_sample)" in html_text
 
 
 def _histogram_shapes(chart: ElementTree.Element) -> tuple[ElementTree.Element, ElementTree.Element]:

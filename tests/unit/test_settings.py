@@ -82,7 +82,7 @@ def test_stack_file_follows_the_state_dir(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_drift_floors_and_minimum_sample_size_are_settings() -> None:
-    settings = load_settings(DriftSettings, {"SML_DRIFT_MIN_MISSING_RATE_DIFF": "0.1", "SML_DRIFT_MIN_SAMPLES": "50"})
-    assert (settings.min_missing_rate_diff, settings.min_samples) == (0.1, 50)
+    settings = load_settings(DriftSettings, {"SML_DRIFT_MIN_MISSING_RATE_H": "0.1", "SML_DRIFT_MIN_SAMPLES": "50"})
+    assert (settings.min_missing_rate_h, settings.min_samples) == (0.1, 50)
     with pytest.raises(SettingsError, match="SML_DRIFT_MIN_SAMPLES"):
         load_settings(DriftSettings, {"SML_DRIFT_MIN_SAMPLES": "1"})

@@ -104,6 +104,8 @@ DRIFT_FEATURES = sa.Table(
     sa.Column("n_reference", sa.Integer, nullable=False),
     sa.Column("n_current", sa.Integer, nullable=False),
     sa.Column("verdict", sa.String(24), nullable=False),
+    sa.Column("effect_upper", sa.Float, nullable=True),
+    sa.Column("reason", sa.String(24), nullable=True),
 )
 
 

@@ -231,9 +231,7 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     summary.baseline_quality = _quality_digest(baseline_run.run.quality)
     summary.baseline_status = baseline_run.run.status.value
     summary.baseline_flagged = _flagged_features(baseline_run.run)
-    underpowered = sorted({r.feature for r in baseline_run.run.results if r.verdict.value == "INSUFFICIENT_DATA" and r.test != "missing_rate"})
-    why = f"; too little data to rule out a shift in: {', '.join(underpowered)}" if underpowered else ""
-    say(f"      drift check on the baseline window: {summary.baseline_status}, no feature flagged{why}")
+    say(f"      drift check on the baseline window: {_verdict_summary(baseline_run.run)}")
     say(f"      model quality on the baseline window: {describe_quality(summary.baseline_quality)}")
 
     say("[4/8] Maintenance window: the predictions table is taken away while traffic continues")
@@ -508,6 +506,12 @@ def _flagged_features(run: Any) -> list[str]:
     return sorted({result.feature for result in run.results if result.verdict.value == "DRIFT" and result.kind != "label"})
 
 
+def _verdict_summary(run: Any) -> str:
+    from sml.drift.stats import verdict_summary
+
+    return verdict_summary(run.results)
+
+
 def _drift_rows(run: Any) -> list[dict[str, Any]]:
     rows = []
     for result in run.results:
@@ -572,7 +576,11 @@ def _checks(config: DemoConfig, summary: DemoSummary) -> list[DemoCheck]:
             f"{summary.dlq_before_replay} in the DLQ (expected {config.maintenance_requests})",
         ),
         DemoCheck("DLQ empty after replay", summary.dlq_after_replay == 0, f"{summary.dlq_after_replay} left"),
-        DemoCheck("baseline window not flagged", not summary.baseline_flagged, f"{summary.baseline_status}; flagged {summary.baseline_flagged or 'none'}"),
+        DemoCheck(
+            "baseline window says NO_DRIFT",
+            summary.baseline_status == "NO_DRIFT" and not summary.baseline_flagged,
+            f"{summary.baseline_status}; flagged {summary.baseline_flagged or 'none'}",
+        ),
         DemoCheck("drift flags exactly the shifted features", summary.flagged == expected, f"flagged {summary.flagged}; shifted {expected}"),
         DemoCheck("alert received", summary.alert.get("attributes", {}).get("status") == "DRIFT", summary.alert.get("subject", "no alert")),
         DemoCheck(

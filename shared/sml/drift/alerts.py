@@ -1,6 +1,7 @@
 """Drift alerts on SNS: one message per drift run, whatever its verdict.
 
-The subject says the verdict and the model; the message attributes ``status``, ``model_name``
+The subject says the verdict (DRIFT, NO_DRIFT or INCONCLUSIVE; runs before issue 18 said
+INSUFFICIENT_DATA where they now say INCONCLUSIVE or, mostly, NO_DRIFT) and the model; the message attributes ``status``, ``model_name``
 and ``model_version`` let a subscription filter (e.g. ``{"status": ["DRIFT"]}``) receive only
 drift, and ``quality_status`` (OK, DEGRADED, INSUFFICIENT_DATA; present when the run assessed
 model quality) only degraded models (``{"quality_status": ["DEGRADED"]}``); the body is compact
@@ -50,14 +51,24 @@ def alert_subject(run: DriftRun) -> str:
         label = ", and the predicted label" if run.label_drifted else ""
         outcome = f"{len(run.drifted_features)} of {run.features_tested} features drifted{label}"
     elif status == "NO_DRIFT":
-        outcome = f"none of {run.features_tested} features drifted"
+        undecided = _inconclusive_features(run)
+        outcome = f"none of {run.features_tested} features drifted" + (f", {undecided} inconclusive" if undecided else "")
     else:
-        outcome = f"not enough data to decide ({run.current_rows} rows in the window)"
+        undecided = _inconclusive_features(run)
+        outcome = f"{undecided} of {run.features_tested} features inconclusive ({run.current_rows} rows in the window)"
     subject = f"[{status}] {run.model_name} {run.model_version}: {outcome}"
     if run.quality is not None and run.quality.status.value == "DEGRADED":
         subject = f"[{status}, quality DEGRADED] {run.model_name} {run.model_version}: {outcome}"
     printable = "".join(character if " " <= character <= "~" else "?" for character in subject)
     return printable if len(printable) <= MAX_SUBJECT_CHARS else printable[: MAX_SUBJECT_CHARS - 1] + "~"
+
+
+def _inconclusive_features(run: DriftRun) -> int:
+    from sml.drift.stats import DriftVerdict, feature_verdicts
+
+    return sum(
+        verdict is DriftVerdict.INCONCLUSIVE and tests[0].kind != "label" for verdict, tests in feature_verdicts(run.results).values()
+    )
 
 
 def alert_attributes(run: DriftRun) -> dict[str, dict[str, str]]:
@@ -75,12 +86,16 @@ def alert_attributes(run: DriftRun) -> dict[str, dict[str, str]]:
 def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
     """The compact JSON body, at most ``max_bytes`` of UTF-8.
 
-    ``drifted`` lists the drifted tests, smallest adjusted p-value first, as many as fit;
+    ``summary`` is the run's one-line verdict (:func:`sml.drift.stats.verdict_summary`);
+    ``features_inconclusive`` counts the features the data could not decide. ``drifted`` lists the drifted tests, smallest adjusted p-value first, as many as fit;
     ``drifted_omitted`` counts the rest.
     """
+    from sml.drift.stats import verdict_summary
+
     drifted = sorted((result for result in run.results if result.verdict.value == "DRIFT"), key=lambda result: result.p_adjusted)
     body: dict[str, Any] = {
         "status": run.status.value,
+        "summary": verdict_summary(run.results),
         "model_name": run.model_name,
         "model_version": run.model_version,
         "run_id": run.run_id,
@@ -89,6 +104,7 @@ def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
         "current_rows": run.current_rows,
         "features_tested": run.features_tested,
         "features_drifted": len(run.drifted_features),
+        "features_inconclusive": _inconclusive_features(run),
         "label_drifted": run.label_drifted,
         "report": {"uri": run.report_uri, "url": run.report_url},
         "drifted": [],

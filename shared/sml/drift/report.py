@@ -1,7 +1,8 @@
 """The drift report: one self-contained HTML page per run (inline CSS, charts as inline SVG).
 
-The page has the run's verdict and parameters, a table of every test with drifted features
-first, and per feature a chart of reference against current: overlaid histograms and ECDFs for
+The page has the run's verdict (with :func:`~sml.drift.stats.verdict_summary`: how many
+features could not decide, and why) and parameters, a table of every test with drifted features
+first (effect, the largest shift the data rule out, floor), and per feature a chart of reference against current: overlaid histograms and ECDFs for
 a numeric feature, bars of category shares for a categorical feature or the label (with the
 missing share as its own bar). Every name and value is HTML-escaped. Charts are drawn from
 fixed numbers of histogram bins, so neither their size nor their cost beyond one pass over the
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sml.drift.quality_report import render_quality_section
-from sml.drift.stats import DriftVerdict, FeatureTestResult, count_categories
+from sml.drift.stats import DriftVerdict, FeatureTestResult, count_categories, verdict_summary
 from sml.drift.store import DriftRun
 
 # Beyond this many features the page lists every test but plots only the first (drifted first).
@@ -41,7 +42,7 @@ REFERENCE_COLOUR = "#4c72b0"
 CURRENT_COLOUR = "#dd8452"
 MISSING_BAR = "(missing)"
 OTHER_BAR = "(other)"
-_VERDICT_ORDER = {DriftVerdict.DRIFT: 0, DriftVerdict.INSUFFICIENT_DATA: 1, DriftVerdict.NO_DRIFT: 2}
+_VERDICT_ORDER = {DriftVerdict.DRIFT: 0, DriftVerdict.INCONCLUSIVE: 1, DriftVerdict.NO_DRIFT: 2}
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#222;max-width:1100px}
@@ -49,7 +50,7 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem;border-bottom:1px solid 
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
 th{background:#f4f4f4}td.name,th.name{text-align:left}
-.DRIFT{background:#fbe3e1;font-weight:600}.INSUFFICIENT_DATA{background:#fff4d6}.NO_DRIFT{background:#e8f5e9}
+.DRIFT{background:#fbe3e1;font-weight:600}.INCONCLUSIVE{background:#fff4d6}.NO_DRIFT{background:#e8f5e9}
 .badge{display:inline-block;padding:.2rem .6rem;border-radius:.3rem}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;font-size:.9rem}dt{font-weight:600}
 svg{max-width:100%;height:auto}figure{margin:0}figcaption{font-size:.8rem;color:#555}
@@ -104,6 +105,7 @@ def _features_worst_first(results: Sequence[FeatureTestResult]) -> list[str]:
 
 def _summary(run: DriftRun) -> str:
     items = {
+        "verdict": verdict_summary(run.results),
         "model": f"{run.model_name} {run.model_version}",
         "window": f"{run.window.start.isoformat()} to {run.window.end.isoformat()}",
         "reference": f"{run.reference_kind} ({run.reference_rows} rows)"
@@ -124,7 +126,7 @@ def _results_table(results: Sequence[FeatureTestResult], order: Sequence[str]) -
     ordered = sorted(results, key=lambda result: (position[result.feature], _VERDICT_ORDER[result.verdict]))
     header = (
         "<tr><th class=\"name\">feature</th><th class=\"name\">test</th><th>statistic</th><th>p</th><th>adjusted p</th>"
-        "<th>effect</th><th>floor</th><th>n ref</th><th>n cur</th><th class=\"name\">verdict</th></tr>"
+        "<th>effect</th><th title=\"one-sided 95% upper bound: the data rule out shifts this large\">rules out ≥</th><th>floor</th><th>n ref</th><th>n cur</th><th class=\"name\">verdict</th></tr>"
     )
     return f"<table>{header}{''.join(_result_row(result) for result in ordered)}</table>"
 
@@ -135,7 +137,10 @@ def _result_row(result: FeatureTestResult) -> str:
     cells = [
         f"<td class=\"name\">{_escape(result.feature)}</td>",
         f"<td class=\"name\">{_escape(result.test)}</td>",
-        *(f"<td>{_number(value)}</td>" for value in (result.statistic, result.p_value, result.p_adjusted, result.effect_size, result.effect_floor)),
+        *(
+            f"<td>{_number(value)}</td>"
+            for value in (result.statistic, result.p_value, result.p_adjusted, result.effect_size, result.effect_upper, result.effect_floor)
+        ),
         f"<td>{result.n_reference}</td><td>{result.n_current}</td>",
         f"<td class=\"name\">{_escape(verdict)}</td>",
     ]

@@ -150,6 +150,8 @@ def _feature_row(run_id: str, result: FeatureTestResult) -> dict[str, Any]:
         "n_reference": result.n_reference,
         "n_current": result.n_current,
         "verdict": result.verdict.value,
+        "effect_upper": _finite_or_none(result.effect_upper),
+        "reason": result.detail.get("reason"),
     }
 
 

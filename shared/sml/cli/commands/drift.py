@@ -19,8 +19,8 @@ from sml.core.errors import SmlError
 if TYPE_CHECKING:
     from sml.drift.job import DriftJobResult
 
-VERDICT_RANK = {"DRIFT": 0, "INSUFFICIENT_DATA": 1, "NO_DRIFT": 2}
-VERDICT_STYLE = {"DRIFT": "bold red", "INSUFFICIENT_DATA": "yellow", "NO_DRIFT": "green"}
+VERDICT_RANK = {"DRIFT": 0, "INCONCLUSIVE": 1, "NO_DRIFT": 2}
+VERDICT_STYLE = {"DRIFT": "bold red", "INCONCLUSIVE": "yellow", "NO_DRIFT": "green"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -115,7 +115,7 @@ def print_run(outcome: DriftJobResult) -> None:
     table = Table(title=f"drift of {escape(run.model_name)} {run.model_version}: {run.window.start:%Y-%m-%d %H:%M} to {run.window.end:%Y-%m-%d %H:%M} UTC")
     for column in ("feature", "test"):
         table.add_column(column, no_wrap=True)
-    for column in ("statistic", "p", "adjusted p", "effect", "n ref", "n cur"):
+    for column in ("statistic", "p", "adjusted p", "effect", "rules out ≥", "floor", "n ref", "n cur"):
         table.add_column(column, justify="right")
     table.add_column("verdict", no_wrap=True)
     ordered = sorted(run.results, key=lambda result: (VERDICT_RANK[result.verdict.value], result.p_adjusted))
@@ -127,12 +127,17 @@ def print_run(outcome: DriftJobResult) -> None:
             f"{result.p_value:.3g}",
             f"{result.p_adjusted:.3g}",
             f"{result.effect_size:.3g}",
+            "-" if result.effect_upper is None else f"{result.effect_upper:.3g}",
+            f"{result.effect_floor:.3g}",
             str(result.n_reference),
             str(result.n_current),
-            f"[{VERDICT_STYLE[result.verdict.value]}]{result.verdict.value}[/]",
+            f"[{VERDICT_STYLE[result.verdict.value]}]{result.verdict.value}[/]" + (f" ({result.detail['reason']})" if "reason" in result.detail else ""),
         )
     console.print(table)
     status = run.status.value
+    from sml.drift.stats import verdict_summary
+
+    console.print(f"summary: {escape(verdict_summary(run.results))}")
     console.print(
         f"verdict: [{VERDICT_STYLE[status]}]{status}[/] ({len(run.drifted_features)} of {run.features_tested} features drifted"
         f"{', and the predicted label' if run.label_drifted else ''}; "
