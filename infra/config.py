@@ -7,6 +7,7 @@ does not import aws_cdk, so it is cheap to test.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ class DeploymentConfig:
     writer_max_concurrency: int = 5
     # Reserved (and so maximum) concurrency of predict when function_url_auth=NONE.
     predict_reserved_concurrency: int = 20
+    drift_feature_floors: str | None = None
+    """JSON object feature -> drift floor (e.g. ``{"mean_texture": "0.1sd"}``), passed to the drift function."""
 
     @property
     def deployed_app_name(self) -> str:
@@ -119,6 +122,7 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         predict_reserved_concurrency=_number(
             get, names.CTX_PREDICT_RESERVED_CONCURRENCY, defaults.predict_reserved_concurrency, int, 1, 1000
         ),
+        drift_feature_floors=_json_object(get, names.CTX_DRIFT_FEATURE_FLOORS),
     )
     if config.writer_batch_size > 10 and config.writer_batching_window_seconds < 1:
         raise ContextError(
@@ -169,6 +173,20 @@ def _email(get: Getter, key: str) -> str | None:
     if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
         raise ContextError(key, f"{text!r} is not an email address")
     return text
+
+
+def _json_object(get: Getter, key: str) -> str | None:
+    value = _raw(get, key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ContextError(key, f"{value!r} is not JSON; give an object such as {{\"mean_texture\": \"0.1sd\"}}") from None
+    if not isinstance(value, dict):
+        raise ContextError(key, f"{value!r} must be a JSON object of feature -> floor")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _choice(get: Getter, key: str, default: str, choices: tuple[str, ...]) -> str:

@@ -48,6 +48,8 @@ class Drift(Construct):
                 names.ENV_POWERTOOLS_SERVICE_NAME: "drift",
             }
         )
+        if config.drift_feature_floors:
+            environment[names.ENV_DRIFT_FEATURE_FLOORS] = config.drift_feature_floors
         self.image = ImageFunction(
             self,
             "Image",

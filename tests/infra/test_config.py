@@ -60,6 +60,8 @@ def test_cli_strings_and_json_values_both_parse() -> None:
         ({"writer_batch_size": 2.5}, "writer_batch_size", "integer"),
         ({"writer_max_concurrency": 1}, "writer_max_concurrency", "between 2"),
         ({"writer_batching_window_seconds": 0}, "writer_batching_window_seconds", "above 10"),
+        ({"drift_feature_floors": "{mean_texture: 0.05}"}, "drift_feature_floors", "is not JSON"),
+        ({"drift_feature_floors": "[0.05]"}, "drift_feature_floors", "must be a JSON object"),
     ],
 )
 def test_unusable_values_name_their_context_key(context: dict, key: str, fragment: str) -> None:
@@ -67,6 +69,13 @@ def test_unusable_values_name_their_context_key(context: dict, key: str, fragmen
         config_from_context(context.get)
     assert raised.value.key == key
     assert str(raised.value).startswith(f"context {key}: ")
+
+
+def test_drift_floors_pass_through_as_compact_json_from_the_cli_or_cdk_json() -> None:
+    from_cli = config_from_context({"drift_feature_floors": '{"mean_texture": "0.1sd", "grade": 0.05}'}.get)
+    from_json = config_from_context({"drift_feature_floors": {"grade": 0.05, "mean_texture": "0.1sd"}}.get)
+    assert from_cli.drift_feature_floors == from_json.drift_feature_floors == '{"grade":0.05,"mean_texture":"0.1sd"}'
+    assert DeploymentConfig().drift_feature_floors is None
 
 
 def test_writer_concurrency_must_stay_inside_the_database_connection_budget() -> None:
