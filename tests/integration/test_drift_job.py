@@ -31,7 +31,7 @@ from drift_support import (
 from moto import mock_aws
 from sqlalchemy.engine import Engine
 
-from sml.core.db import DRIFT_FEATURES, DRIFT_RUNS, create_db_engine
+from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURES, DRIFT_RUNS, create_db_engine
 from sml.drift.job import LABEL_COLUMN, DriftJobConfig, DriftJobResult, run_drift_job
 from sml.drift.stats import DriftVerdict
 from sml.drift.store import load_drift_run
@@ -189,6 +189,28 @@ def test_rerun_of_the_same_window_replaces_the_stored_run(engine: Engine, aws: A
     assert [run["run_id"] for run in runs] == [second.run.run_id] != [first.run.run_id]
     assert {row["run_id"] for row in features} == {second.run.run_id}
     assert len(features) == len(second.run.results)
+    checks = table_rows(engine, DATA_QUALITY_CHECKS)
+    assert {row["run_id"] for row in checks} == {second.run.run_id} and len(checks) == len(second.run.data_quality)
+
+
+def test_data_quality_violations_are_stored_reported_and_alerted(engine: Engine, aws: Aws) -> None:
+    traffic = draw_traffic(3_000, seed=15, shift="null_spike")
+    traffic.columns["steady"][:150] = [1_000.0] * 150  # 5% far outside the training range
+    traffic.columns["colour"][:60] = ["purple"] * 60  # 2% a colour training never saw
+    store_traffic(engine, traffic, start=WINDOW_START, end=WINDOW_END)
+
+    outcome = run_job(engine, aws)
+
+    violated = {(check.feature, check.check) for check in outcome.run.data_quality if check.violated}
+    assert violated == {("steady", "out_of_range"), ("colour", "unseen_category"), ("nullable", "missing_excess")}
+    stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
+    assert stored is not None and stored.run["data_quality_status"] == "VIOLATIONS"
+    steady = next(row for row in stored.data_quality if (row["feature_name"], row["check_name"]) == ("steady", "out_of_range"))
+    assert (steady["violation_count"], steady["n_values"], bool(steady["violated"])) == (150, 3_000, True)
+    [envelope] = received(aws, aws.all_queue_url)
+    assert envelope["MessageAttributes"]["data_quality_status"]["Value"] == "VIOLATIONS"
+    body = json.loads(envelope["Message"])
+    assert {(entry["feature"], entry["check"]) for entry in body["data_quality_violations"]} == violated
 
 
 def test_stored_run_records_every_test_with_its_numbers(engine: Engine, aws: Aws) -> None:
@@ -219,7 +241,9 @@ def test_alert_reaches_subscribers_with_filterable_attributes(engine: Engine, aw
     [envelope] = received(aws, aws.all_queue_url)
     assert envelope["Subject"] == f"[DRIFT] {MODEL_NAME} {MODEL_VERSION}: 1 of {len(FEATURES)} features drifted"
     attributes = {name: value["Value"] for name, value in envelope["MessageAttributes"].items()}
-    assert attributes == {"status": "DRIFT", "model_name": MODEL_NAME, "model_version": MODEL_VERSION, "quality_status": "INSUFFICIENT_DATA"}
+    assert attributes == {
+        "status": "DRIFT", "model_name": MODEL_NAME, "model_version": MODEL_VERSION, "quality_status": "INSUFFICIENT_DATA", "data_quality_status": "OK",
+    }
     body = json.loads(envelope["Message"])
     assert body["run_id"] == outcome.run.run_id
     assert body["window"] == {"start": "2025-03-03T06:00:00Z", "end": "2025-03-10T06:00:00Z"}

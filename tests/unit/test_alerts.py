@@ -98,6 +98,7 @@ def test_attributes_let_subscribers_filter_on_status_model_and_version() -> None
         "status": {"DataType": "String", "StringValue": "DRIFT"},
         "model_name": {"DataType": "String", "StringValue": "breast-cancer"},
         "model_version": {"DataType": "String", "StringValue": "v3"},
+        "data_quality_status": {"DataType": "String", "StringValue": "OK"},
     }
 
 

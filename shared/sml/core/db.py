@@ -87,6 +87,7 @@ DRIFT_RUNS = sa.Table(
     sa.Column("report_uri", sa.String(1024), nullable=True),
     sa.Column("parameters", sa.Text, nullable=False),
     sa.Column("created_at", _TIMESTAMP, nullable=False),
+    sa.Column("data_quality_status", sa.String(16), nullable=True),
 )
 
 DRIFT_FEATURES = sa.Table(
@@ -106,6 +107,19 @@ DRIFT_FEATURES = sa.Table(
     sa.Column("verdict", sa.String(24), nullable=False),
     sa.Column("effect_upper", sa.Float, nullable=True),
     sa.Column("reason", sa.String(24), nullable=True),
+)
+
+DATA_QUALITY_CHECKS = sa.Table(
+    "data_quality_checks",
+    METADATA,
+    sa.Column("run_id", sa.CHAR(36), sa.ForeignKey("drift_runs.run_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("feature_name", sa.String(128), primary_key=True),
+    sa.Column("check_name", sa.String(24), primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("violation_count", sa.Integer, nullable=False),
+    sa.Column("n_values", sa.Integer, nullable=False),
+    sa.Column("violated", sa.Boolean, nullable=False),
 )
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # SNS takes 262,144 bytes including subject and attributes; the rest is headroom for those.
 MAX_MESSAGE_BYTES = 250_000
 MAX_SUBJECT_CHARS = 99
+MAX_LISTED_VIOLATIONS = 50
 
 
 def publish_drift_alert(sns_client: Any, topic_arn: str, run: DriftRun) -> str:
@@ -72,11 +73,13 @@ def _inconclusive_features(run: DriftRun) -> int:
 
 
 def alert_attributes(run: DriftRun) -> dict[str, dict[str, str]]:
-    """SNS message attributes subscribers can filter on: ``status``, ``model_name``, ``model_version``, ``quality_status``."""
+    """SNS message attributes subscribers can filter on: ``status``, ``model_name``, ``model_version``,
+    ``data_quality_status`` (``OK`` or ``VIOLATIONS``), ``quality_status``."""
     attributes = {
         "status": {"DataType": "String", "StringValue": run.status.value},
         "model_name": {"DataType": "String", "StringValue": run.model_name},
         "model_version": {"DataType": "String", "StringValue": run.model_version},
+        "data_quality_status": {"DataType": "String", "StringValue": run.data_quality_status},
     }
     if run.quality is not None:
         attributes["quality_status"] = {"DataType": "String", "StringValue": run.quality.status.value}
@@ -106,6 +109,12 @@ def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
         "features_drifted": len(run.drifted_features),
         "features_inconclusive": _inconclusive_features(run),
         "label_drifted": run.label_drifted,
+        "data_quality_status": run.data_quality_status,
+        "data_quality_violations": [
+            {"feature": check.feature, "check": check.check, "value": _rounded(check.value), "threshold": check.threshold}
+            for check in run.data_quality
+            if check.violated
+        ][:MAX_LISTED_VIOLATIONS],
         "report": {"uri": run.report_uri, "url": run.report_url},
         "drifted": [],
         "drifted_omitted": len(drifted),

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from sml.drift.alerts import publish_drift_alert
 from sml.drift.quality import QualityConfig
 from sml.drift.quality_store import assess_window_quality
+from sml.drift.data_quality import DataQualityThresholds, run_data_quality_checks
 from sml.drift.report import render_drift_report
 from sml.drift.stats import (
     CategoricalReference,
@@ -80,6 +81,7 @@ class DriftJobConfig:
     report_prefix: str = "reports/"
     topic_arn: str | None = None
     quality: QualityConfig | None = field(default_factory=QualityConfig)
+    data_quality: DataQualityThresholds = field(default_factory=DataQualityThresholds)
 
     @classmethod
     def from_settings(cls, settings: DriftSettings, **overrides: Any) -> DriftJobConfig:
@@ -97,6 +99,11 @@ class DriftJobConfig:
             "report_prefix": settings.report_prefix,
             "topic_arn": settings.topic_arn,
             "quality": QualityConfig(metric=settings.quality_metric, tolerance=settings.quality_tolerance, min_labels=settings.quality_min_labels),
+            "data_quality": DataQualityThresholds(
+                max_out_of_range=settings.dq_max_out_of_range,
+                max_unseen_category=settings.dq_max_unseen_category,
+                max_missing_excess=settings.dq_max_missing_excess,
+            ),
         }
         return cls(**{**values, **overrides})
 
@@ -111,6 +118,9 @@ class DriftJobConfig:
             "min_missing_rate_h": self.min_missing_rate_h,
             "min_samples": self.min_samples,
             **({"floors": dict(sorted(self.floors.items()))} if self.floors else {}),
+            "dq_max_out_of_range": self.data_quality.max_out_of_range,
+            "dq_max_unseen_category": self.data_quality.max_unseen_category,
+            "dq_max_missing_excess": self.data_quality.max_missing_excess,
         }
 
 
@@ -138,6 +148,7 @@ class DriftJobResult:
             "features_tested": run.features_tested,
             "drifted_features": run.drifted_features,
             "label_drifted": run.label_drifted,
+            "data_quality_status": run.data_quality_status,
             "report_uri": run.report_uri,
             "message_id": self.message_id,
             **quality_summary(run),
@@ -202,6 +213,8 @@ def run_drift_job(
         created_at=datetime.now(timezone.utc),
         reference_window=reference_window,
         quality=assess_window_quality(engine, manifest, window, config.quality) if config.quality else None,
+        # Against the training profile whatever the drift reference: range and categories are what the model saw.
+        data_quality=tuple(run_data_quality_checks(training_reference(manifest), current_columns, schema, config.data_quality)),
     )
     report = render_drift_report(run, reference, current_columns).encode("utf-8")
     key = report_key(config.report_prefix, run.model_name, window.end)

@@ -89,7 +89,7 @@ def render_drift_report(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{_escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{_escape(title)} <span class=\"badge {run.status.value}\">{run.status.value}</span></h1>"
-        f"{_summary(run)}<h2>Tests</h2>{_results_table(run.results, order)}"
+        f"{_summary(run)}{_data_quality_section(run)}<h2>Tests</h2>{_results_table(run.results, order)}"
         f"{render_quality_section(run.quality) if run.quality is not None else ''}"
         f"<h2>Features</h2>{''.join(sections)}</body></html>\n"
     )
@@ -113,12 +113,32 @@ def _summary(run: DriftRun) -> str:
         "current rows": str(run.current_rows),
         "features drifted": f"{len(run.drifted_features)} of {run.features_tested}",
         "predicted label": "drifted" if run.label_drifted else "did not drift",
+        "data quality": run.data_quality_status if run.data_quality else "not checked",
         "run id": run.run_id,
         "created": run.created_at.isoformat(),
         **{f"parameter {name}": str(value) for name, value in sorted(run.parameters.items())},
     }
     rows = "".join(f"<dt>{_escape(name)}</dt><dd>{_escape(value)}</dd>" for name, value in items.items())
     return f"<dl>{rows}</dl>"
+
+
+def _data_quality_section(run: DriftRun) -> str:
+    """Violated checks first, then the rest; values are shares of the window's values."""
+    if not run.data_quality:
+        return ""
+    checks = sorted(run.data_quality, key=lambda check: (not check.violated, -check.value))
+    header = "<tr><th class=\"name\">feature</th><th class=\"name\">check</th><th>share</th><th>threshold</th><th>count</th><th>of</th><th class=\"name\">status</th></tr>"
+    rows = "".join(
+        f"<tr class=\"{'DRIFT' if check.violated else 'NO_DRIFT'}\"><td class=\"name\">{_escape(check.feature)}</td>"
+        f"<td class=\"name\">{_escape(check.check)}</td><td>{check.value:.2%}</td><td>{check.threshold:.2%}</td>"
+        f"<td>{check.count}</td><td>{check.n}</td><td class=\"name\">{'violated' if check.violated else 'ok'}</td></tr>"
+        for check in checks
+    )
+    note = (
+        "<p>Against the training profile: values outside the training range, categories training never saw, "
+        "missing values beyond the training rate. Values predict refused (HTTP 4xx) are not counted here.</p>"
+    )
+    return f"<h2>Data quality <span class=\"badge {'DRIFT' if run.data_quality_status == 'VIOLATIONS' else 'NO_DRIFT'}\">{run.data_quality_status}</span></h2>{note}<table>{header}{rows}</table>"
 
 
 def _results_table(results: Sequence[FeatureTestResult], order: Sequence[str]) -> str:

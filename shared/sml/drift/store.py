@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sml.core.db import DRIFT_FEATURES, DRIFT_RUNS, to_db_timestamp
+from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURES, DRIFT_RUNS, to_db_timestamp
+from sml.drift.data_quality import DataQualityCheck, DataQualityStatus, data_quality_status
 from sml.drift.quality_store import insert_quality
 from sml.drift.stats import DriftVerdict, FeatureTestResult
 from sml.drift.windows import TimeWindow
@@ -58,6 +59,12 @@ class DriftRun:
     report_url: str | None = None
     reference_window: TimeWindow | None = field(default=None)
     quality: QualityResult | None = None
+    data_quality: tuple[DataQualityCheck, ...] = ()
+
+    @property
+    def data_quality_status(self) -> DataQualityStatus:
+        """``VIOLATIONS`` when a data-quality check broke its threshold, else ``OK``."""
+        return data_quality_status(self.data_quality)
 
     @property
     def features_tested(self) -> int:
@@ -86,6 +93,7 @@ def save_drift_run(engine: Engine, run: DriftRun) -> None:
             sa.select(DRIFT_RUNS.c.run_id).where(DRIFT_RUNS.c.model_name == run.model_name, DRIFT_RUNS.c.window_end == window_end)
         ).scalars().all()
         if previous_ids:
+            connection.execute(DATA_QUALITY_CHECKS.delete().where(DATA_QUALITY_CHECKS.c.run_id.in_(previous_ids)))
             connection.execute(DRIFT_FEATURES.delete().where(DRIFT_FEATURES.c.run_id.in_(previous_ids)))
             connection.execute(DRIFT_RUNS.delete().where(DRIFT_RUNS.c.run_id.in_(previous_ids)))
         connection.execute(DRIFT_RUNS.insert().values(_run_row(run)))
@@ -93,14 +101,17 @@ def save_drift_run(engine: Engine, run: DriftRun) -> None:
             connection.execute(DRIFT_FEATURES.insert(), [_feature_row(run.run_id, result) for result in run.results])
         if run.quality is not None:
             insert_quality(connection, run.run_id, run.quality)
+        if run.data_quality:
+            connection.execute(DATA_QUALITY_CHECKS.insert(), [_check_row(run.run_id, check) for check in run.data_quality])
 
 
 @dataclass(frozen=True)
 class StoredDriftRun:
-    """A run as read back: the ``drift_runs`` row and its ``drift_features`` rows, as dicts."""
+    """A run as read back: the ``drift_runs`` row, its ``drift_features`` and ``data_quality_checks`` rows, as dicts."""
 
     run: dict[str, Any]
     features: list[dict[str, Any]]
+    data_quality: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_drift_run(engine: Engine, model_name: str, window_end: datetime) -> StoredDriftRun | None:
@@ -114,7 +125,12 @@ def load_drift_run(engine: Engine, model_name: str, window_end: datetime) -> Sto
         features = connection.execute(
             sa.select(DRIFT_FEATURES).where(DRIFT_FEATURES.c.run_id == run["run_id"]).order_by(DRIFT_FEATURES.c.feature_name, DRIFT_FEATURES.c.test)
         ).mappings().all()
-    return StoredDriftRun(run=dict(run), features=[dict(row) for row in features])
+        checks = connection.execute(
+            sa.select(DATA_QUALITY_CHECKS)
+            .where(DATA_QUALITY_CHECKS.c.run_id == run["run_id"])
+            .order_by(DATA_QUALITY_CHECKS.c.feature_name, DATA_QUALITY_CHECKS.c.check_name)
+        ).mappings().all()
+    return StoredDriftRun(run=dict(run), features=[dict(row) for row in features], data_quality=[dict(row) for row in checks])
 
 
 def _run_row(run: DriftRun) -> dict[str, Any]:
@@ -133,6 +149,20 @@ def _run_row(run: DriftRun) -> dict[str, Any]:
         "report_uri": run.report_uri,
         "parameters": json.dumps(run.parameters, sort_keys=True, separators=(",", ":")),
         "created_at": to_db_timestamp(run.created_at),
+        "data_quality_status": run.data_quality_status,
+    }
+
+
+def _check_row(run_id: str, check: DataQualityCheck) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "feature_name": check.feature,
+        "check_name": check.check,
+        "value": float(check.value),
+        "threshold": float(check.threshold),
+        "violation_count": check.count,
+        "n_values": check.n,
+        "violated": check.violated,
     }
 
 

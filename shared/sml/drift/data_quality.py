@@ -1,0 +1,126 @@
+"""Data quality of a window against the training profile: range, categories and completeness per feature.
+
+Where the drift tests ask whether a distribution moved, these checks ask whether values break
+what training saw, the constraints of SageMaker Model Monitor's data-quality monitor and of
+whylogs (per feature, a share compared with a threshold):
+
+- ``out_of_range`` (numeric): share of the window's present values below the training minimum
+  or above the training maximum. Even without any change a value falls outside the range of
+  ``n`` training rows with probability about ``2 / (n + 1)`` (0.5% for 426 rows), so the
+  default threshold is 2%.
+- ``unseen_category`` (categorical): share of present values in a category training never saw.
+- ``missing_excess`` (every feature): the window's missing rate minus the training one, when
+  positive (completeness, as SageMaker compares it with the baseline's).
+
+A check is violated when its value exceeds its threshold. Values that predict refused (HTTP 4xx
+naming the field) never reach the window; counting them needs a source predict writes (it
+never writes the database), so they are not among these checks yet.
+
+Example::
+
+    checks = run_data_quality_checks(reference, current_columns, schema, DataQualityThresholds())
+    status = data_quality_status(checks)  # "OK" or "VIOLATIONS"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from sml.drift.stats import FeatureSpecLike, count_categories
+
+CheckName = Literal["out_of_range", "unseen_category", "missing_excess"]
+DataQualityStatus = Literal["OK", "VIOLATIONS"]
+
+
+@dataclass(frozen=True)
+class DataQualityThresholds:
+    """Largest share each check accepts (0–1): out-of-range values, unseen categories, extra missing rate."""
+
+    max_out_of_range: float = 0.02
+    max_unseen_category: float = 0.01
+    max_missing_excess: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("max_out_of_range", "max_unseen_category", "max_missing_excess"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class DataQualityCheck:
+    """One check on one feature: ``value`` (a share) against ``threshold``; ``count`` of ``n`` values behind it."""
+
+    feature: str
+    check: CheckName
+    value: float
+    threshold: float
+    count: int
+    n: int
+
+    @property
+    def violated(self) -> bool:
+        return self.value > self.threshold
+
+
+def run_data_quality_checks(
+    reference: Mapping[str, Any],
+    current: Mapping[str, np.ndarray | Sequence[Any]],
+    schema: Sequence[FeatureSpecLike],
+    thresholds: DataQualityThresholds,
+) -> list[DataQualityCheck]:
+    """Every check for every input feature of ``schema`` (the predicted label is skipped).
+
+    :param reference: per feature, the training reference (``sorted_values``/``counts`` and ``missing``).
+    :param current: per feature, the window's values (numeric with NaN or None for missing).
+    :returns: per feature in schema order: ``out_of_range`` or ``unseen_category``, then
+        ``missing_excess``. A feature without rows in the window or the reference gets value 0.
+    :raises ValueError: naming a feature that has no reference or no values.
+    """
+    checks: list[DataQualityCheck] = []
+    for spec in schema:
+        if spec.kind == "label":
+            continue
+        if spec.name not in reference:
+            raise ValueError(f"reference data has no feature {spec.name!r}")
+        if spec.name not in current:
+            raise ValueError(f"no values for feature {spec.name!r}")
+        entry = reference[spec.name]
+        if spec.kind == "numeric":
+            values = np.asarray(current[spec.name], dtype=float)
+            present = values[~np.isnan(values)]
+            training = np.asarray(entry.sorted_values, dtype=float)
+            outside = int(np.count_nonzero((present < training[0]) | (present > training[-1]))) if training.size else 0
+            checks.append(_check(spec.name, "out_of_range", outside, present.size, thresholds.max_out_of_range))
+            current_missing, current_rows = values.size - present.size, values.size
+            reference_rows = training.size + int(entry.missing)
+        else:
+            counts, current_missing = count_categories(current[spec.name])
+            known = {category for category, count in entry.counts.items() if count > 0}
+            unseen = sum(count for category, count in counts.items() if category not in known)
+            present_count = sum(counts.values())
+            checks.append(_check(spec.name, "unseen_category", unseen, present_count, thresholds.max_unseen_category))
+            current_rows = present_count + current_missing
+            reference_rows = sum(entry.counts.values()) + int(entry.missing)
+        reference_rate = int(entry.missing) / reference_rows if reference_rows else 0.0
+        current_rate = current_missing / current_rows if current_rows else 0.0
+        checks.append(
+            DataQualityCheck(
+                spec.name, "missing_excess", max(0.0, current_rate - reference_rate), thresholds.max_missing_excess,
+                int(current_missing), int(current_rows),
+            )
+        )
+    return checks
+
+
+def data_quality_status(checks: Sequence[DataQualityCheck]) -> DataQualityStatus:
+    """``VIOLATIONS`` when any check exceeds its threshold, else ``OK``."""
+    return "VIOLATIONS" if any(check.violated for check in checks) else "OK"
+
+
+def _check(feature: str, check: CheckName, count: int, n: int, threshold: float) -> DataQualityCheck:
+    return DataQualityCheck(feature, check, count / n if n else 0.0, threshold, count, n)
