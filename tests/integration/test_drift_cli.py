@@ -97,3 +97,32 @@ def test_user_errors_exit_2_naming_the_option(local: dict[str, Any], capsys: pyt
 
     assert exit_code == 2
     assert capsys.readouterr().err.startswith(message)
+
+
+def test_history_prints_past_runs_newest_first_and_a_features_effects(local: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    engine = create_db_engine(local["database_url"])
+    store_traffic(engine, draw_traffic(3_000, seed=3), start=WINDOW_END - timedelta(days=14), end=WINDOW_END - timedelta(days=7))
+    engine.dispose()
+    assert main(["drift", "--model", MODEL_NAME, "--end", "2025-03-03T06:00:00Z"]) == 0
+    assert main(["drift", "--model", MODEL_NAME, *END_OPTION]) == 0
+    capsys.readouterr()
+
+    assert main(["drift", "history", "--model", MODEL_NAME]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "2025-03-" in line]
+    assert len(lines) == 2
+    assert "2025-03-10 06:00" in lines[0] and "DRIFT" in lines[0] and "1 of 5" in lines[0]
+    assert "2025-03-03 06:00" in lines[1] and "NO_DRIFT" in lines[1] and "0 of 5" in lines[1] and "OK" in lines[1]
+
+    assert main(["drift", "history", "--model", MODEL_NAME, "--feature", "colour", "--limit", "1"]) == 0
+    output = capsys.readouterr().out
+    rows = [line for line in output.splitlines() if "2025-03-" in line]
+    assert [("chi2" in row, "missing_rate" in row) for row in rows] == [(True, False), (False, True)]
+    assert all("2025-03-10" in row for row in rows) and "DRIFT" in rows[0]
+
+    assert main(["drift", "history", "--model", MODEL_NAME, "--feature", "no_such_feature"]) == 0
+    assert "no stored drift runs for feature 'no_such_feature'" in capsys.readouterr().out
+
+
+def test_history_refuses_a_limit_below_one(local: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drift", "history", "--limit", "0"]) == 2
+    assert "--limit: must be at least 1, got 0" in capsys.readouterr().err

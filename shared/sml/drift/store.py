@@ -133,6 +133,47 @@ def load_drift_run(engine: Engine, model_name: str, window_end: datetime) -> Sto
     return StoredDriftRun(run=dict(run), features=[dict(row) for row in features], data_quality=[dict(row) for row in checks])
 
 
+def drift_history(engine: Engine, model_name: str, *, limit: int = 12, feature: str | None = None) -> list[dict[str, Any]]:
+    """The last ``limit`` stored runs of ``model_name``, newest first, as dicts.
+
+    Without ``feature``: one row per run (``window_end``, ``model_version``, ``status``,
+    ``data_quality_status``, ``n_reference``, ``n_current``, ``features_tested``,
+    ``features_drifted``). With ``feature``: one row per run and test of that feature, adding
+    ``test``, ``effect_size``, ``effect_upper``, ``effect_floor``, ``p_adjusted``, ``verdict``
+    and ``reason``; runs that did not test it are left out.
+
+    :raises ValueError: ``limit`` is below 1.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    runs = (
+        sa.select(
+            DRIFT_RUNS.c.run_id, DRIFT_RUNS.c.window_end, DRIFT_RUNS.c.model_version, DRIFT_RUNS.c.status,
+            DRIFT_RUNS.c.data_quality_status, DRIFT_RUNS.c.n_reference, DRIFT_RUNS.c.n_current,
+            DRIFT_RUNS.c.features_tested, DRIFT_RUNS.c.features_drifted,
+        )
+        .where(DRIFT_RUNS.c.model_name == model_name)
+        .order_by(DRIFT_RUNS.c.window_end.desc())
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        rows = [dict(row) for row in connection.execute(runs).mappings()]
+        if feature is None or not rows:
+            return rows
+        tests = connection.execute(
+            sa.select(
+                DRIFT_FEATURES.c.run_id, DRIFT_FEATURES.c.test, DRIFT_FEATURES.c.effect_size, DRIFT_FEATURES.c.effect_upper,
+                DRIFT_FEATURES.c.effect_floor, DRIFT_FEATURES.c.p_adjusted, DRIFT_FEATURES.c.verdict, DRIFT_FEATURES.c.reason,
+            )
+            .where(DRIFT_FEATURES.c.feature_name == feature, DRIFT_FEATURES.c.run_id.in_([row["run_id"] for row in rows]))
+            .order_by(DRIFT_FEATURES.c.test)
+        ).mappings().all()
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for test in tests:
+        by_run.setdefault(test["run_id"], []).append(dict(test))
+    return [{**row, **test} for row in rows for test in by_run.get(row["run_id"], [])]
+
+
 def _run_row(run: DriftRun) -> dict[str, Any]:
     return {
         "run_id": run.run_id,

@@ -42,6 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report-dir", type=Path, help="folder for the HTML report (default: <SML_STATE_DIR>/reports)")
     parser.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when the verdict is DRIFT")
     parser.set_defaults(run=run_drift)
+    actions = parser.add_subparsers(title="past runs", metavar="{history}")
+    history = actions.add_parser(
+        "history",
+        help="print the stored drift runs of the model, newest first",
+        description="Print past drift runs from the database: one line per run, or per run and test of --feature (effect, upper bound, floor, verdict).",
+    )
+    history.add_argument("--feature", help="show this feature's tests across the runs (the label is '(predicted label)')")
+    history.add_argument("--limit", type=int, default=12, help="how many runs, newest first (default 12)")
+    history.add_argument("--model", help="model name (default: SML_MODEL_NAME)")
+    history.set_defaults(run=run_history)
 
 
 def run_drift(args: argparse.Namespace) -> int:
@@ -91,6 +101,62 @@ def run_drift(args: argparse.Namespace) -> int:
         engine.dispose()
     print_run(outcome)
     return 1 if args.fail_on_drift and outcome.run.status.value == "DRIFT" else 0
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from sml.core.aws import aws_client
+    from sml.core.db import create_db_engine, resolve_database_url
+    from sml.core.settings import LocalSettings, load_settings, read_stack_file
+    from sml.drift.store import drift_history
+
+    if args.limit < 1:
+        raise SmlError(f"--limit: must be at least 1, got {args.limit}")
+    environ = dict(os.environ)
+    if args.model:
+        environ["SML_MODEL_NAME"] = args.model
+    settings = load_settings(LocalSettings, environ=environ, stack=read_stack_file())
+    secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn else None
+    engine = create_db_engine(resolve_database_url(settings, secrets_client))
+    try:
+        rows = drift_history(engine, settings.model_name, limit=args.limit, feature=args.feature)
+    finally:
+        engine.dispose()
+    console = Console()
+    if not console.is_terminal:
+        console.width = 160
+    if not rows:
+        subject = f"feature {args.feature!r} of " if args.feature else ""
+        console.print(f"no stored drift runs for {subject}model {settings.model_name!r}", markup=False)
+        return 0
+    title = f"drift history of {escape(settings.model_name)}" + (f", feature {escape(args.feature)}" if args.feature else "")
+    table = Table(title=title)
+    columns = ["window end (UTC)", "version"]
+    if args.feature:
+        columns += ["test", "effect", "rules out ≥", "floor", "adjusted p", "verdict"]
+    else:
+        columns += ["verdict", "data quality", "rows", "drifted"]
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        cells = [f"{row['window_end']:%Y-%m-%d %H:%M}", escape(row["model_version"])]
+        if args.feature:
+            verdict = row["verdict"] + (f" ({row['reason']})" if row["reason"] else "")
+            cells += [row["test"], _number(row["effect_size"]), _number(row["effect_upper"]), _number(row["effect_floor"]), _number(row["p_adjusted"]),
+                      f"[{VERDICT_STYLE.get(row['verdict'], 'yellow')}]{escape(verdict)}[/]"]
+        else:
+            cells += [f"[{VERDICT_STYLE.get(row['status'], 'yellow')}]{row['status']}[/]", row["data_quality_status"] or "-",
+                      str(row["n_current"]), f"{row['features_drifted']} of {row['features_tested']}"]
+        table.add_row(*cells)
+    console.print(table)
+    return 0
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def parse_end(text: str) -> datetime:
