@@ -15,6 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy.engine import Engine
@@ -72,8 +73,33 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     summary = outcome.summary()
     metrics.add_metric(name="features_drifted", unit=MetricUnit.Count, value=len(outcome.run.drifted_features))
     metrics.add_metric(name="window_rows", unit=MetricUnit.Count, value=outcome.run.current_rows)
+    emit_feature_metrics(outcome.run)
     logger.info("drift run %s: %s", summary["run_id"], summary["status"], extra={"drift_run": summary})
     return summary
+
+
+VERDICT_METRIC_VALUE = {"NO_DRIFT": 0, "INCONCLUSIVE": 1, "DRIFT": 2}
+
+
+def emit_feature_metrics(run: Any) -> None:
+    """Per feature and test, EMF metrics CloudWatch can chart across weekly runs.
+
+    Dimensions ``service``, ``model_name``, ``feature``, ``test``; metrics ``effect_size``,
+    ``effect_upper`` (when defined), ``effect_floor`` and ``verdict`` (0 NO_DRIFT, 1 INCONCLUSIVE,
+    2 DRIFT). Each test is its own EMF document from its own provider instance: one document
+    carries one dimension set, and the ``Metrics`` class shares its state process-wide
+    (FIELD-NOTES), so it would merge them.
+    """
+    for result in run.results:
+        document = AmazonCloudWatchEMFProvider(namespace=metrics.namespace, service="drift")
+        for name, value in (("model_name", run.model_name), ("feature", result.feature), ("test", result.test)):
+            document.add_dimension(name=name, value=value)
+        values = {"effect_size": result.effect_size, "effect_upper": result.effect_upper, "effect_floor": result.effect_floor,
+                  "verdict": VERDICT_METRIC_VALUE[result.verdict.value]}
+        for name, value in values.items():
+            if value is not None:
+                document.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
+        document.flush_metrics()
 
 
 def scheduled_time(event: dict[str, Any]) -> datetime:

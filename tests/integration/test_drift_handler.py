@@ -96,6 +96,26 @@ def test_missing_topic_is_refused_naming_the_variable(deployed: dict[str, Any], 
         invoke(SCHEDULED_EVENT)
 
 
+def test_each_feature_test_is_emitted_as_an_emf_metric_with_its_own_dimensions(deployed: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    engine = create_db_engine(deployed["database_url"])
+    store_traffic(engine, draw_traffic(3_000, seed=2, shift="mean"), start=EVENT_TIME - timedelta(days=7), end=EVENT_TIME)
+    engine.dispose()
+    capsys.readouterr()
+
+    invoke(SCHEDULED_EVENT)
+
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{") and '"_aws"' in line]
+    per_test = {(doc["feature"], doc["test"]): doc for doc in documents if "feature" in doc}
+    assert ("mean_shift", "ks") in per_test and ("(predicted label)", "chi2") in per_test
+    shifted = per_test[("mean_shift", "ks")]
+    [directive] = shifted["_aws"]["CloudWatchMetrics"]
+    assert sorted(directive["Dimensions"][0]) == ["feature", "model_name", "service", "test"]
+    assert {metric["Name"] for metric in directive["Metrics"]} == {"effect_size", "effect_upper", "effect_floor", "verdict"}
+    # Powertools writes each metric's values as a list (EMF allows several per document).
+    assert shifted["verdict"] == [2.0] and shifted["effect_size"][0] >= shifted["effect_floor"][0] == 0.1
+    assert per_test[("steady", "ks")]["verdict"] == [0.0] and per_test[("steady", "ks")]["effect_upper"][0] < 0.1
+
+
 def test_event_time_is_read_as_utc_and_a_missing_time_names_the_field() -> None:
     assert app.scheduled_time(SCHEDULED_EVENT) == EVENT_TIME
     assert app.scheduled_time({**SCHEDULED_EVENT, "time": "2015-10-08T18:53:06+02:00"}) == EVENT_TIME
