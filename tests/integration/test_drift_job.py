@@ -276,6 +276,24 @@ def test_report_is_stored_in_s3_and_on_disk_with_a_chart_per_feature(engine: Eng
     assert outcome.report_path.read_text(encoding="utf-8") == html_text
     for name in [spec.name for spec in FEATURES] + [LABEL_COLUMN]:
         assert f"<h3>{name} " in html_text
-    assert html_text.count("<svg ") == len(FEATURES) + 1
+    # A distribution chart and a trend chart (one run so far) per feature and the label.
+    assert html_text.count("<svg ") == 2 * (len(FEATURES) + 1)
     assert html_text.index("<h3>spread ") < min(html_text.index(f"<h3>{spec.name} ") for spec in FEATURES if spec.name != "spread")
     assert key in outcome.run.report_url and "Signature" in outcome.run.report_url
+
+
+def test_report_charts_each_features_trend_across_the_stored_runs(engine: Engine, aws: Aws, tmp_path: Path) -> None:
+    for week, shift in ((2, None), (1, None), (0, "mean")):
+        end = WINDOW_END - week * WINDOW
+        store_traffic(engine, draw_traffic(3_000, seed=20 + week, shift=shift), start=end - WINDOW, end=end)
+        outcome = run_drift_job(
+            DriftJobConfig(bucket=aws.bucket, topic_arn=None), TRAINING, engine=engine, s3_client=aws.s3, sns_client=None,
+            window_end=end, report_dir=tmp_path,
+        )
+
+    html_text = outcome.report_path.read_text(encoding="utf-8")
+    trend = html_text[html_text.index("<title>trend of mean_shift</title>"):]
+    trend = trend[: trend.index("</svg>")]
+    dots = [circle.split("<title>")[1].split("</title>")[0] for circle in trend.split("<circle")[1:]]
+    assert dots == ["NO_DRIFT", "NO_DRIFT", "DRIFT"]
+    assert ">02-24<" in trend and ">03-10<" in trend and "stroke-dasharray" in trend

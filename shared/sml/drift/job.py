@@ -41,7 +41,7 @@ from sml.drift.stats import (
     reference_from_columns,
     run_drift_tests,
 )
-from sml.drift.store import DriftRun, save_drift_run
+from sml.drift.store import DriftRun, feature_trends, save_drift_run
 from sml.drift.windows import TimeWindow, read_window
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id
@@ -51,6 +51,7 @@ from sml.core.settings import DriftSettings
 # The predicted label is tested like a categorical column under this name, which no feature can
 # clash with in a readable report (feature names come from the training data's columns).
 LABEL_COLUMN = "(predicted label)"
+TREND_RUNS = 12  # runs per trend chart in the report, this one included
 PRESIGNED_URL_SECONDS = 7 * 24 * 3600  # the longest SigV4 allows
 ReferenceKind = Literal["training", "previous"]
 
@@ -216,7 +217,8 @@ def run_drift_job(
         # Against the training profile whatever the drift reference: range and categories are what the model saw.
         data_quality=tuple(run_data_quality_checks(training_reference(manifest), current_columns, schema, config.data_quality)),
     )
-    report = render_drift_report(run, reference, current_columns).encode("utf-8")
+    trends = feature_trends(engine, manifest.model_name, before=window.end, limit=TREND_RUNS - 1)
+    report = render_drift_report(run, reference, current_columns, trends=trends).encode("utf-8")
     key = report_key(config.report_prefix, run.model_name, window.end)
     run = replace(run, report_uri=f"s3://{config.bucket}/{key}", report_url=_upload_report(s3_client, config.bucket, key, report))
     report_path = None

@@ -26,7 +26,7 @@ import numpy as np
 
 from sml.drift.quality_report import render_quality_section
 from sml.drift.stats import DriftVerdict, FeatureTestResult, count_categories, verdict_summary
-from sml.drift.store import DriftRun
+from sml.drift.store import DriftRun, TrendPoint
 
 # Beyond this many features the page lists every test but plots only the first (drifted first).
 MAX_PLOTTED_FEATURES = 60
@@ -42,6 +42,8 @@ REFERENCE_COLOUR = "#4c72b0"
 CURRENT_COLOUR = "#dd8452"
 MISSING_BAR = "(missing)"
 OTHER_BAR = "(other)"
+TREND_HEIGHT = 150
+_VERDICT_COLOUR = {"DRIFT": "#c0392b", "NO_DRIFT": "#2e7d32", "INCONCLUSIVE": "#b8860b", "INSUFFICIENT_DATA": "#b8860b"}
 _VERDICT_ORDER = {DriftVerdict.DRIFT: 0, DriftVerdict.INCONCLUSIVE: 1, DriftVerdict.NO_DRIFT: 2}
 
 _STYLE = """
@@ -63,6 +65,7 @@ def render_drift_report(
     current: Mapping[str, np.ndarray | Sequence[Any]],
     *,
     max_plotted_features: int = MAX_PLOTTED_FEATURES,
+    trends: Mapping[str, Sequence[TrendPoint]] | None = None,
 ) -> str:
     """Render the HTML report of ``run``.
 
@@ -71,6 +74,9 @@ def render_drift_report(
     :param current: per feature (and the label), the window's values in row order (numeric with
         NaN for missing, categorical with None).
     :param max_plotted_features: plot at most this many features, drifted ones first.
+    :param trends: per feature, the main test of earlier runs (oldest first, e.g.
+        :func:`sml.drift.store.feature_trends`); with it, each feature also gets a trend chart of
+        its effect and upper bound against the floor across those runs and this one.
     :returns: the page as a string.
     """
     order = _features_worst_first(run.results)
@@ -81,6 +87,8 @@ def render_drift_report(
     for feature in order[:max_plotted_features]:
         kind = by_feature[feature][0].kind
         chart = _chart(feature, kind, reference.get(feature), current.get(feature))
+        if trends is not None:
+            chart = (chart or "") + _trend_chart(feature, trends.get(feature, ()), run, by_feature[feature])
         sections.append(_feature_section(feature, by_feature[feature], chart))
     if len(order) > max_plotted_features:
         sections.append(f"<p>{len(order) - max_plotted_features} more features are listed in the table but not plotted.</p>")
@@ -268,6 +276,46 @@ def _categorical_chart(
             parts.append(f'<text x="{label_width + share * bar_width + 4:.1f}" y="{y + offset + 9}">{share:.1%}</text>')
     legend = f"reference n={reference_total}, current n={current_total}; share of rows per category"
     return _svg(feature, parts, legend, height=height)
+
+
+def _trend_chart(feature: str, past: Sequence[TrendPoint], run: DriftRun, results: Sequence[FeatureTestResult]) -> str:
+    """Effect (dot, coloured by verdict) and upper bound (whisker) of the feature's main test per
+    run, oldest left, this run last; the floor as a dashed line."""
+    main = next((result for result in results if result.test in ("ks", "chi2")), None)
+    if main is None:
+        return ""
+    points = [*past, TrendPoint(run.window.end, main.effect_size, main.effect_upper, main.effect_floor, main.verdict.value)]
+    tops = [value for point in points for value in (point.effect_size, point.effect_upper, point.effect_floor) if value is not None]
+    top = max(max(tops, default=0.0) * 1.1, 0.05)
+    left, right, plot_top, plot_bottom = PLOT_LEFT, CHART_WIDTH - 20, 24, TREND_HEIGHT - 30
+    step = (right - left) / max(len(points), 2)
+
+    def y(value: float) -> float:
+        return plot_bottom - value / top * (plot_bottom - plot_top)
+
+    parts = [f'<rect x="{left}" y="{plot_top}" width="{right - left}" height="{plot_bottom - plot_top}" fill="none" stroke="#999"/>',
+             f'<text x="{left}" y="14">effect of the {_escape(main.test)} test per weekly run (whisker: upper bound; dashed: floor)</text>']
+    for value in _nice_ticks(0.0, top, 3):
+        parts.append(f'<text x="{left - 4}" y="{y(float(value)) + 4:.1f}" text-anchor="end">{_number(float(value))}</text>')
+    floors = []
+    for index, point in enumerate(points):
+        x = left + step * (index + 0.5)
+        if point.effect_floor is not None:
+            floors.append(f"{x - step / 2:.1f},{y(point.effect_floor):.1f} {x + step / 2:.1f},{y(point.effect_floor):.1f}")
+        if point.effect_upper is not None and point.effect_size is not None:
+            parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y(point.effect_size):.1f}" y2="{y(point.effect_upper):.1f}" stroke="#777"/>')
+        if point.effect_size is not None:
+            colour = _VERDICT_COLOUR.get(point.verdict, "#555")
+            parts.append(f'<circle cx="{x:.1f}" cy="{y(point.effect_size):.1f}" r="4" fill="{colour}"><title>{_escape(point.verdict)}</title></circle>')
+        parts.append(f'<text x="{x:.1f}" y="{plot_bottom + 14}" text-anchor="middle">{point.window_end:%m-%d}</text>')
+    if floors:
+        parts.append(f'<polyline points="{" ".join(floors)}" fill="none" stroke="#c0392b" stroke-dasharray="4 3"/>')
+    caption = f"{len(points)} run(s), window ends (UTC) {points[0].window_end:%Y-%m-%d} to {points[-1].window_end:%Y-%m-%d}"
+    return (
+        f'<figure><svg xmlns="http://www.w3.org/2000/svg" role="img" width="{CHART_WIDTH}" height="{TREND_HEIGHT}" '
+        f'viewBox="0 0 {CHART_WIDTH} {TREND_HEIGHT}" font-size="11" font-family="sans-serif"><title>trend of {_escape(feature)}</title>'
+        f'{"".join(parts)}</svg><figcaption>{_escape(caption)}</figcaption></figure>'
+    )
 
 
 class _Panel:

@@ -174,6 +174,46 @@ def drift_history(engine: Engine, model_name: str, *, limit: int = 12, feature: 
     return [{**row, **test} for row in rows for test in by_run.get(row["run_id"], [])]
 
 
+@dataclass(frozen=True)
+class TrendPoint:
+    """One run's main test (``ks``/``chi2``) of a feature: what a trend chart plots."""
+
+    window_end: datetime
+    effect_size: float | None
+    effect_upper: float | None
+    effect_floor: float | None
+    verdict: str
+
+
+def feature_trends(engine: Engine, model_name: str, *, before: datetime, limit: int = 12) -> dict[str, list[TrendPoint]]:
+    """Per feature, the main test of the last ``limit`` stored runs ending before ``before``, oldest first.
+
+    Runs stored before issue 18 have no upper bound (``effect_upper`` None).
+    """
+    with engine.connect() as connection:
+        run_ids = connection.execute(
+            sa.select(DRIFT_RUNS.c.run_id)
+            .where(DRIFT_RUNS.c.model_name == model_name, DRIFT_RUNS.c.window_end < to_db_timestamp(before))
+            .order_by(DRIFT_RUNS.c.window_end.desc())
+            .limit(limit)
+        ).scalars().all()
+        if not run_ids:
+            return {}
+        rows = connection.execute(
+            sa.select(
+                DRIFT_FEATURES.c.feature_name, DRIFT_RUNS.c.window_end, DRIFT_FEATURES.c.effect_size,
+                DRIFT_FEATURES.c.effect_upper, DRIFT_FEATURES.c.effect_floor, DRIFT_FEATURES.c.verdict,
+            )
+            .join(DRIFT_RUNS, DRIFT_RUNS.c.run_id == DRIFT_FEATURES.c.run_id)
+            .where(DRIFT_FEATURES.c.run_id.in_(run_ids), DRIFT_FEATURES.c.test.in_(("ks", "chi2")))
+            .order_by(DRIFT_RUNS.c.window_end)
+        ).all()
+    trends: dict[str, list[TrendPoint]] = {}
+    for feature, *point in rows:
+        trends.setdefault(feature, []).append(TrendPoint(*point))
+    return trends
+
+
 def _run_row(run: DriftRun) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
