@@ -42,6 +42,9 @@ def assert_story_held(completed: subprocess.CompletedProcess[str], summary: dict
     assert summary["dlq_before_replay"] > 0 and summary["dlq_after_replay"] == 0
     assert summary["flagged"] == sorted(DEMO_SHIFT.features)
     assert summary["alert"]["attributes"]["status"] == "DRIFT"
+    assert summary["baseline_status"] == "NO_DRIFT" and summary["baseline_data_quality"] == "OK"
+    assert {f"{name}:out_of_range" for name in DEMO_SHIFT.out_of_range} <= set(summary["data_quality_violations"])
+    assert summary["alert"]["attributes"]["data_quality_status"] == "VIOLATIONS"
     report = Path(summary["report_path"]).read_text(encoding="utf-8")
     assert all(feature in report for feature in DEMO_SHIFT.features)
     # Concept drift: realized F1 falls below its baseline and the held-out value; the estimate does not follow it down.

@@ -114,6 +114,8 @@ class DemoSummary:
     baseline_status: str = ""
     baseline_flagged: list[str] = field(default_factory=list)
     drift_status: str = ""
+    baseline_data_quality: str = ""
+    data_quality_violations: list[str] = field(default_factory=list)
     drift_rows: list[dict[str, Any]] = field(default_factory=list)
     flagged: list[str] = field(default_factory=list)
     label_drift: bool = False
@@ -153,6 +155,8 @@ class DemoSummary:
             "baseline_status": self.baseline_status,
             "baseline_flagged": self.baseline_flagged,
             "drift_status": self.drift_status,
+            "baseline_data_quality": self.baseline_data_quality,
+            "data_quality_violations": self.data_quality_violations,
             "flagged": self.flagged,
             "label_drift": self.label_drift,
             "drift": self.drift_rows,
@@ -231,7 +235,8 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     summary.baseline_quality = _quality_digest(baseline_run.run.quality)
     summary.baseline_status = baseline_run.run.status.value
     summary.baseline_flagged = _flagged_features(baseline_run.run)
-    say(f"      drift check on the baseline window: {_verdict_summary(baseline_run.run)}")
+    summary.baseline_data_quality = baseline_run.run.data_quality_status
+    say(f"      drift check on the baseline window: {_verdict_summary(baseline_run.run)}; data quality {summary.baseline_data_quality}")
     say(f"      model quality on the baseline window: {describe_quality(summary.baseline_quality)}")
 
     say("[4/8] Maintenance window: the predictions table is taken away while traffic continues")
@@ -264,6 +269,8 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     summary.report_path = result.report_path
     summary.quality = _quality_digest(result.run.quality)
     say(f"      model quality on the shifted window: {describe_quality(summary.quality)}")
+    summary.data_quality_violations = sorted(f"{check.feature}:{check.check}" for check in result.run.data_quality if check.violated)
+    say(f"      {_verdict_summary(result.run)}; data quality {result.run.data_quality_status}: {', '.join(summary.data_quality_violations) or 'no violation'}")
 
     say("[8/8] Reading the alert from a queue subscribed to the SNS topic")
     summary.alert = _receive_alert(clients, inbox_url, expected_status=summary.drift_status)
@@ -552,6 +559,7 @@ def _describe_shift(shift: TrafficShift) -> str:
     parts = [f"{name} ×{factor}" for name, factor in shift.scale.items()]
     parts += [f"{name} {share:.0%} '{category}'" for name, (category, share) in shift.category_mix.items()]
     parts += [f"{name} {rate:.0%} missing" for name, rate in shift.null_rate.items()]
+    parts += [f"{name} {share:.0%} out of range (×{factor})" for name, (share, factor) in shift.out_of_range.items()]
     return ", ".join(parts)
 
 
@@ -582,6 +590,12 @@ def _checks(config: DemoConfig, summary: DemoSummary) -> list[DemoCheck]:
             f"{summary.baseline_status}; flagged {summary.baseline_flagged or 'none'}",
         ),
         DemoCheck("drift flags exactly the shifted features", summary.flagged == expected, f"flagged {summary.flagged}; shifted {expected}"),
+        DemoCheck(
+            "data quality flags the out-of-range burst, and the baseline passes",
+            summary.baseline_data_quality == "OK"
+            and {f"{name}:out_of_range" for name in config.shift.out_of_range} <= set(summary.data_quality_violations),
+            f"baseline {summary.baseline_data_quality}; shifted window violations {summary.data_quality_violations or 'none'}",
+        ),
         DemoCheck("alert received", summary.alert.get("attributes", {}).get("status") == "DRIFT", summary.alert.get("subject", "no alert")),
         DemoCheck(
             "quality verdict DEGRADED on the shifted window (concept drift), in the run and the alert",

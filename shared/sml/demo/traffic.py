@@ -25,11 +25,14 @@ class TrafficShift:
     :param scale: numeric feature -> factor its values are multiplied by (a mean and spread shift).
     :param category_mix: categorical feature -> (category, share of rows forced to it).
     :param null_rate: feature -> share of rows where it arrives as ``null``.
+    :param out_of_range: numeric feature -> (share of rows, factor): a burst of values far outside
+        the training range (after ``scale``), what data quality must flag.
     """
 
     scale: Mapping[str, float] = field(default_factory=dict)
     category_mix: Mapping[str, tuple[str, float]] = field(default_factory=dict)
     null_rate: Mapping[str, float] = field(default_factory=dict)
+    out_of_range: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def features(self) -> set[str]:
@@ -41,6 +44,7 @@ DEMO_SHIFT = TrafficShift(
     scale={"mean_texture": 1.25},
     category_mix={"concavity_grade": ("high", 0.6)},
     null_rate={"mean_symmetry": 0.3},
+    out_of_range={"mean_texture": (0.05, 2.0)},
 )
 
 
@@ -82,6 +86,9 @@ def draw_labelled_rows(count: int, rng: np.random.Generator, shift: TrafficShift
         for name, (category, share) in shift.category_mix.items():
             if rng.random() < share:
                 row[name] = category
+        for name, (share, factor) in shift.out_of_range.items():
+            if row[name] is not None and rng.random() < share:
+                row[name] = round(float(row[name]) * factor, 6)
         for name, rate in shift.null_rate.items():
             if rng.random() < rate:
                 row[name] = None
