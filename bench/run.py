@@ -31,6 +31,7 @@ BENCHMARKS = {
     "count-categories": "count_categories_bench",
     "quality": "quality_bench",
     "local-stack": "local_stack_bench",
+    "verdicts": "verdict_bench",
 }
 BENCH_DIR = Path(__file__).resolve().parent
 
