@@ -121,3 +121,24 @@ def _peak_x(shape: ElementTree.Element) -> float:
     # SVG y grows downwards: the peak is the point with the smallest y.
     points = [tuple(map(float, point.split(","))) for point in shape.get("points", "").split()]
     return min(points, key=lambda point: point[1])[0]
+
+
+def test_data_quality_section_lists_the_violations_and_counts_the_checks_that_passed() -> None:
+    from dataclasses import replace
+
+    from sml.drift.data_quality import DataQualityCheck
+
+    rng = np.random.default_rng(9)
+    run, _ = report_of(columns(rng, 1_000, mean=0.0), columns(rng, 500, mean=0.0))
+    checks = (
+        DataQualityCheck(HOSTILE, "out_of_range", 0.08, 0.02, 40, 500),
+        DataQualityCheck("steady", "missing_excess", 0.0, 0.05, 0, 500),
+        DataQualityCheck("steady", "out_of_range", 0.01, 0.02, 5, 500),
+    )
+    html_text = render_drift_report(replace(run, data_quality=checks), reference_from_columns(columns(rng, 1_000, mean=0.0), SCHEMA), {})
+    section = html_text[html_text.index("<h2>Data quality"): html_text.index("<h2>Tests")]
+    assert "VIOLATIONS" in section and "2 of 3 checks passed" in section
+    assert section.count("<tr class=\"DRIFT\">") == 1 and "8.00%" in section and HOSTILE not in section
+    assert "data quality</dt><dd>VIOLATIONS" in html_text
+    clean, _ = report_of(columns(rng, 1_000, mean=0.0), columns(rng, 500, mean=0.0))
+    assert "<h2>Data quality" not in render_drift_report(clean, reference_from_columns(columns(rng, 1_000, mean=0.0), SCHEMA), {})

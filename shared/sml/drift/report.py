@@ -131,10 +131,11 @@ def _summary(run: DriftRun) -> str:
 
 
 def _data_quality_section(run: DriftRun) -> str:
-    """Violated checks first, then the rest; values are shares of the window's values."""
+    """The violated checks, worst first, and how many passed; values are shares of the window's values."""
     if not run.data_quality:
         return ""
-    checks = sorted(run.data_quality, key=lambda check: (not check.violated, -check.value))
+    checks = sorted((check for check in run.data_quality if check.violated), key=lambda check: -check.value)
+    passed = len(run.data_quality) - len(checks)
     header = "<tr><th class=\"name\">feature</th><th class=\"name\">check</th><th>share</th><th>threshold</th><th>count</th><th>of</th><th class=\"name\">status</th></tr>"
     rows = "".join(
         f"<tr class=\"{'DRIFT' if check.violated else 'NO_DRIFT'}\"><td class=\"name\">{_escape(check.feature)}</td>"
@@ -144,9 +145,11 @@ def _data_quality_section(run: DriftRun) -> str:
     )
     note = (
         "<p>Against the training profile: values outside the training range, categories training never saw, "
-        "missing values beyond the training rate. Values predict refused (HTTP 4xx) are not counted here.</p>"
+        f"missing values beyond the training rate. {passed} of {len(run.data_quality)} checks passed. "
+        "Values predict refused (HTTP 4xx) are not counted here.</p>"
     )
-    return f"<h2>Data quality <span class=\"badge {'DRIFT' if run.data_quality_status == 'VIOLATIONS' else 'NO_DRIFT'}\">{run.data_quality_status}</span></h2>{note}<table>{header}{rows}</table>"
+    table = f"<table>{header}{rows}</table>" if checks else ""
+    return f"<h2>Data quality <span class=\"badge {'DRIFT' if run.data_quality_status == 'VIOLATIONS' else 'NO_DRIFT'}\">{run.data_quality_status}</span></h2>{note}{table}"
 
 
 def _results_table(results: Sequence[FeatureTestResult], order: Sequence[str]) -> str:
