@@ -62,6 +62,7 @@ class DeploymentConfig:
     # Reserved (and so maximum) concurrency of predict when function_url_auth=NONE.
     predict_reserved_concurrency: int = 20
     drift_feature_floors: str | None = None
+    predict_range_warnings: bool = False
     """JSON object feature -> drift floor (e.g. ``{"mean_texture": "0.1sd"}``), passed to the drift function."""
 
     @property
@@ -123,6 +124,7 @@ def config_from_context(get: Getter) -> DeploymentConfig:
             get, names.CTX_PREDICT_RESERVED_CONCURRENCY, defaults.predict_reserved_concurrency, int, 1, 1000
         ),
         drift_feature_floors=_json_object(get, names.CTX_DRIFT_FEATURE_FLOORS),
+        predict_range_warnings=_flag(get, names.CTX_PREDICT_RANGE_WARNINGS, defaults.predict_range_warnings),
     )
     if config.writer_batch_size > 10 and config.writer_batching_window_seconds < 1:
         raise ContextError(

@@ -141,7 +141,8 @@ def predict() -> Response:
     if runtime.capture is not None and not _defer_capture(runtime.settings, runtime.capture, events):
         _record_capture(runtime.capture.capture(events), fail_closed=runtime.settings.capture_fail_closed)
     metrics.add_metric(name="PredictionsServed", unit=MetricUnit.Count, value=len(events))
-    return Response(HTTPStatus.OK.value, content_types.APPLICATION_JSON, predict_response(request, events))
+    warnings = runtime.service.range_warnings(request.rows) if runtime.settings.range_warnings else None
+    return Response(HTTPStatus.OK.value, content_types.APPLICATION_JSON, predict_response(request, events, warnings))
 
 
 def _defer_capture(settings: PredictSettings, capture: PredictionCapture, events: list[PredictionEvent]) -> bool:

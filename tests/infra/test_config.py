@@ -76,6 +76,8 @@ def test_drift_floors_pass_through_as_compact_json_from_the_cli_or_cdk_json() ->
     from_json = config_from_context({"drift_feature_floors": {"grade": 0.05, "mean_texture": "0.1sd"}}.get)
     assert from_cli.drift_feature_floors == from_json.drift_feature_floors == '{"grade":0.05,"mean_texture":"0.1sd"}'
     assert DeploymentConfig().drift_feature_floors is None
+    assert config_from_context({"predict_range_warnings": "true"}.get).predict_range_warnings is True
+    assert DeploymentConfig().predict_range_warnings is False
 
 
 def test_writer_concurrency_must_stay_inside_the_database_connection_budget() -> None:

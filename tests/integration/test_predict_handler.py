@@ -202,6 +202,19 @@ def test_a_sampling_rate_of_zero_queues_nothing_and_needs_no_queue(predict_stack
     assert emitted_metrics(capsys.readouterr().out)["PredictionsServed"] == 3
 
 
+def test_range_warnings_are_off_by_default_and_name_the_field_when_on(predict_stack: PredictStack) -> None:
+    outside = {**valid_row(), "mean_radius": 1_000.0}
+
+    _, _, default = invoke("POST", "/predict", json.dumps({"features": outside}))
+    predict_stack.configure(SML_PREDICT_RANGE_WARNINGS="true")
+    status, _, warned = invoke("POST", "/predict", json.dumps({"instances": [valid_row(), outside]}))
+
+    assert "warnings" not in default
+    assert status == 200
+    assert [[warning["field"] for warning in item["warnings"]] for item in warned["predictions"]] == [[], ["mean_radius"]]
+    assert warned["predictions"][1]["warnings"][0]["code"] == "outside_training_range"
+
+
 def test_health_reports_the_model_and_its_load_time_and_cold_start(predict_stack: PredictStack) -> None:
     status, _, first = invoke("GET", "/health")
     _, _, second = invoke("GET", "/health")

@@ -74,6 +74,24 @@ def test_single_and_batch_responses(service: PredictionService) -> None:
     ]
 
 
+def test_range_warnings_name_values_outside_the_training_range_and_are_left_out_by_default(service: PredictionService) -> None:
+    inside = valid_row()
+    spec = next(spec for spec in service.manifest.features if spec.name == "mean_radius")
+    outside = {**inside, "mean_radius": spec.maximum * 2}
+    batch = service.schema.parse_request({"instances": [inside, outside]})
+    events = service.predict(batch.rows)
+
+    warnings = service.range_warnings(batch.rows)
+
+    assert warnings == [[], [{"field": "mean_radius", "code": "outside_training_range", "value": spec.maximum * 2,
+                              "training_min": spec.minimum, "training_max": spec.maximum}]]
+    with_warnings = predict_response(batch, events, warnings)["predictions"]
+    assert [item["warnings"] for item in with_warnings] == warnings
+    assert all("warnings" not in item for item in predict_response(batch, events)["predictions"])
+    single = service.schema.parse_request({"features": outside})
+    assert predict_response(single, service.predict(single.rows), service.range_warnings(single.rows))["warnings"][0]["field"] == "mean_radius"
+
+
 def test_the_body_limit_applies(service: PredictionService) -> None:
     with pytest.raises(ApiError) as caught:
         service.parse_request(json.dumps({"features": valid_row(), "padding": "x" * 10_000}), is_base64=False)

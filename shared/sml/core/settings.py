@@ -106,6 +106,7 @@ class PredictSettings(AwsSettings, CaptureSettings):
     max_body_bytes: int = Field(1_000_000, alias="SML_MAX_BODY_BYTES", ge=1_024)
     model_cache_dir: Path = Field(Path("/tmp/sml-models"), alias="SML_MODEL_CACHE_DIR")
     sklearn_version_policy: Literal["warn", "refuse"] = Field("warn", alias="SML_SKLEARN_VERSION_POLICY")
+    range_warnings: bool = Field(False, alias="SML_PREDICT_RANGE_WARNINGS")
 
 
 class WriterSettings(AwsSettings, DatabaseSettings):

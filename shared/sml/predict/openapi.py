@@ -127,6 +127,22 @@ def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
                     "additionalProperties": False,
                 },
                 "model_version": {"type": "string"},
+                "warnings": {
+                    "type": "array",
+                    "description": "only with SML_PREDICT_RANGE_WARNINGS=true: numeric values outside the training range",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "field": {"type": "string"},
+                            "code": {"enum": ["outside_training_range"]},
+                            "value": {"type": "number"},
+                            "training_min": {"type": "number"},
+                            "training_max": {"type": "number"},
+                        },
+                        "required": ["field", "code", "value", "training_min", "training_max"],
+                        "additionalProperties": False,
+                    },
+                },
             },
             "required": ["prediction_id", "prediction", "probabilities", "model_version"],
             "additionalProperties": False,

@@ -53,6 +53,11 @@ class PredictionService:
         }
         self._training_spread = {name: (values[0], values[-1]) for name, values in numeric.items()}
         self._training_median = {name: values[len(values) // 2] for name, values in numeric.items()}
+        self._training_ranges = {
+            spec.name: (spec.minimum, spec.maximum)
+            for spec in manifest.features
+            if spec.kind == "numeric" and spec.minimum is not None and spec.maximum is not None
+        }
 
     def parse_request(self, body: str | None, *, is_base64: bool) -> PredictRequest:
         """Decode, parse and validate a Function URL body; raises :class:`~sml.predict.errors.ApiError`."""
@@ -142,18 +147,49 @@ def _outside_by(value: Any, low: float, high: float) -> float:
     return max(low - value, value - high, 0.0) / width
 
 
-def prediction_response(event: PredictionEvent) -> dict[str, Any]:
-    """The response for one row: ``prediction_id``, ``prediction``, ``probabilities``, ``model_version``."""
-    return {
+    def range_warnings(self, rows: Sequence[dict[str, FeatureValue]]) -> list[list[dict[str, Any]]]:
+        """Per row, one warning per numeric value outside the training range (the schema's ``minimum``/``maximum``).
+
+        Each warning: ``field``, ``code`` (``outside_training_range``), ``value``, ``training_min``,
+        ``training_max``. The row is still predicted: the model extrapolates, and the caller may
+        want to know (the drift job's data-quality checks count the same values per window).
+        """
+        warnings = []
+        for row in rows:
+            row_warnings = []
+            for name, (low, high) in self._training_ranges.items():
+                value = row.get(name)
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+                    row_warnings.append(
+                        {"field": name, "code": "outside_training_range", "value": value, "training_min": low, "training_max": high}
+                    )
+            warnings.append(row_warnings)
+        return warnings
+
+
+def prediction_response(event: PredictionEvent, warnings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The response for one row: ``prediction_id``, ``prediction``, ``probabilities``, ``model_version``,
+    and ``warnings`` only when given (``SML_PREDICT_RANGE_WARNINGS``)."""
+    response = {
         "prediction_id": event.prediction_id,
         "prediction": event.prediction,
         "probabilities": event.probabilities,
         "model_version": event.model_version,
     }
+    if warnings is not None:
+        response["warnings"] = warnings
+    return response
 
 
-def predict_response(request: PredictRequest, events: Sequence[PredictionEvent]) -> dict[str, Any]:
-    """The body of a 200: one prediction for ``features``, ``{"predictions": [...]}`` in row order for ``instances``."""
+def predict_response(
+    request: PredictRequest, events: Sequence[PredictionEvent], warnings: Sequence[list[dict[str, Any]]] | None = None
+) -> dict[str, Any]:
+    """The body of a 200: one prediction for ``features``, ``{"predictions": [...]}`` in row order for ``instances``.
+
+    :param warnings: per row, from :meth:`PredictionService.range_warnings`; ``None`` leaves them out
+        (the default response, unchanged).
+    """
+    per_row = list(warnings) if warnings is not None else [None] * len(events)
     if request.batch:
-        return {"predictions": [prediction_response(event) for event in events]}
-    return prediction_response(events[0])
+        return {"predictions": [prediction_response(event, row) for event, row in zip(events, per_row)]}
+    return prediction_response(events[0], per_row[0])
