@@ -87,7 +87,6 @@ DRIFT_RUNS = sa.Table(
     sa.Column("report_uri", sa.String(1024), nullable=True),
     sa.Column("parameters", sa.Text, nullable=False),
     sa.Column("created_at", _TIMESTAMP, nullable=False),
-    sa.Column("data_quality_status", sa.String(16), nullable=True),
 )
 
 DRIFT_FEATURES = sa.Table(
@@ -105,6 +104,14 @@ DRIFT_FEATURES = sa.Table(
     sa.Column("n_reference", sa.Integer, nullable=False),
     sa.Column("n_current", sa.Integer, nullable=False),
     sa.Column("verdict", sa.String(24), nullable=False),
+)
+
+DRIFT_FEATURE_BOUNDS = sa.Table(
+    "drift_feature_bounds",
+    METADATA,
+    sa.Column("run_id", sa.CHAR(36), sa.ForeignKey("drift_runs.run_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("feature_name", sa.String(128), primary_key=True),
+    sa.Column("test", sa.String(24), primary_key=True),
     sa.Column("effect_upper", sa.Float, nullable=True),
     sa.Column("reason", sa.String(24), nullable=True),
 )

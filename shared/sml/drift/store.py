@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURES, DRIFT_RUNS, to_db_timestamp
+from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURE_BOUNDS, DRIFT_FEATURES, DRIFT_RUNS, to_db_timestamp
 from sml.drift.data_quality import DataQualityCheck, DataQualityStatus, data_quality_status
 from sml.drift.quality_store import insert_quality
 from sml.drift.stats import DriftVerdict, FeatureTestResult
@@ -94,11 +94,13 @@ def save_drift_run(engine: Engine, run: DriftRun) -> None:
         ).scalars().all()
         if previous_ids:
             connection.execute(DATA_QUALITY_CHECKS.delete().where(DATA_QUALITY_CHECKS.c.run_id.in_(previous_ids)))
+            connection.execute(DRIFT_FEATURE_BOUNDS.delete().where(DRIFT_FEATURE_BOUNDS.c.run_id.in_(previous_ids)))
             connection.execute(DRIFT_FEATURES.delete().where(DRIFT_FEATURES.c.run_id.in_(previous_ids)))
             connection.execute(DRIFT_RUNS.delete().where(DRIFT_RUNS.c.run_id.in_(previous_ids)))
         connection.execute(DRIFT_RUNS.insert().values(_run_row(run)))
         if run.results:
             connection.execute(DRIFT_FEATURES.insert(), [_feature_row(run.run_id, result) for result in run.results])
+            connection.execute(DRIFT_FEATURE_BOUNDS.insert(), [_bounds_row(run.run_id, result) for result in run.results])
         if run.quality is not None:
             insert_quality(connection, run.run_id, run.quality)
         if run.data_quality:
@@ -107,7 +109,9 @@ def save_drift_run(engine: Engine, run: DriftRun) -> None:
 
 @dataclass(frozen=True)
 class StoredDriftRun:
-    """A run as read back: the ``drift_runs`` row, its ``drift_features`` and ``data_quality_checks`` rows, as dicts."""
+    """A run as read back, as dicts: the ``drift_runs`` row with ``data_quality_status`` (``OK``,
+    ``VIOLATIONS``, or None for runs stored before issue 18), its ``drift_features`` rows with
+    ``effect_upper`` and ``reason`` (from ``drift_feature_bounds``), its ``data_quality_checks`` rows."""
 
     run: dict[str, Any]
     features: list[dict[str, Any]]
@@ -123,14 +127,37 @@ def load_drift_run(engine: Engine, model_name: str, window_end: datetime) -> Sto
         if run is None:
             return None
         features = connection.execute(
-            sa.select(DRIFT_FEATURES).where(DRIFT_FEATURES.c.run_id == run["run_id"]).order_by(DRIFT_FEATURES.c.feature_name, DRIFT_FEATURES.c.test)
+            sa.select(DRIFT_FEATURES, DRIFT_FEATURE_BOUNDS.c.effect_upper, DRIFT_FEATURE_BOUNDS.c.reason)
+            .select_from(_features_with_bounds())
+            .where(DRIFT_FEATURES.c.run_id == run["run_id"])
+            .order_by(DRIFT_FEATURES.c.feature_name, DRIFT_FEATURES.c.test)
         ).mappings().all()
         checks = connection.execute(
             sa.select(DATA_QUALITY_CHECKS)
             .where(DATA_QUALITY_CHECKS.c.run_id == run["run_id"])
             .order_by(DATA_QUALITY_CHECKS.c.feature_name, DATA_QUALITY_CHECKS.c.check_name)
         ).mappings().all()
-    return StoredDriftRun(run=dict(run), features=[dict(row) for row in features], data_quality=[dict(row) for row in checks])
+    status = _status_of_checks([bool(row["violated"]) for row in checks])
+    return StoredDriftRun(
+        run={**dict(run), "data_quality_status": status}, features=[dict(row) for row in features], data_quality=[dict(row) for row in checks]
+    )
+
+
+def _features_with_bounds() -> sa.FromClause:
+    return DRIFT_FEATURES.outerjoin(
+        DRIFT_FEATURE_BOUNDS,
+        sa.and_(
+            DRIFT_FEATURE_BOUNDS.c.run_id == DRIFT_FEATURES.c.run_id,
+            DRIFT_FEATURE_BOUNDS.c.feature_name == DRIFT_FEATURES.c.feature_name,
+            DRIFT_FEATURE_BOUNDS.c.test == DRIFT_FEATURES.c.test,
+        ),
+    )
+
+
+def _status_of_checks(violated: list[bool]) -> str | None:
+    if not violated:
+        return None
+    return "VIOLATIONS" if any(violated) else "OK"
 
 
 def drift_history(engine: Engine, model_name: str, *, limit: int = 12, feature: str | None = None) -> list[dict[str, Any]]:
@@ -149,7 +176,7 @@ def drift_history(engine: Engine, model_name: str, *, limit: int = 12, feature: 
     runs = (
         sa.select(
             DRIFT_RUNS.c.run_id, DRIFT_RUNS.c.window_end, DRIFT_RUNS.c.model_version, DRIFT_RUNS.c.status,
-            DRIFT_RUNS.c.data_quality_status, DRIFT_RUNS.c.n_reference, DRIFT_RUNS.c.n_current,
+            DRIFT_RUNS.c.n_reference, DRIFT_RUNS.c.n_current,
             DRIFT_RUNS.c.features_tested, DRIFT_RUNS.c.features_drifted,
         )
         .where(DRIFT_RUNS.c.model_name == model_name)
@@ -158,13 +185,25 @@ def drift_history(engine: Engine, model_name: str, *, limit: int = 12, feature: 
     )
     with engine.connect() as connection:
         rows = [dict(row) for row in connection.execute(runs).mappings()]
-        if feature is None or not rows:
+        if not rows:
+            return rows
+        checks = connection.execute(
+            sa.select(DATA_QUALITY_CHECKS.c.run_id, DATA_QUALITY_CHECKS.c.violated)
+            .where(DATA_QUALITY_CHECKS.c.run_id.in_([row["run_id"] for row in rows]))
+        ).all()
+        violated: dict[str, list[bool]] = {}
+        for run_id, flag in checks:
+            violated.setdefault(run_id, []).append(bool(flag))
+        for row in rows:
+            row["data_quality_status"] = _status_of_checks(violated.get(row["run_id"], []))
+        if feature is None:
             return rows
         tests = connection.execute(
             sa.select(
-                DRIFT_FEATURES.c.run_id, DRIFT_FEATURES.c.test, DRIFT_FEATURES.c.effect_size, DRIFT_FEATURES.c.effect_upper,
-                DRIFT_FEATURES.c.effect_floor, DRIFT_FEATURES.c.p_adjusted, DRIFT_FEATURES.c.verdict, DRIFT_FEATURES.c.reason,
+                DRIFT_FEATURES.c.run_id, DRIFT_FEATURES.c.test, DRIFT_FEATURES.c.effect_size, DRIFT_FEATURE_BOUNDS.c.effect_upper,
+                DRIFT_FEATURES.c.effect_floor, DRIFT_FEATURES.c.p_adjusted, DRIFT_FEATURES.c.verdict, DRIFT_FEATURE_BOUNDS.c.reason,
             )
+            .select_from(_features_with_bounds())
             .where(DRIFT_FEATURES.c.feature_name == feature, DRIFT_FEATURES.c.run_id.in_([row["run_id"] for row in rows]))
             .order_by(DRIFT_FEATURES.c.test)
         ).mappings().all()
@@ -202,9 +241,9 @@ def feature_trends(engine: Engine, model_name: str, *, before: datetime, limit: 
         rows = connection.execute(
             sa.select(
                 DRIFT_FEATURES.c.feature_name, DRIFT_RUNS.c.window_end, DRIFT_FEATURES.c.effect_size,
-                DRIFT_FEATURES.c.effect_upper, DRIFT_FEATURES.c.effect_floor, DRIFT_FEATURES.c.verdict,
+                DRIFT_FEATURE_BOUNDS.c.effect_upper, DRIFT_FEATURES.c.effect_floor, DRIFT_FEATURES.c.verdict,
             )
-            .join(DRIFT_RUNS, DRIFT_RUNS.c.run_id == DRIFT_FEATURES.c.run_id)
+            .select_from(_features_with_bounds().join(DRIFT_RUNS, DRIFT_RUNS.c.run_id == DRIFT_FEATURES.c.run_id))
             .where(DRIFT_FEATURES.c.run_id.in_(run_ids), DRIFT_FEATURES.c.test.in_(("ks", "chi2")))
             .order_by(DRIFT_RUNS.c.window_end)
         ).all()
@@ -230,7 +269,6 @@ def _run_row(run: DriftRun) -> dict[str, Any]:
         "report_uri": run.report_uri,
         "parameters": json.dumps(run.parameters, sort_keys=True, separators=(",", ":")),
         "created_at": to_db_timestamp(run.created_at),
-        "data_quality_status": run.data_quality_status,
     }
 
 
@@ -261,6 +299,14 @@ def _feature_row(run_id: str, result: FeatureTestResult) -> dict[str, Any]:
         "n_reference": result.n_reference,
         "n_current": result.n_current,
         "verdict": result.verdict.value,
+    }
+
+
+def _bounds_row(run_id: str, result: FeatureTestResult) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "feature_name": result.feature,
+        "test": result.test,
         "effect_upper": _finite_or_none(result.effect_upper),
         "reason": result.detail.get("reason"),
     }

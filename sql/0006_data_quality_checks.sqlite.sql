@@ -1,4 +1,4 @@
--- SQLite twin of 0007_data_quality_checks.mysql.sql.
+-- SQLite twin of 0006_data_quality_checks.mysql.sql.
 CREATE TABLE IF NOT EXISTS data_quality_checks (
     run_id        CHAR(36)     NOT NULL REFERENCES drift_runs (run_id) ON DELETE CASCADE,
     feature_name  VARCHAR(128) NOT NULL,
