@@ -99,6 +99,25 @@ class PredictionService:
             for features, (label, probabilities) in zip(rows, outcomes)
         ]
 
+    def range_warnings(self, rows: Sequence[dict[str, FeatureValue]]) -> list[list[dict[str, Any]]]:
+        """Per row, one warning per numeric value outside the training range (the schema's ``minimum``/``maximum``).
+
+        Each warning: ``field``, ``code`` (``outside_training_range``), ``value``, ``training_min``,
+        ``training_max``. The row is still predicted: the model extrapolates, and the caller may
+        want to know (the drift job's data-quality checks count the same values per window).
+        """
+        warnings = []
+        for row in rows:
+            row_warnings = []
+            for name, (low, high) in self._training_ranges.items():
+                value = row.get(name)
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+                    row_warnings.append(
+                        {"field": name, "code": "outside_training_range", "value": value, "training_min": low, "training_max": high}
+                    )
+            warnings.append(row_warnings)
+        return warnings
+
     def _infer(self, matrix: np.ndarray) -> np.ndarray | None:
         """Probabilities (or labels), or ``None`` when the model cannot compute ``matrix``.
 
@@ -145,26 +164,6 @@ def _outside_by(value: Any, low: float, high: float) -> float:
         return 0.0
     width = high - low or abs(low) or 1.0
     return max(low - value, value - high, 0.0) / width
-
-
-    def range_warnings(self, rows: Sequence[dict[str, FeatureValue]]) -> list[list[dict[str, Any]]]:
-        """Per row, one warning per numeric value outside the training range (the schema's ``minimum``/``maximum``).
-
-        Each warning: ``field``, ``code`` (``outside_training_range``), ``value``, ``training_min``,
-        ``training_max``. The row is still predicted: the model extrapolates, and the caller may
-        want to know (the drift job's data-quality checks count the same values per window).
-        """
-        warnings = []
-        for row in rows:
-            row_warnings = []
-            for name, (low, high) in self._training_ranges.items():
-                value = row.get(name)
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
-                    row_warnings.append(
-                        {"field": name, "code": "outside_training_range", "value": value, "training_min": low, "training_max": high}
-                    )
-            warnings.append(row_warnings)
-        return warnings
 
 
 def prediction_response(event: PredictionEvent, warnings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
