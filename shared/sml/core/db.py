@@ -563,6 +563,7 @@ FUNCTION_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "ground_truth": ("SELECT",),
         "drift_*": ("SELECT", "INSERT", "UPDATE", "DELETE"),
         "quality_*": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+        "data_quality_checks": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     },
 }
 
