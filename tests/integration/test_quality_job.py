@@ -23,8 +23,9 @@ from sqlalchemy.engine import Engine
 from sml.core.db import QUALITY_RUNS, create_db_engine
 from sml.drift.job import DriftJobConfig, DriftJobResult, run_drift_job
 from sml.drift.quality import QualityConfig, QualityVerdict
-from sml.drift.quality_store import load_quality
+from sml.drift.quality_store import assess_window_quality, load_quality
 from sml.drift.store import load_drift_run
+from sml.drift.windows import TimeWindow
 
 @pytest.fixture
 def engine(migrated_db_url: str) -> Iterator[Engine]:
@@ -125,3 +126,28 @@ def test_too_few_labels_is_insufficient_data_and_quality_can_be_switched_off(eng
     without = run_job(engine, aws, tmp_path, quality=None)
     assert without.run.quality is None and "quality_status" not in without.summary()
     assert load_quality(engine, without.run.run_id) is None
+
+
+def test_the_run_reads_the_window_once_for_drift_and_quality_with_the_same_quality(engine: Engine, aws: dict[str, Any], tmp_path: Any) -> None:
+    store_labelled_traffic(engine, 2_000, labelled_share=0.3, flip_share=0.2, seed=8)
+    window_reads: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        # Every statement over the window's predictions has the window's range on predicted_at.
+        if "predictions.predicted_at >=" in statement:
+            window_reads.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        outcome = run_job(engine, aws, tmp_path)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+    # The count of the window, then its slices: one pass that carries features, probabilities and labels.
+    assert len(window_reads) == 2, window_reads
+    [slices] = [statement for statement in window_reads if "GROUP BY" in statement]
+    assert "features" in slices and "probabilities" in slices and "ground_truth" in slices
+    config = DriftJobConfig(bucket=aws["bucket"])
+    read_alone = assess_window_quality(engine, MANIFEST, TimeWindow.ending_at(WINDOW_END, config.window_length), config.quality)
+    assert outcome.run.quality == read_alone
+    assert outcome.run.quality.n_predictions == outcome.run.current_rows == 2_000

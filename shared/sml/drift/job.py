@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 
 from sml.drift.alerts import publish_drift_alert
 from sml.drift.quality import QualityConfig
-from sml.drift.quality_store import assess_window_quality
+from sml.drift.quality_store import assess_window_quality, read_window_with_quality
 from sml.drift.data_quality import DataQualityThresholds, run_data_quality_checks
 from sml.drift.report import render_drift_report
 from sml.drift.stats import (
@@ -178,7 +178,12 @@ def run_drift_job(
     """
     window = TimeWindow.ending_at(window_end, config.window_length)
     schema = drift_schema(manifest)
-    current = read_window(engine, manifest.model_name, window, manifest.features)
+    quality_sample = None
+    if config.quality:
+        # One pass over the window for drift and quality (a second read cost as much as the first).
+        current, quality_sample = read_window_with_quality(engine, manifest.model_name, window, manifest.features, manifest.classes)
+    else:
+        current = read_window(engine, manifest.model_name, window, manifest.features)
     current_columns = {**current.columns(), LABEL_COLUMN: current.labels}
     reference_window = None
     if config.reference_kind == "training":
@@ -213,7 +218,7 @@ def run_drift_job(
         parameters=config.parameters(),
         created_at=datetime.now(timezone.utc),
         reference_window=reference_window,
-        quality=assess_window_quality(engine, manifest, window, config.quality) if config.quality else None,
+        quality=assess_window_quality(engine, manifest, window, config.quality, quality_sample) if config.quality else None,
         # Against the training profile whatever the drift reference: range and categories are what the model saw.
         data_quality=tuple(run_data_quality_checks(training_reference(manifest), current_columns, schema, config.data_quality)),
     )

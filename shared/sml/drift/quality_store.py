@@ -1,13 +1,16 @@
 """Model quality I/O: the window's predictions joined with their labels, and the stored quality of a run.
 
-:func:`read_quality_window` reads, for every prediction of a model in a window, the predicted
-class, the probabilities, and the label of ``ground_truth`` with ``labelled_at - predicted_at``
-(the join is by ``prediction_id``; a label whose prediction is not in the window is not read,
-and a prediction labelled after this run counts in the next run of the same window). As in
-:mod:`sml.drift.windows`, the database sends the window in time slices, each one JSON text
-``[[prediction, probabilities, label, delay µs], ...]`` that one msgspec call typed for the
-model's classes decodes; a slice the typed decoder rejects is read again row by row, leniently
-(a probabilities text that is not a JSON object of numbers counts as no probabilities).
+:func:`read_window_with_quality` reads, for every prediction of a model in a window, the drift
+columns and the predicted class, the probabilities, and the label of ``ground_truth`` with
+``labelled_at - predicted_at`` (the join is by ``prediction_id``; a label whose prediction is not
+in the window is not read, and a prediction labelled after this run counts in the next run of the
+same window), in the single pass of :func:`sml.drift.windows.read_window` (the quality columns
+are its :class:`~sml.drift.windows.WindowExtension`): each row of a time slice's JSON text is
+``[features, "prediction", probabilities, "label", delay µs]``, one msgspec call typed for the
+model's features and classes decodes it; a slice the typed decoder rejects is read again row by
+row, leniently (a probabilities text that is not a JSON object of numbers counts as no
+probabilities). Reading the window a second time for quality cost as much as the drift read
+itself (bench/quality_bench.py); joining the labels in the same pass costs little more.
 
 :func:`save_quality` stores a :class:`~sml.drift.quality.QualityResult` in ``quality_runs`` and
 ``quality_metrics`` under the drift run's ``run_id``; both go when the drift run is replaced
@@ -15,7 +18,7 @@ model's classes decodes; a slice the typed decoder rejects is read again row by 
 
 Example::
 
-    sample = read_quality_window(engine, "breast-cancer", window, manifest.classes)
+    current, sample = read_window_with_quality(engine, "breast-cancer", window, manifest.features, manifest.classes)
     save_quality(engine, run.run_id, result)
     stored = load_quality(engine, run.run_id)
 """
@@ -41,12 +44,12 @@ from sqlalchemy.engine import Connection, Engine
 from sml.core.db import DRIFT_RUNS, GROUND_TRUTH, PREDICTIONS, QUALITY_METRICS, QUALITY_RUNS, to_db_timestamp
 from sml.core.errors import SmlError
 from sml.drift.quality import LABEL_OUTSIDE_CLASSES, UNLABELLED, MetricValue, QualityConfig, QualityResult, assess_quality
-from sml.drift.windows import SLICE_BYTES, TimeWindow, _hinted, _slice_number
+from sml.drift.windows import TimeWindow, WindowSample, read_window
 from sml.lifecycle.calibration import Calibrator
-from sml.lifecycle.manifest import ModelManifest
+from sml.lifecycle.manifest import FeatureSpec, ModelManifest
 
-ROWS_PER_FETCH = 10_000
-_PREDICTION, _LABEL, _DELAY = operator.attrgetter("prediction"), operator.attrgetter("label"), operator.attrgetter("delay")
+# In a slice row of sml.drift.windows, ``label`` is the predicted label and ``truth`` the ground truth.
+_PREDICTION, _TRUTH, _DELAY = operator.attrgetter("label"), operator.attrgetter("truth"), operator.attrgetter("delay")
 _STRUCT_KEY = re.compile(r'^[^"\\\x00-\x1f]*$')
 
 
@@ -73,21 +76,21 @@ def read_quality_window(engine: Engine, model_name: str, window: TimeWindow, cla
 
     :param classes: the model's classes (manifest order); labels and predictions are matched by their text.
     """
-    columns = _QualityColumns(classes)
-    start, end = to_db_timestamp(window.start), to_db_timestamp(window.end)
-    in_window = (PREDICTIONS.c.model_name == model_name, PREDICTIONS.c.predicted_at >= start, PREDICTIONS.c.predicted_at < end)
-    joined = PREDICTIONS.outerjoin(GROUND_TRUTH, GROUND_TRUTH.c.prediction_id == PREDICTIONS.c.prediction_id)
-    with engine.connect() as connection:
-        rows = connection.execute(_hinted(sa.select(sa.func.count()).select_from(PREDICTIONS).where(*in_window))).scalar_one()
-        if rows:
-            slices = math.ceil(rows / max(1, SLICE_BYTES // 120))
-            slice_number = _slice_number(connection, start, math.ceil(window.length.total_seconds() * 1e6 / slices))
-            delay = _delay_microseconds(connection)
-            if columns.decoder is None:
-                _read_rows(connection, joined, in_window, delay, columns)
-            elif unread := _read_slices(connection, joined, in_window, slice_number, delay, columns):
-                _read_rows(connection, joined, (*in_window, slice_number.in_(unread)), delay, columns)
-    return columns.sample()
+    return read_window_with_quality(engine, model_name, window, (), classes)[1]
+
+
+def read_window_with_quality(
+    engine: Engine, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], classes: Sequence[str | int]
+) -> tuple[WindowSample, QualitySample]:
+    """The drift columns of ``features`` and the quality sample of the window, in one pass over it.
+
+    :func:`~sml.drift.windows.read_window` with the quality columns as its extension: each row of
+    a slice also carries the probabilities, the label and its delay, so the weekly run reads the
+    window once for data drift and model quality together.
+    """
+    quality = QualityColumns(classes)
+    sample = read_window(engine, model_name, window, features, extension=quality)
+    return sample, quality.sample()
 
 
 def _delay_microseconds(connection: Connection) -> Any:
@@ -97,49 +100,18 @@ def _delay_microseconds(connection: Connection) -> Any:
     return sa.func.timestampdiff(sa.literal_column("MICROSECOND"), PREDICTIONS.c.predicted_at, GROUND_TRUTH.c.labelled_at)
 
 
-def _read_slices(connection: Connection, joined: Any, in_window: Sequence[Any], slice_number: Any, delay: Any, columns: _QualityColumns) -> list[int]:
-    if connection.dialect.name in ("mysql", "mariadb"):
-        connection.exec_driver_sql("SET SESSION group_concat_max_len = @@max_allowed_packet")
-    null = sa.literal("null")
-    item = (
-        sa.literal("[")
-        + sa.func.json_quote(PREDICTIONS.c.prediction)
-        + sa.literal(",")
-        + sa.func.coalesce(PREDICTIONS.c.probabilities, null)
-        + sa.literal(",")
-        + sa.func.coalesce(sa.func.json_quote(GROUND_TRUTH.c.label), null)
-        + sa.literal(",")
-        # An unlabelled row's delay is never read (its label is null); 0 keeps the field a plain number.
-        + sa.func.coalesce(sa.cast(delay, sa.String), sa.literal("0"))
-        + sa.literal("]")
-    )
-    statement = (
-        sa.select(slice_number, sa.func.count(), sa.literal("[") + sa.func.aggregate_strings(item, ",") + sa.literal("]"))
-        .select_from(joined)
-        .where(*in_window)
-        .group_by(slice_number)
-        .order_by(slice_number)
-    )
-    failed = []
-    for number, rows, text in connection.execution_options(stream_results=True, yield_per=1).execute(_hinted(statement)):
-        if not columns.add_slice(text, rows):
-            failed.append(number)
-    return failed
+class QualityColumns:
+    """Collects predicted classes, probabilities, labels and delays, as a :class:`~sml.drift.windows.WindowExtension`.
 
-
-def _read_rows(connection: Connection, joined: Any, conditions: Sequence[Any], delay: Any, columns: _QualityColumns) -> None:
-    statement = sa.select(PREDICTIONS.c.prediction, PREDICTIONS.c.probabilities, GROUND_TRUTH.c.label, delay).select_from(joined).where(*conditions)
-    result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_FETCH).execute(_hinted(statement))
-    for batch in result.partitions():
-        columns.add_rows(batch)
-
-
-class _QualityColumns:
-    """Collects predicted classes, probabilities, labels and delays, from slices or rows."""
+    Each row of a slice gets ``probabilities, "label", delay µs`` after its prediction; a
+    ``ground_truth`` row is joined by ``prediction_id`` (its primary key, so one row per prediction).
+    """
 
     def __init__(self, classes: Sequence[str | int]) -> None:
         self.names = [str(label) for label in classes]
         self.k = len(self.names)
+        # Text per row in a slice: the probabilities object (~40 bytes a class), the quoted label and the delay.
+        self.row_bytes = 40 + 40 * self.k
         self.prediction_index: dict[str, int] = {}
         self.label_index: dict[str | None, int] = {None: UNLABELLED}
         self.predicted: list[np.ndarray] = []
@@ -147,41 +119,44 @@ class _QualityColumns:
         self.truth: list[np.ndarray] = []
         self.delays: list[np.ndarray] = []
         self.n_rows = 0
-        self.decoder: msgspec.json.Decoder | None = None
+        self._fields: list[tuple[str, Any]] | None = None
         if all(_STRUCT_KEY.match(name) for name in self.names) and len(set(self.names)) == self.k:
             fields = [f"p{index}" for index in range(self.k)]
             # A class missing from a row's probabilities is NaN; a null among them fails the slice (read again leniently).
             probabilities = msgspec.defstruct("Probabilities", [(field, float, math.nan) for field in fields], rename=dict(zip(fields, self.names)), gc=False)
-            row = msgspec.defstruct(
-                "QualityRow",
-                [("prediction", str), ("probabilities", probabilities | None), ("label", str | None), ("delay", float)],
-                array_like=True,
-                forbid_unknown_fields=True,
-                gc=False,
-            )
-            self.decoder = msgspec.json.Decoder(list[row])
+            self._fields = [("probabilities", probabilities | None), ("truth", str | None), ("delay", float)]
 
-    def add_slice(self, text: str | bytes | None, rows: int) -> bool:
-        if text is None or self.decoder is None:
-            return False
-        try:
-            decoded = self.decoder.decode(text)
-        except msgspec.DecodeError:
-            return False
-        if len(decoded) != rows:
-            return False
+    @property
+    def slice_fields(self) -> list[tuple[str, Any]] | None:
+        return self._fields
+
+    def join(self, predictions: sa.Table) -> Any:
+        return predictions.outerjoin(GROUND_TRUTH, GROUND_TRUTH.c.prediction_id == predictions.c.prediction_id)
+
+    def slice_values(self, connection: Connection) -> list[Any]:
+        null = sa.literal("null")
+        return [
+            sa.func.coalesce(PREDICTIONS.c.probabilities, null),
+            sa.func.coalesce(sa.func.json_quote(GROUND_TRUTH.c.label), null),
+            # An unlabelled row's delay is never read (its label is null); 0 keeps the field a plain number.
+            sa.func.coalesce(sa.cast(_delay_microseconds(connection), sa.String), sa.literal("0")),
+        ]
+
+    def row_columns(self, connection: Connection) -> list[Any]:
+        return [PREDICTIONS.c.prediction, PREDICTIONS.c.probabilities, GROUND_TRUTH.c.label, _delay_microseconds(connection)]
+
+    def add_slice_rows(self, decoded: Sequence[Any]) -> None:
         nan_row = (math.nan,) * self.k
         astuple = msgspec.structs.astuple
         probabilities = (nan_row if row.probabilities is None else astuple(row.probabilities) for row in decoded)
         self._add(
             list(map(_PREDICTION, decoded)),
             probabilities,
-            list(map(_LABEL, decoded)),
+            list(map(_TRUTH, decoded)),
             map(_DELAY, decoded),
         )
-        return True
 
-    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+    def add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
         rows = list(rows)
         self._add(
             [row[0] for row in rows],
@@ -269,8 +244,13 @@ def insert_quality(connection: Connection, run_id: str, result: QualityResult) -
         connection.execute(QUALITY_METRICS.insert(), rows)
 
 
-def assess_window_quality(engine: Engine, manifest: ModelManifest, window: TimeWindow, config: QualityConfig) -> QualityResult:
+def assess_window_quality(
+    engine: Engine, manifest: ModelManifest, window: TimeWindow, config: QualityConfig, sample: QualitySample | None = None
+) -> QualityResult:
     """The model quality of ``manifest``'s model in ``window``: read, then :func:`~sml.drift.quality.assess_quality`.
+
+    :param sample: the window's quality sample when already read (:func:`read_window_with_quality`,
+        as the weekly run does); ``None`` reads it.
 
     The positive class is the manifest's ``extra["positive_class"]`` (binary models; else macro
     averages), the reference its held-out ``metrics``, the CBPE calibrator its
@@ -279,7 +259,8 @@ def assess_window_quality(engine: Engine, manifest: ModelManifest, window: TimeW
     :raises SmlError: the manifest's calibration is malformed (names the manifest).
     """
     classes = tuple(str(label) for label in manifest.classes)
-    sample = read_quality_window(engine, manifest.model_name, window, manifest.classes)
+    if sample is None:
+        sample = read_quality_window(engine, manifest.model_name, window, manifest.classes)
     positive = manifest.extra.get("positive_class")
     if positive is None and len(classes) == 2:
         positive = classes[1]

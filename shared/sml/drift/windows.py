@@ -15,6 +15,11 @@ rejects (a numeric feature holding a string, a text that is not JSON), or that t
 send whole (longer than ``max_allowed_packet``), is read again row by row and decoded leniently,
 so every row counts once and by the same rules.
 
+A :class:`WindowExtension` reads more of each row in the same pass (model quality: the
+probabilities and the row's ``ground_truth`` label, :mod:`sml.drift.quality_store`): it joins its
+tables, appends its JSON values to each row of the slice and its typed fields to the slice's row
+struct, and receives the decoded rows, so the window is read once however much is read of it.
+
 Example::
 
     window = TimeWindow.ending_at(datetime.now(timezone.utc), timedelta(days=7))
@@ -31,7 +36,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import msgspec.structs
@@ -104,6 +109,30 @@ class WindowSample:
         return {**self.numeric, **self.categorical}
 
 
+class WindowExtension(Protocol):
+    """More columns of each prediction, read in :func:`read_window`'s single pass over the window.
+
+    ``row_bytes`` is the extension's text per row in a slice (sizes the slices);
+    ``join(table)`` the FROM clause (``predictions`` joined with the extension's tables, one row
+    per prediction); ``slice_values(connection)`` SQL expressions, each a JSON text (never NULL),
+    appended to the slice's ``[features, "prediction", ...]`` rows; ``slice_fields`` their msgspec
+    ``(name, type)`` fields, or ``None`` when they cannot be typed (then the window is read row
+    by row); ``row_columns(connection)`` the plain columns read for a row read again.
+    ``add_slice_rows`` gets a decoded slice's row structs, ``add_rows`` the extension's columns of
+    rows read one by one, always aligned with the window's own columns.
+    """
+
+    row_bytes: int
+
+    def join(self, predictions: sa.Table) -> Any: ...
+    def slice_values(self, connection: Connection) -> Sequence[Any]: ...
+    @property
+    def slice_fields(self) -> Sequence[tuple[str, Any]] | None: ...
+    def row_columns(self, connection: Connection) -> Sequence[Any]: ...
+    def add_slice_rows(self, rows: Sequence[Any]) -> None: ...
+    def add_rows(self, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
 def parse_window_length(text: str, *, option: str = "--window") -> timedelta:
     """Parse a window length such as ``7d``, ``12h``, ``90m`` or ``2w``.
 
@@ -123,6 +152,7 @@ def read_window(
     features: Sequence[FeatureSpec],
     *,
     slice_rows: int | None = None,
+    extension: WindowExtension | None = None,
 ) -> WindowSample:
     """Read the predictions of ``model_name`` made in ``window`` as columns of ``features``.
 
@@ -132,11 +162,12 @@ def read_window(
 
     :param engine: the database holding ``predictions`` (MySQL/MariaDB or SQLite).
     :param features: the model's feature schema (from its manifest); other keys are ignored.
-    :param slice_rows: rows per slice on average; by default about a megabyte of feature text.
+    :param slice_rows: rows per slice on average; by default about a megabyte of text.
+    :param extension: more columns to read in the same pass (see :class:`WindowExtension`).
     :returns: a :class:`WindowSample`; ``n_rows`` is 0 when the window has no predictions.
     :raises SmlError: a stored ``features`` text is not a JSON object.
     """
-    columns = _WindowColumns(features)
+    columns = _WindowColumns(features, extension)
     start, end = to_db_timestamp(window.start), to_db_timestamp(window.end)
     in_window = (PREDICTIONS.c.model_name == model_name, PREDICTIONS.c.predicted_at >= start, PREDICTIONS.c.predicted_at < end)
     # One transaction: on InnoDB the count, the slices and any slice read again see one snapshot.
@@ -159,9 +190,13 @@ def _read_slices(connection: Connection, in_window: Sequence[Any], slice_number:
     if connection.dialect.name in ("mysql", "mariadb"):
         # The default (1 KiB on MySQL, 1 MiB on MariaDB) would cut slices short; longer than the packet limit, a slice is NULL.
         connection.exec_driver_sql("SET SESSION group_concat_max_len = @@max_allowed_packet")
-    pair = sa.literal("[") + PREDICTIONS.c.features + sa.literal(",") + sa.func.json_quote(PREDICTIONS.c.prediction) + sa.literal("]")
+    pair = sa.literal("[") + PREDICTIONS.c.features + sa.literal(",") + sa.func.json_quote(PREDICTIONS.c.prediction)
+    for value in columns.extension.slice_values(connection) if columns.extension else ():
+        pair = pair + sa.literal(",") + value
+    pair = pair + sa.literal("]")
     statement = (
         sa.select(slice_number, sa.func.count(), sa.literal("[") + sa.func.aggregate_strings(pair, ",") + sa.literal("]"))
+        .select_from(columns.from_clause())
         .where(*in_window)
         .group_by(slice_number)
         .order_by(slice_number)
@@ -175,7 +210,8 @@ def _read_slices(connection: Connection, in_window: Sequence[Any], slice_number:
 
 
 def _read_rows(connection: Connection, conditions: Sequence[Any], columns: _WindowColumns) -> None:
-    statement = sa.select(PREDICTIONS.c.features, PREDICTIONS.c.prediction).where(*conditions)
+    extra = columns.extension.row_columns(connection) if columns.extension else ()
+    statement = sa.select(PREDICTIONS.c.features, PREDICTIONS.c.prediction, *extra).select_from(columns.from_clause()).where(*conditions)
     result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_FETCH).execute(_hinted(statement))
     for batch in result.partitions():
         columns.add_rows(batch)
@@ -210,11 +246,12 @@ class _WindowColumns:
     ``"``, ``\\`` or a control character).
     """
 
-    def __init__(self, features: Sequence[FeatureSpec]) -> None:
+    def __init__(self, features: Sequence[FeatureSpec], extension: WindowExtension | None = None) -> None:
+        self.extension = extension
         self.numeric = [spec.name for spec in features if spec.kind == "numeric"]
         self.categorical = [spec.name for spec in features if spec.kind != "numeric"]
         # About 32 bytes of JSON per value (key and number) plus the row's own brackets and label.
-        self.default_slice_rows = max(1, SLICE_BYTES // (64 + 32 * len(features)))
+        self.default_slice_rows = max(1, SLICE_BYTES // (64 + 32 * len(features) + (extension.row_bytes if extension else 0)))
         self.n_rows = 0
         # Feature-major, so that each feature's column is a contiguous row of one array.
         self._numeric = np.empty((len(self.numeric), 0))
@@ -227,18 +264,22 @@ class _WindowColumns:
         # The numeric fields come first, so without categorical ones astuple (the fastest way out of a struct) fits.
         self._numeric_values = _getter(numeric_fields) if self.categorical else msgspec.structs.astuple
         self._slice_decoder: msgspec.json.Decoder | None = None
-        if all(_STRUCT_KEY.match(name) for name in self.numeric + self.categorical):
+        extra_fields = extension.slice_fields if extension else ()
+        if extra_fields is not None and all(_STRUCT_KEY.match(name) for name in self.numeric + self.categorical):
             features_type = msgspec.defstruct(
                 "FeatureRow",
                 [(field, float | None, None) for field in numeric_fields] + [(field, Any, None) for field in self._categorical_fields],
                 rename=dict(zip(numeric_fields + self._categorical_fields, self.numeric + self.categorical)),
                 gc=False,
             )
-            # ``[features, "prediction"]``, exactly two elements.
+            # ``[features, "prediction", extension values...]``, exactly that many elements.
             row_type = msgspec.defstruct(
-                "SliceRow", [("features", features_type), ("label", str)], array_like=True, forbid_unknown_fields=True, gc=False
+                "SliceRow", [("features", features_type), ("label", str), *extra_fields], array_like=True, forbid_unknown_fields=True, gc=False
             )
             self._slice_decoder = msgspec.json.Decoder(list[row_type])
+
+    def from_clause(self) -> Any:
+        return self.extension.join(PREDICTIONS) if self.extension else PREDICTIONS
 
     @property
     def decodes_slices(self) -> bool:
@@ -263,16 +304,18 @@ class _WindowColumns:
         for name, field in zip(self.categorical, self._categorical_fields):
             self._add_categorical(name, map(operator.attrgetter(field), structs))
         self._add_labels([row.label for row in slice_rows])
+        if self.extension:
+            self.extension.add_slice_rows(slice_rows)
         self.n_rows += rows
         return True
 
     def add_rows(self, rows: Sequence[Sequence[str]]) -> None:
-        """Add ``(features, prediction)`` texts row by row.
+        """Add ``(features, prediction, extension columns...)`` rows one by one.
 
         :raises SmlError: a ``features`` text is not a JSON object.
         """
         parsed = []
-        for features_text, _ in rows:
+        for features_text, *_ in rows:
             try:
                 features = msgspec.json.decode(features_text)
             except msgspec.DecodeError as exc:
@@ -283,7 +326,9 @@ class _WindowColumns:
         self._add_numeric(parsed, lambda features: [_as_float(features.get(name)) for name in self.numeric])
         for name in self.categorical:
             self._add_categorical(name, (features.get(name) for features in parsed))
-        self._add_labels([label for _, label in rows])
+        self._add_labels([row[1] for row in rows])
+        if self.extension:
+            self.extension.add_rows([row[2:] for row in rows])
         self.n_rows += len(rows)
 
     def sample(self, window: TimeWindow) -> WindowSample:
