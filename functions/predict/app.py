@@ -59,8 +59,9 @@ metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
 tracer = Tracer(service=SERVICE)
 app = LambdaFunctionUrlResolver()
 
-# Powertools keeps the current event in class attributes: one invocation at a time, as on Lambda,
-# also when the local Function URL server calls from several threads.
+# Powertools keeps the current event in class attributes: one invocation at a time, as on Lambda.
+# The local stack gives each container its own process; the lock still serialises callers that
+# share one process (in-process tests, a FunctionUrlServer handed this handler directly).
 _invocation_lock = threading.Lock()
 
 
