@@ -51,8 +51,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Self
+
+from sml.local.http_service import BackgroundHttpServer
 
 API_VERSION = "2020-01-01"
 REGISTER_PATH = f"/{API_VERSION}/extension/register"
@@ -100,14 +102,12 @@ class ExtensionsApiServer:
         self._extensions: dict[str, RegisteredExtension] = {}
         self._init_done = False
         self._closed = False
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _request_handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._server = BackgroundHttpServer(("127.0.0.1", 0), _request_handler_for(self), name="extensions-api")
 
     @property
     def runtime_api(self) -> str:
         """``host:port``, the value for ``AWS_LAMBDA_RUNTIME_API``."""
-        host, port = self._httpd.server_address[:2]
+        host, port = self._server.host_port
         return f"{host}:{port}"
 
     @property
@@ -117,8 +117,7 @@ class ExtensionsApiServer:
             return list(self._extensions.values())
 
     def start(self) -> Self:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="extensions-api", daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
@@ -126,11 +125,7 @@ class ExtensionsApiServer:
         with self._state:
             self._closed = True
             self._state.notify_all()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
+        self._server.stop()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -25,10 +25,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
+from sml.local.http_service import BackgroundHttpServer
 from sml.local.extensions_api import ExtensionsApiServer
 from sml.local.lambda_context import new_lambda_context
 from sml.local.worker import FunctionError, Throttled
@@ -239,31 +240,22 @@ class FunctionUrlServer:
         self.region = region
         self.timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
-        self._httpd = ThreadingHTTPServer((host, port), _request_handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._server = BackgroundHttpServer((host, port), _request_handler_for(self), name=f"function-url-{function_name}")
 
     @property
     def url(self) -> str:
         """The base URL, e.g. ``http://127.0.0.1:8080/``."""
-        host, port = self._httpd.server_address[:2]
+        host, port = self._server.host_port
         return f"http://{host}:{port}/"
 
     def start(self) -> Self:
         """Serve on a daemon thread; returns ``self``."""
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name=f"function-url-{self.function_name}", daemon=True
-        )
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop accepting requests and release the port (idempotent)."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
+        self._server.stop()
 
     def __enter__(self) -> Self:
         return self.start()
