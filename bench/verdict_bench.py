@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -129,36 +130,61 @@ def seed_rule(reference_columns: dict[str, np.ndarray], current: dict[str, np.nd
     return flagged, "DRIFT" if flagged else "NO_DRIFT", ""
 
 
-def measure(rule: Callable[[dict, dict], tuple[set[str], str, str]], sizes: tuple[tuple[int, int], ...], repetitions: int, seed: int) -> dict[str, Any]:
-    """False-alarm runs, power per shift, share of INCONCLUSIVE no-shift runs, per size and overall."""
-    rng = np.random.default_rng(seed)
-    per_size = []
-    for reference_rows, window_rows in sizes:
-        runs = LARGE_REPETITIONS if window_rows >= 100_000 else repetitions
-        runs = min(runs, repetitions)
-        false_alarms = inconclusive = insufficient_before = 0
-        detected = {shift: 0 for shift in SHIFTS_SD}
-        for _ in range(runs):
-            reference = generate_columns(rng, reference_rows)
-            flagged, verdict, verdict_before = rule(reference, generate_columns(rng, window_rows))
-            false_alarms += bool(flagged)
-            inconclusive += verdict == "INCONCLUSIVE"
-            insufficient_before += verdict_before == "INSUFFICIENT_DATA"
-            for shift in SHIFTS_SD:
-                flagged, *_ = rule(reference, generate_columns(rng, window_rows, shift))
-                detected[shift] += len(flagged.intersection(NUMERIC))
-        per_size.append({
-            "reference": reference_rows, "window": window_rows, "runs": runs,
-            "false_alarm": false_alarms / runs, "inconclusive": inconclusive / runs,
-            "insufficient_before": insufficient_before / runs,
-            **{f"power_{shift}": detected[shift] / (runs * len(NUMERIC)) for shift in SHIFTS_SD},
-        })
-    total_runs = sum(size["runs"] for size in per_size)
+RULES: dict[str, Callable[[dict, dict], tuple[set[str], str, str]]] = {"ours": ours, "per-column KS": seed_rule}
 
-    def pooled(key: str) -> float:
-        return sum(size[key] * size["runs"] for size in per_size) / total_runs
 
-    return {"per_size": per_size, **{key: pooled(key) for key in ("false_alarm", "inconclusive", "insufficient_before", *(f"power_{s}" for s in SHIFTS_SD))}}
+def measure_size(rule_name: str, reference_rows: int, window_rows: int, runs: int, seed: int) -> dict[str, Any]:
+    """One size's false-alarm runs, power per shift and INCONCLUSIVE share, from its own seeded stream.
+
+    Each (size, rule) pair draws from ``default_rng((seed, reference_rows, window_rows))``, so the
+    figures do not depend on which sizes run, in what order, or in how many processes; both rules
+    see the same data.
+    """
+    rule = RULES[rule_name]
+    rng = np.random.default_rng((seed, reference_rows, window_rows))
+    false_alarms = inconclusive = insufficient_before = 0
+    detected = {shift: 0 for shift in SHIFTS_SD}
+    for _ in range(runs):
+        reference = generate_columns(rng, reference_rows)
+        flagged, verdict, verdict_before = rule(reference, generate_columns(rng, window_rows))
+        false_alarms += bool(flagged)
+        inconclusive += verdict == "INCONCLUSIVE"
+        insufficient_before += verdict_before == "INSUFFICIENT_DATA"
+        for shift in SHIFTS_SD:
+            flagged, *_ = rule(reference, generate_columns(rng, window_rows, shift))
+            detected[shift] += len(flagged.intersection(NUMERIC))
+    figures = {
+        "reference": reference_rows, "window": window_rows, "runs": runs,
+        "false_alarm": false_alarms / runs, "inconclusive": inconclusive / runs,
+        "insufficient_before": insufficient_before / runs,
+        **{f"power_{shift}": detected[shift] / (runs * len(NUMERIC)) for shift in SHIFTS_SD},
+    }
+    print(f"  {rule_name:>14} {reference_rows:>6,}/{window_rows:<7,} runs {runs}: false alarm {figures['false_alarm']:.1%}, "
+          f"INCONCLUSIVE {figures['inconclusive']:.1%}, power " + " / ".join(f"{figures[f'power_{s}']:.1%}" for s in SHIFTS_SD),
+          flush=True)
+    return figures
+
+
+def measure_all(sizes: tuple[tuple[int, int], ...], repetitions: int, seed: int, jobs: int) -> dict[str, dict[str, Any]]:
+    """Both rules over every size, in ``jobs`` processes; pooled figures per rule (weighted by runs)."""
+    tasks = [(rule_name, reference_rows, window_rows, min(LARGE_REPETITIONS if window_rows >= 100_000 else repetitions, repetitions), seed)
+             for reference_rows, window_rows in sizes for rule_name in RULES]
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(measure_size, *zip(*tasks)))
+    else:
+        results = [measure_size(*task) for task in tasks]
+    figures = {}
+    for rule_name in RULES:
+        per_size = [result for task, result in zip(tasks, results) if task[0] == rule_name]
+        total_runs = sum(size["runs"] for size in per_size)
+
+        def pooled(key: str, per_size: list[dict[str, Any]] = per_size, total_runs: int = total_runs) -> float:
+            return sum(size[key] * size["runs"] for size in per_size) / total_runs
+
+        figures[rule_name] = {"per_size": per_size,
+                              **{key: pooled(key) for key in ("false_alarm", "inconclusive", "insufficient_before", *(f"power_{s}" for s in SHIFTS_SD))}}
+    return figures
 
 
 def time_per_run(rule: Callable[[dict, dict], tuple[set[str], str, str]], reference_rows: int, window_rows: int, runs: int) -> float:
@@ -171,11 +197,11 @@ def time_per_run(rule: Callable[[dict, dict], tuple[set[str], str, str]], refere
     return (time.perf_counter() - started) / runs
 
 
-def run(quick: bool, out_dir: Path) -> BenchReport:
+def run(quick: bool, out_dir: Path, jobs: int = 1) -> BenchReport:
     sizes = QUICK_SIZES if quick else FULL_SIZES
     repetitions = QUICK_REPETITIONS if quick else FULL_REPETITIONS
-    ours_figures = measure(ours, sizes, repetitions, seed=18)
-    seed_figures = measure(seed_rule, sizes, repetitions, seed=18)
+    figures = measure_all(sizes, repetitions, seed=18, jobs=jobs)
+    ours_figures, seed_figures = figures["ours"], figures["per-column KS"]
     timing_size = (10_000, 100_000) if not quick else (5_000, 10_000)
     ours_seconds = time_per_run(ours, *timing_size, runs=3)
     seed_seconds = time_per_run(seed_rule, *timing_size, runs=3)
@@ -210,9 +236,13 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 sizes × 20 repetitions instead of 7 sizes × 200")
+    parser.add_argument("--quick", action="store_true", help=f"{len(QUICK_SIZES)} sizes × {QUICK_REPETITIONS} repetitions instead of "
+                        f"{len(FULL_SIZES)} sizes × {FULL_REPETITIONS}")
+    parser.add_argument("--jobs", type=int, default=1, help="processes to spread the (size, rule) pairs over (default 1)")
     args = parser.parse_args()
-    print_report(run(args.quick, Path(__file__).resolve().parent))
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    print_report(run(args.quick, Path(__file__).resolve().parent, args.jobs))
 
 
 if __name__ == "__main__":
