@@ -181,7 +181,10 @@ def print_run(outcome: DriftJobResult) -> None:
     table = Table(title=f"drift of {escape(run.model_name)} {run.model_version}: {run.window.start:%Y-%m-%d %H:%M} to {run.window.end:%Y-%m-%d %H:%M} UTC")
     for column in ("feature", "test"):
         table.add_column(column, no_wrap=True)
-    for column in ("statistic", "p", "adjusted p", "effect", "rules out ≥", "floor", "n ref", "n cur"):
+    for column in ("statistic", "p", "adjusted p", "effect", "rules out ≥", "floor"):
+        table.add_column(column, justify="right")
+    table.add_column("floor from", no_wrap=True)
+    for column in ("n ref", "n cur"):
         table.add_column(column, justify="right")
     table.add_column("verdict", no_wrap=True)
     ordered = sorted(run.results, key=lambda result: (VERDICT_RANK[result.verdict.value], result.p_adjusted))
@@ -195,6 +198,7 @@ def print_run(outcome: DriftJobResult) -> None:
             f"{result.effect_size:.3g}",
             "-" if result.effect_upper is None else f"{result.effect_upper:.3g}",
             f"{result.effect_floor:.3g}",
+            str(result.detail.get("floor_source", "-")),
             str(result.n_reference),
             str(result.n_current),
             f"[{VERDICT_STYLE[result.verdict.value]}]{result.verdict.value}[/]" + (f" ({result.detail['reason']})" if "reason" in result.detail else ""),
