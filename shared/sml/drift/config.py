@@ -67,7 +67,7 @@ class ModelDriftConfig:
     """A model's drift configuration as read from its file or its manifest (see the module doc).
 
     Floors keep the form they were written in (``"0.1sd"`` or a number); :func:`resolve_floors`
-    turns them into effects. ``source`` is the file's name, as the manifest records it.
+    turns them into effects. ``source`` is the file as ``--drift-config`` named it, as the manifest records it.
     """
 
     source: str = ""
@@ -84,7 +84,7 @@ class ModelDriftConfig:
             the wrong type, or a floor or threshold out of range.
         """
         if not isinstance(data, Mapping):
-            raise SmlError(f"{source}: expected a table of {', '.join(TABLES)}, got {type(data).__name__}")
+            raise SmlError(f"{source}: expected a table of {', '.join(TABLES)}, got {_type_name(data)}")
         tables = {}
         for name, value in data.items():
             if name == "source":
@@ -178,7 +178,7 @@ def read_model_drift_config(path: Path) -> ModelDriftConfig:
         data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         raise SmlError(f"{path}: not valid {suffix[1:].upper()} ({exc})") from None
-    return ModelDriftConfig.from_mapping(data, source=path.name)
+    return ModelDriftConfig.from_mapping(data, source=str(path))
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ def _is_sd(value: Any) -> bool:
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", str: "a string", list: "an array"}.get(type(value), type(value).__name__)
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}.get(type(value), type(value).__name__)
 
 
 def _key(name: str) -> str:

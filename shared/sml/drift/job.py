@@ -314,7 +314,11 @@ def certifiable_floors(config: DriftJobConfig, manifest: ModelManifest, *, windo
     """
     _, floors = config.for_model(manifest)
     shifts = certifiable_shifts(
-        training_reference(manifest), drift_schema(manifest), {key: floor.value for key, floor in floors.items()}, window_rows=window_rows
+        training_reference(manifest),
+        drift_schema(manifest),
+        {key: floor.value for key, floor in floors.items()},
+        window_rows=window_rows,
+        min_samples=config.min_samples,
     )
     return [replace(shift, floor_setting=floors[shift.feature, shift.test].setting) for shift in shifts]
 

@@ -23,7 +23,8 @@ above it in almost all of them (a floor below it in few):
   reference has no missing value (a window like it has none either).
 
 ``n`` counts the values a test uses (non-missing ones for KS and chi-square) and a window of
-``m`` rows is taken to miss values at the reference's rate. Numeric results are converted to a
+``m`` rows is taken to miss values at the reference's rate. Fewer than ``min_samples`` values on
+either side make a test INCONCLUSIVE whatever its bound, so the result is then infinite. Numeric results are converted to a
 normal location shift in standard deviations (:func:`sml.drift.stats.location_shift_for_ks_d`).
 
 Example::
@@ -68,7 +69,8 @@ class CertifiableShift:
     ``floor``, ``at_window`` and ``unlimited`` are effects (KS D, Cramér's V, Cohen's h);
     :meth:`in_units` gives them in the unit a user reads (``unit``: standard deviations for KS).
     ``min_window_rows`` is the smallest window whose typical bound is under the floor, ``None``
-    when no window is large enough (``unlimited`` is not under the floor).
+    when no window is large enough (``unlimited`` is not under the floor). A test that cannot
+    decide at all (fewer values than the run's minimum sample) has infinite values.
     """
 
     feature: str
@@ -98,6 +100,8 @@ class CertifiableShift:
         """One line saying what cannot be certified and what would help."""
         floor = f"floor {self._shown(self.floor)}" + (f" from {self.floor_setting}" if self.floor_setting else "")
         subject = f"{self.feature}: the {_test_name(self)}"
+        if math.isinf(self.unlimited):
+            return f"{subject} cannot certify NO_DRIFT at all: the reference has only {self.n_reference} values to test"
         if self.min_window_rows is None:
             return (
                 f"{subject} cannot certify NO_DRIFT below {self._shown(self.unlimited)} with any window ({floor}): "
@@ -149,6 +153,7 @@ def certifiable_shifts(
     floors: Mapping[tuple[str, str], float],
     *,
     window_rows: int,
+    min_samples: int = 30,
     alpha: float = EQUIVALENCE_ALPHA,
 ) -> list[CertifiableShift]:
     """For every test a run would make, the smallest shift it can certify as absent.
@@ -158,6 +163,8 @@ def certifiable_shifts(
     :param floors: per (feature, test), the floor as an effect (KS D, Cramér's V, Cohen's h), e.g.
         the values of :func:`sml.drift.config.resolve_floors`.
     :param window_rows: rows of a typical window (at least 1).
+    :param min_samples: the run's minimum sample (``DriftJobConfig.min_samples``): a test with fewer
+        values on a side cannot decide, so its results are infinite there.
     :returns: per feature in schema order, the main test then ``missing_rate`` (not for the label).
     :raises ValueError: ``window_rows`` below 1, or a test without a floor.
     """
@@ -182,10 +189,11 @@ def certifiable_shifts(
                 counts = dict(entry.counts)
                 order = tuple(spec.categories or ())
                 bound = lambda m: certifiable_cramers_v(_degrees_of_freedom(counts, m, order), present, m, alpha)  # noqa: E731
-            shifts.append(_shift(spec, test, floors, present, present_share, window_rows, bound))
+            shifts.append(_shift(spec, test, floors, present, present_share, window_rows, min_samples, bound))
         if spec.kind != "label" and rows:
             rate = missing / rows
-            shifts.append(_shift(spec, "missing_rate", floors, rows, 1.0, window_rows, lambda m: certifiable_cohens_h(rate, rows, m, alpha)))
+            bound = lambda m: certifiable_cohens_h(rate, rows, m, alpha)  # noqa: E731
+            shifts.append(_shift(spec, "missing_rate", floors, rows, 1.0, window_rows, min_samples, bound))
     return shifts
 
 
@@ -196,6 +204,7 @@ def _shift(
     n_reference: int,
     present_share: float,
     window_rows: int,
+    min_samples: int,
     bound: Callable[[int | None], float],
 ) -> CertifiableShift:
     try:
@@ -204,7 +213,10 @@ def _shift(
         raise ValueError(f"no floor for the {test} test of feature {spec.name!r}") from None
 
     def at(rows: int | None) -> float:
-        return bound(None if rows is None else max(1, round(rows * present_share)))
+        values = None if rows is None else round(rows * present_share)
+        if n_reference < min_samples or (values is not None and values < min_samples):
+            return math.inf
+        return bound(values)
 
     unlimited = at(None)
     return CertifiableShift(
