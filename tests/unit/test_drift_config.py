@@ -74,6 +74,7 @@ def test_an_empty_file_is_a_config_that_changes_nothing(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[floors\nnumeric = 0.1", "drift.toml: not valid TOML"),
+        ("source = 'mine.toml'", "drift.toml: source: unknown table"),
         ("[thresholds]\nx = 1", "drift.toml: thresholds: unknown table; expected floors, features, data_quality, quality"),
         ("floors = 3", "drift.toml: floors: expected a table, got a number"),
         ("[floors]\nnumerical = 0.1", "drift.toml: floors.numerical: unknown key; expected numeric, categorical, missing_rate, label"),

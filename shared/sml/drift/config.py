@@ -87,8 +87,6 @@ class ModelDriftConfig:
             raise SmlError(f"{source}: expected a table of {', '.join(TABLES)}, got {_type_name(data)}")
         tables = {}
         for name, value in data.items():
-            if name == "source":
-                continue
             if name not in TABLES:
                 raise SmlError(f"{source}: {name}: unknown table; expected {', '.join(TABLES)}")
             if not isinstance(value, Mapping):
@@ -152,8 +150,10 @@ class ModelDriftConfig:
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any], *, manifest: str) -> ModelDriftConfig:
         """Read the manifest's ``drift_config`` back; a problem names the manifest and the file it came from."""
-        source = str(data.get("source") or "drift_config")
-        return cls.from_mapping(data, source=f"{manifest} drift_config (from {source})")
+        if not isinstance(data, Mapping):
+            raise SmlError(f"{manifest} drift_config: expected a table, got {_type_name(data)}")
+        tables = {name: value for name, value in data.items() if name != "source"}
+        return cls.from_mapping(tables, source=f"{manifest} drift_config (from {data.get('source') or 'an unnamed file'})")
 
     def data_quality_thresholds(self, deployment: DataQualityThresholds) -> DataQualityThresholds:
         """The deployment's thresholds with this model's keys on top."""

@@ -247,7 +247,7 @@ def run_drift_job(
         current_rows=current.n_rows,
         status=overall_verdict(results),
         results=tuple(results),
-        parameters=_run_parameters(config, floors, model_drift_config(manifest)),
+        parameters=_run_parameters(config, floors, manifest),
         created_at=datetime.now(timezone.utc),
         reference_window=reference_window,
         quality=assess_window_quality(engine, manifest, window, config.quality, quality_sample) if config.quality else None,
@@ -327,15 +327,14 @@ def _with_floor_source(result: FeatureTestResult, floor: EffectiveFloor) -> Feat
     return replace(result, detail={**result.detail, "floor_source": floor.source, "floor_setting": floor.setting, "floor_given": floor.given})
 
 
-def _run_parameters(
-    config: DriftJobConfig, floors: Mapping[tuple[str, str], EffectiveFloor], model: ModelDriftConfig | None
-) -> dict[str, Any]:
+def _run_parameters(config: DriftJobConfig, floors: Mapping[tuple[str, str], EffectiveFloor], manifest: ModelManifest) -> dict[str, Any]:
     """What the verdicts depend on: the effective configuration, and per test its floor and where that came from."""
     effective = {
         f"{feature}/{test}": {"floor": floor.value, "given": floor.given, "source": floor.source, "setting": floor.setting}
         for (feature, test), floor in floors.items()
     }
-    return {**config.parameters(), "effective_floors": effective, **({"model_drift_config": model.to_manifest()} if model else {})}
+    model = {"model_drift_config": manifest.drift_config} if manifest.drift_config is not None else {}
+    return {**config.parameters(), "effective_floors": effective, **model}
 
 
 def training_reference(manifest: ModelManifest) -> dict[str, Any]:

@@ -3,12 +3,13 @@
 The page has the run's verdict (with :func:`~sml.drift.stats.verdict_summary`: how many
 features could not decide, and why) and parameters, a table of every test with drifted features
 first (effect, the largest shift the data rule out, floor and the setting it came from: the
-model's drift config, the deployment's settings or the built-in default), and per feature a chart of reference against current: overlaid histograms and ECDFs for
-a numeric feature, bars of category shares for a categorical feature or the label (with the
-missing share as its own bar). Every name and value is HTML-escaped. Charts are drawn from
-fixed numbers of histogram bins, so neither their size nor their cost beyond one pass over the
-values grows with the row count; hand-written SVG keeps a 20-feature report to milliseconds,
-where matplotlib took a quarter of a second per chart.
+model's drift config, the deployment's settings or the built-in default), and per feature a
+chart of reference against current: overlaid histograms and ECDFs for a numeric feature, bars of
+category shares for a categorical feature or the label (with the missing share as its own bar).
+Every name and value is HTML-escaped. Charts are drawn from fixed numbers of histogram bins, so
+neither their size nor their cost beyond one pass over the values grows with the row count;
+hand-written SVG keeps a 20-feature report to milliseconds, where matplotlib took a quarter of a
+second per chart.
 
 Example::
 

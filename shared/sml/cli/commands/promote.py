@@ -75,16 +75,17 @@ def print_power_check(manifest: ModelManifest, *, window_rows: int) -> list[str]
     ``.sml/stack.json``) with the model's drift config on top. A floor setting that does not fit
     the model is itself a warning.
     """
-    from sml.core.settings import DriftSettings, load_settings, read_stack_file
+    from sml.core.settings import DriftSettings, SettingsError, load_settings, read_stack_file
     from sml.drift.job import DriftJobConfig, certifiable_floors
 
     if window_rows < 1:
         raise SmlError(f"--expected-window-rows: must be at least 1, got {window_rows}")
-    config = DriftJobConfig.from_settings(load_settings(DriftSettings, stack=read_stack_file()))
     try:
+        config = DriftJobConfig.from_settings(load_settings(DriftSettings, stack=read_stack_file()))
         shifts = certifiable_floors(config, manifest, window_rows=window_rows)
-    except SmlError as exc:
-        warnings = [f"the drift floors do not fit this version: {exc}"]
+    except (SmlError, SettingsError) as exc:
+        # Promotion does not need the drift settings; a drift run would fail on them, so say it now.
+        warnings = [f"the drift settings do not fit this version: {exc}"]
     else:
         warnings = [shift.warning() for shift in shifts if not shift.certifiable]
     for warning in warnings:
