@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Compare the champion's recent predictions with its training reference (or the previous window): "
             "KS / chi-square / missing-rate tests per feature and for the predicted label, Benjamini-Hochberg "
-            "corrected, with effect-size floors (SML_DRIFT_*). Stores the run, writes the HTML report and "
+            "corrected, with effect-size floors (SML_DRIFT_*, under the champion's own drift config from `sml train --drift-config`, "
+            "whose keys win; the table says where each floor came from). Stores the run, writes the HTML report and "
             "publishes the SNS alert, like the weekly drift Lambda. Model quality is assessed in the same run "
             "(realized metrics from labels, CBPE estimate; SML_QUALITY_*) and its verdict printed; `sml quality` shows it in full."
         ),
