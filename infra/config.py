@@ -62,8 +62,13 @@ class DeploymentConfig:
     # Reserved (and so maximum) concurrency of predict when function_url_auth=NONE.
     predict_reserved_concurrency: int = 20
     drift_feature_floors: str | None = None
-    predict_range_warnings: bool = False
     """JSON object feature -> drift floor (e.g. ``{"mean_texture": "0.1sd"}``), passed to the drift function."""
+    predict_range_warnings: bool = False
+    # Data-quality thresholds of the drift function (shares in [0, 1]); unset keeps the application's
+    # defaults, and a model's own drift config still takes precedence over them.
+    dq_max_out_of_range: float | None = None
+    dq_max_unseen_category: float | None = None
+    dq_max_missing_excess: float | None = None
 
     @property
     def deployed_app_name(self) -> str:
@@ -125,6 +130,9 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         ),
         drift_feature_floors=_json_object(get, names.CTX_DRIFT_FEATURE_FLOORS),
         predict_range_warnings=_flag(get, names.CTX_PREDICT_RANGE_WARNINGS, defaults.predict_range_warnings),
+        dq_max_out_of_range=_share(get, names.CTX_DQ_MAX_OUT_OF_RANGE),
+        dq_max_unseen_category=_share(get, names.CTX_DQ_MAX_UNSEEN_CATEGORY),
+        dq_max_missing_excess=_share(get, names.CTX_DQ_MAX_MISSING_EXCESS),
     )
     if config.writer_batch_size > 10 and config.writer_batching_window_seconds < 1:
         raise ContextError(
@@ -189,6 +197,13 @@ def _json_object(get: Getter, key: str) -> str | None:
     if not isinstance(value, dict):
         raise ContextError(key, f"{value!r} must be a JSON object of feature -> floor")
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _share(get: Getter, key: str) -> float | None:
+    """A share in [0, 1], or ``None`` when unset (the application's default then holds)."""
+    if _raw(get, key) is None:
+        return None
+    return float(_number(get, key, 0.0, float, 0.0, 1.0))
 
 
 def _choice(get: Getter, key: str, default: str, choices: tuple[str, ...]) -> str:

@@ -50,6 +50,13 @@ class Drift(Construct):
         )
         if config.drift_feature_floors:
             environment[names.ENV_DRIFT_FEATURE_FLOORS] = config.drift_feature_floors
+        for variable, threshold in (
+            (names.ENV_DQ_MAX_OUT_OF_RANGE, config.dq_max_out_of_range),
+            (names.ENV_DQ_MAX_UNSEEN_CATEGORY, config.dq_max_unseen_category),
+            (names.ENV_DQ_MAX_MISSING_EXCESS, config.dq_max_missing_excess),
+        ):
+            if threshold is not None:
+                environment[variable] = str(threshold)
         self.image = ImageFunction(
             self,
             "Image",

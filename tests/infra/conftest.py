@@ -25,6 +25,9 @@ NON_DEFAULT_CONTEXT = {
     "writer_batch_size": 50,
     "writer_batching_window_seconds": 2,
     "writer_max_concurrency": 10,
+    "drift_feature_floors": {"mean_texture": "0.1sd"},
+    "dq_max_out_of_range": "0.01",
+    "dq_max_unseen_category": 0.005,
 }
 
 

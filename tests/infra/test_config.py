@@ -62,6 +62,9 @@ def test_cli_strings_and_json_values_both_parse() -> None:
         ({"writer_batching_window_seconds": 0}, "writer_batching_window_seconds", "above 10"),
         ({"drift_feature_floors": "{mean_texture: 0.05}"}, "drift_feature_floors", "is not JSON"),
         ({"drift_feature_floors": "[0.05]"}, "drift_feature_floors", "must be a JSON object"),
+        ({"dq_max_out_of_range": "1.5"}, "dq_max_out_of_range", "between 0.0 and 1.0"),
+        ({"dq_max_unseen_category": "some"}, "dq_max_unseen_category", "must be a number"),
+        ({"dq_max_missing_excess": True}, "dq_max_missing_excess", "must be a number"),
     ],
 )
 def test_unusable_values_name_their_context_key(context: dict, key: str, fragment: str) -> None:
@@ -78,6 +81,14 @@ def test_drift_floors_pass_through_as_compact_json_from_the_cli_or_cdk_json() ->
     assert DeploymentConfig().drift_feature_floors is None
     assert config_from_context({"predict_range_warnings": "true"}.get).predict_range_warnings is True
     assert DeploymentConfig().predict_range_warnings is False
+
+
+def test_data_quality_thresholds_are_unset_by_default_and_read_as_shares_from_the_cli_or_cdk_json() -> None:
+    assert (DeploymentConfig().dq_max_out_of_range, DeploymentConfig().dq_max_unseen_category, DeploymentConfig().dq_max_missing_excess) == (None, None, None)
+    from_cli = config_from_context({"dq_max_out_of_range": "0.01", "dq_max_unseen_category": "0", "dq_max_missing_excess": "1"}.get)
+    from_json = config_from_context({"dq_max_out_of_range": 0.01, "dq_max_unseen_category": 0, "dq_max_missing_excess": 1}.get)
+    assert from_cli == from_json
+    assert (from_cli.dq_max_out_of_range, from_cli.dq_max_unseen_category, from_cli.dq_max_missing_excess) == (0.01, 0.0, 1.0)
 
 
 def test_writer_concurrency_must_stay_inside_the_database_connection_budget() -> None:

@@ -111,6 +111,20 @@ def test_functions_are_arm64_images_with_the_contract_environment(default_stack:
         assert not any("PASSWORD" in name for name in function["Environment"]["Variables"])
 
 
+def test_drift_floors_and_data_quality_thresholds_come_from_context_and_stay_unset_without_it(
+    default_stack: Synthesized, non_default_stack: Synthesized
+) -> None:
+    dq_and_floors = {"SML_DRIFT_FEATURE_FLOORS", "SML_DQ_MAX_OUT_OF_RANGE", "SML_DQ_MAX_UNSEEN_CATEGORY", "SML_DQ_MAX_MISSING_EXCESS"}
+    assert not dq_and_floors & set(default_stack.function("drift")[1]["Environment"]["Variables"])
+    variables = non_default_stack.function("drift")[1]["Environment"]["Variables"]
+    assert {name: variables.get(name) for name in dq_and_floors} == {
+        "SML_DRIFT_FEATURE_FLOORS": '{"mean_texture":"0.1sd"}',
+        "SML_DQ_MAX_OUT_OF_RANGE": "0.01",
+        "SML_DQ_MAX_UNSEEN_CATEGORY": "0.005",
+        "SML_DQ_MAX_MISSING_EXCESS": None,
+    }
+
+
 def test_capture_sampling_rate_comes_from_context(default_stack: Synthesized, non_default_stack: Synthesized) -> None:
     assert default_stack.function("predict")[1]["Environment"]["Variables"]["SML_CAPTURE_SAMPLING_RATE"] == "1.0"
     assert non_default_stack.function("predict")[1]["Environment"]["Variables"]["SML_CAPTURE_SAMPLING_RATE"] == "0.25"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -297,3 +297,32 @@ def test_report_charts_each_features_trend_across_the_stored_runs(engine: Engine
     dots = [circle.split("<title>")[1].split("</title>")[0] for circle in trend.split("<circle")[1:]]
     assert dots == ["NO_DRIFT", "NO_DRIFT", "DRIFT"]
     assert ">02-24<" in trend and ">03-10<" in trend and "stroke-dasharray" in trend
+
+
+def test_a_champions_drift_config_tightens_a_floor_and_the_run_says_where_each_floor_came_from(
+    engine: Engine, aws: Aws, tmp_path: Path
+) -> None:
+    # 0.1 sd on one feature: under the default floor (about 0.25 sd), with data enough to rule a
+    # 0.25 sd shift out, so NO_DRIFT; a model that says 0.05 sd matters for it gets DRIFT.
+    traffic = draw_traffic(20_000, seed=21)
+    traffic.columns["mean_shift"] = [value + 0.1 for value in traffic.columns["mean_shift"]]
+    store_traffic(engine, traffic, start=WINDOW_START, end=WINDOW_END)
+    default = run_job(engine, aws)
+    by_test = {(result.feature, result.test): result for result in default.run.results}
+    assert by_test["mean_shift", "ks"].verdict is DriftVerdict.NO_DRIFT
+    assert by_test["mean_shift", "ks"].detail["floor_source"] == "default"
+
+    config = {"source": "drift.toml", "features": {"mean_shift": {"floor": "0.05sd"}}, "data_quality": {"max_missing_excess": 0.001}}
+    tightened = run_job(engine, aws, manifest=replace(TRAINING, drift_config=config), report_dir=tmp_path, min_cramers_v=0.12)
+
+    assert drifted_tests(tightened) == {("mean_shift", "ks")}
+    assert tightened.run.status is DriftVerdict.DRIFT
+    floors = json.loads(load_drift_run(engine, MODEL_NAME, WINDOW_END).run["parameters"])["effective_floors"]
+    assert floors["mean_shift/ks"] == {"floor": pytest.approx(0.01994, abs=1e-5), "given": "0.05sd", "source": "model", "setting": "features.mean_shift.floor"}
+    assert floors["colour/chi2"] == {"floor": 0.12, "given": 0.12, "source": "deployment", "setting": "SML_DRIFT_MIN_CRAMERS_V"}
+    assert floors["steady/ks"]["source"] == floors["nullable/missing_rate"]["source"] == "default"
+    nullable = next(check for check in tightened.run.data_quality if (check.feature, check.check) == ("nullable", "missing_excess"))
+    assert nullable.threshold == 0.001
+    report = tightened.report_path.read_text()
+    assert "model: features.mean_shift.floor = 0.05sd" in report and "deployment: SML_DRIFT_MIN_CRAMERS_V = 0.12" in report
+    assert "drift.toml" in report

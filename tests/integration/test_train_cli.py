@@ -149,3 +149,62 @@ def test_offline_wandb_run_keeps_every_file_in_the_state_folder(tmp_path: Path) 
     # W&B's service socket lives in $TMPDIR while the run is open; nothing may stay behind.
     left_elsewhere = [path for path in tmp_path.rglob("*") if not path.is_relative_to(state) and path not in (home, temp, work, state)]
     assert left_elsewhere == []
+
+
+def test_train_stores_a_drift_config_checked_against_the_features_and_promote_warns_where_the_reference_is_too_small(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "drift.toml").write_text('[features.mean_texture]\nfloor = "0.1sd"\n\n[floors]\nlabel = 0.06\n')
+    assert main(["train", "--drift-config", "drift.toml"]) == 0
+    out = capsys.readouterr().out
+    version = next(line.split()[2] for line in out.splitlines() if line.startswith("registered "))
+    assert "drift config drift.toml stored in the manifest" in out
+    # 426 training rows cannot rule out 0.1 sd with any window; the label floor needs a larger window.
+    assert "warning: mean_texture: the KS test cannot certify NO_DRIFT below 0.20 sd with any window (floor 0.10 sd from features.mean_texture.floor)" in out
+    assert "warning: (predicted label): the predicted-label test cannot certify NO_DRIFT below Cramér's V 0.067 with 1,000-row windows (floor Cramér's V 0.060 from floors.label); windows of" in out
+
+    from sml.cli.commands.models import open_registry
+
+    registry, _ = open_registry()
+    assert registry.manifest(version).drift_config == {
+        "source": "drift.toml", "floors": {"label": 0.06}, "features": {"mean_texture": {"floor": "0.1sd"}}
+    }
+
+    assert main(["promote", version, "--strict"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "not promoted: 2 drift power warning(s) and --strict"
+    assert registry.find_champion_version() is None
+    assert main(["promote", version, "--expected-window-rows", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("warning: ") == 1 and "mean_texture" in out
+    assert out.splitlines()[-1] == f"champion of breast-cancer: {version}, was none"
+
+
+def test_a_version_without_a_drift_config_passes_the_power_check_under_the_default_floors(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train"]) == 0
+    out = capsys.readouterr().out
+    assert "warning" not in out
+    assert "drift power: all 23 tests can certify NO_DRIFT at their floors with 1,000-row windows (training reference: 426 rows)" in out
+    assert main(["promote", "--best-by", "f1", "--strict"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[features.mean_textur]\nfloor = 0.05\n", "drift.toml: features.mean_textur: the model has no feature 'mean_textur'"),
+        ("[features.concavity_grade]\nfloor = '0.1sd'\n", "drift.toml: features.concavity_grade.floor: 'concavity_grade' is categorical"),
+        ("[floors]\nnumeric = -0.2\n", "drift.toml: floors.numeric: -0.2 must give an effect in (0, 1)"),
+    ],
+)
+def test_a_drift_config_that_does_not_fit_registers_nothing(
+    project: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    (project / "drift.toml").write_text(text)
+    assert main(["train", "--drift-config", "drift.toml"]) == 2
+    # The error is one line, after the progress line of the training it let finish.
+    err_lines = capsys.readouterr().err.splitlines()
+    assert err_lines[-1].startswith(f"sml train: error: {message}")
+    from sml.cli.commands.models import open_registry
+
+    assert open_registry()[0].list_versions() == []

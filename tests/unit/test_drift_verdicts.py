@@ -140,7 +140,17 @@ def test_floors_read_as_effects_or_standard_deviations(value: object, expected: 
     assert parse_effect_floor("x", value) == pytest.approx(expected, abs=1e-4)
 
 
-@pytest.mark.parametrize(("value", "message"), [("big", "'big' is not a number or '<x>sd'"), ("xsd", "not a number of standard deviations"), (1.5, "must give an effect in")])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("big", "'big' is not a number or '<x>sd'"),
+        ("xsd", "not a number of standard deviations"),
+        (1.5, "must give an effect in"),
+        # Taken as 0.1 sd before: the size of a shift, read from a floor a user wrote wrongly.
+        ("-0.1sd", "must be a positive number of standard deviations"),
+        ("0sd", "must be a positive number of standard deviations"),
+    ],
+)
 def test_bad_floors_name_the_feature(value: object, message: str) -> None:
     with pytest.raises(ValueError, match=f"floor of feature 'x': .*{message}"):
         parse_effect_floor("x", value)
@@ -164,3 +174,22 @@ def test_false_alarm_rate_of_twenty_realistic_columns_stays_under_the_fdr() -> N
     # A 400-row reference against 1,000 rows can decide most columns: runs say NO_DRIFT, not INCONCLUSIVE.
     assert verdicts.count("NO_DRIFT") / runs >= 0.9
     assert overall_verdict([]) is DriftVerdict.INCONCLUSIVE
+
+
+def test_a_missing_rate_floor_per_feature_replaces_the_general_one_for_that_feature_only() -> None:
+    schema = [FeatureSpec("x", "numeric"), FeatureSpec("y", "numeric"), FeatureSpec("label", "label")]
+    reference = {
+        "x": NumericReference(np.arange(2_000.0)),
+        "y": NumericReference(np.arange(2_000.0)),
+        "label": CategoricalReference({"a": 1_000, "b": 1_000}),
+    }
+    # 2% missing where training had none: Cohen's h 0.28, over the default floor 0.2 but under 0.3.
+    column = [None] * 40 + list(range(1_960))
+    current = {"x": column, "y": column, "label": ["a", "b"] * 1_000}
+    results = {(r.feature, r.test): r for r in run_drift_tests(reference, current, schema, missing_rate_floors={"y": 0.3})}
+    assert (results["x", "missing_rate"].effect_floor, results["x", "missing_rate"].verdict) == (0.2, DriftVerdict.DRIFT)
+    assert results["y", "missing_rate"].effect_floor == 0.3 and results["y", "missing_rate"].verdict is not DriftVerdict.DRIFT
+    with pytest.raises(ValueError, match="missing-rate floors given for feature\\(s\\) not in the schema: 'label'"):
+        run_drift_tests(reference, current, schema, missing_rate_floors={"label": 0.3})
+    with pytest.raises(ValueError, match="missing-rate floor of feature 'y' must be in \\[0, pi\\), got -0.1"):
+        run_drift_tests(reference, current, schema, missing_rate_floors={"y": -0.1})

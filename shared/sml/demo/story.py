@@ -5,7 +5,8 @@ server, SQS event-source poller running the writer Lambda), ``train_and_register
 to predict, DLQ inspect/replay, and the drift job. Nothing is mocked: the checks at the end read
 what the database, the queues and the alert inbox really hold.
 
-The story: two model versions are trained and the better one promoted; baseline traffic is served
+The story: two model versions are trained with the model's drift config (``DEMO_DRIFT_CONFIG``)
+and the better one promoted, after the power check of its floors; baseline traffic is served
 and stored; a maintenance window takes the ``predictions`` table away, so the writer cannot store
 the events of that window and SQS moves them to the DLQ after five tries; after the window they
 are replayed and stored exactly once; then traffic shifts (see :data:`sml.demo.traffic.DEMO_SHIFT`) and
@@ -39,6 +40,9 @@ from sml.core.errors import SmlError
 from sml.demo.traffic import DEMO_SHIFT, Row, TrafficShift, draw_labelled_rows, draw_rows
 
 MAINTENANCE_TABLE = "predictions_in_maintenance"
+# The champion's own drift config (sml train --drift-config): mean_symmetry must arrive complete, so
+# its missing-rate floor is Cohen's h 0.1 (about 0.25% of values missing) instead of the default 0.2.
+DEMO_DRIFT_CONFIG = "[features.mean_symmetry]\nmissing_rate = 0.1\n"
 CANDIDATES = (("logistic_regression", ["C=1.0"]), ("random_forest", ["n_estimators=150", "max_depth=6"]))
 
 
@@ -113,6 +117,7 @@ class DemoSummary:
     dlq_after_replay: int = 0
     baseline_status: str = ""
     baseline_flagged: list[str] = field(default_factory=list)
+    model_floors: list[str] = field(default_factory=list)
     drift_status: str = ""
     baseline_data_quality: str = ""
     data_quality_violations: list[str] = field(default_factory=list)
@@ -154,6 +159,7 @@ class DemoSummary:
             "dlq_after_replay": self.dlq_after_replay,
             "baseline_status": self.baseline_status,
             "baseline_flagged": self.baseline_flagged,
+            "model_floors": self.model_floors,
             "drift_status": self.drift_status,
             "baseline_data_quality": self.baseline_data_quality,
             "data_quality_violations": self.data_quality_violations,
@@ -218,7 +224,7 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     registry, settings = open_registry()
     url = stack.endpoints.function_url.rstrip("/") + "/predict"
 
-    say("[2/8] Training two model versions (tracked in W&B offline) and promoting the best by F1")
+    say("[2/8] Training two model versions (tracked in W&B offline, each with the model's drift config) and promoting the best by F1")
     summary.champion, summary.wandb_dir = _train_candidates(config, registry, say)
 
     say(f"[3/8] Serving {config.baseline_rows:,} baseline predictions over HTTP ({config.concurrency} clients, single and batch)")
@@ -266,6 +272,7 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     summary.flagged = _flagged_features(result.run)
     summary.label_drift = any(r.kind == "label" and r.verdict.value == "DRIFT" for r in result.run.results)
     summary.drift_rows = _drift_rows(result.run)
+    summary.model_floors = sorted(f"{r.feature}/{r.test}" for r in result.run.results if r.detail.get("floor_source") == "model")
     summary.report_path = result.report_path
     summary.quality = _quality_digest(result.run.quality)
     say(f"      model quality on the shifted window: {describe_quality(summary.quality)}")
@@ -304,17 +311,27 @@ def _shown_url(url: str) -> str:
 
 
 def _train_candidates(config: DemoConfig, registry: Any, say: Say) -> tuple[str, Path]:
+    from sml.drift.config import read_model_drift_config
+    from sml.drift.job import DriftJobConfig, certifiable_floors
     from sml.lifecycle.tracking import tracking_options
     from sml.lifecycle.training import TrainingConfig, parse_params, train_and_register
 
     tracking = tracking_options(config.state_dir)
+    drift_file = config.state_dir / "drift.toml"
+    drift_file.write_text(DEMO_DRIFT_CONFIG, encoding="utf-8")
+    drift_config = read_model_drift_config(drift_file)
     for estimator, params in CANDIDATES:
         training = TrainingConfig(model_name=registry.model_name, estimator=estimator, params=parse_params(estimator, params), seed=config.seed)
-        manifest = train_and_register(training, registry=registry, tracking=tracking, work_dir=config.state_dir / "work")
+        manifest = train_and_register(
+            training, registry=registry, tracking=tracking, work_dir=config.state_dir / "work", drift_config=drift_config.for_manifest
+        )
         metrics = ", ".join(f"{name} {manifest.metrics[name]:.3f}" for name in ("accuracy", "f1", "roc_auc"))
         say(f"      registered {manifest.version} ({estimator}): {metrics}")
     champion = registry.promote_best("f1")
-    say(f"      champion: {champion}")
+    say(f"      champion: {champion}; its drift config ({drift_file.name}) tightens mean_symmetry's missing-rate floor to Cohen's h 0.1")
+    shifts = certifiable_floors(DriftJobConfig(bucket=registry.bucket), registry.manifest(champion), window_rows=config.baseline_rows)
+    warnings = [shift.warning() for shift in shifts if not shift.certifiable]
+    say(f"      power check for {config.baseline_rows:,}-row windows: " + ("; ".join(warnings) or f"all {len(shifts)} tests can certify NO_DRIFT at their floors"))
     return champion, config.state_dir / "wandb"
 
 
@@ -590,6 +607,11 @@ def _checks(config: DemoConfig, summary: DemoSummary) -> list[DemoCheck]:
             f"{summary.baseline_status}; flagged {summary.baseline_flagged or 'none'}",
         ),
         DemoCheck("drift flags exactly the shifted features", summary.flagged == expected, f"flagged {summary.flagged}; shifted {expected}"),
+        DemoCheck(
+            "the champion's drift config sets the floor it names",
+            summary.model_floors == ["mean_symmetry/missing_rate"],
+            f"floors from the model's config: {summary.model_floors or 'none'}",
+        ),
         DemoCheck(
             "data quality flags the out-of-range burst, and the baseline passes",
             summary.baseline_data_quality == "OK"

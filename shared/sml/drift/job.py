@@ -6,7 +6,9 @@ One run (:func:`run_drift_job`):
 2. reference = the training reference in the model's manifest (``training``), or the window of
    the same length just before the current one (``previous``);
 3. every feature and the predicted label are tested (:mod:`sml.drift.stats`), with the
-   Benjamini–Hochberg correction and the effect-size floors of the configuration;
+   Benjamini–Hochberg correction and the effect-size floors of the configuration, over which the
+   model's own drift config in its manifest takes precedence for the keys it sets
+   (:mod:`sml.drift.config`); each test records its floor's source;
 4. model quality (:mod:`sml.drift.quality`): realized performance of the window's labelled
    predictions against the manifest's held-out metrics, and the CBPE estimate for all of them;
 5. the HTML report goes to ``s3://<bucket>/<report_prefix><model>/<window end>.html`` (and to
@@ -29,15 +31,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.engine import Engine
 
 from sml.drift.alerts import publish_drift_alert
+from sml.drift.config import DEPLOYMENT_VARIABLES, DeploymentFloors, EffectiveFloor, ModelDriftConfig, resolve_floors
 from sml.drift.quality import QualityConfig
 from sml.drift.quality_store import assess_window_quality, read_window_with_quality
 from sml.drift.data_quality import DataQualityThresholds, run_data_quality_checks
+from sml.drift.power import CertifiableShift, certifiable_shifts
 from sml.drift.report import render_drift_report
 from sml.drift.stats import (
     CategoricalReference,
     FeatureSpec,
+    FeatureTestResult,
     overall_verdict,
-    parse_effect_floor,
     reference_from_columns,
     run_drift_tests,
 )
@@ -124,6 +128,31 @@ class DriftJobConfig:
             "dq_max_missing_excess": self.data_quality.max_missing_excess,
         }
 
+    def deployment_floors(self) -> DeploymentFloors:
+        """This configuration's floors, with which of them differ from the built-in defaults."""
+        return DeploymentFloors(
+            min_ks_d=self.min_ks_d,
+            min_cramers_v=self.min_cramers_v,
+            min_missing_rate_h=self.min_missing_rate_h,
+            feature_floors=self.floors,
+            set_by_deployment=frozenset(name for name in DEPLOYMENT_VARIABLES if getattr(self, name) != getattr(DriftJobConfig, name)),
+        )
+
+    def for_model(self, manifest: ModelManifest) -> tuple[DriftJobConfig, dict[tuple[str, str], EffectiveFloor]]:
+        """This configuration with the model's drift config (if its manifest has one) on top, and the
+        floor of every test with its source (:func:`sml.drift.config.resolve_floors`).
+
+        :raises SmlError: the manifest's drift config or a deployment floor does not fit the model.
+        """
+        model = model_drift_config(manifest)
+        floors = resolve_floors(drift_schema(manifest), self.deployment_floors(), model)
+        if model is None:
+            return self, floors
+        quality = self.quality
+        if quality is not None and model.quality:
+            quality = replace(quality, **dict(model.quality))
+        return replace(self, data_quality=model.data_quality_thresholds(self.data_quality), quality=quality), floors
+
 
 @dataclass(frozen=True)
 class DriftJobResult:
@@ -177,6 +206,7 @@ def run_drift_job(
     :raises SmlError: S3 or SNS refused the report or the alert (names the bucket or topic).
     """
     window = TimeWindow.ending_at(window_end, config.window_length)
+    config, floors = config.for_model(manifest)
     schema = drift_schema(manifest)
     quality_sample = None
     if config.quality:
@@ -203,8 +233,10 @@ def run_drift_job(
         min_cramers_v=config.min_cramers_v,
         min_missing_rate_h=config.min_missing_rate_h,
         min_samples=config.min_samples,
-        floors=_feature_floors(config.floors, schema),
+        floors={feature: floor.value for (feature, test), floor in floors.items() if test != "missing_rate"},
+        missing_rate_floors={feature: floor.value for (feature, test), floor in floors.items() if test == "missing_rate"},
     )
+    results = [_with_floor_source(result, floors[result.feature, result.test]) for result in results]
     run = DriftRun(
         run_id=new_prediction_id(),
         model_name=manifest.model_name,
@@ -215,7 +247,7 @@ def run_drift_job(
         current_rows=current.n_rows,
         status=overall_verdict(results),
         results=tuple(results),
-        parameters=config.parameters(),
+        parameters=_run_parameters(config, floors, manifest),
         created_at=datetime.now(timezone.utc),
         reference_window=reference_window,
         quality=assess_window_quality(engine, manifest, window, config.quality, quality_sample) if config.quality else None,
@@ -263,24 +295,46 @@ def drift_schema(manifest: ModelManifest) -> list[Any]:
     return [*manifest.features, label]
 
 
-def _feature_floors(floors: Mapping[str, float | str], schema: list[Any]) -> dict[str, float]:
-    """The configured per-feature floors as effects; ``"<x>sd"`` only for numeric features.
+def model_drift_config(manifest: ModelManifest) -> ModelDriftConfig | None:
+    """The drift config the model was registered with, or ``None`` (older manifests have none).
 
-    :raises SmlError: naming ``SML_DRIFT_FEATURE_FLOORS`` and the feature when one is unknown to
-        the model or its value is not a floor.
+    :raises SmlError: naming the manifest when its drift config cannot be read.
     """
-    kinds = {spec.name: spec.kind for spec in schema}
-    parsed = {}
-    for name, value in floors.items():
-        if name not in kinds:
-            raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: the model has no feature {name!r} (features: {', '.join(sorted(kinds))})")
-        if isinstance(value, str) and value.strip().lower().endswith("sd") and kinds[name] != "numeric":
-            raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: feature {name!r} is {kinds[name]}; give its floor as a Cramér's V, not {value!r}")
-        try:
-            parsed[name] = parse_effect_floor(name, value)
-        except ValueError as exc:
-            raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: {exc}") from None
-    return parsed
+    if manifest.drift_config is None:
+        return None
+    where = f"{manifest.model_name} {manifest.version} manifest"
+    return ModelDriftConfig.from_manifest(manifest.drift_config, manifest=where).check_features(manifest.features)
+
+
+def certifiable_floors(config: DriftJobConfig, manifest: ModelManifest, *, window_rows: int) -> list[CertifiableShift]:
+    """Per test of a run against the training reference, the smallest shift it can certify as
+    absent (:func:`sml.drift.power.certifiable_shifts`) against the floor the run would use (the
+    deployment's settings with the model's drift config on top), for windows of ``window_rows``
+    rows and unlimited ones. ``sml promote`` and ``sml train`` warn with it.
+    """
+    _, floors = config.for_model(manifest)
+    shifts = certifiable_shifts(
+        training_reference(manifest),
+        drift_schema(manifest),
+        {key: floor.value for key, floor in floors.items()},
+        window_rows=window_rows,
+        min_samples=config.min_samples,
+    )
+    return [replace(shift, floor_setting=floors[shift.feature, shift.test].setting) for shift in shifts]
+
+
+def _with_floor_source(result: FeatureTestResult, floor: EffectiveFloor) -> FeatureTestResult:
+    return replace(result, detail={**result.detail, "floor_source": floor.source, "floor_setting": floor.setting, "floor_given": floor.given})
+
+
+def _run_parameters(config: DriftJobConfig, floors: Mapping[tuple[str, str], EffectiveFloor], manifest: ModelManifest) -> dict[str, Any]:
+    """What the verdicts depend on: the effective configuration, and per test its floor and where that came from."""
+    effective = {
+        f"{feature}/{test}": {"floor": floor.value, "given": floor.given, "source": floor.source, "setting": floor.setting}
+        for (feature, test), floor in floors.items()
+    }
+    model = {"model_drift_config": manifest.drift_config} if manifest.drift_config is not None else {}
+    return {**config.parameters(), "effective_floors": effective, **model}
 
 
 def training_reference(manifest: ModelManifest) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 The page has the run's verdict (with :func:`~sml.drift.stats.verdict_summary`: how many
 features could not decide, and why) and parameters, a table of every test with drifted features
-first (effect, the largest shift the data rule out, floor), and per feature a chart of reference against current: overlaid histograms and ECDFs for
-a numeric feature, bars of category shares for a categorical feature or the label (with the
-missing share as its own bar). Every name and value is HTML-escaped. Charts are drawn from
-fixed numbers of histogram bins, so neither their size nor their cost beyond one pass over the
-values grows with the row count; hand-written SVG keeps a 20-feature report to milliseconds,
-where matplotlib took a quarter of a second per chart.
+first (effect, the largest shift the data rule out, floor and the setting it came from: the
+model's drift config, the deployment's settings or the built-in default), and per feature a
+chart of reference against current: overlaid histograms and ECDFs for a numeric feature, bars of
+category shares for a categorical feature or the label (with the missing share as its own bar).
+Every name and value is HTML-escaped. Charts are drawn from fixed numbers of histogram bins, so
+neither their size nor their cost beyond one pass over the values grows with the row count;
+hand-written SVG keeps a 20-feature report to milliseconds, where matplotlib took a quarter of a
+second per chart.
 
 Example::
 
@@ -124,10 +126,15 @@ def _summary(run: DriftRun) -> str:
         "data quality": run.data_quality_status if run.data_quality else "not checked",
         "run id": run.run_id,
         "created": run.created_at.isoformat(),
-        **{f"parameter {name}": str(value) for name, value in sorted(run.parameters.items())},
+        **({"model drift config": str(run.parameters["model_drift_config"].get("source", ""))} if "model_drift_config" in run.parameters else {}),
+        # Per-test floors are in the table of tests, where each sits beside its test.
+        **{f"parameter {name}": str(value) for name, value in sorted(run.parameters.items()) if name not in _SHOWN_ELSEWHERE},
     }
     rows = "".join(f"<dt>{_escape(name)}</dt><dd>{_escape(value)}</dd>" for name, value in items.items())
     return f"<dl>{rows}</dl>"
+
+
+_SHOWN_ELSEWHERE = ("effective_floors", "model_drift_config")
 
 
 def _data_quality_section(run: DriftRun) -> str:
@@ -157,7 +164,7 @@ def _results_table(results: Sequence[FeatureTestResult], order: Sequence[str]) -
     ordered = sorted(results, key=lambda result: (position[result.feature], _VERDICT_ORDER[result.verdict]))
     header = (
         "<tr><th class=\"name\">feature</th><th class=\"name\">test</th><th>statistic</th><th>p</th><th>adjusted p</th>"
-        "<th>effect</th><th title=\"one-sided 95% upper bound: the data rule out shifts this large\">rules out ≥</th><th>floor</th><th>n ref</th><th>n cur</th><th class=\"name\">verdict</th></tr>"
+        "<th>effect</th><th title=\"one-sided 95% upper bound: the data rule out shifts this large\">rules out ≥</th><th>floor</th><th class=\"name\">floor from</th><th>n ref</th><th>n cur</th><th class=\"name\">verdict</th></tr>"
     )
     return f"<table>{header}{''.join(_result_row(result) for result in ordered)}</table>"
 
@@ -172,10 +179,21 @@ def _result_row(result: FeatureTestResult) -> str:
             f"<td>{_number(value)}</td>"
             for value in (result.statistic, result.p_value, result.p_adjusted, result.effect_size, result.effect_upper, result.effect_floor)
         ),
+        f"<td class=\"name\">{_escape(floor_origin(result))}</td>",
         f"<td>{result.n_reference}</td><td>{result.n_current}</td>",
         f"<td class=\"name\">{_escape(verdict)}</td>",
     ]
     return f"<tr class=\"{result.verdict.value}\">{''.join(cells)}</tr>"
+
+
+def floor_origin(result: FeatureTestResult) -> str:
+    """Where a test's floor came from, e.g. ``model: features.mean_texture.floor = 0.1sd`` or
+    ``default: SML_DRIFT_MIN_KS_D``; empty for results recorded without it."""
+    source, setting = result.detail.get("floor_source"), result.detail.get("floor_setting")
+    if source is None:
+        return ""
+    given = result.detail.get("floor_given")
+    return f"{source}: {setting}" + (f" = {given}" if source != "default" and given is not None else "")
 
 
 def _feature_section(feature: str, results: Sequence[FeatureTestResult], chart: str | None) -> str:

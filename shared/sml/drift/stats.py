@@ -567,7 +567,7 @@ def _rate_change_by_fleiss(n_reference: int, n_current: int, base_rate: float, a
     return float(optimize.brentq(surplus, 1e-12, largest_change))
 
 
-def ks_upper_bound(statistic: float, n_reference: int, n_current: int, alpha: float = EQUIVALENCE_ALPHA) -> float:
+def ks_upper_bound(statistic: float, n_reference: int, n_current: int | None, alpha: float = EQUIVALENCE_ALPHA) -> float:
     """One-sided ``1 - alpha`` upper confidence bound of the true ECDF gap, from an observed KS D.
 
     ``D + z(1-alpha) · ½ · √(1/n + 1/m)``, capped at 1. Why it holds: the true gap sits at some
@@ -575,13 +575,14 @@ def ks_upper_bound(statistic: float, n_reference: int, n_current: int, alpha: fl
     ``√(F(1-F)/n + G(1-G)/m) ≤ ½·√(1/n + 1/m)``; so by the normal approximation to the two
     binomial proportions at x* the true gap exceeds the bound with probability at most ``alpha``
     (conservative, because D is a maximum over all points and sits above the gap at x*).
+    ``n_current=None`` is the limit of an unlimited window (as for the other bounds).
     """
-    spread = 0.5 * math.sqrt(1 / n_reference + 1 / n_current)
+    spread = 0.5 * math.sqrt(_reciprocal_sum(n_reference, n_current))
     return min(1.0, statistic + float(stats.norm.isf(alpha)) * spread)
 
 
 def cramers_v_upper_bound(
-    chi2_statistic: float, df: int, n_reference: int, n_current: int, alpha: float = EQUIVALENCE_ALPHA
+    chi2_statistic: float, df: int, n_reference: int, n_current: int | None, alpha: float = EQUIVALENCE_ALPHA
 ) -> float:
     """One-sided ``1 - alpha`` upper bound of Cramér's V from the chi-square statistic of the table.
 
@@ -596,7 +597,7 @@ def cramers_v_upper_bound(
     accounts for the upward bias of V, which a fixed margin does not.
     """
     df = max(df, 1)
-    effective_n = n_reference * n_current / (n_reference + n_current)
+    effective_n = 1 / _reciprocal_sum(n_reference, n_current)
     return min(1.0, math.sqrt(_noncentrality_upper_bound(chi2_statistic, df, alpha) / (4 * effective_n)))
 
 
@@ -613,13 +614,18 @@ def _noncentrality_upper_bound(statistic: float, df: int, alpha: float) -> float
     return float(optimize.brentq(excess, 0.0, upper))
 
 
-def cohens_h_upper_bound(h: float, n_reference: int, n_current: int, alpha: float = EQUIVALENCE_ALPHA) -> float:
+def cohens_h_upper_bound(h: float, n_reference: int, n_current: int | None, alpha: float = EQUIVALENCE_ALPHA) -> float:
     """One-sided ``1 - alpha`` upper bound of Cohen's h between two rates: ``h + z(1-alpha)·√(1/n + 1/m)``.
 
     ``2·asin√p̂`` has variance about ``1/n`` whatever the rate (the variance-stabilising arcsine
     transformation; Cohen 1988, §6.2), so the difference of two has standard error ``√(1/n + 1/m)``.
     """
-    return h + float(stats.norm.isf(alpha)) * math.sqrt(1 / n_reference + 1 / n_current)
+    return h + float(stats.norm.isf(alpha)) * math.sqrt(_reciprocal_sum(n_reference, n_current))
+
+
+def _reciprocal_sum(n_reference: int, n_current: int | None) -> float:
+    # 1/n + 1/m, the variance factor of every two-sample effect here; an unlimited window adds nothing.
+    return 1 / n_reference + (0.0 if n_current is None else 1 / n_current)
 
 
 def ks_d_for_location_shift(standard_deviations: float) -> float:
@@ -629,6 +635,14 @@ def ks_d_for_location_shift(standard_deviations: float) -> float:
     0.2 sd ≈ D 0.08, 0.1 sd ≈ D 0.04 (two normals cross halfway, where the CDF gap is largest).
     """
     return float(2 * stats.norm.cdf(abs(standard_deviations) / 2) - 1)
+
+
+def location_shift_for_ks_d(statistic: float) -> float:
+    """The inverse of :func:`ks_d_for_location_shift`: the normal location shift, in standard
+    deviations, whose KS D is ``statistic`` (``2·Φ⁻¹((1 + D)/2)``; infinite for D ≥ 1)."""
+    if statistic >= 1:
+        return math.inf
+    return float(2 * stats.norm.ppf((1 + max(statistic, 0.0)) / 2))
 
 
 def parse_effect_floor(feature: str, value: float | str) -> float:
@@ -641,9 +655,13 @@ def parse_effect_floor(feature: str, value: float | str) -> float:
     """
     if isinstance(value, str) and value.strip().lower().endswith("sd"):
         try:
-            floor = ks_d_for_location_shift(float(value.strip()[:-2]))
+            deviations = float(value.strip()[:-2])
         except ValueError:
             raise ValueError(f"floor of feature {feature!r}: {value!r} is not a number of standard deviations such as '0.2sd'") from None
+        if not deviations > 0:
+            # ks_d_for_location_shift takes the shift's size, so "-0.1sd" would pass as 0.1 sd unseen.
+            raise ValueError(f"floor of feature {feature!r}: {value!r} must be a positive number of standard deviations")
+        floor = ks_d_for_location_shift(deviations)
     else:
         try:
             floor = float(value)
@@ -688,6 +706,7 @@ def run_drift_tests(
     min_missing_rate_h: float = 0.2,
     min_samples: int = 30,
     floors: Mapping[str, float] | None = None,
+    missing_rate_floors: Mapping[str, float] | None = None,
 ) -> list[FeatureTestResult]:
     """Test every feature of ``schema`` and decide a verdict per test.
 
@@ -708,6 +727,8 @@ def run_drift_tests(
     :param min_samples: fewer values than this on either side gives INCONCLUSIVE.
     :param floors: per feature name, a floor for its main test (``ks``/``chi2``) that replaces
         ``min_ks_d``/``min_cramers_v``, e.g. a tighter one for a feature that matters.
+    :param missing_rate_floors: per feature name, a Cohen's h floor for its missing-rate test that
+        replaces ``min_missing_rate_h``.
     :returns: per feature in schema order, the main test (``ks`` or ``chi2``) then ``missing_rate``
         (not for the label).
     :raises ValueError: naming the feature or option that is invalid.
@@ -723,6 +744,13 @@ def run_drift_tests(
     if unknown:
         raise ValueError(f"floors given for feature(s) not in the schema: {', '.join(map(repr, unknown))}")
     _check_options(**{f"floor of feature {name!r}": value for name, value in floors.items()})
+    missing_rate_floors = dict(missing_rate_floors or {})
+    unknown = sorted(set(missing_rate_floors).difference(spec.name for spec in schema if spec.kind != "label"))
+    if unknown:
+        raise ValueError(f"missing-rate floors given for feature(s) not in the schema: {', '.join(map(repr, unknown))}")
+    for name, value in missing_rate_floors.items():
+        if not 0 <= value < math.pi:
+            raise ValueError(f"missing-rate floor of feature {name!r} must be in [0, pi), got {value}")
     numeric_current = {spec.name: _numeric_column(spec.name, current) for spec in schema if spec.kind == "numeric"}
     sorted_current = dict(zip(numeric_current, sorted_finite_columns(list(numeric_current.values()))))
 
@@ -749,7 +777,7 @@ def run_drift_tests(
                     reference_present + reference_missing,
                     current_missing,
                     current_present + current_missing,
-                    min_missing_rate_h,
+                    missing_rate_floors.get(spec.name, min_missing_rate_h),
                     min_samples,
                 )
             )

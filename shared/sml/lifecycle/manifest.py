@@ -13,6 +13,12 @@ while keeping the empirical distribution exact up to the cap.
 Model quality: ``metrics`` are the held-out scores the weekly run compares realized performance
 with; ``extra["calibration"]`` (when present) is the CBPE calibrator fitted on the held-out split,
 as JSON thresholds (:mod:`sml.lifecycle.calibration`), never a pickle.
+
+Drift configuration: ``drift_config`` (optional) is the model's own drift floors and thresholds,
+as ``sml train --drift-config FILE`` checked them against the feature schema
+(:mod:`sml.drift.config` reads it); manifests without it (older ones included) leave the drift
+job on the deployment's settings. The manifest keeps it as plain JSON so predict, which never
+reads it, needs nothing more to parse a manifest.
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ class ModelManifest:
     dataset: str = ""
     format: int = MANIFEST_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    drift_config: dict[str, Any] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -139,6 +146,7 @@ class ModelManifest:
                 wandb_run_path=data.get("wandb_run_path"),
                 dataset=data.get("dataset", ""),
                 extra=data.get("extra", {}),
+                drift_config=_drift_config(data.get("drift_config")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SmlError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from None
@@ -146,6 +154,12 @@ class ModelManifest:
         if missing:
             raise SmlError(f"{source}: no reference data for feature(s) {', '.join(missing)}")
         return manifest
+
+
+def _drift_config(value: Any) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"drift_config must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _kind(value: str) -> FeatureKind:

@@ -207,7 +207,15 @@ class ModelRegistry:
     def promote_best(self, metric: str) -> str:
         """Promote the registered version with the highest ``metric``; returns that version.
 
-        Ties go to the newest version. Versions without the metric are not candidates.
+        Raises the errors of :meth:`best_version`.
+        """
+        version = self.best_version(metric)
+        self.promote(version)
+        return version
+
+    def best_version(self, metric: str) -> str:
+        """The registered version with the highest ``metric``; ties go to the newest version.
+        Versions without the metric are not candidates.
 
         Raises:
             SmlError: nothing is registered, or no version has ``metric`` (lists the metrics there are).
@@ -222,7 +230,6 @@ class ModelRegistry:
             available = sorted({name for manifest in manifests for name in manifest.metrics})
             raise SmlError(f"no registered version has metric {metric!r}; available: {', '.join(available)}")
         best = max(candidates, key=lambda manifest: (manifest.metrics[metric], manifest.created_at, manifest.version))
-        self.promote(best.version)
         return best.version
 
     def rollback(self) -> str:

@@ -349,7 +349,15 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def build_manifest(trained: TrainedModel, *, version: str, sha256: str, wandb_run_path: str | None, created_at: datetime) -> ModelManifest:
+def build_manifest(
+    trained: TrainedModel,
+    *,
+    version: str,
+    sha256: str,
+    wandb_run_path: str | None,
+    created_at: datetime,
+    drift_config: dict[str, Any] | None = None,
+) -> ModelManifest:
     """The manifest for a trained model; the registry fills in ``artifact_key`` when it registers it."""
     return ModelManifest(
         model_name=trained.config.model_name,
@@ -367,6 +375,7 @@ def build_manifest(trained: TrainedModel, *, version: str, sha256: str, wandb_ru
         wandb_run_path=wandb_run_path,
         dataset=DATASET,
         extra=trained.extra,
+        drift_config=drift_config,
     )
 
 
@@ -377,6 +386,7 @@ def train_and_register(
     tracking: TrackingOptions,
     work_dir: Path,
     on_step: Callable[[str], None] = lambda step: None,
+    drift_config: Callable[[tuple[FeatureSpec, ...]], dict[str, Any]] | None = None,
 ) -> ModelManifest:
     """Train, log the run to W&B, and register the model: the whole of ``sml train``.
 
@@ -386,12 +396,16 @@ def train_and_register(
         tracking: the W&B mode and local folder.
         work_dir: a folder for the artifact until it is uploaded (a temporary folder inside it).
         on_step: called with a short description before each step, for progress display.
+        drift_config: given the trained model's features, checks the model's drift config against
+            them and returns it as the manifest stores it (``sml train --drift-config``); it runs
+            before anything is logged or uploaded, so a config that does not fit registers nothing.
 
     Returns:
         The registered manifest.
     """
     on_step(f"fitting {config.estimator} on {DATASET}")
     trained = train_model(config)
+    manifest_drift_config = drift_config(trained.features) if drift_config is not None else None
     created_at = datetime.now(timezone.utc)
     version = new_version(created_at)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -412,7 +426,9 @@ def train_and_register(
         with tracked_run(tracking, name=version, config=run_config) as run:
             run.log_metrics(trained.metrics)
             run.log_model(artifact, name=config.model_name, version=version, metadata={"sha256": sha256, "metrics": trained.metrics})
-        manifest = build_manifest(trained, version=version, sha256=sha256, wandb_run_path=run.path, created_at=created_at)
+        manifest = build_manifest(
+            trained, version=version, sha256=sha256, wandb_run_path=run.path, created_at=created_at, drift_config=manifest_drift_config
+        )
         on_step(f"registering {version} in s3://{registry.bucket}/{registry.prefix}")
         return registry.register(artifact, manifest)
 

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Compare the champion's recent predictions with its training reference (or the previous window): "
             "KS / chi-square / missing-rate tests per feature and for the predicted label, Benjamini-Hochberg "
-            "corrected, with effect-size floors (SML_DRIFT_*). Stores the run, writes the HTML report and "
+            "corrected, with effect-size floors (SML_DRIFT_*, under the champion's own drift config from `sml train --drift-config`, "
+            "whose keys win; the table says where each floor came from). Stores the run, writes the HTML report and "
             "publishes the SNS alert, like the weekly drift Lambda. Model quality is assessed in the same run "
             "(realized metrics from labels, CBPE estimate; SML_QUALITY_*) and its verdict printed; `sml quality` shows it in full."
         ),
@@ -181,7 +182,10 @@ def print_run(outcome: DriftJobResult) -> None:
     table = Table(title=f"drift of {escape(run.model_name)} {run.model_version}: {run.window.start:%Y-%m-%d %H:%M} to {run.window.end:%Y-%m-%d %H:%M} UTC")
     for column in ("feature", "test"):
         table.add_column(column, no_wrap=True)
-    for column in ("statistic", "p", "adjusted p", "effect", "rules out ≥", "floor", "n ref", "n cur"):
+    for column in ("statistic", "p", "adjusted p", "effect", "rules out ≥", "floor"):
+        table.add_column(column, justify="right")
+    table.add_column("floor from", no_wrap=True)
+    for column in ("n ref", "n cur"):
         table.add_column(column, justify="right")
     table.add_column("verdict", no_wrap=True)
     ordered = sorted(run.results, key=lambda result: (VERDICT_RANK[result.verdict.value], result.p_adjusted))
@@ -195,6 +199,7 @@ def print_run(outcome: DriftJobResult) -> None:
             f"{result.effect_size:.3g}",
             "-" if result.effect_upper is None else f"{result.effect_upper:.3g}",
             f"{result.effect_floor:.3g}",
+            str(result.detail.get("floor_source", "-")),
             str(result.n_reference),
             str(result.n_current),
             f"[{VERDICT_STYLE[result.verdict.value]}]{result.verdict.value}[/]" + (f" ({result.detail['reason']})" if "reason" in result.detail else ""),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from sml.cli.commands.promote import add_power_options
     from sml.lifecycle.training import ESTIMATORS
 
     parser = subparsers.add_parser(
@@ -30,6 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--test-size", type=float, default=0.25, help="fraction of rows held out for metrics (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=42, help="seed for the split and the estimator (default: %(default)s)")
+    parser.add_argument(
+        "--drift-config",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "the model's own drift floors and thresholds (.toml or .json; see sml.drift.config), checked against the "
+            "model's features and stored in its manifest; its keys take precedence over the deployment's SML_DRIFT_*/SML_DQ_* settings"
+        ),
+    )
+    add_power_options(parser)
     parser.set_defaults(run=run_train)
 
 
@@ -37,9 +49,14 @@ def run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sml.cli.commands.models import open_registry
+    from sml.cli.commands.promote import print_power_check
     from sml.lifecycle.tracking import tracking_options
     from sml.lifecycle.training import TrainingConfig, parse_params, train_and_register
 
+    from sml.drift.config import read_model_drift_config
+
+    # Read before training, so a broken file fails in a second; its features are checked once the model has them.
+    drift_config = None if args.drift_config is None else read_model_drift_config(args.drift_config).for_manifest
     registry, settings = open_registry()
     config = TrainingConfig(
         model_name=settings.model_name,
@@ -57,11 +74,16 @@ def run_train(args: argparse.Namespace) -> int:
             status.update(step)
             console.log(step)
 
-        manifest = train_and_register(config, registry=registry, tracking=tracking, work_dir=settings.state_dir, on_step=show_step)
+        manifest = train_and_register(
+            config, registry=registry, tracking=tracking, work_dir=settings.state_dir, on_step=show_step, drift_config=drift_config
+        )
     metrics = ", ".join(f"{name} {value:.4f}" for name, value in manifest.metrics.items())
     print(f"registered {manifest.model_name} {manifest.version} ({manifest.estimator}): {metrics}")
     print(f"artifact s3://{registry.bucket}/{manifest.artifact_key} sha256 {manifest.sha256}")
     if manifest.wandb_run_path:
         print(f"W&B run ({tracking.mode}): {manifest.wandb_run_path}")
+    if manifest.drift_config is not None:
+        print(f"drift config {args.drift_config} stored in the manifest")
+    print_power_check(manifest, window_rows=args.expected_window_rows)
     print(f"promote it with `sml promote {manifest.version}` or `sml promote --best-by f1`")
     return 0

@@ -1,0 +1,316 @@
+"""A model's own drift configuration: floors and thresholds that travel with the model version.
+
+The deployment's settings (``SML_DRIFT_*``, ``SML_DQ_*``, ``SML_QUALITY_*``, from the CDK context
+on AWS) hold for every model version. A version may carry its own in its manifest
+(``sml train --drift-config FILE``), so that a feature that matters gets a tighter floor, and
+the floors change with the version that promotion or rollback puts in front of users.
+
+File format: TOML (``.toml``, read with :mod:`tomllib`) or the same structure in JSON
+(``.json``); every table and key is optional::
+
+    [floors]                 # for every feature of the kind that has no floor of its own
+    numeric = "0.25sd"       # KS D, or "<x>sd": a location shift of x standard deviations
+    categorical = 0.1        # Cramér's V
+    missing_rate = 0.2       # Cohen's h of a feature's missing rate
+    label = 0.1              # Cramér's V of the predicted label (else the categorical floor)
+
+    [features.mean_texture]  # one feature of the model
+    floor = "0.1sd"          # its main test: KS D or "<x>sd" (numeric), Cramér's V (categorical)
+    missing_rate = 0.1       # its missing-rate test: Cohen's h
+
+    [data_quality]           # shares in [0, 1]
+    max_out_of_range = 0.01
+    max_unseen_category = 0.01
+    max_missing_excess = 0.05
+
+    [quality]
+    metric = "roc_auc"       # accuracy, f1, precision, recall, roc_auc
+    tolerance = 0.03
+
+**Precedence**, key by key: built-in defaults < deployment settings < the model's config. The
+model's author knows which of its features matter and how large a shift hurts it; the
+deployment's settings are written once for every version and cannot know a feature that a later
+version adds. So each key of the model's file replaces the deployment setting it corresponds to
+(``floors.numeric`` ↔ ``SML_DRIFT_MIN_KS_D``, ``features.X.floor`` ↔ ``SML_DRIFT_FEATURE_FLOORS``'s
+entry for X, ``data_quality.max_out_of_range`` ↔ ``SML_DQ_MAX_OUT_OF_RANGE``, ...), and keys it does
+not set keep the deployment's values. Then, per test, the most specific floor wins: a floor for
+the feature (the model's, else the deployment's) before a floor for its kind (the model's, else
+the deployment's), before the built-in default. :func:`resolve_floors` says for every test which
+source its floor came from; the drift run stores that and the report shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sml.core.errors import SmlError
+from sml.drift.data_quality import DataQualityThresholds
+from sml.drift.stats import FeatureSpecLike, parse_effect_floor
+
+FloorSource = Literal["model", "deployment", "default"]
+QUALITY_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc")
+KIND_FLOOR_KEYS = ("numeric", "categorical", "missing_rate", "label")
+FEATURE_KEYS = ("floor", "missing_rate")
+DATA_QUALITY_KEYS = ("max_out_of_range", "max_unseen_category", "max_missing_excess")
+QUALITY_KEYS = ("metric", "tolerance")
+TABLES = {"floors": KIND_FLOOR_KEYS, "features": None, "data_quality": DATA_QUALITY_KEYS, "quality": QUALITY_KEYS}
+
+
+@dataclass(frozen=True)
+class ModelDriftConfig:
+    """A model's drift configuration as read from its file or its manifest (see the module doc).
+
+    Floors keep the form they were written in (``"0.1sd"`` or a number); :func:`resolve_floors`
+    turns them into effects. ``source`` is the file as ``--drift-config`` named it, as the manifest records it.
+    """
+
+    source: str = ""
+    floors: Mapping[str, float | str] = field(default_factory=dict)
+    features: Mapping[str, Mapping[str, float | str]] = field(default_factory=dict)
+    data_quality: Mapping[str, float] = field(default_factory=dict)
+    quality: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str) -> ModelDriftConfig:
+        """Check the structure and values of a parsed file (features are checked by :meth:`check_features`).
+
+        :raises SmlError: ``"<source>: <key>: <problem>"`` for an unknown table or key, a value of
+            the wrong type, or a floor or threshold out of range.
+        """
+        if not isinstance(data, Mapping):
+            raise SmlError(f"{source}: expected a table of {', '.join(TABLES)}, got {_type_name(data)}")
+        tables = {}
+        for name, value in data.items():
+            if name not in TABLES:
+                raise SmlError(f"{source}: {name}: unknown table; expected {', '.join(TABLES)}")
+            if not isinstance(value, Mapping):
+                raise SmlError(f"{source}: {name}: expected a table, got {_type_name(value)}")
+            allowed = TABLES[name]
+            if allowed is not None:
+                unknown = [key for key in value if key not in allowed]
+                if unknown:
+                    raise SmlError(f"{source}: {name}.{unknown[0]}: unknown key; expected {', '.join(allowed)}")
+            tables[name] = value
+        floors = {key: _kind_floor(source, key, value) for key, value in tables.get("floors", {}).items()}
+        features = {}
+        for feature, entry in tables.get("features", {}).items():
+            where = f"features.{_key(feature)}"
+            if not isinstance(entry, Mapping):
+                raise SmlError(f"{source}: {where}: expected a table with {' and/or '.join(FEATURE_KEYS)}, got {_type_name(entry)}")
+            unknown = [key for key in entry if key not in FEATURE_KEYS]
+            if unknown:
+                raise SmlError(f"{source}: {where}.{unknown[0]}: unknown key; expected {', '.join(FEATURE_KEYS)}")
+            features[feature] = {
+                key: (_main_floor(source, f"{where}.floor", value) if key == "floor" else _missing_rate_floor(source, f"{where}.{key}", value))
+                for key, value in entry.items()
+            }
+        data_quality = {key: _share(source, f"data_quality.{key}", value) for key, value in tables.get("data_quality", {}).items()}
+        quality = dict(tables.get("quality", {}))
+        if "metric" in quality and quality["metric"] not in QUALITY_METRICS:
+            raise SmlError(f"{source}: quality.metric: {quality['metric']!r} is not one of {', '.join(QUALITY_METRICS)}")
+        if "tolerance" in quality:
+            quality["tolerance"] = _share(source, "quality.tolerance", quality["tolerance"])
+        return cls(source=source, floors=floors, features=features, data_quality=data_quality, quality=quality)
+
+    def check_features(self, schema: Sequence[FeatureSpecLike]) -> ModelDriftConfig:
+        """Check the config against the model's features; returns itself.
+
+        :raises SmlError: ``"<source>: features.<name>: ..."`` for a feature the model does not have,
+            or an ``"<x>sd"`` floor on a categorical feature.
+        """
+        kinds = {spec.name: spec.kind for spec in schema if spec.kind != "label"}
+        for feature, entry in self.features.items():
+            where = f"features.{_key(feature)}"
+            if feature not in kinds:
+                raise SmlError(f"{self.source}: {where}: the model has no feature {feature!r} (features: {', '.join(sorted(kinds))})")
+            floor = entry.get("floor")
+            if kinds[feature] != "numeric" and _is_sd(floor):
+                raise SmlError(f"{self.source}: {where}.floor: {feature!r} is {kinds[feature]}; give its floor as a Cramér's V, not {floor!r}")
+        return self
+
+    def for_manifest(self, schema: Sequence[FeatureSpecLike]) -> dict[str, Any]:
+        """:meth:`check_features`, then :meth:`to_manifest`: what ``sml train --drift-config`` stores."""
+        return self.check_features(schema).to_manifest()
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The JSON object the manifest stores (the file's tables, and ``source``)."""
+        data: dict[str, Any] = {"source": self.source}
+        for name in TABLES:
+            value = getattr(self, name)
+            if value:
+                data[name] = {key: dict(entry) if isinstance(entry, Mapping) else entry for key, entry in value.items()}
+        return data
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any], *, manifest: str) -> ModelDriftConfig:
+        """Read the manifest's ``drift_config`` back; a problem names the manifest and the file it came from."""
+        if not isinstance(data, Mapping):
+            raise SmlError(f"{manifest} drift_config: expected a table, got {_type_name(data)}")
+        tables = {name: value for name, value in data.items() if name != "source"}
+        return cls.from_mapping(tables, source=f"{manifest} drift_config (from {data.get('source') or 'an unnamed file'})")
+
+    def data_quality_thresholds(self, deployment: DataQualityThresholds) -> DataQualityThresholds:
+        """The deployment's thresholds with this model's keys on top."""
+        return DataQualityThresholds(**{**{key: getattr(deployment, key) for key in DATA_QUALITY_KEYS}, **self.data_quality})
+
+
+def read_model_drift_config(path: Path) -> ModelDriftConfig:
+    """Read and check a drift config file (``.toml`` or ``.json``); features are checked later.
+
+    :raises SmlError: naming the file (and the key) when it is unreadable, not TOML/JSON, or wrong.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise SmlError(f"{path}: a drift config is a .toml or .json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SmlError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise SmlError(f"{path}: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise SmlError(f"{path}: not valid {suffix[1:].upper()} ({exc})") from None
+    return ModelDriftConfig.from_mapping(data, source=str(path))
+
+
+@dataclass(frozen=True)
+class EffectiveFloor:
+    """The floor one test of a run uses: ``value`` as an effect (KS D, Cramér's V or Cohen's h),
+    ``given`` as it was written (``"0.1sd"``, 0.05), and where it came from."""
+
+    value: float
+    given: float | str
+    source: FloorSource
+    setting: str
+    """The key or variable that set it, e.g. ``features.mean_texture.floor`` or ``SML_DRIFT_MIN_KS_D``."""
+
+
+@dataclass(frozen=True)
+class DeploymentFloors:
+    """The deployment's floors and, for each, whether the deployment set it (else it is the built-in default)."""
+
+    min_ks_d: float
+    min_cramers_v: float
+    min_missing_rate_h: float
+    feature_floors: Mapping[str, float | str] = field(default_factory=dict)
+    set_by_deployment: frozenset[str] = frozenset()
+    """Which of ``min_ks_d``, ``min_cramers_v``, ``min_missing_rate_h`` differ from the built-in defaults."""
+
+
+DEPLOYMENT_VARIABLES = {
+    "min_ks_d": "SML_DRIFT_MIN_KS_D",
+    "min_cramers_v": "SML_DRIFT_MIN_CRAMERS_V",
+    "min_missing_rate_h": "SML_DRIFT_MIN_MISSING_RATE_H",
+}
+
+
+def resolve_floors(
+    schema: Sequence[FeatureSpecLike], deployment: DeploymentFloors, model: ModelDriftConfig | None
+) -> dict[tuple[str, str], EffectiveFloor]:
+    """The floor of every test of a run and its source, by the precedence of the module doc.
+
+    :param schema: the run's features and the predicted label (kind ``label``).
+    :returns: per (feature, test) with test ``ks``, ``chi2`` or ``missing_rate`` (none for the label).
+    :raises SmlError: a deployment floor names a feature the model does not have, or is not a floor.
+    """
+    model = model or ModelDriftConfig()
+    kinds = {spec.name: spec.kind for spec in schema}
+    for name, value in deployment.feature_floors.items():
+        if name not in kinds:
+            raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: the model has no feature {name!r} (features: {', '.join(sorted(kinds))})")
+        if _is_sd(value) and kinds[name] != "numeric":
+            raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: feature {name!r} is {kinds[name]}; give its floor as a Cramér's V, not {value!r}")
+
+    def general(model_key: str, deployment_key: str) -> tuple[float | str, FloorSource, str]:
+        if model_key in model.floors:
+            return model.floors[model_key], "model", f"floors.{model_key}"
+        source: FloorSource = "deployment" if deployment_key in deployment.set_by_deployment else "default"
+        return getattr(deployment, deployment_key), source, DEPLOYMENT_VARIABLES[deployment_key]
+
+    floors: dict[tuple[str, str], EffectiveFloor] = {}
+    for spec in schema:
+        own = model.features.get(spec.name, {})
+        test = "ks" if spec.kind == "numeric" else "chi2"
+        if spec.kind == "label" and "label" in model.floors:
+            given, source, setting = model.floors["label"], "model", "floors.label"
+        elif "floor" in own:
+            given, source, setting = own["floor"], "model", f"features.{_key(spec.name)}.floor"
+        elif spec.name in deployment.feature_floors:
+            given, source, setting = deployment.feature_floors[spec.name], "deployment", "SML_DRIFT_FEATURE_FLOORS"
+        else:
+            given, source, setting = general(*(("numeric", "min_ks_d") if spec.kind == "numeric" else ("categorical", "min_cramers_v")))
+        try:
+            floors[spec.name, test] = EffectiveFloor(parse_effect_floor(spec.name, given), given, source, setting)
+        except ValueError as exc:
+            raise SmlError(f"{setting}: {exc}") from None
+        if spec.kind == "label":
+            continue
+        if "missing_rate" in own:
+            given, source, setting = own["missing_rate"], "model", f"features.{_key(spec.name)}.missing_rate"
+        else:
+            given, source, setting = general("missing_rate", "min_missing_rate_h")
+        floors[spec.name, "missing_rate"] = EffectiveFloor(float(given), given, source, setting)
+    return floors
+
+
+def _kind_floor(source: str, key: str, value: Any) -> float | str:
+    where = f"floors.{key}"
+    if key == "missing_rate":
+        return _missing_rate_floor(source, where, value)
+    if key == "numeric":
+        return _main_floor(source, where, value)
+    if _is_sd(value):
+        raise SmlError(f"{source}: {where}: give a Cramér's V (a number in (0, 1)), not {value!r}; '<x>sd' is for numeric features")
+    return _main_floor(source, where, value)
+
+
+def _main_floor(source: str, where: str, value: Any) -> float | str:
+    if not (_is_number(value) or isinstance(value, str)):
+        raise SmlError(f"{source}: {where}: expected a number or '<x>sd', got {_type_name(value)}")
+    try:
+        parse_effect_floor(where, value)
+    except ValueError as exc:
+        problem = str(exc).split(": ", 1)[-1]
+        raise SmlError(f"{source}: {where}: {problem}") from None
+    return value
+
+
+def _missing_rate_floor(source: str, where: str, value: Any) -> float:
+    if not _is_number(value):
+        raise SmlError(f"{source}: {where}: expected a number (Cohen's h), got {_type_name(value)}")
+    if not 0 < value < math.pi:
+        raise SmlError(f"{source}: {where}: a Cohen's h floor must be in (0, pi), got {value}")
+    return float(value)
+
+
+def _share(source: str, where: str, value: Any) -> float:
+    if not _is_number(value):
+        raise SmlError(f"{source}: {where}: expected a number (a share in [0, 1]), got {_type_name(value)}")
+    if not 0 <= value <= 1:
+        raise SmlError(f"{source}: {where}: must be a share in [0, 1], got {value}")
+    return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_sd(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower().endswith("sd")
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}.get(type(value), type(value).__name__)
+
+
+def _key(name: str) -> str:
+    # A bare TOML key where it can be one, else quoted, so the message can be pasted back into the file.
+    return name if name.replace("_", "").replace("-", "").isalnum() and name.isascii() else json.dumps(name)

@@ -1,0 +1,230 @@
+"""A model's drift config: its file format, its checks, its place in the manifest, and precedence.
+
+Precedence, key by key: built-in defaults < deployment settings < the model's config; per test
+the most specific floor (the feature's) before the general one (its kind's).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sml.core.errors import SmlError
+from sml.drift.config import DeploymentFloors, ModelDriftConfig, read_model_drift_config, resolve_floors
+from sml.drift.data_quality import DataQualityThresholds
+from sml.drift.job import LABEL_COLUMN, DriftJobConfig
+from sml.drift.quality import QualityConfig
+from sml.drift.stats import FeatureSpec, ks_d_for_location_shift
+from sml.lifecycle.manifest import CategoricalReference, ModelManifest, NumericReference, ReferenceData
+from sml.lifecycle.manifest import FeatureSpec as ManifestFeature
+
+SCHEMA = [FeatureSpec("mean_texture", "numeric"), FeatureSpec("grade", "categorical"), FeatureSpec(LABEL_COLUMN, "label")]
+DEFAULTS = DeploymentFloors(min_ks_d=0.1, min_cramers_v=0.1, min_missing_rate_h=0.2)
+
+FULL = textwrap.dedent(
+    """
+    [floors]
+    numeric = "0.2sd"
+    categorical = 0.08
+    missing_rate = 0.15
+    label = 0.06
+
+    [features.mean_texture]
+    floor = "0.1sd"
+    missing_rate = 0.1
+
+    [data_quality]
+    max_out_of_range = 0.01
+
+    [quality]
+    metric = "roc_auc"
+    tolerance = 0.03
+    """
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "drift.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_full_toml_file_reads_and_its_json_twin_reads_the_same(tmp_path: Path) -> None:
+    from_toml = read_model_drift_config(write(tmp_path, FULL)).check_features(SCHEMA)
+    assert from_toml.floors == {"numeric": "0.2sd", "categorical": 0.08, "missing_rate": 0.15, "label": 0.06}
+    assert from_toml.features == {"mean_texture": {"floor": "0.1sd", "missing_rate": 0.1}}
+    assert from_toml.data_quality == {"max_out_of_range": 0.01}
+    assert from_toml.quality == {"metric": "roc_auc", "tolerance": 0.03}
+    twin = {key: value for key, value in from_toml.to_manifest().items() if key != "source"}
+    from_json = read_model_drift_config(write(tmp_path, json.dumps(twin), "drift.json"))
+    assert replace(from_json, source=from_toml.source) == from_toml
+
+
+def test_an_empty_file_is_a_config_that_changes_nothing(tmp_path: Path) -> None:
+    config = read_model_drift_config(write(tmp_path, ""))
+    assert config == ModelDriftConfig(source=str(tmp_path / "drift.toml"))
+    assert resolve_floors(SCHEMA, DEFAULTS, config) == resolve_floors(SCHEMA, DEFAULTS, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[floors\nnumeric = 0.1", "drift.toml: not valid TOML"),
+        ("source = 'mine.toml'", "drift.toml: source: unknown table"),
+        ("[thresholds]\nx = 1", "drift.toml: thresholds: unknown table; expected floors, features, data_quality, quality"),
+        ("floors = 3", "drift.toml: floors: expected a table, got a number"),
+        ("[floors]\nnumerical = 0.1", "drift.toml: floors.numerical: unknown key; expected numeric, categorical, missing_rate, label"),
+        ("[floors]\nnumeric = -0.1", "drift.toml: floors.numeric: -0.1 must give an effect in (0, 1)"),
+        ("[floors]\nnumeric = '-0.1sd'", "drift.toml: floors.numeric: '-0.1sd' must be a positive number of standard deviations"),
+        ("[floors]\nnumeric = 'tiny'", "drift.toml: floors.numeric: 'tiny' is not a number or '<x>sd'"),
+        ("[floors]\nnumeric = true", "drift.toml: floors.numeric: expected a number or '<x>sd', got a boolean"),
+        ("[floors]\ncategorical = '0.1sd'", "drift.toml: floors.categorical: give a Cramér's V"),
+        ("[floors]\nmissing_rate = '0.2'", "drift.toml: floors.missing_rate: expected a number (Cohen's h), got a string"),
+        ("[floors]\nmissing_rate = 4", "drift.toml: floors.missing_rate: a Cohen's h floor must be in (0, pi)"),
+        ("[features]\nmean_texture = 0.1", "drift.toml: features.mean_texture: expected a table with floor and/or missing_rate, got a number"),
+        ("[features.mean_texture]\nflor = 0.1", "drift.toml: features.mean_texture.flor: unknown key; expected floor, missing_rate"),
+        ("[features.mean_texture]\nfloor = 1.5", "drift.toml: features.mean_texture.floor: 1.5 must give an effect in (0, 1)"),
+        ("[features.mean_texture]\nmissing_rate = -0.1", "drift.toml: features.mean_texture.missing_rate: a Cohen's h floor must be in (0, pi)"),
+        ("[data_quality]\nmax_out_of_range = 2", "drift.toml: data_quality.max_out_of_range: must be a share in [0, 1], got 2"),
+        ("[data_quality]\nmax_range = 0.1", "drift.toml: data_quality.max_range: unknown key"),
+        ("[quality]\nmetric = 'auc'", "drift.toml: quality.metric: 'auc' is not one of accuracy, f1, precision, recall, roc_auc"),
+        ("[quality]\ntolerance = [0.1]", "drift.toml: quality.tolerance: expected a number (a share in [0, 1]), got an array"),
+    ],
+)
+def test_garbage_is_refused_naming_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(SmlError) as raised:
+        read_model_drift_config(write(tmp_path, text))
+    assert str(raised.value).startswith(f"{tmp_path}/{message}")
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[features.mean_textur]\nfloor = 0.05", "drift.toml: features.mean_textur: the model has no feature 'mean_textur' (features: grade, mean_texture)"),
+        ('[features."(predicted label)"]\nfloor = 0.05', 'drift.toml: features."(predicted label)": the model has no feature'),
+        ("[features.grade]\nfloor = '0.1sd'", "drift.toml: features.grade.floor: 'grade' is categorical; give its floor as a Cramér's V"),
+    ],
+)
+def test_features_are_checked_against_the_models_schema(tmp_path: Path, text: str, message: str) -> None:
+    config = read_model_drift_config(write(tmp_path, text))
+    with pytest.raises(SmlError) as raised:
+        config.check_features(SCHEMA)
+    assert str(raised.value).startswith(f"{tmp_path}/{message}")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("drift.yaml", "floors: {}", "drift.yaml: a drift config is a .toml or .json file"),
+        ("drift.json", "[0.1]", "drift.json: expected a table of floors, features, data_quality, quality, got an array"),
+        ("drift.json", "{floors: 1}", "drift.json: not valid JSON"),
+    ],
+)
+def test_wrong_file_kinds_are_refused(tmp_path: Path, name: str, text: str, message: str) -> None:
+    with pytest.raises(SmlError) as raised:
+        read_model_drift_config(write(tmp_path, text, name))
+    assert str(raised.value).startswith(f"{tmp_path}/{message}")
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SmlError, match=r"drift\.toml: cannot read it"):
+        read_model_drift_config(tmp_path / "drift.toml")
+
+
+def manifest(drift_config: dict | None = None) -> ModelManifest:
+    return ModelManifest(
+        model_name="m", version="v1", created_at="2025-01-01T00:00:00Z", sha256="ab" * 32, artifact_key="models/m/v1/model.joblib",
+        estimator="LogisticRegression", metrics={"f1": 0.9}, params={}, classes=("a", "b"),
+        features=(ManifestFeature("mean_texture", "numeric"), ManifestFeature("grade", "categorical")),
+        reference=ReferenceData(
+            n_rows=400,
+            features={"mean_texture": NumericReference(tuple(float(x) for x in range(400))), "grade": CategoricalReference({"low": 200, "high": 200})},
+            label_counts={"a": 200, "b": 200},
+        ),
+        library_versions={}, drift_config=drift_config,
+    )
+
+
+def test_the_manifest_keeps_the_config_and_its_sha256_and_old_manifests_have_none(tmp_path: Path) -> None:
+    config = read_model_drift_config(write(tmp_path, FULL))
+    stored = manifest(config.for_manifest(SCHEMA))
+    again = ModelManifest.from_json(stored.to_json())
+    assert again == stored and again.sha256 == "ab" * 32
+    assert ModelDriftConfig.from_manifest(again.drift_config, manifest="m v1") == replace(config, source=f"m v1 drift_config (from {config.source})")
+
+    old = json.loads(manifest().to_json())
+    del old["drift_config"]
+    assert ModelManifest.from_json(json.dumps(old)).drift_config is None
+    with pytest.raises(SmlError, match="manifest.json: malformed manifest .*drift_config must be a JSON object"):
+        ModelManifest.from_json(json.dumps({**old, "drift_config": [1]}))
+
+
+def test_a_broken_config_in_a_manifest_names_the_manifest_and_its_file() -> None:
+    broken = manifest({"source": "drift.toml", "floors": {"numeric": 7}})
+    with pytest.raises(SmlError, match=r"^m v1 manifest drift_config \(from drift\.toml\): floors\.numeric: 7 must give an effect"):
+        DriftJobConfig(bucket="b").for_model(broken)
+
+
+def sources(floors: dict) -> dict[tuple[str, str], tuple[float, str, str]]:
+    return {key: (round(floor.value, 4), floor.source, floor.setting) for key, floor in floors.items()}
+
+
+def test_without_any_setting_every_floor_is_the_built_in_default() -> None:
+    assert sources(resolve_floors(SCHEMA, DEFAULTS, None)) == {
+        ("mean_texture", "ks"): (0.1, "default", "SML_DRIFT_MIN_KS_D"),
+        ("mean_texture", "missing_rate"): (0.2, "default", "SML_DRIFT_MIN_MISSING_RATE_H"),
+        ("grade", "chi2"): (0.1, "default", "SML_DRIFT_MIN_CRAMERS_V"),
+        ("grade", "missing_rate"): (0.2, "default", "SML_DRIFT_MIN_MISSING_RATE_H"),
+        (LABEL_COLUMN, "chi2"): (0.1, "default", "SML_DRIFT_MIN_CRAMERS_V"),
+    }
+
+
+def test_deployment_settings_replace_defaults_and_the_models_keys_replace_the_deployments() -> None:
+    deployment = DeploymentFloors(
+        min_ks_d=0.12, min_cramers_v=0.1, min_missing_rate_h=0.3,
+        feature_floors={"grade": 0.07, LABEL_COLUMN: 0.09}, set_by_deployment=frozenset({"min_ks_d", "min_missing_rate_h"}),
+    )
+    model = ModelDriftConfig(source="drift.toml", floors={"categorical": 0.05, "missing_rate": 0.25}, features={"mean_texture": {"floor": "0.1sd"}})
+    assert sources(resolve_floors(SCHEMA, deployment, model)) == {
+        # the model's feature floor beats the deployment's kind floor
+        ("mean_texture", "ks"): (round(ks_d_for_location_shift(0.1), 4), "model", "features.mean_texture.floor"),
+        # the model's kind floor replaces the deployment's SML_DRIFT_MIN_MISSING_RATE_H
+        ("mean_texture", "missing_rate"): (0.25, "model", "floors.missing_rate"),
+        # a feature floor of the deployment is more specific than the model's kind floor
+        ("grade", "chi2"): (0.07, "deployment", "SML_DRIFT_FEATURE_FLOORS"),
+        ("grade", "missing_rate"): (0.25, "model", "floors.missing_rate"),
+        (LABEL_COLUMN, "chi2"): (0.09, "deployment", "SML_DRIFT_FEATURE_FLOORS"),
+    }
+    tighter = replace(model, floors={**model.floors, "label": 0.04}, features={"grade": {"floor": 0.03}})
+    resolved = sources(resolve_floors(SCHEMA, deployment, tighter))
+    assert resolved["grade", "chi2"] == (0.03, "model", "features.grade.floor")
+    assert resolved[LABEL_COLUMN, "chi2"] == (0.04, "model", "floors.label")
+    assert resolved["mean_texture", "ks"] == (0.12, "deployment", "SML_DRIFT_MIN_KS_D")
+
+
+def test_deployment_floors_that_do_not_fit_the_model_are_named() -> None:
+    with pytest.raises(SmlError, match="SML_DRIFT_FEATURE_FLOORS: the model has no feature 'radius'"):
+        resolve_floors(SCHEMA, replace(DEFAULTS, feature_floors={"radius": 0.1}), None)
+    with pytest.raises(SmlError, match="SML_DRIFT_FEATURE_FLOORS: feature 'grade' is categorical"):
+        resolve_floors(SCHEMA, replace(DEFAULTS, feature_floors={"grade": "0.1sd"}), None)
+
+
+def test_the_job_config_marks_what_the_deployment_set_and_takes_the_models_thresholds() -> None:
+    deployment = DriftJobConfig(
+        bucket="b", min_cramers_v=0.2, data_quality=DataQualityThresholds(max_unseen_category=0.03), quality=QualityConfig(metric="f1", tolerance=0.05)
+    )
+    assert deployment.deployment_floors().set_by_deployment == {"min_cramers_v"}
+
+    unchanged, floors = deployment.for_model(manifest())
+    assert unchanged == deployment and floors["grade", "chi2"].source == "deployment"
+
+    model = {"source": "drift.toml", "data_quality": {"max_out_of_range": 0.005}, "quality": {"metric": "roc_auc"}}
+    effective, _ = deployment.for_model(manifest(model))
+    assert effective.data_quality == DataQualityThresholds(max_out_of_range=0.005, max_unseen_category=0.03)
+    assert (effective.quality.metric, effective.quality.tolerance) == ("roc_auc", 0.05)
+    assert (effective.min_cramers_v, effective.bucket) == (0.2, "b")
