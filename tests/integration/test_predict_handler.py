@@ -1,7 +1,8 @@
 """The predict handler end to end on moto: AWS's sample Function URL event, the registry, the queue.
 
-Every bad input must come back as a precise 4xx with nothing queued; a queue outage must still
-answer 200 with the missed event in the structured log; fail-closed answers 503.
+Every bad input must come back as a precise 4xx with nothing queued but its refusal event (the
+bad values counted per feature and code); a queue outage must still answer 200 with the missed
+event in the structured log; fail-closed answers 503.
 """
 
 from __future__ import annotations
