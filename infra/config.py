@@ -69,6 +69,7 @@ class DeploymentConfig:
     dq_max_out_of_range: float | None = None
     dq_max_unseen_category: float | None = None
     dq_max_missing_excess: float | None = None
+    dq_max_refused_rate: float | None = None
 
     @property
     def deployed_app_name(self) -> str:
@@ -133,6 +134,7 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         dq_max_out_of_range=_share(get, names.CTX_DQ_MAX_OUT_OF_RANGE),
         dq_max_unseen_category=_share(get, names.CTX_DQ_MAX_UNSEEN_CATEGORY),
         dq_max_missing_excess=_share(get, names.CTX_DQ_MAX_MISSING_EXCESS),
+        dq_max_refused_rate=_share(get, names.CTX_DQ_MAX_REFUSED_RATE),
     )
     if config.writer_batch_size > 10 and config.writer_batching_window_seconds < 1:
         raise ContextError(

@@ -54,6 +54,7 @@ class Drift(Construct):
             (names.ENV_DQ_MAX_OUT_OF_RANGE, config.dq_max_out_of_range),
             (names.ENV_DQ_MAX_UNSEEN_CATEGORY, config.dq_max_unseen_category),
             (names.ENV_DQ_MAX_MISSING_EXCESS, config.dq_max_missing_excess),
+            (names.ENV_DQ_MAX_REFUSED_RATE, config.dq_max_refused_rate),
         ):
             if threshold is not None:
                 environment[variable] = str(threshold)

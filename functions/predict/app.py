@@ -10,6 +10,13 @@ Capture: one event per row to SQS. If the queue cannot be reached the prediction
 ``CaptureMisses`` counts it and each missed event is logged whole (``capture_miss`` and
 ``message_body`` keys) so it can be re-sent; ``SML_CAPTURE_FAIL_CLOSED=true`` answers 503 instead.
 
+Refusals: a ``POST /predict`` answered 400/413/422 (the body or its values) also goes to the queue,
+as one refusal event counting the refused values per feature and error code (issue 18, data
+quality), sampled like predictions, and as the ``RefusedValues`` metric with dimension ``field``.
+It never changes the answer: a refusal that cannot be sent is logged as a ``capture_miss``, also
+under fail-closed (which is about recording predictions, not refusals). Routes that do not exist
+(404/405) and ``POST /feedback`` are not feature data and are not counted.
+
 When: ``SML_CAPTURE_MODE=after_response`` (the default) answers first; an internal Lambda extension,
 registered here at import (Lambda's init phase), sends in the invocation's post-runtime phase
 (:mod:`sml.predict.capture_extension`). Without an Extensions API (``AWS_LAMBDA_RUNTIME_API``
@@ -39,19 +46,29 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from sml.core.aws import aws_client
-from sml.predict.capture import CAPTURE_CLIENT_CONFIG, CaptureResult, PredictionCapture, publish_message_bodies
+from sml.predict.capture import CAPTURE_CLIENT_CONFIG, CapturedEvent, CaptureResult, PredictionCapture, publish_message_bodies
 from sml.predict.capture_extension import ExtensionsApiError, PostResponseCapture
 from sml.core.errors import SmlError
-from sml.core.events import PredictionEvent, format_timestamp, serialise_ground_truth_event, utc_now
+from sml.core.events import (
+    EVENT_TYPE_FIELD,
+    REFUSAL_EVENT_TYPE,
+    EventValidationError,
+    PredictionEvent,
+    build_refusal_event,
+    format_timestamp,
+    serialise_ground_truth_event,
+    utc_now,
+)
 from sml.predict.errors import ApiError
 from sml.predict.feedback import FeedbackSchema, feedback_response
-from sml.predict.service import PredictionService, predict_response
+from sml.predict.service import NOT_DECODED, PredictionService, predict_response
 from sml.predict.validation import decode_json_body
 from sml.lifecycle.registry import LoadedModel, load_champion
 from sml.core.settings import CaptureSettings, PredictSettings, SettingsError, load_settings
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "predict")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "sml"
+_REFUSAL_BODY_START = f'{{"{EVENT_TYPE_FIELD}":"{REFUSAL_EVENT_TYPE}"'  # how serialise_event starts a refusal
 ROUTES = {"/predict": "POST", "/feedback": "POST", "/health": "GET", "/openapi.json": "GET"}
 
 logger = Logger(service=SERVICE)
@@ -136,8 +153,14 @@ def _build_capture(settings: PredictSettings) -> PredictionCapture | None:
 def predict() -> Response:
     runtime = load_runtime()
     event = app.current_event.raw_event
-    request = runtime.service.parse_request(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
-    events = runtime.service.predict(request.rows, batch=request.batch)
+    payload: Any = NOT_DECODED
+    try:
+        payload = runtime.service.decode_body(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
+        request = runtime.service.schema.parse_request(payload)
+        events = runtime.service.predict(request.rows, batch=request.batch)
+    except ApiError as error:
+        _capture_refusal(runtime, error, payload)
+        raise
     logger.set_correlation_id(events[0].prediction_id)
     if runtime.capture is not None and not _defer_capture(runtime.settings, runtime.capture, events):
         _record_capture(runtime.capture.capture(events), fail_closed=runtime.settings.capture_fail_closed)
@@ -146,7 +169,30 @@ def predict() -> Response:
     return Response(HTTPStatus.OK.value, content_types.APPLICATION_JSON, predict_response(request, events, warnings))
 
 
-def _defer_capture(settings: PredictSettings, capture: PredictionCapture, events: list[PredictionEvent]) -> bool:
+def _capture_refusal(runtime: PredictRuntime, error: ApiError, payload: Any) -> None:
+    """Count a refused request's values (``RefusedValues`` per field) and capture its refusal event.
+
+    Never raises for the capture: the caller answers the 4xx whatever happens here (a refusal that
+    cannot be sent is logged as a ``capture_miss``, even under fail-closed).
+    """
+    refused = runtime.service.refused_values(error, payload)
+    for field, reasons in refused.items():
+        metric = {"name": "RefusedValues", "unit": MetricUnit.Count, "value": sum(reasons.values()), "namespace": NAMESPACE}
+        with single_metric(**metric, default_dimensions={"service": SERVICE}) as refused_metric:
+            refused_metric.add_dimension(name="field", value=field)
+    if runtime.capture is None:
+        return
+    manifest = runtime.loaded.manifest
+    try:
+        refusal = build_refusal_event(model_name=manifest.model_name, model_version=manifest.version, refused=refused)
+    except EventValidationError as exc:  # a schema whose names the event contract refuses; the 4xx stands
+        logger.error("refusal event not built", extra={"refusal_error": str(exc)})
+        return
+    if not _defer_capture(runtime.settings, runtime.capture, [refusal]):
+        _record_capture(runtime.capture.capture([refusal]), fail_closed=False)
+
+
+def _defer_capture(settings: PredictSettings, capture: PredictionCapture, events: Sequence[CapturedEvent]) -> bool:
     """Capture after the response: sample now, hand the events to the capture extension.
 
     :returns: false when the events must be sent inline instead (fail-closed, inline mode, no extension).
@@ -189,9 +235,10 @@ def _report_after_response(result: CaptureResult) -> None:
 
 def _log_misses(result: CaptureResult) -> None:
     for miss in result.misses:
+        kind = "refusal" if miss.body.startswith(_REFUSAL_BODY_START) else "prediction"
         logger.error(
-            "prediction event not captured; re-send message_body to the events queue",
-            extra={"capture_miss": miss.reason, "prediction_id": miss.prediction_id, "message_body": miss.body},
+            f"{kind} event not captured; re-send message_body to the events queue",
+            extra={"capture_miss": miss.reason, f"{kind}_id": miss.event_id, "message_body": miss.body},
         )
 
 
@@ -316,7 +363,7 @@ def start_capture_extension(environ: Mapping[str, str] = os.environ) -> PostResp
     return extension
 
 
-def _publish_after_response(events: Sequence[PredictionEvent]) -> CaptureResult:
+def _publish_after_response(events: Sequence[CapturedEvent]) -> CaptureResult:
     capture = load_runtime().capture  # built by the request that deferred the (already sampled) events
     if capture is None:  # the extension reports the events as misses, whole
         raise SettingsError("SML_CAPTURE_SAMPLING_RATE", "capture is off in this container; deferred events cannot be sent")

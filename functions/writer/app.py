@@ -88,6 +88,7 @@ def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialIte
     metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(outcome.failures))
     metrics.add_metric(name="labels_stored", unit=MetricUnit.Count, value=outcome.labels_stored)
     metrics.add_metric(name="labels_skipped", unit=MetricUnit.Count, value=outcome.labels_skipped)
+    metrics.add_metric(name="refusals_stored", unit=MetricUnit.Count, value=outcome.refusals_stored)
     reasons = {failure.message_id: failure.reason for failure in outcome.failures}
     if reasons:
         logger.warning(

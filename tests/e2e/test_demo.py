@@ -44,6 +44,7 @@ def assert_story_held(completed: subprocess.CompletedProcess[str], summary: dict
     assert summary["alert"]["attributes"]["status"] == "DRIFT"
     assert summary["baseline_status"] == "NO_DRIFT" and summary["baseline_data_quality"] == "OK"
     assert {f"{name}:out_of_range" for name in DEMO_SHIFT.out_of_range} <= set(summary["data_quality_violations"])
+    assert f"{summary['refused_feature']}:refused" in summary["data_quality_violations"] and summary["refused_requests"] > 0
     assert summary["alert"]["attributes"]["data_quality_status"] == "VIOLATIONS"
     report = Path(summary["report_path"]).read_text(encoding="utf-8")
     assert all(feature in report for feature in DEMO_SHIFT.features)

@@ -28,6 +28,7 @@ NON_DEFAULT_CONTEXT = {
     "drift_feature_floors": {"mean_texture": "0.1sd"},
     "dq_max_out_of_range": "0.01",
     "dq_max_unseen_category": 0.005,
+    "dq_max_refused_rate": "0.03",
 }
 
 

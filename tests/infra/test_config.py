@@ -65,6 +65,7 @@ def test_cli_strings_and_json_values_both_parse() -> None:
         ({"dq_max_out_of_range": "1.5"}, "dq_max_out_of_range", "between 0.0 and 1.0"),
         ({"dq_max_unseen_category": "some"}, "dq_max_unseen_category", "must be a number"),
         ({"dq_max_missing_excess": True}, "dq_max_missing_excess", "must be a number"),
+        ({"dq_max_refused_rate": "-0.01"}, "dq_max_refused_rate", "between 0.0 and 1.0"),
     ],
 )
 def test_unusable_values_name_their_context_key(context: dict, key: str, fragment: str) -> None:
@@ -84,11 +85,11 @@ def test_drift_floors_pass_through_as_compact_json_from_the_cli_or_cdk_json() ->
 
 
 def test_data_quality_thresholds_are_unset_by_default_and_read_as_shares_from_the_cli_or_cdk_json() -> None:
-    assert (DeploymentConfig().dq_max_out_of_range, DeploymentConfig().dq_max_unseen_category, DeploymentConfig().dq_max_missing_excess) == (None, None, None)
-    from_cli = config_from_context({"dq_max_out_of_range": "0.01", "dq_max_unseen_category": "0", "dq_max_missing_excess": "1"}.get)
-    from_json = config_from_context({"dq_max_out_of_range": 0.01, "dq_max_unseen_category": 0, "dq_max_missing_excess": 1}.get)
+    assert (DeploymentConfig().dq_max_out_of_range, DeploymentConfig().dq_max_unseen_category, DeploymentConfig().dq_max_missing_excess, DeploymentConfig().dq_max_refused_rate) == (None, None, None, None)
+    from_cli = config_from_context({"dq_max_out_of_range": "0.01", "dq_max_unseen_category": "0", "dq_max_missing_excess": "1", "dq_max_refused_rate": "0.02"}.get)
+    from_json = config_from_context({"dq_max_out_of_range": 0.01, "dq_max_unseen_category": 0, "dq_max_missing_excess": 1, "dq_max_refused_rate": 0.02}.get)
     assert from_cli == from_json
-    assert (from_cli.dq_max_out_of_range, from_cli.dq_max_unseen_category, from_cli.dq_max_missing_excess) == (0.01, 0.0, 1.0)
+    assert (from_cli.dq_max_out_of_range, from_cli.dq_max_unseen_category, from_cli.dq_max_missing_excess, from_cli.dq_max_refused_rate) == (0.01, 0.0, 1.0, 0.02)
 
 
 def test_writer_concurrency_must_stay_inside_the_database_connection_budget() -> None:

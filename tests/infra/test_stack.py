@@ -114,7 +114,7 @@ def test_functions_are_arm64_images_with_the_contract_environment(default_stack:
 def test_drift_floors_and_data_quality_thresholds_come_from_context_and_stay_unset_without_it(
     default_stack: Synthesized, non_default_stack: Synthesized
 ) -> None:
-    dq_and_floors = {"SML_DRIFT_FEATURE_FLOORS", "SML_DQ_MAX_OUT_OF_RANGE", "SML_DQ_MAX_UNSEEN_CATEGORY", "SML_DQ_MAX_MISSING_EXCESS"}
+    dq_and_floors = {"SML_DRIFT_FEATURE_FLOORS", "SML_DQ_MAX_OUT_OF_RANGE", "SML_DQ_MAX_UNSEEN_CATEGORY", "SML_DQ_MAX_MISSING_EXCESS", "SML_DQ_MAX_REFUSED_RATE"}
     assert not dq_and_floors & set(default_stack.function("drift")[1]["Environment"]["Variables"])
     variables = non_default_stack.function("drift")[1]["Environment"]["Variables"]
     assert {name: variables.get(name) for name in dq_and_floors} == {
@@ -122,6 +122,7 @@ def test_drift_floors_and_data_quality_thresholds_come_from_context_and_stay_uns
         "SML_DQ_MAX_OUT_OF_RANGE": "0.01",
         "SML_DQ_MAX_UNSEEN_CATEGORY": "0.005",
         "SML_DQ_MAX_MISSING_EXCESS": None,
+        "SML_DQ_MAX_REFUSED_RATE": "0.03",
     }
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from sml.core.events import build_prediction_event
+from sml.core.events import build_prediction_event, build_refusal_event
 from sml.lifecycle.manifest import CategoricalReference, FeatureSpec, ModelManifest, NumericReference, ReferenceData
-from sml.writer.batch import insert_prediction_rows, prediction_row
+from sml.writer.batch import insert_prediction_rows, insert_refusal_rows, prediction_row, refusal_rows
 
 MODEL_NAME = "drift-test-model"
 MODEL_VERSION = "v20250101-000000-abc123"
@@ -116,3 +116,10 @@ def store_traffic(
         rows.append(prediction_row(event, stored_at=end))
     with engine.begin() as connection:
         insert_prediction_rows(connection, rows)
+
+
+def store_refusals(engine: Engine, refused: dict[str, dict[str, int]], *, at: datetime, times: int = 1, model_name: str = MODEL_NAME) -> None:
+    """Store ``times`` refusal events of ``refused`` at ``at``, as the writer would."""
+    events = [build_refusal_event(model_name=model_name, model_version=MODEL_VERSION, refused=refused, refused_at=at) for _ in range(times)]
+    with engine.begin() as connection:
+        insert_refusal_rows(connection, [{"refusal_id": event.refusal_id, "rows": refusal_rows(event, at)} for event in events])

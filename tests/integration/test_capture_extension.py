@@ -118,7 +118,7 @@ def test_misses_after_the_response_are_reported_with_their_bodies(api: Extension
     invoke(api, extension, batch)
     api.wait_post_invoke(timeout_s=10)
 
-    assert [miss.prediction_id for miss in reports[0].misses] == [event.prediction_id for event in batch]
+    assert [miss.event_id for miss in reports[0].misses] == [event.prediction_id for event in batch]
 
 
 def test_shutdown_during_a_send_reports_the_unconfirmed_events_as_misses_once(api: ExtensionsApiServer) -> None:
@@ -212,7 +212,7 @@ from sml.predict.capture_extension import PostResponseCapture
 
 def report(result):
     for miss in result.misses:
-        print(json.dumps({"capture_miss": miss.reason, "prediction_id": miss.prediction_id, "message_body": miss.body}), flush=True)
+        print(json.dumps({"capture_miss": miss.reason, "prediction_id": miss.event_id, "message_body": miss.body}), flush=True)
 
 never = threading.Event()
 def publish(batch):
@@ -279,6 +279,6 @@ def test_a_publisher_that_raises_turns_the_events_into_misses_and_the_extension_
     invoke(api, extension, events(1))
     api.wait_post_invoke(timeout_s=10)
 
-    assert [miss.prediction_id for miss in reports[0].misses] == [event.prediction_id for event in first]
+    assert [miss.event_id for miss in reports[0].misses] == [event.prediction_id for event in first]
     assert {miss.reason for miss in reports[0].misses} == {"RuntimeError: model cache gone"}
     assert calls == [2, 1] and reports[1].sent == 1 and extension.active

@@ -68,8 +68,8 @@ def test_each_function_user_may_do_only_its_own_work(mysql_url: str, users: dict
     admin = create_db_engine(mysql_url)
     apply_migrations(admin)
     granted = apply_function_users(admin, list(users.values()))
-    assert sorted(granted["writer"]) == ["ground_truth", "predictions"]
-    assert set(granted["drift"]) >= {"predictions", "ground_truth", "drift_runs", "drift_features", "quality_runs", "quality_metrics"}
+    assert sorted(granted["writer"]) == ["ground_truth", "predict_refusals", "predictions"]
+    assert set(granted["drift"]) >= {"predictions", "ground_truth", "predict_refusals", "drift_runs", "drift_features", "quality_runs", "quality_metrics"}
     every_table = {table.name for table in METADATA.sorted_tables} - {"schema_migrations"}
     assert every_table <= set(granted["writer"]) | set(granted["drift"]), "a table no function may use"
 

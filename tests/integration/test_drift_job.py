@@ -18,6 +18,7 @@ import boto3
 import pytest
 import sqlalchemy as sa
 from drift_support import (
+    store_refusals,
     EXPECTED_DRIFT,
     FEATURES,
     MODEL_NAME,
@@ -211,6 +212,35 @@ def test_data_quality_violations_are_stored_reported_and_alerted(engine: Engine,
     assert envelope["MessageAttributes"]["data_quality_status"]["Value"] == "VIOLATIONS"
     body = json.loads(envelope["Message"])
     assert {(entry["feature"], entry["check"]) for entry in body["data_quality_violations"]} == violated
+
+
+def test_values_predict_refused_in_the_window_are_a_data_quality_check_per_feature(engine: Engine, aws: Aws, tmp_path: Path) -> None:
+    store_traffic(engine, draw_traffic(3_000, seed=16), start=WINDOW_START, end=WINDOW_END)
+    store_refusals(engine, {"steady": {"out_of_range": 1}}, at=WINDOW_START, times=40)  # 40 / 3,040 = 1.3% > 1%
+    store_refusals(engine, {"colour": {"unknown_category": 1}, "_request": {"invalid_json": 1}}, at=WINDOW_END - timedelta(microseconds=1), times=20)
+    store_refusals(engine, {"spread": {"not_finite": 1}}, at=WINDOW_END, times=500)  # the next window's
+    store_refusals(engine, {"spread": {"not_finite": 1}}, at=WINDOW_START, times=500, model_name="another-model")
+    store_refusals(engine, {"_request": {"body_too_large": 1}}, at=WINDOW_START, times=3)
+
+    outcome = run_job(engine, aws, report_dir=tmp_path)
+
+    refused = {check.feature: check for check in outcome.run.data_quality if check.check == "refused"}
+    assert set(refused) == {spec.name for spec in TRAINING.features}
+    assert (refused["steady"].count, refused["steady"].n, refused["steady"].violated) == (40, 3_040, True)
+    assert (refused["colour"].count, refused["colour"].n, refused["colour"].violated) == (20, 3_020, False)
+    assert refused["spread"].count == 0 and refused["spread"].value == 0.0
+    assert outcome.run.data_quality_status == "VIOLATIONS"
+    assert outcome.run.refused_requests == {"invalid_json": 20, "body_too_large": 3}
+    assert outcome.summary()["requests_refused"] == 23
+    stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
+    assert stored is not None
+    row = next(row for row in stored.data_quality if (row["feature_name"], row["check_name"]) == ("steady", "refused"))
+    assert (row["violation_count"], row["n_values"], bool(row["violated"])) == (40, 3_040, True)
+    assert "_request" not in {row["feature_name"] for row in stored.data_quality}
+    report = outcome.report_path.read_text()
+    assert "Requests refused before any feature could be read: 23 (invalid_json 20, body_too_large 3)." in report
+    [envelope] = received(aws, aws.all_queue_url)
+    assert {(entry["feature"], entry["check"]) for entry in json.loads(envelope["Message"])["data_quality_violations"]} == {("steady", "refused")}
 
 
 def test_stored_run_records_every_test_with_its_numbers(engine: Engine, aws: Aws) -> None:

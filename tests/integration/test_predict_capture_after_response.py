@@ -98,7 +98,10 @@ def test_the_events_of_every_answered_request_reach_the_queue(environment: Envir
     environment.settle()
 
     assert len(served) == 15
-    assert sorted(message["prediction_id"] for message in environment.stack.queued()) == sorted(served)
+    queued = environment.stack.queued()
+    assert sorted(message["prediction_id"] for message in queued if "prediction_id" in message) == sorted(served)
+    [refusal] = [message for message in queued if "refusal_id" in message]  # the refused request's, after its answer too
+    assert refusal["refused"] == {"_request": {"unknown_feature": 1}, **{name: {"missing_feature": 1} for name in valid_row()}}
 
 
 def test_a_queue_outage_after_the_answer_logs_every_event_and_counts_the_misses(

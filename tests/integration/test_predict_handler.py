@@ -1,7 +1,8 @@
 """The predict handler end to end on moto: AWS's sample Function URL event, the registry, the queue.
 
-Every bad input must come back as a precise 4xx with nothing queued; a queue outage must still
-answer 200 with the missed event in the structured log; fail-closed answers 503.
+Every bad input must come back as a precise 4xx with nothing queued but its refusal event (the
+bad values counted per feature and code); a queue outage must still answer 200 with the missed
+event in the structured log; fail-closed answers 503.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import io
 from pathlib import Path
 import json
 import math
+import re
 import uuid
 from typing import Any
 
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from functions.predict import app
-from sml.core.events import parse_prediction_event
+from sml.core.events import RefusalEvent, parse_event, parse_prediction_event
 from sml.local.lambda_context import new_lambda_context
 from tests.predict_support import (  # noqa: F401 - registered_model, predict_stack, predict_log are fixtures
     APP_NAME,
@@ -97,45 +99,107 @@ def without(name: str) -> str:
     return json.dumps({"features": {key: value for key, value in valid_row().items() if key != name}})
 
 
+REQUEST = "_request"
+# method, path, body, status, code, field, and what the refusal event counts (None: no event).
 BAD_REQUESTS = [
-    ("POST", "/predict", None, 400, "empty_body", "body"),
-    ("POST", "/predict", "{features:", 400, "invalid_json", "body"),
-    ("POST", "/predict", b"\x89PNG\r\n", 400, "invalid_json", "body"),
-    ("POST", "/predict", json.dumps({"features": valid_row(), "pad": "x" * 5000}), 413, "body_too_large", "body"),
-    ("POST", "/predict", "[1, 2]", 422, "invalid_type", "body"),
-    ("POST", "/predict", without("mean_area"), 422, "missing_feature", "features.mean_area"),
-    ("POST", "/predict", body_with(mean_aera=1.0), 422, "unknown_feature", "features.mean_aera"),
-    ("POST", "/predict", body_with(mean_area="large"), 422, "invalid_type", "features.mean_area"),
-    ("POST", "/predict", body_with(mean_area=True), 422, "invalid_type", "features.mean_area"),
-    ("POST", "/predict", body_with(mean_area=float("nan")), 422, "not_finite", "features.mean_area"),
-    ("POST", "/predict", body_with(mean_area=float("inf")), 422, "not_finite", "features.mean_area"),
-    ("POST", "/predict", body_with(concavity_grade="severe"), 422, "unknown_category", "features.concavity_grade"),
-    ("POST", "/predict", body_with(mean_smoothness=1e307), 422, "out_of_range", "features.mean_smoothness"),
-    ("POST", "/predict", body_with(mean_area=-1.7976931348623157e308), 422, "out_of_range", "features.mean_area"),
+    ("POST", "/predict", None, 400, "empty_body", "body", {REQUEST: {"empty_body": 1}}),
+    ("POST", "/predict", "{features:", 400, "invalid_json", "body", {REQUEST: {"invalid_json": 1}}),
+    ("POST", "/predict", b"\x89PNG\r\n", 400, "invalid_json", "body", {REQUEST: {"invalid_json": 1}}),
+    ("POST", "/predict", json.dumps({"features": valid_row(), "pad": "x" * 5000}), 413, "body_too_large", "body", {REQUEST: {"body_too_large": 1}}),
+    ("POST", "/predict", "[1, 2]", 422, "invalid_type", "body", {REQUEST: {"invalid_type": 1}}),
+    ("POST", "/predict", without("mean_area"), 422, "missing_feature", "features.mean_area", {"mean_area": {"missing_feature": 1}}),
+    ("POST", "/predict", body_with(mean_aera=1.0), 422, "unknown_feature", "features.mean_aera", {REQUEST: {"unknown_feature": 1}}),
+    ("POST", "/predict", body_with(mean_area="large"), 422, "invalid_type", "features.mean_area", {"mean_area": {"invalid_type": 1}}),
+    ("POST", "/predict", body_with(mean_area=True), 422, "invalid_type", "features.mean_area", {"mean_area": {"invalid_type": 1}}),
+    ("POST", "/predict", body_with(mean_area=float("nan")), 422, "not_finite", "features.mean_area", {"mean_area": {"not_finite": 1}}),
+    ("POST", "/predict", body_with(mean_area=float("inf")), 422, "not_finite", "features.mean_area", {"mean_area": {"not_finite": 1}}),
+    ("POST", "/predict", body_with(concavity_grade="severe"), 422, "unknown_category", "features.concavity_grade",
+     {"concavity_grade": {"unknown_category": 1}}),
+    ("POST", "/predict", body_with(mean_smoothness=1e307), 422, "out_of_range", "features.mean_smoothness", {"mean_smoothness": {"out_of_range": 1}}),
+    ("POST", "/predict", body_with(mean_area=-1.7976931348623157e308), 422, "out_of_range", "features.mean_area", {"mean_area": {"out_of_range": 1}}),
     ("POST", "/predict", json.dumps({"instances": [valid_row(), {**valid_row(), "mean_area": 1e300}]}), 422, "out_of_range",
-     "instances[1].mean_area"),
-    ("POST", "/predict", json.dumps({"instances": []}), 422, "empty_instances", "instances"),
-    ("POST", "/predict", json.dumps({"instances": [valid_row()] * 4}), 422, "too_many_instances", "instances"),
-    ("POST", "/predict", json.dumps({"instances": [valid_row(), {**valid_row(), "x": 1}]}), 422, "unknown_feature", "instances[1].x"),
-    ("GET", "/predict", None, 405, "method_not_allowed", None),
-    ("DELETE", "/health", None, 405, "method_not_allowed", None),
-    ("POST", "/predictions", "{}", 404, "not_found", None),
+     "instances[1].mean_area", {"mean_area": {"out_of_range": 1}}),
+    ("POST", "/predict", json.dumps({"instances": []}), 422, "empty_instances", "instances", {REQUEST: {"empty_instances": 1}}),
+    ("POST", "/predict", json.dumps({"instances": [valid_row()] * 4}), 422, "too_many_instances", "instances", {REQUEST: {"too_many_instances": 1}}),
+    ("POST", "/predict", json.dumps({"instances": [valid_row(), {**valid_row(), "x": 1}]}), 422, "unknown_feature", "instances[1].x",
+     {REQUEST: {"unknown_feature": 1}}),
+    ("GET", "/predict", None, 405, "method_not_allowed", None, None),
+    ("DELETE", "/health", None, 405, "method_not_allowed", None, None),
+    ("POST", "/predictions", "{}", 404, "not_found", None, None),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "code", "field"), BAD_REQUESTS)
-def test_each_bad_request_gets_a_precise_4xx_and_nothing_is_queued(
-    predict_stack: PredictStack, method: str, path: str, body: str | bytes | None, status: int, code: str, field: str | None
+@pytest.mark.parametrize(("method", "path", "body", "status", "code", "field", "refused"), BAD_REQUESTS)
+def test_each_bad_request_gets_a_precise_4xx_and_only_its_refusal_is_queued(
+    predict_stack: PredictStack,
+    capsys: pytest.CaptureFixture[str],
+    method: str,
+    path: str,
+    body: str | bytes | None,
+    status: int,
+    code: str,
+    field: str | None,
+    refused: dict[str, dict[str, int]] | None,
 ) -> None:
     predict_stack.configure(SML_MAX_BODY_BYTES="4096", SML_MAX_INSTANCES="3")
+    capsys.readouterr()
 
     got_status, headers, document = invoke(method, path, body)
 
     assert (got_status, document["error"]["code"], document["error"]["field"]) == (status, code, field)
     assert document["error"]["message"]
-    assert predict_stack.queued() == []
+    queued = [parse_event(json.dumps(event)) for event in predict_stack.queued()]
+    if refused is None:
+        assert queued == []
+        assert refused_metrics(capsys.readouterr().out) == {}
+    else:
+        [refusal] = queued
+        assert type(refusal) is RefusalEvent
+        assert (refusal.refused, refusal.model_name, refusal.model_version) == (refused, MODEL_NAME, "v1")
+        assert refused_metrics(capsys.readouterr().out) == {name: sum(reasons.values()) for name, reasons in refused.items()}
     if status == 405:
         assert headers["Allow"] == ("POST" if path == "/predict" else "GET")
+
+
+def refused_metrics(stdout: str) -> dict[str, float]:
+    """``RefusedValues`` per ``field`` dimension, from the EMF records printed."""
+    totals: dict[str, float] = {}
+    for line in stdout.splitlines():
+        if line.startswith('{"_aws"') and "RefusedValues" in line:
+            record = json.loads(line)
+            assert record["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "field"]]
+            totals[record["field"]] = totals.get(record["field"], 0.0) + sum(record["RefusedValues"])
+    return totals
+
+
+def test_every_bad_value_of_a_refused_batch_is_counted_per_feature_and_code(predict_stack: PredictStack) -> None:
+    rows = [valid_row(), {**valid_row(), "mean_area": 1e300}, {**valid_row(), "mean_area": float("nan"), "concavity_grade": "severe"}, "a row", {"x": 1}]
+
+    status, _, document = invoke("POST", "/predict", json.dumps({"instances": rows}))
+
+    assert (status, document["error"]["field"]) == (422, "instances[1].mean_area")
+    [refusal] = [parse_event(json.dumps(event)) for event in predict_stack.queued()]
+    missing = {name: {"missing_feature": 1} for name in valid_row()}
+    assert refusal.refused == {
+        **missing,
+        "mean_area": {"out_of_range": 1, "not_finite": 1, "missing_feature": 1},
+        "concavity_grade": {"unknown_category": 1, "missing_feature": 1},
+        REQUEST: {"invalid_type": 1, "unknown_feature": 1},
+    }
+
+
+def test_a_refusal_under_fail_closed_with_the_queue_down_stays_a_4xx_and_is_logged(
+    predict_stack: PredictStack, predict_log: io.StringIO
+) -> None:
+    predict_stack.configure(SML_CAPTURE_FAIL_CLOSED="true", SML_QUEUE_URL=predict_stack.queue_url.replace("events-", "gone-"))
+
+    status, _, document = invoke("POST", "/predict", body_with(mean_area="large"))
+
+    assert (status, document["error"]["code"]) == (422, "invalid_type")
+    [miss] = [record for record in log_records(predict_log) if "capture_miss" in record]
+    refusal = parse_event(miss["message_body"])
+    assert miss["refusal_id"] == refusal.refusal_id
+    assert refusal.refused == {"mean_area": {"invalid_type": 1}}
 
 
 def test_when_the_queue_is_down_the_prediction_is_served_and_the_whole_event_is_logged(
@@ -323,17 +387,21 @@ bodies = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies)
-def test_no_body_makes_predict_answer_5xx_and_only_served_rows_are_queued(predict_stack: PredictStack, body: str | bytes) -> None:
+def test_no_body_makes_predict_answer_5xx_and_only_served_rows_or_the_refusal_are_queued(predict_stack: PredictStack, body: str | bytes) -> None:
     status, _, document = invoke("POST", "/predict", body)
 
     assert 200 <= status < 500
-    queued = {event["prediction_id"] for event in predict_stack.queued()}
+    queued = [parse_event(json.dumps(event)) for event in predict_stack.queued()]
     if status == 200:
         served = document.get("predictions", [document])
-        assert queued == {item["prediction_id"] for item in served}
+        assert {event.prediction_id for event in queued} == {item["prediction_id"] for item in served}
     else:
-        assert queued == set()
         assert document["error"]["message"]
+        [refusal] = queued
+        assert type(refusal) is RefusalEvent
+        named = re.match(r"^(?:features|instances\[\d+\])\.(.+)$", document["error"]["field"] or "")
+        field = named[1] if named and named[1] in valid_row() else REQUEST
+        assert document["error"]["code"] in refusal.refused[field]
 
 
 def test_a_champion_that_cannot_be_unpickled_answers_503_and_the_log_names_the_library(

@@ -66,7 +66,7 @@ def test_sml_predict_exits_1_with_the_error_of_a_refused_request(
 
     assert code == 1
     assert "sml predict: HTTP 422: unknown_category at features.concavity_grade: unknown category 'severe'" in capsys.readouterr().err
-    assert predict_stack.queued() == []
+    assert [event.get("refused") for event in predict_stack.queued()] == [{"concavity_grade": {"unknown_category": 1}}]
 
 
 def test_a_curl_style_request_without_a_json_content_type_is_served(function_url: str, predict_stack: PredictStack) -> None:

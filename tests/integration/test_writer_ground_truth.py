@@ -171,7 +171,7 @@ def test_an_unknown_event_type_is_a_failed_record_naming_the_field(engine: Engin
     outcome = write_batch(engine, [("only", body)])
 
     assert [failure.reason for failure in outcome.failures] == [
-        "unparseable event: event_type: unknown event type 'label_v2'; expected 'prediction' (or no event_type) or 'ground_truth'"
+        "unparseable event: event_type: unknown event type 'label_v2'; expected 'prediction' (or no event_type), 'ground_truth' or 'predict_refusal'"
     ]
 
 

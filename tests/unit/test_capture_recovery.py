@@ -50,7 +50,7 @@ def test_records_whose_body_breaks_the_contract_are_skipped_and_named() -> None:
     text = "\n".join([miss_line(json.dumps(broken)), json.dumps({"capture_miss": "x"}), miss_line(body())])
     found = missed_events_from_log(text, source="predict.log")
     assert len(found.bodies) == 1
-    assert found.problems[0].startswith("predict.log:1: message_body is not a valid prediction event (schema_version")
+    assert found.problems[0].startswith("predict.log:1: message_body is not a valid prediction or refusal event (schema_version")
     assert found.problems[1] == "predict.log:2: a capture_miss record without a message_body string"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sml.drift.data_quality import DataQualityThresholds, data_quality_status, run_data_quality_checks
+from sml.drift.data_quality import DataQualityThresholds, RefusedCounts, data_quality_status, run_data_quality_checks
 from sml.drift.stats import CategoricalReference, FeatureSpec, NumericReference
 
 SCHEMA = [FeatureSpec("size", "numeric"), FeatureSpec("colour", "categorical"), FeatureSpec("(predicted label)", "label")]
@@ -64,3 +64,32 @@ def test_empty_window_and_unknown_features_are_defined() -> None:
     assert all(check.value == 0 and check.n == 0 for check in checks.values())
     with pytest.raises(ValueError, match="no values for feature 'size'"):
         run_data_quality_checks(REFERENCE, {"colour": []}, SCHEMA, DataQualityThresholds())
+
+
+def _refused(refused: dict[str, int], served: int, **thresholds: float) -> dict[str, object]:
+    current = {"size": [5.0] * served, "colour": ["red"] * served, "(predicted label)": ["yes"] * served}
+    checks = run_data_quality_checks(REFERENCE, current, SCHEMA, DataQualityThresholds(**thresholds), RefusedCounts(refused, {"invalid_json": 7}))
+    return {check.feature: check for check in checks if check.check == "refused"}
+
+
+def test_refused_values_are_a_share_of_the_values_refused_or_served_per_feature() -> None:
+    checks = _refused({"size": 3, "no such feature": 50}, 97)
+    assert list(checks) == ["size", "colour"], "every feature of the schema, none other; the label is no feature"
+    assert (checks["size"].count, checks["size"].n, checks["size"].value) == (3, 100, pytest.approx(0.03))
+    assert checks["size"].violated and checks["size"].threshold == 0.01
+    assert (checks["colour"].count, checks["colour"].n, checks["colour"].value, checks["colour"].violated) == (0, 97, 0.0, False)
+
+
+def test_the_refused_share_at_the_threshold_is_no_violation_and_just_above_is() -> None:
+    assert _refused({"size": 1}, 99)["size"].value == 0.01
+    assert not _refused({"size": 1}, 99)["size"].violated
+    assert _refused({"size": 1}, 98)["size"].violated  # 1 / 99
+    assert not _refused({"size": 5}, 95, max_refused_rate=0.05)["size"].violated
+    assert _refused({"size": 5}, 0)["size"].value == 1.0, "everything refused, nothing served"
+    assert _refused({}, 0)["size"].value == 0.0
+
+
+def test_without_refusals_read_there_is_no_refused_check_and_the_threshold_is_checked() -> None:
+    assert all(check != "refused" for _, check in _checks([5.0] * 10, ["red"] * 10))
+    with pytest.raises(ValueError, match="max_refused_rate must be in \\[0, 1\\], got -0.1"):
+        DataQualityThresholds(max_refused_rate=-0.1)

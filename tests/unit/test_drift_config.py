@@ -216,7 +216,7 @@ def test_deployment_floors_that_do_not_fit_the_model_are_named() -> None:
 
 def test_the_job_config_marks_what_the_deployment_set_and_takes_the_models_thresholds() -> None:
     deployment = DriftJobConfig(
-        bucket="b", min_cramers_v=0.2, data_quality=DataQualityThresholds(max_unseen_category=0.03), quality=QualityConfig(metric="f1", tolerance=0.05)
+        bucket="b", min_cramers_v=0.2, data_quality=DataQualityThresholds(max_unseen_category=0.03, max_refused_rate=0.04), quality=QualityConfig(metric="f1", tolerance=0.05)
     )
     assert deployment.deployment_floors().set_by_deployment == {"min_cramers_v"}
 
@@ -225,6 +225,8 @@ def test_the_job_config_marks_what_the_deployment_set_and_takes_the_models_thres
 
     model = {"source": "drift.toml", "data_quality": {"max_out_of_range": 0.005}, "quality": {"metric": "roc_auc"}}
     effective, _ = deployment.for_model(manifest(model))
-    assert effective.data_quality == DataQualityThresholds(max_out_of_range=0.005, max_unseen_category=0.03)
+    assert effective.data_quality == DataQualityThresholds(max_out_of_range=0.005, max_unseen_category=0.03, max_refused_rate=0.04)
+    refused, _ = deployment.for_model(manifest({"source": "drift.toml", "data_quality": {"max_refused_rate": 0.002}}))
+    assert refused.data_quality == DataQualityThresholds(max_unseen_category=0.03, max_refused_rate=0.002)
     assert (effective.quality.metric, effective.quality.tolerance) == ("roc_auc", 0.05)
     assert (effective.min_cramers_v, effective.bucket) == (0.2, "b")

@@ -13,11 +13,14 @@ from hypothesis import strategies as st
 from sml.core.events import (
     EventValidationError,
     build_ground_truth_event,
+    build_refusal_event,
+    event_id,
     build_prediction_event,
     new_prediction_id,
     parse_event,
     parse_ground_truth_event,
     parse_prediction_event,
+    parse_refusal_event,
     serialise_event,
     serialise_ground_truth_event,
     serialise_prediction_event,
@@ -285,3 +288,80 @@ def test_a_long_fraction_does_not_open_a_door_to_malformed_timestamps(sent: str)
         parse_prediction_event(json.dumps(raw))
 
     assert caught.value.field == "predicted_at"
+
+
+def make_refusal(**overrides):
+    fields = dict(
+        model_name="breast-cancer",
+        model_version="v1",
+        refused={"mean radius": {"out_of_range": 2, "not_finite": 1}, "_request": {"invalid_json": 1}},
+        refused_at=datetime(2026, 11, 27, 7, 1, 2, 345678, tzinfo=timezone.utc),
+    )
+    fields.update(overrides)
+    return build_refusal_event(**fields)
+
+
+def test_refusal_round_trip_keeps_every_field_and_is_dispatched_by_its_tag() -> None:
+    event = make_refusal()
+    body = serialise_event(event)
+    assert body.startswith('{"event_type":"predict_refusal",')
+    assert json.loads(body)["refused_at"] == "2026-11-27T07:01:02.345678Z"
+    assert parse_event(body) == event
+    assert parse_event(body.encode()) == event
+    assert parse_refusal_event(body) == event
+    prediction = make_event()
+    assert (event_id(event), event_id(prediction)) == (event.refusal_id, prediction.prediction_id)
+    moved = {key: value for key, value in json.loads(body).items() if key != "event_type"} | {"event_type": "predict_refusal"}
+    assert parse_event(json.dumps(moved)) == event
+
+
+def test_a_refusal_without_a_champion_has_no_model_version() -> None:
+    event = make_refusal(model_version=None)
+    assert parse_event(serialise_event(event)).model_version is None
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda raw: raw.pop("refusal_id"), "refusal_id"),
+        (lambda raw: raw.update(refusal_id="not-a-uuid"), "refusal_id"),
+        (lambda raw: raw.update(schema_version=2), "schema_version"),
+        (lambda raw: raw.pop("model_name"), "model_name"),
+        (lambda raw: raw.update(model_version=""), "model_version"),
+        (lambda raw: raw.update(refused_at="2026-11-27T07:01:02"), "refused_at"),
+        (lambda raw: raw.update(refused={}), "refused"),
+        (lambda raw: raw.update(refused=[["a", 1]]), "refused"),
+        (lambda raw: raw.update(refused={"a": {}}), "refused.a"),
+        (lambda raw: raw.update(refused={"a": 3}), "refused.a"),
+        (lambda raw: raw.update(refused={"a": {"out_of_range": 0}}), "refused.a.out_of_range"),
+        (lambda raw: raw.update(refused={"a": {"out_of_range": 1.5}}), "refused.a.out_of_range"),
+        (lambda raw: raw.update(refused={"a": {"out_of_range": True}}), "refused.a.out_of_range"),
+        (lambda raw: raw.update(refused={"a": {"Out Of Range": 1}}), "refused.a.Out Of Range"),
+        (lambda raw: raw.update(refused={"a": {f"r{index}": 1 for index in range(17)}}), "refused.a"),
+        (lambda raw: raw.update(refused={f"f{index}": {"x": 1} for index in range(257)}), "refused"),
+        (lambda raw: raw.update(prediction="benign"), "prediction"),
+    ],
+)
+def test_malformed_refusals_name_the_field(mutate, field: str) -> None:
+    raw = json.loads(serialise_event(make_refusal()))
+    mutate(raw)
+    with pytest.raises(EventValidationError) as caught:
+        parse_event(json.dumps(raw))
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(("overrides", "field"), [({"refused": {"a\ud800": {"x": 1}}}, "refused.a\ud800"), ({"model_name": ""}, "model_name"), ({"refused": {"a": {"x": -1}}}, "refused.a.x")])
+def test_building_a_bad_refusal_names_the_field(overrides, field: str) -> None:
+    with pytest.raises(EventValidationError) as caught:
+        make_refusal(**overrides)
+    assert caught.value.field == field
+
+
+@given(st.binary(max_size=300) | st.text(max_size=300))
+def test_arbitrary_bodies_after_the_refusal_tag_raise_only_the_typed_error(body) -> None:
+    prefix = '{"event_type":"predict_refusal",'
+    try:
+        parse_event(prefix + body if isinstance(body, str) else prefix.encode() + body)
+    except EventValidationError:
+        pass

@@ -84,8 +84,8 @@ def test_refused_batch_entries_are_misses_with_their_body_and_reason() -> None:
     result = PredictionCapture(sqs, "queue").capture(batch)
 
     assert result.sent == 10
-    assert {miss.prediction_id for miss in result.misses} == refused
-    assert all(parse_prediction_event(miss.body).prediction_id == miss.prediction_id for miss in result.misses)
+    assert {miss.event_id for miss in result.misses} == refused
+    assert all(parse_prediction_event(miss.body).prediction_id == miss.event_id for miss in result.misses)
     assert {miss.reason for miss in result.misses} == {"InvalidMessageContents: refused"}
 
 
@@ -110,7 +110,7 @@ def test_an_outage_makes_every_event_a_miss_after_one_call(outage: Exception, ex
 
     assert sqs.calls == [("send_message_batch", 10)]
     assert result.sent == 0
-    assert [miss.prediction_id for miss in result.misses] == [event.prediction_id for event in batch]
+    assert [miss.event_id for miss in result.misses] == [event.prediction_id for event in batch]
     assert {miss.reason for miss in result.misses} == {expected_reason}
 
 
@@ -122,7 +122,7 @@ def test_a_failure_after_a_sent_chunk_misses_only_the_rest() -> None:
 
     assert len(sqs.calls) == 2
     assert sent_ids(sqs) == [event.prediction_id for event in batch[:10]]
-    assert [miss.prediction_id for miss in misses] == [event.prediction_id for event in batch[10:]]
+    assert [miss.event_id for miss in misses] == [event.prediction_id for event in batch[10:]]
 
 
 def test_a_single_event_outage_is_one_miss() -> None:
@@ -131,7 +131,7 @@ def test_a_single_event_outage_is_one_miss() -> None:
 
     [miss] = PredictionCapture(sqs, "queue").capture([event]).misses
 
-    assert (miss.prediction_id, miss.body) == (event.prediction_id, serialise_prediction_event(event))
+    assert (miss.event_id, miss.body) == (event.prediction_id, serialise_prediction_event(event))
     assert miss.reason.startswith("EndpointConnectionError: Could not connect")
 
 

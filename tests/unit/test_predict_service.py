@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from http import HTTPStatus
 
 import pytest
 
 from sml.core.errors import SmlError
-from sml.core.events import parse_prediction_event, serialise_prediction_event
+from sml.core.events import REQUEST_FIELD, parse_prediction_event, serialise_prediction_event
 from sml.predict.errors import ApiError
-from sml.predict.service import PredictionService, predict_response
+from sml.predict.service import NOT_DECODED, PredictionService, predict_response
 from sml.lifecycle.modeling import rows_to_matrix
 from tests.predict_support import manifest_for, trained_model, valid_row
 
@@ -104,3 +105,58 @@ def test_a_manifest_whose_classes_differ_from_the_artifact_is_refused() -> None:
 
     with pytest.raises(SmlError, match=r"version v8: the artifact's classes \['benign', 'malignant'\] differ"):
         PredictionService(trained_model().pipeline, manifest, max_instances=5, max_body_bytes=10_000)
+
+
+def refusal_of(service: PredictionService, body: str) -> dict[str, dict[str, int]]:
+    """What a refused body counts, as predict's handler asks for it."""
+    payload = NOT_DECODED
+    try:
+        payload = service.decode_body(body, is_base64=False)
+        service.predict(service.schema.parse_request(payload).rows)
+    except ApiError as error:
+        return service.refused_values(error, payload)
+    raise AssertionError("the body was served")
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        ("", {REQUEST_FIELD: {"empty_body": 1}}),
+        ("{nope", {REQUEST_FIELD: {"invalid_json": 1}}),
+        ("x" * 10_001, {REQUEST_FIELD: {"body_too_large": 1}}),
+        ("[]", {REQUEST_FIELD: {"invalid_type": 1}}),
+        (json.dumps({"features": valid_row(), "instances": []}), {REQUEST_FIELD: {"invalid_request": 1}}),
+        (json.dumps({"instances": [valid_row()] * 6}), {REQUEST_FIELD: {"too_many_instances": 1}}),
+        (json.dumps({"features": {**valid_row(), "mean_radius": "big"}}), {"mean_radius": {"invalid_type": 1}}),
+        (json.dumps({"features": {**valid_row(), "mean_radius": float("nan")}}), {"mean_radius": {"not_finite": 1}}),
+        (json.dumps({"features": {**valid_row(), "mean_radius": 1e308}}), {"mean_radius": {"out_of_range": 1}}),
+        (
+            json.dumps({"instances": [{**valid_row(), "mean_radius": 1e308}, {**valid_row(), "mean_radius": 1e307, "concavity_grade": "x"}]}),
+            {"mean_radius": {"out_of_range": 2}, "concavity_grade": {"unknown_category": 1}},
+        ),
+    ],
+)
+def test_a_refused_request_counts_each_bad_value_by_feature_and_code(service: PredictionService, body: str, refused: dict[str, dict[str, int]]) -> None:
+    assert refusal_of(service, body) == refused
+
+
+def test_a_row_the_model_cannot_compute_counts_the_feature_the_error_names(service: PredictionService) -> None:
+    error = ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", "overflows", field="instances[2].mean_area")
+    assert service.refused_values(error, {"instances": [valid_row()] * 3}) == {"mean_area": {"out_of_range": 1}}
+    unnamed = ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", "cannot compute", field="features")
+    assert service.refused_values(unnamed, {"features": valid_row()}) == {REQUEST_FIELD: {"out_of_range": 1}}
+
+
+def test_more_refused_fields_than_an_event_holds_fold_into_the_request_line(monkeypatch: pytest.MonkeyPatch, service: PredictionService) -> None:
+    import sml.predict.service as module
+
+    monkeypatch.setattr(module, "MAX_REFUSED_FIELDS", 3)
+    names = list(valid_row())
+    bad = {name: ["not", "a", "value"] for name in names}
+    error = ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_type", "x", field=f"features.{names[0]}")
+
+    refused = service.refused_values(error, {"instances": [bad, {**valid_row(), names[1]: "x"}, {"x": 1, **valid_row()}]})
+
+    assert len(refused) == 3 and names[1] in refused and refused[names[1]] == {"invalid_type": 2}
+    assert refused[REQUEST_FIELD]["unknown_feature"] == 1
+    assert sum(sum(reasons.values()) for reasons in refused.values()) == len(names) + 2, "nothing is lost, only folded"

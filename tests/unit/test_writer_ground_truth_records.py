@@ -51,5 +51,5 @@ def test_both_event_types_are_sorted_into_their_rows() -> None:
     assert parsed.message_ids_by_prediction == {prediction.prediction_id: ["p"]}
     assert parsed.message_ids_by_label == {prediction.prediction_id: ["l"]}
     assert [(failure.message_id, failure.reason) for failure in parsed.failures] == [
-        ("bad", "unparseable event: event_type: unknown event type 2; expected 'prediction' (or no event_type) or 'ground_truth'")
+        ("bad", "unparseable event: event_type: unknown event type 2; expected 'prediction' (or no event_type), 'ground_truth' or 'predict_refusal'")
     ]

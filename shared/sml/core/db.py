@@ -70,6 +70,20 @@ GROUND_TRUTH = sa.Table(
     sa.Column("stored_at", _TIMESTAMP, nullable=False),
 )
 
+# Values predict refused: one row per refusal event, field and reason (sql/0007_predict_refusals).
+PREDICT_REFUSALS = sa.Table(
+    "predict_refusals",
+    METADATA,
+    sa.Column("refusal_id", sa.CHAR(36), primary_key=True),
+    sa.Column("field_name", sa.String(128), primary_key=True),
+    sa.Column("reason", sa.String(32), primary_key=True),
+    sa.Column("refused_count", sa.Integer, nullable=False),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(128), nullable=True),
+    sa.Column("refused_at", _TIMESTAMP, nullable=False),
+    sa.Column("stored_at", _TIMESTAMP, nullable=False),
+)
+
 DRIFT_RUNS = sa.Table(
     "drift_runs",
     METADATA,
@@ -557,10 +571,12 @@ FUNCTION_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "writer": {
         "predictions": ("SELECT", "INSERT", "UPDATE"),
         "ground_truth": ("SELECT", "INSERT", "UPDATE"),
+        "predict_refusals": ("SELECT", "INSERT", "UPDATE"),
     },
     "drift": {
         "predictions": ("SELECT",),
         "ground_truth": ("SELECT",),
+        "predict_refusals": ("SELECT",),
         "drift_*": ("SELECT", "INSERT", "UPDATE", "DELETE"),
         "quality_*": ("SELECT", "INSERT", "UPDATE", "DELETE"),
         "data_quality_checks": ("SELECT", "INSERT", "UPDATE", "DELETE"),

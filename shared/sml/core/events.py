@@ -1,14 +1,18 @@
-"""The event contract (schema version 1): prediction events (type 1) and ground-truth events (type 2).
+"""The event contract (schema version 1): prediction events (type 1), ground-truth events (type 2)
+and refusal events (type 3).
 
 A prediction event is created by predict, carried as the JSON body of an SQS message and stored
 by the writer as one row of ``predictions``. A ground-truth event (a label for a prediction,
 from ``POST /feedback`` or ``sml feedback``) travels the same queue and is stored as one row of
-``ground_truth``. Nothing downstream depends on the SQS message id.
+``ground_truth``. A refusal event counts the values of one request predict refused with a 4xx
+(per field and reason code); it travels the same queue and is stored as rows of
+``predict_refusals``, which data quality reads. Nothing downstream depends on the SQS message id.
 
-The two are told apart by the ``event_type`` key: ground-truth bodies carry
-``"event_type": "ground_truth"`` (first key); prediction bodies carry none, exactly as before
-ground truth existed, so messages already in queues and DLQs still parse as type 1 and a writer
-of the previous release still reads them. :func:`parse_event` parses either.
+They are told apart by the ``event_type`` key: ground-truth bodies carry
+``"event_type": "ground_truth"`` and refusal bodies ``"event_type": "predict_refusal"`` (first
+key); prediction bodies carry none, exactly as before ground truth existed, so messages already
+in queues and DLQs still parse as type 1 and a writer of the previous release still reads them.
+:func:`parse_event` parses any of them.
 
 The schema is a ``msgspec`` struct: decoding and validating a body in one pass costs a few
 microseconds, which matters on predict's request path and in the writer's batch loop.
@@ -77,6 +81,7 @@ _DECODER = msgspec.json.Decoder(PredictionEvent)
 _ENCODER = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _FIELD_IN_MESSAGE = re.compile(r"field `(?P<field>[^`]+)`")
+_IN_REFUSED = re.compile(r"`\$\.refused(`|\[)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Seconds with more than six fractional digits; the hint ("hh:mm:ss.fffffff" inside the body) is
 # cheap to search and never matches a JSON number, so ordinary bodies keep the one-pass decoder.
@@ -191,6 +196,8 @@ def _validation_error(exc: msgspec.ValidationError, raw: Any) -> EventValidation
     message = str(exc)
     if message.startswith("Expected `object`") and not isinstance(raw, dict):
         return EventValidationError("body", f"expected a JSON object, got {message.rsplit('got ', 1)[-1].strip('`')}")
+    if _IN_REFUSED.search(message) and isinstance(raw, dict):
+        return EventValidationError(_offending_refusal(raw.get("refused")), message.split(" - at ", 1)[0])
     match = _PATH.search(message)
     if match is None:
         named = _FIELD_IN_MESSAGE.search(message)
@@ -202,6 +209,19 @@ def _validation_error(exc: msgspec.ValidationError, raw: Any) -> EventValidation
     if path == "schema_version":
         problem = f"unsupported schema version {raw.get('schema_version')!r} (expected {SCHEMA_VERSION})" if isinstance(raw, dict) else problem
     return EventValidationError(path or "body", problem)
+
+
+def _offending_refusal(refused: Any) -> str:
+    """``refused.<field>`` or ``refused.<field>.<reason>`` of the first entry that breaks :class:`RefusalEvent`."""
+    if not isinstance(refused, dict):
+        return "refused"
+    for field, reasons in refused.items():
+        if not 1 <= len(field) <= MAX_NAME_LENGTH or not isinstance(reasons, dict) or not 1 <= len(reasons) <= MAX_REASONS_PER_FIELD:
+            return f"refused.{field}"
+        for reason, count in reasons.items():
+            if not _REASON_CODE.match(reason) or type(count) is not int or not 1 <= count <= MAX_REFUSED_COUNT:
+                return f"refused.{field}.{reason}"
+    return "refused"
 
 
 def _offending_key(container: str, mapping: Any) -> str:
@@ -256,12 +276,7 @@ class GroundTruthEvent(
             msgspec.structs.force_setattr(self, "labelled_at", utc)
 
 
-Event = Union[PredictionEvent, GroundTruthEvent]
-
 _GROUND_TRUTH_DECODER = msgspec.json.Decoder(GroundTruthEvent)
-# How serialise_ground_truth_event starts every body: such bodies skip the prediction decoder.
-_GROUND_TRUTH_PREFIX = f'{{"{EVENT_TYPE_FIELD}":"{GROUND_TRUTH_EVENT_TYPE}",'
-_GROUND_TRUTH_PREFIX_BYTES = _GROUND_TRUTH_PREFIX.encode()
 
 
 def build_ground_truth_event(
@@ -308,32 +323,133 @@ def parse_ground_truth_event(body: str | bytes) -> GroundTruthEvent:
     present it must be ``ground_truth``. ``labelled_at`` keeps at most microseconds, truncated as
     for ``predicted_at`` (:func:`parse_prediction_event`).
     """
+    return _parse_typed(body, GroundTruthEvent)
+
+
+def _parse_typed(body: str | bytes, event_class: type[_TaggedStruct]) -> _TaggedStruct:
+    """``body`` as the tagged ``event_class``, whose ``event_type`` may be left out."""
+    tag = _TAG[event_class]
     if _has_excess_fraction(body) and isinstance(raw := _loose_decode(body), dict):
-        if raw.get(EVENT_TYPE_FIELD, GROUND_TRUTH_EVENT_TYPE) == GROUND_TRUTH_EVENT_TYPE:
+        if raw.get(EVENT_TYPE_FIELD, tag) == tag:
             raw.pop(EVENT_TYPE_FIELD, None)
-            return _convert_truncating_fraction(raw, GroundTruthEvent)
+            return _convert_truncating_fraction(raw, event_class)
     try:
-        return _GROUND_TRUTH_DECODER.decode(body)
+        return _TAGGED_DECODERS[event_class].decode(body)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc, _loose_decode(body)) from None
     except msgspec.DecodeError as exc:
         raise EventValidationError("body", f"not valid JSON ({exc})") from None
 
 
+# --------------------------------------------------------------------------------------------
+# Refusals (event type 3): what predict refused, counted per field and reason
+
+REFUSAL_EVENT_TYPE = "predict_refusal"
+REQUEST_FIELD = "_request"
+"""The field of refusals that name no feature: a body that is not JSON, too large, or not shaped
+as a request (no ``features``/``instances``, too many rows, unknown keys or feature names)."""
+MAX_REFUSED_FIELDS = 256
+MAX_REASONS_PER_FIELD = 16
+MAX_REFUSED_COUNT = 2**31 - 1
+_REASON_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+_REASON_CODE = re.compile(_REASON_PATTERN)
+ReasonCode = Annotated[str, msgspec.Meta(pattern=_REASON_PATTERN)]
+RefusedCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_REFUSED_COUNT)]
+RefusedByReason = Annotated[dict[ReasonCode, RefusedCount], msgspec.Meta(min_length=1, max_length=MAX_REASONS_PER_FIELD)]
+
+
+class RefusalEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field=EVENT_TYPE_FIELD, tag=REFUSAL_EVENT_TYPE):
+    """One request predict refused with a 4xx for its content, counted per field and reason (immutable).
+
+    ``refused`` maps a field (a feature name of the model's schema, or :data:`REQUEST_FIELD`) to
+    the error codes predict answered with (``out_of_range``, ``not_finite``, ...) and how many
+    values of that field each refused, e.g. ``{"mean radius": {"out_of_range": 3}}``. At most
+    :data:`MAX_REFUSED_FIELDS` fields and :data:`MAX_REASONS_PER_FIELD` reasons per field, so an
+    event stays far below SQS's message size whatever a request held. ``model_version`` is the
+    champion that was serving (None when none was loaded); ``refused_at`` is in UTC.
+    Build it with :func:`build_refusal_event` or :func:`parse_event`, which validate.
+    """
+
+    refusal_id: Annotated[str, msgspec.Meta(pattern=UUID_PATTERN)]
+    schema_version: Literal[1]
+    model_name: Name
+    model_version: Union[Name, None]
+    refused_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    refused: Annotated[dict[Name, RefusedByReason], msgspec.Meta(min_length=1, max_length=MAX_REFUSED_FIELDS)]
+
+    def __post_init__(self) -> None:
+        if self.refused_at.utcoffset():
+            try:
+                utc = self.refused_at.astimezone(timezone.utc)
+            except OverflowError:
+                raise ValueError("out of range once converted to UTC (field `refused_at`)") from None
+            msgspec.structs.force_setattr(self, "refused_at", utc)
+
+
+_REFUSAL_DECODER = msgspec.json.Decoder(RefusalEvent)
+Event = Union[PredictionEvent, GroundTruthEvent, RefusalEvent]
+
+
+def build_refusal_event(
+    *,
+    model_name: str,
+    model_version: str | None,
+    refused: dict[str, dict[str, int]],
+    refusal_id: str | None = None,
+    refused_at: datetime | None = None,
+) -> RefusalEvent:
+    """Build and validate a refusal event; raises ``EventValidationError`` naming the bad field.
+
+    :param refused: field -> reason code -> values refused (see :class:`RefusalEvent`).
+    :param refusal_id: a new time-ordered id by default.
+    :param refused_at: now (UTC) by default.
+    """
+    raw = {
+        "refusal_id": refusal_id or new_prediction_id(),
+        "schema_version": SCHEMA_VERSION,
+        "model_name": model_name,
+        "model_version": model_version,
+        "refused_at": refused_at or utc_now(),
+        "refused": refused,
+    }
+    try:
+        event = msgspec.convert(raw, RefusalEvent, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, raw) from None
+    texts = [("model_name", event.model_name), ("model_version", event.model_version), *((f"refused.{name}", name) for name in event.refused)]
+    for field, text in texts:
+        if isinstance(text, str) and not text.isascii() and _SURROGATE.search(text):
+            raise EventValidationError(field, "contains a lone surrogate (\\ud800-\\udfff), not valid Unicode")
+    return event
+
+
+def parse_refusal_event(body: str | bytes) -> RefusalEvent:
+    """Parse a refusal body (``event_type`` may be left out); problems raise ``EventValidationError`` naming the field."""
+    return _parse_typed(body, RefusalEvent)
+
+
+def event_id(event: Event) -> str:
+    """The id an event is stored under: ``prediction_id``, or ``refusal_id`` for a refusal."""
+    return event.refusal_id if type(event) is RefusalEvent else event.prediction_id
+
+
 def parse_event(body: str | bytes) -> Event:
-    """Parse an SQS message body of either type; problems raise ``EventValidationError`` naming the field.
+    """Parse an SQS message body of any type; problems raise ``EventValidationError`` naming the field.
 
     A body without ``event_type`` is a prediction event (type 1, as every body before ground
     truth existed); ``"event_type": "prediction"`` is accepted too. Prediction bodies cost one
-    decode, as with :func:`parse_prediction_event`; so does a ground-truth body as
-    :func:`serialise_ground_truth_event` writes it (recognised by its first key). A body with the
-    tag elsewhere is read loosely for it first.
+    decode, as with :func:`parse_prediction_event`; so do ground-truth and refusal bodies as
+    :func:`serialise_event` writes them (recognised by their first key). A body with the tag
+    elsewhere is read loosely for it first.
     """
-    if body.startswith(_GROUND_TRUTH_PREFIX if isinstance(body, str) else _GROUND_TRUTH_PREFIX_BYTES):
-        return parse_ground_truth_event(body)
+    for prefix, prefix_bytes, event_class in _TAGGED_PREFIXES:
+        if body.startswith(prefix if isinstance(body, str) else prefix_bytes):
+            return _parse_typed(body, event_class)
     if _has_excess_fraction(body) and isinstance(raw := _loose_decode(body), dict):
-        if raw.get(EVENT_TYPE_FIELD) == GROUND_TRUTH_EVENT_TYPE:
-            return parse_ground_truth_event(body)
+        event_type = raw.get(EVENT_TYPE_FIELD)
+        tagged = _TAGGED_CLASSES.get(event_type) if isinstance(event_type, str) else None
+        if tagged is not None:
+            return _parse_typed(body, tagged)
         if raw.get(EVENT_TYPE_FIELD, PREDICTION_EVENT_TYPE) == PREDICTION_EVENT_TYPE:
             raw.pop(EVENT_TYPE_FIELD, None)
             return _convert_truncating_fraction(raw, PredictionEvent)
@@ -348,16 +464,26 @@ def parse_event(body: str | bytes) -> Event:
         raise EventValidationError("body", f"not valid JSON ({exc})") from None
 
 
-_Struct = TypeVar("_Struct", PredictionEvent, GroundTruthEvent)
-_TIMESTAMP_FIELD: dict[type, str] = {PredictionEvent: "predicted_at", GroundTruthEvent: "labelled_at"}
+_Struct = TypeVar("_Struct", PredictionEvent, GroundTruthEvent, RefusalEvent)
+_TaggedStruct = TypeVar("_TaggedStruct", GroundTruthEvent, RefusalEvent)
+_TIMESTAMP_FIELD: dict[type, str] = {PredictionEvent: "predicted_at", GroundTruthEvent: "labelled_at", RefusalEvent: "refused_at"}
+_TAGGED_CLASSES: dict[Any, type] = {GROUND_TRUTH_EVENT_TYPE: GroundTruthEvent, REFUSAL_EVENT_TYPE: RefusalEvent}
+_TAG = {event_class: tag for tag, event_class in _TAGGED_CLASSES.items()}
+_TAGGED_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {GroundTruthEvent: _GROUND_TRUTH_DECODER, RefusalEvent: _REFUSAL_DECODER}
+_TAGGED_PREFIXES = tuple(
+    (prefix, prefix.encode(), event_class)
+    for tag, event_class in _TAGGED_CLASSES.items()
+    for prefix in [f'{{"{EVENT_TYPE_FIELD}":"{tag}",']
+)
 
 
 def _parse_tagged(body: str | bytes, raw: dict[str, Any]) -> Event:
     event_type = raw[EVENT_TYPE_FIELD]
-    if event_type == GROUND_TRUTH_EVENT_TYPE:
-        return parse_ground_truth_event(body)
+    tagged = _TAGGED_CLASSES.get(event_type) if isinstance(event_type, str) else None
+    if tagged is not None:
+        return _parse_typed(body, tagged)
     if event_type == PREDICTION_EVENT_TYPE:
         del raw[EVENT_TYPE_FIELD]
         return parse_prediction_event(_ENCODER.encode(raw))
-    expected = f"expected {PREDICTION_EVENT_TYPE!r} (or no {EVENT_TYPE_FIELD}) or {GROUND_TRUTH_EVENT_TYPE!r}"
+    expected = f"expected {PREDICTION_EVENT_TYPE!r} (or no {EVENT_TYPE_FIELD}), {GROUND_TRUTH_EVENT_TYPE!r} or {REFUSAL_EVENT_TYPE!r}"
     raise EventValidationError(EVENT_TYPE_FIELD, f"unknown event type {event_type!r}; {expected}")

@@ -137,6 +137,7 @@ class DriftSettings(AwsSettings, DatabaseSettings):
     dq_max_out_of_range: float = Field(0.02, alias="SML_DQ_MAX_OUT_OF_RANGE", ge=0, le=1)
     dq_max_unseen_category: float = Field(0.01, alias="SML_DQ_MAX_UNSEEN_CATEGORY", ge=0, le=1)
     dq_max_missing_excess: float = Field(0.05, alias="SML_DQ_MAX_MISSING_EXCESS", ge=0, le=1)
+    dq_max_refused_rate: float = Field(0.01, alias="SML_DQ_MAX_REFUSED_RATE", ge=0, le=1)
     replaced_missing_rate_diff: str | None = Field(None, alias="SML_DRIFT_MIN_MISSING_RATE_DIFF")
     """Read only to refuse it: the missing-rate floor is Cohen's h since issue 18."""
 

@@ -11,6 +11,9 @@ and stored; a maintenance window takes the ``predictions`` table away, so the wr
 the events of that window and SQS moves them to the DLQ after five tries; after the window they
 are replayed and stored exactly once; then traffic shifts (see :data:`sml.demo.traffic.DEMO_SHIFT`) and
 the drift job flags exactly the shifted features, stores the run, writes the report and alerts.
+In the shifted phase a client also sends values far beyond anything the model can compute:
+predict refuses them (422 ``out_of_range``), counts them in refusal events, and data quality flags
+the feature's ``refused`` share (issue 18).
 
 Model quality (issue 16): labels for part of the traffic arrive after it was served. In the shifted
 phase some of them contradict what the model got right (concept drift, which the input tests
@@ -64,6 +67,8 @@ class DemoConfig:
     shift: TrafficShift = DEMO_SHIFT
     labelled_share: float = 0.5
     concept_flip_share: float = 0.4
+    refused_requests: int = 30
+    refused_value: float = 1e300
 
     @property
     def baseline_rows(self) -> int:
@@ -121,6 +126,8 @@ class DemoSummary:
     drift_status: str = ""
     baseline_data_quality: str = ""
     data_quality_violations: list[str] = field(default_factory=list)
+    refused: TrafficResult = field(default_factory=TrafficResult)
+    refused_feature: str = ""
     drift_rows: list[dict[str, Any]] = field(default_factory=list)
     flagged: list[str] = field(default_factory=list)
     label_drift: bool = False
@@ -163,6 +170,8 @@ class DemoSummary:
             "drift_status": self.drift_status,
             "baseline_data_quality": self.baseline_data_quality,
             "data_quality_violations": self.data_quality_violations,
+            "refused_requests": self.refused.requests,
+            "refused_feature": self.refused_feature,
             "flagged": self.flagged,
             "label_drift": self.label_drift,
             "drift": self.drift_rows,
@@ -257,6 +266,12 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     shifted_rows, shifted_truth = draw_labelled_rows(config.shifted_rows, rng, config.shift)
     shifted = _send_traffic(url, shifted_rows, config.shifted_single, config, rng)
     summary.traffic.merge(shifted)
+    summary.refused_feature = next(iter(config.shift.out_of_range), next(iter(shifted_rows[0])))
+    bad = [{"features": {**row, summary.refused_feature: config.refused_value}} for row in shifted_rows[: config.refused_requests]]
+    summary.refused = send_requests(url, bad, concurrency=config.concurrency)
+    shifted.ended_at = summary.refused.ended_at  # the refusals belong to the shifted window
+    refused_codes = sorted({error.split(":", 1)[0] for error in summary.refused.errors})
+    say(f"      a client also sends {summary.refused_feature}={config.refused_value:g} in {summary.refused.requests} requests: answered {', '.join(refused_codes) or 'none'}")
     _wait_drained(stack)
     labels = _late_labels(shifted, _truth_by_row(shifted_rows, shifted_truth), config.labelled_share, config.concept_flip_share, rng)
     _deliver_labels(stack, labels)
@@ -617,6 +632,14 @@ def _checks(config: DemoConfig, summary: DemoSummary) -> list[DemoCheck]:
             summary.baseline_data_quality == "OK"
             and {f"{name}:out_of_range" for name in config.shift.out_of_range} <= set(summary.data_quality_violations),
             f"baseline {summary.baseline_data_quality}; shifted window violations {summary.data_quality_violations or 'none'}",
+        ),
+        DemoCheck(
+            "predict's refusals reach data quality",
+            summary.refused.requests == config.refused_requests
+            and len(summary.refused.errors) == summary.refused.requests
+            and all(error.startswith("422:") for error in summary.refused.errors)
+            and f"{summary.refused_feature}:refused" in summary.data_quality_violations,
+            f"{len(summary.refused.errors)}/{summary.refused.requests} refused; violations {summary.data_quality_violations or 'none'}",
         ),
         DemoCheck("alert received", summary.alert.get("attributes", {}).get("status") == "DRIFT", summary.alert.get("subject", "no alert")),
         DemoCheck(

@@ -22,6 +22,7 @@ File format: TOML (``.toml``, read with :mod:`tomllib`) or the same structure in
     max_out_of_range = 0.01
     max_unseen_category = 0.01
     max_missing_excess = 0.05
+    max_refused_rate = 0.01  # values predict refused with a 4xx naming the feature
 
     [quality]
     metric = "roc_auc"       # accuracy, f1, precision, recall, roc_auc
@@ -57,7 +58,7 @@ FloorSource = Literal["model", "deployment", "default"]
 QUALITY_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc")
 KIND_FLOOR_KEYS = ("numeric", "categorical", "missing_rate", "label")
 FEATURE_KEYS = ("floor", "missing_rate")
-DATA_QUALITY_KEYS = ("max_out_of_range", "max_unseen_category", "max_missing_excess")
+DATA_QUALITY_KEYS = ("max_out_of_range", "max_unseen_category", "max_missing_excess", "max_refused_rate")
 QUALITY_KEYS = ("metric", "tolerance")
 TABLES = {"floors": KIND_FLOOR_KEYS, "features": None, "data_quality": DATA_QUALITY_KEYS, "quality": QUALITY_KEYS}
 

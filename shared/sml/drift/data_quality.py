@@ -11,41 +11,57 @@ whylogs (per feature, a share compared with a threshold):
 - ``unseen_category`` (categorical): share of present values in a category training never saw.
 - ``missing_excess`` (every feature): the window's missing rate minus the training one, when
   positive (completeness, as SageMaker compares it with the baseline's).
+- ``refused`` (every feature, when the refusals were read): the share of the feature's values
+  that predict refused (HTTP 4xx naming it: out of range beyond what the model can compute, not
+  finite, wrong type, unknown category, missing), ``refused / (refused + rows served)``. Refused
+  values never reach the window, so the other checks cannot see them; predict counts them in
+  refusal events, the writer stores them in ``predict_refusals`` and
+  :func:`read_refused_counts` sums them over the window. A client sending bad values 1% of the
+  time is a problem worth hearing about; the default threshold is 1%.
 
-A check is violated when its value exceeds its threshold. Values that predict refused (HTTP 4xx
-naming the field) never reach the window; counting them needs a source predict writes (it
-never writes the database), so they are not among these checks yet.
+A check is violated when its value exceeds its threshold. Refusals that name no feature (a body
+that is not JSON or not a request, under :data:`~sml.core.events.REQUEST_FIELD`) are no
+feature's quality: the run reports them on one line (:attr:`RefusedCounts.requests`), outside
+the checks and the status.
 
 Example::
 
-    checks = run_data_quality_checks(reference, current_columns, schema, DataQualityThresholds())
+    refused = read_refused_counts(engine, "breast-cancer", window.start, window.end)
+    checks = run_data_quality_checks(reference, current_columns, schema, DataQualityThresholds(), refused)
     status = data_quality_status(checks)  # "OK" or "VIOLATIONS"
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
+from sml.core.db import PREDICT_REFUSALS, to_db_timestamp
+from sml.core.events import REQUEST_FIELD
 from sml.drift.stats import FeatureSpecLike, count_categories
 
-CheckName = Literal["out_of_range", "unseen_category", "missing_excess"]
+CheckName = Literal["out_of_range", "unseen_category", "missing_excess", "refused"]
 DataQualityStatus = Literal["OK", "VIOLATIONS"]
 
 
 @dataclass(frozen=True)
 class DataQualityThresholds:
-    """Largest share each check accepts (0–1): out-of-range values, unseen categories, extra missing rate."""
+    """Largest share each check accepts (0–1): out-of-range values, unseen categories, extra missing
+    rate, values predict refused."""
 
     max_out_of_range: float = 0.02
     max_unseen_category: float = 0.01
     max_missing_excess: float = 0.05
+    max_refused_rate: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("max_out_of_range", "max_unseen_category", "max_missing_excess"):
+        for name in ("max_out_of_range", "max_unseen_category", "max_missing_excess", "max_refused_rate"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -67,18 +83,56 @@ class DataQualityCheck:
         return self.value > self.threshold
 
 
+@dataclass(frozen=True)
+class RefusedCounts:
+    """Values predict refused in a window: per feature, and per reason for :data:`REQUEST_FIELD`."""
+
+    features: Mapping[str, int] = field(default_factory=dict)
+    requests: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def requests_refused(self) -> int:
+        return sum(self.requests.values())
+
+
+def read_refused_counts(engine: Engine, model_name: str, start: datetime, end: datetime) -> RefusedCounts:
+    """Sum ``predict_refusals`` of ``model_name`` refused in ``[start, end)`` per field and reason (one GROUP BY)."""
+    query = (
+        sa.select(PREDICT_REFUSALS.c.field_name, PREDICT_REFUSALS.c.reason, sa.func.sum(PREDICT_REFUSALS.c.refused_count))
+        .where(
+            PREDICT_REFUSALS.c.model_name == model_name,
+            PREDICT_REFUSALS.c.refused_at >= to_db_timestamp(start),
+            PREDICT_REFUSALS.c.refused_at < to_db_timestamp(end),
+        )
+        .group_by(PREDICT_REFUSALS.c.field_name, PREDICT_REFUSALS.c.reason)
+    )
+    features: dict[str, int] = {}
+    requests: dict[str, int] = {}
+    with engine.connect() as connection:
+        for field_name, reason, total in connection.execute(query):
+            if field_name == REQUEST_FIELD:
+                requests[reason] = int(total)
+            else:
+                features[field_name] = features.get(field_name, 0) + int(total)
+    return RefusedCounts(features, dict(sorted(requests.items(), key=lambda item: -item[1])))
+
+
 def run_data_quality_checks(
     reference: Mapping[str, Any],
     current: Mapping[str, np.ndarray | Sequence[Any]],
     schema: Sequence[FeatureSpecLike],
     thresholds: DataQualityThresholds,
+    refused: RefusedCounts | None = None,
 ) -> list[DataQualityCheck]:
     """Every check for every input feature of ``schema`` (the predicted label is skipped).
 
     :param reference: per feature, the training reference (``sorted_values``/``counts`` and ``missing``).
     :param current: per feature, the window's values (numeric with NaN or None for missing).
+    :param refused: the window's refused values (:func:`read_refused_counts`); ``None`` leaves out
+        the ``refused`` checks. Fields the schema does not have (another version's) are ignored.
     :returns: per feature in schema order: ``out_of_range`` or ``unseen_category``, then
-        ``missing_excess``. A feature without rows in the window or the reference gets value 0.
+        ``missing_excess``, then ``refused``. A feature without rows in the window or the reference
+        gets value 0.
     :raises ValueError: naming a feature that has no reference or no values.
     """
     checks: list[DataQualityCheck] = []
@@ -114,6 +168,9 @@ def run_data_quality_checks(
                 int(current_missing), int(current_rows),
             )
         )
+        if refused is not None:
+            count = int(refused.features.get(spec.name, 0))
+            checks.append(_check(spec.name, "refused", count, count + len(current[spec.name]), thresholds.max_refused_rate))
     return checks
 
 

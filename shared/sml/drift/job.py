@@ -9,7 +9,8 @@ One run (:func:`run_drift_job`):
    Benjamini–Hochberg correction and the effect-size floors of the configuration, over which the
    model's own drift config in its manifest takes precedence for the keys it sets
    (:mod:`sml.drift.config`); each test records its floor's source;
-4. model quality (:mod:`sml.drift.quality`): realized performance of the window's labelled
+4. data quality against the training profile, with the values predict refused in the window
+   (:mod:`sml.drift.data_quality`); model quality (:mod:`sml.drift.quality`): realized performance of the window's labelled
    predictions against the manifest's held-out metrics, and the CBPE estimate for all of them;
 5. the HTML report goes to ``s3://<bucket>/<report_prefix><model>/<window end>.html`` (and to
    ``report_dir`` when given);
@@ -34,7 +35,7 @@ from sml.drift.alerts import publish_drift_alert
 from sml.drift.config import DEPLOYMENT_VARIABLES, DeploymentFloors, EffectiveFloor, ModelDriftConfig, resolve_floors
 from sml.drift.quality import QualityConfig
 from sml.drift.quality_store import assess_window_quality, read_window_with_quality
-from sml.drift.data_quality import DataQualityThresholds, run_data_quality_checks
+from sml.drift.data_quality import DataQualityThresholds, read_refused_counts, run_data_quality_checks
 from sml.drift.power import CertifiableShift, certifiable_shifts
 from sml.drift.report import render_drift_report
 from sml.drift.stats import (
@@ -108,6 +109,7 @@ class DriftJobConfig:
                 max_out_of_range=settings.dq_max_out_of_range,
                 max_unseen_category=settings.dq_max_unseen_category,
                 max_missing_excess=settings.dq_max_missing_excess,
+                max_refused_rate=settings.dq_max_refused_rate,
             ),
         }
         return cls(**{**values, **overrides})
@@ -126,6 +128,7 @@ class DriftJobConfig:
             "dq_max_out_of_range": self.data_quality.max_out_of_range,
             "dq_max_unseen_category": self.data_quality.max_unseen_category,
             "dq_max_missing_excess": self.data_quality.max_missing_excess,
+            "dq_max_refused_rate": self.data_quality.max_refused_rate,
         }
 
     def deployment_floors(self) -> DeploymentFloors:
@@ -179,6 +182,7 @@ class DriftJobResult:
             "drifted_features": run.drifted_features,
             "label_drifted": run.label_drifted,
             "data_quality_status": run.data_quality_status,
+            "requests_refused": sum(run.refused_requests.values()),
             "report_uri": run.report_uri,
             "message_id": self.message_id,
             **quality_summary(run),
@@ -224,6 +228,7 @@ def run_drift_job(
         previous = read_window(engine, manifest.model_name, reference_window, manifest.features)
         reference = reference_from_columns({**previous.columns(), LABEL_COLUMN: previous.labels}, schema)
         reference_rows = previous.n_rows
+    refused = read_refused_counts(engine, manifest.model_name, window.start, window.end)
     results = run_drift_tests(
         reference,
         current_columns,
@@ -252,7 +257,8 @@ def run_drift_job(
         reference_window=reference_window,
         quality=assess_window_quality(engine, manifest, window, config.quality, quality_sample) if config.quality else None,
         # Against the training profile whatever the drift reference: range and categories are what the model saw.
-        data_quality=tuple(run_data_quality_checks(training_reference(manifest), current_columns, schema, config.data_quality)),
+        data_quality=tuple(run_data_quality_checks(training_reference(manifest), current_columns, schema, config.data_quality, refused)),
+        refused_requests=dict(refused.requests),
     )
     trends = feature_trends(engine, manifest.model_name, before=window.end, limit=TREND_RUNS - 1)
     report = render_drift_report(run, reference, current_columns, trends=trends).encode("utf-8")

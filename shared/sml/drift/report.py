@@ -152,9 +152,12 @@ def _data_quality_section(run: DriftRun) -> str:
     )
     note = (
         "<p>Against the training profile: values outside the training range, categories training never saw, "
-        f"missing values beyond the training rate. {passed} of {len(run.data_quality)} checks passed. "
-        "Values predict refused (HTTP 4xx) are not counted here.</p>"
+        "missing values beyond the training rate, and values predict refused (HTTP 4xx naming the feature; share of the feature's "
+        f"values refused or served). {passed} of {len(run.data_quality)} checks passed.</p>"
     )
+    if run.refused_requests:
+        reasons = ", ".join(f"{_escape(reason)} {count}" for reason, count in run.refused_requests.items())
+        note += f"<p class=\"requests-refused\">Requests refused before any feature could be read: {sum(run.refused_requests.values())} ({reasons}).</p>"
     table = f"<table>{header}{rows}</table>" if checks else ""
     return f"<h2>Data quality <span class=\"badge {'DRIFT' if run.data_quality_status == 'VIOLATIONS' else 'NO_DRIFT'}\">{run.data_quality_status}</span></h2>{note}{table}"
 

@@ -60,6 +60,10 @@ class DriftRun:
     reference_window: TimeWindow | None = field(default=None)
     quality: QualityResult | None = None
     data_quality: tuple[DataQualityCheck, ...] = ()
+    refused_requests: dict[str, int] = field(default_factory=dict)
+    """Requests predict refused in the window before any feature could be read, per reason code
+    (``_request`` refusals: not JSON, too large, not a request); shown in the report and the job's summary,
+    not a data-quality check, not stored (``predict_refusals`` holds them)."""
 
     @property
     def data_quality_status(self) -> DataQualityStatus:

@@ -1,4 +1,5 @@
-"""Predict's SQS publisher: one prediction event per row, bounded in time, never the database.
+"""Predict's SQS publisher: one prediction event per row (and one refusal event per refused
+request), bounded in time, never the database.
 
 A capture failure never fails the prediction by itself: :meth:`PredictionCapture.capture`
 returns the events that did not reach the queue (:class:`CaptureMiss`, with the exact message
@@ -19,18 +20,20 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sml.core.events import PredictionEvent, serialise_prediction_event
+from sml.core.events import PredictionEvent, RefusalEvent, event_id, serialise_event
 
 # botocore's "max_attempts" counts retries only; "total_max_attempts": 2 is the first try plus one retry.
 CAPTURE_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"})
 SQS_BATCH_LIMIT = 10
+CapturedEvent = PredictionEvent | RefusalEvent
 
 
 @dataclass(frozen=True)
 class CaptureMiss:
-    """An event that did not reach the queue: its message ``body`` as it would have been sent, and why."""
+    """An event that did not reach the queue: its id (``prediction_id``, or ``refusal_id`` of a
+    refusal), its message ``body`` as it would have been sent, and why."""
 
-    prediction_id: str
+    event_id: str
     body: str
     reason: str
 
@@ -61,27 +64,30 @@ class PredictionCapture:
         self.sampling_rate = sampling_rate
         self._draw = draw
 
-    def capture(self, events: Sequence[PredictionEvent]) -> CaptureResult:
+    def capture(self, events: Sequence[CapturedEvent]) -> CaptureResult:
         """Send the sampled ``events``: SendMessage for one, SendMessageBatch in chunks of ten for more."""
         sampled = self.sample(events)
         result = self.send(sampled)
         return CaptureResult(sent=result.sent, sampled_out=len(events) - len(sampled), misses=result.misses)
 
-    def sample(self, events: Sequence[PredictionEvent]) -> list[PredictionEvent]:
-        """The events to capture, in order: each kept with probability ``sampling_rate``."""
+    def sample(self, events: Sequence[CapturedEvent]) -> list[CapturedEvent]:
+        """The events to capture, in order: each kept with probability ``sampling_rate``.
+
+        Refusal events are sampled at the same rate as predictions, so the share of refused
+        values that data quality computes from the stored rows stays unbiased."""
         if self.sampling_rate >= 1.0:
             return list(events)
         return [event for event in events if self._draw() < self.sampling_rate]
 
-    def send(self, events: Sequence[PredictionEvent]) -> CaptureResult:
+    def send(self, events: Sequence[CapturedEvent]) -> CaptureResult:
         """Send ``events`` as they are (already sampled); ``sampled_out`` is 0."""
-        bodies = [(event.prediction_id, serialise_prediction_event(event)) for event in events]
+        bodies = [(event_id(event), serialise_event(event)) for event in events]
         misses = publish_message_bodies(self.sqs_client, self.queue_url, bodies)
         return CaptureResult(sent=len(bodies) - len(misses), sampled_out=0, misses=tuple(misses))
 
 
 def publish_message_bodies(sqs_client: Any, queue_url: str, bodies: Sequence[tuple[str, str]]) -> list[CaptureMiss]:
-    """Send ``(prediction_id, body)`` pairs to ``queue_url``; returns those that were not accepted.
+    """Send ``(event id, body)`` pairs to ``queue_url``; returns those that were not accepted.
 
     A failed call (unreachable, throttled, queue missing) makes every event not yet accepted a
     miss, without trying the rest; a partial batch failure makes only the refused entries misses.

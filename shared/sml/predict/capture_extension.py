@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from sml.core.events import PredictionEvent, serialise_prediction_event
-from sml.predict.capture import CaptureMiss, CaptureResult
+from sml.core.events import event_id, serialise_event
+from sml.predict.capture import CapturedEvent, CaptureMiss, CaptureResult
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ EXTENSIONS_API_VERSION = "2020-01-01"
 EXTENSION_NAME = "sml-capture"
 SHUTDOWN_MISS_REASON = "the execution environment shut down before the queue confirmed the send"
 
-Publish = Callable[[Sequence[PredictionEvent]], CaptureResult]
+Publish = Callable[[Sequence[CapturedEvent]], CaptureResult]
 Report = Callable[[CaptureResult], None]
 
 
@@ -118,7 +118,7 @@ class ExtensionsApiClient:
 
 @dataclass
 class _Invocation:
-    events: list[PredictionEvent] = field(default_factory=list)
+    events: list[CapturedEvent] = field(default_factory=list)
     ended: bool = False
 
 
@@ -142,7 +142,7 @@ class PostResponseCapture:
         self._report = report
         self._lock = threading.Condition()
         self._invocations: dict[str, _Invocation] = {}
-        self._in_flight: list[PredictionEvent] = []
+        self._in_flight: list[CapturedEvent] = []
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"{EXTENSION_NAME}-extension", daemon=True)
 
@@ -166,7 +166,7 @@ class PostResponseCapture:
         with self._lock:
             return not self._stopped
 
-    def defer(self, request_id: str, events: Sequence[PredictionEvent]) -> bool:
+    def defer(self, request_id: str, events: Sequence[CapturedEvent]) -> bool:
         """Hand ``events`` of invocation ``request_id`` over for sending after the response.
 
         :returns: false when the extension no longer runs; the caller must then send them itself.
@@ -196,7 +196,7 @@ class PostResponseCapture:
             self._in_flight = []
             self._invocations.clear()
             self._lock.notify_all()
-        misses = tuple(CaptureMiss(event.prediction_id, serialise_prediction_event(event), SHUTDOWN_MISS_REASON) for event in pending)
+        misses = tuple(CaptureMiss(event_id(event), serialise_event(event), SHUTDOWN_MISS_REASON) for event in pending)
         result = CaptureResult(sent=0, sampled_out=0, misses=misses)
         if misses:
             self._report(result)
@@ -254,13 +254,13 @@ class PostResponseCapture:
             self._in_flight = batch
         self._send(batch)
 
-    def _send(self, events: Sequence[PredictionEvent]) -> None:
+    def _send(self, events: Sequence[CapturedEvent]) -> None:
         try:
             result = self._publish(events)
         except Exception as exc:  # noqa: BLE001 - not swallowed: every event is reported whole as a miss, and logged with its traceback
             logger.exception("%s: sending failed unexpectedly", EXTENSION_NAME)
             reason = f"{type(exc).__name__}: {exc}"
-            result = CaptureResult(0, 0, tuple(CaptureMiss(e.prediction_id, serialise_prediction_event(e), reason) for e in events))
+            result = CaptureResult(0, 0, tuple(CaptureMiss(event_id(e), serialise_event(e), reason) for e in events))
         with self._lock:
             if self._in_flight is not events:  # shutdown() took them over and reported them
                 return

@@ -1,9 +1,10 @@
-"""Recovering prediction events that predict could not send to the queue.
+"""Recovering prediction and refusal events that predict could not send to the queue.
 
 When SQS cannot be reached, predict still answers and logs each missed event whole: a JSON log
-line with the keys ``capture_miss`` (why), ``prediction_id`` and ``message_body`` (the SQS body
-as it would have been sent). This module reads those lines back from a log export and re-sends
-the bodies unchanged. Re-sending twice is harmless: the writer skips stored ``prediction_id``\\ s.
+line with the keys ``capture_miss`` (why), ``prediction_id`` (or ``refusal_id``) and
+``message_body`` (the SQS body as it would have been sent). This module reads those lines back
+from a log export and re-sends the bodies unchanged. Re-sending twice is harmless: the writer
+skips stored ``prediction_id``\\ s and ``refusal_id``\\ s.
 
 Accepted inputs: Powertools JSON lines (``sml up`` output, ``aws logs tail``, a CloudWatch
 Logs Insights export), optionally prefixed by a timestamp, and the JSON document that
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sml.predict.capture import CaptureMiss, publish_message_bodies
-from sml.core.events import EventValidationError, parse_prediction_event
+from sml.core.events import EventValidationError, GroundTruthEvent, event_id, parse_event
 
 
 @dataclass
@@ -45,13 +46,16 @@ def missed_events_from_log(text: str, *, source: str) -> MissedEvents:
             found.problems.append(f"{where}: a capture_miss record without a message_body string")
             continue
         try:
-            event = parse_prediction_event(body)
+            event = parse_event(body)
+            if type(event) is GroundTruthEvent:
+                raise EventValidationError("event_type", "a ground-truth event; predict captures predictions and refusals only")
         except EventValidationError as exc:
-            found.problems.append(f"{where}: message_body is not a valid prediction event ({exc})")
+            found.problems.append(f"{where}: message_body is not a valid prediction or refusal event ({exc})")
             continue
-        if event.prediction_id not in seen:
-            seen.add(event.prediction_id)
-            found.bodies.append((event.prediction_id, body))
+        identifier = event_id(event)
+        if identifier not in seen:
+            seen.add(identifier)
+            found.bodies.append((identifier, body))
     return found
 
 

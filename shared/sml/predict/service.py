@@ -7,6 +7,7 @@ handler adds little on top of the model itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -14,11 +15,16 @@ from typing import Any
 import numpy as np
 
 from sml.core.errors import SmlError
-from sml.core.events import PredictionEvent, build_prediction_event, utc_now
+from sml.core.events import MAX_REFUSED_FIELDS, REQUEST_FIELD, PredictionEvent, build_prediction_event, utc_now
 from sml.predict.errors import ApiError
 from sml.predict.validation import FeatureSchema, FeatureValue, PredictRequest, decode_json_body
 from sml.lifecycle.manifest import ModelManifest
 from sml.lifecycle.modeling import rows_to_matrix
+
+
+NOT_DECODED = object()
+"""``refused_values``'s payload when the body could not be decoded."""
+_ROW_FIELD = re.compile(r"^(?:features|instances\[\d+\])\.(?P<name>.+)$")
 
 
 class PredictionService:
@@ -59,9 +65,39 @@ class PredictionService:
             if spec.kind == "numeric" and spec.minimum is not None and spec.maximum is not None
         }
 
+    def decode_body(self, body: str | None, *, is_base64: bool) -> Any:
+        """A Function URL body as JSON; raises :class:`~sml.predict.errors.ApiError` (400, 413)."""
+        return decode_json_body(body, is_base64=is_base64, max_bytes=self.max_body_bytes)
+
     def parse_request(self, body: str | None, *, is_base64: bool) -> PredictRequest:
         """Decode, parse and validate a Function URL body; raises :class:`~sml.predict.errors.ApiError`."""
-        return self.schema.parse_request(decode_json_body(body, is_base64=is_base64, max_bytes=self.max_body_bytes))
+        return self.schema.parse_request(self.decode_body(body, is_base64=is_base64))
+
+    def refused_values(self, error: ApiError, payload: Any = NOT_DECODED) -> dict[str, dict[str, int]]:
+        """What a refused ``POST /predict`` counts for data quality: field -> error code -> values.
+
+        :param error: the 4xx the request is answered with.
+        :param payload: the decoded body; :data:`NOT_DECODED` when decoding failed.
+        :returns: every problem of the rows (:meth:`FeatureSchema.refused_values`); when they hold
+            none (the body is not JSON or not a request, or the model could not compute a valid
+            row) the error alone, under its feature or :data:`~sml.core.events.REQUEST_FIELD`.
+            At most :data:`~sml.core.events.MAX_REFUSED_FIELDS` fields: the rest are folded into
+            ``REQUEST_FIELD`` as ``other_fields``.
+        """
+        counts = {} if payload is NOT_DECODED else self.schema.refused_values(payload)
+        if not counts:
+            counts = {self._field_of(error.field): {error.code: 1}}
+        if len(counts) <= MAX_REFUSED_FIELDS:
+            return counts
+        request = counts.pop(REQUEST_FIELD, {})
+        kept = sorted(counts, key=lambda name: -sum(counts[name].values()))[: MAX_REFUSED_FIELDS - 1]
+        folded = sum(sum(reasons.values()) for name, reasons in counts.items() if name not in kept)
+        return {**{name: counts[name] for name in kept}, REQUEST_FIELD: {**request, "other_fields": request.get("other_fields", 0) + folded}}
+
+    def _field_of(self, error_field: str | None) -> str:
+        """The feature an error path names (``features.x``, ``instances[3].x``), else ``REQUEST_FIELD``."""
+        match = _ROW_FIELD.match(error_field or "")
+        return match["name"] if match and match["name"] in self.schema.names else REQUEST_FIELD
 
     def predict(self, rows: Sequence[dict[str, FeatureValue]], *, batch: bool = True) -> list[PredictionEvent]:
         """One prediction event per validated row, in order, each with a new time-ordered id.

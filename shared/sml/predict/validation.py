@@ -23,7 +23,8 @@ request schema. Rules for a row (``features``, or each item of ``instances``):
 * ``null`` only where the schema marks the feature ``nullable``.
 
 The first problem found is reported, unknown keys before missing ones so that a misspelt name
-is reported as such.
+is reported as such. Once a request is refused, :meth:`FeatureSchema.refused_values` counts every
+problem in it per feature and code, for data quality (issue 18).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from sml.core.events import REQUEST_FIELD
 from sml.predict.errors import ApiError
 from sml.lifecycle.manifest import FeatureSpec
 
@@ -173,6 +175,48 @@ class FeatureSchema:
             except _InvalidValue as problem:
                 raise _unprocessable(problem.code, f"{field}.{name}", problem.message) from None
         return clean
+
+    def refused_values(self, payload: Any) -> dict[str, dict[str, int]]:
+        """Every problem of a request's rows, counted per feature and error code.
+
+        What the refusal of ``payload`` tells data quality: each value a rule refuses counts for
+        its feature (``{"mean_radius": {"out_of_range": 2}}``), a missing feature as
+        ``missing_feature``; what belongs to no feature counts under :data:`REQUEST_FIELD` (a row
+        that is not an object, each unknown feature name: its text is the caller's, not a field
+        of the schema). Empty when the rows break no rule, or when ``payload`` is not shaped as a
+        request (the caller then counts the request itself).
+        """
+        rows = self._rows_of(payload)
+        counts: dict[str, dict[str, int]] = {}
+
+        def count(field: str, code: str, n: int = 1) -> None:
+            reasons = counts.setdefault(field, {})
+            reasons[code] = reasons.get(code, 0) + n
+
+        for row in rows:
+            if type(row) is not dict:
+                count(REQUEST_FIELD, "invalid_type")
+                continue
+            unknown = sum(1 for key in row if key not in self._name_set)
+            if unknown:
+                count(REQUEST_FIELD, "unknown_feature", unknown)
+            for name, check in self._checks:
+                if name not in row:
+                    count(name, "missing_feature")
+                    continue
+                try:
+                    check(row[name])
+                except _InvalidValue as problem:
+                    count(name, problem.code)
+        return counts
+
+    def _rows_of(self, payload: Any) -> list[Any]:
+        if type(payload) is not dict or len(payload) != 1:
+            return []
+        if "features" in payload:
+            return [payload["features"]]
+        instances = payload.get("instances")
+        return instances if type(instances) is list and len(instances) <= self.max_instances else []
 
     def _raise_key_problem(self, row: dict[str, Any], field: str) -> None:
         for key in row:

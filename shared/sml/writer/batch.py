@@ -23,6 +23,11 @@ be the champion. The ``label`` column
 holds the label as JSON text, encoded exactly like ``predictions.prediction``, so the two compare
 equal in SQL when the label is the predicted class.
 
+Refusal events (event type 3, what predict refused) share them too. Each becomes one
+``predict_refusals`` row per field and reason, keyed by ``refusal_id`` with them: a redelivered or
+replayed refusal inserts nothing (refused values are never counted twice), and an event's rows
+are stored in one transaction, whole or not at all (bisection never splits an event).
+
 Parsing and row mapping are pure; :func:`insert_prediction_rows` and :func:`write_prediction_rows`
 take a connection or an engine. Statements are parameterised and the table and column names come
 from :data:`sml.core.db.PREDICTIONS`, never from input.
@@ -42,11 +47,11 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from sml.core.db import GROUND_TRUTH, PREDICTIONS, dialect_family, to_db_timestamp
-from sml.core.events import EventValidationError, GroundTruthEvent, PredictionEvent, parse_event
+from sml.core.db import GROUND_TRUTH, PREDICT_REFUSALS, PREDICTIONS, dialect_family, to_db_timestamp
+from sml.core.events import EventValidationError, GroundTruthEvent, PredictionEvent, RefusalEvent, parse_event
 
 MAX_ROWS_PER_STATEMENT = 1000
 # Approximate bytes of values per MySQL INSERT, far below every server's max_allowed_packet
@@ -93,6 +98,9 @@ class ParsedBatch:
     batch, the first one on a tie."""
     message_ids_by_label: dict[str, list[str]] = field(default_factory=dict)
     """Every message that carried a label for each ``prediction_id`` of ``ground_truth_rows``."""
+    refusals: list[Row] = field(default_factory=list)
+    """One item per distinct ``refusal_id``: ``{"refusal_id": ..., "rows": [predict_refusals rows]}``."""
+    message_ids_by_refusal: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,7 @@ class WriteOutcome:
 @dataclass(frozen=True)
 class BatchOutcome:
     """The result of one batch, counted per record: ``inserted + duplicates + labels_stored +
-    labels_skipped + len(failures)`` is the number of records. A duplicate is a prediction record
+    labels_skipped + refusals_stored + refusals_skipped + len(failures)`` is the number of records. A duplicate is a prediction record
     acknowledged without a new row (its ``prediction_id`` was stored before, or came earlier in
     the same batch). ``labels_stored`` counts ground-truth records whose label was inserted or
     replaced an older one; ``labels_skipped`` those acknowledged without a change (a label with a
@@ -129,6 +137,9 @@ class BatchOutcome:
     failures: list[RecordFailure]
     labels_stored: int = 0
     labels_skipped: int = 0
+    refusals_stored: int = 0
+    refusals_skipped: int = 0
+    """Refusal records whose rows were inserted, and those acknowledged without a new row (stored before)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,6 +181,22 @@ def ground_truth_row(event: GroundTruthEvent, stored_at: datetime) -> Row:
     }
 
 
+def refusal_rows(event: RefusalEvent, stored_at: datetime) -> list[Row]:
+    """The ``predict_refusals`` rows of ``event``: one per field and reason, naive UTC times."""
+    common = {
+        "refusal_id": event.refusal_id,
+        "model_name": event.model_name,
+        "model_version": event.model_version,
+        "refused_at": to_db_timestamp(event.refused_at),
+        "stored_at": to_db_timestamp(stored_at),
+    }
+    return [
+        {**common, "field_name": field_name, "reason": reason, "refused_count": count}
+        for field_name, reasons in event.refused.items()
+        for reason, count in reasons.items()
+    ]
+
+
 def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> ParsedBatch:
     """Parse ``(message_id, body)`` pairs of either event type into rows; bodies that do not fit the contract fail.
 
@@ -181,6 +208,8 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
     message_ids: dict[str, list[str]] = {}
     labels: dict[str, Row] = {}
     label_message_ids: dict[str, list[str]] = {}
+    refusals: dict[str, Row] = {}
+    refusal_message_ids: dict[str, list[str]] = {}
     failures = []
     stored_at_in_db = to_db_timestamp(stored_at)  # once per batch, not per row
     for message_id, body in records:
@@ -194,12 +223,16 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
             rows.setdefault(row["prediction_id"], row)
             message_ids.setdefault(row["prediction_id"], []).append(message_id)
             continue
+        if type(event) is RefusalEvent:
+            refusals.setdefault(event.refusal_id, {"refusal_id": event.refusal_id, "rows": refusal_rows(event, stored_at_in_db)})
+            refusal_message_ids.setdefault(event.refusal_id, []).append(message_id)
+            continue
         row = ground_truth_row(event, stored_at_in_db)
         kept = labels.get(row["prediction_id"])
         if kept is None or row["labelled_at"] > kept["labelled_at"]:
             labels[row["prediction_id"]] = row
         label_message_ids.setdefault(row["prediction_id"], []).append(message_id)
-    return ParsedBatch(list(rows.values()), message_ids, failures, list(labels.values()), label_message_ids)
+    return ParsedBatch(list(rows.values()), message_ids, failures, list(labels.values()), label_message_ids, list(refusals.values()), refusal_message_ids)
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,7 +389,9 @@ def write_prediction_rows(engine: Engine, rows: Sequence[Row]) -> WriteOutcome:
     return _write_bisecting(engine, rows, insert_prediction_rows)
 
 
-def _write_bisecting(engine: Engine, rows: Sequence[Row], insert: Callable[[Connection, Sequence[Row]], InsertOutcome]) -> WriteOutcome:
+def _write_bisecting(
+    engine: Engine, rows: Sequence[Row], insert: Callable[[Connection, Sequence[Row]], InsertOutcome], key: str = "prediction_id"
+) -> WriteOutcome:
     if not rows:
         return WriteOutcome()
     try:
@@ -366,10 +401,10 @@ def _write_bisecting(engine: Engine, rows: Sequence[Row], insert: Callable[[Conn
         if not is_data_error(error):
             raise BatchNotStored(f"the database did not take the batch: {error.orig}") from error
         if len(rows) == 1:
-            prediction_id = rows[0]["prediction_id"]
-            return WriteOutcome(rejected={prediction_id: f"prediction_id {prediction_id} rejected by the database: {error.orig}"})
+            identifier = rows[0][key]
+            return WriteOutcome(rejected={identifier: f"{key} {identifier} rejected by the database: {error.orig}"})
         middle = len(rows) // 2
-        return _write_bisecting(engine, rows[:middle], insert) + _write_bisecting(engine, rows[middle:], insert)
+        return _write_bisecting(engine, rows[:middle], insert, key) + _write_bisecting(engine, rows[middle:], insert, key)
     return WriteOutcome(outcome.inserted, outcome.duplicates)
 
 
@@ -455,6 +490,47 @@ def write_ground_truth_rows(engine: Engine, rows: Sequence[Row]) -> WriteOutcome
     return _write_bisecting(engine, rows, upsert_ground_truth_rows)
 
 
+# --------------------------------------------------------------------------------------------
+# Refusals: counted once per refusal_id
+
+
+def insert_refusal_rows(connection: Connection, refusals: Sequence[Row]) -> InsertOutcome:
+    """Insert the rows of refusal events not stored yet, in the caller's transaction.
+
+    The stored ``refusal_id``\\ s are read first (counting is per event); the rows of the others go
+    in as multi-row inserts that skip a row whose key exists (``ON CONFLICT DO NOTHING`` on SQLite,
+    ``ON DUPLICATE KEY UPDATE`` a no-op on MySQL: not ``INSERT IGNORE``, which would turn a data
+    error into a warning), so a concurrent writer storing the same event can only skew the counts.
+
+    :param refusals: items as in :attr:`ParsedBatch.refusals`, distinct ``refusal_id``\\ s.
+    :returns: ``inserted`` events new to the table, ``duplicates`` events stored before.
+    :raises sqlalchemy.exc.DBAPIError: as raised by the database.
+    """
+    ids = [refusal["refusal_id"] for refusal in refusals]
+    stored: set[str] = set()
+    for start in range(0, len(ids), MAX_ROWS_PER_STATEMENT):
+        query = sa.select(PREDICT_REFUSALS.c.refusal_id).where(PREDICT_REFUSALS.c.refusal_id.in_(ids[start : start + MAX_ROWS_PER_STATEMENT])).distinct()
+        stored.update(connection.execute(query).scalars())
+    rows = [row for refusal in refusals if refusal["refusal_id"] not in stored for row in refusal["rows"]]
+    if dialect_family(connection.engine) == "sqlite":
+        statement: Any = sqlite.insert(PREDICT_REFUSALS).on_conflict_do_nothing()
+    else:
+        statement = mysql.insert(PREDICT_REFUSALS)
+        statement = statement.on_duplicate_key_update(refusal_id=statement.inserted.refusal_id)
+    for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
+        connection.execute(statement, rows[start : start + MAX_ROWS_PER_STATEMENT])
+    return InsertOutcome(len(ids) - len(stored), len(stored))
+
+
+def write_refusal_rows(engine: Engine, refusals: Sequence[Row]) -> WriteOutcome:
+    """Commit refusal events in one transaction; on a data error, bisect by event (never splitting one).
+
+    :returns: a :class:`WriteOutcome` counting events, ``rejected`` keyed by ``refusal_id``.
+    :raises BatchNotStored: on any database error that is not a data error.
+    """
+    return _write_bisecting(engine, refusals, insert_refusal_rows, key="refusal_id")
+
+
 def write_batch(engine: Engine, records: Sequence[tuple[str, str]], *, stored_at: datetime | None = None) -> BatchOutcome:
     """Store one SQS batch: parse, insert idempotently, report the records that were not stored.
 
@@ -468,6 +544,7 @@ def write_batch(engine: Engine, records: Sequence[tuple[str, str]], *, stored_at
     parsed = parse_records(records, stored_at or datetime.now(timezone.utc))
     written = write_prediction_rows(engine, parsed.rows)
     labelled = write_ground_truth_rows(engine, parsed.ground_truth_rows)
+    refused = write_refusal_rows(engine, parsed.refusals)
     failures = list(parsed.failures)
     for prediction_id, reason in written.rejected.items():
         failures += [RecordFailure(message_id, reason) for message_id in parsed.message_ids_by_prediction[prediction_id]]
@@ -476,5 +553,10 @@ def write_batch(engine: Engine, records: Sequence[tuple[str, str]], *, stored_at
         failures += [RecordFailure(message_id, f"label of {reason}") for message_id in parsed.message_ids_by_label[prediction_id]]
     rejected_label_records = sum(len(parsed.message_ids_by_label[prediction_id]) for prediction_id in labelled.rejected)
     labels_skipped = label_records - rejected_label_records - labelled.inserted
-    duplicates = len(records) - len(failures) - written.inserted - labelled.inserted - labels_skipped
-    return BatchOutcome(written.inserted, duplicates, failures, labelled.inserted, labels_skipped)
+    refusal_records = sum(len(message_ids) for message_ids in parsed.message_ids_by_refusal.values())
+    for refusal_id, reason in refused.rejected.items():
+        failures += [RecordFailure(message_id, reason) for message_id in parsed.message_ids_by_refusal[refusal_id]]
+    rejected_refusal_records = sum(len(parsed.message_ids_by_refusal[refusal_id]) for refusal_id in refused.rejected)
+    refusals_skipped = refusal_records - rejected_refusal_records - refused.inserted
+    duplicates = len(records) - len(failures) - written.inserted - labelled.inserted - labels_skipped - refused.inserted - refusals_skipped
+    return BatchOutcome(written.inserted, duplicates, failures, labelled.inserted, labels_skipped, refused.inserted, refusals_skipped)

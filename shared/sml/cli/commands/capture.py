@@ -54,5 +54,5 @@ def run_resend(args: argparse.Namespace) -> int:
     misses = resend_missed_events(aws_client("sqs", settings), queue_url, found.bodies)
     print(f"sent {len(found.bodies) - len(misses)} of {len(found.bodies)} event(s) to {queue_url}")
     for miss in misses:
-        print(f"not sent {miss.prediction_id}: {miss.reason}")
+        print(f"not sent {miss.event_id}: {miss.reason}")
     return 1 if misses or found.problems else 0

@@ -152,7 +152,7 @@ def send_label_bodies(
     def send(chunk: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         misses = publish_message_bodies(sqs, queue_url, chunk)
         progress(len(chunk) - len(misses))
-        return [(miss.prediction_id, miss.body) for miss in misses]
+        return [(miss.event_id, miss.body) for miss in misses]
 
     pending = list(bodies)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sml-feedback")
