@@ -59,7 +59,7 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
             *depth_rows,
         ],
         method=[
-            "Queue latency: median of 7 calls per depth after 5 warm-up calls, one boto3 client, 10 messages of ~250 bytes per "
+            "Queue latency: median of 21 calls per depth after 30 warm-up calls, one boto3 client, 10 messages of ~250 bytes per "
             "call; depth = visible messages; receive + delete = ReceiveMessage(10) then DeleteMessageBatch of what it got.",
             "Sustained events/s = prediction events stored / (last row's stored_at − the first request), after every predict container "
             "is warm; lag = stored_at − predicted_at per row (MySQL, both UTC, microseconds). Peak depth = visible + in-flight messages, "

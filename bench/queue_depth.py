@@ -18,7 +18,7 @@ from typing import Any
 BODY = json.dumps({"prediction_id": "0190a8c2-0000-7000-8000-000000000000", "features": {f"f{i}": i * 1.5 for i in range(11)}, "prediction": 1})
 
 
-def queue_latency_by_depth(emulator: str, depths: list[int], samples: int = 7) -> list[dict[str, Any]]:
+def queue_latency_by_depth(emulator: str, depths: list[int], samples: int = 21) -> list[dict[str, Any]]:
     """Median ms of each call at each depth, with ``*_ratio`` = that median / the same at the first depth."""
     import boto3
 
@@ -29,12 +29,11 @@ def queue_latency_by_depth(emulator: str, depths: list[int], samples: int = 7) -
         sqs = boto3.client("sqs", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench")
         queue_url = sqs.create_queue(QueueName="depth", Attributes={"VisibilityTimeout": "600"})["QueueUrl"]
         entries = [{"Id": str(i), "MessageBody": BODY} for i in range(10)]
-        for _ in range(5):  # warm-up, so the first depth does not carry a JIT's or a cache's first calls
+        for _ in range(30):  # warm-up, so the first depth does not carry a JIT's or a cache's first calls
             sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-            got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
-            if got:
-                sqs.delete_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
-        depth, rows = int(sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]), []
+            _delete(sqs, queue_url, sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []))
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+        depth, rows = int(attributes["ApproximateNumberOfMessages"]), []
         for target in depths:
             while depth < target:
                 sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
@@ -47,10 +46,7 @@ def queue_latency_by_depth(emulator: str, depths: list[int], samples: int = 7) -
                 started = time.perf_counter()
                 messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]).get("Messages", [])
                 received = time.perf_counter()
-                if messages:
-                    sqs.delete_message_batch(
-                        QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-                    )
+                _delete(sqs, queue_url, messages)
                 receive_ms.append((received - started) * 1000)
                 receive_delete_ms.append((time.perf_counter() - started) * 1000)
                 depth += 10 - len(messages)
@@ -69,6 +65,11 @@ def queue_latency_by_depth(emulator: str, depths: list[int], samples: int = 7) -
         return rows
     finally:
         server.stop()
+
+
+def _delete(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
+    if messages:
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
 
 
 def main() -> None:

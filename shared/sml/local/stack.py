@@ -1,8 +1,8 @@
 """The local stack: the local AWS endpoint, the stack's AWS resources, the database and both functions.
 
-This process runs the local AWS endpoint (fauxqs for S3/SQS/SNS with ministack for SSM by default,
-see :mod:`sml.local.aws_endpoint`; or none when ``aws_endpoint_url`` points elsewhere) with the bucket, the events queue with its
-DLQ and the alerts topic; migrates the database; serves predict behind a local Function URL and
+This process runs the local AWS endpoint (fauxqs for S3/SQS/SNS with ministack for SSM by
+default, see :mod:`sml.local.aws_endpoint`; or none when ``aws_endpoint_url`` points elsewhere)
+with the bucket, the events queue with its DLQ and the alerts topic; migrates the database; serves predict behind a local Function URL and
 feeds the writer from the SQS poller. Each function runs in its own container processes
 (:mod:`sml.local.worker`), as on Lambda: predict in up to ``predict_concurrency``, the writer in
 up to ``writer_concurrency`` (the event source mapping's maximum concurrency). Their logs go to
@@ -289,7 +289,11 @@ class LocalStack:
         applied = self.migrate(database_url)
         logger.info("database %s: %s", database_url, f"applied {', '.join(applied)}" if applied else "up to date")
         environment = handler_environment(
-            config, aws_endpoint_url=aws_endpoint_url, resources=resources, database_url=database_url, service_endpoint_urls=service_endpoint_urls
+            config,
+            aws_endpoint_url=aws_endpoint_url,
+            resources=resources,
+            database_url=database_url,
+            service_endpoint_urls=service_endpoint_urls,
         )
         self._set_environment(environment)
         # Each function in its own processes; one container of each is started now, so a handler
@@ -326,7 +330,8 @@ class LocalStack:
         """The endpoint URL and the services served elsewhere, starting the emulator unless one is given."""
         if self.config.aws_endpoint_url is not None:
             return self.config.aws_endpoint_url, dict(self.config.aws_service_endpoint_urls)
-        self.aws_server = start_aws_server(self.config.aws_emulator, host=self.config.host, port=self.config.aws_port, log_dir=self.config.log_dir)
+        config = self.config
+        self.aws_server = start_aws_server(config.aws_emulator, host=config.host, port=config.aws_port, log_dir=config.log_dir)
         return self.aws_server.url, dict(self.aws_server.service_urls)
 
     def _start_containers(
