@@ -292,3 +292,16 @@ def test_an_aws_endpoint_url_is_used_as_given_and_no_emulator_is_started(tmp_pat
         assert written_bodies(tmp_path / ".sml") == ['{"n": 2}']
     finally:
         other.stop()
+
+
+def test_ministack_alone_serves_every_service_at_one_url(tmp_path: Path) -> None:
+    with LocalStack(config(tmp_path, aws_emulator="ministack")) as stack:
+        written = json.loads(stack.stack_file.read_text())
+        assert set(written) == STACK_KEYS - {"aws_endpoint_url_ssm"}
+        assert "SML_AWS_ENDPOINT_URL_SSM" not in os.environ
+        ssm = boto3.client("ssm", endpoint_url=written["aws_endpoint_url"], region_name=written["region"])
+        ssm.put_parameter(Name=f"/{stack.config.app_name}/check", Value="1", Type="String")
+        response = requests.post(stack.endpoints.function_url, json={"n": 3}, timeout=30)
+        assert response.json() == {"queued": '{"n": 3}'}
+        assert stack.poller.wait_until_drained(timeout_s=30)
+    assert written_bodies(tmp_path / ".sml") == ['{"n": 3}']
