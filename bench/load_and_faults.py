@@ -1,7 +1,7 @@
 """Sustained traffic through the local stack over HTTP, with faults injected mid-run, and the accounting after.
 
 One run: a fresh MySQL database behind an :class:`outage_proxy.OutageProxy`; the local AWS
-endpoint (``ministack`` or ``moto``) behind another; the local stack (predict and writer in their
+endpoint (``fauxqs``, ``ministack`` or ``moto``; only its main URL, the queue's) behind another; the local stack (predict and writer in their
 own container processes) pointed at both proxies; a champion model registered. Clients POST
 ``/predict`` to 127.0.0.1 only; 1% poison records go straight onto the events queue. Faults,
 one after the other while traffic continues: the database down for ``fault_s``, the queue
@@ -56,7 +56,7 @@ class LoadPlan:
     :param poison_share: poison records per event sent, straight to the queue.
     :param faults: which of :data:`FAULTS` to inject, in that order.
     :param fault_s: how long the database and the queue endpoint stay down.
-    :param emulator: ``ministack`` or ``moto``.
+    :param emulator: ``fauxqs`` (with SSM from ministack), ``ministack`` or ``moto``.
     :param settle_limit_s: most seconds to wait after the traffic for the queue to drain.
     """
 
@@ -67,7 +67,7 @@ class LoadPlan:
     poison_share: float = 0.01
     faults: tuple[str, ...] = FAULTS
     fault_s: float = 10.0
-    emulator: str = "ministack"
+    emulator: str = "fauxqs"
     predict_concurrency: int = 2
     writer_concurrency: int = 2
     batch_size: int = 50
@@ -140,13 +140,16 @@ def run_load(plan: LoadPlan, work_dir: Path | None = None, say: Any = print) -> 
     with admin.begin() as connection:
         connection.execute(sa.text(f"CREATE DATABASE {database} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
     server_url = sa.engine.make_url(plan.mysql_server_url)
-    aws = start_aws_server(plan.emulator, host="127.0.0.1", port=0, log_path=work / f"aws-{plan.emulator}.log")
+    aws = start_aws_server(plan.emulator, host="127.0.0.1", port=0, log_dir=work)
     aws_port = int(aws.url.rsplit(":", 1)[1])
     try:
         with OutageProxy((server_url.host or "127.0.0.1", server_url.port or 3306)) as db_proxy, OutageProxy(("127.0.0.1", aws_port)) as aws_proxy:
             database_url = server_url.set(port=db_proxy.port, database=database).render_as_string(hide_password=False)
             direct_database_url = server_url.set(database=database).render_as_string(hide_password=False)
-            return _run(plan, work, aws.url, f"http://127.0.0.1:{aws_proxy.port}", database_url, direct_database_url, db_proxy, aws_proxy, say)
+            return _run(
+                plan, work, aws.url, f"http://127.0.0.1:{aws_proxy.port}", dict(aws.service_urls), database_url, direct_database_url,
+                db_proxy, aws_proxy, say,
+            )
     finally:
         aws.stop()
         with admin.begin() as connection:
@@ -155,8 +158,8 @@ def run_load(plan: LoadPlan, work_dir: Path | None = None, say: Any = print) -> 
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(plan: LoadPlan, work: Path, direct_aws_url: str, proxied_aws_url: str, database_url: str, direct_database_url: str,
-         db_proxy: OutageProxy, aws_proxy: OutageProxy, say: Any) -> LoadResult:
+def _run(plan: LoadPlan, work: Path, direct_aws_url: str, proxied_aws_url: str, service_urls: dict[str, str], database_url: str,
+         direct_database_url: str, db_proxy: OutageProxy, aws_proxy: OutageProxy, say: Any) -> LoadResult:
     import boto3
 
     from sml.demo.traffic import draw_rows
@@ -167,6 +170,7 @@ def _run(plan: LoadPlan, work: Path, direct_aws_url: str, proxied_aws_url: str, 
         state_dir=work / "state",
         database_url=database_url,
         aws_endpoint_url=proxied_aws_url,
+        aws_service_endpoint_urls=service_urls,
         app_name=f"load{uuid.uuid4().hex[:6]}",
         bucket=f"load-{uuid.uuid4().hex[:10]}",
         predict_concurrency=plan.predict_concurrency,
@@ -181,7 +185,7 @@ def _run(plan: LoadPlan, work: Path, direct_aws_url: str, proxied_aws_url: str, 
         sqs = boto3.client("sqs", endpoint_url=direct_aws_url, region_name=endpoints.region)
         queue_url = endpoints.queue_url.replace(proxied_aws_url, direct_aws_url)
         dlq_url = endpoints.dlq_url.replace(proxied_aws_url, direct_aws_url)
-        _register_champion(direct_aws_url, config)
+        _register_champion(direct_aws_url, service_urls.get("ssm", direct_aws_url), config)
         url = endpoints.function_url.rstrip("/") + "/predict"
         _warm_up(endpoints.function_url, plan.predict_concurrency)
         rng = np.random.default_rng(17)
@@ -214,7 +218,7 @@ def _run(plan: LoadPlan, work: Path, direct_aws_url: str, proxied_aws_url: str, 
     return result
 
 
-def _register_champion(aws_url: str, config: Any) -> None:
+def _register_champion(aws_url: str, ssm_url: str, config: Any) -> None:
     import boto3
 
     from sml.core.settings import PredictSettings
@@ -224,7 +228,7 @@ def _register_champion(aws_url: str, config: Any) -> None:
     model_name = PredictSettings.model_fields["model_name"].default
     session = boto3.session.Session(region_name=config.region)
     registry = ModelRegistry(
-        session.client("s3", endpoint_url=aws_url), session.client("ssm", endpoint_url=aws_url),
+        session.client("s3", endpoint_url=aws_url), session.client("ssm", endpoint_url=ssm_url),
         bucket=config.bucket, app_name=config.app_name, model_name=model_name,
     )
     trained = train_model(TrainingConfig(model_name=model_name))

@@ -25,7 +25,7 @@ from sml.local.stack import LocalStack, LocalStackConfig, running_stack_pid
 
 pytestmark = pytest.mark.e2e
 
-STACK_KEYS = {"function_url", "aws_endpoint_url", "region", "queue_url", "dlq_url", "topic_arn", "bucket", "database_url", "pid"}
+STACK_KEYS = {"function_url", "aws_endpoint_url", "aws_endpoint_url_ssm", "region", "queue_url", "dlq_url", "topic_arn", "bucket", "database_url", "pid"}
 
 
 def publish_body(event: dict[str, Any], context: Any) -> dict[str, str]:
@@ -101,6 +101,9 @@ def test_the_stack_creates_its_resources_and_writes_stack_json(tmp_path: Path) -
         assert sns.get_topic_attributes(TopicArn=written["topic_arn"])["Attributes"]["TopicArn"] == written["topic_arn"]
         s3 = boto3.client("s3", endpoint_url=written["aws_endpoint_url"], region_name=written["region"])
         s3.head_bucket(Bucket=written["bucket"])
+        ssm = boto3.client("ssm", endpoint_url=written["aws_endpoint_url_ssm"], region_name=written["region"])
+        ssm.put_parameter(Name=f"/{stack.config.app_name}/check", Value="1", Type="String")
+        assert written["aws_endpoint_url_ssm"] != written["aws_endpoint_url"]  # fauxqs has no SSM: ministack serves it
         assert written["database_url"] == f"sqlite:///{tmp_path / '.sml' / 'sml.db'}"
         assert (tmp_path / ".sml" / "sml.db").exists()
 
@@ -108,16 +111,20 @@ def test_the_stack_creates_its_resources_and_writes_stack_json(tmp_path: Path) -
 def test_handlers_see_the_stack_in_their_environment_and_it_is_restored_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_PROFILE", "production")
     monkeypatch.setenv("SML_QUEUE_URL", "https://sqs.example/real")
+    monkeypatch.setenv("SML_AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:9/elsewhere")
 
     with LocalStack(config(tmp_path)) as stack:
         assert os.environ["SML_QUEUE_URL"] == stack.endpoints.queue_url
         assert os.environ["SML_AWS_ENDPOINT_URL"] == stack.endpoints.aws_endpoint_url
+        assert os.environ["SML_AWS_ENDPOINT_URL_SSM"] == stack.endpoints.service_endpoint_urls["ssm"]
+        assert "SML_AWS_ENDPOINT_URL_SQS" not in os.environ  # the caller's would route the handlers' SQS past the stack's
         assert os.environ["SML_DATABASE_URL"] == stack.endpoints.database_url
         assert os.environ["AWS_ACCESS_KEY_ID"] == "local"
         assert "AWS_PROFILE" not in os.environ
 
     assert os.environ["SML_QUEUE_URL"] == "https://sqs.example/real"
     assert os.environ["AWS_PROFILE"] == "production"
+    assert os.environ["SML_AWS_ENDPOINT_URL_SQS"] == "http://127.0.0.1:9/elsewhere"
 
 
 def test_a_request_flows_from_the_function_url_through_the_queue_to_the_writer(tmp_path: Path) -> None:
@@ -285,3 +292,16 @@ def test_an_aws_endpoint_url_is_used_as_given_and_no_emulator_is_started(tmp_pat
         assert written_bodies(tmp_path / ".sml") == ['{"n": 2}']
     finally:
         other.stop()
+
+
+def test_ministack_alone_serves_every_service_at_one_url(tmp_path: Path) -> None:
+    with LocalStack(config(tmp_path, aws_emulator="ministack")) as stack:
+        written = json.loads(stack.stack_file.read_text())
+        assert set(written) == STACK_KEYS - {"aws_endpoint_url_ssm"}
+        assert "SML_AWS_ENDPOINT_URL_SSM" not in os.environ
+        ssm = boto3.client("ssm", endpoint_url=written["aws_endpoint_url"], region_name=written["region"])
+        ssm.put_parameter(Name=f"/{stack.config.app_name}/check", Value="1", Type="String")
+        response = requests.post(stack.endpoints.function_url, json={"n": 3}, timeout=30)
+        assert response.json() == {"queued": '{"n": 3}'}
+        assert stack.poller.wait_until_drained(timeout_s=30)
+    assert written_bodies(tmp_path / ".sml") == ['{"n": 3}']

@@ -26,6 +26,10 @@ STACK_FILE = Path(".sml") / "stack.json"
 STACK_KEYS = {
     "function_url": "SML_FUNCTION_URL",
     "aws_endpoint_url": "SML_AWS_ENDPOINT_URL",
+    "aws_endpoint_url_s3": "SML_AWS_ENDPOINT_URL_S3",
+    "aws_endpoint_url_sqs": "SML_AWS_ENDPOINT_URL_SQS",
+    "aws_endpoint_url_sns": "SML_AWS_ENDPOINT_URL_SNS",
+    "aws_endpoint_url_ssm": "SML_AWS_ENDPOINT_URL_SSM",
     "region": "AWS_REGION",
     "queue_url": "SML_QUEUE_URL",
     "dlq_url": "SML_DLQ_URL",
@@ -48,22 +52,43 @@ class _Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=False, protected_namespaces=())
 
 
+ENDPOINT_SERVICES = ("s3", "sqs", "sns", "ssm")  # the services the local endpoint serves; each may have its own URL
+
+
+def service_endpoint_variable(service: str) -> str:
+    """The variable that routes ``service`` to its own endpoint, named like botocore's ``AWS_ENDPOINT_URL_<SERVICE>``."""
+    return f"SML_AWS_ENDPOINT_URL_{service.upper()}"
+
+
 class AwsSettings(_Settings):
-    """What every component needs to reach AWS (or moto in local mode)."""
+    """What every component needs to reach AWS (or a local endpoint in local mode).
+
+    ``SML_AWS_ENDPOINT_URL`` sends every service to one endpoint; ``SML_AWS_ENDPOINT_URL_<SERVICE>``
+    (S3, SQS, SNS, SSM) sends one service elsewhere and wins over it, as botocore's
+    ``AWS_ENDPOINT_URL_<SERVICE>`` does over ``AWS_ENDPOINT_URL``.
+    """
 
     app_name: str = Field("sml", alias="SML_APP_NAME", pattern=r"^[a-z][a-z0-9-]{0,30}$")
     model_name: str = Field("breast-cancer", alias="SML_MODEL_NAME", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     region: str = Field("us-east-1", alias="AWS_REGION", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     aws_endpoint_url: str | None = Field(None, alias="SML_AWS_ENDPOINT_URL")
+    aws_endpoint_url_s3: str | None = Field(None, alias="SML_AWS_ENDPOINT_URL_S3")
+    aws_endpoint_url_sqs: str | None = Field(None, alias="SML_AWS_ENDPOINT_URL_SQS")
+    aws_endpoint_url_sns: str | None = Field(None, alias="SML_AWS_ENDPOINT_URL_SNS")
+    aws_endpoint_url_ssm: str | None = Field(None, alias="SML_AWS_ENDPOINT_URL_SSM")
     bucket: str = Field("sml-models", alias="SML_BUCKET", min_length=3, max_length=63)
     state_dir: Path = Field(Path(".sml"), alias="SML_STATE_DIR")
 
-    @field_validator("aws_endpoint_url")
+    @field_validator("aws_endpoint_url", "aws_endpoint_url_s3", "aws_endpoint_url_sqs", "aws_endpoint_url_sns", "aws_endpoint_url_ssm")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must be an http(s) URL")
         return value
+
+    def endpoint_url(self, service: str) -> str | None:
+        """Where ``service``'s requests go: its own endpoint, else the common one; ``None`` is AWS itself."""
+        return getattr(self, f"aws_endpoint_url_{service}", None) or self.aws_endpoint_url
 
     @property
     def champion_parameter(self) -> str:
@@ -214,6 +239,9 @@ def load_settings(cls: type[S], environ: Mapping[str, str] | None = None, stack:
     """
     environ = os.environ if environ is None else environ
     merged: dict[str, str] = stack_as_environment(stack or {})
+    if environ.get("SML_AWS_ENDPOINT_URL"):
+        # An endpoint given here replaces the stack's, all of it: no service stays on the stack's emulator.
+        merged = {name: value for name, value in merged.items() if not name.startswith("SML_AWS_ENDPOINT_URL_")}
     if "AWS_REGION" not in environ and environ.get("AWS_DEFAULT_REGION"):
         merged["AWS_REGION"] = environ["AWS_DEFAULT_REGION"]
     merged.update({key: value for key, value in environ.items() if value != ""})

@@ -216,7 +216,8 @@ def run_demo(config: DemoConfig, say: Say = print) -> DemoSummary:
         endpoints = stack.endpoints
         summary.database_url = _shown_url(stack_config.resolved_database_url)
         summary.function_logs = stack_config.log_dir
-        say(f"      predict at {endpoints.function_url}, AWS APIs at {endpoints.aws_endpoint_url}, database {summary.database_url}")
+        elsewhere = "".join(f" ({service.upper()} at {url})" for service, url in endpoints.service_endpoint_urls.items())
+        say(f"      predict at {endpoints.function_url}, AWS APIs at {endpoints.aws_endpoint_url}{elsewhere}, database {summary.database_url}")
         clients = _Clients()
         engine = _engine(stack_config.resolved_database_url)
         try:

@@ -1,8 +1,8 @@
 """The local stack: the local AWS endpoint, the stack's AWS resources, the database and both functions.
 
-This process runs the local AWS endpoint (ministack by default, see :mod:`sml.local.aws_endpoint`;
-or none when ``aws_endpoint_url`` points elsewhere) with the bucket, the events queue with its
-DLQ and the alerts topic; migrates the database; serves predict behind a local Function URL and
+This process runs the local AWS endpoint (fauxqs for S3/SQS/SNS with ministack for SSM by
+default, see :mod:`sml.local.aws_endpoint`; or none when ``aws_endpoint_url`` points elsewhere)
+with the bucket, the events queue with its DLQ and the alerts topic; migrates the database; serves predict behind a local Function URL and
 feeds the writer from the SQS poller. Each function runs in its own container processes
 (:mod:`sml.local.worker`), as on Lambda: predict in up to ``predict_concurrency``, the writer in
 up to ``writer_concurrency`` (the event source mapping's maximum concurrency). Their logs go to
@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -50,11 +50,13 @@ class LocalStackConfig:
     :param state_dir: holds ``stack.json`` and the default SQLite database.
     :param database_url: SQLAlchemy URL; ``sqlite:///<state_dir>/sml.db`` when ``None``.
     :param function_url_port: port of predict's Function URL; 0 picks a free port.
-    :param aws_port: port of the local AWS endpoint; 0 picks a free port.
-    :param aws_emulator: ``"ministack"`` (default) or ``"moto"``: which emulator serves the
-        local AWS endpoint.
+    :param aws_port: port of the local AWS endpoint (its main URL); 0 picks a free port.
+    :param aws_emulator: ``"fauxqs"`` (default: fauxqs, with SSM from ministack), ``"ministack"``
+        or ``"moto"``: which emulator serves the local AWS endpoint.
     :param aws_endpoint_url: use this endpoint instead of starting one (another emulator), or
         ``"aws"`` for AWS itself with the caller's credentials; the resources are created there.
+    :param aws_service_endpoint_urls: with ``aws_endpoint_url``, services served elsewhere
+        (``{"ssm": URL}``), as the default emulator serves SSM beside fauxqs.
     :param predict_handler: ``"module:function"``, or a module-level function.
     :param writer_handler: likewise, for the writer.
     :param predict_concurrency: most predict containers at once (requests beyond wait for one).
@@ -70,8 +72,9 @@ class LocalStackConfig:
     host: str = "127.0.0.1"
     function_url_port: int = 0
     aws_port: int = 0
-    aws_emulator: str = "ministack"
+    aws_emulator: str = "fauxqs"
     aws_endpoint_url: str | None = None
+    aws_service_endpoint_urls: Mapping[str, str] = field(default_factory=dict)
     region: str = "us-east-1"
     app_name: str = "sml"
     bucket: str = "sml-models"
@@ -98,7 +101,11 @@ class LocalStackConfig:
 
 @dataclass(frozen=True)
 class StackEndpoints:
-    """What ``stack.json`` holds (besides ``pid``); the keys match ``sml.core.settings.STACK_KEYS``."""
+    """What ``stack.json`` holds (besides ``pid``); the keys match ``sml.core.settings.STACK_KEYS``.
+
+    :param service_endpoint_urls: services served elsewhere than ``aws_endpoint_url`` (the default
+        emulator's SSM); written as ``aws_endpoint_url_<service>``.
+    """
 
     function_url: str
     aws_endpoint_url: str
@@ -108,6 +115,12 @@ class StackEndpoints:
     topic_arn: str
     bucket: str
     database_url: str
+    service_endpoint_urls: Mapping[str, str] = field(default_factory=dict)
+
+    def as_stack_file(self) -> dict[str, str]:
+        """The flat ``stack.json`` form, without ``pid``."""
+        fields = {name: value for name, value in asdict(self).items() if name != "service_endpoint_urls"}
+        return {**fields, **{f"aws_endpoint_url_{service}": url for service, url in self.service_endpoint_urls.items()}}
 
 
 def stack_file(state_dir: Path) -> Path:
@@ -129,8 +142,20 @@ def running_stack_pid(state_dir: Path) -> int | None:
     return pid
 
 
+def aws_endpoint_environment(aws_endpoint_url: str, service_endpoint_urls: Mapping[str, str]) -> dict[str, str]:
+    """``SML_AWS_ENDPOINT_URL`` and one ``SML_AWS_ENDPOINT_URL_<SERVICE>`` per service served elsewhere."""
+    from sml.core.settings import service_endpoint_variable
+
+    return {"SML_AWS_ENDPOINT_URL": aws_endpoint_url, **{service_endpoint_variable(s): url for s, url in service_endpoint_urls.items()}}
+
+
 def handler_environment(
-    config: LocalStackConfig, *, aws_endpoint_url: str, resources: Mapping[str, str], database_url: str
+    config: LocalStackConfig,
+    *,
+    aws_endpoint_url: str,
+    resources: Mapping[str, str],
+    database_url: str,
+    service_endpoint_urls: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The variables the functions read (the settings contract), pointing at this stack.
 
@@ -138,11 +163,13 @@ def handler_environment(
     stack was pointed at AWS itself (``aws_endpoint_url`` ``"aws"``: no endpoint, no dummies).
 
     :param resources: what :func:`create_stack_resources` returned.
+    :param service_endpoint_urls: services served at another URL than ``aws_endpoint_url``.
     """
     real = aws_endpoint_url == REAL_AWS
+    endpoints = aws_endpoint_environment(aws_endpoint_url, service_endpoint_urls or {})
     return {
         "SML_APP_NAME": config.app_name,
-        **({} if real else {"SML_AWS_ENDPOINT_URL": aws_endpoint_url, **MOTO_CREDENTIALS}),
+        **({} if real else {**endpoints, **MOTO_CREDENTIALS}),
         "AWS_REGION": config.region,
         "AWS_DEFAULT_REGION": config.region,
         "SML_BUCKET": config.bucket,
@@ -250,9 +277,9 @@ class LocalStack:
         real_aws = config.aws_endpoint_url == REAL_AWS
         if not real_aws:
             self._set_environment(MOTO_CREDENTIALS)  # before the first client: a profile must not leak in
-        aws_endpoint_url = self._aws_endpoint()
+        aws_endpoint_url, service_endpoint_urls = self._aws_endpoint()
         aws_settings = AwsSettings.model_validate(
-            {"AWS_REGION": config.region, **({} if real_aws else {"SML_AWS_ENDPOINT_URL": aws_endpoint_url})}
+            {"AWS_REGION": config.region, **({} if real_aws else aws_endpoint_environment(aws_endpoint_url, service_endpoint_urls))}
         )
         sqs = aws_client("sqs", aws_settings)
         resources = create_stack_resources(
@@ -261,7 +288,13 @@ class LocalStack:
         database_url = config.resolved_database_url
         applied = self.migrate(database_url)
         logger.info("database %s: %s", database_url, f"applied {', '.join(applied)}" if applied else "up to date")
-        environment = handler_environment(config, aws_endpoint_url=aws_endpoint_url, resources=resources, database_url=database_url)
+        environment = handler_environment(
+            config,
+            aws_endpoint_url=aws_endpoint_url,
+            resources=resources,
+            database_url=database_url,
+            service_endpoint_urls=service_endpoint_urls,
+        )
         self._set_environment(environment)
         # Each function in its own processes; one container of each is started now, so a handler
         # that cannot be imported is reported here rather than on the first request.
@@ -274,6 +307,7 @@ class LocalStack:
             region=config.region,
             bucket=config.bucket,
             database_url=database_url,
+            service_endpoint_urls=service_endpoint_urls,
             **resources,
         )
         self.poller = SqsEventSourcePoller(
@@ -292,12 +326,13 @@ class LocalStack:
         self.poller.start()
         self._write_stack_file()
 
-    def _aws_endpoint(self) -> str:
+    def _aws_endpoint(self) -> tuple[str, dict[str, str]]:
+        """The endpoint URL and the services served elsewhere, starting the emulator unless one is given."""
         if self.config.aws_endpoint_url is not None:
-            return self.config.aws_endpoint_url
-        log_path = self.config.log_dir / f"aws-{self.config.aws_emulator}.log"
-        self.aws_server = start_aws_server(self.config.aws_emulator, host=self.config.host, port=self.config.aws_port, log_path=log_path)
-        return self.aws_server.url
+            return self.config.aws_endpoint_url, dict(self.config.aws_service_endpoint_urls)
+        config = self.config
+        self.aws_server = start_aws_server(config.aws_emulator, host=config.host, port=config.aws_port, log_dir=config.log_dir)
+        return self.aws_server.url, dict(self.aws_server.service_urls)
 
     def _start_containers(
         self, role: str, handler: str | Handler, timeout_s: float, concurrency: int, environment: Mapping[str, str]
@@ -334,8 +369,14 @@ class LocalStack:
         return self.function_url_server
 
     def _set_environment(self, values: Mapping[str, str]) -> None:
-        for name in [*values, *REAL_AWS_VARIABLES]:
+        from sml.core.settings import ENDPOINT_SERVICES, service_endpoint_variable
+
+        # A service endpoint left in the caller's environment would send that service past the stack's.
+        stray = [service_endpoint_variable(service) for service in ENDPOINT_SERVICES]
+        for name in [*values, *REAL_AWS_VARIABLES, *stray]:
             self._saved_environment.setdefault(name, os.environ.get(name))
+        for name in stray:
+            os.environ.pop(name, None)
         if self.config.aws_endpoint_url != REAL_AWS:
             for name in REAL_AWS_VARIABLES:
                 os.environ.pop(name, None)
@@ -352,7 +393,7 @@ class LocalStack:
     def _write_stack_file(self) -> None:
         assert self.endpoints is not None
         temporary = self.stack_file.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps({**asdict(self.endpoints), "pid": os.getpid()}, indent=2) + "\n", encoding="utf-8")
+        temporary.write_text(json.dumps({**self.endpoints.as_stack_file(), "pid": os.getpid()}, indent=2) + "\n", encoding="utf-8")
         temporary.replace(self.stack_file)
 
     def stop(self) -> None:

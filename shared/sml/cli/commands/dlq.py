@@ -111,7 +111,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from sml.writer.replay import replay_dlq
 
     sqs, dlq_url, settings = _sqs_and_dlq(args)
-    on_aws = settings.aws_endpoint_url is None  # SML_AWS_ENDPOINT_URL means a local emulator (ministack, moto): no move tasks
+    on_aws = settings.endpoint_url("sqs") is None  # a local endpoint is an emulator (fauxqs, ministack, moto): no move tasks
     if (args.status or args.cancel) and not on_aws:
         option = "--status" if args.status else "--cancel"
         raise SmlError(

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from sml.local.stack import LocalStack, LocalStackConfig
 
 DESCRIPTION = """\
-Start the local stack: a local AWS endpoint on 127.0.0.1 (ministack: S3, SQS, SNS, SSM) with the
-bucket, the events queue and its DLQ and the alerts topic; the migrated database; predict behind
+Start the local stack: a local AWS endpoint on 127.0.0.1 (fauxqs: S3, SQS, SNS; ministack beside
+it: SSM) with the bucket, the events queue and its DLQ and the alerts topic; the migrated database; predict behind
 a local Function URL; the writer fed by an SQS poller that behaves like Lambda's event source
 mapping. Each function runs in its own processes, like Lambda execution environments: predict in
 up to --predict-concurrency containers, the writer in up to --writer-concurrency. Their logs go to
@@ -48,9 +48,10 @@ def register(subparsers: Any) -> None:
     add("--state-dir", type=Path, help="folder for stack.json and the SQLite database (default: $SML_STATE_DIR or .sml)")
     add("--database-url", help="SQLAlchemy URL without a password (default: $SML_DATABASE_URL or sqlite:///<state-dir>/sml.db)")
     add("--port", type=_port, default=0, help="Function URL port (default: 0, a free port)")
-    add("--aws-port", type=_port, default=0, help="local AWS endpoint port (default: 0, a free port)")
-    add("--aws-emulator", choices=EMULATORS, default="ministack",
-        help="what serves the local AWS endpoint (default: %(default)s; moto's server slows down as queues grow)")
+    add("--aws-port", type=_port, default=0, help="local AWS endpoint port, S3/SQS/SNS (default: 0, a free port)")
+    add("--aws-emulator", choices=EMULATORS, default="fauxqs",
+        help="what serves the local AWS endpoint (default: %(default)s, with SSM from ministack; ministack's and moto's"
+             " queues slow down as they grow)")
     add("--aws-endpoint-url", metavar="URL|aws", type=_endpoint_url,
         help="use this AWS endpoint instead of starting one (another emulator), or `aws` for your AWS account")
     add("--predict-concurrency", type=_concurrency, default=2, metavar="N",
@@ -133,6 +134,7 @@ def _print_endpoints(stack: LocalStack) -> None:
     rows = [
         ("Function URL", endpoints.function_url),
         ("AWS endpoint", endpoints.aws_endpoint_url),
+        *((f"{service.upper()} endpoint", url) for service, url in endpoints.service_endpoint_urls.items()),
         ("region", endpoints.region),
         ("events queue", endpoints.queue_url),
         ("DLQ", endpoints.dlq_url),
