@@ -58,6 +58,7 @@ th{background:#f4f4f4}td.name,th.name{text-align:left}
 .badge{display:inline-block;padding:.2rem .6rem;border-radius:.3rem}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;font-size:.9rem}dt{font-weight:600}
 svg{max-width:100%;height:auto}figure{margin:0}figcaption{font-size:.8rem;color:#555}
+td.origin{text-align:left;font-size:.75rem;max-width:13rem;overflow-wrap:anywhere}.scroll{overflow-x:auto}
 """
 
 
@@ -169,7 +170,7 @@ def _results_table(results: Sequence[FeatureTestResult], order: Sequence[str]) -
         "<tr><th class=\"name\">feature</th><th class=\"name\">test</th><th>statistic</th><th>p</th><th>adjusted p</th>"
         "<th>effect</th><th title=\"one-sided 95% upper bound: the data rule out shifts this large\">rules out ≥</th><th>floor</th><th class=\"name\">floor from</th><th>n ref</th><th>n cur</th><th class=\"name\">verdict</th></tr>"
     )
-    return f"<table>{header}{''.join(_result_row(result) for result in ordered)}</table>"
+    return f"<div class=\"scroll\"><table>{header}{''.join(_result_row(result) for result in ordered)}</table></div>"
 
 
 def _result_row(result: FeatureTestResult) -> str:
@@ -182,7 +183,7 @@ def _result_row(result: FeatureTestResult) -> str:
             f"<td>{_number(value)}</td>"
             for value in (result.statistic, result.p_value, result.p_adjusted, result.effect_size, result.effect_upper, result.effect_floor)
         ),
-        f"<td class=\"name\">{_escape(floor_origin(result))}</td>",
+        f"<td class=\"origin\">{_escape(floor_origin(result))}</td>",
         f"<td>{result.n_reference}</td><td>{result.n_current}</td>",
         f"<td class=\"name\">{_escape(verdict)}</td>",
     ]
