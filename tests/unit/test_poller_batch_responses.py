@@ -99,3 +99,27 @@ def test_reported_failures_are_the_failed_ids() -> None:
 def test_a_malformed_response_fails_the_whole_batch(response: Any, problem: str) -> None:
     with pytest.raises(MalformedBatchResponse, match=problem):
         failed_message_ids(response, BATCH)
+
+
+def test_a_long_poll_that_fails_because_the_stack_is_stopping_is_not_reported(caplog: pytest.LogCaptureFixture) -> None:
+    # At shutdown the endpoint stops while a long poll is still in flight on a daemon thread; its
+    # connection error is expected then and must not reach the user as "polling ... failed".
+    from botocore.exceptions import EndpointConnectionError
+
+    from sml.local.poller import SqsEventSourcePoller as SqsPoller
+
+    class EndpointGoingAway:
+        def __init__(self) -> None:
+            self.poller: SqsPoller | None = None
+
+        def receive_message(self, **_: Any) -> dict[str, Any]:
+            assert self.poller is not None
+            self.poller._stopping.set()
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1/")
+
+    sqs = EndpointGoingAway()
+    poller = SqsPoller(sqs, "http://127.0.0.1:1/000000000000/q", lambda event, context: {}, poll_wait_s=1)
+    sqs.poller = poller
+    with caplog.at_level("WARNING", logger="sml.local.poller"):
+        poller.run_forever()
+    assert "failed" not in caplog.text

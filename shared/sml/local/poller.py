@@ -236,6 +236,10 @@ class SqsEventSourcePoller:
                 if self.poll_once() is None and self.poll_wait_s == 0:
                     self._stopping.wait(IDLE_PAUSE_S)
             except (BotoCoreError, ClientError) as exc:
+                if self._stopping.is_set():
+                    # The stack stops its endpoint after the poller, but a long poll still in
+                    # flight on this daemon thread may see the endpoint go: expected, not news.
+                    break
                 logger.warning("polling %s failed, retrying: %s", self.queue_url, exc)
                 self._stopping.wait(1.0)
 
