@@ -58,7 +58,7 @@ th{background:#f4f4f4}td.name,th.name{text-align:left}
 .badge{display:inline-block;padding:.2rem .6rem;border-radius:.3rem}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;font-size:.9rem}dt{font-weight:600}
 svg{max-width:100%;height:auto}figure{margin:0}figcaption{font-size:.8rem;color:#555}
-td.origin{text-align:left;font-size:.75rem;max-width:13rem;overflow-wrap:anywhere}.scroll{overflow-x:auto}
+td.origin{text-align:left;font-size:.75rem;max-width:13rem;overflow-wrap:break-word}.scroll{overflow-x:auto}
 """
 
 
@@ -183,7 +183,8 @@ def _result_row(result: FeatureTestResult) -> str:
             f"<td>{_number(value)}</td>"
             for value in (result.statistic, result.p_value, result.p_adjusted, result.effect_size, result.effect_upper, result.effect_floor)
         ),
-        f"<td class=\"origin\">{_escape(floor_origin(result))}</td>",
+        # <wbr> lets the long setting names wrap at their own joints, not mid-word.
+        f"<td class=\"origin\">{_escape(floor_origin(result)).replace('_', '_<wbr>').replace('.', '.<wbr>')}</td>",
         f"<td>{result.n_reference}</td><td>{result.n_current}</td>",
         f"<td class=\"name\">{_escape(verdict)}</td>",
     ]
