@@ -56,6 +56,7 @@ th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
 th{background:#f4f4f4}td.name,th.name{text-align:left}
 .DRIFT{background:#fbe3e1;font-weight:600}.INCONCLUSIVE{background:#fff4d6}.NO_DRIFT{background:#e8f5e9}
 .badge{display:inline-block;padding:.2rem .6rem;border-radius:.3rem}
+td.source{overflow-wrap:anywhere;min-width:8rem}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;font-size:.9rem}dt{font-weight:600}
 svg{max-width:100%;height:auto}figure{margin:0}figcaption{font-size:.8rem;color:#555}
 """
@@ -182,7 +183,8 @@ def _result_row(result: FeatureTestResult) -> str:
             f"<td>{_number(value)}</td>"
             for value in (result.statistic, result.p_value, result.p_adjusted, result.effect_size, result.effect_upper, result.effect_floor)
         ),
-        f"<td class=\"name\">{_escape(floor_origin(result))}</td>",
+        # A setting's dotted name has no space to wrap at; left whole, it pushed the verdicts off the page.
+        f"<td class=\"name source\">{_escape(floor_origin(result))}</td>",
         f"<td>{result.n_reference}</td><td>{result.n_current}</td>",
         f"<td class=\"name\">{_escape(verdict)}</td>",
     ]
