@@ -155,6 +155,15 @@ def test_huge_and_non_finite_numbers_are_refused_by_value_not_with_a_traceback(t
     assert str(raised.value).startswith(f"{tmp_path}/{message}")
 
 
+def test_a_key_given_twice_in_json_is_refused_as_toml_refuses_it(tmp_path: Path) -> None:
+    # json.loads keeps the last value silently, so the same mistake meant two different floors in the two formats.
+    with pytest.raises(SmlError) as raised:
+        read_model_drift_config(write(tmp_path, '{"floors": {"numeric": 0.05, "numeric": 0.5}}', "drift.json"))
+    assert str(raised.value) == f"{tmp_path}/drift.json: not valid JSON (key 'numeric' given twice)"
+    with pytest.raises(SmlError, match="not valid TOML"):
+        read_model_drift_config(write(tmp_path, "[floors]\nnumeric = 0.05\nnumeric = 0.5\n"))
+
+
 @pytest.mark.parametrize(("name", "text"), [("drift.toml", '[floors]\nnumeric = "0.2sd"\n'), ("drift.json", '{"floors": {"numeric": "0.2sd"}}')])
 def test_a_file_saved_with_a_utf8_byte_order_mark_reads_like_one_without(tmp_path: Path, name: str, text: str) -> None:
     # Windows editors (Notepad, PowerShell's Out-File) write one; the file is still UTF-8 TOML/JSON.

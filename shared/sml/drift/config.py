@@ -178,7 +178,7 @@ def read_model_drift_config(path: Path) -> ModelDriftConfig:
     except UnicodeDecodeError:
         raise SmlError(f"{path}: not UTF-8 text") from None
     try:
-        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text, object_pairs_hook=_object_without_repeats)
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         raise SmlError(f"{path}: not valid {suffix[1:].upper()} ({exc})") from None
     return ModelDriftConfig.from_mapping(data, source=str(path))
@@ -262,6 +262,16 @@ def resolve_floors(
             given, source, setting = general("missing_rate", "min_missing_rate_h")
         floors[spec.name, "missing_rate"] = EffectiveFloor(float(given), given, source, setting)
     return floors
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of repeated keys silently; TOML refuses them, so the two formats agree.
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"key {key!r} given twice")
+        data[key] = value
+    return data
 
 
 def _kind_floor(source: str, key: str, value: Any) -> float | str:
