@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "corrected, with effect-size floors (SML_DRIFT_*, under the champion's own drift config from `sml train --drift-config`, "
             "whose keys win; the table says where each floor came from). Stores the run, writes the HTML report and "
             "publishes the SNS alert, like the weekly drift Lambda. Model quality is assessed in the same run "
-            "(realized metrics from labels, CBPE estimate; SML_QUALITY_*) and its verdict printed; `sml quality` shows it in full."
+            "(realized metrics from labels, CBPE estimate; SML_QUALITY_*) and its verdict printed; `sml quality` shows it in full. "
+            "The run's data quality against the training profile (SML_DQ_*: out of range, unseen categories, missing values, values predict refused) "
+            "is printed with its violated checks."
         ),
     )
     parser.add_argument("--window", help="length of the current window, e.g. 7d, 12h, 90m, 2w (default: SML_DRIFT_WINDOW_DAYS, 7 days)")
