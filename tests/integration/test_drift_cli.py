@@ -10,7 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
-from drift_support import MODEL_NAME, MODEL_VERSION, build_manifest, draw_traffic, store_traffic
+from drift_support import MODEL_NAME, MODEL_VERSION, build_manifest, draw_traffic, store_refusals, store_traffic
 from moto import mock_aws
 
 from sml.cli.main import main
@@ -66,6 +66,21 @@ def test_prints_the_verdict_table_and_writes_the_report(local: dict[str, Any], c
     stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
     engine.dispose()
     assert stored is not None and stored.run["status"] == "DRIFT"
+
+
+def test_prints_the_data_quality_verdict_with_its_violations_and_the_refused_requests(local: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    # The run's data quality (refused values included) was only in the report and the alert: the terminal said nothing.
+    engine = create_db_engine(local["database_url"])
+    store_refusals(engine, {"steady": {"out_of_range": 1}, "_request": {"unknown_feature": 1}}, at=WINDOW_END - timedelta(days=1), times=300)
+    store_refusals(engine, {"_request": {"invalid_json": 1}}, at=WINDOW_END - timedelta(days=1), times=4)
+    engine.dispose()
+
+    assert main(["drift", "--model", MODEL_NAME, *END_OPTION]) == 0
+
+    output = capsys.readouterr().out
+    assert "data quality: VIOLATIONS (" in output
+    assert "steady refused 9.09% > 1.00% (300 of 3300 values)" in output
+    assert "requests refused for a problem that names no feature: 304 (unknown_feature 300, invalid_json 4)" in output
 
 
 def test_fail_on_drift_turns_drift_into_exit_status_1(local: dict[str, Any]) -> None:

@@ -238,7 +238,7 @@ def test_values_predict_refused_in_the_window_are_a_data_quality_check_per_featu
     assert (row["violation_count"], row["n_values"], bool(row["violated"])) == (40, 3_040, True)
     assert "_request" not in {row["feature_name"] for row in stored.data_quality}
     report = outcome.report_path.read_text()
-    assert "Requests refused before any feature could be read: 23 (invalid_json 20, body_too_large 3)." in report
+    assert "Requests refused for a problem that names no feature: 23 (invalid_json 20, body_too_large 3)." in report
     [envelope] = received(aws, aws.all_queue_url)
     assert {(entry["feature"], entry["check"]) for entry in json.loads(envelope["Message"])["data_quality_violations"]} == {("steady", "refused")}
 

@@ -85,12 +85,17 @@ def test_rollback_after_promoting_by_version(project: Path, capsys: pytest.Captu
         (["rollback"], "sml rollback: error: model 'breast-cancer' has no champion: SSM parameter"),
         (["train", "--param", "gamma=1"], "sml train: error: --param gamma: LogisticRegression has no such parameter"),
         (["train", "--test-size", "0.9"], "sml train: error: --test-size 0.9: must be between 0.05 and 0.5"),
+        (["train", "--expected-window-rows", "0"], "sml train: error: --expected-window-rows: must be at least 1, got 0"),
+        (["promote", "--best-by", "f1", "--expected-window-rows", "-5"], "sml promote: error: --expected-window-rows: must be at least 1, got -5"),
     ],
 )
 def test_failures_are_one_line_errors(project: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+    from sml.cli.commands.models import open_registry
+
+    assert open_registry()[0].list_versions() == [], "a refused command registers nothing"
 
 
 def test_train_against_a_missing_bucket_fails_before_training(

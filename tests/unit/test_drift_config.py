@@ -136,6 +136,42 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         read_model_drift_config(tmp_path / "drift.toml")
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("drift.toml", "[floors]\nmissing_rate = 1" + "0" * 400, "drift.toml: floors.missing_rate: a Cohen's h floor must be in (0, pi), got 1.000e+400"),
+        ("drift.toml", "[floors]\nnumeric = 1" + "0" * 400, "drift.toml: floors.numeric: 1.000e+400 must give an effect in (0, 1)"),
+        ("drift.json", '{"data_quality": {"max_refused_rate": 1' + "0" * 400 + "}}", "drift.json: data_quality.max_refused_rate: must be a share in [0, 1], got 1.000e+400"),
+        ("drift.toml", "[floors]\nnumeric = inf", "drift.toml: floors.numeric: expected a number or '<x>sd', got a non-finite number (inf)"),
+        ("drift.toml", "[floors]\nmissing_rate = nan", "drift.toml: floors.missing_rate: expected a number (Cohen's h), got a non-finite number (nan)"),
+        ("drift.json", '{"floors": {"numeric": 1e400}}', "drift.json: floors.numeric: expected a number or '<x>sd', got a non-finite number (inf)"),
+        ("drift.json", '{"quality": {"tolerance": NaN}}', "drift.json: quality.tolerance: expected a number (a share in [0, 1]), got a non-finite number (nan)"),
+        ("drift.json", "null", "drift.json: expected a table of floors, features, data_quality, quality, got null"),
+    ],
+)
+def test_huge_and_non_finite_numbers_are_refused_by_value_not_with_a_traceback(tmp_path: Path, name: str, text: str, message: str) -> None:
+    with pytest.raises(SmlError) as raised:
+        read_model_drift_config(write(tmp_path, text, name))
+    assert str(raised.value).startswith(f"{tmp_path}/{message}")
+
+
+def test_a_key_given_twice_in_json_is_refused_as_toml_refuses_it(tmp_path: Path) -> None:
+    # json.loads keeps the last value silently, so the same mistake meant two different floors in the two formats.
+    with pytest.raises(SmlError) as raised:
+        read_model_drift_config(write(tmp_path, '{"floors": {"numeric": 0.05, "numeric": 0.5}}', "drift.json"))
+    assert str(raised.value) == f"{tmp_path}/drift.json: not valid JSON (key 'numeric' given twice)"
+    with pytest.raises(SmlError, match="not valid TOML"):
+        read_model_drift_config(write(tmp_path, "[floors]\nnumeric = 0.05\nnumeric = 0.5\n"))
+
+
+@pytest.mark.parametrize(("name", "text"), [("drift.toml", '[floors]\nnumeric = "0.2sd"\n'), ("drift.json", '{"floors": {"numeric": "0.2sd"}}')])
+def test_a_file_saved_with_a_utf8_byte_order_mark_reads_like_one_without(tmp_path: Path, name: str, text: str) -> None:
+    # Windows editors (Notepad, PowerShell's Out-File) write one; the file is still UTF-8 TOML/JSON.
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_model_drift_config(path).floors == {"numeric": "0.2sd"}
+
+
 def manifest(drift_config: dict | None = None) -> ModelManifest:
     return ModelManifest(
         model_name="m", version="v1", created_at="2025-01-01T00:00:00Z", sha256="ab" * 32, artifact_key="models/m/v1/model.joblib",

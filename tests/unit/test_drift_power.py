@@ -137,6 +137,14 @@ def test_the_demo_sized_reference_certifies_the_default_floors_but_not_a_tenth_o
     assert certifiable_shifts(reference_of(426), SCHEMA, FLOORS, window_rows=1_000)[0].in_units(texture.at_window) == pytest.approx(0.24, abs=0.01)
 
 
+def test_a_bound_just_above_its_floor_is_not_printed_equal_to_it() -> None:
+    # 426 values rule out at best about 0.2005 sd: "cannot certify below 0.20 sd (floor 0.20 sd)" reads as a contradiction.
+    floors = {**FLOORS, ("x", "ks"): ks_d_for_location_shift(0.2)}
+    texture = by_test(certifiable_shifts(reference_of(426), SCHEMA, floors, window_rows=1_000))["x", "ks"]
+    assert not texture.certifiable and texture.min_window_rows is None
+    assert texture.warning().startswith("x: the KS test cannot certify NO_DRIFT below 0.201 sd with any window (floor 0.200 sd)")
+
+
 def test_the_smallest_sufficient_window_is_exact() -> None:
     floors = {**FLOORS, ("(predicted label)", "chi2"): 0.06}
     label = by_test(certifiable_shifts(reference_of(426), SCHEMA, floors, window_rows=500))["(predicted label)", "chi2"]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from sml.drift.report import render_drift_report
 from sml.drift.stats import DriftVerdict, FeatureSpec, overall_verdict, reference_from_columns, run_drift_tests
@@ -142,3 +148,33 @@ def test_data_quality_section_lists_the_violations_and_counts_the_checks_that_pa
     assert "data quality</dt><dd>VIOLATIONS" in html_text
     clean, _ = report_of(columns(rng, 1_000, mean=0.0), columns(rng, 500, mean=0.0))
     assert "<h2>Data quality" not in render_drift_report(clean, reference_from_columns(columns(rng, 1_000, mean=0.0), SCHEMA), {})
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# CI installs Chromium and sets SML_REQUIRE_CHROMIUM=1, so there the layout check cannot skip.
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("SML_REQUIRE_CHROMIUM"), reason="needs a headless Chromium to lay the page out")
+def test_the_table_of_tests_fits_the_page_with_long_floor_sources(tmp_path: Path) -> None:
+    # "floor from" cells such as "model: features.mean_fractal_dimension.missing_rate = 0.1" pushed the
+    # verdict column out of a 1200-pixel window: the page scrolled sideways to show the verdicts. The
+    # table sits in a box that may scroll on its own; that box must not need to either.
+    rng = np.random.default_rng(41)
+    current = columns(rng, 20, mean=0.5)  # few rows: INCONCLUSIVE (below_min_samples), the longest verdicts
+    run, _ = report_of(columns(rng, 400, mean=0), current)
+    setting = "features.mean_fractal_dimension_of_the_worst_cells.missing_rate"
+    results = tuple(replace(result, detail={**result.detail, "floor_source": "model", "floor_setting": setting, "floor_given": 0.1}) for result in run.results)
+    page = render_drift_report(replace(run, results=results), reference_from_columns(columns(rng, 400, mean=0), SCHEMA), current)
+    probe = (
+        "<script>const box = document.querySelector('.scroll');"
+        "document.body.setAttribute('data-widths', Math.max(document.documentElement.scrollWidth, box.scrollWidth - box.clientWidth + window.innerWidth) + ';' + window.innerWidth)</script>"
+    )
+    path = tmp_path / "report.html"
+    path.write_text(page.replace("</body>", probe + "</body>"), encoding="utf-8")
+    assert CHROMIUM is not None, "SML_REQUIRE_CHROMIUM is set but no chromium is on PATH"
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+               "--window-size=1200,2000", "--dump-dom", path.as_uri()]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    page_width, window_width = map(int, re.search(r'data-widths="([^"]*)"', dom).group(1).split(";"))
+    assert "INCONCLUSIVE (below_min_samples)" in page
+    assert page_width <= window_width, f"the page is {page_width} pixels wide in a {window_width}-pixel window"

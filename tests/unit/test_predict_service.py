@@ -140,6 +140,15 @@ def test_a_refused_request_counts_each_bad_value_by_feature_and_code(service: Pr
     assert refusal_of(service, body) == refused
 
 
+def test_problems_that_name_no_feature_count_once_per_request_however_many_keys_or_rows_hold_them(service: PredictionService) -> None:
+    # One hostile request with hundreds of unknown names (or rows that are not objects) is one refused request:
+    # the _request line counts requests, so it must not read "300 requests refused".
+    many_names = json.dumps({"features": {**valid_row(), **{f"f{i}": i for i in range(300)}}})
+    assert refusal_of(service, many_names) == {REQUEST_FIELD: {"unknown_feature": 1}}
+    odd_rows = json.dumps({"instances": [1, "a", None, {**valid_row(), "x": 1, "y": 2}, {**valid_row(), "z": 3}]})
+    assert refusal_of(service, odd_rows) == {REQUEST_FIELD: {"invalid_type": 1, "unknown_feature": 1}}
+
+
 def test_a_row_the_model_cannot_compute_counts_the_feature_the_error_names(service: PredictionService) -> None:
     error = ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", "overflows", field="instances[2].mean_area")
     assert service.refused_values(error, {"instances": [valid_row()] * 3}) == {"mean_area": {"out_of_range": 1}}

@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+from decimal import Decimal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,13 +171,14 @@ def read_model_drift_config(path: Path) -> ModelDriftConfig:
     if suffix not in (".toml", ".json"):
         raise SmlError(f"{path}: a drift config is a .toml or .json file")
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: Windows editors start UTF-8 files with a byte order mark, which TOML and JSON parsers refuse.
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise SmlError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise SmlError(f"{path}: not UTF-8 text") from None
     try:
-        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text, object_pairs_hook=_object_without_repeats)
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         raise SmlError(f"{path}: not valid {suffix[1:].upper()} ({exc})") from None
     return ModelDriftConfig.from_mapping(data, source=str(path))
@@ -262,6 +264,16 @@ def resolve_floors(
     return floors
 
 
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of repeated keys silently; TOML refuses them, so the two formats agree.
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"key {key!r} given twice")
+        data[key] = value
+    return data
+
+
 def _kind_floor(source: str, key: str, value: Any) -> float | str:
     where = f"floors.{key}"
     if key == "missing_rate":
@@ -288,7 +300,7 @@ def _missing_rate_floor(source: str, where: str, value: Any) -> float:
     if not _is_number(value):
         raise SmlError(f"{source}: {where}: expected a number (Cohen's h), got {_type_name(value)}")
     if not 0 < value < math.pi:
-        raise SmlError(f"{source}: {where}: a Cohen's h floor must be in (0, pi), got {value}")
+        raise SmlError(f"{source}: {where}: a Cohen's h floor must be in (0, pi), got {_shown(value)}")
     return float(value)
 
 
@@ -296,12 +308,17 @@ def _share(source: str, where: str, value: Any) -> float:
     if not _is_number(value):
         raise SmlError(f"{source}: {where}: expected a number (a share in [0, 1]), got {_type_name(value)}")
     if not 0 <= value <= 1:
-        raise SmlError(f"{source}: {where}: must be a share in [0, 1], got {value}")
+        raise SmlError(f"{source}: {where}: must be a share in [0, 1], got {_shown(value)}")
     return float(value)
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # An int is always finite; math.isfinite would raise OverflowError on one beyond a float's range.
+    return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value)
+
+
+def _shown(value: float) -> str:
+    return f"{Decimal(value):.3e}" if isinstance(value, int) and abs(value) > 2**63 else str(value)
 
 
 def _is_sd(value: Any) -> bool:
@@ -309,7 +326,10 @@ def _is_sd(value: Any) -> bool:
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}.get(type(value), type(value).__name__)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"a non-finite number ({value})"
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _key(name: str) -> str:

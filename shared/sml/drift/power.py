@@ -98,23 +98,28 @@ class CertifiableShift:
 
     def warning(self) -> str:
         """One line saying what cannot be certified and what would help."""
-        floor = f"floor {self._shown(self.floor)}" + (f" from {self.floor_setting}" if self.floor_setting else "")
+        bound = self.unlimited if self.min_window_rows is None else self.at_window
+        # Enough decimals that a bound just above its floor is not printed equal to it.
+        decimals = 2 if self.test == "ks" else 3
+        while decimals < 6 and math.isfinite(bound) and self._shown(bound, decimals) == self._shown(self.floor, decimals):
+            decimals += 1
+        floor = f"floor {self._shown(self.floor, decimals)}" + (f" from {self.floor_setting}" if self.floor_setting else "")
         subject = f"{self.feature}: the {_test_name(self)}"
         if math.isinf(self.unlimited):
             return f"{subject} cannot certify NO_DRIFT at all: the reference has only {self.n_reference} values to test"
         if self.min_window_rows is None:
             return (
-                f"{subject} cannot certify NO_DRIFT below {self._shown(self.unlimited)} with any window ({floor}): "
+                f"{subject} cannot certify NO_DRIFT below {self._shown(bound, decimals)} with any window ({floor}): "
                 f"the reference has {self.n_reference} values; raise the floor or train on more rows"
             )
         return (
-            f"{subject} cannot certify NO_DRIFT below {self._shown(self.at_window)} with {self.window_rows:,}-row windows "
+            f"{subject} cannot certify NO_DRIFT below {self._shown(bound, decimals)} with {self.window_rows:,}-row windows "
             f"({floor}); windows of {self.min_window_rows:,} rows or more can"
         )
 
-    def _shown(self, effect: float) -> str:
+    def _shown(self, effect: float, decimals: int) -> str:
         value = self.in_units(effect)
-        return f"{value:.2f} sd" if self.test == "ks" else f"{self.unit} {value:.3f}"
+        return f"{value:.{decimals}f} sd" if self.test == "ks" else f"{self.unit} {value:.{decimals}f}"
 
 
 def certifiable_ks(n_reference: int, n_current: int | None, alpha: float = EQUIVALENCE_ALPHA) -> float:

@@ -158,7 +158,7 @@ def _data_quality_section(run: DriftRun) -> str:
     )
     if run.refused_requests:
         reasons = ", ".join(f"{_escape(reason)} {count}" for reason, count in run.refused_requests.items())
-        note += f"<p class=\"requests-refused\">Requests refused before any feature could be read: {sum(run.refused_requests.values())} ({reasons}).</p>"
+        note += f"<p class=\"requests-refused\">Requests refused for a problem that names no feature: {sum(run.refused_requests.values())} ({reasons}).</p>"
     table = f"<table>{header}{rows}</table>" if checks else ""
     return f"<h2>Data quality <span class=\"badge {'DRIFT' if run.data_quality_status == 'VIOLATIONS' else 'NO_DRIFT'}\">{run.data_quality_status}</span></h2>{note}{table}"
 

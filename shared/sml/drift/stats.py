@@ -74,6 +74,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from functools import cache, partial
 from typing import Any, Literal, Protocol
@@ -667,6 +668,8 @@ def parse_effect_floor(feature: str, value: float | str) -> float:
             floor = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"floor of feature {feature!r}: {value!r} is not a number or '<x>sd'") from None
+        except OverflowError:  # an int beyond a float's range, e.g. from a JSON or TOML file
+            raise ValueError(f"floor of feature {feature!r}: {Decimal(value):.3e} must give an effect in (0, 1)") from None
     if not 0 < floor < 1:
         raise ValueError(f"floor of feature {feature!r}: {value!r} must give an effect in (0, 1), got {floor:.4g}")
     return floor

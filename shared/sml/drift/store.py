@@ -61,8 +61,9 @@ class DriftRun:
     quality: QualityResult | None = None
     data_quality: tuple[DataQualityCheck, ...] = ()
     refused_requests: dict[str, int] = field(default_factory=dict)
-    """Requests predict refused in the window before any feature could be read, per reason code
-    (``_request`` refusals: not JSON, too large, not a request); shown in the report and the job's summary,
+    """Requests predict refused in the window for a problem that names no feature, per reason code
+    (``_request`` refusals: not JSON, too large, not a request, unknown feature names; each counted
+    once per request); shown in the report and the job's summary,
     not a data-quality check, not stored (``predict_refusals`` holds them)."""
 
     @property

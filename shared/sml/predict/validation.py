@@ -181,10 +181,11 @@ class FeatureSchema:
 
         What the refusal of ``payload`` tells data quality: each value a rule refuses counts for
         its feature (``{"mean_radius": {"out_of_range": 2}}``), a missing feature as
-        ``missing_feature``; what belongs to no feature counts under :data:`REQUEST_FIELD` (a row
-        that is not an object, each unknown feature name: its text is the caller's, not a field
-        of the schema). Empty when the rows break no rule, or when ``payload`` is not shaped as a
-        request (the caller then counts the request itself).
+        ``missing_feature``; what belongs to no feature counts once per request under
+        :data:`REQUEST_FIELD` (rows that are not objects, unknown feature names: their text is the
+        caller's, not a field of the schema, and 10,000 of them are still one refused request).
+        Empty when the rows break no rule, or when ``payload`` is not shaped as a request (the
+        caller then counts the request itself).
         """
         rows = self._rows_of(payload)
         counts: dict[str, dict[str, int]] = {}
@@ -195,11 +196,11 @@ class FeatureSchema:
 
         for row in rows:
             if type(row) is not dict:
-                count(REQUEST_FIELD, "invalid_type")
+                # REQUEST_FIELD counts refused requests by reason: once, however many rows or keys share it.
+                counts.setdefault(REQUEST_FIELD, {})["invalid_type"] = 1
                 continue
-            unknown = sum(1 for key in row if key not in self._name_set)
-            if unknown:
-                count(REQUEST_FIELD, "unknown_feature", unknown)
+            if any(key not in self._name_set for key in row):
+                counts.setdefault(REQUEST_FIELD, {})["unknown_feature"] = 1
             for name, check in self._checks:
                 if name not in row:
                     count(name, "missing_feature")

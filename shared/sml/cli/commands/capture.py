@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Read a predict log export (JSON lines from sml up or `aws logs tail`, a Logs Insights export, or the "
             "JSON of `aws logs filter-log-events`), take every capture_miss record's message_body, check it against "
             "the event contract and send it unchanged to the events queue. Safe to repeat: the writer skips "
-            "prediction_ids it has stored."
+            "prediction_ids and refusal_ids it has stored (prediction and refusal events are both resent)."
         ),
     )
     resend.add_argument("--log-file", type=Path, required=True, help="the log export to read")

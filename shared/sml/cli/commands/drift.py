@@ -18,6 +18,7 @@ from sml.core.errors import SmlError
 
 if TYPE_CHECKING:
     from sml.drift.job import DriftJobResult
+    from sml.drift.store import DriftRun
 
 VERDICT_RANK = {"DRIFT": 0, "INCONCLUSIVE": 1, "NO_DRIFT": 2}
 VERDICT_STYLE = {"DRIFT": "bold red", "INCONCLUSIVE": "yellow", "NO_DRIFT": "green"}
@@ -33,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "corrected, with effect-size floors (SML_DRIFT_*, under the champion's own drift config from `sml train --drift-config`, "
             "whose keys win; the table says where each floor came from). Stores the run, writes the HTML report and "
             "publishes the SNS alert, like the weekly drift Lambda. Model quality is assessed in the same run "
-            "(realized metrics from labels, CBPE estimate; SML_QUALITY_*) and its verdict printed; `sml quality` shows it in full."
+            "(realized metrics from labels, CBPE estimate; SML_QUALITY_*) and its verdict printed; `sml quality` shows it in full. "
+            "The run's data quality against the training profile (SML_DQ_*: out of range, unseen categories, missing values, values predict refused) "
+            "is printed with its violated checks."
         ),
     )
     parser.add_argument("--window", help="length of the current window, e.g. 7d, 12h, 90m, 2w (default: SML_DRIFT_WINDOW_DAYS, 7 days)")
@@ -214,6 +217,11 @@ def print_run(outcome: DriftJobResult) -> None:
         f"{', and the predicted label' if run.label_drifted else ''}; "
         f"{run.current_rows} rows in the window, {run.reference_rows} in the {run.reference_kind} reference)"
     )
+    if run.data_quality:
+        console.print(data_quality_line(run), markup=False)
+    if run.refused_requests:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in run.refused_requests.items())
+        console.print(f"requests refused for a problem that names no feature: {sum(run.refused_requests.values())} ({reasons})", markup=False)
     if run.quality is not None:
         from sml.cli.commands.quality import print_quality_lines
 
@@ -221,3 +229,15 @@ def print_run(outcome: DriftJobResult) -> None:
     console.print(f"report: {outcome.report_path} ({run.report_uri})", markup=False)
     alert = f"published as SNS message {outcome.message_id}" if outcome.message_id else "not published (no SML_TOPIC_ARN)"
     console.print(f"alert: {alert}", markup=False)
+
+
+def data_quality_line(run: DriftRun, shown: int = 5) -> str:
+    """``data quality: STATUS (...)``: the violated checks, largest share first (``shown`` of them), or how many passed."""
+    violated = sorted((check for check in run.data_quality if check.violated), key=lambda check: -check.value)
+    if not violated:
+        return f"data quality: {run.data_quality_status} (all {len(run.data_quality)} checks passed)"
+    listed = "; ".join(
+        f"{check.feature} {check.check} {check.value:.2%} > {check.threshold:.2%} ({check.count} of {check.n} values)" for check in violated[:shown]
+    )
+    more = f"; and {len(violated) - shown} more" if len(violated) > shown else ""
+    return f"data quality: {run.data_quality_status} ({len(violated)} of {len(run.data_quality)} checks violated: {listed}{more})"

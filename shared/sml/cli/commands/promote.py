@@ -48,9 +48,16 @@ def add_power_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_window_rows(window_rows: int) -> None:
+    """Refuse an impossible ``--expected-window-rows`` before a command does anything (train would register first)."""
+    if window_rows < 1:
+        raise SmlError(f"--expected-window-rows: must be at least 1, got {window_rows}")
+
+
 def run_promote(args: argparse.Namespace) -> int:
     from sml.cli.commands.models import open_registry
 
+    check_window_rows(args.expected_window_rows)
     registry, _ = open_registry()
     previous = registry.find_champion_version()
     version = registry.best_version(args.best_by) if args.best_by else args.version
@@ -78,8 +85,7 @@ def print_power_check(manifest: ModelManifest, *, window_rows: int) -> list[str]
     from sml.core.settings import DriftSettings, SettingsError, load_settings, read_stack_file
     from sml.drift.job import DriftJobConfig, certifiable_floors
 
-    if window_rows < 1:
-        raise SmlError(f"--expected-window-rows: must be at least 1, got {window_rows}")
+    check_window_rows(window_rows)
     try:
         config = DriftJobConfig.from_settings(load_settings(DriftSettings, stack=read_stack_file()))
         shifts = certifiable_floors(config, manifest, window_rows=window_rows)

@@ -49,12 +49,13 @@ def run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sml.cli.commands.models import open_registry
-    from sml.cli.commands.promote import print_power_check
+    from sml.cli.commands.promote import check_window_rows, print_power_check
     from sml.lifecycle.tracking import tracking_options
     from sml.lifecycle.training import TrainingConfig, parse_params, train_and_register
 
     from sml.drift.config import read_model_drift_config
 
+    check_window_rows(args.expected_window_rows)
     # Read before training, so a broken file fails in a second; its features are checked once the model has them.
     drift_config = None if args.drift_config is None else read_model_drift_config(args.drift_config).for_manifest
     registry, settings = open_registry()
