@@ -232,11 +232,20 @@ def _lock_digest() -> str:
 
 
 def fauxqs_installed(home: Path) -> bool:
-    """Whether ``home`` holds the pinned install (its stamp matches ``node/package-lock.json``)."""
+    """Whether ``home`` holds the pinned install: its stamp matches ``node/package-lock.json`` and nothing is gone."""
+    return not _missing_from_install(home)
+
+
+def _missing_from_install(home: Path) -> list[str]:
+    """What keeps ``home`` from being the pinned install: the stamp, or the parts it stamped (deleted since)."""
     try:
-        return (home / ".sml-installed").read_text(encoding="utf-8").strip() == _lock_digest()
+        stamped = (home / ".sml-installed").read_text(encoding="utf-8").strip() == _lock_digest()
     except FileNotFoundError:
-        return False
+        stamped = False
+    if not stamped:
+        return ["an install of node/package-lock.json"]
+    # `exists()` follows the .bin/node link, so a Node.js package removed under it counts as gone.
+    return [str(path.relative_to(home)) for path in (_node(home), _fauxqs_app(home)) if not path.exists()]
 
 
 def install_fauxqs(home: Path | None = None) -> Path:
@@ -254,6 +263,7 @@ def install_fauxqs(home: Path | None = None) -> Path:
     if npm is None:
         raise SmlError("fauxqs: npm is needed to install the local AWS endpoint (Debian: apt-get install nodejs npm)")
     home.mkdir(parents=True, exist_ok=True)
+    (home / ".sml-installed").unlink(missing_ok=True)  # stamped again only once npm ci has finished
     for name in ("package.json", "package-lock.json"):
         shutil.copyfile(NODE_PACKAGE / name, home / name)
     # npm ci installs exactly the lock; the Node.js binary is the optional dependency for this CPU.
@@ -271,20 +281,24 @@ def _node(home: Path) -> Path:
     return home / "node_modules" / ".bin" / "node"
 
 
+def _fauxqs_app(home: Path) -> Path:
+    return home / "node_modules" / "fauxqs" / "dist" / "app.js"
+
+
 class FauxqsServer(ChildServer):
     """fauxqs on Node.js 22 in a child process (``node/server.mjs``), listening on ``host`` only."""
 
     def __init__(self, *, host: str, port: int, log_path: Path | None = None) -> None:
         home = fauxqs_home()
-        if not fauxqs_installed(home):
+        missing = _missing_from_install(home)
+        if missing:
             raise SmlError(
-                f"the local AWS endpoint needs fauxqs and Node.js 22 in {home}, which ./run installs; by hand: {INSTALL_FAUXQS}"
-                " (needs npm); or pass --aws-emulator ministack"
+                f"the local AWS endpoint needs fauxqs and Node.js 22 in {home} (missing: {', '.join(missing)}), which ./run"
+                f" installs; by hand: {INSTALL_FAUXQS} (needs npm); or pass --aws-emulator ministack"
             )
         url = _listen_url(host, port)
-        app = home / "node_modules" / "fauxqs" / "dist" / "app.js"
         super().__init__(
-            "fauxqs", [str(_node(home)), str(NODE_PACKAGE / "server.mjs"), str(app), host, url.rsplit(":", 1)[1]], url=url,
+            "fauxqs", [str(_node(home)), str(NODE_PACKAGE / "server.mjs"), str(_fauxqs_app(home)), host, url.rsplit(":", 1)[1]], url=url,
             health_path="/health", environment={}, log_path=log_path,
         )
 
