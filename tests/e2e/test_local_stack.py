@@ -265,6 +265,19 @@ def test_an_unreachable_database_is_reported_and_nothing_is_left_running(tmp_pat
     assert not stack.stack_file.exists()
 
 
+def test_an_aws_endpoint_url_that_does_not_answer_is_named_and_nothing_is_left_running(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    stack = LocalStack(config(tmp_path, aws_endpoint_url=f"http://127.0.0.1:{port}"))
+
+    with pytest.raises(SmlError, match=rf"--aws-endpoint-url http://127.0.0.1:{port}: cannot create the stack's .*Could not connect"):
+        stack.start()
+
+    assert not stack.stack_file.exists()
+    assert "SML_AWS_ENDPOINT_URL" not in os.environ
+
+
 def test_a_taken_port_is_reported_with_its_option(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -269,6 +269,8 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         from sml.core.aws import aws_client
         from sml.core.settings import AwsSettings
 
@@ -282,9 +284,15 @@ class LocalStack:
             {"AWS_REGION": config.region, **({} if real_aws else aws_endpoint_environment(aws_endpoint_url, service_endpoint_urls))}
         )
         sqs = aws_client("sqs", aws_settings)
-        resources = create_stack_resources(
-            {"s3": aws_client("s3", aws_settings), "sqs": sqs, "sns": aws_client("sns", aws_settings)}, config
-        )
+        try:
+            resources = create_stack_resources(
+                {"s3": aws_client("s3", aws_settings), "sqs": sqs, "sns": aws_client("sns", aws_settings)}, config
+            )
+        except (BotoCoreError, ClientError) as exc:
+            where = f"the local AWS endpoint ({config.aws_emulator}) at {aws_endpoint_url}"
+            if config.aws_endpoint_url is not None:
+                where = f"--aws-endpoint-url {config.aws_endpoint_url}"
+            raise SmlError(f"{where}: cannot create the stack's bucket, queues and topic: {exc}") from None
         database_url = config.resolved_database_url
         applied = self.migrate(database_url)
         logger.info("database %s: %s", database_url, f"applied {', '.join(applied)}" if applied else "up to date")
