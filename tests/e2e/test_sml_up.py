@@ -68,7 +68,7 @@ def port_is_closed(url: str) -> bool:
 def sml_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     (tmp_path / "e2e_handlers.py").write_text(HANDLERS)
     state_dir = tmp_path / "state"
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO / "shared"), str(REPO)])}
     for name in ("SML_DATABASE_URL", "SML_STATE_DIR", "SML_AWS_ENDPOINT_URL"):
         environment.pop(name, None)
     process = subprocess.Popen(
@@ -139,7 +139,7 @@ def test_a_second_sml_up_on_the_same_state_dir_is_refused(sml_up: tuple[subproce
     second = subprocess.run(
         [sys.executable, "-m", "sml.cli.main", "up", "--state-dir", str(state_dir)],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "shared"), str(REPO)])},
         capture_output=True,
         text=True,
         timeout=STARTUP_LIMIT_S,
@@ -150,3 +150,20 @@ def test_a_second_sml_up_on_the_same_state_dir_is_refused(sml_up: tuple[subproce
     assert f"a stack is already running (pid {process.pid}); stop it or use --state-dir" in second.stderr
     assert process.poll() is None
     assert json.loads((state_dir / "stack.json").read_text())["pid"] == process.pid
+
+
+def test_sml_up_stops_with_an_error_when_its_aws_endpoint_dies(sml_up: tuple[subprocess.Popen[str], Path]) -> None:
+    process, state_dir = sml_up
+    wait_for(state_dir / "stack.json", process)
+    fauxqs = [pid for pid in children_of(process.pid) if b"server.mjs" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(fauxqs) == 1
+
+    os.kill(fauxqs[0], signal.SIGKILL)
+
+    # Limping on would answer predictions whose events have nowhere to go, and what the emulator held is gone.
+    assert process.wait(timeout=STARTUP_LIMIT_S) == 2  # an error the user can act on, as every SmlError
+    stderr = process.stderr.read() if process.stderr else ""
+    assert f"the local AWS endpoint for S3, SQS, SNS (fauxqs, pid {fauxqs[0]}) was killed by SIGKILL" in stderr
+    assert "aws-fauxqs.log" in stderr
+    assert not (state_dir / "stack.json").exists()
+    assert children_of(process.pid) == []

@@ -30,6 +30,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,10 @@ INSTALL_FAUXQS = "python -m sml.local.aws_endpoint install-fauxqs"
 class AwsServer(Protocol):
     url: str
     service_urls: Mapping[str, str]  # services served at another URL than ``url``
+
+    def failure(self) -> str | None:
+        """Why the server is gone (a child that exited or was killed), or ``None`` while it runs."""
+        ...
 
     def stop(self) -> None: ...
 
@@ -117,6 +122,9 @@ class MotoServer:
         bound_host, bound_port = self._server.get_host_and_port()
         self.url = f"http://{bound_host}:{bound_port}"
 
+    def failure(self) -> str | None:
+        return None  # a thread of this process: it goes only with us
+
     def stop(self) -> None:
         self._server.stop()
 
@@ -129,6 +137,9 @@ class CombinedServer:
         self.url = main.url
         self.service_urls = {service: server.url for service, server in self._others.items()}
 
+    def failure(self) -> str | None:
+        return next((failure for server in [self._main, *self._others.values()] if (failure := server.failure())), None)
+
     def stop(self) -> None:
         for server in [*self._others.values(), self._main]:
             server.stop()
@@ -137,15 +148,24 @@ class CombinedServer:
 class ChildServer:
     """An emulator in a child process that dies with us; its output goes to ``log_path``.
 
-    :param name: for messages. :param health_path: answers 200 once the server is up.
+    :param name: for messages. :param services: what it serves, for messages.
+    :param health_path: answers 200 once the server is up.
     """
 
     service_urls: Mapping[str, str] = {}
 
     def __init__(
-        self, name: str, command: Sequence[str], *, url: str, health_path: str, environment: Mapping[str, str], log_path: Path | None
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        services: Sequence[str],
+        url: str,
+        health_path: str,
+        environment: Mapping[str, str],
+        log_path: Path | None,
     ) -> None:
-        self.name, self.url, self.log_path = name, url, log_path
+        self.name, self.services, self.url, self.log_path = name, tuple(services), url, log_path
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
@@ -175,6 +195,15 @@ class ChildServer:
             if time.monotonic() > deadline:
                 raise SmlError(f"the local AWS endpoint ({self.name}) did not answer within {STARTUP_LIMIT_S:.0f} s; log: {self.log_path}")
             time.sleep(0.1)
+
+    def failure(self) -> str | None:
+        code = self.process.poll()
+        if code is None:
+            return None
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+        services = ", ".join(service.upper() for service in self.services)
+        log = f"; log: {self.log_path}" if self.log_path is not None else ""
+        return f"the local AWS endpoint for {services} ({self.name}, pid {self.process.pid}) {how}{log}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -217,7 +246,7 @@ class MinistackServer(ChildServer):
             "SML_AWS_SERVER_PARENT_PID": str(os.getpid()),
         }
         super().__init__(
-            "ministack", [sys.executable, "-m", "sml.local.aws_endpoint", "ministack"], url=url,
+            "ministack", [sys.executable, "-m", "sml.local.aws_endpoint", "ministack"], services=services, url=url,
             health_path="/_ministack/health", environment=environment, log_path=log_path,
         )
 
@@ -298,8 +327,8 @@ class FauxqsServer(ChildServer):
             )
         url = _listen_url(host, port)
         super().__init__(
-            "fauxqs", [str(_node(home)), str(NODE_PACKAGE / "server.mjs"), str(_fauxqs_app(home)), host, url.rsplit(":", 1)[1]], url=url,
-            health_path="/health", environment={}, log_path=log_path,
+            "fauxqs", [str(_node(home)), str(NODE_PACKAGE / "server.mjs"), str(_fauxqs_app(home)), host, url.rsplit(":", 1)[1]],
+            services=FAUXQS_SERVICES, url=url, health_path="/health", environment={}, log_path=log_path,
         )
 
 

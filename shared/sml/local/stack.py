@@ -404,6 +404,13 @@ class LocalStack:
         temporary.write_text(json.dumps({**self.endpoints.as_stack_file(), "pid": os.getpid()}, indent=2) + "\n", encoding="utf-8")
         temporary.replace(self.stack_file)
 
+    def aws_endpoint_failure(self) -> str | None:
+        """Why the emulator this stack started is gone (it exited or was killed), or ``None`` while it runs.
+
+        Its queues, topic, bucket and parameters lived in that process, so they went with it.
+        """
+        return self.aws_server.failure() if self.aws_server is not None else None
+
     def stop(self) -> None:
         """Stop the poller (finishing its batches), the servers, the containers, and remove ``stack.json`` (idempotent)."""
         if running_stack_pid(self.config.state_dir) == os.getpid():

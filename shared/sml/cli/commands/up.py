@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from sml.local.aws_endpoint import EMULATORS
 from sml.local.poller import MAX_BATCH_SIZE, MAX_BATCHING_WINDOW_S, MAX_CONCURRENCY, MAX_VISIBILITY_TIMEOUT_S
 
+ENDPOINT_CHECK_INTERVAL_S = 0.5  # how often `sml up` checks that the emulator it started is still there
+
 if TYPE_CHECKING:
     from sml.local.stack import LocalStack, LocalStackConfig
 
@@ -71,6 +73,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sml.core.errors import SmlError
     from sml.local.stack import LocalStack
 
     config = _config_from(args)
@@ -84,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         stack.start()
         _print_endpoints(stack)
-        stop_requested.wait()
+        while not stop_requested.wait(ENDPOINT_CHECK_INTERVAL_S):
+            failure = stack.aws_endpoint_failure()
+            if failure is not None:
+                # What it held (events not yet written, the DLQ, models, the champion pointer) is gone, and
+                # predict would go on answering with events that have nowhere to go: stop rather than limp.
+                raise SmlError(f"{failure}; what it held is gone with it, so the local stack stops: start it again with `sml up`")
         print("stopping the local stack ...", flush=True)
     finally:
         stack.stop()
