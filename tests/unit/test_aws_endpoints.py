@@ -68,10 +68,13 @@ def test_fauxqs_not_installed_names_the_command_that_installs_it(tmp_path: Path,
     assert "--aws-emulator ministack" in message
 
 
-def test_an_install_from_another_lock_counts_as_missing(tmp_path: Path) -> None:
+def test_an_install_from_another_lock_counts_as_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / ".sml-installed").write_text("0123456789abcdef\n")
+    monkeypatch.setenv("SML_FAUXQS_HOME", str(tmp_path))
 
     assert not aws_endpoint.fauxqs_installed(tmp_path)
+    with pytest.raises(SmlError, match=r"\(installed from another node/package-lock.json\)"):
+        FauxqsServer(host="127.0.0.1", port=0)
 
 
 def fake_tool(folder: Path, name: str, script: str) -> Path:
@@ -144,7 +147,7 @@ def test_an_install_missing_a_part_counts_as_missing_and_says_what_is_gone(
     assert not aws_endpoint.fauxqs_installed(tmp_path / "broken")  # so install-fauxqs runs npm ci again
     with pytest.raises(SmlError) as raised:
         FauxqsServer(host="127.0.0.1", port=0)
-    assert named in str(raised.value) and "install-fauxqs" in str(raised.value)
+    assert f"(missing: {named})" in str(raised.value) and "install-fauxqs" in str(raised.value)
 
 
 def test_install_fauxqs_repairs_a_stamped_install_missing_a_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -262,19 +262,20 @@ def _lock_digest() -> str:
 
 def fauxqs_installed(home: Path) -> bool:
     """Whether ``home`` holds the pinned install: its stamp matches ``node/package-lock.json`` and nothing is gone."""
-    return not _missing_from_install(home)
+    return _install_problem(home) is None
 
 
-def _missing_from_install(home: Path) -> list[str]:
-    """What keeps ``home`` from being the pinned install: the stamp, or the parts it stamped (deleted since)."""
+def _install_problem(home: Path) -> str | None:
+    """What keeps ``home`` from being the pinned install: no stamp, another lock's, or parts gone since; ``None`` if nothing."""
     try:
-        stamped = (home / ".sml-installed").read_text(encoding="utf-8").strip() == _lock_digest()
+        stamp = (home / ".sml-installed").read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        stamped = False
-    if not stamped:
-        return ["an install of node/package-lock.json"]
+        return "nothing installed there"
+    if stamp != _lock_digest():
+        return "installed from another node/package-lock.json"
     # `exists()` follows the .bin/node link, so a Node.js package removed under it counts as gone.
-    return [str(path.relative_to(home)) for path in (_node(home), _fauxqs_app(home)) if not path.exists()]
+    missing = [str(path.relative_to(home)) for path in (_node(home), _fauxqs_app(home)) if not path.exists()]
+    return f"missing: {', '.join(missing)}" if missing else None
 
 
 def install_fauxqs(home: Path | None = None) -> Path:
@@ -319,10 +320,10 @@ class FauxqsServer(ChildServer):
 
     def __init__(self, *, host: str, port: int, log_path: Path | None = None) -> None:
         home = fauxqs_home()
-        missing = _missing_from_install(home)
-        if missing:
+        problem = _install_problem(home)
+        if problem is not None:
             raise SmlError(
-                f"the local AWS endpoint needs fauxqs and Node.js 22 in {home} (missing: {', '.join(missing)}), which ./run"
+                f"the local AWS endpoint needs fauxqs and Node.js 22 in {home} ({problem}), which ./run"
                 f" installs; by hand: {INSTALL_FAUXQS} (needs npm); or pass --aws-emulator ministack"
             )
         url = _listen_url(host, port)
