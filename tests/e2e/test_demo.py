@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sml.cli.main import main
+from sml.cli.main import build_parser, main
 from sml.demo.traffic import DEMO_SHIFT
 
 
@@ -89,3 +89,15 @@ def test_bad_options_get_one_line_naming_them(arguments: list[str], message: str
     assert main(["demo", "--state-dir", str(tmp_path / "demo"), *arguments]) == 2
     error = capsys.readouterr().err
     assert message in error and "secret" not in error
+
+
+def test_without_fauxqs_the_demo_names_an_emulator_option_it_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SML_FAUXQS_HOME", str(tmp_path / "no-fauxqs"))
+
+    assert main(["demo", "--state-dir", str(tmp_path / "demo")]) == 2
+
+    error = capsys.readouterr().err
+    assert "sml demo: error: the local AWS endpoint needs fauxqs" in error and "pass --aws-emulator ministack" in error
+    assert build_parser(["demo"]).parse_args(["demo", "--aws-emulator", "ministack"]).aws_emulator == "ministack"

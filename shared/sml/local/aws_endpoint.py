@@ -30,6 +30,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,10 @@ INSTALL_FAUXQS = "python -m sml.local.aws_endpoint install-fauxqs"
 class AwsServer(Protocol):
     url: str
     service_urls: Mapping[str, str]  # services served at another URL than ``url``
+
+    def failure(self) -> str | None:
+        """Why the server is gone (a child that exited or was killed), or ``None`` while it runs."""
+        ...
 
     def stop(self) -> None: ...
 
@@ -117,6 +122,9 @@ class MotoServer:
         bound_host, bound_port = self._server.get_host_and_port()
         self.url = f"http://{bound_host}:{bound_port}"
 
+    def failure(self) -> str | None:
+        return None  # a thread of this process: it goes only with us
+
     def stop(self) -> None:
         self._server.stop()
 
@@ -129,6 +137,9 @@ class CombinedServer:
         self.url = main.url
         self.service_urls = {service: server.url for service, server in self._others.items()}
 
+    def failure(self) -> str | None:
+        return next((failure for server in [self._main, *self._others.values()] if (failure := server.failure())), None)
+
     def stop(self) -> None:
         for server in [*self._others.values(), self._main]:
             server.stop()
@@ -137,15 +148,24 @@ class CombinedServer:
 class ChildServer:
     """An emulator in a child process that dies with us; its output goes to ``log_path``.
 
-    :param name: for messages. :param health_path: answers 200 once the server is up.
+    :param name: for messages. :param services: what it serves, for messages.
+    :param health_path: answers 200 once the server is up.
     """
 
     service_urls: Mapping[str, str] = {}
 
     def __init__(
-        self, name: str, command: Sequence[str], *, url: str, health_path: str, environment: Mapping[str, str], log_path: Path | None
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        services: Sequence[str],
+        url: str,
+        health_path: str,
+        environment: Mapping[str, str],
+        log_path: Path | None,
     ) -> None:
-        self.name, self.url, self.log_path = name, url, log_path
+        self.name, self.services, self.url, self.log_path = name, tuple(services), url, log_path
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
@@ -175,6 +195,15 @@ class ChildServer:
             if time.monotonic() > deadline:
                 raise SmlError(f"the local AWS endpoint ({self.name}) did not answer within {STARTUP_LIMIT_S:.0f} s; log: {self.log_path}")
             time.sleep(0.1)
+
+    def failure(self) -> str | None:
+        code = self.process.poll()
+        if code is None:
+            return None
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+        services = ", ".join(service.upper() for service in self.services)
+        log = f"; log: {self.log_path}" if self.log_path is not None else ""
+        return f"the local AWS endpoint for {services} ({self.name}, pid {self.process.pid}) {how}{log}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -217,7 +246,7 @@ class MinistackServer(ChildServer):
             "SML_AWS_SERVER_PARENT_PID": str(os.getpid()),
         }
         super().__init__(
-            "ministack", [sys.executable, "-m", "sml.local.aws_endpoint", "ministack"], url=url,
+            "ministack", [sys.executable, "-m", "sml.local.aws_endpoint", "ministack"], services=services, url=url,
             health_path="/_ministack/health", environment=environment, log_path=log_path,
         )
 
@@ -232,11 +261,21 @@ def _lock_digest() -> str:
 
 
 def fauxqs_installed(home: Path) -> bool:
-    """Whether ``home`` holds the pinned install (its stamp matches ``node/package-lock.json``)."""
+    """Whether ``home`` holds the pinned install: its stamp matches ``node/package-lock.json`` and nothing is gone."""
+    return _install_problem(home) is None
+
+
+def _install_problem(home: Path) -> str | None:
+    """What keeps ``home`` from being the pinned install: no stamp, another lock's, or parts gone since; ``None`` if nothing."""
     try:
-        return (home / ".sml-installed").read_text(encoding="utf-8").strip() == _lock_digest()
+        stamp = (home / ".sml-installed").read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        return False
+        return "nothing installed there"
+    if stamp != _lock_digest():
+        return "installed from another node/package-lock.json"
+    # `exists()` follows the .bin/node link, so a Node.js package removed under it counts as gone.
+    missing = [str(path.relative_to(home)) for path in (_node(home), _fauxqs_app(home)) if not path.exists()]
+    return f"missing: {', '.join(missing)}" if missing else None
 
 
 def install_fauxqs(home: Path | None = None) -> Path:
@@ -254,6 +293,7 @@ def install_fauxqs(home: Path | None = None) -> Path:
     if npm is None:
         raise SmlError("fauxqs: npm is needed to install the local AWS endpoint (Debian: apt-get install nodejs npm)")
     home.mkdir(parents=True, exist_ok=True)
+    (home / ".sml-installed").unlink(missing_ok=True)  # stamped again only once npm ci has finished
     for name in ("package.json", "package-lock.json"):
         shutil.copyfile(NODE_PACKAGE / name, home / name)
     # npm ci installs exactly the lock; the Node.js binary is the optional dependency for this CPU.
@@ -271,21 +311,25 @@ def _node(home: Path) -> Path:
     return home / "node_modules" / ".bin" / "node"
 
 
+def _fauxqs_app(home: Path) -> Path:
+    return home / "node_modules" / "fauxqs" / "dist" / "app.js"
+
+
 class FauxqsServer(ChildServer):
     """fauxqs on Node.js 22 in a child process (``node/server.mjs``), listening on ``host`` only."""
 
     def __init__(self, *, host: str, port: int, log_path: Path | None = None) -> None:
         home = fauxqs_home()
-        if not fauxqs_installed(home):
+        problem = _install_problem(home)
+        if problem is not None:
             raise SmlError(
-                f"the local AWS endpoint needs fauxqs and Node.js 22 in {home}, which ./run installs; by hand: {INSTALL_FAUXQS}"
-                " (needs npm); or pass --aws-emulator ministack"
+                f"the local AWS endpoint needs fauxqs and Node.js 22 in {home} ({problem}), which ./run"
+                f" installs; by hand: {INSTALL_FAUXQS} (needs npm); or pass --aws-emulator ministack"
             )
         url = _listen_url(host, port)
-        app = home / "node_modules" / "fauxqs" / "dist" / "app.js"
         super().__init__(
-            "fauxqs", [str(_node(home)), str(NODE_PACKAGE / "server.mjs"), str(app), host, url.rsplit(":", 1)[1]], url=url,
-            health_path="/health", environment={}, log_path=log_path,
+            "fauxqs", [str(_node(home)), str(NODE_PACKAGE / "server.mjs"), str(_fauxqs_app(home)), host, url.rsplit(":", 1)[1]],
+            services=FAUXQS_SERVICES, url=url, health_path="/health", environment={}, log_path=log_path,
         )
 
 

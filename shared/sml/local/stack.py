@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -41,6 +43,8 @@ QUEUE_RETENTION_S = 4 * 24 * 3600
 REAL_AWS_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}  # the emulators accept any
 REAL_AWS = "aws"  # --aws-endpoint-url value that means AWS's own endpoints, with the user's credentials
+DRAIN_LIMIT_S = 60.0  # the longest a stopping stack waits for the writer to store what is queued
+QUEUE_DEPTH_ATTRIBUTES = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed")
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,14 @@ class StackEndpoints:
         """The flat ``stack.json`` form, without ``pid``."""
         fields = {name: value for name, value in asdict(self).items() if name != "service_endpoint_urls"}
         return {**fields, **{f"aws_endpoint_url_{service}": url for service, url in self.service_endpoint_urls.items()}}
+
+
+@dataclass(frozen=True)
+class QueueDepths:
+    """Messages in the stack's queues: visible, in flight and delayed."""
+
+    events: int
+    dead_letters: int
 
 
 def stack_file(state_dir: Path) -> Path:
@@ -243,6 +255,8 @@ class LocalStack:
         self.predict: FunctionContainers | None = None
         self.writer: FunctionContainers | None = None
         self.aws_server: AwsServer | None = None
+        self._sqs: Any = None
+        self.discarded: QueueDepths | None = None  # what the emulator held when stop() ended it
         self._saved_environment: dict[str, str | None] = {}
 
     @property
@@ -269,6 +283,8 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         from sml.core.aws import aws_client
         from sml.core.settings import AwsSettings
 
@@ -281,10 +297,16 @@ class LocalStack:
         aws_settings = AwsSettings.model_validate(
             {"AWS_REGION": config.region, **({} if real_aws else aws_endpoint_environment(aws_endpoint_url, service_endpoint_urls))}
         )
-        sqs = aws_client("sqs", aws_settings)
-        resources = create_stack_resources(
-            {"s3": aws_client("s3", aws_settings), "sqs": sqs, "sns": aws_client("sns", aws_settings)}, config
-        )
+        sqs = self._sqs = aws_client("sqs", aws_settings)
+        try:
+            resources = create_stack_resources(
+                {"s3": aws_client("s3", aws_settings), "sqs": sqs, "sns": aws_client("sns", aws_settings)}, config
+            )
+        except (BotoCoreError, ClientError) as exc:
+            where = f"the local AWS endpoint ({config.aws_emulator}) at {aws_endpoint_url}"
+            if config.aws_endpoint_url is not None:
+                where = f"--aws-endpoint-url {config.aws_endpoint_url}"
+            raise SmlError(f"{where}: cannot create the stack's bucket, queues and topic: {exc}") from None
         database_url = config.resolved_database_url
         applied = self.migrate(database_url)
         logger.info("database %s: %s", database_url, f"applied {', '.join(applied)}" if applied else "up to date")
@@ -396,8 +418,57 @@ class LocalStack:
         temporary.write_text(json.dumps({**self.endpoints.as_stack_file(), "pid": os.getpid()}, indent=2) + "\n", encoding="utf-8")
         temporary.replace(self.stack_file)
 
+    def queue_depths(self) -> QueueDepths:
+        """How many messages the events queue and the DLQ hold now."""
+        assert self.endpoints is not None
+
+        def depth(queue_url: str) -> int:
+            attributes = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(QUEUE_DEPTH_ATTRIBUTES))["Attributes"]
+            return sum(int(attributes.get(name, 0)) for name in QUEUE_DEPTH_ATTRIBUTES)
+
+        return QueueDepths(events=depth(self.endpoints.queue_url), dead_letters=depth(self.endpoints.dlq_url))
+
+    def drain(self, abandon: threading.Event, *, limit_s: float = DRAIN_LIMIT_S, poll_interval_s: float = 0.1) -> None:
+        """Take no more requests and let the writer store what is queued.
+
+        For a stack whose emulator is about to stop and take its queues with it. Closes the
+        Function URL, waits for predict's post-invoke phases (the events it sends after
+        answering), then until the events queue is empty, ``abandon`` is set or ``limit_s``
+        has passed. The DLQ is left as it is.
+        """
+        deadline = time.monotonic() + limit_s
+        if self.function_url_server is not None:
+            self.function_url_server.stop()
+            self.function_url_server = None
+        if self.predict is not None:
+            while not self.predict.wait_all_ready(poll_interval_s) and not abandon.is_set() and time.monotonic() < deadline:
+                pass
+        while self.queue_depths().events and not abandon.wait(poll_interval_s) and time.monotonic() < deadline:
+            pass
+
+    def _depths_at_stop(self) -> QueueDepths | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self.endpoints is None or self.aws_endpoint_failure() is not None:
+            return None
+        try:
+            return self.queue_depths()
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("could not count the messages left in the queues: %s", exc)
+            return None
+
+    def aws_endpoint_failure(self) -> str | None:
+        """Why the emulator this stack started is gone (it exited or was killed), or ``None`` while it runs.
+
+        Its queues, topic, bucket and parameters lived in that process, so they went with it.
+        """
+        return self.aws_server.failure() if self.aws_server is not None else None
+
     def stop(self) -> None:
-        """Stop the poller (finishing its batches), the servers, the containers, and remove ``stack.json`` (idempotent)."""
+        """Stop the poller (finishing its batches), the servers, the containers, and remove ``stack.json`` (idempotent).
+
+        An emulator this stack started goes last; what its queues held then is in ``discarded``.
+        """
         if running_stack_pid(self.config.state_dir) == os.getpid():
             self.stack_file.unlink(missing_ok=True)
         if self.poller is not None:
@@ -411,6 +482,7 @@ class LocalStack:
                 containers.stop()
         self.predict = self.writer = None
         if self.aws_server is not None:
+            self.discarded = self._depths_at_stop()
             self.aws_server.stop()
             self.aws_server = None
         self._restore_environment()

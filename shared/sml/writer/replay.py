@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from sml.core.events import EventValidationError, parse_event
 PARSES_FINE = "parses fine (likely a database/data error; see the writer's logs)"
 MAX_MOVE_RATE = 500  # StartMessageMoveTask's MaxNumberOfMessagesPerSecond limit
 SQS_BATCH_LIMIT = 10  # most messages per ReceiveMessage / SendMessageBatch / DeleteMessageBatch
+SQS_BATCH_PAYLOAD_LIMIT = 1_048_576  # bytes of bodies and attributes in one SendMessageBatch, the same as one message's
 # Long enough to send and delete a batch; a message whose send failed reappears after it.
 REPLAY_VISIBILITY_TIMEOUT_S = 60
 # Error codes of an endpoint without message move tasks: moto's server answers a bare HTTP 500.
@@ -331,9 +332,11 @@ def _receive_send_delete(
         if not messages:
             break
         entries = [{"Id": str(index), "MessageBody": m["Body"], **_sendable_attributes(m)} for index, m in enumerate(messages)]
-        response = sqs.send_message_batch(QueueUrl=target_queue_url, Entries=entries)
-        sent = [messages[int(entry["Id"])] for entry in response.get("Successful", [])]
-        send_failures += len(response.get("Failed", []))
+        sent = []
+        for batch in _within_payload_limit(entries):
+            response = sqs.send_message_batch(QueueUrl=target_queue_url, Entries=batch)
+            sent += [messages[int(entry["Id"])] for entry in response.get("Successful", [])]
+            send_failures += len(response.get("Failed", []))
         if sent:
             sqs.delete_message_batch(
                 QueueUrl=dlq_url, Entries=[{"Id": str(index), "ReceiptHandle": m["ReceiptHandle"]} for index, m in enumerate(sent)]
@@ -343,6 +346,30 @@ def _receive_send_delete(
         if rate is not None:
             time.sleep(max(0.0, moved / rate - (time.monotonic() - started)))
     return ReplayOutcome("receive-send-delete", moved, send_failures)
+
+
+def _within_payload_limit(entries: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """``entries`` in order, in batches SendMessageBatch takes: large messages (up to 1 MiB each) may need one call each."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for entry in entries:
+        entry_size = _payload_bytes(entry)
+        if batch and size + entry_size > SQS_BATCH_PAYLOAD_LIMIT:
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += entry_size
+    if batch:
+        yield batch
+
+
+def _payload_bytes(entry: dict[str, Any]) -> int:
+    """What SQS counts of a message against the size limit: its body and each attribute's name, type and value."""
+    size = len(entry["MessageBody"].encode("utf-8"))
+    for name, value in entry.get("MessageAttributes", {}).items():
+        size += len(name.encode("utf-8")) + len(value["DataType"].encode("utf-8"))
+        size += len(value["StringValue"].encode("utf-8")) if "StringValue" in value else len(value.get("BinaryValue", b""))
+    return size
 
 
 def _sendable_attributes(message: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from sml.local.aws_endpoint import EMULATORS
+
 SMALL = {"baseline_single": 200, "baseline_batches": 40, "shifted_single": 100, "shifted_batches": 110}
 
 
@@ -26,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--state-dir", type=Path, default=Path(".sml/demo"), help="folder for the demo's state (emptied first; default .sml/demo)")
     parser.add_argument("--database-url", help="SQLAlchemy URL of MySQL/MariaDB, e.g. mysql+pymysql://root@127.0.0.1:3306/test (default: SQLite in --state-dir)")
+    parser.add_argument("--aws-emulator", choices=EMULATORS, default="fauxqs",
+                        help="what serves the local AWS endpoint (default: %(default)s, with SSM from ministack; ministack needs no npm)")
     parser.add_argument("--small", action="store_true", help="send fewer requests (about 1,800 rows instead of 2,800)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent HTTP clients (default 8)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the traffic and the training split")
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     config = DemoConfig(
         state_dir=args.state_dir,
         database_url=args.database_url,
+        aws_emulator=args.aws_emulator,
         concurrency=args.concurrency,
         seed=args.seed,
         **(SMALL if args.small else {}),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -89,11 +91,25 @@ def _sqs_and_dlq(args: argparse.Namespace) -> tuple[Any, str, Any]:
     return aws_client("sqs", settings), dlq_url, settings
 
 
+@contextlib.contextmanager
+def _queue_errors_named(dlq_url: str) -> Iterator[None]:
+    """An endpoint that is gone (a stack.json left by a stopped stack) or refuses: one line, not a traceback."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from sml.core.errors import SmlError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise SmlError(f"{dlq_url}: {exc}; start the local stack with `sml up` or configure AWS credentials and region") from None
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     from sml.writer.replay import inspect_dlq
 
     sqs, dlq_url, _ = _sqs_and_dlq(args)
-    summary = inspect_dlq(sqs, dlq_url, sample=args.sample)
+    with _queue_errors_named(dlq_url):
+        summary = inspect_dlq(sqs, dlq_url, sample=args.sample)
     age = "none seen" if summary.oldest_age_s is None else f"{timedelta(seconds=round(summary.oldest_age_s))} old"
     print(f"{summary.queue_url}")
     print(f"  messages: {summary.visible} visible, {summary.in_flight} in flight; oldest seen: {age}")
@@ -107,10 +123,15 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    sqs, dlq_url, settings = _sqs_and_dlq(args)
+    with _queue_errors_named(dlq_url):
+        return _replay(args, sqs, dlq_url, settings)
+
+
+def _replay(args: argparse.Namespace, sqs: Any, dlq_url: str, settings: Any) -> int:
     from sml.core.errors import SmlError
     from sml.writer.replay import replay_dlq
 
-    sqs, dlq_url, settings = _sqs_and_dlq(args)
     on_aws = settings.endpoint_url("sqs") is None  # a local endpoint is an emulator (fauxqs, ministack, moto): no move tasks
     if (args.status or args.cancel) and not on_aws:
         option = "--status" if args.status else "--cancel"

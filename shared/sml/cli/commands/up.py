@@ -6,12 +6,15 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sml.local.aws_endpoint import EMULATORS
 from sml.local.poller import MAX_BATCH_SIZE, MAX_BATCHING_WINDOW_S, MAX_CONCURRENCY, MAX_VISIBILITY_TIMEOUT_S
+
+ENDPOINT_CHECK_INTERVAL_S = 0.5  # how often `sml up` checks that the emulator it started is still there
 
 if TYPE_CHECKING:
     from sml.local.stack import LocalStack, LocalStackConfig
@@ -29,7 +32,11 @@ LocalStack), or `aws` at your AWS account with your usual credentials: the bucke
 topic are then created there.
 
 The endpoints are printed and written to <state-dir>/stack.json, where every other sml command
-run in this folder finds them. Ctrl-C or SIGTERM stops everything and removes the file.
+run in this folder finds them. Ctrl-C or SIGTERM closes the Function URL, lets the writer store the
+events still queued (at most 60 s; a second Ctrl-C stops at once), then stops everything and
+removes the file. The emulator's queues, bucket and parameters live in its process: what they
+still hold at the end is discarded and counted in a warning. If the emulator dies, sml up stops
+with an error naming it.
 
 Ports default to 0: the system picks free ones, so several stacks (one per --state-dir) and
 other programs never collide; read the chosen ports from the output or stack.json. Give --port
@@ -71,25 +78,42 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sml.core.errors import SmlError
     from sml.local.stack import LocalStack
 
     config = _config_from(args)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("sml").setLevel(logging.INFO)  # requests, batches, migrations; not botocore's chatter
-    stop_requested = threading.Event()
-    previous_handlers = {
-        signum: signal.signal(signum, lambda *_: stop_requested.set()) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
+    stop_requested, abandon = threading.Event(), threading.Event()  # the first Ctrl-C or SIGTERM, and a second
+
+    def request_stop(*_: object) -> None:
+        (abandon if stop_requested.is_set() else stop_requested).set()
+
+    previous_handlers = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     stack = LocalStack(config)
     try:
         stack.start()
         _print_endpoints(stack)
-        stop_requested.wait()
+        while not stop_requested.wait(ENDPOINT_CHECK_INTERVAL_S):
+            failure = stack.aws_endpoint_failure()
+            if failure is not None:
+                # What it held (events not yet written, the DLQ, models, the champion pointer) is gone, and
+                # predict would go on answering with events that have nowhere to go: stop rather than limp.
+                raise SmlError(f"{failure}; what it held is gone with it, so the local stack stops: start it again with `sml up`")
         print("stopping the local stack ...", flush=True)
+        if stack.aws_server is not None:  # the queues live in the emulator we started and go with it
+            _store_queued_events(stack, abandon)
     finally:
         stack.stop()
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
+    left = stack.discarded
+    if left is not None and (left.events or left.dead_letters):
+        print(
+            f"warning: the local AWS endpoint's queues went with it: discarded {left.events} queued event(s) not stored and"
+            f" {left.dead_letters} message(s) in the DLQ (`sml dlq replay` before stopping would have kept them)",
+            file=sys.stderr, flush=True,
+        )
     print("stopped", flush=True)
     return 0
 
@@ -126,6 +150,21 @@ def _config_from(args: argparse.Namespace) -> LocalStackConfig:
         batch_size=args.batch_size,
         batching_window_s=args.batching_window,
     )
+
+
+def _store_queued_events(stack: LocalStack, abandon: threading.Event) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from sml.core.errors import SmlError
+    from sml.local.stack import DRAIN_LIMIT_S
+
+    try:
+        queued = stack.queue_depths().events
+        if queued:
+            print(f"storing the {queued} event(s) still queued first (at most {DRAIN_LIMIT_S:.0f} s; Ctrl-C again to stop now) ...", flush=True)
+        stack.drain(abandon)
+    except (BotoCoreError, ClientError) as exc:
+        raise SmlError(f"could not store the queued events before stopping: {exc}") from None
 
 
 def _print_endpoints(stack: LocalStack) -> None:
