@@ -249,3 +249,21 @@ def test_hanley_mcneil_interval_width_shrinks_like_one_over_root_n() -> None:
         widths.append(auc.high - auc.low)
     assert widths[0] / widths[1] == pytest.approx(2.0, rel=0.15)
     assert math.isfinite(widths[0])
+
+
+def test_a_window_without_labels_does_not_import_scikit_learn() -> None:
+    # scikit-learn costs ~0.3 s to import in the drift function; a weekly run with no labelled
+    # prediction has nothing to score with it (it was imported first and made the run 1.9x the raw
+    # read of its window in bench/drift_bench.py).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from sml.drift.quality import realized_quality\n"
+        "empty = np.array([], dtype=int)\n"
+        "assert realized_quality(empty, empty, None, ['a', 'b'], 'b').n_labelled == 0\n"
+        "print('sklearn' in sys.modules)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert completed.stdout.strip() == "False"
