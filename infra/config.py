@@ -70,6 +70,9 @@ class DeploymentConfig:
     dq_max_unseen_category: float | None = None
     dq_max_missing_excess: float | None = None
     dq_max_refused_rate: float | None = None
+    # Feature values predict may refuse with a 4xx in one hour (RefusedValues summed over fields) before
+    # the RefusedValues alarm fires. A count, not a share: see infra/monitoring.py for why.
+    alarm_refused_values: int = 100
 
     @property
     def deployed_app_name(self) -> str:
@@ -135,6 +138,9 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         dq_max_unseen_category=_share(get, names.CTX_DQ_MAX_UNSEEN_CATEGORY),
         dq_max_missing_excess=_share(get, names.CTX_DQ_MAX_MISSING_EXCESS),
         dq_max_refused_rate=_share(get, names.CTX_DQ_MAX_REFUSED_RATE),
+        alarm_refused_values=_number(
+            get, names.CTX_ALARM_REFUSED_VALUES, defaults.alarm_refused_values, int, 1, 10_000_000
+        ),
     )
     if config.writer_batch_size > 10 and config.writer_batching_window_seconds < 1:
         raise ContextError(

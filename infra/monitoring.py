@@ -4,6 +4,13 @@ Custom metrics are the functions' Powertools metrics: namespace ``POWERTOOLS_MET
 (the deployed app name), dimension ``service`` (predict, writer, drift). A broken champion makes
 predict answer 503 without raising, so it is counted from predict's log instead (the JSON line
 with ``model_error`` that predict logs for every such answer).
+
+``RefusedValues`` (feature values predict refused with a 4xx) has the dimensions ``service`` and
+``field``, one series per field, and predict emits no aggregate without ``field``. The dashboard sums
+the fields with a SEARCH expression. An alarm cannot use SEARCH, and a math expression would have to
+name every field (at most 10 metrics; the fields depend on the deployed model), so the alarm sums
+them with a Metrics Insights query instead. That query stands alone, not divided by
+``PredictionsServed``: the alarm is on a count per hour (context ``alarm_refused_values``), not a share.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ FREE_STORAGE_ALARM_BYTES = 2 * 2**30
 DRIFT_SILENCE_PERIOD = cdk.Duration.days(1)
 DRIFT_SILENCE_PERIODS = 7
 CHAMPION_UNAVAILABLE_PATTERN = '{ $.model_error = "*" }'
+REFUSED_VALUES_PERIOD = cdk.Duration.hours(1)
 
 
 class Monitoring(Construct):
@@ -76,6 +84,24 @@ class Monitoring(Construct):
             statistic=cloudwatch.Stats.MINIMUM, period=FIVE_MINUTES
         )
         predict_logs = predict.image.log_group.log_group_name
+        # '{namespace,field,service}' is exactly RefusedValues' dimension set: one series per field.
+        refused_search = (
+            f"SEARCH('{{\"{self.namespace}\",field,service}} MetricName=\"RefusedValues\" service=\"predict\"', "
+            f"'Sum', {int(FIVE_MINUTES.to_seconds())})"
+        )
+        refused_per_field = cloudwatch.MathExpression(
+            expression=refused_search, using_metrics={}, label="${PROP('Dim.field')}", period=FIVE_MINUTES
+        )
+        refused_total = cloudwatch.MathExpression(
+            expression=f"SUM({refused_search})", using_metrics={}, label="all fields", period=FIVE_MINUTES
+        )
+        refused_per_hour = cloudwatch.MathExpression(
+            expression=f"SELECT SUM(RefusedValues) FROM SCHEMA(\"{self.namespace}\", field, service) "
+            "WHERE service = 'predict'",
+            using_metrics={},
+            label="RefusedValues, all fields",
+            period=REFUSED_VALUES_PERIOD,
+        )
 
         alerts.alarm_when(
             "PredictUrl5xx",
@@ -98,6 +124,14 @@ class Monitoring(Construct):
             threshold=1,
             description="Predict answered but could not send prediction events to the queue; they are in its log "
             "(capture_miss). Export them and run `sml capture resend` (docs/deploy.md, operating notes).",
+        )
+        alerts.alarm_when(
+            "RefusedValues",
+            metric=refused_per_hour,
+            threshold=config.alarm_refused_values,
+            description=f"Predict refused {config.alarm_refused_values} or more feature values with a 4xx within an "
+            "hour (RefusedValues, all fields): a client sends data the model's schema does not accept. The "
+            "dashboard's refused-values graph names the fields; the refusal events are in the database.",
         )
         alerts.alarm_when(
             "WriterThrottles",
@@ -136,9 +170,14 @@ class Monitoring(Construct):
                 title="Predictions served and URL errors",
                 left=[self._custom("predict", "PredictionsServed"), url_5xx],
                 right=[champion_unavailable],
-                width=12,
+                width=8,
             ),
-            cloudwatch.GraphWidget(title="Capture misses", left=[capture_misses], width=12),
+            cloudwatch.GraphWidget(
+                title="Refused feature values (4xx): all fields and per field",
+                left=[refused_total, refused_per_field],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(title="Capture misses", left=[capture_misses], width=8),
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(

@@ -32,6 +32,7 @@ CTX_DQ_MAX_UNSEEN_CATEGORY = "dq_max_unseen_category"
 CTX_DQ_MAX_MISSING_EXCESS = "dq_max_missing_excess"
 CTX_DQ_MAX_REFUSED_RATE = "dq_max_refused_rate"
 CTX_PREDICT_RANGE_WARNINGS = "predict_range_warnings"
+CTX_ALARM_REFUSED_VALUES = "alarm_refused_values"
 
 # Environment variables read by sml.core.settings.
 ENV_APP_NAME = "SML_APP_NAME"

@@ -29,6 +29,7 @@ NON_DEFAULT_CONTEXT = {
     "dq_max_out_of_range": "0.01",
     "dq_max_unseen_category": 0.005,
     "dq_max_refused_rate": "0.03",
+    "alarm_refused_values": "250",
 }
 
 

@@ -66,6 +66,9 @@ def test_cli_strings_and_json_values_both_parse() -> None:
         ({"dq_max_unseen_category": "some"}, "dq_max_unseen_category", "must be a number"),
         ({"dq_max_missing_excess": True}, "dq_max_missing_excess", "must be a number"),
         ({"dq_max_refused_rate": "-0.01"}, "dq_max_refused_rate", "between 0.0 and 1.0"),
+        ({"alarm_refused_values": "0"}, "alarm_refused_values", "between 1"),
+        ({"alarm_refused_values": "5%"}, "alarm_refused_values", "must be an integer"),
+        ({"alarm_refused_values": 0.05}, "alarm_refused_values", "must be an integer"),
     ],
 )
 def test_unusable_values_name_their_context_key(context: dict, key: str, fragment: str) -> None:
@@ -90,6 +93,12 @@ def test_data_quality_thresholds_are_unset_by_default_and_read_as_shares_from_th
     from_json = config_from_context({"dq_max_out_of_range": 0.01, "dq_max_unseen_category": 0, "dq_max_missing_excess": 1, "dq_max_refused_rate": 0.02}.get)
     assert from_cli == from_json
     assert (from_cli.dq_max_out_of_range, from_cli.dq_max_unseen_category, from_cli.dq_max_missing_excess, from_cli.dq_max_refused_rate) == (0.01, 0.0, 1.0, 0.02)
+
+
+def test_refused_values_alarm_threshold_is_a_count_per_hour_from_the_cli_or_cdk_json() -> None:
+    assert DeploymentConfig().alarm_refused_values == 100
+    assert config_from_context({"alarm_refused_values": "250"}.get).alarm_refused_values == 250
+    assert config_from_context({"alarm_refused_values": 250}.get).alarm_refused_values == 250
 
 
 def test_writer_concurrency_must_stay_inside_the_database_connection_budget() -> None:

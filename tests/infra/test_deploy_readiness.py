@@ -197,7 +197,8 @@ def _alarms_by_metric(stack: Synthesized) -> dict[tuple[str, str], list[dict]]:
     found: dict[tuple[str, str], list[dict]] = {}
     for alarm in stack.of_type("AWS::CloudWatch::Alarm").values():
         properties = alarm["Properties"]
-        found.setdefault((properties["Namespace"], properties["MetricName"]), []).append(properties)
+        if "Metrics" not in properties:  # a metric math or Metrics Insights alarm: tested in test_stack.py
+            found.setdefault((properties["Namespace"], properties["MetricName"]), []).append(properties)
     return found
 
 

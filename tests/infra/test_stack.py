@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from aws_cdk.assertions import Match, Template
 
@@ -231,18 +233,72 @@ def test_alarms_watch_the_dlq_the_backlog_and_every_function(default_stack: Synt
     alarms = list(default_stack.of_type("AWS::CloudWatch::Alarm").values())
     for alarm in alarms:
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
-    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms}
+    watched = {(a["Properties"].get("Namespace"), a["Properties"].get("MetricName")) for a in alarms}
     assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in watched
     assert ("AWS/SQS", "ApproximateAgeOfOldestMessage") in watched
-    errors = [a for a in alarms if a["Properties"]["MetricName"] == "Errors"]
+    errors = [a for a in alarms if a["Properties"].get("MetricName") == "Errors"]
     function_ids = {default_stack.function(service)[0] for service in ("predict", "writer", "drift")}
     assert {a["Properties"]["Dimensions"][0]["Value"]["Ref"] for a in errors} == function_ids
 
     queues = default_stack.of_type("AWS::SQS::Queue")
     dlq_id = next(k for k, v in queues.items() if "RedrivePolicy" not in v["Properties"])
-    (depth,) = [a for a in alarms if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"]
+    (depth,) = [a for a in alarms if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"]
     assert _references(depth["Properties"]["Dimensions"], dlq_id)
     assert depth["Properties"]["Threshold"] == 1
+
+
+REFUSED_SEARCH = """SEARCH('{"sml-dev",field,service} MetricName="RefusedValues" service="predict"', 'Sum', 300)"""
+
+
+def _dashboard_widgets(stack: Synthesized) -> list[dict]:
+    """The dashboard's widgets, with every CloudFormation token in the body rendered as ``TOKEN``."""
+    (dashboard,) = stack.of_type("AWS::CloudWatch::Dashboard").values()
+    body = dashboard["Properties"]["DashboardBody"]
+    if isinstance(body, dict):
+        body = "".join(part if isinstance(part, str) else "TOKEN" for part in body["Fn::Join"][1])
+    return json.loads(body)["widgets"]
+
+
+def test_dashboard_graphs_refused_values_summed_over_fields_beside_predictions(default_stack: Synthesized) -> None:
+    widgets = _dashboard_widgets(default_stack)
+    (refused,) = [w for w in widgets if "Refused" in w["properties"].get("title", "")]
+    (served,) = [w for w in widgets if "Predictions served" in w["properties"].get("title", "")]
+    assert refused["y"] == served["y"]  # the same row as predict's other graphs
+    expressions = [metric[0]["expression"] for metric in refused["properties"]["metrics"]]
+    # The fields summed by SEARCH over RefusedValues' real dimension set {service, field}, five-minute sums.
+    assert expressions == [f"SUM({REFUSED_SEARCH})", REFUSED_SEARCH], refused
+    labels = [metric[0]["label"] for metric in refused["properties"]["metrics"]]
+    assert labels == ["all fields", "${PROP('Dim.field')}"]  # each field's line is named by the field
+
+
+def _refused_alarm(stack: Synthesized) -> dict:
+    (alarm,) = [
+        a["Properties"]
+        for a in stack.of_type("AWS::CloudWatch::Alarm").values()
+        if any("RefusedValues" in query.get("Expression", "") for query in a["Properties"].get("Metrics", []))
+    ]
+    return alarm
+
+
+def test_refused_values_alarm_sums_every_field_per_hour_and_notifies_the_topic(default_stack: Synthesized) -> None:
+    (topic_id,) = default_stack.of_type("AWS::SNS::Topic")
+    alarm = _refused_alarm(default_stack)
+    (query,) = alarm["Metrics"]
+    # Alarms cannot SEARCH; a Metrics Insights query sums the field series without naming them.
+    assert query["Expression"] == (
+        """SELECT SUM(RefusedValues) FROM SCHEMA("sml-dev", field, service) WHERE service = 'predict'"""
+    )
+    assert query["Period"] == 3600 and query["ReturnData"] is not False
+    assert alarm["Threshold"] == DeploymentConfig().alarm_refused_values == 100
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["EvaluationPeriods"] == 1
+    assert alarm["TreatMissingData"] == "notBreaching"  # no datapoint at all while nothing is refused
+    assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}]
+
+
+def test_refused_values_alarm_threshold_comes_from_context(non_default_stack: Synthesized) -> None:
+    alarm = _refused_alarm(non_default_stack)
+    assert alarm["Threshold"] == int(NON_DEFAULT_CONTEXT["alarm_refused_values"])
+    assert """SCHEMA("sml-prod", field, service)""" in alarm["Metrics"][0]["Expression"]
 
 
 # --- network and database ---------------------------------------------------------------------
