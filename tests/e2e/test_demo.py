@@ -16,6 +16,7 @@ import pytest
 
 from sml.cli.main import build_parser, main
 from sml.demo.traffic import DEMO_SHIFT
+from sml.local.stack import lock_state_dir
 
 
 def run_small_demo(workdir: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -101,3 +102,19 @@ def test_without_fauxqs_the_demo_names_an_emulator_option_it_accepts(
     error = capsys.readouterr().err
     assert "sml demo: error: the local AWS endpoint needs fauxqs" in error and "pass --aws-emulator ministack" in error
     assert build_parser(["demo"]).parse_args(["demo", "--aws-emulator", "ministack"]).aws_emulator == "ministack"
+
+
+def test_a_stack_still_starting_in_the_demo_folder_stops_the_demo_before_it_wipes_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state_dir = tmp_path / "demo"
+    held = lock_state_dir(state_dir)  # what a stack holds from its first step, long before stack.json
+    try:
+        (state_dir / "sml.db").write_text("the other stack's")
+
+        assert main(["demo", "--state-dir", str(state_dir)]) == 2
+    finally:
+        os.close(held)
+
+    assert f"sml demo: error: a stack is already running in {state_dir} (pid {os.getpid()}); stop it or pass --state-dir\n" == capsys.readouterr().err
+    assert (state_dir / "sml.db").read_text() == "the other stack's"

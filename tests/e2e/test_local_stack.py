@@ -21,7 +21,7 @@ import requests
 
 from sml.core.errors import SmlError
 from sml.local.aws_endpoint import start_aws_server
-from sml.local.stack import LocalStack, LocalStackConfig, running_stack_pid
+from sml.local.stack import LocalStack, LocalStackConfig, lock_state_dir, running_stack_pid, stack_lock_holder
 
 pytestmark = pytest.mark.e2e
 
@@ -233,9 +233,45 @@ def test_stop_closes_every_port_ends_every_container_and_removes_stack_json(tmp_
 
 
 def test_a_second_stack_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
-    refused = rf"a stack is already running \(pid {os.getpid()}\); stop it or use --state-dir"
+    refused = rf"a stack is already running in {tmp_path / '.sml'} \(pid {os.getpid()}\); stop it or use --state-dir"
     with LocalStack(config(tmp_path)), pytest.raises(SmlError, match=refused):
         LocalStack(config(tmp_path)).start()
+
+
+def test_a_stack_still_starting_keeps_a_second_one_out_of_its_state_dir(tmp_path: Path) -> None:
+    # stack.json is written last; the second start comes while the first is half way (migrating), before it.
+    refusals: list[str] = []
+
+    def start_a_second_stack(database_url: str) -> list[str]:
+        assert not (tmp_path / ".sml" / "stack.json").exists()
+        second = LocalStack(config(tmp_path, aws_emulator="moto"))
+        try:
+            second.start()
+        except SmlError as exc:
+            refusals.append(str(exc))
+        else:
+            second.stop()
+        return []
+
+    with LocalStack(config(tmp_path, aws_emulator="moto"), migrate=start_a_second_stack):
+        assert refusals == [f"a stack is already running in {tmp_path / '.sml'} (pid {os.getpid()}); stop it or use --state-dir"]
+        assert stack_lock_holder(tmp_path / ".sml") == f"pid {os.getpid()}"
+
+    assert stack_lock_holder(tmp_path / ".sml") is None  # stop() let go of it
+
+
+def test_the_state_dir_lock_goes_with_a_process_that_dies_holding_it(tmp_path: Path) -> None:
+    state_dir = tmp_path / ".sml"
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os, signal, sys; from sml.local.stack import lock_state_dir;"
+         " lock_state_dir(__import__('pathlib').Path(sys.argv[1])); os.kill(os.getpid(), signal.SIGKILL)", str(state_dir)],
+        check=False,
+    )
+    assert killed.returncode == -9
+    assert (state_dir / "stack.lock").read_text().strip().isdigit()
+
+    assert stack_lock_holder(state_dir) is None
+    os.close(lock_state_dir(state_dir))
 
 
 def test_a_stale_stack_json_is_replaced(tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ def test_a_second_sml_up_on_the_same_state_dir_is_refused(sml_up: tuple[subproce
     )
 
     assert second.returncode == 2
-    assert f"a stack is already running (pid {process.pid}); stop it or use --state-dir" in second.stderr
+    assert f"sml up: error: a stack is already running in {state_dir} (pid {process.pid}); stop it or use --state-dir\n" == second.stderr
     assert process.poll() is None
     assert json.loads((state_dir / "stack.json").read_text())["pid"] == process.pid
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sml.core.errors import SmlError
+from sml.core.settings import DriftSettings, load_settings
 from sml.drift.config import DeploymentFloors, ModelDriftConfig, read_model_drift_config, resolve_floors
 from sml.drift.data_quality import DataQualityThresholds
 from sml.drift.job import LABEL_COLUMN, DriftJobConfig
@@ -266,3 +267,22 @@ def test_the_job_config_marks_what_the_deployment_set_and_takes_the_models_thres
     assert refused.data_quality == DataQualityThresholds(max_unseen_category=0.03, max_refused_rate=0.002)
     assert (effective.quality.metric, effective.quality.tolerance) == ("roc_auc", 0.05)
     assert (effective.min_cramers_v, effective.bucket) == (0.2, "b")
+
+
+def test_a_floor_the_deployment_sets_to_its_default_value_is_labelled_the_deployments() -> None:
+    # SML_DRIFT_MIN_KS_D=0.1 is the default value, set on purpose: the report must say who set it.
+    settings = load_settings(DriftSettings, {"SML_DRIFT_MIN_KS_D": "0.1", "SML_DRIFT_MIN_MISSING_RATE_H": "0.25"})
+    config = DriftJobConfig.from_settings(settings, topic_arn=None)
+
+    assert config.deployment_floors().set_by_deployment == {"min_ks_d", "min_missing_rate_h"}
+    _, floors = config.for_model(manifest())
+    assert (floors["mean_texture", "ks"].value, floors["mean_texture", "ks"].source) == (0.1, "deployment")
+    assert floors["mean_texture", "missing_rate"].source == "deployment"
+    assert (floors["grade", "chi2"].source, floors["grade", "chi2"].setting) == ("default", "SML_DRIFT_MIN_CRAMERS_V")
+
+
+def test_a_job_config_built_directly_says_which_floors_the_deployment_set_or_leaves_it_to_the_defaults() -> None:
+    assert DriftJobConfig(bucket="b", min_ks_d=0.1).deployment_floors().set_by_deployment == set()
+    explicit = DriftJobConfig(bucket="b", min_ks_d=0.1, set_by_deployment=frozenset({"min_ks_d"}))
+    assert explicit.deployment_floors().set_by_deployment == {"min_ks_d"}
+    assert DriftJobConfig.from_settings(load_settings(DriftSettings, {}), min_cramers_v=0.1).deployment_floors().set_by_deployment == {"min_cramers_v"}

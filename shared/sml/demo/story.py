@@ -196,12 +196,12 @@ def run_demo(config: DemoConfig, say: Say = print) -> DemoSummary:
     :raises SmlError: the demo could not run (a stack is already running in ``state_dir``, the
         database URL is unusable, a step timed out).
     """
-    from sml.local.stack import LocalStack, LocalStackConfig, running_stack_pid
+    from sml.local.stack import LocalStack, LocalStackConfig, stack_lock_holder
 
     started = time.perf_counter()
-    pid = running_stack_pid(config.state_dir)
-    if pid is not None:
-        raise SmlError(f"a local stack is running in {config.state_dir} (pid {pid}); stop it or pass --state-dir")
+    holder = stack_lock_holder(config.state_dir)  # a stack holds it from its first step: stack.json comes last
+    if holder is not None:
+        raise SmlError(f"a stack is already running in {config.state_dir} ({holder}); stop it or pass --state-dir")
     shutil.rmtree(config.state_dir, ignore_errors=True)
     config.state_dir.mkdir(parents=True)
     summary = DemoSummary()

@@ -205,7 +205,7 @@ class DeploymentFloors:
     min_missing_rate_h: float
     feature_floors: Mapping[str, float | str] = field(default_factory=dict)
     set_by_deployment: frozenset[str] = frozenset()
-    """Which of ``min_ks_d``, ``min_cramers_v``, ``min_missing_rate_h`` differ from the built-in defaults."""
+    """Which of ``min_ks_d``, ``min_cramers_v``, ``min_missing_rate_h`` the deployment set (else they are the built-in defaults)."""
 
 
 DEPLOYMENT_VARIABLES = {

@@ -59,6 +59,8 @@ LABEL_COLUMN = "(predicted label)"
 TREND_RUNS = 12  # runs per trend chart in the report, this one included
 PRESIGNED_URL_SECONDS = 7 * 24 * 3600  # the longest SigV4 allows
 ReferenceKind = Literal["training", "previous"]
+# DriftJobConfig's floors and the DriftSettings fields (SML_DRIFT_MIN_*) they are read from.
+FLOOR_SETTINGS = {"min_ks_d": "min_effect_numeric", "min_cramers_v": "min_effect_categorical", "min_missing_rate_h": "min_missing_rate_h"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class DriftJobConfig:
     :param min_samples: fewer values on either side make a test INCONCLUSIVE.
     :param topic_arn: the alerts topic; ``None`` publishes nothing (local runs without a stack).
     :param quality: how model quality is judged (:mod:`sml.drift.quality`); ``None`` skips it.
+    :param set_by_deployment: which of ``min_ks_d``, ``min_cramers_v``, ``min_missing_rate_h`` the
+        deployment set (:meth:`from_settings` fills it from the variables given); ``None`` counts
+        those that differ from the defaults, so a value set equal to its default reads as a default.
     """
 
     bucket: str
@@ -88,6 +93,7 @@ class DriftJobConfig:
     topic_arn: str | None = None
     quality: QualityConfig | None = field(default_factory=QualityConfig)
     data_quality: DataQualityThresholds = field(default_factory=DataQualityThresholds)
+    set_by_deployment: frozenset[str] | None = None
 
     @classmethod
     def from_settings(cls, settings: DriftSettings, **overrides: Any) -> DriftJobConfig:
@@ -97,9 +103,7 @@ class DriftJobConfig:
             "window_length": timedelta(days=settings.window_days),
             "reference_kind": settings.reference,
             "fdr": settings.fdr,
-            "min_ks_d": settings.min_effect_numeric,
-            "min_cramers_v": settings.min_effect_categorical,
-            "min_missing_rate_h": settings.min_missing_rate_h,
+            **{key: getattr(settings, name) for key, name in FLOOR_SETTINGS.items()},
             "min_samples": settings.min_samples,
             "floors": settings.feature_floors,
             "report_prefix": settings.report_prefix,
@@ -112,7 +116,9 @@ class DriftJobConfig:
                 max_refused_rate=settings.dq_max_refused_rate,
             ),
         }
-        return cls(**{**values, **overrides})
+        # Given is what counts, not a value other than the default: SML_DRIFT_MIN_KS_D=0.1 is the deployment's floor.
+        given = {key for key, name in FLOOR_SETTINGS.items() if name in settings.model_fields_set} | (overrides.keys() & FLOOR_SETTINGS.keys())
+        return cls(**{**values, "set_by_deployment": frozenset(given), **overrides})
 
     def parameters(self) -> dict[str, Any]:
         """What the verdicts depend on, as stored with the run."""
@@ -132,13 +138,16 @@ class DriftJobConfig:
         }
 
     def deployment_floors(self) -> DeploymentFloors:
-        """This configuration's floors, with which of them differ from the built-in defaults."""
+        """This configuration's floors, with which of them the deployment set (see ``set_by_deployment``)."""
+        set_by_deployment = self.set_by_deployment
+        if set_by_deployment is None:
+            set_by_deployment = frozenset(name for name in DEPLOYMENT_VARIABLES if getattr(self, name) != getattr(DriftJobConfig, name))
         return DeploymentFloors(
             min_ks_d=self.min_ks_d,
             min_cramers_v=self.min_cramers_v,
             min_missing_rate_h=self.min_missing_rate_h,
             feature_floors=self.floors,
-            set_by_deployment=frozenset(name for name in DEPLOYMENT_VARIABLES if getattr(self, name) != getattr(DriftJobConfig, name)),
+            set_by_deployment=set_by_deployment,
         )
 
     def for_model(self, manifest: ModelManifest) -> tuple[DriftJobConfig, dict[tuple[str, str], EffectiveFloor]]:

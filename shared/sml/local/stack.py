@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -36,6 +37,9 @@ from sml.local.worker import FunctionContainers, FunctionError, FunctionSpec
 logger = logging.getLogger(__name__)
 
 STACK_FILE_NAME = "stack.json"
+# Held (flock) by the stack running in a state dir from before it starts anything until it stops; the
+# kernel lets go if that process dies, so a crash leaves nothing to clean up. The file stays.
+STACK_LOCK_NAME = "stack.lock"
 MAX_RECEIVE_COUNT = 5
 DLQ_RETENTION_S = 14 * 24 * 3600  # longer than the source queue's, so nothing expires in the DLQ first
 QUEUE_RETENTION_S = 4 * 24 * 3600
@@ -154,6 +158,48 @@ def running_stack_pid(state_dir: Path) -> int | None:
     return pid
 
 
+def lock_state_dir(state_dir: Path) -> int:
+    """Take ``<state_dir>/stack.lock`` for a stack in this process; closing the returned descriptor releases it.
+
+    stack.json only appears once a stack is up, so it cannot keep out a second stack started
+    meanwhile; this lock does, and it writes this process's pid into the file for the message.
+
+    :raises SmlError: another stack holds it; the message names the state dir and its pid.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / STACK_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        raise SmlError(f"a stack is already running in {state_dir} ({holder}); stop it or use --state-dir") from None
+    pid = f"{os.getpid()}\n".encode()
+    os.pwrite(fd, pid, 0)  # overwrite, then cut: a reader sees the old pid or the new one, never an empty file
+    os.ftruncate(fd, len(pid))
+    return fd
+
+
+def stack_lock_holder(state_dir: Path) -> str | None:
+    """``"pid N"`` of the stack holding ``<state_dir>/stack.lock``, or ``None`` when no stack runs there."""
+    try:
+        fd = os.open(state_dir / STACK_LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _lock_holder(fd)
+    finally:
+        os.close(fd)
+    return None
+
+
+def _lock_holder(fd: int) -> str:
+    content = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+    return f"pid {content}" if content.isdigit() else "pid not yet written"
+
+
 def aws_endpoint_environment(aws_endpoint_url: str, service_endpoint_urls: Mapping[str, str]) -> dict[str, str]:
     """``SML_AWS_ENDPOINT_URL`` and one ``SML_AWS_ENDPOINT_URL_<SERVICE>`` per service served elsewhere."""
     from sml.core.settings import service_endpoint_variable
@@ -258,6 +304,7 @@ class LocalStack:
         self._sqs: Any = None
         self.discarded: QueueDepths | None = None  # what the emulator held when stop() ended it
         self._saved_environment: dict[str, str | None] = {}
+        self._state_dir_lock: int | None = None
 
     @property
     def stack_file(self) -> Path:
@@ -266,15 +313,10 @@ class LocalStack:
     def start(self) -> Self:
         """Start everything and write ``stack.json``; on any failure, undo what was started.
 
-        :raises SmlError: another stack runs on the same state dir, a port is taken, the AWS
-            endpoint does not come up, or a handler cannot be imported.
+        :raises SmlError: another stack runs on the same state dir (it holds ``stack.lock``), a port
+            is taken, the AWS endpoint does not come up, or a handler cannot be imported.
         """
-        running = running_stack_pid(self.config.state_dir)
-        if running is not None:
-            raise SmlError(
-                f"a stack is already running (pid {running}); stop it or use --state-dir"
-                f" (or delete {self.stack_file} if that process is not an sml stack)"
-            )
+        self._state_dir_lock = lock_state_dir(self.config.state_dir)
         try:
             self._start()
         except BaseException:
@@ -486,6 +528,9 @@ class LocalStack:
             self.aws_server.stop()
             self.aws_server = None
         self._restore_environment()
+        if self._state_dir_lock is not None:  # last: until everything above is down, the state dir is still ours
+            os.close(self._state_dir_lock)
+            self._state_dir_lock = None
 
     def __enter__(self) -> Self:
         return self.start()

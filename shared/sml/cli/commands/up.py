@@ -38,6 +38,9 @@ removes the file. The emulator's queues, bucket and parameters live in its proce
 still hold at the end is discarded and counted in a warning. If the emulator dies, sml up stops
 with an error naming it.
 
+One stack per state dir: sml up holds <state-dir>/stack.lock from its first step until it stops (the
+system lets go if it dies), so a second sml up there fails at once, naming the pid holding it.
+
 Ports default to 0: the system picks free ones, so several stacks (one per --state-dir) and
 other programs never collide; read the chosen ports from the output or stack.json. Give --port
 to pin the Function URL (e.g. 8080); a port that is taken is an error, never silently changed.
