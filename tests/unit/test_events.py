@@ -365,3 +365,12 @@ def test_arbitrary_bodies_after_the_refusal_tag_raise_only_the_typed_error(body)
         parse_event(prefix + body if isinstance(body, str) else prefix.encode() + body)
     except EventValidationError:
         pass
+
+
+def test_a_predicted_at_that_leaves_the_calendar_in_utc_is_an_event_error_naming_the_field() -> None:
+    # 0001-01-01T00:30+01:00 is 0000-12-31 in UTC: astimezone raised OverflowError, which is not
+    # an EventValidationError, so a queue record like this escaped the poison-record path.
+    raw = json.loads(serialise_prediction_event(make_event()))
+    raw["predicted_at"] = "0001-01-01T00:30:00+01:00"
+    with pytest.raises(EventValidationError, match="predicted_at"):
+        parse_event(json.dumps(raw))

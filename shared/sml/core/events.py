@@ -56,6 +56,22 @@ class EventValidationError(ValueError):
         self.problem = problem
 
 
+def _normalise_to_utc(event: msgspec.Struct, field: str) -> None:
+    """Store the event's aware timestamp ``field`` in UTC (every event type's ``__post_init__``).
+
+    :raises ValueError: the instant has no UTC date (e.g. ``0001-01-01T00:30+01:00``); msgspec
+        reports a ValueError raised in ``__post_init__`` as a ValidationError of the struct, so it
+        reaches callers as :class:`EventValidationError` naming the field.
+    """
+    moment = getattr(event, field)
+    if moment.utcoffset():
+        try:
+            utc = moment.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError(f"out of range once converted to UTC (field `{field}`)") from None
+        msgspec.structs.force_setattr(event, field, utc)
+
+
 class PredictionEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One prediction as it travels from predict to the database (immutable).
 
@@ -73,8 +89,7 @@ class PredictionEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     probabilities: Union[dict[Name, Probability], None] = None
 
     def __post_init__(self) -> None:
-        if self.predicted_at.utcoffset():
-            msgspec.structs.force_setattr(self, "predicted_at", self.predicted_at.astimezone(timezone.utc))
+        _normalise_to_utc(self, "predicted_at")
 
 
 _DECODER = msgspec.json.Decoder(PredictionEvent)
@@ -267,13 +282,7 @@ class GroundTruthEvent(
     source: Union[Name, None] = None
 
     def __post_init__(self) -> None:
-        if self.labelled_at.utcoffset():
-            try:
-                utc = self.labelled_at.astimezone(timezone.utc)
-            except OverflowError:
-                # msgspec reports a ValueError raised here as a ValidationError of the struct.
-                raise ValueError("out of range once converted to UTC (field `labelled_at`)") from None
-            msgspec.structs.force_setattr(self, "labelled_at", utc)
+        _normalise_to_utc(self, "labelled_at")
 
 
 _GROUND_TRUTH_DECODER = msgspec.json.Decoder(GroundTruthEvent)
@@ -378,12 +387,7 @@ class RefusalEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_
     refused: Annotated[dict[Name, RefusedByReason], msgspec.Meta(min_length=1, max_length=MAX_REFUSED_FIELDS)]
 
     def __post_init__(self) -> None:
-        if self.refused_at.utcoffset():
-            try:
-                utc = self.refused_at.astimezone(timezone.utc)
-            except OverflowError:
-                raise ValueError("out of range once converted to UTC (field `refused_at`)") from None
-            msgspec.structs.force_setattr(self, "refused_at", utc)
+        _normalise_to_utc(self, "refused_at")
 
 
 _REFUSAL_DECODER = msgspec.json.Decoder(RefusalEvent)
