@@ -1,6 +1,6 @@
 """count_categories: counting a categorical column (or the predicted label) by each value's own text.
 
-Ours is :func:`sml.drift.stats.count_categories`; the floor is a bare ``collections.Counter`` of
+Ours is :func:`sml.monitoring.drift.stats.count_categories`; the floor is a bare ``collections.Counter`` of
 the same values, the one C-level pass it starts with (which merges ``1``, ``1.0`` and ``True``,
 so it is not a correct count, only the speed to stay near). Two columns of N values: string
 labels (the usual case, which keeps the one-pass Counter) and integer labels (counted by
@@ -21,7 +21,7 @@ from typing import Any
 
 from common import BenchReport, print_report, ratio_at_most
 
-from sml.drift.stats import count_categories
+from sml.monitoring.drift.stats import count_categories
 
 BENCHMARK = "count-categories"
 

@@ -6,7 +6,7 @@ fresh process so that its time and peak memory are its own (imports are done bef
 starts):
 
 - floor: the raw ``SELECT features, prediction`` of the window with pymysql, ``fetchall``;
-- ours: :func:`sml.drift.job.run_drift_job` with the training reference of the manifest: read
+- ours: :func:`sml.monitoring.job.run_drift_job` with the training reference of the manifest: read
   the window, test every feature and the label, render the HTML report, upload it to S3 (moto
   in-process), store the run, publish the alert to SNS (moto in-process);
 - seed-style baseline (bench code, for comparison only): ``pandas.read_sql`` of the window, a
@@ -179,7 +179,7 @@ def our_drift_job() -> Callable[[], Any]:
     import sqlalchemy as sa
     from moto import mock_aws
     from sml.core.db import create_db_engine
-    from sml.drift.job import DriftJobConfig, run_drift_job
+    from sml.monitoring.job import DriftJobConfig, run_drift_job
 
     mock = mock_aws()
     mock.start()

@@ -2,7 +2,7 @@
 
 A fresh database ``sml_bench_quality`` holds one 7-day window of N predictions × 20 numeric
 features with their probabilities (the writer's row format), and labels for 30 % of them in
-``ground_truth`` (dropped at the end). Three variants of :func:`sml.drift.job.run_drift_job`, each
+``ground_truth`` (dropped at the end). Three variants of :func:`sml.monitoring.job.run_drift_job`, each
 in a fresh process, taking turns (imports done before the clock starts; S3 and SNS on moto
 in-process):
 
@@ -161,7 +161,7 @@ def weekly_run(variant: str) -> Callable[[], str]:
     import sqlalchemy as sa
     from moto import mock_aws
     from sml.core.db import create_db_engine
-    from sml.drift.job import DriftJobConfig, run_drift_job
+    from sml.monitoring.job import DriftJobConfig, run_drift_job
 
     mock = mock_aws()
     mock.start()

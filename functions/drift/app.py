@@ -1,7 +1,7 @@
 """The drift Lambda: the weekly EventBridge schedule runs the drift job once for the champion.
 
 The current window ends at the scheduled event's ``time``, so a retried delivery of the same
-event replaces its run instead of adding one. The job (:func:`sml.drift.job.run_drift_job`)
+event replaces its run instead of adding one. The job (:func:`sml.monitoring.job.run_drift_job`)
 stores the run, puts the report in S3 and publishes the alert to ``SML_TOPIC_ARN``; the handler
 returns the run's summary.
 """
@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from sml.core.aws import aws_client
 from sml.core.db import database_engine_from_settings
-from sml.drift.job import DriftJobConfig, run_drift_job
+from sml.monitoring.job import DriftJobConfig, run_drift_job
 from sml.lifecycle.registry import ModelRegistry
 from sml.core.settings import DriftSettings, SettingsError, load_settings
 

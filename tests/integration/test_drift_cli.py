@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from sml.cli.main import main
 from sml.core.db import create_db_engine
-from sml.drift.store import load_drift_run
+from sml.monitoring.store import load_drift_run
 from sml.lifecycle.registry import ModelRegistry
 
 WINDOW_END = datetime(2025, 3, 10, 6, tzinfo=timezone.utc)

@@ -33,9 +33,9 @@ from moto import mock_aws
 from sqlalchemy.engine import Engine
 
 from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURES, DRIFT_RUNS, create_db_engine
-from sml.drift.job import LABEL_COLUMN, DriftJobConfig, DriftJobResult, run_drift_job
-from sml.drift.stats import DriftVerdict
-from sml.drift.store import load_drift_run
+from sml.monitoring.job import LABEL_COLUMN, DriftJobConfig, DriftJobResult, run_drift_job
+from sml.monitoring.drift.stats import DriftVerdict
+from sml.monitoring.store import load_drift_run
 from sml.lifecycle.manifest import ModelManifest
 
 WINDOW_START = WINDOW_END - WINDOW

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from sml.core.db import create_db_engine, to_db_timestamp
-from sml.drift import windows
-from sml.drift.windows import TimeWindow, parse_window_length, read_window
+from sml.monitoring import windows
+from sml.monitoring.windows import TimeWindow, parse_window_length, read_window
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id
 from sml.lifecycle.manifest import FeatureSpec

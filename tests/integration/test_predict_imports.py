@@ -25,7 +25,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 # Modules of other extras (writer, drift, train, local) and of tests; none belongs in predict's image.
 FOREIGN_MODULES = (
     "wandb", "sqlalchemy", "pymysql", "pandas", "matplotlib", "moto", "requests", "pytest", "hypothesis",
-    "sml.lifecycle.training", "sml.lifecycle.tracking", "sml.core.db", "sml.local", "sml.drift",
+    "sml.lifecycle.training", "sml.lifecycle.tracking", "sml.core.db", "sml.local", "sml.monitoring",
 )
 
 SERVE_ONE_REQUEST = """

@@ -21,11 +21,11 @@ from quality_support import MANIFEST, store_labelled_traffic
 from sqlalchemy.engine import Engine
 
 from sml.core.db import QUALITY_RUNS, create_db_engine
-from sml.drift.job import DriftJobConfig, DriftJobResult, run_drift_job
-from sml.drift.quality import QualityConfig, QualityVerdict
-from sml.drift.quality_store import assess_window_quality, load_quality
-from sml.drift.store import load_drift_run
-from sml.drift.windows import TimeWindow
+from sml.monitoring.job import DriftJobConfig, DriftJobResult, run_drift_job
+from sml.monitoring.model_quality.metrics import QualityConfig, QualityVerdict
+from sml.monitoring.model_quality.store import assess_window_quality, load_quality
+from sml.monitoring.store import load_drift_run
+from sml.monitoring.windows import TimeWindow
 
 @pytest.fixture
 def engine(migrated_db_url: str) -> Iterator[Engine]:

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from sml.core.db import GROUND_TRUTH, PREDICTIONS, QUALITY_METRICS, QUALITY_RUNS, apply_migrations, create_db_engine, to_db_timestamp
 from sml.core.events import build_prediction_event
-from sml.drift.quality import LABEL_OUTSIDE_CLASSES, UNLABELLED, QualityConfig, assess_quality
-from sml.drift.quality_store import count_unmatched_labels, load_quality, read_quality_window, save_quality
-from sml.drift.windows import TimeWindow
+from sml.monitoring.model_quality.metrics import LABEL_OUTSIDE_CLASSES, UNLABELLED, QualityConfig, assess_quality
+from sml.monitoring.model_quality.store import count_unmatched_labels, load_quality, read_quality_window, save_quality
+from sml.monitoring.windows import TimeWindow
 from sml.writer.batch import insert_prediction_rows, prediction_row
 
 MODEL = "quality-model"

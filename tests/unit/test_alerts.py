@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from sml.drift.alerts import MAX_MESSAGE_BYTES, alert_attributes, alert_message, alert_subject, publish_drift_alert
-from sml.drift.stats import DriftVerdict, FeatureTestResult
-from sml.drift.store import DriftRun
-from sml.drift.windows import TimeWindow
+from sml.monitoring.alerts import MAX_MESSAGE_BYTES, alert_attributes, alert_message, alert_subject, publish_drift_alert
+from sml.monitoring.drift.stats import DriftVerdict, FeatureTestResult
+from sml.monitoring.store import DriftRun
+from sml.monitoring.windows import TimeWindow
 
 WINDOW = TimeWindow(datetime(2025, 3, 3, 6, tzinfo=timezone.utc), datetime(2025, 3, 10, 6, tzinfo=timezone.utc))
 

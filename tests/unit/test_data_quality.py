@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sml.drift.data_quality import DataQualityThresholds, RefusedCounts, data_quality_status, run_data_quality_checks
-from sml.drift.stats import CategoricalReference, FeatureSpec, NumericReference
+from sml.monitoring.data_quality.checks import DataQualityThresholds, RefusedCounts, data_quality_status, run_data_quality_checks
+from sml.monitoring.drift.stats import CategoricalReference, FeatureSpec, NumericReference
 
 SCHEMA = [FeatureSpec("size", "numeric"), FeatureSpec("colour", "categorical"), FeatureSpec("(predicted label)", "label")]
 REFERENCE = {

@@ -15,11 +15,11 @@ import pytest
 
 from sml.core.errors import SmlError
 from sml.core.settings import DriftSettings, load_settings
-from sml.drift.config import DeploymentFloors, ModelDriftConfig, read_model_drift_config, resolve_floors
-from sml.drift.data_quality import DataQualityThresholds
-from sml.drift.job import LABEL_COLUMN, DriftJobConfig
-from sml.drift.quality import QualityConfig
-from sml.drift.stats import FeatureSpec, ks_d_for_location_shift
+from sml.monitoring.config import DeploymentFloors, ModelDriftConfig, read_model_drift_config, resolve_floors
+from sml.monitoring.data_quality.checks import DataQualityThresholds
+from sml.monitoring.job import LABEL_COLUMN, DriftJobConfig
+from sml.monitoring.model_quality.metrics import QualityConfig
+from sml.monitoring.drift.stats import FeatureSpec, ks_d_for_location_shift
 from sml.lifecycle.manifest import CategoricalReference, ModelManifest, NumericReference, ReferenceData
 from sml.lifecycle.manifest import FeatureSpec as ManifestFeature
 

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sml.drift.power import (
+from sml.monitoring.drift.power import (
     CertifiableShift,
     certifiable_cohens_h,
     certifiable_cramers_v,
     certifiable_ks,
     certifiable_shifts,
 )
-from sml.drift.stats import (
+from sml.monitoring.drift.stats import (
     CategoricalReference,
     FeatureSpec,
     NumericReference,

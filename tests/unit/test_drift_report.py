@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sml.drift.report import render_drift_report
-from sml.drift.stats import DriftVerdict, FeatureSpec, overall_verdict, reference_from_columns, run_drift_tests
-from sml.drift.store import DriftRun
-from sml.drift.windows import TimeWindow
+from sml.monitoring.report import render_drift_report
+from sml.monitoring.drift.stats import DriftVerdict, FeatureSpec, overall_verdict, reference_from_columns, run_drift_tests
+from sml.monitoring.store import DriftRun
+from sml.monitoring.windows import TimeWindow
 
 WINDOW = TimeWindow(datetime(2025, 3, 3, 6, tzinfo=timezone.utc), datetime(2025, 3, 10, 6, tzinfo=timezone.utc))
 HOSTILE = "<script>alert('x')</script>"
@@ -132,7 +132,7 @@ def _peak_x(shape: ElementTree.Element) -> float:
 def test_data_quality_section_lists_the_violations_and_counts_the_checks_that_passed() -> None:
     from dataclasses import replace
 
-    from sml.drift.data_quality import DataQualityCheck
+    from sml.monitoring.data_quality.checks import DataQualityCheck
 
     rng = np.random.default_rng(9)
     run, _ = report_of(columns(rng, 1_000, mean=0.0), columns(rng, 500, mean=0.0))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sml.drift.stats import (
+from sml.monitoring.drift.stats import (
     OTHER_BUCKET,
     UNSEEN_BUCKET,
     CategoricalReference,
@@ -463,7 +463,7 @@ def test_schema_errors_name_the_feature() -> None:
 
 
 def test_count_categories_folds_by_string_form_and_counts_every_missing_kind() -> None:
-    from sml.drift.stats import count_categories
+    from sml.monitoring.drift.stats import count_categories
 
     counts, missing = count_categories([None, float("nan"), float("nan"), np.float64("nan"), "a", 1, "1", "a"])
     assert counts == {"a": 2, "1": 2}
@@ -482,7 +482,7 @@ def test_count_categories_folds_by_string_form_and_counts_every_missing_kind() -
     ],
 )
 def test_count_categories_counts_each_value_by_its_own_text(values: list, expected: dict) -> None:
-    from sml.drift.stats import count_categories
+    from sml.monitoring.drift.stats import count_categories
 
     assert dict(count_categories(values)[0]) == expected
     assert dict(count_categories(reversed(values))[0]) == expected

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sml.drift.stats import (
+from sml.monitoring.drift.stats import (
     CategoricalReference,
     DriftVerdict,
     FeatureSpec,

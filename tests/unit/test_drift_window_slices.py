@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sml.drift.windows import TimeWindow, _WindowColumns
+from sml.monitoring.windows import TimeWindow, _WindowColumns
 from sml.lifecycle.manifest import FeatureSpec
 
 WINDOW = TimeWindow(datetime(2025, 3, 3, tzinfo=UTC), datetime(2025, 3, 10, tzinfo=UTC))

@@ -1,7 +1,7 @@
 """The import rule of ``shared/sml`` (CONTRIBUTING.md, "Layout"), read from the source with ``ast``.
 
 - The core (``sml.core``) imports no other ``sml`` package.
-- A capability (lifecycle, predict, writer, drift) never imports the layers on top (local runtime,
+- A capability (lifecycle, predict, writer, monitoring) never imports the layers on top (local runtime,
   command line, demo), nor another capability's private module (a name starting with ``_``).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "shared" / "sml"
 CORE = "core"
-CAPABILITIES = {"lifecycle", "predict", "writer", "drift"}
+CAPABILITIES = {"lifecycle", "predict", "writer", "monitoring"}
 ON_TOP = {"local", "cli", "demo"}
 
 
@@ -66,8 +66,8 @@ def test_every_top_level_package_is_known() -> None:
 def test_the_rule_catches_each_kind_of_violation(tmp_path: Path) -> None:
     files = {
         "core/settings.py": "from sml.predict.service import PredictionService\n",
-        "writer/batch.py": "import sml.drift._internal\nfrom sml.core.events import parse_prediction_event\n",
-        "drift/job.py": "from sml.local import stack\nfrom sml.drift._own import helper\n",
+        "writer/batch.py": "import sml.monitoring._internal\nfrom sml.core.events import parse_prediction_event\n",
+        "monitoring/job.py": "from sml.local import stack\nfrom sml.monitoring._own import helper\n",
         "predict/service.py": "from sml.lifecycle import _cache\n",
         "cli/main.py": "from sml.writer._private import anything\n",
     }
@@ -77,8 +77,8 @@ def test_the_rule_catches_each_kind_of_violation(tmp_path: Path) -> None:
     assert layout_violations(tmp_path) == [
         "core/settings.py: the core imports sml.predict.service",
         "core/settings.py: the core imports sml.predict.service.PredictionService",
-        "drift/job.py: capability drift imports sml.local, a layer on top of it",
-        "drift/job.py: capability drift imports sml.local.stack, a layer on top of it",
+        "monitoring/job.py: capability monitoring imports sml.local, a layer on top of it",
+        "monitoring/job.py: capability monitoring imports sml.local.stack, a layer on top of it",
         "predict/service.py: capability predict imports sml.lifecycle._cache, a private module of lifecycle",
-        "writer/batch.py: capability writer imports sml.drift._internal, a private module of drift",
+        "writer/batch.py: capability writer imports sml.monitoring._internal, a private module of monitoring",
     ]

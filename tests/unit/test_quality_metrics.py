@@ -18,7 +18,7 @@ from sklearn.metrics import (
 )
 
 from sml.lifecycle.calibration import Calibrator, fit_calibrator
-from sml.drift.quality import (
+from sml.monitoring.model_quality.metrics import (
     LABEL_OUTSIDE_CLASSES,
     UNLABELLED,
     QualityConfig,
@@ -260,7 +260,7 @@ def test_a_window_without_labels_does_not_import_scikit_learn() -> None:
 
     code = (
         "import sys, numpy as np\n"
-        "from sml.drift.quality import realized_quality\n"
+        "from sml.monitoring.model_quality.metrics import realized_quality\n"
         "empty = np.array([], dtype=int)\n"
         "assert realized_quality(empty, empty, None, ['a', 'b'], 'b').n_labelled == 0\n"
         "print('sklearn' in sys.modules)\n"

@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from sml.drift.alerts import alert_attributes, alert_message, alert_subject
-from sml.drift.quality import QualityConfig, assess_quality
-from sml.drift.quality_report import render_quality_section
-from sml.drift.stats import DriftVerdict
-from sml.drift.store import DriftRun
-from sml.drift.windows import TimeWindow
+from sml.monitoring.alerts import alert_attributes, alert_message, alert_subject
+from sml.monitoring.model_quality.metrics import QualityConfig, assess_quality
+from sml.monitoring.model_quality.report import render_quality_section
+from sml.monitoring.drift.stats import DriftVerdict
+from sml.monitoring.store import DriftRun
+from sml.monitoring.windows import TimeWindow
 from sml.lifecycle.calibration import fit_calibrator
 
 CLASSES = ("<b>enign", "malignant")

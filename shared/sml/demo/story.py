@@ -329,8 +329,8 @@ def _shown_url(url: str) -> str:
 
 
 def _train_candidates(config: DemoConfig, registry: Any, say: Say) -> tuple[str, Path]:
-    from sml.drift.config import read_model_drift_config
-    from sml.drift.job import DriftJobConfig, certifiable_floors
+    from sml.monitoring.config import read_model_drift_config
+    from sml.monitoring.job import DriftJobConfig, certifiable_floors
     from sml.lifecycle.tracking import tracking_options
     from sml.lifecycle.training import TrainingConfig, parse_params, train_and_register
 
@@ -469,7 +469,7 @@ def _replay(stack: Any, clients: _Clients, say: Say) -> int:
 
 
 def _run_drift(settings: Any, registry: Any, engine: sa.Engine, clients: _Clients, start: datetime, end: datetime, config: DemoConfig) -> Any:
-    from sml.drift.job import DriftJobConfig, run_drift_job
+    from sml.monitoring.job import DriftJobConfig, run_drift_job
 
     window_end = end + timedelta(milliseconds=1)
     manifest = registry.manifest(registry.champion_version())
@@ -517,7 +517,7 @@ def _deliver_labels(stack: Any, labels: Sequence[tuple[str, str]], source: str =
 def _quality_digest(quality: Any) -> dict[str, Any]:
     if quality is None:
         return {}
-    from sml.drift.alerts import quality_digest
+    from sml.monitoring.alerts import quality_digest
 
     digest = quality_digest(quality)
     realized = quality.realized.get("f1") if quality.realized else None
@@ -549,7 +549,7 @@ def _flagged_features(run: Any) -> list[str]:
 
 
 def _verdict_summary(run: Any) -> str:
-    from sml.drift.stats import verdict_summary
+    from sml.monitoring.drift.stats import verdict_summary
 
     return verdict_summary(run.results)
 

@@ -3,7 +3,7 @@
 Fitted at training on the held-out split (:func:`fit_calibrator`) and stored in the manifest
 as JSON under ``extra["calibration"]`` (:meth:`Calibrator.to_json`); the weekly monitoring run
 turns it back into a :class:`Calibrator` (:meth:`Calibrator.from_json`) to estimate
-performance without labels (:mod:`sml.drift.quality`). Nothing is pickled: an isotonic
+performance without labels (:mod:`sml.monitoring.model_quality.metrics`). Nothing is pickled: an isotonic
 regression is the piecewise-linear function through its thresholds, clipped at the ends, which
 is how :meth:`sklearn.isotonic.IsotonicRegression.predict` evaluates it (``out_of_bounds="clip"``),
 so :func:`numpy.interp` on the stored thresholds reproduces it and the monitoring run needs no

@@ -1,6 +1,6 @@
 """`sml drift`: run the drift job now against the champion and print the verdict table.
 
-The job is the drift Lambda's (:func:`sml.drift.job.run_drift_job`): it stores the run, puts the
+The job is the drift Lambda's (:func:`sml.monitoring.job.run_drift_job`): it stores the run, puts the
 report in S3 and publishes the alert when a topic is configured (``sml up`` sets one). The report
 is also written to ``<state_dir>/reports/<model>/<window end>.html``. Exit code 0 whatever the
 verdict (it is a report, not a failure) unless ``--fail-on-drift``.
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from sml.core.errors import SmlError
 
 if TYPE_CHECKING:
-    from sml.drift.job import DriftJobResult
-    from sml.drift.store import DriftRun
+    from sml.monitoring.job import DriftJobResult
+    from sml.monitoring.store import DriftRun
 
 VERDICT_RANK = {"DRIFT": 0, "INCONCLUSIVE": 1, "NO_DRIFT": 2}
 VERDICT_STYLE = {"DRIFT": "bold red", "INCONCLUSIVE": "yellow", "NO_DRIFT": "green"}
@@ -61,8 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_drift(args: argparse.Namespace) -> int:
     from sml.core.aws import aws_client
     from sml.core.db import create_db_engine, resolve_database_url
-    from sml.drift.job import DriftJobConfig, run_drift_job
-    from sml.drift.windows import parse_window_length
+    from sml.monitoring.job import DriftJobConfig, run_drift_job
+    from sml.monitoring.windows import parse_window_length
     from sml.lifecycle.registry import ModelRegistry
     from sml.core.settings import DriftSettings, LocalSettings, SettingsError, load_settings, read_stack_file
 
@@ -115,7 +115,7 @@ def run_history(args: argparse.Namespace) -> int:
     from sml.core.aws import aws_client
     from sml.core.db import create_db_engine, resolve_database_url
     from sml.core.settings import LocalSettings, load_settings, read_stack_file
-    from sml.drift.store import drift_history
+    from sml.monitoring.store import drift_history
 
     if args.limit < 1:
         raise SmlError(f"--limit: must be at least 1, got {args.limit}")
@@ -209,7 +209,7 @@ def print_run(outcome: DriftJobResult) -> None:
         )
     console.print(table)
     status = run.status.value
-    from sml.drift.stats import verdict_summary
+    from sml.monitoring.drift.stats import verdict_summary
 
     console.print(f"summary: {escape(verdict_summary(run.results))}")
     console.print(

@@ -1,7 +1,7 @@
 """`sml promote VERSION | --best-by METRIC`: move the champion pointer to a registered version.
 
 Before it moves the pointer it says which drift floors the version's training reference cannot
-certify (:func:`sml.drift.job.certifiable_floors`): a warning, unless ``--strict`` makes it a
+certify (:func:`sml.monitoring.job.certifiable_floors`): a warning, unless ``--strict`` makes it a
 refusal. ``sml train`` prints the same check when it registers a version.
 """
 
@@ -83,7 +83,7 @@ def print_power_check(manifest: ModelManifest, *, window_rows: int) -> list[str]
     the model is itself a warning.
     """
     from sml.core.settings import DriftSettings, SettingsError, load_settings, read_stack_file
-    from sml.drift.job import DriftJobConfig, certifiable_floors
+    from sml.monitoring.job import DriftJobConfig, certifiable_floors
 
     check_window_rows(window_rows)
     try:

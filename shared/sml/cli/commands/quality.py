@@ -41,7 +41,7 @@ def run_quality(args: argparse.Namespace) -> int:
     from sml.core.aws import aws_client
     from sml.core.db import create_db_engine, resolve_database_url
     from sml.core.settings import LocalSettings, SettingsError, load_settings, read_stack_file
-    from sml.drift.quality_store import latest_quality
+    from sml.monitoring.model_quality.store import latest_quality
 
     environ = dict(os.environ)
     if args.model:
@@ -117,7 +117,7 @@ def print_stored_quality(run: dict[str, Any], quality: Any) -> None:
 
 
 def print_quality_lines(console: Any, quality: Any) -> None:
-    """The quality lines `sml drift` prints under its verdict, from a :class:`~sml.drift.quality.QualityResult`."""
+    """The quality lines `sml drift` prints under its verdict, from a :class:`~sml.monitoring.model_quality.metrics.QualityResult`."""
     from rich.markup import escape
 
     metric = quality.config.metric

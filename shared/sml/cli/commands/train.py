@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="FILE",
         help=(
-            "the model's own drift floors and thresholds (.toml or .json; see sml.drift.config), checked against the "
+            "the model's own drift floors and thresholds (.toml or .json; see sml.monitoring.config), checked against the "
             "model's features and stored in its manifest; its keys take precedence over the deployment's SML_DRIFT_*/SML_DQ_* settings"
         ),
     )
@@ -53,7 +53,7 @@ def run_train(args: argparse.Namespace) -> int:
     from sml.lifecycle.tracking import tracking_options
     from sml.lifecycle.training import TrainingConfig, parse_params, train_and_register
 
-    from sml.drift.config import read_model_drift_config
+    from sml.monitoring.config import read_model_drift_config
 
     check_window_rows(args.expected_window_rows)
     # Read before training, so a broken file fails in a second; its features are checked once the model has them.

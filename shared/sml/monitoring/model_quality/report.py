@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sml.drift.quality import MetricValue, QualityResult, ReliabilityBin
+from sml.monitoring.model_quality.metrics import MetricValue, QualityResult, ReliabilityBin
 
 SIZE, MARGIN = 300, 40
 _STATUS_COLOUR = {"OK": "#e8f5e9", "DEGRADED": "#fbe3e1", "INSUFFICIENT_DATA": "#fff4d6"}

@@ -4,15 +4,15 @@
 columns and the predicted class, the probabilities, and the label of ``ground_truth`` with
 ``labelled_at - predicted_at`` (the join is by ``prediction_id``; a label whose prediction is not
 in the window is not read, and a prediction labelled after this run counts in the next run of the
-same window), in the single pass of :func:`sml.drift.windows.read_window` (the quality columns
-are its :class:`~sml.drift.windows.WindowExtension`): each row of a time slice's JSON text is
+same window), in the single pass of :func:`sml.monitoring.windows.read_window` (the quality columns
+are its :class:`~sml.monitoring.windows.WindowExtension`): each row of a time slice's JSON text is
 ``[features, "prediction", probabilities, "label", delay µs]``, one msgspec call typed for the
 model's features and classes decodes it; a slice the typed decoder rejects is read again row by
 row, leniently (a probabilities text that is not a JSON object of numbers counts as no
 probabilities). Reading the window a second time for quality cost as much as the drift read
 itself (bench/quality_bench.py); joining the labels in the same pass costs little more.
 
-:func:`save_quality` stores a :class:`~sml.drift.quality.QualityResult` in ``quality_runs`` and
+:func:`save_quality` stores a :class:`~sml.monitoring.model_quality.metrics.QualityResult` in ``quality_runs`` and
 ``quality_metrics`` under the drift run's ``run_id``; both go when the drift run is replaced
 (``ON DELETE CASCADE``), so a rerun of the same window replaces its quality too.
 
@@ -43,12 +43,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from sml.core.db import DRIFT_RUNS, GROUND_TRUTH, PREDICTIONS, QUALITY_METRICS, QUALITY_RUNS, to_db_timestamp
 from sml.core.errors import SmlError
-from sml.drift.quality import LABEL_OUTSIDE_CLASSES, UNLABELLED, MetricValue, QualityConfig, QualityResult, assess_quality
-from sml.drift.windows import TimeWindow, WindowSample, read_window
+from sml.monitoring.model_quality.metrics import LABEL_OUTSIDE_CLASSES, UNLABELLED, MetricValue, QualityConfig, QualityResult, assess_quality
+from sml.monitoring.windows import TimeWindow, WindowSample, read_window
 from sml.lifecycle.calibration import Calibrator
 from sml.lifecycle.manifest import FeatureSpec, ModelManifest
 
-# In a slice row of sml.drift.windows, ``label`` is the predicted label and ``truth`` the ground truth.
+# In a slice row of sml.monitoring.windows, ``label`` is the predicted label and ``truth`` the ground truth.
 _PREDICTION, _TRUTH, _DELAY = operator.attrgetter("label"), operator.attrgetter("truth"), operator.attrgetter("delay")
 _STRUCT_KEY = re.compile(r'^[^"\\\x00-\x1f]*$')
 
@@ -84,7 +84,7 @@ def read_window_with_quality(
 ) -> tuple[WindowSample, QualitySample]:
     """The drift columns of ``features`` and the quality sample of the window, in one pass over it.
 
-    :func:`~sml.drift.windows.read_window` with the quality columns as its extension: each row of
+    :func:`~sml.monitoring.windows.read_window` with the quality columns as its extension: each row of
     a slice also carries the probabilities, the label and its delay, so the weekly run reads the
     window once for data drift and model quality together.
     """
@@ -101,7 +101,7 @@ def _delay_microseconds(connection: Connection) -> Any:
 
 
 class QualityColumns:
-    """Collects predicted classes, probabilities, labels and delays, as a :class:`~sml.drift.windows.WindowExtension`.
+    """Collects predicted classes, probabilities, labels and delays, as a :class:`~sml.monitoring.windows.WindowExtension`.
 
     Each row of a slice gets ``probabilities, "label", delay µs`` after its prediction; a
     ``ground_truth`` row is joined by ``prediction_id`` (its primary key, so one row per prediction).
@@ -247,7 +247,7 @@ def insert_quality(connection: Connection, run_id: str, result: QualityResult) -
 def assess_window_quality(
     engine: Engine, manifest: ModelManifest, window: TimeWindow, config: QualityConfig, sample: QualitySample | None = None
 ) -> QualityResult:
-    """The model quality of ``manifest``'s model in ``window``: read, then :func:`~sml.drift.quality.assess_quality`.
+    """The model quality of ``manifest``'s model in ``window``: read, then :func:`~sml.monitoring.model_quality.metrics.assess_quality`.
 
     :param sample: the window's quality sample when already read (:func:`read_window_with_quality`,
         as the weekly run does); ``None`` reads it.

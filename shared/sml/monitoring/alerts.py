@@ -20,7 +20,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sml.drift.store import DriftRun
+    from sml.monitoring.store import DriftRun
 
 # SNS takes 262,144 bytes including subject and attributes; the rest is headroom for those.
 MAX_MESSAGE_BYTES = 250_000
@@ -65,7 +65,7 @@ def alert_subject(run: DriftRun) -> str:
 
 
 def _inconclusive_features(run: DriftRun) -> int:
-    from sml.drift.stats import DriftVerdict, feature_verdicts
+    from sml.monitoring.drift.stats import DriftVerdict, feature_verdicts
 
     return sum(
         verdict is DriftVerdict.INCONCLUSIVE and tests[0].kind != "label" for verdict, tests in feature_verdicts(run.results).values()
@@ -89,11 +89,11 @@ def alert_attributes(run: DriftRun) -> dict[str, dict[str, str]]:
 def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
     """The compact JSON body, at most ``max_bytes`` of UTF-8.
 
-    ``summary`` is the run's one-line verdict (:func:`sml.drift.stats.verdict_summary`);
+    ``summary`` is the run's one-line verdict (:func:`sml.monitoring.drift.stats.verdict_summary`);
     ``features_inconclusive`` counts the features the data could not decide. ``drifted`` lists the drifted tests, smallest adjusted p-value first, as many as fit;
     ``drifted_omitted`` counts the rest.
     """
-    from sml.drift.stats import verdict_summary
+    from sml.monitoring.drift.stats import verdict_summary
 
     drifted = sorted((result for result in run.results if result.verdict.value == "DRIFT"), key=lambda result: result.p_adjusted)
     body: dict[str, Any] = {

@@ -44,7 +44,7 @@ from sqlalchemy.engine import Engine
 
 from sml.core.db import PREDICT_REFUSALS, to_db_timestamp
 from sml.core.events import REQUEST_FIELD
-from sml.drift.stats import FeatureSpecLike, count_categories
+from sml.monitoring.drift.stats import FeatureSpecLike, count_categories
 
 CheckName = Literal["out_of_range", "unseen_category", "missing_excess", "refused"]
 DataQualityStatus = Literal["OK", "VIOLATIONS"]

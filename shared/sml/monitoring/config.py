@@ -52,8 +52,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sml.core.errors import SmlError
-from sml.drift.data_quality import DataQualityThresholds
-from sml.drift.stats import FeatureSpecLike, parse_effect_floor
+from sml.monitoring.data_quality.checks import DataQualityThresholds
+from sml.monitoring.drift.stats import FeatureSpecLike, parse_effect_floor
 
 FloorSource = Literal["model", "deployment", "default"]
 QUALITY_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc")

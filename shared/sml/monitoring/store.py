@@ -22,13 +22,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURE_BOUNDS, DRIFT_FEATURES, DRIFT_RUNS, to_db_timestamp
-from sml.drift.data_quality import DataQualityCheck, DataQualityStatus, data_quality_status
-from sml.drift.quality_store import insert_quality
-from sml.drift.stats import DriftVerdict, FeatureTestResult
-from sml.drift.windows import TimeWindow
+from sml.monitoring.data_quality.checks import DataQualityCheck, DataQualityStatus, data_quality_status
+from sml.monitoring.model_quality.store import insert_quality
+from sml.monitoring.drift.stats import DriftVerdict, FeatureTestResult
+from sml.monitoring.windows import TimeWindow
 
 if TYPE_CHECKING:
-    from sml.drift.quality import QualityResult
+    from sml.monitoring.model_quality.metrics import QualityResult
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ send whole (longer than ``max_allowed_packet``), is read again row by row and de
 so every row counts once and by the same rules.
 
 A :class:`WindowExtension` reads more of each row in the same pass (model quality: the
-probabilities and the row's ``ground_truth`` label, :mod:`sml.drift.quality_store`): it joins its
+probabilities and the row's ``ground_truth`` label, :mod:`sml.monitoring.model_quality.store`): it joins its
 tables, appends its JSON values to each row of the slice and its typed fields to the slice's row
 struct, and receives the decoded rows, so the window is read once however much is read of it.
 

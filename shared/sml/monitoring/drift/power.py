@@ -1,7 +1,7 @@
 """Which floors a reference can ever certify: the power check behind promotion's warnings.
 
 A test says NO_DRIFT when the one-sided 95% upper bound of its effect is below its floor
-(:mod:`sml.drift.stats`). That bound depends on the observed effect and on the two sample sizes
+(:mod:`sml.monitoring.drift.stats`). That bound depends on the observed effect and on the two sample sizes
 only, so a training reference and a window size fix, before any production data arrive, the
 smallest shift a test can certify as absent. With an unlimited window the reference alone sets
 it: a floor below that can never give NO_DRIFT, however much traffic the model serves.
@@ -13,19 +13,19 @@ above it in almost all of them (a floor below it in few):
 - KS (numeric): ``D·√(n·m/(n+m))`` follows Kolmogorov's limiting distribution when both samples
   come from one continuous distribution (Smirnov 1948, "Table for estimating the goodness of fit
   of empirical distributions"), whose median is ``q = kstwobign.ppf(0.5) ≈ 0.828``; with the bound
-  of :func:`sml.drift.stats.ks_upper_bound` that gives ``(q + z₀.₉₅/2)·√(1/n + 1/m)``. Tied values
+  of :func:`sml.monitoring.drift.stats.ks_upper_bound` that gives ``(q + z₀.₉₅/2)·√(1/n + 1/m)``. Tied values
   make the true median smaller, so this errs on the cautious side.
 - chi-square (categorical, the predicted label): the statistic follows χ²(df) with no shift
-  (Pearson 1900); its median goes into :func:`sml.drift.stats.cramers_v_upper_bound`. ``df`` is
+  (Pearson 1900); its median goes into :func:`sml.monitoring.drift.stats.cramers_v_upper_bound`. ``df`` is
   that of the table the test would build from the reference's shares (rare categories pooled).
 - missing rate: ``h`` is ``|N(0, 1/n + 1/m)|`` on the arcsine scale (Cohen 1988, §6.2), median
-  ``0.674·√(1/n + 1/m)``, into :func:`sml.drift.stats.cohens_h_upper_bound`; exactly 0 when the
+  ``0.674·√(1/n + 1/m)``, into :func:`sml.monitoring.drift.stats.cohens_h_upper_bound`; exactly 0 when the
   reference has no missing value (a window like it has none either).
 
 ``n`` counts the values a test uses (non-missing ones for KS and chi-square) and a window of
 ``m`` rows is taken to miss values at the reference's rate. Fewer than ``min_samples`` values on
 either side make a test INCONCLUSIVE whatever its bound, so the result is then infinite. Numeric results are converted to a
-normal location shift in standard deviations (:func:`sml.drift.stats.location_shift_for_ks_d`).
+normal location shift in standard deviations (:func:`sml.monitoring.drift.stats.location_shift_for_ks_d`).
 
 Example::
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from sml.drift.stats import (
+from sml.monitoring.drift.stats import (
     EQUIVALENCE_ALPHA,
     FeatureSpecLike,
     ReferenceData,
@@ -166,7 +166,7 @@ def certifiable_shifts(
     :param reference: per feature of ``schema``, the reference (``sorted_values``/``counts``, ``missing``).
     :param schema: the features and the predicted label (kind ``label``) as the drift run tests them.
     :param floors: per (feature, test), the floor as an effect (KS D, Cramér's V, Cohen's h), e.g.
-        the values of :func:`sml.drift.config.resolve_floors`.
+        the values of :func:`sml.monitoring.config.resolve_floors`.
     :param window_rows: rows of a typical window (at least 1).
     :param min_samples: the run's minimum sample (``DriftJobConfig.min_samples``): a test with fewer
         values on a side cannot decide, so its results are infinite there.

@@ -5,12 +5,12 @@ One run (:func:`run_drift_job`):
 1. current window = the ``window_length`` before ``window_end``, read from ``predictions``;
 2. reference = the training reference in the model's manifest (``training``), or the window of
    the same length just before the current one (``previous``);
-3. every feature and the predicted label are tested (:mod:`sml.drift.stats`), with the
+3. every feature and the predicted label are tested (:mod:`sml.monitoring.drift.stats`), with the
    Benjamini–Hochberg correction and the effect-size floors of the configuration, over which the
    model's own drift config in its manifest takes precedence for the keys it sets
-   (:mod:`sml.drift.config`); each test records its floor's source;
+   (:mod:`sml.monitoring.config`); each test records its floor's source;
 4. data quality against the training profile, with the values predict refused in the window
-   (:mod:`sml.drift.data_quality`); model quality (:mod:`sml.drift.quality`): realized performance of the window's labelled
+   (:mod:`sml.monitoring.data_quality.checks`); model quality (:mod:`sml.monitoring.model_quality.metrics`): realized performance of the window's labelled
    predictions against the manifest's held-out metrics, and the CBPE estimate for all of them;
 5. the HTML report goes to ``s3://<bucket>/<report_prefix><model>/<window end>.html`` (and to
    ``report_dir`` when given);
@@ -31,14 +31,14 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.engine import Engine
 
-from sml.drift.alerts import publish_drift_alert
-from sml.drift.config import DEPLOYMENT_VARIABLES, DeploymentFloors, EffectiveFloor, ModelDriftConfig, resolve_floors
-from sml.drift.quality import QualityConfig
-from sml.drift.quality_store import assess_window_quality, read_window_with_quality
-from sml.drift.data_quality import DataQualityThresholds, read_refused_counts, run_data_quality_checks
-from sml.drift.power import CertifiableShift, certifiable_shifts
-from sml.drift.report import render_drift_report
-from sml.drift.stats import (
+from sml.monitoring.alerts import publish_drift_alert
+from sml.monitoring.config import DEPLOYMENT_VARIABLES, DeploymentFloors, EffectiveFloor, ModelDriftConfig, resolve_floors
+from sml.monitoring.model_quality.metrics import QualityConfig
+from sml.monitoring.model_quality.store import assess_window_quality, read_window_with_quality
+from sml.monitoring.data_quality.checks import DataQualityThresholds, read_refused_counts, run_data_quality_checks
+from sml.monitoring.drift.power import CertifiableShift, certifiable_shifts
+from sml.monitoring.report import render_drift_report
+from sml.monitoring.drift.stats import (
     CategoricalReference,
     FeatureSpec,
     FeatureTestResult,
@@ -46,8 +46,8 @@ from sml.drift.stats import (
     reference_from_columns,
     run_drift_tests,
 )
-from sml.drift.store import DriftRun, feature_trends, save_drift_run
-from sml.drift.windows import TimeWindow, read_window
+from sml.monitoring.store import DriftRun, feature_trends, save_drift_run
+from sml.monitoring.windows import TimeWindow, read_window
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id
 from sml.lifecycle.manifest import ModelManifest
@@ -69,12 +69,12 @@ class DriftJobConfig:
 
     :param fdr: Benjamini–Hochberg false discovery rate across the run's tests.
     :param min_ks_d, min_cramers_v, min_missing_rate_h: effect-size floors (KS D, Cramér's V,
-        Cohen's h of the missing rate): see :func:`sml.drift.stats.run_drift_tests` for the
+        Cohen's h of the missing rate): see :func:`sml.monitoring.drift.stats.run_drift_tests` for the
         verdict rule and what the defaults mean in standard deviations and shares.
     :param floors: per feature, a floor for its main test replacing ``min_ks_d``/``min_cramers_v``.
     :param min_samples: fewer values on either side make a test INCONCLUSIVE.
     :param topic_arn: the alerts topic; ``None`` publishes nothing (local runs without a stack).
-    :param quality: how model quality is judged (:mod:`sml.drift.quality`); ``None`` skips it.
+    :param quality: how model quality is judged (:mod:`sml.monitoring.model_quality.metrics`); ``None`` skips it.
     :param set_by_deployment: which of ``min_ks_d``, ``min_cramers_v``, ``min_missing_rate_h`` the
         deployment set (:meth:`from_settings` fills it from the variables given); ``None`` counts
         those that differ from the defaults, so a value set equal to its default reads as a default.
@@ -152,7 +152,7 @@ class DriftJobConfig:
 
     def for_model(self, manifest: ModelManifest) -> tuple[DriftJobConfig, dict[tuple[str, str], EffectiveFloor]]:
         """This configuration with the model's drift config (if its manifest has one) on top, and the
-        floor of every test with its source (:func:`sml.drift.config.resolve_floors`).
+        floor of every test with its source (:func:`sml.monitoring.config.resolve_floors`).
 
         :raises SmlError: the manifest's drift config or a deployment floor does not fit the model.
         """
@@ -323,7 +323,7 @@ def model_drift_config(manifest: ModelManifest) -> ModelDriftConfig | None:
 
 def certifiable_floors(config: DriftJobConfig, manifest: ModelManifest, *, window_rows: int) -> list[CertifiableShift]:
     """Per test of a run against the training reference, the smallest shift it can certify as
-    absent (:func:`sml.drift.power.certifiable_shifts`) against the floor the run would use (the
+    absent (:func:`sml.monitoring.drift.power.certifiable_shifts`) against the floor the run would use (the
     deployment's settings with the model's drift config on top), for windows of ``window_rows``
     rows and unlimited ones. ``sml promote`` and ``sml train`` warn with it.
     """

@@ -1,6 +1,6 @@
 """The drift report: one self-contained HTML page per run (inline CSS, charts as inline SVG).
 
-The page has the run's verdict (with :func:`~sml.drift.stats.verdict_summary`: how many
+The page has the run's verdict (with :func:`~sml.monitoring.drift.stats.verdict_summary`: how many
 features could not decide, and why) and parameters, a table of every test with drifted features
 first (effect, the largest shift the data rule out, floor and the setting it came from: the
 model's drift config, the deployment's settings or the built-in default), and per feature a
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from sml.drift.quality_report import render_quality_section
-from sml.drift.stats import DriftVerdict, FeatureTestResult, count_categories, verdict_summary
-from sml.drift.store import DriftRun, TrendPoint
+from sml.monitoring.model_quality.report import render_quality_section
+from sml.monitoring.drift.stats import DriftVerdict, FeatureTestResult, count_categories, verdict_summary
+from sml.monitoring.store import DriftRun, TrendPoint
 
 # Beyond this many features the page lists every test but plots only the first (drifted first).
 MAX_PLOTTED_FEATURES = 60
@@ -78,7 +78,7 @@ def render_drift_report(
         NaN for missing, categorical with None).
     :param max_plotted_features: plot at most this many features, drifted ones first.
     :param trends: per feature, the main test of earlier runs (oldest first, e.g.
-        :func:`sml.drift.store.feature_trends`); with it, each feature also gets a trend chart of
+        :func:`sml.monitoring.store.feature_trends`); with it, each feature also gets a trend chart of
         its effect and upper bound against the floor across those runs and this one.
     :returns: the page as a string.
     """

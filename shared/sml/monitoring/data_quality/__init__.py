@@ -1,0 +1,1 @@
+"""Data quality: the window's values against the training profile (``checks``)."""
