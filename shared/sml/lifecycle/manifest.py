@@ -14,9 +14,20 @@ Model quality: ``metrics`` are the held-out scores the weekly run compares reali
 with; ``extra["calibration"]`` (when present) is the CBPE calibrator fitted on the held-out split,
 as JSON thresholds (:mod:`sml.lifecycle.calibration`), never a pickle.
 
+Task and input: ``task`` is ``binary``, ``multiclass`` or ``regression`` (every stage reads it:
+predict's answer, label validation, the prediction's drift test, quality metrics, the label-free
+estimate); manifests written before it existed get it from their classes (two: binary, more:
+multiclass, none: regression). ``input_format`` says how predict hands rows to the model:
+``array`` (an object array in feature order; pandas is never imported) or ``dataframe`` (a
+DataFrame with the features' columns and dtypes, for models fitted on one, e.g. a
+``ColumnTransformer`` selecting columns by name). ``FeatureSpec.dtype`` is the column's type as
+the user's data had it (``float``, ``integer``, ``boolean``, ``string``); ``kind`` is how drift
+and data quality treat it (``numeric`` for float and integer, ``categorical`` for boolean and
+string).
+
 Drift configuration: ``drift_config`` (optional) is the model's own drift floors and thresholds,
 as ``sml train --drift-config FILE`` checked them against the feature schema
-(:mod:`sml.drift.config` reads it); manifests without it (older ones included) leave the drift
+(:mod:`sml.monitoring.config` reads it); manifests without it (older ones included) leave the drift
 job on the deployment's settings. The manifest keeps it as plain JSON so predict, which never
 reads it, needs nothing more to parse a manifest.
 """
@@ -33,11 +44,22 @@ from sml.core.errors import SmlError
 MANIFEST_FORMAT = 1
 MAX_REFERENCE_ROWS = 10_000
 FeatureKind = Literal["numeric", "categorical"]
+FeatureDtype = Literal["float", "integer", "boolean", "string"]
+Task = Literal["binary", "multiclass", "regression"]
+InputFormat = Literal["array", "dataframe"]
+TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
+INPUT_FORMATS: tuple[InputFormat, ...] = ("array", "dataframe")
+FEATURE_DTYPES: tuple[FeatureDtype, ...] = ("float", "integer", "boolean", "string")
+_DTYPE_KIND: dict[str, FeatureKind] = {"float": "numeric", "integer": "numeric", "boolean": "categorical", "string": "categorical"}
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One input feature of the model, as predict validates it and drift tests it."""
+    """One input feature of the model, as predict validates it and drift tests it.
+
+    ``dtype`` defaults to ``float`` for a numeric and ``string`` for a categorical feature; a
+    ``dtype`` whose kind differs from ``kind`` raises :class:`ValueError`.
+    """
 
     name: str
     kind: FeatureKind
@@ -45,6 +67,15 @@ class FeatureSpec:
     categories: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    dtype: FeatureDtype | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype is None:
+            object.__setattr__(self, "dtype", "float" if self.kind == "numeric" else "string")
+        elif self.dtype not in _DTYPE_KIND:
+            raise ValueError(f"feature {self.name!r}: dtype {self.dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
+        elif _DTYPE_KIND[self.dtype] != self.kind:
+            raise ValueError(f"feature {self.name!r}: dtype {self.dtype!r} is not a {self.kind} type")
 
 
 @dataclass(frozen=True)
@@ -87,6 +118,26 @@ class ModelManifest:
     format: int = MANIFEST_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
     drift_config: dict[str, Any] | None = None
+    task: Task | None = None
+    input_format: InputFormat = "array"
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            object.__setattr__(self, "task", task_from_classes(self.classes))
+        elif self.task not in TASKS:
+            raise ValueError(f"task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format {self.input_format!r} is not one of {', '.join(INPUT_FORMATS)}")
+        if self.task == "regression" and self.classes:
+            raise ValueError(f"a regression model has no classes, got {list(self.classes)}")
+        if self.task in ("binary", "multiclass") and len(self.classes) < 2:
+            raise ValueError(f"a {self.task} model needs at least two classes, got {list(self.classes)}")
+        if self.task == "binary" and len(self.classes) != 2:
+            raise ValueError(f"a binary model has exactly two classes, got {len(self.classes)}")
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task != "regression"
 
     @property
     def feature_names(self) -> list[str]:
@@ -122,6 +173,7 @@ class ModelManifest:
                     categories=tuple(spec["categories"]) if spec.get("categories") is not None else None,
                     minimum=spec.get("minimum"),
                     maximum=spec.get("maximum"),
+                    dtype=spec.get("dtype"),
                 )
                 for spec in data["features"]
             )
@@ -147,6 +199,8 @@ class ModelManifest:
                 dataset=data.get("dataset", ""),
                 extra=data.get("extra", {}),
                 drift_config=_drift_config(data.get("drift_config")),
+                task=data.get("task"),
+                input_format=data.get("input_format", "array"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SmlError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from None
@@ -154,6 +208,13 @@ class ModelManifest:
         if missing:
             raise SmlError(f"{source}: no reference data for feature(s) {', '.join(missing)}")
         return manifest
+
+
+def task_from_classes(classes: tuple[Any, ...] | list[Any]) -> Task:
+    """The task a manifest without a ``task`` field had: two classes binary, more multiclass, none regression."""
+    if not classes:
+        return "regression"
+    return "binary" if len(classes) == 2 else "multiclass"
 
 
 def _drift_config(value: Any) -> dict[str, Any] | None:
