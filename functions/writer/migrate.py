@@ -8,6 +8,13 @@ never consumes events into a schema it does not know. It logs in as the RDS mast
 that may create tables and users); then it creates the writer's and drift's own users with the
 passwords in their secrets (RDS Proxy logs in with those) and grants them
 :data:`sml.core.db.FUNCTION_GRANTS`. ``sml db migrate`` applies the schema locally.
+
+A schema newer than this image's ``sql/`` is accepted, not refused: when a deploy that added a
+migration fails after this step, CloudFormation's rollback updates the trigger back to the previous
+image and runs it against the schema the failed deploy already migrated (a trigger re-runs on
+rollback with its old properties). Refusing would leave the stack in ``UPDATE_ROLLBACK_FAILED``.
+Migrations only add (``IF NOT EXISTS``), so the previous writer still works on the newer schema;
+the newer migrations are logged and returned as ``newer_than_image``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,13 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sml.core.aws import aws_client
-from sml.core.db import DatabaseUser, apply_function_users, apply_migrations, database_engine_from_settings
+from sml.core.db import (
+    DatabaseUser,
+    apply_function_users,
+    apply_migrations,
+    database_engine_from_settings,
+    migrations_newer_than_files,
+)
 from sml.core.errors import SmlError
 from sml.core.settings import MigrateSettings, load_settings
 
@@ -30,7 +43,8 @@ logger = Logger(service="migrate")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Apply the pending migrations under the migration lock, then the function users' grants.
 
-    :returns: ``{"applied": [migration names], "granted": {function: [tables]}}``.
+    :returns: ``{"applied": [migration names], "granted": {function: [tables]}, "newer_than_image":
+        [migration names the database holds beyond this image's files]}``.
     :raises sml.core.errors.SmlError: an applied file was edited, another run held the lock, or a
         user secret lacks ``username``/``password``.
     :raises sqlalchemy.exc.SQLAlchemyError: a statement failed; rerunning resumes (each is rerunnable).
@@ -38,13 +52,19 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = load_settings(MigrateSettings)
     engine = database_engine_from_settings(settings, lambda service: aws_client(service, settings))
     try:
-        applied = apply_migrations(engine)
+        applied = apply_migrations(engine, accept_newer=True)
+        newer = migrations_newer_than_files(engine)
         users = function_users(settings, lambda: aws_client("secretsmanager", settings))
         granted = apply_function_users(engine, users) if users else {}
     finally:
         engine.dispose()
+    if newer:
+        logger.warning(
+            "the database holds migrations newer than this image (a rolled-back deploy); left as they are",
+            extra={"newer_than_image": newer},
+        )
     logger.info("migrations applied", extra={"applied": applied, "granted": granted})
-    return {"applied": applied, "granted": granted}
+    return {"applied": applied, "granted": granted, "newer_than_image": newer}
 
 
 def function_users(settings: MigrateSettings, secrets_client: Any) -> list[DatabaseUser]:

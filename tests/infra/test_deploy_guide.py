@@ -40,3 +40,9 @@ def test_every_output_the_guide_reads_exists(default_stack: Synthesized) -> None
     read = set(re.findall(r"\$\(out (\w+)\)", GUIDE))
     assert {"PredictCallerPolicyArn", "MigrateLogGroup", "MigrateFunctionName", "FunctionUrl"} <= read
     assert read <= set(default_stack.template["Outputs"])
+
+
+def test_the_guide_recovers_a_rollback_stuck_on_the_migration_trigger() -> None:
+    assert "UPDATE_ROLLBACK_FAILED" in GUIDE
+    assert "continue-update-rollback" in GUIDE and "--resources-to-skip" in GUIDE
+    assert "newer_than_image" in GUIDE

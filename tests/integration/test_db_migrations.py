@@ -15,6 +15,7 @@ from sml.core.db import (
     default_sql_dir,
     dialect_family,
     discover_migrations,
+    migrations_newer_than_files,
 )
 from sml.core.errors import SmlError
 
@@ -72,6 +73,22 @@ def test_removed_migration_is_refused(db_url: str, sql_copy: Path) -> None:
         path.unlink()
     with pytest.raises(SmlError, match="0002_drift was applied but its file is gone"):
         apply_migrations(engine, sql_copy)
+    engine.dispose()
+
+
+def test_a_database_migrated_by_newer_code_is_refused_unless_accepted(db_url: str, sql_copy: Path) -> None:
+    engine = create_db_engine(db_url)
+    (sql_copy / "0999_later.sql").write_text("CREATE TABLE IF NOT EXISTS later (id INTEGER NOT NULL PRIMARY KEY);\n")
+    apply_migrations(engine, sql_copy)
+    older = sql_copy.parent / "older"
+    shutil.copytree(sql_copy, older)
+    (older / "0999_later.sql").unlink()
+
+    with pytest.raises(SmlError, match="newer than the files in sql/ \\(0999_later\\)"):
+        apply_migrations(engine, older)
+    assert apply_migrations(engine, older, accept_newer=True) == []
+    assert migrations_newer_than_files(engine, older) == ["0999_later"]
+    assert migrations_newer_than_files(engine, sql_copy) == []
     engine.dispose()
 
 

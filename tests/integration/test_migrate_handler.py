@@ -18,7 +18,26 @@ def test_applies_the_schema_once(db_url: str, monkeypatch: pytest.MonkeyPatch) -
     first = migrate.handler({}, context)
     second = migrate.handler({}, context)
     assert first["applied"][0] == "0000_schema_migrations" and "0001_predictions" in first["applied"]
-    assert second == {"applied": [], "granted": {}}  # no function users locally
+    assert second == {"applied": [], "granted": {}, "newer_than_image": []}  # no function users locally
+
+
+def test_a_rollback_runs_the_previous_image_against_a_newer_schema_without_failing(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The failed deploy's image: one migration more than the image the rollback brings back.
+    image_sql = default_sql_dir()
+    newer_sql = tmp_path / "newer"
+    shutil.copytree(image_sql, newer_sql)
+    (newer_sql / "0999_rollback_probe.sql").write_text("CREATE TABLE IF NOT EXISTS rollback_probe (id INTEGER NOT NULL PRIMARY KEY);\n")
+    monkeypatch.setenv("SML_DATABASE_URL", db_url)
+    context = new_lambda_context("migrate", region="us-east-1", timeout_s=300)
+    monkeypatch.setenv("SML_SQL_DIR", str(newer_sql))
+    assert migrate.handler({}, context)["applied"][-1] == "0999_rollback_probe"
+
+    monkeypatch.setenv("SML_SQL_DIR", str(image_sql))
+    rolled_back = migrate.handler({}, context)
+
+    assert rolled_back == {"applied": [], "granted": {}, "newer_than_image": ["0999_rollback_probe"]}
 
 
 def test_a_failing_migration_raises_so_the_trigger_fails_the_deploy(

@@ -453,7 +453,11 @@ SUPERSEDED_CHECKSUMS: dict[str, frozenset[str]] = {
 
 
 def apply_migrations(
-    engine: Engine, sql_dir: Path | None = None, *, lock_timeout_seconds: int = MIGRATION_LOCK_TIMEOUT_SECONDS
+    engine: Engine,
+    sql_dir: Path | None = None,
+    *,
+    lock_timeout_seconds: int = MIGRATION_LOCK_TIMEOUT_SECONDS,
+    accept_newer: bool = False,
 ) -> list[str]:
     """Apply pending migrations once, in order; returns the names applied (empty when up to date).
 
@@ -464,9 +468,14 @@ def apply_migrations(
     migration that failed half-way is run again from its first statement: every statement must be
     safe to rerun (``IF NOT EXISTS``) or the file must hold a single statement.
 
+    :param accept_newer: accept a ledger holding versions above the newest file (a database
+        migrated by newer code): nothing is applied for them, :func:`migrations_newer_than_files`
+        names them. What a deploy's rollback needs: CloudFormation runs the previous image's
+        migration step against the schema the failed deploy already migrated.
     :raises SmlError: naming the file, when an applied migration was edited or removed since (an
-        earlier checksum listed in :data:`SUPERSEDED_CHECKSUMS` is accepted); when another runner
-        held the lock for ``lock_timeout_seconds``.
+        earlier checksum listed in :data:`SUPERSEDED_CHECKSUMS` is accepted); when the database holds
+        a newer migration and not ``accept_newer``; when another runner held the lock for
+        ``lock_timeout_seconds``.
     """
     migrations = discover_migrations(sql_dir or default_sql_dir(), dialect_family(engine))
     if not migrations or migrations[0].version != 0:
@@ -476,7 +485,7 @@ def apply_migrations(
         if locked:
             _take_migration_lock(connection, lock_timeout_seconds)
         try:
-            return _apply_on(connection, migrations)
+            return _apply_on(connection, migrations, accept_newer=accept_newer)
         finally:
             if locked:
                 _release_migration_lock(connection)
@@ -506,12 +515,37 @@ def _take_migration_lock(connection: sa.Connection, timeout_seconds: int) -> Non
         )
 
 
-def _apply_on(connection: sa.Connection, migrations: list[Migration]) -> list[str]:
+def migrations_newer_than_files(engine: Engine, sql_dir: Path | None = None) -> list[str]:
+    """The ledger's migrations above the newest file of ``sql_dir``, as ``NNNN_name`` (empty when none).
+
+    Non-empty when newer code migrated this database: a rolled-back deploy, or an older checkout.
+    """
+    migrations = discover_migrations(sql_dir or default_sql_dir(), dialect_family(engine))
+    newest = migrations[-1].version if migrations else -1
+    if SCHEMA_MIGRATIONS.name not in sa.inspect(engine).get_table_names():
+        return []
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(SCHEMA_MIGRATIONS).where(SCHEMA_MIGRATIONS.c.version > newest).order_by(SCHEMA_MIGRATIONS.c.version)
+        )
+        return [f"{row.version:04d}_{row.name}" for row in rows]
+
+
+def _apply_on(connection: sa.Connection, migrations: list[Migration], *, accept_newer: bool) -> list[str]:
     ledger, *pending_candidates = migrations
     with connection.begin():
         for statement in ledger.statements:
             connection.execute(sa.text(statement))
         applied = {row.version: row for row in connection.execute(sa.select(SCHEMA_MIGRATIONS))}
+    newest = migrations[-1].version
+    newer = {version: row for version, row in applied.items() if version > newest}
+    if newer and not accept_newer:
+        names = ", ".join(f"{version:04d}_{row.name}" for version, row in sorted(newer.items()))
+        raise SmlError(
+            f"the database holds migrations newer than the files in sql/ ({names}): it was migrated by newer code; "
+            "run that code's migrations, not these"
+        )
+    applied = {version: row for version, row in applied.items() if version <= newest}
     superseded = _check_applied_unchanged(migrations, applied)
     if superseded:
         with connection.begin():
