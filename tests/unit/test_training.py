@@ -147,6 +147,20 @@ def test_reference_beyond_the_cap_is_a_uniform_sample_of_whole_rows() -> None:
     assert full.features["mean_area"].missing == 1 and full.features[GRADE_FEATURE].missing == 1
 
 
+def test_a_regressors_reference_keeps_its_sorted_predictions_instead_of_label_counts() -> None:
+    model = trained_model()
+    rows = load_dataset_split().train_rows[:200]
+
+    class Regressor:  # what matters is that predict() returns numbers and there is no classes_
+        def predict(self, matrix: np.ndarray) -> np.ndarray:
+            return np.linspace(5.0, -5.0, len(matrix))
+
+    reference = build_reference(Regressor(), rows, model.features, seed=3)
+    assert reference.label_counts == {}
+    assert reference.predictions is not None and len(reference.predictions.sorted_values) == 200
+    assert list(reference.predictions.sorted_values) == sorted(reference.predictions.sorted_values)
+
+
 @pytest.mark.parametrize(
     ("estimator", "assignment", "expected"),
     [

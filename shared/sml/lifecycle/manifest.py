@@ -92,11 +92,17 @@ class CategoricalReference:
 
 @dataclass(frozen=True)
 class ReferenceData:
-    """Training reference for drift: ``n_rows`` rows summarised per feature and for the label."""
+    """Training reference for drift: ``n_rows`` rows summarised per feature and for the prediction.
+
+    ``label_counts`` are a classifier's predicted labels on those rows; ``predictions`` a regression
+    model's predicted numbers, sorted (``None`` for a classifier, and for manifests written before
+    it existed: their prediction is then not tested for drift).
+    """
 
     n_rows: int
     features: dict[str, NumericReference | CategoricalReference]
     label_counts: dict[str, int]
+    predictions: NumericReference | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,7 @@ class ModelManifest:
         data["reference"] = {
             "n_rows": self.reference.n_rows,
             "label_counts": self.reference.label_counts,
+            **({"predictions": asdict(self.reference.predictions)} if self.reference.predictions is not None else {}),
             "features": {
                 name: ({"kind": "numeric", **asdict(ref)} if isinstance(ref, NumericReference) else {"kind": "categorical", **asdict(ref)})
                 for name, ref in self.reference.features.items()
@@ -193,6 +200,7 @@ class ModelManifest:
                     n_rows=int(reference["n_rows"]),
                     label_counts={str(k): int(v) for k, v in reference["label_counts"].items()},
                     features={name: _reference(ref) for name, ref in reference["features"].items()},
+                    predictions=_reference({"kind": "numeric", **reference["predictions"]}) if reference.get("predictions") is not None else None,
                 ),
                 library_versions=data["library_versions"],
                 wandb_run_path=data.get("wandb_run_path"),

@@ -321,6 +321,11 @@ def build_reference(
             counts = Counter(str(label) for label in labels if label is not None)
             summaries[spec.name] = CategoricalReference(counts=dict(counts), missing=len(labels) - sum(counts.values()))
     predicted = pipeline.predict(rows_to_matrix(rows, features))
+    if not hasattr(pipeline, "classes_"):  # a regressor: its predictions are numbers, tested like a numeric feature
+        numbers = np.sort(np.asarray(predicted, dtype=float))
+        finite = numbers[np.isfinite(numbers)]
+        predictions = NumericReference(sorted_values=tuple(finite.tolist()), missing=int(numbers.size - finite.size))
+        return ReferenceData(n_rows=len(rows), features=summaries, label_counts={}, predictions=predictions)
     return ReferenceData(n_rows=len(rows), features=summaries, label_counts=dict(Counter(str(label) for label in predicted)))
 
 
