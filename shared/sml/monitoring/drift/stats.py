@@ -301,12 +301,39 @@ def ks_two_sample(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> K
     if max(n, m) <= EXACT_KS_MAX_SAMPLE:
         p_value = stats.ks_2samp(reference_sorted, current_sorted, method="exact").pvalue
         return KSResult(statistic=statistic, p_value=float(p_value), method="exact")
+    return _ks_asymptotic(statistic, n, m)
+
+
+def _ks_asymptotic(statistic: float, n: int, m: int) -> KSResult:
     effective_n = n * m / (n + m)
     if round(effective_n) <= KSTWO_MAX_N:
         p_value = stats.kstwo.sf(statistic, round(effective_n))
         return KSResult(statistic=statistic, p_value=float(np.clip(p_value, 0.0, 1.0)), method="kstwo")
     p_value = stats.kstwobign.sf(statistic * math.sqrt(effective_n))
     return KSResult(statistic=statistic, p_value=float(p_value), method="kstwobign")
+
+
+def ks_two_sample_cells(reference_cells: np.ndarray, current_cells: np.ndarray, representatives: np.ndarray) -> KSResult:
+    """:func:`ks_two_sample` from counts in the cells a reference's distinct values cut the line into.
+
+    ``reference_cells`` and ``current_cells`` count each sample's values per cell (the layout of
+    :class:`sml.monitoring.summaries.NumericGrid`); ``representatives`` holds one value inside
+    each cell. Both ECDFs are step functions constant inside a cell except at the reference's
+    values, which are cells of their own, so the largest gap is reached at a cell's end and the
+    cumulated counts give D exactly (the same integer counts divided as ``ks_2samp`` divides
+    them). The p-value depends on D, n and m only; for the exact method, scipy gets a sample
+    rebuilt from the cells (one representative per value), whose D is the same.
+    """
+    n, m = int(reference_cells.sum()), int(current_cells.sum())
+    if n == 0 or m == 0:
+        return KSResult(statistic=0.0, p_value=1.0, method="empty")
+    statistic = float(np.max(np.abs(np.cumsum(reference_cells) / n - np.cumsum(current_cells) / m)))
+    if max(n, m) <= EXACT_KS_MAX_SAMPLE:
+        p_value = stats.ks_2samp(
+            np.repeat(representatives, reference_cells), np.repeat(representatives, current_cells), method="exact"
+        ).pvalue
+        return KSResult(statistic=statistic, p_value=float(p_value), method="exact")
+    return _ks_asymptotic(statistic, n, m)
 
 
 def ks_two_sample_columns(
