@@ -53,7 +53,8 @@ class DeploymentConfig:
     db_instance_size: str = "micro"
     db_multi_az: bool = False
     db_backup_retention_days: int = 7
-    deletion_protection: bool = True
+    # On in prod only (environment_defaults): elsewhere a failed first deploy must be able to roll the instance back.
+    deletion_protection: bool = False
     # ~250+ records per call saturate the database locally; 500 doubles throughput per invocation over
     # 100 with 0.5 ms of database round trip (bench/writer_bench.py), at ~1 MB per 500 events.
     writer_batch_size: int = 500
@@ -157,12 +158,17 @@ def config_from_context(get: Getter) -> DeploymentConfig:
 
 
 def environment_defaults(environment: str) -> DeploymentConfig:
-    """The defaults of one environment: :data:`PRODUCTION` gets a standby and 30 days of backups.
+    """The defaults of one environment: :data:`PRODUCTION` gets a standby, 30 days of backups and RDS
+    deletion protection.
 
-    Any context key still overrides its default.
+    Deletion protection is off elsewhere: CloudFormation cannot delete a protected instance, so a
+    failed first deploy would end in ``ROLLBACK_FAILED`` instead of rolling back. Any context key
+    still overrides its default.
     """
     if environment == PRODUCTION:
-        return DeploymentConfig(environment=environment, db_multi_az=True, db_backup_retention_days=30)
+        return DeploymentConfig(
+            environment=environment, db_multi_az=True, db_backup_retention_days=30, deletion_protection=True
+        )
     return DeploymentConfig(environment=environment)
 
 

@@ -15,7 +15,7 @@ from aws_cdk import aws_rds as rds
 from constructs import Construct
 
 from infra import names
-from infra.config import DeploymentConfig
+from infra.config import PRODUCTION, DeploymentConfig
 from infra.image_function import LOG_RETENTION
 from infra.nag import acknowledge
 from infra.network import Network
@@ -56,8 +56,11 @@ class Database(Construct):
         super().__init__(scope, construct_id)
         # The standard RDS secret; dbname included so a client needs nothing but the secret.
         generated_secret = rds.DatabaseSecret(self, "Secret", username=names.DB_ADMIN_USER, dbname=names.DB_NAME)
-        identifier = f"{config.deployed_app_name}-mysql"
-        proxy_name = f"{config.deployed_app_name}-proxy"
+        # Unique per stack creation: a first deploy that failed and was deleted (or a stack deleted with
+        # the instance retained) leaves no name behind that the retry would collide with.
+        suffix = stack_creation_suffix(self)
+        identifier = f"{config.deployed_app_name}-mysql-{suffix}"
+        proxy_name = f"{config.deployed_app_name}-proxy-{suffix}"
         # Created before the instance and the proxy, so they log into groups that have a retention
         # and that the stack deletes; RDS would otherwise create the groups itself, kept forever.
         export_log_groups = [
@@ -193,9 +196,19 @@ class Database(Construct):
             acknowledge(
                 self.instance,
                 "AwsSolutions-RDS10",
-                f"Deletion protection was switched off on purpose with context {names.CTX_DELETION_PROTECTION}=false "
-                "(teardown); removal still takes a final snapshot.",
+                f"Off outside {PRODUCTION} by default (context {names.CTX_DELETION_PROTECTION}): with it on, a failed "
+                "first deploy cannot roll the instance back. Removal still takes a final snapshot.",
             )
+
+
+def stack_creation_suffix(scope: Construct) -> str:
+    """The first 8 hex digits of the stack id's UUID (a CloudFormation token).
+
+    ``AWS::StackId`` is ``arn:...:stack/<name>/<uuid>`` and gets a new UUID each time a stack of that
+    name is created, so names built with it stay the same across updates and differ after a re-create.
+    """
+    stack_uuid = cdk.Fn.select(2, cdk.Fn.split("/", cdk.Stack.of(scope).stack_id))
+    return cdk.Fn.select(0, cdk.Fn.split("-", stack_uuid))
 
 
 def _log_group(scope: Construct, construct_id: str, name: str) -> logs.LogGroup:

@@ -70,6 +70,13 @@ class ServerlessMlStack(cdk.Stack):
         )
         self._add_outputs(config, registry, events, alerts, predict, writer)
         cdk.CfnOutput(
+            self,
+            "DatabaseInstanceId",
+            value=database.instance.instance_identifier,
+            description="the RDS instance (its name ends in a suffix unique to this stack's creation)",
+        )
+        cdk.CfnOutput(self, "ProxyName", value=database.proxy.db_proxy_name, description="the RDS Proxy")
+        cdk.CfnOutput(
             self, "DashboardName", value=monitoring.dashboard.dashboard_name, description="CloudWatch dashboard"
         )
         cdk.CfnOutput(

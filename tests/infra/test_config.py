@@ -16,7 +16,7 @@ def test_no_context_gives_the_documented_defaults() -> None:
     config = config_from_context({}.get)
     assert config == DeploymentConfig()
     assert config.function_url_auth == "AWS_IAM"
-    assert config.deletion_protection is True
+    assert config.deletion_protection is False
     assert config.deployed_app_name == "sml-dev"
 
 
@@ -136,11 +136,13 @@ def test_the_cdk_entry_point_reports_a_bad_value_in_one_line(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_prod_defaults_to_a_standby_and_a_month_of_backups_and_context_still_overrides() -> None:
+def test_prod_defaults_to_a_standby_a_month_of_backups_and_deletion_protection_and_context_still_overrides() -> None:
     dev = config_from_context({}.get)
     prod = config_from_context({"environment": "prod"}.get)
-    assert (dev.db_multi_az, dev.db_backup_retention_days) == (False, 7)
-    assert (prod.db_multi_az, prod.db_backup_retention_days) == (True, 30)
+    assert (dev.db_multi_az, dev.db_backup_retention_days, dev.deletion_protection) == (False, 7, False)
+    assert (prod.db_multi_az, prod.db_backup_retention_days, prod.deletion_protection) == (True, 30, True)
+    assert config_from_context({"environment": "staging"}.get).deletion_protection is False
+    assert config_from_context({"deletion_protection": "true"}.get).deletion_protection is True
     cheap_prod = config_from_context({"environment": "prod", "db_multi_az": "false", "db_backup_retention_days": 14}.get)
     assert (cheap_prod.db_multi_az, cheap_prod.db_backup_retention_days) == (False, 14)
     with pytest.raises(ContextError, match="between 1 and 35") as raised:

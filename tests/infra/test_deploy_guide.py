@@ -46,3 +46,9 @@ def test_the_guide_recovers_a_rollback_stuck_on_the_migration_trigger() -> None:
     assert "UPDATE_ROLLBACK_FAILED" in GUIDE
     assert "continue-update-rollback" in GUIDE and "--resources-to-skip" in GUIDE
     assert "newer_than_image" in GUIDE
+
+
+def test_the_guide_recovers_a_failed_first_deploy_in_prod() -> None:
+    assert "ROLLBACK_FAILED" in GUIDE
+    assert "--no-deletion-protection" in GUIDE and "aws cloudformation delete-stack" in GUIDE
+    assert '--db-proxy-name "$STACK-proxy"' not in GUIDE  # the proxy name carries the stack's suffix

@@ -45,6 +45,16 @@ def _subnet_tags(stack: Synthesized, subnet_ref: dict) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in stack.resources[subnet_ref["Ref"]]["Properties"]["Tags"]}
 
 
+def _joined(value: object) -> str:
+    """A CloudFormation string as text: an ``Fn::Join``'s tokens appear as their JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(_joined(part) for part in parts)
+    return json.dumps(value)
+
+
 def _only_id(resources: dict[str, dict]) -> str:
     assert len(resources) == 1, sorted(resources)
     return next(iter(resources))
@@ -315,7 +325,7 @@ def test_database_lives_in_isolated_subnets_of_a_vpc_without_a_way_out(default_s
         assert default_stack.resources[subnet_ref["Ref"]]["Properties"]["MapPublicIpOnLaunch"] is False
 
 
-def test_database_is_encrypted_backed_up_current_and_protected(template: Template) -> None:
+def test_database_is_encrypted_backed_up_current_and_unprotected_outside_prod(template: Template) -> None:
     template.has_resource_properties(
         "AWS::RDS::DBInstance",
         {
@@ -326,7 +336,8 @@ def test_database_is_encrypted_backed_up_current_and_protected(template: Templat
             "StorageEncrypted": True,
             "BackupRetentionPeriod": 7,
             "PubliclyAccessible": False,
-            "DeletionProtection": True,
+            # A failed first deploy must be able to delete it (protection is prod's default only).
+            "DeletionProtection": False,
             "MultiAZ": False,
             "DBInstanceClass": "db.t4g.micro",
             "MasterUserPassword": Match.object_like(
@@ -342,10 +353,10 @@ def test_database_and_proxy_log_to_groups_the_stack_owns_with_a_retention(defaul
     groups = {
         key: value["Properties"]
         for key, value in default_stack.of_type("AWS::Logs::LogGroup").items()
-        if value["Properties"].get("LogGroupName", "").startswith("/aws/rds/instance/")
+        if _joined(value["Properties"].get("LogGroupName", "")).startswith("/aws/rds/instance/")
     }
-    identifier = instance["Properties"]["DBInstanceIdentifier"]
-    assert {g["LogGroupName"] for g in groups.values()} == {
+    identifier = _joined(instance["Properties"]["DBInstanceIdentifier"])
+    assert {_joined(g["LogGroupName"]) for g in groups.values()} == {
         f"/aws/rds/instance/{identifier}/{export}" for export in instance["Properties"]["EnableCloudwatchLogsExports"]
     }
     assert all(g["RetentionInDays"] == 30 for g in groups.values())
@@ -355,9 +366,24 @@ def test_database_and_proxy_log_to_groups_the_stack_owns_with_a_retention(defaul
     (proxy_group_id,) = [
         key
         for key, value in default_stack.of_type("AWS::Logs::LogGroup").items()
-        if value["Properties"].get("LogGroupName") == f"/aws/rds/proxy/{proxy['Properties']['DBProxyName']}"
+        if _joined(value["Properties"].get("LogGroupName", "")) == f"/aws/rds/proxy/{_joined(proxy['Properties']['DBProxyName'])}"
     ]
     assert proxy_group_id in proxy["DependsOn"]
+
+
+def test_database_names_change_with_each_creation_of_the_stack_so_a_failed_first_deploy_can_be_retried(
+    default_stack: Synthesized,
+) -> None:
+    (instance,) = default_stack.of_type("AWS::RDS::DBInstance").values()
+    (proxy,) = default_stack.of_type("AWS::RDS::DBProxy").values()
+    stack_uuid_prefix = json.dumps(
+        {"Fn::Select": [0, {"Fn::Split": ["-", {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}]}]}
+    )
+    assert _joined(instance["Properties"]["DBInstanceIdentifier"]) == f"sml-dev-mysql-{stack_uuid_prefix}"
+    assert _joined(proxy["Properties"]["DBProxyName"]) == f"sml-dev-proxy-{stack_uuid_prefix}"
+    outputs = default_stack.template["Outputs"]
+    assert outputs["DatabaseInstanceId"]["Value"] == {"Ref": _only_id(default_stack.of_type("AWS::RDS::DBInstance"))}
+    assert outputs["ProxyName"]["Value"] == {"Ref": _only_id(default_stack.of_type("AWS::RDS::DBProxy"))}
 
 
 def test_database_options_come_from_context(non_default_stack: Synthesized) -> None:
