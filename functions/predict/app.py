@@ -104,7 +104,7 @@ class PredictRuntime:
 
     @functools.cached_property
     def feedback_schema(self) -> FeedbackSchema:
-        return FeedbackSchema(self.loaded.manifest.classes, max_items=self.settings.max_instances)
+        return FeedbackSchema(self.loaded.manifest.classes, task=self.loaded.manifest.task, max_items=self.settings.max_instances)
 
     @functools.cached_property
     def feedback_sqs(self) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -59,6 +60,18 @@ def test_labels_are_stored_before_and_after_their_predictions(engine: Engine) ->
     assert stored[late_id].label == "1" and stored[late_id].source is None
     assert stored[early_id].labelled_at == DAY_ONE.replace(tzinfo=None)
     assert set(stored_rows(engine)) == {early_id}, "a label never creates a prediction row"
+
+
+def test_numeric_labels_of_a_regression_model_are_stored_exactly(engine: Engine) -> None:
+    values = [0.1 + 0.2, 151.0, 42, -1.2345678901234567e-300, 2**60 + 1]
+    ids = [prediction_id_of(event_body()) for _ in values]
+
+    result = write_batch(engine, numbered([label_body(prediction_id, value) for prediction_id, value in zip(ids, values)]))
+
+    assert result.labels_stored == len(values)
+    stored = labels(engine)
+    assert [stored[prediction_id].label for prediction_id in ids] == ["0.30000000000000004", "151.0", "42", repr(values[3]), "1152921504606846977"]
+    assert [json.loads(stored[prediction_id].label) for prediction_id in ids] == values
 
 
 def test_the_label_column_compares_equal_to_the_stored_prediction(engine: Engine) -> None:

@@ -189,7 +189,7 @@ def test_labelled_at_defaults_to_now() -> None:
         (lambda raw: raw.update(label=""), "label"),
         (lambda raw: raw.update(label="x" * 129), "label"),
         (lambda raw: raw.update(label=True), "label"),
-        (lambda raw: raw.update(label=1.5), "label"),
+        (lambda raw: raw.update(label={"value": 1.5}), "label"),
         (lambda raw: raw.update(label=None), "label"),
         (lambda raw: raw.update(label=["a"]), "label"),
         (lambda raw: raw.pop("labelled_at"), "labelled_at"),
@@ -208,6 +208,15 @@ def test_malformed_ground_truth_names_the_field(mutate, field: str) -> None:
         parse_event(json.dumps(raw))
     assert caught.value.field == field
     assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_a_regression_label_is_a_finite_number_kept_exactly() -> None:
+    body = serialise_ground_truth_event(make_label()).replace('"label":"malignant"', '"label":0.30000000000000004')
+    assert parse_event(body).label == 0.1 + 0.2
+    assert serialise_ground_truth_event(parse_event(body)) == body
+    with pytest.raises(EventValidationError) as caught:
+        parse_event(body.replace("0.30000000000000004", "1e999"))
+    assert caught.value.field == "label"
 
 
 @pytest.mark.parametrize(("overrides", "field"), [({"label": "x\ud800"}, "label"), ({"source": "\udfffcrm"}, "source"), ({"label": False}, "label"), ({"prediction_id": "abc"}, "prediction_id")])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from sml.core.events import new_prediction_id
+from sml.core.events import EventValidationError, build_ground_truth_event, new_prediction_id, parse_ground_truth_event, serialise_ground_truth_event
 from sml.predict.errors import ApiError
 from sml.predict.feedback import FeedbackSchema, feedback_response
 from sml.predict.openapi import build_openapi_document
@@ -133,3 +134,46 @@ def test_sources_the_handler_accepts_the_schema_accepts(source: str) -> None:
 def test_a_noncharacter_in_source_is_refused_by_both() -> None:
     assert refusal(label(source="a\uffffb")).field == "source"
     assert not REQUEST.is_valid(label(source="a\uffffb"))
+
+
+REGRESSION = replace(MANIFEST, classes=(), task="regression")
+REGRESSION_SCHEMA = FeedbackSchema(REGRESSION.classes, task=REGRESSION.task, max_items=3, now=lambda: NOW)
+REGRESSION_DOCUMENT = build_openapi_document(REGRESSION, max_instances=3, max_body_bytes=2048)
+REGRESSION_REQUEST = Draft202012Validator(
+    {**REGRESSION_DOCUMENT["paths"]["/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"], "components": REGRESSION_DOCUMENT["components"]}
+)
+
+
+@pytest.mark.parametrize(("value", "stored"), [(151.5, 151.5), (42, 42), (0.1 + 0.2, 0.30000000000000004), (-1e-300, -1e-300), ("151.25", 151.25), (" 7 ", 7)])
+def test_a_regression_model_takes_finite_numbers_and_keeps_them_exactly(value: Any, stored: float) -> None:
+    event = REGRESSION_SCHEMA.parse_request(label(label=value)).events[0]
+
+    assert event.label == stored and type(event.label) is type(stored)
+    assert serialise_ground_truth_event(event) == serialise_ground_truth_event(parse_ground_truth_event(serialise_ground_truth_event(event)))
+    assert parse_ground_truth_event(serialise_ground_truth_event(event)).label == stored
+    if not isinstance(value, str):
+        assert REGRESSION_REQUEST.is_valid(label(label=value))
+
+
+@pytest.mark.parametrize(
+    ("value", "code"), [("malignant", "invalid_type"), ("NaN", "invalid_type"), (True, "invalid_type"), (None, "invalid_type"), ([1.0], "invalid_type"), (float("inf"), "invalid_value")]
+)
+def test_a_regression_model_refuses_labels_that_are_not_finite_numbers(value: Any, code: str) -> None:
+    error = refusal(label(label=value), REGRESSION_SCHEMA)
+
+    assert (error.code, error.field) == (code, "label")
+    assert "number" in error.message
+    if value is not None and not isinstance(value, float):
+        assert not REGRESSION_REQUEST.is_valid(label(label=value))
+
+
+def test_the_task_defaults_to_the_one_the_classes_imply() -> None:
+    assert FeedbackSchema((), max_items=1).task == "regression"
+    assert FeedbackSchema(("a", "b", "c"), max_items=1).task == "multiclass"
+    assert refusal(label(label=1.5), FeedbackSchema(("a", "b", "c"), max_items=1, now=lambda: NOW)).code == "invalid_type"
+
+
+def test_a_ground_truth_event_refuses_a_label_that_is_not_finite() -> None:
+    with pytest.raises(EventValidationError) as caught:
+        build_ground_truth_event(prediction_id=PREDICTION_ID, label=float("nan"))
+    assert caught.value.field == "label"

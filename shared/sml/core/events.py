@@ -259,7 +259,8 @@ def _offending_key(container: str, mapping: Any) -> str:
 EVENT_TYPE_FIELD = "event_type"
 GROUND_TRUTH_EVENT_TYPE = "ground_truth"
 PREDICTION_EVENT_TYPE = "prediction"
-ClassLabel = Union[int, Name]
+# A class (a name or an integer) of a classifier, or the true value of a regression model's target.
+TrueLabel = Union[int, float, Name]
 
 
 class GroundTruthEvent(
@@ -268,7 +269,9 @@ class GroundTruthEvent(
     """The true label of one prediction, known at ``labelled_at`` (immutable).
 
     ``label`` is a class as the model's manifest lists it (a string of 1 to 128 characters or an
-    integer; never a boolean or a float). ``source`` says where the label came from (a system, a
+    integer) for a classifier, or the true value (a finite number, integer or float) for a
+    regression model; never a boolean. Floats keep their exact value: the event and the
+    ``ground_truth`` table carry them as shortest round-trip JSON numbers. ``source`` says where the label came from (a system, a
     team, a file), at most 128 characters. ``labelled_at`` is when the label became known, in UTC
     with microseconds; for one ``prediction_id`` the label with the latest ``labelled_at`` wins.
     Build it with :func:`build_ground_truth_event` or :func:`parse_ground_truth_event`, which
@@ -277,7 +280,7 @@ class GroundTruthEvent(
 
     prediction_id: Annotated[str, msgspec.Meta(pattern=UUID_PATTERN)]
     schema_version: Literal[1]
-    label: ClassLabel
+    label: TrueLabel
     labelled_at: Annotated[datetime, msgspec.Meta(tz=True)]
     source: Union[Name, None] = None
 
@@ -294,7 +297,7 @@ def build_ground_truth_event(
     """Build and validate a ground-truth event; raises ``EventValidationError`` naming the bad field.
 
     :param prediction_id: the ``prediction_id`` predict answered with (lower-case UUID).
-    :param label: the true class.
+    :param label: the true class, or the true value (finite) of a regression model's target.
     :param labelled_at: when the label became known, timezone-aware (now, UTC, by default).
     :param source: where the label came from, or None.
     """
@@ -309,6 +312,8 @@ def build_ground_truth_event(
         event = msgspec.convert(raw, GroundTruthEvent, strict=True)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc, raw) from None
+    if isinstance(event.label, float) and not math.isfinite(event.label):
+        raise EventValidationError("label", f"must be a finite number, got {event.label}")
     for field, text in (("label", event.label), ("source", event.source)):
         if isinstance(text, str) and not text.isascii() and _SURROGATE.search(text):
             raise EventValidationError(field, "contains a lone surrogate (\\ud800-\\udfff), not valid Unicode")

@@ -1,7 +1,7 @@
 """Labels for past predictions (``POST /feedback``, ``sml feedback``) into validated ground-truth events.
 
 Pure: no I/O, no model. A :class:`FeedbackSchema` is built once per loaded champion from its
-classes. Request body: one label object, or ``{"labels": [label, ...]}`` (at most
+task and classes. Request body: one label object, or ``{"labels": [label, ...]}`` (at most
 ``max_items``). A label object::
 
     {"prediction_id": "01a2...", "label": "malignant", "labelled_at": "2026-11-27T07:01:02Z", "source": "biopsy"}
@@ -10,9 +10,11 @@ classes. Request body: one label object, or ``{"labels": [label, ...]}`` (at mos
   lower-case). Whether the prediction is stored is not checked here: predict never reads the
   database, and a label may arrive before its prediction row. Labels of unknown predictions are
   stored and counted as unmatched by monitoring.
-* ``label``: one of the champion's classes, as JSON carries it (``"malignant"``, or ``1`` for an
-  integer class; the text ``"1"`` is read as class ``1`` when no class is the text ``"1"``, which
-  is what a CSV file holds). Never a boolean.
+* ``label``: for a classifier, one of the champion's classes, as JSON carries it
+  (``"malignant"``, or ``1`` for an integer class; the text ``"1"`` is read as class ``1`` when no
+  class is the text ``"1"``, which is what a CSV file holds). For a regression model, the true
+  value: a finite JSON number (``151.5``, ``42``), or a text that is one (``"151.5"``, as a CSV
+  file holds it), kept exactly (an integer stays an integer). Never a boolean.
 * ``labelled_at`` (optional): when the label became known, RFC 3339 with a zone; now by default.
   Not later than :data:`MAX_CLOCK_SKEW` from now (a label from the future would win against every
   correction, since the latest ``labelled_at`` wins).
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from typing import Annotated, Any
 import msgspec
 
 from sml.core.events import MAX_NAME_LENGTH, EventValidationError, GroundTruthEvent, build_ground_truth_event, format_timestamp, utc_now
+from sml.lifecycle.manifest import Task, task_from_classes
 from sml.predict.errors import ApiError
 from sml.predict.validation import _NOT_SQS_SAFE, _json_type
 
@@ -55,16 +59,23 @@ class FeedbackRequest:
 
 
 class FeedbackSchema:
-    """Validator of labels for one model's classes.
+    """Validator of labels for one model's task and classes.
 
     :param classes: the champion manifest's classes; ``None`` accepts any label the event
         contract accepts (a bulk load with no champion to check against).
+    :param task: the champion manifest's task; by default the one its classes imply (none:
+        regression). A regression model's labels are finite numbers.
     :param max_items: the most labels one ``{"labels": [...]}`` request may carry.
     :param now: the current time (UTC), for defaults and the future check.
     """
 
-    def __init__(self, classes: Sequence[str | int] | None, *, max_items: int, now: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self, classes: Sequence[str | int] | None, *, task: Task | None = None, max_items: int, now: Callable[[], datetime] = utc_now
+    ) -> None:
         self.classes = None if classes is None else tuple(classes)
+        self.task = task if task is not None or self.classes is None else task_from_classes(self.classes)
+        if self.task == "regression":
+            self.classes = None
         self.max_items = max_items
         self.now = now
         self._by_value: dict[tuple[type, str | int], str | int] | None = None
@@ -120,8 +131,10 @@ class FeedbackSchema:
         except EventValidationError as exc:
             raise _unprocessable("invalid_value", where(exc.field), exc.problem) from None
 
-    def class_of(self, value: Any, field: str) -> str | int:
-        """The class ``value`` names (see the module docstring); raises 422 ``unknown_class`` or ``invalid_type``."""
+    def class_of(self, value: Any, field: str) -> str | int | float:
+        """The class ``value`` names, or a regression model's number (see the module docstring); raises 422 naming ``field``."""
+        if self.task == "regression":
+            return _true_value(value, field)
         if type(value) not in (str, int):
             raise _unprocessable("invalid_type", field, f"must be a class (a string or an integer), got {_json_type(value)}")
         if self._by_value is None:
@@ -148,6 +161,23 @@ class FeedbackSchema:
         if moment > now + MAX_CLOCK_SKEW:
             raise _unprocessable("labelled_in_future", field, f"is later than now ({now:%Y-%m-%dT%H:%M:%SZ}); a label cannot be known before it is given")
         return moment
+
+
+def _true_value(value: Any, field: str) -> int | float:
+    """A regression model's label: a finite JSON number, or a text that is one (CSV); 422 otherwise."""
+    if type(value) is str:
+        try:
+            number = msgspec.json.decode(value.strip())
+        except msgspec.DecodeError:
+            number = None
+        if type(number) not in (int, float):
+            raise _unprocessable("invalid_type", field, f"must be a number (the model is a regression model), got the text {value[:40]!r}")
+        value = number
+    if type(value) not in (int, float):
+        raise _unprocessable("invalid_type", field, f"must be a number (the model is a regression model), got {_json_type(value)}")
+    if type(value) is float and not math.isfinite(value):
+        raise _unprocessable("invalid_value", field, f"must be a finite number, got {value}")
+    return value
 
 
 def feedback_response(request: FeedbackRequest) -> dict[str, Any]:

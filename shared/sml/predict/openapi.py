@@ -97,6 +97,13 @@ def _feature_schema(spec: FeatureSpec) -> dict[str, Any]:
     return schema
 
 
+def _label_schema(manifest: ModelManifest) -> dict[str, Any]:
+    """A label as POST /feedback takes it: a class, or a regression model's true value."""
+    if manifest.task == "regression":
+        return {"type": "number", "description": "the true value of the target (finite; kept exactly)"}
+    return {"enum": list(manifest.classes), "description": "the true class"}
+
+
 def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
     labels = list(manifest.classes)
     return {
@@ -162,7 +169,7 @@ def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
                     "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
                     "description": "the prediction_id POST /predict answered with",
                 },
-                "label": {"enum": labels, "description": "the true class"},
+                "label": _label_schema(manifest),
                 "labelled_at": {
                     "type": ["string", "null"],
                     "format": "date-time",

@@ -25,9 +25,10 @@ ground_truth table (latest labelled_at wins for one prediction_id).
 CSV: a header with prediction_id,label and optionally labelled_at,source, then one label per row.
 JSON Lines (.jsonl/.ndjson): one object per line, as POST /feedback takes it:
   {"prediction_id": "0190b8f0-...", "label": "malignant", "labelled_at": "2026-11-27T07:01:02Z", "source": "biopsy"}
-labelled_at is RFC 3339 with a zone (now when absent). Labels are checked against the champion's
-classes (the registry named by SML_BUCKET / the local stack) unless --any-label is given. Bad lines
-are reported with their line number and skipped; the good ones are sent.
+labelled_at is RFC 3339 with a zone (now when absent). Labels are checked against the champion
+(the registry named by SML_BUCKET / the local stack) unless --any-label is given: a class of a
+classifier, a finite number for a regression model (kept exactly). Bad lines are reported with
+their line number and skipped; the good ones are sent.
 """
 MAX_SHOWN_PROBLEMS = 20
 SEND_ROUNDS = 3
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--file", type=Path, required=True, help="labels.csv, labels.jsonl or labels.ndjson")
     parser.add_argument("--source", help="the source of labels that name none (at most 128 characters)")
-    parser.add_argument("--any-label", action="store_true", help="do not check labels against the champion's classes")
+    parser.add_argument("--any-label", action="store_true", help="do not check labels against the champion (its classes, or numbers for regression)")
     parser.add_argument("--queue-url", help="the events queue (default: $SML_QUEUE_URL or the local stack's)")
     parser.add_argument("--workers", type=_workers, default=DEFAULT_WORKERS, help=f"concurrent SendMessageBatch calls, 1-32 (default: {DEFAULT_WORKERS})")
     parser.add_argument("--dry-run", action="store_true", help="validate the file only; send nothing")
@@ -73,8 +74,7 @@ def run_feedback(args: argparse.Namespace) -> int:
     queue_url = args.queue_url or settings.queue_url
     if not queue_url and not args.dry_run:
         raise SmlError("no events queue: pass --queue-url, set SML_QUEUE_URL or start `sml up`")
-    classes = None if args.any_label else _champion_classes()
-    schema = FeedbackSchema(classes, max_items=1)
+    schema = FeedbackSchema(None, max_items=1) if args.any_label else _champion_schema()
     try:
         with args.file.open(encoding="utf-8-sig", newline="") as lines:
             loaded = read_label_lines(lines, name=str(args.file), kind=kind, schema=schema, source=args.source)
@@ -104,16 +104,17 @@ def run_feedback(args: argparse.Namespace) -> int:
     return 1 if unsent or loaded.problems else 0
 
 
-def _champion_classes() -> tuple[str | int, ...]:
+def _champion_schema() -> Any:
     from sml.cli.commands.models import open_registry
     from sml.core.errors import SmlError
+    from sml.predict.feedback import FeedbackSchema
 
     registry, _ = open_registry()
     try:
         manifest = registry.manifest(registry.champion_version())
     except SmlError as exc:
-        raise SmlError(f"cannot check labels against the champion's classes ({exc}); pass --any-label to skip the check") from None
-    return manifest.classes
+        raise SmlError(f"cannot check labels against the champion ({exc}); pass --any-label to skip the check") from None
+    return FeedbackSchema(manifest.classes, task=manifest.task, max_items=1)
 
 
 def _as_label_line(body: str) -> str:
