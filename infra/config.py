@@ -74,6 +74,9 @@ class DeploymentConfig:
     # Feature values predict may refuse with a 4xx in one hour (RefusedValues summed over fields) before
     # the RefusedValues alarm fires. A count, not a share: see infra/monitoring.py for why.
     alarm_refused_values: int = 100
+    # Availability Zone names for the VPC (two or more, one region); empty takes the first two that
+    # Fn::GetAZs returns, which may include a zone without RDS Proxy (see infra/preflight.py).
+    availability_zones: tuple[str, ...] = ()
 
     @property
     def deployed_app_name(self) -> str:
@@ -142,6 +145,7 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         alarm_refused_values=_number(
             get, names.CTX_ALARM_REFUSED_VALUES, defaults.alarm_refused_values, int, 1, 10_000_000
         ),
+        availability_zones=_availability_zones(get, names.CTX_AVAILABILITY_ZONES),
     )
     if config.writer_batch_size > 10 and config.writer_batching_window_seconds < 1:
         raise ContextError(
@@ -187,6 +191,45 @@ def _name(get: Getter, key: str, default: str, *, max_length: int) -> str:
             key, f"{text!r} must be lower-case letters, digits and '-', start with a letter, at most {max_length} long"
         )
     return text
+
+
+def _text_list(get: Getter, key: str, example: str) -> tuple[str, ...]:
+    """A list from ``cdk.json`` (JSON array) or the CLI (comma-separated, or a JSON array as text)."""
+    value = _raw(get, key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ContextError(key, f"{text!r} is not a JSON array; give e.g. {example}") from None
+        else:
+            value = [item.strip() for item in text.split(",") if item.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ContextError(key, f"{value!r} must be a list of names, e.g. {example}")
+    if len(set(value)) != len(value):
+        raise ContextError(key, f"{value!r} names one entry twice")
+    return tuple(value)
+
+
+_AZ_NAME = re.compile(r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)[a-z]")
+
+
+def _availability_zones(get: Getter, key: str) -> tuple[str, ...]:
+    zones = _text_list(get, key, "us-east-1a,us-east-1b")
+    if not zones:
+        return ()
+    for zone in zones:
+        if not _AZ_NAME.fullmatch(zone):
+            raise ContextError(key, f"{zone!r} is not an Availability Zone name such as us-east-1a")
+    regions = {_AZ_NAME.fullmatch(zone)["region"] for zone in zones}
+    if len(regions) > 1:
+        raise ContextError(key, f"{', '.join(zones)} are in more than one region ({', '.join(sorted(regions))})")
+    if len(zones) < 2:
+        raise ContextError(key, "name at least two zones: RDS and its proxy need subnets in two Availability Zones")
+    return zones
 
 
 def _email(get: Getter, key: str) -> str | None:

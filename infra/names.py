@@ -33,6 +33,7 @@ CTX_DQ_MAX_MISSING_EXCESS = "dq_max_missing_excess"
 CTX_DQ_MAX_REFUSED_RATE = "dq_max_refused_rate"
 CTX_PREDICT_RANGE_WARNINGS = "predict_range_warnings"
 CTX_ALARM_REFUSED_VALUES = "alarm_refused_values"
+CTX_AVAILABILITY_ZONES = "availability_zones"
 
 # Environment variables read by sml.core.settings.
 ENV_APP_NAME = "SML_APP_NAME"

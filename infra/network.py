@@ -8,6 +8,8 @@ stays outside the VPC.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
@@ -31,14 +33,25 @@ class Network(Construct):
 
     :param endpoints_in_every_az: place interface endpoints in both AZs (each costs per hour and
         AZ); otherwise in the first AZ only, which the other AZ reaches across the VPC.
+    :param availability_zones: AZ names to span (context ``availability_zones``); empty takes the
+        first two of ``Fn::GetAZs``, which in us-east-1 or us-west-1 may be a zone where RDS Proxy
+        is not offered (``python -m infra.preflight`` checks).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, endpoints_in_every_az: bool) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        endpoints_in_every_az: bool,
+        availability_zones: Sequence[str] = (),
+    ) -> None:
         super().__init__(scope, construct_id)
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
-            max_azs=2,
+            max_azs=None if availability_zones else 2,
+            availability_zones=list(availability_zones) or None,
             nat_gateways=0,
             subnet_configuration=[
                 ec2.SubnetConfiguration(

@@ -39,7 +39,12 @@ class ServerlessMlStack(cdk.Stack):
             stack_name=config.stack_name,
             description=f"serverless-ml ({config.environment}): serve, capture and drift-check {config.model_name}",
         )
-        network = Network(self, "Network", endpoints_in_every_az=config.db_multi_az)
+        network = Network(
+            self,
+            "Network",
+            endpoints_in_every_az=config.db_multi_az,
+            availability_zones=config.availability_zones,
+        )
         database = Database(self, "Database", network=network, config=config)
         events = EventsQueue(self, "Events", consumer_timeout=WRITER_TIMEOUT, batching_window=batching_window(config))
         registry = ModelRegistry(self, "ModelRegistry", app_name=config.deployed_app_name, model_name=config.model_name)

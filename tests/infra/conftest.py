@@ -30,6 +30,7 @@ NON_DEFAULT_CONTEXT = {
     "dq_max_unseen_category": 0.005,
     "dq_max_refused_rate": "0.03",
     "alarm_refused_values": "250",
+    "availability_zones": "us-east-1b,us-east-1d",
 }
 
 

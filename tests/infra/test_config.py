@@ -69,6 +69,12 @@ def test_cli_strings_and_json_values_both_parse() -> None:
         ({"alarm_refused_values": "0"}, "alarm_refused_values", "between 1"),
         ({"alarm_refused_values": "5%"}, "alarm_refused_values", "must be an integer"),
         ({"alarm_refused_values": 0.05}, "alarm_refused_values", "must be an integer"),
+        ({"availability_zones": "us-east-1a"}, "availability_zones", "at least two"),
+        ({"availability_zones": "us-east-1a,eu-west-1b"}, "availability_zones", "more than one region"),
+        ({"availability_zones": "use1-az1,use1-az2"}, "availability_zones", "not an Availability Zone name"),
+        ({"availability_zones": "us-east-1a,us-east-1a"}, "availability_zones", "twice"),
+        ({"availability_zones": "[us-east-1a"}, "availability_zones", "not a JSON array"),
+        ({"availability_zones": {"a": 1}}, "availability_zones", "must be a list"),
     ],
 )
 def test_unusable_values_name_their_context_key(context: dict, key: str, fragment: str) -> None:
@@ -148,3 +154,10 @@ def test_prod_defaults_to_a_standby_a_month_of_backups_and_deletion_protection_a
     with pytest.raises(ContextError, match="between 1 and 35") as raised:
         config_from_context({"db_backup_retention_days": 36}.get)
     assert raised.value.key == "db_backup_retention_days"
+
+
+def test_availability_zones_come_from_the_cli_or_cdk_json_and_default_to_none() -> None:
+    assert DeploymentConfig().availability_zones == ()
+    from_cli = config_from_context({"availability_zones": "us-east-1a, us-east-1d"}.get)
+    from_json = config_from_context({"availability_zones": ["us-east-1a", "us-east-1d"]}.get)
+    assert from_cli.availability_zones == from_json.availability_zones == ("us-east-1a", "us-east-1d")

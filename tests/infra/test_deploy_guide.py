@@ -52,3 +52,8 @@ def test_the_guide_recovers_a_failed_first_deploy_in_prod() -> None:
     assert "ROLLBACK_FAILED" in GUIDE
     assert "--no-deletion-protection" in GUIDE and "aws cloudformation delete-stack" in GUIDE
     assert '--db-proxy-name "$STACK-proxy"' not in GUIDE  # the proxy name carries the stack's suffix
+
+
+def test_the_guide_runs_the_pre_deploy_checks_before_the_first_deploy() -> None:
+    assert GUIDE.index("python -m infra.preflight") < GUIDE.index("## 2. Deploy")
+    assert "availability_zones" in GUIDE and "use1-az3" in GUIDE

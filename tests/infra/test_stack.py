@@ -325,6 +325,17 @@ def test_database_lives_in_isolated_subnets_of_a_vpc_without_a_way_out(default_s
         assert default_stack.resources[subnet_ref["Ref"]]["Properties"]["MapPublicIpOnLaunch"] is False
 
 
+def test_the_vpc_spans_the_zones_context_names_or_else_the_first_two_of_the_region(
+    default_stack: Synthesized, non_default_stack: Synthesized
+) -> None:
+    chosen = {s["Properties"]["AvailabilityZone"] for s in non_default_stack.of_type("AWS::EC2::Subnet").values()}
+    assert chosen == {"us-east-1b", "us-east-1d"}
+    taken = [s["Properties"]["AvailabilityZone"] for s in default_stack.of_type("AWS::EC2::Subnet").values()]
+    assert {json.dumps(zone) for zone in taken} == {
+        json.dumps({"Fn::Select": [index, {"Fn::GetAZs": ""}]}) for index in (0, 1)
+    }
+
+
 def test_database_is_encrypted_backed_up_current_and_unprotected_outside_prod(template: Template) -> None:
     template.has_resource_properties(
         "AWS::RDS::DBInstance",
