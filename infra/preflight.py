@@ -12,12 +12,20 @@ client as an argument; the responses it reads are the documented ones of the API
   ``ec2:DescribeAvailabilityZones``. Without context ``availability_zones`` the template spans the
   first two zones ``Fn::GetAZs`` returns: per the CloudFormation reference, those that have a
   default subnet, or every zone of the region when none has one.
+- **Reserved concurrency.** With ``function_url_auth=NONE`` predict reserves
+  ``predict_reserved_concurrency``. Lambda lets an account reserve at most its unreserved
+  concurrency minus 100 (AWS Lambda Developer Guide, "Configuring reserved concurrency": it keeps
+  100 for the functions without a reservation), and a new account's quota may be as low as 10, so
+  the deploy would fail on predict. The check reads ``lambda:GetAccountSettings`` and counts what
+  this stack's predict already reserves (``lambda:GetFunctionConcurrency`` on the
+  ``PredictFunctionArn`` output) as available to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,11 +94,68 @@ def check_availability_zones(ec2_client: Any, config: DeploymentConfig) -> Check
     )
 
 
+# Lambda keeps this much of the account's concurrency unreserved ("Configuring reserved concurrency").
+LAMBDA_MIN_UNRESERVED = 100
+# Service Quotas code of Lambda's "Concurrent executions".
+LAMBDA_CONCURRENCY_QUOTA_CODE = "L-B99A9384"
+PREDICT_FUNCTION_OUTPUT = "PredictFunctionArn"
+
+
+def reserved_by_stack(cloudformation_client: Any, lambda_client: Any, stack_name: str) -> int:
+    """Concurrency the deployed stack's predict function(s) reserve now; 0 when the stack does not exist.
+
+    :raises botocore.exceptions.ClientError: any error but CloudFormation's ``ValidationError``
+        for a stack that does not exist.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cloudformation_client.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ValidationError" and "does not exist" in exc.response["Error"].get("Message", ""):
+            return 0
+        raise
+    arns = [
+        output["OutputValue"]
+        for stack in stacks
+        for output in stack.get("Outputs", [])
+        if output["OutputKey"].startswith(PREDICT_FUNCTION_OUTPUT)
+    ]
+    return sum(lambda_client.get_function_concurrency(FunctionName=arn).get("ReservedConcurrentExecutions", 0) for arn in arns)
+
+
+def check_reserved_concurrency(lambda_client: Any, cloudformation_client: Any, config: DeploymentConfig) -> CheckResult:
+    """Fail when the account cannot reserve what predict reserves with ``function_url_auth=NONE``."""
+    name = "reserved concurrency"
+    limit = lambda_client.get_account_settings()["AccountLimit"]
+    total, unreserved = limit["ConcurrentExecutions"], limit["UnreservedConcurrentExecutions"]
+    account = f"the account's concurrency is {total}, {unreserved} of it unreserved"
+    if config.function_url_auth != "NONE":
+        return CheckResult(name, True, f"nothing reserved (function_url_auth={config.function_url_auth}); {account}")
+    needed = config.predict_reserved_concurrency
+    held = reserved_by_stack(cloudformation_client, lambda_client, config.stack_name)
+    allowed = unreserved + held - LAMBDA_MIN_UNRESERVED
+    if needed <= allowed:
+        return CheckResult(name, True, f"predict reserves {needed} of the {allowed} this account may reserve; {account}")
+    return CheckResult(
+        name,
+        False,
+        f"predict reserves {needed} (context {names.CTX_PREDICT_RESERVED_CONCURRENCY}) but this account may reserve "
+        f"{max(allowed, 0)}: {account}, and Lambda keeps {LAMBDA_MIN_UNRESERVED} unreserved. Request more "
+        f"'Concurrent executions' in Service Quotas (aws service-quotas request-service-quota-increase "
+        f"--service-code lambda --quota-code {LAMBDA_CONCURRENCY_QUOTA_CODE} --desired-value 1000), or lower "
+        f"{names.CTX_PREDICT_RESERVED_CONCURRENCY}",
+    )
+
+
 ClientFactory = Callable[[str], Any]
 
 # Name -> the check, given a factory of boto3 clients by service name.
 CHECKS: dict[str, Callable[[ClientFactory, DeploymentConfig], CheckResult]] = {
     "availability zones": lambda client, config: check_availability_zones(client("ec2"), config),
+    "reserved concurrency": lambda client, config: check_reserved_concurrency(
+        client("lambda"), client("cloudformation"), config
+    ),
 }
 
 
@@ -135,7 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import boto3
 
-    session = boto3.Session()
+    # The CDK CLI and the guide take the region from AWS_REGION too; botocore reads only AWS_DEFAULT_REGION.
+    session = boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
+    if session.region_name is None:
+        print("infra.preflight: no region: set AWS_REGION or a region in your profile", file=sys.stderr)
+        return 2
     results = run_checks(config, session.client)
     for result in results:
         print(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.message}")

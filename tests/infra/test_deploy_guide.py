@@ -57,3 +57,5 @@ def test_the_guide_recovers_a_failed_first_deploy_in_prod() -> None:
 def test_the_guide_runs_the_pre_deploy_checks_before_the_first_deploy() -> None:
     assert GUIDE.index("python -m infra.preflight") < GUIDE.index("## 2. Deploy")
     assert "availability_zones" in GUIDE and "use1-az3" in GUIDE
+    checks = GUIDE[GUIDE.index("## Pre-deploy checks") : GUIDE.index("## 1. Bootstrap")]
+    assert "reserved concurrency" in checks and "L-B99A9384" in checks
