@@ -312,6 +312,23 @@ def test_report_is_stored_in_s3_and_on_disk_with_a_chart_per_feature(engine: Eng
     assert key in outcome.run.report_url and "Signature" in outcome.run.report_url
 
 
+def test_a_window_of_one_constant_value_is_stored_reported_and_alerted(engine: Engine, aws: Aws) -> None:
+    # The chart code crashed on such windows, and the run was neither stored nor alerted.
+    traffic = draw_traffic(500, seed=15)
+    traffic.columns["steady"] = [5.0] * traffic.rows
+    traffic.columns["spread"] = [1e308 if index % 2 else -1e308 for index in range(traffic.rows)]
+    store_traffic(engine, traffic, start=WINDOW_START, end=WINDOW_END)
+
+    outcome = run_job(engine, aws)
+
+    assert load_drift_run(engine, MODEL_NAME, WINDOW_END) is not None
+    assert {("steady", "ks"), ("spread", "ks")} <= drifted_tests(outcome)
+    [envelope] = received(aws, aws.all_queue_url)
+    assert envelope["MessageAttributes"]["status"]["Value"] == "DRIFT"
+    html_text = aws.s3.get_object(Bucket=aws.bucket, Key=outcome.run.report_uri.removeprefix(f"s3://{aws.bucket}/"))["Body"].read().decode()
+    assert "current n=500 (every value is 5)" in html_text and "could not be drawn" not in html_text
+
+
 def test_report_charts_each_features_trend_across_the_stored_runs(engine: Engine, aws: Aws, tmp_path: Path) -> None:
     for week, shift in ((2, None), (1, None), (0, "mean")):
         end = WINDOW_END - week * WINDOW

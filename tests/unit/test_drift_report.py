@@ -178,3 +178,69 @@ def test_the_table_of_tests_fits_the_page_with_long_floor_sources(tmp_path: Path
     page_width, window_width = map(int, re.search(r'data-widths="([^"]*)"', dom).group(1).split(";"))
     assert "INCONCLUSIVE (below_min_samples)" in page
     assert page_width <= window_width, f"the page is {page_width} pixels wide in a {window_width}-pixel window"
+
+
+FLOAT_MAX = float(np.finfo(float).max)
+DEGENERATE = {
+    "one constant": (np.full(500, 3.0), np.full(500, 3.0)),
+    "two values an ulp apart": (np.full(500, 1.0), np.full(500, np.nextafter(1.0, 2.0))),
+    "a constant at 1e16 and one 2 above": (np.full(500, 1e16), np.full(500, 1e16 + 2)),
+    "one huge constant": (np.full(500, 1e300), np.full(500, 1e300)),
+    "the largest double": (np.full(500, FLOAT_MAX), np.full(500, FLOAT_MAX)),
+    "the smallest subnormal against zero": (np.full(500, 5e-324), np.zeros(500)),
+    "both float limits": (np.array([FLOAT_MAX, -FLOAT_MAX] * 250), np.zeros(500)),
+    "opposite huge constants": (np.full(500, 1e308), np.full(500, -1e308)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+def test_degenerate_and_extreme_values_are_drawn_with_finite_coordinates(case: str) -> None:
+    # Windows of one constant value, or of values near the float limits, crashed the tick and bin code
+    # ("cannot convert float NaN to integer", "math domain error", "bins must increase monotonically").
+    rng = np.random.default_rng(51)
+    reference_columns, current = columns(rng, 500, mean=0.0), columns(rng, 500, mean=0.0)
+    reference_columns["steady"], current["steady"] = DEGENERATE[case]
+
+    _, html_text = report_of(reference_columns, current)
+
+    chart = svg_charts(html_text)[section_titles(html_text).index("steady")]
+    geometry = [value for element in chart.iter() for name, value in element.attrib.items() if name in ("points", "x", "y", "x1", "x2", "y1", "y2", "width", "height")]
+    numbers = [float(number) for value in geometry for number in re.split(r"[ ,]+", value.strip()) if number]
+    assert numbers and all(np.isfinite(numbers)), case
+    assert "could not be drawn" not in html_text
+
+
+def test_a_constant_sample_is_one_spike_at_its_value_and_the_caption_says_so() -> None:
+    rng = np.random.default_rng(52)
+    reference_columns, current = columns(rng, 2_000, mean=0.0), columns(rng, 500, mean=0.0)
+    reference_columns["steady"] = rng.normal(3.0, 0.2, 2_000)
+    current["steady"] = np.full(500, 3.0)
+
+    _, html_text = report_of(reference_columns, current)
+
+    chart = svg_charts(html_text)[section_titles(html_text).index("steady")]
+    _, current_line = _histogram_shapes(chart)
+    heights = sorted({point[1] for point in (tuple(map(float, pair.split(","))) for pair in current_line.get("points").split())})
+    assert len(heights) == 2  # the baseline and one bar
+    assert "current n=500 (every value is 3)" in html_text
+    assert "reference n=2000," in html_text and "reference n=2000 (every" not in html_text
+
+
+def test_a_chart_that_fails_is_one_line_of_the_page_and_the_rest_is_drawn(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import sml.monitoring.report as report
+
+    original = report._numeric_chart
+
+    def numeric_chart(feature: str, *args: Any) -> str | None:
+        if feature == "steady":
+            raise ValueError("cannot convert float NaN to integer")
+        return original(feature, *args)
+
+    monkeypatch.setattr(report, "_numeric_chart", numeric_chart)
+    rng = np.random.default_rng(53)
+
+    _, html_text = report_of(columns(rng, 500, mean=0.0), columns(rng, 500, mean=0.0))
+
+    assert "The distribution chart could not be drawn: ValueError: cannot convert float NaN to integer." in html_text
+    assert len(svg_charts(html_text)) == 3
+    assert "could not be drawn" in caplog.text and "steady" in caplog.text

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import html
+import logging
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,8 @@ import numpy as np
 from sml.monitoring.model_quality.report import render_quality_section
 from sml.monitoring.drift.stats import DriftVerdict, FeatureTestResult, count_categories, verdict_summary
 from sml.monitoring.store import DriftRun, TrendPoint
+
+logger = logging.getLogger(__name__)
 
 # Beyond this many features the page lists every test but plots only the first (drifted first).
 MAX_PLOTTED_FEATURES = 60
@@ -89,9 +92,9 @@ def render_drift_report(
     sections = []
     for feature in order[:max_plotted_features]:
         kind = by_feature[feature][0].kind
-        chart = _chart(feature, kind, reference.get(feature), current.get(feature))
+        chart = _drawn(feature, "distribution", _chart, feature, kind, reference.get(feature), current.get(feature))
         if trends is not None:
-            chart = (chart or "") + _trend_chart(feature, trends.get(feature, ()), run, by_feature[feature])
+            chart = (chart or "") + (_drawn(feature, "trend", _trend_chart, feature, trends.get(feature, ()), run, by_feature[feature]) or "")
         sections.append(_feature_section(feature, by_feature[feature], chart))
     if len(order) > max_plotted_features:
         sections.append(f"<p>{len(order) - max_plotted_features} more features are listed in the table but not plotted.</p>")
@@ -104,6 +107,17 @@ def render_drift_report(
         f"{render_quality_section(run.quality) if run.quality is not None else ''}"
         f"<h2>Features</h2>{''.join(sections)}</body></html>\n"
     )
+
+
+def _drawn(feature: str, what: str, draw: Any, *args: Any) -> str | None:
+    """One chart, or a line saying why it is missing: the verdicts are computed before any chart is
+    drawn, and a chart that fails on data nobody foresaw must not cost the run, its report or its
+    alert (the error is logged with its traceback)."""
+    try:
+        return draw(*args)
+    except Exception as exc:  # noqa: BLE001 - logged and shown on the page, the run goes on
+        logger.exception("drift report: the %s chart of %r could not be drawn", what, feature)
+        return f"<p class=\"chart-error\">The {what} chart could not be drawn: {_escape(type(exc).__name__)}: {_escape(exc)}.</p>"
 
 
 def _features_worst_first(results: Sequence[FeatureTestResult]) -> list[str]:
@@ -221,30 +235,59 @@ def _chart(feature: str, kind: str, reference: Any, current: Any) -> str | None:
 
 
 def _plot_range(reference_sorted: np.ndarray, current_values: np.ndarray) -> tuple[float, float]:
-    """The range holding the central 99% of both samples (current estimated from a subsample)."""
+    """The range holding the central 99% of both samples' finite values (current estimated from a
+    subsample), widened around its centre when it is too narrow for the chart's bins to be told
+    apart in floating point (one constant value, or values a few ulps apart): such a sample is
+    drawn as one spike. Never wider than the finite doubles."""
     edges = []
-    if reference_sorted.size:
-        edges += [reference_sorted[int(0.005 * (reference_sorted.size - 1))], reference_sorted[int(0.995 * (reference_sorted.size - 1))]]
-    if current_values.size:
-        subsample = current_values[:: max(1, current_values.size // QUANTILE_SUBSAMPLE)]
-        edges += list(np.quantile(subsample, [0.005, 0.995]))
+    reference_finite = reference_sorted[np.isfinite(reference_sorted)]
+    current_finite = current_values[np.isfinite(current_values)]
+    if reference_finite.size:
+        edges += [reference_finite[int(0.005 * (reference_finite.size - 1))], reference_finite[int(0.995 * (reference_finite.size - 1))]]
+    if current_finite.size:
+        subsample = current_finite[:: max(1, current_finite.size // QUANTILE_SUBSAMPLE)]
+        # No interpolation between order statistics: (b - a) overflows for values near the float limits.
+        edges += list(np.quantile(subsample, [0.005, 0.995], method="inverted_cdf"))
+    if not edges:
+        return -0.5, 0.5
     low, high = float(min(edges)), float(max(edges))
-    return (low - 0.5, high + 0.5) if not high > low else (low, high)
+    if _bin_edges(low, high).size:
+        return low, high
+    centre = low / 2 + high / 2
+    half_width = max(0.5, abs(centre) * 0.05)
+    return max(centre - half_width, -_FLOAT_MAX), min(centre + half_width, _FLOAT_MAX)
+
+
+_FLOAT_MAX = float(np.finfo(float).max)
+
+
+def _bin_edges(low: float, high: float) -> np.ndarray:
+    """The ECDF's ``HISTOGRAM_BINS * ECDF_STEPS_PER_BIN + 1`` edges from ``low`` to ``high``, or an
+    empty array when they are not finite and strictly increasing. Interpolated as
+    ``low * (1 - t) + high * t`` so that ``high - low`` need not be a finite double."""
+    steps = np.linspace(0.0, 1.0, HISTOGRAM_BINS * ECDF_STEPS_PER_BIN + 1)
+    edges = low * (1 - steps) + high * steps
+    edges[0], edges[-1] = low, high
+    if not (np.all(np.isfinite(edges)) and np.all(np.diff(edges / 2) > 0)):
+        return np.empty(0)
+    return edges
 
 
 def _numeric_chart(feature: str, reference_sorted: np.ndarray, current_values: np.ndarray, missing_rates: tuple[float, float]) -> str | None:
     if not reference_sorted.size and not current_values.size:
         return None
     low, high = _plot_range(reference_sorted, current_values)
-    edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
-    fine_edges = np.linspace(low, high, HISTOGRAM_BINS * ECDF_STEPS_PER_BIN + 1)
+    fine_edges = _bin_edges(low, high)
+    edges = fine_edges[::ECDF_STEPS_PER_BIN]
+    # Bin widths from halves, so that a width near the float limit stays finite.
+    widths = np.diff(edges / 2) * 2
     densities, cdfs = {}, {}
     for label, values in (("reference", reference_sorted), ("current", current_values)):
         if values.size:
             # One pass over the values: the histogram's bins are runs of the ECDF's finer ones.
             fine_counts = np.histogram(values, bins=fine_edges)[0]
             # Divided by all values, not those in range, so the tails beyond the plot keep their weight.
-            densities[label] = fine_counts.reshape(HISTOGRAM_BINS, ECDF_STEPS_PER_BIN).sum(axis=1) / (values.size * np.diff(edges))
+            densities[label] = fine_counts.reshape(HISTOGRAM_BINS, ECDF_STEPS_PER_BIN).sum(axis=1) / values.size / widths
             below = np.count_nonzero(values < low)
             cdfs[label] = (below + np.concatenate(([0], np.cumsum(fine_counts)))) / values.size
     top = max(float(density.max()) for density in densities.values()) or 1.0
@@ -257,8 +300,18 @@ def _numeric_chart(feature: str, reference_sorted: np.ndarray, current_values: n
             histogram.line(steps_x, steps_y, colour, filled=label == "reference")
             ecdf.line(fine_edges, cdfs[label], colour)
     reference_rate, current_rate = missing_rates
-    caption = f"values: reference n={reference_sorted.size}, current n={current_values.size}; missing: reference {reference_rate:.1%}, current {current_rate:.1%}"
+    caption = (
+        f"values: reference n={reference_sorted.size}{_constant(reference_sorted)}, current n={current_values.size}{_constant(current_values)}; "
+        f"missing: reference {reference_rate:.1%}, current {current_rate:.1%}"
+    )
     return _svg(feature, [histogram.render(0), ecdf.render(PANEL_WIDTH + PANEL_GAP), _missing_bars(missing_rates)], caption)
+
+
+def _constant(values: np.ndarray) -> str:
+    """`` (every value is 3.5)`` for a sample of one value, which the chart draws as a spike."""
+    if values.size and values.min() == values.max():
+        return f" (every value is {values.min():.6g})"
+    return ""
 
 
 def _missing_bars(rates: tuple[float, float]) -> str:
@@ -376,12 +429,10 @@ class _Panel:
         return f'<g transform="translate({left:.0f},0)">{title}{"".join(self.lines)}{frame}{x_ticks}{y_ticks}</g>'
 
     def _x(self, values: np.ndarray) -> np.ndarray:
-        low, high = self.x_range
-        return PLOT_LEFT + (np.asarray(values, dtype=float) - low) / (high - low) * (PANEL_WIDTH - PLOT_LEFT - 10)
+        return PLOT_LEFT + _fraction(values, self.x_range) * (PANEL_WIDTH - PLOT_LEFT - 10)
 
     def _y(self, values: np.ndarray) -> np.ndarray:
-        low, high = self.y_range
-        return PLOT_BOTTOM - (np.asarray(values, dtype=float) - low) / ((high - low) or 1.0) * (PLOT_BOTTOM - PLOT_TOP)
+        return PLOT_BOTTOM - _fraction(values, self.y_range) * (PLOT_BOTTOM - PLOT_TOP)
 
     @staticmethod
     def _ticks(value_range: tuple[float, float], to_position: Any) -> tuple[list[float], list[float]]:
@@ -390,13 +441,30 @@ class _Panel:
         return values, list(to_position(np.array(values)))
 
 
+def _fraction(values: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """Where ``values`` lie in ``value_range`` (0 at its low end, 1 at its high end), computed on
+    halves so that neither ``high - low`` nor ``value - low`` overflows near the float limits."""
+    low, high = value_range
+    span = high / 2 - low / 2
+    return (np.asarray(values, dtype=float) / 2 - low / 2) / (span or 1.0)
+
+
 def _nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
-    """Round tick values (steps of 1, 2 or 5 times a power of ten) inside ``[low, high]``."""
-    raw_step = (high - low) / count
-    magnitude = 10 ** math.floor(math.log10(raw_step))
-    step = next(factor * magnitude for factor in (1, 2, 5, 10) if factor * magnitude >= raw_step)
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) inside ``[low, high]``; just the
+    two ends where no such step is a usable double (ranges at the float limits, or too narrow)."""
+    raw_step = (high / 2 - low / 2) / count * 2
+    if not (math.isfinite(raw_step) and raw_step > 0):
+        return np.array([low, high] if high > low else [low])
+    magnitude = 10.0 ** math.floor(math.log10(raw_step))
+    step = next((factor * magnitude for factor in (1, 2, 5, 10) if factor * magnitude >= raw_step), math.inf)
+    if not (math.isfinite(step) and step > 0):
+        return np.array([low, high])
     first = math.ceil(low / step) * step
-    return np.arange(first, high + step * 1e-9, step)
+    # How many steps fit, counted on halves so that nothing overflows near the float limits.
+    fitting = (high / 2 - first / 2) / (step / 2)
+    if not (math.isfinite(first) and math.isfinite(fitting) and 0 <= fitting <= 4 * count):
+        return np.array([low, high])
+    return (first / 2 + step / 2 * np.arange(math.floor(fitting + 1e-9) + 1)) * 2
 
 
 def _svg(feature: str, parts: Sequence[str], caption: str, *, height: int = CHART_HEIGHT) -> str:
