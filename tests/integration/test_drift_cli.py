@@ -54,7 +54,11 @@ def test_prints_the_verdict_table_and_writes_the_report(local: dict[str, Any], c
     exit_code = main(["drift", "--model", MODEL_NAME, "--window", "7d", *END_OPTION])
 
     output = capsys.readouterr().out
-    report = local["state_dir"] / "reports" / MODEL_NAME / "20250310T060000Z.html"
+    engine = create_db_engine(local["database_url"])
+    stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
+    engine.dispose()
+    assert stored is not None and stored.run["status"] == "DRIFT"
+    report = local["state_dir"] / "reports" / MODEL_NAME / f"20250310T060000.000000Z-{stored.run['run_id']}.html"
     assert exit_code == 0
     assert "verdict: DRIFT (1 of 5 features drifted; 3000 rows in the window, 10000 in the training reference)" in output
     colour_line = next(line for line in output.splitlines() if "colour" in line and "chi2" in line)
@@ -62,10 +66,6 @@ def test_prints_the_verdict_table_and_writes_the_report(local: dict[str, Any], c
     assert output.index("colour") < output.index("mean_shift")
     assert f"report: {report}" in output and "alert: published as SNS message" in output
     assert "<svg " in report.read_text(encoding="utf-8")
-    engine = create_db_engine(local["database_url"])
-    stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
-    engine.dispose()
-    assert stored is not None and stored.run["status"] == "DRIFT"
 
 
 def test_prints_the_data_quality_verdict_with_its_violations_and_the_refused_requests(local: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,7 +95,8 @@ def test_previous_reference_without_earlier_traffic_is_inconclusive_not_a_failur
     output = capsys.readouterr().out
     assert exit_code == 0
     assert "verdict: INCONCLUSIVE" in output and "0 in the previous reference" in output
-    assert (tmp_path / "out" / MODEL_NAME / "20250310T060000Z.html").is_file()
+    [report] = (tmp_path / "out" / MODEL_NAME).iterdir()
+    assert report.name.startswith("20250310T060000.000000Z-") and report.name.endswith(".html")
 
 
 @pytest.mark.parametrize(

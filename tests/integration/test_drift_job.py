@@ -194,6 +194,25 @@ def test_rerun_of_the_same_window_replaces_the_stored_run(engine: Engine, aws: A
     assert {row["run_id"] for row in checks} == {second.run.run_id} and len(checks) == len(second.run.data_quality)
 
 
+def test_every_run_has_its_own_report_even_in_one_second_or_for_one_window(engine: Engine, aws: Aws) -> None:
+    # The key was the window end truncated to the second: runs ending 0.25 s apart (distinct runs,
+    # keyed to the microsecond) wrote one object, and the first run's link and alert showed the second.
+    store_traffic(engine, draw_traffic(600, seed=16), start=WINDOW_START, end=WINDOW_END)
+    config = DriftJobConfig(bucket=aws.bucket, topic_arn=aws.topic_arn)
+    ends = [WINDOW_END, WINDOW_END + timedelta(microseconds=250_000), WINDOW_END]
+
+    outcomes = [run_drift_job(config, TRAINING, engine=engine, s3_client=aws.s3, sns_client=aws.sns, window_end=end) for end in ends]
+
+    keys = [outcome.run.report_uri.removeprefix(f"s3://{aws.bucket}/") for outcome in outcomes]
+    assert len(set(keys)) == 3
+    for key, outcome in zip(keys, outcomes):
+        page = aws.s3.get_object(Bucket=aws.bucket, Key=key)["Body"].read().decode()
+        assert f"<dt>run id</dt><dd>{outcome.run.run_id}</dd>" in page
+        assert outcome.run.window.end.strftime("%H%M%S.%f") in key
+    alerts = [json.loads(envelope["Message"]) for envelope in received(aws, aws.all_queue_url)]
+    assert sorted(alert["report"]["uri"] for alert in alerts) == sorted(outcome.run.report_uri for outcome in outcomes)
+
+
 def test_data_quality_violations_are_stored_reported_and_alerted(engine: Engine, aws: Aws) -> None:
     traffic = draw_traffic(3_000, seed=15, shift="null_spike")
     traffic.columns["steady"][:150] = [1_000.0] * 150  # 5% far outside the training range
@@ -297,12 +316,12 @@ def test_report_is_stored_in_s3_and_on_disk_with_a_chart_per_feature(engine: Eng
 
     outcome = run_job(engine, aws, report_dir=tmp_path)
 
-    key = f"reports/{MODEL_NAME}/20250310T060000Z.html"
+    key = f"reports/{MODEL_NAME}/20250310T060000.000000Z-{outcome.run.run_id}.html"
     assert outcome.run.report_uri == f"s3://{aws.bucket}/{key}"
     stored = aws.s3.get_object(Bucket=aws.bucket, Key=key)
     assert stored["ContentType"].startswith("text/html")
     html_text = stored["Body"].read().decode("utf-8")
-    assert outcome.report_path == tmp_path / MODEL_NAME / "20250310T060000Z.html"
+    assert outcome.report_path == tmp_path / MODEL_NAME / f"20250310T060000.000000Z-{outcome.run.run_id}.html"
     assert outcome.report_path.read_text(encoding="utf-8") == html_text
     for name in [spec.name for spec in FEATURES] + [LABEL_COLUMN]:
         assert f"<h3>{name} " in html_text

@@ -12,8 +12,9 @@ One run (:func:`run_drift_job`):
 4. data quality against the training profile, with the values predict refused in the window
    (:mod:`sml.monitoring.data_quality.checks`); model quality (:mod:`sml.monitoring.model_quality.metrics`): realized performance of the window's labelled
    predictions against the manifest's held-out metrics, and the CBPE estimate for all of them;
-5. the HTML report goes to ``s3://<bucket>/<report_prefix><model>/<window end>.html`` (and to
-   ``report_dir`` when given);
+5. the HTML report goes to ``s3://<bucket>/<report_prefix><model>/<window end>-<run id>.html``
+   (and to ``report_dir`` when given): one object per run, so an earlier run's link and alert keep
+   showing that run;
 6. the run (with its quality) replaces any stored run of the same model and window end;
 7. the alert goes to the SNS topic, whatever the verdict.
 
@@ -214,7 +215,7 @@ def run_drift_job(
     :param s3_client: stores the report in ``config.bucket`` and presigns its link.
     :param sns_client: publishes the alert when ``config.topic_arn`` is set.
     :param window_end: the end of the current window (aware UTC); the run's key with the model.
-    :param report_dir: also write the report there, as ``<model>/<window end>.html``.
+    :param report_dir: also write the report there, as ``<model>/<window end>-<run id>.html``.
     :returns: a :class:`DriftJobResult`.
     :raises SmlError: S3 or SNS refused the report or the alert (names the bucket or topic).
     """
@@ -271,7 +272,7 @@ def run_drift_job(
     )
     trends = feature_trends(engine, manifest.model_name, before=window.end, limit=TREND_RUNS - 1)
     report = render_drift_report(run, reference, current_columns, trends=trends).encode("utf-8")
-    key = report_key(config.report_prefix, run.model_name, window.end)
+    key = report_key(config.report_prefix, run.model_name, window.end, run.run_id)
     run = replace(run, report_uri=f"s3://{config.bucket}/{key}", report_url=_upload_report(s3_client, config.bucket, key, report))
     report_path = None
     if report_dir is not None:
@@ -357,9 +358,13 @@ def training_reference(manifest: ModelManifest) -> dict[str, Any]:
     return {**manifest.reference.features, LABEL_COLUMN: CategoricalReference(counts=manifest.reference.label_counts)}
 
 
-def report_key(prefix: str, model_name: str, window_end: datetime) -> str:
-    """``<prefix><model>/<window end as YYYYmmddTHHMMSSZ>.html``: one report per run key."""
-    return f"{prefix}{model_name}/{window_end.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}.html"
+def report_key(prefix: str, model_name: str, window_end: datetime, run_id: str) -> str:
+    """``<prefix><model>/<window end as YYYYmmddTHHMMSS.ffffffZ>-<run id>.html``: one object per run.
+
+    The window end keeps its microseconds, as the run's key does, and the run id tells apart
+    reruns of one window (a rerun replaces the stored run, not the report an earlier alert links to).
+    """
+    return f"{prefix}{model_name}/{window_end.astimezone(timezone.utc):%Y%m%dT%H%M%S.%fZ}-{run_id}.html"
 
 
 def _upload_report(s3_client: Any, bucket: str, key: str, report: bytes) -> str:

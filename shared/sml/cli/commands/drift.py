@@ -2,7 +2,7 @@
 
 The job is the drift Lambda's (:func:`sml.monitoring.job.run_drift_job`): it stores the run, puts the
 report in S3 and publishes the alert when a topic is configured (``sml up`` sets one). The report
-is also written to ``<state_dir>/reports/<model>/<window end>.html``. Exit code 0 whatever the
+is also written to ``<state_dir>/reports/<model>/<window end>-<run id>.html``. Exit code 0 whatever the
 verdict (it is a report, not a failure) unless ``--fail-on-drift``.
 """
 
@@ -226,7 +226,8 @@ def print_run(outcome: DriftJobResult) -> None:
         from sml.cli.commands.quality import print_quality_lines
 
         print_quality_lines(console, run.quality)
-    console.print(f"report: {outcome.report_path} ({run.report_uri})", markup=False)
+    # One line whatever the terminal's width, so the path can be copied.
+    console.print(f"report: {outcome.report_path} ({run.report_uri})", markup=False, soft_wrap=True)
     alert = f"published as SNS message {outcome.message_id}" if outcome.message_id else "not published (no SML_TOPIC_ARN)"
     console.print(f"alert: {alert}", markup=False)
 
