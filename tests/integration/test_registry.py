@@ -153,7 +153,7 @@ def test_unknown_version_and_metric_are_named(aws: Aws, artifact: tuple[Path, Mo
         SmlError, match=r"version v9 of model 'breast-cancer' is not registered \(no s3://.*/models/breast-cancer/v9/manifest.json\)"
     ):
         registry.promote("v9")
-    with pytest.raises(SmlError, match="no registered version has metric 'f2'; available: accuracy, f1, precision, recall, roc_auc"):
+    with pytest.raises(SmlError, match="no registered version has metric 'f2'; available: accuracy, brier, ece, f1, log_loss, precision, recall, roc_auc"):
         registry.promote_best("f2")
     assert registry.champion_version() == "v1"
 
@@ -314,3 +314,12 @@ def test_an_artifact_that_cannot_be_unpickled_is_an_sml_error_naming_the_cause(
     expected = rf"version v1: artifact s3://.* cannot be unpickled here \(({error}).*numpy 0\.9\.0, this is"
     with pytest.raises(ArtifactLoadError, match=expected):
         aws.load(tmp_path / "cache")
+
+
+def test_promote_best_by_a_loss_picks_the_lowest(aws: Aws, artifact: tuple[Path, ModelManifest]) -> None:
+    registry = aws.registry()
+    path, manifest = artifact
+    for version, (f1, log_loss) in {"v1": (0.9, 0.30), "v2": (0.8, 0.20), "v3": (0.95, 0.50)}.items():
+        registry.register(path, replace(manifest, version=version, metrics={**manifest.metrics, "f1": f1, "log_loss": log_loss}))
+    assert registry.best_version("log_loss") == "v2"
+    assert registry.best_version("f1") == "v3"

@@ -69,6 +69,27 @@ def champion_parameter_name(app_name: str, model_name: str) -> str:
     return f"/{app_name}/{model_name}/champion"
 
 
+def registry_from_settings(model_name: str | None = None) -> ModelRegistry:
+    """The registry the settings name (environment, then ``.sml/stack.json``), for ``model_name``
+    (default ``SML_MODEL_NAME``): what every model command and ``sml.register`` use.
+
+    Raises:
+        SettingsError: the settings, or ``model_name``, do not validate (names the variable).
+    """
+    from sml.core.aws import aws_client
+    from sml.core.settings import LocalSettings, load_settings, read_stack_file
+
+    overrides = {} if model_name is None else {"SML_MODEL_NAME": model_name}
+    settings = load_settings(LocalSettings, environ={**os.environ, **overrides}, stack=read_stack_file())
+    return ModelRegistry(
+        aws_client("s3", settings),
+        aws_client("ssm", settings),
+        bucket=settings.bucket,
+        app_name=settings.app_name,
+        model_name=settings.model_name,
+    )
+
+
 class ModelRegistry:
     """Registered versions of one model in S3 and its champion pointer in SSM."""
 
@@ -205,7 +226,7 @@ class ModelRegistry:
         self._put_parameter(self.champion_parameter, version)
 
     def promote_best(self, metric: str) -> str:
-        """Promote the registered version with the highest ``metric``; returns that version.
+        """Promote the registered version best by ``metric``; returns that version.
 
         Raises the errors of :meth:`best_version`.
         """
@@ -214,12 +235,15 @@ class ModelRegistry:
         return version
 
     def best_version(self, metric: str) -> str:
-        """The registered version with the highest ``metric``; ties go to the newest version.
-        Versions without the metric are not candidates.
+        """The registered version best by ``metric``: the highest score, or the lowest loss (``rmse``,
+        ``mae``, ``log_loss``, ``brier``, ``ece``; :data:`sml.lifecycle.quality_metrics.QUALITY_METRICS`
+        holds each metric's direction); ties go to the newest version. Versions without the metric are not candidates.
 
         Raises:
             SmlError: nothing is registered, or no version has ``metric`` (lists the metrics there are).
         """
+        from sml.lifecycle.quality_metrics import ranking_key
+
         manifests = self.list_versions()
         if not manifests:
             raise SmlError(
@@ -229,7 +253,11 @@ class ModelRegistry:
         if not candidates:
             available = sorted({name for manifest in manifests for name in manifest.metrics})
             raise SmlError(f"no registered version has metric {metric!r}; available: {', '.join(available)}")
-        best = max(candidates, key=lambda manifest: (manifest.metrics[metric], manifest.created_at, manifest.version))
+        try:
+            ranking_key(metric, 0.0)
+        except ValueError as exc:
+            raise SmlError(f"cannot rank versions by {metric!r}: {exc}") from None
+        best = max(candidates, key=lambda manifest: (ranking_key(metric, manifest.metrics[metric]), manifest.created_at, manifest.version))
         return best.version
 
     def rollback(self) -> str:

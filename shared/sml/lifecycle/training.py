@@ -16,32 +16,28 @@ from __future__ import annotations
 
 import ast
 import importlib
-import math
-import platform
-import secrets
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sml.core.errors import SmlError
-from sml.lifecycle.manifest import (
-    MAX_REFERENCE_ROWS,
-    CategoricalReference,
-    FeatureSpec,
-    ModelManifest,
-    NumericReference,
-    ReferenceData,
+from sml.lifecycle.manifest import FeatureSpec, ModelManifest, ReferenceData
+from sml.lifecycle.evaluation import held_out_metrics
+from sml.lifecycle.modeling import model_outputs, rows_to_matrix
+from sml.lifecycle.calibration import fit_label_free_estimator
+from sml.lifecycle.registration import (
+    build_reference,
+    json_safe,
+    library_versions,
+    new_version,
+    save_artifact,
 )
-from sml.lifecycle.calibration import fit_calibrator
-from sml.lifecycle.modeling import rows_to_matrix
-from sml.lifecycle.registry import ModelRegistry, file_sha256
+from sml.lifecycle.registry import ModelRegistry
 from sml.lifecycle.tracking import TrackingOptions, tracked_run
 
 DATASET = "sklearn.datasets.load_breast_cancer"
@@ -145,7 +141,7 @@ def feature_schema(rows: Sequence[Mapping[str, object]]) -> tuple[FeatureSpec, .
     """The manifest's feature schema, with numeric ranges observed in ``rows`` (the training split)."""
     numeric = []
     for source in NUMERIC_SOURCES:
-        values = _numeric_column(rows, feature_name(source))
+        values = np.array([np.nan if row.get(feature_name(source)) is None else row[feature_name(source)] for row in rows], dtype=float)
         numeric.append(
             FeatureSpec(
                 name=feature_name(source),
@@ -239,17 +235,21 @@ def train_model(config: TrainingConfig) -> TrainedModel:
     except ValueError as exc:
         # The data set is fixed and clean, so a fit that rejects its input is rejecting the parameters.
         raise SmlError(f"--estimator {config.estimator} with --param {dict(config.params)}: {exc}") from None
-    test_matrix = rows_to_matrix(split.test_rows, features)
-    metrics = evaluate(pipeline, test_matrix, split.test_labels)
-    calibration = fit_held_out_calibrator(pipeline, test_matrix, split.test_labels)
+    classes = tuple(str(label) for label in pipeline.classes_)
+    predicted, probabilities = model_outputs(pipeline, rows_to_matrix(split.test_rows, features))
+    metrics = held_out_metrics("binary", split.test_labels, predicted, probabilities, classes, POSITIVE_CLASS)
+    calibration = fit_label_free_estimator(
+        "binary", truth=split.test_labels, predictions=predicted, probabilities=probabilities, classes=classes,
+        positive_class=POSITIVE_CLASS, fitted_on="held-out test split",
+    )
     reference = build_reference(pipeline, split.train_rows, features, seed=config.seed)
     return TrainedModel(
         pipeline=pipeline,
         config=config,
         features=features,
-        classes=tuple(str(label) for label in pipeline.classes_),
+        classes=classes,
         metrics=metrics,
-        params=_json_safe(pipeline.named_steps["model"].get_params()),
+        params=json_safe(pipeline.named_steps["model"].get_params()),
         reference=reference,
         extra={
             "positive_class": POSITIVE_CLASS,
@@ -263,95 +263,6 @@ def train_model(config: TrainingConfig) -> TrainedModel:
             },
         },
     )
-
-
-def evaluate(pipeline: Any, matrix: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
-    """Accuracy, and F1, precision, recall and ROC AUC for the positive class, on held-out data."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
-
-    truth = np.asarray(labels)
-    predicted = pipeline.predict(matrix)
-    positive_column = list(pipeline.classes_).index(POSITIVE_CLASS)
-    scores = pipeline.predict_proba(matrix)[:, positive_column]
-    return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "f1": float(f1_score(truth, predicted, pos_label=POSITIVE_CLASS)),
-        "precision": float(precision_score(truth, predicted, pos_label=POSITIVE_CLASS, zero_division=0)),
-        "recall": float(recall_score(truth, predicted, pos_label=POSITIVE_CLASS)),
-        "roc_auc": float(roc_auc_score(truth == POSITIVE_CLASS, scores)),
-    }
-
-
-def fit_held_out_calibrator(pipeline: Any, matrix: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """The CBPE calibrator of the model's probabilities, fitted on the held-out split, as the manifest stores it.
-
-    Isotonic regression of the positive class's indicator on its probability
-    (:func:`sml.lifecycle.calibration.fit_calibrator`); the manifest keeps its thresholds as JSON
-    under ``extra["calibration"]``, so the monitoring run unpickles nothing to use it.
-    """
-    classes = [str(label) for label in pipeline.classes_]
-    true_index = np.array([classes.index(label) for label in labels])
-    calibrator = fit_calibrator(true_index, pipeline.predict_proba(matrix), classes, POSITIVE_CLASS, fitted_on="held-out test split")
-    return calibrator.to_json()
-
-
-def build_reference(
-    pipeline: Any,
-    rows: Sequence[Mapping[str, object]],
-    features: Sequence[FeatureSpec],
-    *,
-    seed: int,
-    max_rows: int = MAX_REFERENCE_ROWS,
-) -> ReferenceData:
-    """Drift reference from the training rows: sorted numeric values, category counts, label counts.
-
-    Beyond ``max_rows`` rows a uniform sample (without replacement, seeded) stands in for them.
-    """
-    if len(rows) > max_rows:
-        chosen = np.sort(np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False))
-        rows = [rows[index] for index in chosen]
-    summaries: dict[str, NumericReference | CategoricalReference] = {}
-    for spec in features:
-        if spec.kind == "numeric":
-            values = _numeric_column(rows, spec.name)
-            present = np.sort(values[~np.isnan(values)])
-            summaries[spec.name] = NumericReference(sorted_values=tuple(present.tolist()), missing=int(values.size - present.size))
-        else:
-            labels = [row.get(spec.name) for row in rows]
-            counts = Counter(str(label) for label in labels if label is not None)
-            summaries[spec.name] = CategoricalReference(counts=dict(counts), missing=len(labels) - sum(counts.values()))
-    predicted = pipeline.predict(rows_to_matrix(rows, features))
-    if not hasattr(pipeline, "classes_"):  # a regressor: its predictions are numbers, tested like a numeric feature
-        numbers = np.sort(np.asarray(predicted, dtype=float))
-        finite = numbers[np.isfinite(numbers)]
-        predictions = NumericReference(sorted_values=tuple(finite.tolist()), missing=int(numbers.size - finite.size))
-        return ReferenceData(n_rows=len(rows), features=summaries, label_counts={}, predictions=predictions)
-    return ReferenceData(n_rows=len(rows), features=summaries, label_counts=dict(Counter(str(label) for label in predicted)))
-
-
-def new_version(now: datetime | None = None) -> str:
-    """A unique, time-sortable version name: ``v<UTC yyyymmdd-hhmmss>-<6 hex>``."""
-    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    return f"v{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-def save_artifact(pipeline: Any, path: Path) -> str:
-    """Write the pipeline with joblib to ``path``; returns the file's sha256."""
-    import joblib
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(pipeline, path)
-    return file_sha256(path)
-
-
-def library_versions() -> dict[str, str]:
-    """The versions that must match at load time (scikit-learn above all), as the manifest records them."""
-    return {
-        "python": platform.python_version(),
-        "scikit-learn": installed_version("scikit-learn"),
-        "numpy": installed_version("numpy"),
-        "joblib": installed_version("joblib"),
-    }
 
 
 def build_manifest(
@@ -376,7 +287,7 @@ def build_manifest(
         classes=trained.classes,
         features=trained.features,
         reference=trained.reference,
-        library_versions=library_versions(),
+        library_versions=library_versions(trained.pipeline),
         wandb_run_path=wandb_run_path,
         dataset=DATASET,
         extra=trained.extra,
@@ -462,11 +373,6 @@ def _check_param_names(cls: type, names: Iterable[str]) -> None:
         raise SmlError(f"--param {unknown[0]}: {cls.__name__} has no such parameter; valid: {', '.join(sorted(valid))}")
 
 
-def _numeric_column(rows: Sequence[Mapping[str, object]], name: str) -> np.ndarray:
-    """One numeric feature as floats, ``None`` as NaN."""
-    return np.array([np.nan if row.get(name) is None else row[name] for row in rows], dtype=float)
-
-
 def _literal(text: str) -> Any:
     lowered = {"true": True, "false": False, "none": None}
     if text.lower() in lowered:
@@ -475,13 +381,3 @@ def _literal(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
-
-
-def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:
-    safe: dict[str, Any] = {}
-    for key, value in sorted(params.items()):
-        if value is None or isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value)):
-            safe[key] = value
-        else:
-            safe[key] = repr(value)
-    return safe

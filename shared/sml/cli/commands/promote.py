@@ -32,7 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("version", nargs="?", help="the version to promote, as `sml models` lists it")
-    target.add_argument("--best-by", metavar="METRIC", help="promote the version with the highest METRIC, e.g. f1, roc_auc, accuracy")
+    target.add_argument(
+        "--best-by",
+        metavar="METRIC",
+        help="promote the version best by METRIC: highest for scores (f1, roc_auc, accuracy, r2), lowest for losses (rmse, mae, log_loss, brier, ece)",
+    )
     add_power_options(parser)
     parser.add_argument("--strict", action="store_true", help="do not promote (exit status 1) when the drift power check warns")
     parser.set_defaults(run=run_promote)
@@ -67,7 +71,7 @@ def run_promote(args: argparse.Namespace) -> int:
         print(f"not promoted: {len(warnings)} drift power warning(s) and --strict")
         return 1
     registry.promote(version)
-    reason = f" (highest {args.best_by}: {manifest.metrics[args.best_by]:.4f})" if args.best_by else ""
+    reason = f" (best {args.best_by}: {manifest.metrics[args.best_by]:.4f})" if args.best_by else ""
     if previous == version:
         print(f"{version} is already the champion of {registry.model_name}{reason}")
     else:
