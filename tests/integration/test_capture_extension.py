@@ -20,7 +20,14 @@ import requests
 from sml.core.events import PredictionEvent, build_prediction_event, parse_prediction_event
 from sml.local.extensions_api import NEXT_PATH, REGISTER_PATH, ExtensionsApiServer
 from sml.predict.capture import CaptureMiss, CaptureResult
-from sml.predict.capture_extension import SHUTDOWN_MISS_REASON, ExtensionsApiClient, ExtensionsApiError, PostResponseCapture
+from sml.predict.capture_extension import (
+    DEADLINE_MARGIN_S,
+    DEADLINE_MISS_REASON,
+    SHUTDOWN_MISS_REASON,
+    ExtensionsApiClient,
+    ExtensionsApiError,
+    PostResponseCapture,
+)
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:sml-predict"
 REPO = Path(__file__).resolve().parents[2]
@@ -142,7 +149,8 @@ def test_shutdown_during_a_send_reports_the_unconfirmed_events_as_misses_once(ap
 
 def test_a_handler_that_never_ends_its_invocation_holds_the_extension_only_until_the_deadline(api: ExtensionsApiServer) -> None:
     queue = RecordingQueue()
-    extension = PostResponseCapture.register(api.runtime_api, publish=queue.publish, report=lambda result: None)
+    reports: list[CaptureResult] = []
+    extension = PostResponseCapture.register(api.runtime_api, publish=queue.publish, report=reports.append)
     batch = events(1)
     request_id = str(uuid.uuid4())
 
@@ -150,7 +158,87 @@ def test_a_handler_that_never_ends_its_invocation_holds_the_extension_only_until
     extension.defer(request_id, batch)
     api.wait_post_invoke(timeout_s=10)
 
-    assert queue.sent == batch
+    # No time is left to send at the deadline: the events are logged for resending instead.
+    assert queue.sent == []
+    assert [(miss.event_id, miss.reason) for miss in reports[0].misses] == [(batch[0].prediction_id, DEADLINE_MISS_REASON)]
+    assert extension.active
+
+
+def test_a_send_that_outlasts_the_deadline_is_given_up_on_and_its_events_reported_once(api: ExtensionsApiServer) -> None:
+    queue = RecordingQueue(held=True)
+    reports: list[CaptureResult] = []
+    extension = PostResponseCapture.register(api.runtime_api, publish=queue.publish, report=reports.append)
+    batch = events(3)
+    request_id = str(uuid.uuid4())
+
+    # The margin kept before the deadline plus a little: the send gets ~0.3 s.
+    api.begin_invoke(request_id, deadline_ms=int((time.time() + DEADLINE_MARGIN_S + 0.3) * 1000), invoked_function_arn=ARN)
+    extension.defer(request_id, batch)
+    extension.end_invocation(request_id)
+    api.wait_post_invoke(timeout_s=10)  # the invocation ends although the send is still held
+
+    assert queue.started.is_set() and queue.sent == []
+    assert [parse_prediction_event(miss.body) for miss in reports[0].misses] == batch
+    assert {miss.reason for miss in reports[0].misses} == {DEADLINE_MISS_REASON}
+    queue.release.set()
+    invoke(api, extension, events(1))
+    api.wait_post_invoke(timeout_s=10)
+    assert [report.sent for report in reports] == [0, 1]  # the late send finishing is not reported again
+
+
+def test_a_reporter_that_raises_does_not_end_the_extension(api: ExtensionsApiServer) -> None:
+    queue = RecordingQueue()
+
+    def broken_report(result: CaptureResult) -> None:
+        raise ValueError("log handler closed")
+
+    def refuse(sent: Sequence[PredictionEvent]) -> CaptureResult:
+        return CaptureResult(0, 0, tuple(CaptureMiss(e.prediction_id, "{}", "down") for e in sent))
+
+    extension = PostResponseCapture.register(api.runtime_api, publish=refuse, report=broken_report)
+    for _ in range(2):
+        invoke(api, extension, events(2))
+        api.wait_post_invoke(timeout_s=10)  # before: the thread died in the first report and this timed out
+    assert extension.active and queue.sent == []
+
+
+class FailingNextClient:
+    """An Extensions API client whose ``next`` fails with an error that is not the API's."""
+
+    def next_event(self, extension_id: str) -> dict:
+        raise RuntimeError("decoder bug")
+
+
+def test_an_unexpected_error_while_polling_stops_the_extension_so_the_handler_sends_inline() -> None:
+    queue = RecordingQueue()
+    extension = PostResponseCapture(FailingNextClient(), "id", publish=queue.publish, report=lambda result: None)
+    assert extension.defer("before", events(2))
+    extension._thread.start()
+    extension._thread.join(10)
+
+    assert not extension.active  # before: the thread died and active stayed true, so events were deferred forever
+    assert not extension.defer("after", events(1))
+    assert len(queue.sent) == 2  # what it held went out on the way down
+
+
+def test_a_malformed_answer_to_next_is_an_api_error() -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer_garbage() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.sendall(b"garbage\r\n\r\n")
+        connection.close()
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    client = ExtensionsApiClient(f"127.0.0.1:{listener.getsockname()[1]}")
+    with pytest.raises(ExtensionsApiError, match="BadStatusLine"):
+        client.next_event("id")
+    listener.close()
 
 
 def test_when_the_api_goes_away_the_extension_sends_what_it_holds_and_refuses_more() -> None:

@@ -19,6 +19,17 @@ So the handler hands its events over with :meth:`PostResponseCapture.defer`, end
 :meth:`PostResponseCapture.end_invocation` and returns; this extension's thread, holding that
 invocation's ``INVOKE`` event, sends them and only then asks for the next event.
 
+Time: the post-runtime phase counts against the function's timeout (the ``deadlineMs`` of the
+``INVOKE`` event); an extension still busy at the deadline times the invocation out and Lambda
+resets the environment. So a send runs in its own thread and the extension waits for it only until
+:data:`DEADLINE_MARGIN_S` before the deadline (:data:`DEFAULT_SEND_BUDGET_S` when the event has no
+deadline); what the queue has not confirmed by then is reported as misses
+(:data:`DEADLINE_MISS_REASON`, logged as ``capture_miss`` for ``sml capture resend``) and the
+extension calls ``next``. A late send that still lands duplicates nothing: the writer skips a
+``prediction_id`` it already stored. No exception ends the extension's thread while it can still
+poll: a publisher or reporter that raises costs that invocation's events (reported as misses,
+or logged when the reporter itself fails), never the container.
+
 Shutdown: with an extension registered, Lambda sends the runtime ``SIGTERM`` before it ends the
 environment (500 ms for a runtime with an internal extension; AWS sample
 "graceful-shutdown-with-aws-lambda", Python 3.12 runtime). :meth:`PostResponseCapture.shutdown`
@@ -46,6 +57,11 @@ logger = logging.getLogger(__name__)
 EXTENSIONS_API_VERSION = "2020-01-01"
 EXTENSION_NAME = "sml-capture"
 SHUTDOWN_MISS_REASON = "the execution environment shut down before the queue confirmed the send"
+DEADLINE_MISS_REASON = "the invocation's deadline came before the queue confirmed the send"
+# Time kept back before the invocation's deadline for reporting misses and calling next.
+DEADLINE_MARGIN_S = 0.5
+# How long a send may take when the INVOKE event carries no deadline (and for the flush at the end).
+DEFAULT_SEND_BUDGET_S = 10.0
 
 Publish = Callable[[Sequence[CapturedEvent]], CaptureResult]
 Report = Callable[[CaptureResult], None]
@@ -101,10 +117,10 @@ class ExtensionsApiClient:
             )
             response = self._next_connection.getresponse()
             payload = response.read()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             self._next_connection.close()
             self._next_connection = None
-            raise ExtensionsApiError(f"next at {self.runtime_api}: {exc}") from exc
+            raise ExtensionsApiError(f"next at {self.runtime_api}: {type(exc).__name__}: {exc}") from exc
         if response.status != 200:
             raise ExtensionsApiError(f"next at {self.runtime_api}: HTTP {response.status} {payload[:300]!r}")
         try:
@@ -196,10 +212,9 @@ class PostResponseCapture:
             self._in_flight = []
             self._invocations.clear()
             self._lock.notify_all()
-        misses = tuple(CaptureMiss(event_id(event), serialise_event(event), SHUTDOWN_MISS_REASON) for event in pending)
-        result = CaptureResult(sent=0, sampled_out=0, misses=misses)
-        if misses:
-            self._report(result)
+        result = _all_missed(pending, SHUTDOWN_MISS_REASON)
+        if result.misses:
+            self._report_safely(result)
         return result
 
     def install_sigterm_handler(self) -> bool:
@@ -231,13 +246,19 @@ class PostResponseCapture:
                 if event.get("eventType") != "INVOKE":
                     logger.warning("%s: unexpected event %r; stopping", EXTENSION_NAME, event.get("eventType"))
                     break
-                self._post_runtime(str(event.get("requestId", "")), event.get("deadlineMs"))
+                try:
+                    self._post_runtime(str(event.get("requestId", "")), event.get("deadlineMs"))
+                except Exception:  # noqa: BLE001 - logged with its traceback; the next invocation must still be polled for
+                    logger.exception("%s: handling invocation %s failed; polling for the next", EXTENSION_NAME, event.get("requestId"))
         except ExtensionsApiError as exc:
             logger.warning("%s: the Extensions API is gone (%s); events are sent inline from now on", EXTENSION_NAME, exc)
-        self._stop_and_flush()
+        except Exception:  # noqa: BLE001 - the thread ends here: stop taking events so the handler sends inline
+            logger.exception("%s: the extension failed; events are sent inline from now on", EXTENSION_NAME)
+        finally:
+            self._stop_and_flush()
 
     def _post_runtime(self, request_id: str, deadline_ms: Any) -> None:
-        deadline = deadline_ms / 1000 if isinstance(deadline_ms, int | float) else None
+        deadline = deadline_ms / 1000 if isinstance(deadline_ms, int | float) and not isinstance(deadline_ms, bool) else None
         with self._lock:
             while not self._stopped and not self._invocations.get(request_id, _Invocation()).ended:
                 remaining = None if deadline is None else deadline - time.time()
@@ -252,20 +273,45 @@ class PostResponseCapture:
             if not batch:
                 return
             self._in_flight = batch
-        self._send(batch)
+        budget = DEFAULT_SEND_BUDGET_S if deadline is None else deadline - time.time() - DEADLINE_MARGIN_S
+        self._send(batch, budget)
 
-    def _send(self, events: Sequence[CapturedEvent]) -> None:
-        try:
-            result = self._publish(events)
-        except Exception as exc:  # noqa: BLE001 - not swallowed: every event is reported whole as a miss, and logged with its traceback
-            logger.exception("%s: sending failed unexpectedly", EXTENSION_NAME)
-            reason = f"{type(exc).__name__}: {exc}"
-            result = CaptureResult(0, 0, tuple(CaptureMiss(event_id(e), serialise_event(e), reason) for e in events))
+    def _send(self, events: list[CapturedEvent], budget_s: float) -> None:
+        """Publish ``events`` in a thread, waiting at most ``budget_s``; then report once what happened."""
+        outcome: list[CaptureResult] = []
+        if budget_s > 0:
+            sender = threading.Thread(target=self._publish_into, args=(events, outcome), name=f"{EXTENSION_NAME}-send", daemon=True)
+            sender.start()
+            sender.join(budget_s)
         with self._lock:
             if self._in_flight is not events:  # shutdown() took them over and reported them
                 return
             self._in_flight = []
-        self._report(result)
+            result = outcome[0] if outcome else _all_missed(events, DEADLINE_MISS_REASON)
+        if not outcome:
+            logger.warning("%s: %d events not confirmed within %.3f s of the deadline", EXTENSION_NAME, len(events), max(budget_s, 0.0))
+        self._report_safely(result)
+
+    def _publish_into(self, events: list[CapturedEvent], outcome: list[CaptureResult]) -> None:
+        try:
+            result = self._publish(events)
+        except Exception as exc:  # noqa: BLE001 - not swallowed: every event is reported whole as a miss, and logged with its traceback
+            logger.exception("%s: sending failed unexpectedly", EXTENSION_NAME)
+            result = _all_missed(events, f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            if self._in_flight is events:  # not given up on: the waiting thread reports it
+                outcome.append(result)
+
+    def _report_safely(self, result: CaptureResult) -> None:
+        try:
+            self._report(result)
+        except Exception:  # noqa: BLE001 - the misses still reach the log below, so they can be resent
+            logger.exception("%s: reporting a capture result failed", EXTENSION_NAME)
+            for miss in result.misses:
+                logger.error(
+                    "event not captured; re-send message_body to the events queue",
+                    extra={"capture_miss": miss.reason, "event_id": miss.event_id, "message_body": miss.body},
+                )
 
     def _stop_and_flush(self) -> None:
         with self._lock:
@@ -274,4 +320,8 @@ class PostResponseCapture:
             self._invocations.clear()
             self._in_flight = leftover
         if leftover:
-            self._send(leftover)
+            self._send(leftover, DEFAULT_SEND_BUDGET_S)
+
+
+def _all_missed(events: Sequence[CapturedEvent], reason: str) -> CaptureResult:
+    return CaptureResult(0, 0, tuple(CaptureMiss(event_id(event), serialise_event(event), reason) for event in events))
