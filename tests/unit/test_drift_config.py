@@ -92,7 +92,7 @@ def test_an_empty_file_is_a_config_that_changes_nothing(tmp_path: Path) -> None:
         ("[features.mean_texture]\nmissing_rate = -0.1", "drift.toml: features.mean_texture.missing_rate: a Cohen's h floor must be in (0, pi)"),
         ("[data_quality]\nmax_out_of_range = 2", "drift.toml: data_quality.max_out_of_range: must be a share in [0, 1], got 2"),
         ("[data_quality]\nmax_range = 0.1", "drift.toml: data_quality.max_range: unknown key"),
-        ("[quality]\nmetric = 'auc'", "drift.toml: quality.metric: 'auc' is not one of accuracy, f1, precision, recall, roc_auc"),
+        ("[quality]\nmetric = 'auc'", "drift.toml: quality.metric: 'auc' is not one of accuracy, precision, recall, f1, precision_macro"),
         ("[quality]\ntolerance = [0.1]", "drift.toml: quality.tolerance: expected a number (a share in [0, 1]), got an array"),
     ],
 )
@@ -286,3 +286,10 @@ def test_a_job_config_built_directly_says_which_floors_the_deployment_set_or_lea
     explicit = DriftJobConfig(bucket="b", min_ks_d=0.1, set_by_deployment=frozenset({"min_ks_d"}))
     assert explicit.deployment_floors().set_by_deployment == {"min_ks_d"}
     assert DriftJobConfig.from_settings(load_settings(DriftSettings, {}), min_cramers_v=0.1).deployment_floors().set_by_deployment == {"min_cramers_v"}
+
+
+def test_a_quality_metric_of_another_task_is_refused_naming_the_tasks_choices(tmp_path: Path) -> None:
+    config = read_model_drift_config(write(tmp_path, "[quality]\nmetric = 'rmse'\ntolerance = 0.1"))
+    assert config.check_task("regression") is config
+    with pytest.raises(SmlError, match=r"drift.toml: quality.metric: 'rmse' is not a verdict metric of a multiclass model; choose one of accuracy, precision_macro"):
+        config.check_task("multiclass")

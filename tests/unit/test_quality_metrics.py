@@ -17,9 +17,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from sml.core.errors import SmlError
 from sml.lifecycle.calibration import Calibrator, fit_calibrator
 from sml.monitoring.model_quality.metrics import (
     LABEL_OUTSIDE_CLASSES,
+    SCORE_BINS,
     UNLABELLED,
     QualityConfig,
     QualityVerdict,
@@ -44,6 +46,14 @@ def _binary_world(rng: np.random.Generator, n: int, shift: float = 0.0) -> tuple
     return truth, predicted, probabilities
 
 
+def _histogram_tie_bound(is_positive: np.ndarray, scores: np.ndarray) -> float:
+    """Half the share of (positive, negative) pairs whose scores share a histogram bin: the most binning can move ROC AUC."""
+    cells = np.clip((scores * SCORE_BINS).astype(int), 0, SCORE_BINS - 1)
+    positives = np.bincount(cells[is_positive], minlength=SCORE_BINS)
+    negatives = np.bincount(cells[~is_positive], minlength=SCORE_BINS)
+    return float((positives * negatives).sum()) / (2 * positives.sum() * negatives.sum()) + 1e-12
+
+
 @pytest.mark.parametrize("case", range(6))
 def test_realized_metrics_equal_scikit_learn_on_random_cases(case: int) -> None:
     rng = np.random.default_rng(case)
@@ -65,9 +75,12 @@ def test_realized_metrics_equal_scikit_learn_on_random_cases(case: int) -> None:
         assert result.get("f1", label).value == pytest.approx(f1[index])
     assert result.get("f1_macro").value == pytest.approx(f1_score(truth, predicted, average="macro", labels=labels))
     assert result.get("log_loss").value == pytest.approx(log_loss(truth, raw, labels=labels))
+    for average in ("macro", "weighted"):
+        expected = precision_recall_fscore_support(truth, predicted, labels=labels, average=average, zero_division=0)
+        assert [result.get(f"{name}_{average}").value for name in ("precision", "recall", "f1")] == pytest.approx(expected[:3])
     if n_classes == 2:
         assert result.get("f1").value == pytest.approx(f1_score(truth, predicted, pos_label=1))
-        assert result.get("roc_auc").value == pytest.approx(roc_auc_score(truth, raw[:, 1]))
+        assert result.get("roc_auc").value == pytest.approx(roc_auc_score(truth, raw[:, 1]), abs=_histogram_tie_bound(truth == 1, raw[:, 1]))
         assert result.get("brier").value == pytest.approx(brier_score_loss(truth, raw[:, 1]))
         prob_true, prob_pred = calibration_curve(truth, raw[:, 1], n_bins=10)
         bins = result.reliability
@@ -77,8 +90,16 @@ def test_realized_metrics_equal_scikit_learn_on_random_cases(case: int) -> None:
         counts = np.array([b.count for b in bins])
         assert result.get("ece").value == pytest.approx(float(np.sum(counts / n * np.abs(prob_true - prob_pred))))
     else:
-        assert result.get("f1").value == pytest.approx(f1_score(truth, predicted, average="macro"))
-        assert result.get("roc_auc") is None
+        assert result.get("f1") is None
+        bound = max(_histogram_tie_bound(truth == k, raw[:, k]) for k in labels)
+        assert result.get("roc_auc").value == pytest.approx(roc_auc_score(truth, raw, multi_class="ovr", average="macro", labels=labels), abs=bound)
+        for k, label in enumerate(classes):
+            assert result.get("roc_auc", label).value == pytest.approx(roc_auc_score(truth == k, raw[:, k]), abs=bound)
+        assert result.get("brier").value == pytest.approx(brier_score_loss(truth, raw, labels=labels))
+        top = raw.argmax(axis=1)
+        prob_true, prob_pred = calibration_curve(top == truth, raw.max(axis=1), n_bins=10)
+        counts = np.array([b.count for b in result.reliability])
+        assert result.get("ece").value == pytest.approx(float(np.sum(counts / n * np.abs(prob_true - prob_pred))))
     for metric in result.metrics:
         if metric.low is not None:
             assert metric.low <= metric.value + 1e-12 <= metric.high + 2e-12 or metric.metric == "ece", metric
@@ -235,9 +256,17 @@ def test_a_window_without_positive_labels_is_insufficient_data_not_degraded() ->
     assert outcome.status is QualityVerdict.INSUFFICIENT_DATA and "positive class 'malignant'" in outcome.reason
 
 
-def test_quality_config_refuses_a_metric_the_manifest_cannot_hold() -> None:
-    with pytest.raises(ValueError, match="log_loss"):
-        QualityConfig(metric="log_loss")
+def test_quality_config_refuses_a_metric_no_verdict_can_use_and_one_of_another_task() -> None:
+    with pytest.raises(ValueError, match="'mean_error': choose one of accuracy"):
+        QualityConfig(metric="mean_error")
+    with pytest.raises(ValueError, match="'auc'"):
+        QualityConfig(metric="auc")
+    with pytest.raises(ValueError, match="not a verdict metric of a binary model"):
+        QualityConfig(metric="rmse").for_task("binary")
+    assert QualityConfig().for_task("multiclass").metric == "f1_macro"
+    assert QualityConfig().for_task("regression").metric == "rmse"
+    with pytest.raises(SmlError, match="SML_QUALITY_METRIC: quality metric 'f2'"):
+        QualityConfig.from_settings("f2", 0.05, 100)
 
 
 def test_hanley_mcneil_interval_width_shrinks_like_one_over_root_n() -> None:

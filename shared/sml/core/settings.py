@@ -156,7 +156,8 @@ class DriftSettings(AwsSettings, DatabaseSettings):
     min_samples: int = Field(30, alias="SML_DRIFT_MIN_SAMPLES", ge=2)
     feature_floors: dict[str, float | str] = Field(default_factory=dict, alias="SML_DRIFT_FEATURE_FLOORS")
     report_prefix: str = Field("reports/", alias="SML_REPORT_PREFIX")
-    quality_metric: Literal["accuracy", "f1", "precision", "recall", "roc_auc"] = Field("f1", alias="SML_QUALITY_METRIC")
+    # A name of sml.lifecycle.quality_metrics (checked by the drift job); None: the model's task's default.
+    quality_metric: str | None = Field(None, alias="SML_QUALITY_METRIC", min_length=1, max_length=32)
     quality_tolerance: float = Field(0.05, alias="SML_QUALITY_TOLERANCE", ge=0, le=1)
     quality_min_labels: int = Field(100, alias="SML_QUALITY_MIN_LABELS", ge=2)
     dq_max_out_of_range: float = Field(0.02, alias="SML_DQ_MAX_OUT_OF_RANGE", ge=0, le=1)

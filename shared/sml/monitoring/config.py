@@ -25,8 +25,8 @@ File format: TOML (``.toml``, read with :mod:`tomllib`) or the same structure in
     max_refused_rate = 0.01  # values predict refused with a 4xx naming the feature
 
     [quality]
-    metric = "roc_auc"       # accuracy, f1, precision, recall, roc_auc
-    tolerance = 0.03
+    metric = "roc_auc"       # a verdict metric of the model's task (sml.lifecycle.quality_metrics)
+    tolerance = 0.03         # absolute; a share of the held-out value for mae and rmse
 
 **Precedence**, key by key: built-in defaults < deployment settings < the model's config. The
 model's author knows which of its features matter and how large a shift hurts it; the
@@ -52,11 +52,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sml.core.errors import SmlError
+from sml.lifecycle.quality_metrics import QUALITY_METRICS as LISTED_QUALITY_METRICS
+from sml.lifecycle.quality_metrics import check_verdict_metric
 from sml.monitoring.data_quality.checks import DataQualityThresholds
 from sml.monitoring.drift.stats import FeatureSpecLike, parse_effect_floor
 
 FloorSource = Literal["model", "deployment", "default"]
-QUALITY_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc")
+QUALITY_METRICS = tuple(name for name, metric in LISTED_QUALITY_METRICS.items() if metric.verdict)
 KIND_FLOOR_KEYS = ("numeric", "categorical", "missing_rate", "label")
 FEATURE_KEYS = ("floor", "missing_rate")
 DATA_QUALITY_KEYS = ("max_out_of_range", "max_unseen_category", "max_missing_excess", "max_refused_rate")
@@ -119,6 +121,18 @@ class ModelDriftConfig:
         if "tolerance" in quality:
             quality["tolerance"] = _share(source, "quality.tolerance", quality["tolerance"])
         return cls(source=source, floors=floors, features=features, data_quality=data_quality, quality=quality)
+
+    def check_task(self, task: Any) -> ModelDriftConfig:
+        """Check ``quality.metric`` against the model's task (``binary``, ``multiclass``, ``regression``); returns itself.
+
+        :raises SmlError: ``"<source>: quality.metric: ..."`` naming the task's verdict metrics.
+        """
+        if "metric" in self.quality:
+            try:
+                check_verdict_metric(self.quality["metric"], task)
+            except ValueError as exc:
+                raise SmlError(f"{self.source}: quality.metric: {exc}") from None
+        return self
 
     def check_features(self, schema: Sequence[FeatureSpecLike]) -> ModelDriftConfig:
         """Check the config against the model's features; returns itself.

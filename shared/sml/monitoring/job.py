@@ -109,7 +109,7 @@ class DriftJobConfig:
             "floors": settings.feature_floors,
             "report_prefix": settings.report_prefix,
             "topic_arn": settings.topic_arn,
-            "quality": QualityConfig(metric=settings.quality_metric, tolerance=settings.quality_tolerance, min_labels=settings.quality_min_labels),
+            "quality": QualityConfig.from_settings(settings.quality_metric, settings.quality_tolerance, settings.quality_min_labels),
             "data_quality": DataQualityThresholds(
                 max_out_of_range=settings.dq_max_out_of_range,
                 max_unseen_category=settings.dq_max_unseen_category,

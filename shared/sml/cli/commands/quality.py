@@ -16,7 +16,6 @@ from typing import Any
 from sml.core.errors import SmlError
 
 STATUS_STYLE = {"DEGRADED": "bold red", "INSUFFICIENT_DATA": "yellow", "OK": "green"}
-MODEL_METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "log_loss", "brier", "ece")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the model quality verdict of the latest monitoring run",
         description=(
             "Print the model quality the latest monitoring run stored for the model: OK, DEGRADED (the chosen metric's interval "
-            "lies below the held-out value by more than SML_QUALITY_TOLERANCE) or INSUFFICIENT_DATA (fewer than "
-            "SML_QUALITY_MIN_LABELS labels), with coverage, label delay, realized metrics and intervals, and the CBPE estimate. "
+            "is worse than the held-out value by more than SML_QUALITY_TOLERANCE, in the metric's direction) or INSUFFICIENT_DATA "
+            "(fewer than SML_QUALITY_MIN_LABELS labels), with coverage, label delay, realized metrics of the model's task with their "
+            "intervals, and the label-free estimate (CBPE for classifiers, DLE for regression). "
             "Run `sml drift` first to assess the current window."
         ),
     )
@@ -75,6 +75,9 @@ def print_stored_quality(run: dict[str, Any], quality: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from sml.lifecycle.manifest import task_from_classes
+    from sml.lifecycle.quality_metrics import metrics_for
+
     console = Console()
     if not console.is_terminal:
         console.width = 160
@@ -83,9 +86,11 @@ def print_stored_quality(run: dict[str, Any], quality: Any) -> None:
     table = Table(title=f"model quality of {escape(run['model_name'])} {escape(run['model_version'])}: {run['window_start']:%Y-%m-%d %H:%M} to {run['window_end']:%Y-%m-%d %H:%M} UTC")
     table.add_column("metric", no_wrap=True)
     table.add_column("class", no_wrap=True)
-    for column in ("realized", "interval", "estimated (CBPE)", "held-out"):
+    classes = parameters.get("classes", [])
+    task = parameters.get("task") or task_from_classes(classes)
+    for column in ("realized", "interval", f"estimated ({'DLE' if task == 'regression' else 'CBPE'})", "held-out"):
         table.add_column(column, justify="right")
-    names = [(name, "") for name in MODEL_METRICS] + [(name, label) for label in parameters.get("classes", []) for name in ("precision", "recall", "f1")]
+    names = [(name, "") for name in metrics_for(task)] + [(name, label) for label in classes for name in ("precision", "recall", "f1")]
     for name, label in names:
         realized, estimated, reference = (quality.value(source, name, label) for source in ("realized", "estimated", "reference"))
         if realized is None and estimated is None and reference is None:
@@ -102,7 +107,8 @@ def print_stored_quality(run: dict[str, Any], quality: Any) -> None:
     console.print(table)
     coverage = row["n_labelled"] / row["n_predictions"] if row["n_predictions"] else 0.0
     console.print(
-        f"labels: {row['n_labelled']} of {row['n_predictions']} predictions ({coverage:.1%}); {row['n_labels_outside_classes']} labels not among the classes; "
+        f"labels: {row['n_labelled']} of {row['n_predictions']} predictions ({coverage:.1%}); {row['n_labels_outside_classes']} labels "
+        f"{'that are not numbers' if task == 'regression' else 'not among the classes'}; "
         f"{row['n_unmatched_labels']} labels in the window without a stored prediction",
         markup=False,
     )

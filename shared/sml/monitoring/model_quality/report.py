@@ -1,10 +1,13 @@
-"""The model quality section of the drift report: verdict, coverage, delay, metrics, reliability chart.
+"""The model quality section of the drift report: verdict, coverage, delay, metrics and the task's charts.
 
 HTML only (inline SVG, no script), every name and value escaped. The metrics table shows each
-realized metric with its interval beside the CBPE estimate and the manifest's held-out value;
-the reliability chart plots, per probability bin, the fraction of labelled predictions that
-were positive against the mean predicted probability (the diagonal is perfect calibration), with
-each point's area following the bin's count.
+realized metric of the model's task with its interval beside the label-free estimate (CBPE or
+DLE) and the manifest's held-out value. Classifiers get the confusion matrix (counts, true class
+by row, with each row's share shaded) and the reliability chart: per probability bin, the
+fraction of labelled predictions that were positive (binary) or whose top label was right
+(multiclass) against the mean probability (the diagonal is perfect calibration), each point's
+area following the bin's count. Regression models get the residual plots: a histogram of the
+errors (prediction − label) and the mean error with ±1 sd per bin of the predicted value.
 
 Example::
 
@@ -18,11 +21,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sml.monitoring.model_quality.metrics import MetricValue, QualityResult, ReliabilityBin
+from sml.lifecycle.quality_metrics import metrics_for
+from sml.monitoring.model_quality.metrics import MetricValue, QualityResult, ReliabilityBin, ResidualPlots
 
 SIZE, MARGIN = 300, 40
 _STATUS_COLOUR = {"OK": "#e8f5e9", "DEGRADED": "#fbe3e1", "INSUFFICIENT_DATA": "#fff4d6"}
-_MODEL_METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "log_loss", "brier", "ece")
 
 
 def render_quality_section(quality: QualityResult) -> str:
@@ -39,24 +42,58 @@ def render_quality_section(quality: QualityResult) -> str:
             if delay
             else "no labels"
         ),
-        "verdict metric": f"{quality.config.metric} (positive class {quality.positive_class or 'none: macro average'}), tolerance {quality.config.tolerance}, "
+        "verdict metric": f"{quality.config.metric} of a {quality.task} model{_positive(quality)}, tolerance {quality.config.tolerance}, "
         f"at least {quality.config.min_labels} labels, {quality.config.confidence:.0%} intervals",
-        "estimate (CBPE)": (
-            f"{quality.estimated.n_predictions} predictions, calibrated probabilities; assumes no concept drift (P(label | score) as on held-out data)"
-            if quality.estimated
-            else "not available (the model's manifest has no calibrator, or no probabilities were stored)"
-        ),
+        f"estimate ({_estimate_name(quality)})": _estimate_note(quality),
     }
     items = "".join(f"<dt>{_escape(name)}</dt><dd>{_escape(value)}</dd>" for name, value in summary.items())
     badge = f'<span class="badge" style="background:{_STATUS_COLOUR[status]}">{status}</span>'
-    chart = reliability_chart(quality.realized.reliability) if quality.realized and quality.realized.reliability else "<p>No reliability chart: no labelled prediction with probabilities.</p>"
-    return f"<h2>Model quality {badge}</h2><dl>{items}</dl>{_metrics_table(quality)}{_per_class_table(quality)}{chart}"
+    return f"<h2>Model quality {badge}</h2><dl>{items}</dl>{_metrics_table(quality)}{_per_class_table(quality)}{_charts(quality)}"
+
+
+def _positive(quality: QualityResult) -> str:
+    if quality.task == "binary":
+        return f" (positive class {quality.positive_class})"
+    return " (macro: the classes' unweighted mean)" if quality.task == "multiclass" else ""
+
+
+def _estimate_name(quality: QualityResult) -> str:
+    return "DLE" if quality.task == "regression" else "CBPE"
+
+
+def _estimate_note(quality: QualityResult) -> str:
+    estimated = quality.estimated
+    if estimated is None:
+        kind = "loss model (DLE)" if quality.task == "regression" else "calibrator"
+        return f"not available (the model's manifest has no {kind}, or no probabilities were stored)"
+    if estimated.method == "dle":
+        return (
+            f"{estimated.n_predictions} predictions ({estimated.n_evaluated} evaluated), expected absolute and squared errors from a model of "
+            "the error fitted on held-out data; assumes no concept drift (P(label | inputs) as on held-out data)"
+        )
+    return f"{estimated.n_predictions} predictions, calibrated probabilities; assumes no concept drift (P(label | score) as on held-out data)"
+
+
+def _charts(quality: QualityResult) -> str:
+    realized = quality.realized
+    if quality.task == "regression":
+        if realized is None or realized.residuals is None:
+            return "<p>No residual plots: no labelled prediction.</p>"
+        return residual_charts(realized.residuals)
+    confusion = confusion_table(quality.classes, realized.confusion) if realized and realized.confusion and realized.n_labelled else ""
+    if not (realized and realized.reliability):
+        return f"{confusion}<p>No reliability chart: no labelled prediction with probabilities.</p>"
+    caption = "the positive class's probability" if quality.task == "binary" else "the top label's probability (right when the top label is the true class)"
+    return confusion + reliability_chart(realized.reliability, caption)
 
 
 def _metrics_table(quality: QualityResult) -> str:
-    header = "<tr><th class=\"name\">metric</th><th>realized</th><th>interval</th><th class=\"name\">interval method</th><th>estimated (CBPE)</th><th>held-out</th></tr>"
+    header = (
+        "<tr><th class=\"name\">metric</th><th>realized</th><th>interval</th><th class=\"name\">interval method</th>"
+        f"<th>estimated ({_estimate_name(quality)})</th><th>held-out</th></tr>"
+    )
     rows = []
-    for name in _MODEL_METRICS:
+    for name in metrics_for(quality.task):
         realized = quality.realized.get(name) if quality.realized else None
         estimated = quality.estimated.get(name) if quality.estimated else None
         reference = quality.reference_metrics.get(name)
@@ -72,7 +109,7 @@ def _metrics_table(quality: QualityResult) -> str:
 
 
 def _per_class_table(quality: QualityResult) -> str:
-    if not quality.realized or not quality.realized.metrics:
+    if not quality.realized or not quality.realized.metrics or not quality.classes:
         return ""
     header = "<tr><th class=\"name\">class</th>" + "".join(f"<th>{name}</th><th>{name} interval</th>" for name in ("precision", "recall", "f1")) + "</tr>"
     rows = []
@@ -85,8 +122,90 @@ def _per_class_table(quality: QualityResult) -> str:
     return f"<table>{header}{''.join(rows)}</table>"
 
 
-def reliability_chart(bins: Sequence[ReliabilityBin]) -> str:
-    """Inline SVG: fraction positive against mean predicted probability per bin, with the diagonal."""
+def confusion_table(classes: Sequence[str], confusion: Sequence[Sequence[int]]) -> str:
+    """The confusion matrix as a table: true class by row, predicted by column, each cell shaded by its share of the row."""
+    header = "<tr><th class=\"name\">true \\ predicted</th>" + "".join(f"<th>{_escape(label)}</th>" for label in classes) + "</tr>"
+    rows = []
+    for label, row in zip(classes, confusion):
+        total = sum(row) or 1
+        cells = "".join(f'<td style="background:rgba(76,114,176,{0.08 + 0.6 * count / total:.2f})">{count}</td>' for count in row)
+        rows.append(f"<tr><td class=\"name\">{_escape(label)}</td>{cells}</tr>")
+    return f"<h3>Confusion matrix (labelled predictions)</h3><table>{header}{''.join(rows)}</table>"
+
+
+def residual_charts(plots: ResidualPlots) -> str:
+    """Inline SVGs: the histogram of errors (prediction − label) and the mean error ± 1 sd per bin of the prediction."""
+    return f"<h3>Residuals</h3>{_histogram_svg(plots)}{_by_prediction_svg(plots)}"
+
+
+def _frame(title: str, x_label: str, y_label: str, body: Sequence[str]) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{SIZE}" height="{SIZE}" viewBox="0 0 {SIZE} {SIZE}" font-size="11" '
+        f'font-family="sans-serif"><title>{_escape(title)}</title><rect x="{MARGIN}" y="{MARGIN}" width="{SIZE - 2 * MARGIN}" '
+        f'height="{SIZE - 2 * MARGIN}" fill="none" stroke="#999"/>{"".join(body)}'
+        f'<text x="{SIZE / 2}" y="{SIZE - 6}" text-anchor="middle">{_escape(x_label)}</text>'
+        f'<text x="12" y="{SIZE / 2}" text-anchor="middle" transform="rotate(-90 12 {SIZE / 2})">{_escape(y_label)}</text></svg>'
+    )
+
+
+def _histogram_svg(plots: ResidualPlots) -> str:
+    plot = SIZE - 2 * MARGIN
+    edges, counts = plots.edges, plots.counts
+    inner = counts[1:-1]
+    largest = max(max(inner, default=0), 1)
+    low, high = edges[0], edges[-1]
+    width = plot / len(inner)
+    parts = []
+    for index, count in enumerate(inner):
+        height = plot * count / largest
+        parts.append(
+            f'<rect x="{MARGIN + index * width:.1f}" y="{SIZE - MARGIN - height:.1f}" width="{max(width - 1, 1):.1f}" height="{height:.1f}" fill="#4c72b0">'
+            f"<title>{edges[index]:.4g} to {edges[index + 1]:.4g}: {count}</title></rect>"
+        )
+    zero = MARGIN + plot * (0 - low) / (high - low)
+    parts.append(f'<line x1="{zero:.1f}" y1="{MARGIN}" x2="{zero:.1f}" y2="{SIZE - MARGIN}" stroke="#dd8452" stroke-dasharray="4 3"/>')
+    for value in (low, 0.0, high):
+        parts.append(f'<text x="{MARGIN + plot * (value - low) / (high - low):.1f}" y="{SIZE - MARGIN + 14}" text-anchor="middle">{value:.3g}</text>')
+    outside = f"; {counts[0]} below and {counts[-1]} above the axis" if counts[0] or counts[-1] else ""
+    return (
+        f"<figure>{_frame('histogram of errors', 'error (prediction − label)', 'labelled predictions', parts)}"
+        f"<figcaption>Errors of the window's labelled predictions ({sum(counts)}{outside}); bins are a quarter of the held-out RMSE.</figcaption></figure>"
+    )
+
+
+def _by_prediction_svg(plots: ResidualPlots) -> str:
+    plot = SIZE - 2 * MARGIN
+    bins = [(index, count, mean, sd) for index, (count, mean, sd) in enumerate(plots.by_prediction) if count]
+    if not bins:
+        return ""
+    spread = max(max(abs(mean) + sd for _, _, mean, sd in bins), 1e-12)
+    slots = len(plots.by_prediction)
+
+    def y(value: float) -> float:
+        return MARGIN + plot / 2 - value / spread * plot / 2
+
+    parts = [f'<line x1="{MARGIN}" y1="{y(0):.1f}" x2="{SIZE - MARGIN}" y2="{y(0):.1f}" stroke="#999" stroke-dasharray="4 3"/>']
+    edges = plots.prediction_edges
+    for index, count, mean, sd in bins:
+        x = MARGIN + plot * (index + 0.5) / slots
+        lower = f"{edges[index - 1]:.4g}" if index > 0 else "−∞"
+        upper = f"{edges[index]:.4g}" if index < len(edges) else "∞"
+        parts.append(f'<line x1="{x:.1f}" y1="{y(mean - sd):.1f}" x2="{x:.1f}" y2="{y(mean + sd):.1f}" stroke="#4c72b0"/>')
+        parts.append(
+            f'<circle cx="{x:.1f}" cy="{y(mean):.1f}" r="4" fill="#4c72b0"><title>prediction {lower} to {upper}: {count} labelled, '
+            f"mean error {mean:.4g}, sd {sd:.4g}</title></circle>"
+        )
+    parts.append(f'<text x="{MARGIN - 4}" y="{y(spread) + 4:.1f}" text-anchor="end">{spread:.3g}</text>')
+    parts.append(f'<text x="{MARGIN - 4}" y="{y(-spread) + 4:.1f}" text-anchor="end">{-spread:.3g}</text>')
+    return (
+        f"<figure>{_frame('errors by predicted value', 'predicted value (bins of the training predictions)', 'error', parts)}"
+        "<figcaption>Mean error ± 1 sd per bin of the predicted value (deciles of the training predictions); a curve away from 0 is a bias "
+        "that depends on the prediction.</figcaption></figure>"
+    )
+
+
+def reliability_chart(bins: Sequence[ReliabilityBin], caption: str = "the positive class's probability") -> str:
+    """Inline SVG: fraction positive (or right) against mean predicted probability per bin, with the diagonal."""
     plot = SIZE - 2 * MARGIN
     largest = max(bin_.count for bin_ in bins)
 
@@ -117,7 +236,7 @@ def reliability_chart(bins: Sequence[ReliabilityBin]) -> str:
     return (
         f'<figure><svg xmlns="http://www.w3.org/2000/svg" role="img" width="{SIZE}" height="{SIZE}" viewBox="0 0 {SIZE} {SIZE}" '
         f'font-size="11" font-family="sans-serif"><title>reliability chart</title>{"".join(parts)}</svg>'
-        f"<figcaption>Reliability of the positive class's probability over the window's labelled predictions "
+        f"<figcaption>Reliability of {_escape(caption)} over the window's labelled predictions "
         f"({sum(bin_.count for bin_ in bins)} in {len(bins)} bins); point area follows the bin's count.</figcaption></figure>"
     )
 

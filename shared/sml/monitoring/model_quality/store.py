@@ -43,10 +43,19 @@ from sqlalchemy.engine import Connection, Engine
 
 from sml.core.db import DRIFT_RUNS, GROUND_TRUTH, PREDICTIONS, QUALITY_METRICS, QUALITY_RUNS, to_db_timestamp
 from sml.core.errors import SmlError
-from sml.monitoring.model_quality.metrics import LABEL_OUTSIDE_CLASSES, UNLABELLED, MetricValue, QualityConfig, QualityResult, assess_quality
+from sml.lifecycle.calibration import LABEL_FREE_KEY, Calibrator, DirectLossEstimator, label_free_estimator_from_json
+from sml.lifecycle.manifest import FeatureSpec, ModelManifest, Task, task_from_classes
+from sml.monitoring.model_quality.metrics import (
+    LABEL_OUTSIDE_CLASSES,
+    PREDICTION_BINS,
+    UNLABELLED,
+    MetricValue,
+    QualityConfig,
+    QualityResult,
+    assess_quality,
+    assess_regression_quality,
+)
 from sml.monitoring.windows import TimeWindow, WindowSample, read_window
-from sml.lifecycle.calibration import Calibrator
-from sml.lifecycle.manifest import FeatureSpec, ModelManifest
 
 # In a slice row of sml.monitoring.windows, ``label`` is the predicted label and ``truth`` the ground truth.
 _PREDICTION, _TRUTH, _DELAY = operator.attrgetter("label"), operator.attrgetter("truth"), operator.attrgetter("delay")
@@ -71,23 +80,51 @@ class QualitySample:
     delay_seconds: np.ndarray
 
 
-def read_quality_window(engine: Engine, model_name: str, window: TimeWindow, classes: Sequence[str | int]) -> QualitySample:
+@dataclass(frozen=True)
+class RegressionSample:
+    """A regression model's window as aligned arrays, one entry per prediction (order unspecified).
+
+    :param predictions: the predicted values (NaN: a stored prediction that is not a number).
+    :param truth: the labels (NaN: unlabelled, or a label that is not a finite number).
+    :param n_labels_not_numbers: labels that are not finite numbers (counted, not scored).
+    :param delay_seconds: labelled_at − predicted_at (NaN when unlabelled).
+    :param columns: the window's feature columns by name (aligned), for DLE; empty when not read.
+    """
+
+    n_rows: int
+    predictions: np.ndarray
+    truth: np.ndarray
+    n_labels_not_numbers: int
+    delay_seconds: np.ndarray
+    columns: dict[str, Any]
+
+
+def read_quality_window(
+    engine: Engine, model_name: str, window: TimeWindow, classes: Sequence[str | int], *, task: Task | None = None, features: Sequence[FeatureSpec] = ()
+) -> QualitySample | RegressionSample:
     """Read the predictions of ``model_name`` in ``window`` with their labels (see the module's docstring).
 
     :param classes: the model's classes (manifest order); labels and predictions are matched by their text.
+    :param task: the model's task (by default the one its classes imply: none, regression).
+    :param features: the features a regression model's DLE reads (none: no estimate).
     """
-    return read_window_with_quality(engine, model_name, window, (), classes)[1]
+    return read_window_with_quality(engine, model_name, window, features, classes, task=task)[1]
 
 
 def read_window_with_quality(
-    engine: Engine, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], classes: Sequence[str | int]
-) -> tuple[WindowSample, QualitySample]:
+    engine: Engine, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], classes: Sequence[str | int], *, task: Task | None = None
+) -> tuple[WindowSample, QualitySample | RegressionSample]:
     """The drift columns of ``features`` and the quality sample of the window, in one pass over it.
 
     :func:`~sml.monitoring.windows.read_window` with the quality columns as its extension: each row of
     a slice also carries the probabilities, the label and its delay, so the weekly run reads the
-    window once for data drift and model quality together.
+    window once for data drift and model quality together. A regression model's sample
+    (``task`` regression, or no classes) holds numbers and the window's feature columns.
     """
+    if (task or task_from_classes(tuple(classes))) == "regression":
+        numbers = RegressionColumns()
+        sample = read_window(engine, model_name, window, features, extension=numbers)
+        return sample, numbers.sample(sample.columns())
     quality = QualityColumns(classes)
     sample = read_window(engine, model_name, window, features, extension=quality)
     return sample, quality.sample()
@@ -216,6 +253,84 @@ class QualityColumns:
         )
 
 
+class RegressionColumns:
+    """Collects a regression model's predictions, labels and delays as numbers, as a :class:`~sml.monitoring.windows.WindowExtension`.
+
+    The same slice values as :class:`QualityColumns` (probabilities, the quoted label, the delay);
+    the prediction and label texts are parsed as JSON numbers, a text that is none counting as NaN.
+    """
+
+    row_bytes = 80
+
+    def __init__(self) -> None:
+        self.predictions: list[np.ndarray] = []
+        self.truth: list[np.ndarray] = []
+        self.delays: list[np.ndarray] = []
+        self.n_rows = 0
+        self.n_not_numbers = 0
+
+    @property
+    def slice_fields(self) -> list[tuple[str, Any]]:
+        return [("probabilities", Any), ("truth", str | None), ("delay", float)]
+
+    def join(self, predictions: sa.Table) -> Any:
+        return predictions.outerjoin(GROUND_TRUTH, GROUND_TRUTH.c.prediction_id == predictions.c.prediction_id)
+
+    slice_values = QualityColumns.slice_values
+    row_columns = QualityColumns.row_columns
+
+    def add_slice_rows(self, decoded: Sequence[Any]) -> None:
+        self._add(list(map(_PREDICTION, decoded)), list(map(_TRUTH, decoded)), np.fromiter(map(_DELAY, decoded), dtype=float, count=len(decoded)))
+
+    def add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        rows = list(rows)
+        delays = np.array([0.0 if row[3] is None else float(row[3]) for row in rows], dtype=float)
+        self._add([row[0] for row in rows], [row[2] for row in rows], delays)
+
+    def _add(self, predictions: list[str], labels: list[str | None], delays: np.ndarray) -> None:
+        predicted, _ = _numbers(predictions)
+        truth, not_numbers = _numbers(labels)
+        self.predictions.append(predicted)
+        self.truth.append(truth)
+        unlabelled = np.array([label is None for label in labels], dtype=bool)
+        delay = delays / 1e6
+        delay[unlabelled] = np.nan
+        self.delays.append(delay)
+        self.n_not_numbers += not_numbers
+        self.n_rows += len(predictions)
+
+    def sample(self, columns: dict[str, Any]) -> RegressionSample:
+        def joined(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.empty(0)
+
+        return RegressionSample(self.n_rows, joined(self.predictions), joined(self.truth), self.n_not_numbers, joined(self.delays), columns)
+
+
+def _numbers(texts: list[str | None]) -> tuple[np.ndarray, int]:
+    """JSON number texts as floats (NaN for None and for a text that is not a finite number), and how many texts were not numbers."""
+    try:
+        values = np.array(["nan" if text is None else text for text in texts], dtype=np.float64)
+        bad = int((~np.isfinite(values)).sum()) - sum(text is None for text in texts)
+        if not bad:
+            return values, 0
+    except ValueError:
+        pass
+    values = np.array([_number(text) for text in texts], dtype=np.float64)
+    return values, int(sum(text is not None for text in texts) - np.isfinite(values).sum())
+
+
+def _number(text: str | None) -> float:
+    if text is None:
+        return math.nan
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value) if math.isfinite(value) else math.nan
+
+
 def _as_probability(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return math.nan
@@ -245,43 +360,70 @@ def insert_quality(connection: Connection, run_id: str, result: QualityResult) -
 
 
 def assess_window_quality(
-    engine: Engine, manifest: ModelManifest, window: TimeWindow, config: QualityConfig, sample: QualitySample | None = None
+    engine: Engine, manifest: ModelManifest, window: TimeWindow, config: QualityConfig, sample: QualitySample | RegressionSample | None = None
 ) -> QualityResult:
-    """The model quality of ``manifest``'s model in ``window``: read, then :func:`~sml.monitoring.model_quality.metrics.assess_quality`.
+    """The model quality of ``manifest``'s model in ``window``: read, then assess per the manifest's task.
 
     :param sample: the window's quality sample when already read (:func:`read_window_with_quality`,
         as the weekly run does); ``None`` reads it.
 
-    The positive class is the manifest's ``extra["positive_class"]`` (binary models; else macro
-    averages), the reference its held-out ``metrics``, the CBPE calibrator its
-    ``extra["calibration"]`` (a model registered before calibration existed gets no estimate).
+    The positive class is the manifest's ``extra["positive_class"]`` (binary models), the
+    reference its held-out ``metrics``, the label-free estimator its ``extra["calibration"]``
+    (CBPE's calibrator, or DLE for regression; a model registered without one gets no estimate).
+    A verdict metric that is not one of the task's (a deployment-wide ``SML_QUALITY_METRIC``)
+    gives way to the task's default, and the reason says so.
 
-    :raises SmlError: the manifest's calibration is malformed (names the manifest).
+    :raises SmlError: the manifest's label-free estimator is malformed (names the manifest).
     """
-    classes = tuple(str(label) for label in manifest.classes)
-    if sample is None:
-        sample = read_quality_window(engine, manifest.model_name, window, manifest.classes)
-    positive = manifest.extra.get("positive_class")
-    if positive is None and len(classes) == 2:
-        positive = classes[1]
-    calibrator = None
-    if manifest.extra.get("calibration") is not None:
+    task = manifest.task
+    note = ""
+    try:
+        config = config.for_task(task)
+    except ValueError:
+        note = f" (quality metric {config.metric!r} is not one of a {task} model's; its default is used)"
+        config = replace(config, metric=None).for_task(task)
+    estimator = None
+    if manifest.extra.get(LABEL_FREE_KEY) is not None:
         try:
-            calibrator = Calibrator.from_json(manifest.extra["calibration"])
+            estimator = label_free_estimator_from_json(manifest.extra[LABEL_FREE_KEY])
         except (KeyError, TypeError, ValueError) as exc:
-            raise SmlError(f"manifest of {manifest.model_name} {manifest.version}: extra.calibration is malformed ({exc})") from None
-    result = assess_quality(
-        classes=classes,
-        positive_class=str(positive) if positive is not None else None,
-        predicted_index=sample.predicted_index,
-        probabilities=sample.probabilities,
-        true_index=sample.true_index,
-        delay_seconds=sample.delay_seconds,
-        reference_metrics=manifest.metrics,
-        calibrator=calibrator,
-        config=config,
-    )
-    return replace(result, n_unmatched_labels=count_unmatched_labels(engine, window))
+            raise SmlError(f"manifest of {manifest.model_name} {manifest.version}: extra.{LABEL_FREE_KEY} is malformed ({exc})") from None
+    if sample is None:
+        sample = read_quality_window(engine, manifest.model_name, window, manifest.classes, task=task, features=manifest.features)
+    if isinstance(sample, RegressionSample):
+        predictions = manifest.reference.predictions
+        edges = np.quantile(predictions.sorted_values, np.linspace(0, 1, PREDICTION_BINS + 1)[1:-1]) if predictions is not None and predictions.sorted_values else ()
+        labelled = ~np.isnan(sample.delay_seconds)
+        result = assess_regression_quality(
+            predictions=sample.predictions,
+            truth=sample.truth,
+            n_labels_not_numbers=sample.n_labels_not_numbers,
+            delay_seconds=sample.delay_seconds[labelled],
+            reference_metrics=manifest.metrics,
+            estimator=estimator if isinstance(estimator, DirectLossEstimator) and sample.columns else None,
+            columns=sample.columns,
+            config=config,
+            prediction_edges=edges,
+            centre=float(np.mean(predictions.sorted_values)) if predictions is not None and predictions.sorted_values else None,
+        )
+    else:
+        classes = tuple(str(label) for label in manifest.classes)
+        positive = manifest.extra.get("positive_class")
+        if positive is None and task == "binary":
+            positive = classes[1]
+        result = assess_quality(
+            classes=classes,
+            positive_class=str(positive) if positive is not None else None,
+            predicted_index=sample.predicted_index,
+            probabilities=sample.probabilities,
+            true_index=sample.true_index,
+            delay_seconds=sample.delay_seconds,
+            reference_metrics=manifest.metrics,
+            calibrator=estimator if isinstance(estimator, Calibrator) else None,
+            config=config,
+            task=task,
+        )
+    return replace(result, reason=result.reason + note, n_unmatched_labels=count_unmatched_labels(engine, window))
 
 
 def count_unmatched_labels(engine: Engine, window: TimeWindow) -> int:
@@ -359,8 +501,10 @@ def _quality_row(run_id: str, result: QualityResult) -> dict[str, Any]:
         "delay_p99_seconds": delay.p99 if delay else None,
         "delay_max_seconds": delay.maximum if delay else None,
         "reliability": json.dumps(reliability, separators=(",", ":")),
-        "expected_confusion": json.dumps(result.estimated.expected_confusion) if result.estimated else None,
-        "parameters": json.dumps({**result.config.parameters(), "classes": list(result.classes), "positive_class": result.positive_class}, sort_keys=True),
+        "expected_confusion": json.dumps(result.estimated.expected_confusion) if result.estimated and result.estimated.expected_confusion else None,
+        "parameters": json.dumps(
+            {**result.config.parameters(), "task": result.task, "classes": list(result.classes), "positive_class": result.positive_class}, sort_keys=True
+        ),
     }
 
 
