@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": "run the whole story end to end on the local stack and print a summary",
     "db": "database schema: apply migrations",
     "train": "train a model, track it in W&B and register it in S3",
+    "register": "register your own fitted model (joblib or pickle) with its training data",
     "models": "list registered model versions and the champion",
     "promote": "make a registered version the champion",
     "rollback": "make the previous champion the champion again",

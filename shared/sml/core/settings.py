@@ -260,3 +260,15 @@ def load_settings(cls: type[S], environ: Mapping[str, str] | None = None, stack:
 def _alias_of(cls: type[_Settings], loc: str) -> str:
     field = cls.model_fields.get(loc)
     return field.alias if field is not None and field.alias else loc
+
+
+def load_model_settings(cls: type[S], model_name: str | None = None, environ: Mapping[str, str] | None = None) -> S:
+    """:func:`load_settings` of ``cls`` over ``.sml/stack.json``, for ``model_name`` instead of ``SML_MODEL_NAME`` when given
+    (a command's ``--model``, ``sml.register(model_name=...)``).
+
+    Raises :class:`SettingsError` naming the first bad variable (``SML_MODEL_NAME`` for a bad ``model_name``).
+    """
+    environ = os.environ if environ is None else environ
+    if model_name is not None:
+        environ = {**environ, "SML_MODEL_NAME": model_name}
+    return load_settings(cls, environ=environ, stack=read_stack_file())

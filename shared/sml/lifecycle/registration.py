@@ -128,9 +128,10 @@ def register(
         SmlError: a refusal (see the module docstring), naming the column, row, option or cause.
     """
     if registry is None:
-        from sml.lifecycle.registry import registry_from_settings
+        from sml.core.settings import LocalSettings, load_model_settings
+        from sml.lifecycle.registry import registry_for
 
-        registry = registry_from_settings(model_name)
+        registry = registry_for(load_model_settings(LocalSettings, model_name))
     elif model_name is not None and model_name != registry.model_name:
         raise SmlError(f"model_name {model_name!r} differs from the registry's model {registry.model_name!r}")
     drift_config_reader = None
@@ -291,6 +292,8 @@ def prepare_version(
 
 def upload_version(registry: ModelRegistry, model: Any, manifest: ModelManifest, *, on_step: Callable[[str], None] = print, work_dir: Path | None = None) -> ModelManifest:
     """Write the model with joblib and register it with ``manifest``; returns the stored manifest."""
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="register-") as folder:
         artifact = Path(folder) / "model.joblib"
         save_artifact(model, artifact)

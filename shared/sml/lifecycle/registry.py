@@ -69,18 +69,10 @@ def champion_parameter_name(app_name: str, model_name: str) -> str:
     return f"/{app_name}/{model_name}/champion"
 
 
-def registry_from_settings(model_name: str | None = None) -> ModelRegistry:
-    """The registry the settings name (environment, then ``.sml/stack.json``), for ``model_name``
-    (default ``SML_MODEL_NAME``): what every model command and ``sml.register`` use.
-
-    Raises:
-        SettingsError: the settings, or ``model_name``, do not validate (names the variable).
-    """
+def registry_for(settings: Any) -> ModelRegistry:
+    """The registry of ``settings.model_name`` that :class:`~sml.core.settings.AwsSettings` name, with clients made from them."""
     from sml.core.aws import aws_client
-    from sml.core.settings import LocalSettings, load_settings, read_stack_file
 
-    overrides = {} if model_name is None else {"SML_MODEL_NAME": model_name}
-    settings = load_settings(LocalSettings, environ={**os.environ, **overrides}, stack=read_stack_file())
     return ModelRegistry(
         aws_client("s3", settings),
         aws_client("ssm", settings),

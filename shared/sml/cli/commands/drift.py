@@ -9,7 +9,6 @@ verdict (it is a report, not a failure) unless ``--fail-on-drift``.
 from __future__ import annotations
 
 import argparse
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +24,8 @@ VERDICT_STYLE = {"DRIFT": "bold red", "INCONCLUSIVE": "yellow", "NO_DRIFT": "gre
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from sml.cli.commands.models import add_model_option
+
     parser = subparsers.add_parser(
         "drift",
         help="run the drift job now and print the verdict",
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--window", help="length of the current window, e.g. 7d, 12h, 90m, 2w (default: SML_DRIFT_WINDOW_DAYS, 7 days)")
     parser.add_argument("--reference", choices=("training", "previous"), help="compare with the training reference or the previous window (default: SML_DRIFT_REFERENCE, training)")
-    parser.add_argument("--model", help="model name (default: SML_MODEL_NAME)")
+    add_model_option(parser)
     parser.add_argument("--end", help="end of the window, ISO 8601 such as 2025-03-10T06:00:00Z; a time without offset is UTC (default: now)")
     parser.add_argument("--report-dir", type=Path, help="folder for the HTML report (default: <SML_STATE_DIR>/reports)")
     parser.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when the verdict is DRIFT")
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     history.add_argument("--feature", help="show this feature's tests across the runs (the label is '(predicted label)')")
     history.add_argument("--limit", type=int, default=12, help="how many runs, newest first (default 12)")
-    history.add_argument("--model", help="model name (default: SML_MODEL_NAME)")
+    add_model_option(history)
     history.set_defaults(run=run_history)
 
 
@@ -64,19 +65,11 @@ def run_drift(args: argparse.Namespace) -> int:
     from sml.monitoring.job import DriftJobConfig, run_drift_job
     from sml.monitoring.windows import parse_window_length
     from sml.lifecycle.registry import ModelRegistry
-    from sml.core.settings import DriftSettings, LocalSettings, SettingsError, load_settings, read_stack_file
+    from sml.cli.commands.models import load_model_settings
+    from sml.core.settings import DriftSettings, LocalSettings
 
-    environ = dict(os.environ)
-    if args.model:
-        environ["SML_MODEL_NAME"] = args.model
-    stack = read_stack_file()
-    try:
-        settings = load_settings(LocalSettings, environ=environ, stack=stack)
-        drift_settings = load_settings(DriftSettings, environ=environ, stack=stack)
-    except SettingsError as exc:
-        if exc.variable == "SML_MODEL_NAME" and args.model:
-            raise SmlError(f"--model: {args.model!r} is not a model name ({exc.problem})") from None
-        raise
+    settings = load_model_settings(LocalSettings, args.model)
+    drift_settings = load_model_settings(DriftSettings, args.model)
     overrides: dict[str, object] = {"topic_arn": settings.topic_arn}
     if args.window:
         overrides["window_length"] = parse_window_length(args.window, option="--window")
@@ -114,15 +107,13 @@ def run_history(args: argparse.Namespace) -> int:
 
     from sml.core.aws import aws_client
     from sml.core.db import create_db_engine, resolve_database_url
-    from sml.core.settings import LocalSettings, load_settings, read_stack_file
+    from sml.cli.commands.models import load_model_settings
+    from sml.core.settings import LocalSettings
     from sml.monitoring.store import drift_history
 
     if args.limit < 1:
         raise SmlError(f"--limit: must be at least 1, got {args.limit}")
-    environ = dict(os.environ)
-    if args.model:
-        environ["SML_MODEL_NAME"] = args.model
-    settings = load_settings(LocalSettings, environ=environ, stack=read_stack_file())
+    settings = load_model_settings(LocalSettings, args.model)
     secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn else None
     engine = create_db_engine(resolve_database_url(settings, secrets_client))
     try:

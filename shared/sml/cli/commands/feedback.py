@@ -42,12 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from sml.cli.commands.models import add_model_option
+
     parser.add_argument("--file", type=Path, required=True, help="labels.csv, labels.jsonl or labels.ndjson")
     parser.add_argument("--source", help="the source of labels that name none (at most 128 characters)")
     parser.add_argument("--any-label", action="store_true", help="do not check labels against the champion (its classes, or numbers for regression)")
     parser.add_argument("--queue-url", help="the events queue (default: $SML_QUEUE_URL or the local stack's)")
     parser.add_argument("--workers", type=_workers, default=DEFAULT_WORKERS, help=f"concurrent SendMessageBatch calls, 1-32 (default: {DEFAULT_WORKERS})")
     parser.add_argument("--dry-run", action="store_true", help="validate the file only; send nothing")
+    add_model_option(parser)
     parser.set_defaults(run=run_feedback)
 
 
@@ -62,7 +65,8 @@ def run_feedback(args: argparse.Namespace) -> int:
     from sml.core.aws import aws_client
     from sml.core.errors import SmlError
     from sml.core.events import serialise_ground_truth_event
-    from sml.core.settings import LocalSettings, load_settings, read_stack_file
+    from sml.cli.commands.models import load_model_settings
+    from sml.core.settings import LocalSettings
     from sml.predict.feedback import LABEL_FILE_KINDS, FeedbackSchema, read_label_lines
 
     kind = LABEL_FILE_KINDS.get(args.file.suffix.lower())
@@ -70,11 +74,11 @@ def run_feedback(args: argparse.Namespace) -> int:
         raise SmlError(f"--file {args.file}: unknown kind of file; name it .csv, .jsonl or .ndjson")
     if args.source is not None and not 1 <= len(args.source) <= 128:
         raise SmlError("--source: must be 1 to 128 characters")
-    settings = load_settings(LocalSettings, stack=read_stack_file())
+    settings = load_model_settings(LocalSettings, args.model)
     queue_url = args.queue_url or settings.queue_url
     if not queue_url and not args.dry_run:
         raise SmlError("no events queue: pass --queue-url, set SML_QUEUE_URL or start `sml up`")
-    schema = FeedbackSchema(None, max_items=1) if args.any_label else _champion_schema()
+    schema = FeedbackSchema(None, max_items=1) if args.any_label else _champion_schema(args.model)
     try:
         with args.file.open(encoding="utf-8-sig", newline="") as lines:
             loaded = read_label_lines(lines, name=str(args.file), kind=kind, schema=schema, source=args.source)
@@ -104,12 +108,12 @@ def run_feedback(args: argparse.Namespace) -> int:
     return 1 if unsent or loaded.problems else 0
 
 
-def _champion_schema() -> Any:
+def _champion_schema(model: str | None) -> Any:
     from sml.cli.commands.models import open_registry
     from sml.core.errors import SmlError
     from sml.predict.feedback import FeedbackSchema
 
-    registry, _ = open_registry()
+    registry, _ = open_registry(model)
     try:
         manifest = registry.manifest(registry.champion_version())
     except SmlError as exc:

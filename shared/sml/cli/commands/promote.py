@@ -19,6 +19,8 @@ DEFAULT_WINDOW_ROWS = 1000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from sml.cli.commands.models import add_model_option
+
     parser = subparsers.add_parser(
         "promote",
         help="make a registered version the champion",
@@ -27,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "nothing in S3 changes. The previous champion is remembered for `sml rollback`. First it warns "
             "where the version's training reference cannot certify NO_DRIFT at a drift floor (the deployment's "
             "SML_DRIFT_* settings with the model's drift config on top), for windows of --expected-window-rows "
-            "rows and for unlimited ones."
+            "rows and for unlimited ones, and prints how the version's features, classes and task differ from the champion's."
         ),
     )
     target = parser.add_mutually_exclusive_group(required=True)
@@ -38,7 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="promote the version best by METRIC: highest for scores (f1, roc_auc, accuracy, r2), lowest for losses (rmse, mae, log_loss, brier, ece)",
     )
     add_power_options(parser)
-    parser.add_argument("--strict", action="store_true", help="do not promote (exit status 1) when the drift power check warns")
+    add_model_option(parser)
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="do not promote (exit status 1) when the drift power check warns or the features, classes or task differ from the champion's",
+    )
     parser.set_defaults(run=run_promote)
 
 
@@ -60,15 +67,18 @@ def check_window_rows(window_rows: int) -> None:
 
 def run_promote(args: argparse.Namespace) -> int:
     from sml.cli.commands.models import open_registry
+    from sml.lifecycle.registration import check_against_champion
 
     check_window_rows(args.expected_window_rows)
-    registry, _ = open_registry()
+    registry, _ = open_registry(args.model)
     previous = registry.find_champion_version()
     version = registry.best_version(args.best_by) if args.best_by else args.version
     manifest = registry.manifest(version)
     warnings = print_power_check(manifest, window_rows=args.expected_window_rows)
-    if warnings and args.strict:
-        print(f"not promoted: {len(warnings)} drift power warning(s) and --strict")
+    differences = check_against_champion(registry, manifest, strict=False)
+    if (warnings or differences) and args.strict:
+        reasons = [f"{len(warnings)} drift power warning(s)"] * bool(warnings) + [f"{len(differences)} difference(s) from the champion"] * bool(differences)
+        print(f"not promoted: {', '.join(reasons)} and --strict")
         return 1
     registry.promote(version)
     reason = f" (best {args.best_by}: {manifest.metrics[args.best_by]:.4f})" if args.best_by else ""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from sml.core.errors import SmlError
@@ -19,6 +18,8 @@ STATUS_STYLE = {"DEGRADED": "bold red", "INSUFFICIENT_DATA": "yellow", "OK": "gr
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from sml.cli.commands.models import add_model_option
+
     parser = subparsers.add_parser(
         "quality",
         help="print the model quality verdict of the latest monitoring run",
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run `sml drift` first to assess the current window."
         ),
     )
-    parser.add_argument("--model", help="model name (default: SML_MODEL_NAME)")
+    add_model_option(parser)
     parser.add_argument("--end", help="the run whose window ends at this time, ISO 8601 (default: the latest run)")
     parser.add_argument("--fail-on-degraded", action="store_true", help="exit with status 1 when the verdict is DEGRADED")
     parser.set_defaults(run=run_quality)
@@ -40,18 +41,11 @@ def run_quality(args: argparse.Namespace) -> int:
     from sml.cli.commands.drift import parse_end
     from sml.core.aws import aws_client
     from sml.core.db import create_db_engine, resolve_database_url
-    from sml.core.settings import LocalSettings, SettingsError, load_settings, read_stack_file
+    from sml.cli.commands.models import load_model_settings
+    from sml.core.settings import LocalSettings
     from sml.monitoring.model_quality.store import latest_quality
 
-    environ = dict(os.environ)
-    if args.model:
-        environ["SML_MODEL_NAME"] = args.model
-    try:
-        settings = load_settings(LocalSettings, environ=environ, stack=read_stack_file())
-    except SettingsError as exc:
-        if exc.variable == "SML_MODEL_NAME" and args.model:
-            raise SmlError(f"--model: {args.model!r} is not a model name ({exc.problem})") from None
-        raise
+    settings = load_model_settings(LocalSettings, args.model)
     window_end = parse_end(args.end) if args.end else None
     secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn else None
     engine = create_db_engine(resolve_database_url(settings, secrets_client))

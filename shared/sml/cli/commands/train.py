@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from sml.cli.commands.models import add_model_option
     from sml.cli.commands.promote import add_power_options
     from sml.lifecycle.training import ESTIMATORS
 
@@ -16,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train a scikit-learn pipeline on the breast cancer data set that ships with scikit-learn, evaluate it on a "
             "held-out split, log the run to Weights & Biases (offline under SML_STATE_DIR/wandb unless WANDB_API_KEY is set) "
-            "and register it as a new version in s3://SML_BUCKET/models/SML_MODEL_NAME/. The new version is not promoted: "
+            "and register it as a new version in s3://SML_BUCKET/models/NAME/ (--model, default SML_MODEL_NAME). The new version is not promoted: "
             "run `sml promote VERSION` or `sml promote --best-by f1`."
         ),
     )
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_power_options(parser)
+    add_model_option(parser)
     parser.set_defaults(run=run_train)
 
 
@@ -58,7 +60,7 @@ def run_train(args: argparse.Namespace) -> int:
     check_window_rows(args.expected_window_rows)
     # Read before training, so a broken file fails in a second; its features are checked once the model has them.
     drift_config = None if args.drift_config is None else read_model_drift_config(args.drift_config).for_manifest
-    registry, settings = open_registry()
+    registry, settings = open_registry(args.model)
     config = TrainingConfig(
         model_name=settings.model_name,
         estimator=args.estimator,
@@ -86,5 +88,5 @@ def run_train(args: argparse.Namespace) -> int:
     if manifest.drift_config is not None:
         print(f"drift config {args.drift_config} stored in the manifest")
     print_power_check(manifest, window_rows=args.expected_window_rows)
-    print(f"promote it with `sml promote {manifest.version}` or `sml promote --best-by f1`")
+    print(f"promote it with `sml promote {manifest.version} --model {manifest.model_name}` or `sml promote --best-by f1 --model {manifest.model_name}`")
     return 0
