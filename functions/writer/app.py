@@ -6,8 +6,10 @@ records that were not stored as batch item failures. When the database cannot ta
 handler raises before anything is reported, so SQS retries every record.
 
 A direct invocation with ``{"sml_action": "migrate"}`` applies the schema migrations and returns
-``{"applied": [names]}`` (local stacks; on AWS the deploy's migration step, functions/writer/migrate.py,
-does it, and the writer's own database user may not create tables).
+``{"applied": [names]}``; ``{"sml_action": "retention", "time": ISO 8601}`` runs the retention
+step for that day (:func:`sml.core.retention.apply_retention`, ``SML_RETENTION_DAYS``). Both serve
+local stacks (``sml up`` schedules the retention step); on AWS the deploy's migration function
+(functions/writer/migrate.py) does both, since the writer's own database user may not alter tables.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from sqlalchemy.engine import Engine
 
 from sml.core.aws import aws_client
 from sml.core.db import apply_migrations, database_engine_from_settings
+from sml.core.retention import run_retention_step
 from sml.core.settings import WriterSettings, load_settings
 from sml.writer.batch import BatchNotStored, write_batch
 
 MIGRATE_ACTION = "migrate"
+RETENTION_ACTION = "retention"
 
 logger = Logger(service="writer")
 tracer = Tracer(service="writer")
@@ -57,14 +61,19 @@ def database_engine() -> Engine:
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse | dict[str, list[str]]:
     """Store an SQS batch, answering with the records to retry; or run a direct ``sml_action``."""
     if "sml_action" in event:
-        return run_action(event["sml_action"])
+        return run_action(event["sml_action"], event)
     return store_sqs_batch(event, context)
 
 
-def run_action(action: str) -> dict[str, list[str]]:
-    """A direct invocation: ``migrate`` applies the schema migrations and returns their names."""
+def run_action(action: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A direct invocation: ``migrate`` applies the schema migrations and returns their names;
+    ``retention`` applies the retention step for the day of the event's ``time`` (default now)."""
+    if action == RETENTION_ACTION:
+        outcome = run_retention_step(database_engine(), load_settings(WriterSettings), event, logger)
+        metrics.add_metric(name="partitions_dropped", unit=MetricUnit.Count, value=len(outcome.dropped))
+        return outcome.summary()
     if action != MIGRATE_ACTION:
-        raise ValueError(f"sml_action: unknown action {action!r} (expected {MIGRATE_ACTION!r})")
+        raise ValueError(f"sml_action: unknown action {action!r} (expected {MIGRATE_ACTION!r} or {RETENTION_ACTION!r})")
     applied = apply_migrations(database_engine())
     metrics.add_metric(name="migrations_applied", unit=MetricUnit.Count, value=len(applied))
     logger.info("migrations applied", extra={"applied": applied})
@@ -89,6 +98,13 @@ def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialIte
     metrics.add_metric(name="labels_stored", unit=MetricUnit.Count, value=outcome.labels_stored)
     metrics.add_metric(name="labels_skipped", unit=MetricUnit.Count, value=outcome.labels_skipped)
     metrics.add_metric(name="refusals_stored", unit=MetricUnit.Count, value=outcome.refusals_stored)
+    metrics.add_metric(name="conflicting_events", unit=MetricUnit.Count, value=len(outcome.conflicting_predictions))
+    if outcome.conflicting_predictions:
+        logger.warning(
+            "%d prediction events reuse a stored prediction_id with other content; the stored events are kept",
+            len(outcome.conflicting_predictions),
+            extra={"conflicting_prediction_ids": list(outcome.conflicting_predictions)},
+        )
     reasons = {failure.message_id: failure.reason for failure in outcome.failures}
     if reasons:
         logger.warning(

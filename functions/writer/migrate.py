@@ -15,6 +15,11 @@ image and runs it against the schema the failed deploy already migrated (a trigg
 rollback with its old properties). Refusing would leave the stack in ``UPDATE_ROLLBACK_FAILED``.
 Migrations only add (``IF NOT EXISTS``), so the previous writer still works on the newer schema;
 the newer migrations are logged and returned as ``newer_than_image``.
+
+The daily EventBridge rule invokes the same function with ``{"sml_action": "retention", "time":
+...}``: the retention step (:func:`sml.core.retention.run_retention_step`) creates the coming days'
+partitions of ``predictions`` and drops those past ``SML_RETENTION_DAYS``. It runs here because
+only the master user may alter the table; the writer's and drift's users may not.
 """
 
 from __future__ import annotations
@@ -34,14 +39,17 @@ from sml.core.db import (
     migrations_newer_than_files,
 )
 from sml.core.errors import SmlError
+from sml.core.retention import run_retention_step
 from sml.core.settings import MigrateSettings, load_settings
 
 logger = Logger(service="migrate")
+RETENTION_ACTION = "retention"
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Apply the pending migrations under the migration lock, then the function users' grants.
+    """Apply the pending migrations under the migration lock, then the function users' grants; or,
+    for ``{"sml_action": "retention"}``, the retention step (returns its summary).
 
     :returns: ``{"applied": [migration names], "granted": {function: [tables]}, "newer_than_image":
         [migration names the database holds beyond this image's files]}``.
@@ -51,6 +59,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """
     settings = load_settings(MigrateSettings)
     engine = database_engine_from_settings(settings, lambda service: aws_client(service, settings))
+    if event.get("sml_action") == RETENTION_ACTION:
+        try:
+            return run_retention_step(engine, settings, event, logger).summary()
+        finally:
+            engine.dispose()
     try:
         applied = apply_migrations(engine, accept_newer=True)
         newer = migrations_newer_than_files(engine)

@@ -40,6 +40,19 @@ def test_a_rollback_runs_the_previous_image_against_a_newer_schema_without_faili
     assert rolled_back == {"applied": [], "granted": {}, "newer_than_image": ["0999_rollback_probe"]}
 
 
+def test_the_daily_rule_runs_the_retention_step_as_the_master_user(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SML_DATABASE_URL", migrated_db_url)
+    context = new_lambda_context("migrate", region="us-east-1", timeout_s=300)
+
+    summary = migrate.handler({"sml_action": "retention", "time": "2026-12-07T02:30:00Z"}, context)
+
+    assert summary["cutoff"] == "2026-11-08"  # the default retention for a 7-day window and horizon: 29 days
+    if "mysql" in migrated_db_url:
+        assert (summary["created"][0], summary["created"][-1], summary["dropped"]) == ("p20261107", "p20261210", ["p20261107"])
+    else:
+        assert (summary["created"], summary["dropped"], summary["deleted_rows"]) == ([], [], 0)
+
+
 def test_a_failing_migration_raises_so_the_trigger_fails_the_deploy(
     db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

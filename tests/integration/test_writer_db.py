@@ -58,6 +58,39 @@ def test_every_event_delivered_twice_is_stored_once(engine: Engine) -> None:
     assert set(stored_rows(engine)) == {prediction_id_of(body) for body in bodies}
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"predicted_at": "2024-05-02T08:00:00Z"}, {"features": {"radius": 99.0, "texture": 20.1}}, {"model_version": "v2"}],
+    ids=["other predicted_at", "other features", "other version"],
+)
+@pytest.mark.parametrize("same_batch", [False, True], ids=["stored before", "same batch"])
+def test_an_event_reusing_a_stored_id_with_other_content_is_skipped_and_named(engine: Engine, change: dict[str, Any], same_batch: bool) -> None:
+    original = json.loads(event_body())
+    original["predicted_at"] = "2024-05-01T08:00:00Z"
+    conflicting = {**original, **change}
+
+    if same_batch:
+        outcome = write_batch(engine, [("first", json.dumps(original)), ("other", json.dumps(conflicting))])
+        assert (outcome.inserted, outcome.duplicates, outcome.failures) == (1, 1, [])
+    else:
+        write_batch(engine, numbered([json.dumps(original)]))
+        outcome = write_batch(engine, [("again", json.dumps(original)), ("other", json.dumps(conflicting))])
+        assert (outcome.inserted, outcome.duplicates, outcome.failures) == (0, 2, [])
+    assert outcome.conflicting_predictions == (original["prediction_id"],)
+    rows = stored_rows(engine)
+    assert len(rows) == row_count(engine) == 1
+    assert rows[original["prediction_id"]].predicted_at == datetime(2024, 5, 1, 8, 0)
+
+
+def test_a_redelivered_event_is_no_conflict(engine: Engine) -> None:
+    bodies = [event_body(radius=float(index)) for index in range(5)]
+    write_batch(engine, numbered(bodies))
+
+    outcome = write_batch(engine, numbered(bodies + [event_body()]))
+
+    assert (outcome.inserted, outcome.duplicates, outcome.conflicting_predictions) == (1, 5, ())
+
+
 def test_a_batch_larger_than_one_statement_is_stored_whole(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer, "MAX_ROWS_PER_STATEMENT", 7)
     bodies = [event_body(radius=float(index)) for index in range(30)]
@@ -167,7 +200,7 @@ def mysql_engine(mysql_url: str) -> Iterator[Engine]:
 
 
 @pytest.mark.mysql
-def test_mysql_stores_new_rows_in_one_statement_and_looks_up_stored_ids_only_on_a_redelivery(mysql_engine: Engine) -> None:
+def test_mysql_looks_ids_up_then_stores_new_rows_in_one_statement_and_a_redelivery_inserts_nothing(mysql_engine: Engine) -> None:
     records = numbered([event_body(radius=float(index)) for index in range(20)])
     statements = executed_statements(mysql_engine)
 
@@ -176,9 +209,11 @@ def test_mysql_stores_new_rows_in_one_statement_and_looks_up_stored_ids_only_on_
     statements.clear()
     again = write_batch(mysql_engine, records)
 
-    assert (first.inserted, first.duplicates, first_statements) == (20, 0, ["INSERT"])
+    # The primary key is (prediction_id, predicted_at) on the partitioned table: the lookup by id
+    # is what keeps an id unique, so it comes first.
+    assert (first.inserted, first.duplicates, first_statements) == (20, 0, ["SELECT", "INSERT"])
     assert (again.inserted, again.duplicates) == (0, 20)
-    assert [statement.split()[0] for statement in statements] == ["INSERT", "SELECT"]
+    assert [statement.split()[0] for statement in statements] == ["SELECT"]
     assert row_count(mysql_engine) == 20
 
 
@@ -192,7 +227,7 @@ def test_mysql_splits_a_batch_by_statement_size_and_a_row_over_the_size_goes_alo
     outcome = write_batch(mysql_engine, numbered([event_body(radius=float(index)) for index in range(5)]))
 
     assert outcome.inserted == 5
-    assert [statement.split()[0] for statement in statements] == ["INSERT"] * 5
+    assert [statement.split()[0] for statement in statements] == ["SELECT", "INSERT"] * 5
     assert row_count(mysql_engine) == 5
 
 

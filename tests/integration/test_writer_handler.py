@@ -211,3 +211,40 @@ def test_an_unknown_action_is_refused_naming_it() -> None:
     context = new_lambda_context("writer", region="us-east-1", timeout_s=30)
     with pytest.raises(ValueError, match="sml_action: unknown action 'drop'"):
         app.handler({"sml_action": "drop"}, context)
+
+
+def test_an_event_reusing_an_id_with_other_content_is_logged_and_counted(
+    sqs: Any, engine: Engine, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue_url, _ = create_queue_with_dlq(sqs)
+    original = json.loads(event_body())
+    send_bodies(sqs, queue_url, [json.dumps(original)])
+    drain(poller(sqs, queue_url))
+    send_bodies(sqs, queue_url, [json.dumps({**original, "prediction": "benign"})])
+
+    drain(poller(sqs, queue_url))
+
+    (warning,) = [record for record in caplog.records if record.name == "writer" and "reuse a stored prediction_id" in record.getMessage()]
+    assert warning.conflicting_prediction_ids == [original["prediction_id"]]
+    assert emitted_metrics(capsys.readouterr().out)["conflicting_events"] == 1
+    assert stored_rows(engine)[original["prediction_id"]].prediction == '"malignant"'
+
+
+def test_retention_action_runs_for_the_day_of_the_event_time(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SML_RETENTION_DAYS", "30")
+    context = new_lambda_context("writer", region="us-east-1", timeout_s=30)
+
+    summary = app.handler({"sml_action": "retention", "time": "2026-12-07T02:00:00Z"}, context)
+
+    assert summary["cutoff"] == "2026-11-07"
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+def test_a_retention_under_the_minimum_is_refused_naming_the_setting(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sml.core.settings import SettingsError
+
+    monkeypatch.setenv("SML_RETENTION_DAYS", "7")
+    context = new_lambda_context("writer", region="us-east-1", timeout_s=30)
+
+    with pytest.raises(SettingsError, match=r"SML_RETENTION_DAYS: .*under the minimum of 22"):
+        app.handler({"sml_action": "retention"}, context)

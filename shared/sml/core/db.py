@@ -44,6 +44,9 @@ SCHEMA_MIGRATIONS = sa.Table(
     sa.Column("applied_at", sa.String(32), nullable=False),
 )
 
+# On MySQL the primary key is (prediction_id, predicted_at) and the table is partitioned by day of
+# predicted_at (sql/0008, sml.core.retention); SQLite keeps (prediction_id). Ids stay unique because
+# the writer looks them up before inserting.
 PREDICTIONS = sa.Table(
     "predictions",
     METADATA,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 STACK_FILE = Path(".sml") / "stack.json"
 
@@ -134,11 +134,47 @@ class PredictSettings(AwsSettings, CaptureSettings):
     range_warnings: bool = Field(False, alias="SML_PREDICT_RANGE_WARNINGS")
 
 
-class WriterSettings(AwsSettings, DatabaseSettings):
+class RetentionSettings(_Settings):
+    """How long ``predictions`` rows are kept (:mod:`sml.core.retention`), checked when loaded.
+
+    ``SML_RETENTION_DAYS`` unset takes the default, and a value under the minimum is refused;
+    both follow from the weekly run's window and the label horizon (:func:`sml.core.retention.retention_limits`).
+    """
+
+    window_days: float = Field(7.0, alias="SML_DRIFT_WINDOW_DAYS", gt=0, le=366)
+    label_horizon_days: float = Field(7.0, alias="SML_LABEL_HORIZON_DAYS", ge=0, le=366)
+    """How long after a prediction its label may still arrive, in days."""
+    retention_days: int | None = Field(None, alias="SML_RETENTION_DAYS", ge=1, le=3660)
+
+    @field_validator("retention_days")
+    @classmethod
+    def _at_least_the_minimum(cls, value: int | None, info: ValidationInfo) -> int | None:
+        from sml.core.retention import retention_limits  # here: predict loads settings without SQLAlchemy
+
+        if value is None or "window_days" not in info.data or "label_horizon_days" not in info.data:
+            return value
+        window, horizon = info.data["window_days"], info.data["label_horizon_days"]
+        minimum = retention_limits(window, horizon).minimum
+        if value < minimum:
+            raise ValueError(
+                f"{value} days is under the minimum of {minimum}: 2 windows (SML_DRIFT_WINDOW_DAYS={window:g}) "
+                f"+ the label horizon (SML_LABEL_HORIZON_DAYS={horizon:g}) + 1 day, rounded up"
+            )
+        return value
+
+    @property
+    def effective_retention_days(self) -> int:
+        """``SML_RETENTION_DAYS``, or the default for the window and label horizon."""
+        from sml.core.retention import retention_limits
+
+        return self.retention_days or retention_limits(self.window_days, self.label_horizon_days).default
+
+
+class WriterSettings(AwsSettings, DatabaseSettings, RetentionSettings):
     pass
 
 
-class MigrateSettings(AwsSettings, DatabaseSettings):
+class MigrateSettings(AwsSettings, DatabaseSettings, RetentionSettings):
     """The deploy's migration step: the secrets of the functions' database users it keeps in step."""
 
     writer_db_secret_arn: str | None = Field(None, alias="SML_WRITER_DB_SECRET_ARN")

@@ -59,8 +59,9 @@ MAX_ROWS_PER_STATEMENT = 1000
 MAX_STATEMENT_BYTES = 1_000_000
 # A row's columns other than the JSON ones (id, names, label, timestamps) as literals, typically.
 _MYSQL_ROW_OVERHEAD_BYTES = 200
-_MYSQL_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 _COLUMNS = tuple(column.name for column in PREDICTIONS.columns)
+# What makes two prediction events the same event (stored_at is when the writer stored it).
+_EVENT_COLUMNS = tuple(name for name in _COLUMNS if name != "stored_at")
 _JSON = msgspec.json.Encoder()
 # SQLSTATE classes of errors caused by the values of a row: data exception, constraint violation.
 _DATA_ERROR_SQLSTATE_CLASSES = ("22", "23")
@@ -101,14 +102,18 @@ class ParsedBatch:
     refusals: list[Row] = field(default_factory=list)
     """One item per distinct ``refusal_id``: ``{"refusal_id": ..., "rows": [predict_refusals rows]}``."""
     message_ids_by_refusal: dict[str, list[str]] = field(default_factory=dict)
+    conflicting_predictions: tuple[str, ...] = ()
+    """Ids carried by two events of other content in this batch (the first one's row is kept)."""
 
 
 @dataclass(frozen=True)
 class InsertOutcome:
-    """Rows inserted and rows skipped because their ``prediction_id`` was already stored."""
+    """Rows inserted and rows skipped because their ``prediction_id`` was already stored; ``conflicts``
+    names the skipped ids whose stored event differs from the one skipped (same id, other content)."""
 
     inserted: int = 0
     duplicates: int = 0
+    conflicts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,13 @@ class WriteOutcome:
     inserted: int = 0
     duplicates: int = 0
     rejected: dict[str, str] = field(default_factory=dict)
+    conflicts: tuple[str, ...] = ()
+    """Skipped ids whose stored event differs from the one written (see :class:`InsertOutcome`)."""
 
     def __add__(self, other: WriteOutcome) -> WriteOutcome:
-        return WriteOutcome(self.inserted + other.inserted, self.duplicates + other.duplicates, {**self.rejected, **other.rejected})
+        return WriteOutcome(
+            self.inserted + other.inserted, self.duplicates + other.duplicates, {**self.rejected, **other.rejected}, self.conflicts + other.conflicts
+        )
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,9 @@ class BatchOutcome:
     refusals_stored: int = 0
     refusals_skipped: int = 0
     """Refusal records whose rows were inserted, and those acknowledged without a new row (stored before)."""
+    conflicting_predictions: tuple[str, ...] = ()
+    """Prediction ids skipped as duplicates whose stored event has other content (the stored one is
+    kept); a producer reused an id, which the writer logs."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +223,7 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
     refusals: dict[str, Row] = {}
     refusal_message_ids: dict[str, list[str]] = {}
     failures = []
+    conflicts: list[str] = []
     stored_at_in_db = to_db_timestamp(stored_at)  # once per batch, not per row
     for message_id, body in records:
         try:
@@ -220,7 +233,9 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
             continue
         if type(event) is PredictionEvent:
             row = prediction_row(event, stored_at_in_db)
-            rows.setdefault(row["prediction_id"], row)
+            kept = rows.setdefault(row["prediction_id"], row)
+            if kept is not row and row["prediction_id"] not in conflicts and any(kept[name] != row[name] for name in _EVENT_COLUMNS):
+                conflicts.append(row["prediction_id"])
             message_ids.setdefault(row["prediction_id"], []).append(message_id)
             continue
         if type(event) is RefusalEvent:
@@ -232,7 +247,9 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
         if kept is None or row["labelled_at"] > kept["labelled_at"]:
             labels[row["prediction_id"]] = row
         label_message_ids.setdefault(row["prediction_id"], []).append(message_id)
-    return ParsedBatch(list(rows.values()), message_ids, failures, list(labels.values()), label_message_ids, list(refusals.values()), refusal_message_ids)
+    return ParsedBatch(
+        list(rows.values()), message_ids, failures, list(labels.values()), label_message_ids, list(refusals.values()), refusal_message_ids, tuple(conflicts)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,22 +260,27 @@ def insert_prediction_rows(connection: Connection, rows: Sequence[Row]) -> Inser
     """Insert ``rows`` in the caller's transaction, skipping ``prediction_id``\\ s already stored.
 
     At most :data:`MAX_ROWS_PER_STATEMENT` rows per statement, and on MySQL at most about
-    :data:`MAX_STATEMENT_BYTES` of values. Each statement's skipped rows are counted exactly:
+    :data:`MAX_STATEMENT_BYTES` of values. Each statement's skipped rows are counted exactly, and
+    a skipped row whose stored content differs (same id, another event) is named in
+    ``InsertOutcome.conflicts``; the stored row is kept (the first event wins):
 
-    - SQLite: ``INSERT ... ON CONFLICT DO NOTHING``, whose rowcount counts only inserted rows;
-    - MySQL: a plain multi-row ``INSERT`` first, the common case of new ids in one round trip.
-      Should an id be stored already, the server undoes the whole statement; the stored ids of
-      that statement are then looked up and the others inserted with ``ON DUPLICATE KEY UPDATE``,
-      which guards against a concurrent writer storing the same id in between (that row is then
-      counted as inserted by both). MySQL cannot count skipped rows from the statement alone:
-      SQLAlchemy's MySQL dialects always connect with ``CLIENT_FOUND_ROWS``, so an
-      ``ON DUPLICATE KEY UPDATE`` rowcount counts a skipped row like an inserted one.
+    - SQLite: ``INSERT ... ON CONFLICT DO NOTHING``, whose rowcount counts only inserted rows; the
+      stored rows of a statement that skipped some are then read to compare them.
+    - MySQL: ``predictions`` is partitioned by day of ``predicted_at`` and its primary key is
+      ``(prediction_id, predicted_at)`` (MySQL requires the partitioning column in every unique
+      key), so the key alone would let an event reusing an id with another ``predicted_at`` in.
+      The statement's ids are therefore looked up first (in every partition: one index probe per
+      id and partition), and only the others inserted, with ``ON DUPLICATE KEY UPDATE`` as a
+      guard against a concurrent writer storing the same event in between (that row is then
+      counted as inserted by both). Two writers storing *different* events under one new id at the
+      same moment could both insert; SQS delivers one event's copies, so only a producer reusing
+      ids concurrently could do that. ``ON DUPLICATE KEY UPDATE``'s rowcount cannot count skipped
+      rows (SQLAlchemy's MySQL dialects connect with ``CLIENT_FOUND_ROWS``), hence the lookup.
 
     :param connection: a connection inside a transaction; the caller commits.
     :param rows: rows as built by :func:`prediction_row`, distinct ``prediction_id``\\ s.
     :returns: an :class:`InsertOutcome`.
-    :raises sqlalchemy.exc.DBAPIError: as raised by the database, except the duplicate-key error
-        of the first MySQL attempt, which is handled as described.
+    :raises sqlalchemy.exc.DBAPIError: as raised by the database.
     """
     if dialect_family(connection.engine) == "sqlite":
         return _insert_into_sqlite(connection, rows)
@@ -268,43 +290,44 @@ def insert_prediction_rows(connection: Connection, rows: Sequence[Row]) -> Inser
 def _insert_into_sqlite(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
     statement = sqlite.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=[PREDICTIONS.c.prediction_id])
     inserted = 0
+    conflicts: list[str] = []
     for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
-        inserted += connection.execute(statement, rows[start : start + MAX_ROWS_PER_STATEMENT]).rowcount
-    return InsertOutcome(inserted, len(rows) - inserted)
+        chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
+        chunk_inserted = connection.execute(statement, chunk).rowcount
+        inserted += chunk_inserted
+        if chunk_inserted < len(chunk):
+            stored = _stored_predictions(connection, [row["prediction_id"] for row in chunk])
+            conflicts += _conflicting_ids(chunk, stored)
+    return InsertOutcome(inserted, len(rows) - inserted, tuple(conflicts))
 
 
 def _insert_into_mysql(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
     inserted = duplicates = 0
+    conflicts: list[str] = []
     for chunk in _mysql_statement_chunks(rows):
-        outcome = _insert_mysql_chunk(connection, chunk)
-        inserted += outcome.inserted
-        duplicates += outcome.duplicates
-    return InsertOutcome(inserted, duplicates)
+        stored = _stored_predictions(connection, [row["prediction_id"] for row in chunk])
+        new_rows = [row for row in chunk if row["prediction_id"] not in stored]
+        if new_rows:
+            _execute_mysql_insert(connection, new_rows)
+        inserted += len(new_rows)
+        duplicates += len(chunk) - len(new_rows)
+        conflicts += _conflicting_ids(chunk, stored)
+    return InsertOutcome(inserted, duplicates, tuple(conflicts))
 
 
-def _insert_mysql_chunk(connection: Connection, rows: list[Row]) -> InsertOutcome:
-    try:
-        _execute_mysql_insert(connection, rows, skip_stored=False)
-        return InsertOutcome(inserted=len(rows))
-    except sa.exc.IntegrityError as error:
-        if not _is_duplicate_key(error):
-            raise
-    # Some ids are stored already (a redelivery, a replay); the failed statement left no row behind.
-    stored = _stored_prediction_ids(connection, [row["prediction_id"] for row in rows])
-    new_rows = [row for row in rows if row["prediction_id"] not in stored]
-    if new_rows:
-        _execute_mysql_insert(connection, new_rows, skip_stored=True)
-    return InsertOutcome(len(new_rows), len(rows) - len(new_rows))
+def _stored_predictions(connection: Connection, prediction_ids: list[str]) -> dict[str, Row]:
+    columns = [PREDICTIONS.c[name] for name in _EVENT_COLUMNS]
+    query = sa.select(*columns).where(PREDICTIONS.c.prediction_id.in_(prediction_ids))
+    return {row.prediction_id: row._asdict() for row in connection.execute(query)}
 
 
-def _is_duplicate_key(error: sa.exc.IntegrityError) -> bool:
-    args = getattr(error.orig, "args", ())
-    return bool(args) and args[0] == _MYSQL_DUPLICATE_KEY
-
-
-def _stored_prediction_ids(connection: Connection, prediction_ids: list[str]) -> set[str]:
-    query = sa.select(PREDICTIONS.c.prediction_id).where(PREDICTIONS.c.prediction_id.in_(prediction_ids))
-    return set(connection.execute(query).scalars())
+def _conflicting_ids(rows: Sequence[Row], stored: dict[str, Row]) -> list[str]:
+    """Ids of ``rows`` stored with other content (a row this statement stored equals itself)."""
+    return [
+        row["prediction_id"]
+        for row in rows
+        if (found := stored.get(row["prediction_id"])) is not None and any(found[name] != row[name] for name in _EVENT_COLUMNS)
+    ]
 
 
 def _mysql_statement_chunks(rows: Sequence[Row]) -> Iterator[list[Row]]:
@@ -322,7 +345,7 @@ def _mysql_statement_chunks(rows: Sequence[Row]) -> Iterator[list[Row]]:
         yield chunk
 
 
-def _execute_mysql_insert(connection: Connection, rows: list[Row], *, skip_stored: bool) -> None:
+def _execute_mysql_insert(connection: Connection, rows: list[Row]) -> None:
     # One multi-row INSERT with positional parameters (%s, pymysql's paramstyle) passed to the
     # driver as they are: SQLAlchemy's multi-row paths process every parameter in Python, which
     # cost more than the database's work for these rows.
@@ -332,10 +355,9 @@ def _execute_mysql_insert(connection: Connection, rows: list[Row], *, skip_store
         f"INSERT INTO {preparer.format_table(PREDICTIONS)} ({', '.join(preparer.quote(name) for name in _COLUMNS)}) "
         f"VALUES {', '.join([row_placeholders] * len(rows))}"
     )
-    if skip_stored:
-        # Not INSERT IGNORE: that would also turn a data error into a warning and store a mangled row.
-        key = preparer.quote(PREDICTIONS.c.prediction_id.name)
-        statement += f" ON DUPLICATE KEY UPDATE {key} = {key}"
+    # Not INSERT IGNORE: that would also turn a data error into a warning and store a mangled row.
+    key = preparer.quote(PREDICTIONS.c.prediction_id.name)
+    statement += f" ON DUPLICATE KEY UPDATE {key} = {key}"
     connection.exec_driver_sql(statement, tuple(value for row in rows for value in _mysql_values(row)))
 
 
@@ -405,7 +427,7 @@ def _write_bisecting(
             return WriteOutcome(rejected={identifier: f"{key} {identifier} rejected by the database: {error.orig}"})
         middle = len(rows) // 2
         return _write_bisecting(engine, rows[:middle], insert, key) + _write_bisecting(engine, rows[middle:], insert, key)
-    return WriteOutcome(outcome.inserted, outcome.duplicates)
+    return WriteOutcome(outcome.inserted, outcome.duplicates, conflicts=outcome.conflicts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,4 +581,7 @@ def write_batch(engine: Engine, records: Sequence[tuple[str, str]], *, stored_at
     rejected_refusal_records = sum(len(parsed.message_ids_by_refusal[refusal_id]) for refusal_id in refused.rejected)
     refusals_skipped = refusal_records - rejected_refusal_records - refused.inserted
     duplicates = len(records) - len(failures) - written.inserted - labelled.inserted - labels_skipped - refused.inserted - refusals_skipped
-    return BatchOutcome(written.inserted, duplicates, failures, labelled.inserted, labels_skipped, refused.inserted, refusals_skipped)
+    return BatchOutcome(
+        written.inserted, duplicates, failures, labelled.inserted, labels_skipped, refused.inserted, refusals_skipped,
+        tuple(dict.fromkeys(parsed.conflicting_predictions + written.conflicts)),
+    )
