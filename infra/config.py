@@ -77,6 +77,15 @@ class DeploymentConfig:
     # Availability Zone names for the VPC (two or more, one region); empty takes the first two that
     # Fn::GetAZs returns, which may include a zone without RDS Proxy (see infra/preflight.py).
     availability_zones: tuple[str, ...] = ()
+    # Days of predictions kept (the daily retention step); unset takes the application's default for
+    # the window and the label horizon. A value under the minimum fails the deploy's migration step,
+    # whose settings check names SML_RETENTION_DAYS (sml.core.retention.retention_limits).
+    retention_days: int | None = None
+    label_horizon_days: float = 7.0
+    # The weekly run's function: memory (CPU scales with it) and timeout. docs/deploy.md gives the
+    # measured limits per traffic level; the run refuses early, with its estimate, what would not fit.
+    drift_memory_mib: int = 2048
+    drift_timeout_minutes: int = 15
 
     @property
     def deployed_app_name(self) -> str:
@@ -146,6 +155,11 @@ def config_from_context(get: Getter) -> DeploymentConfig:
             get, names.CTX_ALARM_REFUSED_VALUES, defaults.alarm_refused_values, int, 1, 10_000_000
         ),
         availability_zones=_availability_zones(get, names.CTX_AVAILABILITY_ZONES),
+        retention_days=_optional_number(get, names.CTX_RETENTION_DAYS, int, 1, 3660),
+        label_horizon_days=_number(get, names.CTX_LABEL_HORIZON_DAYS, defaults.label_horizon_days, float, 0.0, 366.0),
+        # Lambda's limits: 128 MiB to 10,240 MiB, at most 15 minutes.
+        drift_memory_mib=_number(get, names.CTX_DRIFT_MEMORY_MIB, defaults.drift_memory_mib, int, 128, 10_240),
+        drift_timeout_minutes=_number(get, names.CTX_DRIFT_TIMEOUT_MINUTES, defaults.drift_timeout_minutes, int, 1, 15),
     )
     if config.writer_batch_size > 10 and config.writer_batching_window_seconds < 1:
         raise ContextError(
@@ -256,11 +270,17 @@ def _json_object(get: Getter, key: str) -> str | None:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _share(get: Getter, key: str) -> float | None:
-    """A share in [0, 1], or ``None`` when unset (the application's default then holds)."""
+def _optional_number(get: Getter, key: str, kind: type[int] | type[float], low: float, high: float) -> float | None:
+    """A number in [low, high], or ``None`` when unset (the application's default then holds)."""
     if _raw(get, key) is None:
         return None
-    return float(_number(get, key, 0.0, float, 0.0, 1.0))
+    return _number(get, key, low, kind, low, high)
+
+
+def _share(get: Getter, key: str) -> float | None:
+    """A share in [0, 1], or ``None`` when unset (the application's default then holds)."""
+    value = _optional_number(get, key, float, 0.0, 1.0)
+    return None if value is None else float(value)
 
 
 def _choice(get: Getter, key: str, default: str, choices: tuple[str, ...]) -> str:

@@ -16,8 +16,6 @@ from infra.model_registry import ModelRegistry
 from infra.network import Network
 from infra.writer import database_environment
 
-TIMEOUT = cdk.Duration.minutes(15)
-MEMORY_MIB = 2048  # a week of predictions, sorted per column, plus the report's plots
 WINDOW_DAYS = 7
 # Monday 06:00 UTC: a full week of predictions, read before the working week starts.
 SCHEDULE = events.Schedule.cron(minute="0", hour="6", week_day="MON")
@@ -64,8 +62,9 @@ class Drift(Construct):
             dockerfile=names.DRIFT_DOCKERFILE,
             description=f"{config.deployed_app_name} drift: weekly drift tests, report and alert",
             environment=environment,
-            memory_mib=MEMORY_MIB,
-            timeout=TIMEOUT,
+            # Context drift_memory_mib and drift_timeout_minutes; docs/deploy.md sizes them per traffic.
+            memory_mib=config.drift_memory_mib,
+            timeout=cdk.Duration.minutes(config.drift_timeout_minutes),
             placement=network.function_placement,
         )
         self.function = self.image.function

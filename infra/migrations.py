@@ -7,17 +7,24 @@ schema it does not know. It runs again whenever the image changes (a new ``sql/`
 image), and is a no-op when nothing is pending. Only this function logs in as the master user
 (with an IAM token through the proxy); it also creates the writer's and drift's users from their
 secrets, which only it and the proxy may read.
+
+A daily EventBridge rule invokes the same function with ``{"sml_action": "retention"}`` and the
+event's time: the retention step creates the coming days' partitions of ``predictions`` and drops
+those past ``SML_RETENTION_DAYS`` (it alters the table, which only the master user may do).
 """
 
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import triggers
 from constructs import Construct
 
 from infra import names
 from infra.config import DeploymentConfig
 from infra.database import Database
+from infra.drift import WINDOW_DAYS
 from infra.image_function import ImageFunction
 from infra.model_registry import ModelRegistry
 from infra.network import Network
@@ -26,6 +33,9 @@ from infra.writer import database_environment
 TIMEOUT = cdk.Duration.minutes(5)
 MEMORY_MIB = 512
 COMMAND = ["functions.writer.migrate.handler"]
+# 00:30 UTC daily: the new day's partition exists days ahead, and the oldest day is dropped once it is
+# past the retention. Well before the weekly drift run (Monday 06:00).
+RETENTION_SCHEDULE = events.Schedule.cron(minute="30", hour="0")
 
 
 class Migrations(Construct):
@@ -46,12 +56,16 @@ class Migrations(Construct):
         environment[names.ENV_POWERTOOLS_SERVICE_NAME] = "migrate"
         environment[names.ENV_WRITER_DB_SECRET_ARN] = database.user_secrets["writer"].secret_arn
         environment[names.ENV_DRIFT_DB_SECRET_ARN] = database.user_secrets["drift"].secret_arn
+        environment[names.ENV_DRIFT_WINDOW_DAYS] = str(WINDOW_DAYS)
+        environment[names.ENV_LABEL_HORIZON_DAYS] = f"{config.label_horizon_days:g}"
+        if config.retention_days is not None:
+            environment[names.ENV_RETENTION_DAYS] = str(config.retention_days)
         self.image = ImageFunction(
             self,
             "Image",
             dockerfile=names.WRITER_DOCKERFILE,
             command=COMMAND,
-            description=f"{config.deployed_app_name} migrate: applies sql/ during each deploy",
+            description=f"{config.deployed_app_name} migrate: applies sql/ during each deploy; daily retention",
             environment=environment,
             memory_mib=MEMORY_MIB,
             timeout=TIMEOUT,
@@ -67,6 +81,19 @@ class Migrations(Construct):
             # The invocation may take as long as the function may run.
             timeout=TIMEOUT,
             execute_after=[database],
+        )
+        self.retention_schedule = events.Rule(
+            self,
+            "DailyRetention",
+            schedule=RETENTION_SCHEDULE,
+            description=f"Creates and drops the day partitions of {config.deployed_app_name}'s predictions",
+            targets=[
+                targets.LambdaFunction(
+                    self.function,
+                    event=events.RuleTargetInput.from_object({"sml_action": "retention", "time": events.EventField.time}),
+                    retry_attempts=2,
+                )
+            ],
         )
 
     def run_before(self, *scopes: Construct) -> None:

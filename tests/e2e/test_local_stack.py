@@ -357,3 +357,22 @@ def test_ministack_alone_serves_every_service_at_one_url(tmp_path: Path) -> None
         assert response.json() == {"queued": '{"n": 3}'}
         assert stack.poller.wait_until_drained(timeout_s=30)
     assert written_bodies(tmp_path / ".sml") == ['{"n": 3}']
+
+
+def test_the_retention_step_runs_in_a_writer_container_when_the_stack_starts(tmp_path: Path) -> None:
+    with LocalStack(config(tmp_path, writer_handler="functions.writer.app:handler")) as stack:
+        deadline = time.monotonic() + 60
+        while stack.retention.invocations == 0 or (stack.retention.last_result is None and stack.retention.last_error is None):
+            assert time.monotonic() < deadline, "the retention step did not run"
+            time.sleep(0.1)
+        assert stack.retention.last_error is None
+        assert set(stack.retention.last_result) == {"cutoff", "created", "dropped", "deleted_rows"}
+
+
+def test_a_retention_under_its_minimum_stops_the_stack_before_it_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sml.core.settings import SettingsError
+
+    monkeypatch.setenv("SML_RETENTION_DAYS", "3")
+    with pytest.raises(SettingsError, match="SML_RETENTION_DAYS: .*minimum of 22"):
+        LocalStack(config(tmp_path)).start()
+    assert not (tmp_path / ".sml" / "stack.json").exists()

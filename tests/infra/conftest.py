@@ -31,6 +31,10 @@ NON_DEFAULT_CONTEXT = {
     "dq_max_refused_rate": "0.03",
     "alarm_refused_values": "250",
     "availability_zones": "us-east-1b,us-east-1d",
+    "retention_days": "40",
+    "label_horizon_days": 10,
+    "drift_memory_mib": "4096",
+    "drift_timeout_minutes": 10,
 }
 
 

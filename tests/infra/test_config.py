@@ -75,6 +75,11 @@ def test_cli_strings_and_json_values_both_parse() -> None:
         ({"availability_zones": "us-east-1a,us-east-1a"}, "availability_zones", "twice"),
         ({"availability_zones": "[us-east-1a"}, "availability_zones", "not a JSON array"),
         ({"availability_zones": {"a": 1}}, "availability_zones", "must be a list"),
+        ({"retention_days": "0"}, "retention_days", "between 1"),
+        ({"retention_days": "a month"}, "retention_days", "must be an integer"),
+        ({"label_horizon_days": "-1"}, "label_horizon_days", "between 0.0"),
+        ({"drift_memory_mib": "20000"}, "drift_memory_mib", "between 128 and 10240"),
+        ({"drift_timeout_minutes": "16"}, "drift_timeout_minutes", "between 1 and 15"),
     ],
 )
 def test_unusable_values_name_their_context_key(context: dict, key: str, fragment: str) -> None:

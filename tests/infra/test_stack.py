@@ -220,6 +220,37 @@ def test_drift_runs_weekly(template: Template, default_stack: Synthesized) -> No
     )
 
 
+def test_the_migration_function_runs_the_retention_step_daily_with_the_events_time(
+    template: Template, default_stack: Synthesized
+) -> None:
+    migrate_id, migrate = default_stack.function("migrate")
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": "cron(30 0 * * ? *)",
+            "Targets": [
+                Match.object_like(
+                    {"Arn": {"Fn::GetAtt": [migrate_id, "Arn"]}, "InputTransformer": Match.object_like({"InputPathsMap": {"time": "$.time"}})}
+                )
+            ],
+        },
+    )
+    variables = migrate["Environment"]["Variables"]
+    assert (variables["SML_DRIFT_WINDOW_DAYS"], variables["SML_LABEL_HORIZON_DAYS"]) == ("7", "7")
+    assert "SML_RETENTION_DAYS" not in variables  # the application's default for the window and horizon
+
+
+def test_retention_and_the_drift_functions_size_come_from_context(default_stack: Synthesized, non_default_stack: Synthesized) -> None:
+    _, migrate = non_default_stack.function("migrate")
+    variables = migrate["Environment"]["Variables"]
+    assert (variables["SML_RETENTION_DAYS"], variables["SML_LABEL_HORIZON_DAYS"]) == ("40", "10")
+    sizes = {
+        name: (stack.function("drift")[1]["MemorySize"], stack.function("drift")[1]["Timeout"])
+        for name, stack in (("default", default_stack), ("non-default", non_default_stack))
+    }
+    assert sizes == {"default": (2048, 900), "non-default": (4096, 600)}
+
+
 def test_alerts_topic_is_kms_encrypted_and_cloudwatch_may_use_the_key(default_stack: Synthesized) -> None:
     (topic,) = default_stack.of_type("AWS::SNS::Topic").values()
     key_id = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]

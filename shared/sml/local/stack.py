@@ -7,7 +7,9 @@ feeds the writer from the SQS poller. Each function runs in its own container pr
 (:mod:`sml.local.worker`), as on Lambda: predict in up to ``predict_concurrency``, the writer in
 up to ``writer_concurrency`` (the event source mapping's maximum concurrency). Their logs go to
 ``<state_dir>/logs/<function>.log`` (stdout and stderr, as CloudWatch would get them). The
-endpoints go to ``<state_dir>/stack.json``, where every other ``sml`` command finds them.
+endpoints go to ``<state_dir>/stack.json``, where every other ``sml`` command finds them. The
+schedule (:mod:`sml.local.schedule`) plays the daily EventBridge rules: the retention step runs in
+a writer container at start and every ``retention_interval_s``.
 
 Example::
 
@@ -31,7 +33,9 @@ from typing import Any, Self
 from sml.core.errors import SmlError
 from sml.local.aws_endpoint import AwsServer, start_aws_server
 from sml.local.function_url import FunctionUrlServer, Handler
+from sml.local.lambda_context import new_lambda_context
 from sml.local.poller import SqsEventSourcePoller
+from sml.local.schedule import ScheduledInvocation
 from sml.local.worker import FunctionContainers, FunctionError, FunctionSpec
 
 logger = logging.getLogger(__name__)
@@ -73,6 +77,7 @@ class LocalStackConfig:
     :param writer_timeout_s: the writer's (a killed batch is retried, as on Lambda).
     :param visibility_timeout_s: the events queue's visibility timeout (how soon a failed
         message is retried); AWS uses 6 times the writer's timeout, locally shorter is friendlier.
+    :param retention_interval_s: how often the retention step runs (daily, as on AWS).
     """
 
     state_dir: Path = Path(".sml")
@@ -95,6 +100,7 @@ class LocalStackConfig:
     visibility_timeout_s: int = 30
     batch_size: int = 10
     batching_window_s: float = 1.0
+    retention_interval_s: float = 24 * 3600.0
 
     @property
     def log_dir(self) -> Path:
@@ -301,6 +307,7 @@ class LocalStack:
         self.predict: FunctionContainers | None = None
         self.writer: FunctionContainers | None = None
         self.aws_server: AwsServer | None = None
+        self.retention: ScheduledInvocation | None = None
         self._sqs: Any = None
         self.discarded: QueueDepths | None = None  # what the emulator held when stop() ended it
         self._saved_environment: dict[str, str | None] = {}
@@ -328,9 +335,10 @@ class LocalStack:
         from botocore.exceptions import BotoCoreError, ClientError
 
         from sml.core.aws import aws_client
-        from sml.core.settings import AwsSettings
+        from sml.core.settings import AwsSettings, RetentionSettings, load_settings
 
         config = self.config
+        load_settings(RetentionSettings)  # a retention under its minimum stops the stack before it starts
         config.state_dir.mkdir(parents=True, exist_ok=True)
         real_aws = config.aws_endpoint_url == REAL_AWS
         if not real_aws:
@@ -388,6 +396,13 @@ class LocalStack:
         )
         function_url_server.start()
         self.poller.start()
+        writer = self.writer
+        self.retention = ScheduledInvocation(
+            "retention",
+            lambda event: writer.invoke(event, new_lambda_context(f"{config.app_name}-writer", region=config.region, timeout_s=config.writer_timeout_s)),
+            {"sml_action": "retention"},
+            interval_s=config.retention_interval_s,
+        ).start()
         self._write_stack_file()
 
     def _aws_endpoint(self) -> tuple[str, dict[str, str]]:
@@ -513,6 +528,9 @@ class LocalStack:
         """
         if running_stack_pid(self.config.state_dir) == os.getpid():
             self.stack_file.unlink(missing_ok=True)
+        if self.retention is not None:
+            self.retention.stop()
+            self.retention = None
         if self.poller is not None:
             self.poller.stop()
             self.poller = None
