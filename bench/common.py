@@ -136,6 +136,25 @@ def interleaved_latencies(
     return {name: np.asarray(values) for name, values in samples.items()}
 
 
+def load_predictions_csv(database: str, path: Path) -> None:
+    """``LOAD DATA LOCAL INFILE`` of a CSV of ``predictions`` rows (columns in table order, ``\\N`` for NULL)."""
+    import pymysql
+
+    loader = pymysql.connect(**MYSQL_SERVER, database=database, charset="utf8mb4", local_infile=True)
+    try:
+        with loader.cursor() as cursor:
+            cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'")
+            cursor.execute(
+                "LOAD DATA LOCAL INFILE %s INTO TABLE predictions CHARACTER SET utf8mb4 "
+                "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'",
+                (str(path),),
+            )
+            cursor.execute("ANALYZE TABLE predictions")
+        loader.commit()
+    finally:
+        loader.close()
+
+
 def machine_description() -> dict[str, str]:
     """Date, CPU, cores, memory, OS, Python, package and database versions, for the report's header."""
     cpu = next(

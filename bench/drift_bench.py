@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import pymysql
-from common import MYSQL_SERVER, REPOSITORY, BenchReport, Comparison, print_report, ratio_at_most, seed_environment
+from common import MYSQL_SERVER, REPOSITORY, BenchReport, Comparison, load_predictions_csv, print_report, ratio_at_most, seed_environment
 
 BENCHMARK = "drift"
 DATABASE = "sml_bench_drift"
@@ -133,19 +133,7 @@ def drift_database(rows: int, folder: Path) -> Iterator[str]:
         engine.dispose()
         csv_path = folder / "window.csv"
         write_window_csv(csv_path, rows)
-        loader = pymysql.connect(**MYSQL_SERVER, database=DATABASE, charset="utf8mb4", local_infile=True)
-        try:
-            with loader.cursor() as cursor:
-                cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'")
-                cursor.execute(
-                    "LOAD DATA LOCAL INFILE %s INTO TABLE predictions CHARACTER SET utf8mb4 "
-                    "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'",
-                    (str(csv_path),),
-                )
-                cursor.execute("ANALYZE TABLE predictions")
-            loader.commit()
-        finally:
-            loader.close()
+        load_predictions_csv(DATABASE, csv_path)
         csv_path.unlink()
         yield DATABASE
     finally:

@@ -32,6 +32,7 @@ BENCHMARKS = {
     "quality": "quality_bench",
     "local-stack": "local_stack_bench",
     "verdicts": "verdict_bench",
+    "scale": "scale_bench",
 }
 BENCH_DIR = Path(__file__).resolve().parent
 
