@@ -14,7 +14,9 @@ migration fails after this step, CloudFormation's rollback updates the trigger b
 image and runs it against the schema the failed deploy already migrated (a trigger re-runs on
 rollback with its old properties). Refusing would leave the stack in ``UPDATE_ROLLBACK_FAILED``.
 Migrations only add (``IF NOT EXISTS``), so the previous writer still works on the newer schema;
-the newer migrations are logged and returned as ``newer_than_image``.
+the newer migrations are logged and returned as ``newer_than_image``. The one that changes a key,
+0008 (``predictions`` partitioned, primary key ``(prediction_id, predicted_at)``), keeps that true:
+a writer from before it still skips a redelivered event, whose id and time are those stored.
 
 The daily EventBridge rule invokes the same function with ``{"sml_action": "retention", "time":
 ...}``: the retention step (:func:`sml.core.retention.run_retention_step`) creates the coming days'
