@@ -153,7 +153,7 @@ def test_unknown_version_and_metric_are_named(aws: Aws, artifact: tuple[Path, Mo
         SmlError, match=r"version v9 of model 'breast-cancer' is not registered \(no s3://.*/models/breast-cancer/v9/manifest.json\)"
     ):
         registry.promote("v9")
-    with pytest.raises(SmlError, match="no registered version has metric 'f2'; available: accuracy, brier, ece, f1, log_loss, precision, recall, roc_auc"):
+    with pytest.raises(SmlError, match="no registered version has metric 'f2'; available: accuracy, brier, ece, f1, f1_macro, f1_weighted, log_loss, precision, precision_macro"):
         registry.promote_best("f2")
     assert registry.champion_version() == "v1"
 

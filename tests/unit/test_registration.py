@@ -20,6 +20,7 @@ from sml.core.errors import SmlError
 from sml.lifecycle.calibration import Calibrator, DirectLossEstimator, label_free_estimator_from_json
 from sml.lifecycle.manifest import MAX_REFERENCE_ROWS, FeatureSpec, ModelManifest
 from sml.lifecycle.modeling import model_input
+from sml.lifecycle.quality_metrics import metrics_for
 from sml.lifecycle.registration import (
     column_dtype,
     frame_rows,
@@ -85,7 +86,7 @@ def test_a_dataframe_pipeline_gets_its_schema_task_metrics_and_calibrator_from_t
     assert (specs["Contract Type"].dtype, specs["Contract Type"].nullable) == ("string", True)
     assert specs["Contract Type"].categories == ("month", "two year", "year")
 
-    assert set(manifest.metrics) == {"accuracy", "f1", "precision", "recall", "roc_auc", "log_loss", "brier", "ece"}
+    assert set(manifest.metrics) == set(metrics_for("binary"))
     assert manifest.extra["positive_class"] == "yes" and manifest.extra["n_test"] == 150
     calibrator = Calibrator.from_json(manifest.extra["calibration"])
     assert calibrator.classes == ("no", "yes") and set(calibrator.maps) == {"yes"} and calibrator.n == 150 and calibrator.fitted_on == "held-out rows (test)"
@@ -122,7 +123,7 @@ def test_wine_registers_as_multiclass_with_macro_metrics_and_a_map_per_class() -
     model = LogisticRegression(max_iter=5000).fit(x.iloc[::2], y.iloc[::2])
     manifest = prepare_version(model, x.iloc[::2], y.iloc[::2], X_test=x.iloc[1::2], y_test=y.iloc[1::2], model_name="wine").manifest
     assert manifest.task == "multiclass" and manifest.classes == (0, 1, 2)
-    assert {"accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss", "ece"} == set(manifest.metrics)
+    assert set(metrics_for("multiclass")) == set(manifest.metrics)
     assert set(Calibrator.from_json(manifest.extra["calibration"]).maps) == {"0", "1", "2"}
     assert "positive_class" not in manifest.extra
 
@@ -135,7 +136,7 @@ def test_diabetes_registers_as_regression_with_errors_and_no_classes_or_calibrat
     assert manifest.task == "regression" and manifest.classes == () and manifest.reference.label_counts == {}
     predictions = manifest.reference.predictions
     assert predictions is not None and np.allclose(predictions.sorted_values, np.sort(model.predict(x.iloc[:300])), rtol=1e-12)
-    assert set(manifest.metrics) == {"mae", "rmse", "r2"} and manifest.metrics["rmse"] >= manifest.metrics["mae"] > 0
+    assert set(manifest.metrics) == set(metrics_for("regression")) and manifest.metrics["rmse"] >= manifest.metrics["mae"] > 0
     estimator = label_free_estimator_from_json(manifest.extra["calibration"])
     assert isinstance(estimator, DirectLossEstimator) and estimator.n == len(x) - 300
     assert ModelManifest.from_json(manifest.to_json()).task == "regression"
