@@ -250,7 +250,7 @@ def test_writer_image_with_the_migration_command_migrates_the_database(
     database_url = f"sqlite:///{tmp_path / 'sml.db'}"
     (migrated,) = invoke_in_image(image, "writer", [{}], {"SML_DATABASE_URL": database_url}, tmp_path)
     expected = [f"{migration.version:04d}_{migration.name}" for migration in discover_migrations(REPOSITORY / "sql", "sqlite")]
-    assert migrated == {"applied": expected, "granted": {}}
+    assert migrated == {"applied": expected, "granted": {}, "newer_than_image": []}
 
 
 def test_drift_image_runs_the_scheduled_job_stores_the_run_and_alerts(
