@@ -47,6 +47,9 @@ PROXY_BORROW_TIMEOUT = cdk.Duration.seconds(10)
 # step, were the pool full) can still log in to the instance.
 PROXY_MAX_CONNECTIONS_PERCENT = 90
 PROXY_MAX_IDLE_CONNECTIONS_PERCENT = 50
+# gp3 storage the instance starts with, and how far RDS storage autoscaling may grow it (GiB).
+ALLOCATED_STORAGE_GIB = 20
+MAX_ALLOCATED_STORAGE_GIB = 100
 
 
 class Database(Construct):
@@ -88,8 +91,8 @@ class Database(Construct):
             credentials=rds.Credentials.from_secret(generated_secret),
             database_name=names.DB_NAME,
             storage_type=rds.StorageType.GP3,
-            allocated_storage=20,
-            max_allocated_storage=100,
+            allocated_storage=ALLOCATED_STORAGE_GIB,
+            max_allocated_storage=MAX_ALLOCATED_STORAGE_GIB,
             storage_encrypted=True,
             backup_retention=cdk.Duration.days(config.db_backup_retention_days),
             multi_az=config.db_multi_az,

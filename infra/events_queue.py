@@ -2,7 +2,8 @@
 
 Predict sends one event per prediction; the writer consumes them in batches. A message that fails
 ``MAX_RECEIVE_COUNT`` times moves to the DLQ, which keeps it longer than the queue would so that
-`sml replay` has time to bring it back.
+``sml dlq replay`` has time to bring it back. SQS counts a message's retention from its original
+enqueue time, also in the DLQ: a message stays ``DLQ_RETENTION`` after predict first sent it.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ class VpcPlacement:
 class ImageFunction(Construct):
     """A Lambda function built from ``dockerfile`` with the repository root as build context.
 
-    :param dockerfile: path of the Dockerfile relative to the repository root.
+    :param dockerfile: path of the Dockerfile relative to the repository root; its asset leaves out
+        ``.dockerignore``'s paths and :data:`infra.names.IMAGE_EXCLUDES` of this Dockerfile.
     :param description: shown in the Lambda console.
     :param environment: environment variables (never secrets).
     :param memory_mib: memory size; CPU scales with it.
@@ -91,6 +92,7 @@ class ImageFunction(Construct):
             code=lambda_.DockerImageCode.from_image_asset(
                 str(names.REPO_ROOT),
                 file=dockerfile,
+                exclude=list(names.IMAGE_EXCLUDES[dockerfile]),
                 platform=ecr_assets.Platform.LINUX_ARM64,
                 cmd=command,
             ),

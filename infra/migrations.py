@@ -3,10 +3,12 @@
 The trigger invokes the function synchronously during the deployment, after the database and its
 proxy exist and before the writer (and its SQS event source) and drift are created or updated; an
 error fails the deployment, which CloudFormation rolls back, so no function ever runs against a
-schema it does not know. It runs again whenever the image changes (a new ``sql/`` file is in the
-image), and is a no-op when nothing is pending. Only this function logs in as the master user
-(with an IAM token through the proxy); it also creates the writer's and drift's users from their
-secrets, which only it and the proxy may read.
+schema it does not know. It runs again only when its inputs change (:func:`migration_inputs_digest`:
+``sql/``, the migration runner with the functions' grants, and this step's handler): the trigger
+invokes a Lambda version named after that digest, so a change to the writer's own code rebuilds the
+image without re-running the migrations. A run with nothing pending would be a no-op anyway. Only
+this function logs in as the master user (with an IAM token through the proxy); it also creates the
+writer's and drift's users from their secrets, which only it and the proxy may read.
 
 A daily EventBridge rule invokes the same function with ``{"sml_action": "retention"}`` and the
 event's time: the retention step creates the coming days' partitions of ``predictions`` and drops
@@ -15,9 +17,13 @@ those past ``SML_RETENTION_DAYS`` (it alters the table, which only the master us
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import aws_cdk as cdk
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import triggers
 from constructs import Construct
 
@@ -36,6 +42,25 @@ COMMAND = ["functions.writer.migrate.handler"]
 # 00:30 UTC daily: the new day's partition exists days ahead, and the oldest day is dropped once it is
 # past the retention. Well before the weekly drift run (Monday 06:00).
 RETENTION_SCHEDULE = events.Schedule.cron(minute="30", hour="0")
+# What a migration run does depends on these (relative to the repository root) and on nothing else.
+MIGRATION_INPUTS = ("sql", "shared/sml/core/db.py", "functions/writer/migrate.py")
+
+
+def migration_inputs_digest(root: Path = names.REPO_ROOT) -> str:
+    """SHA-256 over the names and bytes of every file of :data:`MIGRATION_INPUTS` under ``root``, in path order.
+
+    :raises FileNotFoundError: an input is missing under ``root``.
+    """
+    digest = hashlib.sha256()
+    for relative in MIGRATION_INPUTS:
+        path = root / relative
+        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts) if path.is_dir() else [path]
+        if not path.exists():
+            raise FileNotFoundError(path)
+        for file in files:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes().replace(b"\r\n", b"\n") + b"\0")
+    return digest.hexdigest()
 
 
 class Migrations(Construct):
@@ -95,6 +120,16 @@ class Migrations(Construct):
                 )
             ],
         )
+        # The trigger re-runs when its HandlerArn changes, which CDK makes the function's current
+        # version: new with every image change. A version named after the migration inputs changes
+        # only with them (an image change always comes with it: the inputs are in the image).
+        digest = migration_inputs_digest()
+        self.version = lambda_.Version(
+            self, f"Version{digest[:16]}", lambda_=self.function, description=f"migration inputs sha256 {digest[:16]}"
+        )
+        cfn_trigger = self.trigger.node.find_child("Default").node.default_child
+        cfn_trigger.add_property_override("HandlerArn", self.version.function_arn)
+        self.function.node.try_remove_child("CurrentVersion")
 
     def run_before(self, *scopes: Construct) -> None:
         """Create and update ``scopes`` (and everything in them) only after the migrations succeeded."""

@@ -22,15 +22,21 @@ from constructs import Construct
 
 from infra.alerts import Alerts
 from infra.config import DeploymentConfig
-from infra.database import Database
+from infra.database import ALLOCATED_STORAGE_GIB, MAX_ALLOCATED_STORAGE_GIB, Database
 from infra.drift import Drift
 from infra.events_queue import EventsQueue
 from infra.predict import Predict
 from infra.writer import Writer
 
 FIVE_MINUTES = cdk.Duration.minutes(5)
-# Below this much free space RDS storage autoscaling may already be at its maximum (100 GiB).
-FREE_STORAGE_ALARM_BYTES = 2 * 2**30
+# RDS storage autoscaling grows the volume when free space is at most 10% of the allocated storage for
+# 5 minutes, at most once per 6 hours and never beyond max_allocated_storage (RDS User Guide, "Managing
+# capacity automatically with Amazon RDS storage autoscaling"). An alarm at that same level would fire
+# each time autoscaling is about to act, which is normal operation. So the alarm waits: free space at
+# or below 10% of the starting allocation for a whole hour, minimum of every 5-minute period, means
+# autoscaling did not (or could not: at its maximum, or inside its 6-hour pause) add space.
+FREE_STORAGE_ALARM_BYTES = ALLOCATED_STORAGE_GIB * 2**30 // 10
+FREE_STORAGE_ALARM_PERIODS = 12
 # Drift runs weekly; 7 daily periods without an invocation means it missed a run (the alarm
 # fires in the first daily period after a missed Monday, ~8 days after the last run). Seven days
 # is the longest window a CloudWatch alarm may evaluate (Period x EvaluationPeriods).
@@ -155,8 +161,11 @@ class Monitoring(Construct):
             metric=free_storage,
             threshold=FREE_STORAGE_ALARM_BYTES,
             below=True,
-            description="The database has less than 2 GiB free; storage autoscaling stops at 100 GiB. Raise "
-            "max_allocated_storage or delete old predictions.",
+            evaluation_periods=FREE_STORAGE_ALARM_PERIODS,
+            description=f"The database has had less than {FREE_STORAGE_ALARM_BYTES / 2**30:g} GiB free for an hour: storage "
+            f"autoscaling did not add space (it stops at {MAX_ALLOCATED_STORAGE_GIB} GiB and pauses 6 hours after each "
+            "increase). Check AllocatedStorage with `aws rds describe-db-instances`; raise max_allocated_storage or "
+            "delete old predictions.",
         )
 
         self.dashboard = cloudwatch.Dashboard(

@@ -71,6 +71,14 @@ ENV_POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 PREDICT_DOCKERFILE = "functions/predict/Dockerfile"
 WRITER_DOCKERFILE = "functions/writer/Dockerfile"
 DRIFT_DOCKERFILE = "functions/drift/Dockerfile"
+# What each image's asset leaves out beyond .dockerignore (Docker-style patterns): the other functions'
+# folders, and sql/ for predict, which never reads the schema. The asset's content is the image's
+# hash, so a change there no longer rebuilds and redeploys an image that does not use it.
+IMAGE_EXCLUDES = {
+    PREDICT_DOCKERFILE: ("functions/writer", "functions/drift", "sql"),
+    WRITER_DOCKERFILE: ("functions/predict", "functions/drift"),
+    DRIFT_DOCKERFILE: ("functions/predict", "functions/writer"),
+}
 
 # Model registry layout: s3://<bucket>/models/<model>/<version>/..., reports under reports/.
 MODELS_PREFIX = "models/"

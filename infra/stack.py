@@ -60,6 +60,9 @@ class ServerlessMlStack(cdk.Stack):
             self, "Migrations", config=config, network=network, database=database, registry=registry
         )
         migrations.run_before(writer, drift)
+        # A deploy that changes the event contract updates the writer (and its event source) before
+        # predict, so new event shapes never reach an old writer.
+        predict.node.add_dependency(writer)
 
         self._add_alarms(alerts, events, {"Predict": predict.image, "Writer": writer.image, "Drift": drift.image})
         monitoring = Monitoring(

@@ -70,13 +70,23 @@ def test_template_has_no_cfn_lint_errors(synthesized: Synthesized) -> None:
     assert errors == []
 
 
-def test_image_assets_hold_only_the_build_inputs(default_stack: Synthesized) -> None:
-    allowed = {".dockerignore", "pyproject.toml", "constraints.txt", "README.md", "shared", "functions", "sql"}
+def test_image_assets_hold_only_what_each_image_uses(default_stack: Synthesized) -> None:
+    # An asset's content is its image's hash: anything else in it (README.md, the CLI, another
+    # function's code, sql/ for predict) would rebuild and redeploy the image when it changes.
+    allowed = {".dockerignore", "pyproject.toml", "constraints.txt", "shared", "functions", "sql"}
     # Image assets only (the CDK trigger's provider is a zip asset); the migration function reuses
     # the writer's image, so three images are built for four functions.
     manifest = json.loads(next(default_stack.outdir.glob("*.assets.json")).read_text())
-    asset_dirs = [default_stack.outdir / image["source"]["directory"] for image in manifest["dockerImages"].values()]
-    assert len(asset_dirs) == 3
-    for asset_dir in asset_dirs:
-        assert {entry.name for entry in asset_dir.iterdir()} <= allowed
+    assets = {
+        image["source"]["dockerFile"]: default_stack.outdir / image["source"]["directory"]
+        for image in manifest["dockerImages"].values()
+    }
+    assert set(assets) == {"functions/predict/Dockerfile", "functions/writer/Dockerfile", "functions/drift/Dockerfile"}
+    for dockerfile, asset_dir in assets.items():
+        function = dockerfile.split("/")[1]
+        assert {entry.name for entry in asset_dir.iterdir()} <= allowed, dockerfile
         assert not list(asset_dir.rglob("__pycache__"))
+        assert {entry.name for entry in (asset_dir / "functions").iterdir()} == {"__init__.py", function}, dockerfile
+        assert not {"cli", "local", "demo"} & {entry.name for entry in (asset_dir / "shared" / "sml").iterdir()}, dockerfile
+    assert not (assets["functions/predict/Dockerfile"] / "sql").exists()
+    assert (assets["functions/writer/Dockerfile"] / "sql").is_dir() and (assets["functions/drift/Dockerfile"] / "sql").is_dir()

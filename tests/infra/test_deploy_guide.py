@@ -59,3 +59,15 @@ def test_the_guide_runs_the_pre_deploy_checks_before_the_first_deploy() -> None:
     assert "availability_zones" in GUIDE and "use1-az3" in GUIDE
     checks = GUIDE[GUIDE.index("## Pre-deploy checks") : GUIDE.index("## 1. Bootstrap")]
     assert "reserved concurrency" in checks and "L-B99A9384" in checks
+
+
+def test_the_guide_asks_for_a_supported_node_and_says_what_replaces_the_xray_sdk() -> None:
+    assert "Node.js 20+" not in GUIDE and "Node.js 22" in GUIDE
+    assert "2027-02-25" in GUIDE and "OpenTelemetry" in GUIDE
+
+
+def test_the_guide_is_accurate_about_the_dlq_proxy_and_what_destroy_leaves() -> None:
+    assert "DLQ kept\n  14 days" not in GUIDE and "original enqueue time" in GUIDE
+    assert "lends a connection" not in GUIDE and "ConnectionBorrowTimeout" in GUIDE
+    assert "every log group" not in GUIDE and "AWSCDKTriggerCustomResourceProvider" in GUIDE
+    assert "aws lambda add-permission" in GUIDE and "--invoked-via-function-url" in GUIDE

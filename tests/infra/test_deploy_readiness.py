@@ -85,7 +85,7 @@ def test_migrations_run_in_a_trigger_before_the_writer_its_event_source_and_drif
     assert version["Properties"]["FunctionName"] == {"Ref": migrate_id}
     assert properties["InvocationType"] == "RequestResponse"  # waits, and a function error fails the deploy
     assert int(properties["Timeout"]) >= migrate["Timeout"] * 1000
-    assert properties["ExecuteOnHandlerChange"] is True  # a new image (new sql/) runs it again
+    assert properties["ExecuteOnHandlerChange"] is True  # a new handler version runs it again
 
     (mapping_id,) = default_stack.of_type("AWS::Lambda::EventSourceMapping")
     for dependent in (writer_id, mapping_id, drift_id):
@@ -238,11 +238,25 @@ def test_an_alarm_fires_when_drift_has_not_run_for_a_week(default_stack: Synthes
     assert silence["Period"] * silence["EvaluationPeriods"] == 7 * 86400
 
 
-def test_an_alarm_fires_before_the_database_runs_out_of_storage(default_stack: Synthesized) -> None:
-    instance_id, _ = _only(default_stack.of_type("AWS::RDS::DBInstance"))
+def test_the_storage_alarm_fires_when_autoscaling_did_not_help_not_when_it_first_acts(default_stack: Synthesized) -> None:
+    instance_id, instance = _only(default_stack.of_type("AWS::RDS::DBInstance"))
     (storage,) = _alarms_by_metric(default_stack)[("AWS/RDS", "FreeStorageSpace")]
     assert storage["Dimensions"] == [{"Name": "DBInstanceIdentifier", "Value": {"Ref": instance_id}}]
-    assert storage["ComparisonOperator"] == "LessThanThreshold" and storage["Threshold"] == 2 * 2**30
+    assert storage["ComparisonOperator"] == "LessThanThreshold" and storage["Statistic"] == "Minimum"
+    # Autoscaling acts at <= 10% free for 5 minutes: the alarm must not fire on that alone.
+    autoscaling_trigger = int(instance["Properties"]["AllocatedStorage"]) * 2**30 // 10
+    assert storage["Threshold"] <= autoscaling_trigger
+    assert storage["Period"] * storage["EvaluationPeriods"] >= 3600
+    assert int(instance["Properties"]["MaxAllocatedStorage"]) > int(instance["Properties"]["AllocatedStorage"])
+
+
+def test_predict_is_updated_after_the_writer_and_its_event_source(default_stack: Synthesized) -> None:
+    predict_id, _ = default_stack.function("predict")
+    writer_id, _ = default_stack.function("writer")
+    (mapping_id,) = default_stack.of_type("AWS::Lambda::EventSourceMapping")
+    assert {writer_id, mapping_id} <= set(default_stack.resources[predict_id].get("DependsOn", []))
+    (url,) = default_stack.of_type("AWS::Lambda::Url").values()
+    assert writer_id in url.get("DependsOn", [])
 
 
 def test_the_dashboard_shows_the_pipeline_end_to_end(default_stack: Synthesized) -> None:
@@ -264,3 +278,34 @@ def test_the_dashboard_shows_the_pipeline_end_to_end(default_stack: Synthesized)
     dlq_id = next(k for k, v in queues.items() if "RedrivePolicy" not in v["Properties"])
     assert dlq_id in body  # the DLQ's depth has its own graph
     assert default_stack.template["Outputs"]["DashboardName"]["Value"] == {"Ref": _only(default_stack.of_type("AWS::CloudWatch::Dashboard"))[0]}
+
+
+def test_the_migration_step_reruns_only_when_its_inputs_change(default_stack: Synthesized) -> None:
+    from infra.migrations import migration_inputs_digest
+
+    migrate_id, _ = default_stack.function("migrate")
+    (trigger,) = default_stack.of_type("Custom::Trigger").values()
+    version_id = trigger["Properties"]["HandlerArn"]["Ref"]
+    # The version (and so the trigger's HandlerArn) is named after the migration inputs, not the image.
+    assert version_id.startswith(f"MigrationsVersion{migration_inputs_digest()[:16]}")
+    versions = default_stack.of_type("AWS::Lambda::Version")
+    assert [k for k, v in versions.items() if v["Properties"]["FunctionName"] == {"Ref": migrate_id}] == [version_id]
+
+
+def test_the_migration_inputs_digest_ignores_the_writers_own_code(tmp_path) -> None:
+    import shutil
+
+    from infra.migrations import MIGRATION_INPUTS, migration_inputs_digest
+    from infra.names import REPO_ROOT
+
+    for relative in (*MIGRATION_INPUTS, "functions/writer/app.py", "README.md"):
+        source, target = REPO_ROOT / relative, tmp_path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, target) if source.is_dir() else shutil.copy2(source, target)
+    before = migration_inputs_digest(tmp_path)
+    assert before == migration_inputs_digest()
+    (tmp_path / "functions/writer/app.py").write_text("# the writer changed\n")
+    (tmp_path / "README.md").write_text("\n")
+    assert migration_inputs_digest(tmp_path) == before
+    (tmp_path / "sql/9999_new.sql").write_text("CREATE TABLE IF NOT EXISTS x (id INT);\n")
+    assert migration_inputs_digest(tmp_path) != before
