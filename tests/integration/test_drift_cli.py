@@ -104,6 +104,7 @@ def test_previous_reference_without_earlier_traffic_is_inconclusive_not_a_failur
     [
         (["--window", "seven days"], "sml drift: error: --window: 'seven days' is not a window length such as 7d, 12h, 90m or 2w"),
         (["--end", "next monday"], "sml drift: error: --end: 'next monday' is not an ISO 8601 time"),
+        (["--end", "9999-12-31T00:00:00Z"], "sml drift: error: --end: 9999-12-31T00:00:00+00:00 is in the future (now "),
         (["--model", "Not A Name"], "sml drift: error: --model: 'Not A Name' is not a model name"),
         (["--model", "no-such-model"], "sml drift: error: model 'no-such-model' has no champion"),
     ],

@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,11 @@ from sqlalchemy.engine import Engine
 from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURES, DRIFT_RUNS, create_db_engine
 from sml.monitoring.job import LABEL_COLUMN, DriftJobConfig, DriftJobResult, run_drift_job
 from sml.monitoring.drift.stats import DriftVerdict
-from sml.monitoring.store import load_drift_run
+from sml.core.errors import SmlError
+from sml.core.events import new_prediction_id
+from sml.monitoring.model_quality.store import latest_quality
+from sml.monitoring.store import drift_history, load_drift_run, save_drift_run
+from sml.monitoring.windows import MAX_CLOCK_SKEW, TimeWindow
 from sml.lifecycle.manifest import ModelManifest
 
 WINDOW_START = WINDOW_END - WINDOW
@@ -211,6 +215,36 @@ def test_every_run_has_its_own_report_even_in_one_second_or_for_one_window(engin
         assert outcome.run.window.end.strftime("%H%M%S.%f") in key
     alerts = [json.loads(envelope["Message"]) for envelope in received(aws, aws.all_queue_url)]
     assert sorted(alert["report"]["uri"] for alert in alerts) == sorted(outcome.run.report_uri for outcome in outcomes)
+
+
+def test_a_window_that_has_not_ended_is_refused_beyond_a_little_clock_skew(engine: Engine, aws: Aws) -> None:
+    now = datetime.now(timezone.utc)
+    config = DriftJobConfig(bucket=aws.bucket, topic_arn=None)
+
+    with pytest.raises(SmlError, match=r"window end: 9999-12-31T00:00:00\+00:00 is in the future .*clock skew"):
+        run_drift_job(config, TRAINING, engine=engine, s3_client=aws.s3, sns_client=None, window_end=datetime(9999, 12, 31, tzinfo=timezone.utc))
+    with pytest.raises(SmlError, match="is in the future"):
+        run_drift_job(config, TRAINING, engine=engine, s3_client=aws.s3, sns_client=None, window_end=now + MAX_CLOCK_SKEW + timedelta(seconds=30))
+    assert table_rows(engine, DRIFT_RUNS) == []
+
+    # A scheduled time a little ahead of this host's clock is a run like any other.
+    outcome = run_drift_job(config, TRAINING, engine=engine, s3_client=aws.s3, sns_client=None, window_end=now + timedelta(seconds=30))
+    assert [row["run_id"] for row in table_rows(engine, DRIFT_RUNS)] == [outcome.run.run_id]
+
+
+def test_a_run_stored_with_a_future_window_end_does_not_hide_the_real_latest_run(engine: Engine, aws: Aws) -> None:
+    # Such runs were accepted before: "latest" by window end then showed one run until year 9999.
+    store_traffic(engine, draw_traffic(600, seed=17), start=WINDOW_START, end=WINDOW_END)
+    earlier = run_job(engine, aws).run
+    real = run_drift_job(
+        DriftJobConfig(bucket=aws.bucket, topic_arn=None), TRAINING, engine=engine, s3_client=aws.s3, sns_client=None, window_end=WINDOW_END + WINDOW
+    ).run
+    future = replace(earlier, run_id=new_prediction_id(), window=TimeWindow.ending_at(datetime(9999, 12, 31, tzinfo=timezone.utc), WINDOW))
+    save_drift_run(engine, future)
+
+    assert [row["run_id"] for row in drift_history(engine, MODEL_NAME)] == [real.run_id, earlier.run_id, future.run_id]
+    latest = latest_quality(engine, MODEL_NAME)
+    assert latest is not None and latest[0]["run_id"] == real.run_id
 
 
 def test_data_quality_violations_are_stored_reported_and_alerted(engine: Engine, aws: Aws) -> None:

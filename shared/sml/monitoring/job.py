@@ -48,7 +48,7 @@ from sml.monitoring.drift.stats import (
     run_drift_tests,
 )
 from sml.monitoring.store import DriftRun, feature_trends, save_drift_run
-from sml.monitoring.windows import TimeWindow, read_window
+from sml.monitoring.windows import TimeWindow, check_window_end, read_window
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id
 from sml.lifecycle.manifest import ModelManifest
@@ -215,10 +215,13 @@ def run_drift_job(
     :param s3_client: stores the report in ``config.bucket`` and presigns its link.
     :param sns_client: publishes the alert when ``config.topic_arn`` is set.
     :param window_end: the end of the current window (aware UTC); the run's key with the model.
+        At most :data:`~sml.monitoring.windows.MAX_CLOCK_SKEW` after now.
     :param report_dir: also write the report there, as ``<model>/<window end>-<run id>.html``.
     :returns: a :class:`DriftJobResult`.
-    :raises SmlError: S3 or SNS refused the report or the alert (names the bucket or topic).
+    :raises SmlError: S3 or SNS refused the report or the alert (names the bucket or topic), or the
+        window ends in the future.
     """
+    check_window_end(window_end)
     window = TimeWindow.ending_at(window_end, config.window_length)
     config, floors = config.for_model(manifest)
     schema = drift_schema(manifest)

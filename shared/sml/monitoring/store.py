@@ -25,7 +25,7 @@ from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURE_BOUNDS, DRIFT_FEATURE
 from sml.monitoring.data_quality.checks import DataQualityCheck, DataQualityStatus, data_quality_status
 from sml.monitoring.model_quality.store import insert_quality
 from sml.monitoring.drift.stats import DriftVerdict, FeatureTestResult
-from sml.monitoring.windows import TimeWindow
+from sml.monitoring.windows import TimeWindow, latest_window_first
 
 if TYPE_CHECKING:
     from sml.monitoring.model_quality.metrics import QualityResult
@@ -166,7 +166,8 @@ def _status_of_checks(violated: list[bool]) -> str | None:
 
 
 def drift_history(engine: Engine, model_name: str, *, limit: int = 12, feature: str | None = None) -> list[dict[str, Any]]:
-    """The last ``limit`` stored runs of ``model_name``, newest first, as dicts.
+    """The last ``limit`` stored runs of ``model_name``, latest window end first (runs of windows
+    that end in the future last: :func:`~sml.monitoring.windows.latest_window_first`), as dicts.
 
     Without ``feature``: one row per run (``window_end``, ``model_version``, ``status``,
     ``data_quality_status``, ``n_reference``, ``n_current``, ``features_tested``,
@@ -185,7 +186,7 @@ def drift_history(engine: Engine, model_name: str, *, limit: int = 12, feature: 
             DRIFT_RUNS.c.features_tested, DRIFT_RUNS.c.features_drifted,
         )
         .where(DRIFT_RUNS.c.model_name == model_name)
-        .order_by(DRIFT_RUNS.c.window_end.desc())
+        .order_by(*latest_window_first(DRIFT_RUNS.c.window_end))
         .limit(limit)
     )
     with engine.connect() as connection:

@@ -56,6 +56,9 @@ _WINDOW_INDEX_HINT = "FORCE INDEX (ix_predictions_model_time)"
 _LENGTH_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 _LENGTH_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
 _STRUCT_KEY = re.compile(r'^[^"\\\x00-\x1f]*$')
+# How far a window may end after the clock of the host that runs or reads it: a scheduled run's
+# time can be a little ahead of the function's clock, a window that has not ended cannot be judged.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,34 @@ class WindowExtension(Protocol):
     def row_columns(self, connection: Connection) -> Sequence[Any]: ...
     def add_slice_rows(self, rows: Sequence[Any]) -> None: ...
     def add_rows(self, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+def check_window_end(end: datetime, *, now: datetime | None = None, source: str = "window end") -> None:
+    """Refuse a window that ends more than :data:`MAX_CLOCK_SKEW` after ``now`` (default: this
+    host's clock): its rows have not all arrived, and a stored run with a future window end would be
+    the model's "latest" run until that date, hiding every real one.
+
+    :param source: what ``end`` came from (``--end``), named in the error.
+    :raises SmlError: ``end`` is too far in the future.
+    """
+    now = now or datetime.now(timezone.utc)
+    if end > now + MAX_CLOCK_SKEW:
+        raise SmlError(
+            f"{source}: {end.astimezone(timezone.utc).isoformat()} is in the future (now {now.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}); "
+            f"a window must have ended, give or take {MAX_CLOCK_SKEW.total_seconds() / 60:.0f} minutes of clock skew"
+        )
+
+
+def latest_window_first(window_end: Any, *, now: datetime | None = None) -> tuple[Any, Any]:
+    """``ORDER BY`` terms that list stored runs latest window first, where "latest" means windows
+    that have ended (by ``now``, give or take :data:`MAX_CLOCK_SKEW`): a run stored with a window
+    end in the future (before such ends were refused) comes after every real one instead of being
+    the latest run until that date.
+
+    :param window_end: the ``window_end`` column of the runs' table.
+    """
+    bound = to_db_timestamp((now or datetime.now(timezone.utc)) + MAX_CLOCK_SKEW)
+    return sa.case((window_end > bound, 1), else_=0), window_end.desc()
 
 
 def parse_window_length(text: str, *, option: str = "--window") -> timedelta:

@@ -63,7 +63,7 @@ def run_drift(args: argparse.Namespace) -> int:
     from sml.core.aws import aws_client
     from sml.core.db import create_db_engine, resolve_database_url
     from sml.monitoring.job import DriftJobConfig, run_drift_job
-    from sml.monitoring.windows import parse_window_length
+    from sml.monitoring.windows import check_window_end, parse_window_length
     from sml.lifecycle.registry import ModelRegistry
     from sml.cli.commands.models import load_model_settings
     from sml.core.settings import DriftSettings, LocalSettings
@@ -77,6 +77,7 @@ def run_drift(args: argparse.Namespace) -> int:
         overrides["reference_kind"] = args.reference
     config = DriftJobConfig.from_settings(drift_settings, **overrides)
     window_end = parse_end(args.end) if args.end else datetime.now(timezone.utc).replace(microsecond=0)
+    check_window_end(window_end, source="--end")
 
     registry = ModelRegistry(
         aws_client("s3", settings), aws_client("ssm", settings), bucket=settings.bucket, app_name=settings.app_name, model_name=settings.model_name

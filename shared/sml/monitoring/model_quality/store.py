@@ -55,7 +55,7 @@ from sml.monitoring.model_quality.metrics import (
     assess_quality,
     assess_regression_quality,
 )
-from sml.monitoring.windows import TimeWindow, WindowSample, read_window
+from sml.monitoring.windows import TimeWindow, WindowSample, latest_window_first, read_window
 
 # In a slice row of sml.monitoring.windows, ``label`` is the predicted label and ``truth`` the ground truth.
 _PREDICTION, _TRUTH, _DELAY = operator.attrgetter("label"), operator.attrgetter("truth"), operator.attrgetter("delay")
@@ -469,13 +469,15 @@ def load_quality(engine: Engine, run_id: str) -> StoredQuality | None:
 def latest_quality(engine: Engine, model_name: str, window_end: datetime | None = None) -> tuple[dict[str, Any], StoredQuality | None] | None:
     """The latest stored drift run of ``model_name`` (or the one ending at ``window_end``) and its quality.
 
+    Latest is by window end among windows that have ended (:func:`~sml.monitoring.windows.latest_window_first`).
+
     :returns: ``None`` when no run is stored; the quality part is ``None`` for a run without one.
     """
     with engine.connect() as connection:
         query = sa.select(DRIFT_RUNS).where(DRIFT_RUNS.c.model_name == model_name)
         if window_end is not None:
             query = query.where(DRIFT_RUNS.c.window_end == to_db_timestamp(window_end))
-        run = connection.execute(query.order_by(DRIFT_RUNS.c.window_end.desc()).limit(1)).mappings().first()
+        run = connection.execute(query.order_by(*latest_window_first(DRIFT_RUNS.c.window_end)).limit(1)).mappings().first()
     if run is None:
         return None
     return dict(run), load_quality(engine, run["run_id"])
