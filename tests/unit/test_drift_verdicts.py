@@ -193,3 +193,14 @@ def test_a_missing_rate_floor_per_feature_replaces_the_general_one_for_that_feat
         run_drift_tests(reference, current, schema, missing_rate_floors={"label": 0.3})
     with pytest.raises(ValueError, match="missing-rate floor of feature 'y' must be in \\[0, pi\\), got -0.1"):
         run_drift_tests(reference, current, schema, missing_rate_floors={"y": -0.1})
+
+
+def test_the_missing_rate_bound_never_passes_pi_the_largest_cohens_h() -> None:
+    # A complete reference column arriving empty is h = π; the bound said "rules out ≥ 3.28".
+    reference = {"x": NumericReference(np.arange(40.0), missing=0)}
+    [missing_rate] = [result for result in run_drift_tests(reference, {"x": np.full(40, np.nan)}, SCHEMA) if result.test == "missing_rate"]
+
+    assert missing_rate.effect_size == pytest.approx(math.pi)
+    assert missing_rate.effect_upper == math.pi
+    assert cohens_h_upper_bound(3.0, 10, 10) == math.pi
+    assert cohens_h_upper_bound(0.1, 10_000, 10_000) == pytest.approx(0.1 + 1.6449 * math.sqrt(2 / 10_000), rel=1e-4)

@@ -643,12 +643,13 @@ def _noncentrality_upper_bound(statistic: float, df: int, alpha: float) -> float
 
 
 def cohens_h_upper_bound(h: float, n_reference: int, n_current: int | None, alpha: float = EQUIVALENCE_ALPHA) -> float:
-    """One-sided ``1 - alpha`` upper bound of Cohen's h between two rates: ``h + z(1-alpha)·√(1/n + 1/m)``.
+    """One-sided ``1 - alpha`` upper bound of Cohen's h between two rates: ``h + z(1-alpha)·√(1/n + 1/m)``,
+    capped at π, the largest h there is (``2·asin√p`` runs from 0 to π).
 
     ``2·asin√p̂`` has variance about ``1/n`` whatever the rate (the variance-stabilising arcsine
     transformation; Cohen 1988, §6.2), so the difference of two has standard error ``√(1/n + 1/m)``.
     """
-    return h + float(stats.norm.isf(alpha)) * math.sqrt(_reciprocal_sum(n_reference, n_current))
+    return min(math.pi, h + float(stats.norm.isf(alpha)) * math.sqrt(_reciprocal_sum(n_reference, n_current)))
 
 
 def _reciprocal_sum(n_reference: int, n_current: int | None) -> float:
