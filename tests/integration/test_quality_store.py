@@ -153,7 +153,7 @@ def test_stored_quality_reads_back_and_goes_with_its_drift_run(engine) -> None:
     assert stored.run["n_unmatched_labels"] == 3
     f1 = stored.value("realized", "f1")
     assert f1["value"] == pytest.approx(result.realized.get("f1").value)
-    assert f1["ci_low"] == pytest.approx(result.realized.get("f1").low) and f1["interval_method"] == "bootstrap"
+    assert f1["ci_low"] == pytest.approx(result.realized.get("f1").low) and f1["interval_method"] == "dirichlet"
     assert stored.value("realized", "f1", "benign") is not None
     assert stored.value("reference", "f1")["value"] == pytest.approx(0.95)
     assert len(json.loads(stored.run["reliability"])) == len(result.realized.reliability)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.calibration import calibration_curve
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import (
@@ -121,6 +122,39 @@ def test_vectorised_bootstrap_metrics_equal_scikit_learn_on_random_confusion_mat
         np.testing.assert_allclose(ours["recall"][0], recall)
         np.testing.assert_allclose(ours["f1"][0], f1)
         assert ours["accuracy"][0] == pytest.approx(accuracy_score(true_cells, predicted_cells, sample_weight=weights))
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_a_window_without_an_error_gets_an_interval_below_one_that_narrows_with_its_size(n_classes: int) -> None:
+    # The bootstrap resampled only the cells seen: a perfect window showed F1 "1 [1, 1]".
+    classes = tuple(f"class {index}" for index in range(n_classes))
+    positive = classes[1] if n_classes == 2 else None
+    widths = []
+    for n in (40, 400, 4_000):
+        truth = np.arange(n) % n_classes
+        result = realized_quality(truth, truth, None, classes, positive)
+        for name in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted", *(("f1", "precision", "recall") if positive else ())):
+            metric = result.get(name)
+            assert (metric.value, metric.high, metric.interval) == (1.0, 1.0, "dirichlet"), name
+            assert 0.5 < metric.low < 1.0, (name, metric.low)
+        widths.append(1.0 - result.get("f1_macro").low)
+    assert widths[0] > widths[1] > widths[2] > 0
+    # For a binary model's accuracy the interval is Jeffreys' (Brown, Cai & DasGupta 2001), upper end 1 when x = n.
+    n = 400
+    jeffreys_low = float(stats.beta.ppf(0.025, n + 0.5, 0.5))
+    accuracy = realized_quality(np.arange(n) % 2, np.arange(n) % 2, None, CLASSES, "malignant", replicates=20_000).get("accuracy")
+    assert accuracy.low == pytest.approx(jeffreys_low, abs=2e-3)
+
+
+def test_a_class_absent_from_the_window_keeps_its_zero_and_the_others_their_intervals() -> None:
+    classes = ("a", "b", "c")
+    truth = np.array([0, 1] * 100)
+    predicted = np.array([0, 1] * 99 + [1, 0])
+    result = realized_quality(truth, predicted, None, classes, None)
+    absent = result.get("f1", "c")
+    assert (absent.value, absent.low, absent.high) == (0.0, 0.0, 0.0)
+    present = result.get("f1", "a")
+    assert present.low < present.value < present.high
 
 
 def test_reliability_bins_match_calibration_curve_at_bin_edges() -> None:

@@ -15,10 +15,18 @@ for binary, top label for multiclass); and CBPE's expected confusion cells over 
 
 - accuracy, precision/recall/F1 per class, macro and weighted (and of the positive class for a
   binary model): scikit-learn's :func:`~sklearn.metrics.precision_recall_fscore_support` on the
-  cells weighted by their counts. Interval: percentile bootstrap (Efron & Tibshirani 1993, ch. 13)
-  with a fixed seed: resampling labelled predictions only moves counts between cells, so a
-  replicate is one multinomial draw of the cells, computed vectorised (``_confusion_metrics``,
-  tested equal to scikit-learn's);
+  cells weighted by their counts. Interval: equal-tailed, of the Dirichlet posterior of the cells'
+  probabilities (the Bayesian reading of the confusion matrix: Caelen 2017, "A Bayesian
+  interpretation of the confusion matrix", Ann. Math. Artif. Intell. 81:429-450; Tötsch & Hoffmann
+  2021, "Classifier uncertainty: evidence, potential impact, and probabilistic treatment", PeerJ
+  Comput. Sci. 7:e398), drawn with a fixed seed and scored vectorised (``_confusion_metrics``,
+  tested equal to scikit-learn's). The prior is Perks' (weight 1 in all, spread evenly over the
+  cells of the true classes the window holds): for a binary model's accuracy that is exactly the
+  Jeffreys interval Brown, Cai & DasGupta (2001, "Interval estimation for a binomial proportion",
+  Stat. Sci. 16:101-133) recommend, and as they do for it the interval is widened to hold the
+  observed value. Unlike the percentile bootstrap, which resamples only the cells seen, it does
+  not collapse at the boundary: a window without one error gets F1 1 with an interval reaching
+  below 1 that narrows as the window grows;
 - ROC AUC: scikit-learn's :func:`~sklearn.metrics.roc_auc_score` on the score histogram (bin
   centres weighted by counts; binary: the positive class, multiclass: one-vs-rest per class and
   their unweighted mean, as ``multi_class="ovr", average="macro"``). Scores in one bin count as
@@ -161,8 +169,8 @@ class MetricValue:
     """One metric: its value and interval (``None`` where none applies or too little data).
 
     :param class_label: the class of a per-class metric; ``None`` for a model-level one.
-    :param interval: how the interval was computed (``bootstrap``, ``hanley-mcneil``, ``normal``,
-        ``delta``) or ``None``.
+    :param interval: how the interval was computed (``dirichlet``, ``bootstrap``, ``hanley-mcneil``,
+        ``normal``, ``delta``) or ``None``.
     """
 
     metric: str
@@ -610,6 +618,25 @@ def _confusion_point_values(cells: np.ndarray) -> dict[str, Any]:
     return values
 
 
+def posterior_cell_draws(cells: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    """``draws`` samples of the confusion cells' probabilities from their Dirichlet posterior, ``(draws, K, K)``.
+
+    The prior is Perks' (total weight 1) over the cells of the true classes the window holds, so
+    a class absent from the window stays absent (its metrics keep scikit-learn's zero-division
+    value) while a cell never seen still gets probability. Drawn as independent Gamma variates
+    (a Dirichlet draw before normalising, which the metrics, all ratios, do not need), because
+    :meth:`numpy.random.Generator.dirichlet` refuses the zero weights of absent classes.
+    """
+    observed_rows = cells.sum(axis=1) > 0
+    weights = np.zeros(cells.shape)
+    weights[observed_rows] = 1.0 / (observed_rows.sum() * cells.shape[1])
+    concentration = (cells + weights).ravel()
+    samples = np.zeros((draws, concentration.size))
+    present = concentration > 0
+    samples[:, present] = np.random.default_rng(seed).standard_gamma(concentration[present], size=(draws, int(present.sum())))
+    return samples.reshape(draws, *cells.shape)
+
+
 def _confusion_metrics(matrices: np.ndarray) -> dict[str, np.ndarray]:
     """Accuracy and per-class, macro and weighted precision, recall and F1 of a stack of confusion matrices.
 
@@ -645,11 +672,11 @@ def _confusion_family(aggregate: ClassificationAggregate, context: MetricContext
         return []
     cells = aggregate.confusion
     point = _confusion_point_values(cells)
-    draws = np.random.default_rng(context.seed).multinomial(n, cells.ravel() / n, size=context.replicates).reshape(context.replicates, *cells.shape)
-    boot = _confusion_metrics(draws)
+    boot = _confusion_metrics(posterior_cell_draws(cells, context.replicates, context.seed))
 
     def metric(name: str, value: float, samples: np.ndarray, class_label: str | None = None) -> MetricValue:
-        return MetricValue(name, float(value), *_percentile_interval(samples, context.confidence), class_label=class_label, interval="bootstrap")
+        low, high = _percentile_interval(samples, context.confidence)
+        return MetricValue(name, float(value), min(low, float(value)), max(high, float(value)), class_label=class_label, interval="dirichlet")
 
     metrics = [metric("accuracy", point["accuracy"], boot["accuracy"])]
     for name in ("precision", "recall", "f1"):
