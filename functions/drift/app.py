@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sml.core.aws import aws_client
 from sml.core.db import database_engine_from_settings
 from sml.monitoring.job import DriftJobConfig, run_drift_job
+from sml.monitoring.sizing import RunTooLarge, check_run_fits, count_rows
 from sml.lifecycle.registry import ModelRegistry
 from sml.core.settings import DriftSettings, SettingsError, load_settings
 
@@ -62,8 +63,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     window_end = scheduled_time(event)
     registry = ModelRegistry(client("s3"), client("ssm"), bucket=settings.bucket, app_name=settings.app_name, model_name=settings.model_name)
     manifest = registry.manifest(registry.champion_version())
+    config = DriftJobConfig.from_settings(settings)
+    refuse_a_run_that_would_not_fit(config, manifest.model_name, window_end, context)
     outcome = run_drift_job(
-        DriftJobConfig.from_settings(settings),
+        config,
         manifest,
         engine=database_engine(),
         s3_client=client("s3"),
@@ -76,6 +79,32 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     emit_feature_metrics(outcome.run)
     logger.info("drift run %s: %s", summary["run_id"], summary["status"], extra={"drift_run": summary})
     return summary
+
+
+def refuse_a_run_that_would_not_fit(config: DriftJobConfig, model_name: str, window_end: datetime, context: LambdaContext) -> None:
+    """Count the rows the run will read and refuse it, alerting with the numbers, when its estimate
+    passes the function's memory or time left (:mod:`sml.monitoring.sizing`): Lambda would kill it
+    without a report or an alert.
+
+    :raises RunTooLarge: after publishing its message to the alerts topic.
+    """
+    start = window_end - config.window_length * (2 if config.reference_kind == "previous" else 1)
+    rows = count_rows(database_engine(), model_name, start, window_end)
+    try:
+        estimate = check_run_fits(
+            rows=rows, memory_limit_mib=int(context.memory_limit_in_mb), seconds_left=context.get_remaining_time_in_millis() / 1000
+        )
+    except RunTooLarge as refusal:
+        metrics.add_metric(name="runs_refused", unit=MetricUnit.Count, value=1)
+        client("sns").publish(
+            TopicArn=drift_settings().topic_arn,
+            Subject=f"[{model_name}] weekly drift run refused: {rows:,} predictions do not fit"[:100],
+            Message=str(refusal),
+            MessageAttributes={"model_name": {"DataType": "String", "StringValue": model_name}, "status": {"DataType": "String", "StringValue": "REFUSED"}},
+        )
+        logger.error(str(refusal), extra={"window_rows_to_read": rows})
+        raise
+    logger.info("window of %d rows to read: estimated %.0f MiB, %.0f s", rows, estimate.memory_mib, estimate.seconds)
 
 
 VERDICT_METRIC_VALUE = {"NO_DRIFT": 0, "INCONCLUSIVE": 1, "DRIFT": 2}

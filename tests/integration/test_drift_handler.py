@@ -116,6 +116,25 @@ def test_each_feature_test_is_emitted_as_an_emf_metric_with_its_own_dimensions(d
     assert per_test[("steady", "ks")]["verdict"] == [0.0] and per_test[("steady", "ks")]["effect_upper"][0] < 0.1
 
 
+def test_a_window_that_would_not_fit_the_functions_memory_is_refused_before_reading_and_alerted(deployed: dict[str, Any]) -> None:
+    from sml.monitoring.sizing import RunTooLarge
+
+    engine = create_db_engine(deployed["database_url"])
+    store_traffic(engine, draw_traffic(3_000, seed=2), start=EVENT_TIME - timedelta(days=7), end=EVENT_TIME)
+    small = new_lambda_context("drift", region="us-east-1", timeout_s=900, memory_limit_in_mb=200)
+
+    with pytest.raises(RunTooLarge, match=r"3,000 predictions to read need about 201 MiB of memory against 200 MiB"):
+        app.handler(SCHEDULED_EVENT, small)
+
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(DRIFT_RUNS.c.run_id)).scalars().all() == []
+    engine.dispose()
+    [message] = deployed["sqs"].receive_message(QueueUrl=deployed["queue_url"], MaxNumberOfMessages=10)["Messages"]
+    alert = json.loads(message["Body"])
+    assert alert["Subject"] == f"[{MODEL_NAME}] weekly drift run refused: 3,000 predictions do not fit"
+    assert "drift_memory_mib" in alert["Message"]
+
+
 def test_event_time_is_read_as_utc_and_a_missing_time_names_the_field() -> None:
     assert app.scheduled_time(SCHEDULED_EVENT) == EVENT_TIME
     assert app.scheduled_time({**SCHEDULED_EVENT, "time": "2015-10-08T18:53:06+02:00"}) == EVENT_TIME
