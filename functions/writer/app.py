@@ -3,7 +3,10 @@
 The whole batch is stored first (:func:`sml.writer.batch.write_batch`: parsed, inserted in multi-row
 idempotent statements, data errors bisected); Powertools' batch processor then reports the
 records that were not stored as batch item failures. When the database cannot take the batch the
-handler raises before anything is reported, so SQS retries every record.
+handler raises before anything is reported, so SQS retries every record. With
+``SML_ARCHIVE_PREFIX`` set, the committed rows are then put into the event archive
+(:func:`sml.archive.store.archive_rows`); should a put fail, the handler raises too, so a record
+is acknowledged only once it is in the tables and in the archive.
 
 A direct invocation with ``{"sml_action": "migrate"}`` applies the schema migrations and returns
 ``{"applied": [names]}``; ``{"sml_action": "retention", "time": ISO 8601}`` runs the retention
@@ -15,6 +18,7 @@ local stacks (``sml up`` schedules the retention step); on AWS the deploy's migr
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -26,11 +30,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy.engine import Engine
 
+from sml.archive.layout import ArchiveNotWritten
 from sml.core.aws import aws_client
 from sml.core.db import apply_migrations, database_engine_from_settings
 from sml.core.retention import run_retention_step
 from sml.core.settings import WriterSettings, load_settings
-from sml.writer.batch import BatchNotStored, write_batch
+from sml.writer.batch import BatchNotStored, StoredRows, write_batch
 
 MIGRATE_ACTION = "migrate"
 RETENTION_ACTION = "retention"
@@ -53,6 +58,24 @@ def database_engine() -> Engine:
     """The database engine, built on first use and kept for the life of the container."""
     settings = load_settings(WriterSettings)
     return database_engine_from_settings(settings, lambda service: aws_client(service, settings))
+
+
+@cache
+def archive_step() -> Callable[[StoredRows], None] | None:
+    """The archive step (pyarrow is imported only when the archive is on), or ``None`` without ``SML_ARCHIVE_PREFIX``."""
+    settings = load_settings(WriterSettings)
+    if settings.archive_prefix is None:
+        return None
+    from sml.archive.store import ArchiveLocation, archive_rows
+
+    location = ArchiveLocation(settings.bucket, settings.archive_prefix)
+    s3 = aws_client("s3", settings)
+
+    def archive(stored: StoredRows) -> None:
+        keys = archive_rows(s3, location, predictions=stored.predictions, ground_truth=stored.ground_truth, refusals=stored.refusals)
+        metrics.add_metric(name="archive_objects_written", unit=MetricUnit.Count, value=len(keys))
+
+    return archive
 
 
 @logger.inject_lambda_context
@@ -87,10 +110,14 @@ def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialIte
     """
     records = event["Records"]
     try:
-        outcome = write_batch(database_engine(), [(record["messageId"], record["body"]) for record in records])
+        outcome = write_batch(database_engine(), [(record["messageId"], record["body"]) for record in records], after_commit=archive_step())
     except BatchNotStored:
         metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(records))
         logger.exception("database did not take the batch; failing all %d records so SQS retries them", len(records))
+        raise
+    except ArchiveNotWritten:
+        metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(records))
+        logger.exception("the archive did not take the batch; failing all %d records so SQS retries them", len(records))
         raise
     metrics.add_metric(name="rows_inserted", unit=MetricUnit.Count, value=outcome.inserted)
     metrics.add_metric(name="duplicates_skipped", unit=MetricUnit.Count, value=outcome.duplicates)

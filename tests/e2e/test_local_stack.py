@@ -25,7 +25,7 @@ from sml.local.stack import LocalStack, LocalStackConfig, lock_state_dir, runnin
 
 pytestmark = pytest.mark.e2e
 
-STACK_KEYS = {"function_url", "aws_endpoint_url", "aws_endpoint_url_ssm", "region", "queue_url", "dlq_url", "topic_arn", "bucket", "database_url", "pid"}
+STACK_KEYS = {"function_url", "aws_endpoint_url", "aws_endpoint_url_ssm", "region", "queue_url", "dlq_url", "topic_arn", "bucket", "database_url", "archive_prefix", "pid"}
 
 
 def publish_body(event: dict[str, Any], context: Any) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The import rule of ``shared/sml`` (CONTRIBUTING.md, "Layout"), read from the source with ``ast``.
 
 - The core (``sml.core``) imports no other ``sml`` package.
-- A capability (lifecycle, predict, writer, monitoring) never imports the layers on top (local runtime,
+- A capability (lifecycle, predict, writer, monitoring, archive) never imports the layers on top (local runtime,
   command line, demo), nor another capability's private module (a name starting with ``_``).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "shared" / "sml"
 CORE = "core"
-CAPABILITIES = {"lifecycle", "predict", "writer", "monitoring"}
+CAPABILITIES = {"lifecycle", "predict", "writer", "monitoring", "archive"}
 ON_TOP = {"local", "cli", "demo"}
 
 

@@ -36,6 +36,7 @@ STACK_KEYS = {
     "topic_arn": "SML_TOPIC_ARN",
     "bucket": "SML_BUCKET",
     "database_url": "SML_DATABASE_URL",
+    "archive_prefix": "SML_ARCHIVE_PREFIX",
 }
 
 
@@ -118,6 +119,12 @@ class DatabaseSettings(_Settings):
         return value
 
 
+class ArchiveSettings(_Settings):
+    """Where the event archive lives: ``s3://<SML_BUCKET>/<SML_ARCHIVE_PREFIX>``; unset, the writer archives nothing."""
+
+    archive_prefix: str | None = Field(None, alias="SML_ARCHIVE_PREFIX", pattern=r"^[A-Za-z0-9!_.*'()-][A-Za-z0-9!_.*'()/-]*/$")
+
+
 class CaptureSettings(_Settings):
     queue_url: str | None = Field(None, alias="SML_QUEUE_URL")
     capture_sampling_rate: float = Field(1.0, alias="SML_CAPTURE_SAMPLING_RATE", ge=0.0, le=1.0)
@@ -170,7 +177,7 @@ class RetentionSettings(_Settings):
         return self.retention_days or retention_limits(self.window_days, self.label_horizon_days).default
 
 
-class WriterSettings(AwsSettings, DatabaseSettings, RetentionSettings):
+class WriterSettings(AwsSettings, DatabaseSettings, RetentionSettings, ArchiveSettings):
     pass
 
 
@@ -181,7 +188,7 @@ class MigrateSettings(AwsSettings, DatabaseSettings, RetentionSettings):
     drift_db_secret_arn: str | None = Field(None, alias="SML_DRIFT_DB_SECRET_ARN")
 
 
-class DriftSettings(AwsSettings, DatabaseSettings):
+class DriftSettings(AwsSettings, DatabaseSettings, ArchiveSettings):
     topic_arn: str | None = Field(None, alias="SML_TOPIC_ARN")
     window_days: float = Field(7.0, alias="SML_DRIFT_WINDOW_DAYS", gt=0, le=366)
     reference: Literal["training", "previous"] = Field("training", alias="SML_DRIFT_REFERENCE")
@@ -227,7 +234,7 @@ class DriftSettings(AwsSettings, DatabaseSettings):
         return None
 
 
-class LocalSettings(AwsSettings, DatabaseSettings, CaptureSettings):
+class LocalSettings(AwsSettings, DatabaseSettings, CaptureSettings, ArchiveSettings):
     """Everything the ``sml`` command line may touch."""
 
     function_url: str | None = Field(None, alias="SML_FUNCTION_URL")

@@ -91,6 +91,7 @@ class LocalStackConfig:
     region: str = "us-east-1"
     app_name: str = "sml"
     bucket: str = "sml-models"
+    archive_prefix: str = "archive/"
     predict_handler: str | Handler = "functions.predict.app:handler"
     writer_handler: str | Handler = "functions.writer.app:handler"
     predict_concurrency: int = 2
@@ -130,6 +131,7 @@ class StackEndpoints:
     bucket: str
     database_url: str
     service_endpoint_urls: Mapping[str, str] = field(default_factory=dict)
+    archive_prefix: str = "archive/"
 
     def as_stack_file(self) -> dict[str, str]:
         """The flat ``stack.json`` form, without ``pid``."""
@@ -237,6 +239,7 @@ def handler_environment(
         "AWS_REGION": config.region,
         "AWS_DEFAULT_REGION": config.region,
         "SML_BUCKET": config.bucket,
+        "SML_ARCHIVE_PREFIX": config.archive_prefix,
         "SML_QUEUE_URL": resources["queue_url"],
         "SML_DLQ_URL": resources["dlq_url"],
         "SML_TOPIC_ARN": resources["topic_arn"],
@@ -380,6 +383,7 @@ class LocalStack:
             bucket=config.bucket,
             database_url=database_url,
             service_endpoint_urls=service_endpoint_urls,
+            archive_prefix=config.archive_prefix,
             **resources,
         )
         self.poller = SqsEventSourcePoller(

@@ -154,6 +154,16 @@ class BatchOutcome:
     kept); a producer reused an id, which the writer logs."""
 
 
+@dataclass(frozen=True)
+class StoredRows:
+    """The rows of a batch that are in the tables once :func:`write_batch` returns (committed now or
+    before): what the archive step receives. ``refusals`` are ``predict_refusals`` rows."""
+
+    predictions: list[Row]
+    ground_truth: list[Row]
+    refusals: list[Row]
+
+
 # --------------------------------------------------------------------------------------------
 # Pure: records into rows
 
@@ -553,12 +563,21 @@ def write_refusal_rows(engine: Engine, refusals: Sequence[Row]) -> WriteOutcome:
     return _write_bisecting(engine, refusals, insert_refusal_rows, key="refusal_id")
 
 
-def write_batch(engine: Engine, records: Sequence[tuple[str, str]], *, stored_at: datetime | None = None) -> BatchOutcome:
+def write_batch(
+    engine: Engine,
+    records: Sequence[tuple[str, str]],
+    *,
+    stored_at: datetime | None = None,
+    after_commit: Callable[[StoredRows], None] | None = None,
+) -> BatchOutcome:
     """Store one SQS batch: parse, insert idempotently, report the records that were not stored.
 
     :param engine: the database.
     :param records: ``(message_id, body)`` of every record of the batch.
     :param stored_at: the rows' ``stored_at``; now (UTC) by default.
+    :param after_commit: called with the batch's rows that are in the tables (inserted now, or
+        found stored by an earlier delivery; not the rejected ones) once every transaction has
+        committed; what it raises propagates, and then no record of the batch may be acknowledged.
     :returns: a :class:`BatchOutcome`; every record not in ``failures`` has its row committed
         (or found already stored).
     :raises BatchNotStored: the database could not take the batch; report every record failed.
@@ -567,6 +586,14 @@ def write_batch(engine: Engine, records: Sequence[tuple[str, str]], *, stored_at
     written = write_prediction_rows(engine, parsed.rows)
     labelled = write_ground_truth_rows(engine, parsed.ground_truth_rows)
     refused = write_refusal_rows(engine, parsed.refusals)
+    if after_commit is not None:
+        after_commit(
+            StoredRows(
+                predictions=[row for row in parsed.rows if row["prediction_id"] not in written.rejected],
+                ground_truth=[row for row in parsed.ground_truth_rows if row["prediction_id"] not in labelled.rejected],
+                refusals=[row for refusal in parsed.refusals if refusal["refusal_id"] not in refused.rejected for row in refusal["rows"]],
+            )
+        )
     failures = list(parsed.failures)
     for prediction_id, reason in written.rejected.items():
         failures += [RecordFailure(message_id, reason) for message_id in parsed.message_ids_by_prediction[prediction_id]]

@@ -1,0 +1,226 @@
+"""Stored rows into Arrow tables for the archive, and archived tables back into rows (pure).
+
+The writer hands over the rows it committed, built by :mod:`sml.writer.batch` (features and
+probabilities as JSON text, naive UTC timestamps); the archive holds them column by column:
+
+- ``predictions``: ``prediction_id``, ``schema_version``, ``model_name``, ``model_version``,
+  ``predicted_at``, ``prediction`` (the label as JSON text, as in the table, so
+  ``ground_truth.label = predictions.prediction`` is still a correct prediction), ``stored_at``,
+  one ``p_<class>`` column (float64) per class probability and one ``f_<feature>`` column per
+  feature (:mod:`sml.archive.layout` names them): float64 for numbers, string for text. A
+  feature whose values mix numbers and text in one file is kept as JSON text and listed in the
+  file's metadata, so it reads back exactly.
+- ``ground_truth``: ``prediction_id``, ``label`` (JSON text), ``labelled_at``, ``source``, ``stored_at``.
+- ``predict_refusals``: the table's columns as they are.
+
+Timestamps are ``timestamp[us, tz=UTC]``; every file is written with zstd.
+
+Reading back, numbers come back as floats: an integer feature value ``3`` is stored as ``3.0``
+(exact up to 2**53). A feature column present in a file gives every row of the file that key
+(None where the value is null): the writer puts one model version's rows in a file of their
+own, and predict sends every feature of that version's schema.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sml.archive.layout import (
+    FEATURE_PREFIX,
+    GROUND_TRUTH_TABLE,
+    PREDICTIONS_TABLE,
+    PROBABILITY_PREFIX,
+    REFUSALS_TABLE,
+    escape_name,
+    feature_column,
+    probability_column,
+    unescape_name,
+)
+
+Row = dict[str, Any]
+METADATA_KEY = b"sml.archive"
+FORMAT_VERSION = 1
+COMPRESSION = "zstd"
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+_DECODE = msgspec.json.Decoder()
+_ENCODE = msgspec.json.Encoder()
+
+PREDICTION_COLUMNS = pa.schema(
+    [
+        ("prediction_id", pa.string()),
+        ("schema_version", pa.int16()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("predicted_at", TIMESTAMP),
+        ("prediction", pa.string()),
+        ("stored_at", TIMESTAMP),
+    ]
+)
+GROUND_TRUTH_COLUMNS = pa.schema(
+    [("prediction_id", pa.string()), ("label", pa.string()), ("labelled_at", TIMESTAMP), ("source", pa.string()), ("stored_at", TIMESTAMP)]
+)
+REFUSAL_COLUMNS = pa.schema(
+    [
+        ("refusal_id", pa.string()),
+        ("field_name", pa.string()),
+        ("reason", pa.string()),
+        ("refused_count", pa.int32()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("refused_at", TIMESTAMP),
+        ("stored_at", TIMESTAMP),
+    ]
+)
+FIXED_COLUMNS = {PREDICTIONS_TABLE: PREDICTION_COLUMNS, GROUND_TRUTH_TABLE: GROUND_TRUTH_COLUMNS, REFUSALS_TABLE: REFUSAL_COLUMNS}
+EVENT_TIME = {PREDICTIONS_TABLE: "predicted_at", GROUND_TRUTH_TABLE: "labelled_at", REFUSALS_TABLE: "refused_at"}
+EVENT_ID = {PREDICTIONS_TABLE: "prediction_id", GROUND_TRUTH_TABLE: "prediction_id", REFUSALS_TABLE: "refusal_id"}
+DEDUPLICATION_KEY = {
+    PREDICTIONS_TABLE: ("prediction_id",),
+    GROUND_TRUTH_TABLE: ("prediction_id", "labelled_at", "label"),
+    REFUSALS_TABLE: ("refusal_id", "field_name", "reason"),
+}
+"""The columns that identify one event's row: a copy with the same values is a redelivery."""
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def prediction_table(rows: Sequence[Row]) -> pa.Table:
+    """The archive table of ``predictions`` rows (as :func:`sml.writer.batch.prediction_row` builds them)."""
+    columns: dict[str, list[Any]] = {name: [] for name in PREDICTION_COLUMNS.names}
+    features: dict[str, list[Any]] = {}
+    probabilities: dict[str, list[Any]] = {}
+    for index, row in enumerate(rows):
+        for name in ("prediction_id", "schema_version", "model_name", "model_version", "prediction"):
+            columns[name].append(row[name])
+        columns["predicted_at"].append(_utc(row["predicted_at"]))
+        columns["stored_at"].append(_utc(row["stored_at"]))
+        _spread(features, _DECODE.decode(row["features"]), index)
+        if row["probabilities"] is not None:
+            _spread(probabilities, _DECODE.decode(row["probabilities"]), index)
+    count = len(rows)
+    arrays = [pa.array(columns[name], type=field.type) for name, field in zip(PREDICTION_COLUMNS.names, PREDICTION_COLUMNS)]
+    names = list(PREDICTION_COLUMNS.names)
+    for name, values in probabilities.items():
+        names.append(probability_column(name))
+        arrays.append(pa.array(_padded(values, count), type=pa.float64()))
+    json_columns = []
+    for name, values in features.items():
+        column = feature_column(name)
+        array, as_json = _feature_array(_padded(values, count))
+        names.append(column)
+        arrays.append(array)
+        if as_json:
+            json_columns.append(column)
+    return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(_metadata(json_columns))
+
+
+def _spread(columns: dict[str, list[Any]], values: dict[str, Any], index: int) -> None:
+    for name, value in values.items():
+        column = columns.get(name)
+        if column is None:
+            column = columns[name] = []
+        column.extend([None] * (index - len(column)))
+        column.append(value)
+
+
+def _padded(values: list[Any], count: int) -> list[Any]:
+    return values + [None] * (count - len(values))
+
+
+def _feature_array(values: list[Any]) -> tuple[pa.Array, bool]:
+    kinds = {type(value) for value in values if value is not None}
+    if kinds <= {int, float}:
+        return pa.array([None if value is None else float(value) for value in values], type=pa.float64()), False
+    if kinds == {str}:
+        return pa.array(values, type=pa.string()), False
+    return pa.array([None if value is None else _ENCODE.encode(value).decode() for value in values], type=pa.string()), True
+
+
+def _metadata(json_columns: list[str]) -> dict[bytes, bytes]:
+    return {METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "json_columns": json_columns}).encode()}
+
+
+def ground_truth_table(rows: Sequence[Row]) -> pa.Table:
+    """The archive table of ``ground_truth`` rows (as :func:`sml.writer.batch.ground_truth_row` builds them)."""
+    return _fixed_table(GROUND_TRUTH_COLUMNS, rows, ("labelled_at", "stored_at"))
+
+
+def refusal_table(rows: Sequence[Row]) -> pa.Table:
+    """The archive table of ``predict_refusals`` rows (as :func:`sml.writer.batch.refusal_rows` builds them)."""
+    return _fixed_table(REFUSAL_COLUMNS, rows, ("refused_at", "stored_at"))
+
+
+def _fixed_table(schema: pa.Schema, rows: Sequence[Row], times: Iterable[str]) -> pa.Table:
+    times = set(times)
+    data = {name: [_utc(row[name]) if name in times else row[name] for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(data, schema=schema.with_metadata(_metadata([])))
+
+
+TABLE_BUILDERS = {PREDICTIONS_TABLE: prediction_table, GROUND_TRUTH_TABLE: ground_truth_table, REFUSALS_TABLE: refusal_table}
+
+
+def to_parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as one Parquet file (zstd), its metadata kept."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=COMPRESSION)
+    return sink.getvalue()
+
+
+def read_parquet_bytes(data: bytes) -> pa.Table:
+    """The table of one archive file."""
+    return pq.read_table(io.BytesIO(data))
+
+
+# --------------------------------------------------------------------------------------------
+# Back into table rows
+
+
+def table_rows(table_name: str, table: pa.Table) -> list[Row]:
+    """The rows of the database table ``table_name`` that ``table`` (one archive file, or several
+    of one schema) holds, as the writer builds them: naive UTC timestamps, JSON text where the
+    table keeps JSON.
+
+    :raises ValueError: a column name is not one the archive writes.
+    """
+    if table_name == PREDICTIONS_TABLE:
+        return _prediction_rows(table)
+    fixed = FIXED_COLUMNS[table_name]
+    rows = table.select(fixed.names).to_pylist()
+    for row in rows:
+        for name in (EVENT_TIME[table_name], "stored_at"):
+            row[name] = row[name].astimezone(timezone.utc).replace(tzinfo=None)
+    return rows
+
+
+def _prediction_rows(table: pa.Table) -> list[Row]:
+    metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    json_columns = set(metadata.get("json_columns", ()))
+    features: list[tuple[str, bool, list[Any]]] = []
+    probabilities: list[tuple[str, list[Any]]] = []
+    for column in table.column_names:
+        if column.startswith(FEATURE_PREFIX):
+            features.append((unescape_name(column[len(FEATURE_PREFIX) :]), column in json_columns, table.column(column).to_pylist()))
+        elif column.startswith(PROBABILITY_PREFIX):
+            probabilities.append((unescape_name(column[len(PROBABILITY_PREFIX) :]), table.column(column).to_pylist()))
+        elif column not in PREDICTION_COLUMNS.names:
+            raise ValueError(f"archive column {column!r} is not one the archive writes")
+    rows = table.select(PREDICTION_COLUMNS.names).to_pylist()
+    for index, row in enumerate(rows):
+        row["predicted_at"] = row["predicted_at"].astimezone(timezone.utc).replace(tzinfo=None)
+        row["stored_at"] = row["stored_at"].astimezone(timezone.utc).replace(tzinfo=None)
+        values = {name: (None if values[index] is None else _DECODE.decode(values[index])) if as_json else values[index] for name, as_json, values in features}
+        row["features"] = _ENCODE.encode(values).decode()
+        row_probabilities = {name: values[index] for name, values in probabilities if values[index] is not None}
+        row["probabilities"] = _ENCODE.encode(row_probabilities).decode() if row_probabilities else None
+    return rows
+

@@ -1,0 +1,260 @@
+"""The archive in S3: the writer's archive step, listing and reading objects, and compaction.
+
+**Writing** (:func:`archive_rows`): after a batch's rows have committed, the writer puts them as
+Parquet objects, one per partition (table, model, day) and model version, keyed
+``<folder>batch,<version>,<digest>.parquet``, the digest a hash of the event keys it holds.
+Any failure of a put raises :class:`ArchiveNotWritten`; the writer then fails the whole batch,
+so SQS delivers every record again (the database skips what it stored) and a record is
+acknowledged only after the object holding it was written: no event is lost between the queue
+and the archive. A redelivered batch with the same events writes the same key again; one with
+other neighbours writes another object, and the copy is removed where the archive is read
+or compacted (:data:`sml.archive.parquet.DEDUPLICATION_KEY`, the copy stored first kept).
+Content-addressed keys matter here: a key named after, say, the batch's first event would let
+a redelivered event's new batch overwrite an object whose other events were acknowledged.
+
+**Compaction** (:func:`compact_partition`): a day of small objects becomes few large ones (up to
+``file_bytes`` each; Athena reads files of 128 MB and more best): the objects of each model
+version are read with DuckDB (which spills to disk rather than holding a day in memory),
+copies dropped, sorted by event time and written as ``compacted,<version>,<digest>,<n>.parquet``;
+then, and only then, the objects read are deleted. Objects the writer adds meanwhile are not
+touched. A crash in between leaves copies that the next run removes; running it again on a
+compacted day does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow.parquet as pq
+
+from sml.archive.layout import ArchiveNotWritten, GROUND_TRUTH_TABLE, PREDICTIONS_TABLE, REFUSALS_TABLE, Partition, day_of, days, key_part
+from sml.archive.parquet import (
+    DEDUPLICATION_KEY,
+    EVENT_TIME,
+    METADATA_KEY,
+    TABLE_BUILDERS,
+    Row,
+    to_parquet_bytes,
+)
+
+DEFAULT_FILE_BYTES = 256 * 1024 * 1024
+_OBJECT_NAME = re.compile(r"^(?P<kind>batch|compacted),(?P<version>[^,/]*),(?P<digest>[0-9a-f]{16})(?:,(?P<part>\d+))?\.parquet$")
+_NO_VERSION = ""  # labels carry no model version
+
+
+@dataclass(frozen=True)
+class ArchiveLocation:
+    """Where the archive lives: ``s3://<bucket>/<prefix>``; ``prefix`` ends with ``/``."""
+
+    bucket: str
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if not self.prefix.endswith("/") or self.prefix.startswith("/"):
+            raise ValueError(f"archive prefix {self.prefix!r} must end with '/' and not start with one (e.g. 'archive/')")
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key or self.prefix}"
+
+
+@dataclass(frozen=True)
+class ArchivedObject:
+    """One object of a partition: its key, size in bytes and the model version its rows carry."""
+
+    key: str
+    size: int
+    version: str
+    compacted: bool
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def archive_rows(
+    s3: Any,
+    location: ArchiveLocation,
+    *,
+    predictions: Sequence[Row] = (),
+    ground_truth: Sequence[Row] = (),
+    refusals: Sequence[Row] = (),
+) -> list[str]:
+    """Put committed rows into the archive; returns the keys written.
+
+    :param s3: a boto3 S3 client.
+    :param predictions: ``predictions`` rows as the writer builds them; likewise ``ground_truth``
+        and ``refusals`` (``predict_refusals`` rows, one per field and reason).
+    :raises ArchiveNotWritten: a put failed (the message names the object); some objects may be
+        written, which a retry writes again under the same keys.
+    """
+    keys = []
+    for (table, partition, version), rows in _groups(predictions, ground_truth, refusals).items():
+        key = f"{partition.folder(location.prefix)}batch,{key_part(version)},{_digest(table, rows)}.parquet"
+        body = to_parquet_bytes(TABLE_BUILDERS[table](rows))
+        try:
+            s3.put_object(Bucket=location.bucket, Key=key, Body=body, ContentType="application/vnd.apache.parquet")
+        except Exception as exc:  # any failure: the batch is retried, never acknowledged
+            raise ArchiveNotWritten(f"{location.uri(key)}: {exc}") from exc
+        keys.append(key)
+    return keys
+
+
+def _groups(predictions: Sequence[Row], ground_truth: Sequence[Row], refusals: Sequence[Row]) -> dict[tuple[str, Partition, str], list[Row]]:
+    groups: dict[tuple[str, Partition, str], list[Row]] = defaultdict(list)
+    for row in predictions:
+        groups[PREDICTIONS_TABLE, Partition(PREDICTIONS_TABLE, day_of(row["predicted_at"]), row["model_name"]), row["model_version"]].append(row)
+    for row in ground_truth:
+        groups[GROUND_TRUTH_TABLE, Partition(GROUND_TRUTH_TABLE, day_of(row["labelled_at"])), _NO_VERSION].append(row)
+    for row in refusals:
+        version = row["model_version"] or _NO_VERSION
+        groups[REFUSALS_TABLE, Partition(REFUSALS_TABLE, day_of(row["refused_at"]), row["model_name"]), version].append(row)
+    return groups
+
+
+def _digest(table: str, rows: Sequence[Row]) -> str:
+    keys = sorted("\x1f".join(str(row[name]) for name in DEDUPLICATION_KEY[table]) for row in rows)
+    return hashlib.sha256("\x1e".join(keys).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Listing and reading
+
+
+def list_partition(s3: Any, location: ArchiveLocation, partition: Partition) -> list[ArchivedObject]:
+    """The archive's objects in ``partition`` (other objects in its folder are ignored)."""
+    found = []
+    folder = partition.folder(location.prefix)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=folder):
+        for item in page.get("Contents", ()):
+            match = _OBJECT_NAME.match(item["Key"][len(folder) :])
+            if match:
+                found.append(ArchivedObject(item["Key"], item["Size"], match["version"], match["kind"] == "compacted"))
+    return found
+
+
+def list_models(s3: Any, location: ArchiveLocation, table: str) -> list[str]:
+    """The models with a folder in ``table`` (``[]`` for ground truth, which has no model level)."""
+    if table == GROUND_TRUTH_TABLE:
+        return []
+    models = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=f"{location.prefix}{table}/", Delimiter="/"):
+        for common in page.get("CommonPrefixes", ()):
+            name = common["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("model="):
+                models.append(unquote(name[len("model=") :]))
+    return models
+
+
+def partitions(s3: Any, location: ArchiveLocation, table: str, since: date, until: date, models: Sequence[str] | None = None) -> list[Partition]:
+    """The partitions of ``table`` from ``since`` to ``until`` (inclusive) for ``models`` (every model by default)."""
+    if table == GROUND_TRUTH_TABLE:
+        return [Partition(table, day) for day in days(since, until)]
+    chosen = list_models(s3, location, table) if models is None else list(models)
+    return [Partition(table, day, model) for model in chosen for day in days(since, until)]
+
+
+def download(s3: Any, location: ArchiveLocation, objects: Sequence[ArchivedObject], directory: Path) -> list[Path]:
+    """Copy ``objects`` under ``directory``, keeping their keys below the prefix as paths
+    (``predictions/model=.../date=.../name``, so engines see the partitions); returns the paths."""
+    paths = []
+    for item in objects:
+        path = directory / item.key[len(location.prefix) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(location.bucket, item.key, str(path))
+        paths.append(path)
+    return paths
+
+
+def iter_objects(s3: Any, location: ArchiveLocation, table: str, since: date, until: date, models: Sequence[str] | None = None) -> Iterator[tuple[ArchivedObject, bytes]]:
+    """Every object of ``table`` in the days from ``since`` to ``until``, with its bytes, one at a time."""
+    for partition in partitions(s3, location, table, since, until, models):
+        for item in list_partition(s3, location, partition):
+            yield item, s3.get_object(Bucket=location.bucket, Key=item.key)["Body"].read()
+
+
+# --------------------------------------------------------------------------------------------
+# Compaction
+
+
+@dataclass
+class CompactionOutcome:
+    """What :func:`compact_partition` did: objects merged and deleted, objects written, rows kept,
+    and model versions left as they were with the reason."""
+
+    merged: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    rows: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def compact_partition(
+    s3: Any, location: ArchiveLocation, partition: Partition, *, file_bytes: int = DEFAULT_FILE_BYTES, memory_limit: str = "256MB"
+) -> CompactionOutcome:
+    """Merge the objects of one partition into as few as ``file_bytes`` allows, per model version, dropping copies.
+
+    A version already held in compacted objects only (and none of the writer's) is left alone,
+    so a second run does nothing.
+
+    :param memory_limit: DuckDB's memory limit; beyond it DuckDB spills to a temporary folder.
+    :returns: a :class:`CompactionOutcome`.
+    """
+    import duckdb
+
+    outcome = CompactionOutcome()
+    by_version: dict[str, list[ArchivedObject]] = defaultdict(list)
+    for item in list_partition(s3, location, partition):
+        by_version[item.version].append(item)
+    for version, objects in sorted(by_version.items()):
+        if all(item.compacted for item in objects):
+            continue
+        with tempfile.TemporaryDirectory(prefix="sml-compact-") as work:
+            paths = download(s3, location, objects, Path(work) / "in")
+            json_columns = {tuple(json.loads((pq.read_schema(path).metadata or {}).get(METADATA_KEY, b"{}")).get("json_columns", ())) for path in paths}
+            if len(json_columns) > 1:
+                outcome.skipped[version] = "its objects disagree on which feature columns hold JSON text"
+                continue
+            out = Path(work) / "out"
+            digest = hashlib.sha256("\n".join(sorted(item.key for item in objects)).encode()).hexdigest()[:16]
+            connection = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(Path(work) / "spill")})
+            try:
+                kept = _copy_without_copies(connection, partition.table, paths, out, file_bytes, json.dumps({"format": 1, "json_columns": list(json_columns.pop())}))
+            finally:
+                connection.close()
+            folder = partition.folder(location.prefix)
+            written = []
+            for number, path in enumerate(sorted(out.glob("*.parquet"))):
+                key = f"{folder}compacted,{key_part(version) if version else ''},{digest},{number}.parquet"
+                s3.upload_file(str(path), location.bucket, key)
+                written.append(key)
+        stale = [item.key for item in objects if item.key not in written]
+        for start in range(0, len(stale), 1000):  # DeleteObjects takes at most 1,000 keys
+            s3.delete_objects(Bucket=location.bucket, Delete={"Objects": [{"Key": key} for key in stale[start : start + 1000]], "Quiet": True})
+        outcome.merged += stale
+        outcome.written += written
+        outcome.rows += kept
+    return outcome
+
+
+def _copy_without_copies(connection: Any, table: str, paths: Sequence[Path], out: Path, file_bytes: int, metadata: str) -> int:
+    key = ", ".join(f'"{name}"' for name in DEDUPLICATION_KEY[table])
+    files = "[" + ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths) + "]"
+    source = f"read_parquet({files}, union_by_name = true, hive_partitioning = false)"
+    rows = connection.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT {key} FROM {source})"
+    ).fetchone()[0]
+    connection.execute(
+        f"COPY (SELECT * FROM {source} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY stored_at) = 1 "
+        f'ORDER BY "{EVENT_TIME[table]}") TO \'{out}\' '
+        f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(file_bytes)}, KV_METADATA {{'{METADATA_KEY.decode()}': '{metadata.replace(chr(39), chr(39) * 2)}'}})"
+    )
+    return rows

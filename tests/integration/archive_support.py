@@ -1,0 +1,27 @@
+"""Helpers of the archive tests: a moto bucket for the archive, and archived rows read back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from sml.archive.parquet import DEDUPLICATION_KEY, read_parquet_bytes, table_rows
+from sml.archive.store import ArchiveLocation, iter_objects
+
+EARLY, LATE = date(2026, 3, 1), date(2026, 12, 31)  # the days the tests write (listing goes day by day)
+
+
+def new_archive(s3: Any) -> ArchiveLocation:
+    bucket = f"sml-archive-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    return ArchiveLocation(bucket, "archive/")
+
+
+def archived_rows(s3: Any, location: ArchiveLocation, table: str, since: date = EARLY, until: date = LATE) -> list[dict[str, Any]]:
+    """Every archived row of ``table``, copies included."""
+    return [row for _, data in iter_objects(s3, location, table, since, until) for row in table_rows(table, read_parquet_bytes(data))]
+
+
+def event_keys(table: str, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return sorted(tuple(row[name] for name in DEDUPLICATION_KEY[table]) for row in rows)

@@ -1,0 +1,185 @@
+"""The writer's archive step: every acknowledged record is in the archive, a failed put is retried, copies are removed by compaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+import msgspec
+import pytest
+from archive_support import archived_rows, event_keys, new_archive
+from moto import mock_aws
+from sqlalchemy.engine import Engine
+from writer_support import create_queue_with_dlq, event_body, label_body, prediction_id_of, send_bodies, stored_rows
+
+from functions.writer import app
+from sml.archive.layout import Partition
+from sml.archive.parquet import read_parquet_bytes
+from sml.archive.store import ArchiveLocation, archive_rows, compact_partition, list_partition
+from sml.core.db import create_db_engine
+from sml.core.events import build_prediction_event, build_refusal_event, serialise_event, serialise_prediction_event
+from sml.local.poller import SqsEventSourcePoller
+from sml.writer.batch import StoredRows, parse_records, write_batch
+
+DAY = datetime(2026, 3, 4, 10, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def aws() -> Iterator[tuple[Any, Any]]:
+    with mock_aws():
+        yield boto3.client("sqs", region_name="us-east-1"), boto3.client("s3", region_name="us-east-1")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_writer_container() -> Iterator[None]:
+    for cached in (app.database_engine, app.archive_step):
+        cached.cache_clear()
+    yield
+    if app.database_engine.cache_info().currsize:
+        app.database_engine().dispose()
+    for cached in (app.database_engine, app.archive_step):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def engine(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    monkeypatch.setenv("SML_DATABASE_URL", migrated_db_url)
+    engine = create_db_engine(migrated_db_url)
+    yield engine
+    engine.dispose()
+
+
+def archive_on(monkeypatch: pytest.MonkeyPatch, location: ArchiveLocation) -> None:
+    monkeypatch.setenv("SML_BUCKET", location.bucket)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+
+
+def drain(sqs: Any, queue_url: str, batch_size: int = 10) -> None:
+    source = SqsEventSourcePoller(sqs, queue_url, app.handler, batch_size=batch_size, batching_window_s=0, visibility_timeout_s=0, poll_wait_s=0)
+    for _ in range(100):
+        if source.poll_once() is None:
+            return
+
+
+def prediction(version: str = "v1", **features: Any) -> str:
+    return serialise_prediction_event(
+        build_prediction_event(
+            model_name="breast-cancer",
+            model_version=version,
+            features=features or {"mean radius": 14.5, "grade": "b"},
+            prediction="malignant",
+            probabilities={"benign": 0.25, "malignant": 0.75},
+            predicted_at=DAY,
+        )
+    )
+
+
+def test_every_stored_event_is_archived_once_per_key_and_redelivery_is_removed_by_compaction(
+    aws: tuple[Any, Any], engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs, s3 = aws
+    location = new_archive(s3)
+    archive_on(monkeypatch, location)
+    queue_url, _ = create_queue_with_dlq(sqs)
+    bodies = [prediction() for _ in range(25)]
+    labels = [label_body(prediction_id_of(body)) for body in bodies[:5]]
+    send_bodies(sqs, queue_url, bodies + labels + bodies[:7])  # seven delivered twice
+    drain(sqs, queue_url)
+
+    stored = stored_rows(engine)
+    assert len(stored) == 25
+    archived = archived_rows(s3, location, "predictions")
+    assert set(event_keys("predictions", archived)) == {(prediction_id,) for prediction_id in stored}
+    assert len(event_keys("ground_truth", archived_rows(s3, location, "ground_truth"))) >= 5
+    for row in archived:
+        table_row = stored[row["prediction_id"]]
+        assert json.loads(row["features"]) == json.loads(table_row.features)
+        assert (row["model_version"], row["prediction"], row["predicted_at"]) == (table_row.model_version, table_row.prediction, table_row.predicted_at)
+
+    partition = Partition("predictions", DAY.date(), "breast-cancer")
+    first = compact_partition(s3, location, partition)
+    assert first.rows == 25 and len(first.written) == 1 and not first.skipped
+    assert [item.key for item in list_partition(s3, location, partition)] == first.written
+    compacted = archived_rows(s3, location, "predictions")
+    assert event_keys("predictions", compacted) == sorted((prediction_id,) for prediction_id in stored)
+    again = compact_partition(s3, location, partition)
+    assert (again.merged, again.written) == ([], [])
+    assert event_keys("predictions", archived_rows(s3, location, "predictions")) == event_keys("predictions", compacted)
+
+
+def test_a_failed_put_fails_the_whole_batch_and_the_retry_archives_it(aws: tuple[Any, Any], engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    sqs, s3 = aws
+    location = ArchiveLocation("sml-archive-not-yet-created", "archive/")
+    archive_on(monkeypatch, location)
+    queue_url, dlq_url = create_queue_with_dlq(sqs)
+    bodies = [prediction() for _ in range(12)]
+    send_bodies(sqs, queue_url, bodies)
+    poller = SqsEventSourcePoller(sqs, queue_url, app.handler, batch_size=10, batching_window_s=0, visibility_timeout_s=0, poll_wait_s=0)
+    poller.poll_once()
+    # The rows committed, but the bucket is missing: nothing may be acknowledged.
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    assert sum(int(value) for value in attributes["Attributes"].values()) == 12
+
+    s3.create_bucket(Bucket=location.bucket)
+    drain(sqs, queue_url)
+    assert sorted(prediction_id_of(body) for body in bodies) == sorted(stored_rows(engine))
+    assert {key[0] for key in event_keys("predictions", archived_rows(s3, location, "predictions"))} == set(stored_rows(engine))
+    assert sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_rows_the_database_rejects_are_not_archived_and_the_others_are(migrated_db_url: str) -> None:
+    engine = create_db_engine(migrated_db_url)
+    handed: list[StoredRows] = []
+    good = [prediction() for _ in range(3)]
+    records = [(str(index), body) for index, body in enumerate(good)] + [("bad", "{not json")]
+    outcome = write_batch(engine, records, after_commit=handed.append)
+    assert [failure.message_id for failure in outcome.failures] == ["bad"]
+    assert sorted(row["prediction_id"] for row in handed[0].predictions) == sorted(prediction_id_of(body) for body in good)
+    # A redelivery finds the rows stored and hands them over again: an archive put that failed before is not skipped.
+    write_batch(engine, records[:3], after_commit=handed.append)
+    assert sorted(row["prediction_id"] for row in handed[1].predictions) == sorted(prediction_id_of(body) for body in good)
+    engine.dispose()
+
+
+def test_versions_with_other_features_get_objects_of_their_own_and_stay_apart_when_compacted() -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        location = new_archive(s3)
+        stored_at = datetime(2026, 3, 5, tzinfo=timezone.utc)
+        v1 = parse_records([(str(i), prediction("v1", a=1.5, b="x")) for i in range(3)], stored_at).rows
+        v2 = parse_records([(str(i), prediction("v2", a=2.5, c=7)) for i in range(4)], stored_at).rows
+        keys = archive_rows(s3, location, predictions=v1 + v2)
+        assert len(keys) == 2
+        partition = Partition("predictions", DAY.date(), "breast-cancer")
+        compacted = compact_partition(s3, location, partition)
+        assert len(compacted.written) == 2 and compacted.rows == 7
+        columns = {}
+        for key in compacted.written:
+            table = read_parquet_bytes(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read())
+            columns[table.column("model_version")[0].as_py()] = [name for name in table.column_names if name.startswith("f_")]
+        assert columns == {"v1": ["f_a", "f_b"], "v2": ["f_a", "f_c"]}
+        by_id = {row["prediction_id"]: json.loads(row["features"]) for row in archived_rows(s3, location, "predictions")}
+        assert by_id == {row["prediction_id"]: msgspec.json.decode(row["features"]) for row in v1 + v2}
+
+
+def test_refusals_and_labels_are_archived_with_their_event_ids(migrated_db_url: str) -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        location = new_archive(s3)
+        refusal = build_refusal_event(model_name="breast-cancer", model_version="v1", refused={"mean radius": {"out_of_range": 2}, "_request": {"not_json": 1}})
+        body = serialise_event(refusal)
+        label = label_body(prediction_id_of(prediction()))
+        engine = create_db_engine(migrated_db_url)
+        write_batch(engine, [("r", body), ("l", label)], after_commit=lambda stored: archive_rows(
+            s3, location, predictions=stored.predictions, ground_truth=stored.ground_truth, refusals=stored.refusals
+        ))
+        engine.dispose()
+        refusals = archived_rows(s3, location, "predict_refusals")
+        assert sorted((row["refusal_id"], row["field_name"], row["reason"], row["refused_count"]) for row in refusals) == sorted(
+            [(refusal.refusal_id, "mean radius", "out_of_range", 2), (refusal.refusal_id, "_request", "not_json", 1)]
+        )
+        labels = archived_rows(s3, location, "ground_truth")
+        assert [(row["prediction_id"], row["label"], row["source"]) for row in labels] == [(prediction_id_of(label), '"benign"', "crm")]
