@@ -2,43 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import joblib
 import pandas as pd
 import pytest
-from moto import mock_aws
 
 from sml.cli.main import main
-from sml.core.aws import aws_client
-from sml.core.settings import LocalSettings, load_settings
-from sml.lifecycle.registry import ModelRegistry
+from tests.registry_support import cli_registry, moto_project
 from tests.unit.test_registration import churn, churn_pipeline
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A project folder with a registry bucket in moto, the churn model and its data as files."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SML_BUCKET", f"sml-test-{uuid.uuid4().hex[:12]}")
-    monkeypatch.setenv("SML_APP_NAME", f"t{uuid.uuid4().hex[:8]}")
     model, train, y_train, test, y_test = churn()
     joblib.dump(model, tmp_path / "churn.joblib")
     train.assign(churned=y_train).to_csv(tmp_path / "train.csv", index=False)
     test.assign(churned=y_test).to_csv(tmp_path / "test.csv", index=False)
-    with mock_aws():
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=os.environ["SML_BUCKET"])
+    with moto_project(tmp_path, monkeypatch):
         yield tmp_path
 
-
-def registry(model_name: str) -> ModelRegistry:
-    settings = load_settings(LocalSettings)
-    return ModelRegistry(aws_client("s3", settings), aws_client("ssm", settings), bucket=settings.bucket, app_name=settings.app_name, model_name=model_name)
 
 
 def test_register_a_users_csv_and_pipeline_then_promote_it_under_its_own_name(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,10 +34,10 @@ def test_register_a_users_csv_and_pipeline_then_promote_it_under_its_own_name(pr
     assert "task: binary (inferred from the model and the target; --task to set it)" in out
     assert "input: a DataFrame (the model was fitted on one)" in out
     assert "positive class: 'yes'" in out and "registered churn v" in out and "(HistGradientBoostingClassifier, binary): accuracy " in out
-    (manifest,) = registry("churn").list_versions()
+    (manifest,) = cli_registry("churn").list_versions()
     assert manifest.input_format == "dataframe" and manifest.dataset == "train.csv"
     assert [spec.dtype for spec in manifest.features] == ["float", "integer", "boolean", "string"]
-    assert registry("breast-cancer").list_versions() == []
+    assert cli_registry("breast-cancer").list_versions() == []
 
     assert main(["promote", "--best-by", "roc_auc", "--model", "churn"]) == 0
     assert f"champion of churn: {manifest.version} (best roc_auc: " in capsys.readouterr().out
@@ -66,14 +52,14 @@ def test_parquet_and_json_lines_register_like_csv(project: Path) -> None:
     frame.to_json(project / "train.jsonl", orient="records", lines=True)
     for reference in ("train.parquet", "train.jsonl"):
         assert main(["register", "churn.joblib", "--reference", reference, "--test-size", "0.2", "--target", "churned", "--model", "churn"]) == 0
-    dtypes = [[spec.dtype for spec in manifest.features] for manifest in registry("churn").list_versions()]
+    dtypes = [[spec.dtype for spec in manifest.features] for manifest in cli_registry("churn").list_versions()]
     assert dtypes == [["float", "integer", "boolean", "string"]] * 2
 
 
 def test_a_version_that_differs_from_the_champion_is_shown_and_strict_refuses_it(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["register", "churn.joblib", "--reference", "train.csv", "--target", "churned", "--model", "churn"]) == 0
-    (first,) = registry("churn").list_versions()
-    registry("churn").promote(first.version)
+    (first,) = cli_registry("churn").list_versions()
+    cli_registry("churn").promote(first.version)
     frame = pd.read_csv(project / "train.csv").assign(**{"Paperless Billing": lambda f: f["Paperless Billing"].astype(int)})
     frame.to_csv(project / "retyped.csv", index=False)
     joblib.dump(churn_pipeline().fit(frame.drop(columns=["churned"]), frame["churned"]), project / "retyped.joblib")
@@ -83,16 +69,16 @@ def test_a_version_that_differs_from_the_champion_is_shown_and_strict_refuses_it
     captured = capsys.readouterr()
     assert f"differs from champion {first.version}: retyped feature 'Paperless Billing': boolean -> integer" in captured.out
     assert "and --strict is set" in captured.err
-    assert len(registry("churn").list_versions()) == 1
+    assert len(cli_registry("churn").list_versions()) == 1
 
     assert main(["register", "retyped.joblib", "--reference", "retyped.csv", "--target", "churned", "--model", "churn"]) == 0
-    second = registry("churn").list_versions()[-1]
+    second = cli_registry("churn").list_versions()[-1]
     assert main(["promote", second.version, "--model", "churn", "--strict"]) == 1
-    assert "not promoted:" in capsys.readouterr().out and registry("churn").champion_version() == first.version
+    assert "not promoted:" in capsys.readouterr().out and cli_registry("churn").champion_version() == first.version
     assert main(["promote", second.version, "--model", "churn"]) == 0
     assert "retyped feature 'Paperless Billing': boolean -> integer" in capsys.readouterr().out
     assert main(["rollback", "--model", "churn"]) == 0
-    assert registry("churn").champion_version() == first.version
+    assert cli_registry("churn").champion_version() == first.version
 
 
 @pytest.mark.parametrize(
@@ -125,4 +111,4 @@ def test_bad_input_is_one_line_and_registers_nothing(project: Path, capsys: pyte
     err = capsys.readouterr().err
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1 or "usage:" in err
-    assert registry("churn").list_versions() == [] and registry("breast-cancer").list_versions() == []
+    assert cli_registry("churn").list_versions() == [] and cli_registry("breast-cancer").list_versions() == []

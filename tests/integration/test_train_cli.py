@@ -20,16 +20,13 @@ from sml.cli.main import main
 from sml.lifecycle.modeling import rows_to_matrix
 from sml.lifecycle.registry import load_champion
 from sml.core.settings import LocalSettings, load_settings
+from tests.registry_support import moto_project
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty project folder with a registry bucket in moto; the state folder is ``.sml`` in it."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SML_BUCKET", f"sml-test-{uuid.uuid4().hex[:12]}")
-    monkeypatch.setenv("SML_APP_NAME", f"t{uuid.uuid4().hex[:8]}")
-    with mock_aws():
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=os.environ["SML_BUCKET"])
+    with moto_project(tmp_path, monkeypatch):
         yield tmp_path
 
 

@@ -186,7 +186,7 @@ def test_params_are_typed_by_literal_and_by_the_estimators_defaults(estimator: s
         ("logistic_regression", "C", "--param 'C': expected KEY=VALUE"),
         ("logistic_regression", "=3", "--param '=3': expected KEY=VALUE"),
         ("logistic_regression", "n_estimators=3", "--param n_estimators: LogisticRegression has no such parameter"),
-        ("svm", "C=1", "--estimator 'svm': choose one of logistic_regression, random_forest, gradient_boosting"),
+        ("svm", "C=1", "--estimator 'svm': for a binary model choose one of logistic_regression, random_forest, gradient_boosting"),
     ],
 )
 def test_bad_params_name_the_option(estimator: str, assignment: str, message: str) -> None:

@@ -207,7 +207,7 @@ def prepare_version(
         test = as_frame(X_test, feature_names, model, test_name)
         y_held = as_target(y_test, len(test), test_name, target_name)
     elif test_size is not None:
-        reference, y_ref, test, y_held = _split(reference, y_ref, test_size, seed, classify=_predicts_classes(model))
+        reference, y_ref, test, y_held = split_rows(reference, y_ref, test_size, seed, classify=_predicts_classes(model))
         notes.append(f"held out {len(test)} of {len(test) + len(reference)} {reference_name} rows for metrics (test size {test_size})")
     else:
         test, y_held = None, None
@@ -719,7 +719,9 @@ def _check_numeric_target(target: Sequence[Any], source: str, target_name: str) 
         raise SmlError(f"{source}: {target_name} value {bad[1]!r} in row {bad[0]} is not a number, and a regression target must be")
 
 
-def _split(frame: Any, target: list[Any], test_size: float, seed: int, *, classify: bool) -> tuple[Any, list[Any], Any, list[Any]]:
+def split_rows(frame: Any, target: list[Any], test_size: float, seed: int, *, classify: bool) -> tuple[Any, list[Any], Any, list[Any]]:
+    """``(train, train target, test, test target)``: a seeded split, stratified by class when ``classify``
+    and every class has two rows; rows keep their order. Raises :class:`SmlError` for a ``test_size`` outside 0.05 to 0.5."""
     from sklearn.model_selection import train_test_split
 
     if not MIN_TEST_SIZE <= test_size <= MAX_TEST_SIZE:

@@ -10,6 +10,12 @@ precision, recall and ROC AUC.
 
 The pipeline takes the object matrix of :func:`sml.lifecycle.modeling.rows_to_matrix` (columns in manifest
 order) and imputes missing values, so every feature is nullable and predict needs no pandas.
+
+The user's own data (``sml train --data FILE --target COLUMN``, :func:`train_on_data`): the same
+pipeline with a classifier (``ESTIMATORS``) or, for a regression target, a regressor
+(``REGRESSORS``), fitted on a split of the file; the version is derived and checked by
+:func:`sml.lifecycle.registration.prepare_version` like any registered model. The task is
+inferred from the target unless given (:func:`target_task`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import ast
 import importlib
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ from sml.lifecycle.evaluation import held_out_metrics
 from sml.lifecycle.modeling import model_outputs, rows_to_matrix
 from sml.lifecycle.calibration import fit_label_free_estimator
 from sml.lifecycle.registration import (
+    PreparedVersion,
     build_reference,
     json_safe,
     library_versions,
@@ -63,6 +70,16 @@ ESTIMATORS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "random_forest": ("sklearn.ensemble", "RandomForestClassifier", {"n_estimators": 200}),
     "gradient_boosting": ("sklearn.ensemble", "GradientBoostingClassifier", {}),
 }
+# The regressor variants, for a regression task.
+REGRESSORS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "ridge": ("sklearn.linear_model", "Ridge", {}),
+    "random_forest": ("sklearn.ensemble", "RandomForestRegressor", {"n_estimators": 200}),
+    "gradient_boosting": ("sklearn.ensemble", "GradientBoostingRegressor", {}),
+}
+ESTIMATORS_BY_TASK = {"binary": ESTIMATORS, "multiclass": ESTIMATORS, "regression": REGRESSORS}
+DEFAULT_ESTIMATOR = {"binary": "logistic_regression", "multiclass": "logistic_regression", "regression": "ridge"}
+# A target with at most this many distinct whole numbers is taken for classes, not a quantity.
+MAX_INFERRED_CLASSES = 20
 # At least ~28 rows on either side of the split, so every metric has both classes to score.
 MIN_TEST_SIZE, MAX_TEST_SIZE = 0.05, 0.5
 
@@ -78,9 +95,10 @@ class TrainingConfig:
     params: Mapping[str, Any] = field(default_factory=dict)
     test_size: float = 0.25
     seed: int = 42
+    task: str = "binary"
 
     def __post_init__(self) -> None:
-        _estimator_class(self.estimator)
+        _estimator_class(self.estimator, self.task)
         if not MIN_TEST_SIZE <= self.test_size <= MAX_TEST_SIZE:
             raise SmlError(f"--test-size {self.test_size}: must be between {MIN_TEST_SIZE} and {MAX_TEST_SIZE}")
 
@@ -155,7 +173,7 @@ def feature_schema(rows: Sequence[Mapping[str, object]]) -> tuple[FeatureSpec, .
     return (*numeric, grade)
 
 
-def build_pipeline(features: Sequence[FeatureSpec], estimator: str, params: Mapping[str, Any], seed: int) -> Any:
+def build_pipeline(features: Sequence[FeatureSpec], estimator: str, params: Mapping[str, Any], seed: int, task: str = "binary") -> Any:
     """An unfitted pipeline: per-kind imputation and encoding by column index, then ``estimator``.
 
     Raises:
@@ -181,21 +199,22 @@ def build_pipeline(features: Sequence[FeatureSpec], estimator: str, params: Mapp
             ),
         ]
     )
-    return Pipeline([("preprocess", preprocess), ("model", make_estimator(estimator, params, seed))])
+    return Pipeline([("preprocess", preprocess), ("model", make_estimator(estimator, params, seed, task))])
 
 
-def make_estimator(estimator: str, params: Mapping[str, Any], seed: int) -> Any:
-    """A classifier by ``--estimator`` name with this project's defaults, overridden by ``params``.
+def make_estimator(estimator: str, params: Mapping[str, Any], seed: int, task: str = "binary") -> Any:
+    """The ``task``'s estimator by ``--estimator`` name (a classifier, or a regressor for
+    ``regression``) with this project's defaults, overridden by ``params``.
 
     Raises:
         SmlError: unknown estimator or parameter name (names ``--estimator`` / ``--param``).
     """
-    cls, defaults = _estimator_class(estimator)
+    cls, defaults = _estimator_class(estimator, task)
     _check_param_names(cls, params)
     return cls(**{**defaults, "random_state": seed, **params})
 
 
-def parse_params(estimator: str, assignments: Sequence[str]) -> dict[str, Any]:
+def parse_params(estimator: str, assignments: Sequence[str], task: str = "binary") -> dict[str, Any]:
     """``KEY=VALUE`` strings into typed hyper-parameters for ``estimator``.
 
     Values are Python literals (``0.5``, ``200``, ``None``, ``True``; ``true``/``false``/``none``
@@ -205,7 +224,7 @@ def parse_params(estimator: str, assignments: Sequence[str]) -> dict[str, Any]:
     Raises:
         SmlError: an assignment without ``=``, an unknown estimator or key (names the option).
     """
-    cls, _ = _estimator_class(estimator)
+    cls, _ = _estimator_class(estimator, task)
     valid = cls().get_params()
     params: dict[str, Any] = {}
     for assignment in assignments:
@@ -304,7 +323,7 @@ def train_and_register(
     on_step: Callable[[str], None] = lambda step: None,
     drift_config: Callable[[tuple[FeatureSpec, ...]], dict[str, Any]] | None = None,
 ) -> ModelManifest:
-    """Train, log the run to W&B, and register the model: the whole of ``sml train``.
+    """Train on the bundled data set, log the run to W&B, and register the model: the whole of ``sml train``.
 
     Args:
         config: what to train.
@@ -321,32 +340,131 @@ def train_and_register(
     """
     on_step(f"fitting {config.estimator} on {DATASET}")
     trained = train_model(config)
-    manifest_drift_config = drift_config(trained.features) if drift_config is not None else None
     created_at = datetime.now(timezone.utc)
-    version = new_version(created_at)
+    manifest = build_manifest(
+        trained,
+        version=new_version(created_at),
+        sha256="",
+        wandb_run_path=None,
+        created_at=created_at,
+        drift_config=drift_config(trained.features) if drift_config is not None else None,
+    )
+    return track_and_register(trained.pipeline, manifest, config, registry=registry, tracking=tracking, work_dir=work_dir, on_step=on_step)
+
+
+def train_on_data(
+    config: TrainingConfig,
+    features: Any,
+    target: Any,
+    *,
+    source: str,
+    target_name: str,
+    drift_config: Callable[[tuple[FeatureSpec, ...]], dict[str, Any]] | None = None,
+) -> PreparedVersion:
+    """Fit the built-in pipeline of ``config.task`` on the user's data and derive its version.
+
+    Args:
+        config: the estimator, parameters, split and task (see :func:`target_task`).
+        features, target: the data's feature columns (a DataFrame) and target column.
+        source: the data's name (its file) for the manifest and messages.
+        target_name: the target column's name, for messages.
+
+    Returns:
+        The fitted pipeline with its manifest (not yet uploaded): an ``array`` model whose schema
+        comes from the data (every feature nullable: the pipeline imputes).
+
+    Raises:
+        SmlError: the data does not fit (as :func:`sml.lifecycle.registration.prepare_version`),
+            or the estimator rejects its parameters on it.
+    """
+    from sml.lifecycle.registration import as_frame, as_target, feature_spec, frame_rows, prepare_version, split_rows
+
+    frame = as_frame(features, None, None, source)
+    labels = as_target(target, len(frame), source, target_name)
+    train, y_train, test, y_test = split_rows(frame, labels, config.test_size, config.seed, classify=config.task != "regression")
+    schema = tuple(replace(feature_spec(name, [train[name], test[name]], ["training split", "test split"]), nullable=True) for name in frame.columns)
+    pipeline = build_pipeline(schema, config.estimator, config.params, config.seed, config.task)
+    try:
+        pipeline.fit(rows_to_matrix(frame_rows(train, schema), schema), np.asarray(y_train))
+    except ValueError as exc:
+        raise SmlError(f"--estimator {config.estimator} with --param {dict(config.params)} on {source}: {' '.join(str(exc).split())}") from None
+    return prepare_version(
+        pipeline,
+        train,
+        y_train,
+        X_test=test,
+        y_test=y_test,
+        task=config.task,
+        model_name=config.model_name,
+        target_name=target_name,
+        reference_name=f"{source} (training split)",
+        test_name=f"{source} (test split)",
+        seed=config.seed,
+        dataset=source,
+        estimator=config.estimator,
+        params=json_safe(pipeline.named_steps["model"].get_params()),
+        extra={"test_size": config.test_size, "n_train": len(train), "target": target_name},
+        drift_config=drift_config,
+        features=schema,
+    )
+
+
+def target_task(target: Any, task: str | None = None) -> str:
+    """The task a built-in model fits for ``target``: ``task`` when given, else ``regression`` for a
+    numeric target with fractions or more than ``MAX_INFERRED_CLASSES`` distinct whole numbers,
+    else ``binary`` (two values) or ``multiclass``.
+
+    Raises:
+        SmlError: an unknown task, or ``regression`` for a target that is not numeric.
+    """
+    from sml.lifecycle.manifest import TASKS
+
+    values = [value for value in (target.tolist() if hasattr(target, "tolist") else list(target))]
+    numeric = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
+    if task is not None:
+        if task not in TASKS:
+            raise SmlError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
+        if task == "regression" and not numeric:
+            raise SmlError("--task regression: the target is not numeric")
+        return task
+    distinct = set(values)
+    if numeric and (any(float(value) != int(value) for value in distinct if value == value) or len(distinct) > MAX_INFERRED_CLASSES):
+        return "regression"
+    return "binary" if len(distinct) <= 2 else "multiclass"
+
+
+def track_and_register(
+    model: Any,
+    manifest: ModelManifest,
+    config: TrainingConfig,
+    *,
+    registry: ModelRegistry,
+    tracking: TrackingOptions,
+    work_dir: Path,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> ModelManifest:
+    """Log the training run to W&B (config, metrics, model) and register ``model`` with ``manifest``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="train-") as folder:
         artifact = Path(folder) / "model.joblib"
-        sha256 = save_artifact(trained.pipeline, artifact)
-        on_step(f"logging run {version} to W&B ({tracking.mode})")
+        sha256 = save_artifact(model, artifact)
+        on_step(f"logging run {manifest.version} to W&B ({tracking.mode})")
         run_config = {
-            "model_name": config.model_name,
-            "version": version,
+            "model_name": manifest.model_name,
+            "version": manifest.version,
             "estimator": config.estimator,
-            "params": trained.params,
+            "task": manifest.task,
+            "params": manifest.params,
             "test_size": config.test_size,
             "seed": config.seed,
-            "dataset": DATASET,
-            "features": [spec.name for spec in trained.features],
+            "dataset": manifest.dataset,
+            "features": manifest.feature_names,
         }
-        with tracked_run(tracking, name=version, config=run_config) as run:
-            run.log_metrics(trained.metrics)
-            run.log_model(artifact, name=config.model_name, version=version, metadata={"sha256": sha256, "metrics": trained.metrics})
-        manifest = build_manifest(
-            trained, version=version, sha256=sha256, wandb_run_path=run.path, created_at=created_at, drift_config=manifest_drift_config
-        )
-        on_step(f"registering {version} in s3://{registry.bucket}/{registry.prefix}")
-        return registry.register(artifact, manifest)
+        with tracked_run(tracking, name=manifest.version, config=run_config) as run:
+            run.log_metrics(manifest.metrics)
+            run.log_model(artifact, name=manifest.model_name, version=manifest.version, metadata={"sha256": sha256, "metrics": manifest.metrics})
+        on_step(f"registering {manifest.version} in s3://{registry.bucket}/{registry.prefix}")
+        return registry.register(artifact, replace(manifest, sha256=sha256, wandb_run_path=run.path))
 
 
 def _rows(matrix: np.ndarray, cut_points: tuple[float, float]) -> list[Row]:
@@ -359,10 +477,11 @@ def _rows(matrix: np.ndarray, cut_points: tuple[float, float]) -> list[Row]:
     return rows
 
 
-def _estimator_class(estimator: str) -> tuple[type, dict[str, Any]]:
-    if estimator not in ESTIMATORS:
-        raise SmlError(f"--estimator {estimator!r}: choose one of {', '.join(ESTIMATORS)}")
-    module, name, defaults = ESTIMATORS[estimator]
+def _estimator_class(estimator: str, task: str = "binary") -> tuple[type, dict[str, Any]]:
+    choices = ESTIMATORS_BY_TASK[task]
+    if estimator not in choices:
+        raise SmlError(f"--estimator {estimator!r}: for a {task} model choose one of {', '.join(choices)}")
+    module, name, defaults = choices[estimator]
     return getattr(importlib.import_module(module), name), defaults
 
 
