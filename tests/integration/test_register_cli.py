@@ -112,3 +112,29 @@ def test_bad_input_is_one_line_and_registers_nothing(project: Path, capsys: pyte
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1 or "usage:" in err
     assert cli_registry("churn").list_versions() == [] and cli_registry("breast-cancer").list_versions() == []
+
+
+@pytest.mark.parametrize(
+    ("dataset", "estimator", "task", "metric"),
+    [("wine", "LogisticRegression", "multiclass", "f1_macro"), ("diabetes", "LinearRegression", "regression", "rmse")],
+)
+def test_a_multiclass_and_a_regression_model_register_and_promote(project: Path, dataset: str, estimator: str, task: str, metric: str) -> None:
+    from sklearn import datasets, linear_model
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    frame = getattr(datasets, f"load_{dataset}")(as_frame=True).frame
+    train, test = frame.iloc[::2], frame.iloc[1::2]
+    model = make_pipeline(StandardScaler(), getattr(linear_model, estimator)()).fit(train.drop(columns=["target"]), train["target"])
+    joblib.dump(model, project / f"{dataset}.joblib")
+    train.to_csv(project / f"{dataset}-train.csv", index=False)
+    test.to_parquet(project / f"{dataset}-test.parquet")
+
+    arguments = [f"{dataset}.joblib", "--reference", f"{dataset}-train.csv", "--test", f"{dataset}-test.parquet", "--target", "target"]
+    assert main(["register", *arguments, "--model", dataset]) == 0
+    assert main(["promote", "--best-by", metric, "--model", dataset]) == 0
+    (manifest,) = cli_registry(dataset).list_versions()
+    assert cli_registry(dataset).champion_version() == manifest.version
+    assert manifest.task == task and manifest.input_format == "dataframe" and metric in manifest.metrics
+    assert manifest.classes == ((0, 1, 2) if task == "multiclass" else ())
+    assert (manifest.reference.predictions is not None) == (task == "regression")
