@@ -46,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     body.add_argument("--instances-file", type=Path, help="a JSON array of feature objects, sent as {\"instances\": [...]}")
     parser.add_argument("--url", help="the Function URL (default: SML_FUNCTION_URL or the local stack's)")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="give up after this long (default: 30)")
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        help="send only if the Function URL serves this model (its GET /health names it); nothing is sent otherwise",
+    )
     parser.set_defaults(run=run_predict)
 
 
@@ -60,6 +65,8 @@ def run_predict(args: argparse.Namespace) -> int:
         raise SmlError("no Function URL: give --url, set SML_FUNCTION_URL, or start the local stack with `sml up`")
     url = predict_url(base_url)
     body = request_body(features=args.feature, file=args.file, instances_file=args.instances_file)
+    if args.model is not None:
+        check_served_model(url, args.model, default_region=settings.region, timeout=args.timeout)
     headers = {"content-type": "application/json"}
     if not is_local(url):
         headers = signed_headers(url, body, headers, default_region=settings.region)
@@ -138,7 +145,25 @@ def _read(path: Path, option: str) -> bytes:
         raise SmlError(f"{option} {path}: {exc.strerror or exc}") from None
 
 
-def signed_headers(url: str, body: bytes, headers: dict[str, str], *, default_region: str) -> dict[str, str]:
+def check_served_model(predict_endpoint: str, model: str, *, default_region: str, timeout: float) -> None:
+    """Refuse to send when the Function URL behind ``predict_endpoint`` serves another model than ``model``.
+
+    :raises SmlError: ``GET /health`` does not answer 200 with a ``model_name``, or names another model.
+    """
+    url = predict_endpoint[: -len("/predict")] + "/health"
+    headers = {} if is_local(url) else signed_headers(url, b"", {}, default_region=default_region, method="GET")
+    status, response = post(url, None, headers, timeout=timeout, method="GET")
+    try:
+        served = json.loads(response)["model_name"] if status == 200 else None
+    except (ValueError, KeyError, TypeError):
+        served = None
+    if served is None:
+        raise SmlError(f"--model {model}: {url} did not say which model it serves (HTTP {status}: {describe_error(response)}); nothing was sent")
+    if served != model:
+        raise SmlError(f"--model {model}: the Function URL serves model {served!r}; nothing was sent (give --url of {model}'s Function URL)")
+
+
+def signed_headers(url: str, body: bytes, headers: dict[str, str], *, default_region: str, method: str = "POST") -> dict[str, str]:
     """``headers`` plus a SigV4 signature for a Function URL with ``AWS_IAM`` auth.
 
     The region comes from the Function URL's host (``<id>.lambda-url.<region>.on.aws``), else
@@ -155,13 +180,13 @@ def signed_headers(url: str, body: bytes, headers: dict[str, str], *, default_re
         raise SmlError(f"{url} is not local, so the request must be signed, but no AWS credentials are configured")
     match = FUNCTION_URL_HOST.match(urlsplit(url).hostname or "")
     region = match.group("region") if match else default_region
-    request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+    request = AWSRequest(method=method, url=url, data=body, headers=headers)
     SigV4Auth(credentials.get_frozen_credentials(), "lambda", region).add_auth(request)
     return dict(request.headers.items())
 
 
-def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> tuple[int, bytes]:
-    """POST ``body``; returns the status and the response body, whatever the status.
+def post(url: str, body: bytes | None, headers: dict[str, str], *, timeout: float, method: str = "POST") -> tuple[int, bytes]:
+    """Send ``body`` (``POST``, or ``method``); returns the status and the response body, whatever the status.
 
     :raises SmlError: the URL cannot be reached (names it).
     """
@@ -169,7 +194,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> t
     from urllib.request import Request, urlopen
 
     try:
-        with urlopen(Request(url, data=body, headers=headers, method="POST"), timeout=timeout) as response:
+        with urlopen(Request(url, data=body, headers=headers, method=method), timeout=timeout) as response:
             return response.status, response.read()
     except HTTPError as error:
         with error:
