@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from infra import names
 
@@ -77,6 +77,9 @@ class DeploymentConfig:
     # Availability Zone names for the VPC (two or more, one region); empty takes the first two that
     # Fn::GetAZs returns, which may include a zone without RDS Proxy (see infra/preflight.py).
     availability_zones: tuple[str, ...] = ()
+    # Every model this deployment serves, each with its own predict function and Function URL; empty
+    # serves model_name alone. The first keeps the single-model resource ids (its URL stays).
+    models: tuple[str, ...] = ()
     # Days of predictions kept (the daily retention step); unset takes the application's default for
     # the window and the label horizon. A value under the minimum fails the deploy's migration step,
     # whose settings check names SML_RETENTION_DAYS (sml.core.retention.retention_limits).
@@ -91,6 +94,11 @@ class DeploymentConfig:
     def deployed_app_name(self) -> str:
         """``SML_APP_NAME`` of this deployment (``<app>-<environment>``)."""
         return names.deployed_app_name(self.app_name, self.environment)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The models served, in context order: ``models``, or ``(model_name,)``."""
+        return self.models or (self.model_name,)
 
     @property
     def stack_name(self) -> str:
@@ -160,7 +168,14 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         # Lambda's limits: 128 MiB to 10,240 MiB, at most 15 minutes.
         drift_memory_mib=_number(get, names.CTX_DRIFT_MEMORY_MIB, defaults.drift_memory_mib, int, 128, 10_240),
         drift_timeout_minutes=_number(get, names.CTX_DRIFT_TIMEOUT_MINUTES, defaults.drift_timeout_minutes, int, 1, 15),
+        models=_models(get, names.CTX_MODELS),
     )
+    if config.models and _raw(get, names.CTX_MODEL_NAME) is not None and config.model_name not in config.models:
+        raise ContextError(
+            names.CTX_MODELS, f"model_name {config.model_name!r} is not one of {', '.join(config.models)}; give one or the other"
+        )
+    if config.models:
+        config = replace(config, model_name=config.models[0])
     if config.writer_batch_size > 10 and config.writer_batching_window_seconds < 1:
         raise ContextError(
             names.CTX_WRITER_BATCHING_WINDOW_SECONDS,
@@ -226,6 +241,18 @@ def _text_list(get: Getter, key: str, example: str) -> tuple[str, ...]:
     if len(set(value)) != len(value):
         raise ContextError(key, f"{value!r} names one entry twice")
     return tuple(value)
+
+
+MAX_MODELS = 10  # each model adds a function, a Function URL, alarms and a dashboard row
+
+
+def _models(get: Getter, key: str) -> tuple[str, ...]:
+    models = _text_list(get, key, "breast-cancer,wine")
+    if len(models) > MAX_MODELS:
+        raise ContextError(key, f"{len(models)} models; at most {MAX_MODELS} per deployment")
+    for model in models:
+        _name(lambda _key: model, key, "", max_length=63)
+    return models
 
 
 _AZ_NAME = re.compile(r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)[a-z]")

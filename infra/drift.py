@@ -69,14 +69,24 @@ class Drift(Construct):
         )
         self.function = self.image.function
         database.grant_connect(self.image.role, db_user)
-        registry.grant_model_read(self.image.role)
-        registry.grant_champion_read(self.image.role)
+        registry.grant_model_read(self.image.role, config.model_names)
+        registry.grant_champion_read(self.image.role, config.model_names)
         registry.grant_report_write(self.image.role)
         alerts.grant_publish(self.image.role)
-        self.schedule = events.Rule(
-            self,
-            "Weekly",
-            schedule=SCHEDULE,
-            description=f"Runs the {config.deployed_app_name} drift job weekly",
-            targets=[targets.LambdaFunction(self.function, retry_attempts=2)],
-        )
+        # One weekly rule per model. With several models each rule's input names its model (and keeps
+        # the event's time, which ends the window); one model keeps the plain scheduled event, whose
+        # model is the function's SML_MODEL_NAME. Each run alerts for its own model.
+        self.schedules: dict[str, events.Rule] = {}
+        for index, model in enumerate(config.model_names):
+            event = None
+            if len(config.model_names) > 1:
+                event = events.RuleTargetInput.from_object({names.EVENT_MODEL_NAME: model, "time": events.EventField.time})
+            self.schedules[model] = events.Rule(
+                self,
+                "Weekly" if index == 0 else f"Weekly-{model}",
+                schedule=SCHEDULE,
+                description=f"Runs the {config.deployed_app_name} drift job weekly"
+                + ("" if len(config.model_names) == 1 else f" for {model}"),
+                targets=[targets.LambdaFunction(self.function, event=event, retry_attempts=2)],
+            )
+        self.schedule = self.schedules[config.model_names[0]]

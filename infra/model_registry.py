@@ -1,4 +1,4 @@
-"""The model registry: the bucket of model artifacts and drift reports, and the champion pointer.
+"""The model registry: the bucket of model artifacts and drift reports, and the champion pointers.
 
 Layout: ``models/<model>/<version>/{model.joblib,manifest.json}`` and ``reports/...``. The SSM
 parameter ``/<app>/<model>/champion`` names the version predict serves. ``sml promote`` creates and
@@ -8,6 +8,8 @@ champion yet"), and a later deploy that touched the resource would reset the pro
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
@@ -21,15 +23,16 @@ NONCURRENT_VERSION_EXPIRATION = cdk.Duration.days(90)
 
 
 class ModelRegistry(Construct):
-    """Versioned, private, TLS-only bucket plus the champion parameter.
+    """Versioned, private, TLS-only bucket plus one champion parameter per model.
 
-    :param app_name: ``SML_APP_NAME`` of the deployment (prefix of the parameter).
-    :param model_name: ``SML_MODEL_NAME``; grants are scoped to this model's prefix.
+    :param app_name: ``SML_APP_NAME`` of the deployment (prefix of the parameters).
+    :param model_names: the deployment's models; grants are scoped to the prefixes of the models named.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, app_name: str, model_name: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, app_name: str, model_names: Sequence[str]) -> None:
         super().__init__(scope, construct_id)
-        self.model_name = model_name
+        self.app_name = app_name
+        self.model_names = tuple(model_names)
         self.bucket = s3.Bucket(
             self,
             "Bucket",
@@ -48,33 +51,40 @@ class ModelRegistry(Construct):
             "Only the deployer, the CLI and the functions' roles write here, and every change is kept as an object "
             "version; enable CloudTrail S3 data events where an access log is required.",
         )
-        self.champion_parameter_name = names.champion_parameter_name(app_name, model_name)
-        self.champion_parameter_arn = cdk.Stack.of(self).format_arn(
+
+    def champion_parameter_name(self, model_name: str) -> str:
+        """The SSM parameter ``sml promote`` writes for ``model_name``: ``/<app>/<model>/champion``."""
+        return names.champion_parameter_name(self.app_name, model_name)
+
+    def champion_parameter_arn(self, model_name: str) -> str:
+        return cdk.Stack.of(self).format_arn(
             service="ssm",
             resource="parameter",
-            resource_name=self.champion_parameter_name.lstrip("/"),
+            resource_name=self.champion_parameter_name(model_name).lstrip("/"),
             arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
         )
 
-    @property
-    def model_prefix(self) -> str:
-        """Key prefix of this model's artifacts, e.g. ``models/breast-cancer/``."""
-        return f"{names.MODELS_PREFIX}{self.model_name}/"
+    @staticmethod
+    def model_prefix(model_name: str) -> str:
+        """Key prefix of a model's artifacts, e.g. ``models/breast-cancer/``."""
+        return f"{names.MODELS_PREFIX}{model_name}/"
 
-    def grant_model_read(self, role: iam.IRole) -> None:
-        """Let ``role`` read this model's artifacts, and list key names under this model's prefix only.
+    def grant_model_read(self, role: iam.IRole, model_names: Sequence[str]) -> None:
+        """Let ``role`` read the artifacts of ``model_names``, and list key names under their prefixes only.
 
         ``s3:ListBucket`` is limited by the ``s3:prefix`` condition key to ``models/<model>/``, so
         the role cannot enumerate other models or the reports. (S3 answers a GET of a missing key
         with 404 only to a caller allowed to list the bucket; a GET carries no ``s3:prefix``, so a
         missing artifact may show as 403 AccessDenied, which the registry names with the key.)
         """
-        self._allow_on_objects(role, ["s3:GetObject"], self.model_prefix)
+        prefixes = [self.model_prefix(model) for model in model_names]
+        for prefix in prefixes:
+            self._allow_on_objects(role, ["s3:GetObject"], prefix)
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],
                 resources=[self.bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [self.model_prefix, f"{self.model_prefix}*"]}},
+                conditions={"StringLike": {"s3:prefix": [p for prefix in prefixes for p in (prefix, f"{prefix}*")]}},
             )
         )
 
@@ -85,10 +95,12 @@ class ModelRegistry(Construct):
         """
         self._allow_on_objects(role, ["s3:PutObject", "s3:GetObject"], names.REPORTS_PREFIX)
 
-    def grant_champion_read(self, role: iam.IRole) -> None:
-        """Let ``role`` read the champion parameter (and nothing else in SSM)."""
+    def grant_champion_read(self, role: iam.IRole, model_names: Sequence[str]) -> None:
+        """Let ``role`` read the champion parameters of ``model_names`` (and nothing else in SSM)."""
         role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[self.champion_parameter_arn])
+            iam.PolicyStatement(
+                actions=["ssm:GetParameter"], resources=[self.champion_parameter_arn(model) for model in model_names]
+            )
         )
 
     def _allow_on_objects(self, role: iam.IRole, actions: list[str], prefix: str) -> None:

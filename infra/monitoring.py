@@ -15,6 +15,8 @@ them with a Metrics Insights query instead. That query stands alone, not divided
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_logs as logs
@@ -58,30 +60,16 @@ class Monitoring(Construct):
         alerts: Alerts,
         events: EventsQueue,
         database: Database,
-        predict: Predict,
+        predicts: Sequence[Predict],
         writer: Writer,
         drift: Drift,
     ) -> None:
         super().__init__(scope, construct_id)
         self.namespace = config.deployed_app_name
-        url_5xx = cloudwatch.Metric(
-            namespace="AWS/Lambda",
-            metric_name="Url5xxCount",
-            dimensions_map={"FunctionName": predict.function.function_name},
-            statistic=cloudwatch.Stats.SUM,
-            period=FIVE_MINUTES,
-        )
         capture_misses = self._custom("predict", "CaptureMisses")
-        champion_filter = logs.MetricFilter(
-            self,
-            "ChampionUnavailableFilter",
-            log_group=predict.image.log_group,
-            filter_pattern=logs.FilterPattern.literal(CHAMPION_UNAVAILABLE_PATTERN),
-            metric_namespace=self.namespace,
-            metric_name="ChampionUnavailable",
-            metric_value="1",
-        )
-        champion_unavailable = champion_filter.metric(statistic=cloudwatch.Stats.SUM, period=FIVE_MINUTES)
+        # Per model: its URL's 5xx and its champion failures. The first model keeps the single-model
+        # ids and metric name, so adding models changes nothing of an existing deployment's alarms.
+        per_model = {predict.model_name: self._predict_metrics(predict, first=index == 0) for index, predict in enumerate(predicts)}
         writer_throttles = writer.function.metric_throttles(statistic=cloudwatch.Stats.SUM, period=FIVE_MINUTES)
         drift_invocations = drift.function.metric_invocations(
             statistic=cloudwatch.Stats.SUM, period=DRIFT_SILENCE_PERIOD
@@ -89,7 +77,6 @@ class Monitoring(Construct):
         free_storage = database.instance.metric_free_storage_space(
             statistic=cloudwatch.Stats.MINIMUM, period=FIVE_MINUTES
         )
-        predict_logs = predict.image.log_group.log_group_name
         # '{namespace,field,service}' is exactly RefusedValues' dimension set: one series per field.
         refused_search = (
             f"SEARCH('{{\"{self.namespace}\",field,service}} MetricName=\"RefusedValues\" service=\"predict\"', "
@@ -109,21 +96,26 @@ class Monitoring(Construct):
             period=REFUSED_VALUES_PERIOD,
         )
 
-        alerts.alarm_when(
-            "PredictUrl5xx",
-            metric=url_5xx,
-            threshold=1,
-            description="The predict URL answered 5xx (function errors, timeouts, throttles, or 503 from a champion "
-            f"that cannot load or a capture that failed closed); see the log group {predict_logs}.",
-        )
-        alerts.alarm_when(
-            "ChampionUnavailable",
-            metric=champion_unavailable,
-            threshold=1,
-            description="Predict could not load the champion model and answered 503 model_unavailable; the log line "
-            f"with model_error in {predict_logs} names the cause. Check `sml models`, then `sml promote` or "
-            "`sml rollback`.",
-        )
+        for index, predict in enumerate(predicts):
+            suffix = "" if index == 0 else f"-{predict.model_name}"
+            which = "The predict URL" if len(predicts) == 1 else f"The predict URL of {predict.model_name}"
+            predict_logs = predict.image.log_group.log_group_name
+            url_5xx, champion_unavailable = per_model[predict.model_name]
+            alerts.alarm_when(
+                f"PredictUrl5xx{suffix}",
+                metric=url_5xx,
+                threshold=1,
+                description=f"{which} answered 5xx (function errors, timeouts, throttles, or 503 from a champion "
+                f"that cannot load or a capture that failed closed); see the log group {predict_logs}.",
+            )
+            alerts.alarm_when(
+                f"ChampionUnavailable{suffix}",
+                metric=champion_unavailable,
+                threshold=1,
+                description=f"Predict could not load the champion {predict.model_name} model and answered 503 "
+                f"model_unavailable; the log line with model_error in {predict_logs} names the cause. Check "
+                f"`sml models --model {predict.model_name}`, then `sml promote` or `sml rollback`.",
+            )
         alerts.alarm_when(
             "CaptureMisses",
             metric=capture_misses,
@@ -176,9 +168,12 @@ class Monitoring(Construct):
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
-                title="Predictions served and URL errors",
-                left=[self._custom("predict", "PredictionsServed"), url_5xx],
-                right=[champion_unavailable],
+                title="Predictions served (all models) and URL 5xx and champion failures per model",
+                left=[
+                    self._custom("predict", "PredictionsServed"),
+                    *(url_5xx.with_(label=f"URL 5xx {model}") for model, (url_5xx, _) in per_model.items()),
+                ],
+                right=[champion.with_(label=f"champion unavailable {model}") for model, (_, champion) in per_model.items()],
                 width=8,
             ),
             cloudwatch.GraphWidget(
@@ -215,7 +210,7 @@ class Monitoring(Construct):
                 title="Drift status per run",
                 log_group_names=[drift.image.log_group.log_group_name],
                 query_lines=[
-                    "fields @timestamp, drift_run.status, drift_run.model_version, drift_run.run_id",
+                    "fields @timestamp, drift_run.model_name, drift_run.status, drift_run.model_version, drift_run.run_id",
                     "filter ispresent(drift_run.status)",
                     "sort @timestamp desc",
                     "limit 20",
@@ -223,6 +218,28 @@ class Monitoring(Construct):
                 width=24,
             )
         )
+
+    def _predict_metrics(self, predict: Predict, *, first: bool) -> tuple[cloudwatch.IMetric, cloudwatch.IMetric]:
+        """(URL 5xx, champion unavailable) of one model's predict, summed over five minutes, labelled with the model."""
+        url_5xx = cloudwatch.Metric(
+            namespace="AWS/Lambda",
+            metric_name="Url5xxCount",
+            dimensions_map={"FunctionName": predict.function.function_name},
+            statistic=cloudwatch.Stats.SUM,
+            period=FIVE_MINUTES,
+        )
+        champion_filter = logs.MetricFilter(
+            self,
+            "ChampionUnavailableFilter" if first else f"ChampionUnavailableFilter-{predict.model_name}",
+            log_group=predict.image.log_group,
+            filter_pattern=logs.FilterPattern.literal(CHAMPION_UNAVAILABLE_PATTERN),
+            metric_namespace=self.namespace,
+            # One metric per model: a filter publishes no dimension predict's log line does not carry.
+            metric_name="ChampionUnavailable" if first else f"ChampionUnavailable-{predict.model_name}",
+            metric_value="1",
+        )
+        champion = champion_filter.metric(statistic=cloudwatch.Stats.SUM, period=FIVE_MINUTES)
+        return url_5xx, champion
 
     def _custom(self, service: str, name: str) -> cloudwatch.Metric:
         """A Powertools metric of ``service``, summed over five minutes."""

@@ -14,6 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CTX_ENVIRONMENT = "environment"
 CTX_APP_NAME = "app_name"
 CTX_MODEL_NAME = "model_name"
+CTX_MODELS = "models"
 CTX_ALERT_EMAIL = "alert_email"
 CTX_FUNCTION_URL_AUTH = "function_url_auth"
 CTX_CAPTURE_SAMPLING_RATE = "capture_sampling_rate"
@@ -66,6 +67,10 @@ ENV_PREDICT_RANGE_WARNINGS = "SML_PREDICT_RANGE_WARNINGS"
 ENV_REPORT_PREFIX = "SML_REPORT_PREFIX"
 ENV_POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
 ENV_POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+
+# The key of a drift event (the weekly rule's input) that names the model to check; without it the
+# drift function checks SML_MODEL_NAME.
+EVENT_MODEL_NAME = "model_name"
 
 # Lambda entry points and their Dockerfiles (build context: the repository root).
 PREDICT_DOCKERFILE = "functions/predict/Dockerfile"

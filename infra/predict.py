@@ -21,8 +21,18 @@ TIMEOUT = cdk.Duration.seconds(15)
 MEMORY_MIB = 1024  # scikit-learn import and model load at cold start want the CPU share that comes with it
 
 
+def predict_construct_id(config: DeploymentConfig, model_name: str) -> str:
+    """``Predict`` for the first model (the single-model ids, so adding models keeps its URL), else
+    ``Predict-<model>``."""
+    return "Predict" if model_name == config.model_names[0] else f"Predict-{model_name}"
+
+
 class Predict(Construct):
-    """The predict function, granted only what it reads and sends, behind a Function URL."""
+    """One model's predict function, granted only what it reads and sends, behind its own Function URL.
+
+    :param model_name: the model it serves (``SML_MODEL_NAME``); it may read that model's
+        artifacts and champion pointer only.
+    """
 
     def __init__(
         self,
@@ -32,16 +42,18 @@ class Predict(Construct):
         config: DeploymentConfig,
         registry: ModelRegistry,
         events: EventsQueue,
+        model_name: str,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.model_name = model_name
         self.image = ImageFunction(
             self,
             "Image",
             dockerfile=names.PREDICT_DOCKERFILE,
-            description=f"{config.deployed_app_name} predict: serves the champion {config.model_name} model",
+            description=f"{config.deployed_app_name} predict: serves the champion {model_name} model",
             environment={
                 names.ENV_APP_NAME: config.deployed_app_name,
-                names.ENV_MODEL_NAME: config.model_name,
+                names.ENV_MODEL_NAME: model_name,
                 names.ENV_BUCKET: registry.bucket.bucket_name,
                 names.ENV_QUEUE_URL: events.queue.queue_url,
                 names.ENV_CAPTURE_SAMPLING_RATE: str(config.capture_sampling_rate),
@@ -57,8 +69,8 @@ class Predict(Construct):
             reserved_concurrency=config.predict_reserved_concurrency if config.function_url_auth == "NONE" else None,
         )
         self.function = self.image.function
-        registry.grant_model_read(self.image.role)
-        registry.grant_champion_read(self.image.role)
+        registry.grant_model_read(self.image.role, [model_name])
+        registry.grant_champion_read(self.image.role, [model_name])
         events.queue.grant_send_messages(self.image.role)
 
         auth_type = lambda_.FunctionUrlAuthType[config.function_url_auth]
@@ -68,7 +80,10 @@ class Predict(Construct):
         self.caller_policy = iam.ManagedPolicy(
             self,
             "CallerPolicy",
-            description=f"Call the {config.deployed_app_name} predict Function URL (and nothing else)",
+            # The first model's keeps the single-model text: a new description would replace the policy.
+            description=f"Call the {config.deployed_app_name} predict Function URL (and nothing else)"
+            if model_name == config.model_names[0]
+            else f"Call the {config.deployed_app_name} predict Function URL of {model_name} (and nothing else)",
             statements=[
                 iam.PolicyStatement(
                     actions=["lambda:InvokeFunctionUrl"],

@@ -132,15 +132,17 @@ def check_reserved_concurrency(lambda_client: Any, cloudformation_client: Any, c
     account = f"the account's concurrency is {total}, {unreserved} of it unreserved"
     if config.function_url_auth != "NONE":
         return CheckResult(name, True, f"nothing reserved (function_url_auth={config.function_url_auth}); {account}")
-    needed = config.predict_reserved_concurrency
+    # Each model's predict function reserves as much.
+    needed = config.predict_reserved_concurrency * len(config.model_names)
     held = reserved_by_stack(cloudformation_client, lambda_client, config.stack_name)
     allowed = unreserved + held - LAMBDA_MIN_UNRESERVED
     if needed <= allowed:
         return CheckResult(name, True, f"predict reserves {needed} of the {allowed} this account may reserve; {account}")
+    per_model = f", {config.predict_reserved_concurrency} per model" if len(config.model_names) > 1 else ""
     return CheckResult(
         name,
         False,
-        f"predict reserves {needed} (context {names.CTX_PREDICT_RESERVED_CONCURRENCY}) but this account may reserve "
+        f"predict reserves {needed}{per_model} (context {names.CTX_PREDICT_RESERVED_CONCURRENCY}) but this account may reserve "
         f"{max(allowed, 0)}: {account}, and Lambda keeps {LAMBDA_MIN_UNRESERVED} unreserved. Request more "
         f"'Concurrent executions' in Service Quotas (aws service-quotas request-service-quota-increase "
         f"--service-code lambda --quota-code {LAMBDA_CONCURRENCY_QUOTA_CODE} --desired-value 1000), or lower "

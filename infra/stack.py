@@ -17,7 +17,7 @@ from infra.migrations import Migrations
 from infra.monitoring import Monitoring
 from infra.model_registry import ModelRegistry
 from infra.network import Network
-from infra.predict import Predict
+from infra.predict import Predict, predict_construct_id
 from infra.writer import TIMEOUT as WRITER_TIMEOUT
 from infra.writer import Writer, batching_window
 
@@ -37,7 +37,8 @@ class ServerlessMlStack(cdk.Stack):
             scope,
             construct_id,
             stack_name=config.stack_name,
-            description=f"serverless-ml ({config.environment}): serve, capture and drift-check {config.model_name}",
+            description=f"serverless-ml ({config.environment}): serve, capture and drift-check "
+            f"{', '.join(config.model_names)}",
         )
         network = Network(
             self,
@@ -47,9 +48,20 @@ class ServerlessMlStack(cdk.Stack):
         )
         database = Database(self, "Database", network=network, config=config)
         events = EventsQueue(self, "Events", consumer_timeout=WRITER_TIMEOUT, batching_window=batching_window(config))
-        registry = ModelRegistry(self, "ModelRegistry", app_name=config.deployed_app_name, model_name=config.model_name)
+        registry = ModelRegistry(self, "ModelRegistry", app_name=config.deployed_app_name, model_names=config.model_names)
         alerts = Alerts(self, "Alerts", alert_email=config.alert_email)
-        predict = Predict(self, "Predict", config=config, registry=registry, events=events)
+        # One predict function and Function URL per model; the queue, writer, database and bucket are shared.
+        predicts = [
+            Predict(
+                self,
+                predict_construct_id(config, model),
+                config=config,
+                registry=registry,
+                events=events,
+                model_name=model,
+            )
+            for model in config.model_names
+        ]
         writer = Writer(
             self, "Writer", config=config, network=network, database=database, registry=registry, events=events
         )
@@ -62,9 +74,14 @@ class ServerlessMlStack(cdk.Stack):
         migrations.run_before(writer, drift)
         # A deploy that changes the event contract updates the writer (and its event source) before
         # predict, so new event shapes never reach an old writer.
-        predict.node.add_dependency(writer)
+        for predict in predicts:
+            predict.node.add_dependency(writer)
 
-        self._add_alarms(alerts, events, {"Predict": predict.image, "Writer": writer.image, "Drift": drift.image})
+        functions = {
+            ("Predict" if index == 0 else f"Predict-{predict.model_name}"): predict.image
+            for index, predict in enumerate(predicts)
+        }
+        self._add_alarms(alerts, events, {**functions, "Writer": writer.image, "Drift": drift.image})
         monitoring = Monitoring(
             self,
             "Monitoring",
@@ -72,11 +89,11 @@ class ServerlessMlStack(cdk.Stack):
             alerts=alerts,
             events=events,
             database=database,
-            predict=predict,
+            predicts=predicts,
             writer=writer,
             drift=drift,
         )
-        self._add_outputs(config, registry, events, alerts, predict, writer)
+        self._add_outputs(config, registry, events, alerts, predicts, writer)
         cdk.CfnOutput(
             self,
             "DatabaseInstanceId",
@@ -120,11 +137,13 @@ class ServerlessMlStack(cdk.Stack):
             description="Prediction events are not being written: check the writer's errors and the database.",
         )
         for name, image in functions.items():
+            # "Predict-wine" (a further model's predict) alarms as PredictErrors-wine.
+            function, _, model = name.partition("-")
             alerts.alarm_when(
-                f"{name}Errors",
+                f"{function}Errors" + (f"-{model}" if model else ""),
                 metric=image.function.metric_errors(statistic=cloudwatch.Stats.SUM, period=cdk.Duration.minutes(5)),
                 threshold=1,
-                description=f"The {name.lower()} function raised errors; "
+                description=f"The {function.lower()} function{f' of {model}' if model else ''} raised errors; "
                 f"see its log group {image.log_group.log_group_name}.",
             )
 
@@ -134,24 +153,39 @@ class ServerlessMlStack(cdk.Stack):
         registry: ModelRegistry,
         events: EventsQueue,
         alerts: Alerts,
-        predict: Predict,
+        predicts: list[Predict],
         writer: Writer,
     ) -> None:
         outputs = {
-            "FunctionUrl": (predict.url.url, "SML_FUNCTION_URL: the predict endpoint"),
-            "PredictFunctionArn": (predict.function.function_arn, "the predict function"),
-            "PredictCallerPolicyArn": (
-                predict.caller_policy.managed_policy_arn,
-                "attach to a caller's role or user: invoke predict through its URL only",
-            ),
             "AppName": (config.deployed_app_name, names.ENV_APP_NAME),
-            "ModelName": (config.model_name, names.ENV_MODEL_NAME),
+            "ModelName": (config.model_name, f"{names.ENV_MODEL_NAME} (the first model)"),
+            "ModelNames": (",".join(config.model_names), "every model this deployment serves"),
             "Bucket": (registry.bucket.bucket_name, names.ENV_BUCKET),
-            "ChampionParameter": (registry.champion_parameter_name, "SSM parameter `sml promote` writes"),
             "QueueUrl": (events.queue.queue_url, names.ENV_QUEUE_URL),
             "DlqUrl": (events.dead_letter_queue.queue_url, "SML_DLQ_URL"),
             "TopicArn": (alerts.topic.topic_arn, names.ENV_TOPIC_ARN),
             "WriterFunctionName": (writer.function.function_name, "consumes the events queue"),
         }
+        for index, predict in enumerate(predicts):
+            # The first model's outputs keep their single-model names; the others end in the model's name.
+            suffix = "" if index == 0 else output_suffix(predict.model_name)
+            model = predict.model_name
+            outputs |= {
+                f"FunctionUrl{suffix}": (predict.url.url, f"SML_FUNCTION_URL: the predict endpoint of {model}"),
+                f"PredictFunctionArn{suffix}": (predict.function.function_arn, f"the predict function of {model}"),
+                f"PredictCallerPolicyArn{suffix}": (
+                    predict.caller_policy.managed_policy_arn,
+                    f"attach to a caller's role or user: invoke the predict of {model} through its URL only",
+                ),
+                f"ChampionParameter{suffix}": (
+                    registry.champion_parameter_name(model),
+                    f"SSM parameter `sml promote --model {model}` writes",
+                ),
+            }
         for output_id, (value, description) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, description=description)
+
+
+def output_suffix(model_name: str) -> str:
+    """A model's name as the end of an output id: ``wine-quality`` -> ``WineQuality``."""
+    return "".join(part.capitalize() for part in model_name.split("-"))

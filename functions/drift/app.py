@@ -1,5 +1,9 @@
 """The drift Lambda: the weekly EventBridge schedule runs the drift job once for the champion.
 
+A deployment of several models has one weekly rule per model whose input names it
+(``{"model_name": ..., "time": ...}``); without ``model_name`` the event checks ``SML_MODEL_NAME``.
+Each run stores, reports and alerts for its own model (``model_name`` in the SNS attributes).
+
 The current window ends at the scheduled event's ``time``, so a retried delivery of the same
 event replaces its run instead of adding one. The job (:func:`sml.monitoring.job.run_drift_job`)
 stores the run, puts the report in S3 and publishes the alert to ``SML_TOPIC_ARN``; the handler
@@ -9,6 +13,7 @@ returns the run's summary.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timezone
 from functools import cache
 from typing import Any
@@ -61,7 +66,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Run the drift job for the window ending at the scheduled time; return the run's summary."""
     settings = drift_settings()
     window_end = scheduled_time(event)
-    registry = ModelRegistry(client("s3"), client("ssm"), bucket=settings.bucket, app_name=settings.app_name, model_name=settings.model_name)
+    model_name = event_model_name(event, settings.model_name)
+    registry = ModelRegistry(client("s3"), client("ssm"), bucket=settings.bucket, app_name=settings.app_name, model_name=model_name)
     manifest = registry.manifest(registry.champion_version())
     config = DriftJobConfig.from_settings(settings)
     refuse_a_run_that_would_not_fit(config, manifest.model_name, window_end, context)
@@ -129,6 +135,22 @@ def emit_feature_metrics(run: Any) -> None:
             if value is not None:
                 document.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
         document.flush_metrics()
+
+
+MODEL_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+def event_model_name(event: dict[str, Any], default: str) -> str:
+    """The model the event names (its rule's input ``model_name``), or ``default`` when it names none.
+
+    :raises ValueError: ``model_name`` is not a model name (lower-case letters, digits, ``-``).
+    """
+    value = event.get("model_name")
+    if value is None:
+        return default
+    if not isinstance(value, str) or not MODEL_NAME_PATTERN.fullmatch(value):
+        raise ValueError(f"event field 'model_name': {value!r} is not a model name (lower-case letters, digits and '-')")
+    return value
 
 
 def scheduled_time(event: dict[str, Any]) -> datetime:

@@ -97,3 +97,12 @@ def default_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 def non_default_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The app synthesized with :data:`NON_DEFAULT_CONTEXT`, cdk-nag included."""
     return _synthesize(NON_DEFAULT_CONTEXT, tmp_path_factory.mktemp("cdk-non-default"))
+
+
+MULTI_MODEL_CONTEXT = {"models": "breast-cancer,wine"}
+
+
+@pytest.fixture(scope="session")
+def multi_model_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The app synthesized for two models (:data:`MULTI_MODEL_CONTEXT`), cdk-nag included."""
+    return _synthesize(MULTI_MODEL_CONTEXT, tmp_path_factory.mktemp("cdk-multi-model"))

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.infra
 MIN_REASON_LENGTH = 40
 
 
-@pytest.fixture(scope="module", params=["default_stack", "non_default_stack"])
+@pytest.fixture(scope="module", params=["default_stack", "non_default_stack", "multi_model_stack"])
 def synthesized(request: pytest.FixtureRequest) -> Synthesized:
     return request.getfixturevalue(request.param)
 

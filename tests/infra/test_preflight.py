@@ -211,3 +211,12 @@ def test_an_iam_authenticated_predict_reserves_nothing(lambda_and_cloudformation
     lambda_stub.add_response("get_account_settings", account_settings(10, 10), {})
     result = check_reserved_concurrency(lambda_client, cloudformation, config_from_context({}.get))
     assert result.ok and "nothing reserved" in result.message
+
+
+def test_each_model_s_predict_reserves_its_own_share(lambda_and_cloudformation) -> None:
+    lambda_client, lambda_stub, cloudformation, cloudformation_stub = lambda_and_cloudformation
+    lambda_stub.add_response("get_account_settings", account_settings(1000, 130), {})
+    no_stack(cloudformation_stub)
+    config = config_from_context({**PUBLIC, "models": "breast-cancer,wine"}.get)
+    result = check_reserved_concurrency(lambda_client, cloudformation, config)
+    assert not result.ok and "predict reserves 40, 20 per model" in result.message

@@ -142,3 +142,26 @@ def test_event_time_is_read_as_utc_and_a_missing_time_names_the_field() -> None:
         app.scheduled_time({"detail-type": "Scheduled Event"})
     with pytest.raises(ValueError, match="event field 'time': 'yesterday'"):
         app.scheduled_time({**SCHEDULED_EVENT, "time": "yesterday"})
+
+
+def test_a_rule_naming_its_model_checks_that_model_and_alerts_with_it(deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Several models in one deployment: the function's SML_MODEL_NAME is the first model's; each
+    # weekly rule's input names its own model and keeps the scheduled time.
+    monkeypatch.setenv("SML_MODEL_NAME", "first-model")
+    reset_containers()
+    engine = create_db_engine(deployed["database_url"])
+    store_traffic(engine, draw_traffic(3_000, seed=2, shift="mean"), start=EVENT_TIME - timedelta(days=7), end=EVENT_TIME)
+    engine.dispose()
+
+    summary = invoke({"model_name": MODEL_NAME, "time": SCHEDULED_EVENT["time"]})
+
+    assert (summary["model_name"], summary["window_end"]) == (MODEL_NAME, "2015-10-08T16:53:06+00:00")
+    [message] = deployed["sqs"].receive_message(QueueUrl=deployed["queue_url"], MaxNumberOfMessages=10)["Messages"]
+    attributes = json.loads(message["Body"])["MessageAttributes"]
+    assert attributes["model_name"]["Value"] == MODEL_NAME
+
+
+def test_an_event_model_name_that_is_no_model_name_is_refused_naming_the_field() -> None:
+    assert app.event_model_name({}, "breast-cancer") == "breast-cancer"
+    with pytest.raises(ValueError, match="event field 'model_name'"):
+        app.event_model_name({"model_name": "../other"}, "breast-cancer")
