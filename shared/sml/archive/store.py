@@ -2,20 +2,23 @@
 
 **Writing** (:func:`archive_rows`): after a batch's rows have committed, the writer puts them as
 Parquet objects, one per partition (table, model, day) and model version, keyed
-``<folder>batch,<version>,<digest>.parquet``, the digest a hash of the event keys it holds.
+``<folder>batch,<version>,<stored_at>,<digest>.parquet``, the digest a hash of the event keys it
+holds; ``stored_at`` in the name lets readers take the objects of a partition in the order
+they were stored, so the first stored copy of an event is the one that counts.
 Any failure of a put raises :class:`ArchiveNotWritten`; the writer then fails the whole batch,
 so SQS delivers every record again (the database skips what it stored) and a record is
 acknowledged only after the object holding it was written: no event is lost between the queue
-and the archive. A redelivered batch with the same events writes the same key again; one with
-other neighbours writes another object, and the copy is removed where the archive is read
-or compacted (:data:`sml.archive.parquet.DEDUPLICATION_KEY`, the copy stored first kept).
-Content-addressed keys matter here: a key named after, say, the batch's first event would let
-a redelivered event's new batch overwrite an object whose other events were acknowledged.
+and the archive. A redelivered event is written again in another object (its batch has
+another ``stored_at``), and the copy is removed where the archive is read or compacted
+(:data:`sml.archive.parquet.DEDUPLICATION_KEY`, the copy stored first kept). Keys are never
+reused for other content: a key named after, say, the batch's first event would let a
+redelivered event's new batch overwrite an object whose other events were acknowledged.
 
 **Compaction** (:func:`compact_partition`): a day of small objects becomes few large ones (up to
 ``file_bytes`` each; Athena reads files of 128 MB and more best): the objects of each model
 version are read with DuckDB (which spills to disk rather than holding a day in memory),
-copies dropped, sorted by event time and written as ``compacted,<version>,<digest>,<n>.parquet``;
+copies dropped, sorted by event time and written as
+``compacted,<version>,<earliest stored_at>,<digest>,<n>.parquet``;
 then, and only then, the objects read are deleted. Objects the writer adds meanwhile are not
 touched. A crash in between leaves copies that the next run removes; running it again on a
 compacted day does nothing.
@@ -48,7 +51,10 @@ from sml.archive.parquet import (
 )
 
 DEFAULT_FILE_BYTES = 256 * 1024 * 1024
-_OBJECT_NAME = re.compile(r"^(?P<kind>batch|compacted),(?P<version>[^,/]*),(?P<digest>[0-9a-f]{16})(?:,(?P<part>\d+))?\.parquet$")
+_OBJECT_NAME = re.compile(
+    r"^(?P<kind>batch|compacted),(?P<version>[^,/]*),(?P<stored>\d{8}T\d{12}Z),(?P<digest>[0-9a-f]{16})(?:,(?P<part>\d+))?\.parquet$"
+)
+_STORED_FORMAT = "%Y%m%dT%H%M%S%fZ"
 _NO_VERSION = ""  # labels carry no model version
 
 
@@ -75,6 +81,8 @@ class ArchivedObject:
     size: int
     version: str
     compacted: bool
+    stored: str
+    """The earliest ``stored_at`` of its rows, as ``YYYYMMDDTHHMMSSffffffZ`` (sorts as time does)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +107,8 @@ def archive_rows(
     """
     keys = []
     for (table, partition, version), rows in _groups(predictions, ground_truth, refusals).items():
-        key = f"{partition.folder(location.prefix)}batch,{key_part(version)},{_digest(table, rows)}.parquet"
+        stored = min(row["stored_at"] for row in rows).strftime(_STORED_FORMAT)
+        key = f"{partition.folder(location.prefix)}batch,{key_part(version)},{stored},{_digest(table, rows)}.parquet"
         body = to_parquet_bytes(TABLE_BUILDERS[table](rows))
         try:
             s3.put_object(Bucket=location.bucket, Key=key, Body=body, ContentType="application/vnd.apache.parquet")
@@ -131,15 +140,15 @@ def _digest(table: str, rows: Sequence[Row]) -> str:
 
 
 def list_partition(s3: Any, location: ArchiveLocation, partition: Partition) -> list[ArchivedObject]:
-    """The archive's objects in ``partition`` (other objects in its folder are ignored)."""
+    """The archive's objects in ``partition`` (other objects in its folder are ignored), the earliest stored first."""
     found = []
     folder = partition.folder(location.prefix)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=folder):
         for item in page.get("Contents", ()):
             match = _OBJECT_NAME.match(item["Key"][len(folder) :])
             if match:
-                found.append(ArchivedObject(item["Key"], item["Size"], match["version"], match["kind"] == "compacted"))
-    return found
+                found.append(ArchivedObject(item["Key"], item["Size"], match["version"], match["kind"] == "compacted", match["stored"]))
+    return sorted(found, key=lambda item: (item.stored, item.key))
 
 
 def list_models(s3: Any, location: ArchiveLocation, table: str) -> list[str]:
@@ -227,13 +236,13 @@ def compact_partition(
             digest = hashlib.sha256("\n".join(sorted(item.key for item in objects)).encode()).hexdigest()[:16]
             connection = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(Path(work) / "spill")})
             try:
-                kept = _copy_without_copies(connection, partition.table, paths, out, file_bytes, json.dumps({"format": 1, "json_columns": list(json_columns.pop())}))
+                kept, earliest = _copy_without_copies(connection, partition.table, paths, out, file_bytes, json.dumps({"format": 1, "json_columns": list(json_columns.pop())}))
             finally:
                 connection.close()
             folder = partition.folder(location.prefix)
             written = []
             for number, path in enumerate(sorted(out.glob("*.parquet"))):
-                key = f"{folder}compacted,{key_part(version) if version else ''},{digest},{number}.parquet"
+                key = f"{folder}compacted,{key_part(version)},{earliest},{digest},{number}.parquet"
                 s3.upload_file(str(path), location.bucket, key)
                 written.append(key)
         stale = [item.key for item in objects if item.key not in written]
@@ -245,16 +254,26 @@ def compact_partition(
     return outcome
 
 
-def _copy_without_copies(connection: Any, table: str, paths: Sequence[Path], out: Path, file_bytes: int, metadata: str) -> int:
+def _copy_without_copies(connection: Any, table: str, paths: Sequence[Path], out: Path, file_bytes: int, metadata: str) -> tuple[int, str]:
     key = ", ".join(f'"{name}"' for name in DEDUPLICATION_KEY[table])
     files = "[" + ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths) + "]"
     source = f"read_parquet({files}, union_by_name = true, hive_partitioning = false)"
-    rows = connection.execute(
-        f"SELECT count(*) FROM (SELECT DISTINCT {key} FROM {source})"
-    ).fetchone()[0]
+    rows = connection.execute(f"SELECT count(*) FROM (SELECT DISTINCT {key} FROM {source})").fetchone()[0]
+    earliest = min(item.stored for item in objects_of(paths))
     connection.execute(
         f"COPY (SELECT * FROM {source} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY stored_at) = 1 "
         f'ORDER BY "{EVENT_TIME[table]}") TO \'{out}\' '
         f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(file_bytes)}, KV_METADATA {{'{METADATA_KEY.decode()}': '{metadata.replace(chr(39), chr(39) * 2)}'}})"
     )
-    return rows
+    return rows, earliest
+
+
+def objects_of(paths: Sequence[Path]) -> list[ArchivedObject]:
+    """The :class:`ArchivedObject` each downloaded file's name describes."""
+    found = []
+    for path in paths:
+        match = _OBJECT_NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"{path.name} is not an archive object's name")
+        found.append(ArchivedObject(str(path), path.stat().st_size, match["version"], match["kind"] == "compacted", match["stored"]))
+    return found

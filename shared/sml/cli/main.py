@@ -28,6 +28,7 @@ COMMANDS = {
     "feedback": "send true labels (CSV or JSON Lines) as ground truth",
     "drift": "run the drift job now and print the verdict",
     "quality": "print the model quality verdict of the latest monitoring run",
+    "rebuild": "restore the database tables from the event archive",
 }
 
 

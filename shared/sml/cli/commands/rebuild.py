@@ -1,0 +1,67 @@
+"""`sml rebuild`: restore the database tables from the event archive."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date, datetime, timezone
+
+from sml.core.errors import SmlError
+
+TABLE_CHOICES = ("predictions", "ground_truth", "predict_refusals")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rebuild",
+        help="restore the database tables from the event archive",
+        description=(
+            "Insert the archived events of the days --since to --until (UTC, both included) into the database with the "
+            "writer's idempotent inserts: rows already stored are skipped, the latest label wins, so it can run over a "
+            "table that still holds some rows, and again. Missing tables are created first (sml db migrate). The archive "
+            "is s3://SML_BUCKET/SML_ARCHIVE_PREFIX (the local stack's when one is up)."
+        ),
+    )
+    parser.add_argument("--since", required=True, type=lambda text: parse_day(text, "--since"), help="first day, YYYY-MM-DD")
+    parser.add_argument("--until", type=lambda text: parse_day(text, "--until"), help="last day, YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument(
+        "--tables", default=",".join(TABLE_CHOICES), help=f"comma-separated tables to restore (default: {','.join(TABLE_CHOICES)})"
+    )
+    parser.add_argument("--database-url", help="SQLAlchemy URL of the database to restore into (default: the configured one)")
+    parser.set_defaults(run=run_rebuild)
+
+
+def parse_day(text: str, option: str) -> date:
+    """A ``YYYY-MM-DD`` day; an ``argparse`` error naming ``option`` otherwise."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{option}: {text!r} is not a day like 2026-01-31") from None
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    from sml.archive.rebuild import rebuild_tables
+    from sml.archive.store import ArchiveLocation
+    from sml.core.aws import aws_client
+    from sml.core.db import create_db_engine, resolve_database_url
+    from sml.core.settings import LocalSettings, load_settings, read_stack_file
+
+    settings = load_settings(LocalSettings, stack=read_stack_file())
+    if settings.archive_prefix is None:
+        raise SmlError("SML_ARCHIVE_PREFIX is not set and no local stack is up: where is the archive? (e.g. SML_ARCHIVE_PREFIX=archive/)")
+    tables = [name.strip() for name in args.tables.split(",") if name.strip()]
+    until = args.until or datetime.now(timezone.utc).date()
+    secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn and not args.database_url else None
+    engine = create_db_engine(args.database_url or resolve_database_url(settings, secrets_client))
+    location = ArchiveLocation(settings.bucket, settings.archive_prefix)
+    try:
+        outcome = rebuild_tables(engine, aws_client("s3", settings), location, args.since, until, tables=tables)
+    except ValueError as exc:
+        raise SmlError(str(exc)) from None
+    finally:
+        engine.dispose()
+    for table, rebuilt in outcome.items():
+        print(
+            f"{table}: {rebuilt.rows} archived rows in {rebuilt.objects} objects, {rebuilt.inserted} inserted, "
+            f"{rebuilt.skipped} already stored" + (f", {rebuilt.rejected} rejected by the database" if rebuilt.rejected else "")
+        )
+    return 1 if any(rebuilt.rejected for rebuilt in outcome.values()) else 0

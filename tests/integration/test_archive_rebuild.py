@@ -1,0 +1,162 @@
+"""`sml rebuild`: tables dropped, rebuilt from the archive, found with the same content."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import sqlalchemy as sa
+from archive_support import new_archive
+from moto import mock_aws
+from sqlalchemy.engine import Engine
+from writer_support import label_body
+
+from sml.archive.rebuild import rebuild_tables
+from sml.archive.store import ArchiveLocation, archive_rows, compact_partition, partitions
+from sml.cli.main import main
+from sml.core.db import create_db_engine
+from sml.core.events import build_prediction_event, build_refusal_event, serialise_event
+from sml.writer.batch import StoredRows, write_batch
+
+DAY_ONE = datetime(2026, 4, 1, 23, 59, 59, 999999, tzinfo=timezone.utc)
+DAY_TWO = DAY_ONE + timedelta(seconds=1)
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("s3", region_name="us-east-1")
+
+
+@pytest.fixture
+def engine(migrated_db_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(migrated_db_url)
+    yield engine
+    engine.dispose()
+
+
+def store(engine: Engine, s3: Any, location: ArchiveLocation, bodies: list[str]) -> None:
+    def archive(stored: StoredRows) -> None:
+        archive_rows(s3, location, predictions=stored.predictions, ground_truth=stored.ground_truth, refusals=stored.refusals)
+
+    outcome = write_batch(engine, [(str(index), body) for index, body in enumerate(bodies)], after_commit=archive)
+    assert not outcome.failures
+
+
+def traffic(engine: Engine, s3: Any, location: ArchiveLocation) -> None:
+    predictions = []
+    for index in range(30):
+        version = "v1" if index < 20 else "v2"
+        features: dict[str, Any] = {"mean radius": 10.0 + index / 7, "grade": "ab"[index % 2], "count": index}
+        if version == "v2":
+            features = {"mean radius": 11.5, "smoothness": None if index % 3 else 0.25}
+        event = build_prediction_event(
+            model_name="breast-cancer",
+            model_version=version,
+            features=features,
+            prediction=["benign", "malignant"][index % 2],
+            probabilities={"benign": 0.5 + index / 100, "malignant": 0.5 - index / 100},
+            predicted_at=DAY_ONE if index % 2 else DAY_TWO,
+        )
+        predictions.append(serialise_event(event))
+    ids = [json.loads(body)["prediction_id"] for body in predictions]
+    store(engine, s3, location, predictions[:12])
+    store(engine, s3, location, predictions[8:])  # four of them twice
+    store(engine, s3, location, [label_body(ids[0], "benign", DAY_ONE), label_body(ids[1], "malignant", DAY_TWO, None)])
+    store(engine, s3, location, [label_body(ids[0], "malignant", DAY_TWO)])  # a later label wins
+    refusal = build_refusal_event(model_name="breast-cancer", model_version="v1", refused={"mean radius": {"out_of_range": 3}}, refused_at=DAY_ONE)
+    store(engine, s3, location, [serialise_event(refusal)])
+
+
+def content(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    tables = {"predictions": "prediction_id", "ground_truth": "prediction_id", "predict_refusals": "refusal_id"}
+    found = {}
+    with engine.connect() as connection:
+        for name, key in tables.items():
+            table = sa.Table(name, sa.MetaData(), autoload_with=connection)
+            rows = [dict(row._mapping) for row in connection.execute(sa.select(table).order_by(table.c[key]))]
+            for row in rows:
+                for column in ("features", "probabilities"):
+                    if row.get(column) is not None:
+                        row[column] = json.loads(row[column])
+            found[name] = rows
+    return found
+
+
+def drop_every_table(engine: Engine) -> None:
+    metadata = sa.MetaData()
+    metadata.reflect(engine)
+    metadata.drop_all(engine)
+
+
+def test_dropped_tables_are_rebuilt_with_the_same_content_and_a_second_rebuild_changes_nothing(engine: Engine, s3: Any) -> None:
+    location = new_archive(s3)
+    traffic(engine, s3, location)
+    before = content(engine)
+    assert len(before["predictions"]) == 30 and len(before["ground_truth"]) == 2 and len(before["predict_refusals"]) == 1
+
+    drop_every_table(engine)
+    outcome = rebuild_tables(engine, s3, location, DAY_ONE.date(), DAY_TWO.date())
+    assert content(engine) == before
+    assert outcome["predictions"].inserted == 30 and outcome["predictions"].skipped == 4
+
+    again = rebuild_tables(engine, s3, location, DAY_ONE.date(), DAY_TWO.date())
+    assert again["predictions"].inserted == 0 and again["predictions"].skipped == 34
+    assert content(engine) == before
+
+
+def test_a_rebuild_from_compacted_objects_finds_the_same_content(engine: Engine, s3: Any) -> None:
+    location = new_archive(s3)
+    traffic(engine, s3, location)
+    before = content(engine)
+    for table in ("predictions", "ground_truth", "predict_refusals"):
+        for partition in partitions(s3, location, table, DAY_ONE.date(), DAY_TWO.date()):
+            compact_partition(s3, location, partition)
+    drop_every_table(engine)
+    outcome = rebuild_tables(engine, s3, location, DAY_ONE.date(), DAY_TWO.date())
+    assert outcome["predictions"].skipped == 0  # compaction dropped the copies
+    assert content(engine) == before
+
+
+def test_since_and_tables_choose_what_comes_back(engine: Engine, s3: Any) -> None:
+    location = new_archive(s3)
+    traffic(engine, s3, location)
+    before = content(engine)
+    drop_every_table(engine)
+    rebuild_tables(engine, s3, location, DAY_TWO.date(), DAY_TWO.date(), tables=["predictions"])
+    after = content(engine)
+    assert after["predictions"] == [row for row in before["predictions"] if row["predicted_at"] >= DAY_TWO.replace(tzinfo=None)]
+    assert after["ground_truth"] == after["predict_refusals"] == []
+
+
+def test_sml_rebuild_restores_the_configured_database_and_names_a_bad_option(
+    engine: Engine, migrated_db_url: str, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = new_archive(s3)
+    traffic(engine, s3, location)
+    before = content(engine)
+    drop_every_table(engine)
+    monkeypatch.setenv("SML_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SML_DATABASE_URL", migrated_db_url)
+    monkeypatch.setenv("SML_BUCKET", location.bucket)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+    assert main(["rebuild", "--since", "2026-04-01", "--until", "2026-04-02"]) == 0
+    assert "predictions: 34 archived rows in 6 objects, 30 inserted, 4 already stored" in capsys.readouterr().out
+    assert content(engine) == before
+
+    assert main(["rebuild", "--since", "2026-04-01", "--tables", "predictions,labels"]) == 2
+    assert "--tables: unknown table 'labels'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["rebuild", "--since", "April"])
+    assert "--since: 'April' is not a day like 2026-01-31" in capsys.readouterr().err
+    assert main(["rebuild", "--since", "2026-04-02", "--until", "2026-04-01"]) == 2
+    assert "--until 2026-04-01 is before --since 2026-04-02" in capsys.readouterr().err
+    monkeypatch.delenv("SML_ARCHIVE_PREFIX")
+    assert main(["rebuild", "--since", "2026-04-01"]) == 2
+    assert "SML_ARCHIVE_PREFIX is not set" in capsys.readouterr().err
+    assert date(2026, 4, 1) == DAY_ONE.date()
