@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from dataclasses import replace
 from pathlib import Path
+
+from sml.core.errors import SmlError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "only files you trust. The new version is not promoted."
         ),
     )
-    parser.add_argument("artifact", type=Path, metavar="ARTIFACT", help="the fitted model, saved with joblib.dump or pickle")
+    parser.add_argument("artifact", type=Path, nargs="?", metavar="ARTIFACT", help="the fitted model, saved with joblib.dump or pickle")
+    parser.add_argument(
+        "--from-wandb",
+        metavar="ENTITY/PROJECT/NAME:ALIAS",
+        help=(
+            "instead of ARTIFACT, the W&B model artifact holding one .joblib/.pkl file (needs WANDB_API_KEY); the manifest "
+            "records the artifact version and its run, and the registered version is added to the artifact's aliases"
+        ),
+    )
     parser.add_argument("--reference", type=Path, required=True, metavar="FILE", help="the training data (.csv, .parquet or .jsonl), with the target column")
     parser.add_argument("--target", required=True, metavar="COLUMN", help="the target column of the data files")
     held_out = parser.add_mutually_exclusive_group()
@@ -53,9 +65,23 @@ def run_register(args: argparse.Namespace) -> int:
     from sml.monitoring.config import read_model_drift_config
 
     check_window_rows(args.expected_window_rows)
+    if (args.artifact is None) == (args.from_wandb is None):
+        raise SmlError("give ARTIFACT (a joblib or pickle file) or --from-wandb ENTITY/PROJECT/NAME:ALIAS, not both")
     drift_config = None if args.drift_config is None else read_model_drift_config(args.drift_config).for_manifest
     registry, settings = open_registry(args.model)
-    model = load_estimator(args.artifact)
+    source = None
+    if args.from_wandb is not None:
+        from sml.lifecycle.wandb_models import fetch_wandb_model
+
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=settings.state_dir, prefix="wandb-") as folder:
+            source = fetch_wandb_model(args.from_wandb, Path(folder))
+            print(f"downloaded {source.artifact} (logged by run {source.run_path or 'unknown'})")
+            model = load_estimator(source.path)
+        artifact_path = source.path
+    else:
+        artifact_path = args.artifact
+        model = load_estimator(artifact_path)
     reference, y_reference = split_target(read_table(args.reference, "--reference"), args.target, args.reference, "--reference")
     test = y_test = None
     if args.test is not None:
@@ -77,8 +103,10 @@ def run_register(args: argparse.Namespace) -> int:
         seed=args.seed,
         dataset=str(args.reference),
         drift_config=drift_config,
-        extra={"artifact_file": args.artifact.name},
+        extra={"artifact_file": artifact_path.name, **({"wandb_artifact": source.artifact} if source is not None else {})},
     )
+    if source is not None:
+        prepared = replace(prepared, manifest=replace(prepared.manifest, wandb_run_path=source.run_path))
     for note in prepared.notes:
         print(note)
     check_against_champion(registry, prepared.manifest, strict=args.strict)
@@ -86,6 +114,14 @@ def run_register(args: argparse.Namespace) -> int:
     metrics = ", ".join(f"{name} {value:.4f}" for name, value in manifest.metrics.items()) or "no held-out metrics"
     print(f"registered {manifest.model_name} {manifest.version} ({manifest.estimator}, {manifest.task}): {metrics}")
     print(f"artifact s3://{registry.bucket}/{manifest.artifact_key} sha256 {manifest.sha256}")
+    if source is not None:
+        from sml.lifecycle.wandb_models import tag_registered_version
+
+        try:
+            tag_registered_version(source, manifest.version)
+            print(f"W&B artifact {source.artifact} has alias {manifest.version}")
+        except SmlError as exc:
+            print(f"warning: {exc}; the version is registered")
     print_power_check(manifest, window_rows=args.expected_window_rows)
     print(f"promote it with `sml promote {manifest.version} --model {manifest.model_name}`")
     return 0
