@@ -48,7 +48,8 @@ REGION = "us-east-1"
 FUNCTIONS = ("predict", "writer", "drift")
 # Top-level modules an image must not hold: other functions' and training's dependencies.
 NOT_IN_IMAGE = {
-    "predict": ("sqlalchemy", "pymysql", "wandb", "pandas", "matplotlib"),
+    # pandas is in predict's image for DataFrame models; array models never import it (test_predict_imports).
+    "predict": ("sqlalchemy", "pymysql", "wandb", "matplotlib"),
     "writer": ("sklearn", "scipy", "numpy", "joblib", "wandb", "pandas", "matplotlib"),
     # scikit-learn (and its joblib) computes the model quality metrics (issue 16).
     "drift": ("wandb", "pandas", "matplotlib"),

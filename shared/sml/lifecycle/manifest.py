@@ -25,6 +25,11 @@ the user's data had it (``float``, ``integer``, ``boolean``, ``string``); ``kind
 and data quality treat it (``numeric`` for float and integer, ``categorical`` for boolean and
 string).
 
+Booleans: a ``boolean`` feature's values are JSON ``true``/``false`` in requests and events (Python
+``bool``); wherever a value is a category (``FeatureSpec.categories``, the reference's category
+counts, drift, data quality) it is its ``str()``, ``"True"`` or ``"False"``, as registration
+writes the reference and as drift counts the window's values.
+
 Drift configuration: ``drift_config`` (optional) is the model's own drift floors and thresholds,
 as ``sml train --drift-config FILE`` checked them against the feature schema
 (:mod:`sml.monitoring.config` reads it); manifests without it (older ones included) leave the drift

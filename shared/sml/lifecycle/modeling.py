@@ -10,13 +10,17 @@ A model takes its rows in the manifest's ``input_format``:
   DataFrame (``feature_names_in_``; a ``ColumnTransformer`` selecting columns by name raises
   "Specifying the columns using strings is only supported for dataframes" on an array).
 
-:func:`model_input` picks one by the format; :func:`model_outputs` calls the model the way
-predict does (``predict_proba`` when the model has it, the label being the most probable
-class). This module imports numpy only; pandas only when a DataFrame is built.
+:func:`model_input` picks one by the format (predict calls it for every request, registration on
+the reference rows); :func:`model_outputs` calls the model the way predict does
+(``predict_proba`` when the model has it, the label being the most probable class). This module
+imports numpy only; pandas only when a DataFrame is built, and predict's loader keeps pandas
+out of a process that serves array models (:func:`hide_pandas_from_array_models`).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -43,49 +47,93 @@ def model_input(rows: Sequence[Mapping[str, object]], features: Sequence[Feature
     raise ValueError(f"input_format {input_format!r} is not array or dataframe")
 
 
-def rows_to_matrix(rows: Sequence[Mapping[str, object]], features: Sequence[FeatureSpec]) -> np.ndarray:
-    """Build the pipeline's input from feature mappings, one row per mapping.
+class _PandasHidden(importlib.abc.MetaPathFinder):
+    """A finder, first on ``sys.meta_path``, under which ``import pandas`` fails as if pandas were not installed."""
 
-    Args:
-        rows: one mapping per prediction, feature name -> value (``None`` for a missing value).
-        features: the model's feature schema, in manifest order.
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname == "pandas" or fullname.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {fullname!r} (hidden while an array model is served)", name=fullname)
+        return None
+
+
+_PANDAS_HIDDEN = _PandasHidden()
+
+
+def hide_pandas_from_array_models(input_format: InputFormat) -> None:
+    """Serve ``array`` models without importing pandas, even where pandas is installed.
+
+    scikit-learn imports pandas whenever it is installed (``sklearn.utils.fixes``, imported with
+    most estimators), which would add pandas' import time to the cold start of every model. For
+    an ``array`` model this puts a finder first on ``sys.meta_path`` that makes ``import pandas``
+    raise ``ModuleNotFoundError`` before the model is unpickled, and scikit-learn then runs as it
+    does where pandas is not installed. For a ``dataframe`` model it removes the finder. Nothing
+    changes once pandas is imported. Predict's loader only: a process that reads files with
+    pandas must not call it.
+    """
+    if input_format == "dataframe":
+        allow_pandas()
+    elif "pandas" not in sys.modules and _PANDAS_HIDDEN not in sys.meta_path:
+        sys.meta_path.insert(0, _PANDAS_HIDDEN)
+
+
+def allow_pandas() -> None:
+    """Undo :func:`hide_pandas_from_array_models` (a DataFrame model, or an array model whose pickle needs pandas)."""
+    if _PANDAS_HIDDEN in sys.meta_path:
+        sys.meta_path.remove(_PANDAS_HIDDEN)
+
+
+def needs_pandas(error: BaseException) -> bool:
+    """Whether ``error`` (or its cause) is an import of pandas that failed, e.g. while pandas was hidden."""
+    cause = error if isinstance(error, ModuleNotFoundError) else error.__cause__
+    return isinstance(cause, ModuleNotFoundError) and (cause.name or "").split(".")[0] == "pandas"
+
+
+def rows_to_matrix(rows: Sequence[Mapping[str, object]], features: Sequence[FeatureSpec]) -> np.ndarray:
+    """Build an ``array`` model's input, one row per mapping.
 
     Returns:
-        An object array of shape ``(len(rows), len(features))``: numeric values as ``float``
-        (``None`` becomes ``np.nan``, which the numeric imputer fills), categorical values as
-        ``str`` (``None`` stays ``None``, which the categorical imputer fills).
+        An object array of shape ``(len(rows), len(features))``: ``float`` features as ``float``
+        and ``integer`` ones as ``int`` (``None`` becomes ``np.nan``, which the numeric imputer
+        fills), ``boolean`` ones as ``bool`` and ``string`` ones as ``str`` (``None`` stays
+        ``None``, which the categorical imputer of ``sml train``'s pipelines fills).
 
     Raises:
-        ValueError: a row lacks a feature, or a numeric value is not a number; the message names
-            the row index and the feature.
+        ValueError: a row lacks a feature, or a value does not fit its feature's dtype; the
+            message names the row index and the feature.
     """
     matrix = np.empty((len(rows), len(features)), dtype=object)
+    convert = [_CONVERTERS[spec.dtype] for spec in features]
     for row_index, row in enumerate(rows):
         for column, spec in enumerate(features):
             value = _value(row, spec.name, row_index)
-            if spec.kind == "numeric":
-                matrix[row_index, column] = np.nan if value is None else _as_float(value, row_index, spec.name)
+            if value is None:
+                matrix[row_index, column] = np.nan if spec.kind == "numeric" else None
             else:
-                matrix[row_index, column] = None if value is None else str(value)
+                matrix[row_index, column] = convert[column](value, row_index, spec.name)
     return matrix
 
 
 def rows_to_frame(rows: Sequence[Mapping[str, object]], features: Sequence[FeatureSpec]) -> Any:
     """Build a DataFrame model's input: one column per feature, in manifest order, typed by ``dtype``.
 
-    Column dtypes are those pandas gives the same data read from a file (what the model was most
-    likely fitted on): ``float`` is float64 (``None`` as NaN); ``integer`` is int64, or float64
-    with NaN when a value is missing; ``boolean`` is bool, or object holding ``True``/``False``
-    and NaN when a value is missing (booleans may also arrive as the strings ``"true"`` /
-    ``"false"``, any case); ``string`` is pandas' string dtype with NaN for a missing value
-    (what scikit-learn's imputers and encoders count as missing).
+    Column dtypes are those pandas gives the training data read from a file (what the model was
+    most likely fitted on), and depend on the schema only, never on which values a batch holds:
+    ``float`` is float64; ``integer`` is int64, or float64 when the feature is ``nullable``
+    (pandas' reading of an integer column with missing values); ``boolean`` is bool, or object
+    holding ``True``/``False`` when ``nullable`` (booleans may also arrive as the strings
+    ``"true"``/``"false"``, any case); ``string`` is pandas' string dtype. A missing value is NaN
+    in every column, as pandas reads an empty cell (what scikit-learn's imputers and encoders
+    count as missing); pandas' ``Int64``/``boolean`` dtypes are avoided because scikit-learn
+    pipelines raise on their ``pd.NA``.
 
     Returns:
         A ``pandas.DataFrame`` of shape ``(len(rows), len(features))`` with a default index.
 
     Raises:
-        ValueError: a row lacks a feature, or a value does not fit its feature's dtype (a number
-            that is not whole for an integer); the message names the row index and the feature.
+        ValueError: a row lacks a feature, a value does not fit its feature's dtype (a number
+            that is not whole for an integer, an integer beyond 64 bits), or an integer or
+            boolean feature that is not ``nullable`` is missing; the message names the row index
+            (or the feature alone) and the feature.
     """
     import pandas as pd
 
@@ -93,7 +141,9 @@ def rows_to_frame(rows: Sequence[Mapping[str, object]], features: Sequence[Featu
     for spec in features:
         values = [_value(row, spec.name, row_index) for row_index, row in enumerate(rows)]
         columns[spec.name] = _frame_column(values, spec)
-    return pd.DataFrame(columns, columns=[spec.name for spec in features])
+    # Columns in dict order (the manifest's); an explicit RangeIndex and no ``columns=`` keep the
+    # constructor off its slow inference paths (about half its time for one row).
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(rows)), copy=False)
 
 
 def model_outputs(model: Any, inputs: Any) -> tuple[list[Any], np.ndarray | None]:
@@ -123,20 +173,19 @@ def _value(row: Mapping[str, object], name: str, row_index: int) -> object:
 
 
 def _frame_column(values: list[object], spec: FeatureSpec) -> np.ndarray:
-    missing = any(value is None for value in values)
-    if spec.dtype == "float":
-        return np.array([np.nan if value is None else _as_float(value, index, spec.name) for index, value in enumerate(values)], dtype=float)
-    if spec.dtype == "integer":
-        whole = [None if value is None else _as_integer(value, index, spec.name) for index, value in enumerate(values)]
-        if missing:
-            return np.array([np.nan if value is None else float(value) for value in whole], dtype=float)
-        return np.array(whole, dtype=np.int64)
-    if spec.dtype == "boolean":
-        flags = [None if value is None else _as_boolean(value, index, spec.name) for index, value in enumerate(values)]
-        if missing:
-            return np.array([np.nan if flag is None else flag for flag in flags], dtype=object)
-        return np.array(flags, dtype=bool)
-    return np.array([np.nan if value is None else str(value) for value in values], dtype=object)
+    dtype = _FRAME_DTYPES[spec.dtype, spec.nullable]
+    if dtype in (np.int64, np.bool_) and None in values:
+        raise ValueError(f"row {values.index(None)}: feature {spec.name!r} is missing, but its schema says it never is")
+    convert = _CONVERTERS[spec.dtype]
+    cells = [np.nan if value is None else convert(value, index, spec.name) for index, value in enumerate(values)]
+    if dtype is object:
+        column = np.empty(len(cells), dtype=object)
+        column[:] = cells
+        return column
+    try:
+        return np.array(cells, dtype=dtype)
+    except OverflowError:
+        raise ValueError(f"feature {spec.name!r}: a value is beyond the 64-bit integers pandas holds") from None
 
 
 def _as_float(value: object, row_index: int, name: str) -> float:
@@ -158,3 +207,20 @@ def _as_boolean(value: object, row_index: int, name: str) -> bool:
     if isinstance(value, str) and value.lower() in _BOOLEAN_STRINGS:
         return _BOOLEAN_STRINGS[value.lower()]
     raise ValueError(f"row {row_index}: feature {name!r} must be true or false, got {value!r}")
+
+
+def _as_string(value: object, row_index: int, name: str) -> str:
+    return str(value)
+
+
+_CONVERTERS = {"float": _as_float, "integer": _as_integer, "boolean": _as_boolean, "string": _as_string}
+_FRAME_DTYPES: dict[tuple[str | None, bool], Any] = {
+    ("float", False): np.float64,
+    ("float", True): np.float64,
+    ("integer", False): np.int64,
+    ("integer", True): np.float64,
+    ("boolean", False): np.bool_,
+    ("boolean", True): object,
+    ("string", False): object,
+    ("string", True): object,
+}
