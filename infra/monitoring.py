@@ -3,7 +3,8 @@
 Custom metrics are the functions' Powertools metrics: namespace ``POWERTOOLS_METRICS_NAMESPACE``
 (the deployed app name), dimension ``service`` (predict, writer, drift). A broken champion makes
 predict answer 503 without raising, so it is counted from predict's log instead (the JSON line
-with ``model_error`` that predict logs for every such answer).
+with ``champion_unavailable`` that predict logs for every such answer). A model that fails on valid
+input (500 ``model_error``) is counted by predict's own ``ModelErrors`` metric, apart from it.
 
 ``RefusedValues`` (feature values predict refused with a 4xx) has the dimensions ``service`` and
 ``field``, one series per field, and predict emits no aggregate without ``field``. The dashboard sums
@@ -44,7 +45,7 @@ FREE_STORAGE_ALARM_PERIODS = 12
 # is the longest window a CloudWatch alarm may evaluate (Period x EvaluationPeriods).
 DRIFT_SILENCE_PERIOD = cdk.Duration.days(1)
 DRIFT_SILENCE_PERIODS = 7
-CHAMPION_UNAVAILABLE_PATTERN = '{ $.model_error = "*" }'
+CHAMPION_UNAVAILABLE_PATTERN = '{ $.champion_unavailable = "*" }'
 REFUSED_VALUES_PERIOD = cdk.Duration.hours(1)
 
 
@@ -67,6 +68,7 @@ class Monitoring(Construct):
         super().__init__(scope, construct_id)
         self.namespace = config.deployed_app_name
         capture_misses = self._custom("predict", "CaptureMisses")
+        model_errors = self._custom("predict", "ModelErrors")
         # Per model: its URL's 5xx and its champion failures. The first model keeps the single-model
         # ids and metric name, so adding models changes nothing of an existing deployment's alarms.
         per_model = {predict.model_name: self._predict_metrics(predict, first=index == 0) for index, predict in enumerate(predicts)}
@@ -113,9 +115,17 @@ class Monitoring(Construct):
                 metric=champion_unavailable,
                 threshold=1,
                 description=f"Predict could not load the champion {predict.model_name} model and answered 503 "
-                f"model_unavailable; the log line with model_error in {predict_logs} names the cause. Check "
+                f"model_unavailable; the log line with champion_unavailable in {predict_logs} names the cause. Check "
                 f"`sml models --model {predict.model_name}`, then `sml promote` or `sml rollback`.",
             )
+        alerts.alarm_when(
+            "ModelErrors",
+            metric=model_errors,
+            threshold=1,
+            description="A champion model raised (or answered non-finite values) on input that passed validation, and "
+            "predict answered 500 model_error; the log line with model_failure in its log group has the traceback. "
+            "The model cannot serve that input: fix and register a new version, or `sml rollback`.",
+        )
         alerts.alarm_when(
             "CaptureMisses",
             metric=capture_misses,
@@ -173,7 +183,10 @@ class Monitoring(Construct):
                     self._custom("predict", "PredictionsServed"),
                     *(url_5xx.with_(label=f"URL 5xx {model}") for model, (url_5xx, _) in per_model.items()),
                 ],
-                right=[champion.with_(label=f"champion unavailable {model}") for model, (_, champion) in per_model.items()],
+                right=[
+                    *(champion.with_(label=f"champion unavailable {model}") for model, (_, champion) in per_model.items()),
+                    model_errors.with_(label="model errors (500)"),
+                ],
                 width=8,
             ),
             cloudwatch.GraphWidget(

@@ -34,7 +34,7 @@ _IMPORT_STARTED = time.perf_counter()
 import functools
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
@@ -59,11 +59,13 @@ from sml.core.events import (
     serialise_ground_truth_event,
     utc_now,
 )
-from sml.predict.errors import ApiError
+from sml.predict.errors import ApiError, ChampionUnavailable, ModelError, as_api_error
 from sml.predict.feedback import FeedbackSchema, feedback_response
 from sml.predict.service import NOT_DECODED, PredictionService, predict_response
 from sml.predict.validation import decode_json_body
-from sml.lifecycle.registry import LoadedModel, load_champion
+from sml.lifecycle.manifest import ModelManifest
+from sml.lifecycle.modeling import allow_pandas, hide_pandas_from_array_models, needs_pandas
+from sml.lifecycle.registry import ArtifactLoadError, LoadedModel, load_champion
 from sml.core.settings import CaptureSettings, PredictSettings, SettingsError, load_settings
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "predict")
@@ -119,16 +121,30 @@ def load_runtime() -> PredictRuntime:
     """Settings, clients and the verified champion, once per container (a failure is retried next request)."""
     started = time.perf_counter()
     settings = load_settings(PredictSettings)
-    loaded = load_champion(
-        aws_client("s3", settings),
-        aws_client("ssm", settings),
-        bucket=settings.bucket,
-        app_name=settings.app_name,
-        model_name=settings.model_name,
-        cache_dir=settings.model_cache_dir,
-        sklearn_version_policy=settings.sklearn_version_policy,
-    )
-    service = PredictionService(loaded.model, loaded.manifest, max_instances=settings.max_instances, max_body_bytes=settings.max_body_bytes)
+    s3, ssm = aws_client("s3", settings), aws_client("ssm", settings)
+
+    def load(prepare_imports: Callable[[ModelManifest], None]) -> LoadedModel:
+        return load_champion(
+            s3,
+            ssm,
+            bucket=settings.bucket,
+            app_name=settings.app_name,
+            model_name=settings.model_name,
+            cache_dir=settings.model_cache_dir,
+            sklearn_version_policy=settings.sklearn_version_policy,
+            before_unpickle=prepare_imports,
+        )
+
+    try:
+        try:
+            loaded = load(lambda manifest: hide_pandas_from_array_models(manifest.input_format))
+        except ArtifactLoadError as exc:
+            if not needs_pandas(exc):
+                raise
+            loaded = load(lambda manifest: allow_pandas())  # an array model whose pickle holds pandas objects
+        service = PredictionService(loaded.model, loaded.manifest, max_instances=settings.max_instances, max_body_bytes=settings.max_body_bytes)
+    except SmlError as exc:
+        raise ChampionUnavailable(str(exc)) from exc
     return PredictRuntime(
         settings=settings,
         loaded=loaded,
@@ -301,16 +317,25 @@ def _api_error(error: ApiError) -> Response:
     return _error_response(error)
 
 
-@app.exception_handler(SmlError)
-def _model_unavailable(error: SmlError) -> Response:
-    # The details (bucket, parameter, versions) go to the log, not to the caller.
-    logger.exception("the champion model could not be loaded", extra={"model_error": str(error)})
-    request_id = app.lambda_context.aws_request_id
-    message = f"the model could not be loaded; the function's log has the reason (request {request_id})"
-    return _error_response(ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "model_unavailable", message))
+@app.exception_handler(ModelError)
+def _model_error(error: ModelError) -> Response:
+    # The cause (the model's exception and traceback) goes to the log, not to the caller.
+    logger.exception("the model failed on validated input", extra={"model_failure": str(error)}, exc_info=error)
+    metrics.add_metric(name="ModelErrors", unit=MetricUnit.Count, value=1)
+    return _error_response(error)
 
 
-def _error_response(error: ApiError, headers: dict[str, str] | None = None) -> Response:
+@app.exception_handler(ChampionUnavailable)
+def _champion_unavailable(error: ChampionUnavailable) -> Response:
+    # The details (bucket, parameter, versions) go to the log, not to the caller; the
+    # ChampionUnavailable alarm counts these lines (their champion_unavailable key).
+    logger.exception("the champion model could not be loaded", extra={"champion_unavailable": str(error)}, exc_info=error)
+    return _error_response(error)
+
+
+def _error_response(failure: Exception, headers: dict[str, str] | None = None) -> Response:
+    """Every error answer is built here, from :func:`~sml.predict.errors.as_api_error`'s one mapping."""
+    error = as_api_error(failure, app.lambda_context.aws_request_id)
     if error.status < HTTPStatus.INTERNAL_SERVER_ERROR:
         metrics.add_metric(name="RejectedRequests", unit=MetricUnit.Count, value=1)
     return Response(error.status.value, content_types.APPLICATION_JSON, error.to_document(), headers=headers)

@@ -219,10 +219,13 @@ def test_alarms_cover_url_5xx_capture_misses_writer_throttles_and_a_broken_champ
     (metric_filter,) = default_stack.of_type("AWS::Logs::MetricFilter").values()
     predict_logs = default_stack.function("predict")[1]["LoggingConfig"]["LogGroup"]
     assert metric_filter["Properties"]["LogGroupName"] == predict_logs
-    assert "$.model_error" in metric_filter["Properties"]["FilterPattern"]  # predict logs it with every 503
+    assert "$.champion_unavailable" in metric_filter["Properties"]["FilterPattern"]  # predict logs it with every 503
     transformation = metric_filter["Properties"]["MetricTransformations"][0]
     assert (transformation["MetricNamespace"], transformation["MetricName"]) == ("sml-dev", "ChampionUnavailable")
     assert champion["Threshold"] == 1
+    (model_errors,) = alarms[("sml-dev", "ModelErrors")]
+    assert model_errors["Dimensions"] == [{"Name": "service", "Value": "predict"}]
+    assert model_errors["Threshold"] == 1 and model_errors["Statistic"] == "Sum"
 
 
 def test_an_alarm_fires_when_drift_has_not_run_for_a_week(default_stack: Synthesized) -> None:

@@ -319,7 +319,7 @@ def test_without_a_champion_predict_answers_503_until_one_is_promoted(predict_st
 
     assert (status, body["error"]["code"]) == (503, "model_unavailable")
     assert "the function's log has the reason" in body["error"]["message"]
-    assert any("has no champion" in record.get("model_error", "") for record in log_records(predict_log))
+    assert any("has no champion" in record.get("champion_unavailable", "") for record in log_records(predict_log))
     assert predict_stack.queued() == []
 
     stack = predict_stack
@@ -427,7 +427,7 @@ def test_a_champion_that_cannot_be_unpickled_answers_503_and_the_log_names_the_l
     for method, path, body in (("GET", "/health", None), ("POST", "/predict", json.dumps({"features": valid_row()}))):
         status, _, answer = invoke(method, path, body)
         assert (status, answer["error"]["code"]) == (503, "model_unavailable"), path
-    reasons = [record.get("model_error", "") for record in log_records(predict_log)]
+    reasons = [record.get("champion_unavailable", "") for record in log_records(predict_log)]
     assert len(reasons) == 2
     assert all("ModuleNotFoundError" in reason and "trained with numpy 0.9.0, this is" in reason for reason in reasons)
     assert predict_stack.queued() == []

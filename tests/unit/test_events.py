@@ -76,7 +76,7 @@ def test_text_with_quotes_backslashes_and_non_ascii_survives() -> None:
         (lambda raw: raw.update(model_version=7), "model_version"),
         (lambda raw: raw.update(features={}), "features"),
         (lambda raw: raw.update(features=[1, 2]), "features"),
-        (lambda raw: raw["features"].update(flag=True), "features.flag"),
+        (lambda raw: raw["features"].update(flag=[True]), "features.flag"),
         (lambda raw: raw["features"].update(nested={"a": 1}), "features.nested"),
         (lambda raw: raw.update(prediction=None), "prediction"),
         (lambda raw: raw.update(probabilities={"benign": 1.5}), "probabilities.benign"),
@@ -383,3 +383,22 @@ def test_a_predicted_at_that_leaves_the_calendar_in_utc_is_an_event_error_naming
     raw["predicted_at"] = "0001-01-01T00:30:00+01:00"
     with pytest.raises(EventValidationError, match="predicted_at"):
         parse_event(json.dumps(raw))
+
+
+def test_boolean_features_and_numeric_predictions_round_trip_exactly() -> None:
+    event = build_prediction_event(
+        model_name="churn", model_version="v1", features={"Has Partner": True, "Paperless": False, "Tenure": 12, "x": None}, prediction=0.1 + 0.2
+    )
+
+    body = serialise_prediction_event(event)
+
+    assert '"Has Partner":true' in body and '"Paperless":false' in body
+    parsed = parse_prediction_event(body)
+    assert parsed == event and parsed.features["Has Partner"] is True and parsed.prediction == 0.1 + 0.2
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_prediction_that_is_not_finite_is_refused(value: float) -> None:
+    with pytest.raises(EventValidationError) as caught:
+        build_prediction_event(model_name="m", model_version="v1", features={"x": 1.0}, prediction=value)
+    assert caught.value.field == "prediction"

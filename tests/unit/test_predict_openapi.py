@@ -123,3 +123,32 @@ def test_a_label_with_a_null_labelled_at_is_documented_as_feedback_accepts_it() 
 
     assert validator("LabelBatch").is_valid({"labels": [label]})
     assert FeedbackSchema(MANIFEST.classes, max_items=4).parse_request({"labels": [label]})
+
+
+def test_booleans_and_integers_are_typed_and_the_document_accepts_exactly_what_validation_accepts() -> None:
+    features = (
+        FeatureSpec("flag", "categorical", dtype="boolean", nullable=True, categories=("False", "True")),
+        FeatureSpec("count", "numeric", dtype="integer"),
+    )
+    document = build_openapi_document(replace(MANIFEST, features=features), max_instances=4, max_body_bytes=2048)
+    properties = document["components"]["schemas"]["Features"]["properties"]
+    assert properties["flag"] == {"type": ["boolean", "null"], "enum": [False, True, None]}
+    assert properties["count"] == {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+    rows = Draft202012Validator({"$ref": "#/components/schemas/Features", "components": document["components"]})
+    schema = FeatureSchema(features, max_instances=4)
+    for row in ({"flag": True, "count": 3}, {"flag": None, "count": 3.0}, {"flag": "true", "count": 3}, {"flag": 1, "count": 3}, {"flag": False, "count": 2.5}):
+        try:
+            schema.validate_row(row, "features")
+            accepted = True
+        except ApiError:
+            accepted = False
+        assert rows.is_valid(row) == accepted, row
+
+
+def test_a_regression_model_answers_a_number_without_probabilities_and_takes_numeric_labels() -> None:
+    from tests.byom_support import diabetes_manifest
+
+    schemas = build_openapi_document(diabetes_manifest(), max_instances=4, max_body_bytes=2048)["components"]["schemas"]
+    assert schemas["Prediction"]["properties"]["prediction"]["type"] == "number"
+    assert schemas["Prediction"]["properties"]["probabilities"]["type"] == "null"
+    assert schemas["Label"]["properties"]["label"]["type"] == "number"

@@ -42,7 +42,8 @@ MAX_NAME_LENGTH = 128
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
-FeatureValue = Union[int, float, str, None]
+# bool for boolean features (JSON true/false), stored as such (as a category: str(), see the manifest).
+FeatureValue = Union[bool, int, float, str, None]
 Label = Union[int, float, str]
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
@@ -142,6 +143,8 @@ def build_prediction_event(
     for name, value in event.features.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise EventValidationError(f"features.{name}", "must be a finite number")
+    if isinstance(event.prediction, float) and not math.isfinite(event.prediction):
+        raise EventValidationError("prediction", "must be a finite number")
     _refuse_lone_surrogates(event)
     return event
 
@@ -248,7 +251,7 @@ def _offending_key(container: str, mapping: Any) -> str:
         if container == "probabilities":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 return key
-        elif isinstance(value, bool) or not isinstance(value, (int, float, str, type(None))):
+        elif not isinstance(value, (bool, int, float, str, type(None))):
             return key
     return "?"
 

@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib.metadata import version as installed_version
@@ -347,6 +347,7 @@ def load_champion(
     model_name: str,
     cache_dir: Path,
     sklearn_version_policy: Literal["warn", "refuse"] = "warn",
+    before_unpickle: Callable[[ModelManifest], None] | None = None,
 ) -> LoadedModel:
     """Load the champion: read the pointer, fetch (or reuse) the artifact, verify, unpickle.
 
@@ -358,6 +359,8 @@ def load_champion(
         sklearn_version_policy: ``warn`` logs a warning when an installed library of
             :data:`PICKLE_LIBRARIES` differs from the manifest's; ``refuse`` raises
             :class:`LibraryVersionError` instead.
+        before_unpickle: called with the manifest right before the verified artifact is
+            unpickled (predict prepares the imports the model's input format needs).
 
     Raises:
         ChampionNotSetError: no champion promoted.
@@ -369,7 +372,9 @@ def load_champion(
     """
     started = time.perf_counter()
     registry = ModelRegistry(s3_client, ssm_client, bucket=bucket, app_name=app_name, model_name=model_name)
-    loaded = load_version(registry, registry.champion_version(), cache_dir=cache_dir, sklearn_version_policy=sklearn_version_policy)
+    loaded = load_version(
+        registry, registry.champion_version(), cache_dir=cache_dir, sklearn_version_policy=sklearn_version_policy, before_unpickle=before_unpickle
+    )
     return replace(loaded, load_seconds=time.perf_counter() - started)
 
 
@@ -379,6 +384,7 @@ def load_version(
     *,
     cache_dir: Path,
     sklearn_version_policy: Literal["warn", "refuse"] = "warn",
+    before_unpickle: Callable[[ModelManifest], None] | None = None,
 ) -> LoadedModel:
     """Load one registered version the way :func:`load_champion` loads the champion.
 
@@ -389,6 +395,8 @@ def load_version(
     mismatches = check_library_versions(manifest, sklearn_version_policy)
     path = registry.fetch_artifact(manifest, cache_dir)
     source = f"s3://{registry.bucket}/{manifest.artifact_key}"
+    if before_unpickle is not None:
+        before_unpickle(manifest)
     model = _verified_load(path, manifest, source=source, mismatches=mismatches)
     return LoadedModel(model=model, manifest=manifest, version=version, load_seconds=time.perf_counter() - started)
 

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the predict Function URL, generated from the champion's manifest.
 
 The routes are fixed but the request schema is the model's: one property per feature (numbers,
-categories as an enum, nullability), so the document is built when the model is loaded
+integers, booleans, categories as an enum, nullability) and the answer's task (a class with its
+probabilities, or a regression model's number), so the document is built when the model is loaded
 rather than maintained by hand. Schemas are JSON Schema 2020-12, as OpenAPI 3.1 uses it, so a
 client (or a test) can validate against them directly. Pure: no I/O.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sml.predict.validation import MAX_CATEGORY_LENGTH, served_range
+from sml.predict.validation import INT64_MAX, INT64_MIN, MAX_CATEGORY_LENGTH, served_range
 from sml.lifecycle.manifest import FeatureSpec, ModelManifest
 
 OPENAPI_VERSION = "3.1.0"
@@ -24,6 +25,7 @@ ERROR_CODES = {
         "invalid_type, invalid_request, unknown_key, unknown_feature, missing_feature, not_finite, out_of_range, "
         "null_not_allowed, unknown_category, too_long, invalid_characters, empty_instances, too_many_instances"
     ),
+    "500": "model_error",
     "503": "model_unavailable, capture_failed",
 }
 FEEDBACK_ERROR_CODES = {
@@ -80,7 +82,8 @@ def features_schema(features: tuple[FeatureSpec, ...]) -> dict[str, Any]:
 
 def _feature_schema(spec: FeatureSpec) -> dict[str, Any]:
     if spec.kind == "numeric":
-        schema: dict[str, Any] = {"type": ["number", "null"] if spec.nullable else "number"}
+        json_type = "integer" if spec.dtype == "integer" else "number"
+        schema: dict[str, Any] = {"type": [json_type, "null"] if spec.nullable else json_type}
         served = served_range(spec)
         if served is not None:
             schema["minimum"], schema["maximum"] = served
@@ -88,6 +91,15 @@ def _feature_schema(spec: FeatureSpec) -> dict[str, Any]:
                 f"seen in training: {spec.minimum:g} to {spec.maximum:g}; values outside are served up to minimum/maximum, "
                 "the training range widened by its width / float32 epsilon"
             )
+        if spec.dtype == "integer":
+            schema["minimum"] = max(schema.get("minimum", INT64_MIN), INT64_MIN)
+            schema["maximum"] = min(schema.get("maximum", INT64_MAX), INT64_MAX)
+        return schema
+    if spec.dtype == "boolean":
+        schema = {"type": ["boolean", "null"] if spec.nullable else "boolean"}
+        if spec.categories is not None:
+            values = [category == "True" for category in spec.categories]
+            schema["enum"] = [*values, None] if spec.nullable else values
         return schema
     schema = {"type": ["string", "null"] if spec.nullable else "string"}
     if spec.categories is not None:
@@ -104,8 +116,22 @@ def _label_schema(manifest: ModelManifest) -> dict[str, Any]:
     return {"enum": list(manifest.classes), "description": "the true class"}
 
 
-def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
+def _prediction_schemas(manifest: ModelManifest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The schemas of ``prediction`` and ``probabilities``: a class and its probabilities, or a regression model's number."""
+    if not manifest.is_classifier:
+        return {"type": "number", "description": "the model's predicted value"}, {"type": "null", "description": "a regression model has no class probabilities"}
     labels = list(manifest.classes)
+    probabilities = {
+        "type": ["object", "null"],
+        "properties": {str(label): {"type": "number", "minimum": 0, "maximum": 1} for label in labels},
+        "required": [str(label) for label in labels],
+        "additionalProperties": False,
+    }
+    return {"enum": labels}, probabilities
+
+
+def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
+    prediction, probabilities = _prediction_schemas(manifest)
     return {
         "Features": features_schema(manifest.features),
         "SingleRequest": {
@@ -126,13 +152,8 @@ def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "prediction_id": {"type": "string", "format": "uuid", "description": "time-ordered (UUIDv7); the key of the stored event"},
-                "prediction": {"enum": labels},
-                "probabilities": {
-                    "type": ["object", "null"],
-                    "properties": {str(label): {"type": "number", "minimum": 0, "maximum": 1} for label in labels},
-                    "required": [str(label) for label in labels],
-                    "additionalProperties": False,
-                },
+                "prediction": prediction,
+                "probabilities": probabilities,
                 "model_version": {"type": "string"},
                 "warnings": {
                     "type": "array",
@@ -253,7 +274,7 @@ def _predict_operation() -> dict[str, Any]:
             {"oneOf": [{"$ref": f"{_REF}Prediction"}, {"$ref": f"{_REF}BatchPrediction"}]},
         )
     }
-    for status in ("400", "405", "413", "422", "503"):
+    for status in ("400", "405", "413", "422", "500", "503"):
         responses[status] = _json_response(f"error codes: {ERROR_CODES[status]}", {"$ref": f"{_REF}Error"})
     return {
         "operationId": "predict",

@@ -1,8 +1,16 @@
 """The champion behind ``POST /predict``: validated rows in, prediction events and responses out.
 
-Pure apart from the model object it wraps: no clients, no logging. One ``predict_proba`` call per
-request (the label is the most probable class, as scikit-learn's classifiers decide it), so the
-handler adds little on top of the model itself.
+Pure apart from the model object it wraps: no clients, no logging. One model call per request:
+``predict_proba`` for a classifier that has it (the label is the most probable class, as
+scikit-learn's classifiers decide it), ``predict`` otherwise; a regression model's answer is a
+number and has no probabilities. Rows reach the model through
+:func:`sml.lifecycle.modeling.model_input`, as an array or a DataFrame by the manifest's
+``input_format``.
+
+Failures: a model that raises (or answers non-finite values) on validated rows is a
+:class:`~sml.predict.errors.ModelError` (500 ``model_error``), except where one value lies outside
+what the model can compute: when putting that feature's training median in its place makes the
+row computable, the row is refused as 422 ``out_of_range`` naming the feature.
 """
 
 from __future__ import annotations
@@ -16,10 +24,10 @@ import numpy as np
 
 from sml.core.errors import SmlError
 from sml.core.events import MAX_REFUSED_FIELDS, REQUEST_FIELD, PredictionEvent, build_prediction_event, utc_now
-from sml.predict.errors import ApiError
+from sml.predict.errors import ApiError, ModelError
 from sml.predict.validation import FeatureSchema, FeatureValue, PredictRequest, decode_json_body
 from sml.lifecycle.manifest import ModelManifest
-from sml.lifecycle.modeling import rows_to_matrix
+from sml.lifecycle.modeling import model_input
 
 
 NOT_DECODED = object()
@@ -30,7 +38,7 @@ _ROW_FIELD = re.compile(r"^(?:features|instances\[\d+\])\.(?P<name>.+)$")
 class PredictionService:
     """Validates requests against a model's feature schema and predicts with it.
 
-    :param model: the unpickled pipeline; takes :func:`sml.lifecycle.modeling.rows_to_matrix`'s matrix.
+    :param model: the unpickled estimator; takes :func:`sml.lifecycle.modeling.model_input`'s input.
     :param manifest: the manifest it was registered with (feature schema, classes, version).
     :param max_instances: the most rows one ``instances`` request may carry.
     :param max_body_bytes: the largest request body accepted.
@@ -42,7 +50,9 @@ class PredictionService:
         self.manifest = manifest
         self.max_body_bytes = max_body_bytes
         self.schema = FeatureSchema(manifest.features, max_instances=max_instances)
-        self._has_probabilities = hasattr(model, "predict_proba")
+        self._is_regression = manifest.task == "regression"
+        self._has_probabilities = not self._is_regression and hasattr(model, "predict_proba")
+        self._input_format = manifest.input_format
         model_classes = getattr(model, "classes_", None)
         self._labels: list[Any] = model_classes.tolist() if model_classes is not None else list(manifest.classes)
         if self._labels != list(manifest.classes):
@@ -102,18 +112,23 @@ class PredictionService:
     def predict(self, rows: Sequence[dict[str, FeatureValue]], *, batch: bool = True) -> list[PredictionEvent]:
         """One prediction event per validated row, in order, each with a new time-ordered id.
 
+        A classifier's event holds the label and, when the model has ``predict_proba``, the
+        probability of every class; a regression model's holds the predicted number and no
+        probabilities.
+
         :param batch: whether the rows came as ``instances`` (error fields ``instances[i].name``)
             or as one ``features`` row (``features.name``).
-        :raises ApiError: 422 ``out_of_range`` when the model cannot compute a row (it raises on
-            it, or its probabilities are not finite), naming the row and the feature that causes
-            it; validation's :func:`~sml.predict.validation.served_range` keeps every model the
-            project trains clear of this, so it guards models whose manifest has no training range.
+        :raises ApiError: 422 ``out_of_range`` when a value lies outside what the model can
+            compute (see the module docstring), naming the row and the feature; validation's
+            :func:`~sml.predict.validation.served_range` keeps every model the project trains
+            clear of this, so it guards models whose manifest has no training range.
+        :raises ModelError: the model fails on the rows for any other reason.
         """
-        matrix = rows_to_matrix(rows, self.schema.features)
+        inputs = model_input(rows, self.schema.features, self._input_format)
         predicted_at = utc_now()
-        output = self._infer(matrix)
-        if output is None:
-            raise self._not_computable(rows, batch)
+        output = self._infer(inputs)
+        if isinstance(output, BaseException):
+            raise self._diagnose(rows, batch, output)
         if self._has_probabilities:
             # Clipped because some estimators overshoot [0, 1] by a rounding error, which the event contract refuses.
             probabilities = np.clip(output, 0.0, 1.0)
@@ -154,49 +169,66 @@ class PredictionService:
             warnings.append(row_warnings)
         return warnings
 
-    def _infer(self, matrix: np.ndarray) -> np.ndarray | None:
-        """Probabilities (or labels), or ``None`` when the model cannot compute ``matrix``.
+    def _infer(self, inputs: Any) -> np.ndarray | BaseException:
+        """The model's output for ``inputs`` (probabilities, labels or numbers), or why it has none.
 
-        scikit-learn refuses input that is not finite in the dtype an estimator reads with a
-        ``ValueError`` ("Input X contains infinity or a value too large for dtype('float32')"),
-        which is how an overflow inside the pipeline (a scaler's output) surfaces.
+        Whatever the model raises is returned, not raised: scikit-learn refuses input that is not
+        finite in the dtype an estimator reads with a ``ValueError`` ("Input X contains infinity or
+        a value too large for dtype('float32')"), which is how an overflow inside a pipeline (a
+        scaler's output) surfaces, and only :meth:`_diagnose` can tell that from a model that
+        fails on any input. Output that is not finite returns a :class:`ModelError` saying so.
         """
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
-                if not self._has_probabilities:
-                    return self.model.predict(matrix)
-                probabilities = self.model.predict_proba(matrix)
-            except ValueError:
-                return None
-        return probabilities if np.isfinite(probabilities).all() else None
+                if self._has_probabilities:
+                    output = np.asarray(self.model.predict_proba(inputs), dtype=np.float64)
+                elif self._is_regression:
+                    output = np.asarray(self.model.predict(inputs), dtype=np.float64).reshape(-1)
+                else:
+                    return np.asarray(self.model.predict(inputs))
+            except Exception as exc:  # the model's own failure, diagnosed and answered by the caller
+                return exc
+        if not np.isfinite(output).all():
+            return ModelError(f"the model answered values that are not finite: {output.tolist()[:5]}")
+        return output
 
     def _computes(self, row: dict[str, FeatureValue]) -> bool:
-        return self._infer(rows_to_matrix([row], self.schema.features)) is not None
+        return not isinstance(self._infer(model_input([row], self.schema.features, self._input_format)), BaseException)
 
-    def _not_computable(self, rows: Sequence[dict[str, FeatureValue]], batch: bool) -> Exception:
-        """The 422 for the first row the model cannot compute on its own, naming the feature that
-        makes it so: the one, furthest outside its training range first, whose training median in
-        its place makes the row computable (else the furthest one)."""
+    def _diagnose(self, rows: Sequence[dict[str, FeatureValue]], batch: bool, failure: BaseException) -> Exception:
+        """What to answer when the model fails on ``rows`` with ``failure``.
+
+        The first row the model cannot compute on its own is refused (422 ``out_of_range``) when
+        putting the training median in place of its values outside their training range makes
+        it computable: the value named is the one whose replacement alone suffices, furthest
+        outside (in widths of its training range) first, else the furthest. Otherwise the model
+        is at fault: a :class:`ModelError` whose ``__cause__`` is ``failure``.
+        """
         for index, row in enumerate(rows):
             if self._computes(row):
                 continue
-            field = f"instances[{index}]" if batch else "features"
-            suspects = sorted(self._training_spread, key=lambda name: -_outside_by(row.get(name), *self._training_spread[name]))
-            suspects = [name for name in suspects if isinstance(row.get(name), float)]
-            if not suspects:
-                message = "the model cannot compute a prediction for this row"
-                return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", message, field=field)
-            culprit = next((name for name in suspects if self._computes({**row, name: self._training_median[name]})), suspects[0])
+            outside = [name for name in self._training_spread if _outside_by(row.get(name), *self._training_spread[name]) > 0]
+            outside.sort(key=lambda name: -_outside_by(row.get(name), *self._training_spread[name]))
+            if not outside or not self._computes({**row, **{name: self._training_median[name] for name in outside}}):
+                return _model_error(f"the model cannot compute row {index} of {len(rows)}", failure)
+            culprit = next((name for name in outside if self._computes({**row, name: self._training_median[name]})), outside[0])
             low, high = self._training_spread[culprit]
+            field = f"instances[{index}].{culprit}" if batch else f"features.{culprit}"
             message = f"the model's arithmetic overflows on {row[culprit]:.17g} (seen in training: {low:g} to {high:g})"
-            return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", message, field=f"{field}.{culprit}")
+            return ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "out_of_range", message, field=field)
         # Every row computes alone: the model fails on the batch itself, which no request can fix.
-        return SmlError(f"model {self.manifest.model_name!r} version {self.manifest.version} cannot compute a batch of {len(rows)} rows")
+        return _model_error(f"the model computes each of {len(rows)} rows alone but not the batch", failure)
+
+
+def _model_error(message: str, failure: BaseException) -> ModelError:
+    error = ModelError(f"{message}: {type(failure).__name__}: {failure}")
+    error.__cause__ = failure
+    return error
 
 
 def _outside_by(value: Any, low: float, high: float) -> float:
     """How far ``value`` lies outside ``[low, high]``, in widths of that range (0 inside it)."""
-    if not isinstance(value, float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 0.0
     width = high - low or abs(low) or 1.0
     return max(low - value, value - high, 0.0) / width

@@ -8,7 +8,9 @@ bad base64, not UTF-8/16/32, malformed or nested too deeply); 422 for JSON that 
 request schema. Rules for a row (``features``, or each item of ``instances``):
 
 * it is an object with exactly the model's features, no more, no fewer;
-* numeric features take finite JSON numbers (not booleans, not strings). The manifest's
+* numeric features take finite JSON numbers (not booleans, not strings); ``integer`` ones only
+  numbers without a fractional part (``3`` or ``3.0``, answered as the integer ``3``) within
+  64 bits. The manifest's
   ``minimum``/``maximum`` are the range seen in training, not a domain: values outside it are
   served (and are what drift detection is for), up to :func:`served_range`: the training range
   widened on each side by its width divided by float32's machine epsilon (2**-23), the point
@@ -17,9 +19,12 @@ request schema. Rules for a row (``features``, or each item of ``instances``):
   pipeline's arithmetic overflows (a StandardScaler output past float32's or float64's largest
   value, a linear model's decision function to infinity). A value outside is refused as
   ``out_of_range`` naming the row and feature;
-* categorical features take strings of at most ``MAX_CATEGORY_LENGTH`` characters; when the
+* ``string`` features take strings of at most ``MAX_CATEGORY_LENGTH`` characters; when the
   schema lists ``categories`` the set is closed and any other value is refused, when it lists
   none any string is accepted (the pipeline's encoder then decides);
+* ``boolean`` features take JSON ``true``/``false`` only (not ``"true"``, not ``1``); when the
+  schema lists ``categories`` (``"True"``/``"False"``, as ``str()`` writes them) a value training
+  never saw is refused as for strings;
 * ``null`` only where the schema marks the feature ``nullable``.
 
 The first problem found is reported, unknown keys before missing ones so that a misspelt name
@@ -53,7 +58,8 @@ MAX_SHOWN_KEY_LENGTH = 64
 # here so that a value the queue would reject never makes it past validation.
 _NOT_SQS_SAFE = re.compile(r"[^\t\n\r\x20-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
 
-FeatureValue = float | str | None
+FeatureValue = float | int | bool | str | None
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Check = Callable[[Any], FeatureValue]
 
 
@@ -136,7 +142,8 @@ class FeatureSchema:
     def parse_request(self, payload: Any) -> PredictRequest:
         """Validate a parsed body: ``{"features": {...}}`` or ``{"instances": [{...}, ...]}``.
 
-        :returns: the rows with numbers as ``float``, in the manifest's feature order.
+        :returns: the rows in the manifest's feature order: ``float`` features as ``float``,
+            ``integer`` ones as ``int``, ``boolean`` ones as ``bool``, ``string`` ones as ``str``.
         :raises ApiError: 422 naming the first offending field.
         """
         if type(payload) is not dict:
@@ -231,7 +238,7 @@ class FeatureSchema:
 
 
 def _compile(spec: FeatureSpec) -> Check:
-    return _numeric_check(spec) if spec.kind == "numeric" else _categorical_check(spec)
+    return {"float": _numeric_check, "integer": _integer_check, "boolean": _boolean_check, "string": _categorical_check}[spec.dtype](spec)
 
 
 def served_range(spec: FeatureSpec) -> tuple[float, float] | None:
@@ -281,6 +288,42 @@ def _numeric_check(spec: FeatureSpec) -> Check:
                 return None
             raise _InvalidValue("null_not_allowed", "must be a number; null is not allowed for this feature")
         raise _InvalidValue("invalid_type", f"must be a number, got {_json_type(value)}")
+
+    return check
+
+
+def _integer_check(spec: FeatureSpec) -> Check:
+    as_number = _numeric_check(spec)
+
+    def check(value: Any) -> int | None:
+        number = as_number(value)
+        if number is None:
+            return None
+        if not number.is_integer():
+            raise _InvalidValue("invalid_type", f"must be an integer, got {number:.17g}")
+        integer = value if type(value) is int else int(number)
+        if not INT64_MIN <= integer <= INT64_MAX:
+            raise _InvalidValue("out_of_range", f"must be a 64-bit integer ({INT64_MIN} to {INT64_MAX}), got {integer}")
+        return integer
+
+    return check
+
+
+def _boolean_check(spec: FeatureSpec) -> Check:
+    # The manifest lists a boolean's categories as str() gives them ("True", "False").
+    allowed = frozenset(value for value in (True, False) if str(value) in spec.categories) if spec.categories is not None else None
+    nullable = spec.nullable
+
+    def check(value: Any) -> bool | None:
+        if value is True or value is False:
+            if allowed is not None and value not in allowed:
+                raise _InvalidValue("unknown_category", f"{str(value).lower()} was never seen in training for this feature")
+            return value
+        if value is None:
+            if nullable:
+                return None
+            raise _InvalidValue("null_not_allowed", "must be true or false; null is not allowed for this feature")
+        raise _InvalidValue("invalid_type", f"must be true or false, got {_json_type(value)}")
 
     return check
 
