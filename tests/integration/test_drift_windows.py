@@ -14,7 +14,8 @@ from sqlalchemy.engine import Engine
 
 from sml.core.db import create_db_engine, to_db_timestamp
 from sml.monitoring import windows
-from sml.monitoring.windows import TimeWindow, parse_window_length, read_window
+from sml.monitoring.summaries import CategoricalGrid, NumericGrid, SummaryReference, summarise
+from sml.monitoring.windows import TimeWindow, parse_window_length, read_window, read_window_summaries
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id
 from sml.lifecycle.manifest import FeatureSpec
@@ -160,6 +161,43 @@ def test_a_slice_with_a_value_the_schema_rejects_is_read_again_row_by_row(engine
     assert [radius for radius, *_ in by_radius] == [float(index) for index in range(30)]
     assert [index for index, (_, n1, _, _) in enumerate(by_radius) if math.isnan(n1)] == [17]
     assert [(category, label) for _, _, category, label in by_radius] == [(f"k{index % 2}", index % 3) for index in range(30)]
+
+
+def _grids(prediction: NumericGrid | CategoricalGrid) -> SummaryReference:
+    return SummaryReference(
+        features={
+            "mean radius": NumericGrid.from_sorted([1.0, 5.0, 5.0, 20.0]), "n1": NumericGrid.from_sorted([1.0]),
+            "c0": CategoricalGrid.from_counts({"k0": 3, "k1": 1}), "farbe ß": CategoricalGrid.from_counts({"rot": 1}),
+        },
+        prediction=prediction,
+    )
+
+
+@pytest.mark.parametrize("slice_rows", [4, None])
+def test_summaries_of_the_window_equal_summaries_of_its_columns(engine: Engine, slice_rows: int | None) -> None:
+    rows = [(START + timedelta(hours=index), {"mean radius": float(index), "n1": 1.0, "c0": f"k{index % 4}"}, index % 3) for index in range(30)]
+    rows[17] = (rows[17][0], {"mean radius": 17.0, "n1": "not a number", "c0": None}, 2)  # read again row by row
+    store_rows(engine, rows)
+    classes, numbers = _grids(CategoricalGrid.from_counts({"0": 5, "1": 5}, categories=[2])), _grids(NumericGrid.from_sorted([0.0, 1.5]))
+
+    by_class, by_number = read_window_summaries(engine, MODEL, WINDOW, SCHEMA, [classes, numbers], slice_rows=slice_rows)
+
+    sample = read_window(engine, MODEL, WINDOW, SCHEMA)
+    for summary, reference in ((by_class, classes), (by_number, numbers)):
+        assert summary.to_json() == summarise(sample.columns(), reference, sample.labels).to_json()
+    assert by_class.n_rows == 30 and by_class.features["c0"].unseen == 14 and by_class.features["c0"].missing == 1
+    assert by_class.prediction.counts == {"0": 10, "1": 10, "2": 10}
+    assert by_number.prediction.cells.tolist() == [0, 10, 10, 0, 10]
+    assert by_number.features["mean radius"].cells.tolist() == [1, 1, 3, 1, 14, 1, 9]
+
+
+def test_a_regression_models_numeric_predictions_are_counted_as_numbers(engine: Engine) -> None:
+    store_rows(engine, [(START + timedelta(hours=index), {"mean radius": 1.0}, 0.25 * index) for index in range(12)] + [(START, {}, "n/a")])
+
+    (summary,) = read_window_summaries(engine, MODEL, WINDOW, SCHEMA, [_grids(NumericGrid.from_sorted([1.0, 2.0]))], slice_rows=5)
+
+    assert summary.prediction.cells.tolist() == [4, 1, 3, 1, 3]
+    assert summary.prediction.missing == 1 and summary.prediction.maximum == 2.75
 
 
 def test_clean_slices_longer_than_the_servers_default_concat_limit_arrive_whole(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,9 @@
-"""Production windows: the predictions of one model in a time range, read as columns for drift.
+"""Production windows: the predictions of one model in a time range, read for drift.
 
-:func:`read_window` reads only the ``features`` and ``prediction`` texts of the window's rows
-and turns them into one numpy array per numeric feature and one list of values per categorical
-feature, without pandas.
+:func:`read_window_summaries` reads only the ``features`` and ``prediction`` texts of the
+window's rows and counts each slice into mergeable summaries (:mod:`sml.monitoring.summaries`),
+so memory does not grow with the window; :func:`read_window` keeps the values instead, one numpy
+array per numeric feature and one list of values per categorical feature (without pandas).
 
 Moving and parsing the texts is the cost that matters: pymysql takes a result apart row by row in
 Python (about 2 µs a row), as long as msgspec takes to decode the row's JSON. So the database does
@@ -47,8 +48,10 @@ from sqlalchemy.engine import Connection, Engine
 from sml.core.db import PREDICTIONS, to_db_timestamp
 from sml.core.errors import SmlError
 from sml.lifecycle.manifest import FeatureSpec
+from sml.monitoring.summaries import SummaryReference, WindowSummariser, WindowSummary
 
 SLICE_BYTES = 1 << 20
+MAX_CACHED_LABELS = 10_000
 ROWS_PER_FETCH = 10_000
 # The index the window query must range over; MariaDB otherwise prefers scanning every entry of
 # the model (a ``ref`` on model_name), which also reads all of a long history.
@@ -199,6 +202,37 @@ def read_window(
     :raises SmlError: a stored ``features`` text is not a JSON object.
     """
     columns = _WindowColumns(features, extension)
+    _read(engine, model_name, window, columns, slice_rows)
+    return columns.sample(window)
+
+
+def read_window_summaries(
+    engine: Engine,
+    model_name: str,
+    window: TimeWindow,
+    features: Sequence[FeatureSpec],
+    references: Sequence[SummaryReference],
+    *,
+    slice_rows: int | None = None,
+    extension: WindowExtension | None = None,
+) -> list[WindowSummary]:
+    """Read the predictions of ``model_name`` made in ``window`` into one summary per reference.
+
+    The same pass as :func:`read_window`, but each slice is counted into the summaries
+    (:mod:`sml.monitoring.summaries`) and dropped, so memory holds the summaries and one slice
+    whatever the window's size. Values are taken exactly as :func:`read_window` takes them.
+
+    :param references: what to count against, e.g. the training reference, and the previous
+        window's as a second one; every summary sees every row.
+    :returns: a :class:`~sml.monitoring.summaries.WindowSummary` per reference, in order.
+    :raises SmlError: a stored ``features`` text is not a JSON object.
+    """
+    summarisers = [WindowSummariser(reference) for reference in references]
+    _read(engine, model_name, window, _WindowColumns(features, extension, summarisers), slice_rows)
+    return [summariser.summary() for summariser in summarisers]
+
+
+def _read(engine: Engine, model_name: str, window: TimeWindow, columns: _WindowColumns, slice_rows: int | None) -> None:
     start, end = to_db_timestamp(window.start), to_db_timestamp(window.end)
     in_window = (PREDICTIONS.c.model_name == model_name, PREDICTIONS.c.predicted_at >= start, PREDICTIONS.c.predicted_at < end)
     # One transaction: on InnoDB the count, the slices and any slice read again see one snapshot.
@@ -213,7 +247,6 @@ def read_window(
                 _read_rows(connection, in_window, columns)
             elif unread := _read_slices(connection, in_window, slice_number, columns):
                 _read_rows(connection, (*in_window, slice_number.in_(unread)), columns)
-    return columns.sample(window)
 
 
 def _read_slices(connection: Connection, in_window: Sequence[Any], slice_number: Any, columns: _WindowColumns) -> list[int]:
@@ -277,8 +310,12 @@ class _WindowColumns:
     ``"``, ``\\`` or a control character).
     """
 
-    def __init__(self, features: Sequence[FeatureSpec], extension: WindowExtension | None = None) -> None:
+    def __init__(
+        self, features: Sequence[FeatureSpec], extension: WindowExtension | None = None, summarisers: Sequence[WindowSummariser] | None = None
+    ) -> None:
         self.extension = extension
+        # With summarisers, each slice is counted into them and dropped instead of kept.
+        self.summarisers = summarisers
         self.numeric = [spec.name for spec in features if spec.kind == "numeric"]
         self.categorical = [spec.name for spec in features if spec.kind != "numeric"]
         # About 32 bytes of JSON per value (key and number) plus the row's own brackets and label.
@@ -318,7 +355,8 @@ class _WindowColumns:
 
     def reserve(self, rows: int) -> None:
         """Make room for ``rows`` more rows (as the database counted them), so columns fill in place."""
-        self._grow(self.n_rows + rows)
+        if self.summarisers is None:
+            self._grow(self.n_rows + rows)
 
     def add_slice(self, text: str | bytes | None, rows: int) -> bool:
         """Add a slice's ``[[features, "prediction"], ...]`` text of ``rows`` rows; False (nothing added) if it does not decode."""
@@ -331,13 +369,10 @@ class _WindowColumns:
         if len(slice_rows) != rows:
             return False
         structs = [row.features for row in slice_rows]
-        self._add_numeric(structs, self._numeric_values)
-        for name, field in zip(self.categorical, self._categorical_fields):
-            self._add_categorical(name, map(operator.attrgetter(field), structs))
-        self._add_labels([row.label for row in slice_rows])
+        categorical = {name: map(operator.attrgetter(field), structs) for name, field in zip(self.categorical, self._categorical_fields)}
+        self._add_slice(self._numeric_matrix(structs, self._numeric_values), categorical, [row.label for row in slice_rows])
         if self.extension:
             self.extension.add_slice_rows(slice_rows)
-        self.n_rows += rows
         return True
 
     def add_rows(self, rows: Sequence[Sequence[str]]) -> None:
@@ -354,44 +389,62 @@ class _WindowColumns:
             if not isinstance(features, dict):
                 raise SmlError(f"predictions.features holds a row that is not a JSON object: {features_text[:80]!r}")
             parsed.append(features)
-        self._add_numeric(parsed, lambda features: [_as_float(features.get(name)) for name in self.numeric])
-        for name in self.categorical:
-            self._add_categorical(name, (features.get(name) for features in parsed))
-        self._add_labels([row[1] for row in rows])
+        matrix = self._numeric_matrix(parsed, lambda features: [_as_float(features.get(name)) for name in self.numeric])
+        categorical = {name: [features.get(name) for features in parsed] for name in self.categorical}
+        self._add_slice(matrix, categorical, [row[1] for row in rows])
         if self.extension:
             self.extension.add_rows([row[2:] for row in rows])
-        self.n_rows += len(rows)
 
     def sample(self, window: TimeWindow) -> WindowSample:
         """The columns collected so far, as the sample of ``window``."""
         numeric = dict(zip(self.numeric, self._numeric[:, : self.n_rows]))
         return WindowSample(window=window, n_rows=self.n_rows, numeric=numeric, categorical=self._categorical, labels=self._labels)
 
-    def _add_numeric(self, rows: Sequence[Any], values_of: Callable[[Any], Sequence[float | None]]) -> None:
-        """Put the numeric values of ``rows`` (``values_of`` a row, in feature order) after the rows so far."""
-        if not self.numeric:
-            return
+    def _add_slice(self, numeric: np.ndarray, categorical: dict[str, Iterable[Any]], labels: list[str]) -> None:
+        """Add one slice: its numeric values (features × rows), categorical values and label texts."""
+        count = len(labels)
+        if self.summarisers is not None:
+            columns = {**dict(zip(self.numeric, numeric)), **{name: list(values) for name, values in categorical.items()}}
+            predictions = self._decoded_labels(labels)
+            for summariser in self.summarisers:
+                summariser.add_columns(columns, predictions, rows=count)
+        else:
+            if self.numeric:
+                self._grow(self.n_rows + count)
+                self._numeric[:, self.n_rows : self.n_rows + count] = numeric
+            for name, values in categorical.items():
+                self._add_categorical(name, values)
+            self._labels.extend(self._decoded_labels(labels))
+        self.n_rows += count
+
+    def _numeric_matrix(self, rows: Sequence[Any], values_of: Callable[[Any], Sequence[float | None]]) -> np.ndarray:
+        """The numeric values of ``rows`` (``values_of`` a row, in feature order), features × rows, NaN for None."""
         count, width = len(rows), len(self.numeric)
+        if not width:
+            return np.empty((0, count))
         try:
             # Each row's values are consumed as they are produced: no list of per-row tuples.
             matrix = np.fromiter(itertools.chain.from_iterable(map(values_of, rows)), dtype=np.float64, count=count * width)
         except TypeError:  # a None among the values: the slower conversion that maps it to NaN
             matrix = np.array(list(map(values_of, rows)), dtype=np.float64)
-        self._grow(self.n_rows + count)
-        self._numeric[:, self.n_rows : self.n_rows + count] = matrix.reshape(count, width).T
+        return matrix.reshape(count, width).T
 
     def _add_categorical(self, name: str, values: Iterable[Any]) -> None:
         interned: dict[str, str] = {}
         self._categorical[name].extend(interned.setdefault(value, value) if isinstance(value, str) else value for value in values)
 
-    def _add_labels(self, texts: list[str]) -> None:
+    def _decoded_labels(self, texts: list[str]) -> list[Any]:
+        """The stored predictions as values: a JSON text decoded (a label or a number), else the text itself."""
+        if len(self._label_by_text) > MAX_CACHED_LABELS:
+            # A regression model's predictions rarely repeat: a cache would only grow with the window.
+            self._label_by_text.clear()
         # Labels repeat a handful of texts; decoding each once also shares one object per label.
         for text in set(texts).difference(self._label_by_text):
             try:
                 self._label_by_text[text] = msgspec.json.decode(text)
             except msgspec.DecodeError:
                 self._label_by_text[text] = text
-        self._labels.extend(map(self._label_by_text.__getitem__, texts))
+        return list(map(self._label_by_text.__getitem__, texts))
 
     def _grow(self, rows: int) -> None:
         if rows > self._numeric.shape[1]:
