@@ -11,7 +11,7 @@ repetition draws a fresh reference and window from the same generator:
 - shift of 0.1 / 0.2 / 0.5 sd: every numeric column moved by that many of its standard
   deviations; power = share of those columns flagged, over all runs.
 
-Beside our rule (:func:`sml.monitoring.drift.stats.run_drift_tests`, default floors), the seed's rule:
+Beside our rule (:func:`sml.monitoring.drift.run.run_drift_tests`, default floors), the seed's rule:
 ``scipy.stats.ks_2samp`` per numeric column at p < 0.05, no correction, no floor (categoricals
 by chi-square at p < 0.05). Time is the computation only, per run of 20 columns, at the largest
 size. Run alone: ``python bench/verdict_bench.py [--quick]``.
@@ -48,10 +48,10 @@ ZIPF_WEIGHTS = (1 / np.arange(1, 21)) / (1 / np.arange(1, 21)).sum()
 
 
 def schema() -> list[Any]:
-    from sml.monitoring.drift.stats import FeatureSpec
+    from sml.monitoring.drift.run import DriftColumn
 
-    return [*(FeatureSpec(name, "numeric") for name in NUMERIC), *(FeatureSpec(name, "categorical") for name in CATEGORICAL),
-            FeatureSpec(LABEL, "label")]
+    return [*(DriftColumn(name, "numeric") for name in NUMERIC), *(DriftColumn(name, "categorical") for name in CATEGORICAL),
+            DriftColumn(LABEL, "categorical", prediction=True)]
 
 
 def generate_columns(rng: np.random.Generator, rows: int, shift_sd: float = 0.0) -> dict[str, np.ndarray]:
@@ -92,7 +92,8 @@ def generate_columns(rng: np.random.Generator, rows: int, shift_sd: float = 0.0)
 
 def ours(reference_columns: dict[str, np.ndarray], current: dict[str, np.ndarray]) -> tuple[set[str], str, str]:
     """Flagged columns and the run verdict of our rule with its default floors."""
-    from sml.monitoring.drift.stats import DriftVerdict, overall_verdict, reference_from_columns, run_drift_tests
+    from sml.monitoring.drift.stats import DriftVerdict, overall_verdict, reference_from_columns
+    from sml.monitoring.drift.run import run_drift_tests
 
     spec = schema()
     results = run_drift_tests(reference_from_columns(reference_columns, spec), current, spec, fdr=FDR)

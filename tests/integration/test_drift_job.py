@@ -33,7 +33,8 @@ from moto import mock_aws
 from sqlalchemy.engine import Engine
 
 from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURES, DRIFT_RUNS, create_db_engine
-from sml.monitoring.job import LABEL_COLUMN, DriftJobConfig, DriftJobResult, run_drift_job
+from sml.monitoring.drift.run import PREDICTION_COLUMN as LABEL_COLUMN
+from sml.monitoring.job import DriftJobConfig, DriftJobResult, run_drift_job
 from sml.monitoring.drift.stats import DriftVerdict
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from sml.monitoring.data_quality.checks import DataQualityThresholds, RefusedCounts, data_quality_status, run_data_quality_checks
-from sml.monitoring.drift.stats import CategoricalReference, FeatureSpec, NumericReference
+from sml.monitoring.drift.stats import CategoricalReference, NumericReference
+from sml.monitoring.drift.run import DriftColumn
+from sml.monitoring.summaries import reference_grids, summarise
 
-SCHEMA = [FeatureSpec("size", "numeric"), FeatureSpec("colour", "categorical"), FeatureSpec("(predicted label)", "label")]
+SCHEMA = [DriftColumn("size", "numeric"), DriftColumn("colour", "categorical"), DriftColumn("(predicted label)", "categorical", prediction=True)]
 REFERENCE = {
     "size": NumericReference.from_values([*np.linspace(0.0, 10.0, 95), *[None] * 5]),
     "colour": CategoricalReference(counts={"red": 50, "blue": 50}, missing=0),
@@ -16,9 +18,18 @@ REFERENCE = {
 }
 
 
+GRIDS = reference_grids(REFERENCE, SCHEMA)
+FEATURES = SCHEMA[:2]
+
+
+def _run(current: dict, thresholds: DataQualityThresholds, refused: RefusedCounts | None = None) -> list:
+    summary = summarise({name: values for name, values in current.items() if name in GRIDS.features}, GRIDS, current.get("(predicted label)"))
+    return run_data_quality_checks(GRIDS, summary, FEATURES, thresholds, refused)
+
+
 def _checks(size: list, colour: list, **thresholds: float) -> dict[tuple[str, str], object]:
     current = {"size": size, "colour": colour, "(predicted label)": ["yes"] * len(size)}
-    checks = run_data_quality_checks(REFERENCE, current, SCHEMA, DataQualityThresholds(**thresholds))
+    checks = _run(current, DataQualityThresholds(**thresholds))
     return {(check.feature, check.check): check for check in checks}
 
 
@@ -63,12 +74,12 @@ def test_empty_window_and_unknown_features_are_defined() -> None:
     checks = _checks([], [])
     assert all(check.value == 0 and check.n == 0 for check in checks.values())
     with pytest.raises(ValueError, match="no values for feature 'size'"):
-        run_data_quality_checks(REFERENCE, {"colour": []}, SCHEMA, DataQualityThresholds())
+        _run({"colour": []}, DataQualityThresholds())
 
 
 def _refused(refused: dict[str, int], served: int, **thresholds: float) -> dict[str, object]:
     current = {"size": [5.0] * served, "colour": ["red"] * served, "(predicted label)": ["yes"] * served}
-    checks = run_data_quality_checks(REFERENCE, current, SCHEMA, DataQualityThresholds(**thresholds), RefusedCounts(refused, {"invalid_json": 7}))
+    checks = _run(current, DataQualityThresholds(**thresholds), RefusedCounts(refused, {"invalid_json": 7}))
     return {check.feature: check for check in checks if check.check == "refused"}
 
 

@@ -17,13 +17,15 @@ from sml.core.errors import SmlError
 from sml.core.settings import DriftSettings, load_settings
 from sml.monitoring.config import DeploymentFloors, ModelDriftConfig, read_model_drift_config, resolve_floors
 from sml.monitoring.data_quality.checks import DataQualityThresholds
-from sml.monitoring.job import LABEL_COLUMN, DriftJobConfig
+from sml.monitoring.drift.run import PREDICTION_COLUMN as LABEL_COLUMN
+from sml.monitoring.job import DriftJobConfig
 from sml.monitoring.model_quality.metrics import QualityConfig
-from sml.monitoring.drift.stats import FeatureSpec, ks_d_for_location_shift
+from sml.monitoring.drift.stats import ks_d_for_location_shift
+from sml.monitoring.drift.run import DriftColumn
 from sml.lifecycle.manifest import CategoricalReference, ModelManifest, NumericReference, ReferenceData
 from sml.lifecycle.manifest import FeatureSpec as ManifestFeature
 
-SCHEMA = [FeatureSpec("mean_texture", "numeric"), FeatureSpec("grade", "categorical"), FeatureSpec(LABEL_COLUMN, "label")]
+SCHEMA = [DriftColumn("mean_texture", "numeric"), DriftColumn("grade", "categorical"), DriftColumn(LABEL_COLUMN, "categorical", prediction=True)]
 DEFAULTS = DeploymentFloors(min_ks_d=0.1, min_cramers_v=0.1, min_missing_rate_h=0.2)
 
 FULL = textwrap.dedent(
@@ -76,7 +78,7 @@ def test_an_empty_file_is_a_config_that_changes_nothing(tmp_path: Path) -> None:
     [
         ("[floors\nnumeric = 0.1", "drift.toml: not valid TOML"),
         ("source = 'mine.toml'", "drift.toml: source: unknown table"),
-        ("[thresholds]\nx = 1", "drift.toml: thresholds: unknown table; expected floors, features, data_quality, quality"),
+        ("[thresholds]\nx = 1", "drift.toml: thresholds: unknown table; expected floors, methods, features, data_quality, quality"),
         ("floors = 3", "drift.toml: floors: expected a table, got a number"),
         ("[floors]\nnumerical = 0.1", "drift.toml: floors.numerical: unknown key; expected numeric, categorical, missing_rate, label"),
         ("[floors]\nnumeric = -0.1", "drift.toml: floors.numeric: -0.1 must give an effect in (0, 1)"),
@@ -86,7 +88,7 @@ def test_an_empty_file_is_a_config_that_changes_nothing(tmp_path: Path) -> None:
         ("[floors]\ncategorical = '0.1sd'", "drift.toml: floors.categorical: give a Cramér's V"),
         ("[floors]\nmissing_rate = '0.2'", "drift.toml: floors.missing_rate: expected a number (Cohen's h), got a string"),
         ("[floors]\nmissing_rate = 4", "drift.toml: floors.missing_rate: a Cohen's h floor must be in (0, pi)"),
-        ("[features]\nmean_texture = 0.1", "drift.toml: features.mean_texture: expected a table with floor and/or missing_rate, got a number"),
+        ("[features]\nmean_texture = 0.1", "drift.toml: features.mean_texture: expected a table with floor and/or missing_rate and/or method, got a number"),
         ("[features.mean_texture]\nflor = 0.1", "drift.toml: features.mean_texture.flor: unknown key; expected floor, missing_rate"),
         ("[features.mean_texture]\nfloor = 1.5", "drift.toml: features.mean_texture.floor: 1.5 must give an effect in (0, 1)"),
         ("[features.mean_texture]\nmissing_rate = -0.1", "drift.toml: features.mean_texture.missing_rate: a Cohen's h floor must be in (0, pi)"),
@@ -122,7 +124,7 @@ def test_features_are_checked_against_the_models_schema(tmp_path: Path, text: st
     ("name", "text", "message"),
     [
         ("drift.yaml", "floors: {}", "drift.yaml: a drift config is a .toml or .json file"),
-        ("drift.json", "[0.1]", "drift.json: expected a table of floors, features, data_quality, quality, got an array"),
+        ("drift.json", "[0.1]", "drift.json: expected a table of floors, methods, features, data_quality, quality, got an array"),
         ("drift.json", "{floors: 1}", "drift.json: not valid JSON"),
     ],
 )
@@ -147,7 +149,7 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         ("drift.toml", "[floors]\nmissing_rate = nan", "drift.toml: floors.missing_rate: expected a number (Cohen's h), got a non-finite number (nan)"),
         ("drift.json", '{"floors": {"numeric": 1e400}}', "drift.json: floors.numeric: expected a number or '<x>sd', got a non-finite number (inf)"),
         ("drift.json", '{"quality": {"tolerance": NaN}}', "drift.json: quality.tolerance: expected a number (a share in [0, 1]), got a non-finite number (nan)"),
-        ("drift.json", "null", "drift.json: expected a table of floors, features, data_quality, quality, got null"),
+        ("drift.json", "null", "drift.json: expected a table of floors, methods, features, data_quality, quality, got null"),
     ],
 )
 def test_huge_and_non_finite_numbers_are_refused_by_value_not_with_a_traceback(tmp_path: Path, name: str, text: str, message: str) -> None:
@@ -204,7 +206,7 @@ def test_the_manifest_keeps_the_config_and_its_sha256_and_old_manifests_have_non
 def test_a_broken_config_in_a_manifest_names_the_manifest_and_its_file() -> None:
     broken = manifest({"source": "drift.toml", "floors": {"numeric": 7}})
     with pytest.raises(SmlError, match=r"^m v1 manifest drift_config \(from drift\.toml\): floors\.numeric: 7 must give an effect"):
-        DriftJobConfig(bucket="b").for_model(broken)
+        DriftJobConfig(bucket="b").plan(broken)
 
 
 def sources(floors: dict) -> dict[tuple[str, str], tuple[float, str, str]]:
@@ -257,13 +259,13 @@ def test_the_job_config_marks_what_the_deployment_set_and_takes_the_models_thres
     )
     assert deployment.deployment_floors().set_by_deployment == {"min_cramers_v"}
 
-    unchanged, floors = deployment.for_model(manifest())
-    assert unchanged == deployment and floors["grade", "chi2"].source == "deployment"
+    unchanged = deployment.plan(manifest())
+    assert unchanged.config == deployment and unchanged.floors["grade", "chi2"].source == "deployment"
 
     model = {"source": "drift.toml", "data_quality": {"max_out_of_range": 0.005}, "quality": {"metric": "roc_auc"}}
-    effective, _ = deployment.for_model(manifest(model))
+    effective = deployment.plan(manifest(model)).config
     assert effective.data_quality == DataQualityThresholds(max_out_of_range=0.005, max_unseen_category=0.03, max_refused_rate=0.04)
-    refused, _ = deployment.for_model(manifest({"source": "drift.toml", "data_quality": {"max_refused_rate": 0.002}}))
+    refused = deployment.plan(manifest({"source": "drift.toml", "data_quality": {"max_refused_rate": 0.002}})).config
     assert refused.data_quality == DataQualityThresholds(max_unseen_category=0.03, max_refused_rate=0.002)
     assert (effective.quality.metric, effective.quality.tolerance) == ("roc_auc", 0.05)
     assert (effective.min_cramers_v, effective.bucket) == (0.2, "b")
@@ -275,7 +277,7 @@ def test_a_floor_the_deployment_sets_to_its_default_value_is_labelled_the_deploy
     config = DriftJobConfig.from_settings(settings, topic_arn=None)
 
     assert config.deployment_floors().set_by_deployment == {"min_ks_d", "min_missing_rate_h"}
-    _, floors = config.for_model(manifest())
+    floors = config.plan(manifest()).floors
     assert (floors["mean_texture", "ks"].value, floors["mean_texture", "ks"].source) == (0.1, "deployment")
     assert floors["mean_texture", "missing_rate"].source == "deployment"
     assert (floors["grade", "chi2"].source, floors["grade", "chi2"].setting) == ("default", "SML_DRIFT_MIN_CRAMERS_V")

@@ -22,7 +22,6 @@ from sml.monitoring.drift.power import (
 )
 from sml.monitoring.drift.stats import (
     CategoricalReference,
-    FeatureSpec,
     NumericReference,
     chi_square_test,
     cohens_h_upper_bound,
@@ -32,6 +31,8 @@ from sml.monitoring.drift.stats import (
     location_shift_for_ks_d,
     missing_rate_test,
 )
+from sml.monitoring.drift.run import DriftColumn
+from sml.monitoring.summaries import SummaryReference, reference_grids
 
 REPETITIONS = 300
 
@@ -86,7 +87,7 @@ def numeric_reference(rows: int, missing: int = 0) -> NumericReference:
     return NumericReference.from_values(np.concatenate([np.random.default_rng(rows).normal(size=rows), np.full(missing, np.nan)]))
 
 
-SCHEMA = [FeatureSpec("x", "numeric"), FeatureSpec("grade", "categorical"), FeatureSpec("(predicted label)", "label")]
+SCHEMA = [DriftColumn("x", "numeric"), DriftColumn("grade", "categorical"), DriftColumn("(predicted label)", "categorical", prediction=True)]
 
 
 def reference_of(rows: int) -> dict:
@@ -106,26 +107,30 @@ FLOORS = {
 }
 
 
+def grids(reference: dict, schema: list[DriftColumn]) -> SummaryReference:
+    return reference_grids(reference, schema)
+
+
 def by_test(shifts: list[CertifiableShift]) -> dict[tuple[str, str], CertifiableShift]:
     return {(shift.feature, shift.test): shift for shift in shifts}
 
 
 def test_a_tiny_reference_can_certify_nothing_and_a_huge_one_everything() -> None:
-    tiny = by_test(certifiable_shifts(reference_of(40), SCHEMA, FLOORS, window_rows=1_000))
-    huge = by_test(certifiable_shifts(reference_of(100_000), SCHEMA, FLOORS, window_rows=1_000))
+    tiny = by_test(certifiable_shifts(grids(reference_of(40), SCHEMA), SCHEMA, FLOORS, window_rows=1_000))
+    huge = by_test(certifiable_shifts(grids(reference_of(100_000), SCHEMA), SCHEMA, FLOORS, window_rows=1_000))
     assert list(tiny) == list(FLOORS)
     assert not any(shift.certifiable for shift in tiny.values())
     assert all(shift.min_window_rows is None for shift in tiny.values())
     assert all(shift.certifiable for shift in huge.values())
     assert huge["x", "ks"].in_units(huge["x", "ks"].unlimited) < 0.03
-    below_min_samples = certifiable_shifts(reference_of(20), SCHEMA, FLOORS, window_rows=1_000, min_samples=30)[0]
+    below_min_samples = certifiable_shifts(grids(reference_of(20), SCHEMA), SCHEMA, FLOORS, window_rows=1_000, min_samples=30)[0]
     assert below_min_samples.unlimited == below_min_samples.at_window == math.inf
     assert below_min_samples.warning() == "x: the KS test cannot certify NO_DRIFT at all: the reference has only 20 values to test"
 
 
 def test_the_demo_sized_reference_certifies_the_default_floors_but_not_a_tenth_of_a_standard_deviation() -> None:
     floors = {**FLOORS, ("x", "ks"): ks_d_for_location_shift(0.1)}
-    shifts = by_test(certifiable_shifts(reference_of(426), SCHEMA, floors, window_rows=1_000))
+    shifts = by_test(certifiable_shifts(grids(reference_of(426), SCHEMA), SCHEMA, floors, window_rows=1_000))
     texture = shifts["x", "ks"]
     assert not texture.certifiable and texture.min_window_rows is None
     assert texture.in_units(texture.unlimited) == pytest.approx(0.20, abs=0.01)
@@ -134,20 +139,20 @@ def test_the_demo_sized_reference_certifies_the_default_floors_but_not_a_tenth_o
         "the reference has 426 values; raise the floor or train on more rows"
     )
     assert all(shift.certifiable for key, shift in shifts.items() if key != ("x", "ks"))
-    assert certifiable_shifts(reference_of(426), SCHEMA, FLOORS, window_rows=1_000)[0].in_units(texture.at_window) == pytest.approx(0.24, abs=0.01)
+    assert certifiable_shifts(grids(reference_of(426), SCHEMA), SCHEMA, FLOORS, window_rows=1_000)[0].in_units(texture.at_window) == pytest.approx(0.24, abs=0.01)
 
 
 def test_a_bound_just_above_its_floor_is_not_printed_equal_to_it() -> None:
     # 426 values rule out at best about 0.2005 sd: "cannot certify below 0.20 sd (floor 0.20 sd)" reads as a contradiction.
     floors = {**FLOORS, ("x", "ks"): ks_d_for_location_shift(0.2)}
-    texture = by_test(certifiable_shifts(reference_of(426), SCHEMA, floors, window_rows=1_000))["x", "ks"]
+    texture = by_test(certifiable_shifts(grids(reference_of(426), SCHEMA), SCHEMA, floors, window_rows=1_000))["x", "ks"]
     assert not texture.certifiable and texture.min_window_rows is None
     assert texture.warning().startswith("x: the KS test cannot certify NO_DRIFT below 0.201 sd with any window (floor 0.200 sd)")
 
 
 def test_the_smallest_sufficient_window_is_exact() -> None:
     floors = {**FLOORS, ("(predicted label)", "chi2"): 0.06}
-    label = by_test(certifiable_shifts(reference_of(426), SCHEMA, floors, window_rows=500))["(predicted label)", "chi2"]
+    label = by_test(certifiable_shifts(grids(reference_of(426), SCHEMA), SCHEMA, floors, window_rows=500))["(predicted label)", "chi2"]
     assert not label.certifiable and label.min_window_rows is not None
     assert certifiable_cramers_v(1, 426, label.min_window_rows) < 0.06 <= certifiable_cramers_v(1, 426, label.min_window_rows - 1)
     assert label.warning() == (
@@ -157,10 +162,10 @@ def test_the_smallest_sufficient_window_is_exact() -> None:
 
 
 def test_missing_values_shrink_the_values_a_test_uses() -> None:
-    schema = [FeatureSpec("x", "numeric")]
+    schema = [DriftColumn("x", "numeric")]
     floors = {("x", "ks"): 0.1, ("x", "missing_rate"): 0.2}
-    complete = by_test(certifiable_shifts({"x": numeric_reference(400)}, schema, floors, window_rows=1_000))
-    half_empty = by_test(certifiable_shifts({"x": numeric_reference(400, missing=400)}, schema, floors, window_rows=2_000))
+    complete = by_test(certifiable_shifts(grids({"x": numeric_reference(400)}, schema), schema, floors, window_rows=1_000))
+    half_empty = by_test(certifiable_shifts(grids({"x": numeric_reference(400, missing=400)}, schema), schema, floors, window_rows=2_000))
     # Same present values on both sides, so the same KS bound; the missing-rate test counts every row.
     assert half_empty["x", "ks"].at_window == pytest.approx(complete["x", "ks"].at_window)
     assert half_empty["x", "ks"].n_reference == 400 and half_empty["x", "missing_rate"].n_reference == 800
@@ -168,6 +173,6 @@ def test_missing_values_shrink_the_values_a_test_uses() -> None:
 
 def test_bad_input_is_named() -> None:
     with pytest.raises(ValueError, match="window_rows must be at least 1, got 0"):
-        certifiable_shifts(reference_of(100), SCHEMA, FLOORS, window_rows=0)
+        certifiable_shifts(grids(reference_of(100), SCHEMA), SCHEMA, FLOORS, window_rows=0)
     with pytest.raises(ValueError, match="no floor for the chi2 test of feature 'grade'"):
-        certifiable_shifts(reference_of(100), SCHEMA, {key: value for key, value in FLOORS.items() if key[0] != "grade"}, window_rows=10)
+        certifiable_shifts(grids(reference_of(100), SCHEMA), SCHEMA, {key: value for key, value in FLOORS.items() if key[0] != "grade"}, window_rows=10)

@@ -16,17 +16,19 @@ import numpy as np
 import pytest
 
 from sml.monitoring.report import render_drift_report
-from sml.monitoring.drift.stats import DriftVerdict, FeatureSpec, overall_verdict, reference_from_columns, run_drift_tests
+from sml.monitoring.drift.stats import DriftVerdict, overall_verdict, reference_from_columns
+from sml.monitoring.drift.run import DriftColumn, run_drift_tests
 from sml.monitoring.store import DriftRun
+from sml.monitoring.summaries import WindowSummariser, reference_grids
 from sml.monitoring.windows import TimeWindow
 
 WINDOW = TimeWindow(datetime(2025, 3, 3, 6, tzinfo=timezone.utc), datetime(2025, 3, 10, 6, tzinfo=timezone.utc))
 HOSTILE = "<script>alert('x')</script>"
 SCHEMA = [
-    FeatureSpec("steady", "numeric"),
-    FeatureSpec("shifted", "numeric"),
-    FeatureSpec(HOSTILE, "categorical"),
-    FeatureSpec("prediction", "label"),
+    DriftColumn("steady", "numeric"),
+    DriftColumn("shifted", "numeric"),
+    DriftColumn(HOSTILE, "categorical"),
+    DriftColumn("prediction", "categorical", prediction=True),
 ]
 
 
@@ -55,7 +57,16 @@ def report_of(reference_columns: dict[str, Any], current: dict[str, Any], **opti
         parameters={"fdr": 0.05},
         created_at=WINDOW.end,
     )
-    return run, render_drift_report(run, reference, current, **options)
+    return run, render(run, reference, current, **options)
+
+
+def render(run: DriftRun, reference: dict[str, Any], current: dict[str, Any], **options: Any) -> str:
+    """The report with the reference as grids and the window summarised against them (no rows when ``current`` is empty)."""
+    grids = reference_grids(reference, SCHEMA)
+    summariser = WindowSummariser(grids)
+    if current:
+        summariser.add_columns({name: current[name] for name in grids.features}, current["prediction"])
+    return render_drift_report(run, grids, summariser.summary(), **options)
 
 
 def svg_charts(html_text: str) -> list[ElementTree.Element]:
@@ -141,13 +152,13 @@ def test_data_quality_section_lists_the_violations_and_counts_the_checks_that_pa
         DataQualityCheck("steady", "missing_excess", 0.0, 0.05, 0, 500),
         DataQualityCheck("steady", "out_of_range", 0.01, 0.02, 5, 500),
     )
-    html_text = render_drift_report(replace(run, data_quality=checks), reference_from_columns(columns(rng, 1_000, mean=0.0), SCHEMA), {})
+    html_text = render(replace(run, data_quality=checks), reference_from_columns(columns(rng, 1_000, mean=0.0), SCHEMA), {})
     section = html_text[html_text.index("<h2>Data quality"): html_text.index("<h2>Tests")]
     assert "VIOLATIONS" in section and "2 of 3 checks passed" in section
     assert section.count("<tr class=\"DRIFT\">") == 1 and "8.00%" in section and HOSTILE not in section
     assert "data quality</dt><dd>VIOLATIONS" in html_text
     clean, _ = report_of(columns(rng, 1_000, mean=0.0), columns(rng, 500, mean=0.0))
-    assert "<h2>Data quality" not in render_drift_report(clean, reference_from_columns(columns(rng, 1_000, mean=0.0), SCHEMA), {})
+    assert "<h2>Data quality" not in render(clean, reference_from_columns(columns(rng, 1_000, mean=0.0), SCHEMA), {})
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -164,7 +175,7 @@ def test_the_table_of_tests_fits_the_page_with_long_floor_sources(tmp_path: Path
     run, _ = report_of(columns(rng, 400, mean=0), current)
     setting = "features.mean_fractal_dimension_of_the_worst_cells.missing_rate"
     results = tuple(replace(result, detail={**result.detail, "floor_source": "model", "floor_setting": setting, "floor_given": 0.1}) for result in run.results)
-    page = render_drift_report(replace(run, results=results), reference_from_columns(columns(rng, 400, mean=0), SCHEMA), current)
+    page = render(replace(run, results=results), reference_from_columns(columns(rng, 400, mean=0), SCHEMA), current)
     probe = (
         "<script>const box = document.querySelector('.scroll');"
         "document.body.setAttribute('data-widths', Math.max(document.documentElement.scrollWidth, box.scrollWidth - box.clientWidth + window.innerWidth) + ';' + window.innerWidth)</script>"

@@ -14,7 +14,6 @@ from sml.monitoring.drift.stats import (
     UNSEEN_BUCKET,
     CategoricalReference,
     DriftVerdict,
-    FeatureSpec,
     FeatureTestResult,
     NumericReference,
     chi_square_test,
@@ -27,10 +26,10 @@ from sml.monitoring.drift.stats import (
     overall_verdict,
     pooled_contingency_table,
     reference_from_columns,
-    run_drift_tests,
     sorted_finite_columns,
     verdict_summary,
 )
+from sml.monitoring.drift.run import DriftColumn, run_drift_tests
 
 
 def _random_sample(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -233,12 +232,12 @@ def test_missing_rate_power_holds_near_zero_rates_for_equal_samples() -> None:
 # --- whole runs -----------------------------------------------------------------------------
 
 SCHEMA = [
-    FeatureSpec("age", "numeric"),
-    FeatureSpec("income", "numeric"),
-    FeatureSpec("score", "numeric"),
-    FeatureSpec("colour", "categorical", categories=["red", "green", "blue"]),
-    FeatureSpec("city", "categorical"),
-    FeatureSpec("prediction", "label", categories=["yes", "no"]),
+    DriftColumn("age", "numeric"),
+    DriftColumn("income", "numeric"),
+    DriftColumn("score", "numeric"),
+    DriftColumn("colour", "categorical", categories=["red", "green", "blue"]),
+    DriftColumn("city", "categorical"),
+    DriftColumn("prediction", "categorical", ["yes", "no"], prediction=True),
 ]
 COLOURS, COLOUR_MIX, SHIFTED_COLOUR_MIX = ["red", "green", "blue"], [0.5, 0.3, 0.2], [0.3, 0.3, 0.4]
 CITIES = ["paris", "lyon", "nice", "lille", "metz", "brest"]
@@ -282,7 +281,7 @@ def test_each_kind_of_shift_is_flagged_on_its_column_only(shift: str | None, exp
 def test_a_million_rows_do_not_flag_identical_or_trivially_shifted_columns() -> None:
     rng = np.random.default_rng(1)
     rows = 1_000_000
-    schema = [FeatureSpec("same_a", "numeric"), FeatureSpec("same_b", "numeric"), FeatureSpec("nudged", "numeric")]
+    schema = [DriftColumn("same_a", "numeric"), DriftColumn("same_b", "numeric"), DriftColumn("nudged", "numeric")]
     reference = {spec.name: NumericReference(np.sort(rng.normal(0, 1, rows))) for spec in schema}
     current = {"same_a": rng.normal(0, 1, rows), "same_b": rng.normal(0, 1, rows), "nudged": rng.normal(0.02, 1, rows)}
     results = run_drift_tests(reference, current, schema)
@@ -305,7 +304,7 @@ def test_twenty_rows_are_inconclusive_even_when_wildly_shifted() -> None:
 
 def test_a_small_quiet_window_is_inconclusive_and_says_what_it_could_rule_out() -> None:
     rng = np.random.default_rng(3)
-    schema = [FeatureSpec("x", "numeric")]
+    schema = [DriftColumn("x", "numeric")]
     reference = {"x": NumericReference(np.sort(rng.normal(0, 1, 5000)))}
     quiet = run_drift_tests(reference, {"x": rng.normal(0, 1, 100)}, schema)[0]
     assert quiet.verdict is DriftVerdict.INCONCLUSIVE
@@ -333,7 +332,7 @@ def test_p_values_are_adjusted_with_benjamini_hochberg_across_the_run() -> None:
 
 def test_a_significant_shift_below_the_floor_is_not_drift_until_the_floor_is_lowered() -> None:
     rng = np.random.default_rng(6)
-    schema = [FeatureSpec("x", "numeric")]
+    schema = [DriftColumn("x", "numeric")]
     reference = {"x": NumericReference(np.sort(rng.normal(0, 1, 20_000)))}
     current = {"x": rng.normal(0.15, 1, 20_000)}
     default = run_drift_tests(reference, current, schema)[0]
@@ -347,12 +346,12 @@ def test_a_significant_shift_below_the_floor_is_not_drift_until_the_floor_is_low
 
 def test_constant_all_missing_and_empty_columns_give_defined_results_without_warnings() -> None:
     schema = [
-        FeatureSpec("same_constant", "numeric"),
-        FeatureSpec("moved_constant", "numeric"),
-        FeatureSpec("all_missing_now", "numeric"),
-        FeatureSpec("never_present", "numeric"),
-        FeatureSpec("one_category", "categorical"),
-        FeatureSpec("no_categories", "categorical"),
+        DriftColumn("same_constant", "numeric"),
+        DriftColumn("moved_constant", "numeric"),
+        DriftColumn("all_missing_now", "numeric"),
+        DriftColumn("never_present", "numeric"),
+        DriftColumn("one_category", "categorical"),
+        DriftColumn("no_categories", "categorical"),
     ]
     reference = {
         "same_constant": NumericReference.from_values([5.0] * 1000),
@@ -441,7 +440,7 @@ def test_verdicts_serialise_as_their_names() -> None:
         ({"x": NumericReference(np.array([1.0]))}, {}, {}, "no values for feature 'x'"),
         ({}, {"x": [1.0]}, {}, "reference data has no feature 'x'"),
         ({"x": NumericReference(np.array([2.0, 1.0]))}, {"x": [1.0]}, {}, "'x': sorted_values must be ascending"),
-        ({"x": CategoricalReference({"a": 1})}, {"x": [1.0]}, {}, "feature 'x' is not numeric"),
+        ({"x": CategoricalReference({"a": 1})}, {"x": [1.0]}, {}, "reference for feature 'x' is not numeric"),
         ({"x": NumericReference(np.array([1.0]))}, {"x": ["high"]}, {}, "feature 'x' is numeric but has a non-numeric"),
         ({"x": NumericReference(np.array([1.0]))}, {"x": [1.0]}, {"fdr": 0.0}, "fdr must be in"),
         ({"x": NumericReference(np.array([1.0]))}, {"x": [1.0]}, {"min_ks_d": 1.5}, "min_ks_d must be in"),
@@ -452,14 +451,14 @@ def test_verdicts_serialise_as_their_names() -> None:
 )
 def test_invalid_inputs_name_the_feature_or_option(reference, current, options, message) -> None:
     with pytest.raises(ValueError, match=message):
-        run_drift_tests(reference, current, [FeatureSpec("x", "numeric")], **options)
+        run_drift_tests(reference, current, [DriftColumn("x", "numeric")], **options)
 
 
 def test_schema_errors_name_the_feature() -> None:
     with pytest.raises(ValueError, match="feature 'x': kind 'text' is not one of"):
-        FeatureSpec("x", "text")  # type: ignore[arg-type]
+        DriftColumn("x", "text")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="schema lists feature\\(s\\) 'x' more than once"):
-        run_drift_tests({}, {}, [FeatureSpec("x", "numeric"), FeatureSpec("x", "numeric")])
+        run_drift_tests({}, {}, [DriftColumn("x", "numeric"), DriftColumn("x", "numeric")])
 
 
 def test_count_categories_folds_by_string_form_and_counts_every_missing_kind() -> None:
@@ -489,7 +488,7 @@ def test_count_categories_counts_each_value_by_its_own_text(values: list, expect
 
 
 def test_a_categorical_verdict_does_not_depend_on_row_order() -> None:
-    schema = [FeatureSpec("grade", "categorical")]
+    schema = [DriftColumn("grade", "categorical")]
     reference = {"grade": CategoricalReference(counts={"1": 500, "2": 500})}
     window = [1.0] + [1] * 499 + [2] * 500
     rng = np.random.default_rng(13)

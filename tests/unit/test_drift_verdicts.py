@@ -14,7 +14,6 @@ from scipy import stats
 from sml.monitoring.drift.stats import (
     CategoricalReference,
     DriftVerdict,
-    FeatureSpec,
     NumericReference,
     cohens_h_upper_bound,
     cramers_v_upper_bound,
@@ -22,10 +21,10 @@ from sml.monitoring.drift.stats import (
     ks_upper_bound,
     overall_verdict,
     parse_effect_floor,
-    run_drift_tests,
 )
+from sml.monitoring.drift.run import DriftColumn, run_drift_tests
 
-SCHEMA = [FeatureSpec("x", "numeric")]
+SCHEMA = [DriftColumn("x", "numeric")]
 VERDICT_BENCH = Path(__file__).resolve().parents[2] / "bench" / "verdict_bench.py"
 
 
@@ -110,7 +109,7 @@ def test_many_categories_can_be_cleared_where_a_fixed_margin_could_not() -> None
     fixed_margin = noncentral = 0
     for _ in range(40):
         reference = {"c": CategoricalReference.from_values(rng.choice(levels, 1500, p=weights))}
-        result = run_drift_tests(reference, {"c": rng.choice(levels, 1500, p=weights)}, [FeatureSpec("c", "categorical")])[0]
+        result = run_drift_tests(reference, {"c": rng.choice(levels, 1500, p=weights)}, [DriftColumn("c", "categorical")])[0]
         fixed_margin += result.effect_size + 1.6449 * 0.5 * math.sqrt(2 / 1500) < 0.1
         noncentral += result.verdict is DriftVerdict.NO_DRIFT
     assert fixed_margin <= 0.4 * 40 and noncentral >= 0.85 * 40
@@ -177,7 +176,7 @@ def test_false_alarm_rate_of_twenty_realistic_columns_stays_under_the_fdr() -> N
 
 
 def test_a_missing_rate_floor_per_feature_replaces_the_general_one_for_that_feature_only() -> None:
-    schema = [FeatureSpec("x", "numeric"), FeatureSpec("y", "numeric"), FeatureSpec("label", "label")]
+    schema = [DriftColumn("x", "numeric"), DriftColumn("y", "numeric"), DriftColumn("label", "categorical", prediction=True)]
     reference = {
         "x": NumericReference(np.arange(2_000.0)),
         "y": NumericReference(np.arange(2_000.0)),

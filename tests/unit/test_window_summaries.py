@@ -218,3 +218,13 @@ def test_a_damaged_summary_is_refused_naming_the_column(change, message: str) ->
     change(data)
     with pytest.raises(SummaryError, match=message):
         WindowSummary.from_json(data)
+
+
+def test_sums_that_overflow_stay_readable_and_the_counts_exact() -> None:
+    grid = NumericGrid.from_sorted([-1e308, 0.0, 1e308])
+    summary = NumericSummary.empty(grid)
+    summary.add([1e308, 1e308, -1e308], grid)
+    data = json.loads(json.dumps(summary.to_json(), allow_nan=False))
+    back = NumericSummary.from_json(data)
+    assert back.cells.tolist() == [0, 1, 0, 0, 0, 2, 0]
+    assert back.total_squares == math.inf and back.total == summary.total

@@ -12,11 +12,17 @@ File format: TOML (``.toml``, read with :mod:`tomllib`) or the same structure in
     numeric = "0.25sd"       # KS D, or "<x>sd": a location shift of x standard deviations
     categorical = 0.1        # Cramér's V
     missing_rate = 0.2       # Cohen's h of a feature's missing rate
-    label = 0.1              # Cramér's V of the predicted label (else the categorical floor)
+    label = 0.1              # the prediction's floor, in its method's unit (else its kind's floor)
+    psi = 0.1                # a method's own floor key, for the methods other than ks and chi2
+
+    [methods]                # the main method per kind (default ks and chi2; also psi,
+    numeric = "psi"          # wasserstein, jensen_shannon, or any registered method)
+    categorical = "jensen_shannon"
 
     [features.mean_texture]  # one feature of the model
-    floor = "0.1sd"          # its main test: KS D or "<x>sd" (numeric), Cramér's V (categorical)
+    floor = "0.1sd"          # its main test, in its method's unit: KS D or "<x>sd", Cramér's V, ...
     missing_rate = 0.1       # its missing-rate test: Cohen's h
+    method = "wasserstein"   # its main method, replacing its kind's
 
     [data_quality]           # shares in [0, 1]
     max_out_of_range = 0.01
@@ -55,15 +61,22 @@ from sml.core.errors import SmlError
 from sml.lifecycle.quality_metrics import QUALITY_METRICS as LISTED_QUALITY_METRICS
 from sml.lifecycle.quality_metrics import check_verdict_metric
 from sml.monitoring.data_quality.checks import DataQualityThresholds
-from sml.monitoring.drift.stats import FeatureSpecLike, parse_effect_floor
+from sml.monitoring.drift.methods import DEFAULT_METHODS, DriftMethod, drift_method, registered_methods
+from sml.monitoring.drift.stats import parse_effect_floor
 
 FloorSource = Literal["model", "deployment", "default"]
 QUALITY_METRICS = tuple(name for name, metric in LISTED_QUALITY_METRICS.items() if metric.verdict)
 KIND_FLOOR_KEYS = ("numeric", "categorical", "missing_rate", "label")
-FEATURE_KEYS = ("floor", "missing_rate")
+FEATURE_KEYS = ("floor", "missing_rate", "method")
+METHOD_KEYS = tuple(DEFAULT_METHODS)
 DATA_QUALITY_KEYS = ("max_out_of_range", "max_unseen_category", "max_missing_excess", "max_refused_rate")
 QUALITY_KEYS = ("metric", "tolerance")
-TABLES = {"floors": KIND_FLOOR_KEYS, "features": None, "data_quality": DATA_QUALITY_KEYS, "quality": QUALITY_KEYS}
+TABLES: dict[str, tuple[str, ...] | None] = {"floors": None, "methods": METHOD_KEYS, "features": None, "data_quality": DATA_QUALITY_KEYS, "quality": QUALITY_KEYS}
+
+
+def floor_keys() -> tuple[str, ...]:
+    """The keys of ``[floors]``: the kinds', the prediction's, and every registered method's own."""
+    return tuple(dict.fromkeys([*KIND_FLOOR_KEYS, *(method.floor_key for method in registered_methods())]))
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,7 @@ class ModelDriftConfig:
 
     source: str = ""
     floors: Mapping[str, float | str] = field(default_factory=dict)
+    methods: Mapping[str, str] = field(default_factory=dict)
     features: Mapping[str, Mapping[str, float | str]] = field(default_factory=dict)
     data_quality: Mapping[str, float] = field(default_factory=dict)
     quality: Mapping[str, Any] = field(default_factory=dict)
@@ -95,13 +109,14 @@ class ModelDriftConfig:
                 raise SmlError(f"{source}: {name}: unknown table; expected {', '.join(TABLES)}")
             if not isinstance(value, Mapping):
                 raise SmlError(f"{source}: {name}: expected a table, got {_type_name(value)}")
-            allowed = TABLES[name]
+            allowed = floor_keys() if name == "floors" else TABLES[name]
             if allowed is not None:
                 unknown = [key for key in value if key not in allowed]
                 if unknown:
                     raise SmlError(f"{source}: {name}.{unknown[0]}: unknown key; expected {', '.join(allowed)}")
             tables[name] = value
         floors = {key: _kind_floor(source, key, value) for key, value in tables.get("floors", {}).items()}
+        methods = {kind: _method(source, f"methods.{kind}", value, kind).name for kind, value in tables.get("methods", {}).items()}
         features = {}
         for feature, entry in tables.get("features", {}).items():
             where = f"features.{_key(feature)}"
@@ -110,17 +125,16 @@ class ModelDriftConfig:
             unknown = [key for key in entry if key not in FEATURE_KEYS]
             if unknown:
                 raise SmlError(f"{source}: {where}.{unknown[0]}: unknown key; expected {', '.join(FEATURE_KEYS)}")
-            features[feature] = {
-                key: (_main_floor(source, f"{where}.floor", value) if key == "floor" else _missing_rate_floor(source, f"{where}.{key}", value))
-                for key, value in entry.items()
-            }
+            features[feature] = {key: _feature_entry(source, f"{where}.{key}", key, value) for key, value in entry.items()}
+            if "floor" in entry and "method" not in entry:
+                _main_floor(source, f"{where}.floor", entry["floor"])  # the default methods' floors; a method's own is checked with it
         data_quality = {key: _share(source, f"data_quality.{key}", value) for key, value in tables.get("data_quality", {}).items()}
         quality = dict(tables.get("quality", {}))
         if "metric" in quality and quality["metric"] not in QUALITY_METRICS:
             raise SmlError(f"{source}: quality.metric: {quality['metric']!r} is not one of {', '.join(QUALITY_METRICS)}")
         if "tolerance" in quality:
             quality["tolerance"] = _share(source, "quality.tolerance", quality["tolerance"])
-        return cls(source=source, floors=floors, features=features, data_quality=data_quality, quality=quality)
+        return cls(source=source, floors=floors, methods=methods, features=features, data_quality=data_quality, quality=quality)
 
     def check_task(self, task: Any) -> ModelDriftConfig:
         """Check ``quality.metric`` against the model's task (``binary``, ``multiclass``, ``regression``); returns itself.
@@ -134,23 +148,38 @@ class ModelDriftConfig:
                 raise SmlError(f"{self.source}: quality.metric: {exc}") from None
         return self
 
-    def check_features(self, schema: Sequence[FeatureSpecLike]) -> ModelDriftConfig:
-        """Check the config against the model's features; returns itself.
+    def check_features(self, schema: Sequence[Any]) -> ModelDriftConfig:
+        """Check the config against the model's features (``name`` and ``kind`` each); returns itself.
 
         :raises SmlError: ``"<source>: features.<name>: ..."`` for a feature the model does not have,
-            or an ``"<x>sd"`` floor on a categorical feature.
+            a method that does not test the feature's kind, or a floor its method refuses (an
+            ``"<x>sd"`` floor on a categorical feature among them).
         """
-        kinds = {spec.name: spec.kind for spec in schema if spec.kind != "label"}
+        kinds = {spec.name: spec.kind for spec in schema if not getattr(spec, "prediction", False)}
         for feature, entry in self.features.items():
             where = f"features.{_key(feature)}"
             if feature not in kinds:
                 raise SmlError(f"{self.source}: {where}: the model has no feature {feature!r} (features: {', '.join(sorted(kinds))})")
+            method = self.method_for(feature, kinds[feature])
+            if "method" in entry:
+                _method(self.source, f"{where}.method", entry["method"], kinds[feature])
             floor = entry.get("floor")
+            if floor is None:
+                continue
             if kinds[feature] != "numeric" and _is_sd(floor):
-                raise SmlError(f"{self.source}: {where}.floor: {feature!r} is {kinds[feature]}; give its floor as a Cramér's V, not {floor!r}")
+                raise SmlError(f"{self.source}: {where}.floor: {feature!r} is {kinds[feature]}; give its floor as a {method.effect_name}, not {floor!r}")
+            try:
+                method.parse_floor(feature, floor)
+            except ValueError as exc:
+                raise SmlError(f"{self.source}: {where}.floor: {str(exc).split(': ', 1)[-1]}") from None
         return self
 
-    def for_manifest(self, schema: Sequence[FeatureSpecLike]) -> dict[str, Any]:
+    def method_for(self, feature: str | None, kind: str) -> DriftMethod:
+        """The main method of a column: the feature's own ``method``, else ``[methods]``'s for its kind, else the kind's default."""
+        own = self.features.get(feature, {}).get("method") if feature is not None else None
+        return drift_method(str(own or self.methods.get(kind) or DEFAULT_METHODS[kind]))
+
+    def for_manifest(self, schema: Sequence[Any]) -> dict[str, Any]:
         """:meth:`check_features`, then :meth:`to_manifest`: what ``sml train --drift-config`` stores."""
         return self.check_features(schema).to_manifest()
 
@@ -230,51 +259,53 @@ DEPLOYMENT_VARIABLES = {
 
 
 def resolve_floors(
-    schema: Sequence[FeatureSpecLike], deployment: DeploymentFloors, model: ModelDriftConfig | None
+    columns: Sequence[Any], deployment: DeploymentFloors, model: ModelDriftConfig | None
 ) -> dict[tuple[str, str], EffectiveFloor]:
     """The floor of every test of a run and its source, by the precedence of the module doc.
 
-    :param schema: the run's features and the predicted label (kind ``label``).
-    :returns: per (feature, test) with test ``ks``, ``chi2`` or ``missing_rate`` (none for the label).
+    :param columns: the run's columns (:class:`sml.monitoring.drift.run.DriftColumn`: features
+        and the prediction, each with its methods).
+    :returns: per (column, method name) for each of the column's methods.
     :raises SmlError: a deployment floor names a feature the model does not have, or is not a floor.
     """
     model = model or ModelDriftConfig()
-    kinds = {spec.name: spec.kind for spec in schema}
+    kinds = {column.name: column.kind for column in columns}
     for name, value in deployment.feature_floors.items():
         if name not in kinds:
             raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: the model has no feature {name!r} (features: {', '.join(sorted(kinds))})")
         if _is_sd(value) and kinds[name] != "numeric":
             raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: feature {name!r} is {kinds[name]}; give its floor as a Cramér's V, not {value!r}")
 
-    def general(model_key: str, deployment_key: str) -> tuple[float | str, FloorSource, str]:
-        if model_key in model.floors:
-            return model.floors[model_key], "model", f"floors.{model_key}"
-        source: FloorSource = "deployment" if deployment_key in deployment.set_by_deployment else "default"
-        return getattr(deployment, deployment_key), source, DEPLOYMENT_VARIABLES[deployment_key]
+    def general(method: DriftMethod) -> tuple[float | str, FloorSource, str]:
+        if method.floor_key in model.floors:
+            return model.floors[method.floor_key], "model", f"floors.{method.floor_key}"
+        setting = method.deployment_setting
+        if setting is None:
+            return method.default_floor, "default", f"floors.{method.floor_key}"
+        source: FloorSource = "deployment" if setting in deployment.set_by_deployment else "default"
+        return getattr(deployment, setting), source, DEPLOYMENT_VARIABLES[setting]
 
     floors: dict[tuple[str, str], EffectiveFloor] = {}
-    for spec in schema:
-        own = model.features.get(spec.name, {})
-        test = "ks" if spec.kind == "numeric" else "chi2"
-        if spec.kind == "label" and "label" in model.floors:
-            given, source, setting = model.floors["label"], "model", "floors.label"
-        elif "floor" in own:
-            given, source, setting = own["floor"], "model", f"features.{_key(spec.name)}.floor"
-        elif spec.name in deployment.feature_floors:
-            given, source, setting = deployment.feature_floors[spec.name], "deployment", "SML_DRIFT_FEATURE_FLOORS"
-        else:
-            given, source, setting = general(*(("numeric", "min_ks_d") if spec.kind == "numeric" else ("categorical", "min_cramers_v")))
-        try:
-            floors[spec.name, test] = EffectiveFloor(parse_effect_floor(spec.name, given), given, source, setting)
-        except ValueError as exc:
-            raise SmlError(f"{setting}: {exc}") from None
-        if spec.kind == "label":
-            continue
-        if "missing_rate" in own:
-            given, source, setting = own["missing_rate"], "model", f"features.{_key(spec.name)}.missing_rate"
-        else:
-            given, source, setting = general("missing_rate", "min_missing_rate_h")
-        floors[spec.name, "missing_rate"] = EffectiveFloor(float(given), given, source, setting)
+    for column in columns:
+        own = model.features.get(column.name, {})
+        for method in column.methods():
+            if method.missing_rate:
+                if "missing_rate" in own:
+                    given, source, setting = own["missing_rate"], "model", f"features.{_key(column.name)}.missing_rate"
+                else:
+                    given, source, setting = general(method)
+            elif column.prediction and "label" in model.floors:
+                given, source, setting = model.floors["label"], "model", "floors.label"
+            elif "floor" in own:
+                given, source, setting = own["floor"], "model", f"features.{_key(column.name)}.floor"
+            elif column.name in deployment.feature_floors:
+                given, source, setting = deployment.feature_floors[column.name], "deployment", "SML_DRIFT_FEATURE_FLOORS"
+            else:
+                given, source, setting = general(method)
+            try:
+                floors[column.name, method.name] = EffectiveFloor(method.parse_floor(column.name, given), given, source, setting)
+            except ValueError as exc:
+                raise SmlError(f"{setting}: {exc}") from None
     return floors
 
 
@@ -294,9 +325,35 @@ def _kind_floor(source: str, key: str, value: Any) -> float | str:
         return _missing_rate_floor(source, where, value)
     if key == "numeric":
         return _main_floor(source, where, value)
-    if _is_sd(value):
-        raise SmlError(f"{source}: {where}: give a Cramér's V (a number in (0, 1)), not {value!r}; '<x>sd' is for numeric features")
-    return _main_floor(source, where, value)
+    if key in ("categorical", "label"):
+        if _is_sd(value):
+            raise SmlError(f"{source}: {where}: give a Cramér's V (a number in (0, 1)), not {value!r}; '<x>sd' is for numeric features")
+        return _main_floor(source, where, value)
+    method = next(method for method in registered_methods() if method.floor_key == key)
+    try:
+        method.parse_floor(key, value)
+    except ValueError as exc:
+        raise SmlError(f"{source}: {where}: {str(exc).split(': ', 1)[-1]}") from None
+    return value
+
+
+def _feature_entry(source: str, where: str, key: str, value: Any) -> float | str:
+    if key == "floor":
+        if _is_number(value) or isinstance(value, str):
+            return value
+        raise SmlError(f"{source}: {where}: expected a number or '<x>sd', got {_type_name(value)}")
+    if key == "method":
+        return _method(source, where, value, None).name
+    return _missing_rate_floor(source, where, value)
+
+
+def _method(source: str, where: str, value: Any, kind: str | None) -> DriftMethod:
+    """A main method named in a config; ``kind`` (when known) must be one it tests."""
+    names = [method.name for method in registered_methods() if not method.missing_rate and (kind is None or kind in method.kinds)]
+    if not isinstance(value, str) or value not in names:
+        expected = f"one of {', '.join(names)}" if names else "a registered method"
+        raise SmlError(f"{source}: {where}: {value!r} is not a drift method for {kind or 'a feature'}; expected {expected}")
+    return drift_method(value)
 
 
 def _main_floor(source: str, where: str, value: Any) -> float | str:

@@ -1,14 +1,18 @@
 """The drift job: compare a production window with the reference, store, report and alert.
 
-One run (:func:`run_drift_job`):
+One run (:func:`run_drift_job`), in this order:
 
-1. current window = the ``window_length`` before ``window_end``, read from ``predictions``;
-2. reference = the training reference in the model's manifest (``training``), or the window of
-   the same length just before the current one (``previous``);
-3. every feature and the predicted label are tested (:mod:`sml.monitoring.drift.stats`), with the
-   Benjamini–Hochberg correction and the effect-size floors of the configuration, over which the
-   model's own drift config in its manifest takes precedence for the keys it sets
-   (:mod:`sml.monitoring.config`); each test records its floor's source;
+1. resolve the configuration: the deployment's, with the model's own drift config in its
+   manifest on top for the keys it sets (:mod:`sml.monitoring.config`): the columns to test
+   (every feature and the model's prediction), each column's methods and each test's floor with
+   its source (:meth:`DriftJobConfig.plan`);
+2. read the window (the ``window_length`` before ``window_end``) from ``predictions`` into
+   summaries (:func:`sml.monitoring.windows.read_window_summaries`), against the training
+   reference in the manifest (``training``), or the window of the same length just before the
+   current one (``previous``, whose values are read to serve as the reference);
+3. run each column's registered methods on the summaries (:mod:`sml.monitoring.drift.methods`)
+   and decide every test's verdict with the Benjamini–Hochberg correction and the floors
+   (:func:`sml.monitoring.drift.run.run_drift_methods`);
 4. data quality against the training profile, with the values predict refused in the window
    (:mod:`sml.monitoring.data_quality.checks`); model quality (:mod:`sml.monitoring.model_quality.metrics`): realized performance of the window's labelled
    predictions against the manifest's held-out metrics, and the CBPE estimate for all of them;
@@ -29,34 +33,27 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.engine import Engine
 
 from sml.monitoring.alerts import publish_drift_alert
 from sml.monitoring.config import DEPLOYMENT_VARIABLES, DeploymentFloors, EffectiveFloor, ModelDriftConfig, resolve_floors
 from sml.monitoring.model_quality.metrics import QualityConfig
-from sml.monitoring.model_quality.store import assess_window_quality, read_window_with_quality
-from sml.monitoring.data_quality.checks import DataQualityThresholds, read_refused_counts, run_data_quality_checks
+from sml.monitoring.model_quality.store import QualitySample, RegressionSample, assess_window_quality, read_window_summaries_with_quality
+from sml.monitoring.data_quality.checks import DataQualityThresholds, RefusedCounts, read_refused_counts, run_data_quality_checks
 from sml.monitoring.drift.power import CertifiableShift, certifiable_shifts
+from sml.monitoring.drift.run import DriftColumn, drift_columns, run_drift_methods
 from sml.monitoring.report import render_drift_report
-from sml.monitoring.drift.stats import (
-    CategoricalReference,
-    FeatureSpec,
-    FeatureTestResult,
-    overall_verdict,
-    reference_from_columns,
-    run_drift_tests,
-)
+from sml.monitoring.drift.stats import FeatureTestResult, overall_verdict
 from sml.monitoring.store import DriftRun, feature_trends, save_drift_run
-from sml.monitoring.windows import TimeWindow, check_window_end, read_window
+from sml.monitoring.summaries import CategoricalGrid, NumericGrid, SummaryReference, WindowSummary, column_grid
+from sml.monitoring.windows import TimeWindow, check_window_end, read_window, read_window_summaries
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id
 from sml.lifecycle.manifest import ModelManifest
 from sml.core.settings import DriftSettings
 
-# The predicted label is tested like a categorical column under this name, which no feature can
-# clash with in a readable report (feature names come from the training data's columns).
-LABEL_COLUMN = "(predicted label)"
 TREND_RUNS = 12  # runs per trend chart in the report, this one included
 PRESIGNED_URL_SECONDS = 7 * 24 * 3600  # the longest SigV4 allows
 ReferenceKind = Literal["training", "previous"]
@@ -70,7 +67,7 @@ class DriftJobConfig:
 
     :param fdr: Benjamini–Hochberg false discovery rate across the run's tests.
     :param min_ks_d, min_cramers_v, min_missing_rate_h: effect-size floors (KS D, Cramér's V,
-        Cohen's h of the missing rate): see :func:`sml.monitoring.drift.stats.run_drift_tests` for the
+        Cohen's h of the missing rate): see :func:`sml.monitoring.drift.stats.decide_all` for the
         verdict rule and what the defaults mean in standard deviations and shares.
     :param floors: per feature, a floor for its main test replacing ``min_ks_d``/``min_cramers_v``.
     :param min_samples: fewer values on either side make a test INCONCLUSIVE.
@@ -151,20 +148,59 @@ class DriftJobConfig:
             set_by_deployment=set_by_deployment,
         )
 
-    def for_model(self, manifest: ModelManifest) -> tuple[DriftJobConfig, dict[tuple[str, str], EffectiveFloor]]:
-        """This configuration with the model's drift config (if its manifest has one) on top, and the
-        floor of every test with its source (:func:`sml.monitoring.config.resolve_floors`).
+    def plan(self, manifest: ModelManifest) -> DriftPlan:
+        """What a run of ``manifest``'s model does: this configuration with the model's drift config
+        (if its manifest has one) on top, the columns to test with their methods, and the floor of
+        every test with its source (:func:`sml.monitoring.config.resolve_floors`).
 
         :raises SmlError: the manifest's drift config or a deployment floor does not fit the model.
         """
         model = model_drift_config(manifest)
-        floors = resolve_floors(drift_schema(manifest), self.deployment_floors(), model)
-        if model is None:
-            return self, floors
-        quality = self.quality
-        if quality is not None and model.quality:
-            quality = replace(quality, **dict(model.quality))
-        return replace(self, data_quality=model.data_quality_thresholds(self.data_quality), quality=quality), floors
+        methods = {}
+        if model is not None:
+            methods = {spec.name: model.method_for(spec.name, spec.kind).name for spec in manifest.features}
+            for column in drift_columns(manifest):
+                if column.prediction:
+                    methods[column.name] = model.method_for(None, column.kind).name
+        columns = tuple(drift_columns(manifest, methods))
+        floors = resolve_floors(columns, self.deployment_floors(), model)
+        config = self
+        if model is not None:
+            quality = self.quality
+            if quality is not None and model.quality:
+                quality = replace(quality, **dict(model.quality))
+            config = replace(self, data_quality=model.data_quality_thresholds(self.data_quality), quality=quality)
+        return DriftPlan(config=config, columns=columns, floors=floors)
+
+
+@dataclass(frozen=True)
+class DriftPlan:
+    """A run resolved for one model: the effective configuration, the columns with their methods,
+    and per (column, method) its floor with where it came from."""
+
+    config: DriftJobConfig
+    columns: tuple[DriftColumn, ...]
+    floors: Mapping[tuple[str, str], EffectiveFloor]
+
+    def floor_values(self) -> dict[tuple[str, str], float]:
+        return {key: floor.value for key, floor in self.floors.items()}
+
+
+@dataclass(frozen=True)
+class ObservedWindow:
+    """The window as summaries: ``current`` against the drift ``reference``, ``training_current``
+    against the training reference (data quality is judged against what the model saw, whatever
+    the drift reference), with the rows behind the reference, the quality sample and refusals."""
+
+    window: TimeWindow
+    reference: SummaryReference
+    reference_rows: int
+    reference_window: TimeWindow | None
+    current: WindowSummary
+    training: SummaryReference
+    training_current: WindowSummary
+    quality_sample: QualitySample | RegressionSample | None
+    refused: RefusedCounts
 
 
 @dataclass(frozen=True)
@@ -223,58 +259,14 @@ def run_drift_job(
     """
     check_window_end(window_end)
     window = TimeWindow.ending_at(window_end, config.window_length)
-    config, floors = config.for_model(manifest)
-    schema = drift_schema(manifest)
-    quality_sample = None
-    if config.quality:
-        # One pass over the window for drift and quality (a second read cost as much as the first).
-        current, quality_sample = read_window_with_quality(engine, manifest.model_name, window, manifest.features, manifest.classes)
-    else:
-        current = read_window(engine, manifest.model_name, window, manifest.features)
-    current_columns = {**current.columns(), LABEL_COLUMN: current.labels}
-    reference_window = None
-    if config.reference_kind == "training":
-        reference = training_reference(manifest)
-        reference_rows = manifest.reference.n_rows
-    else:
-        reference_window = window.previous()
-        previous = read_window(engine, manifest.model_name, reference_window, manifest.features)
-        reference = reference_from_columns({**previous.columns(), LABEL_COLUMN: previous.labels}, schema)
-        reference_rows = previous.n_rows
-    refused = read_refused_counts(engine, manifest.model_name, window.start, window.end)
-    results = run_drift_tests(
-        reference,
-        current_columns,
-        schema,
-        fdr=config.fdr,
-        min_ks_d=config.min_ks_d,
-        min_cramers_v=config.min_cramers_v,
-        min_missing_rate_h=config.min_missing_rate_h,
-        min_samples=config.min_samples,
-        floors={feature: floor.value for (feature, test), floor in floors.items() if test != "missing_rate"},
-        missing_rate_floors={feature: floor.value for (feature, test), floor in floors.items() if test == "missing_rate"},
+    plan = config.plan(manifest)
+    observed = read_drift_window(engine, manifest, window, plan.config)
+    results = run_drift_methods(
+        observed.reference, observed.current, plan.columns, plan.floor_values(), fdr=plan.config.fdr, min_samples=plan.config.min_samples
     )
-    results = [_with_floor_source(result, floors[result.feature, result.test]) for result in results]
-    run = DriftRun(
-        run_id=new_prediction_id(),
-        model_name=manifest.model_name,
-        model_version=manifest.version,
-        window=window,
-        reference_kind=config.reference_kind,
-        reference_rows=reference_rows,
-        current_rows=current.n_rows,
-        status=overall_verdict(results),
-        results=tuple(results),
-        parameters=_run_parameters(config, floors, manifest),
-        created_at=datetime.now(timezone.utc),
-        reference_window=reference_window,
-        quality=assess_window_quality(engine, manifest, window, config.quality, quality_sample) if config.quality else None,
-        # Against the training profile whatever the drift reference: range and categories are what the model saw.
-        data_quality=tuple(run_data_quality_checks(training_reference(manifest), current_columns, schema, config.data_quality, refused)),
-        refused_requests=dict(refused.requests),
-    )
+    run = _decided_run(manifest, plan, observed, [_with_floor_source(result, plan.floors[result.feature, result.test]) for result in results], engine)
     trends = feature_trends(engine, manifest.model_name, before=window.end, limit=TREND_RUNS - 1)
-    report = render_drift_report(run, reference, current_columns, trends=trends).encode("utf-8")
+    report = render_drift_report(run, observed.reference, observed.current, trends=trends).encode("utf-8")
     key = report_key(config.report_prefix, run.model_name, window.end, run.run_id)
     run = replace(run, report_uri=f"s3://{config.bucket}/{key}", report_url=_upload_report(s3_client, config.bucket, key, report))
     report_path = None
@@ -287,6 +279,75 @@ def run_drift_job(
     if config.topic_arn:
         message_id = _publish(sns_client, config.topic_arn, run)
     return DriftJobResult(run=run, report_path=report_path, message_id=message_id)
+
+
+def read_drift_window(engine: Engine, manifest: ModelManifest, window: TimeWindow, config: DriftJobConfig) -> ObservedWindow:
+    """Read ``window`` once into summaries against the drift reference and the training reference
+    (one and the same for ``training``), with the quality sample in the same pass when quality is
+    assessed, and the window's refusals.
+
+    For the ``previous`` reference, the previous window's values are read first and become the
+    reference (sorted values and counts), so its memory grows with that window.
+    """
+    training = SummaryReference.from_manifest(manifest)
+    reference, reference_rows, reference_window = training, manifest.reference.n_rows, None
+    if config.reference_kind == "previous":
+        reference_window = window.previous()
+        previous = read_window(engine, manifest.model_name, reference_window, manifest.features)
+        reference, reference_rows = window_reference(previous, manifest), previous.n_rows
+    references = [reference] if reference is training else [reference, training]
+    quality_sample = None
+    if config.quality:
+        # One pass over the window for drift and quality (a second read cost as much as the first).
+        summaries, quality_sample = read_window_summaries_with_quality(
+            engine, manifest.model_name, window, manifest.features, manifest.classes, references, task=manifest.task
+        )
+    else:
+        summaries = read_window_summaries(engine, manifest.model_name, window, manifest.features, references)
+    return ObservedWindow(
+        window=window, reference=reference, reference_rows=reference_rows, reference_window=reference_window, current=summaries[0],
+        training=training, training_current=summaries[-1], quality_sample=quality_sample,
+        refused=read_refused_counts(engine, manifest.model_name, window.start, window.end),
+    )
+
+
+def window_reference(sample: Any, manifest: ModelManifest) -> SummaryReference:
+    """A window's values (:class:`sml.monitoring.windows.WindowSample`) as a reference to summarise another window against."""
+    from sml.monitoring.drift.stats import CategoricalReference, reference_from_columns
+
+    references = reference_from_columns(sample.columns(), manifest.features)
+    features = {spec.name: column_grid(spec.kind, references[spec.name], spec.categories) for spec in manifest.features}
+    prediction: NumericGrid | CategoricalGrid
+    if manifest.task == "regression":
+        numbers = np.array([value if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan for value in sample.labels], dtype=float)
+        prediction = NumericGrid.from_sorted(np.sort(numbers[np.isfinite(numbers)]), int(np.count_nonzero(~np.isfinite(numbers))))
+    else:
+        counts = CategoricalReference.from_values(sample.labels)
+        prediction = CategoricalGrid.from_counts(counts.counts, counts.missing, manifest.classes)
+    return SummaryReference(features=features, prediction=prediction)
+
+
+def _decided_run(manifest: ModelManifest, plan: DriftPlan, observed: ObservedWindow, results: list[FeatureTestResult], engine: Engine) -> DriftRun:
+    config = plan.config
+    return DriftRun(
+        run_id=new_prediction_id(),
+        model_name=manifest.model_name,
+        model_version=manifest.version,
+        window=observed.window,
+        reference_kind=config.reference_kind,
+        reference_rows=observed.reference_rows,
+        current_rows=observed.current.n_rows,
+        status=overall_verdict(results),
+        results=tuple(results),
+        parameters=_run_parameters(config, plan.floors, manifest),
+        created_at=datetime.now(timezone.utc),
+        reference_window=observed.reference_window,
+        quality=assess_window_quality(engine, manifest, observed.window, config.quality, observed.quality_sample) if config.quality else None,
+        data_quality=tuple(
+            run_data_quality_checks(observed.training, observed.training_current, manifest.features, config.data_quality, observed.refused)
+        ),
+        refused_requests=dict(observed.refused.requests),
+    )
 
 
 def quality_summary(run: DriftRun) -> dict[str, Any]:
@@ -308,12 +369,6 @@ def quality_summary(run: DriftRun) -> dict[str, Any]:
     }
 
 
-def drift_schema(manifest: ModelManifest) -> list[Any]:
-    """The columns a run tests: the manifest's features, then the predicted label."""
-    label = FeatureSpec(LABEL_COLUMN, "label", categories=tuple(str(label) for label in manifest.classes))
-    return [*manifest.features, label]
-
-
 def model_drift_config(manifest: ModelManifest) -> ModelDriftConfig | None:
     """The drift config the model was registered with, or ``None`` (older manifests have none).
 
@@ -331,15 +386,11 @@ def certifiable_floors(config: DriftJobConfig, manifest: ModelManifest, *, windo
     deployment's settings with the model's drift config on top), for windows of ``window_rows``
     rows and unlimited ones. ``sml promote`` and ``sml train`` warn with it.
     """
-    _, floors = config.for_model(manifest)
+    plan = config.plan(manifest)
     shifts = certifiable_shifts(
-        training_reference(manifest),
-        drift_schema(manifest),
-        {key: floor.value for key, floor in floors.items()},
-        window_rows=window_rows,
-        min_samples=config.min_samples,
+        SummaryReference.from_manifest(manifest), plan.columns, plan.floor_values(), window_rows=window_rows, min_samples=config.min_samples
     )
-    return [replace(shift, floor_setting=floors[shift.feature, shift.test].setting) for shift in shifts]
+    return [replace(shift, floor_setting=plan.floors[shift.feature, shift.test].setting) for shift in shifts]
 
 
 def _with_floor_source(result: FeatureTestResult, floor: EffectiveFloor) -> FeatureTestResult:
@@ -354,11 +405,6 @@ def _run_parameters(config: DriftJobConfig, floors: Mapping[tuple[str, str], Eff
     }
     model = {"model_drift_config": manifest.drift_config} if manifest.drift_config is not None else {}
     return {**config.parameters(), "effective_floors": effective, **model}
-
-
-def training_reference(manifest: ModelManifest) -> dict[str, Any]:
-    """The manifest's training reference per column of :func:`drift_schema`."""
-    return {**manifest.reference.features, LABEL_COLUMN: CategoricalReference(counts=manifest.reference.label_counts)}
 
 
 def report_key(prefix: str, model_name: str, window_end: datetime, run_id: str) -> str:

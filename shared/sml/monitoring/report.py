@@ -13,7 +13,7 @@ second per chart.
 
 Example::
 
-    html_text = render_drift_report(run, reference, current_columns)
+    html_text = render_drift_report(run, reference, window_summary)
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ from typing import Any
 import numpy as np
 
 from sml.monitoring.model_quality.report import render_quality_section
-from sml.monitoring.drift.stats import DriftVerdict, FeatureTestResult, count_categories, verdict_summary
+from sml.core.errors import SmlError
+from sml.monitoring.drift.methods import drift_method
+from sml.monitoring.drift.run import PREDICTION_KIND
+from sml.monitoring.drift.stats import DriftVerdict, FeatureTestResult, is_main_test, verdict_summary
+from sml.monitoring.summaries import NumericGrid, NumericSummary, SummaryReference, WindowSummary
 from sml.monitoring.store import DriftRun, TrendPoint
 
 logger = logging.getLogger(__name__)
@@ -38,7 +42,6 @@ MAX_PLOTTED_FEATURES = 60
 MAX_PLOTTED_CATEGORIES = 12
 HISTOGRAM_BINS = 40
 ECDF_STEPS_PER_BIN = 5  # the ECDF is drawn at HISTOGRAM_BINS * ECDF_STEPS_PER_BIN + 1 points
-QUANTILE_SUBSAMPLE = 20_000
 PANEL_WIDTH, PANEL_GAP, CHART_HEIGHT = 440, 20, 230
 PLOT_LEFT, PLOT_TOP, PLOT_BOTTOM = 46, 34, 200
 MISSING_WIDTH = 84
@@ -47,6 +50,7 @@ REFERENCE_COLOUR = "#4c72b0"
 CURRENT_COLOUR = "#dd8452"
 MISSING_BAR = "(missing)"
 OTHER_BAR = "(other)"
+UNSEEN_BAR = "(other unseen values)"
 TREND_HEIGHT = 150
 _VERDICT_COLOUR = {"DRIFT": "#c0392b", "NO_DRIFT": "#2e7d32", "INCONCLUSIVE": "#b8860b", "INSUFFICIENT_DATA": "#b8860b"}
 _VERDICT_ORDER = {DriftVerdict.DRIFT: 0, DriftVerdict.INCONCLUSIVE: 1, DriftVerdict.NO_DRIFT: 2}
@@ -67,18 +71,18 @@ td.origin{text-align:left;font-size:.75rem;max-width:13rem;overflow-wrap:break-w
 
 def render_drift_report(
     run: DriftRun,
-    reference: Mapping[str, Any],
-    current: Mapping[str, np.ndarray | Sequence[Any]],
+    reference: SummaryReference,
+    current: WindowSummary,
     *,
     max_plotted_features: int = MAX_PLOTTED_FEATURES,
     trends: Mapping[str, Sequence[TrendPoint]] | None = None,
 ) -> str:
     """Render the HTML report of ``run``.
 
-    :param reference: per feature (and the label), the reference the tests used: an object with
-        ``sorted_values`` and ``missing`` (numeric) or ``counts`` and ``missing`` (categorical).
-    :param current: per feature (and the label), the window's values in row order (numeric with
-        NaN for missing, categorical with None).
+    :param reference: the reference the tests used, as grids (:mod:`sml.monitoring.summaries`).
+    :param current: the window's summary against ``reference``. A numeric chart places the
+        window's values counted between two reference values at their midpoint (exact at the
+        reference values themselves), so bins narrower than the reference's gaps look coarser.
     :param max_plotted_features: plot at most this many features, drifted ones first.
     :param trends: per feature, the main test of earlier runs (oldest first, e.g.
         :func:`sml.monitoring.store.feature_trends`); with it, each feature also gets a trend chart of
@@ -91,8 +95,12 @@ def render_drift_report(
         by_feature.setdefault(result.feature, []).append(result)
     sections = []
     for feature in order[:max_plotted_features]:
-        kind = by_feature[feature][0].kind
-        chart = _drawn(feature, "distribution", _chart, feature, kind, reference.get(feature), current.get(feature))
+        results = by_feature[feature]
+        prediction = results[0].kind == PREDICTION_KIND
+        grid = reference.prediction if prediction else reference.features.get(feature)
+        summary = current.prediction if prediction else current.features.get(feature)
+        main = next((result for result in results if is_main_test(result.test)), results[0])
+        chart = _drawn(feature, "distribution", _chart, feature, main.test, grid, summary)
         if trends is not None:
             chart = (chart or "") + (_drawn(feature, "trend", _trend_chart, feature, trends.get(feature, ()), run, by_feature[feature]) or "")
         sections.append(_feature_section(feature, by_feature[feature], chart))
@@ -221,33 +229,69 @@ def _feature_section(feature: str, results: Sequence[FeatureTestResult], chart: 
     return f"<section><h3>{_escape(feature)} <span class=\"badge {worst}\">{worst}</span></h3>{figure}</section>"
 
 
-def _chart(feature: str, kind: str, reference: Any, current: Any) -> str | None:
+def _chart(feature: str, test: str, reference: Any, current: Any) -> str | None:
     if reference is None or current is None:
         return None
-    if kind == "numeric":
-        current_all = np.asarray(current, dtype=float)
-        current_values = current_all[~np.isnan(current_all)]
-        reference_values = np.asarray(reference.sorted_values, dtype=float)
-        missing_rates = (int(reference.missing) / max(int(reference.missing) + reference_values.size, 1), 1 - current_values.size / max(current_all.size, 1))
-        return _numeric_chart(feature, reference_values, current_values, missing_rates)
-    current_counts, current_missing = count_categories(current)
-    return _categorical_chart(feature, Counter(reference.counts), int(reference.missing), current_counts, current_missing)
+    registered = _method(test)
+    drawn = registered.chart(feature, reference, current) if registered is not None else None
+    if drawn is not None:
+        return drawn
+    if isinstance(current, NumericSummary):
+        current_values, current_weights = cell_positions(reference, current)
+        missing_rates = (int(reference.missing) / max(int(reference.missing) + reference.n_present, 1), current.missing / max(current.n_rows, 1))
+        return _numeric_chart(feature, (reference.values, reference.counts), (current_values, current_weights), missing_rates)
+    current_counts = current.all_counts()
+    hidden_unseen = current.unseen - sum(current.unseen_top.values())
+    if hidden_unseen:
+        current_counts[UNSEEN_BAR] += hidden_unseen
+    return _categorical_chart(feature, Counter(reference.counts), int(reference.missing), current_counts, current.missing)
 
 
-def _plot_range(reference_sorted: np.ndarray, current_values: np.ndarray) -> tuple[float, float]:
-    """The range holding the central 99% of both samples' finite values (current estimated from a
-    subsample), widened around its centre when it is too narrow for the chart's bins to be told
-    apart in floating point (one constant value, or values a few ulps apart): such a sample is
-    drawn as one spike. Never wider than the finite doubles."""
+def cell_positions(grid: NumericGrid, summary: NumericSummary) -> tuple[np.ndarray, np.ndarray]:
+    """Where a chart draws a window's counted values: a reference value's own cell at that value,
+    a cell between two reference values at their midpoint, the cells beyond the reference's range
+    halfway to the window's extreme; a window of one value at that value. Returns (positions,
+    counts) of the non-empty cells."""
+    values, cells = grid.values, summary.cells
+    if summary.n_present and summary.minimum == summary.maximum:
+        return np.array([summary.minimum]), np.array([summary.n_present])
+    positions = np.empty(cells.size)
+    positions[1::2] = values
+    if values.size:
+        positions[2:-1:2] = values[:-1] / 2 + values[1:] / 2
+        positions[0] = values[0] / 2 + min(summary.minimum, values[0]) / 2
+        positions[-1] = values[-1] / 2 + max(summary.maximum, values[-1]) / 2
+    else:
+        positions[0] = summary.minimum / 2 + summary.maximum / 2 if summary.n_present else 0.0
+    filled = cells > 0
+    return positions[filled], cells[filled]
+
+
+def _method(test: str) -> Any:
+    try:
+        return drift_method(test)
+    except SmlError:  # a stored run's test no longer registered: drawn by its column's kind
+        return None
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, shares: Sequence[float]) -> list[float]:
+    """The smallest values whose cumulative count reaches each share (no interpolation, as ``inverted_cdf``)."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return [float(values[order][min(int(np.searchsorted(cumulative, share * cumulative[-1], side="left")), values.size - 1)]) for share in shares]
+
+
+def _plot_range(*samples: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+    """The range holding the central 99% of each (values, counts) sample's finite values, widened
+    around its centre when it is too narrow for the chart's bins to be told apart in floating
+    point (one constant value, or values a few ulps apart): such a sample is drawn as one spike.
+    Never wider than the finite doubles."""
     edges = []
-    reference_finite = reference_sorted[np.isfinite(reference_sorted)]
-    current_finite = current_values[np.isfinite(current_values)]
-    if reference_finite.size:
-        edges += [reference_finite[int(0.005 * (reference_finite.size - 1))], reference_finite[int(0.995 * (reference_finite.size - 1))]]
-    if current_finite.size:
-        subsample = current_finite[:: max(1, current_finite.size // QUANTILE_SUBSAMPLE)]
-        # No interpolation between order statistics: (b - a) overflows for values near the float limits.
-        edges += list(np.quantile(subsample, [0.005, 0.995], method="inverted_cdf"))
+    for values, weights in samples:
+        finite = np.isfinite(values)
+        if finite.any():
+            # No interpolation between order statistics: (b - a) overflows for values near the float limits.
+            edges += _weighted_quantiles(values[finite], weights[finite], [0.005, 0.995])
     if not edges:
         return -0.5, 0.5
     low, high = float(min(edges)), float(max(edges))
@@ -273,23 +317,28 @@ def _bin_edges(low: float, high: float) -> np.ndarray:
     return edges
 
 
-def _numeric_chart(feature: str, reference_sorted: np.ndarray, current_values: np.ndarray, missing_rates: tuple[float, float]) -> str | None:
-    if not reference_sorted.size and not current_values.size:
+def _numeric_chart(
+    feature: str, reference: tuple[np.ndarray, np.ndarray], current: tuple[np.ndarray, np.ndarray], missing_rates: tuple[float, float]
+) -> str | None:
+    """Histograms and ECDFs of two samples given as (values, counts), with their missing shares."""
+    if not reference[0].size and not current[0].size:
         return None
-    low, high = _plot_range(reference_sorted, current_values)
+    low, high = _plot_range(reference, current)
     fine_edges = _bin_edges(low, high)
     edges = fine_edges[::ECDF_STEPS_PER_BIN]
     # Bin widths from halves, so that a width near the float limit stays finite.
     widths = np.diff(edges / 2) * 2
     densities, cdfs = {}, {}
-    for label, values in (("reference", reference_sorted), ("current", current_values)):
+    sizes = {}
+    for label, (values, weights) in (("reference", reference), ("current", current)):
+        sizes[label] = total = int(weights.sum())
         if values.size:
             # One pass over the values: the histogram's bins are runs of the ECDF's finer ones.
-            fine_counts = np.histogram(values, bins=fine_edges)[0]
+            fine_counts = np.histogram(values, bins=fine_edges, weights=weights)[0]
             # Divided by all values, not those in range, so the tails beyond the plot keep their weight.
-            densities[label] = fine_counts.reshape(HISTOGRAM_BINS, ECDF_STEPS_PER_BIN).sum(axis=1) / values.size / widths
-            below = np.count_nonzero(values < low)
-            cdfs[label] = (below + np.concatenate(([0], np.cumsum(fine_counts)))) / values.size
+            densities[label] = fine_counts.reshape(HISTOGRAM_BINS, ECDF_STEPS_PER_BIN).sum(axis=1) / total / widths
+            below = weights[values < low].sum()
+            cdfs[label] = (below + np.concatenate(([0], np.cumsum(fine_counts)))) / total
     top = max(float(density.max()) for density in densities.values()) or 1.0
     histogram = _Panel("histogram (density)", (low, high), (0.0, top * 1.05))
     ecdf = _Panel("ECDF", (low, high), (0.0, 1.0))
@@ -301,7 +350,7 @@ def _numeric_chart(feature: str, reference_sorted: np.ndarray, current_values: n
             ecdf.line(fine_edges, cdfs[label], colour)
     reference_rate, current_rate = missing_rates
     caption = (
-        f"values: reference n={reference_sorted.size}{_constant(reference_sorted)}, current n={current_values.size}{_constant(current_values)}; "
+        f"values: reference n={sizes['reference']}{_constant(reference[0])}, current n={sizes['current']}{_constant(current[0])}; "
         f"missing: reference {reference_rate:.1%}, current {current_rate:.1%}"
     )
     return _svg(feature, [histogram.render(0), ecdf.render(PANEL_WIDTH + PANEL_GAP), _missing_bars(missing_rates)], caption)
@@ -360,7 +409,7 @@ def _categorical_chart(
 def _trend_chart(feature: str, past: Sequence[TrendPoint], run: DriftRun, results: Sequence[FeatureTestResult]) -> str:
     """Effect (dot, coloured by verdict) and upper bound (whisker) of the feature's main test per
     run, oldest left, this run last; the floor as a dashed line."""
-    main = next((result for result in results if result.test in ("ks", "chi2")), None)
+    main = next((result for result in results if is_main_test(result.test)), None)
     if main is None:
         return ""
     points = [*past, TrendPoint(run.window.end, main.effect_size, main.effect_upper, main.effect_floor, main.verdict.value)]

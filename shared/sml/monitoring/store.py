@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURE_BOUNDS, DRIFT_FEATURES, DRIFT_RUNS, to_db_timestamp
 from sml.monitoring.data_quality.checks import DataQualityCheck, DataQualityStatus, data_quality_status
 from sml.monitoring.model_quality.store import insert_quality
+from sml.monitoring.drift.methods import registered_methods
 from sml.monitoring.drift.stats import DriftVerdict, FeatureTestResult
 from sml.monitoring.windows import TimeWindow, latest_window_first
 
@@ -221,7 +222,7 @@ def drift_history(engine: Engine, model_name: str, *, limit: int = 12, feature: 
 
 @dataclass(frozen=True)
 class TrendPoint:
-    """One run's main test (``ks``/``chi2``) of a feature: what a trend chart plots."""
+    """One run's main test of a feature (any method but the missing-rate one): what a trend chart plots."""
 
     window_end: datetime
     effect_size: float | None
@@ -250,7 +251,7 @@ def feature_trends(engine: Engine, model_name: str, *, before: datetime, limit: 
                 DRIFT_FEATURE_BOUNDS.c.effect_upper, DRIFT_FEATURES.c.effect_floor, DRIFT_FEATURES.c.verdict,
             )
             .select_from(_features_with_bounds().join(DRIFT_RUNS, DRIFT_RUNS.c.run_id == DRIFT_FEATURES.c.run_id))
-            .where(DRIFT_FEATURES.c.run_id.in_(run_ids), DRIFT_FEATURES.c.test.in_(("ks", "chi2")))
+            .where(DRIFT_FEATURES.c.run_id.in_(run_ids), DRIFT_FEATURES.c.test.not_in([method.name for method in registered_methods() if method.missing_rate]))
             .order_by(DRIFT_RUNS.c.window_end)
         ).all()
     trends: dict[str, list[TrendPoint]] = {}

@@ -86,7 +86,7 @@ class NumericGrid:
         """From a reference's ascending, finite values (e.g. ``NumericReference.sorted_values``)."""
         array = np.asarray(sorted_values, dtype=np.float64)
         if array.ndim != 1 or (array.size and (not np.all(np.isfinite(array)) or np.any(array[1:] < array[:-1]))):
-            raise SummaryError("a numeric reference's values must be a 1-D ascending array of finite numbers")
+            raise SummaryError("sorted_values must be ascending, finite and one-dimensional")
         values, counts = np.unique(array, return_counts=True)
         digest = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()[:16]
         return cls(values=values, counts=counts.astype(np.int64), missing=int(missing), digest=digest)
@@ -115,7 +115,8 @@ class NumericGrid:
         cells with these values has the same cell counts, so the same KS statistic."""
         if not self.values.size:
             return np.zeros(1)
-        lower = np.concatenate(([np.nextafter(self.values[0], -np.inf)], np.nextafter(self.values, np.inf)))
+        with np.errstate(over="ignore"):  # next to ±max float the next float is ±inf, still inside the cell
+            lower = np.concatenate(([np.nextafter(self.values[0], -np.inf)], np.nextafter(self.values, np.inf)))
         result = np.empty(self.n_cells)
         result[0::2] = lower
         result[1::2] = self.values
@@ -178,12 +179,14 @@ class NumericSummary:
         if not finite.size:
             return
         self.cells += np.bincount(grid.cells_of(finite), minlength=grid.n_cells)
-        self.total += float(finite.sum())
-        self.total_squares += float(np.dot(finite, finite))
+        with np.errstate(over="ignore"):  # values near the float limits: the sums become infinite, the counts stay exact
+            self.total += float(finite.sum())
+            self.total_squares += float(np.dot(finite, finite))
         self.minimum = min(self.minimum, float(finite.min()))
         self.maximum = max(self.maximum, float(finite.max()))
 
     def merge(self, other: NumericSummary, *, column: str = "") -> NumericSummary:
+        """The summary of both summaries' values (same grid), by adding."""
         if self.digest != other.digest or self.cells.size != other.cells.size:
             raise SummaryError(f"column {column!r}: summaries counted against different references ({self.digest} vs {other.digest})")
         return NumericSummary(
@@ -198,7 +201,7 @@ class NumericSummary:
         present = self.n_present > 0
         return {
             "kind": "numeric", "n_cells": int(self.cells.size), "index": nonzero.tolist(), "count": self.cells[nonzero].tolist(),
-            "missing": self.missing, "total": self.total, "total_squares": self.total_squares,
+            "missing": self.missing, "total": _plain(self.total), "total_squares": _plain(self.total_squares),
             "minimum": self.minimum if present else None, "maximum": self.maximum if present else None, "digest": self.digest,
         }
 
@@ -347,6 +350,31 @@ class SummaryReference:
         else:
             prediction = CategoricalGrid.from_counts(manifest.reference.label_counts, 0, manifest.classes)
         return cls(features=features, prediction=prediction)
+
+
+def reference_grids(reference: Mapping[str, Any], columns: Sequence[Any]) -> SummaryReference:
+    """Grids for ``columns`` (each with ``name``, ``kind``, ``categories`` and, for the model's
+    prediction, ``prediction=True``) from reference objects by column name (``sorted_values`` or
+    ``counts``, and ``missing``: the manifest's, or :func:`sml.monitoring.drift.stats.reference_from_columns`'s).
+
+    :raises ValueError: a column without a reference, or whose reference is not of its kind.
+    """
+    grids: dict[str, ColumnGrid] = {}
+    prediction: ColumnGrid | None = None
+    for column in columns:
+        if column.name not in reference:
+            raise ValueError(f"reference data has no feature {column.name!r}")
+        try:
+            grid = column_grid(column.kind, reference[column.name], column.categories)
+        except AttributeError:
+            raise ValueError(f"reference for feature {column.name!r} is not {column.kind}") from None
+        except ValueError as exc:
+            raise ValueError(f"reference for feature {column.name!r}: {exc}") from None
+        if getattr(column, "prediction", False):
+            prediction = grid
+        else:
+            grids[column.name] = grid
+    return SummaryReference(features=grids, prediction=prediction)
 
 
 def column_grid(kind: str, reference: Any, categories: Iterable[Any] | None = None) -> ColumnGrid:
@@ -516,6 +544,11 @@ def _column_from_json(name: str, data: Any) -> ColumnSummary:
     if kind == "categorical":
         return CategoricalSummary.from_json(data, column=name)
     raise SummaryError(f"column {name!r}: summary kind {kind!r} is not numeric or categorical")
+
+
+def _plain(number: float) -> float | str:
+    """A float JSON (and MySQL's JSON type) can hold: a non-finite sum as its text (``float()`` reads it back)."""
+    return number if math.isfinite(number) else str(number)
 
 
 def _count(value: Any) -> int:

@@ -27,7 +27,7 @@ the checks and the status.
 Example::
 
     refused = read_refused_counts(engine, "breast-cancer", window.start, window.end)
-    checks = run_data_quality_checks(reference, current_columns, schema, DataQualityThresholds(), refused)
+    checks = run_data_quality_checks(reference, window_summary, manifest.features, DataQualityThresholds(), refused)
     status = data_quality_status(checks)  # "OK" or "VIOLATIONS"
 """
 
@@ -38,13 +38,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sml.core.db import PREDICT_REFUSALS, to_db_timestamp
 from sml.core.events import REQUEST_FIELD
-from sml.monitoring.drift.stats import FeatureSpecLike, count_categories
+from sml.monitoring.summaries import NumericSummary, SummaryReference, WindowSummary
 
 CheckName = Literal["out_of_range", "unseen_category", "missing_excess", "refused"]
 DataQualityStatus = Literal["OK", "VIOLATIONS"]
@@ -118,59 +117,52 @@ def read_refused_counts(engine: Engine, model_name: str, start: datetime, end: d
 
 
 def run_data_quality_checks(
-    reference: Mapping[str, Any],
-    current: Mapping[str, np.ndarray | Sequence[Any]],
-    schema: Sequence[FeatureSpecLike],
+    reference: SummaryReference,
+    current: WindowSummary,
+    features: Sequence[Any],
     thresholds: DataQualityThresholds,
     refused: RefusedCounts | None = None,
 ) -> list[DataQualityCheck]:
-    """Every check for every input feature of ``schema`` (the predicted label is skipped).
+    """Every check for every input feature, from the window's summary against the training reference.
 
-    :param reference: per feature, the training reference (``sorted_values``/``counts`` and ``missing``).
-    :param current: per feature, the window's values (numeric with NaN or None for missing).
+    :param reference: the training reference's grids (out-of-range is a count of the cells below
+        the smallest and above the largest training value; unseen categories are the values
+        outside the training counts).
+    :param current: the window's summary against ``reference``.
+    :param features: the input features (``name`` and ``kind``), e.g. the manifest's.
     :param refused: the window's refused values (:func:`read_refused_counts`); ``None`` leaves out
         the ``refused`` checks. Fields the schema does not have (another version's) are ignored.
-    :returns: per feature in schema order: ``out_of_range`` or ``unseen_category``, then
+    :returns: per feature in order: ``out_of_range`` or ``unseen_category``, then
         ``missing_excess``, then ``refused``. A feature without rows in the window or the reference
         gets value 0.
-    :raises ValueError: naming a feature that has no reference or no values.
+    :raises ValueError: naming a feature that has no reference or no summary.
     """
     checks: list[DataQualityCheck] = []
-    for spec in schema:
-        if spec.kind == "label":
-            continue
-        if spec.name not in reference:
+    for spec in features:
+        if spec.name not in reference.features:
             raise ValueError(f"reference data has no feature {spec.name!r}")
-        if spec.name not in current:
+        if spec.name not in current.features:
             raise ValueError(f"no values for feature {spec.name!r}")
-        entry = reference[spec.name]
-        if spec.kind == "numeric":
-            values = np.asarray(current[spec.name], dtype=float)
-            present = values[~np.isnan(values)]
-            training = np.asarray(entry.sorted_values, dtype=float)
-            outside = int(np.count_nonzero((present < training[0]) | (present > training[-1]))) if training.size else 0
-            checks.append(_check(spec.name, "out_of_range", outside, present.size, thresholds.max_out_of_range))
-            current_missing, current_rows = values.size - present.size, values.size
-            reference_rows = training.size + int(entry.missing)
+        grid, summary = reference.features[spec.name], current.features[spec.name]
+        if isinstance(summary, NumericSummary):
+            checks.append(_check(spec.name, "out_of_range", summary.out_of_range, summary.n_present, thresholds.max_out_of_range))
+            reference_rows = grid.n_present + int(grid.missing)
         else:
-            counts, current_missing = count_categories(current[spec.name])
-            known = {category for category, count in entry.counts.items() if count > 0}
-            unseen = sum(count for category, count in counts.items() if category not in known)
-            present_count = sum(counts.values())
-            checks.append(_check(spec.name, "unseen_category", unseen, present_count, thresholds.max_unseen_category))
-            current_rows = present_count + current_missing
-            reference_rows = sum(entry.counts.values()) + int(entry.missing)
-        reference_rate = int(entry.missing) / reference_rows if reference_rows else 0.0
-        current_rate = current_missing / current_rows if current_rows else 0.0
+            trained = {category for category, count in grid.counts.items() if count > 0}
+            unseen = summary.unseen + sum(count for category, count in summary.counts.items() if category not in trained)
+            checks.append(_check(spec.name, "unseen_category", unseen, summary.n_present, thresholds.max_unseen_category))
+            reference_rows = sum(grid.counts.values()) + int(grid.missing)
+        reference_rate = int(grid.missing) / reference_rows if reference_rows else 0.0
+        current_rate = summary.missing / summary.n_rows if summary.n_rows else 0.0
         checks.append(
             DataQualityCheck(
                 spec.name, "missing_excess", max(0.0, current_rate - reference_rate), thresholds.max_missing_excess,
-                int(current_missing), int(current_rows),
+                int(summary.missing), int(summary.n_rows),
             )
         )
         if refused is not None:
             count = int(refused.features.get(spec.name, 0))
-            checks.append(_check(spec.name, "refused", count, count + len(current[spec.name]), thresholds.max_refused_rate))
+            checks.append(_check(spec.name, "refused", count, count + summary.n_rows, thresholds.max_refused_rate))
     return checks
 
 

@@ -40,17 +40,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from scipy import stats
 
+from sml.monitoring.drift.methods import drift_method
 from sml.monitoring.drift.stats import (
     EQUIVALENCE_ALPHA,
-    FeatureSpecLike,
-    ReferenceData,
     cohens_h_upper_bound,
     cramers_v_upper_bound,
     ks_upper_bound,
-    location_shift_for_ks_d,
     pooled_contingency_table,
 )
 
@@ -59,7 +59,6 @@ HALF_NORMAL_MEDIAN = float(stats.norm.ppf(0.75))
 # The median of Kolmogorov's limiting distribution (of D·√(n·m/(n+m)) with no shift).
 KOLMOGOROV_MEDIAN = float(stats.kstwobign.ppf(0.5))
 MAX_WINDOW_ROWS = 10**9
-UNITS = {"ks": "sd", "chi2": "Cramér's V", "missing_rate": "Cohen's h"}
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class CertifiableShift:
 
     @property
     def unit(self) -> str:
-        return UNITS[self.test]
+        return drift_method(self.test).unit
 
     @property
     def certifiable(self) -> bool:
@@ -94,13 +93,13 @@ class CertifiableShift:
         return self.at_window < self.floor
 
     def in_units(self, effect: float) -> float:
-        return location_shift_for_ks_d(effect) if self.test == "ks" else effect
+        return drift_method(self.test).in_units(effect)
 
     def warning(self) -> str:
         """One line saying what cannot be certified and what would help."""
         bound = self.unlimited if self.min_window_rows is None else self.at_window
         # Enough decimals that a bound just above its floor is not printed equal to it.
-        decimals = 2 if self.test == "ks" else 3
+        decimals = drift_method(self.test).shown_decimals
         while decimals < 6 and math.isfinite(bound) and self._shown(bound, decimals) == self._shown(self.floor, decimals):
             decimals += 1
         floor = f"floor {self._shown(self.floor, decimals)}" + (f" from {self.floor_setting}" if self.floor_setting else "")
@@ -118,8 +117,7 @@ class CertifiableShift:
         )
 
     def _shown(self, effect: float, decimals: int) -> str:
-        value = self.in_units(effect)
-        return f"{value:.{decimals}f} sd" if self.test == "ks" else f"{self.unit} {value:.{decimals}f}"
+        return drift_method(self.test).shown(effect, decimals)
 
 
 def certifiable_ks(n_reference: int, n_current: int | None, alpha: float = EQUIVALENCE_ALPHA) -> float:
@@ -153,8 +151,8 @@ def certifiable_cohens_h(reference_rate: float, n_reference: int, n_current: int
 
 
 def certifiable_shifts(
-    reference: ReferenceData,
-    schema: Sequence[FeatureSpecLike],
+    reference: Any,
+    columns: Sequence[Any],
     floors: Mapping[tuple[str, str], float],
     *,
     window_rows: int,
@@ -163,60 +161,54 @@ def certifiable_shifts(
 ) -> list[CertifiableShift]:
     """For every test a run would make, the smallest shift it can certify as absent.
 
-    :param reference: per feature of ``schema``, the reference (``sorted_values``/``counts``, ``missing``).
-    :param schema: the features and the predicted label (kind ``label``) as the drift run tests them.
-    :param floors: per (feature, test), the floor as an effect (KS D, Cramér's V, Cohen's h), e.g.
-        the values of :func:`sml.monitoring.config.resolve_floors`.
+    :param reference: the run's reference grids (:class:`sml.monitoring.summaries.SummaryReference`).
+    :param columns: the columns the run tests, each with its methods (:class:`sml.monitoring.drift.run.DriftColumn`).
+    :param floors: per (column, method), the floor as an effect in the method's unit, e.g. the
+        values of :func:`sml.monitoring.config.resolve_floors`.
     :param window_rows: rows of a typical window (at least 1).
     :param min_samples: the run's minimum sample (``DriftJobConfig.min_samples``): a test with fewer
         values on a side cannot decide, so its results are infinite there.
-    :returns: per feature in schema order, the main test then ``missing_rate`` (not for the label).
+    :returns: per column in order, its main test then its missing-rate test (each when the
+        reference has values for it), from each method's :meth:`~sml.monitoring.drift.methods.DriftMethod.certifiable`.
     :raises ValueError: ``window_rows`` below 1, or a test without a floor.
     """
     if window_rows < 1:
         raise ValueError(f"window_rows must be at least 1, got {window_rows}")
     shifts = []
-    for spec in schema:
-        entry = reference[spec.name]
-        missing = int(entry.missing)
-        if spec.kind == "numeric":
-            present = len(entry.sorted_values)
-            test = "ks"
-        else:
-            present = sum(entry.counts.values())
-            test = "chi2"
-        rows = present + missing
-        present_share = present / rows if rows else 0.0
-        if present:
-            if test == "ks":
-                bound = lambda m: certifiable_ks(present, m, alpha)  # noqa: E731
-            else:
-                counts = dict(entry.counts)
-                order = tuple(spec.categories or ())
-                bound = lambda m: certifiable_cramers_v(_degrees_of_freedom(counts, m, order), present, m, alpha)  # noqa: E731
-            shifts.append(_shift(spec, test, floors, present, present_share, window_rows, min_samples, bound))
-        if spec.kind != "label" and rows:
-            rate = missing / rows
-            bound = lambda m: certifiable_cohens_h(rate, rows, m, alpha)  # noqa: E731
-            shifts.append(_shift(spec, "missing_rate", floors, rows, 1.0, window_rows, min_samples, bound))
+    for column in columns:
+        grid = reference.prediction if column.prediction else reference.features[column.name]
+        if grid is None:
+            continue
+        for method in column.methods():
+            n_reference = method.reference_size(grid)
+            if not n_reference:
+                continue
+            try:
+                floor = floors[column.name, method.name]
+            except KeyError:
+                raise ValueError(f"no floor for the {method.name} test of feature {column.name!r}") from None
+            bound = partial(_certifiable, method, column, grid, alpha=alpha)
+            shifts.append(
+                _shift(column.name, method.name, column.result_kind, floor, n_reference, method.present_share(grid), window_rows, min_samples, bound)
+            )
     return shifts
 
 
+def _certifiable(method: Any, column: Any, grid: Any, n_current: int | None, *, alpha: float) -> float:
+    return method.certifiable(column, grid, n_current, alpha)
+
+
 def _shift(
-    spec: FeatureSpecLike,
+    feature: str,
     test: str,
-    floors: Mapping[tuple[str, str], float],
+    kind: str,
+    floor: float,
     n_reference: int,
     present_share: float,
     window_rows: int,
     min_samples: int,
     bound: Callable[[int | None], float],
 ) -> CertifiableShift:
-    try:
-        floor = floors[spec.name, test]
-    except KeyError:
-        raise ValueError(f"no floor for the {test} test of feature {spec.name!r}") from None
-
     def at(rows: int | None) -> float:
         values = None if rows is None else round(rows * present_share)
         if n_reference < min_samples or (values is not None and values < min_samples):
@@ -225,9 +217,9 @@ def _shift(
 
     unlimited = at(None)
     return CertifiableShift(
-        feature=spec.name,
+        feature=feature,
         test=test,
-        kind=spec.kind,
+        kind=kind,
         floor=floor,
         n_reference=n_reference,
         window_rows=window_rows,
@@ -254,9 +246,10 @@ def _smallest_window(at: Callable[[int | None], float], floor: float) -> int | N
     return high
 
 
-def _degrees_of_freedom(counts: Mapping[str, int], n_current: int | None, order: tuple[str, ...]) -> int:
-    # The table a window with the reference's shares would give; pooling depends on the smaller
-    # side, so an unlimited window pools like one as large as the reference.
+def degrees_of_freedom(counts: Mapping[str, int], n_current: int | None, order: tuple[str, ...]) -> int:
+    """The degrees of freedom of the chi-square table a window of ``n_current`` values with the
+    reference's shares would give; pooling depends on the smaller side, so an unlimited window
+    (``None``) pools like one as large as the reference."""
     total = sum(counts.values())
     current = counts if n_current is None or n_current >= total else {key: round(count * n_current / total) for key, count in counts.items()}
     buckets, _ = pooled_contingency_table(counts, current, order)
@@ -266,4 +259,4 @@ def _degrees_of_freedom(counts: Mapping[str, int], n_current: int | None, order:
 def _test_name(shift: CertifiableShift) -> str:
     if shift.kind == "label":
         return "predicted-label test"
-    return {"ks": "KS test", "chi2": "chi-square test", "missing_rate": "missing-rate test"}[shift.test]
+    return drift_method(shift.test).title

@@ -1,6 +1,8 @@
-"""Drift statistics: two-sample tests per feature, corrected across a run, with effect-size floors.
+"""Drift statistics: two-sample tests, their bounds, and the three-way verdicts of a run.
 
-Pure functions on numpy arrays and counts (numpy and scipy only, no I/O). Per feature:
+Pure functions on numpy arrays and counts (numpy and scipy only, no I/O). The registered drift
+methods (:mod:`sml.monitoring.drift.methods`) compute from window summaries with these; the
+defaults per column:
 
 - ``numeric``: two-sample Kolmogorov–Smirnov test on the non-missing values. The effect size is
   the statistic D itself (largest gap between the two empirical CDFs).
@@ -21,7 +23,7 @@ Pure functions on numpy arrays and counts (numpy and scipy only, no I/O). Per fe
   column starting to arrive 2% empty (h 0.28) is a larger change than 10% → 15% (h 0.15),
   which an absolute difference of rates gets the wrong way round.
 
-Verdicts (:func:`run_drift_tests`) follow equivalence testing: a test can say a shift is there,
+Verdicts (:func:`decide_all`, for every method alike) follow equivalence testing: a test can say a shift is there,
 say it is not there (as large as the floor), or say honestly that the data cannot tell.
 
 - The p-values of all tests of a run are adjusted with Benjamini–Hochberg. **DRIFT** when the
@@ -49,7 +51,7 @@ test could *detect* (power 0.8 at the BH threshold of a lone shifted column) is 
 ``detail["min_detectable_effect"]``: it is known before any data arrive and says whether a
 reference is large enough to ever certify a shift. The run's verdict (:func:`overall_verdict`)
 is DRIFT when any test drifts, INCONCLUSIVE only when more than half of the main tests
-(``ks``/``chi2``) could not decide, NO_DRIFT otherwise; :func:`verdict_summary` says how many
+(every method but the missing-rate one) could not decide, NO_DRIFT otherwise; :func:`verdict_summary` says how many
 features could not decide and why. Tests whose p-value cannot vary (no missing value on either
 side, a single category overall) stay out of the correction: they can never reject, and counting
 them would only weaken the others.
@@ -58,14 +60,10 @@ Degenerate inputs never produce NaN: a test with an empty sample reports statist
 and effect 0 with verdict INCONCLUSIVE (``detail["reason"] == "empty_sample"``); constant
 columns are ordinary inputs (equal constants give D = 0 and p = 1, different ones D = 1).
 
-Example::
+Example (the run itself is :func:`sml.monitoring.drift.run.run_drift_methods`)::
 
-    schema = [FeatureSpec("age", "numeric"), FeatureSpec("colour", "categorical"),
-              FeatureSpec("prediction", "label")]
-    reference = reference_from_columns(training_columns, schema)
-    results = run_drift_tests(reference, window_columns, schema)
-    verdict = overall_verdict(results)
-    print(verdict_summary(results))  # e.g. "NO_DRIFT on 18 of 20 features; 2 inconclusive: ..."
+    outcome = ks_two_sample(np.sort(reference_values), np.sort(window_values))
+    bound = ks_upper_bound(outcome.statistic, len(reference_values), len(window_values))
 """
 
 from __future__ import annotations
@@ -76,17 +74,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from functools import cache, partial
-from typing import Any, Literal, Protocol
+from functools import cache
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import optimize, stats
 
-FeatureKind = Literal["numeric", "categorical", "label"]
-TestName = Literal["ks", "chi2", "missing_rate"]
-
-FEATURE_KINDS: tuple[str, ...] = ("numeric", "categorical", "label")
-MAIN_TESTS: tuple[str, ...] = ("ks", "chi2")
 OTHER_BUCKET = "__other__"
 UNSEEN_BUCKET = "__unseen__"
 MIN_EXPECTED_COUNT = 5.0
@@ -120,25 +113,6 @@ class DriftVerdict(StrEnum):
         return cls.INCONCLUSIVE if value == "INSUFFICIENT_DATA" else None
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    """A column to test: ``kind`` is ``numeric``, ``categorical`` or ``label`` (the predicted label).
-
-    ``categories`` (optional) fixes the order of the chi-square buckets; categories are compared
-    by their ``str()`` form.
-    """
-
-    name: str
-    kind: FeatureKind
-    categories: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in FEATURE_KINDS:
-            raise ValueError(f"feature {self.name!r}: kind {self.kind!r} is not one of {', '.join(FEATURE_KINDS)}")
-        if self.categories is not None:
-            object.__setattr__(self, "categories", tuple(str(category) for category in self.categories))
-
-
 @dataclass(frozen=True, eq=False)
 class NumericReference:
     """Reference values of a numeric feature: non-missing values in ascending order, plus the missing count."""
@@ -168,17 +142,6 @@ class CategoricalReference:
         return cls(counts=dict(counts), missing=missing)
 
 
-class FeatureSpecLike(Protocol):
-    """Anything with a feature's ``name``, ``kind`` and optional ``categories`` (e.g. the manifest's spec)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def categories(self) -> Sequence[Any] | None: ...
-
-
 class NumericReferenceLike(Protocol):
     @property
     def sorted_values(self) -> Sequence[float] | np.ndarray: ...
@@ -200,8 +163,10 @@ ReferenceData = Mapping[str, NumericReferenceLike | CategoricalReferenceLike]
 class FeatureTestResult:
     """One test on one feature, as a run records it.
 
+    ``test`` is the registered method's name; ``kind`` the column's kind (``numeric``,
+    ``categorical``) or ``label`` for the model's prediction.
     ``n_reference``/``n_current`` count the values the test used: non-missing values for ``ks``
-    and ``chi2``, all rows for ``missing_rate``. ``effect_size`` is KS D, Cramér's V or Cohen's h;
+    and ``chi2``, all rows for ``missing_rate``. ``effect_size`` is KS D, Cramér's V, Cohen's h or another method's effect;
     ``effect_upper`` its one-sided 95% upper bound (the smallest shift the data rule out; ``None``
     when a sample is empty). ``detail`` holds JSON-friendly extras: ``method``,
     ``min_detectable_effect`` and ``power_alpha`` (when the test ran), ``reason`` (why a verdict
@@ -209,8 +174,8 @@ class FeatureTestResult:
     """
 
     feature: str
-    test: TestName
-    kind: FeatureKind
+    test: str
+    kind: str
     statistic: float
     p_value: float
     p_adjusted: float
@@ -401,14 +366,15 @@ def _is_nan(value: Any) -> bool:
 
 
 def pooled_contingency_table(
-    reference_counts: Mapping[str, int], current_counts: Mapping[str, int], order: Sequence[str] = ()
+    reference_counts: Mapping[str, int], current_counts: Mapping[str, int], order: Sequence[str] = (), unseen: int = 0
 ) -> tuple[tuple[str, ...], np.ndarray]:
     """Build the 2×k table the chi-square test runs on.
 
     Categories seen in the reference are columns, in ``order`` first and then alphabetically.
     Those whose smallest expected count is below 5 go into ``__other__``; if ``__other__`` is still
     below 5 it absorbs the smallest remaining category. Current values absent from the reference
-    form ``__unseen__``.
+    form ``__unseen__``, with ``unseen`` more current values counted there already (a window
+    summary's unseen total).
 
     :returns: (bucket names, int array of shape (2, k): row 0 reference, row 1 current).
     """
@@ -416,8 +382,8 @@ def pooled_contingency_table(
     ordered = [category for category in dict.fromkeys(order) if category in seen]
     ordered += sorted(seen.difference(ordered))
     reference_total = sum(reference_counts[category] for category in ordered)
-    current_total = sum(current_counts.values())
-    unseen = sum(count for category, count in current_counts.items() if category not in seen)
+    current_total = sum(current_counts.values()) + unseen
+    unseen += sum(count for category, count in current_counts.items() if category not in seen)
     smaller_total = min(reference_total, current_total)
     grand_total = reference_total + current_total
 
@@ -448,7 +414,7 @@ def pooled_contingency_table(
 
 
 def chi_square_test(
-    reference_counts: Mapping[str, int], current_counts: Mapping[str, int], order: Sequence[str] = ()
+    reference_counts: Mapping[str, int], current_counts: Mapping[str, int], order: Sequence[str] = (), unseen: int = 0
 ) -> ChiSquareResult:
     """Chi-square test of homogeneity on :func:`pooled_contingency_table` (no continuity correction).
 
@@ -459,8 +425,9 @@ def chi_square_test(
 
     :param reference_counts: non-empty counts per category of the reference.
     :param current_counts: non-empty counts per category of the current window.
+    :param unseen: more current values in categories the reference does not have.
     """
-    buckets, table = pooled_contingency_table(reference_counts, current_counts, order)
+    buckets, table = pooled_contingency_table(reference_counts, current_counts, order, unseen)
     row_totals = table.sum(axis=1)
     if row_totals.min() == 0:
         raise ValueError("chi-square needs at least one value on each side")
@@ -704,12 +671,12 @@ def parse_effect_floor(feature: str, value: float | str) -> float:
 
 
 @dataclass(frozen=True)
-class _PendingTest:
+class PendingTest:
     """A test's numbers before the run-wide correction decides its verdict."""
 
     feature: str
-    test: TestName
-    kind: FeatureKind
+    test: str
+    kind: str
     statistic: float
     p_value: float
     effect_size: float
@@ -726,93 +693,11 @@ class _PendingTest:
     """One-sided 95% upper bound of the effect; None when a sample is empty."""
 
 
-def run_drift_tests(
-    reference: ReferenceData,
-    current: Mapping[str, np.ndarray | Sequence[Any]],
-    schema: Sequence[FeatureSpecLike],
-    *,
-    fdr: float = 0.05,
-    min_ks_d: float = 0.1,
-    min_cramers_v: float = 0.1,
-    min_missing_rate_h: float = 0.2,
-    min_samples: int = 30,
-    floors: Mapping[str, float] | None = None,
-    missing_rate_floors: Mapping[str, float] | None = None,
-) -> list[FeatureTestResult]:
-    """Test every feature of ``schema`` and decide a verdict per test.
+def is_main_test(name: str) -> bool:
+    """Whether results of test ``name`` are a column's main test (:func:`sml.monitoring.drift.methods.is_main_test`)."""
+    from sml.monitoring.drift.methods import is_main_test as registered_main
 
-    :param reference: per feature name, a numeric reference (``sorted_values``, ``missing``) or a
-        categorical one (``counts``, ``missing``), e.g. :class:`NumericReference`,
-        :class:`CategoricalReference` or the model manifest's reference objects.
-    :param current: per feature name, the window's values in row order (numeric: floats with NaN
-        or None for missing; categorical and label: values with None for missing).
-    :param schema: the features to test (``name``, ``kind``, ``categories``); a ``label`` kind is
-        the predicted label.
-    :param fdr: Benjamini–Hochberg false discovery rate across all tests of the run.
-    :param min_ks_d, min_cramers_v, min_missing_rate_h: effect-size floors (KS D, Cramér's V,
-        Cohen's h of the missing rate): a significant test under its floor is not DRIFT, and
-        NO_DRIFT needs the effect's upper bound under it. The defaults are KS D 0.1 (a location
-        shift of about a quarter of a standard deviation, or a 1.5× change of scale), Cramér's V
-        0.1 (Cohen's "small"; a 50/50 binary column moving to 60/40) and h 0.2 (Cohen's "small";
-        a complete column starting to arrive 1% empty, or 10% → 19% missing).
-    :param min_samples: fewer values than this on either side gives INCONCLUSIVE.
-    :param floors: per feature name, a floor for its main test (``ks``/``chi2``) that replaces
-        ``min_ks_d``/``min_cramers_v``, e.g. a tighter one for a feature that matters.
-    :param missing_rate_floors: per feature name, a Cohen's h floor for its missing-rate test that
-        replaces ``min_missing_rate_h``.
-    :returns: per feature in schema order, the main test (``ks`` or ``chi2``) then ``missing_rate``
-        (not for the label).
-    :raises ValueError: naming the feature or option that is invalid.
-    """
-    _check_options(fdr=fdr, min_ks_d=min_ks_d, min_cramers_v=min_cramers_v)
-    if not 0 <= min_missing_rate_h < math.pi:
-        raise ValueError(f"min_missing_rate_h must be in [0, pi), got {min_missing_rate_h}")
-    if min_samples < 1:
-        raise ValueError(f"min_samples must be at least 1, got {min_samples}")
-    _check_schema(schema)
-    floors = dict(floors or {})
-    unknown = sorted(set(floors).difference(spec.name for spec in schema))
-    if unknown:
-        raise ValueError(f"floors given for feature(s) not in the schema: {', '.join(map(repr, unknown))}")
-    _check_options(**{f"floor of feature {name!r}": value for name, value in floors.items()})
-    missing_rate_floors = dict(missing_rate_floors or {})
-    unknown = sorted(set(missing_rate_floors).difference(spec.name for spec in schema if spec.kind != "label"))
-    if unknown:
-        raise ValueError(f"missing-rate floors given for feature(s) not in the schema: {', '.join(map(repr, unknown))}")
-    for name, value in missing_rate_floors.items():
-        if not 0 <= value < math.pi:
-            raise ValueError(f"missing-rate floor of feature {name!r} must be in [0, pi), got {value}")
-    numeric_current = {spec.name: _numeric_column(spec.name, current) for spec in schema if spec.kind == "numeric"}
-    sorted_current = dict(zip(numeric_current, sorted_finite_columns(list(numeric_current.values()))))
-
-    pending: list[_PendingTest] = []
-    for spec in schema:
-        if spec.kind == "numeric":
-            reference_sorted, reference_missing = _numeric_reference(spec.name, reference)
-            current_sorted = sorted_current[spec.name]
-            current_missing = numeric_current[spec.name].size - current_sorted.size
-            floor = floors.get(spec.name, min_ks_d)
-            pending.append(_ks_pending(spec.name, reference_sorted, current_sorted, floor, min_samples))
-            reference_present, current_present = reference_sorted.size, current_sorted.size
-        else:
-            reference_counts, reference_missing = _categorical_reference(spec.name, reference)
-            current_counts, current_missing = count_categories(_column(spec.name, current))
-            floor = floors.get(spec.name, min_cramers_v)
-            pending.append(_chi2_pending(spec, reference_counts, current_counts, floor, min_samples))
-            reference_present, current_present = sum(reference_counts.values()), sum(current_counts.values())
-        if spec.kind != "label":
-            pending.append(
-                _missing_rate_pending(
-                    spec,
-                    reference_missing,
-                    reference_present + reference_missing,
-                    current_missing,
-                    current_present + current_missing,
-                    missing_rate_floors.get(spec.name, min_missing_rate_h),
-                    min_samples,
-                )
-            )
-    return _decide_all(pending, fdr)
+    return registered_main(name)
 
 
 def overall_verdict(results: Sequence[FeatureTestResult]) -> DriftVerdict:
@@ -825,7 +710,7 @@ def overall_verdict(results: Sequence[FeatureTestResult]) -> DriftVerdict:
     """
     if any(result.verdict is DriftVerdict.DRIFT for result in results):
         return DriftVerdict.DRIFT
-    main = [result for result in results if result.test in MAIN_TESTS]
+    main = [result for result in results if is_main_test(result.test)]
     inconclusive = sum(result.verdict is DriftVerdict.INCONCLUSIVE for result in main)
     if not main or inconclusive > MAX_INCONCLUSIVE_SHARE * len(main):
         return DriftVerdict.INCONCLUSIVE
@@ -870,7 +755,7 @@ def verdict_summary(results: Sequence[FeatureTestResult], *, max_named: int = 5)
     def why(name: str) -> str:
         test = per_feature[name][1][0]
         reason = test.detail.get("reason", "undecided")
-        test_name = "" if test.test in MAIN_TESTS else f"{test.test} "
+        test_name = "" if is_main_test(test.test) else f"{test.test} "
         if test.effect_upper is None:
             return f"{name} ({test_name}{reason})"
         return f"{name} ({test_name}{reason}: could rule out only ≥ {test.effect_upper:.3g}, floor {test.effect_floor:.3g})"
@@ -890,7 +775,7 @@ def verdict_summary(results: Sequence[FeatureTestResult], *, max_named: int = 5)
 
 
 def reference_from_columns(
-    columns: Mapping[str, np.ndarray | Sequence[Any]], schema: Sequence[FeatureSpecLike]
+    columns: Mapping[str, np.ndarray | Sequence[Any]], schema: Sequence[Any]
 ) -> dict[str, NumericReference | CategoricalReference]:
     """Summarise raw columns (training data or a previous window) into reference data for ``schema``."""
     reference: dict[str, NumericReference | CategoricalReference] = {}
@@ -900,24 +785,6 @@ def reference_from_columns(
         else:
             reference[spec.name] = CategoricalReference.from_values(_column(spec.name, columns))
     return reference
-
-
-def _check_options(**options: float) -> None:
-    for name, value in options.items():
-        if name == "fdr" and not 0 < value < 1:
-            raise ValueError(f"fdr must be in (0, 1), got {value}")
-        if not 0 <= value < 1:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
-
-
-def _check_schema(schema: Sequence[FeatureSpecLike]) -> None:
-    names = [spec.name for spec in schema]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"schema lists feature(s) {', '.join(map(repr, duplicates))} more than once")
-    for spec in schema:
-        if spec.kind not in FEATURE_KINDS:
-            raise ValueError(f"feature {spec.name!r}: kind {spec.kind!r} is not one of {', '.join(FEATURE_KINDS)}")
 
 
 def _column(name: str, columns: Mapping[str, np.ndarray | Sequence[Any]]) -> np.ndarray | Sequence[Any]:
@@ -937,109 +804,9 @@ def _numeric_column(name: str, columns: Mapping[str, np.ndarray | Sequence[Any]]
     return values
 
 
-def _numeric_reference(name: str, reference: ReferenceData) -> tuple[np.ndarray, int]:
-    entry, missing = _reference_entry(name, reference)
-    if not hasattr(entry, "sorted_values"):
-        raise ValueError(f"reference for feature {name!r} is not numeric (no sorted_values)")
-    values = np.asarray(entry.sorted_values, dtype=float)
-    if values.ndim != 1 or not np.all(values[1:] >= values[:-1]) or (values.size and np.isnan(values[0])):
-        raise ValueError(f"reference for feature {name!r}: sorted_values must be ascending without NaN")
-    return values, missing
-
-
-def _categorical_reference(name: str, reference: ReferenceData) -> tuple[Mapping[str, int], int]:
-    entry, missing = _reference_entry(name, reference)
-    if not hasattr(entry, "counts"):
-        raise ValueError(f"reference for feature {name!r} is not categorical (no counts)")
-    if any(count < 0 for count in entry.counts.values()):
-        raise ValueError(f"reference for feature {name!r}: a category count is negative")
-    return entry.counts, missing
-
-
-def _reference_entry(name: str, reference: ReferenceData) -> tuple[Any, int]:
-    try:
-        entry = reference[name]
-    except KeyError:
-        raise ValueError(f"reference data has no feature {name!r}") from None
-    missing = int(entry.missing)
-    if missing < 0:
-        raise ValueError(f"reference for feature {name!r}: missing count is negative")
-    return entry, missing
-
-
-def _ks_pending(
-    name: str, reference_sorted: np.ndarray, current_sorted: np.ndarray, floor: float, min_samples: int
-) -> _PendingTest:
-    n, m = reference_sorted.size, current_sorted.size
-    outcome = ks_two_sample(reference_sorted, current_sorted)
-    return _PendingTest(
-        feature=name, test="ks", kind="numeric", statistic=outcome.statistic, p_value=outcome.p_value,
-        effect_size=outcome.statistic, effect_floor=floor, n_reference=n, n_current=m,
-        detail={"method": outcome.method}, enough_samples=min(n, m) >= min_samples, corrected=min(n, m) > 0,
-        min_detectable=partial(min_detectable_ks_statistic, n, m) if min(n, m) > 0 else None,
-        effect_upper=ks_upper_bound(outcome.statistic, n, m) if min(n, m) > 0 else None,
-    )
-
-
-def _chi2_pending(
-    spec: FeatureSpecLike, reference_counts: Mapping[str, int], current_counts: Mapping[str, int], floor: float,
-    min_samples: int,
-) -> _PendingTest:
-    n, m = sum(reference_counts.values()), sum(current_counts.values())
-    kind: FeatureKind = "label" if spec.kind == "label" else "categorical"
-    unseen = sum(count for category, count in current_counts.items() if reference_counts.get(category, 0) <= 0)
-    detail: dict[str, Any] = {"method": "chi2", "unseen_current_count": unseen}
-    if n == 0 or m == 0:
-        return _PendingTest(
-            feature=spec.name, test="chi2", kind=kind, statistic=0.0, p_value=1.0, effect_size=0.0,
-            effect_floor=floor, n_reference=n, n_current=m, detail=detail, enough_samples=False, corrected=False,
-            min_detectable=None, effect_upper=None,
-        )
-    outcome = chi_square_test(reference_counts, current_counts, spec.categories or ())
-    detail |= {
-        "df": outcome.df,
-        "table_cramers_v": outcome.table_cramers_v,
-        "buckets": list(outcome.buckets),
-        "reference_counts": list(outcome.reference_counts),
-        "current_counts": list(outcome.current_counts),
-    }
-    return _PendingTest(
-        feature=spec.name, test="chi2", kind=kind, statistic=outcome.statistic, p_value=outcome.p_value,
-        effect_size=outcome.cramers_v, effect_floor=floor, n_reference=n, n_current=m, detail=detail,
-        enough_samples=min(n, m) >= min_samples, corrected=outcome.df > 0,
-        min_detectable=lambda alpha: min_detectable_cramers_v(n, m, outcome.df, alpha),
-        # The bound is on the noncentrality scale; never report it below the effect itself.
-        effect_upper=max(outcome.cramers_v, cramers_v_upper_bound(outcome.statistic, outcome.df, n, m)),
-    )
-
-
-def _missing_rate_pending(
-    spec: FeatureSpecLike, reference_missing: int, reference_rows: int, current_missing: int, current_rows: int,
-    floor: float, min_samples: int,
-) -> _PendingTest:
-    outcome = missing_rate_test(reference_missing, reference_rows, current_missing, current_rows)
-    has_rows = reference_rows > 0 and current_rows > 0
-    return _PendingTest(
-        feature=spec.name, test="missing_rate", kind="numeric" if spec.kind == "numeric" else "categorical",
-        statistic=outcome.statistic, p_value=outcome.p_value, effect_size=outcome.cohens_h, effect_floor=floor,
-        n_reference=reference_rows, n_current=current_rows,
-        detail={
-            "method": outcome.method,
-            "reference_rate": outcome.reference_rate,
-            "current_rate": outcome.current_rate,
-        },
-        enough_samples=min(reference_rows, current_rows) >= min_samples,
-        corrected=has_rows and outcome.method != "degenerate",
-        min_detectable=(
-            partial(min_detectable_rate_change, reference_rows, current_rows, outcome.reference_rate)
-            if has_rows
-            else None
-        ),
-        effect_upper=cohens_h_upper_bound(outcome.cohens_h, reference_rows, current_rows) if has_rows else None,
-    )
-
-
-def _decide_all(pending: Sequence[_PendingTest], fdr: float) -> list[FeatureTestResult]:
+def decide_all(pending: Sequence[PendingTest], fdr: float) -> list[FeatureTestResult]:
+    """Adjust the p-values of a run's tests together (Benjamini–Hochberg, over those that can
+    vary) and decide each test's verdict by the rule of the module doc."""
     corrected = [index for index, test in enumerate(pending) if test.corrected]
     p_adjusted = [1.0] * len(pending)
     if corrected:
@@ -1051,7 +818,7 @@ def _decide_all(pending: Sequence[_PendingTest], fdr: float) -> list[FeatureTest
     return [_decide(test, adjusted, fdr, power_alpha) for test, adjusted in zip(pending, p_adjusted)]
 
 
-def _decide(test: _PendingTest, p_adjusted: float, fdr: float, power_alpha: float) -> FeatureTestResult:
+def _decide(test: PendingTest, p_adjusted: float, fdr: float, power_alpha: float) -> FeatureTestResult:
     detail = dict(test.detail)
     if test.min_detectable is None or test.effect_upper is None:
         verdict, detail["reason"] = DriftVerdict.INCONCLUSIVE, "empty_sample"

@@ -55,7 +55,8 @@ from sml.monitoring.model_quality.metrics import (
     assess_quality,
     assess_regression_quality,
 )
-from sml.monitoring.windows import TimeWindow, WindowSample, latest_window_first, read_window
+from sml.monitoring.summaries import SummaryReference, WindowSummary, summarise
+from sml.monitoring.windows import TimeWindow, WindowSample, latest_window_first, read_window, read_window_summaries
 
 # In a slice row of sml.monitoring.windows, ``label`` is the predicted label and ``truth`` the ground truth.
 _PREDICTION, _TRUTH, _DELAY = operator.attrgetter("label"), operator.attrgetter("truth"), operator.attrgetter("delay")
@@ -128,6 +129,32 @@ def read_window_with_quality(
     quality = QualityColumns(classes)
     sample = read_window(engine, model_name, window, features, extension=quality)
     return sample, quality.sample()
+
+
+def read_window_summaries_with_quality(
+    engine: Engine,
+    model_name: str,
+    window: TimeWindow,
+    features: Sequence[FeatureSpec],
+    classes: Sequence[str | int],
+    references: Sequence[SummaryReference],
+    *,
+    task: Task | None = None,
+) -> tuple[list[WindowSummary], QualitySample | RegressionSample]:
+    """:func:`read_window_with_quality`, with the drift columns counted into summaries
+    (:func:`~sml.monitoring.windows.read_window_summaries`) instead of kept.
+
+    A regression model's sample holds the window's feature columns (its label-free estimate
+    predicts each row's error from them), so for regression the columns are read and then
+    summarised: memory then grows with the window.
+    """
+    if (task or task_from_classes(tuple(classes))) == "regression":
+        sample, numbers = read_window_with_quality(engine, model_name, window, features, classes, task="regression")
+        summaries = [summarise(sample.columns(), reference, sample.labels) for reference in references]
+        return summaries, numbers
+    quality = QualityColumns(classes)
+    summaries = read_window_summaries(engine, model_name, window, features, references, extension=quality)
+    return summaries, quality.sample()
 
 
 def _delay_microseconds(connection: Connection) -> Any:
