@@ -83,6 +83,8 @@ class ArchivedObject:
     compacted: bool
     stored: str
     """The earliest ``stored_at`` of its rows, as ``YYYYMMDDTHHMMSSffffffZ`` (sorts as time does)."""
+    day: date | None = None
+    """The day of its partition, when it was listed with its table (:func:`list_table`)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,6 +150,31 @@ def list_partition(s3: Any, location: ArchiveLocation, partition: Partition) -> 
             match = _OBJECT_NAME.match(item["Key"][len(folder) :])
             if match:
                 found.append(ArchivedObject(item["Key"], item["Size"], match["version"], match["kind"] == "compacted", match["stored"]))
+    return sorted(found, key=lambda item: (item.stored, item.key))
+
+
+_DAY_FOLDER = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})/[^/]+$")
+
+
+def list_table(s3: Any, location: ArchiveLocation, table: str, models: Sequence[str] | None = None) -> list[ArchivedObject]:
+    """Every archive object of ``table`` (of ``models``, or all), with its day, in one listing per model.
+
+    One listing of the whole table is cheaper than one per day once a table is compacted (an
+    object or two a day); :func:`list_partition` is the per-day way.
+    """
+    prefixes = [f"{location.prefix}{table}/"] if models is None or table == GROUND_TRUTH_TABLE else [
+        f"{location.prefix}{table}/model={key_part(model)}/" for model in models
+    ]
+    found = []
+    for prefix in prefixes:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                day = _DAY_FOLDER.search(item["Key"])
+                match = _OBJECT_NAME.match(item["Key"].rsplit("/", 1)[-1])
+                if day and match:
+                    found.append(
+                        ArchivedObject(item["Key"], item["Size"], match["version"], match["kind"] == "compacted", match["stored"], date.fromisoformat(day[1]))
+                    )
     return sorted(found, key=lambda item: (item.stored, item.key))
 
 

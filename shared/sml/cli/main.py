@@ -29,6 +29,7 @@ COMMANDS = {
     "drift": "run the drift job now and print the verdict",
     "quality": "print the model quality verdict of the latest monitoring run",
     "rebuild": "restore the database tables from the event archive",
+    "query": "run SQL over the event archive (DuckDB here, Athena on AWS)",
 }
 
 

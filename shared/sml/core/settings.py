@@ -123,6 +123,9 @@ class ArchiveSettings(_Settings):
     """Where the event archive lives: ``s3://<SML_BUCKET>/<SML_ARCHIVE_PREFIX>``; unset, the writer archives nothing."""
 
     archive_prefix: str | None = Field(None, alias="SML_ARCHIVE_PREFIX", pattern=r"^[A-Za-z0-9!_.*'()-][A-Za-z0-9!_.*'()/-]*/$")
+    # Athena (AWS): the workgroup (engine v3, its own results location and scan limit) and the Glue database of the archive's tables.
+    athena_workgroup: str | None = Field(None, alias="SML_ATHENA_WORKGROUP", pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    athena_database: str | None = Field(None, alias="SML_ATHENA_DATABASE", pattern=r"^[a-z0-9_]{1,255}$")
 
 
 class CaptureSettings(_Settings):

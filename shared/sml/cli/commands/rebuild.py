@@ -38,21 +38,30 @@ def parse_day(text: str, option: str) -> date:
         raise argparse.ArgumentTypeError(f"{option}: {text!r} is not a day like 2026-01-31") from None
 
 
+def archive_location(settings):  # noqa: ANN001, ANN201 - LocalSettings -> ArchiveLocation, imported lazily
+    """Where the archive is, from the settings (``SML_BUCKET``, ``SML_ARCHIVE_PREFIX`` or the local stack's).
+
+    :raises SmlError: no archive prefix is configured.
+    """
+    from sml.archive.store import ArchiveLocation
+
+    if settings.archive_prefix is None:
+        raise SmlError("SML_ARCHIVE_PREFIX is not set and no local stack is up: where is the archive? (e.g. SML_ARCHIVE_PREFIX=archive/)")
+    return ArchiveLocation(settings.bucket, settings.archive_prefix)
+
+
 def run_rebuild(args: argparse.Namespace) -> int:
     from sml.archive.rebuild import rebuild_tables
-    from sml.archive.store import ArchiveLocation
     from sml.core.aws import aws_client
     from sml.core.db import create_db_engine, resolve_database_url
     from sml.core.settings import LocalSettings, load_settings, read_stack_file
 
     settings = load_settings(LocalSettings, stack=read_stack_file())
-    if settings.archive_prefix is None:
-        raise SmlError("SML_ARCHIVE_PREFIX is not set and no local stack is up: where is the archive? (e.g. SML_ARCHIVE_PREFIX=archive/)")
+    location = archive_location(settings)
     tables = [name.strip() for name in args.tables.split(",") if name.strip()]
     until = args.until or datetime.now(timezone.utc).date()
     secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn and not args.database_url else None
     engine = create_db_engine(args.database_url or resolve_database_url(settings, secrets_client))
-    location = ArchiveLocation(settings.bucket, settings.archive_prefix)
     try:
         outcome = rebuild_tables(engine, aws_client("s3", settings), location, args.since, until, tables=tables)
     except ValueError as exc:

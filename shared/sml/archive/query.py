@@ -1,0 +1,218 @@
+"""Questions over the archive in SQL: DuckDB on the machine at hand, Athena (engine v3) on AWS.
+
+Both engines see the same three tables, ``predictions``, ``ground_truth`` and
+``predict_refusals``, with the archive's columns (:mod:`sml.archive.parquet`) plus the partition
+columns ``model`` and ``date`` (``YYYY-MM-DD``), every redelivered copy removed (the copy stored
+first kept, :data:`sml.archive.parquet.DEDUPLICATION_KEY`) and, given ``since``/``until``, only
+the days between (both included). Each table is a common table expression put in front of the
+question (:func:`archive_ctes`), so the question's own ``FROM predictions`` reads it: on Athena
+the days become a filter on the partition column (partition projection reads only those
+prefixes), on DuckDB only those days' objects are fetched.
+
+DuckDB reads files from a temporary folder: the objects of the days asked for are downloaded
+first. DuckDB's own S3 reader (``httpfs``) is an extension that DuckDB downloads from its
+extension site at first use, which is not reachable from every machine (nor from a Lambda
+function without internet access), while boto3 reaches AWS and the local stack's S3 (fauxqs)
+alike, and a Lambda function has up to 10 GB of ``/tmp``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from sml.archive.layout import TABLES
+from sml.archive.parquet import DEDUPLICATION_KEY
+from sml.archive.store import ArchiveLocation, ArchivedObject, download, list_table
+from sml.core.errors import SmlError
+
+ATHENA_FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+COPY_COLUMN = "archive_copy"
+_LEADING_WITH = re.compile(r"^\s*with\s+(?!recursive\b)", re.IGNORECASE)
+_ATHENA_TYPES: dict[str, Callable[[str], Any]] = {
+    "tinyint": int,
+    "smallint": int,
+    "integer": int,
+    "bigint": int,
+    "double": float,
+    "float": float,
+    "real": float,
+    "boolean": lambda text: text == "true",
+}
+
+
+def archive_ctes(sources: dict[str, str], since: date | None, until: date | None, *, dialect: str) -> str:
+    """``name AS (...)`` for each table of ``sources`` (table -> what to read it from), copies
+    dropped and, with ``since``/``until``, limited to those days.
+
+    :param dialect: ``duckdb`` (drops the helper column with ``EXCLUDE``) or ``athena`` (Trino
+        has no ``EXCLUDE``: the column ``archive_copy``, always 1, stays).
+    """
+    parts = []
+    for table, source in sources.items():
+        days = []
+        if since is not None:
+            days.append(f"\"date\" >= '{since.isoformat()}'")
+        if until is not None:
+            days.append(f"\"date\" <= '{until.isoformat()}'")
+        where = f" WHERE {' AND '.join(days)}" if days else ""
+        key = ", ".join(f'"{name}"' for name in DEDUPLICATION_KEY[table])
+        numbered = f"SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY stored_at) AS {COPY_COLUMN} FROM {source}{where}"
+        columns = f"* EXCLUDE ({COPY_COLUMN})" if dialect == "duckdb" else "*"
+        parts.append(f"{table} AS (SELECT {columns} FROM ({numbered}) WHERE {COPY_COLUMN} = 1)")
+    return ",\n".join(parts)
+
+
+def with_archive_tables(sql: str, ctes: str) -> str:
+    """``sql`` with ``ctes`` in front: merged into its own ``WITH`` when it has one.
+
+    :raises SmlError: ``sql`` starts with ``WITH RECURSIVE`` (the archive's tables cannot join it).
+    """
+    if re.match(r"^\s*with\s+recursive\b", sql, re.IGNORECASE):
+        raise SmlError("query: WITH RECURSIVE is not supported over the archive's tables")
+    if _LEADING_WITH.match(sql):
+        return f"WITH {ctes},\n{_LEADING_WITH.sub('', sql, count=1)}"
+    return f"WITH {ctes}\n{sql}"
+
+
+# --------------------------------------------------------------------------------------------
+# DuckDB
+
+
+@dataclass(frozen=True)
+class LocalCopy:
+    """The archive's objects of some days, downloaded: per table, the files DuckDB reads."""
+
+    directory: Path
+    files: dict[str, list[Path]]
+
+    def sources(self) -> dict[str, str]:
+        """Per table with files, the ``read_parquet(...)`` that reads them (union by name, hive partitions)."""
+        return {table: read_parquet_source(paths) for table, paths in self.files.items() if paths}
+
+
+def read_parquet_source(paths: Sequence[Path]) -> str:
+    """DuckDB's ``read_parquet`` over ``paths``, columns matched by name, ``model``/``date`` from the paths."""
+    files = ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
+    return f"read_parquet([{files}], union_by_name = true, hive_partitioning = true, hive_types = {{'date': VARCHAR}})"
+
+
+def download_days(
+    s3: Any, location: ArchiveLocation, directory: Path, since: date | None, until: date | None, *, tables: Sequence[str] = TABLES, models: Sequence[str] | None = None
+) -> LocalCopy:
+    """Download the objects of ``tables`` from ``since`` to ``until`` (either open) into ``directory``."""
+    files = {}
+    for table in tables:
+        objects: list[ArchivedObject] = [
+            item
+            for item in list_table(s3, location, table, models)
+            if (since is None or item.day >= since) and (until is None or item.day <= until)
+        ]
+        files[table] = download(s3, location, objects, directory)
+    return LocalCopy(directory, files)
+
+
+def duckdb_connection(work_dir: Path, memory_limit: str = "256MB") -> Any:
+    """A DuckDB connection that spills to ``work_dir`` past ``memory_limit``."""
+    import duckdb
+
+    return duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(work_dir / "spill")})
+
+
+def run_duckdb_query(
+    s3: Any, location: ArchiveLocation, sql: str, *, since: date | None = None, until: date | None = None, memory_limit: str = "256MB"
+) -> pa.Table:
+    """Answer ``sql`` over the archive with DuckDB (objects downloaded to a temporary folder).
+
+    :returns: the result as an Arrow table.
+    :raises SmlError: no archived objects in the range, or DuckDB refused the query (its message).
+    """
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="sml-query-") as work:
+        copy = download_days(s3, location, Path(work) / "archive", since, until)
+        sources = copy.sources()
+        if not sources:
+            raise SmlError(f"query: nothing archived in {location.uri()} {_range_text(since, until)}")
+        connection = duckdb_connection(Path(work), memory_limit)
+        try:
+            return connection.sql(with_archive_tables(sql, archive_ctes(sources, since, until, dialect="duckdb"))).to_arrow_table()
+        except duckdb.Error as exc:
+            raise SmlError(f"query: {str(exc).splitlines()[0]}") from None
+        finally:
+            connection.close()
+
+
+def _range_text(since: date | None, until: date | None) -> str:
+    return f"from {since or 'the start'} to {until or 'today'}"
+
+
+# --------------------------------------------------------------------------------------------
+# Athena
+
+
+@dataclass(frozen=True)
+class AthenaTarget:
+    """Where Athena queries run: the workgroup (engine v3, its own result location and scan limit) and the Glue database."""
+
+    workgroup: str
+    database: str
+
+
+def run_athena_query(
+    athena: Any,
+    target: AthenaTarget,
+    sql: str,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    poll_seconds: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> pa.Table:
+    """Answer ``sql`` over the archive's Glue tables with Athena.
+
+    Starts the query in the workgroup (``StartQueryExecution``), polls ``GetQueryExecution``
+    until the state is SUCCEEDED, FAILED or CANCELLED, then reads every page of
+    ``GetQueryResults`` (the first row of the first page holds the column names; values are text,
+    converted by the column's type for numbers and booleans; a missing ``VarCharValue`` is NULL).
+
+    :param athena: a boto3 Athena client.
+    :raises SmlError: the query failed or was cancelled (Athena's ``StateChangeReason``).
+    """
+    query = with_archive_tables(sql, archive_ctes({table: f'"{target.database}"."{table}"' for table in TABLES}, since, until, dialect="athena"))
+    execution_id = athena.start_query_execution(QueryString=query, WorkGroup=target.workgroup, QueryExecutionContext={"Database": target.database})[
+        "QueryExecutionId"
+    ]
+    while True:
+        status = athena.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]["Status"]
+        if status["State"] in ATHENA_FINAL_STATES:
+            break
+        sleep(poll_seconds)
+    if status["State"] != "SUCCEEDED":
+        raise SmlError(f"query: Athena query {execution_id} {status['State']}: {status.get('StateChangeReason', 'no reason given')}")
+    names: list[str] = []
+    converters: list[Callable[[str], Any]] = []
+    columns: list[list[Any]] = []
+    first = True
+    for page in athena.get_paginator("get_query_results").paginate(QueryExecutionId=execution_id):
+        rows = page["ResultSet"]["Rows"]
+        if first:
+            info = page["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]
+            names = [column["Name"] for column in info]
+            converters = [_ATHENA_TYPES.get(column["Type"].lower(), str) for column in info]
+            columns = [[] for _ in names]
+            rows = rows[1:]  # the header row
+            first = False
+        for row in rows:
+            for index, datum in enumerate(row["Data"]):
+                text = datum.get("VarCharValue")
+                columns[index].append(None if text is None else converters[index](text))
+    return pa.table({name: values for name, values in zip(names, columns)}) if names else pa.table({})
