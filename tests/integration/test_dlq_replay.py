@@ -61,6 +61,22 @@ def test_inspect_counts_ages_and_explains_each_sample_without_hiding_it(sqs: Any
     assert visible_count(sqs, dlq_url) == 3
 
 
+def test_inspect_explains_bodies_of_any_depth_encoding_or_shape_one_by_one(sqs: Any, queues: tuple[str, str]) -> None:
+    # A body nested ~1,000 deep made inspect crash (RecursionError) and call the events of its batch fine.
+    _, dlq_url = queues
+    deep = "[" * 100_000 + "]" * 100_000
+    bodies = [deep, '{"features":' + deep + "}", "\u202e" + "{}" * 10, "12", event_body()]
+    send_bodies(sqs, dlq_url, bodies)
+
+    summary = inspect_dlq(sqs, dlq_url, sample=10)
+
+    reasons = {sample.body: sample.reason for sample in summary.samples}
+    assert reasons[bodies[0]] == reasons[bodies[1]] == "unparseable event: body: JSON nested too deeply to read (an event nests 3 levels at most)"
+    assert reasons[bodies[2]].startswith("unparseable event: body: not valid JSON")
+    assert reasons[bodies[3]] == "unparseable event: body: expected a JSON object, got int"
+    assert reasons[bodies[4]] == PARSES_FINE
+
+
 def test_inspect_with_sample_zero_only_counts(sqs: Any, queues: tuple[str, str]) -> None:
     _, dlq_url = queues
     send_bodies(sqs, dlq_url, ["a", "b"])
@@ -336,6 +352,18 @@ def test_cli_inspect_then_replay_empties_the_dlq(sqs: Any, cli_env: tuple[str, s
     assert "dry run: 2 message(s) would move" in dry
     assert "moved 2 message(s)" in replayed
     assert (visible_count(sqs, dlq_url), visible_count(sqs, queue_url)) == (0, 2)
+
+
+def test_cli_inspect_prints_a_deep_or_unprintable_body_escaped_and_cut(sqs: Any, cli_env: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    _, dlq_url = cli_env
+    send_bodies(sqs, dlq_url, ["[" * 5_000 + "]" * 5_000, "\u202e\x7f{"])
+
+    assert main(["dlq", "inspect"]) == 0
+
+    output = capsys.readouterr().out
+    assert "why:  unparseable event: body: JSON nested too deeply to read" in output
+    assert "body: " + "[" * 240 + "…" in output
+    assert "body: \\u202e\\x7f{" in output and "\u202e" not in output
 
 
 def test_cli_status_on_moto_is_a_clear_error(cli_env: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -135,6 +135,23 @@ def test_poison_fails_alone_good_rows_land_on_the_first_pass_and_poison_ends_in_
     assert sorted(queue_bodies(sqs, dlq_url)) == sorted(poison)
 
 
+def test_a_body_nested_thousands_deep_fails_alone_and_inspect_says_why(sqs: Any, engine: Engine) -> None:
+    # Explaining such a body raised RecursionError: its batch's valid events were retried five times
+    # and went to the DLQ with it, where inspect called them "parses fine".
+    queue_url, dlq_url = create_queue_with_dlq(sqs, max_receive_count=MAX_RECEIVE_COUNT)
+    good = [event_body(radius=float(index)) for index in range(9)]
+    deep = '{"features":' + "[" * 50_000 + "]" * 50_000 + "}"
+    send_bodies(sqs, queue_url, good[:4] + [deep] + good[4:])
+
+    source = poller(sqs, queue_url)
+    drain(source)
+
+    assert source.stats.deleted == len(good)
+    assert set(stored_rows(engine)) == {prediction_id_of(body) for body in good}
+    [sample] = inspect_dlq(sqs, dlq_url).samples
+    assert sample.body == deep and sample.reason == "unparseable event: body: JSON nested too deeply to read (an event nests 3 levels at most)"
+
+
 def test_poison_in_the_dlq_is_fixed_then_replayed_and_its_row_written_once(sqs: Any, engine: Engine) -> None:
     add_rejecting_trigger(engine)
     queue_url, dlq_url = create_queue_with_dlq(sqs, max_receive_count=MAX_RECEIVE_COUNT)

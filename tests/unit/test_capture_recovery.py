@@ -54,6 +54,27 @@ def test_records_whose_body_breaks_the_contract_are_skipped_and_named() -> None:
     assert found.problems[1] == "predict.log:2: a capture_miss record without a message_body string"
 
 
+def test_entries_of_any_depth_or_shape_are_read_or_named_one_by_one() -> None:
+    # json.loads of a line nested ~1,000 deep raised RecursionError and `sml capture resend` crashed.
+    deep = "[" * 50_000 + "]" * 50_000
+    good = body()
+    text = "\n".join([
+        miss_line(deep),
+        '{"capture_miss": "timeout", "message_body": ' + deep + "}",
+        '{"level": "INFO", "nested": ' + deep + "}",
+        miss_line(good),
+    ])
+    found = missed_events_from_log(text, source="predict.log")
+    assert [body_ for _, body_ in found.bodies] == [good]
+    assert found.problems == [
+        "predict.log:1: message_body is not a valid prediction or refusal event (body: JSON nested too deeply to read (an event nests 3 levels at most))",
+        "predict.log:2: a capture_miss record nested too deeply to read as JSON",
+    ]
+    document = {"events": [{"message": 5}, {"message": None}, "a string", {"message": miss_line(good)}]}
+    assert missed_events_from_log(json.dumps(document), source="export.json").bodies == [(json.loads(good)["prediction_id"], good)]
+    assert missed_events_from_log('{"events": ' + deep + "}", source="export.json").bodies == []
+
+
 def test_a_missing_log_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["capture", "resend", "--log-file", str(tmp_path / "nope.log")]) == 2
     assert f"--log-file {tmp_path / 'nope.log'}: cannot read it" in capsys.readouterr().err

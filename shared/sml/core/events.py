@@ -29,8 +29,10 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, TypeVar, Union
 
@@ -170,6 +172,45 @@ def format_timestamp(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_Parsed = TypeVar("_Parsed")
+
+
+def _explains_any_body(parse: Callable[[str | bytes], _Parsed]) -> Callable[[Any], _Parsed]:
+    """Make ``parse`` fail with an :class:`EventValidationError` whatever it is given: a body that
+    is not text, text that is not Unicode (lone surrogates, bytes that are not UTF-8), or JSON
+    nested so deeply that reading it to explain what is wrong exhausts the recursion limit. The
+    writer, ``sml dlq inspect`` and ``sml capture resend`` then report such a body alone, with a
+    reason, instead of failing their whole batch or crashing."""
+
+    @functools.wraps(parse)
+    def parse_any(body: Any) -> _Parsed:
+        if not isinstance(body, (str, bytes)):
+            raise EventValidationError("body", f"expected JSON text (str or bytes), got {type(body).__name__}")
+        try:
+            return parse(body)
+        except RecursionError:
+            raise EventValidationError("body", f"JSON nested too deeply to read (an event nests {MAX_EVENT_DEPTH} levels at most)") from None
+        except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+            raise EventValidationError("body", _unicode_problem(body, exc)) from None
+
+    return parse_any
+
+
+def _unicode_problem(body: str | bytes, error: UnicodeDecodeError | UnicodeEncodeError) -> str:
+    # The decoder may have failed on a slice of the body; coding the whole body again finds the offset in it.
+    try:
+        body.decode("utf-8") if isinstance(body, bytes) else body.encode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError) as whole:
+        error = whole
+    unit = "byte" if isinstance(body, bytes) else "character"
+    return f"not valid UTF-8 text at {unit} {error.start} ({error.reason})"
+
+
+# Objects inside objects in the deepest event (a refusal: body, refused, field, reasons).
+MAX_EVENT_DEPTH = 3
+
+
+@_explains_any_body
 def parse_prediction_event(body: str | bytes) -> PredictionEvent:
     """Parse an SQS message body; any problem raises ``EventValidationError`` naming the field.
 
@@ -333,6 +374,7 @@ def serialise_event(event: Event) -> str:
     return _ENCODER.encode(event).decode("utf-8")
 
 
+@_explains_any_body
 def parse_ground_truth_event(body: str | bytes) -> GroundTruthEvent:
     """Parse a ground-truth body; any problem raises ``EventValidationError`` naming the field.
 
@@ -435,6 +477,7 @@ def build_refusal_event(
     return event
 
 
+@_explains_any_body
 def parse_refusal_event(body: str | bytes) -> RefusalEvent:
     """Parse a refusal body (``event_type`` may be left out); problems raise ``EventValidationError`` naming the field."""
     return _parse_typed(body, RefusalEvent)
@@ -445,6 +488,7 @@ def event_id(event: Event) -> str:
     return event.refusal_id if type(event) is RefusalEvent else event.prediction_id
 
 
+@_explains_any_body
 def parse_event(body: str | bytes) -> Event:
     """Parse an SQS message body of any type; problems raise ``EventValidationError`` naming the field.
 

@@ -39,6 +39,9 @@ def missed_events_from_log(text: str, *, source: str) -> MissedEvents:
     found = MissedEvents()
     seen: set[str] = set()
     for where, record in _log_records(text, source):
+        if isinstance(record, str):
+            found.problems.append(f"{where}: {record}")
+            continue
         if "capture_miss" not in record:
             continue
         body = record.get("message_body")
@@ -59,26 +62,33 @@ def missed_events_from_log(text: str, *, source: str) -> MissedEvents:
     return found
 
 
-def _log_records(text: str, source: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _log_records(text: str, source: str) -> Iterator[tuple[str, dict[str, Any] | str]]:
+    """Each log record as a dict, or a problem (a string) for an entry that mentions ``capture_miss``
+    but cannot be read; entries that are not JSON objects are other log lines, skipped."""
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
             document = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):
             document = None
         if isinstance(document, dict) and isinstance(document.get("events"), list):
-            yield from _records_in(((f"{source}: events[{index}]", item.get("message", "") if isinstance(item, dict) else "") for index, item in enumerate(document["events"])))
+            messages = (item.get("message") if isinstance(item, dict) else None for item in document["events"])
+            yield from _records_in((f"{source}: events[{index}]", message if isinstance(message, str) else "") for index, message in enumerate(messages))
             return
     yield from _records_in((f"{source}:{number}", line) for number, line in enumerate(text.splitlines(), start=1))
 
 
-def _records_in(entries: Iterable[tuple[str, str]]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _records_in(entries: Iterable[tuple[str, str]]) -> Iterator[tuple[str, dict[str, Any] | str]]:
     for where, line in entries:
         start = line.find("{")
         if start < 0:
             continue
         try:
             record = json.loads(line[start:])
+        except RecursionError:
+            if "capture_miss" in line:
+                yield where, "a capture_miss record nested too deeply to read as JSON"
+            continue
         except ValueError:
             continue
         if isinstance(record, dict):

@@ -115,11 +115,22 @@ def run_inspect(args: argparse.Namespace) -> int:
     print(f"  messages: {summary.visible} visible, {summary.in_flight} in flight; oldest seen: {age}")
     for sample in summary.samples:
         sent = sample.sent_at.isoformat(timespec="seconds") if sample.sent_at else "?"
-        body = sample.body if len(sample.body) <= BODY_PREVIEW_CHARS else sample.body[:BODY_PREVIEW_CHARS] + "…"
+        body = _printable(sample.body[:BODY_PREVIEW_CHARS]) + ("…" if len(sample.body) > BODY_PREVIEW_CHARS else "")
         print(f"\n  {sample.message_id}  sent {sent}  received {sample.receive_count or '?'}×")
         print(f"    why:  {sample.reason}")
         print(f"    body: {body}")
     return 0
+
+
+def _printable(text: str) -> str:
+    """``text`` safe to print whatever a message holds: control and other unprintable characters
+    (terminal escape sequences, NUL) as Python escapes, and characters this terminal's encoding
+    cannot show as ``\\x``/``\\u`` escapes instead of an encoding error."""
+    import sys
+
+    shown = "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return shown.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def run_replay(args: argparse.Namespace) -> int:
