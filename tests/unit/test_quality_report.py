@@ -78,3 +78,44 @@ def test_alert_carries_quality_status_and_digest_and_says_degraded_in_the_subjec
 
     without = _run(None)
     assert "quality_status" not in alert_attributes(without) and "quality" not in json.loads(alert_message(without))
+
+
+def test_a_multiclass_section_has_its_metrics_a_confusion_matrix_and_a_top_label_reliability_chart() -> None:
+    rng = np.random.default_rng(1)
+    classes = ("a", "<b>", "c")
+    truth = rng.integers(0, 3, 900)
+    probabilities = rng.dirichlet(np.ones(3), 900)
+    probabilities[np.arange(900), truth] += 1
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    predicted = probabilities.argmax(axis=1)
+    quality = assess_quality(
+        classes=classes, positive_class=None, predicted_index=predicted, probabilities=probabilities, true_index=truth,
+        delay_seconds=np.zeros(900), reference_metrics={"f1_macro": 0.9}, calibrator=None, config=QualityConfig(),
+    )
+    section = render_quality_section(quality)
+
+    for name in ("f1_macro", "f1_weighted", "roc_auc", "log_loss", "brier", "ece"):
+        assert f'<td class="name">{name}</td>' in section
+    assert "Confusion matrix" in section and "&lt;b&gt;" in section and "<b>" not in section
+    cells = [int(cell) for cell in re.findall(r'<td style="background:rgba\([^"]+\)">(\d+)</td>', section)]
+    assert sum(cells) == 900 and cells[0] == int(((truth == 0) & (predicted == 0)).sum())
+    assert "fraction right" in section and "top label" in section
+
+
+def test_a_regression_section_has_its_metrics_and_residual_plots_without_classes() -> None:
+    from sml.monitoring.model_quality.metrics import assess_regression_quality
+
+    rng = np.random.default_rng(2)
+    predictions = 150 + 50 * rng.normal(size=800)
+    truth = predictions + rng.normal(scale=20, size=800)
+    quality = assess_regression_quality(
+        predictions=predictions, truth=truth, n_labels_not_numbers=0, delay_seconds=np.zeros(800), reference_metrics={"rmse": 20.0},
+        estimator=None, columns=None, config=QualityConfig(), prediction_edges=[100.0, 150.0, 200.0],
+    )
+    section = render_quality_section(quality)
+
+    for name in ("mae", "rmse", "r2", "mean_error", "mape"):
+        assert f'<td class="name">{name}</td>' in section
+    assert "Residuals" in section and "error (prediction − label)" in section and "Confusion matrix" not in section
+    assert section.count("<figure>") == 2 and "estimated (DLE)" in section
+    assert len(re.findall(r"<circle ", section)) == 4

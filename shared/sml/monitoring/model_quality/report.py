@@ -84,7 +84,7 @@ def _charts(quality: QualityResult) -> str:
     if not (realized and realized.reliability):
         return f"{confusion}<p>No reliability chart: no labelled prediction with probabilities.</p>"
     caption = "the positive class's probability" if quality.task == "binary" else "the top label's probability (right when the top label is the true class)"
-    return confusion + reliability_chart(realized.reliability, caption)
+    return confusion + reliability_chart(realized.reliability, caption, "fraction positive" if quality.task == "binary" else "fraction right")
 
 
 def _metrics_table(quality: QualityResult) -> str:
@@ -204,7 +204,7 @@ def _by_prediction_svg(plots: ResidualPlots) -> str:
     )
 
 
-def reliability_chart(bins: Sequence[ReliabilityBin], caption: str = "the positive class's probability") -> str:
+def reliability_chart(bins: Sequence[ReliabilityBin], caption: str = "the positive class's probability", outcome: str = "fraction positive") -> str:
     """Inline SVG: fraction positive (or right) against mean predicted probability per bin, with the diagonal."""
     plot = SIZE - 2 * MARGIN
     largest = max(bin_.count for bin_ in bins)
@@ -232,7 +232,7 @@ def reliability_chart(bins: Sequence[ReliabilityBin], caption: str = "the positi
             f"fraction positive {bin_.fraction_positive:.3f}</title></circle>"
         )
     parts.append(f'<text x="{SIZE / 2}" y="{SIZE - 6}" text-anchor="middle">mean predicted probability</text>')
-    parts.append(f'<text x="12" y="{SIZE / 2}" text-anchor="middle" transform="rotate(-90 12 {SIZE / 2})">fraction positive</text>')
+    parts.append(f'<text x="12" y="{SIZE / 2}" text-anchor="middle" transform="rotate(-90 12 {SIZE / 2})">{_escape(outcome)}</text>')
     return (
         f'<figure><svg xmlns="http://www.w3.org/2000/svg" role="img" width="{SIZE}" height="{SIZE}" viewBox="0 0 {SIZE} {SIZE}" '
         f'font-size="11" font-family="sans-serif"><title>reliability chart</title>{"".join(parts)}</svg>'
