@@ -214,7 +214,7 @@ def test_predict_registers_its_extensions_at_import_in_its_container_and_sends_a
 
     assert first["pid"] == second["pid"]
     assert first["senders_before"] == []  # the answer left before the extension sent its event
-    assert second["senders_before"] == ["sml-capture-extension"]  # sent on the extension's thread, after answering
+    assert second["senders_before"] == ["sml-capture-send"]  # sent by the extension (on its send thread), after answering
     stored = [json.loads(body)["prediction_id"] for body in written_bodies(tmp_path / ".sml")]
     assert sorted(stored) == sorted([first["prediction_id"], second["prediction_id"]])
 
