@@ -52,3 +52,18 @@ def test_a_failed_run_is_kept_and_the_next_one_still_comes(caplog: pytest.LogCap
 def test_a_non_positive_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="interval_s must be positive"):
         ScheduledInvocation("retention", print, {}, interval_s=0)
+
+
+def test_a_schedule_that_waits_first_does_not_run_at_start_and_stops_while_waiting() -> None:
+    calls: list[dict[str, Any]] = []
+    schedule = ScheduledInvocation("drift", calls.append, {"model_name": "wine"}, interval_s=3600, first_after_s=3600).start()
+    schedule.stop()  # returns at once: the wait ends with the stop
+    assert calls == [] and schedule.invocations == 0
+    assert not schedule._thread.is_alive()
+
+
+def test_after_its_first_wait_it_runs_each_interval() -> None:
+    calls = threading.Semaphore(0)
+    schedule = ScheduledInvocation("drift", lambda _event: calls.release(), {}, interval_s=0.01, first_after_s=0.01).start()
+    assert all(calls.acquire(timeout=10) for _ in range(2))
+    schedule.stop()

@@ -29,6 +29,8 @@ class ScheduledInvocation:
     :param invoke: called with the event; what it returns is kept in ``last_result``.
     :param event_input: the rule's fixed input; ``time`` is added (ISO 8601, UTC).
     :param clock: the current time (replaceable in tests).
+    :param first_after_s: wait this long before the first invocation instead of invoking at start
+        (a weekly run that a restarted stack need not catch up on).
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class ScheduledInvocation:
         *,
         interval_s: float,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        first_after_s: float = 0.0,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
@@ -47,6 +50,7 @@ class ScheduledInvocation:
         self.event_input = dict(event_input)
         self.interval_s = interval_s
         self.clock = clock
+        self.first_after_s = first_after_s
         self.invocations = 0
         self.last_result: Any = None
         self.last_error: BaseException | None = None
@@ -71,6 +75,8 @@ class ScheduledInvocation:
         return self.last_result
 
     def _run(self) -> None:
+        if self._stopped.wait(self.first_after_s):
+            return
         while not self._stopped.is_set():
             self.run_once()
             self._stopped.wait(self.interval_s)

@@ -8,8 +8,15 @@ feeds the writer from the SQS poller. Each function runs in its own container pr
 up to ``writer_concurrency`` (the event source mapping's maximum concurrency). Their logs go to
 ``<state_dir>/logs/<function>.log`` (stdout and stderr, as CloudWatch would get them). The
 endpoints go to ``<state_dir>/stack.json``, where every other ``sml`` command finds them. The
-schedule (:mod:`sml.local.schedule`) plays the daily EventBridge rules: the retention step runs in
-a writer container at start and every ``retention_interval_s``.
+schedule (:mod:`sml.local.schedule`) plays the EventBridge rules: the retention step runs in
+a writer container at start and every ``retention_interval_s``; the weekly drift run, once per
+model, in a drift container every ``drift_interval_s`` (first after one interval: ``sml drift`` runs
+it on demand).
+
+Several models (``models``): as the CDK app deploys them, each gets its own predict containers
+(``SML_MODEL_NAME`` set to it) behind its own Function URL on its own port; the queue, the
+writer, the database and the bucket are shared. ``stack.json`` names every model's URL under
+``function_urls`` (``function_url`` is the first's).
 
 Example::
 
@@ -78,6 +85,11 @@ class LocalStackConfig:
     :param visibility_timeout_s: the events queue's visibility timeout (how soon a failed
         message is retried); AWS uses 6 times the writer's timeout, locally shorter is friendlier.
     :param retention_interval_s: how often the retention step runs (daily, as on AWS).
+    :param models: models served side by side, each by its own predict containers and Function URL
+        (the first on ``function_url_port``, the others on free ports); empty serves
+        ``SML_MODEL_NAME`` alone, as before.
+    :param drift_handler: the handler of the weekly drift run.
+    :param drift_interval_s: how often the drift run goes, for each model (weekly, as on AWS).
     """
 
     state_dir: Path = Path(".sml")
@@ -102,6 +114,10 @@ class LocalStackConfig:
     batch_size: int = 10
     batching_window_s: float = 1.0
     retention_interval_s: float = 24 * 3600.0
+    models: tuple[str, ...] = ()
+    drift_handler: str | Handler = "functions.drift.app:handler"
+    drift_timeout_s: float = 900.0
+    drift_interval_s: float = 7 * 24 * 3600.0
 
     @property
     def log_dir(self) -> Path:
@@ -132,11 +148,13 @@ class StackEndpoints:
     database_url: str
     service_endpoint_urls: Mapping[str, str] = field(default_factory=dict)
     archive_prefix: str = "archive/"
+    function_urls: Mapping[str, str] = field(default_factory=dict)
 
-    def as_stack_file(self) -> dict[str, str]:
-        """The flat ``stack.json`` form, without ``pid``."""
-        fields = {name: value for name, value in asdict(self).items() if name != "service_endpoint_urls"}
-        return {**fields, **{f"aws_endpoint_url_{service}": url for service, url in self.service_endpoint_urls.items()}}
+    def as_stack_file(self) -> dict[str, Any]:
+        """The ``stack.json`` form, without ``pid``: flat, plus ``function_urls`` (model -> URL) with several models."""
+        fields = {name: value for name, value in asdict(self).items() if name not in ("service_endpoint_urls", "function_urls")}
+        extra: dict[str, Any] = {"function_urls": dict(self.function_urls)} if self.function_urls else {}
+        return {**fields, **{f"aws_endpoint_url_{service}": url for service, url in self.service_endpoint_urls.items()}, **extra}
 
 
 @dataclass(frozen=True)
@@ -149,6 +167,15 @@ class QueueDepths:
 
 def stack_file(state_dir: Path) -> Path:
     return state_dir / STACK_FILE_NAME
+
+
+def stack_function_urls(state_dir: Path) -> dict[str, str]:
+    """Model -> Function URL of a local stack serving several models (``{}`` for one model or none)."""
+    try:
+        urls = json.loads(stack_file(state_dir).read_text(encoding="utf-8")).get("function_urls", {})
+    except (FileNotFoundError, ValueError, AttributeError):
+        return {}
+    return {str(model): str(url) for model, url in urls.items()} if isinstance(urls, dict) else {}
 
 
 def running_stack_pid(state_dir: Path) -> int | None:
@@ -305,12 +332,17 @@ class LocalStack:
         self.config = config
         self.migrate = migrate
         self.endpoints: StackEndpoints | None = None
-        self.function_url_server: FunctionUrlServer | None = None
+        self.function_url_server: FunctionUrlServer | None = None  # the first model's
         self.poller: SqsEventSourcePoller | None = None
-        self.predict: FunctionContainers | None = None
+        self.predict: FunctionContainers | None = None  # the first model's
         self.writer: FunctionContainers | None = None
+        self.drift: FunctionContainers | None = None
+        # Model -> its predict containers and Function URL server (one entry per model, or "" for one model).
+        self.predicts: dict[str, FunctionContainers] = {}
+        self.function_url_servers: dict[str, FunctionUrlServer] = {}
         self.aws_server: AwsServer | None = None
         self.retention: ScheduledInvocation | None = None
+        self.drift_runs: dict[str, ScheduledInvocation] = {}
         self._sqs: Any = None
         self.discarded: QueueDepths | None = None  # what the emulator held when stop() ended it
         self._saved_environment: dict[str, str | None] = {}
@@ -373,11 +405,24 @@ class LocalStack:
         self._set_environment(environment)
         # Each function in its own processes; one container of each is started now, so a handler
         # that cannot be imported is reported here rather than on the first request.
-        self.predict = self._start_containers("predict", config.predict_handler, config.predict_timeout_s, config.predict_concurrency, environment)
+        models = config.models or ("",)  # "": the one model SML_MODEL_NAME names, as before
+        for index, model in enumerate(models):
+            role = f"predict-{model}" if model else "predict"
+            model_environment = {**environment, "SML_MODEL_NAME": model} if model else environment
+            self.predicts[model] = self._start_containers(
+                role, config.predict_handler, config.predict_timeout_s, config.predict_concurrency, model_environment
+            )
+            self.function_url_servers[model] = self._bind_function_url_server(
+                self.predicts[model].invoke, role=role, port=config.function_url_port if index == 0 else 0
+            )
+        self.predict, function_url_server = self.predicts[models[0]], self.function_url_servers[models[0]]
+        self.function_url_server = function_url_server
         self.writer = self._start_containers("writer", config.writer_handler, config.writer_timeout_s, config.writer_concurrency, environment)
-        function_url_server = self._bind_function_url_server(self.predict.invoke)
+        # Started on the first weekly run, not now: a drift container imports scipy and scikit-learn.
+        self.drift = self._start_containers("drift", config.drift_handler, config.drift_timeout_s, 1, environment, warm=0)
         self.endpoints = StackEndpoints(
             function_url=function_url_server.url,
+            function_urls={model: server.url for model, server in self.function_url_servers.items() if model},
             aws_endpoint_url=aws_endpoint_url,
             region=config.region,
             bucket=config.bucket,
@@ -398,7 +443,8 @@ class LocalStack:
             timeout_s=config.writer_timeout_s,
             concurrency=config.writer_concurrency,
         )
-        function_url_server.start()
+        for server in self.function_url_servers.values():
+            server.start()
         self.poller.start()
         writer = self.writer
         self.retention = ScheduledInvocation(
@@ -407,6 +453,16 @@ class LocalStack:
             {"sml_action": "retention"},
             interval_s=config.retention_interval_s,
         ).start()
+        drift = self.drift
+        for model in models:
+            # One weekly rule per model naming it, as the CDK app deploys them; one model: the plain event.
+            self.drift_runs[model] = ScheduledInvocation(
+                f"drift {model}" if model else "drift",
+                lambda event: drift.invoke(event, new_lambda_context(f"{config.app_name}-drift", region=config.region, timeout_s=config.drift_timeout_s)),
+                {"model_name": model} if model else {},
+                interval_s=config.drift_interval_s,
+                first_after_s=config.drift_interval_s,
+            ).start()
         self._write_stack_file()
 
     def _aws_endpoint(self) -> tuple[str, dict[str, str]]:
@@ -418,7 +474,14 @@ class LocalStack:
         return self.aws_server.url, dict(self.aws_server.service_urls)
 
     def _start_containers(
-        self, role: str, handler: str | Handler, timeout_s: float, concurrency: int, environment: Mapping[str, str]
+        self,
+        role: str,
+        handler: str | Handler,
+        timeout_s: float,
+        concurrency: int,
+        environment: Mapping[str, str],
+        *,
+        warm: int = 1,
     ) -> FunctionContainers:
         name = f"{self.config.app_name}-{role}"
         try:
@@ -430,26 +493,25 @@ class LocalStack:
                 region=self.config.region,
                 log_path=self.config.log_dir / f"{name}.log",
             )
-            return FunctionContainers(spec, concurrency=concurrency).start(warm=1)
+            return FunctionContainers(spec, concurrency=concurrency).start(warm=warm)
         except ValueError as exc:
             raise SmlError(f"{role} handler {handler!r}: {exc}") from None
         except FunctionError as exc:
             detail = exc.message.replace("Unable to import module", "cannot import module")
             raise SmlError(f"{role} handler {spec.handler_path!r}: {detail} (log: {spec.log_path})") from None
 
-    def _bind_function_url_server(self, handler: Handler) -> FunctionUrlServer:
+    def _bind_function_url_server(self, handler: Handler, *, role: str, port: int) -> FunctionUrlServer:
         try:
-            self.function_url_server = FunctionUrlServer(
+            return FunctionUrlServer(
                 handler,
                 host=self.config.host,
-                port=self.config.function_url_port,
-                function_name=f"{self.config.app_name}-predict",
+                port=port,
+                function_name=f"{self.config.app_name}-{role}",
                 region=self.config.region,
                 timeout_s=self.config.predict_timeout_s,
             )
         except OSError as exc:
-            raise SmlError(f"--port {self.config.function_url_port}: cannot listen on {self.config.host}: {exc.strerror}") from None
-        return self.function_url_server
+            raise SmlError(f"--port {port}: cannot listen on {self.config.host}: {exc.strerror}") from None
 
     def _set_environment(self, values: Mapping[str, str]) -> None:
         from sml.core.settings import ENDPOINT_SERVICES, service_endpoint_variable
@@ -498,14 +560,18 @@ class LocalStack:
         has passed. The DLQ is left as it is.
         """
         deadline = time.monotonic() + limit_s
-        if self.function_url_server is not None:
-            self.function_url_server.stop()
-            self.function_url_server = None
-        if self.predict is not None:
-            while not self.predict.wait_all_ready(poll_interval_s) and not abandon.is_set() and time.monotonic() < deadline:
+        self._stop_function_urls()
+        for predict in self.predicts.values():
+            while not predict.wait_all_ready(poll_interval_s) and not abandon.is_set() and time.monotonic() < deadline:
                 pass
         while self.queue_depths().events and not abandon.wait(poll_interval_s) and time.monotonic() < deadline:
             pass
+
+    def _stop_function_urls(self) -> None:
+        for server in self.function_url_servers.values():
+            server.stop()
+        self.function_url_servers = {}
+        self.function_url_server = None
 
     def _depths_at_stop(self) -> QueueDepths | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -532,19 +598,19 @@ class LocalStack:
         """
         if running_stack_pid(self.config.state_dir) == os.getpid():
             self.stack_file.unlink(missing_ok=True)
-        if self.retention is not None:
-            self.retention.stop()
-            self.retention = None
+        for schedule in [self.retention, *self.drift_runs.values()]:
+            if schedule is not None:
+                schedule.stop()
+        self.retention, self.drift_runs = None, {}
         if self.poller is not None:
             self.poller.stop()
             self.poller = None
-        if self.function_url_server is not None:
-            self.function_url_server.stop()
-            self.function_url_server = None
-        for containers in (self.predict, self.writer):
+        self._stop_function_urls()
+        for containers in [*self.predicts.values(), self.writer, self.drift]:
             if containers is not None:
                 containers.stop()
-        self.predict = self.writer = None
+        self.predict = self.writer = self.drift = None
+        self.predicts = {}
         if self.aws_server is not None:
             self.discarded = self._depths_at_stop()
             self.aws_server.stop()

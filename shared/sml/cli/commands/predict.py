@@ -60,7 +60,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from sml.core.settings import LocalSettings, load_settings, read_stack_file
 
     settings = load_settings(LocalSettings, stack=read_stack_file())
-    base_url = args.url or settings.function_url
+    base_url = args.url or _local_url_of(args.model, settings) or settings.function_url
     if not base_url:
         raise SmlError("no Function URL: give --url, set SML_FUNCTION_URL, or start the local stack with `sml up`")
     url = predict_url(base_url)
@@ -143,6 +143,15 @@ def _read(path: Path, option: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise SmlError(f"{option} {path}: {exc.strerror or exc}") from None
+
+
+def _local_url_of(model: str | None, settings: Any) -> str | None:
+    """The Function URL of ``model`` in a local stack serving several models (``sml up --model a --model b``)."""
+    if model is None:
+        return None
+    from sml.local.stack import stack_function_urls
+
+    return stack_function_urls(settings.state_dir).get(model)
 
 
 def check_served_model(predict_endpoint: str, model: str, *, default_region: str, timeout: float) -> None:

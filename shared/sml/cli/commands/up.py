@@ -38,6 +38,13 @@ removes the file. The emulator's queues, bucket and parameters live in its proce
 still hold at the end is discarded and counted in a warning. If the emulator dies, sml up stops
 with an error naming it.
 
+Several models: --model a --model b serves each model by its own predict containers behind its own
+Function URL (the first on --port, the others on free ports), sharing the queue, the writer, the
+database and the bucket, as the CDK app deploys them with -c models=a,b. stack.json lists them
+under function_urls, and `sml predict --model b` sends to b's. Without --model, predict serves
+SML_MODEL_NAME, as always. The weekly drift run goes for each model, a week after the start and
+then weekly (`sml drift --model NAME` runs it at once).
+
 One stack per state dir: sml up holds <state-dir>/stack.lock from its first step until it stops (the
 system lets go if it dies), so a second sml up there fails at once, naming the pid holding it.
 
@@ -73,6 +80,8 @@ def register(subparsers: Any) -> None:
     add("--batch-size", type=_batch_size, default=10, help="most events per writer invocation, 1-10000 (default: 10)")
     add("--batching-window", type=_batching_window, default=1.0, metavar="SECONDS",
         help="how long the poller keeps gathering a batch, 0-300 (default: 1)")
+    add("--model", action="append", dest="models", type=_model_name, metavar="NAME",
+        help="serve this model; repeat to serve several side by side, each on its own Function URL (default: SML_MODEL_NAME)")
     add("--predict-handler", default="functions.predict.app:handler", metavar="MODULE:FUNCTION",
         help="handler behind the Function URL (default: %(default)s)")
     add("--writer-handler", default="functions.writer.app:handler", metavar="MODULE:FUNCTION",
@@ -135,7 +144,12 @@ def _config_from(args: argparse.Namespace) -> LocalStackConfig:
             raise SmlError(f"--database-url: {exc.problem.removeprefix('Value error, ')}") from None
     else:
         database_url = load_settings(DatabaseSettings).database_url
+    models = tuple(args.models or ())
+    repeated = sorted({model for model in models if models.count(model) > 1})
+    if repeated:
+        raise SmlError(f"--model {repeated[0]}: given twice; name each model once")
     return LocalStackConfig(
+        models=models,
         state_dir=args.state_dir or aws.state_dir,
         database_url=database_url,
         function_url_port=args.port,
@@ -173,8 +187,9 @@ def _store_queued_events(stack: LocalStack, abandon: threading.Event) -> None:
 def _print_endpoints(stack: LocalStack) -> None:
     endpoints = stack.endpoints
     assert endpoints is not None
+    urls = [(f"Function URL {model}", url) for model, url in endpoints.function_urls.items()] or [("Function URL", endpoints.function_url)]
     rows = [
-        ("Function URL", endpoints.function_url),
+        *urls,
         ("AWS endpoint", endpoints.aws_endpoint_url),
         *((f"{service.upper()} endpoint", url) for service, url in endpoints.service_endpoint_urls.items()),
         ("region", endpoints.region),
@@ -186,8 +201,9 @@ def _print_endpoints(stack: LocalStack) -> None:
         ("logs", str(stack.config.log_dir)),
     ]
     print(f"local stack running (pid {os.getpid()}); endpoints written to {stack.stack_file}")
+    width = max(13, *(len(label) for label, _ in rows))
     for label, value in rows:
-        print(f"  {label:<13} {value}")
+        print(f"  {label:<{width}} {value}")
     print("Press Ctrl-C to stop.", flush=True)
 
 
@@ -209,6 +225,14 @@ _visibility_timeout = _bounded(int, 0, MAX_VISIBILITY_TIMEOUT_S, "whole seconds"
 _batch_size = _bounded(int, 1, MAX_BATCH_SIZE, "a whole number")
 _batching_window = _bounded(float, 0, MAX_BATCHING_WINDOW_S, "seconds")
 _concurrency = _bounded(int, 1, MAX_CONCURRENCY, "a whole number")
+
+
+def _model_name(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a model name (lower-case letters, digits and '-', at most 63)")
+    return text
 
 
 def _endpoint_url(text: str) -> str:
