@@ -72,3 +72,41 @@ def test_one_model_keeps_one_function_url_and_the_weekly_run_waits_a_week(tmp_pa
         assert list(stack.drift_runs) == [""] and stack.drift_runs[""].event_input == {}
         assert stack.drift_runs[""].invocations == 0  # first after drift_interval_s (a week), not at start
     assert not (tmp_path / ".sml" / "drift.jsonl").exists()
+
+
+def test_two_real_models_are_served_side_by_side_and_both_are_stored(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from sml.core.db import PREDICTIONS, create_db_engine
+    from tests.predict_support import APP_NAME, register_champion, valid_row
+
+    options = {
+        "models": ("bc-first", "bc-second"),
+        "app_name": APP_NAME,
+        "predict_handler": "functions.predict.app:handler",
+        "writer_handler": "functions.writer.app:handler",
+    }
+    with LocalStack(config(tmp_path, **options)) as stack:
+        endpoints = stack.endpoints
+        s3 = boto3.client("s3", endpoint_url=endpoints.aws_endpoint_url, region_name=endpoints.region)
+        ssm = boto3.client("ssm", endpoint_url=endpoints.service_endpoint_urls.get("ssm", endpoints.aws_endpoint_url), region_name=endpoints.region)
+        for model in options["models"]:
+            register_champion(s3, ssm, bucket=endpoints.bucket, work_dir=tmp_path, model_name=model)
+        served = {}
+        for model, url in endpoints.function_urls.items():
+            health = requests.get(f"{url}health", timeout=60).json()
+            response = requests.post(f"{url}predict", json={"instances": [valid_row()] * 3}, timeout=60)
+            assert response.status_code == 200, response.text
+            served[model] = (health["model_name"], len(response.json()["predictions"]))
+        for predict in stack.predicts.values():
+            assert predict.wait_all_ready(timeout_s=30)  # the events went out after the answers
+        assert stack.poller.wait_until_drained(timeout_s=60)
+        engine = create_db_engine(endpoints.database_url)
+        with engine.connect() as connection:
+            stored = dict(
+                connection.execute(sa.select(PREDICTIONS.c.model_name, sa.func.count()).group_by(PREDICTIONS.c.model_name)).all()
+            )
+        engine.dispose()
+
+    assert served == {"bc-first": ("bc-first", 3), "bc-second": ("bc-second", 3)}
+    assert stored == {"bc-first": 3, "bc-second": 3}
