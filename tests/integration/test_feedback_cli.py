@@ -89,6 +89,24 @@ def test_a_jsonl_file_with_any_label_and_a_dry_run(sqs: Any, queue_url: str, tmp
     assert sorted(event.label for event in drain(sqs, queue_url)) == sorted(item["label"] for item in items)
 
 
+def test_duplicate_lines_send_the_last_label_every_time_and_are_reported(sqs: Any, queue_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = [new_prediction_id() for _ in range(30)]
+    rows = [f"{prediction_id},first" for prediction_id in ids] + [f"{prediction_id},second" for prediction_id in ids[:20]]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("prediction_id,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+    for _ in range(2):
+        assert main(["feedback", "--file", str(labels), "--any-label", "--workers", "8"]) == 0
+        out = capsys.readouterr().out
+        events = drain(sqs, queue_url)
+        assert sorted((event.prediction_id, event.label) for event in events) == sorted([(pid, "second") for pid in ids[:20]] + [(pid, "first") for pid in ids[20:]])
+        assert f"superseded {labels}:2: prediction_id {ids[0]} is labelled again on line 32; the last line wins" in out
+        assert out.count("superseded ") == 20
+    with pytest.raises(SystemExit):
+        main(["feedback", "--help"])
+    assert "the last line wins" in " ".join(capsys.readouterr().out.split())
+
+
 def test_without_a_champion_the_check_cannot_run_and_the_error_says_how_to_skip_it(
     sqs: Any, queue_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,6 +43,29 @@ def test_a_csv_file_with_optional_columns_and_empty_cells() -> None:
     assert loaded.events[2].labelled_at == datetime(2026, 11, 2, 9, tzinfo=timezone.utc)
 
 
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_prediction_labelled_on_several_lines_keeps_its_last_line_and_the_others_are_named(kind: str) -> None:
+    # Sent in parallel chunks with tied labelled_at, which of two labels the writer kept changed from run to run.
+    lines = [(IDS[0], "benign", None), (IDS[1], "benign", None), (IDS[0], "malignant", None), (IDS[0], "not-a-class", None),
+             (IDS[1], "malignant", "2026-11-01T00:00:00Z"), (IDS[2], "benign", None)]
+    if kind == "csv":
+        text = "prediction_id,label,labelled_at\n" + "".join(f"{pid},{label},{at or ''}\n" for pid, label, at in lines)
+    else:
+        text = "".join(json.dumps({"prediction_id": pid, "label": label, **({"labelled_at": at} if at else {})}) + "\n" for pid, label, at in lines)
+    first = 2 if kind == "csv" else 1
+
+    loaded = read(text, kind)
+
+    assert [(event.prediction_id, event.label) for event in loaded.events] == [(IDS[0], "malignant"), (IDS[1], "malignant"), (IDS[2], "benign")]
+    assert loaded.lines == [first + 2, first + 4, first + 5]
+    assert loaded.superseded == [
+        f"labels.{kind}:{first}: prediction_id {IDS[0]} is labelled again on line {first + 2}; the last line wins",
+        f"labels.{kind}:{first + 1}: prediction_id {IDS[1]} is labelled again on line {first + 4}; the last line wins",
+    ]
+    assert [problem.split(":")[1] for problem in loaded.problems] == [str(first + 3)]
+    assert read(text, kind).events == loaded.events
+
+
 def test_bad_csv_rows_are_reported_with_their_line_and_the_good_ones_kept() -> None:
     text = (
         "prediction_id,label\n"

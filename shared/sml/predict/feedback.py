@@ -31,7 +31,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -200,11 +200,13 @@ LABEL_FILE_KINDS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 @dataclass(frozen=True)
 class LabelFile:
-    """The valid labels of a file with the line each came from, and one message per bad line."""
+    """The valid labels of a file with the line each came from, one message per bad line, and one
+    per valid label a later line of the file replaced (same ``prediction_id``)."""
 
     events: list[GroundTruthEvent]
     lines: list[int]
     problems: list[str]
+    superseded: list[str] = field(default_factory=list)
 
 
 def read_label_lines(
@@ -216,7 +218,10 @@ def read_label_lines(
     required), then one label per row; an empty ``labelled_at`` or ``source`` cell means absent.
     JSON Lines: one label object per line, the same object ``POST /feedback`` takes; blank lines
     are skipped. A label without ``labelled_at`` gets the time of the load (one instant for the
-    whole file); one without ``source`` gets ``source``.
+    whole file); one without ``source`` gets ``source``. A ``prediction_id`` labelled on several
+    lines keeps its last valid line, whatever the ``labelled_at`` of each (a file is read as
+    written, so sending it again gives the same labels); the earlier lines are listed in
+    ``superseded`` (``labels.csv:3: prediction_id ... is labelled again on line 9; the last line wins``).
 
     :param lines: the file's text lines (an open text file will do).
     :param name: the file's name, as problems show it (``labels.csv:17: label: ...``).
@@ -239,7 +244,14 @@ def read_label_lines(
             problems.append(f"{name}:{number}: {error.field}: {error.message}")
             continue
         numbers.append(number)
-    return LabelFile(events, numbers, problems)
+    last_line = {event.prediction_id: number for event, number in zip(events, numbers)}
+    superseded = [
+        f"{name}:{number}: prediction_id {event.prediction_id} is labelled again on line {last_line[event.prediction_id]}; the last line wins"
+        for event, number in zip(events, numbers)
+        if last_line[event.prediction_id] != number
+    ]
+    kept = [(event, number) for event, number in zip(events, numbers) if last_line[event.prediction_id] == number]
+    return LabelFile([event for event, _ in kept], [number for _, number in kept], problems, superseded)
 
 
 def _jsonl_items(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:

@@ -28,7 +28,9 @@ JSON Lines (.jsonl/.ndjson): one object per line, as POST /feedback takes it:
 labelled_at is RFC 3339 with a zone (now when absent). Labels are checked against the champion
 (the registry named by SML_BUCKET / the local stack) unless --any-label is given: a class of a
 classifier, a finite number for a regression model (kept exactly). Bad lines are reported with
-their line number and skipped; the good ones are sent.
+their line number and skipped; the good ones are sent. A prediction_id on several lines of the
+file: the last line wins (the earlier ones are listed and not sent), so sending a file again
+gives the same labels.
 """
 MAX_SHOWN_PROBLEMS = 20
 SEND_ROUNDS = 3
@@ -90,6 +92,10 @@ def run_feedback(args: argparse.Namespace) -> int:
         print(f"skipped {problem}")
     if len(loaded.problems) > MAX_SHOWN_PROBLEMS:
         print(f"skipped {len(loaded.problems) - MAX_SHOWN_PROBLEMS} more bad line(s) of {args.file}")
+    for duplicate in loaded.superseded[:MAX_SHOWN_PROBLEMS]:
+        print(f"superseded {duplicate}")
+    if len(loaded.superseded) > MAX_SHOWN_PROBLEMS:
+        print(f"superseded {len(loaded.superseded) - MAX_SHOWN_PROBLEMS} more line(s) of {args.file} by later lines of the same prediction_id")
     if args.dry_run or not loaded.events:
         verb = "would send" if args.dry_run else "sent"
         print(f"{verb} {len(loaded.events)} label(s) from {args.file}; {len(loaded.problems)} bad line(s)")
