@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from sml.core.events import (
     EventValidationError,
+    TimestampError,
     build_ground_truth_event,
     build_refusal_event,
     event_id,
@@ -21,6 +23,7 @@ from sml.core.events import (
     parse_ground_truth_event,
     parse_prediction_event,
     parse_refusal_event,
+    parse_utc_timestamp,
     serialise_event,
     serialise_ground_truth_event,
     serialise_prediction_event,
@@ -278,6 +281,48 @@ def test_fractional_seconds_beyond_microseconds_are_truncated_as_mysql_does(
 
         assert getattr(event, field) == stored, parse.__name__
         assert event == parse_event(serialise_event(event))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc)),
+        ("2016-12-31T15:59:60.25-08:00", datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc)),
+        ("2026-11-29T23:59:59.9999995Z", datetime(2026, 11, 29, 23, 59, 59, 999_999, tzinfo=timezone.utc)),
+        ("1969-07-20T20:17:40Z", datetime(1969, 7, 20, 20, 17, 40, tzinfo=timezone.utc)),
+        ("2026-01-01t01:00:00.5+01:00", datetime(2026, 1, 1, 0, 0, 0, 500_000, tzinfo=timezone.utc)),
+    ],
+)
+def test_one_timestamp_rule_truncates_fractions_and_takes_a_leap_second_as_its_last_microsecond(text: str, expected: datetime) -> None:
+    assert parse_utc_timestamp(text) == expected
+    for field, serialised, parse in (("predicted_at", serialise_prediction_event(make_event()), parse_prediction_event),
+                                     ("labelled_at", serialise_ground_truth_event(make_label()), parse_event)):
+        raw = json.loads(serialised)
+        raw[field] = text
+        assert getattr(parse(json.dumps(raw)), field) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("2016-12-31T12:00:60Z", "has second 60, a leap second, which RFC 3339 allows only at 23:59:60 UTC"),
+        ("2016-12-31T23:59:60+01:00", "has second 60, a leap second, which RFC 3339 allows only at 23:59:60 UTC"),
+        ("2026-11-29T10:00:00", "has no zone; end it with Z or an offset such as +01:00"),
+        ("2026-13-01T00:00:00Z", "is not a valid date-time (month must be in 1..12)"),
+        ("0001-01-01T00:30:00+01:00", "is before 0001-01-01T00:00:00Z once converted to UTC"),
+        ("9999-12-31T23:59:59-01:00", "is after 9999-12-31T23:59:59Z once converted to UTC"),
+        ("2026-11-29T10:00:00+24:00", "has the offset +24:00, beyond ±23:59"),
+        ("yesterday", "is not an RFC 3339 date-time such as 2026-11-27T07:01:02Z"),
+    ],
+)
+def test_the_timestamp_rule_says_what_is_wrong(text: str, problem: str) -> None:
+    with pytest.raises(TimestampError, match=re.escape(problem)):
+        parse_utc_timestamp(text)
+    raw = json.loads(serialise_prediction_event(make_event()))
+    raw["predicted_at"] = text
+    with pytest.raises(EventValidationError) as caught:
+        parse_event(json.dumps(raw))
+    assert caught.value.field == "predicted_at"
 
 
 def test_a_feature_that_looks_like_a_long_timestamp_is_kept_verbatim() -> None:

@@ -115,6 +115,34 @@ def test_bad_labels_are_refused_naming_the_field(payload: Any, code: str, field:
         assert not REQUEST.is_valid(payload), "the OpenAPI schema must refuse what the handler refuses"
 
 
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("2026-11-29T23:59:59.9999995Z", datetime(2026, 11, 29, 23, 59, 59, 999_999, tzinfo=timezone.utc)),
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc)),
+    ],
+    ids=["seven fractional digits", "leap second"],
+)
+def test_label_times_follow_the_writers_rule(sent: str, kept: datetime) -> None:
+    # /feedback rounded 7-digit fractions up into the next day, where the writer truncates; a leap
+    # second, valid RFC 3339, was refused as "must be an RFC 3339 date-time".
+    [event] = SCHEMA.parse_request(label(labelled_at=sent)).events
+    assert event.labelled_at == kept
+
+
+@pytest.mark.parametrize(
+    ("sent", "message"),
+    [
+        ("1969-12-31T23:59:59Z", "'1969-12-31T23:59:59Z' is before 1970-01-01T00:00:00Z"),
+        ("0001-01-01T00:00:00+01:00", "'0001-01-01T00:00:00+01:00' is before 1970-01-01T00:00:00Z"),
+        ("2016-06-30T12:00:60Z", "has second 60, a leap second, which RFC 3339 allows only at 23:59:60 UTC"),
+        ("2026-11-27T07:01:02", "has no zone"),
+    ],
+)
+def test_label_times_are_refused_with_the_reason(sent: str, message: str) -> None:
+    assert message in refusal(label(labelled_at=sent)).message
+
+
 def test_an_unpaired_surrogate_in_source_is_refused() -> None:
     # Not valid Unicode, so a JSON document cannot carry it; a Python caller can.
     assert (refusal(label(source="\ud800")).code, refusal(label(source="\ud800")).field) == ("invalid_characters", "source")

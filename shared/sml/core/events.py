@@ -33,7 +33,7 @@ import functools
 import math
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 import msgspec
@@ -101,11 +101,71 @@ _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _FIELD_IN_MESSAGE = re.compile(r"field `(?P<field>[^`]+)`")
 _IN_REFUSED = re.compile(r"`\$\.refused(`|\[)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# Seconds with more than six fractional digits; the hint ("hh:mm:ss.fffffff" inside the body) is
-# cheap to search and never matches a JSON number, so ordinary bodies keep the one-pass decoder.
-_EXCESS_FRACTION = re.compile(r"(:\d{2}\.\d{6})\d+")
-_EXCESS_FRACTION_HINT = re.compile(r"\d:\d{2}\.\d{7}")
-_EXCESS_FRACTION_HINT_BYTES = re.compile(rb"\d:\d{2}\.\d{7}")
+# Timestamps msgspec would read otherwise than parse_utc_timestamp: more than six fractional digits
+# (it rounds) or a leap second (it refuses). The hint ("mm:ss.fffffff" or "hh:mm:60" inside the
+# body) is cheap to search and never matches a JSON number, so ordinary bodies keep the one-pass decoder.
+_TIMESTAMP_RULE_HINT = re.compile(r"\d:\d{2}\.\d{7}|\d{2}:\d{2}:60")
+_TIMESTAMP_RULE_HINT_BYTES = re.compile(rb"\d:\d{2}\.\d{7}|\d{2}:\d{2}:60")
+_RFC3339 = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[Tt ](?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
+    r"(?:\.(?P<fraction>\d+))?(?P<zone>[Zz]|(?P<sign>[+-])(?P<zone_hours>\d{2}):(?P<zone_minutes>\d{2}))?"
+)
+EARLIEST_UTC = datetime(1, 1, 1, tzinfo=timezone.utc)
+LATEST_UTC = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc)
+
+
+class TimestampError(ValueError):
+    """A text that :func:`parse_utc_timestamp` does not take, with the reason; ``too_early`` when
+    the instant lies before year 1 in UTC (a caller with a later floor can say so instead)."""
+
+    def __init__(self, problem: str, *, too_early: bool = False) -> None:
+        super().__init__(problem)
+        self.too_early = too_early
+
+
+def parse_utc_timestamp(text: str, *, naive_as_utc: bool = False) -> datetime:
+    """The one rule for the timestamps the system reads (event times, label times, ``--end``):
+    an RFC 3339 date-time, returned as an aware UTC datetime.
+
+    - Fractional seconds beyond microseconds are truncated, never rounded (as MySQL's
+      ``DATETIME(6)`` and :meth:`datetime.fromisoformat` do): ``23:59:59.9999995Z`` stays in its day.
+    - A leap second (``23:59:60Z``, valid RFC 3339, §5.6-5.7) is taken as the last microsecond
+      before the next minute, ``23:59:59.999999Z``, which keeps the order and the day of events;
+      second 60 anywhere but 23:59:60 UTC is refused, since leap seconds occur only there (§5.7).
+    - A zone (``Z`` or ``±hh:mm``) is required unless ``naive_as_utc``.
+
+    :raises TimestampError: naming what is wrong: the syntax, no zone, a field out of range (e.g.
+        month 13), or an instant outside years 1 to 9999 once converted to UTC.
+    """
+    match = _RFC3339.fullmatch(text.strip())
+    if match is None:
+        raise TimestampError(f"{text[:40]!r} is not an RFC 3339 date-time such as 2026-11-27T07:01:02Z")
+    if match["zone"] is None and not naive_as_utc:
+        raise TimestampError(f"{text[:40]!r} has no zone; end it with Z or an offset such as +01:00")
+    zone = timezone.utc
+    if match["sign"]:
+        hours, minutes = int(match["zone_hours"]), int(match["zone_minutes"])
+        if hours > 23 or minutes > 59:
+            raise TimestampError(f"{text[:40]!r} has the offset {match['zone']}, beyond ±23:59")
+        zone = timezone((-1 if match["sign"] == "-" else 1) * timedelta(hours=hours, minutes=minutes))
+    second = int(match["second"])
+    microsecond = int((match["fraction"] or "")[:6].ljust(6, "0"))
+    try:
+        moment = datetime(int(match["year"]), int(match["month"]), int(match["day"]), int(match["hour"]), int(match["minute"]),
+                          59 if second == 60 else second, microsecond, tzinfo=zone)
+    except ValueError as exc:
+        raise TimestampError(f"{text[:40]!r} is not a valid date-time ({exc})") from None
+    try:
+        utc = moment.astimezone(timezone.utc)
+    except OverflowError:
+        early = moment.utcoffset() > timedelta(0)  # the shift only leaves the calendar at its ends
+        bound = "before 0001-01-01T00:00:00Z" if early else "after 9999-12-31T23:59:59Z"
+        raise TimestampError(f"{text[:40]!r} is {bound} once converted to UTC", too_early=early) from None
+    if second == 60:
+        if (utc.hour, utc.minute) != (23, 59):
+            raise TimestampError(f"{text[:40]!r} has second 60, a leap second, which RFC 3339 allows only at 23:59:60 UTC")
+        utc = utc.replace(microsecond=999_999)
+    return utc
 
 
 def new_prediction_id() -> str:
@@ -214,9 +274,9 @@ MAX_EVENT_DEPTH = 3
 def parse_prediction_event(body: str | bytes) -> PredictionEvent:
     """Parse an SQS message body; any problem raises ``EventValidationError`` naming the field.
 
-    ``predicted_at`` keeps at most microseconds: further fractional digits are truncated, as MySQL
-    does for ``DATETIME(6)`` and Python's ``datetime.fromisoformat`` does (msgspec alone would
-    round ``...T23:59:59.9999995Z`` up to midnight of the next day, into the next window).
+    ``predicted_at`` follows :func:`parse_utc_timestamp`: further fractional digits are truncated
+    (msgspec alone would round ``...T23:59:59.9999995Z`` up to midnight of the next day, into the
+    next window) and a leap second is the last microsecond of its minute.
     """
     if _has_excess_fraction(body) and isinstance(raw := _loose_decode(body), dict):
         return _convert_truncating_fraction(raw, PredictionEvent)
@@ -229,14 +289,18 @@ def parse_prediction_event(body: str | bytes) -> PredictionEvent:
 
 
 def _has_excess_fraction(body: str | bytes) -> bool:
-    return (_EXCESS_FRACTION_HINT_BYTES if isinstance(body, bytes) else _EXCESS_FRACTION_HINT).search(body) is not None
+    return (_TIMESTAMP_RULE_HINT_BYTES if isinstance(body, bytes) else _TIMESTAMP_RULE_HINT).search(body) is not None
 
 
 def _convert_truncating_fraction(raw: dict[str, Any], event_class: type[_Struct]) -> _Struct:
-    """``raw`` as ``event_class`` with its timestamp cut to microseconds (the slow path, for such bodies only)."""
+    """``raw`` as ``event_class`` with its timestamp read by :func:`parse_utc_timestamp` (the slow
+    path, for bodies with more than microseconds or a leap second only)."""
     field = _TIMESTAMP_FIELD[event_class]
     if isinstance(raw.get(field), str):
-        raw[field] = _EXCESS_FRACTION.sub(r"\1", raw[field])
+        try:
+            raw[field] = parse_utc_timestamp(raw[field])
+        except TimestampError as exc:
+            raise EventValidationError(field, str(exc)) from None
     try:
         return msgspec.convert(raw, event_class, strict=True)
     except msgspec.ValidationError as exc:

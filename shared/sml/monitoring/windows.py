@@ -62,6 +62,8 @@ _STRUCT_KEY = re.compile(r'^[^"\\\x00-\x1f]*$')
 # How far a window may end after the clock of the host that runs or reads it: a scheduled run's
 # time can be a little ahead of the function's clock, a window that has not ended cannot be judged.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# No window can be longer than the calendar before it: from 0001-01-01 to 9999-12-31.
+MAX_WINDOW_LENGTH = datetime(9999, 12, 31) - datetime(1, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -82,16 +84,25 @@ class TimeWindow:
 
     @classmethod
     def ending_at(cls, end: datetime, length: timedelta) -> TimeWindow:
-        """The window of ``length`` that ends (exclusively) at ``end``."""
-        return cls(start=end - length, end=end)
+        """The window of ``length`` that ends (exclusively) at ``end``.
+
+        :raises SmlError: the window would start before year 1.
+        """
+        try:
+            return cls(start=end - length, end=end)
+        except OverflowError:
+            raise SmlError(f"a window of {_days(length)} ending at {end.isoformat()} would start before 0001-01-01") from None
 
     @property
     def length(self) -> timedelta:
         return self.end - self.start
 
     def previous(self) -> TimeWindow:
-        """The window of the same length that ends where this one starts."""
-        return TimeWindow(start=self.start - self.length, end=self.start)
+        """The window of the same length that ends where this one starts.
+
+        :raises SmlError: it would start before year 1.
+        """
+        return TimeWindow.ending_at(self.start, self.length)
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,17 @@ def parse_window_length(text: str, *, option: str = "--window") -> timedelta:
     match = _LENGTH_PATTERN.match(text)
     if not match or float(match[1]) <= 0:
         raise SmlError(f"{option}: {text!r} is not a window length such as 7d, 12h, 90m or 2w")
-    return float(match[1]) * _LENGTH_UNITS[match[2]]
+    try:
+        length = float(match[1]) * _LENGTH_UNITS[match[2]]
+    except OverflowError:
+        length = timedelta.max
+    if length > MAX_WINDOW_LENGTH:
+        raise SmlError(f"{option}: {text!r} is longer than the {MAX_WINDOW_LENGTH.days} days from 0001-01-01 to 9999-12-31")
+    return length
+
+
+def _days(length: timedelta) -> str:
+    return f"{length.total_seconds() / 86400:g} days"
 
 
 def read_window(

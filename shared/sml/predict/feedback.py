@@ -34,11 +34,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
-from sml.core.events import MAX_NAME_LENGTH, EventValidationError, GroundTruthEvent, build_ground_truth_event, format_timestamp, utc_now
+from sml.core.events import (
+    MAX_NAME_LENGTH,
+    EventValidationError,
+    GroundTruthEvent,
+    TimestampError,
+    build_ground_truth_event,
+    format_timestamp,
+    parse_utc_timestamp,
+    utc_now,
+)
 from sml.lifecycle.manifest import Task, task_from_classes
 from sml.predict.errors import ApiError
 from sml.predict.validation import _NOT_SQS_SAFE, _json_type
@@ -46,7 +55,6 @@ from sml.predict.validation import _NOT_SQS_SAFE, _json_type
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 LABEL_KEYS = ("prediction_id", "label", "labelled_at", "source")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_ZONED = Annotated[datetime, msgspec.Meta(tz=True)]
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -152,12 +160,14 @@ class FeedbackSchema:
         if type(value) is not str:
             raise _unprocessable("invalid_timestamp", field, f"must be an RFC 3339 date-time with a zone, got {_json_type(value)}")
         try:
-            moment = msgspec.convert(value, _ZONED)
-            moment = moment.astimezone(timezone.utc)
-        except (msgspec.ValidationError, OverflowError):
-            raise _unprocessable("invalid_timestamp", field, "must be an RFC 3339 date-time with a zone, e.g. 2026-11-27T07:01:02Z") from None
+            # The writer's rule too: beyond microseconds truncated, a leap second the last microsecond of its minute.
+            moment = parse_utc_timestamp(value)
+        except TimestampError as exc:
+            if not exc.too_early:
+                raise _unprocessable("invalid_timestamp", field, str(exc)) from None
+            moment = _EARLIEST - timedelta(microseconds=1)
         if moment < _EARLIEST:
-            raise _unprocessable("invalid_timestamp", field, "must not be before 1970-01-01T00:00:00Z")
+            raise _unprocessable("invalid_timestamp", field, f"{value[:40]!r} is before 1970-01-01T00:00:00Z; labels are of predictions made since")
         if moment > now + MAX_CLOCK_SKEW:
             raise _unprocessable("labelled_in_future", field, f"is later than now ({now:%Y-%m-%dT%H:%M:%SZ}); a label cannot be known before it is given")
         return moment

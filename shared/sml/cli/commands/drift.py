@@ -9,6 +9,7 @@ verdict (it is a report, not a failure) unless ``--fail-on-drift``.
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -156,12 +157,18 @@ def _number(value: float | None) -> str:
 
 
 def parse_end(text: str) -> datetime:
-    """``--end`` as an aware UTC datetime; a value without offset is taken as UTC."""
+    """``--end`` as an aware UTC datetime, by the system's one timestamp rule
+    (:func:`sml.core.events.parse_utc_timestamp`); a value without offset is taken as UTC, a date
+    alone as its midnight UTC."""
+    from sml.core.events import TimestampError, parse_utc_timestamp
+
+    stripped = text.strip()
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise SmlError(f"--end: {text!r} is not an ISO 8601 time such as 2025-03-10T06:00:00Z") from None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return parse_utc_timestamp(stripped + "T00:00:00Z" if re.fullmatch(r"\d{4}-\d{2}-\d{2}", stripped) else stripped, naive_as_utc=True)
+    except TimestampError as exc:
+        if "is not an RFC 3339 date-time" in str(exc):
+            raise SmlError(f"--end: {text!r} is not an ISO 8601 time such as 2025-03-10T06:00:00Z") from None
+        raise SmlError(f"--end: {exc}") from None
 
 
 def print_run(outcome: DriftJobResult) -> None:
