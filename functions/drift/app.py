@@ -59,6 +59,20 @@ def database_engine() -> Engine:
     return database_engine_from_settings(drift_settings(), client)
 
 
+@cache
+def window_source() -> Any:
+    """Where the window's drift summaries come from (``SML_WINDOW_SOURCE``): ``None`` for the database."""
+    settings = drift_settings()
+    if settings.window_source == "database":
+        return None
+    if settings.archive_prefix is None:
+        raise SettingsError("SML_WINDOW_SOURCE", "duckdb reads the event archive: set SML_ARCHIVE_PREFIX too")
+    from sml.archive.sources import ArchiveWindowSource
+    from sml.archive.store import ArchiveLocation
+
+    return ArchiveWindowSource(client("s3"), ArchiveLocation(settings.bucket, settings.archive_prefix))
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -78,6 +92,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         s3_client=client("s3"),
         sns_client=client("sns"),
         window_end=window_end,
+        window_source=window_source(),
     )
     summary = outcome.summary()
     metrics.add_metric(name="features_drifted", unit=MetricUnit.Count, value=len(outcome.run.drifted_features))

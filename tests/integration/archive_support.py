@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
+import boto3
+import pytest
+from moto import mock_aws
+from sqlalchemy.engine import Engine
+
 from sml.archive.parquet import DEDUPLICATION_KEY, read_parquet_bytes, table_rows
 from sml.archive.store import ArchiveLocation, iter_objects
+from sml.core.db import create_db_engine
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    """An S3 client of moto's in-process AWS."""
+    with mock_aws():
+        yield boto3.client("s3", region_name="us-east-1")
+
+
+@pytest.fixture
+def engine(migrated_db_url: str) -> Iterator[Engine]:
+    """An engine on the test's migrated database."""
+    engine = create_db_engine(migrated_db_url)
+    yield engine
+    engine.dispose()
+
 
 EARLY, LATE = date(2026, 3, 1), date(2026, 12, 31)  # the days the tests write (listing goes day by day)
 

@@ -103,6 +103,12 @@ def store_traffic(
     engine: Engine, traffic: Traffic, *, start: datetime, end: datetime, model_name: str = MODEL_NAME, version: str = MODEL_VERSION
 ) -> None:
     """Store ``traffic`` as the writer would, its predictions spread evenly over ``[start, end)``."""
+    with engine.begin() as connection:
+        insert_prediction_rows(connection, traffic_rows(traffic, start=start, end=end, model_name=model_name, version=version))
+
+
+def traffic_rows(traffic: Traffic, *, start: datetime, end: datetime, model_name: str = MODEL_NAME, version: str = MODEL_VERSION) -> list[dict[str, Any]]:
+    """The ``predictions`` rows of ``traffic`` as the writer builds them, spread evenly over ``[start, end)``, stored at ``end``."""
     step = (end - start) / traffic.rows
     rows = []
     for index in range(traffic.rows):
@@ -114,8 +120,7 @@ def store_traffic(
             predicted_at=start + index * step,
         )
         rows.append(prediction_row(event, stored_at=end))
-    with engine.begin() as connection:
-        insert_prediction_rows(connection, rows)
+    return rows
 
 
 def store_refusals(engine: Engine, refused: dict[str, dict[str, int]], *, at: datetime, times: int = 1, model_name: str = MODEL_NAME) -> None:

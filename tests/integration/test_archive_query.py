@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,8 @@ from typing import Any
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from archive_support import new_archive
+from archive_support import new_archive, s3  # noqa: F401 - fixture
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from sml.archive.query import AthenaTarget, archive_ctes, run_athena_query, run_duckdb_query, with_archive_tables
 from sml.archive.store import ArchiveLocation, archive_rows
@@ -23,12 +21,6 @@ from sml.core.events import build_prediction_event, serialise_event
 from sml.writer.batch import parse_records
 
 DAY = datetime(2026, 5, 10, 12, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    with mock_aws():
-        yield boto3.client("s3", region_name="us-east-1")
 
 
 def archive_predictions(s3: Any, location: ArchiveLocation, count: int, day: datetime, version: str = "v1", copies: int = 0) -> None:

@@ -3,41 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import sqlalchemy as sa
-from archive_support import new_archive
-from moto import mock_aws
+from archive_support import engine, new_archive, s3  # noqa: F401 - fixtures
 from sqlalchemy.engine import Engine
 from writer_support import label_body
 
 from sml.archive.rebuild import rebuild_tables
 from sml.archive.store import ArchiveLocation, archive_rows, compact_partition, partitions
 from sml.cli.main import main
-from sml.core.db import create_db_engine
 from sml.core.events import build_prediction_event, build_refusal_event, serialise_event
 from sml.writer.batch import StoredRows, write_batch
 
 DAY_ONE = datetime(2026, 4, 1, 23, 59, 59, 999999, tzinfo=timezone.utc)
 DAY_TWO = DAY_ONE + timedelta(seconds=1)
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    with mock_aws():
-        yield boto3.client("s3", region_name="us-east-1")
-
-
-@pytest.fixture
-def engine(migrated_db_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(migrated_db_url)
-    yield engine
-    engine.dispose()
 
 
 def store(engine: Engine, s3: Any, location: ArchiveLocation, bodies: list[str]) -> None:

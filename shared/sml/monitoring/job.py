@@ -48,6 +48,7 @@ from sml.monitoring.report import render_drift_report
 from sml.monitoring.drift.stats import FeatureTestResult, overall_verdict
 from sml.monitoring.store import DriftRun, feature_trends, save_drift_run
 from sml.monitoring.summaries import CategoricalGrid, NumericGrid, SummaryReference, WindowSummary, column_grid
+from sml.monitoring.sources import WindowSource
 from sml.monitoring.windows import TimeWindow, check_window_end, read_window, read_window_summaries
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id
@@ -244,6 +245,7 @@ def run_drift_job(
     sns_client: Any | None,
     window_end: datetime,
     report_dir: Path | None = None,
+    window_source: WindowSource | None = None,
 ) -> DriftJobResult:
     """Run the drift job for the model of ``manifest`` (usually the champion's) once.
 
@@ -253,6 +255,8 @@ def run_drift_job(
     :param window_end: the end of the current window (aware UTC); the run's key with the model.
         At most :data:`~sml.monitoring.windows.MAX_CLOCK_SKEW` after now.
     :param report_dir: also write the report there, as ``<model>/<window end>-<run id>.html``.
+    :param window_source: where the window's drift summaries come from (:mod:`sml.monitoring.sources`);
+        the database by default.
     :returns: a :class:`DriftJobResult`.
     :raises SmlError: S3 or SNS refused the report or the alert (names the bucket or topic), or the
         window ends in the future.
@@ -260,7 +264,7 @@ def run_drift_job(
     check_window_end(window_end)
     window = TimeWindow.ending_at(window_end, config.window_length)
     plan = config.plan(manifest)
-    observed = read_drift_window(engine, manifest, window, plan.config)
+    observed = read_drift_window(engine, manifest, window, plan.config, window_source)
     results = run_drift_methods(
         observed.reference, observed.current, plan.columns, plan.floor_values(), fdr=plan.config.fdr, min_samples=plan.config.min_samples
     )
@@ -281,7 +285,9 @@ def run_drift_job(
     return DriftJobResult(run=run, report_path=report_path, message_id=message_id)
 
 
-def read_drift_window(engine: Engine, manifest: ModelManifest, window: TimeWindow, config: DriftJobConfig) -> ObservedWindow:
+def read_drift_window(
+    engine: Engine, manifest: ModelManifest, window: TimeWindow, config: DriftJobConfig, window_source: WindowSource | None = None
+) -> ObservedWindow:
     """Read ``window`` once into summaries against the drift reference and the training reference
     (one and the same for ``training``), with the quality sample in the same pass when quality is
     assessed, and the window's refusals.
@@ -297,7 +303,14 @@ def read_drift_window(engine: Engine, manifest: ModelManifest, window: TimeWindo
         reference, reference_rows = window_reference(previous, manifest), previous.n_rows
     references = [reference] if reference is training else [reference, training]
     quality_sample = None
-    if config.quality:
+    if window_source is not None and window_source.name != "database":
+        # Drift from the source; labels (and, for a classifier, probabilities) from the database, a pass of their own.
+        summaries = window_source.read_summaries(manifest.model_name, window, manifest.features, references)
+        if config.quality:
+            _, quality_sample = read_window_summaries_with_quality(
+                engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task
+            )
+    elif config.quality:
         # One pass over the window for drift and quality (a second read cost as much as the first).
         summaries, quality_sample = read_window_summaries_with_quality(
             engine, manifest.model_name, window, manifest.features, manifest.classes, references, task=manifest.task

@@ -1,0 +1,157 @@
+"""The weekly run's window read from the archive: DuckDB streams a window's rows into the same summaries as the database read.
+
+:func:`archive_window_summaries` gives, for the predictions of one model made in a window, the
+:class:`~sml.monitoring.summaries.WindowSummary` per reference that
+:func:`sml.monitoring.windows.read_window_summaries` gives from the database: the same
+summariser counts the same values, so a window gives the same verdicts from either source. The
+objects of the window's days are downloaded (:mod:`sml.archive.query` says why), DuckDB selects
+the window's rows (a redelivered copy counts once: the first stored) and hands them over in
+Arrow record batches of ``batch_rows``, each counted and dropped, so memory holds the summaries
+and one batch whatever the window's size; DuckDB spills past ``memory_limit``.
+
+Values are taken as the database read takes them: a numeric feature's missing, non-finite or
+non-numeric value counts as missing; a categorical value is counted by its ``str()``, where the
+archive gives an integral float of a numeric category back as the integer it was (``3``, not
+``3.0``); the prediction is the decoded JSON text. Where the two can differ: a numeric feature
+sent as the string ``"1.5"`` is missing in the database read but a number here, since the
+archive cannot tell it from a column that changed type between model versions.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sml.archive.layout import PREDICTIONS_TABLE, feature_column
+from sml.archive.query import archive_ctes, download_days, duckdb_connection, read_parquet_source
+from sml.archive.store import ArchiveLocation
+from sml.lifecycle.manifest import FeatureSpec
+from sml.monitoring.summaries import SummaryReference, WindowSummariser, WindowSummary
+from sml.monitoring.windows import TimeWindow
+
+BATCH_ROWS = 100_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_DECODE = msgspec.json.Decoder()
+
+
+def archive_window_summaries(
+    s3: Any,
+    location: ArchiveLocation,
+    model_name: str,
+    window: TimeWindow,
+    features: Sequence[FeatureSpec],
+    references: Sequence[SummaryReference],
+    *,
+    memory_limit: str = "256MB",
+    batch_rows: int = BATCH_ROWS,
+) -> list[WindowSummary]:
+    """Read the archived predictions of ``model_name`` made in ``window`` into one summary per reference.
+
+    :returns: a summary per reference, in order (``n_rows`` 0 when nothing is archived there).
+    """
+    summarisers = [WindowSummariser(reference) for reference in references]
+    last_day = (window.end - timedelta(microseconds=1)).date()
+    with tempfile.TemporaryDirectory(prefix="sml-window-") as work:
+        copy = download_days(s3, location, Path(work) / "archive", window.start.date(), last_day, tables=[PREDICTIONS_TABLE], models=[model_name])
+        paths = copy.files[PREDICTIONS_TABLE]
+        if paths:
+            connection = duckdb_connection(Path(work), memory_limit)
+            try:
+                for batch in connection.sql(window_sql(connection, paths, model_name, window, features)).to_arrow_reader(batch_rows):
+                    _count(batch, features, summarisers)
+            finally:
+                connection.close()
+    return [summariser.summary() for summariser in summarisers]
+
+
+@dataclass(frozen=True)
+class ArchiveWindowSource:
+    """The window from the event archive with DuckDB (``SML_WINDOW_SOURCE=duckdb``); see :func:`archive_window_summaries`."""
+
+    s3: Any
+    location: ArchiveLocation
+    memory_limit: str = "256MB"
+    name: str = "duckdb"
+
+    def read_summaries(
+        self, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], references: Sequence[SummaryReference]
+    ) -> list[WindowSummary]:
+        return archive_window_summaries(self.s3, self.location, model_name, window, features, references, memory_limit=self.memory_limit)
+
+
+def window_sql(connection: Any, paths: Sequence[Path], model_name: str, window: TimeWindow, features: Sequence[FeatureSpec]) -> str:
+    """The query of a window's rows: ``prediction`` and one column per feature, in ``features`` order
+    (NULL for a feature no file has). Copies are dropped only where an uncompacted object could hold one."""
+    source = read_parquet_source(paths)
+    available = {row[0] for row in connection.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    if all(path.name.startswith("compacted,") for path in paths):
+        table = source  # compaction kept one copy of each event, and an event lives in one partition
+    else:
+        table = f"(WITH {archive_ctes({PREDICTIONS_TABLE: source}, None, None, dialect='duckdb')} SELECT * FROM {PREDICTIONS_TABLE})"
+    columns = ", ".join(f'"{feature_column(spec.name)}"' if feature_column(spec.name) in available else "NULL" for spec in features)
+    start, end = _epoch_us(window.start), _epoch_us(window.end)
+    name = model_name.replace("'", "''")
+    return (
+        f"SELECT prediction{', ' if columns else ''}{columns} FROM {table} "
+        f"WHERE model_name = '{name}' AND epoch_us(predicted_at) >= {start} AND epoch_us(predicted_at) < {end}"
+    )
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _count(batch: pa.RecordBatch, features: Sequence[FeatureSpec], summarisers: Sequence[WindowSummariser]) -> None:
+    columns: dict[str, Any] = {}
+    for index, spec in enumerate(features, start=1):
+        array = batch.column(index)
+        columns[spec.name] = _numeric(array) if spec.kind == "numeric" else _categorical(array)
+    predictions = _decoded(batch.column(0))
+    for summariser in summarisers:
+        summariser.add_columns(columns, predictions, rows=batch.num_rows)
+
+
+def _numeric(array: pa.Array) -> np.ndarray:
+    if pa.types.is_floating(array.type) or pa.types.is_integer(array.type):
+        return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_null(array.type):
+        return np.full(len(array), np.nan)
+    return np.array([_as_float(value) for value in _decoded(array)], dtype=np.float64)
+
+
+def _categorical(array: pa.Array) -> list[Any]:
+    if pa.types.is_floating(array.type):
+        return [None if value is None or not math.isfinite(value) else int(value) if value.is_integer() else value for value in array.to_pylist()]
+    return array.to_pylist()
+
+
+def _decoded(array: pa.Array) -> list[Any]:
+    """JSON texts as values (a text that is not JSON stays as it is); one decode per distinct text."""
+    texts = array.to_pylist()
+    decoded: dict[Any, Any] = {}
+    for text in set(texts):
+        if text is None:
+            decoded[text] = None
+            continue
+        try:
+            decoded[text] = _DECODE.decode(text)
+        except msgspec.DecodeError:
+            decoded[text] = text
+    return [decoded[text] for text in texts]
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    number = float(value)
+    return number if math.isfinite(number) else math.nan
