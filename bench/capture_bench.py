@@ -102,8 +102,8 @@ def predict_environment(stack: ChampionStack, *, mode: str, endpoint_url: str) -
 
         try:
             request()
-            runtime = app.load_runtime()
-            yield request, runtime.loaded.model, rows_to_matrix([row], runtime.service.schema.features)
+            served = app.load_runtime().champion.current()
+            yield request, served.loaded.model, rows_to_matrix([row], served.service.schema.features)
         finally:
             app.load_runtime.cache_clear()
             app._capture_extension = previous_extension

@@ -110,7 +110,7 @@ def measure(work_dir: Path, ours_count: int, send_count: int, seed_count: int) -
         with warm_predict(stack, capture=False) as (invoke, model, _):
             from functions.predict import app
 
-            features = app.load_runtime().service.schema.features
+            features = app.load_runtime().champion.current().service.schema.features
             ours = interleaved_latencies({"ours, DB direct": invoke, "ours, DB +50 ms": invoke}, ours_count)
         with warm_predict(stack, capture=True) as (invoke, _, _):
             upkeep = lambda: drain_queue(stack.clients["sqs"], stack.queue_url)

@@ -76,8 +76,8 @@ def warm_predict(stack: ChampionStack, *, capture: bool) -> Iterator[tuple[Calla
                 return response
 
             invoke()
-            runtime = app.load_runtime()
-            yield invoke, runtime.loaded.model, rows_to_matrix([row], runtime.service.schema.features)
+            served = app.load_runtime().champion.current()
+            yield invoke, served.loaded.model, rows_to_matrix([row], served.service.schema.features)
         finally:
             app.load_runtime.cache_clear()
             app.logger.registered_handler.setStream(previous_stream)

@@ -4,7 +4,8 @@ Custom metrics are the functions' Powertools metrics: namespace ``POWERTOOLS_MET
 (the deployed app name), dimension ``service`` (predict, writer, drift). A broken champion makes
 predict answer 503 without raising, so it is counted from predict's log instead (the JSON line
 with ``champion_unavailable`` that predict logs for every such answer). A model that fails on valid
-input (500 ``model_error``) is counted by predict's own ``ModelErrors`` metric, apart from it.
+input (500 ``model_error``) is counted by predict's own ``ModelErrors`` metric, apart from it, and a
+promoted version a warm container cannot load by ``ChampionRefreshFailures`` (the old one serves on).
 
 ``RefusedValues`` (feature values predict refused with a 4xx) has the dimensions ``service`` and
 ``field``, one series per field, and predict emits no aggregate without ``field``. The dashboard sums
@@ -69,6 +70,7 @@ class Monitoring(Construct):
         self.namespace = config.deployed_app_name
         capture_misses = self._custom("predict", "CaptureMisses")
         model_errors = self._custom("predict", "ModelErrors")
+        refresh_failures = self._custom("predict", "ChampionRefreshFailures")
         # Per model: its URL's 5xx and its champion failures. The first model keeps the single-model
         # ids and metric name, so adding models changes nothing of an existing deployment's alarms.
         per_model = {predict.model_name: self._predict_metrics(predict, first=index == 0) for index, predict in enumerate(predicts)}
@@ -125,6 +127,14 @@ class Monitoring(Construct):
             description="A champion model raised (or answered non-finite values) on input that passed validation, and "
             "predict answered 500 model_error; the log line with model_failure in its log group has the traceback. "
             "The model cannot serve that input: fix and register a new version, or `sml rollback`.",
+        )
+        alerts.alarm_when(
+            "ChampionRefreshFailures",
+            metric=refresh_failures,
+            threshold=1,
+            description="A warm predict container could not load the version the champion pointer names (after a "
+            "promotion or rollback) and keeps serving the previous one; the log line with champion_refresh_failure "
+            "names the cause. Promote a version that loads, or `sml rollback`.",
         )
         alerts.alarm_when(
             "CaptureMisses",
@@ -186,6 +196,7 @@ class Monitoring(Construct):
                 right=[
                     *(champion.with_(label=f"champion unavailable {model}") for model, (_, champion) in per_model.items()),
                     model_errors.with_(label="model errors (500)"),
+                    refresh_failures.with_(label="champion refresh failures"),
                 ],
                 width=8,
             ),

@@ -4,7 +4,11 @@ Routes: ``POST /predict`` (``{"features": {...}}`` or ``{"instances": [...]}``),
 (labels for past predictions: one label object or ``{"labels": [...]}``, queued as ground-truth
 events for the writer, answered 202; 503 when the queue does not take them), ``GET /health``,
 ``GET /openapi.json``. Every error is ``{"error": {"code", "field", "message"}}``, built in
-:func:`_error_response` only. The champion is loaded on the first request of a container and kept.
+:func:`_error_response` only. The champion is loaded on the first request of a container; then
+the pointer is re-read at most every ``SML_CHAMPION_TTL_SECONDS`` in a background thread, which
+swaps a promoted (or rolled back) version in once it is loaded (:mod:`sml.predict.champion`):
+``ChampionSwitches`` counts swaps, ``ChampionRefreshFailures`` versions that could not load (the
+current one keeps serving).
 
 Capture: one event per row to SQS. If the queue cannot be reached the prediction is still returned,
 ``CaptureMisses`` counts it and each missed event is logged whole (``capture_miss`` and
@@ -34,9 +38,8 @@ _IMPORT_STARTED = time.perf_counter()
 import functools
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -48,7 +51,6 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from sml.core.aws import aws_client
 from sml.predict.capture import CAPTURE_CLIENT_CONFIG, CapturedEvent, CaptureResult, PredictionCapture, publish_message_bodies
 from sml.predict.capture_extension import ExtensionsApiError, PostResponseCapture
-from sml.core.errors import SmlError
 from sml.core.events import (
     EVENT_TYPE_FIELD,
     REFUSAL_EVENT_TYPE,
@@ -57,15 +59,13 @@ from sml.core.events import (
     build_refusal_event,
     format_timestamp,
     serialise_ground_truth_event,
-    utc_now,
 )
 from sml.predict.errors import ApiError, ChampionUnavailable, ModelError, as_api_error
-from sml.predict.feedback import FeedbackSchema, feedback_response
-from sml.predict.service import NOT_DECODED, PredictionService, predict_response
+from sml.predict.feedback import feedback_response
+from sml.predict.service import NOT_DECODED, predict_response
 from sml.predict.validation import decode_json_body
-from sml.lifecycle.manifest import ModelManifest
-from sml.lifecycle.modeling import allow_pandas, hide_pandas_from_array_models, needs_pandas
-from sml.lifecycle.registry import ArtifactLoadError, LoadedModel, load_champion
+from sml.lifecycle.registry import ModelRegistry
+from sml.predict.champion import ChampionHolder, ChampionSwitch, ServedModel, load_served
 from sml.core.settings import CaptureSettings, PredictSettings, SettingsError, load_settings
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "predict")
@@ -86,27 +86,12 @@ _invocation_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class PredictRuntime:
-    """What a container builds once: the loaded champion, its service and the capture publisher."""
+    """What a container builds once: settings, the champion (refreshed in the background) and the capture publisher."""
 
     settings: PredictSettings
-    loaded: LoadedModel
-    service: PredictionService
+    champion: ChampionHolder
     capture: PredictionCapture | None
-    loaded_at: datetime
-    loaded_by_request_id: str
     init_seconds: float
-
-    @functools.cached_property
-    def openapi_document(self) -> dict[str, Any]:
-        from sml.predict.openapi import build_openapi_document
-
-        return build_openapi_document(
-            self.loaded.manifest, max_instances=self.settings.max_instances, max_body_bytes=self.settings.max_body_bytes
-        )
-
-    @functools.cached_property
-    def feedback_schema(self) -> FeedbackSchema:
-        return FeedbackSchema(self.loaded.manifest.classes, task=self.loaded.manifest.task, max_items=self.settings.max_instances)
 
     @functools.cached_property
     def feedback_sqs(self) -> Any:
@@ -121,39 +106,50 @@ def load_runtime() -> PredictRuntime:
     """Settings, clients and the verified champion, once per container (a failure is retried next request)."""
     started = time.perf_counter()
     settings = load_settings(PredictSettings)
-    s3, ssm = aws_client("s3", settings), aws_client("ssm", settings)
-
-    def load(prepare_imports: Callable[[ModelManifest], None]) -> LoadedModel:
-        return load_champion(
-            s3,
-            ssm,
-            bucket=settings.bucket,
-            app_name=settings.app_name,
-            model_name=settings.model_name,
-            cache_dir=settings.model_cache_dir,
-            sklearn_version_policy=settings.sklearn_version_policy,
-            before_unpickle=prepare_imports,
-        )
-
-    try:
-        try:
-            loaded = load(lambda manifest: hide_pandas_from_array_models(manifest.input_format))
-        except ArtifactLoadError as exc:
-            if not needs_pandas(exc):
-                raise
-            loaded = load(lambda manifest: allow_pandas())  # an array model whose pickle holds pandas objects
-        service = PredictionService(loaded.model, loaded.manifest, max_instances=settings.max_instances, max_body_bytes=settings.max_body_bytes)
-    except SmlError as exc:
-        raise ChampionUnavailable(str(exc)) from exc
-    return PredictRuntime(
-        settings=settings,
-        loaded=loaded,
-        service=service,
-        capture=_build_capture(settings),
-        loaded_at=utc_now(),
-        loaded_by_request_id=app.lambda_context.aws_request_id,
-        init_seconds=_IMPORT_SECONDS + time.perf_counter() - started,
+    registry = ModelRegistry(
+        aws_client("s3", settings), aws_client("ssm", settings), bucket=settings.bucket, app_name=settings.app_name, model_name=settings.model_name
     )
+    load = functools.partial(
+        load_served,
+        registry,
+        cache_dir=settings.model_cache_dir,
+        sklearn_version_policy=settings.sklearn_version_policy,
+        max_instances=settings.max_instances,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    first = load(None, request_id=app.lambda_context.aws_request_id)
+    champion = ChampionHolder(
+        first,
+        read_pointer=registry.champion_version,
+        load=functools.partial(load, warm_up=True),
+        ttl_seconds=settings.champion_ttl_seconds,
+        on_switch=_report_switch,
+        on_failure=_report_refresh_failure,
+    )
+    return PredictRuntime(
+        settings=settings, champion=champion, capture=_build_capture(settings), init_seconds=_IMPORT_SECONDS + time.perf_counter() - started
+    )
+
+
+def _report_switch(switch: ChampionSwitch) -> None:
+    """The refresher swapped models (its own thread: the metric goes out as its own EMF record)."""
+    logger.info(
+        f"champion switched from {switch.previous} to {switch.current}",
+        extra={"champion_switch": {"previous": switch.previous, "current": switch.current, "load_seconds": round(switch.load_seconds, 6)}},
+    )
+    _emit_metric("ChampionSwitches")
+
+
+def _report_refresh_failure(version: str | None, error: Exception) -> None:
+    """A refresh that failed: the current champion keeps serving; logged with the cause and counted."""
+    what = f"version {version} could not be loaded" if version is not None else "the champion pointer could not be read"
+    logger.error(f"champion refresh failed: {what}; the current version keeps serving", extra={"champion_refresh_failure": str(error)}, exc_info=error)
+    _emit_metric("ChampionRefreshFailures")
+
+
+def _emit_metric(name: str) -> None:
+    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE, default_dimensions={"service": SERVICE}):
+        pass
 
 
 def _build_capture(settings: PredictSettings) -> PredictionCapture | None:
@@ -168,37 +164,38 @@ def _build_capture(settings: PredictSettings) -> PredictionCapture | None:
 @app.post("/predict")
 def predict() -> Response:
     runtime = load_runtime()
+    served = runtime.champion.current()
     event = app.current_event.raw_event
     payload: Any = NOT_DECODED
     try:
-        payload = runtime.service.decode_body(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
-        request = runtime.service.schema.parse_request(payload)
-        events = runtime.service.predict(request.rows, batch=request.batch)
+        payload = served.service.decode_body(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
+        request = served.service.schema.parse_request(payload)
+        events = served.service.predict(request.rows, batch=request.batch)
     except ApiError as error:
-        _capture_refusal(runtime, error, payload)
+        _capture_refusal(runtime, served, error, payload)
         raise
     logger.set_correlation_id(events[0].prediction_id)
     if runtime.capture is not None and not _defer_capture(runtime.settings, runtime.capture, events):
         _record_capture(runtime.capture.capture(events), fail_closed=runtime.settings.capture_fail_closed)
     metrics.add_metric(name="PredictionsServed", unit=MetricUnit.Count, value=len(events))
-    warnings = runtime.service.range_warnings(request.rows) if runtime.settings.range_warnings else None
+    warnings = served.service.range_warnings(request.rows) if runtime.settings.range_warnings else None
     return Response(HTTPStatus.OK.value, content_types.APPLICATION_JSON, predict_response(request, events, warnings))
 
 
-def _capture_refusal(runtime: PredictRuntime, error: ApiError, payload: Any) -> None:
+def _capture_refusal(runtime: PredictRuntime, served: ServedModel, error: ApiError, payload: Any) -> None:
     """Count a refused request's values (``RefusedValues`` per field) and capture its refusal event.
 
     Never raises for the capture: the caller answers the 4xx whatever happens here (a refusal that
     cannot be sent is logged as a ``capture_miss``, even under fail-closed).
     """
-    refused = runtime.service.refused_values(error, payload)
+    refused = served.service.refused_values(error, payload)
     for field, reasons in refused.items():
         metric = {"name": "RefusedValues", "unit": MetricUnit.Count, "value": sum(reasons.values()), "namespace": NAMESPACE}
         with single_metric(**metric, default_dimensions={"service": SERVICE}) as refused_metric:
             refused_metric.add_dimension(name="field", value=field)
     if runtime.capture is None:
         return
-    manifest = runtime.loaded.manifest
+    manifest = served.loaded.manifest
     try:
         refusal = build_refusal_event(model_name=manifest.model_name, model_version=manifest.version, refused=refused)
     except EventValidationError as exc:  # a schema whose names the event contract refuses; the 4xx stands
@@ -262,7 +259,7 @@ def _log_misses(result: CaptureResult) -> None:
 def feedback() -> Response:
     runtime = load_runtime()
     event = app.current_event.raw_event
-    request = runtime.feedback_schema.parse_request(_feedback_body(event, runtime.settings.max_body_bytes))
+    request = runtime.champion.current().feedback_schema.parse_request(_feedback_body(event, runtime.settings.max_body_bytes))
     if runtime.feedback_sqs is None:
         raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "feedback_unavailable", "no events queue is configured (SML_QUEUE_URL); labels cannot be recorded")
     bodies = [(label.prediction_id, serialise_ground_truth_event(label)) for label in request.events]
@@ -286,20 +283,21 @@ def _feedback_body(event: dict[str, Any], max_body_bytes: int) -> Any:
 @app.get("/health")
 def health() -> dict[str, Any]:
     runtime = load_runtime()
+    served = runtime.champion.current()
     return {
         "status": "ok",
-        "model_name": runtime.loaded.manifest.model_name,
-        "model_version": runtime.loaded.version,
-        "model_loaded_at": format_timestamp(runtime.loaded_at),
-        "model_load_seconds": round(runtime.loaded.load_seconds, 6),
+        "model_name": served.loaded.manifest.model_name,
+        "model_version": served.version,
+        "model_loaded_at": format_timestamp(served.loaded_at),
+        "model_load_seconds": round(served.loaded.load_seconds, 6),
         "init_seconds": round(runtime.init_seconds, 6),
-        "cold_start": runtime.loaded_by_request_id == app.lambda_context.aws_request_id,
+        "cold_start": served.loaded_by_request_id == app.lambda_context.aws_request_id,
     }
 
 
 @app.get("/openapi.json")
 def openapi() -> dict[str, Any]:
-    return load_runtime().openapi_document
+    return load_runtime().champion.current().openapi_document
 
 
 @app.not_found

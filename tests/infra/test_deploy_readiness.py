@@ -226,6 +226,8 @@ def test_alarms_cover_url_5xx_capture_misses_writer_throttles_and_a_broken_champ
     (model_errors,) = alarms[("sml-dev", "ModelErrors")]
     assert model_errors["Dimensions"] == [{"Name": "service", "Value": "predict"}]
     assert model_errors["Threshold"] == 1 and model_errors["Statistic"] == "Sum"
+    (refresh_failures,) = alarms[("sml-dev", "ChampionRefreshFailures")]
+    assert refresh_failures["Dimensions"] == [{"Name": "service", "Value": "predict"}] and refresh_failures["Threshold"] == 1
 
 
 def test_an_alarm_fires_when_drift_has_not_run_for_a_week(default_stack: Synthesized) -> None:

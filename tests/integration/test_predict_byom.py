@@ -96,3 +96,48 @@ def test_a_regression_model_answers_a_number_without_probabilities_and_queues_it
     openapi_check("Prediction", body)
     [event] = predict_stack.queued()
     assert event["prediction"] == body["prediction"] and event["probabilities"] is None
+
+
+def test_a_promotion_reaches_a_warm_container_after_the_ttl_and_a_version_that_cannot_load_does_not(
+    predict_stack: PredictStack, predict_log: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+    from dataclasses import replace
+
+    from sml.lifecycle.registry import ModelRegistry
+    from tests.predict_support import manifest_for, register_champion, valid_row
+
+    stack = predict_stack
+    model_name = f"promoted-{uuid.uuid4().hex[:8]}"
+    register_champion(stack.s3, stack.ssm, bucket=stack.bucket, work_dir=stack.work_dir, model_name=model_name, version="v1")
+    stack.configure(SML_MODEL_NAME=model_name, SML_CHAMPION_TTL_SECONDS="1")
+    body = json.dumps({"features": valid_row()})
+    assert invoke("POST", "/predict", body)[2]["model_version"] == "v1"
+
+    register_champion(stack.s3, stack.ssm, bucket=stack.bucket, work_dir=stack.work_dir, model_name=model_name, version="v2")
+    time.sleep(1.1)  # past the TTL: the next request starts the refresh and is answered by v1
+    status, _, answer = invoke("POST", "/predict", body)
+    assert (status, answer["model_version"]) == (200, "v1")
+    app.load_runtime().champion.wait_for_refresh()
+    assert invoke("POST", "/predict", body)[2]["model_version"] == "v2"
+    assert invoke("GET", "/health")[2]["model_version"] == "v2"
+    [switch] = [record["champion_switch"] for record in log_records(predict_log) if "champion_switch" in record]
+    assert (switch["previous"], switch["current"]) == ("v1", "v2")
+
+    # A version whose artifact cannot be unpickled: v2 keeps serving, the failure is logged and counted.
+    artifact = stack.work_dir / f"{model_name}-broken.joblib"
+    artifact.write_bytes(b"\x80\x04cno_such_module_here\n_reconstruct\n.")
+    registry = ModelRegistry(stack.s3, stack.ssm, bucket=stack.bucket, app_name=APP_NAME, model_name=model_name)
+    registry.register(artifact, replace(manifest_for("v3", model_name), sha256=""))
+    registry.promote("v3")
+    capsys.readouterr()
+    time.sleep(1.1)
+    invoke("POST", "/predict", body)
+    app.load_runtime().champion.wait_for_refresh()
+
+    status, _, answer = invoke("POST", "/predict", body)
+    assert (status, answer["model_version"]) == (200, "v2")
+    [failure] = [record for record in log_records(predict_log) if "champion_refresh_failure" in record]
+    assert "version v3 could not be loaded" in failure["message"] and "no_such_module_here" in failure["champion_refresh_failure"]
+    assert not any("champion_unavailable" in record for record in log_records(predict_log))
+    assert emitted_metrics(capsys.readouterr().out).get("ChampionRefreshFailures") == 1

@@ -142,6 +142,8 @@ class PredictSettings(AwsSettings, CaptureSettings):
     model_cache_dir: Path = Field(Path("/tmp/sml-models"), alias="SML_MODEL_CACHE_DIR")
     sklearn_version_policy: Literal["warn", "refuse"] = Field("warn", alias="SML_SKLEARN_VERSION_POLICY")
     range_warnings: bool = Field(False, alias="SML_PREDICT_RANGE_WARNINGS")
+    # How often a warm container re-reads the champion pointer (one SSM GetParameter each time).
+    champion_ttl_seconds: float = Field(60.0, alias="SML_CHAMPION_TTL_SECONDS", ge=1, le=86_400)
 
 
 class RetentionSettings(_Settings):

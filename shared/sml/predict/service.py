@@ -26,7 +26,7 @@ from sml.core.errors import SmlError
 from sml.core.events import MAX_REFUSED_FIELDS, REQUEST_FIELD, PredictionEvent, build_prediction_event, utc_now
 from sml.predict.errors import ApiError, ModelError
 from sml.predict.validation import FeatureSchema, FeatureValue, PredictRequest, decode_json_body
-from sml.lifecycle.manifest import ModelManifest
+from sml.lifecycle.manifest import CategoricalReference, ModelManifest, NumericReference
 from sml.lifecycle.modeling import model_input
 
 
@@ -149,6 +149,23 @@ class PredictionService:
             )
             for features, (label, probabilities) in zip(rows, outcomes)
         ]
+
+    def reference_row(self) -> dict[str, FeatureValue]:
+        """A typical row from the manifest's reference data (to warm a freshly loaded model up):
+        each numeric feature's median, each categorical one's most frequent category (a boolean
+        as ``bool``), ``None`` where the reference holds no value."""
+        row: dict[str, FeatureValue] = {}
+        for spec in self.schema.features:
+            reference = self.manifest.reference.features.get(spec.name)
+            value: FeatureValue = None
+            if isinstance(reference, NumericReference) and reference.sorted_values:
+                median = reference.sorted_values[len(reference.sorted_values) // 2]
+                value = int(median) if spec.dtype == "integer" else median
+            elif isinstance(reference, CategoricalReference) and reference.counts:
+                top = max(reference.counts, key=reference.counts.__getitem__)
+                value = top == "True" if spec.dtype == "boolean" else top
+            row[spec.name] = value
+        return row
 
     def range_warnings(self, rows: Sequence[dict[str, FeatureValue]]) -> list[list[dict[str, Any]]]:
         """Per row, one warning per numeric value outside the training range (the schema's ``minimum``/``maximum``).
