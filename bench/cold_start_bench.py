@@ -118,10 +118,14 @@ def variants(stack: ChampionStack, work_dir: Path) -> dict[str, Callable[[], Col
 
 def measure(stack: ChampionStack, work_dir: Path, repeats: int) -> dict[str, list[ColdStart]]:
     """``repeats`` runs per variant, the variants taking turns, after one untimed run each (warm disk cache)."""
-    runs = variants(stack, work_dir)
+    return take_turns(variants(stack, work_dir), repeats)
+
+
+def take_turns(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[Any]]:
+    """``repeats`` results per run, the runs taking turns, after one untimed call each (warm disk cache)."""
     for run_once in runs.values():
         run_once()
-    results: dict[str, list[ColdStart]] = {name: [] for name in runs}
+    results: dict[str, list[Any]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run_once in runs.items():
             results[name].append(run_once())
