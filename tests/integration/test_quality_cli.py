@@ -61,3 +61,19 @@ def test_quality_without_a_stored_run_names_the_model_and_what_to_run(local: dic
     assert f"no monitoring run stored for model '{MODEL_NAME}'; run `sml drift` first" in capsys.readouterr().err
     assert main(["quality", "--end", "yesterday"]) != 0
     assert "--end: 'yesterday' is not an ISO 8601 time" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["quality"], ["drift", "history"]])
+def test_settings_that_name_no_database_are_refused_not_read_from_the_local_file(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With SML_DB_* set and no URL the CLI built its own engine on .sml/sml.db, not the functions' database.
+    monkeypatch.delenv("SML_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SML_DB_SECRET_ARN", raising=False)
+    monkeypatch.setenv("SML_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SML_DB_HOST", "proxy.example")
+
+    assert main(command) == 2
+
+    assert "no database configured (SML_DB_HOST alone names no user)" in capsys.readouterr().err
+    assert not (tmp_path / "state" / "sml.db").exists()

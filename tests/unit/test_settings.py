@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,35 @@ def test_drift_floors_and_minimum_sample_size_are_settings() -> None:
     assert (settings.min_missing_rate_h, settings.min_samples) == (0.1, 50)
     with pytest.raises(SettingsError, match="SML_DRIFT_MIN_SAMPLES"):
         load_settings(DriftSettings, {"SML_DRIFT_MIN_SAMPLES": "1"})
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"SML_DB_USER": "sml_drift", "SML_DB_HOST": "proxy.example"}, None),
+        ({"SML_DB_HOST": "proxy.example"}, "no database configured (SML_DB_HOST alone names no user)"),
+        ({"SML_DB_USER": "sml_drift"}, "SML_DB_USER is set but SML_DB_HOST is not"),
+    ],
+)
+def test_the_command_line_builds_the_functions_engine_or_refuses_never_the_local_file(environment: dict[str, str], message: str | None) -> None:
+    # With IAM settings and no URL the CLI fell back to .sml/sml.db: `sml quality` read another database than the functions.
+    from sml.core.db import database_engine_from_settings
+    from sml.core.errors import SmlError
+
+    settings = load_settings(LocalSettings, environment)
+
+    assert settings.database_url is None
+    if message is None:
+        engine = database_engine_from_settings(settings, lambda service: FakeRds())
+        assert (engine.url.get_backend_name(), engine.url.host, engine.url.username, engine.url.database) == ("mysql", "proxy.example", "sml_drift", "sml")
+        engine.dispose()
+    else:
+        with pytest.raises(SmlError, match=re.escape(message)):
+            database_engine_from_settings(settings, lambda service: FakeRds())
+
+
+class FakeRds:
+    """Stands in for the RDS client: the engine asks it for a token only when it connects."""
+
+    def generate_db_auth_token(self, **_: object) -> str:
+        return "token"

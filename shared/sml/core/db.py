@@ -342,13 +342,24 @@ def iam_auth_token(rds_client: Any, *, host: str, user: str, port: int = 3306) -
     return lambda: rds_client.generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
 
 
-def database_engine_from_settings(settings: Any, client: Callable[[str], Any], *, pool_size: int = 1) -> Engine:
-    """The engine the settings describe: ``SML_DATABASE_URL`` (local), else IAM authentication as
-    ``SML_DB_USER`` at ``SML_DB_HOST`` (AWS, through RDS Proxy), else the secret ``SML_DB_SECRET_ARN``.
+def database_engine_from_settings(settings: Any, client: Callable[[str], Any] | None = None, *, pool_size: int = 1) -> Engine:
+    """The engine the settings describe, for every entry point (the functions and the command line):
+    ``SML_DATABASE_URL`` (local), else IAM authentication as ``SML_DB_USER`` at ``SML_DB_HOST``
+    (AWS, through RDS Proxy), else the secret ``SML_DB_SECRET_ARN``.
 
-    :param client: builds a boto3 client for a service name (``rds`` or ``secretsmanager``).
-    :raises SmlError: nothing configured, or ``SML_DB_USER`` without ``SML_DB_HOST``.
+    :param client: builds a boto3 client for a service name (``rds`` or ``secretsmanager``);
+        :func:`sml.core.aws.aws_client` with ``settings`` by default.
+    :raises SmlError: the settings name no database, or ``SML_DB_USER`` without ``SML_DB_HOST``.
     """
+    if client is None:
+        from sml.core.aws import aws_client
+
+        def client(service: str) -> Any:
+            return aws_client(service, settings)
+
+    if not (settings.database_url or settings.db_secret_arn or getattr(settings, "db_user", None)):
+        named = " (SML_DB_HOST alone names no user)" if settings.db_host else ""
+        raise SmlError(f"no database configured{named}: set SML_DATABASE_URL (local), or SML_DB_USER and SML_DB_HOST (IAM) or SML_DB_SECRET_ARN (AWS)")
     if not settings.database_url and getattr(settings, "db_user", None):
         if not settings.db_host:
             raise SmlError("SML_DB_USER is set but SML_DB_HOST is not: IAM authentication needs the proxy endpoint")

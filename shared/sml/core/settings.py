@@ -250,7 +250,9 @@ class LocalSettings(AwsSettings, DatabaseSettings, CaptureSettings, ArchiveSetti
 
     @model_validator(mode="after")
     def _default_database(self) -> LocalSettings:
-        if self.database_url is None and self.db_secret_arn is None:
+        # The local file only when no setting names a database at all: SML_DB_USER/SML_DB_HOST
+        # mean a database on AWS, which the command line must reach as the functions do, or refuse.
+        if not any((self.database_url, self.db_secret_arn, self.db_user, self.db_host)):
             object.__setattr__(self, "database_url", f"sqlite:///{self.state_dir / 'sml.db'}")
         return self
 

@@ -27,12 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_migrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sml.core.db import apply_migrations, create_db_engine
+    from sml.core.db import apply_migrations, database_engine_from_settings
     from sml.core.settings import LocalSettings, load_settings, read_stack_file
 
     settings = load_settings(LocalSettings, stack=read_stack_file())
-    url = args.database_url or settings.database_url
-    engine = create_db_engine(url)
+    if args.database_url:
+        settings = settings.model_copy(update={"database_url": args.database_url})
+    engine = database_engine_from_settings(settings)
     try:
         applied = apply_migrations(engine, Path(args.sql_dir) if args.sql_dir else None)
     finally:

@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_drift(args: argparse.Namespace) -> int:
     from sml.core.aws import aws_client
-    from sml.core.db import create_db_engine, resolve_database_url
+    from sml.core.db import database_engine_from_settings
     from sml.monitoring.job import DriftJobConfig, run_drift_job
     from sml.monitoring.windows import check_window_end, parse_window_length
     from sml.lifecycle.registry import ModelRegistry
@@ -84,8 +84,7 @@ def run_drift(args: argparse.Namespace) -> int:
         aws_client("s3", settings), aws_client("ssm", settings), bucket=settings.bucket, app_name=settings.app_name, model_name=settings.model_name
     )
     manifest = registry.manifest(registry.champion_version())
-    secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn else None
-    engine = create_db_engine(resolve_database_url(settings, secrets_client))
+    engine = database_engine_from_settings(settings)
     try:
         outcome = run_drift_job(
             config,
@@ -107,8 +106,7 @@ def run_history(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from sml.core.aws import aws_client
-    from sml.core.db import create_db_engine, resolve_database_url
+    from sml.core.db import database_engine_from_settings
     from sml.cli.commands.models import load_model_settings
     from sml.core.settings import LocalSettings
     from sml.monitoring.store import drift_history
@@ -116,8 +114,7 @@ def run_history(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise SmlError(f"--limit: must be at least 1, got {args.limit}")
     settings = load_model_settings(LocalSettings, args.model)
-    secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn else None
-    engine = create_db_engine(resolve_database_url(settings, secrets_client))
+    engine = database_engine_from_settings(settings)
     try:
         rows = drift_history(engine, settings.model_name, limit=args.limit, feature=args.feature)
     finally:

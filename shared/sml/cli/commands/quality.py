@@ -39,16 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_quality(args: argparse.Namespace) -> int:
     from sml.cli.commands.drift import parse_end
-    from sml.core.aws import aws_client
-    from sml.core.db import create_db_engine, resolve_database_url
+    from sml.core.db import database_engine_from_settings
     from sml.cli.commands.models import load_model_settings
     from sml.core.settings import LocalSettings
     from sml.monitoring.model_quality.store import latest_quality
 
     settings = load_model_settings(LocalSettings, args.model)
     window_end = parse_end(args.end) if args.end else None
-    secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn else None
-    engine = create_db_engine(resolve_database_url(settings, secrets_client))
+    engine = database_engine_from_settings(settings)
     try:
         found = latest_quality(engine, settings.model_name, window_end)
     finally:

@@ -53,15 +53,16 @@ def archive_location(settings):  # noqa: ANN001, ANN201 - LocalSettings -> Archi
 def run_rebuild(args: argparse.Namespace) -> int:
     from sml.archive.rebuild import rebuild_tables
     from sml.core.aws import aws_client
-    from sml.core.db import create_db_engine, resolve_database_url
+    from sml.core.db import database_engine_from_settings
     from sml.core.settings import LocalSettings, load_settings, read_stack_file
 
     settings = load_settings(LocalSettings, stack=read_stack_file())
     location = archive_location(settings)
     tables = [name.strip() for name in args.tables.split(",") if name.strip()]
     until = args.until or datetime.now(timezone.utc).date()
-    secrets_client = aws_client("secretsmanager", settings) if settings.db_secret_arn and not args.database_url else None
-    engine = create_db_engine(args.database_url or resolve_database_url(settings, secrets_client))
+    if args.database_url:
+        settings = settings.model_copy(update={"database_url": args.database_url})
+    engine = database_engine_from_settings(settings)
     try:
         outcome = rebuild_tables(engine, aws_client("s3", settings), location, args.since, until, tables=tables)
     except ValueError as exc:
