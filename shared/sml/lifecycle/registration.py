@@ -19,7 +19,8 @@ manifest holds:
   model: :func:`sml.lifecycle.calibration.fit_label_free_estimator`), library versions and the
   artifact's sha256.
 
-Before anything is uploaded the reference and held-out rows go through predict's own conversion
+Before anything is uploaded the reference rows (the sample the manifest keeps, at most
+``MAX_REFERENCE_ROWS``) and every held-out row go through predict's own conversion
 (:func:`sml.lifecycle.modeling.model_input`) into the model; registration is refused, naming the
 column, row or cause, when the model cannot predict them, when the target does not fit the
 model's classes (types included: ``'0'`` is not ``0``), or when the target is missing or constant.
@@ -239,8 +240,8 @@ def prepare_version(
             raise SmlError(f"positive_class {positive_class!r}: only a binary model has a positive class, this one is {resolved_task}")
     elif positive_class is not None:
         raise SmlError(f"positive_class {positive_class!r}: a regression model has no classes")
-    reference_rows = frame_rows(reference, features)
-    sample = sample_rows(reference_rows, seed=seed)
+    # Only the sampled rows become dicts: a reference of a million rows would not fit as them.
+    sample = frame_rows(reference.iloc[sample_positions(len(reference), seed=seed)], features)
     reference_labels, _ = check_predicts(model, sample, features, input_format, reference_name)
     metrics: dict[str, float] = {}
     manifest_extra: dict[str, Any] = {"seed": seed, "n_reference": len(reference)}
@@ -382,7 +383,9 @@ def as_target(values: Any, n_rows: int, source: str, target_name: str) -> list[A
     target = list(values.tolist() if hasattr(values, "tolist") else values)
     if len(target) != n_rows:
         raise SmlError(f"{source}: {n_rows} rows but {len(target)} {target_name} values")
-    missing = [index for index, value in enumerate(target) if _is_missing(value)]
+    import pandas as pd
+
+    missing = np.flatnonzero(pd.isna(pd.Series(target, dtype=object)).to_numpy()).tolist()
     if missing:
         shown = ", ".join(str(index) for index in missing[:5])
         raise SmlError(f"{source}: {target_name} is missing in {len(missing)} row(s) (row {shown}{', ...' if len(missing) > 5 else ''})")
@@ -438,7 +441,7 @@ def column_dtype(values: Any, name: str, source: str = "data") -> str:
     if isinstance(series.dtype, pd.CategoricalDtype):
         return column_dtype(series.astype(object), name, source)
     if types.is_string_dtype(series.dtype) or series.dtype == object:
-        present = [value for value in series.tolist() if not _is_missing(value)]
+        present = series.dropna().tolist()
         kinds = {_value_kind(value) for value in present}
         if not kinds or kinds == {"float"} or kinds == {"integer", "float"}:
             return "float"
@@ -468,23 +471,25 @@ def feature_spec(name: str, columns: Sequence[Any], sources: Sequence[str] = ("r
             shown = " but ".join(f"{dtype} in {source}" for source, dtype in found.items())
             raise SmlError(f"column {name!r} is {shown}; give it one type")
     dtype = dtypes.pop()
-    present = [value for column in columns for value in column.tolist() if not _is_missing(value)]
+    import pandas as pd
+
+    present = pd.concat([pd.Series(column).dropna() for column in columns], ignore_index=True)
     nullable = sum(len(column) for column in columns) > len(present)
     if dtype in ("float", "integer"):
-        numbers = [float(value) for value in present]
-        if any(not math.isfinite(number) for number in numbers):
+        numbers = present.astype(float).to_numpy()
+        if not np.isfinite(numbers).all():
             raise SmlError(f"column {name!r} holds an infinite value; a model input must be finite or missing")
         return FeatureSpec(
             name=name,
             kind="numeric",
             dtype=dtype,  # type: ignore[arg-type]
             nullable=nullable,
-            minimum=min(numbers) if numbers else None,
-            maximum=max(numbers) if numbers else None,
+            minimum=float(numbers.min()) if numbers.size else None,
+            maximum=float(numbers.max()) if numbers.size else None,
         )
     if dtype == "boolean":
         return FeatureSpec(name=name, kind="categorical", dtype="boolean", nullable=nullable, categories=("False", "True"))
-    distinct = sorted({str(value) for value in present})
+    distinct = sorted({str(value) for value in present.unique().tolist()})
     categories = tuple(distinct) if len(distinct) <= MAX_CATEGORIES else None
     return FeatureSpec(name=name, kind="categorical", dtype="string", nullable=nullable, categories=categories)
 
@@ -503,12 +508,17 @@ def frame_rows(frame: Any, features: Sequence[FeatureSpec]) -> list[Row]:
     return [{spec.name: columns[spec.name][index] for spec in features} for index in range(len(frame))]
 
 
+def sample_positions(n_rows: int, *, seed: int, max_rows: int = MAX_REFERENCE_ROWS) -> np.ndarray:
+    """Positions of ``n_rows`` rows to keep: all of them, or beyond ``max_rows`` a uniform sample
+    (without replacement, seeded), in row order."""
+    if n_rows <= max_rows:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=max_rows, replace=False))
+
+
 def sample_rows(rows: Sequence[Row], *, seed: int, max_rows: int = MAX_REFERENCE_ROWS) -> list[Row]:
-    """``rows``, or beyond ``max_rows`` a uniform sample of them (without replacement, seeded, in their order)."""
-    if len(rows) <= max_rows:
-        return list(rows)
-    chosen = np.sort(np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False))
-    return [rows[index] for index in chosen]
+    """``rows``, or beyond ``max_rows`` a uniform sample of them (:func:`sample_positions`)."""
+    return [rows[index] for index in sample_positions(len(rows), seed=seed, max_rows=max_rows)]
 
 
 def build_reference(
@@ -561,9 +571,9 @@ def check_predicts(model: Any, rows: Sequence[Row], features: Sequence[FeatureSp
             finite; names the first such row and, where replacing one value with a typical one
             makes the row predictable, that column.
     """
-    problem = _prediction_problem(model, rows, features, input_format)
-    if problem is None:
-        return model_outputs(model, model_input(rows, features, input_format))  # type: ignore[arg-type]
+    outputs, problem = _predict_or_problem(model, rows, features, input_format)
+    if outputs is not None:
+        return outputs
     index = _first_failing_row(model, rows, features, input_format)
     row_problem = _prediction_problem(model, [rows[index]], features, input_format) or problem
     column = _culprit(model, rows, index, features, input_format)
@@ -753,19 +763,26 @@ def _names_in(model: Any) -> list[str] | None:
 
 def _prediction_problem(model: Any, rows: Sequence[Row], features: Sequence[FeatureSpec], input_format: str) -> str | None:
     """Why the model cannot predict ``rows`` as predict calls it, or ``None`` when it can."""
+    return _predict_or_problem(model, rows, features, input_format)[1]
+
+
+def _predict_or_problem(
+    model: Any, rows: Sequence[Row], features: Sequence[FeatureSpec], input_format: str
+) -> tuple[tuple[list[Any], np.ndarray | None] | None, str | None]:
+    """``(outputs, None)`` when the model predicts ``rows`` as predict calls it, else ``(None, why not)``."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
             labels, probabilities = model_outputs(model, model_input(rows, features, input_format))  # type: ignore[arg-type]
         except Exception as exc:
             # Registration's point is to find the model failing on its own data, whatever it raises.
-            return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            return None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     if len(labels) != len(rows):
-        return f"the model returned {len(labels)} predictions for {len(rows)} rows"
+        return None, f"the model returned {len(labels)} predictions for {len(rows)} rows"
     if probabilities is not None and not np.isfinite(probabilities).all():
-        return "its probabilities are not finite"
+        return None, "its probabilities are not finite"
     if probabilities is None and any(isinstance(value, float) and not math.isfinite(value) for value in labels):
-        return "its prediction is not finite"
-    return None
+        return None, "its prediction is not finite"
+    return (labels, probabilities), None
 
 
 def _first_failing_row(model: Any, rows: Sequence[Row], features: Sequence[FeatureSpec], input_format: str) -> int:
