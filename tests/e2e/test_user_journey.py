@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -53,10 +54,17 @@ def sml(workdir: Path, *arguments: str, check: bool = True) -> subprocess.Comple
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
+    with running_stack(tmp_path, environment()) as running:
+        yield running
+
+
+@contextmanager
+def running_stack(tmp_path: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`sml up` in ``tmp_path`` with ``env``, until the block ends (Ctrl-C); yields its stack.json."""
     process = subprocess.Popen(
         [sys.executable, "-m", "sml.cli.main", "up", "--visibility-timeout", "1", "--batching-window", "0"],
         cwd=tmp_path,
-        env=environment(),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
