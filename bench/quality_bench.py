@@ -1,18 +1,21 @@
-"""Model quality: the weekly run with labels against the same run without them, in MariaDB.
+"""Model quality per task: the weekly run with labels against the same run without them, in MariaDB.
 
-A fresh database ``sml_bench_quality`` holds one 7-day window of N predictions × 20 numeric
-features with their probabilities (the writer's row format), and labels for 30 % of them in
-``ground_truth`` (dropped at the end). Three variants of :func:`sml.monitoring.job.run_drift_job`, each
-in a fresh process, taking turns (imports done before the clock starts; S3 and SNS on moto
-in-process):
+For each task (binary, multiclass with three classes, regression) a fresh database
+``sml_bench_quality`` holds one 7-day window of N predictions × 20 numeric features (the writer's
+row format: a classifier's class and probabilities, a regression model's number), and labels for
+30 % of them in ``ground_truth`` (dropped at the end). The manifest carries held-out metrics and
+the task's label-free estimator (CBPE's calibrator, or DLE's loss models fitted on 5,000 synthetic
+held-out rows). Three variants of :func:`sml.monitoring.job.run_drift_job`, each in a fresh process,
+taking turns (imports done before the clock starts; S3 and SNS on moto in-process):
 
 - quality off: the run as before issue 16 (``DriftJobConfig(quality=None)``): drift only;
 - no labels: quality on, with ``ground_truth`` swapped for an empty table (``RENAME TABLE``):
   the window is read with its probabilities and CBPE estimates every prediction;
 - labelled: quality on with the 30 % labels: realized metrics with bootstrap intervals too.
 
-The goal (issue 16): labelled ≤ 1.5× quality off. Run alone: ``python bench/quality_bench.py [--quick]``
-(quick: 100k predictions + 30k labels; full: 1M + 300k).
+The goal: labelled ≤ 1.5× quality off, for each task. Run alone:
+``python bench/quality_bench.py [--quick] [--task binary|multiclass|regression]`` (quick: 100k
+predictions + 30k labels; full: 1M + 300k; every task unless ``--task``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -36,30 +39,74 @@ from typing import Any
 import numpy as np
 import pymysql
 from common import MYSQL_SERVER, REPOSITORY, BenchReport, Comparison, print_report, ratio_at_most
-from drift_bench import FEATURE_NAMES, WINDOW, WINDOW_END, _csv_value, _memory_mb, bench_manifest
+from drift_bench import FEATURE_NAMES, REFERENCE_ROWS, WINDOW, WINDOW_END, _csv_value, _memory_mb, bench_manifest
 
 BENCHMARK = "quality"
 DATABASE = "sml_bench_quality"
 MODEL_NAME = "drift-bench"
 CLASSES = ("benign", "malignant")
+MULTICLASS = ("class_a", "class_b", "class_c")
+TASKS = ("binary", "multiclass", "regression")
+HELD_OUT_ROWS = 5_000
 LABELLED_SHARE = 0.3
 MAX_RATIO_TO_DRIFT_ONLY = 1.5
 VARIANTS = ("quality off (drift only)", "quality on, no labels", "quality on, 30% labelled")
 
 
-def quality_manifest() -> Any:
-    """The drift benchmark's manifest with held-out metrics and a CBPE calibrator (fitted on 5,000 synthetic held-out rows)."""
-    from sml.lifecycle.calibration import fit_calibrator
+def synthetic_world(task: str, values: np.ndarray, rng: np.random.Generator) -> tuple[list[Any], np.ndarray | None, list[Any]]:
+    """The model's predictions, probabilities (classifiers) and true labels for rows of feature ``values``.
+
+    Binary: P(malignant) = sigmoid(2·x₁). Multiclass: softmax of (2·x₁, 2·x₂, 0). Regression:
+    prediction 150 + 50·x₁, label the prediction plus noise of sd 20 growing with |x₂|. The
+    model is calibrated and unbiased, so labels drawn this way give OK.
+    """
+    if task == "regression":
+        predictions = 150 + 50 * values[:, 1]
+        truth = predictions + rng.normal(size=len(values)) * 20 * (1 + 0.5 * np.abs(values[:, 2]))
+        return predictions.tolist(), None, truth.tolist()
+    if task == "binary":
+        p = 1 / (1 + np.exp(-2 * values[:, 1]))
+        probabilities = np.column_stack([1 - p, p])
+        classes = CLASSES
+    else:
+        logits = np.column_stack([2 * values[:, 1], 2 * values[:, 2], np.zeros(len(values))])
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        classes = MULTICLASS
+    drawn = (rng.random(len(values))[:, None] > probabilities.cumsum(axis=1)).sum(axis=1).clip(0, len(classes) - 1)
+    return [classes[index] for index in probabilities.argmax(axis=1)], probabilities, [classes[index] for index in drawn]
+
+
+def quality_manifest(task: str) -> Any:
+    """The drift benchmark's manifest for ``task`` with held-out metrics and the label-free estimator (fitted on synthetic held-out rows)."""
+    from sml.lifecycle.calibration import LABEL_FREE_KEY, fit_label_free_estimator
+    from sml.lifecycle.evaluation import held_out_metrics
+    from sml.lifecycle.manifest import NumericReference
 
     rng = np.random.default_rng(3)
-    p = 1 / (1 + np.exp(-2 * rng.normal(size=5_000)))
-    truth = (rng.random(5_000) < p).astype(int)
-    calibrator = fit_calibrator(truth, np.column_stack([1 - p, p]), CLASSES, "malignant", fitted_on="bench held-out")
+    values = rng.normal(size=(HELD_OUT_ROWS, len(FEATURE_NAMES)))
+    predictions, probabilities, truth = synthetic_world(task, values, rng)
     manifest = bench_manifest()
-    return replace(manifest, metrics={"f1": 0.8, "accuracy": 0.8}, extra={"positive_class": "malignant", "calibration": calibrator.to_json()})
+    classes = {"binary": CLASSES, "multiclass": MULTICLASS, "regression": ()}[task]
+    positive = "malignant" if task == "binary" else None
+    columns = {name: values[:, index] for index, name in enumerate(FEATURE_NAMES)}
+    estimator = fit_label_free_estimator(
+        task, truth=truth, predictions=predictions, probabilities=probabilities, classes=classes, positive_class=positive,
+        features=manifest.features, columns=columns, fitted_on="bench held-out",
+    )
+    reference = manifest.reference
+    if task == "regression":
+        reference = replace(reference, label_counts={}, predictions=NumericReference(sorted_values=tuple(sorted(predictions))))
+    elif task == "multiclass":
+        reference = replace(reference, label_counts={label: REFERENCE_ROWS // 3 for label in MULTICLASS})
+    extra = {LABEL_FREE_KEY: estimator, **({"positive_class": positive} if positive else {})}
+    return replace(
+        manifest, task=task, classes=classes, reference=reference, extra=extra,
+        metrics=held_out_metrics(task, truth, predictions, probabilities, classes, positive),
+    )
 
 
-def write_csvs(predictions_path: Path, labels_path: Path, rows: int) -> int:
+def write_csvs(predictions_path: Path, labels_path: Path, rows: int, task: str) -> int:
     """``rows`` predictions over the window and labels for ``LABELLED_SHARE`` of them, a day late; returns the label count."""
     from sml.core.db import GROUND_TRUTH, PREDICTIONS
     from sml.core.events import build_prediction_event
@@ -67,15 +114,15 @@ def write_csvs(predictions_path: Path, labels_path: Path, rows: int) -> int:
 
     rng = np.random.default_rng(11)
     values = rng.normal(size=(rows, len(FEATURE_NAMES)))
-    p = 1 / (1 + np.exp(-2 * values[:, 1]))
-    truth = rng.random(rows) < p
+    predictions, probabilities, truth = synthetic_world(task, values, rng)
+    names = CLASSES if task == "binary" else MULTICLASS
     labelled = rng.random(rows) < LABELLED_SHARE
     step = WINDOW / rows
     start = WINDOW_END - WINDOW
     prediction_columns = [column.name for column in PREDICTIONS.columns]
     label_columns = [column.name for column in GROUND_TRUTH.columns]
-    with predictions_path.open("w", newline="", encoding="utf-8") as predictions, labels_path.open("w", newline="", encoding="utf-8") as labels:
-        prediction_writer = csv.writer(predictions, lineterminator="\n")
+    with predictions_path.open("w", newline="", encoding="utf-8") as predictions_file, labels_path.open("w", newline="", encoding="utf-8") as labels:
+        prediction_writer = csv.writer(predictions_file, lineterminator="\n")
         label_writer = csv.writer(labels, lineterminator="\n")
         for index in range(rows):
             predicted_at = start + index * step
@@ -83,8 +130,8 @@ def write_csvs(predictions_path: Path, labels_path: Path, rows: int) -> int:
                 model_name=MODEL_NAME,
                 model_version="v1",
                 features=dict(zip(FEATURE_NAMES, values[index].tolist())),
-                prediction=CLASSES[int(p[index] >= 0.5)],
-                probabilities={"benign": float(1 - p[index]), "malignant": float(p[index])},
+                prediction=predictions[index],
+                probabilities=None if probabilities is None else dict(zip(names, probabilities[index].tolist())),
                 predicted_at=predicted_at,
             )
             row = prediction_row(event, stored_at=WINDOW_END)
@@ -92,7 +139,7 @@ def write_csvs(predictions_path: Path, labels_path: Path, rows: int) -> int:
             if labelled[index]:
                 label = {
                     "prediction_id": event.prediction_id,
-                    "label": json.dumps(CLASSES[int(truth[index])]),
+                    "label": json.dumps(truth[index]),
                     "labelled_at": (predicted_at + timedelta(days=1)).replace(tzinfo=None),
                     "source": "bench",
                     "stored_at": WINDOW_END.replace(tzinfo=None),
@@ -102,7 +149,7 @@ def write_csvs(predictions_path: Path, labels_path: Path, rows: int) -> int:
 
 
 @contextmanager
-def quality_database(rows: int, folder: Path) -> Iterator[int]:
+def quality_database(rows: int, folder: Path, task: str) -> Iterator[int]:
     """A fresh ``sml_bench_quality`` with the schema, the window, its labels and an empty ``ground_truth_empty``; dropped afterwards."""
     import sqlalchemy as sa
     from sml.core.db import apply_migrations, create_db_engine
@@ -116,7 +163,7 @@ def quality_database(rows: int, folder: Path) -> Iterator[int]:
         apply_migrations(engine)
         engine.dispose()
         predictions_csv, labels_csv = folder / "predictions.csv", folder / "labels.csv"
-        labels = write_csvs(predictions_csv, labels_csv, rows)
+        labels = write_csvs(predictions_csv, labels_csv, rows, task)
         loader = pymysql.connect(**MYSQL_SERVER, database=DATABASE, charset="utf8mb4", local_infile=True)
         try:
             with loader.cursor() as cursor:
@@ -156,7 +203,7 @@ def labels_hidden() -> Iterator[None]:
         connection.close()
 
 
-def weekly_run(variant: str) -> Callable[[], str]:
+def weekly_run(variant: str, manifest_path: Path) -> Callable[[], str]:
     import boto3
     import sqlalchemy as sa
     from moto import mock_aws
@@ -172,7 +219,9 @@ def weekly_run(variant: str) -> Callable[[], str]:
     topic_arn = sns.create_topic(Name="sml-bench-quality")["TopicArn"]
     overrides = {"quality": None} if variant == VARIANTS[0] else {}
     config = DriftJobConfig(bucket=bucket, window_length=WINDOW, topic_arn=topic_arn, **overrides)
-    manifest = quality_manifest()
+    from sml.lifecycle.manifest import ModelManifest
+
+    manifest = ModelManifest.from_json(manifest_path.read_text(), source=str(manifest_path))
     engine = create_db_engine(sa.URL.create("mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=DATABASE))
     # Warm the scikit-learn metrics import like the other imports: the clock measures the work only.
     import sklearn.metrics  # noqa: F401
@@ -182,14 +231,19 @@ def weekly_run(variant: str) -> Callable[[], str]:
         quality = result.run.quality
         if quality is None:
             return f"{result.run.status.value}, {result.run.current_rows} rows, quality off"
-        estimated = quality.estimated.get("f1").value if quality.estimated else None
-        return f"{result.run.status.value}, quality {quality.status.value}, {quality.n_labelled} labelled of {quality.n_predictions}, estimated f1 {estimated:.3f}"
+        metric = quality.config.metric
+        realized = quality.realized.get(metric) if quality.realized else None
+        estimated = quality.estimated.get(metric) if quality.estimated else None
+        shown = ", ".join(
+            f"{source} {metric} {value.value:.3f}" for source, value in (("realized", realized), ("estimated", estimated)) if value is not None
+        )
+        return f"{result.run.status.value}, quality {quality.status.value}, {quality.n_labelled} labelled of {quality.n_predictions}, {shown}"
 
     return work
 
 
-def run_child(variant: str) -> None:
-    work = weekly_run(variant)
+def run_child(variant: str, manifest_path: Path) -> None:
+    work = weekly_run(variant, manifest_path)
     rss_before = _memory_mb("VmRSS")
     started = time.perf_counter()
     outcome = work()
@@ -197,11 +251,11 @@ def run_child(variant: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_rss_mb": _memory_mb("VmHWM"), "rss_before_mb": rss_before, "outcome": outcome}))
 
 
-def measure(repeats: int) -> dict[str, list[dict[str, Any]]]:
+def measure(repeats: int, manifest_path: Path) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     for _ in range(repeats):
         for name in VARIANTS:
-            command = [sys.executable, str(Path(__file__).resolve()), "--child", name]
+            command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--manifest", str(manifest_path)]
             if name == VARIANTS[1]:
                 with labels_hidden():
                     completed = subprocess.run(command, check=False, cwd=REPOSITORY, capture_output=True, text=True, timeout=1800)
@@ -213,38 +267,45 @@ def measure(repeats: int) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
-def run(quick: bool, out_dir: Path) -> BenchReport:
-    """100k predictions + 30k labels (quick) or 1M + 300k (full), 3 runs per variant."""
+def run(quick: bool, out_dir: Path, tasks: Sequence[str] = TASKS) -> BenchReport:
+    """100k predictions + 30k labels (quick) or 1M + 300k (full), 3 runs per variant, for each task."""
     rows = 100_000 if quick else 1_000_000
     repeats = 3
-    with tempfile.TemporaryDirectory(prefix="sml-bench-quality-") as folder, quality_database(rows, Path(folder)) as labels:
-        runs = measure(repeats)
-    seconds = {name: median(run["seconds"] for run in values) for name, values in runs.items()}
-    growth = {name: max(run["peak_rss_mb"] - run["rss_before_mb"] for run in values) for name, values in runs.items()}
-    size = f"{rows // 1000}k predictions + {labels // 1000}k labels"
-    off, unlabelled, labelled = (seconds[name] for name in VARIANTS)
-    comparisons = [
-        ratio_at_most(BENCHMARK, f"{size}: weekly run with quality (median)", labelled, "the same run, quality off", off, "s", MAX_RATIO_TO_DRIFT_ONLY),
-        Comparison(BENCHMARK, f"{size}: weekly run with quality (median)", labelled, "quality on, no labels", unlabelled, "s", note="the cost of the labels themselves"),
-        Comparison(BENCHMARK, f"{size}: memory for the work", growth[VARIANTS[2]], "quality off", growth[VARIANTS[0]], "MB", note="peak RSS minus RSS before the work"),
-    ]
-    details = [
-        {
-            "variant": name,
-            "median_s": round(seconds[name], 3),
-            "min_s": round(min(run["seconds"] for run in runs[name]), 3),
-            "rss_growth_mb": round(growth[name]),
-            "outcome": runs[name][-1]["outcome"],
-        }
-        for name in VARIANTS
-    ]
+    comparisons: list[Comparison] = []
+    details: list[dict[str, Any]] = []
+    for task in tasks:
+        with tempfile.TemporaryDirectory(prefix="sml-bench-quality-") as folder, quality_database(rows, Path(folder), task) as labels:
+            # Fitted once (DLE's loss models take seconds), read by every child as the weekly run reads it.
+            manifest_path = Path(folder) / "manifest.json"
+            manifest_path.write_text(quality_manifest(task).to_json())
+            runs = measure(repeats, manifest_path)
+        seconds = {name: median(run["seconds"] for run in values) for name, values in runs.items()}
+        growth = {name: max(run["peak_rss_mb"] - run["rss_before_mb"] for run in values) for name, values in runs.items()}
+        size = f"{task}, {rows // 1000}k predictions + {labels // 1000}k labels"
+        off, unlabelled, labelled = (seconds[name] for name in VARIANTS)
+        comparisons += [
+            ratio_at_most(BENCHMARK, f"{size}: weekly run with quality (median)", labelled, "the same run, quality off", off, "s", MAX_RATIO_TO_DRIFT_ONLY),
+            ratio_at_most(BENCHMARK, f"{size}: weekly run with quality (median)", labelled, "quality on, no labels", unlabelled, "s", MAX_RATIO_TO_DRIFT_ONLY),
+            Comparison(BENCHMARK, f"{size}: memory for the work", growth[VARIANTS[2]], "quality off", growth[VARIANTS[0]], "MB", note="peak RSS minus RSS before the work"),
+        ]
+        details += [
+            {
+                "task": task,
+                "variant": name,
+                "median_s": round(seconds[name], 3),
+                "min_s": round(min(run["seconds"] for run in runs[name]), 3),
+                "rss_growth_mb": round(growth[name]),
+                "outcome": runs[name][-1]["outcome"],
+            }
+            for name in VARIANTS
+        ]
     return BenchReport(
         name=BENCHMARK,
         comparisons=comparisons,
         details=details,
         method=[
-            f"One 7-day window of N predictions × {len(FEATURE_NAMES)} numeric features with probabilities in MariaDB (LOAD DATA), "
-            f"labels for {LABELLED_SHARE:.0%} of them in ground_truth, a day late.",
+            f"Per task, one 7-day window of N predictions × {len(FEATURE_NAMES)} numeric features in MariaDB (LOAD DATA): a classifier's "
+            f"class and probabilities, a regression model's number; labels for {LABELLED_SHARE:.0%} of them in ground_truth, a day late.",
             f"Each variant runs in a fresh process, {repeats} times, taking turns; the clock starts after imports and setup. "
             "Quality off: run_drift_job(quality=None). No labels: ground_truth swapped for an empty table. Labelled: the full run.",
         ],
@@ -254,12 +315,14 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--task", choices=TASKS, help="one task only (default: every task)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_child(args.child)
+        run_child(args.child, args.manifest)
         return
-    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-"))))
+    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-")), (args.task,) if args.task else TASKS))
 
 
 if __name__ == "__main__":
