@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from drift_support import MODEL_NAME, WINDOW_END
@@ -151,3 +152,38 @@ def test_the_run_reads_the_window_once_for_drift_and_quality_with_the_same_quali
     read_alone = assess_window_quality(engine, MANIFEST, TimeWindow.ending_at(WINDOW_END, config.window_length), config.quality)
     assert outcome.run.quality == read_alone
     assert outcome.run.quality.n_predictions == outcome.run.current_rows == 2_000
+
+
+def test_each_summary_carries_the_quality_aggregate_and_two_halves_merge_into_the_whole_window(engine: Engine, aws: dict[str, Any], tmp_path: Any) -> None:
+    from drift_support import WINDOW
+
+    from sml.monitoring.model_quality.metrics import assess_aggregate
+    from sml.monitoring.model_quality.store import read_window_summaries_with_quality
+    from sml.monitoring.summaries import SummaryReference, WindowSummary
+
+    store_labelled_traffic(engine, 2_000, labelled_share=0.5, flip_share=0.1, seed=4)
+    reference = SummaryReference.from_manifest(MANIFEST)
+    whole_window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    middle = WINDOW_END - WINDOW / 2
+
+    def summary(window: TimeWindow) -> WindowSummary:
+        [read], sample = read_window_summaries_with_quality(engine, MODEL_NAME, window, MANIFEST.features, MANIFEST.classes, [reference], manifest=MANIFEST)
+        assert read.quality["classification"] is sample.aggregate
+        return WindowSummary.from_json(json.loads(json.dumps(read.to_json())))
+
+    whole = summary(whole_window)
+    merged = summary(TimeWindow(whole_window.start, middle)).merge(summary(TimeWindow(middle, WINDOW_END)))
+
+    def assessed(window_summary: WindowSummary):
+        return assess_aggregate("binary", window_summary.quality["classification"], classes=("benign", "malignant"), positive_class="malignant",
+                                delay_seconds=np.zeros(0), reference_metrics=MANIFEST.metrics, config=QualityConfig())  # fmt: skip
+
+    expected, got = assessed(whole), assessed(merged)
+    assert got.n_labelled == expected.n_labelled == run_job(engine, aws, tmp_path).run.quality.n_labelled
+    assert [(m.metric, m.class_label) for m in got.realized.metrics] == [(m.metric, m.class_label) for m in expected.realized.metrics]
+    # Sums added in another order: equal to the last bits.
+    assert [bound for m in got.realized.metrics for bound in (m.value, m.low, m.high)] == pytest.approx(
+        [bound for m in expected.realized.metrics for bound in (m.value, m.low, m.high)], rel=1e-12
+    )
+    assert np.allclose(got.estimated.expected_confusion, expected.estimated.expected_confusion)
+    assert got.status is expected.status

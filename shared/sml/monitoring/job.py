@@ -313,7 +313,7 @@ def read_drift_window(
     elif config.quality:
         # One pass over the window for drift and quality (a second read cost as much as the first).
         summaries, quality_sample = read_window_summaries_with_quality(
-            engine, manifest.model_name, window, manifest.features, manifest.classes, references, task=manifest.task
+            engine, manifest.model_name, window, manifest.features, manifest.classes, references, task=manifest.task, manifest=manifest
         )
     else:
         summaries = read_window_summaries(engine, manifest.model_name, window, manifest.features, references)

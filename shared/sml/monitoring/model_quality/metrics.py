@@ -308,6 +308,7 @@ class ClassificationAggregate:
     :param reliability: ``(RELIABILITY_BINS, 3)``: count, sum of probabilities, count right.
     :param losses: sums over scored predictions of log loss, its square, Brier score, its square.
     :param expected: CBPE's expected confusion cells over ``n_estimated`` predictions (zeros without a calibrator).
+    :param calibrator: the calibrator :meth:`add` uses when given none (not stored: the manifest holds it).
     """
 
     name: ClassVar[str] = "classification"
@@ -322,6 +323,7 @@ class ClassificationAggregate:
     losses: np.ndarray = field(default=None)  # type: ignore[assignment]
     expected: np.ndarray = field(default=None)  # type: ignore[assignment]
     n_estimated: int = 0
+    calibrator: Calibrator | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         k = self.n_classes
@@ -349,6 +351,7 @@ class ClassificationAggregate:
         self.confusion += np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k)
         if probabilities is None:
             return
+        calibrator = calibrator if calibrator is not None else self.calibrator
         if calibrator is not None:
             complete = known & ~np.isnan(probabilities).any(axis=1)
             calibrated = calibrator.calibrate(probabilities[complete])
@@ -397,7 +400,7 @@ class ClassificationAggregate:
             self.n_classes, self.positive, self.n_predictions + other.n_predictions, self.n_outside + other.n_outside,
             self.n_scored + other.n_scored, self.confusion + other.confusion, self.scores + other.scores,
             self.reliability + other.reliability, self.losses + other.losses, self.expected + other.expected,
-            self.n_estimated + other.n_estimated,
+            self.n_estimated + other.n_estimated, calibrator=self.calibrator,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -1079,6 +1082,19 @@ def assess_quality(
     )
 
 
+def add_direct_loss_estimate(aggregate: RegressionAggregate, estimator: DirectLossEstimator, predictions: np.ndarray, columns: Mapping[str, Any]) -> None:
+    """Add DLE's estimate over the window's numeric predictions to ``aggregate``.
+
+    :param columns: the window's feature columns by name, aligned with ``predictions``.
+    """
+    known = np.isfinite(predictions)
+    kept = columns
+    if not known.all():
+        kept = {name: (values[known] if isinstance(values, np.ndarray) else [value for value, keep in zip(values, known.tolist()) if keep]) for name, values in columns.items()}
+    mae, rmse, evaluated = estimator.estimate(kept, predictions[known])
+    aggregate.add_estimate(mae, rmse, int(known.sum()), evaluated)
+
+
 def assess_regression_quality(
     *,
     predictions: np.ndarray,
@@ -1109,12 +1125,7 @@ def assess_regression_quality(
     aggregate = RegressionAggregate.for_reference(centre, reference_metrics.get("rmse", math.nan), prediction_edges)
     aggregate.add(predictions, truth, n_labels_not_numbers)
     if estimator is not None and columns is not None:
-        known = np.isfinite(predictions)
-        kept = columns
-        if not known.all():
-            kept = {name: (values[known] if isinstance(values, np.ndarray) else [value for value, keep in zip(values, known.tolist()) if keep]) for name, values in columns.items()}
-        mae, rmse, evaluated = estimator.estimate(kept, predictions[known])
-        aggregate.add_estimate(mae, rmse, int(known.sum()), evaluated)
+        add_direct_loss_estimate(aggregate, estimator, predictions, columns)
     return assess_aggregate(
         "regression", aggregate, classes=(), positive_class=None, delay_seconds=delay_seconds, reference_metrics=reference_metrics, config=config
     )

@@ -49,11 +49,14 @@ from sml.monitoring.model_quality.metrics import (
     LABEL_OUTSIDE_CLASSES,
     PREDICTION_BINS,
     UNLABELLED,
+    ClassificationAggregate,
     MetricValue,
+    QualityAggregate,
     QualityConfig,
     QualityResult,
-    assess_quality,
-    assess_regression_quality,
+    RegressionAggregate,
+    add_direct_loss_estimate,
+    assess_aggregate,
 )
 from sml.monitoring.summaries import SummaryReference, WindowSummary, summarise
 from sml.monitoring.windows import TimeWindow, WindowSample, latest_window_first, read_window, read_window_summaries
@@ -72,6 +75,7 @@ class QualitySample:
         a NaN cell where it lacked that class.
     :param true_index: the label's class index, ``UNLABELLED`` or ``LABEL_OUTSIDE_CLASSES``.
     :param delay_seconds: labelled_at − predicted_at (NaN when unlabelled).
+    :param aggregate: the window counted as it was read (:func:`quality_aggregate`), when asked for.
     """
 
     n_rows: int
@@ -79,6 +83,7 @@ class QualitySample:
     probabilities: np.ndarray
     true_index: np.ndarray
     delay_seconds: np.ndarray
+    aggregate: ClassificationAggregate | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class RegressionSample:
     :param n_labels_not_numbers: labels that are not finite numbers (counted, not scored).
     :param delay_seconds: labelled_at − predicted_at (NaN when unlabelled).
     :param columns: the window's feature columns by name (aligned), for DLE; empty when not read.
+    :param aggregate: the window counted as it was read (:func:`quality_aggregate`), when asked for.
     """
 
     n_rows: int
@@ -98,6 +104,7 @@ class RegressionSample:
     n_labels_not_numbers: int
     delay_seconds: np.ndarray
     columns: dict[str, Any]
+    aggregate: RegressionAggregate | None = None
 
 
 def read_quality_window(
@@ -113,7 +120,14 @@ def read_quality_window(
 
 
 def read_window_with_quality(
-    engine: Engine, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], classes: Sequence[str | int], *, task: Task | None = None
+    engine: Engine,
+    model_name: str,
+    window: TimeWindow,
+    features: Sequence[FeatureSpec],
+    classes: Sequence[str | int],
+    *,
+    task: Task | None = None,
+    aggregate: QualityAggregate | None = None,
 ) -> tuple[WindowSample, QualitySample | RegressionSample]:
     """The drift columns of ``features`` and the quality sample of the window, in one pass over it.
 
@@ -121,12 +135,13 @@ def read_window_with_quality(
     a slice also carries the probabilities, the label and its delay, so the weekly run reads the
     window once for data drift and model quality together. A regression model's sample
     (``task`` regression, or no classes) holds numbers and the window's feature columns.
+    ``aggregate`` (:func:`quality_aggregate` of the model) is filled slice by slice as the window is read.
     """
     if (task or task_from_classes(tuple(classes))) == "regression":
-        numbers = RegressionColumns()
+        numbers = RegressionColumns(aggregate if isinstance(aggregate, RegressionAggregate) else None)
         sample = read_window(engine, model_name, window, features, extension=numbers)
         return sample, numbers.sample(sample.columns())
-    quality = QualityColumns(classes)
+    quality = QualityColumns(classes, aggregate if isinstance(aggregate, ClassificationAggregate) else None)
     sample = read_window(engine, model_name, window, features, extension=quality)
     return sample, quality.sample()
 
@@ -140,21 +155,30 @@ def read_window_summaries_with_quality(
     references: Sequence[SummaryReference],
     *,
     task: Task | None = None,
+    manifest: ModelManifest | None = None,
 ) -> tuple[list[WindowSummary], QualitySample | RegressionSample]:
     """:func:`read_window_with_quality`, with the drift columns counted into summaries
     (:func:`~sml.monitoring.windows.read_window_summaries`) instead of kept.
 
+    With ``manifest``, the window is also counted into the model's quality aggregate
+    (:func:`quality_aggregate`) as it is read, and each summary carries it in its ``quality``
+    hook, so a day's stored summary holds its quality too and days merge into a week.
     A regression model's sample holds the window's feature columns (its label-free estimate
     predicts each row's error from them), so for regression the columns are read and then
     summarised: memory then grows with the window.
     """
+    aggregate = quality_aggregate(manifest) if manifest is not None else None
     if (task or task_from_classes(tuple(classes))) == "regression":
-        sample, numbers = read_window_with_quality(engine, model_name, window, features, classes, task="regression")
+        sample, numbers = read_window_with_quality(engine, model_name, window, features, classes, task="regression", aggregate=aggregate)
         summaries = [summarise(sample.columns(), reference, sample.labels) for reference in references]
-        return summaries, numbers
-    quality = QualityColumns(classes)
-    summaries = read_window_summaries(engine, model_name, window, features, references, extension=quality)
-    return summaries, quality.sample()
+    else:
+        quality = QualityColumns(classes, aggregate if isinstance(aggregate, ClassificationAggregate) else None)
+        summaries = read_window_summaries(engine, model_name, window, features, references, extension=quality)
+        numbers = quality.sample()
+    if aggregate is not None:
+        for summary in summaries:
+            summary.quality[aggregate.name] = aggregate
+    return summaries, numbers
 
 
 def _delay_microseconds(connection: Connection) -> Any:
@@ -171,7 +195,8 @@ class QualityColumns:
     ``ground_truth`` row is joined by ``prediction_id`` (its primary key, so one row per prediction).
     """
 
-    def __init__(self, classes: Sequence[str | int]) -> None:
+    def __init__(self, classes: Sequence[str | int], aggregate: ClassificationAggregate | None = None) -> None:
+        self.aggregate = aggregate
         self.names = [str(label) for label in classes]
         self.k = len(self.names)
         # Text per row in a slice: the probabilities object (~40 bytes a class), the quoted label and the delay.
@@ -255,6 +280,8 @@ class QualityColumns:
         delay[truth == UNLABELLED] = np.nan
         self.delays.append(delay)
         self.n_rows += count
+        if self.aggregate is not None:
+            self.aggregate.add(self.predicted[-1], self.probabilities[-1], truth)
 
     def _class_index(self, text: str) -> int:
         """The class index of a stored JSON label text; ``-1`` when it names no class."""
@@ -277,6 +304,7 @@ class QualityColumns:
             probabilities=joined(self.probabilities, np.empty((0, self.k))),
             true_index=joined(self.truth, np.empty(0, dtype=np.int64)),
             delay_seconds=joined(self.delays, np.empty(0)),
+            aggregate=self.aggregate,
         )
 
 
@@ -289,7 +317,8 @@ class RegressionColumns:
 
     row_bytes = 80
 
-    def __init__(self) -> None:
+    def __init__(self, aggregate: RegressionAggregate | None = None) -> None:
+        self.aggregate = aggregate
         self.predictions: list[np.ndarray] = []
         self.truth: list[np.ndarray] = []
         self.delays: list[np.ndarray] = []
@@ -325,12 +354,14 @@ class RegressionColumns:
         self.delays.append(delay)
         self.n_not_numbers += not_numbers
         self.n_rows += len(predictions)
+        if self.aggregate is not None:
+            self.aggregate.add(predicted, truth, not_numbers)
 
     def sample(self, columns: dict[str, Any]) -> RegressionSample:
         def joined(parts: list[np.ndarray]) -> np.ndarray:
             return np.concatenate(parts) if parts else np.empty(0)
 
-        return RegressionSample(self.n_rows, joined(self.predictions), joined(self.truth), self.n_not_numbers, joined(self.delays), columns)
+        return RegressionSample(self.n_rows, joined(self.predictions), joined(self.truth), self.n_not_numbers, joined(self.delays), columns, self.aggregate)
 
 
 def _numbers(texts: list[str | None]) -> tuple[np.ndarray, int]:
@@ -386,13 +417,56 @@ def insert_quality(connection: Connection, run_id: str, result: QualityResult) -
         connection.execute(QUALITY_METRICS.insert(), rows)
 
 
+def _label_free_estimator(manifest: ModelManifest) -> Calibrator | DirectLossEstimator | None:
+    """The manifest's label-free estimator; :raises SmlError: malformed (names the manifest)."""
+    if manifest.extra.get(LABEL_FREE_KEY) is None:
+        return None
+    try:
+        return label_free_estimator_from_json(manifest.extra[LABEL_FREE_KEY])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SmlError(f"manifest of {manifest.model_name} {manifest.version}: extra.{LABEL_FREE_KEY} is malformed ({exc})") from None
+
+
+def _positive_class(manifest: ModelManifest) -> str | None:
+    """A binary model's positive class: ``extra["positive_class"]``, else its second class."""
+    if manifest.task != "binary":
+        return None
+    positive = manifest.extra.get("positive_class", manifest.classes[1])
+    return str(positive)
+
+
+def _regression_bins(manifest: ModelManifest) -> tuple[float, float, np.ndarray]:
+    """A regression aggregate's centre, residual scale and prediction edges, fixed by the manifest so that windows merge."""
+    predictions = manifest.reference.predictions
+    values = np.asarray(predictions.sorted_values if predictions is not None else (), dtype=float)
+    edges = np.quantile(values, np.linspace(0, 1, PREDICTION_BINS + 1)[1:-1]) if values.size else np.empty(0)
+    return (float(values.mean()) if values.size else 0.0), manifest.metrics.get("rmse", math.nan), edges
+
+
+def quality_aggregate(manifest: ModelManifest) -> QualityAggregate:
+    """An empty quality aggregate of ``manifest``'s model, to count its windows into (they merge by adding).
+
+    A classifier's holds CBPE's expected confusion when the manifest has a calibrator.
+    :raises SmlError: the manifest's label-free estimator is malformed.
+    """
+    if manifest.task == "regression":
+        centre, scale, edges = _regression_bins(manifest)
+        return RegressionAggregate.for_reference(centre, scale, edges)
+    classes = [str(label) for label in manifest.classes]
+    positive = _positive_class(manifest)
+    estimator = _label_free_estimator(manifest)
+    calibrator = estimator if isinstance(estimator, Calibrator) and list(estimator.classes) == classes else None
+    return ClassificationAggregate(len(classes), classes.index(positive) if positive in classes else None, calibrator=calibrator)
+
+
 def assess_window_quality(
     engine: Engine, manifest: ModelManifest, window: TimeWindow, config: QualityConfig, sample: QualitySample | RegressionSample | None = None
 ) -> QualityResult:
     """The model quality of ``manifest``'s model in ``window``: read, then assess per the manifest's task.
 
     :param sample: the window's quality sample when already read (:func:`read_window_with_quality`,
-        as the weekly run does); ``None`` reads it.
+        as the weekly run does); ``None`` reads it. A sample with its aggregate is assessed from
+        the aggregate (the arrays then give only the label delays and DLE's rows).
 
     The positive class is the manifest's ``extra["positive_class"]`` (binary models), the
     reference its held-out ``metrics``, the label-free estimator its ``extra["calibration"]``
@@ -409,47 +483,26 @@ def assess_window_quality(
     except ValueError:
         note = f" (quality metric {config.metric!r} is not one of a {task} model's; its default is used)"
         config = replace(config, metric=None).for_task(task)
-    estimator = None
-    if manifest.extra.get(LABEL_FREE_KEY) is not None:
-        try:
-            estimator = label_free_estimator_from_json(manifest.extra[LABEL_FREE_KEY])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SmlError(f"manifest of {manifest.model_name} {manifest.version}: extra.{LABEL_FREE_KEY} is malformed ({exc})") from None
+    estimator = _label_free_estimator(manifest)
     if sample is None:
         sample = read_quality_window(engine, manifest.model_name, window, manifest.classes, task=task, features=manifest.features)
+    classes = tuple(str(label) for label in manifest.classes)
+    positive = _positive_class(manifest)
     if isinstance(sample, RegressionSample):
-        predictions = manifest.reference.predictions
-        edges = np.quantile(predictions.sorted_values, np.linspace(0, 1, PREDICTION_BINS + 1)[1:-1]) if predictions is not None and predictions.sorted_values else ()
-        labelled = ~np.isnan(sample.delay_seconds)
-        result = assess_regression_quality(
-            predictions=sample.predictions,
-            truth=sample.truth,
-            n_labels_not_numbers=sample.n_labels_not_numbers,
-            delay_seconds=sample.delay_seconds[labelled],
-            reference_metrics=manifest.metrics,
-            estimator=estimator if isinstance(estimator, DirectLossEstimator) and sample.columns else None,
-            columns=sample.columns,
-            config=config,
-            prediction_edges=edges,
-            centre=float(np.mean(predictions.sorted_values)) if predictions is not None and predictions.sorted_values else None,
-        )
+        aggregate = sample.aggregate or quality_aggregate(manifest)
+        if sample.aggregate is None:
+            aggregate.add(sample.predictions, sample.truth, sample.n_labels_not_numbers)
+        if isinstance(estimator, DirectLossEstimator) and sample.columns:
+            add_direct_loss_estimate(aggregate, estimator, sample.predictions, sample.columns)
     else:
-        classes = tuple(str(label) for label in manifest.classes)
-        positive = manifest.extra.get("positive_class")
-        if positive is None and task == "binary":
-            positive = classes[1]
-        result = assess_quality(
-            classes=classes,
-            positive_class=str(positive) if positive is not None else None,
-            predicted_index=sample.predicted_index,
-            probabilities=sample.probabilities,
-            true_index=sample.true_index,
-            delay_seconds=sample.delay_seconds,
-            reference_metrics=manifest.metrics,
-            calibrator=estimator if isinstance(estimator, Calibrator) else None,
-            config=config,
-            task=task,
-        )
+        aggregate = sample.aggregate
+        if aggregate is None:
+            aggregate = quality_aggregate(manifest)
+            aggregate.add(sample.predicted_index, sample.probabilities, sample.true_index)
+    delays = sample.delay_seconds[~np.isnan(sample.delay_seconds)]
+    result = assess_aggregate(
+        task, aggregate, classes=classes, positive_class=positive, delay_seconds=delays, reference_metrics=manifest.metrics, config=config
+    )
     return replace(result, reason=result.reason + note, n_unmatched_labels=count_unmatched_labels(engine, window))
 
 
