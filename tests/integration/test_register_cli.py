@@ -138,3 +138,15 @@ def test_a_multiclass_and_a_regression_model_register_and_promote(project: Path,
     assert manifest.task == task and manifest.input_format == "dataframe" and metric in manifest.metrics
     assert manifest.classes == ((0, 1, 2) if task == "multiclass" else ())
     assert (manifest.reference.predictions is not None) == (task == "regression")
+
+
+def test_a_files_target_takes_the_type_of_the_models_string_classes(project: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    frame = pd.DataFrame({"x": [float(value) for value in range(40)], "label": [value % 2 for value in range(40)]})
+    model = LogisticRegression().fit(frame[["x"]], frame["label"].astype(str))  # classes '0', '1'
+    joblib.dump(model, project / "text-classes.joblib")
+    frame.to_csv(project / "numbers.csv", index=False)  # the CSV's target reads back as integers 0, 1
+    assert main(["register", "text-classes.joblib", "--reference", "numbers.csv", "--target", "label", "--test-size", "0.25", "--model", "churn"]) == 0
+    (manifest,) = cli_registry("churn").list_versions()
+    assert manifest.classes == ("0", "1") and manifest.extra["positive_class"] == "1"
