@@ -328,7 +328,7 @@ def test_without_a_champion_predict_answers_503_until_one_is_promoted(predict_st
     assert status == 200
 
 
-def test_the_registry_is_read_once_per_container(predict_stack: PredictStack) -> None:
+def test_the_champion_pointer_is_not_read_again_within_the_ttl(predict_stack: PredictStack) -> None:
     invoke("GET", "/health")
     predict_stack.ssm.put_parameter(Name=f"/{APP_NAME}/{MODEL_NAME}/champion", Value="v-missing", Type="String", Overwrite=True)
     try:

@@ -121,6 +121,12 @@ class ChampionHolder:
             self._start_refresh()
         return served
 
+    @property
+    def refreshing(self) -> bool:
+        """Whether a background refresh (pointer read, and a load if the version changed) is under way."""
+        refresher = self._refresher
+        return refresher is not None and refresher.is_alive()
+
     def refresh_now(self) -> None:
         """Re-read the pointer and switch if needed, in the calling thread (tests, the benchmark)."""
         with self._lock:
