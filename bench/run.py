@@ -25,6 +25,8 @@ BENCHMARKS = {
     "capture": "capture_bench",
     "db-independence": "db_independence_bench",
     "cold-start": "cold_start_bench",
+    "dataframe": "dataframe_bench",
+    "champion-switch": "champion_switch_bench",
     "writer": "writer_bench",
     "ground-truth": "ground_truth_bench",
     "drift": "drift_bench",
