@@ -182,6 +182,10 @@ def test_previous_window_reference_compares_with_the_week_before(engine: Engine,
     assert week_over_week.run.reference_rows == 2_000
     assert week_over_week.run.reference_window is not None and week_over_week.run.reference_window.end == WINDOW_START
     assert drifted_tests(against_training) == EXPECTED_DRIFT["mean"]
+    # The week before is a sketch, not a sample: the run and its report say so.
+    assert "KLL sketches" in week_over_week.run.parameters["reference_method"]
+    assert {result.detail["method"] for result in week_over_week.run.results if result.test == "ks"} == {"kll_sketch"}
+    assert "reference_method" not in against_training.run.parameters
 
 
 def test_rerun_of_the_same_window_replaces_the_stored_run(engine: Engine, aws: Aws) -> None:

@@ -33,7 +33,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.engine import Engine
 
@@ -47,9 +46,10 @@ from sml.monitoring.drift.run import DriftColumn, drift_columns, run_drift_metho
 from sml.monitoring.report import render_drift_report
 from sml.monitoring.drift.stats import FeatureTestResult, overall_verdict
 from sml.monitoring.store import DriftRun, feature_trends, save_drift_run
-from sml.monitoring.summaries import CategoricalGrid, NumericGrid, SummaryReference, WindowSummary, column_grid
+from sml.monitoring.previous_reference import sketch_method, sketched_window_reference
+from sml.monitoring.summaries import SummaryReference, WindowSummary
 from sml.monitoring.sources import WindowSource
-from sml.monitoring.windows import TimeWindow, check_window_end, read_window, read_window_summaries
+from sml.monitoring.windows import TimeWindow, check_window_end, read_window_summaries
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id
 from sml.lifecycle.manifest import ModelManifest
@@ -292,15 +292,15 @@ def read_drift_window(
     (one and the same for ``training``), with the quality sample in the same pass when quality is
     assessed, and the window's refusals.
 
-    For the ``previous`` reference, the previous window's values are read first and become the
-    reference (sorted values and counts), so its memory grows with that window.
+    For the ``previous`` reference, the previous window is read first, a day at a time, into KLL
+    sketches and counts (:mod:`sml.monitoring.previous_reference`), so its memory is a day's rows.
     """
     training = SummaryReference.from_manifest(manifest)
     reference, reference_rows, reference_window = training, manifest.reference.n_rows, None
     if config.reference_kind == "previous":
         reference_window = window.previous()
-        previous = read_window(engine, manifest.model_name, reference_window, manifest.features)
-        reference, reference_rows = window_reference(previous, manifest), previous.n_rows
+        # A day at a time into KLL sketches and counts; the verdicts allow for the sketches' rank error.
+        reference, reference_rows = sketched_window_reference(engine, manifest, reference_window)
     references = [reference] if reference is training else [reference, training]
     quality_sample = None
     if window_source is not None and window_source.name != "database":
@@ -322,22 +322,6 @@ def read_drift_window(
         training=training, training_current=summaries[-1], quality_sample=quality_sample,
         refused=read_refused_counts(engine, manifest.model_name, window.start, window.end),
     )
-
-
-def window_reference(sample: Any, manifest: ModelManifest) -> SummaryReference:
-    """A window's values (:class:`sml.monitoring.windows.WindowSample`) as a reference to summarise another window against."""
-    from sml.monitoring.drift.stats import CategoricalReference, reference_from_columns
-
-    references = reference_from_columns(sample.columns(), manifest.features)
-    features = {spec.name: column_grid(spec.kind, references[spec.name], spec.categories) for spec in manifest.features}
-    prediction: NumericGrid | CategoricalGrid
-    if manifest.task == "regression":
-        numbers = np.array([value if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan for value in sample.labels], dtype=float)
-        prediction = NumericGrid.from_sorted(np.sort(numbers[np.isfinite(numbers)]), int(np.count_nonzero(~np.isfinite(numbers))))
-    else:
-        counts = CategoricalReference.from_values(sample.labels)
-        prediction = CategoricalGrid.from_counts(counts.counts, counts.missing, manifest.classes)
-    return SummaryReference(features=features, prediction=prediction)
 
 
 def _decided_run(manifest: ModelManifest, plan: DriftPlan, observed: ObservedWindow, results: list[FeatureTestResult], engine: Engine) -> DriftRun:
@@ -417,7 +401,8 @@ def _run_parameters(config: DriftJobConfig, floors: Mapping[tuple[str, str], Eff
         for (feature, test), floor in floors.items()
     }
     model = {"model_drift_config": manifest.drift_config} if manifest.drift_config is not None else {}
-    return {**config.parameters(), "effective_floors": effective, **model}
+    method = {"reference_method": sketch_method()} if config.reference_kind == "previous" else {}
+    return {**config.parameters(), "effective_floors": effective, **model, **method}
 
 
 def report_key(prefix: str, model_name: str, window_end: datetime, run_id: str) -> str:

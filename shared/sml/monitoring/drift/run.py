@@ -131,7 +131,7 @@ def run_drift_methods(
                     p_value=outcome.p_value, effect_size=outcome.effect, effect_floor=floor, n_reference=outcome.n_reference,
                     n_current=outcome.n_current, detail=dict(outcome.detail),
                     enough_samples=min(outcome.n_reference, outcome.n_current) >= min_samples, corrected=outcome.corrected,
-                    min_detectable=outcome.min_detectable, effect_upper=outcome.effect_upper,
+                    min_detectable=outcome.min_detectable, effect_upper=outcome.effect_upper, effect_margin=outcome.effect_margin,
                 )
             )
     return decide_all(pending, fdr)

@@ -269,6 +269,11 @@ def ks_two_sample(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> K
     return _ks_asymptotic(statistic, n, m)
 
 
+def ks_p_value(statistic: float, n: int, m: int) -> float:
+    """The asymptotic two-sided p-value of KS D between samples of ``n`` and ``m`` values (as :func:`ks_two_sample` beyond the exact sizes)."""
+    return _ks_asymptotic(statistic, n, m).p_value
+
+
 def _ks_asymptotic(statistic: float, n: int, m: int) -> KSResult:
     effective_n = n * m / (n + m)
     if round(effective_n) <= KSTWO_MAX_N:
@@ -691,6 +696,9 @@ class PendingTest:
     """Smallest detectable effect at a given alpha; None when a sample is empty."""
     effect_upper: float | None
     """One-sided 95% upper bound of the effect; None when a sample is empty."""
+    effect_margin: float = 0.0
+    """How far the true effect may lie below ``effect_size`` for a reason other than sampling (a
+    sketch's rank error): DRIFT needs ``effect_size - effect_margin`` to clear the floor."""
 
 
 def is_main_test(name: str) -> bool:
@@ -827,7 +835,7 @@ def _decide(test: PendingTest, p_adjusted: float, fdr: float, power_alpha: float
         significant = p_adjusted < fdr
         if not test.enough_samples:
             verdict, detail["reason"] = DriftVerdict.INCONCLUSIVE, "below_min_samples"
-        elif significant and test.effect_size >= test.effect_floor:
+        elif significant and test.effect_size - test.effect_margin >= test.effect_floor:
             verdict = DriftVerdict.DRIFT
         elif test.effect_upper < test.effect_floor:
             verdict = DriftVerdict.NO_DRIFT

@@ -59,6 +59,9 @@ class MethodOutcome:
     min_detectable: Callable[[float], float] | None
     corrected: bool
     detail: dict[str, Any] = field(default_factory=dict)
+    effect_margin: float = 0.0
+    """How far the true effect may lie below ``effect`` for a reason other than sampling (a
+    sketched reference's rank error): DRIFT needs ``effect - effect_margin`` over the floor."""
 
 
 class DriftMethod:

@@ -14,7 +14,9 @@ from functools import partial
 from typing import Any
 
 from sml.monitoring.drift.methods import DriftMethod, MethodOutcome, register_method
+from sml.monitoring.drift.sketch import SketchedNumericGrid, ks_against_sketch
 from sml.monitoring.drift.stats import (
+    ks_p_value,
     ks_two_sample_cells,
     ks_upper_bound,
     location_shift_for_ks_d,
@@ -35,6 +37,8 @@ class KolmogorovSmirnov(DriftMethod):
     shown_decimals = 2
 
     def compute(self, column: Any, reference: Any, current: Any) -> MethodOutcome:
+        if isinstance(reference, SketchedNumericGrid):
+            return _against_sketch(reference, current)
         n, m = reference.n_present, current.n_present
         outcome = ks_two_sample_cells(reference.reference_cells(), current.cells, reference.representatives())
         tested = min(n, m) > 0
@@ -62,3 +66,25 @@ class KolmogorovSmirnov(DriftMethod):
 
     def shown(self, effect: float, decimals: int = 2) -> str:
         return f"{self.in_units(effect):.{decimals}f} sd"
+
+
+def _against_sketch(reference: SketchedNumericGrid, current: Any) -> MethodOutcome:
+    """KS against a KLL-sketched reference (the ``previous`` window): D̂ reported, the p-value
+    bounded at D̂ − ε, DRIFT needing D̂ − ε over the floor and NO_DRIFT the upper bound + ε + r
+    under it (:mod:`sml.monitoring.drift.sketch`)."""
+    n, m = reference.n_present, current.n_present
+    if min(n, m) == 0:
+        return MethodOutcome(
+            statistic=0.0, p_value=1.0, effect=0.0, n_reference=n, n_current=m, effect_upper=None, min_detectable=None,
+            corrected=False, detail={"method": "empty"},
+        )
+    sketched = ks_against_sketch(reference, current.cells)
+    bound = ks_p_value(sketched.lower, n, m)
+    return MethodOutcome(
+        statistic=sketched.statistic, p_value=bound, effect=sketched.statistic, n_reference=n, n_current=m,
+        effect_upper=min(1.0, ks_upper_bound(sketched.statistic, n, m) + (sketched.upper - sketched.statistic)),
+        min_detectable=partial(min_detectable_ks_statistic, n, m), corrected=True,
+        detail={"method": "kll_sketch", "k": reference.k, "rank_error": reference.rank_error, "cell_mass": reference.cell_mass,
+                "p_value": "bound: the p-value of D - rank_error"},
+        effect_margin=sketched.statistic - sketched.lower,
+    )
