@@ -128,6 +128,17 @@ def test_wine_registers_as_multiclass_with_macro_metrics_and_a_map_per_class() -
     assert "positive_class" not in manifest.extra
 
 
+def test_a_drift_config_whose_quality_metric_is_of_another_task_is_refused(tmp_path) -> None:
+    from sml.monitoring.config import read_model_drift_config
+
+    data = load_wine(as_frame=True)
+    model = LogisticRegression(max_iter=5000).fit(data.data, data.target)
+    path = tmp_path / "drift.toml"
+    path.write_text("[quality]\nmetric = 'rmse'\n")
+    with pytest.raises(SmlError, match=r"drift.toml: quality.metric: 'rmse' is not a verdict metric of a multiclass model; choose one of accuracy"):
+        prepare_version(model, data.data, data.target, test_size=0.3, model_name="wine", drift_config=read_model_drift_config(path).for_manifest)
+
+
 def test_diabetes_registers_as_regression_with_errors_and_no_classes_or_calibrator() -> None:
     data = load_diabetes(as_frame=True)
     x, y = data.data, data.target

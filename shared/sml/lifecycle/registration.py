@@ -268,6 +268,12 @@ def prepare_version(
                 fitted_on=f"held-out rows ({test_name})",
             )
     manifest_drift_config = drift_config(features) if drift_config is not None else None
+    if manifest_drift_config is not None:
+        from sml.monitoring.config import ModelDriftConfig
+
+        # The quality metric must be one of this task's (rmse means nothing to a classifier).
+        tables = {name: value for name, value in manifest_drift_config.items() if name != "source"}
+        ModelDriftConfig.from_mapping(tables, source=str(manifest_drift_config.get("source") or "drift config")).check_task(resolved_task)
     created_at = datetime.now(timezone.utc)
     manifest = ModelManifest(
         model_name=model_name,
