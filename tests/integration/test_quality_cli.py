@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,26 @@ def test_settings_that_name_no_database_are_refused_not_read_from_the_local_file
 
     assert "no database configured (SML_DB_HOST alone names no user)" in capsys.readouterr().err
     assert not (tmp_path / "state" / "sml.db").exists()
+
+
+def test_labels_dated_before_their_prediction_are_counted_and_left_out_of_the_delay(
+    local: dict[str, Any], migrated_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Such labels gave a median label delay of -20,794 days while the verdict stayed quiet about them.
+    import sqlalchemy as sa
+
+    from sml.core.db import GROUND_TRUTH
+
+    engine = create_db_engine(migrated_db_url)
+    with engine.begin() as connection:
+        early = connection.execute(sa.select(GROUND_TRUTH.c.prediction_id).order_by(GROUND_TRUTH.c.prediction_id).limit(700)).scalars().all()
+        connection.execute(GROUND_TRUTH.update().where(GROUND_TRUTH.c.prediction_id.in_(early)).values(labelled_at=datetime(1970, 1, 1)))
+    engine.dispose()
+
+    assert main(["drift", *END_OPTION]) == 0
+    assert "700 labels dated before their prediction" in " ".join(capsys.readouterr().out.split())
+    assert main(["quality"]) == 0
+
+    output = capsys.readouterr().out
+    assert "labels dated before their prediction: 700 (a wrong clock or client; scored, left out of the label delay)" in output
+    assert "label delay: median 1.0 d" in output

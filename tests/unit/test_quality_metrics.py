@@ -30,6 +30,7 @@ from sml.monitoring.model_quality.metrics import (
     assess_quality,
     estimated_quality,
     expected_calibration_error,
+    label_delay,
     realized_quality,
     reliability_bins,
 )
@@ -330,3 +331,13 @@ def test_a_window_without_labels_does_not_import_scikit_learn() -> None:
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert completed.stdout.strip() == "False"
+
+
+def test_label_delays_below_zero_are_counted_and_left_out_of_the_percentiles() -> None:
+    delays = np.array([3600.0] * 90 + [-1.8e9] * 10)
+
+    delay = label_delay(delays)
+
+    assert (delay.p50, delay.maximum, delay.before_prediction) == (3600.0, 3600.0, 10)
+    every_label_early = label_delay(np.array([-5.0, -1.0]))
+    assert every_label_early.before_prediction == 2 and math.isnan(every_label_early.p50)

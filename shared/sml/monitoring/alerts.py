@@ -159,6 +159,7 @@ def quality_digest(quality: Any) -> dict[str, Any]:
         "labelled": quality.n_labelled,
         "coverage": _rounded(quality.coverage),
         "unmatched_labels": quality.n_unmatched_labels,
+        "labels_before_prediction": quality.delay.before_prediction if quality.delay else 0,
     }
 
 

@@ -363,6 +363,7 @@ def quality_summary(run: DriftRun) -> dict[str, Any]:
         "quality_reference": quality.reference_value,
         "labelled": quality.n_labelled,
         "label_coverage": quality.coverage,
+        "labels_before_prediction": quality.delay.before_prediction if quality.delay else 0,
     }
 
 

@@ -110,6 +110,9 @@ def print_stored_quality(run: dict[str, Any], quality: Any) -> None:
             f"99th {_duration(row['delay_p99_seconds'])}",
             markup=False,
         )
+    before = json.loads(row["parameters"] or "{}").get("labels_before_prediction", 0)
+    if before:
+        console.print(f"labels dated before their prediction: {before} (a wrong clock or client; scored, left out of the label delay)", markup=False)
     status = row["status"]
     console.print(f"quality: [{STATUS_STYLE[status]}]{status}[/] ({escape(row['reason'])})")
 
@@ -128,6 +131,8 @@ def print_quality_lines(console: Any, quality: Any) -> None:
         parts.append(f"estimated {metric} {_number(estimated.value)}")
     if quality.reference_value is not None:
         parts.append(f"held-out {_number(quality.reference_value)}")
+    if quality.delay is not None and quality.delay.before_prediction:
+        parts.append(f"{quality.delay.before_prediction} labels dated before their prediction")
     status = quality.status.value
     console.print(f"quality: [{STATUS_STYLE[status]}]{status}[/] ({escape('; '.join(parts))})")
     console.print(f"quality reason: {quality.reason}", markup=False)

@@ -244,12 +244,16 @@ class EstimatedQuality:
 
 @dataclass(frozen=True)
 class LabelDelay:
-    """``labelled_at - predicted_at`` in seconds over labelled predictions (percentiles, linear interpolation)."""
+    """``labelled_at - predicted_at`` in seconds over labelled predictions (percentiles, linear
+    interpolation), leaving out the ``before_prediction`` labels dated before their prediction: a
+    delay below zero is a clock or a client that is wrong, and would pull the percentiles below the
+    time labels really take (NaN when every label is such one). Such labels are still scored."""
 
     p50: float
     p90: float
     p99: float
     maximum: float
+    before_prediction: int = 0
 
 
 @dataclass(frozen=True)
@@ -973,11 +977,15 @@ def held_out_metrics(
 
 
 def label_delay(delay_seconds: np.ndarray) -> LabelDelay | None:
-    """Percentiles of the labels' delays (seconds); ``None`` without labels."""
+    """Percentiles of the labels' delays (seconds) that are not negative, and how many are; ``None`` without labels."""
     if delay_seconds.size == 0:
         return None
-    p50, p90, p99 = np.percentile(delay_seconds, [50, 90, 99])
-    return LabelDelay(float(p50), float(p90), float(p99), float(delay_seconds.max()))
+    before = delay_seconds < 0
+    valid = delay_seconds[~before]
+    if not valid.size:
+        return LabelDelay(math.nan, math.nan, math.nan, math.nan, int(before.sum()))
+    p50, p90, p99 = np.percentile(valid, [50, 90, 99])
+    return LabelDelay(float(p50), float(p90), float(p99), float(valid.max()), int(before.sum()))
 
 
 def quality_verdict(realized: RealizedQuality | None, reference_value: float | None, config: QualityConfig) -> tuple[QualityVerdict, str]:

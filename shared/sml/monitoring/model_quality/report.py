@@ -39,8 +39,11 @@ def render_quality_section(quality: QualityResult) -> str:
         "labels without a stored prediction": f"{quality.n_unmatched_labels} labelled in the window (kept; counted, not scored)",
         "label delay": (
             f"median {_duration(delay.p50)}, 90th percentile {_duration(delay.p90)}, 99th {_duration(delay.p99)}, longest {_duration(delay.maximum)}"
-            if delay
-            else "no labels"
+            if delay and delay.p50 == delay.p50
+            else "no labels" if not delay else "every label is dated before its prediction"
+        ),
+        "labels dated before their prediction": (
+            f"{delay.before_prediction if delay else 0} (a wrong clock or client: scored, left out of the delay)"
         ),
         "verdict metric": f"{quality.config.metric} of a {quality.task} model{_positive(quality)}, tolerance {quality.config.tolerance}, "
         f"at least {quality.config.min_labels} labels, {quality.config.confidence:.0%} intervals",

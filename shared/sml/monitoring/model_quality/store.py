@@ -578,14 +578,19 @@ def _quality_row(run_id: str, result: QualityResult) -> dict[str, Any]:
         "n_labels_outside_classes": result.n_labels_outside_classes,
         "n_unmatched_labels": result.n_unmatched_labels,
         "n_estimated": result.estimated.n_predictions if result.estimated else None,
-        "delay_p50_seconds": delay.p50 if delay else None,
-        "delay_p90_seconds": delay.p90 if delay else None,
-        "delay_p99_seconds": delay.p99 if delay else None,
-        "delay_max_seconds": delay.maximum if delay else None,
+        "delay_p50_seconds": _finite_or_none(delay.p50) if delay else None,
+        "delay_p90_seconds": _finite_or_none(delay.p90) if delay else None,
+        "delay_p99_seconds": _finite_or_none(delay.p99) if delay else None,
+        "delay_max_seconds": _finite_or_none(delay.maximum) if delay else None,
         "reliability": json.dumps(reliability, separators=(",", ":")),
         "expected_confusion": json.dumps(result.estimated.expected_confusion) if result.estimated and result.estimated.expected_confusion else None,
         "parameters": json.dumps(
-            {**result.config.parameters(), "task": result.task, "classes": list(result.classes), "positive_class": result.positive_class}, sort_keys=True
+            {
+                **result.config.parameters(), "task": result.task, "classes": list(result.classes), "positive_class": result.positive_class,
+                # A count, kept with the run's parameters so that no migration is needed for it.
+                "labels_before_prediction": delay.before_prediction if delay else 0,
+            },
+            sort_keys=True,
         ),
     }
 
