@@ -139,6 +139,37 @@ def test_file_and_option_errors_name_the_option(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("labels.csv", "", "no labels to send: it is empty; a CSV starts with a header such as prediction_id,label"),
+        ("labels.jsonl", "", "no labels to send: it is empty"),
+        ("labels.csv", "prediction_id,label\n", "no labels to send: it has a header and no rows"),
+        ("labels.jsonl", "\n \n", "no labels to send: it is empty"),
+    ],
+)
+def test_a_file_without_labels_is_one_error_whatever_its_kind(
+    sqs: Any, queue_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str, message: str
+) -> None:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+
+    assert main(["feedback", "--file", str(tmp_path / name), "--any-label"]) == 2
+    assert f"--file {tmp_path / name}: {message}" in capsys.readouterr().err
+
+
+def test_a_byte_that_is_not_utf8_deep_in_a_large_file_is_named_with_its_offset_and_line(
+    sqs: Any, queue_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The text reader decodes in chunks and said "byte 1234" of some chunk, with no line.
+    lines = [f"{new_prediction_id()},benign\n".encode() for _ in range(20_000)]
+    before = b"prediction_id,label\n" + b"".join(lines[:15_000])
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(before + b"\xff" + b"".join(lines[15_000:]))
+
+    assert main(["feedback", "--file", str(labels), "--any-label"]) == 2
+    assert f"--file {labels}: not UTF-8 text: byte 0xff at offset {len(before)} (line 15002: invalid start byte)" in capsys.readouterr().err
+
+
 def test_labels_the_queue_never_accepts_are_written_for_a_rerun(sqs: Any, queue_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     labels = tmp_path / "labels.jsonl"
     items = [{"prediction_id": new_prediction_id(), "label": "benign", "source": "crm"} for _ in range(3)]

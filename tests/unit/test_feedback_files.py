@@ -101,8 +101,11 @@ def test_an_unusable_csv_header_is_the_only_problem(header: str, problem: str) -
     assert len(loaded.problems) == 1 and loaded.problems[0].startswith(problem)
 
 
-def test_an_empty_csv_file_asks_for_a_header() -> None:
-    assert read("", "csv").problems[0].startswith("labels.csv:1: empty file; the first line is a header")
+@pytest.mark.parametrize(("text", "kind"), [("", "csv"), ("prediction_id,label\n", "csv"), ("", "jsonl"), ("\n\n", "jsonl")])
+def test_a_file_without_labels_has_neither_labels_nor_problems_whatever_its_kind(text: str, kind: str) -> None:
+    # An empty CSV was a bad line (exit 1) where an empty JSON Lines file and a header-only CSV were fine (exit 0).
+    loaded = read(text, kind)
+    assert (loaded.events, loaded.problems) == ([], [])
 
 
 def test_integer_classes_read_from_csv_text() -> None:

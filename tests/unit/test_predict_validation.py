@@ -63,7 +63,7 @@ def test_an_open_categorical_feature_takes_any_string() -> None:
         ([ROW], "invalid_type", "body", "got array"),
         ({"features": ROW, "extra": 1}, "unknown_key", "extra", "unknown key"),
         ({"features": ROW, "instances": [ROW]}, "invalid_request", "body", "not both"),
-        ({}, "invalid_request", "body", "either 'features'"),
+        ({}, "invalid_request", "body", "the body has neither"),
         ({"features": [1, 2]}, "invalid_type", "features", "got array"),
         ({"features": {k: v for k, v in ROW.items() if k != "grade"}}, "missing_feature", "features.grade", "missing"),
         ({"features": {k: v for k, v in ROW.items() if k != "mean_texture"}}, "missing_feature", "features.mean_texture", "send null"),

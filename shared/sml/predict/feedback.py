@@ -280,8 +280,7 @@ def _csv_items(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str
     reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:
-        yield 1, "empty file; the first line is a header such as prediction_id,label,labelled_at,source"
-        return
+        return  # an empty file holds no labels, as an empty JSON Lines file: the caller says so
     columns = [column.strip() for column in header]
     unknown = [column for column in columns if column not in LABEL_KEYS]
     missing = [key for key in ("prediction_id", "label") if key not in columns]

@@ -154,6 +154,8 @@ class FeatureSchema:
             raise _unprocessable(
                 "unknown_key", _shown_key(unknown[0]), "unknown key; the body takes 'features' (one row) or 'instances' (a list of rows)"
             )
+        if not payload:
+            raise _unprocessable("invalid_request", "body", "send 'features' (one row) or 'instances' (a list of rows); the body has neither")
         if len(payload) != 1:
             raise _unprocessable("invalid_request", "body", "send either 'features' (one row) or 'instances' (a list of rows), not both")
         if "features" in payload:

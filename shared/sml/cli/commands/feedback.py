@@ -86,8 +86,14 @@ def run_feedback(args: argparse.Namespace) -> int:
             loaded = read_label_lines(lines, name=str(args.file), kind=kind, schema=schema, source=args.source)
     except OSError as exc:
         raise SmlError(f"--file {args.file}: cannot read it ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise SmlError(f"--file {args.file}: not UTF-8 text (byte {exc.start})") from None
+    except UnicodeDecodeError:
+        raise SmlError(f"--file {args.file}: {_first_non_utf8_byte(args.file)}") from None
+    if not loaded.events and not loaded.problems:
+        # A JSON Lines file with no labels and no bad lines has blank lines at most.
+        empty = kind == "jsonl" or not args.file.read_bytes().removeprefix(b"\xef\xbb\xbf").strip()
+        what = "it is empty" if empty else "it has a header and no rows"
+        hint = "; a CSV starts with a header such as prediction_id,label,labelled_at,source" if kind == "csv" and empty else ""
+        raise SmlError(f"--file {args.file}: no labels to send: {what}{hint}")
     for problem in loaded.problems[:MAX_SHOWN_PROBLEMS]:
         print(f"skipped {problem}")
     if len(loaded.problems) > MAX_SHOWN_PROBLEMS:
@@ -112,6 +118,18 @@ def run_feedback(args: argparse.Namespace) -> int:
         leftover.write_text("".join(_as_label_line(body) + "\n" for _, body in unsent), encoding="utf-8")
         print(f"{len(unsent)} label(s) were not accepted by the queue; written to {leftover}: run `sml feedback --file {leftover}`")
     return 1 if unsent or loaded.problems else 0
+
+
+def _first_non_utf8_byte(path: Path) -> str:
+    """Where the file stops being UTF-8: the byte, its offset in the file and its line (the text
+    reader's own offset counts from the start of the chunk it was decoding, not of the file)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line}: {exc.reason}); save it as UTF-8"
+    return "not UTF-8 text; save it as UTF-8"
 
 
 def _champion_schema(model: str | None) -> Any:
