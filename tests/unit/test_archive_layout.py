@@ -58,3 +58,36 @@ def test_the_day_of_an_event_is_its_utc_day() -> None:
     from datetime import timedelta
 
     assert day_of(datetime(2026, 1, 1, 20, 0, tzinfo=timezone(timedelta(hours=-5)))) == date(2026, 1, 2)
+
+
+def test_feature_values_keep_their_kind_and_exotic_ones_read_back_exactly() -> None:
+    from sml.archive.parquet import prediction_table, table_rows
+
+    rows = [
+        {
+            "prediction_id": f"00000000-0000-4000-8000-00000000000{index}",
+            "schema_version": 1,
+            "model_name": "m",
+            "model_version": "v1",
+            "predicted_at": datetime(2026, 1, 1, 12),
+            "prediction": '"yes"',
+            "probabilities": None if index else '{"yes":0.5,"no":0.5}',
+            "features": features,
+            "stored_at": datetime(2026, 1, 1, 12, 0, 1),
+        }
+        for index, features in enumerate(
+            ['{"x":1,"flag":true,"big":9007199254740993,"name":"a","mixed":1}', '{"x":2.5,"flag":false,"big":1,"name":null,"mixed":"b"}']
+        )
+    ]
+    table = prediction_table(rows)
+    assert {field.name: str(field.type) for field in table.schema if field.name.startswith(("f_", "p_"))} == {
+        "p_yes": "double", "p_no": "double", "f_x": "double", "f_flag": "string", "f_big": "string", "f_name": "string", "f_mixed": "string",
+    }
+    import json
+
+    back = table_rows("predictions", table)
+    assert [json.loads(row["features"]) for row in back] == [
+        {"x": 1.0, "flag": True, "big": 9007199254740993, "name": "a", "mixed": 1},
+        {"x": 2.5, "flag": False, "big": 1, "name": None, "mixed": "b"},
+    ]
+    assert [row["probabilities"] for row in back] == ['{"yes":0.5,"no":0.5}', None]

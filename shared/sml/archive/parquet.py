@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -96,27 +96,18 @@ def _utc(value: datetime) -> datetime:
 
 def prediction_table(rows: Sequence[Row]) -> pa.Table:
     """The archive table of ``predictions`` rows (as :func:`sml.writer.batch.prediction_row` builds them)."""
-    columns: dict[str, list[Any]] = {name: [] for name in PREDICTION_COLUMNS.names}
-    features: dict[str, list[Any]] = {}
-    probabilities: dict[str, list[Any]] = {}
-    for index, row in enumerate(rows):
-        for name in ("prediction_id", "schema_version", "model_name", "model_version", "prediction"):
-            columns[name].append(row[name])
-        columns["predicted_at"].append(_utc(row["predicted_at"]))
-        columns["stored_at"].append(_utc(row["stored_at"]))
-        _spread(features, _DECODE.decode(row["features"]), index)
-        if row["probabilities"] is not None:
-            _spread(probabilities, _DECODE.decode(row["probabilities"]), index)
-    count = len(rows)
-    arrays = [pa.array(columns[name], type=field.type) for name, field in zip(PREDICTION_COLUMNS.names, PREDICTION_COLUMNS)]
+    arrays = [_column([row[name] for row in rows], field.type) for name, field in zip(PREDICTION_COLUMNS.names, PREDICTION_COLUMNS)]
     names = list(PREDICTION_COLUMNS.names)
-    for name, values in probabilities.items():
+    # One decode per batch (a JSON array of the rows' texts), not one per row.
+    features = _DECODE.decode("[" + ",".join(row["features"] for row in rows) + "]")
+    probabilities = _DECODE.decode("[" + ",".join(row["probabilities"] or "{}" for row in rows) + "]")
+    for name in dict.fromkeys(key for values in probabilities for key in values):
         names.append(probability_column(name))
-        arrays.append(pa.array(_padded(values, count), type=pa.float64()))
+        arrays.append(pa.array([values.get(name) for values in probabilities], type=pa.float64()))
     json_columns = []
-    for name, values in features.items():
+    for name in dict.fromkeys(key for values in features for key in values):
         column = feature_column(name)
-        array, as_json = _feature_array(_padded(values, count))
+        array, as_json = _feature_array([values.get(name) for values in features])
         names.append(column)
         arrays.append(array)
         if as_json:
@@ -124,25 +115,27 @@ def prediction_table(rows: Sequence[Row]) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(_metadata(json_columns))
 
 
-def _spread(columns: dict[str, list[Any]], values: dict[str, Any], index: int) -> None:
-    for name, value in values.items():
-        column = columns.get(name)
-        if column is None:
-            column = columns[name] = []
-        column.extend([None] * (index - len(column)))
-        column.append(value)
-
-
-def _padded(values: list[Any], count: int) -> list[Any]:
-    return values + [None] * (count - len(values))
+def _column(values: list[Any], type_: pa.DataType) -> pa.Array:
+    if type_ != TIMESTAMP:
+        return pa.array(values, type=type_)
+    if all(value.tzinfo is None for value in values):  # the writer's naive UTC: read as UTC, no per-value conversion
+        return pa.array(values, type=pa.timestamp("us")).cast(TIMESTAMP)
+    return pa.array([_utc(value) for value in values], type=TIMESTAMP)
 
 
 def _feature_array(values: list[Any]) -> tuple[pa.Array, bool]:
-    kinds = {type(value) for value in values if value is not None}
-    if kinds <= {int, float}:
-        return pa.array([None if value is None else float(value) for value in values], type=pa.float64()), False
-    if kinds == {str}:
-        return pa.array(values, type=pa.string()), False
+    """Numbers as float64, text as string; anything else (booleans, a mix, integers a double cannot hold exactly) as JSON text."""
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        array = None
+    if array is not None and (pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_null(array.type)):
+        try:
+            return array.cast(pa.float64()), False  # a safe cast: an integer a double cannot hold exactly raises
+        except pa.ArrowInvalid:
+            array = None
+    if array is not None and pa.types.is_string(array.type):
+        return array, False
     return pa.array([None if value is None else _ENCODE.encode(value).decode() for value in values], type=pa.string()), True
 
 
@@ -152,18 +145,17 @@ def _metadata(json_columns: list[str]) -> dict[bytes, bytes]:
 
 def ground_truth_table(rows: Sequence[Row]) -> pa.Table:
     """The archive table of ``ground_truth`` rows (as :func:`sml.writer.batch.ground_truth_row` builds them)."""
-    return _fixed_table(GROUND_TRUTH_COLUMNS, rows, ("labelled_at", "stored_at"))
+    return _fixed_table(GROUND_TRUTH_COLUMNS, rows)
 
 
 def refusal_table(rows: Sequence[Row]) -> pa.Table:
     """The archive table of ``predict_refusals`` rows (as :func:`sml.writer.batch.refusal_rows` builds them)."""
-    return _fixed_table(REFUSAL_COLUMNS, rows, ("refused_at", "stored_at"))
+    return _fixed_table(REFUSAL_COLUMNS, rows)
 
 
-def _fixed_table(schema: pa.Schema, rows: Sequence[Row], times: Iterable[str]) -> pa.Table:
-    times = set(times)
-    data = {name: [_utc(row[name]) if name in times else row[name] for row in rows] for name in schema.names}
-    return pa.Table.from_pydict(data, schema=schema.with_metadata(_metadata([])))
+def _fixed_table(schema: pa.Schema, rows: Sequence[Row]) -> pa.Table:
+    arrays = [_column([row[name] for row in rows], field.type) for name, field in zip(schema.names, schema)]
+    return pa.Table.from_arrays(arrays, schema=schema.with_metadata(_metadata([])))
 
 
 TABLE_BUILDERS = {PREDICTIONS_TABLE: prediction_table, GROUND_TRUTH_TABLE: ground_truth_table, REFUSALS_TABLE: refusal_table}

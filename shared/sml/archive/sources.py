@@ -67,7 +67,8 @@ def archive_window_summaries(
         if paths:
             connection = duckdb_connection(Path(work), memory_limit)
             try:
-                for batch in connection.sql(window_sql(connection, paths, model_name, window, features)).to_arrow_reader(batch_rows):
+                reader = connection.sql(window_sql(connection, paths, model_name, window, features)).to_arrow_reader(batch_rows)
+                for batch in _gathered(reader, batch_rows):
                     _count(batch, features, summarisers)
             finally:
                 connection.close()
@@ -109,6 +110,21 @@ def window_sql(connection: Any, paths: Sequence[Path], model_name: str, window: 
 
 def _epoch_us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _gathered(reader: pa.RecordBatchReader, rows: int) -> Any:
+    """The reader's batches joined into batches of at least ``rows`` rows (DuckDB hands over a row
+    group's worth at a time): the summariser pays a fixed cost per call and column."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in reader:
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            pending, count = [], 0
+    if count:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
 
 def _count(batch: pa.RecordBatch, features: Sequence[FeatureSpec], summarisers: Sequence[WindowSummariser]) -> None:

@@ -1,0 +1,250 @@
+"""The event archive: writer throughput with it on vs off, Parquet bytes per event, and the weekly
+window read from the archive with DuckDB vs from MariaDB.
+
+1. Writer: :func:`sml.writer.batch.write_batch` in batches of 500 (the deployed size) into
+   MariaDB (database ``sml_bench``), without and with the archive step (one Parquet object per
+   batch put into S3, moto in-process), the two taking turns, each keeping its best turn. moto
+   answers a put in-process: on AWS a PUT adds its network round trip (tens of ms) per batch.
+2. Bytes: the objects those batches wrote, per event (30 float features, the writer bench's
+   events), and the same day after compaction (one object).
+3. Window: the drift bench's window (N predictions × 20 numeric features, ``sml_bench_drift``)
+   read into the weekly run's summaries, in a fresh process each: from MariaDB
+   (:func:`sml.monitoring.windows.read_window_summaries`) and from the archive
+   (:func:`sml.archive.sources.archive_window_summaries`: the window's compacted day objects
+   fetched, DuckDB streaming record batches into the same summariser). The archive sits in a
+   local folder behind an S3-shaped client (list, download), so the figures are DuckDB's and
+   the summariser's, not a network's. Peak memory is ``VmHWM`` (imports included).
+
+Run alone: ``python bench/archive_bench.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from common import REPOSITORY, BenchReport, Comparison, print_report, ratio_at_least, ratio_at_most
+
+BENCHMARK = "archive"
+BATCH = 500
+MIN_THROUGHPUT_RATIO = 0.8
+MAX_PEAK_MB = 512
+
+
+class FolderS3:
+    """The S3 calls the archive makes (list with a paginator, put, get, download, upload, delete), on a local folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, bucket: str, key: str) -> Path:
+        return self.root / bucket / key
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        path = self._path(Bucket, Key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(Body)
+        return {}
+
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+        import io
+
+        return {"Body": io.BytesIO(self._path(Bucket, Key).read_bytes())}
+
+    def download_file(self, bucket: str, key: str, filename: str) -> None:
+        shutil.copyfile(self._path(bucket, key), filename)
+
+    def upload_file(self, filename: str, bucket: str, key: str) -> None:
+        path = self._path(bucket, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(filename, path)
+
+    def delete_objects(self, Bucket: str, Delete: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+        for item in Delete["Objects"]:
+            self._path(Bucket, item["Key"]).unlink(missing_ok=True)
+        return {}
+
+    def get_paginator(self, name: str) -> Any:
+        assert name == "list_objects_v2"
+        return self
+
+    def paginate(self, Bucket: str, Prefix: str, Delimiter: str | None = None) -> Any:  # noqa: N803
+        base = self.root / Bucket
+        keys = sorted(str(path.relative_to(base)) for path in base.rglob("*") if path.is_file() and str(path.relative_to(base)).startswith(Prefix))
+        if Delimiter:
+            prefixes = sorted({Prefix + key[len(Prefix) :].split(Delimiter, 1)[0] + Delimiter for key in keys if Delimiter in key[len(Prefix) :]})
+            return [{"CommonPrefixes": [{"Prefix": prefix} for prefix in prefixes]}]
+        return [{"Contents": [{"Key": key, "Size": (base / key).stat().st_size} for key in keys]}]
+
+
+# --------------------------------------------------------------------------------------------
+# 1 and 2: the writer
+
+
+def writer_figures(events: int, turns: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Events/s of the writer without and with the archive, and Parquet bytes per event (batch objects, compacted)."""
+    import boto3
+    from moto import mock_aws
+    from writer_bench import bench_engine, sqs_records
+
+    from sml.archive.layout import Partition
+    from sml.archive.store import ArchiveLocation, archive_rows, compact_partition, list_partition
+    from sml.writer.batch import write_batch
+
+    records = sqs_records(events)
+    rates: dict[str, float] = {"archive off": 0.0, "archive on": 0.0}
+    sizes: dict[str, float] = {}
+    with mock_aws(), bench_engine() as engine:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        for turn in range(turns):
+            for name in rates:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql("TRUNCATE TABLE predictions")
+                location = ArchiveLocation(f"sml-bench-{uuid.uuid4().hex[:12]}", "archive/")
+                s3.create_bucket(Bucket=location.bucket)
+
+                def archive(stored: Any, location: ArchiveLocation = location) -> None:
+                    archive_rows(s3, location, predictions=stored.predictions)
+
+                started = time.perf_counter()
+                for start in range(0, len(records), BATCH):
+                    write_batch(engine, records[start : start + BATCH], after_commit=archive if name == "archive on" else None)
+                rates[name] = max(rates[name], len(records) / (time.perf_counter() - started))
+                if name == "archive on" and turn == 0:
+                    partition = Partition("predictions", datetime.now(timezone.utc).date(), "breast-cancer")
+                    objects = list_partition(s3, location, partition)
+                    sizes["batch objects of 500 events"] = sum(item.size for item in objects) / events
+                    compact_partition(s3, location, partition)
+                    sizes["compacted day"] = sum(item.size for item in list_partition(s3, location, partition)) / events
+    return rates, sizes
+
+
+# --------------------------------------------------------------------------------------------
+# 3: the window
+
+
+def build_archive(folder: Path, database: str) -> None:
+    """The window's rows, read back from the bench database, archived and compacted per day under ``folder``."""
+    import sqlalchemy as sa
+    from drift_bench import MODEL_NAME
+    from common import MYSQL_SERVER
+
+    from sml.archive.layout import Partition
+    from sml.archive.store import ArchiveLocation, archive_rows, compact_partition, partitions
+    from sml.core.db import PREDICTIONS, create_db_engine
+
+    s3 = FolderS3(folder)
+    location = ArchiveLocation("bench", "archive/")
+    url = sa.URL.create("mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=database)
+    engine = create_db_engine(url)
+    days = set()
+    with engine.connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=50_000).execute(sa.select(PREDICTIONS).order_by(PREDICTIONS.c.predicted_at))
+        for chunk in result.partitions():
+            rows = [dict(row._mapping) for row in chunk]
+            days.update(row["predicted_at"].date() for row in rows)
+            archive_rows(s3, location, predictions=rows)
+    engine.dispose()
+    for day in sorted(days):
+        compact_partition(s3, location, Partition("predictions", day, MODEL_NAME), memory_limit="512MB")
+    assert all(item for item in partitions(s3, location, "predictions", min(days), max(days), [MODEL_NAME]))
+
+
+def child(variant: str, folder: str, database: str) -> None:
+    """In a fresh process: read the window into summaries from ``variant``, print seconds and peak memory."""
+    import sqlalchemy as sa
+    from common import MYSQL_SERVER
+    from drift_bench import FEATURE_NAMES, MODEL_NAME, WINDOW, WINDOW_END, bench_manifest
+
+    from sml.archive.sources import archive_window_summaries
+    from sml.archive.store import ArchiveLocation
+    from sml.core.db import create_db_engine
+    from sml.monitoring.summaries import SummaryReference
+    from sml.monitoring.windows import TimeWindow, read_window_summaries
+
+    manifest = bench_manifest()
+    references = [SummaryReference.from_manifest(manifest)]
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    engine = create_db_engine(
+        sa.URL.create("mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=database)
+    )
+    started = time.perf_counter()
+    if variant == "database":
+        summaries = read_window_summaries(engine, MODEL_NAME, window, manifest.features, references)
+    else:
+        summaries = archive_window_summaries(FolderS3(Path(folder)), ArchiveLocation("bench", "archive/"), MODEL_NAME, window, manifest.features, references)
+    seconds = time.perf_counter() - started
+    cells = int(sum(summaries[0].features[name].cells.sum() for name in FEATURE_NAMES))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": _memory_mb("VmHWM"), "rows": summaries[0].n_rows, "cells": cells}))
+
+
+def _memory_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def window_figures(rows: int, repeats: int) -> dict[str, list[dict[str, Any]]]:
+    from drift_bench import DATABASE, drift_database
+
+    runs: dict[str, list[dict[str, Any]]] = {"database": [], "duckdb": []}
+    with tempfile.TemporaryDirectory(prefix="sml-bench-archive-") as folder, drift_database(rows, Path(folder)):
+        build_archive(Path(folder) / "s3", DATABASE)
+        for _ in range(repeats):
+            for variant in runs:
+                completed = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--child", variant, str(Path(folder) / "s3"), DATABASE],
+                    check=False, cwd=REPOSITORY, capture_output=True, text=True, timeout=1800,
+                )
+                if completed.returncode != 0:
+                    raise RuntimeError(f"archive benchmark variant {variant!r} failed: {completed.stderr.strip()[-2000:]}")
+                runs[variant].append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+def run(quick: bool, out_dir: Path) -> BenchReport:
+    events = 5_000 if quick else 20_000
+    rows = 100_000 if quick else 1_000_000
+    rates, sizes = writer_figures(events, turns=2 if quick else 3)
+    runs = window_figures(rows, repeats=1 if quick else 2)
+    database, duckdb = (median(run["seconds"] for run in runs[name]) for name in ("database", "duckdb"))
+    peak = max(run["peak_rss_mb"] for run in runs["duckdb"])
+    if {run["cells"] for run in runs["database"]} != {run["cells"] for run in runs["duckdb"]}:
+        raise RuntimeError(f"the two sources counted different windows: {runs}")
+    comparisons: list[Comparison] = [
+        ratio_at_least(BENCHMARK, f"writer, {events:,} events, batch {BATCH}, archive on", rates["archive on"], "archive off", rates["archive off"], "events/s", MIN_THROUGHPUT_RATIO),
+        ratio_at_most(BENCHMARK, f"window of {rows:,} predictions × 20 features into summaries, DuckDB over the archive", duckdb, "MariaDB", database, "s", 1.0),
+        Comparison(BENCHMARK, f"window of {rows:,}, DuckDB peak RSS", peak, "goal", MAX_PEAK_MB, "MiB", f"< {MAX_PEAK_MB} MiB", peak < MAX_PEAK_MB),
+    ]
+    details = [{"measure": f"Parquet bytes per event, {name}", "value": round(value, 1)} for name, value in sizes.items()]
+    details += [{"measure": f"window read, {name}", **{key: round(value, 3) if isinstance(value, float) else value for key, value in run.items()}} for name, values in runs.items() for run in values]
+    return BenchReport(
+        name=BENCHMARK, comparisons=comparisons, details=details,
+        method=[line.strip() for line in (__doc__ or "").split("\n\n")[1:3]],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "FOLDER", "DATABASE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-"))))
+
+
+if __name__ == "__main__":
+    main()
