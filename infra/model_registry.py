@@ -20,6 +20,7 @@ from infra import names
 from infra.nag import acknowledge, resource_finding
 
 NONCURRENT_VERSION_EXPIRATION = cdk.Duration.days(90)
+ARCHIVE_NONCURRENT_EXPIRATION = cdk.Duration.days(1)
 
 
 class ModelRegistry(Construct):
@@ -41,7 +42,12 @@ class ModelRegistry(Construct):
             enforce_ssl=True,
             encryption=s3.BucketEncryption.S3_MANAGED,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            lifecycle_rules=[s3.LifecycleRule(noncurrent_version_expiration=NONCURRENT_VERSION_EXPIRATION)],
+            lifecycle_rules=[
+                s3.LifecycleRule(noncurrent_version_expiration=NONCURRENT_VERSION_EXPIRATION),
+                # Compaction deletes the writer's small objects once merged; kept as noncurrent versions for
+                # 90 days they would double the archive's storage, so under archive/ they go after a day.
+                s3.LifecycleRule(prefix=names.ARCHIVE_PREFIX, noncurrent_version_expiration=ARCHIVE_NONCURRENT_EXPIRATION),
+            ],
             # Model artifacts outlive the stack; docs/deploy.md says how to empty and delete the bucket.
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
@@ -94,6 +100,10 @@ class ModelRegistry(Construct):
         Reading is for the alert's presigned link: a presigned URL carries its signer's permissions.
         """
         self._allow_on_objects(role, ["s3:PutObject", "s3:GetObject"], names.REPORTS_PREFIX)
+
+    def grant_archive_append(self, role: iam.IRole) -> None:
+        """Let ``role`` put objects under ``archive/`` (the writer's archive step), and nothing else there."""
+        self._allow_on_objects(role, ["s3:PutObject"], names.ARCHIVE_PREFIX)
 
     def grant_champion_read(self, role: iam.IRole, model_names: Sequence[str]) -> None:
         """Let ``role`` read the champion parameters of ``model_names`` (and nothing else in SSM)."""

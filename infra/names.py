@@ -88,6 +88,9 @@ IMAGE_EXCLUDES = {
 # Model registry layout: s3://<bucket>/models/<model>/<version>/..., reports under reports/.
 MODELS_PREFIX = "models/"
 REPORTS_PREFIX = "reports/"
+# The event archive (Parquet, sml.archive) under archive/ of the same bucket; the writer appends to it.
+ARCHIVE_PREFIX = "archive/"
+ENV_ARCHIVE_PREFIX = "SML_ARCHIVE_PREFIX"
 DB_NAME = "sml"
 DB_ADMIN_USER = "sml_admin"  # the RDS master user: only the migration step logs in as it
 # Each database function's own user (grants: sml.core.db.FUNCTION_GRANTS, keyed like this).

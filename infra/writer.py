@@ -1,4 +1,4 @@
-"""The writer function: consumes prediction events from SQS in batches into MySQL via the proxy."""
+"""The writer function: consumes prediction events from SQS in batches into MySQL via the proxy, and appends them to the event archive in S3."""
 
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ class Writer(Construct):
         db_user = names.DB_FUNCTION_USERS["writer"]
         environment = database_environment(config, registry, database, db_user)
         environment[names.ENV_POWERTOOLS_SERVICE_NAME] = "writer"
+        environment[names.ENV_ARCHIVE_PREFIX] = names.ARCHIVE_PREFIX
         self.image = ImageFunction(
             self,
             "Image",
@@ -72,6 +73,7 @@ class Writer(Construct):
         )
         self.function = self.image.function
         database.grant_connect(self.image.role, db_user)
+        registry.grant_archive_append(self.image.role)
         self.function.add_event_source(
             event_sources.SqsEventSource(
                 events.queue,

@@ -40,6 +40,7 @@ def assert_story_held(completed: subprocess.CompletedProcess[str], summary: dict
     assert completed.returncode == 0 and not failed, (failed, completed.stdout[-3000:])
     assert summary["requests_ok"] == summary["requests"] > 0
     assert summary["rows_stored"] == summary["events_captured"] > 1000
+    assert summary["archived_predictions"] == summary["rebuilt_predictions"] == summary["rows_stored"]
     assert summary["dlq_before_replay"] > 0 and summary["dlq_after_replay"] == 0
     assert summary["flagged"] == sorted(DEMO_SHIFT.features)
     assert summary["alert"]["attributes"]["status"] == "DRIFT"

@@ -114,6 +114,7 @@ def test_functions_are_arm64_images_with_the_contract_environment(default_stack:
         },
     }
     expected["drift"] = expected["writer"] | {"SML_TOPIC_ARN", "SML_DRIFT_WINDOW_DAYS", "SML_REPORT_PREFIX"}
+    expected["writer"] = expected["writer"] | {"SML_ARCHIVE_PREFIX"}
     for service, variables in expected.items():
         function = default_stack.function(service)[1]
         assert function["PackageType"] == "Image"
@@ -472,6 +473,9 @@ def test_model_bucket_is_versioned_private_and_tls_only(template: Template, defa
     )
     (policy,) = default_stack.of_type("AWS::S3::BucketPolicy").values()
     assert _denies_plain_http(policy)
+    (bucket,) = default_stack.of_type("AWS::S3::Bucket").values()
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert {"NoncurrentVersionExpiration": {"NoncurrentDays": 1}, "Prefix": "archive/", "Status": "Enabled"} in rules
 
 
 def test_predict_and_drift_may_read_only_the_champion_parameter_which_the_stack_leaves_to_the_cli(
@@ -509,10 +513,13 @@ def test_predict_may_read_its_model_and_send_events_but_not_touch_the_database(d
     assert "sqs:SendMessage" in actions and "ssm:GetParameter" in actions
 
 
-def test_writer_may_log_in_as_its_user_and_consume_events_only(default_stack: Synthesized) -> None:
+def test_writer_may_log_in_as_its_user_consume_events_and_append_to_the_archive_only(default_stack: Synthesized) -> None:
     statements = default_stack.statements_of("writer")
     actions = set().union(*(_actions(s) for s in statements))
-    assert not any(a.startswith(("s3:", "sns:", "ssm:", "secretsmanager:")) for a in actions)
+    assert not any(a.startswith(("sns:", "ssm:", "secretsmanager:")) for a in actions)
+    assert {a for a in actions if a.startswith("s3:")} == {"s3:PutObject"}
+    assert _object_prefixes(statements, "s3:PutObject") == {"/archive/*"}
+    assert default_stack.function("writer")[1]["Environment"]["Variables"]["SML_ARCHIVE_PREFIX"] == "archive/"
     assert "sqs:SendMessage" not in actions
     (connect,) = [s for s in statements if "rds-db:connect" in _actions(s)]
     assert connect["Resource"]["Fn::Join"][1][-1] == "/sml_writer"

@@ -84,6 +84,25 @@ def test_sml_query_prints_or_writes_csv_and_parquet(s3: Any, tmp_path: Path, mon
     assert "needs SML_ATHENA_WORKGROUP" in capsys.readouterr().err
 
 
+def test_sml_compact_merges_the_days_asked_for_and_a_second_run_does_nothing(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = new_archive(s3)
+    archive_predictions(s3, location, 6, DAY, copies=2)
+    archive_predictions(s3, location, 3, DAY + timedelta(days=1))
+    monkeypatch.setenv("SML_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SML_BUCKET", location.bucket)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+    assert main(["compact", "--since", "2026-05-10", "--tables", "predictions"]) == 0
+    assert "model=breast-cancer/date=2026-05-10/: 2 objects merged into 1, 6 rows" in capsys.readouterr().out
+    assert main(["compact", "--since", "2026-05-10", "--until", "2026-05-11"]) == 0
+    out = capsys.readouterr().out
+    assert "date=2026-05-10" not in out and "date=2026-05-11/: 1 objects merged into 1, 3 rows" in out
+    assert run_duckdb_query(s3, location, "SELECT count(*) AS n FROM predictions").to_pylist() == [{"n": 9}]
+    assert main(["compact", "--tables", "labels"]) == 2
+    assert "--tables: unknown table 'labels'" in capsys.readouterr().err
+
+
 def test_the_archive_tables_go_in_front_of_the_question_or_into_its_own_with() -> None:
     ctes = archive_ctes({"predictions": "src"}, date(2026, 1, 1), date(2026, 1, 7), dialect="athena")
     assert ctes == (

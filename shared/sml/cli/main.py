@@ -30,6 +30,7 @@ COMMANDS = {
     "quality": "print the model quality verdict of the latest monitoring run",
     "rebuild": "restore the database tables from the event archive",
     "query": "run SQL over the event archive (DuckDB here, Athena on AWS)",
+    "compact": "merge each day's small archive objects into large ones, dropping redelivered copies",
 }
 
 

@@ -136,6 +136,8 @@ class DemoSummary:
     baseline_quality: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
     report_path: Path | None = None
+    archived_predictions: int = 0
+    rebuilt_predictions: int = 0
     database_url: str = ""
     wandb_dir: Path | None = None
     function_logs: Path | None = None
@@ -179,6 +181,8 @@ class DemoSummary:
             "alert": self.alert,
             "baseline_quality": self.baseline_quality,
             "quality": self.quality,
+            "archived_predictions": self.archived_predictions,
+            "rebuilt_predictions": self.rebuilt_predictions,
             "report_path": str(self.report_path) if self.report_path else None,
             "database_url": self.database_url,
             "wandb_dir": str(self.wandb_dir) if self.wandb_dir else None,
@@ -213,7 +217,7 @@ def run_demo(config: DemoConfig, say: Say = print) -> DemoSummary:
         visibility_timeout_s=config.visibility_timeout_s,
         batching_window_s=0.2,
     )
-    say(f"[1/8] Starting the local stack in {config.state_dir} (AWS endpoint, Function URL, SQS poller, database)")
+    say(f"[1/9] Starting the local stack in {config.state_dir} (AWS endpoint, Function URL, SQS poller, database)")
     with LocalStack(stack_config) as stack:
         endpoints = stack.endpoints
         summary.database_url = _shown_url(stack_config.resolved_database_url)
@@ -236,10 +240,10 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     registry, settings = open_registry()
     url = stack.endpoints.function_url.rstrip("/") + "/predict"
 
-    say("[2/8] Training two model versions (tracked in W&B offline, each with the model's drift config) and promoting the best by F1")
+    say("[2/9] Training two model versions (tracked in W&B offline, each with the model's drift config) and promoting the best by F1")
     summary.champion, summary.wandb_dir = _train_candidates(config, registry, say)
 
-    say(f"[3/8] Serving {config.baseline_rows:,} baseline predictions over HTTP ({config.concurrency} clients, single and batch)")
+    say(f"[3/9] Serving {config.baseline_rows:,} baseline predictions over HTTP ({config.concurrency} clients, single and batch)")
     baseline_rows, baseline_truth = draw_labelled_rows(config.baseline_rows, rng)
     baseline = _send_traffic(url, baseline_rows, config.baseline_single, config, rng)
     summary.traffic.merge(baseline)
@@ -257,15 +261,15 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     say(f"      drift check on the baseline window: {_verdict_summary(baseline_run.run)}; data quality {summary.baseline_data_quality}")
     say(f"      model quality on the baseline window: {describe_quality(summary.baseline_quality)}")
 
-    say("[4/8] Maintenance window: the predictions table is taken away while traffic continues")
+    say("[4/9] Maintenance window: the predictions table is taken away while traffic continues")
     summary.dlq_before_replay, maintenance = _maintenance_window(config, stack, clients, engine, url, rng, say)
     summary.traffic.merge(maintenance)
 
-    say(f"[5/8] Replaying the DLQ into the events queue ({summary.dlq_before_replay} message(s))")
+    say(f"[5/9] Replaying the DLQ into the events queue ({summary.dlq_before_replay} message(s))")
     summary.dlq_after_replay = _replay(stack, clients, say)
     _wait_drained(stack)
 
-    say(f"[6/8] Traffic shifts: {_describe_shift(config.shift)}; serving {config.shifted_rows:,} predictions")
+    say(f"[6/9] Traffic shifts: {_describe_shift(config.shift)}; serving {config.shifted_rows:,} predictions")
     shifted_rows, shifted_truth = draw_labelled_rows(config.shifted_rows, rng, config.shift)
     shifted = _send_traffic(url, shifted_rows, config.shifted_single, config, rng)
     summary.traffic.merge(shifted)
@@ -283,7 +287,7 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
         "got right now carry the other label"
     )
 
-    say("[7/8] Running the drift job on the shifted window (reference: the champion's training data)")
+    say("[7/9] Running the drift job on the shifted window (reference: the champion's training data)")
     inbox_url = _subscribe_inbox(clients, stack.endpoints.topic_arn)
     result = _run_drift(settings, registry, engine, clients, shifted.started_at, shifted.ended_at, config)
     summary.drift_status = result.run.status.value
@@ -297,12 +301,44 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
     summary.data_quality_violations = sorted(f"{check.feature}:{check.check}" for check in result.run.data_quality if check.violated)
     say(f"      {_verdict_summary(result.run)}; data quality {result.run.data_quality_status}: {', '.join(summary.data_quality_violations) or 'no violation'}")
 
-    say("[8/8] Reading the alert from a queue subscribed to the SNS topic")
+    say("[8/9] Reading the alert from a queue subscribed to the SNS topic")
     summary.alert = _receive_alert(clients, inbox_url, expected_status=summary.drift_status)
+
+    say("[9/9] The event archive: every stored event is in S3 as Parquet; one question in SQL and the tables rebuilt from it")
+    _wait_drained(stack)
+    _archive_chapter(config, summary, stack, clients, say)
 
     summary.events_captured = len(summary.traffic.prediction_ids)
     summary.rows_stored = _count_rows(engine, summary.traffic.prediction_ids)
     summary.checks = _checks(config, summary)
+
+
+def _archive_chapter(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _Clients, say: Say) -> None:
+    """``sml query`` over the archive (DuckDB) and ``sml rebuild`` into a scratch SQLite database."""
+    from sml.archive.query import run_duckdb_query
+    from sml.archive.rebuild import rebuild_tables
+    from sml.archive.store import ArchiveLocation
+    from sml.core.db import create_db_engine
+
+    location = ArchiveLocation(stack.endpoints.bucket, stack.endpoints.archive_prefix)
+    question = "SELECT model_version, count(*) AS predictions FROM predictions GROUP BY 1 ORDER BY 1"
+    say(f'      $ sml query "{question}"')
+    answer = run_duckdb_query(clients.s3, location, question).to_pylist()
+    for row in answer:
+        say(f"        {row['model_version']}: {row['predictions']:,} predictions")
+    summary.archived_predictions = sum(row["predictions"] for row in answer)
+    today = datetime.now(timezone.utc).date()
+    scratch = config.state_dir / "rebuilt.db"
+    say(f"      $ sml rebuild --since {today - timedelta(days=1)} --database-url sqlite:///{scratch}")
+    engine = create_db_engine(f"sqlite:///{scratch}")
+    try:
+        rebuilt = rebuild_tables(engine, clients.s3, location, today - timedelta(days=1), today)
+        with engine.connect() as connection:
+            summary.rebuilt_predictions = connection.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one()
+    finally:
+        engine.dispose()
+    for table, outcome in rebuilt.items():
+        say(f"        {table}: {outcome.rows:,} archived rows in {outcome.objects} objects, {outcome.inserted:,} inserted, {outcome.skipped:,} already stored")
 
 
 class _Clients:
@@ -649,6 +685,11 @@ def _checks(config: DemoConfig, summary: DemoSummary) -> list[DemoCheck]:
             "quality verdict DEGRADED on the shifted window (concept drift), in the run and the alert",
             summary.quality.get("status") == "DEGRADED" and summary.alert.get("attributes", {}).get("quality_status") == "DEGRADED",
             f"baseline {describe_quality(summary.baseline_quality)}; shifted {describe_quality(summary.quality)}",
+        ),
+        DemoCheck(
+            "the archive holds every stored prediction, and sml rebuild restores them all",
+            summary.archived_predictions == summary.rows_stored == summary.rebuilt_predictions,
+            f"{summary.archived_predictions:,} archived (copies removed), {summary.rows_stored:,} stored, {summary.rebuilt_predictions:,} rebuilt",
         ),
         DemoCheck(
             "report written",

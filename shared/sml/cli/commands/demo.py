@@ -112,6 +112,7 @@ def print_summary(console, summary, log_path: Path) -> None:
 
     console.print(f"model quality, baseline window: {describe_quality(summary.baseline_quality)}", markup=False)
     console.print(f"model quality, shifted window:  {describe_quality(summary.quality)}", markup=False)
+    console.print(f"archive: {summary.archived_predictions:,} predictions in S3 as Parquet; {summary.rebuilt_predictions:,} rebuilt into a scratch database")
     console.print(f"report:   {summary.report_path}")
     console.print(f"database: {summary.database_url}")
     console.print(f"W&B offline runs: {summary.wandb_dir}")
