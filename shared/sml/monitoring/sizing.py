@@ -5,16 +5,17 @@ run, no report, no alert. The drift function therefore counts the rows it is abo
 ``COUNT(*)`` over the ``(model_name, predicted_at)`` index) and refuses, naming the numbers, a run
 whose estimate does not fit in what it has.
 
-The per-row costs are those measured for the weekly run that reads the window into arrays
-(SCALE-NOTES.md, "The weekly run today", ``run_drift_job`` in a fresh process on MariaDB 10.11):
-peak RSS 222 MiB at 100k rows, 447 MiB at 1M, 880 MiB at 3M, 2,649 MiB at 10M, i.e. ~200 MiB of
-imports and ~245 MiB per million rows; and ~8.5 s of CPU per million rows, client and database
-together (4.1 s + 4.4 s at 1M). A run keeps :data:`HEADROOM` of its limits free for the estimate's
-error (the 10M point lies 5 % above the line).
+The per-row costs are those measured for the weekly run that counts the window into summaries as
+it reads it (``run_drift_job`` in a fresh process, MariaDB 10.11, 20 numeric features, a 10,000-row
+training reference, 2026-12-07 on a loaded 2-core machine): peak RSS 241.5 MiB at 300k rows and
+299.5 MiB at 1M, i.e. ~215 MiB of imports and ~85 MiB per million rows; client CPU 2.5 s and
+7.9 s, to which the database adds about 4.4 s per million (SCALE-NOTES.md), so ~12.5 s of CPU per
+million rows. (The run that held the window's arrays needed ~245 MiB per million.) A run keeps
+:data:`HEADROOM` of its limits free for the estimate's error.
 
 Example::
 
-    estimate = check_run_fits(rows=8_000_000, memory_limit_mib=2048, seconds_left=890.0)  # raises RunTooLarge
+    estimate = check_run_fits(rows=30_000_000, memory_limit_mib=2048, seconds_left=890.0)  # raises RunTooLarge
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from sqlalchemy.engine import Engine
 from sml.core.db import PREDICTIONS, to_db_timestamp
 from sml.core.errors import SmlError
 
-BASE_MIB = 200.0
-MIB_PER_MILLION_ROWS = 245.0
-SECONDS_PER_MILLION_ROWS = 8.5
+BASE_MIB = 215.0
+MIB_PER_MILLION_ROWS = 85.0
+SECONDS_PER_MILLION_ROWS = 12.5
 HEADROOM = 0.9
 """Share of the memory and of the time left that a run's estimate may use."""
 LAMBDA_MAX_MEMORY_MIB = 10_240
