@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from drift_support import (
@@ -25,6 +26,7 @@ from drift_support import (
     MODEL_VERSION,
     WINDOW,
     WINDOW_END,
+    Traffic,
     build_manifest,
     draw_traffic,
     store_traffic,
@@ -41,7 +43,7 @@ from sml.core.events import new_prediction_id
 from sml.monitoring.model_quality.store import latest_quality
 from sml.monitoring.store import drift_history, load_drift_run, save_drift_run
 from sml.monitoring.windows import MAX_CLOCK_SKEW, TimeWindow
-from sml.lifecycle.manifest import ModelManifest
+from sml.lifecycle.manifest import ModelManifest, NumericReference
 
 WINDOW_START = WINDOW_END - WINDOW
 TRAINING = build_manifest(draw_traffic(10_000, seed=1))
@@ -432,3 +434,34 @@ def test_a_champions_drift_config_tightens_a_floor_and_the_run_says_where_each_f
     text = report.replace("<wbr>", "")  # the report lets long setting names wrap at their joints
     assert "model: features.mean_shift.floor = 0.05sd" in text and "deployment: SML_DRIFT_MIN_CRAMERS_V = 0.12" in text
     assert "drift.toml" in report
+
+
+def regression_traffic(rows: int, *, seed: int, offset: float = 0.0) -> Traffic:
+    """Traffic whose predictions are a regression model's numbers (a function of the features plus noise)."""
+    traffic = draw_traffic(rows, seed=seed)
+    noise = np.random.default_rng(seed + 1).normal(0.0, 0.5, rows)
+    numbers = [round(2.0 * shift + steady + offset + error, 6) for shift, steady, error in zip(traffic.columns["mean_shift"], traffic.columns["steady"], noise.tolist())]
+    return Traffic(columns=traffic.columns, labels=numbers)  # type: ignore[arg-type]
+
+
+def regression_manifest(training: Traffic) -> ModelManifest:
+    base = build_manifest(Traffic(columns=training.columns, labels=["x"] * training.rows))
+    predictions = NumericReference(sorted_values=tuple(sorted(float(value) for value in training.labels)))
+    reference = replace(base.reference, label_counts={}, predictions=predictions)
+    return replace(base, classes=(), task="regression", estimator="LinearRegression", metrics={"mae": 0.4}, reference=reference)
+
+
+@pytest.mark.parametrize(("offset", "expected"), [(0.0, DriftVerdict.NO_DRIFT), (1.5, DriftVerdict.DRIFT)])
+def test_a_regression_models_predictions_are_tested_as_numbers(engine: Engine, aws: Aws, offset: float, expected: DriftVerdict) -> None:
+    # Chi-square on the predicted numbers saw each value as a category of its own: DRIFT on traffic drawn from training.
+    manifest = regression_manifest(regression_traffic(5_000, seed=11))
+    store_traffic(engine, regression_traffic(3_000, seed=12, offset=offset), start=WINDOW_START, end=WINDOW_END)
+
+    outcome = run_job(engine, aws, manifest=manifest, quality=None)
+
+    (prediction,) = [result for result in outcome.run.results if result.feature == LABEL_COLUMN]
+    assert (prediction.test, prediction.kind, prediction.verdict) == ("ks", "label", expected)
+    assert outcome.run.label_drifted is (expected is DriftVerdict.DRIFT)
+    if expected is DriftVerdict.NO_DRIFT:
+        assert outcome.run.status is DriftVerdict.NO_DRIFT
+

@@ -32,7 +32,7 @@ from sml.core.errors import SmlError
 from sml.monitoring.drift.methods import drift_method
 from sml.monitoring.drift.run import PREDICTION_KIND
 from sml.monitoring.drift.stats import DriftVerdict, FeatureTestResult, is_main_test, verdict_summary
-from sml.monitoring.summaries import NumericGrid, NumericSummary, SummaryReference, WindowSummary
+from sml.monitoring.summaries import NumericSummary, SummaryReference, WindowSummary, cell_positions
 from sml.monitoring.store import DriftRun, TrendPoint
 
 logger = logging.getLogger(__name__)
@@ -237,7 +237,8 @@ def _chart(feature: str, test: str, reference: Any, current: Any) -> str | None:
     if drawn is not None:
         return drawn
     if isinstance(current, NumericSummary):
-        current_values, current_weights = cell_positions(reference, current)
+        filled = current.cells > 0
+        current_values, current_weights = cell_positions(reference, current)[filled], current.cells[filled]
         missing_rates = (int(reference.missing) / max(int(reference.missing) + reference.n_present, 1), current.missing / max(current.n_rows, 1))
         return _numeric_chart(feature, (reference.values, reference.counts), (current_values, current_weights), missing_rates)
     current_counts = current.all_counts()
@@ -245,26 +246,6 @@ def _chart(feature: str, test: str, reference: Any, current: Any) -> str | None:
     if hidden_unseen:
         current_counts[UNSEEN_BAR] += hidden_unseen
     return _categorical_chart(feature, Counter(reference.counts), int(reference.missing), current_counts, current.missing)
-
-
-def cell_positions(grid: NumericGrid, summary: NumericSummary) -> tuple[np.ndarray, np.ndarray]:
-    """Where a chart draws a window's counted values: a reference value's own cell at that value,
-    a cell between two reference values at their midpoint, the cells beyond the reference's range
-    halfway to the window's extreme; a window of one value at that value. Returns (positions,
-    counts) of the non-empty cells."""
-    values, cells = grid.values, summary.cells
-    if summary.n_present and summary.minimum == summary.maximum:
-        return np.array([summary.minimum]), np.array([summary.n_present])
-    positions = np.empty(cells.size)
-    positions[1::2] = values
-    if values.size:
-        positions[2:-1:2] = values[:-1] / 2 + values[1:] / 2
-        positions[0] = values[0] / 2 + min(summary.minimum, values[0]) / 2
-        positions[-1] = values[-1] / 2 + max(summary.maximum, values[-1]) / 2
-    else:
-        positions[0] = summary.minimum / 2 + summary.maximum / 2 if summary.n_present else 0.0
-    filled = cells > 0
-    return positions[filled], cells[filled]
 
 
 def _method(test: str) -> Any:

@@ -19,7 +19,9 @@ Per numeric column (a numeric feature; a regression model's prediction) — :cla
   ``scipy.stats.ks_2samp``'s on the values, bit for bit (same integer counts, same divisions).
   Cells 0 and ``2·k`` are the out-of-range counts of data quality;
 - ``missing`` (None, NaN, infinite or not a number), and the sum, sum of squares, minimum and
-  maximum of the non-missing values (for moments and the report's axis).
+  maximum of the non-missing values (for moments and the report's axis), and the sums of the
+  values below and above the reference's range (``below_total``, ``above_total``: with them a
+  distance such as Wasserstein's is exact beyond the reference's range).
 
 Per categorical column (a categorical feature; a classifier's predicted label) —
 :class:`CategoricalSummary`: the counts of the categories the reference knows (its counted
@@ -152,6 +154,8 @@ class NumericSummary:
     minimum: float = math.inf
     maximum: float = -math.inf
     digest: str = ""
+    below_total: float = 0.0
+    above_total: float = 0.0
     kind: ClassVar[ColumnKind] = "numeric"
 
     @classmethod
@@ -178,10 +182,14 @@ class NumericSummary:
         self.missing += int(array.size - finite.size)
         if not finite.size:
             return
-        self.cells += np.bincount(grid.cells_of(finite), minlength=grid.n_cells)
+        cells = grid.cells_of(finite)
+        self.cells += np.bincount(cells, minlength=grid.n_cells)
         with np.errstate(over="ignore"):  # values near the float limits: the sums become infinite, the counts stay exact
             self.total += float(finite.sum())
             self.total_squares += float(np.dot(finite, finite))
+            if grid.values.size:
+                self.below_total += float(finite[cells == 0].sum())
+                self.above_total += float(finite[cells == grid.n_cells - 1].sum())
         self.minimum = min(self.minimum, float(finite.min()))
         self.maximum = max(self.maximum, float(finite.max()))
 
@@ -193,6 +201,7 @@ class NumericSummary:
             cells=self.cells + other.cells, missing=self.missing + other.missing, total=self.total + other.total,
             total_squares=self.total_squares + other.total_squares, minimum=min(self.minimum, other.minimum),
             maximum=max(self.maximum, other.maximum), digest=self.digest,
+            below_total=self.below_total + other.below_total, above_total=self.above_total + other.above_total,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -203,6 +212,7 @@ class NumericSummary:
             "kind": "numeric", "n_cells": int(self.cells.size), "index": nonzero.tolist(), "count": self.cells[nonzero].tolist(),
             "missing": self.missing, "total": _plain(self.total), "total_squares": _plain(self.total_squares),
             "minimum": self.minimum if present else None, "maximum": self.maximum if present else None, "digest": self.digest,
+            "below_total": _plain(self.below_total), "above_total": _plain(self.above_total),
         }
 
     @classmethod
@@ -217,7 +227,7 @@ class NumericSummary:
             return cls(
                 cells=cells, missing=_count(data["missing"]), total=float(data["total"]), total_squares=float(data["total_squares"]),
                 minimum=float(data["minimum"]) if present else math.inf, maximum=float(data["maximum"]) if present else -math.inf,
-                digest=str(data["digest"]),
+                digest=str(data["digest"]), below_total=float(data["below_total"]), above_total=float(data["above_total"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SummaryError(f"column {column!r}: not a numeric summary ({type(exc).__name__}: {exc})") from None
@@ -382,6 +392,27 @@ def column_grid(kind: str, reference: Any, categories: Iterable[Any] | None = No
     if kind == "numeric":
         return NumericGrid.from_sorted(reference.sorted_values, reference.missing)
     return CategoricalGrid.from_counts(reference.counts, reference.missing, categories)
+
+
+def cell_positions(grid: NumericGrid, summary: NumericSummary) -> np.ndarray:
+    """A position for each cell, where a chart or a distance places the window's values counted
+    there: a reference value's own cell at that value, a cell between two reference values at their
+    midpoint, the cells beyond the reference's range at the mean of the window's values there, and
+    the cell of a window of one value at that value. Ascending. A distance that is linear in the
+    positions of the values beyond the range (Wasserstein's) is exact there; inside, the window's
+    values are off by at most half a gap between reference values."""
+    values = grid.values
+    positions = np.empty(grid.n_cells)
+    positions[1::2] = values
+    if values.size:
+        positions[2:-1:2] = values[:-1] / 2 + values[1:] / 2
+        positions[0] = summary.below_total / summary.cells[0] if summary.cells[0] else values[0]
+        positions[-1] = summary.above_total / summary.cells[-1] if summary.cells[-1] else values[-1]
+    else:
+        positions[0] = summary.minimum / 2 + summary.maximum / 2 if summary.n_present else 0.0
+    if summary.n_present and summary.minimum == summary.maximum:
+        positions[grid.cells_of(np.array([summary.minimum]))[0]] = summary.minimum
+    return positions
 
 
 def empty_summary(grid: ColumnGrid) -> ColumnSummary:

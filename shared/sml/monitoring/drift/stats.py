@@ -505,7 +505,7 @@ def min_detectable_cramers_v(
     only half of that per effective observation when one sample dwarfs the other and the shift
     drains rare categories. ``df`` below 1 is treated as 1.
     """
-    noncentrality = _noncentrality_for_power(max(df, 1), alpha, power)
+    noncentrality = noncentrality_for_power(max(df, 1), alpha, power)
     total = n_reference + n_current
     effective_n = n_reference * n_current / total
     larger_share = max(n_reference, n_current) / total
@@ -513,7 +513,8 @@ def min_detectable_cramers_v(
 
 
 @cache
-def _noncentrality_for_power(df: int, alpha: float, power: float) -> float:
+def noncentrality_for_power(df: int, alpha: float, power: float) -> float:
+    """The noncentrality at which a χ²(df) test at level ``alpha`` rejects with probability ``power``."""
     critical = stats.chi2.isf(alpha, df)
 
     def shortfall(noncentrality: float) -> float:
@@ -598,10 +599,11 @@ def cramers_v_upper_bound(
     """
     df = max(df, 1)
     effective_n = 1 / _reciprocal_sum(n_reference, n_current)
-    return min(1.0, math.sqrt(_noncentrality_upper_bound(chi2_statistic, df, alpha) / (4 * effective_n)))
+    return min(1.0, math.sqrt(noncentrality_upper_bound(chi2_statistic, df, alpha) / (4 * effective_n)))
 
 
-def _noncentrality_upper_bound(statistic: float, df: int, alpha: float) -> float:
+def noncentrality_upper_bound(statistic: float, df: int, alpha: float) -> float:
+    """λ_U with ``ncx2.cdf(statistic, df, λ_U) = alpha`` (0 when the central χ² already leaves less than ``alpha`` below)."""
     if stats.chi2.cdf(statistic, df) <= alpha:
         return 0.0
 
