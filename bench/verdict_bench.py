@@ -23,6 +23,7 @@ import argparse
 import time
 from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,17 @@ LABEL = "(predicted label)"
 ZIPF_WEIGHTS = (1 / np.arange(1, 21)) / (1 / np.arange(1, 21)).sum()
 
 
-def schema() -> list[Any]:
+def schema(method: str | None = None) -> list[Any]:
+    """The columns, every main test by ``method`` where it tests the column's kind (else the kind's default)."""
+    from sml.monitoring.drift.methods import drift_method
     from sml.monitoring.drift.run import DriftColumn
 
-    return [*(DriftColumn(name, "numeric") for name in NUMERIC), *(DriftColumn(name, "categorical") for name in CATEGORICAL),
-            DriftColumn(LABEL, "categorical", prediction=True)]
+    def chosen(kind: str) -> str | None:
+        return method if method is not None and kind in drift_method(method).kinds else None
+
+    return [*(DriftColumn(name, "numeric", method=chosen("numeric")) for name in NUMERIC),
+            *(DriftColumn(name, "categorical", method=chosen("categorical")) for name in CATEGORICAL),
+            DriftColumn(LABEL, "categorical", prediction=True, method=chosen("categorical"))]
 
 
 def generate_columns(rng: np.random.Generator, rows: int, shift_sd: float = 0.0) -> dict[str, np.ndarray]:
@@ -90,12 +97,12 @@ def generate_columns(rng: np.random.Generator, rows: int, shift_sd: float = 0.0)
     return columns
 
 
-def ours(reference_columns: dict[str, np.ndarray], current: dict[str, np.ndarray]) -> tuple[set[str], str, str]:
-    """Flagged columns and the run verdict of our rule with its default floors."""
+def ours(reference_columns: dict[str, np.ndarray], current: dict[str, np.ndarray], method: str | None = None) -> tuple[set[str], str, str]:
+    """Flagged columns and the run verdict of our rule with its default floors (and main tests by ``method``)."""
     from sml.monitoring.drift.stats import DriftVerdict, overall_verdict, reference_from_columns
     from sml.monitoring.drift.run import run_drift_tests
 
-    spec = schema()
+    spec = schema(method)
     results = run_drift_tests(reference_from_columns(reference_columns, spec), current, spec, fdr=FDR)
     flagged = {result.feature for result in results if result.verdict is DriftVerdict.DRIFT}
     return flagged, overall_verdict(results).value, _verdict_before_issue_18(results)
@@ -131,7 +138,11 @@ def seed_rule(reference_columns: dict[str, np.ndarray], current: dict[str, np.nd
     return flagged, "DRIFT" if flagged else "NO_DRIFT", ""
 
 
-RULES: dict[str, Callable[[dict, dict], tuple[set[str], str, str]]] = {"ours": ours, "per-column KS": seed_rule}
+# Our rule with each drift method for the main tests (defaults: KS and chi-square), and the seed's.
+METHODS = ("psi", "wasserstein", "jensen_shannon")
+RULES: dict[str, Callable[[dict, dict], tuple[set[str], str, str]]] = {
+    "ours": ours, **{f"ours ({method})": partial(ours, method=method) for method in METHODS}, "per-column KS": seed_rule,
+}
 
 
 def measure_size(rule_name: str, reference_rows: int, window_rows: int, runs: int, seed: int) -> dict[str, Any]:
@@ -219,11 +230,27 @@ def run(quick: bool, out_dir: Path, jobs: int = 1) -> BenchReport:
                    note="the old rule's verdict recomputed from the same tests; per-column KS cannot abstain"),
         Comparison(BENCHMARK, f"time per run, ref {timing_size[0]:,} × window {timing_size[1]:,} × 20 columns", ours_seconds * 1000,
                    "per-column KS p<0.05", seed_seconds * 1000, "ms"),
+        *(
+            comparison
+            for method in METHODS
+            for comparison in (
+                Comparison(BENCHMARK, f"{method}: runs with any false alarm (no shift)", figures[f"ours ({method})"]["false_alarm"] * 100,
+                           "ours (KS, chi-square)", ours_figures["false_alarm"] * 100, "%", target=f"≤ {FDR:.0%}",
+                           met=figures[f"ours ({method})"]["false_alarm"] <= FDR),
+                *(
+                    Comparison(BENCHMARK, f"{method}: power at a {shift} sd shift", figures[f"ours ({method})"][f"power_{shift}"] * 100,
+                               "ours (KS, chi-square)", ours_figures[f"power_{shift}"] * 100, "%")
+                    for shift in SHIFTS_SD
+                ),
+                Comparison(BENCHMARK, f"{method}: time per run, ref {timing_size[0]:,} × window {timing_size[1]:,}",
+                           time_per_run(RULES[f"ours ({method})"], *timing_size, runs=1) * 1000, "ours (KS, chi-square)", ours_seconds * 1000, "ms"),
+            )
+        ),
     ]
     details = [
         {"rule": rule_name, **{key: (f"{value:.1%}" if isinstance(value, float) else value) for key, value in size.items()}}
-        for rule_name, figures in (("ours", ours_figures), ("per-column KS", seed_figures))
-        for size in figures["per_size"]
+        for rule_name, rule_figures in figures.items()
+        for size in rule_figures["per_size"]
     ]
     method = [
         f"20 generated columns of realistic shapes plus the predicted label (see bench/verdict_bench.py); sizes (reference, window) "
@@ -231,6 +258,8 @@ def run(quick: bool, out_dir: Path, jobs: int = 1) -> BenchReport:
         "Ours: default floors (KS D 0.1 ≈ 0.25 sd, Cramér's V 0.1, missing-rate Cohen's h 0.2), BH at FDR 5%, "
         "NO_DRIFT when the one-sided 95% upper bound of the effect is under the floor.",
         "Power counts the 15 numeric columns moved by 0.1/0.2/0.5 of their sd; below the floor (≈0.25 sd) our rule does not flag by design.",
+        "ours (psi / wasserstein / jensen_shannon): the same rule with that method for every main test whose kind it tests (Wasserstein "
+        "is numeric only; categoricals keep chi-square) at its default floor (PSI 0.1, W 0.1 reference sd, JS distance 0.1).",
     ]
     return BenchReport(name=BENCHMARK, comparisons=comparisons, details=details, method=method)
 

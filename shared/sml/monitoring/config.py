@@ -349,7 +349,7 @@ def _feature_entry(source: str, where: str, key: str, value: Any) -> float | str
 
 def _method(source: str, where: str, value: Any, kind: str | None) -> DriftMethod:
     """A main method named in a config; ``kind`` (when known) must be one it tests."""
-    names = [method.name for method in registered_methods() if not method.missing_rate and (kind is None or kind in method.kinds)]
+    names = sorted(method.name for method in registered_methods() if not method.missing_rate and (kind is None or kind in method.kinds))
     if not isinstance(value, str) or value not in names:
         expected = f"one of {', '.join(names)}" if names else "a registered method"
         raise SmlError(f"{source}: {where}: {value!r} is not a drift method for {kind or 'a feature'}; expected {expected}")

@@ -180,4 +180,5 @@ def is_main_test(name: str) -> bool:
     return method is None or not method.missing_rate
 
 
-from sml.monitoring.drift.methods import chi_square, ks, missing_rate  # noqa: E402,F401  (registers the built-in methods)
+# Importing the built-in methods registers them.
+from sml.monitoring.drift.methods import chi_square, jensen_shannon, ks, missing_rate, psi, wasserstein  # noqa: E402,F401
