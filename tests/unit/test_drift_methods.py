@@ -137,3 +137,23 @@ def test_categorical_columns_take_psi_and_js_on_the_same_data_as_chi_square() ->
     window = {"c": rng.choice(["a", "b", "c"], 4_000, p=[0.3, 0.3, 0.4]).tolist()}
     verdicts = {method: run_drift_tests(reference, window, [DriftColumn("c", "categorical", method=method)])[0].verdict for method in ("chi2", "psi", "jensen_shannon")}
     assert set(verdicts.values()) == {DriftVerdict.DRIFT}
+
+
+def test_a_method_that_cannot_read_a_sketch_is_refused_against_the_previous_window() -> None:
+    from dataclasses import replace
+
+    from sml.core.errors import SmlError
+    from sml.lifecycle.manifest import ModelManifest, ReferenceData
+    from sml.lifecycle.manifest import NumericReference as ManifestNumeric
+    from sml.monitoring.job import DriftJobConfig
+
+    manifest = ModelManifest(
+        model_name="m", version="v1", created_at="2026-01-01T00:00:00Z", sha256="0" * 64, artifact_key="k", estimator="e", metrics={},
+        params={}, classes=("no", "yes"), features=(FeatureSpec("age", "numeric"),),
+        reference=ReferenceData(n_rows=3, features={"age": ManifestNumeric(sorted_values=(1.0, 2.0, 3.0))}, label_counts={"no": 2, "yes": 1}),
+        library_versions={}, drift_config={"source": "drift.toml", "methods": {"numeric": "psi"}},
+    )
+    assert DriftJobConfig(bucket="b").plan(manifest).columns[0].method == "psi"
+    with pytest.raises(SmlError, match="^age: the psi method cannot test against the previous window"):
+        DriftJobConfig(bucket="b", reference_kind="previous").plan(manifest)
+    assert DriftJobConfig(bucket="b", reference_kind="previous").plan(replace(manifest, drift_config=None)).columns[0].main_method().name == "ks"

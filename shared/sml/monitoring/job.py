@@ -164,6 +164,14 @@ class DriftJobConfig:
                 if column.prediction:
                     methods[column.name] = model.method_for(None, column.kind).name
         columns = tuple(drift_columns(manifest, methods))
+        if self.reference_kind == "previous":
+            for column in columns:
+                method = column.main_method()
+                if column.kind == "numeric" and not method.sketched_reference:
+                    raise SmlError(
+                        f"{column.name}: the {method.name} method cannot test against the previous window, which is read into a "
+                        "sketch; choose ks for it in the model's drift config, or the training reference"
+                    )
         floors = resolve_floors(columns, self.deployment_floors(), model)
         config = self
         if model is not None:

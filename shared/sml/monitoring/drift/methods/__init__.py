@@ -86,6 +86,9 @@ class DriftMethod:
     missing_rate: ClassVar[bool] = False
     title: ClassVar[str] = ""
     shown_decimals: ClassVar[int] = 3
+    sketched_reference: ClassVar[bool] = False
+    """Whether it can test a numeric column against a KLL-sketched reference (the ``previous``
+    window's, :mod:`sml.monitoring.drift.sketch`) with the sketch's rank error accounted for."""
 
     def compute(self, column: Any, reference: Any, current: Any) -> MethodOutcome:
         """The method's numbers for ``column`` (a :class:`~sml.monitoring.drift.run.DriftColumn`)

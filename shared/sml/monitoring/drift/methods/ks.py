@@ -35,6 +35,7 @@ class KolmogorovSmirnov(DriftMethod):
     deployment_setting = "min_ks_d"
     title = "KS test"
     shown_decimals = 2
+    sketched_reference = True
 
     def compute(self, column: Any, reference: Any, current: Any) -> MethodOutcome:
         if isinstance(reference, SketchedNumericGrid):
