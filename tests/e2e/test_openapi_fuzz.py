@@ -114,8 +114,10 @@ def test_schemathesis_finds_no_failure_with_all_its_checks(function_url: str, tm
         str(tmp_path),
     ]
 
-    completed = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=RUN_LIMIT_S)
+    hooks = {"SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": os.pathsep.join(filter(None, [str(CONFIG.parent), os.environ.get("PYTHONPATH")]))}
+    completed = subprocess.run(command, cwd=tmp_path, env={**environment(), **hooks}, capture_output=True, text=True, timeout=RUN_LIMIT_S)
 
     assert completed.returncode == 0, completed.stdout[-20_000:] + completed.stderr[-5_000:]
     assert "No issues found" in completed.stdout
-    assert "POST /predict" in "".join(path.read_text() for path in tmp_path.glob("**/*.xml"))
+    report = "".join(path.read_text() for path in tmp_path.glob("**/*.xml"))
+    assert "POST /predict" in report and "POST /feedback" in report

@@ -143,6 +143,21 @@ def test_label_times_are_refused_with_the_reason(sent: str, message: str) -> Non
     assert message in refusal(label(labelled_at=sent)).message
 
 
+@pytest.mark.parametrize(
+    ("sent", "accepted"),
+    [("1970-01-01T00:00:00Z", True), ("2026-11-30T11:00:00+01:00", True), ("1969-12-31T23:59:59Z", False), ("0001-01-01T00:00:00+01:00", False)],
+)
+def test_the_document_publishes_the_earliest_label_time_the_handler_takes(sent: str, accepted: bool) -> None:
+    # The fuzzer accepted any 422 on /feedback: the document did not say which label times are refused.
+    labelled_at = DOCUMENT["components"]["schemas"]["Label"]["properties"]["labelled_at"]
+    assert REQUEST.is_valid(label(labelled_at=sent)) is accepted
+    if accepted:
+        SCHEMA.parse_request(label(labelled_at=sent))
+    else:
+        assert refusal(label(labelled_at=sent)).code == "invalid_timestamp"
+    assert labelled_at["x-latest"] == "the server's clock plus 5 minutes"
+
+
 def test_an_unpaired_surrogate_in_source_is_refused() -> None:
     # Not valid Unicode, so a JSON document cannot carry it; a Python caller can.
     assert (refusal(label(source="\ud800")).code, refusal(label(source="\ud800")).field) == ("invalid_characters", "source")

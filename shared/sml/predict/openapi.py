@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sml.predict.feedback import MAX_CLOCK_SKEW
 from sml.predict.validation import INT64_MAX, INT64_MIN, MAX_CATEGORY_LENGTH, served_range
 from sml.lifecycle.manifest import FeatureSpec, ModelManifest
 
@@ -38,6 +39,11 @@ FEEDBACK_ERROR_CODES = {
     ),
     "503": "model_unavailable, feedback_unavailable, feedback_not_recorded",
 }
+
+
+# Years 1970 to 9999: label times before 1970 are refused (no prediction is that old).
+LABELLED_AT_PATTERN = "^(19[7-9][0-9]|[2-9][0-9]{3})-"
+LABEL_CLOCK_SKEW_MINUTES = round(MAX_CLOCK_SKEW.total_seconds() / 60)
 
 
 def build_openapi_document(manifest: ModelManifest, *, max_instances: int, max_body_bytes: int) -> dict[str, Any]:
@@ -194,9 +200,13 @@ def _schemas(manifest: ModelManifest, max_instances: int) -> dict[str, Any]:
                 "labelled_at": {
                     "type": ["string", "null"],
                     "format": "date-time",
+                    # The earliest accepted year as a pattern a validator and a fuzzer can check; the latest
+                    # instant moves with the server's clock, which JSON Schema cannot state: x-latest says it.
+                    "pattern": LABELLED_AT_PATTERN,
+                    "x-latest": f"the server's clock plus {LABEL_CLOCK_SKEW_MINUTES} minutes",
                     "description": (
-                        "when the label became known (RFC 3339 with a zone, from 1970 to at most 5 minutes ahead of the "
-                        "server's clock; now by default); for one prediction the latest labelled_at wins"
+                        f"when the label became known (RFC 3339 with a zone, from 1970 to at most {LABEL_CLOCK_SKEW_MINUTES} minutes ahead of "
+                        "the server's clock; now by default; digits beyond microseconds are truncated); for one prediction the latest labelled_at wins"
                     ),
                 },
                 "source": {
