@@ -109,6 +109,14 @@ class LoadResult:
     metric_errors: list[str] = field(default_factory=list)
     settled: bool = False
     http_errors: list[str] = field(default_factory=list)
+    archived: int = 0
+    """Distinct predictions in the event archive (S3, Parquet)."""
+    archive_copies: int = 0
+    """Archived rows beyond one per prediction (redeliveries), which readers and compaction drop."""
+    archive_missing: int = 0
+    """Stored predictions the archive lacks: must be 0."""
+    archive_unexpected: int = 0
+    """Archived predictions the table lacks: must be 0."""
 
     @property
     def server_errors(self) -> int:
@@ -123,6 +131,7 @@ class LoadResult:
             "requests_ok", "answered", "stored", "in_dlq", "capture_missed", "lost", "duplicates", "unexpected_rows",
             "stored_and_in_dlq", "poison_sent", "poison_in_dlq", "dlq_without_reason", "redeliveries_absorbed",
             "traffic_s", "end_to_end_s", "events_per_s", "lag_p50_s", "lag_p99_s", "peak_depth", "settled",
+            "archived", "archive_copies", "archive_missing", "archive_unexpected",
         )
         out: dict[str, Any] = {key: getattr(self, key) for key in keys}
         out.update(status_counts=self.status_counts, faults=self.faults, metric_lines=self.metric_lines,
@@ -214,6 +223,8 @@ def _run(plan: LoadPlan, work: Path, direct_aws_url: str, proxied_aws_url: str, 
         result.faults = faults.log
         result.poison_sent = len(traffic.poison_bodies)
         _account(result, traffic, direct_database_url, sqs, dlq_url, config, started_wall)
+        s3 = boto3.client("s3", endpoint_url=service_urls.get("s3", direct_aws_url), region_name=endpoints.region)
+        _account_archive(result, s3, endpoints.bucket, endpoints.archive_prefix, direct_database_url)
     _check_metrics(result, config)
     return result
 
@@ -460,6 +471,29 @@ def _account(result: LoadResult, traffic: _Traffic, database_url: str, sqs: Any,
         result.lag_p99_s = float(np.percentile(lags, 99))
         last_stored = max(row[2] for row in rows).replace(tzinfo=UTC)
         result.events_per_s = result.stored / max(1e-9, (last_stored - started).total_seconds())
+
+
+def _account_archive(result: LoadResult, s3: Any, bucket: str, prefix: str, database_url: str) -> None:
+    """Every stored prediction in the archive, and nothing else (copies counted apart)."""
+    from sml.archive.parquet import read_parquet_bytes
+    from sml.archive.store import ArchiveLocation, list_table
+
+    location = ArchiveLocation(bucket, prefix)
+    ids: list[str] = []
+    for item in list_table(s3, location, "predictions"):
+        table = read_parquet_bytes(s3.get_object(Bucket=bucket, Key=item.key)["Body"].read())
+        ids += table.column("prediction_id").to_pylist()
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            stored = set(connection.execute(sa.text("SELECT prediction_id FROM predictions")).scalars())
+    finally:
+        engine.dispose()
+    archived = set(ids)
+    result.archived = len(archived)
+    result.archive_copies = len(ids) - len(archived)
+    result.archive_missing = len(stored - archived)
+    result.archive_unexpected = len(archived - stored)
 
 
 def _capture_missed_ids(log_path: Path) -> set[str]:

@@ -44,6 +44,7 @@ def test_predict_and_the_writer_driven_hard_together_answer_no_5xx_and_each_emit
     assert result.status_counts == {200: 300}, result.http_errors
     assert result.settled
     assert (result.stored, result.lost, result.duplicates, result.unexpected_rows) == (1500, 0, 0, 0)
+    assert (result.archived, result.archive_missing, result.archive_unexpected) == (1500, 0, 0)
     # one metrics line per predict invocation, and no line of either function carries the other's metrics
     assert result.metric_lines["PredictionsServed"] == 300
     assert result.foreign_metric_lines == []
@@ -63,6 +64,8 @@ def test_under_faults_every_answered_prediction_is_stored_once_or_in_the_dlq_or_
     assert result.answered == 5 * result.requests_ok
     assert result.lost == 0
     assert result.duplicates == 0 and result.unexpected_rows == 0
+    # The event archive (S3, Parquet) holds every stored prediction and nothing else; redelivered copies are dropped where it is read.
+    assert result.archive_missing == 0 and result.archive_unexpected == 0 and result.archived == result.stored
     assert result.stored + result.in_dlq + result.capture_missed == result.answered
     assert result.capture_missed > 0  # the queue outage really cut predict off (and was logged whole)
     assert result.poison_sent == 20 and result.poison_in_dlq == 20
