@@ -65,6 +65,8 @@ class DeploymentConfig:
     drift_feature_floors: str | None = None
     """JSON object feature -> drift floor (e.g. ``{"mean_texture": "0.1sd"}``), passed to the drift function."""
     predict_range_warnings: bool = False
+    # How often a warm predict container re-reads the champion pointer: one SSM GetParameter each (docs/deploy.md).
+    champion_ttl_seconds: int = 60
     # Data-quality thresholds of the drift function (shares in [0, 1]); unset keeps the application's
     # defaults, and a model's own drift config still takes precedence over them.
     dq_max_out_of_range: float | None = None
@@ -155,6 +157,7 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         ),
         drift_feature_floors=_json_object(get, names.CTX_DRIFT_FEATURE_FLOORS),
         predict_range_warnings=_flag(get, names.CTX_PREDICT_RANGE_WARNINGS, defaults.predict_range_warnings),
+        champion_ttl_seconds=_number(get, names.CTX_CHAMPION_TTL_SECONDS, defaults.champion_ttl_seconds, int, 1, 86_400),
         dq_max_out_of_range=_share(get, names.CTX_DQ_MAX_OUT_OF_RANGE),
         dq_max_unseen_category=_share(get, names.CTX_DQ_MAX_UNSEEN_CATEGORY),
         dq_max_missing_excess=_share(get, names.CTX_DQ_MAX_MISSING_EXCESS),

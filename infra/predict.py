@@ -60,6 +60,7 @@ class Predict(Construct):
                 names.ENV_CAPTURE_FAIL_CLOSED: "false",
                 names.ENV_CAPTURE_MODE: config.capture_mode,
                 names.ENV_PREDICT_RANGE_WARNINGS: str(config.predict_range_warnings).lower(),
+                names.ENV_CHAMPION_TTL_SECONDS: str(config.champion_ttl_seconds),
                 names.ENV_POWERTOOLS_SERVICE_NAME: "predict",
                 names.ENV_POWERTOOLS_METRICS_NAMESPACE: config.deployed_app_name,
             },

@@ -98,6 +98,14 @@ def test_drift_floors_pass_through_as_compact_json_from_the_cli_or_cdk_json() ->
     assert DeploymentConfig().predict_range_warnings is False
 
 
+def test_the_champion_ttl_is_a_whole_number_of_seconds_from_1_to_a_day() -> None:
+    assert DeploymentConfig().champion_ttl_seconds == 60
+    assert config_from_context({"champion_ttl_seconds": "15"}.get).champion_ttl_seconds == 15
+    for bad in ("0", "86401", "soon"):
+        with pytest.raises(ContextError, match="champion_ttl_seconds"):
+            config_from_context({"champion_ttl_seconds": bad}.get)
+
+
 def test_data_quality_thresholds_are_unset_by_default_and_read_as_shares_from_the_cli_or_cdk_json() -> None:
     assert (DeploymentConfig().dq_max_out_of_range, DeploymentConfig().dq_max_unseen_category, DeploymentConfig().dq_max_missing_excess, DeploymentConfig().dq_max_refused_rate) == (None, None, None, None)
     from_cli = config_from_context({"dq_max_out_of_range": "0.01", "dq_max_unseen_category": "0", "dq_max_missing_excess": "1", "dq_max_refused_rate": "0.02"}.get)

@@ -99,6 +99,7 @@ def test_functions_are_arm64_images_with_the_contract_environment(default_stack:
             "SML_CAPTURE_FAIL_CLOSED",
             "SML_CAPTURE_MODE",
             "SML_PREDICT_RANGE_WARNINGS",
+            "SML_CHAMPION_TTL_SECONDS",
             "POWERTOOLS_SERVICE_NAME",
             "POWERTOOLS_METRICS_NAMESPACE",
         },
