@@ -38,11 +38,24 @@ def test_only_local_urls_go_unsigned(url: str, local: bool) -> None:
     assert is_local(url) is local
 
 
-def test_feature_options_become_a_row_with_numbers_as_floats() -> None:
-    row = parse_features(["mean_radius=14", "mean_area= 1e3", "concavity_grade=low", "mean_texture=null", "note=nan"])
+def test_feature_options_become_a_row_of_json_scalars_and_strings() -> None:
+    row = parse_features(["mean_radius=14.2", "mean_area= 1e3", "concavity_grade=low", "mean_texture=null", "note=nan"])
 
-    assert row == {"mean_radius": 14.0, "mean_area": 1000.0, "concavity_grade": "low", "mean_texture": None, "note": "nan"}
-    assert type(row["mean_radius"]) is float
+    assert row == {"mean_radius": 14.2, "mean_area": 1000.0, "concavity_grade": "low", "mean_texture": None, "note": "nan"}
+
+
+def test_feature_options_send_booleans_and_integers_as_json_does() -> None:
+    row = parse_features(["Has Promo=true", "Paperless=false", "Tenure Months=36", "Calls=99999999999999999999999"])
+
+    assert row == {"Has Promo": True, "Paperless": False, "Tenure Months": 36, "Calls": 99999999999999999999999}
+    assert type(row["Tenure Months"]) is int
+    assert json.loads(json.dumps({"features": row}))["features"]["Has Promo"] is True
+
+
+def test_a_quoted_feature_value_is_a_string_even_when_it_reads_as_a_number_or_boolean() -> None:
+    row = parse_features(['plan="true"', 'zip="01234"', 'empty=""', "list=[1, 2]"])
+
+    assert row == {"plan": "true", "zip": "01234", "empty": "", "list": "[1, 2]"}
 
 
 @pytest.mark.parametrize(

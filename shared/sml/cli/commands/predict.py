@@ -18,8 +18,11 @@ from sml.core.errors import SmlError
 
 DESCRIPTION = """\
 Send a request to POST /predict and print the JSON response. The body is one of:
-  --feature NAME=VALUE ...   one row built from the options (numbers become floats,
-                             null becomes null, anything else a string)
+  --feature NAME=VALUE ...   one row built from the options: a VALUE that is a JSON scalar
+                             (14.2, 36, true, false, null, "text") is sent as that JSON
+                             value, anything else as a string; quote a string that reads
+                             like one of them: --feature 'plan="true"'. Quote a name with
+                             spaces for the shell: --feature "Has Promo=true"
   --file request.json        a request body as is: {"features": {...}} or {"instances": [...]}
   --instances-file rows.json a JSON array of rows, sent as {"instances": [...]}
 
@@ -98,7 +101,15 @@ def is_local(url: str) -> bool:
 
 
 def parse_features(assignments: list[str]) -> dict[str, Any]:
-    """``NAME=VALUE`` options into a row: JSON numbers as floats, ``null`` as None, the rest strings."""
+    """``NAME=VALUE`` options into a row: a VALUE that is a JSON scalar as that value, the rest strings.
+
+    ``14.2`` is a float, ``36`` an int, ``true``/``false`` a bool, ``null`` None, ``"low"`` the
+    string ``low``; ``low`` (not JSON) is also the string ``low``. Predict types each value by the
+    model's schema, so an integer or boolean feature needs the JSON form, not its text.
+
+    Raises:
+        SmlError: an option without ``=`` or a name, or a name given twice; names the option.
+    """
     row: dict[str, Any] = {}
     for assignment in assignments:
         name, separator, text = assignment.partition("=")
@@ -111,14 +122,12 @@ def parse_features(assignments: list[str]) -> dict[str, Any]:
     return row
 
 
-def _feature_value(text: str) -> float | str | None:
-    if text == "null":
-        return None
+def _feature_value(text: str) -> float | int | bool | str | None:
     try:
         parsed = json.loads(text)
     except ValueError:
         return text
-    return float(parsed) if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else text
+    return parsed if parsed is None or isinstance(parsed, (bool, int, float, str)) else text
 
 
 def request_body(*, features: list[str] | None, file: Path | None, instances_file: Path | None) -> bytes:
