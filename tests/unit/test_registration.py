@@ -201,6 +201,14 @@ def test_classes_of_another_type_are_refused_before_predict_would_meet_them() ->
         prepare_version(model, x, [str(value) for value in np.arange(40) % 2], model_name="m")
 
 
+def test_a_classifier_with_boolean_classes_is_refused_saying_how_to_refit() -> None:
+    _, train, y_train, _, _ = churn()
+    churned = np.asarray(y_train) == "yes"
+    flag_model = churn_pipeline().fit(train, churned)
+    with pytest.raises(SmlError, match=r"^the model's classes are booleans \[False, True\]; classes must be strings or integers: refit"):
+        prepare_version(flag_model, train, churned, model_name="churn")
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -591,12 +591,21 @@ def model_classes(model: Any) -> tuple[Any, ...]:
     """The model's classes as plain Python values, in probability-column order.
 
     Raises:
-        SmlError: a classifier without ``classes_``.
+        SmlError: a classifier without ``classes_``, or with boolean classes: a class travels as a
+            JSON string or number (answers, prediction events, labels, stored predicted labels),
+            so ``True`` would come back as another value; the message says to refit on strings or
+            integers.
     """
     classes = getattr(model, "classes_", None)
     if classes is None:
         raise SmlError("the model has no classes_: a classifier must be fitted and expose its classes (scikit-learn API)")
-    return tuple(classes.tolist() if hasattr(classes, "tolist") else classes)
+    values = tuple(classes.tolist() if hasattr(classes, "tolist") else classes)
+    if any(isinstance(value, (bool, np.bool_)) for value in values):
+        raise SmlError(
+            f"the model's classes are booleans {list(values)!r}; classes must be strings or integers: "
+            "refit with the target as text (e.g. 'yes'/'no') or as integers (0/1)"
+        )
+    return values
 
 
 def check_target_classes(target: Sequence[Any], classes: Sequence[Any], source: str, target_name: str) -> None:
