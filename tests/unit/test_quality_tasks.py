@@ -193,3 +193,28 @@ def test_every_task_has_a_metric_family_for_each_of_its_listed_metrics() -> None
     for task, families in METRIC_FAMILIES.items():
         registered = {name for names, _ in families for name in names}
         assert registered == set(metrics_for(task)), task
+
+
+def test_the_loss_sample_is_uniform_whatever_the_slicing_and_keeps_every_row_of_a_small_window() -> None:
+    import msgspec
+
+    from sml.monitoring.model_quality.store import LossSample
+
+    row_type = msgspec.defstruct("Row", [("n0", float), ("c0", str)], rename={"n0": "x", "c0": "kind"})
+    rows = [row_type(float(index), f"k{index % 3}") for index in range(1000)]
+    predictions = np.arange(1000, dtype=float)
+    predictions[7] = np.nan
+
+    def sampled(size: int, cuts: list[int]) -> LossSample:
+        sample = LossSample(["x", "kind", "absent"], size=size, seed=5)
+        for start, end in zip([0, *cuts], [*cuts, 1000]):
+            sample.add(predictions[start:end], rows[start:end])
+        return sample.finish()
+
+    whole, sliced = sampled(100, []), sampled(100, [10, 333, 900])
+    assert len(whole.rows) == 100 and sorted(whole.rows) == sorted(sliced.rows)
+    columns = whole.columns()
+    assert set(columns) == {"x", "kind", "absent"} and columns["absent"] == [None] * 100
+    assert sorted(whole.predictions.tolist()) == sorted(columns["x"])
+    everything = sampled(5000, [500])
+    assert sorted(everything.columns()["x"]) == [float(index) for index in range(1000) if index != 7]

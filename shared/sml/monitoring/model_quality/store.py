@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from sml.core.db import DRIFT_RUNS, GROUND_TRUTH, PREDICTIONS, QUALITY_METRICS, QUALITY_RUNS, to_db_timestamp
 from sml.core.errors import SmlError
-from sml.lifecycle.calibration import LABEL_FREE_KEY, Calibrator, DirectLossEstimator, label_free_estimator_from_json
+from sml.lifecycle.calibration import DLE_MAX_ROWS, DLE_SEED, LABEL_FREE_KEY, Calibrator, DirectLossEstimator, label_free_estimator_from_json
 from sml.lifecycle.manifest import FeatureSpec, ModelManifest, Task, task_from_classes
 from sml.monitoring.model_quality.metrics import (
     LABEL_OUTSIDE_CLASSES,
@@ -163,12 +163,24 @@ def read_window_summaries_with_quality(
     With ``manifest``, the window is also counted into the model's quality aggregate
     (:func:`quality_aggregate`) as it is read, and each summary carries it in its ``quality``
     hook, so a day's stored summary holds its quality too and days merge into a week.
-    A regression model's sample holds the window's feature columns (its label-free estimate
-    predicts each row's error from them), so for regression the columns are read and then
-    summarised: memory then grows with the window.
+    A regression model's label-free estimate (DLE) predicts each row's error from its features:
+    with ``manifest`` it walks a uniform sample of at most ``DLE_MAX_ROWS`` rows kept as the window
+    is read (:class:`LossSample`), so nothing grows with the window; without, the window's columns
+    are read whole and then summarised.
     """
     aggregate = quality_aggregate(manifest) if manifest is not None else None
-    if (task or task_from_classes(tuple(classes))) == "regression":
+    if isinstance(aggregate, RegressionAggregate):
+        estimator = _label_free_estimator(manifest)
+        loss_sample = LossSample([spec.name for spec in manifest.features]) if isinstance(estimator, DirectLossEstimator) else None
+        columns = RegressionColumns(aggregate, loss_sample)
+        summaries = read_window_summaries(engine, model_name, window, features, references, extension=columns)
+        numbers = columns.sample({})
+        if loss_sample is not None:
+            known = int(np.isfinite(numbers.predictions).sum())
+            loss_sample.finish()
+            mae, rmse, evaluated = estimator.estimate(loss_sample.columns(), loss_sample.predictions, max_rows=loss_sample.size)
+            aggregate.add_estimate(mae, rmse, known, evaluated)
+    elif (task or task_from_classes(tuple(classes))) == "regression":
         sample, numbers = read_window_with_quality(engine, model_name, window, features, classes, task="regression", aggregate=aggregate)
         summaries = [summarise(sample.columns(), reference, sample.labels) for reference in references]
     else:
@@ -317,8 +329,9 @@ class RegressionColumns:
 
     row_bytes = 80
 
-    def __init__(self, aggregate: RegressionAggregate | None = None) -> None:
+    def __init__(self, aggregate: RegressionAggregate | None = None, loss_sample: LossSample | None = None) -> None:
         self.aggregate = aggregate
+        self.loss_sample = loss_sample
         self.predictions: list[np.ndarray] = []
         self.truth: list[np.ndarray] = []
         self.delays: list[np.ndarray] = []
@@ -337,6 +350,8 @@ class RegressionColumns:
 
     def add_slice_rows(self, decoded: Sequence[Any]) -> None:
         self._add(list(map(_PREDICTION, decoded)), list(map(_TRUTH, decoded)), np.fromiter(map(_DELAY, decoded), dtype=float, count=len(decoded)))
+        if self.loss_sample is not None and decoded:
+            self.loss_sample.add(self.predictions[-1], [row.features for row in decoded])
 
     def add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
         rows = list(rows)
@@ -362,6 +377,69 @@ class RegressionColumns:
             return np.concatenate(parts) if parts else np.empty(0)
 
         return RegressionSample(self.n_rows, joined(self.predictions), joined(self.truth), self.n_not_numbers, joined(self.delays), columns, self.aggregate)
+
+
+class LossSample:
+    """A uniform sample, without replacement, of up to ``size`` of a window's rows for DLE: the
+    rows with the smallest random keys (fixed seed), kept as the window is read, slice by slice.
+
+    Rows come as the window read's feature structs (``msgspec`` structs whose fields encode to the
+    feature names). Only rows of slices decoded whole are sampled: a slice read again row by row
+    (one the typed decoder refused) is left out of DLE's sample, never out of the metrics.
+    """
+
+    def __init__(self, names: Sequence[str], size: int = DLE_MAX_ROWS, seed: int = DLE_SEED) -> None:
+        self.names = list(names)
+        self.size = size
+        self.rng = np.random.default_rng(seed)
+        self.keys = np.empty(0)
+        self.predictions = np.empty(0)
+        self.rows: list[tuple[Any, ...]] = []
+        self._getters: dict[type, Any] = {}
+
+    def add(self, predictions: np.ndarray, structs: Sequence[Any]) -> None:
+        keys = self.rng.random(len(structs))
+        chosen = np.flatnonzero((keys < self._threshold) & np.isfinite(predictions))
+        if not chosen.size:
+            return
+        getter = self._getter(type(structs[0]))
+        self.rows.extend(map(getter, map(structs.__getitem__, chosen.tolist())))
+        self.keys = np.concatenate([self.keys, keys[chosen]])
+        self.predictions = np.concatenate([self.predictions, predictions[chosen]])
+        # Trimmed now and then, not per slice: the rows are Python tuples, costly to reorder.
+        if self.keys.size >= 2 * self.size:
+            self._trim()
+
+    @property
+    def _threshold(self) -> float:
+        return float(np.partition(self.keys, self.size - 1)[self.size - 1]) if self.keys.size >= self.size else math.inf
+
+    def _trim(self) -> None:
+        if self.keys.size > self.size:
+            keep = np.argpartition(self.keys, self.size - 1)[: self.size]
+            self.keys, self.predictions = self.keys[keep], self.predictions[keep]
+            self.rows = list(map(self.rows.__getitem__, keep.tolist()))
+
+    def _getter(self, struct_type: type) -> Any:
+        if struct_type not in self._getters:
+            by_name = {field.encode_name: field.name for field in msgspec.structs.fields(struct_type)}
+            present = [by_name[name] for name in self.names if name in by_name]
+            if len(present) == len(self.names):
+                get = operator.attrgetter(*present) if len(present) > 1 else (lambda struct: (getattr(struct, present[0]),))
+                self._getters[struct_type] = get
+            else:
+                attributes = [by_name.get(name) for name in self.names]
+                self._getters[struct_type] = lambda struct: tuple(None if attribute is None else getattr(struct, attribute) for attribute in attributes)
+        return self._getters[struct_type]
+
+    def columns(self) -> dict[str, list[Any]]:
+        """The sampled rows' feature values by name (after :meth:`finish`)."""
+        return {name: [row[index] for row in self.rows] for index, name in enumerate(self.names)}
+
+    def finish(self) -> LossSample:
+        """Keep only the ``size`` rows of smallest keys; returns itself."""
+        self._trim()
+        return self
 
 
 def _numbers(texts: list[str | None]) -> tuple[np.ndarray, int]:
@@ -492,7 +570,7 @@ def assess_window_quality(
         aggregate = sample.aggregate or quality_aggregate(manifest)
         if sample.aggregate is None:
             aggregate.add(sample.predictions, sample.truth, sample.n_labels_not_numbers)
-        if isinstance(estimator, DirectLossEstimator) and sample.columns:
+        if isinstance(estimator, DirectLossEstimator) and sample.columns and not aggregate.n_estimated:
             add_direct_loss_estimate(aggregate, estimator, sample.predictions, sample.columns)
     else:
         aggregate = sample.aggregate
