@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sml.lifecycle.manifest import FeatureKind
-from sml.monitoring.drift.methods import DEFAULT_METHODS, DriftMethod, drift_method, missing_rate_method
+from sml.monitoring.drift.methods import DEFAULT_METHODS, DriftMethod, drift_method, missing_rate_method, registered_methods
 from sml.monitoring.drift.stats import FeatureTestResult, PendingTest, decide_all
 from sml.monitoring.summaries import SummaryReference, WindowSummary, reference_grids, summarise
 
@@ -154,7 +154,7 @@ def default_floors(
     general = {"min_ks_d": min_ks_d, "min_cramers_v": min_cramers_v, "min_missing_rate_h": min_missing_rate_h}
     for name, value in general.items():
         if value is not None:
-            method = next(method for method in (drift_method("ks"), drift_method("chi2"), missing_rate_method()) if method.deployment_setting == name)
+            method = next(method for method in registered_methods() if method.deployment_setting == name)
             if not method.floor_range[0] <= value < method.floor_range[1]:
                 raise ValueError(f"{name} must be in [{method.floor_range[0]:g}, {method.floor_range[1]:g}), got {value}")
     own, own_missing = dict(floors or {}), dict(missing_rate_floors or {})
