@@ -170,6 +170,19 @@ QUALITY_RUNS = sa.Table(
     sa.Column("parameters", sa.Text, nullable=False),
 )
 
+# A day's window summaries (sml.monitoring.daily): per model, manifest version, UTC day and reference.
+DRIFT_DAY_SUMMARIES = sa.Table(
+    "drift_day_summaries",
+    METADATA,
+    sa.Column("model_name", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(128), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("reference_id", sa.CHAR(64), primary_key=True),
+    sa.Column("n_rows", sa.BigInteger, nullable=False),
+    sa.Column("summary", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False),
+    sa.Column("computed_at", _TIMESTAMP, nullable=False),
+)
+
 QUALITY_METRICS = sa.Table(
     "quality_metrics",
     METADATA,

@@ -7,7 +7,9 @@ One run (:func:`run_drift_job`), in this order:
    (every feature and the model's prediction), each column's methods and each test's floor with
    its source (:meth:`DriftJobConfig.plan`);
 2. read the window (the ``window_length`` before ``window_end``) from ``predictions`` into
-   summaries (:func:`sml.monitoring.windows.read_window_summaries`), against the training
+   summaries (:func:`sml.monitoring.windows.read_window_summaries`; against the training
+   reference, the days the daily step stored are merged instead of read again,
+   :mod:`sml.monitoring.daily`), against the training
    reference in the manifest (``training``), or the window of the same length just before the
    current one (``previous``, whose values are read to serve as the reference);
 3. run each column's registered methods on the summaries (:mod:`sml.monitoring.drift.methods`)
@@ -37,6 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.engine import Engine
 
 from sml.monitoring.alerts import publish_drift_alert
+from sml.monitoring.daily import read_window_from_days
 from sml.monitoring.config import DEPLOYMENT_VARIABLES, DeploymentFloors, EffectiveFloor, ModelDriftConfig, resolve_floors
 from sml.monitoring.model_quality.metrics import QualityConfig
 from sml.monitoring.model_quality.store import QualitySample, RegressionSample, assess_window_quality, read_window_summaries_with_quality
@@ -314,6 +317,13 @@ def read_drift_window(
     if window_source is not None and window_source.name != "database":
         # Drift from the source; labels (and, for a classifier, probabilities) from the database, a pass of their own.
         summaries = window_source.read_summaries(manifest.model_name, window, manifest.features, references)
+        if config.quality:
+            _, quality_sample = read_window_summaries_with_quality(
+                engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task
+            )
+    elif config.reference_kind == "training" and (days := read_window_from_days(engine, manifest, window)) is not None:
+        # Stored days (their counts unchanged) merged with the rest read live; quality needs the labels, a pass of its own.
+        summaries = [days.summary]
         if config.quality:
             _, quality_sample = read_window_summaries_with_quality(
                 engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task

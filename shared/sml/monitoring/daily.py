@@ -1,0 +1,237 @@
+"""A day's window summaries, computed once and stored, so the weekly run reads days, not rows.
+
+The daily step (:func:`summarise_days`, the drift function's ``daily_summaries`` action on its own
+daily schedule) counts each whole UTC day of a model's predictions into a
+:class:`~sml.monitoring.summaries.WindowSummary` against the champion's training reference and
+stores it in ``drift_day_summaries``, keyed by (model, manifest version, day, reference id) with
+the number of rows it counted. It is idempotent: a day whose ``COUNT(*)`` still equals the stored
+``n_rows`` is left as it is; a day whose count changed (a late event, a replay after an outage) is
+counted again and replaced.
+
+The weekly run (:func:`read_window_from_days`) takes one ``COUNT(*)`` per day of the window
+(``GROUP BY DATE(predicted_at)`` over the model's time index) and merges the stored summaries of
+the whole days whose count is unchanged with the live read (:func:`sml.monitoring.windows.read_window_summaries`)
+of everything else: the partial days at the window's ends, and whole days never stored or stored
+before their count changed. Counts merge by adding, so the summary, hence every KS, chi-square and
+missing-rate statistic, p-value and verdict, equals the one read from the whole window. Two
+things are not bit for bit: floating-point sums (the moments, and the sums beyond the reference's
+range that Wasserstein uses) are added in another order, and the report's list of the most
+frequent unseen categories can lose a value after merges (:class:`~sml.monitoring.summaries.CategoricalSummary`).
+
+A day is the UTC calendar day of ``predicted_at``. The equality of counts is the staleness test:
+a late event and a deletion on the same day (the retention step drops whole days only) would
+cancel out, which no writer path does.
+
+Example::
+
+    summarise_days(engine, manifest, days_before(now, 7))     # daily, after midnight UTC
+    week = read_window_from_days(engine, manifest, window)    # weekly: None when no day is stored
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sml.core.db import DRIFT_DAY_SUMMARIES, PREDICTIONS, to_db_timestamp
+from sml.lifecycle.manifest import ModelManifest
+from sml.monitoring.summaries import CategoricalGrid, NumericGrid, SummaryReference, WindowSummariser, WindowSummary
+from sml.monitoring.windows import TimeWindow, read_window_summaries
+
+ONE_DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class DailyStepResult:
+    """What one daily step did: the days it counted (with their rows) and those it left unchanged."""
+
+    model_name: str
+    model_version: str
+    reference_id: str
+    computed: dict[date, int] = field(default_factory=dict)
+    unchanged: list[date] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly, as the drift function returns and logs it."""
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "reference_id": self.reference_id,
+            "days_computed": {day.isoformat(): rows for day, rows in sorted(self.computed.items())},
+            "days_unchanged": [day.isoformat() for day in sorted(self.unchanged)],
+        }
+
+
+@dataclass(frozen=True)
+class DaysRead:
+    """How :func:`read_window_from_days` read a window: the stored days it merged and the live time ranges."""
+
+    summary: WindowSummary
+    stored_days: tuple[date, ...]
+    live: tuple[TimeWindow, ...]
+
+
+def reference_id(reference: SummaryReference) -> str:
+    """A SHA-256 (hex, 64 characters) of what counting depends on: each column's name and kind,
+    a numeric grid's distinct values (their digest), a categorical grid's known categories."""
+
+    def grid_identity(grid: Any) -> Any:
+        if isinstance(grid, NumericGrid):
+            return ["numeric", grid.digest, int(grid.values.size)]
+        if isinstance(grid, CategoricalGrid):
+            return ["categorical", list(grid.known)]
+        return None
+
+    identity = {
+        "features": [[name, grid_identity(grid)] for name, grid in reference.features.items()],
+        "prediction": grid_identity(reference.prediction),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def days_before(moment: datetime, count: int) -> list[date]:
+    """The ``count`` whole UTC days that ended by ``moment`` (aware), oldest first."""
+    today = moment.astimezone(timezone.utc).date()
+    return [today - ONE_DAY * offset for offset in range(count, 0, -1)]
+
+
+def day_window(day: date) -> TimeWindow:
+    start = datetime.combine(day, time(), tzinfo=timezone.utc)
+    return TimeWindow(start, start + ONE_DAY)
+
+
+def day_counts(engine: Engine, model_name: str, start: datetime, end: datetime) -> dict[date, int]:
+    """Predictions of ``model_name`` per UTC day of ``predicted_at`` in ``[start, end)`` (aware);
+    days without predictions are absent. One ``GROUP BY`` over the model's time index."""
+    day = sa.func.date(PREDICTIONS.c.predicted_at)
+    query = (
+        sa.select(day, sa.func.count())
+        .where(
+            PREDICTIONS.c.model_name == model_name,
+            PREDICTIONS.c.predicted_at >= to_db_timestamp(start),
+            PREDICTIONS.c.predicted_at < to_db_timestamp(end),
+        )
+        .group_by(day)
+    )
+    with engine.connect() as connection:
+        return {_as_date(value): int(count) for value, count in connection.execute(query)}
+
+
+def stored_days(engine: Engine, model_name: str, model_version: str, reference: str, days: Sequence[date]) -> dict[date, tuple[int, str]]:
+    """The stored ``(n_rows, summary JSON text)`` of those ``days`` that have one."""
+    if not days:
+        return {}
+    table = DRIFT_DAY_SUMMARIES
+    query = sa.select(table.c.day, table.c.n_rows, table.c.summary).where(
+        table.c.model_name == model_name,
+        table.c.model_version == model_version,
+        table.c.reference_id == reference,
+        table.c.day >= min(days),
+        table.c.day <= max(days),
+    )
+    with engine.connect() as connection:
+        return {_as_date(day): (int(rows), text) for day, rows, text in connection.execute(query)}
+
+
+def summarise_days(engine: Engine, manifest: ModelManifest, days: Iterable[date], *, now: datetime | None = None) -> DailyStepResult:
+    """Count each of ``days`` into a summary against ``manifest``'s training reference and store it,
+    unless the stored one counted as many rows as the day has now.
+
+    :param days: UTC days that have ended (a day not yet over would be counted again tomorrow).
+    :param now: the time recorded as ``computed_at`` (default: now).
+    :returns: the days counted, with their rows, and the days left unchanged.
+    """
+    reference = SummaryReference.from_manifest(manifest)
+    identity = reference_id(reference)
+    days = sorted(set(days))
+    result = DailyStepResult(manifest.model_name, manifest.version, identity)
+    if not days:
+        return result
+    counts = day_counts(engine, manifest.model_name, day_window(days[0]).start, day_window(days[-1]).end)
+    stored = stored_days(engine, manifest.model_name, manifest.version, identity, days)
+    for day in days:
+        if day in stored and stored[day][0] == counts.get(day, 0):
+            result.unchanged.append(day)
+            continue
+        (summary,) = read_window_summaries(engine, manifest.model_name, day_window(day), manifest.features, [reference])
+        _store_day(engine, manifest, identity, day, summary, now or datetime.now(timezone.utc))
+        result.computed[day] = summary.n_rows
+    return result
+
+
+def read_window_from_days(engine: Engine, manifest: ModelManifest, window: TimeWindow) -> DaysRead | None:
+    """``window``'s summary against ``manifest``'s training reference from the stored days whose
+    count is unchanged, plus the live read of the rest (see the module doc).
+
+    :returns: ``None`` when no whole day of the window has a usable stored summary (the caller
+        reads the window as before).
+    """
+    reference = SummaryReference.from_manifest(manifest)
+    identity = reference_id(reference)
+    first = window.start.date() if window.start == day_window(window.start.date()).start else window.start.date() + ONE_DAY
+    whole = [first + ONE_DAY * offset for offset in range(max(0, (window.end.date() - first).days))]
+    if not whole:
+        return None
+    counts = day_counts(engine, manifest.model_name, day_window(whole[0]).start, day_window(whole[-1]).end)
+    stored = stored_days(engine, manifest.model_name, manifest.version, identity, whole)
+    usable = [day for day in whole if day in stored and stored[day][0] == counts.get(day, 0)]
+    if not usable:
+        return None
+    merged = WindowSummariser(reference).summary()
+    for day in usable:
+        merged = merged.merge(WindowSummary.from_json(json.loads(stored[day][1])))
+    live = _live_ranges(window, [day_window(day) for day in usable])
+    for part in live:
+        (summary,) = read_window_summaries(engine, manifest.model_name, part, manifest.features, [reference])
+        merged = merged.merge(summary)
+    return DaysRead(summary=merged, stored_days=tuple(usable), live=tuple(live))
+
+
+def _live_ranges(window: TimeWindow, covered: Sequence[TimeWindow]) -> list[TimeWindow]:
+    """The parts of ``window`` outside ``covered`` (ascending, disjoint days inside it)."""
+    ranges, cursor = [], window.start
+    for day in covered:
+        if day.start > cursor:
+            ranges.append(TimeWindow(cursor, day.start))
+        cursor = day.end
+    if cursor < window.end:
+        ranges.append(TimeWindow(cursor, window.end))
+    return ranges
+
+
+def _store_day(engine: Engine, manifest: ModelManifest, identity: str, day: date, summary: WindowSummary, now: datetime) -> None:
+    table = DRIFT_DAY_SUMMARIES
+    key = (
+        table.c.model_name == manifest.model_name,
+        table.c.model_version == manifest.version,
+        table.c.day == day,
+        table.c.reference_id == identity,
+    )
+    row = {
+        "model_name": manifest.model_name,
+        "model_version": manifest.version,
+        "day": day,
+        "reference_id": identity,
+        "n_rows": summary.n_rows,
+        "summary": json.dumps(summary.to_json(), separators=(",", ":")),
+        "computed_at": to_db_timestamp(now),
+    }
+    # Replace in one transaction: a weekly run reads the old row or the new one, never neither.
+    with engine.begin() as connection:
+        connection.execute(sa.delete(table).where(*key))
+        connection.execute(sa.insert(table).values(**row))
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
