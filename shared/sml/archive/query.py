@@ -120,11 +120,14 @@ def download_days(
     return LocalCopy(directory, files)
 
 
-def duckdb_connection(work_dir: Path, memory_limit: str = "256MB") -> Any:
-    """A DuckDB connection that spills to ``work_dir`` past ``memory_limit``."""
+def duckdb_connection(work_dir: Path, memory_limit: str = "256MB", threads: int | None = None) -> Any:
+    """A DuckDB connection that spills to ``work_dir`` past ``memory_limit``, on ``threads`` threads (default: DuckDB's, one per core)."""
     import duckdb
 
-    return duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(work_dir / "spill")})
+    config: dict[str, Any] = {"memory_limit": memory_limit, "temp_directory": str(work_dir / "spill")}
+    if threads is not None:
+        config["threads"] = threads
+    return duckdb.connect(config=config)
 
 
 def run_duckdb_query(
