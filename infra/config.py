@@ -60,6 +60,8 @@ class DeploymentConfig:
     writer_batch_size: int = 500
     writer_batching_window_seconds: int = 5
     writer_max_concurrency: int = 5
+    # Athena refuses an archive query past this many bytes scanned (its minimum cutoff is 10 MB; $5 per TB scanned).
+    archive_scan_limit_bytes: int = 10_000_000_000
     # Reserved (and so maximum) concurrency of predict when function_url_auth=NONE.
     predict_reserved_concurrency: int = 20
     drift_feature_floors: str | None = None
@@ -146,6 +148,9 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         ),
         deletion_protection=_flag(get, names.CTX_DELETION_PROTECTION, defaults.deletion_protection),
         writer_batch_size=_number(get, names.CTX_WRITER_BATCH_SIZE, defaults.writer_batch_size, int, 1, 10_000),
+        archive_scan_limit_bytes=_number(
+            get, names.CTX_ARCHIVE_SCAN_LIMIT_BYTES, defaults.archive_scan_limit_bytes, int, 10_000_000, 10**15
+        ),
         writer_batching_window_seconds=_number(
             get, names.CTX_WRITER_BATCHING_WINDOW_SECONDS, defaults.writer_batching_window_seconds, int, 0, 300
         ),

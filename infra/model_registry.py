@@ -21,6 +21,7 @@ from infra.nag import acknowledge, resource_finding
 
 NONCURRENT_VERSION_EXPIRATION = cdk.Duration.days(90)
 ARCHIVE_NONCURRENT_EXPIRATION = cdk.Duration.days(1)
+ATHENA_RESULTS_EXPIRATION = cdk.Duration.days(7)
 
 
 class ModelRegistry(Construct):
@@ -47,6 +48,10 @@ class ModelRegistry(Construct):
                 # Compaction deletes the writer's small objects once merged; kept as noncurrent versions for
                 # 90 days they would double the archive's storage, so under archive/ they go after a day.
                 s3.LifecycleRule(prefix=names.ARCHIVE_PREFIX, noncurrent_version_expiration=ARCHIVE_NONCURRENT_EXPIRATION),
+                # Athena's query results (sml query on AWS): read once by the caller, then only storage.
+                s3.LifecycleRule(
+                    prefix=names.ATHENA_RESULTS_PREFIX, expiration=ATHENA_RESULTS_EXPIRATION, noncurrent_version_expiration=ARCHIVE_NONCURRENT_EXPIRATION
+                ),
             ],
             # Model artifacts outlive the stack; docs/deploy.md says how to empty and delete the bucket.
             removal_policy=cdk.RemovalPolicy.RETAIN,

@@ -24,6 +24,7 @@ CTX_DB_MULTI_AZ = "db_multi_az"
 CTX_DB_BACKUP_RETENTION_DAYS = "db_backup_retention_days"
 CTX_DELETION_PROTECTION = "deletion_protection"
 CTX_WRITER_BATCH_SIZE = "writer_batch_size"
+CTX_ARCHIVE_SCAN_LIMIT_BYTES = "archive_scan_limit_bytes"
 CTX_WRITER_BATCHING_WINDOW_SECONDS = "writer_batching_window_seconds"
 CTX_WRITER_MAX_CONCURRENCY = "writer_max_concurrency"
 CTX_PREDICT_RESERVED_CONCURRENCY = "predict_reserved_concurrency"
@@ -93,6 +94,7 @@ REPORTS_PREFIX = "reports/"
 # The event archive (Parquet, sml.archive) under archive/ of the same bucket; the writer appends to it.
 ARCHIVE_PREFIX = "archive/"
 ENV_ARCHIVE_PREFIX = "SML_ARCHIVE_PREFIX"
+ATHENA_RESULTS_PREFIX = "athena-results/"
 DB_NAME = "sml"
 DB_ADMIN_USER = "sml_admin"  # the RDS master user: only the migration step logs in as it
 # Each database function's own user (grants: sml.core.db.FUNCTION_GRANTS, keyed like this).

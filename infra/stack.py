@@ -8,6 +8,7 @@ from constructs import Construct
 
 from infra import names
 from infra.alerts import Alerts
+from infra.archive import ArchiveQueries
 from infra.config import DeploymentConfig
 from infra.database import Database
 from infra.drift import Drift
@@ -100,6 +101,16 @@ class ServerlessMlStack(cdk.Stack):
             value=database.instance.instance_identifier,
             description="the RDS instance (its name ends in a suffix unique to this stack's creation)",
         )
+        archive = ArchiveQueries(
+            self,
+            "ArchiveQueries",
+            app_name=config.deployed_app_name,
+            bucket_name=registry.bucket.bucket_name,
+            model_names=config.model_names,
+            scan_limit_bytes=config.archive_scan_limit_bytes,
+        )
+        cdk.CfnOutput(self, "AthenaWorkGroup", value=archive.workgroup.ref, description="SML_ATHENA_WORKGROUP: Athena workgroup of sml query")
+        cdk.CfnOutput(self, "AthenaDatabase", value=archive.database_name, description="SML_ATHENA_DATABASE: Glue database of the event archive")
         cdk.CfnOutput(self, "ProxyName", value=database.proxy.db_proxy_name, description="the RDS Proxy")
         cdk.CfnOutput(
             self, "DashboardName", value=monitoring.dashboard.dashboard_name, description="CloudWatch dashboard"

@@ -551,3 +551,25 @@ def test_only_unscopable_actions_are_granted_on_every_resource(default_stack: Sy
         for statement in default_stack.statements_of(service):
             if statement["Resource"] == "*":
                 assert _actions(statement) <= unscopable, (service, statement)
+
+
+def test_the_archive_is_queried_through_projected_glue_tables_and_a_capped_engine_v3_workgroup(default_stack: Synthesized) -> None:
+    (workgroup,) = default_stack.of_type("AWS::Athena::WorkGroup").values()
+    configuration = workgroup["Properties"]["WorkGroupConfiguration"]
+    assert configuration["EngineVersion"]["SelectedEngineVersion"] == "Athena engine version 3"
+    assert configuration["BytesScannedCutoffPerQuery"] == 10_000_000_000
+    assert configuration["EnforceWorkGroupConfiguration"] is True
+    assert configuration["ResultConfiguration"]["EncryptionConfiguration"] == {"EncryptionOption": "SSE_S3"}
+    assert "/athena-results/" in json.dumps(configuration["ResultConfiguration"]["OutputLocation"])
+    tables = {table["Properties"]["TableInput"]["Name"]: table["Properties"]["TableInput"] for table in default_stack.of_type("AWS::Glue::Table").values()}
+    assert set(tables) == {"predictions", "ground_truth", "predict_refusals"}
+    predictions = tables["predictions"]
+    assert [key["Name"] for key in predictions["PartitionKeys"]] == ["model", "date"]
+    assert predictions["Parameters"]["projection.enabled"] == "true"
+    assert predictions["Parameters"]["projection.model.values"] == "breast-cancer"
+    assert "model=${model}/date=${date}/" in json.dumps(predictions["Parameters"]["storage.location.template"])
+    assert [key["Name"] for key in tables["ground_truth"]["PartitionKeys"]] == ["date"]
+    assert not default_stack.of_type("AWS::Glue::Crawler")
+    (bucket,) = default_stack.of_type("AWS::S3::Bucket").values()
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(rule.get("Prefix") == "athena-results/" and rule.get("ExpirationInDays") == 7 for rule in rules)
