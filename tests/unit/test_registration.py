@@ -209,6 +209,14 @@ def test_a_classifier_with_boolean_classes_is_refused_saying_how_to_refit() -> N
         prepare_version(flag_model, train, churned, model_name="churn")
 
 
+def test_a_classifier_with_float_classes_is_refused_since_labels_are_strings_or_integers() -> None:
+    x = pd.DataFrame({"a": np.arange(40.0)})
+    target = (np.arange(40) % 2).astype(float)
+    model = LogisticRegression().fit(x, target)
+    with pytest.raises(SmlError, match=r"^the model's classes are float values \[0\.0, 1\.0\]; classes must be strings or integers"):
+        prepare_version(model, x, target, model_name="m")
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

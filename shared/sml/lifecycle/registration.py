@@ -591,18 +591,21 @@ def model_classes(model: Any) -> tuple[Any, ...]:
     """The model's classes as plain Python values, in probability-column order.
 
     Raises:
-        SmlError: a classifier without ``classes_``, or with boolean classes: a class travels as a
-            JSON string or number (answers, prediction events, labels, stored predicted labels),
-            so ``True`` would come back as another value; the message says to refit on strings or
-            integers.
+        SmlError: a classifier without ``classes_``, or with classes other than strings and
+            integers (booleans, floats): a class travels as a JSON string or integer (answers,
+            prediction events, labels, stored predicted labels), so ``True`` or ``1.0`` would come
+            back as another value or be refused as a label; the message says to refit on strings
+            or integers.
     """
     classes = getattr(model, "classes_", None)
     if classes is None:
         raise SmlError("the model has no classes_: a classifier must be fitted and expose its classes (scikit-learn API)")
     values = tuple(classes.tolist() if hasattr(classes, "tolist") else classes)
-    if any(isinstance(value, (bool, np.bool_)) for value in values):
+    odd = [value for value in values if isinstance(value, bool) or not isinstance(value, (str, int))]
+    if odd:
+        kind = "booleans" if isinstance(odd[0], bool) else f"{type(odd[0]).__name__} values"
         raise SmlError(
-            f"the model's classes are booleans {list(values)!r}; classes must be strings or integers: "
+            f"the model's classes are {kind} {list(values)!r}; classes must be strings or integers: "
             "refit with the target as text (e.g. 'yes'/'no') or as integers (0/1)"
         )
     return values
