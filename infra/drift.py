@@ -19,10 +19,14 @@ from infra.writer import database_environment
 WINDOW_DAYS = 7
 # Monday 06:00 UTC: a full week of predictions, read before the working week starts.
 SCHEDULE = events.Schedule.cron(minute="0", hour="6", week_day="MON")
+# Daily 01:00 UTC (after the retention step at 00:30): the daily step stores the days that ended,
+# so Monday's weekly run merges them instead of reading a week of rows.
+DAILY_SCHEDULE = events.Schedule.cron(minute="0", hour="1")
+DAILY_SUMMARIES_ACTION = "daily_summaries"
 
 
 class Drift(Construct):
-    """The drift function in the VPC, run weekly by EventBridge."""
+    """The drift function in the VPC, run weekly by EventBridge, and daily for its daily summaries."""
 
     def __init__(
         self,
@@ -76,17 +80,36 @@ class Drift(Construct):
         # One weekly rule per model. With several models each rule's input names its model (and keeps
         # the event's time, which ends the window); one model keeps the plain scheduled event, whose
         # model is the function's SML_MODEL_NAME. Each run alerts for its own model.
-        self.schedules: dict[str, events.Rule] = {}
+        self.schedules = self._rule_per_model(config, "Weekly", SCHEDULE, f"Runs the {config.deployed_app_name} drift job weekly", {})
+        self.schedule = self.schedules[config.model_names[0]]
+        # One daily rule per model: {"sml_action": "daily_summaries", "time": ...} (and the model's name
+        # with several models), the drift function's daily step (sml.monitoring.daily).
+        self.daily_schedules = self._rule_per_model(
+            config,
+            "DailySummaries",
+            DAILY_SCHEDULE,
+            f"Stores the daily window summaries of {config.deployed_app_name}",
+            {names.EVENT_SML_ACTION: DAILY_SUMMARIES_ACTION},
+        )
+
+    def _rule_per_model(
+        self, config: DeploymentConfig, rule_id: str, schedule: events.Schedule, description: str, fixed_input: dict[str, str]
+    ) -> dict[str, events.Rule]:
+        """One rule per model invoking the function on ``schedule``. With several models the input
+        names the model; with ``fixed_input`` or several models the input is that plus the event's
+        ``time``; otherwise the plain scheduled event goes (its model is SML_MODEL_NAME)."""
+        several = len(config.model_names) > 1
+        rules = {}
         for index, model in enumerate(config.model_names):
             event = None
-            if len(config.model_names) > 1:
-                event = events.RuleTargetInput.from_object({names.EVENT_MODEL_NAME: model, "time": events.EventField.time})
-            self.schedules[model] = events.Rule(
+            if fixed_input or several:
+                event_input = {**fixed_input, **({names.EVENT_MODEL_NAME: model} if several else {}), "time": events.EventField.time}
+                event = events.RuleTargetInput.from_object(event_input)
+            rules[model] = events.Rule(
                 self,
-                "Weekly" if index == 0 else f"Weekly-{model}",
-                schedule=SCHEDULE,
-                description=f"Runs the {config.deployed_app_name} drift job weekly"
-                + ("" if len(config.model_names) == 1 else f" for {model}"),
+                rule_id if index == 0 else f"{rule_id}-{model}",
+                schedule=schedule,
+                description=description + (f" for {model}" if several else ""),
                 targets=[targets.LambdaFunction(self.function, event=event, retry_attempts=2)],
             )
-        self.schedule = self.schedules[config.model_names[0]]
+        return rules

@@ -74,6 +74,8 @@ ENV_POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 # The key of a drift event (the weekly rule's input) that names the model to check; without it the
 # drift function checks SML_MODEL_NAME.
 EVENT_MODEL_NAME = "model_name"
+# A direct or scheduled invocation's action (the writer's migrate and retention, the drift function's daily step).
+EVENT_SML_ACTION = "sml_action"
 
 # Lambda entry points and their Dockerfiles (build context: the repository root).
 PREDICT_DOCKERFILE = "functions/predict/Dockerfile"

@@ -4,6 +4,10 @@ A deployment of several models has one weekly rule per model whose input names i
 (``{"model_name": ..., "time": ...}``); without ``model_name`` the event checks ``SML_MODEL_NAME``.
 Each run stores, reports and alerts for its own model (``model_name`` in the SNS attributes).
 
+A daily rule per model sends ``{"sml_action": "daily_summaries", "time": ...}``: the daily step
+stores the summaries of the days before that time (:mod:`sml.monitoring.daily`), which the weekly
+run then merges instead of reading those days again.
+
 The current window ends at the scheduled event's ``time``, so a retried delivery of the same
 event replaces its run instead of adding one. The job (:func:`sml.monitoring.job.run_drift_job`)
 stores the run, puts the report in S3 and publishes the alert to ``SML_TOPIC_ARN``; the handler
@@ -12,6 +16,7 @@ returns the run's summary.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from datetime import datetime, timezone
@@ -27,11 +32,15 @@ from sqlalchemy.engine import Engine
 
 from sml.core.aws import aws_client
 from sml.core.db import database_engine_from_settings
+from sml.lifecycle.manifest import ModelManifest
+from sml.monitoring.daily import days_before, summarise_days
 from sml.monitoring.job import DriftJobConfig, run_drift_job
 from sml.monitoring.sizing import RunTooLarge, check_run_fits, count_rows
 from sml.lifecycle.registry import ModelRegistry
 from sml.core.settings import DriftSettings, SettingsError, load_settings
 
+DAILY_SUMMARIES_ACTION = "daily_summaries"
+WEEKLY_RUNS_METRIC = "weekly_runs"
 logger = Logger(service="drift")
 tracer = Tracer(service="drift")
 # The CDK app sets POWERTOOLS_METRICS_NAMESPACE to the deployed app name; locally "sml".
@@ -77,12 +86,21 @@ def window_source() -> Any:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Run the drift job for the window ending at the scheduled time; return the run's summary."""
+    """Run the drift job for the window ending at the scheduled time; return the run's summary.
+    With ``{"sml_action": "daily_summaries"}``, run the daily step instead (:func:`daily_summaries`)."""
     settings = drift_settings()
+    action = event.get("sml_action")
+    if action is not None and action != DAILY_SUMMARIES_ACTION:
+        raise ValueError(f"event field 'sml_action': {action!r} is not {DAILY_SUMMARIES_ACTION!r}")
     window_end = scheduled_time(event)
     model_name = event_model_name(event, settings.model_name)
     registry = ModelRegistry(client("s3"), client("ssm"), bucket=settings.bucket, app_name=settings.app_name, model_name=model_name)
     manifest = registry.manifest(registry.champion_version())
+    if action == DAILY_SUMMARIES_ACTION:
+        return daily_summaries(manifest, window_end, settings)
+    # Counted whatever follows (Powertools flushes on errors too): the DriftDidNotRun alarm watches
+    # it, since the daily step invokes the function every day.
+    metrics.add_metric(name=WEEKLY_RUNS_METRIC, unit=MetricUnit.Count, value=1)
     config = DriftJobConfig.from_settings(settings)
     refuse_a_run_that_would_not_fit(config, manifest.model_name, window_end, context)
     outcome = run_drift_job(
@@ -100,6 +118,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     emit_feature_metrics(outcome.run)
     logger.info("drift run %s: %s", summary["run_id"], summary["status"], extra={"drift_run": summary})
     return summary
+
+
+def daily_summaries(manifest: ModelManifest, now: datetime, settings: DriftSettings) -> dict[str, Any]:
+    """The daily step: store the summaries of the champion's whole UTC days of the last window
+    (one day more, so the day the window starts in is counted too), each day counted again only
+    when its count changed (:func:`sml.monitoring.daily.summarise_days`); returns what it did."""
+    days = days_before(now, math.ceil(settings.window_days) + 1)
+    result = summarise_days(database_engine(), manifest, days).summary()
+    metrics.add_metric(name="summary_days_computed", unit=MetricUnit.Count, value=len(result["days_computed"]))
+    logger.info("daily summaries of %s: %d days computed", manifest.model_name, len(result["days_computed"]), extra={"daily_summaries": result})
+    return result
 
 
 def refuse_a_run_that_would_not_fit(config: DriftJobConfig, model_name: str, window_end: datetime, context: LambdaContext) -> None:

@@ -65,6 +65,17 @@ def test_the_weekly_drift_run_covers_each_model_in_a_drift_container(tmp_path: P
     assert all(event["time"].endswith("Z") for event in events)
 
 
+def test_the_daily_summaries_step_covers_each_model_in_a_drift_container(tmp_path: Path) -> None:
+    options = {"models": MODELS, "drift_handler": record_drift_event, "daily_interval_s": 0.2}
+    with LocalStack(config(tmp_path, **options)) as stack:
+        deadline = time.monotonic() + 60
+        while not all(run.last_result for run in stack.daily_summaries.values()):
+            assert time.monotonic() < deadline, "the daily step did not go for each model"
+            time.sleep(0.1)
+    events = [json.loads(line) for line in (tmp_path / ".sml" / "drift.jsonl").read_text().splitlines()]
+    assert {(event["sml_action"], event["model_name"]) for event in events} == {("daily_summaries", model) for model in MODELS}
+
+
 def test_one_model_keeps_one_function_url_and_the_weekly_run_waits_a_week(tmp_path: Path) -> None:
     with LocalStack(config(tmp_path, drift_handler=record_drift_event)) as stack:
         written = json.loads(stack.stack_file.read_text())

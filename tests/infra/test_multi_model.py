@@ -95,6 +95,14 @@ def test_the_weekly_run_covers_each_model_with_its_own_rule_naming_it(multi_mode
     assert named == set(MODELS)
 
 
+def test_the_daily_summaries_step_covers_each_model_with_its_own_rule_naming_it(multi_model_stack: Synthesized) -> None:
+    rules = [r["Properties"] for r in multi_model_stack.of_type("AWS::Events::Rule").values() if r["Properties"].get("ScheduleExpression") == "cron(0 1 * * ? *)"]
+    inputs = [json.loads(rule["Targets"][0]["InputTransformer"]["InputTemplate"].replace("<time>", '"T"')) for rule in rules]
+    assert sorted(inputs, key=lambda event: event["model_name"]) == [
+        {"sml_action": "daily_summaries", "time": "T", "model_name": model} for model in sorted(MODELS)
+    ]
+
+
 def test_a_single_model_keeps_the_plain_scheduled_event(default_stack: Synthesized) -> None:
     weekly = [r for r in default_stack.of_type("AWS::Events::Rule").values() if r["Properties"].get("ScheduleExpression") == "cron(0 6 ? * MON *)"]
     (rule,) = weekly

@@ -222,6 +222,25 @@ def test_drift_runs_weekly(template: Template, default_stack: Synthesized) -> No
     )
 
 
+def test_the_drift_function_runs_its_daily_summaries_step_daily_with_the_events_time(
+    template: Template, default_stack: Synthesized
+) -> None:
+    drift_id, _ = default_stack.function("drift")
+    (rule,) = [r["Properties"] for r in default_stack.of_type("AWS::Events::Rule").values() if r["Properties"].get("ScheduleExpression") == "cron(0 1 * * ? *)"]
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [drift_id, "Arn"]}
+    assert target["InputTransformer"]["InputPathsMap"] == {"time": "$.time"}
+    assert json.loads(target["InputTransformer"]["InputTemplate"].replace("<time>", '"T"')) == {"sml_action": "daily_summaries", "time": "T"}
+
+
+def test_the_drift_did_not_run_alarm_counts_weekly_runs_not_the_daily_steps_invocations(default_stack: Synthesized) -> None:
+    alarms = [a["Properties"] for a in default_stack.of_type("AWS::CloudWatch::Alarm").values()]
+    assert not [a for a in alarms if a.get("MetricName") == "Invocations"]
+    (alarm,) = [a for a in alarms if a.get("MetricName") == "weekly_runs"]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "drift"}] and "weekly drift job" in alarm["AlarmDescription"]
+    assert alarm["ComparisonOperator"] == "LessThanThreshold" and alarm["TreatMissingData"] == "breaching"
+
+
 def test_the_migration_function_runs_the_retention_step_daily_with_the_events_time(
     template: Template, default_stack: Synthesized
 ) -> None:

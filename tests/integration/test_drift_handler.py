@@ -16,7 +16,7 @@ from drift_support import MODEL_NAME, MODEL_VERSION, build_manifest, draw_traffi
 from moto import mock_aws
 
 from functions.drift import app
-from sml.core.db import DRIFT_RUNS, create_db_engine
+from sml.core.db import DRIFT_RUNS, PREDICTIONS, create_db_engine
 from sml.local.lambda_context import new_lambda_context
 from sml.lifecycle.registry import ModelRegistry
 from sml.core.settings import SettingsError
@@ -85,6 +85,40 @@ def test_scheduled_event_runs_the_window_ending_at_its_time_and_a_retry_replaces
     messages = deployed["sqs"].receive_message(QueueUrl=deployed["queue_url"], MaxNumberOfMessages=10)["Messages"]
     assert len(messages) == 2
     assert {json.loads(message["Body"])["MessageId"] for message in messages} == {first["message_id"], retry["message_id"]}
+
+
+def test_the_daily_action_stores_the_champions_days_once_and_the_weekly_run_merges_them(
+    deployed: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = create_db_engine(deployed["database_url"])
+    store_traffic(engine, draw_traffic(3_000, seed=2, shift="mean"), start=EVENT_TIME - timedelta(days=7), end=EVENT_TIME)
+    daily = {**SCHEDULED_EVENT, "sml_action": "daily_summaries"}
+
+    first = invoke(daily)
+    again = invoke(daily)
+    weekly = invoke(SCHEDULED_EVENT)
+
+    # Eight whole days before 2015-10-08: the window's six whole days, the day it starts in, and one before.
+    assert list(first["days_computed"]) == ["2015-09-30", *(f"2015-10-0{day}" for day in range(1, 8))]
+    assert sum(first["days_computed"].values()) == 3_000 - rows_on(engine, "2015-10-08")
+    assert again["days_computed"] == {} and again["days_unchanged"] == list(first["days_computed"])
+    assert (first["model_name"], first["model_version"]) == (MODEL_NAME, MODEL_VERSION)
+    assert weekly["status"] == "DRIFT" and weekly["drifted_features"] == ["mean_shift"] and weekly["current_rows"] == 3_000
+    # Only the weekly run counts towards the DriftDidNotRun alarm's metric.
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{") and "_aws" in line]
+    assert [record.get("weekly_runs") for record in emitted if "weekly_runs" in record or "summary_days_computed" in record] == [None, None, [1.0]]
+    engine.dispose()
+
+
+def rows_on(engine: Any, day: str) -> int:
+    with engine.connect() as connection:
+        return sum(1 for (at,) in connection.execute(sa.select(PREDICTIONS.c.predicted_at)) if str(at).startswith(day))
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+def test_an_unknown_action_is_refused_naming_the_field(deployed: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="event field 'sml_action': 'retention' is not 'daily_summaries'"):
+        invoke({**SCHEDULED_EVENT, "sml_action": "retention"})
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")

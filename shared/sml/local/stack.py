@@ -11,7 +11,9 @@ endpoints go to ``<state_dir>/stack.json``, where every other ``sml`` command fi
 schedule (:mod:`sml.local.schedule`) plays the EventBridge rules: the retention step runs in
 a writer container at start and every ``retention_interval_s``; the weekly drift run, once per
 model, in a drift container every ``drift_interval_s`` (first after one interval: ``sml drift`` runs
-it on demand).
+it on demand); the drift function's daily step (``{"sml_action": "daily_summaries"}``, which stores
+the days' window summaries the weekly run merges), once per model every ``daily_interval_s``
+(first after one interval too: a day not stored is read live by the weekly run).
 
 Several models (``models``): as the CDK app deploys them, each gets its own predict containers
 (``SML_MODEL_NAME`` set to it) behind its own Function URL on its own port; the queue, the
@@ -90,6 +92,7 @@ class LocalStackConfig:
         ``SML_MODEL_NAME`` alone, as before.
     :param drift_handler: the handler of the weekly drift run.
     :param drift_interval_s: how often the drift run goes, for each model (weekly, as on AWS).
+    :param daily_interval_s: how often the daily summaries step goes, for each model (daily, as on AWS).
     """
 
     state_dir: Path = Path(".sml")
@@ -118,6 +121,7 @@ class LocalStackConfig:
     drift_handler: str | Handler = "functions.drift.app:handler"
     drift_timeout_s: float = 900.0
     drift_interval_s: float = 7 * 24 * 3600.0
+    daily_interval_s: float = 24 * 3600.0
 
     @property
     def log_dir(self) -> Path:
@@ -343,6 +347,7 @@ class LocalStack:
         self.aws_server: AwsServer | None = None
         self.retention: ScheduledInvocation | None = None
         self.drift_runs: dict[str, ScheduledInvocation] = {}
+        self.daily_summaries: dict[str, ScheduledInvocation] = {}
         self._sqs: Any = None
         self.discarded: QueueDepths | None = None  # what the emulator held when stop() ended it
         self._saved_environment: dict[str, str | None] = {}
@@ -462,6 +467,13 @@ class LocalStack:
                 {"model_name": model} if model else {},
                 interval_s=config.drift_interval_s,
                 first_after_s=config.drift_interval_s,
+            ).start()
+            self.daily_summaries[model] = ScheduledInvocation(
+                f"daily summaries {model}" if model else "daily summaries",
+                lambda event: drift.invoke(event, new_lambda_context(f"{config.app_name}-drift", region=config.region, timeout_s=config.drift_timeout_s)),
+                {"sml_action": "daily_summaries", **({"model_name": model} if model else {})},
+                interval_s=config.daily_interval_s,
+                first_after_s=config.daily_interval_s,
             ).start()
         self._write_stack_file()
 
@@ -598,10 +610,10 @@ class LocalStack:
         """
         if running_stack_pid(self.config.state_dir) == os.getpid():
             self.stack_file.unlink(missing_ok=True)
-        for schedule in [self.retention, *self.drift_runs.values()]:
+        for schedule in [self.retention, *self.drift_runs.values(), *self.daily_summaries.values()]:
             if schedule is not None:
                 schedule.stop()
-        self.retention, self.drift_runs = None, {}
+        self.retention, self.drift_runs, self.daily_summaries = None, {}, {}
         if self.poller is not None:
             self.poller.stop()
             self.poller = None
