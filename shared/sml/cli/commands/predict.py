@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     settings = load_settings(LocalSettings, stack=read_stack_file())
     base_url = args.url or _local_url_of(args.model, settings) or settings.function_url
+    if args.model is not None and not args.url and "SML_FUNCTION_URL" not in os.environ:
+        _check_local_stack_serves(args.model, settings)
     if not base_url:
         raise SmlError("no Function URL: give --url, set SML_FUNCTION_URL, or start the local stack with `sml up`")
     url = predict_url(base_url)
@@ -161,6 +164,18 @@ def _local_url_of(model: str | None, settings: Any) -> str | None:
     from sml.local.stack import stack_function_urls
 
     return stack_function_urls(settings.state_dir).get(model)
+
+
+def _check_local_stack_serves(model: str, settings: Any) -> None:
+    """Refuse ``--model`` that a local stack serving several models does not serve, naming those it does."""
+    from sml.local.stack import stack_function_urls
+
+    served = stack_function_urls(settings.state_dir)
+    if served and model not in served:
+        raise SmlError(
+            f"--model {model}: the local stack ({settings.state_dir / 'stack.json'}) serves {', '.join(served)}; nothing was sent "
+            f"(start it with --model {model}, or give --url)"
+        )
 
 
 def check_served_model(predict_endpoint: str, model: str, *, default_region: str, timeout: float) -> None:
