@@ -109,26 +109,26 @@ def test_errors_are_shown_by_code_field_and_message() -> None:
     assert describe_error(b'{"Message":"Forbidden"}') == '{"Message":"Forbidden"}'
 
 
-def test_without_a_url_the_command_says_where_one_comes_from(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def in_empty_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """``tmp_path`` as the working folder, with no Function URL or state dir in the environment."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SML_FUNCTION_URL", raising=False)
     monkeypatch.delenv("SML_STATE_DIR", raising=False)
+    return tmp_path
 
+
+def test_without_a_url_the_command_says_where_one_comes_from(in_empty_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", "--feature", "a=1"]) == 2
     assert "no Function URL: give --url, set SML_FUNCTION_URL, or start the local stack with `sml up`" in capsys.readouterr().err
 
 
 def test_a_model_the_local_stack_does_not_serve_is_refused_naming_those_it_serves(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    in_empty_folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SML_FUNCTION_URL", raising=False)
-    monkeypatch.delenv("SML_STATE_DIR", raising=False)
     urls = {"churn": "http://127.0.0.1:9/", "spend": "http://127.0.0.1:8/"}
-    (tmp_path / ".sml").mkdir()
-    (tmp_path / ".sml" / "stack.json").write_text(json.dumps({"function_url": urls["churn"], "function_urls": urls}))
+    (in_empty_folder / ".sml").mkdir()
+    (in_empty_folder / ".sml" / "stack.json").write_text(json.dumps({"function_url": urls["churn"], "function_urls": urls}))
 
     assert main(["predict", "--feature", "a=1", "--model", "segment"]) == 2
     assert capsys.readouterr().err.strip() == (
