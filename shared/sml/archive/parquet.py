@@ -101,11 +101,11 @@ def prediction_table(rows: Sequence[Row]) -> pa.Table:
     # One decode per batch (a JSON array of the rows' texts), not one per row.
     features = _DECODE.decode("[" + ",".join(row["features"] for row in rows) + "]")
     probabilities = _DECODE.decode("[" + ",".join(row["probabilities"] or "{}" for row in rows) + "]")
-    for name in dict.fromkeys(key for values in probabilities for key in values):
+    for name in _keys(probabilities):
         names.append(probability_column(name))
         arrays.append(pa.array([values.get(name) for values in probabilities], type=pa.float64()))
     json_columns = []
-    for name in dict.fromkeys(key for values in features for key in values):
+    for name in _keys(features):
         column = feature_column(name)
         array, as_json = _feature_array([values.get(name) for values in features])
         names.append(column)
@@ -113,6 +113,18 @@ def prediction_table(rows: Sequence[Row]) -> pa.Table:
         if as_json:
             json_columns.append(column)
     return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(_metadata(json_columns))
+
+
+def _keys(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of ``rows`` in first-seen order; rows with the first row's keys (the usual case) cost one comparison."""
+    if not rows:
+        return []
+    first = rows[0].keys()
+    keys = dict.fromkeys(first)
+    for values in rows:
+        if values.keys() != first:
+            keys.update(dict.fromkeys(values))
+    return list(keys)
 
 
 def _column(values: list[Any], type_: pa.DataType) -> pa.Array:

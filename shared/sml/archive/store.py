@@ -121,15 +121,15 @@ def archive_rows(
 
 
 def _groups(predictions: Sequence[Row], ground_truth: Sequence[Row], refusals: Sequence[Row]) -> dict[tuple[str, Partition, str], list[Row]]:
-    groups: dict[tuple[str, Partition, str], list[Row]] = defaultdict(list)
+    # Grouped by plain keys first: a Partition per row would cost more than the rest of the grouping.
+    plain: dict[tuple[str, date, str | None, str], list[Row]] = defaultdict(list)
     for row in predictions:
-        groups[PREDICTIONS_TABLE, Partition(PREDICTIONS_TABLE, day_of(row["predicted_at"]), row["model_name"]), row["model_version"]].append(row)
+        plain[PREDICTIONS_TABLE, day_of(row["predicted_at"]), row["model_name"], row["model_version"]].append(row)
     for row in ground_truth:
-        groups[GROUND_TRUTH_TABLE, Partition(GROUND_TRUTH_TABLE, day_of(row["labelled_at"])), _NO_VERSION].append(row)
+        plain[GROUND_TRUTH_TABLE, day_of(row["labelled_at"]), None, _NO_VERSION].append(row)
     for row in refusals:
-        version = row["model_version"] or _NO_VERSION
-        groups[REFUSALS_TABLE, Partition(REFUSALS_TABLE, day_of(row["refused_at"]), row["model_name"]), version].append(row)
-    return groups
+        plain[REFUSALS_TABLE, day_of(row["refused_at"]), row["model_name"], row["model_version"] or _NO_VERSION].append(row)
+    return {(table, Partition(table, day, model), version): rows for (table, day, model, version), rows in plain.items()}
 
 
 def _digest(table: str, rows: Sequence[Row]) -> str:
