@@ -35,6 +35,7 @@ BENCHMARKS = {
     "local-stack": "local_stack_bench",
     "verdicts": "verdict_bench",
     "scale": "scale_bench",
+    "daily-summaries": "daily_summaries_bench",
     "archive": "archive_bench",
 }
 BENCH_DIR = Path(__file__).resolve().parent

@@ -43,7 +43,7 @@ from sqlalchemy.engine import Engine
 from sml.core.db import DRIFT_DAY_SUMMARIES, PREDICTIONS, to_db_timestamp
 from sml.lifecycle.manifest import ModelManifest
 from sml.monitoring.summaries import CategoricalGrid, NumericGrid, SummaryReference, WindowSummariser, WindowSummary
-from sml.monitoring.windows import TimeWindow, read_window_summaries
+from sml.monitoring.windows import TimeWindow, _hinted, read_window_summaries
 
 ONE_DAY = timedelta(days=1)
 
@@ -111,8 +111,9 @@ def day_counts(engine: Engine, model_name: str, start: datetime, end: datetime) 
     """Predictions of ``model_name`` per UTC day of ``predicted_at`` in ``[start, end)`` (aware);
     days without predictions are absent. One ``GROUP BY`` over the model's time index."""
     day = sa.func.date(PREDICTIONS.c.predicted_at)
-    query = (
+    query = _hinted(
         sa.select(day, sa.func.count())
+        .select_from(PREDICTIONS)
         .where(
             PREDICTIONS.c.model_name == model_name,
             PREDICTIONS.c.predicted_at >= to_db_timestamp(start),

@@ -1,0 +1,175 @@
+"""Daily summaries: the weekly run from stored days vs the full read, and the daily step vs a raw SELECT.
+
+A fresh MariaDB database ``sml_bench_daily`` gets every migration and N predictions over seven
+days (``scale_bench``'s rows: 10 numeric + 1 categorical feature, loaded with ``LOAD DATA``), and a
+manifest whose training reference is 5,000 rows of the same distributions. Then, in one run:
+
+- the daily step (:func:`sml.monitoring.daily.summarise_days` of the seven days) against a raw
+  ``SELECT features, prediction`` of the same rows, fetched whole (pymysql's unbuffered cursor),
+  seconds per million rows;
+- the weekly read: :func:`sml.monitoring.windows.read_window_summaries` of the whole window against
+  :func:`sml.monitoring.daily.read_window_from_days` of the same window, for a window aligned to
+  midnight (every day stored) and for the scheduled run's window ending at 06:00 (its two partial
+  days, together a day of rows, are read live); the summaries are checked equal, cell for cell.
+
+Run alone: ``python bench/daily_summaries_bench.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pymysql
+import pymysql.cursors
+from common import MYSQL_SERVER, BenchReport, Comparison, bench_main, ratio_at_most
+from scale_bench import CATEGORIES, DAYS, LAST_DAY, MODEL_NAME, NUMERIC, load_rows
+
+BENCHMARK = "daily-summaries"
+DATABASE = "sml_bench_daily"
+
+
+def _url() -> Any:
+    import sqlalchemy as sa
+
+    return sa.URL.create("mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=DATABASE)
+
+
+def _manifest() -> Any:
+    from sml.lifecycle.manifest import CategoricalReference, FeatureSpec, ModelManifest, NumericReference, ReferenceData
+
+    generator = np.random.default_rng(11)
+    values = generator.normal(size=(5_000, len(NUMERIC)))
+    grades = generator.choice(CATEGORIES, size=5_000)
+    references: dict[str, Any] = {name: NumericReference(sorted_values=tuple(np.sort(values[:, index]).tolist()), missing=0) for index, name in enumerate(NUMERIC)}
+    references["grade"] = CategoricalReference(counts={str(c): int((grades == c).sum()) for c in CATEGORIES}, missing=0)
+    return ModelManifest(
+        model_name=MODEL_NAME, version="v1", created_at="2026-01-01T00:00:00Z", sha256="", artifact_key="", estimator="LogisticRegression",
+        metrics={"f1": 0.9}, params={}, classes=("benign", "malignant"),
+        features=(*(FeatureSpec(name, "numeric") for name in NUMERIC), FeatureSpec("grade", "categorical", categories=CATEGORIES)),
+        reference=ReferenceData(n_rows=5_000, features=references, label_counts={"benign": 2_500, "malignant": 2_500}),
+        library_versions={"scikit-learn": "1.5.0"},
+    )
+
+
+def _timed(work: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    outcome = work()
+    return time.perf_counter() - started, outcome
+
+
+def _raw_select(start: datetime, end: datetime) -> int:
+    connection = pymysql.connect(**MYSQL_SERVER, database=DATABASE, cursorclass=pymysql.cursors.SSCursor)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT features, prediction FROM predictions WHERE model_name = %s AND predicted_at >= %s AND predicted_at < %s",
+                (MODEL_NAME, start.replace(tzinfo=None), end.replace(tzinfo=None)),
+            )
+            return sum(1 for _ in cursor)
+    finally:
+        connection.close()
+
+
+def _same(first: Any, second: Any) -> None:
+    assert first.n_rows == second.n_rows, (first.n_rows, second.n_rows)
+    for name, summary in first.features.items():
+        other = second.features[name]
+        if hasattr(summary, "cells"):
+            assert np.array_equal(summary.cells, other.cells) and summary.missing == other.missing, name
+        else:
+            assert summary.counts == other.counts and summary.unseen == other.unseen and summary.missing == other.missing, name
+    assert first.prediction.counts == second.prediction.counts
+
+
+def measure(rows: int) -> dict[str, Any]:
+    from sml.core.db import apply_migrations, create_db_engine
+    from sml.monitoring.daily import read_window_from_days, summarise_days
+    from sml.monitoring.summaries import SummaryReference
+    from sml.monitoring.windows import TimeWindow, read_window_summaries
+
+    admin = pymysql.connect(**MYSQL_SERVER, autocommit=True)
+    figures: dict[str, Any] = {"rows": rows}
+    manifest = _manifest()
+    reference = SummaryReference.from_manifest(manifest)
+    first_day = LAST_DAY - timedelta(days=DAYS - 1)
+    days = [first_day + timedelta(days=offset) for offset in range(DAYS)]
+    midnight = datetime.combine(first_day, datetime.min.time(), tzinfo=UTC)
+    aligned = TimeWindow(midnight, midnight + timedelta(days=DAYS))
+    scheduled = TimeWindow(midnight + timedelta(hours=6), midnight + timedelta(days=DAYS, hours=6))
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+            cursor.execute(f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        engine = create_db_engine(_url())
+        apply_migrations(engine)
+        load_rows_into(rows)
+        with engine.connect() as connection:
+            connection.exec_driver_sql("ANALYZE TABLE predictions").all()
+        figures["raw_select_s"], selected = _timed(lambda: _raw_select(aligned.start, aligned.end))
+        assert selected == rows, (selected, rows)
+        figures["daily_step_s"], step = _timed(lambda: summarise_days(engine, manifest, days))
+        assert sum(step.computed.values()) == rows
+        figures["daily_step_again_s"], again = _timed(lambda: summarise_days(engine, manifest, days))
+        assert not again.computed
+        for name, window in (("aligned", aligned), ("scheduled", scheduled)):
+            figures[f"{name}_full_s"], (full,) = _timed(lambda: read_window_summaries(engine, MODEL_NAME, window, manifest.features, [reference]))
+            figures[f"{name}_days_s"], from_days = _timed(lambda: read_window_from_days(engine, manifest, window))
+            _same(full, from_days.summary)
+            figures[f"{name}_live_rows"] = full.n_rows - sum(step.computed[day] for day in from_days.stored_days)
+        engine.dispose()
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+        admin.close()
+    return figures
+
+
+def load_rows_into(rows: int) -> None:
+    """``scale_bench.load_rows`` into this benchmark's database."""
+    import tempfile
+
+    import scale_bench
+
+    saved = scale_bench.DATABASE
+    scale_bench.DATABASE = DATABASE
+    try:
+        load_rows(rows, Path(tempfile.mkdtemp(prefix="sml-daily-")))
+    finally:
+        scale_bench.DATABASE = saved
+
+
+def run(quick: bool, out_dir: Path) -> BenchReport:
+    del out_dir
+    rows = 100_000 if quick else 1_000_000
+    f = measure(rows)
+    per_million = 1_000_000 / rows
+    comparisons = [
+        ratio_at_most(
+            BENCHMARK, f"weekly read from stored days, window aligned to days ({rows:,} rows)", f["aligned_days_s"],
+            "full read of the same window", f["aligned_full_s"], "s", 0.1, note="per-day COUNT + 7 stored summaries; same cells",
+        ),
+        ratio_at_most(
+            BENCHMARK, f"weekly read from stored days, scheduled window ending 06:00 ({f['scheduled_live_rows']:,} rows live)",
+            f["scheduled_days_s"], "full read of the same window", f["scheduled_full_s"], "s", 0.1,
+            note="the two partial days (a day of rows) are read live; same cells",
+        ),
+        ratio_at_most(
+            BENCHMARK, "daily step, per million rows", f["daily_step_s"] * per_million, "raw SELECT features, prediction of the same rows",
+            f["raw_select_s"] * per_million, "s", 1.2, note="7 days counted and stored",
+        ),
+        Comparison(BENCHMARK, "daily step again, nothing changed", f["daily_step_again_s"], "daily step", f["daily_step_s"], "s", note="one COUNT per day"),
+    ]
+    method = [
+        f"{rows:,} predictions over {DAYS} days (scale_bench's rows) in a fresh MariaDB database with every migration; reference of "
+        "5,000 rows; the daily step, then each window read whole and from the stored days, summaries checked equal cell for cell. "
+        "One run each; the machine is shared with other sessions (its load varies), so the figures are noisy.",
+    ]
+    return BenchReport(BENCHMARK, comparisons, details=[{"measure": key, "value": value} for key, value in f.items()], method=method)
+
+
+if __name__ == "__main__":
+    bench_main(run, __doc__.splitlines()[0])
