@@ -44,6 +44,17 @@ def test_a_churn_csv_trains_an_array_model_that_takes_every_column_type(project:
     assert loaded.model.predict(model_input([row], loaded.manifest.features, loaded.manifest.input_format))[0] in ("no", "yes")
 
 
+def test_a_boolean_or_float_target_trains_a_model_with_text_or_integer_classes(project: Path) -> None:
+    frame, labels = churn_data(400)
+    frame.assign(churned=labels == "yes").to_csv(project / "flag.csv", index=False)
+    frame.assign(churned=(labels == "yes").astype(float)).to_csv(project / "float.csv", index=False)
+
+    assert main(["train", "--data", "flag.csv", "--target", "churned", "--model", "flag"]) == 0
+    assert main(["train", "--data", "float.csv", "--target", "churned", "--model", "number"]) == 0
+    assert cli_registry("flag").list_versions()[0].classes == ("False", "True")
+    assert cli_registry("number").list_versions()[0].classes == (0, 1)
+
+
 def test_wine_trains_a_multiclass_model(project: Path) -> None:
     assert main(["train", "--data", "wine.csv", "--target", "target", "--estimator", "random_forest", "--param", "n_estimators=20", "--model", "wine"]) == 0
     (manifest,) = cli_registry("wine").list_versions()

@@ -381,6 +381,8 @@ def train_on_data(
 
     frame = as_frame(features, None, None, source)
     labels = as_target(target, len(frame), source, target_name)
+    if config.task != "regression":
+        labels = class_labels(labels)
     train, y_train, test, y_test = split_rows(frame, labels, config.test_size, config.seed, classify=config.task != "regression")
     schema = tuple(replace(feature_spec(name, [train[name], test[name]], ["training split", "test split"]), nullable=True) for name in frame.columns)
     pipeline = build_pipeline(schema, config.estimator, config.params, config.seed, config.task)
@@ -407,6 +409,19 @@ def train_on_data(
         drift_config=drift_config,
         features=schema,
     )
+
+
+def class_labels(labels: Sequence[Any]) -> list[Any]:
+    """A classification target as the classes a model may have (strings or integers).
+
+    A boolean becomes its text as a CSV file holds it (``True`` -> ``"True"``) and a whole float
+    its integer (``1.0`` -> ``1``), so that the fitted model's classes travel as JSON and labels
+    sent later (``sml feedback``, ``POST /feedback``) match them; other values are kept.
+    """
+    return [
+        str(value) if isinstance(value, (bool, np.bool_)) else int(value) if isinstance(value, float) and value.is_integer() else value
+        for value in labels
+    ]
 
 
 def target_task(target: Any, task: str | None = None) -> str:
