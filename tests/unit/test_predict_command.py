@@ -135,3 +135,10 @@ def test_a_model_the_local_stack_does_not_serve_is_refused_naming_those_it_serve
         "sml predict: error: --model segment: the local stack (.sml/stack.json) serves churn, spend; nothing was sent "
         "(start it with --model segment, or give --url)"
     )
+
+
+def test_a_file_that_is_not_json_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("Tenure Months,Contract Type\n3,month\n")
+    with pytest.raises(SmlError, match=r"^--file .*rows.csv: not valid JSON \(.*\); --file takes a request body such as \{\"features\": \{\.\.\.\}\}$"):
+        request_body(features=None, file=rows, instances_file=None)

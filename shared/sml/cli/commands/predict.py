@@ -138,7 +138,12 @@ def request_body(*, features: list[str] | None, file: Path | None, instances_fil
     if features:
         return json.dumps({"features": parse_features(features)}).encode("utf-8")
     if file is not None:
-        return _read(file, "--file")
+        body = _read(file, "--file")
+        try:
+            json.loads(body)
+        except ValueError as exc:
+            raise SmlError(f"--file {file}: not valid JSON ({exc}); --file takes a request body such as {{\"features\": {{...}}}}") from None
+        return body
     if instances_file is None:
         raise SmlError("give --feature, --file or --instances-file")
     try:
