@@ -2,6 +2,8 @@
 
 A deployment of several models has one weekly rule per model whose input names it
 (``{"model_name": ..., "time": ...}``); without ``model_name`` the event checks ``SML_MODEL_NAME``.
+An event may name ``model_version`` too: that version's predictions are compared with its
+reference instead of the champion's (the window's rows of other versions are counted either way).
 Each run stores, reports and alerts for its own model (``model_name`` in the SNS attributes).
 
 A daily rule per model sends ``{"sml_action": "daily_summaries", "time": ...}``: the daily step
@@ -36,7 +38,7 @@ from sml.lifecycle.manifest import ModelManifest
 from sml.monitoring.daily import days_before, summarise_days
 from sml.monitoring.job import DriftJobConfig, run_drift_job
 from sml.monitoring.sizing import RunTooLarge, check_run_fits, count_rows
-from sml.lifecycle.registry import ModelRegistry
+from sml.lifecycle.registry import VERSION_PATTERN, ModelRegistry
 from sml.core.settings import DriftSettings, SettingsError, load_settings
 
 DAILY_SUMMARIES_ACTION = "daily_summaries"
@@ -95,7 +97,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     window_end = scheduled_time(event)
     model_name = event_model_name(event, settings.model_name)
     registry = ModelRegistry(client("s3"), client("ssm"), bucket=settings.bucket, app_name=settings.app_name, model_name=model_name)
-    manifest = registry.manifest(registry.champion_version())
+    manifest = registry.manifest(event_model_version(event) or registry.champion_version())
     if action == DAILY_SUMMARIES_ACTION:
         return daily_summaries(manifest, window_end, settings)
     # Counted whatever follows (Powertools flushes on errors too): the DriftDidNotRun alarm watches
@@ -194,6 +196,20 @@ def event_model_name(event: dict[str, Any], default: str) -> str:
         return default
     if not isinstance(value, str) or not MODEL_NAME_PATTERN.fullmatch(value):
         raise ValueError(f"event field 'model_name': {value!r} is not a model name (lower-case letters, digits and '-')")
+    return value
+
+
+def event_model_version(event: dict[str, Any]) -> str | None:
+    """The model version the event names (``model_version``: monitor that version instead of the
+    champion), or ``None``.
+
+    :raises ValueError: ``model_version`` is not a version name.
+    """
+    value = event.get("model_version")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not VERSION_PATTERN.fullmatch(value):
+        raise ValueError(f"event field 'model_version': {value!r} is not a version name (letters, digits, '.', '_', '-')")
     return value
 
 

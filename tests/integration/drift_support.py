@@ -67,10 +67,12 @@ def draw_traffic(rows: int, *, seed: int, shift: str | None = None) -> Traffic:
     return Traffic(columns=columns, labels=rng.choice(CLASSES, size=rows, p=(0.6, 0.4)).tolist())
 
 
-def build_manifest(training: Traffic, *, model_name: str = MODEL_NAME, version: str = MODEL_VERSION) -> ModelManifest:
+def build_manifest(
+    training: Traffic, *, model_name: str = MODEL_NAME, version: str = MODEL_VERSION, features: tuple[FeatureSpec, ...] = FEATURES
+) -> ModelManifest:
     """A manifest whose training reference summarises ``training``, as the trainer would."""
     references: dict[str, NumericReference | CategoricalReference] = {}
-    for spec in FEATURES:
+    for spec in features:
         values = training.columns[spec.name]
         present = [value for value in values if value is not None]
         if spec.kind == "numeric":
@@ -93,7 +95,7 @@ def build_manifest(training: Traffic, *, model_name: str = MODEL_NAME, version: 
         metrics={"f1": 0.95},
         params={},
         classes=CLASSES,
-        features=FEATURES,
+        features=features,
         reference=ReferenceData(n_rows=training.rows, features=references, label_counts=label_counts),
         library_versions={"scikit-learn": "1.5.0"},
     )

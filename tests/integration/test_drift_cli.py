@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -147,3 +148,35 @@ def test_history_prints_past_runs_newest_first_and_a_features_effects(local: dic
 def test_history_refuses_a_limit_below_one(local: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["drift", "history", "--limit", "0"]) == 2
     assert "--limit: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_version_checks_that_versions_rows_and_counts_the_others(local: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from test_drift_versions import NEW, NEW_VERSION, draw_new_traffic
+
+    registry = ModelRegistry(
+        boto3.client("s3", region_name="us-east-1"), boto3.client("ssm", region_name="us-east-1"),
+        bucket=os.environ["SML_BUCKET"], app_name="sml", model_name=MODEL_NAME,
+    )
+    artifact = tmp_path / "new.joblib"
+    artifact.write_bytes(b"drift reads only the manifest")
+    registry.register(artifact, NEW)
+    engine = create_db_engine(local["database_url"])
+    store_traffic(engine, draw_new_traffic(2_000, seed=5), start=WINDOW_END - timedelta(days=2), end=WINDOW_END, version=NEW_VERSION)
+    engine.dispose()
+
+    assert main(["drift", "--model", MODEL_NAME, "--version", NEW_VERSION, *END_OPTION]) == 0
+    output = capsys.readouterr().out
+    assert "verdict: NO_DRIFT (0 of 4 features drifted; 2000 rows in the window" in output
+    assert f"versions: {NEW_VERSION} since 2025-03-08T06:00:00Z; rows of other versions in the window, not tested: {MODEL_VERSION} 3000" in output
+
+    assert main(["drift", "history", "--model", MODEL_NAME, "--version", NEW_VERSION]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if "2025-03-10" in line]
+    assert NEW_VERSION in line and f"{MODEL_VERSION} 3000" in line
+    assert main(["drift", "history", "--model", MODEL_NAME, "--version", MODEL_VERSION]) == 0
+    assert f"no stored drift runs for model {MODEL_NAME!r} version {MODEL_VERSION!r}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arguments", [["--version", "../v1"], ["history", "--version", "v 1"]])
+def test_a_version_that_is_no_version_name_is_refused_naming_the_option(local: dict[str, Any], capsys: pytest.CaptureFixture[str], arguments: list[str]) -> None:
+    assert main(["drift", *arguments, "--model", MODEL_NAME, *([] if arguments[0] == "history" else END_OPTION)]) == 2
+    assert "--version: " in capsys.readouterr().err

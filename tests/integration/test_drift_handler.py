@@ -199,3 +199,10 @@ def test_an_event_model_name_that_is_no_model_name_is_refused_naming_the_field()
     assert app.event_model_name({}, "breast-cancer") == "breast-cancer"
     with pytest.raises(ValueError, match="event field 'model_name'"):
         app.event_model_name({"model_name": "../other"}, "breast-cancer")
+
+
+def test_an_event_may_name_the_version_to_check_and_a_bad_one_is_refused_naming_the_field() -> None:
+    assert app.event_model_version({}) is None
+    assert app.event_model_version({"model_version": "v20250101-000000-abc123"}) == "v20250101-000000-abc123"
+    with pytest.raises(ValueError, match="event field 'model_version'"):
+        app.event_model_version({"model_version": "../v1"})

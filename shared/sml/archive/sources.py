@@ -54,8 +54,11 @@ def archive_window_summaries(
     *,
     memory_limit: str = "256MB",
     batch_rows: int = BATCH_ROWS,
+    version: str | None = None,
 ) -> list[WindowSummary]:
     """Read the archived predictions of ``model_name`` made in ``window`` into one summary per reference.
+
+    :param version: only the predictions of this model version (``model_version``); ``None``: every version's.
 
     :returns: a summary per reference, in order (``n_rows`` 0 when nothing is archived there).
     """
@@ -69,7 +72,7 @@ def archive_window_summaries(
             # the process peaked at 395 MiB with one thread and 447 MiB with two.
             connection = duckdb_connection(Path(work), memory_limit, threads=1)
             try:
-                reader = connection.sql(window_sql(connection, paths, model_name, window, features)).to_arrow_reader(batch_rows)
+                reader = connection.sql(window_sql(connection, paths, model_name, window, features, version)).to_arrow_reader(batch_rows)
                 for batch in _gathered(reader, batch_rows):
                     _count(batch, features, summarisers)
             finally:
@@ -87,12 +90,22 @@ class ArchiveWindowSource:
     name: str = "duckdb"
 
     def read_summaries(
-        self, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], references: Sequence[SummaryReference]
+        self,
+        model_name: str,
+        window: TimeWindow,
+        features: Sequence[FeatureSpec],
+        references: Sequence[SummaryReference],
+        *,
+        version: str | None = None,
     ) -> list[WindowSummary]:
-        return archive_window_summaries(self.s3, self.location, model_name, window, features, references, memory_limit=self.memory_limit)
+        return archive_window_summaries(
+            self.s3, self.location, model_name, window, features, references, memory_limit=self.memory_limit, version=version
+        )
 
 
-def window_sql(connection: Any, paths: Sequence[Path], model_name: str, window: TimeWindow, features: Sequence[FeatureSpec]) -> str:
+def window_sql(
+    connection: Any, paths: Sequence[Path], model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], version: str | None = None
+) -> str:
     """The query of a window's rows: ``prediction`` and one column per feature, in ``features`` order
     (NULL for a feature no file has). Copies are dropped only where an uncompacted object could hold one."""
     source = read_parquet_source(paths)
@@ -104,9 +117,10 @@ def window_sql(connection: Any, paths: Sequence[Path], model_name: str, window: 
     columns = ", ".join(f'"{feature_column(spec.name)}"' if feature_column(spec.name) in available else "NULL" for spec in features)
     start, end = _epoch_us(window.start), _epoch_us(window.end)
     name = model_name.replace("'", "''")
+    of_version = "" if version is None else " AND model_version = '{}'".format(version.replace("'", "''"))
     return (
         f"SELECT prediction{', ' if columns else ''}{columns} FROM {table} "
-        f"WHERE model_name = '{name}' AND epoch_us(predicted_at) >= {start} AND epoch_us(predicted_at) < {end}"
+        f"WHERE model_name = '{name}'{of_version} AND epoch_us(predicted_at) >= {start} AND epoch_us(predicted_at) < {end}"
     )
 
 

@@ -90,7 +90,10 @@ def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
     """The compact JSON body, at most ``max_bytes`` of UTF-8.
 
     ``summary`` is the run's one-line verdict (:func:`sml.monitoring.drift.stats.verdict_summary`);
-    ``features_inconclusive`` counts the features the data could not decide. ``drifted`` lists the drifted tests, smallest adjusted p-value first, as many as fit;
+    ``features_inconclusive`` counts the features the data could not decide.
+    When the window holds other versions' predictions, ``other_versions_rows`` counts them per
+    version (not tested) and ``version_since`` is when the run's version took over inside the
+    window (or null); both are absent when the run's version served the window alone. ``drifted`` lists the drifted tests, smallest adjusted p-value first, as many as fit;
     ``drifted_omitted`` counts the rest.
     """
     from sml.monitoring.drift.stats import verdict_summary
@@ -121,6 +124,9 @@ def alert_message(run: DriftRun, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
     }
     if run.quality is not None:
         body["quality"] = quality_digest(run.quality)
+    if run.other_versions or run.version_since is not None:
+        body["other_versions_rows"] = dict(sorted(run.other_versions.items()))
+        body["version_since"] = None if run.version_since is None else _timestamp(run.version_since)
     if run.reference_window is not None:
         body["reference"]["window"] = {"start": _timestamp(run.reference_window.start), "end": _timestamp(run.reference_window.end)}
     # Room left once the omitted count could take its longest form; each entry costs its text and a comma.

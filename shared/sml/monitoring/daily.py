@@ -4,7 +4,8 @@ The daily step (:func:`summarise_days`, the drift function's ``daily_summaries``
 daily schedule) counts each whole UTC day of a model's predictions into a
 :class:`~sml.monitoring.summaries.WindowSummary` against the champion's training reference and
 stores it in ``drift_day_summaries``, keyed by (model, manifest version, day, reference id) with
-the number of rows it counted. It is idempotent: a day whose ``COUNT(*)`` still equals the stored
+the number of rows it counted: the rows that version predicted (another version's rows that day
+have their own features; the weekly run counts them apart). It is idempotent: a day whose ``COUNT(*)`` still equals the stored
 ``n_rows`` is left as it is; a day whose count changed (a late event, a replay after an outage) is
 counted again and replaced.
 
@@ -107,9 +108,10 @@ def day_window(day: date) -> TimeWindow:
     return TimeWindow(start, start + ONE_DAY)
 
 
-def day_counts(engine: Engine, model_name: str, start: datetime, end: datetime) -> dict[date, int]:
-    """Predictions of ``model_name`` per UTC day of ``predicted_at`` in ``[start, end)`` (aware);
-    days without predictions are absent. One ``GROUP BY`` over the model's time index."""
+def day_counts(engine: Engine, model_name: str, start: datetime, end: datetime, version: str | None = None) -> dict[date, int]:
+    """Predictions of ``model_name`` (of ``version`` only, when given) per UTC day of
+    ``predicted_at`` in ``[start, end)`` (aware); days without predictions are absent. One
+    ``GROUP BY`` over the model's time index."""
     day = sa.func.date(PREDICTIONS.c.predicted_at)
     query = _hinted(
         sa.select(day, sa.func.count())
@@ -118,6 +120,7 @@ def day_counts(engine: Engine, model_name: str, start: datetime, end: datetime) 
             PREDICTIONS.c.model_name == model_name,
             PREDICTIONS.c.predicted_at >= to_db_timestamp(start),
             PREDICTIONS.c.predicted_at < to_db_timestamp(end),
+            *([] if version is None else [PREDICTIONS.c.model_version == version]),
         )
         .group_by(day)
     )
@@ -155,13 +158,13 @@ def summarise_days(engine: Engine, manifest: ModelManifest, days: Iterable[date]
     result = DailyStepResult(manifest.model_name, manifest.version, identity)
     if not days:
         return result
-    counts = day_counts(engine, manifest.model_name, day_window(days[0]).start, day_window(days[-1]).end)
+    counts = day_counts(engine, manifest.model_name, day_window(days[0]).start, day_window(days[-1]).end, manifest.version)
     stored = stored_days(engine, manifest.model_name, manifest.version, identity, days)
     for day in days:
         if day in stored and stored[day][0] == counts.get(day, 0):
             result.unchanged.append(day)
             continue
-        (summary,) = read_window_summaries(engine, manifest.model_name, day_window(day), manifest.features, [reference])
+        (summary,) = read_window_summaries(engine, manifest.model_name, day_window(day), manifest.features, [reference], version=manifest.version)
         _store_day(engine, manifest, identity, day, summary, now or datetime.now(timezone.utc))
         result.computed[day] = summary.n_rows
     return result
@@ -180,7 +183,7 @@ def read_window_from_days(engine: Engine, manifest: ModelManifest, window: TimeW
     whole = [first + ONE_DAY * offset for offset in range(max(0, (window.end.date() - first).days))]
     if not whole:
         return None
-    counts = day_counts(engine, manifest.model_name, day_window(whole[0]).start, day_window(whole[-1]).end)
+    counts = day_counts(engine, manifest.model_name, day_window(whole[0]).start, day_window(whole[-1]).end, manifest.version)
     stored = stored_days(engine, manifest.model_name, manifest.version, identity, whole)
     usable = [day for day in whole if day in stored and stored[day][0] == counts.get(day, 0)]
     if not usable:
@@ -190,7 +193,7 @@ def read_window_from_days(engine: Engine, manifest: ModelManifest, window: TimeW
         merged = merged.merge(WindowSummary.from_json(json.loads(stored[day][1])))
     live = _live_ranges(window, [day_window(day) for day in usable])
     for part in live:
-        (summary,) = read_window_summaries(engine, manifest.model_name, part, manifest.features, [reference])
+        (summary,) = read_window_summaries(engine, manifest.model_name, part, manifest.features, [reference], version=manifest.version)
         merged = merged.merge(summary)
     return DaysRead(summary=merged, stored_days=tuple(usable), live=tuple(live))
 

@@ -9,7 +9,10 @@ One run (:func:`run_drift_job`), in this order:
 2. read the window (the ``window_length`` before ``window_end``) from ``predictions`` into
    summaries (:func:`sml.monitoring.windows.read_window_summaries`; against the training
    reference, the days the daily step stored are merged instead of read again,
-   :mod:`sml.monitoring.daily`), against the training
+   :mod:`sml.monitoring.daily`): the rows of the manifest's version only (another version has its
+   own features and reference; its rows in the window are counted per version,
+   :func:`sml.monitoring.windows.window_versions`, and the run says when the version took over
+   inside the window), against the training
    reference in the manifest (``training``), or the window of the same length just before the
    current one (``previous``, whose values are read to serve as the reference);
 3. run each column's registered methods on the summaries (:mod:`sml.monitoring.drift.methods`)
@@ -29,7 +32,7 @@ Entry points (the drift Lambda, ``sml drift``) build the clients and the engine 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -52,7 +55,7 @@ from sml.monitoring.store import DriftRun, feature_trends, save_drift_run
 from sml.monitoring.previous_reference import sketch_method, sketched_window_reference
 from sml.monitoring.summaries import SummaryReference, WindowSummary
 from sml.monitoring.sources import WindowSource
-from sml.monitoring.windows import TimeWindow, check_window_end, read_window_summaries
+from sml.monitoring.windows import TimeWindow, VersionRows, check_window_end, read_window_summaries, window_versions
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id
 from sml.lifecycle.manifest import ModelManifest
@@ -213,6 +216,7 @@ class ObservedWindow:
     training_current: WindowSummary
     quality_sample: QualitySample | RegressionSample | None
     refused: RefusedCounts
+    versions: tuple[VersionRows, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,8 @@ class DriftJobResult:
             "reference_kind": run.reference_kind,
             "reference_rows": run.reference_rows,
             "current_rows": run.current_rows,
+            "other_versions_rows": dict(run.other_versions),
+            "version_since": None if run.version_since is None else run.version_since.isoformat(),
             "features_tested": run.features_tested,
             "drifted_features": run.drifted_features,
             "label_drifted": run.label_drifted,
@@ -280,7 +286,7 @@ def run_drift_job(
         observed.reference, observed.current, plan.columns, plan.floor_values(), fdr=plan.config.fdr, min_samples=plan.config.min_samples
     )
     run = _decided_run(manifest, plan, observed, [_with_floor_source(result, plan.floors[result.feature, result.test]) for result in results], engine)
-    trends = feature_trends(engine, manifest.model_name, before=window.end, limit=TREND_RUNS - 1)
+    trends = feature_trends(engine, manifest.model_name, before=window.end, limit=TREND_RUNS - 1, version=manifest.version)
     report = render_drift_report(run, observed.reference, observed.current, trends=trends).encode("utf-8")
     key = report_key(config.report_prefix, run.model_name, window.end, run.run_id)
     run = replace(run, report_uri=f"s3://{config.bucket}/{key}", report_url=_upload_report(s3_client, config.bucket, key, report))
@@ -301,7 +307,8 @@ def read_drift_window(
 ) -> ObservedWindow:
     """Read ``window`` once into summaries against the drift reference and the training reference
     (one and the same for ``training``), with the quality sample in the same pass when quality is
-    assessed, and the window's refusals.
+    assessed, and the window's refusals. Only the predictions of ``manifest.version`` are read
+    (labels too: quality is that version's); every version's rows are counted.
 
     For the ``previous`` reference, the previous window is read first, a day at a time, into KLL
     sketches and counts (:mod:`sml.monitoring.previous_reference`), so its memory is a day's rows.
@@ -312,33 +319,36 @@ def read_drift_window(
         reference_window = window.previous()
         # A day at a time into KLL sketches and counts; the verdicts allow for the sketches' rank error.
         reference, reference_rows = sketched_window_reference(engine, manifest, reference_window)
+    version = manifest.version
     references = [reference] if reference is training else [reference, training]
     quality_sample = None
     if window_source is not None and window_source.name != "database":
         # Drift from the source; labels (and, for a classifier, probabilities) from the database, a pass of their own.
-        summaries = window_source.read_summaries(manifest.model_name, window, manifest.features, references)
+        summaries = window_source.read_summaries(manifest.model_name, window, manifest.features, references, version=version)
         if config.quality:
             _, quality_sample = read_window_summaries_with_quality(
-                engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task
+                engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task, version=version
             )
     elif config.reference_kind == "training" and (days := read_window_from_days(engine, manifest, window)) is not None:
         # Stored days (their counts unchanged) merged with the rest read live; quality needs the labels, a pass of its own.
         summaries = [days.summary]
         if config.quality:
             _, quality_sample = read_window_summaries_with_quality(
-                engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task
+                engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task, version=version
             )
     elif config.quality:
         # One pass over the window for drift and quality (a second read cost as much as the first).
         summaries, quality_sample = read_window_summaries_with_quality(
-            engine, manifest.model_name, window, manifest.features, manifest.classes, references, task=manifest.task, manifest=manifest
+            engine, manifest.model_name, window, manifest.features, manifest.classes, references, task=manifest.task, manifest=manifest,
+            version=version,
         )
     else:
-        summaries = read_window_summaries(engine, manifest.model_name, window, manifest.features, references)
+        summaries = read_window_summaries(engine, manifest.model_name, window, manifest.features, references, version=version)
     return ObservedWindow(
         window=window, reference=reference, reference_rows=reference_rows, reference_window=reference_window, current=summaries[0],
         training=training, training_current=summaries[-1], quality_sample=quality_sample,
         refused=read_refused_counts(engine, manifest.model_name, window.start, window.end),
+        versions=tuple(window_versions(engine, manifest.model_name, window)),
     )
 
 
@@ -362,7 +372,19 @@ def _decided_run(manifest: ModelManifest, plan: DriftPlan, observed: ObservedWin
             run_data_quality_checks(observed.training, observed.training_current, manifest.features, config.data_quality, observed.refused)
         ),
         refused_requests=dict(observed.refused.requests),
+        other_versions={entry.version: entry.rows for entry in observed.versions if entry.version != manifest.version},
+        version_since=version_since(observed.versions, manifest.version),
     )
+
+
+def version_since(versions: Sequence[VersionRows], version: str) -> datetime | None:
+    """When ``version`` took over inside the window: its first prediction there, if another
+    version predicted before it in the window; ``None`` when it served the whole window (or
+    made no prediction in it)."""
+    own = next((entry for entry in versions if entry.version == version), None)
+    if own is None or not any(entry.first < own.first for entry in versions if entry.version != version):
+        return None
+    return own.first
 
 
 def quality_summary(run: DriftRun) -> dict[str, Any]:

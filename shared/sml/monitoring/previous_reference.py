@@ -36,7 +36,8 @@ def sketch_method(k: int = DEFAULT_K) -> str:
 
 
 def sketched_window_reference(engine: Engine, manifest: Any, window: TimeWindow, *, k: int = DEFAULT_K) -> tuple[SummaryReference, int]:
-    """The previous window of ``manifest``'s model as a :class:`SummaryReference`, and its row count.
+    """The previous window of ``manifest``'s model as a :class:`SummaryReference`, and its row count:
+    the predictions of the manifest's version only (another version's rows have their own schema).
 
     Numeric features (and a regression model's predictions) become :class:`SketchedNumericGrid`\\ s;
     categorical features and a classifier's labels :class:`CategoricalGrid`\\ s of their counts.
@@ -51,7 +52,7 @@ def sketched_window_reference(engine: Engine, manifest: Any, window: TimeWindow,
     start = window.start
     while start < window.end:
         day = TimeWindow(start=start, end=min(start + READ_STEP, window.end))
-        sample = read_window(engine, manifest.model_name, day, manifest.features)
+        sample = read_window(engine, manifest.model_name, day, manifest.features, version=manifest.version)
         columns: dict[str, Any] = {**sample.columns(), PREDICTION: sample.labels}
         if regression:
             columns[PREDICTION] = np.array([_number(value) for value in sample.labels], dtype=float)

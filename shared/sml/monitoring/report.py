@@ -144,6 +144,7 @@ def _summary(run: DriftRun) -> str:
         "reference": f"{run.reference_kind} ({run.reference_rows} rows)"
         + (f", {run.reference_window.start.isoformat()} to {run.reference_window.end.isoformat()}" if run.reference_window else ""),
         "current rows": str(run.current_rows),
+        **({"other versions": note} if (note := run.versions_note()) else {}),
         "features drifted": f"{len(run.drifted_features)} of {run.features_tested}",
         "predicted label": "drifted" if run.label_drifted else "did not drift",
         "data quality": run.data_quality_status if run.data_quality else "not checked",

@@ -1,7 +1,7 @@
 """Where the weekly run reads its window: one seam, chosen by ``SML_WINDOW_SOURCE``.
 
-A window source turns the predictions of one model made in a window into one
-:class:`~sml.monitoring.summaries.WindowSummary` per reference. Every source counts the same
+A window source turns the predictions of one model made in a window (of one of its versions,
+when ``version`` is given) into one :class:`~sml.monitoring.summaries.WindowSummary` per reference. Every source counts the same
 values with the same summariser, so a window gives the same verdicts from each:
 
 - ``database`` (default; small installs and the demo): :func:`sml.monitoring.windows.read_window_summaries`;
@@ -33,7 +33,13 @@ class WindowSource(Protocol):
     name: str
 
     def read_summaries(
-        self, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], references: Sequence[SummaryReference]
+        self,
+        model_name: str,
+        window: TimeWindow,
+        features: Sequence[FeatureSpec],
+        references: Sequence[SummaryReference],
+        *,
+        version: str | None = None,
     ) -> list[WindowSummary]: ...
 
 
@@ -45,6 +51,12 @@ class DatabaseWindowSource:
     name: str = "database"
 
     def read_summaries(
-        self, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], references: Sequence[SummaryReference]
+        self,
+        model_name: str,
+        window: TimeWindow,
+        features: Sequence[FeatureSpec],
+        references: Sequence[SummaryReference],
+        *,
+        version: str | None = None,
     ) -> list[WindowSummary]:
-        return read_window_summaries(self.engine, model_name, window, features, references)
+        return read_window_summaries(self.engine, model_name, window, features, references, version=version)

@@ -66,6 +66,25 @@ class DriftRun:
     (``_request`` refusals: not JSON, too large, not a request, unknown feature names; each counted
     once per request); shown in the report and the job's summary,
     not a data-quality check, not stored (``predict_refusals`` holds them)."""
+    other_versions: dict[str, int] = field(default_factory=dict)
+    """Predictions in the window made by other versions of the model, per version: counted, not
+    tested (their features and reference are not this version's). Stored in ``parameters`` under
+    ``window_versions``."""
+    version_since: datetime | None = None
+    """The first prediction of ``model_version`` in the window when another version predicted
+    before it there (it became the champion inside the window), else ``None``."""
+
+    def versions_note(self) -> str | None:
+        """One line on the window's other versions, e.g. ``v2 since 2025-03-06T10:00:00Z; rows of
+        other versions in the window, not tested: v1 1200``; ``None`` when this version served the
+        whole window alone."""
+        parts = []
+        if self.version_since is not None:
+            parts.append(f"{self.model_version} since {self.version_since.isoformat().replace('+00:00', 'Z')}")
+        if self.other_versions:
+            counts = ", ".join(f"{version} {rows}" for version, rows in sorted(self.other_versions.items()))
+            parts.append(f"rows of other versions in the window, not tested: {counts}")
+        return "; ".join(parts) or None
 
     @property
     def data_quality_status(self) -> DataQualityStatus:
@@ -166,13 +185,17 @@ def _status_of_checks(violated: list[bool]) -> str | None:
     return "VIOLATIONS" if any(violated) else "OK"
 
 
-def drift_history(engine: Engine, model_name: str, *, limit: int = 12, feature: str | None = None) -> list[dict[str, Any]]:
+def drift_history(
+    engine: Engine, model_name: str, *, limit: int = 12, feature: str | None = None, version: str | None = None
+) -> list[dict[str, Any]]:
     """The last ``limit`` stored runs of ``model_name``, latest window end first (runs of windows
     that end in the future last: :func:`~sml.monitoring.windows.latest_window_first`), as dicts.
 
     Without ``feature``: one row per run (``window_end``, ``model_version``, ``status``,
     ``data_quality_status``, ``n_reference``, ``n_current``, ``features_tested``,
-    ``features_drifted``). With ``feature``: one row per run and test of that feature, adding
+    ``features_drifted``, ``other_versions_rows``: the window's rows of other versions per version,
+    ``version_since``: when the run's version took over inside its window, ISO 8601, or None).
+    With ``version``, only the runs of that model version. With ``feature``: one row per run and test of that feature, adding
     ``test``, ``effect_size``, ``effect_upper``, ``effect_floor``, ``p_adjusted``, ``verdict``
     and ``reason``; runs that did not test it are left out.
 
@@ -184,14 +207,18 @@ def drift_history(engine: Engine, model_name: str, *, limit: int = 12, feature: 
         sa.select(
             DRIFT_RUNS.c.run_id, DRIFT_RUNS.c.window_end, DRIFT_RUNS.c.model_version, DRIFT_RUNS.c.status,
             DRIFT_RUNS.c.n_reference, DRIFT_RUNS.c.n_current,
-            DRIFT_RUNS.c.features_tested, DRIFT_RUNS.c.features_drifted,
+            DRIFT_RUNS.c.features_tested, DRIFT_RUNS.c.features_drifted, DRIFT_RUNS.c.parameters,
         )
-        .where(DRIFT_RUNS.c.model_name == model_name)
+        .where(DRIFT_RUNS.c.model_name == model_name, *([] if version is None else [DRIFT_RUNS.c.model_version == version]))
         .order_by(*latest_window_first(DRIFT_RUNS.c.window_end))
         .limit(limit)
     )
     with engine.connect() as connection:
-        rows = [dict(row) for row in connection.execute(runs).mappings()]
+        rows = []
+        for row in connection.execute(runs).mappings():
+            entry = dict(row)
+            entry["other_versions_rows"], entry["version_since"] = stored_window_versions(entry.pop("parameters"))
+            rows.append(entry)
         if not rows:
             return rows
         checks = connection.execute(
@@ -231,15 +258,24 @@ class TrendPoint:
     verdict: str
 
 
-def feature_trends(engine: Engine, model_name: str, *, before: datetime, limit: int = 12) -> dict[str, list[TrendPoint]]:
+def feature_trends(
+    engine: Engine, model_name: str, *, before: datetime, limit: int = 12, version: str | None = None
+) -> dict[str, list[TrendPoint]]:
     """Per feature, the main test of the last ``limit`` stored runs ending before ``before``, oldest first.
+
+    With ``version``, only the runs of that model version: another version's feature of the same
+    name was compared with another reference.
 
     Runs stored before issue 18 have no upper bound (``effect_upper`` None).
     """
     with engine.connect() as connection:
         run_ids = connection.execute(
             sa.select(DRIFT_RUNS.c.run_id)
-            .where(DRIFT_RUNS.c.model_name == model_name, DRIFT_RUNS.c.window_end < to_db_timestamp(before))
+            .where(
+                DRIFT_RUNS.c.model_name == model_name,
+                DRIFT_RUNS.c.window_end < to_db_timestamp(before),
+                *([] if version is None else [DRIFT_RUNS.c.model_version == version]),
+            )
             .order_by(DRIFT_RUNS.c.window_end.desc())
             .limit(limit)
         ).scalars().all()
@@ -274,9 +310,23 @@ def _run_row(run: DriftRun) -> dict[str, Any]:
         "features_tested": run.features_tested,
         "features_drifted": len(run.drifted_features),
         "report_uri": run.report_uri,
-        "parameters": json.dumps(run.parameters, sort_keys=True, separators=(",", ":")),
+        "parameters": json.dumps({**run.parameters, **_window_versions(run)}, sort_keys=True, separators=(",", ":")),
         "created_at": to_db_timestamp(run.created_at),
     }
+
+
+def _window_versions(run: DriftRun) -> dict[str, Any]:
+    if not run.other_versions and run.version_since is None:
+        return {}
+    since = None if run.version_since is None else run.version_since.isoformat()
+    return {"window_versions": {"other_rows": dict(sorted(run.other_versions.items())), "version_since": since}}
+
+
+def stored_window_versions(parameters: str | None) -> tuple[dict[str, int], str | None]:
+    """From a stored run's ``parameters`` text: the other versions' rows in its window per version,
+    and when its version took over inside the window (ISO 8601), as :class:`DriftRun` has them."""
+    stored = json.loads(parameters or "{}").get("window_versions") or {}
+    return dict(stored.get("other_rows") or {}), stored.get("version_since")
 
 
 def _check_row(run_id: str, check: DataQualityCheck) -> dict[str, Any]:

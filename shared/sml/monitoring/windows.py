@@ -208,6 +208,7 @@ def read_window(
     *,
     slice_rows: int | None = None,
     extension: WindowExtension | None = None,
+    version: str | None = None,
 ) -> WindowSample:
     """Read the predictions of ``model_name`` made in ``window`` as columns of ``features``.
 
@@ -219,11 +220,13 @@ def read_window(
     :param features: the model's feature schema (from its manifest); other keys are ignored.
     :param slice_rows: rows per slice on average; by default about a megabyte of text.
     :param extension: more columns to read in the same pass (see :class:`WindowExtension`).
+    :param version: only the predictions this model version made (``model_version``); ``None``
+        reads every version's, which is only right while the window holds one feature schema.
     :returns: a :class:`WindowSample`; ``n_rows`` is 0 when the window has no predictions.
     :raises SmlError: a stored ``features`` text is not a JSON object.
     """
     columns = _WindowColumns(features, extension)
-    _read(engine, model_name, window, columns, slice_rows)
+    _read(engine, model_name, window, columns, slice_rows, version)
     return columns.sample(window)
 
 
@@ -236,6 +239,7 @@ def read_window_summaries(
     *,
     slice_rows: int | None = None,
     extension: WindowExtension | None = None,
+    version: str | None = None,
 ) -> list[WindowSummary]:
     """Read the predictions of ``model_name`` made in ``window`` into one summary per reference.
 
@@ -245,17 +249,18 @@ def read_window_summaries(
 
     :param references: what to count against, e.g. the training reference, and the previous
         window's as a second one; every summary sees every row.
+    :param version: only this model version's predictions (see :func:`read_window`).
     :returns: a :class:`~sml.monitoring.summaries.WindowSummary` per reference, in order.
     :raises SmlError: a stored ``features`` text is not a JSON object.
     """
     summarisers = [WindowSummariser(reference) for reference in references]
-    _read(engine, model_name, window, _WindowColumns(features, extension, summarisers), slice_rows)
+    _read(engine, model_name, window, _WindowColumns(features, extension, summarisers), slice_rows, version)
     return [summariser.summary() for summariser in summarisers]
 
 
-def _read(engine: Engine, model_name: str, window: TimeWindow, columns: _WindowColumns, slice_rows: int | None) -> None:
-    start, end = to_db_timestamp(window.start), to_db_timestamp(window.end)
-    in_window = (PREDICTIONS.c.model_name == model_name, PREDICTIONS.c.predicted_at >= start, PREDICTIONS.c.predicted_at < end)
+def _read(engine: Engine, model_name: str, window: TimeWindow, columns: _WindowColumns, slice_rows: int | None, version: str | None = None) -> None:
+    in_window = _in_window(model_name, window, version)
+    start = to_db_timestamp(window.start)
     # One transaction: on InnoDB the count, the slices and any slice read again see one snapshot.
     # Where rows can arrive in between, a slice read again had added nothing, so no row counts twice.
     with engine.connect() as connection:
@@ -268,6 +273,52 @@ def _read(engine: Engine, model_name: str, window: TimeWindow, columns: _WindowC
                 _read_rows(connection, in_window, columns)
             elif unread := _read_slices(connection, in_window, slice_number, columns):
                 _read_rows(connection, (*in_window, slice_number.in_(unread)), columns)
+
+
+def _in_window(model_name: str, window: TimeWindow, version: str | None = None) -> tuple[Any, ...]:
+    """The conditions of the rows of ``model_name`` (and ``version``) in ``window``.
+
+    The version is checked on the rows the index range ``(model_name, predicted_at)`` yields: the
+    window's rows of other versions are read from the table and dropped, so the cost stays that of
+    the window's rows of every version, as before, and no index on the version is needed.
+    """
+    start, end = to_db_timestamp(window.start), to_db_timestamp(window.end)
+    conditions = (PREDICTIONS.c.model_name == model_name, PREDICTIONS.c.predicted_at >= start, PREDICTIONS.c.predicted_at < end)
+    return conditions if version is None else (*conditions, PREDICTIONS.c.model_version == version)
+
+
+@dataclass(frozen=True)
+class VersionRows:
+    """The predictions one model version made in a window: how many, the first and the last (aware UTC)."""
+
+    version: str
+    rows: int
+    first: datetime
+    last: datetime
+
+
+def window_versions(engine: Engine, model_name: str, window: TimeWindow) -> list[VersionRows]:
+    """Per model version, the predictions of ``model_name`` made in ``window``, earliest first.
+
+    One grouped query over the window's index range. A version whose first row comes after
+    another version's rows took over inside the window (a promotion or a rollback).
+    """
+    predicted_at = PREDICTIONS.c.predicted_at
+    statement = (
+        sa.select(PREDICTIONS.c.model_version, sa.func.count(), sa.func.min(predicted_at), sa.func.max(predicted_at))
+        .where(*_in_window(model_name, window))
+        .group_by(PREDICTIONS.c.model_version)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(_hinted(statement)).all()
+    versions = [VersionRows(version, int(count), _utc(first), _utc(last)) for version, count, first, last in rows]
+    return sorted(versions, key=lambda entry: (entry.first, entry.version))
+
+
+def _utc(value: datetime | str) -> datetime:
+    # SQLite hands an aggregate of a DATETIME column back as its text.
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def _read_slices(connection: Connection, in_window: Sequence[Any], slice_number: Any, columns: _WindowColumns) -> list[int]:

@@ -1,4 +1,4 @@
-"""`sml drift`: run the drift job now against the champion and print the verdict table.
+"""`sml drift`: run the drift job now against the champion (or ``--version``) and print the verdict table.
 
 The job is the drift Lambda's (:func:`sml.monitoring.job.run_drift_job`): it stores the run, puts the
 report in S3 and publishes the alert when a topic is configured (``sml up`` sets one). The report
@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--window", help="length of the current window, e.g. 7d, 12h, 90m, 2w (default: SML_DRIFT_WINDOW_DAYS, 7 days)")
     parser.add_argument("--reference", choices=("training", "previous"), help="compare with the training reference or the previous window (default: SML_DRIFT_REFERENCE, training)")
     add_model_option(parser)
+    parser.add_argument(
+        "--version",
+        help="the registered version whose predictions and reference are compared (default: the champion); "
+        "rows of other versions in the window are counted, not tested",
+    )
     parser.add_argument("--end", help="end of the window, ISO 8601 such as 2025-03-10T06:00:00Z; a time without offset is UTC (default: now)")
     parser.add_argument("--report-dir", type=Path, help="folder for the HTML report (default: <SML_STATE_DIR>/reports)")
     parser.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when the verdict is DRIFT")
@@ -56,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     history.add_argument("--feature", help="show this feature's tests across the runs (the label is '(predicted label)')")
     history.add_argument("--limit", type=int, default=12, help="how many runs, newest first (default 12)")
+    history.add_argument("--version", help="only the runs of this model version (default: every version's)")
     add_model_option(history)
     history.set_defaults(run=run_history)
 
@@ -83,7 +89,7 @@ def run_drift(args: argparse.Namespace) -> int:
     registry = ModelRegistry(
         aws_client("s3", settings), aws_client("ssm", settings), bucket=settings.bucket, app_name=settings.app_name, model_name=settings.model_name
     )
-    manifest = registry.manifest(registry.champion_version())
+    manifest = registry.manifest(check_version(args.version) if args.version else registry.champion_version())
     engine = database_engine_from_settings(settings)
     try:
         outcome = run_drift_job(
@@ -116,7 +122,7 @@ def run_history(args: argparse.Namespace) -> int:
     settings = load_model_settings(LocalSettings, args.model)
     engine = database_engine_from_settings(settings)
     try:
-        rows = drift_history(engine, settings.model_name, limit=args.limit, feature=args.feature)
+        rows = drift_history(engine, settings.model_name, limit=args.limit, feature=args.feature, version=args.version and check_version(args.version))
     finally:
         engine.dispose()
     console = Console()
@@ -124,7 +130,8 @@ def run_history(args: argparse.Namespace) -> int:
         console.width = 160
     if not rows:
         subject = f"feature {args.feature!r} of " if args.feature else ""
-        console.print(f"no stored drift runs for {subject}model {settings.model_name!r}", markup=False)
+        of_version = f" version {args.version!r}" if args.version else ""
+        console.print(f"no stored drift runs for {subject}model {settings.model_name!r}{of_version}", markup=False)
         return 0
     title = f"drift history of {escape(settings.model_name)}" + (f", feature {escape(args.feature)}" if args.feature else "")
     table = Table(title=title)
@@ -132,7 +139,7 @@ def run_history(args: argparse.Namespace) -> int:
     if args.feature:
         columns += ["test", "effect", "rules out ≥", "floor", "adjusted p", "verdict"]
     else:
-        columns += ["verdict", "data quality", "rows", "drifted"]
+        columns += ["verdict", "data quality", "rows", "drifted", "other versions' rows"]
     for column in columns:
         table.add_column(column, no_wrap=True)
     for row in rows:
@@ -143,10 +150,28 @@ def run_history(args: argparse.Namespace) -> int:
                       f"[{VERDICT_STYLE.get(row['verdict'], 'yellow')}]{escape(verdict)}[/]"]
         else:
             cells += [f"[{VERDICT_STYLE.get(row['status'], 'yellow')}]{row['status']}[/]", row["data_quality_status"] or "-",
-                      str(row["n_current"]), f"{row['features_drifted']} of {row['features_tested']}"]
+                      str(row["n_current"]), f"{row['features_drifted']} of {row['features_tested']}", _other_versions(row)]
         table.add_row(*cells)
     console.print(table)
     return 0
+
+
+def check_version(text: str) -> str:
+    """``--version`` as given, when it can be a registered version's name.
+
+    :raises SmlError: naming ``--version``.
+    """
+    from sml.lifecycle.registry import VERSION_PATTERN
+
+    if not VERSION_PATTERN.match(text):
+        raise SmlError(f"--version: {text!r} is not a version name (letters, digits, '.', '_', '-'; at most 64)")
+    return text
+
+
+def _other_versions(row: dict[str, object]) -> str:
+    counts = row["other_versions_rows"]
+    text = ", ".join(f"{version} {rows}" for version, rows in sorted(counts.items())) if isinstance(counts, dict) and counts else "-"
+    return text + (f" (since {row['version_since']})" if row["version_since"] else "")
 
 
 def _number(value: float | None) -> str:
@@ -213,6 +238,8 @@ def print_run(outcome: DriftJobResult) -> None:
         f"{', and the predicted label' if run.label_drifted else ''}; "
         f"{run.current_rows} rows in the window, {run.reference_rows} in the {run.reference_kind} reference)"
     )
+    if note := run.versions_note():
+        console.print(f"versions: {note}", markup=False)
     if run.data_quality:
         console.print(data_quality_line(run), markup=False)
     if run.refused_requests:

@@ -108,15 +108,23 @@ class RegressionSample:
 
 
 def read_quality_window(
-    engine: Engine, model_name: str, window: TimeWindow, classes: Sequence[str | int], *, task: Task | None = None, features: Sequence[FeatureSpec] = ()
+    engine: Engine,
+    model_name: str,
+    window: TimeWindow,
+    classes: Sequence[str | int],
+    *,
+    task: Task | None = None,
+    features: Sequence[FeatureSpec] = (),
+    version: str | None = None,
 ) -> QualitySample | RegressionSample:
     """Read the predictions of ``model_name`` in ``window`` with their labels (see the module's docstring).
 
     :param classes: the model's classes (manifest order); labels and predictions are matched by their text.
     :param task: the model's task (by default the one its classes imply: none, regression).
     :param features: the features a regression model's DLE reads (none: no estimate).
+    :param version: only this model version's predictions (and so their labels); ``None``: every version's.
     """
-    return read_window_with_quality(engine, model_name, window, features, classes, task=task)[1]
+    return read_window_with_quality(engine, model_name, window, features, classes, task=task, version=version)[1]
 
 
 def read_window_with_quality(
@@ -128,6 +136,7 @@ def read_window_with_quality(
     *,
     task: Task | None = None,
     aggregate: QualityAggregate | None = None,
+    version: str | None = None,
 ) -> tuple[WindowSample, QualitySample | RegressionSample]:
     """The drift columns of ``features`` and the quality sample of the window, in one pass over it.
 
@@ -136,13 +145,14 @@ def read_window_with_quality(
     window once for data drift and model quality together. A regression model's sample
     (``task`` regression, or no classes) holds numbers and the window's feature columns.
     ``aggregate`` (:func:`quality_aggregate` of the model) is filled slice by slice as the window is read.
+    ``version`` keeps only that model version's predictions, so their labels are that version's.
     """
     if (task or task_from_classes(tuple(classes))) == "regression":
         numbers = RegressionColumns(aggregate if isinstance(aggregate, RegressionAggregate) else None)
-        sample = read_window(engine, model_name, window, features, extension=numbers)
+        sample = read_window(engine, model_name, window, features, extension=numbers, version=version)
         return sample, numbers.sample(sample.columns())
     quality = QualityColumns(classes, aggregate if isinstance(aggregate, ClassificationAggregate) else None)
-    sample = read_window(engine, model_name, window, features, extension=quality)
+    sample = read_window(engine, model_name, window, features, extension=quality, version=version)
     return sample, quality.sample()
 
 
@@ -156,6 +166,7 @@ def read_window_summaries_with_quality(
     *,
     task: Task | None = None,
     manifest: ModelManifest | None = None,
+    version: str | None = None,
 ) -> tuple[list[WindowSummary], QualitySample | RegressionSample]:
     """:func:`read_window_with_quality`, with the drift columns counted into summaries
     (:func:`~sml.monitoring.windows.read_window_summaries`) instead of kept.
@@ -173,7 +184,7 @@ def read_window_summaries_with_quality(
         estimator = _label_free_estimator(manifest)
         loss_sample = LossSample([spec.name for spec in manifest.features]) if isinstance(estimator, DirectLossEstimator) else None
         columns = RegressionColumns(aggregate, loss_sample)
-        summaries = read_window_summaries(engine, model_name, window, features, references, extension=columns)
+        summaries = read_window_summaries(engine, model_name, window, features, references, extension=columns, version=version)
         numbers = columns.sample({})
         if loss_sample is not None:
             known = int(np.isfinite(numbers.predictions).sum())
@@ -181,11 +192,13 @@ def read_window_summaries_with_quality(
             mae, rmse, evaluated = estimator.estimate(loss_sample.columns(), loss_sample.predictions, max_rows=loss_sample.size)
             aggregate.add_estimate(mae, rmse, known, evaluated)
     elif (task or task_from_classes(tuple(classes))) == "regression":
-        sample, numbers = read_window_with_quality(engine, model_name, window, features, classes, task="regression", aggregate=aggregate)
+        sample, numbers = read_window_with_quality(
+            engine, model_name, window, features, classes, task="regression", aggregate=aggregate, version=version
+        )
         summaries = [summarise(sample.columns(), reference, sample.labels) for reference in references]
     else:
         quality = QualityColumns(classes, aggregate if isinstance(aggregate, ClassificationAggregate) else None)
-        summaries = read_window_summaries(engine, model_name, window, features, references, extension=quality)
+        summaries = read_window_summaries(engine, model_name, window, features, references, extension=quality, version=version)
         numbers = quality.sample()
     if aggregate is not None:
         for summary in summaries:
@@ -543,7 +556,7 @@ def assess_window_quality(
     """The model quality of ``manifest``'s model in ``window``: read, then assess per the manifest's task.
 
     :param sample: the window's quality sample when already read (:func:`read_window_with_quality`,
-        as the weekly run does); ``None`` reads it. A sample with its aggregate is assessed from
+        as the weekly run does); ``None`` reads it, the predictions of the manifest's version only. A sample with its aggregate is assessed from
         the aggregate (the arrays then give only the label delays and DLE's rows).
 
     The positive class is the manifest's ``extra["positive_class"]`` (binary models), the
@@ -563,7 +576,9 @@ def assess_window_quality(
         config = replace(config, metric=None).for_task(task)
     estimator = _label_free_estimator(manifest)
     if sample is None:
-        sample = read_quality_window(engine, manifest.model_name, window, manifest.classes, task=task, features=manifest.features)
+        sample = read_quality_window(
+            engine, manifest.model_name, window, manifest.classes, task=task, features=manifest.features, version=manifest.version
+        )
     classes = tuple(str(label) for label in manifest.classes)
     positive = _positive_class(manifest)
     if isinstance(sample, RegressionSample):
