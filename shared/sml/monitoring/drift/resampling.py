@@ -27,6 +27,7 @@ seeded, so a rerun of a window gives the same bound and verdict.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -131,16 +132,17 @@ class BinnedDistance(DriftMethod):
 
     kinds = ("numeric", "categorical")
 
+    @abstractmethod
     def distance(self, reference: np.ndarray, current: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The distance per row of ``reference`` and ``current`` counts (shape ``(r, bins)`` or ``(bins,)``)."""
 
+    @abstractmethod
     def to_chi2(self, distance: float, n: int, m: int | None) -> float:
         """The χ² statistic a distance amounts to between samples of ``n`` and ``m`` values."""
-        raise NotImplementedError
 
+    @abstractmethod
     def from_chi2(self, statistic: float, n: int, m: int | None) -> float:
         """The inverse of :meth:`to_chi2`."""
-        raise NotImplementedError
 
     def compute(self, column: Any, reference: Any, current: Any) -> MethodOutcome:
         from sml.monitoring.drift.stats import DETECTION_POWER, noncentrality_for_power

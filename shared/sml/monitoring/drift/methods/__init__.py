@@ -30,6 +30,7 @@ Example (a whole method)::
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -64,7 +65,7 @@ class MethodOutcome:
     sketched reference's rank error): DRIFT needs ``effect - effect_margin`` over the floor."""
 
 
-class DriftMethod:
+class DriftMethod(ABC):
     """The interface every drift method implements (see the module doc).
 
     Class attributes: ``name`` (the result's ``test`` and the drift config's ``method`` value),
@@ -90,15 +91,15 @@ class DriftMethod:
     """Whether it can test a numeric column against a KLL-sketched reference (the ``previous``
     window's, :mod:`sml.monitoring.drift.sketch`) with the sketch's rank error accounted for."""
 
+    @abstractmethod
     def compute(self, column: Any, reference: Any, current: Any) -> MethodOutcome:
         """The method's numbers for ``column`` (a :class:`~sml.monitoring.drift.run.DriftColumn`)
         from its reference grid and the window's summary of it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def certifiable(self, column: Any, reference: Any, n_current: int | None, alpha: float) -> float:
         """The effect bound a window of ``n_current`` values (``None``: unlimited) with no shift
         typically reaches: floors below it are rarely certified as absent."""
-        raise NotImplementedError
 
     def reference_size(self, reference: Any) -> int:
         """The reference values the method uses (non-missing ones, unless it tests missingness)."""
