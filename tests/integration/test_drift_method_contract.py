@@ -118,3 +118,16 @@ def test_a_config_naming_an_unregistered_method_is_refused_naming_it(toy_method:
         ModelDriftConfig.from_mapping({"methods": {"numeric": "nope"}}, source="drift.toml")
     with pytest.raises(SmlError, match=r"drift\.toml: features\.colour\.method: 'toy_mean_gap' is not a drift method for categorical"):
         ModelDriftConfig.from_mapping({"features": {"colour": {"method": TOY}}}, source="drift.toml").check_features(build_manifest(draw_traffic(50, seed=1)).features)
+
+
+def test_a_method_without_its_power_check_is_refused_when_registered() -> None:
+    class NoPowerCheck(DriftMethod):
+        name, kinds, effect_name = "no_power_check", ("numeric",), "anything"
+        floor_key, default_floor = "no_power_check", 0.1
+
+        def compute(self, column: Any, reference: Any, current: Any) -> MethodOutcome:
+            return MethodOutcome(0.0, 1.0, 0.0, 1, 1, effect_upper=None, min_detectable=None, corrected=False)
+
+    with pytest.raises(TypeError, match="certifiable"):
+        register_method(NoPowerCheck)
+    unregister_method("no_power_check")
