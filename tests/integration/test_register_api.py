@@ -88,3 +88,25 @@ def test_importing_sml_and_building_an_array_input_imports_neither_pandas_nor_re
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=environment).stdout))
     assert not {"pandas", "sklearn", "sml.lifecycle.registration"} & loaded
+
+
+def test_versions_registered_within_one_second_are_listed_in_registration_order(aws: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    import sml.lifecycle.registration as registration
+
+    moments = iter([dt.datetime(2026, 12, 7, 8, 0, 0, 100, tzinfo=dt.timezone.utc), dt.datetime(2026, 12, 7, 8, 0, 0, 900, tzinfo=dt.timezone.utc)])
+
+    class SameSecond(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
+            return next(moments)
+
+    suffixes = iter(["ffffff", "000000"])  # the later version's random suffix sorts first
+    monkeypatch.setattr(registration, "datetime", SameSecond)
+    monkeypatch.setattr(registration.secrets, "token_hex", lambda n: next(suffixes))
+    model, train, y_train, _, _ = churn()
+    first = sml.register(model, train, y_train, model_name="churn", on_step=lambda line: None)
+    second = sml.register(model, train, y_train, model_name="churn", on_step=lambda line: None)
+
+    assert [stored.version for stored in registry(*aws, "churn").list_versions()] == [first.version, second.version]

@@ -278,7 +278,7 @@ def prepare_version(
     manifest = ModelManifest(
         model_name=model_name,
         version=new_version(created_at),
-        created_at=created_at.isoformat(timespec="seconds"),
+        created_at=created_at.isoformat(),
         sha256="",
         artifact_key="",
         estimator=estimator or estimator_name(model),

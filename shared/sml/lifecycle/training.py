@@ -297,7 +297,7 @@ def build_manifest(
     return ModelManifest(
         model_name=trained.config.model_name,
         version=version,
-        created_at=created_at.astimezone(timezone.utc).isoformat(timespec="seconds"),
+        created_at=created_at.astimezone(timezone.utc).isoformat(),
         sha256=sha256,
         artifact_key="",
         estimator=trained.config.estimator,
