@@ -231,11 +231,9 @@ def test_alarms_cover_url_5xx_capture_misses_writer_throttles_and_a_broken_champ
 
 
 def test_an_alarm_fires_when_drift_has_not_run_for_a_week(default_stack: Synthesized) -> None:
-    drift_id, _ = default_stack.function("drift")
-    (silence,) = [
-        a for a in _alarms_by_metric(default_stack)[("AWS/Lambda", "Invocations")]
-        if a["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": drift_id}}]
-    ]
+    # The weekly run's own metric: the daily step invokes the same function every day.
+    (silence,) = _alarms_by_metric(default_stack)[("sml-dev", "weekly_runs")]
+    assert silence["Dimensions"] == [{"Name": "service", "Value": "drift"}]
     assert silence["ComparisonOperator"] == "LessThanThreshold" and silence["Threshold"] == 1
     assert silence["TreatMissingData"] == "breaching"
     # The longest window CloudWatch evaluates (Period x EvaluationPeriods <= 7 days): a missed Monday
