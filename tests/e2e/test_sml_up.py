@@ -112,6 +112,8 @@ def test_sml_up_serves_writes_stack_json_and_stops_cleanly_on_sigint(sml_up: tup
     while not written.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert written.read_text() == '{"n": 7}\n'
+    # A replaced writer gets SQS batches only: the stack's retention step is the stock writer's action.
+    assert "KeyError" not in "".join(log.read_text() for log in (state_dir / "logs").glob("writer*"))
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=5) == 0  # the bound for a clean stop

@@ -9,7 +9,8 @@ up to ``writer_concurrency`` (the event source mapping's maximum concurrency). T
 ``<state_dir>/logs/<function>.log`` (stdout and stderr, as CloudWatch would get them). The
 endpoints go to ``<state_dir>/stack.json``, where every other ``sml`` command finds them. The
 schedule (:mod:`sml.local.schedule`) plays the EventBridge rules: the retention step runs in
-a writer container at start and every ``retention_interval_s``; the weekly drift run, once per
+a writer container at start and every ``retention_interval_s`` (only with the stock writer
+handler, which knows the ``retention`` action; a replaced writer owns its storage); the weekly drift run, once per
 model, in a drift container every ``drift_interval_s`` (first after one interval: ``sml drift`` runs
 it on demand); the drift function's daily step (``{"sml_action": "daily_summaries"}``, which stores
 the days' window summaries the weekly run merges), once per model every ``daily_interval_s``
@@ -48,6 +49,8 @@ from sml.local.schedule import ScheduledInvocation
 from sml.local.worker import FunctionContainers, FunctionError, FunctionSpec
 
 logger = logging.getLogger(__name__)
+# The writer whose direct invocations include the retention step (functions/writer/app.py).
+DEFAULT_WRITER_HANDLER = "functions.writer.app:handler"
 
 STACK_FILE_NAME = "stack.json"
 # Held (flock) by the stack running in a state dir from before it starts anything until it stops; the
@@ -108,7 +111,7 @@ class LocalStackConfig:
     bucket: str = "sml-models"
     archive_prefix: str = "archive/"
     predict_handler: str | Handler = "functions.predict.app:handler"
-    writer_handler: str | Handler = "functions.writer.app:handler"
+    writer_handler: str | Handler = DEFAULT_WRITER_HANDLER
     predict_concurrency: int = 2
     writer_concurrency: int = 2
     predict_timeout_s: float = 30.0
@@ -452,12 +455,13 @@ class LocalStack:
             server.start()
         self.poller.start()
         writer = self.writer
-        self.retention = ScheduledInvocation(
-            "retention",
-            lambda event: writer.invoke(event, new_lambda_context(f"{config.app_name}-writer", region=config.region, timeout_s=config.writer_timeout_s)),
-            {"sml_action": "retention"},
-            interval_s=config.retention_interval_s,
-        ).start()
+        if config.writer_handler == DEFAULT_WRITER_HANDLER:
+            self.retention = ScheduledInvocation(
+                "retention",
+                lambda event: writer.invoke(event, new_lambda_context(f"{config.app_name}-writer", region=config.region, timeout_s=config.writer_timeout_s)),
+                {"sml_action": "retention"},
+                interval_s=config.retention_interval_s,
+            ).start()
         drift = self.drift
         for model in models:
             # One weekly rule per model naming it, as the CDK app deploys them; one model: the plain event.
