@@ -163,3 +163,21 @@ def test_stored_quality_reads_back_and_goes_with_its_drift_run(engine) -> None:
         assert connection.execute(sa.select(sa.func.count()).select_from(QUALITY_RUNS)).scalar_one() == 0
         assert connection.execute(sa.select(sa.func.count()).select_from(QUALITY_METRICS)).scalar_one() == 0
     assert load_quality(engine, "r1") is None
+
+
+def test_a_window_counted_into_its_aggregate_keeps_only_the_labels_delays(engine) -> None:
+    from sml.lifecycle.manifest import FeatureSpec
+    from sml.monitoring.model_quality.metrics import ClassificationAggregate
+    from sml.monitoring.model_quality.store import read_window_with_quality
+
+    start = WINDOW.start + timedelta(hours=1)
+    ids = _store_predictions(engine, [("malignant", 0.9, start), ("benign", 0.2, start), ("benign", 0.3, start), ("malignant", 0.7, start)])
+    _store_label(engine, ids[0], "malignant", start + timedelta(hours=2))
+    aggregate = ClassificationAggregate(len(CLASSES), 1)
+
+    _, sample = read_window_with_quality(engine, MODEL, WINDOW, [FeatureSpec("x", "numeric")], CLASSES, aggregate=aggregate)
+
+    # Every prediction is counted; none is held: the memory of a weekly run follows its labels, not its window.
+    assert sample.n_rows == 4 and aggregate.n_predictions == 4 and int(aggregate.confusion.sum()) == 1
+    assert sample.predicted_index.size == sample.true_index.size == sample.probabilities.shape[0] == 0
+    assert sample.delay_seconds.tolist() == pytest.approx([7200.0])

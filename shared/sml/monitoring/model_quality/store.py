@@ -75,7 +75,9 @@ class QualitySample:
         a NaN cell where it lacked that class.
     :param true_index: the label's class index, ``UNLABELLED`` or ``LABEL_OUTSIDE_CLASSES``.
     :param delay_seconds: labelled_at − predicted_at (NaN when unlabelled).
-    :param aggregate: the window counted as it was read (:func:`quality_aggregate`), when asked for.
+    :param aggregate: the window counted as it was read (:func:`quality_aggregate`), when asked for;
+        the window's rows are then in the aggregate only: the three arrays above are empty and
+        ``delay_seconds`` holds the labelled predictions' delays alone.
     """
 
     n_rows: int
@@ -296,17 +298,22 @@ class QualityColumns:
         for text in set(labels).difference(self.label_index):
             index = self._class_index(text)
             self.label_index[text] = index if index >= 0 else LABEL_OUTSIDE_CLASSES
-        self.predicted.append(np.fromiter(map(self.prediction_index.__getitem__, predictions), dtype=np.int64, count=count))
-        values = np.fromiter(itertools.chain.from_iterable(probabilities), dtype=float, count=count * self.k)
-        self.probabilities.append(values.reshape(count, self.k))
+        predicted = np.fromiter(map(self.prediction_index.__getitem__, predictions), dtype=np.int64, count=count)
+        values = np.fromiter(itertools.chain.from_iterable(probabilities), dtype=float, count=count * self.k).reshape(count, self.k)
         truth = np.fromiter(map(self.label_index.__getitem__, labels), dtype=np.int64, count=count)
-        self.truth.append(truth)
         delay = np.fromiter(delays, dtype=float, count=count) / 1e6
         delay[truth == UNLABELLED] = np.nan
-        self.delays.append(delay)
         self.n_rows += count
         if self.aggregate is not None:
-            self.aggregate.add(self.predicted[-1], self.probabilities[-1], truth)
+            # Counted into the aggregate, the slice's rows are dropped: only the labels' delays
+            # (whose percentiles do not merge) are kept, so memory follows the labels, not the window.
+            self.aggregate.add(predicted, values, truth)
+            self.delays.append(delay[truth != UNLABELLED])
+            return
+        self.predicted.append(predicted)
+        self.probabilities.append(values)
+        self.truth.append(truth)
+        self.delays.append(delay)
 
     def _class_index(self, text: str) -> int:
         """The class index of a stored JSON label text; ``-1`` when it names no class."""
