@@ -101,3 +101,24 @@ def test_labels_dated_before_their_prediction_are_counted_and_left_out_of_the_de
     output = capsys.readouterr().out
     assert "labels dated before their prediction: 700 (a wrong clock or client; scored, left out of the label delay)" in output
     assert "label delay: median 1.0 d" in output
+
+@pytest.mark.parametrize("command", [["quality"], ["drift", "history"]])
+def test_a_database_that_refuses_the_connection_gets_one_line_naming_the_setting(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A stopped MariaDB used to end the command in a 40-line SQLAlchemy traceback.
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: bound, never listened
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        monkeypatch.setenv("SML_DATABASE_URL", f"mysql+pymysql://root@127.0.0.1:{port}/test")
+        monkeypatch.setenv("SML_STATE_DIR", str(tmp_path / "state"))
+        monkeypatch.setenv("SML_MODEL_NAME", MODEL_NAME)
+
+        assert main(command) == 2
+
+    err = capsys.readouterr().err
+    assert f"sml {command[0]}: error: cannot use the database:" in err
+    assert "Can't connect to MySQL server" in err and "SML_DATABASE_URL" in err
+    assert "Traceback" not in err

@@ -65,6 +65,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = database_unreachable(exc)
+        if message is None:
+            raise
+        print(f"sml {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def database_unreachable(exc: BaseException) -> str | None:
+    """The one-line message for a database that refused or dropped the connection, else ``None``.
+
+    SQLAlchemy wraps the driver's refusal (pymysql's 2003 "Can't connect", SQLite's "unable to
+    open database file") in ``sqlalchemy.exc.OperationalError``; any other error is not ours to
+    word and goes up unchanged. SQLAlchemy is looked up in ``sys.modules`` only: a command that
+    never imported it cannot have raised its errors, and the CLI's start stays free of it.
+    """
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is None or not isinstance(exc, sqlalchemy_exc.OperationalError):
+        return None
+    cause = exc.orig if getattr(exc, "orig", None) is not None else exc
+    return (
+        f"cannot use the database: {cause}; check SML_DATABASE_URL (or the SML_DB_* settings) "
+        "and that the database is running"
+    )
 
 
 if __name__ == "__main__":
