@@ -315,6 +315,33 @@ def test_hanley_mcneil_interval_width_shrinks_like_one_over_root_n() -> None:
     assert math.isfinite(widths[0])
 
 
+def test_a_window_whose_scores_separate_every_pair_gets_an_auc_interval_below_one_that_narrows() -> None:
+    # The Wald form A ± z·SE(A) has SE(1) = 0: a perfect window showed ROC AUC "1 [1, 1]".
+    lows = []
+    for n in (40, 400, 4_000):
+        truth = np.arange(n) % 2
+        scores = np.where(truth == 1, 0.9, 0.1)
+        raw = np.column_stack([1 - scores, scores])
+        auc = realized_quality(truth, truth, raw, CLASSES, "malignant", replicates=10).get("roc_auc")
+        assert (auc.value, auc.high) == (1.0, 1.0)
+        assert 0.5 < auc.low < 1.0
+        lows.append(auc.low)
+    assert lows[0] < lows[1] < lows[2] < 1.0
+
+
+def test_the_auc_score_interval_holds_its_estimate_and_meets_the_wald_interval_inside() -> None:
+    from sml.monitoring.model_quality.metrics import _auc_score_interval, _hanley_mcneil_variance
+
+    z = 1.959963984540054
+    for auc, n_positive, n_negative in ((0.83, 2_000, 3_000), (0.6, 500, 700), (0.97, 5_000, 5_000)):
+        low, high = _auc_score_interval(auc, n_positive, n_negative, z)
+        half = z * math.sqrt(_hanley_mcneil_variance(auc, n_positive, n_negative))
+        assert low < auc < high
+        assert low == pytest.approx(auc - half, rel=2e-3) and high == pytest.approx(auc + half, rel=2e-3)
+    assert _auc_score_interval(0.0, 30, 30, z)[0] == 0.0 and 0.0 < _auc_score_interval(0.0, 30, 30, z)[1] < 0.5
+    assert _auc_score_interval(1.0, 30, 30, z)[1] == 1.0
+
+
 def test_a_window_without_labels_does_not_import_scikit_learn() -> None:
     # scikit-learn costs ~0.3 s to import in the drift function; a weekly run with no labelled
     # prediction has nothing to score with it (it was imported first and made the run 1.9x the raw

@@ -31,10 +31,16 @@ for binary, top label for multiclass); and CBPE's expected confusion cells over 
   centres weighted by counts; binary: the positive class, multiclass: one-vs-rest per class and
   their unweighted mean, as ``multi_class="ovr", average="macro"``). Scores in one bin count as
   ties, so the value differs from the exact one by at most half the share of (positive, negative)
-  pairs that share a bin (bins of 0.001). Interval: Hanley & McNeil (1982), "The meaning and use
-  of the area under a ROC curve", Radiology 143:29-36, eq. 2, normal, clipped to [0, 1]; for the
-  macro mean ± z times the mean of the classes' standard errors, which bounds the standard error
-  of a mean of correlated estimates (the sd of a sum is at most the sum of the sds);
+  pairs that share a bin (bins of 0.001). Interval: the standard error of Hanley & McNeil (1982),
+  "The meaning and use of the area under a ROC curve", Radiology 143:29-36, eq. 2, used as a
+  score interval: the θ with |A − θ| ≤ z·SE(θ), the variance taken at the candidate θ rather
+  than at the estimate A, as Wilson's interval does for a proportion (Newcombe 2006, "Confidence
+  intervals for an effect size measure based on the Mann-Whitney statistic. Part 2", Stat. Med.
+  25:559-573, evaluates this family). Unlike the Wald form A ± z·SE(A), it stays inside [0, 1]
+  and does not collapse at A = 1 (SE(1) = 0): a window whose scores separate every pair gets an
+  interval reaching below 1 that narrows as the window grows. For the macro mean: the mean of the
+  classes' lower and upper margins, which bounds those of a mean of correlated estimates (the sd
+  of a sum is at most the sum of the sds);
 - log loss (probability of the true class clipped to [eps, 1], as :func:`sklearn.metrics.log_loss`)
   and Brier score (binary: of the positive class, as :func:`sklearn.metrics.brier_score_loss`;
   multiclass: Σ_k (p_k − y_k)², scikit-learn's multiclass definition): means of per-prediction
@@ -695,11 +701,30 @@ def _confusion_family(aggregate: ClassificationAggregate, context: MetricContext
     return metrics
 
 
-def _hanley_mcneil_se(auc: float, n_positive: int, n_negative: int) -> float:
+def _hanley_mcneil_variance(auc: float, n_positive: int, n_negative: int) -> float:
     """Hanley & McNeil (1982), eq. 2: SE² = [A(1−A) + (n₁−1)(Q₁−A²) + (n₂−1)(Q₂−A²)] / (n₁n₂), Q₁ = A/(2−A), Q₂ = 2A²/(1+A)."""
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
     variance = (auc * (1 - auc) + (n_positive - 1) * (q1 - auc * auc) + (n_negative - 1) * (q2 - auc * auc)) / (n_positive * n_negative)
-    return math.sqrt(max(variance, 0.0))
+    return max(variance, 0.0)
+
+
+def _auc_score_interval(auc: float, n_positive: int, n_negative: int, z: float) -> tuple[float, float]:
+    """The θ in [0, 1] with (A − θ)² ≤ z²·SE²(θ), SE² Hanley & McNeil's eq. 2 at θ: ``(low, high)``.
+
+    SE²(θ) is 0 at θ = 0 and θ = 1 and positive between, so ``(A − θ)² − z²SE²(θ)`` is positive
+    at the far end of [0, 1] from A and not positive at A; each end of the interval is the root
+    on its side (Brent's method). At A = 1 the lower end is the root below 1, found from just
+    under 1, where SE² is still positive.
+    """
+    from scipy.optimize import brentq
+
+    def excess(theta: float) -> float:
+        return (auc - theta) ** 2 - z * z * _hanley_mcneil_variance(theta, n_positive, n_negative)
+
+    inside = min(max(auc, 1e-9), 1 - 1e-9)  # where excess() <= 0: A itself, or just inside [0, 1] at its ends
+    low = 0.0 if excess(0.0) <= 0 else brentq(excess, 0.0, inside, xtol=1e-12)
+    high = 1.0 if excess(1.0) <= 0 else brentq(excess, inside, 1.0, xtol=1e-12)
+    return min(low, auc), max(high, auc)
 
 
 def _histogram_auc(histogram: np.ndarray) -> float:
@@ -715,20 +740,22 @@ def _histogram_auc(histogram: np.ndarray) -> float:
 def _roc_auc_family(aggregate: ClassificationAggregate, context: MetricContext) -> list[MetricValue]:
     z = context.z
     classes = [context.positive] if context.positive is not None else range(aggregate.n_classes)
-    values, errors, metrics = [], [], []
+    values, below, above, metrics = [], [], [], []
     for index in classes:
         histogram = aggregate.scores[index]
         n_negative, n_positive = int(histogram[0].sum()), int(histogram[1].sum())
         if not (n_positive and n_negative):
             return metrics if context.positive is not None else []
         auc = _histogram_auc(histogram)
-        se = _hanley_mcneil_se(auc, n_positive, n_negative)
+        low, high = _auc_score_interval(auc, n_positive, n_negative, z)
         values.append(auc)
-        errors.append(se)
+        below.append(auc - low)
+        above.append(high - auc)
         if context.positive is None:
-            metrics.append(MetricValue("roc_auc", auc, max(0.0, auc - z * se), min(1.0, auc + z * se), context.classes[index], "hanley-mcneil"))
-    auc, se = float(np.mean(values)), float(np.mean(errors))
-    return [MetricValue("roc_auc", auc, max(0.0, auc - z * se), min(1.0, auc + z * se), interval="hanley-mcneil"), *metrics]
+            metrics.append(MetricValue("roc_auc", auc, low, high, context.classes[index], "hanley-mcneil"))
+    auc = float(np.mean(values))
+    low, high = max(0.0, auc - float(np.mean(below))), min(1.0, auc + float(np.mean(above)))
+    return [MetricValue("roc_auc", auc, low, high, interval="hanley-mcneil"), *metrics]
 
 
 def _normal_mean(name: str, total: float, squares: float, n: int, z: float) -> MetricValue:
