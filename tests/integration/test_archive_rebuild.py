@@ -129,7 +129,7 @@ def test_sml_rebuild_restores_the_configured_database_and_names_a_bad_option(
     monkeypatch.setenv("SML_BUCKET", location.bucket)
     monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
     assert main(["rebuild", "--since", "2026-04-01", "--until", "2026-04-02"]) == 0
-    assert "predictions: 34 archived rows in 6 objects, 30 inserted, 4 already stored" in capsys.readouterr().out
+    assert "predictions: 34 archived events in 6 objects, 30 inserted, 4 already stored" in capsys.readouterr().out
     assert content(engine) == before
 
     assert main(["rebuild", "--since", "2026-04-01", "--tables", "predictions,labels"]) == 2
@@ -143,3 +143,30 @@ def test_sml_rebuild_restores_the_configured_database_and_names_a_bad_option(
     assert main(["rebuild", "--since", "2026-04-01"]) == 2
     assert "SML_ARCHIVE_PREFIX is not set" in capsys.readouterr().err
     assert date(2026, 4, 1) == DAY_ONE.date()
+
+
+def test_the_summary_counts_events_in_every_column_not_rows_beside_events(
+    engine: Engine, s3: Any, monkeypatch: pytest.MonkeyPatch, migrated_db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A refusal of three fields is three archived rows but one event; inserted and skipped count events, so the
+    # line must too (it said "3 archived rows ..., 1 inserted, 0 already stored"). Two labels of one prediction are
+    # two events of which the table keeps one: the other is counted as replaced, not lost.
+    location = new_archive(s3)
+    refusal = build_refusal_event(
+        model_name="breast-cancer", model_version="v1", refused={"a": {"out_of_range": 1}, "b": {"out_of_range": 2}, "c": {"not_a_number": 1}},
+        refused_at=DAY_ONE,
+    )
+    prediction_id = json.loads(serialise_event(build_prediction_event(
+        model_name="breast-cancer", model_version="v1", features={"a": 1.0}, prediction="benign", predicted_at=DAY_ONE
+    )))["prediction_id"]
+    labels = [label_body(prediction_id, "benign", DAY_ONE - timedelta(hours=1)), label_body(prediction_id, "malignant", DAY_ONE)]
+    store(engine, s3, location, [serialise_event(refusal), *labels])
+    drop_every_table(engine)
+    monkeypatch.setenv("SML_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SML_DATABASE_URL", migrated_db_url)
+    monkeypatch.setenv("SML_BUCKET", location.bucket)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+    assert main(["rebuild", "--since", "2026-04-01", "--until", "2026-04-01", "--tables", "predict_refusals,ground_truth"]) == 0
+    out = capsys.readouterr().out
+    assert "predict_refusals: 1 archived events (3 rows) in 1 objects, 1 inserted, 0 already stored" in out
+    assert "ground_truth: 2 archived events in 1 objects, 1 inserted, 1 already stored or replaced by a later one" in out

@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import msgspec
 import pytest
+import sqlalchemy as sa
 from archive_support import archived_rows, event_keys, new_archive
 from moto import mock_aws
 from sqlalchemy.engine import Engine
@@ -18,6 +19,7 @@ from writer_support import create_queue_with_dlq, event_body, label_body, predic
 from functions.writer import app
 from sml.archive.layout import Partition
 from sml.archive.parquet import read_parquet_bytes
+from sml.archive.rebuild import rebuild_tables
 from sml.archive.store import ArchiveLocation, archive_rows, compact_partition, list_partition
 from sml.core.db import create_db_engine
 from sml.core.events import build_prediction_event, build_refusal_event, serialise_event, serialise_prediction_event
@@ -183,3 +185,30 @@ def test_refusals_and_labels_are_archived_with_their_event_ids(migrated_db_url: 
         )
         labels = archived_rows(s3, location, "ground_truth")
         assert [(row["prediction_id"], row["label"], row["source"]) for row in labels] == [(prediction_id_of(label), '"benign"', "crm")]
+
+
+def test_every_label_event_of_a_batch_is_archived_and_the_table_keeps_the_latest(migrated_db_url: str) -> None:
+    # The archive is the immutable log: two labels of one prediction in one batch are two events, and both must be
+    # archived (a redelivered copy of one of them is not a third). The table still keeps the latest.
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        location = new_archive(s3)
+        prediction_id = prediction_id_of(prediction())
+        first = label_body(prediction_id, "benign", datetime(2026, 3, 4, 11, 0, tzinfo=timezone.utc))
+        corrected = label_body(prediction_id, "malignant", datetime(2026, 3, 4, 12, 0, tzinfo=timezone.utc))
+        engine = create_db_engine(migrated_db_url)
+        outcome = write_batch(engine, [("a", first), ("b", corrected), ("c", first)], after_commit=lambda stored: archive_rows(
+            s3, location, ground_truth=stored.ground_truth
+        ))
+        assert outcome.failures == [] and outcome.labels_stored == 1 and outcome.labels_skipped == 2
+        labels = archived_rows(s3, location, "ground_truth")
+        assert sorted((row["label"], row["labelled_at"].hour) for row in labels) == [('"benign"', 11), ('"malignant"', 12)]
+        # A rebuild from the archive restores the latest of them.
+        for rebuilt_from_archive in (False, True):
+            if rebuilt_from_archive:
+                with engine.begin() as connection:
+                    connection.execute(sa.text("DELETE FROM ground_truth"))
+                rebuild_tables(engine, s3, location, DAY.date(), DAY.date(), tables=["ground_truth"])
+            with engine.connect() as connection:
+                assert connection.execute(sa.text("SELECT label FROM ground_truth")).scalars().all() == ['"malignant"']
+        engine.dispose()

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sml.archive.layout import GROUND_TRUTH_TABLE, PREDICTIONS_TABLE, REFUSALS_TABLE, TABLES
-from sml.archive.parquet import Row, read_parquet_bytes, table_rows
+from sml.archive.parquet import DEDUPLICATION_KEY, EVENT_ID, Row, read_parquet_bytes, table_rows
 from sml.archive.store import ArchiveLocation, iter_objects
 from sml.core.db import apply_migrations
 from sml.core.errors import SmlError
@@ -28,10 +28,17 @@ from sml.writer.batch import BatchNotStored, WriteOutcome, write_ground_truth_ro
 
 @dataclass
 class TableRebuilt:
-    """One table's rebuild: archive objects read, rows read, rows (events) inserted, found stored, rejected."""
+    """One table's rebuild: archive objects and rows read, and events read, inserted, skipped, rejected.
+
+    Every count but ``rows`` counts events (a prediction, a label, a refusal), so ``events ==
+    inserted + skipped + rejected``; ``rows`` differs from ``events`` only for ``predict_refusals``,
+    where an event is a row per field and reason. ``skipped``: the event was stored already (a copy
+    in the archive, or a table that kept it), or, for a label, a later label of its prediction wins.
+    """
 
     objects: int = 0
     rows: int = 0
+    events: int = 0
     inserted: int = 0
     skipped: int = 0
     rejected: int = 0
@@ -72,16 +79,27 @@ def rebuild_tables(
         rebuilt = outcome[table] = TableRebuilt()
         for _, data in iter_objects(s3, location, table, since, until, models):
             rows = table_rows(table, read_parquet_bytes(data))
+            events = _events(table, rows)
             rebuilt.objects += 1
             rebuilt.rows += len(rows)
+            rebuilt.events += len(events)
             try:
                 written = _WRITERS[table](engine, rows)
             except BatchNotStored as exc:
                 raise SmlError(f"rebuild of {table}: {exc}") from exc
+            # The writers count in their own units (labels per prediction, refusals per event); the
+            # rejected keys are event ids, so the events they cover are counted from the rows.
+            rejected = sum(1 for key in events if key[0] in written.rejected)
             rebuilt.inserted += written.inserted
-            rebuilt.skipped += written.duplicates
-            rebuilt.rejected += len(written.rejected)
+            rebuilt.rejected += rejected
+            rebuilt.skipped += len(events) - written.inserted - rejected
     return outcome
+
+
+def _events(table: str, rows: list[Row]) -> set[tuple[Any, ...]]:
+    """The distinct events of ``rows``, each as its deduplication key (the event id first)."""
+    key = (EVENT_ID[table],) if table == REFUSALS_TABLE else DEDUPLICATION_KEY[table]
+    return {tuple(row[name] for name in key) for row in rows}
 
 
 def _write_predictions(engine: Engine, rows: list[Row]) -> WriteOutcome:

@@ -104,6 +104,10 @@ class ParsedBatch:
     message_ids_by_refusal: dict[str, list[str]] = field(default_factory=dict)
     conflicting_predictions: tuple[str, ...] = ()
     """Ids carried by two events of other content in this batch (the first one's row is kept)."""
+    label_events: list[Row] = field(default_factory=list)
+    """Every distinct label event of the batch, in arrival order, whether or not it is the latest of
+    its prediction: what the archive (the immutable log) receives. A copy (same ``prediction_id``,
+    ``labelled_at`` and ``label``, the archive's identity of a label event) counts once."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,9 @@ class BatchOutcome:
 @dataclass(frozen=True)
 class StoredRows:
     """The rows of a batch that are in the tables once :func:`write_batch` returns (committed now or
-    before): what the archive step receives. ``refusals`` are ``predict_refusals`` rows."""
+    before): what the archive step receives. ``refusals`` are ``predict_refusals`` rows;
+    ``ground_truth`` holds every label event of the batch (not only the latest per prediction,
+    which is all the table keeps), so the archive logs each label that arrived."""
 
     predictions: list[Row]
     ground_truth: list[Row]
@@ -229,6 +235,7 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
     rows: dict[str, Row] = {}
     message_ids: dict[str, list[str]] = {}
     labels: dict[str, Row] = {}
+    label_events: dict[tuple[Any, ...], Row] = {}
     label_message_ids: dict[str, list[str]] = {}
     refusals: dict[str, Row] = {}
     refusal_message_ids: dict[str, list[str]] = {}
@@ -253,12 +260,14 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
             refusal_message_ids.setdefault(event.refusal_id, []).append(message_id)
             continue
         row = ground_truth_row(event, stored_at_in_db)
+        label_events.setdefault((row["prediction_id"], row["labelled_at"], row["label"]), row)
         kept = labels.get(row["prediction_id"])
         if kept is None or row["labelled_at"] > kept["labelled_at"]:
             labels[row["prediction_id"]] = row
         label_message_ids.setdefault(row["prediction_id"], []).append(message_id)
     return ParsedBatch(
-        list(rows.values()), message_ids, failures, list(labels.values()), label_message_ids, list(refusals.values()), refusal_message_ids, tuple(conflicts)
+        list(rows.values()), message_ids, failures, list(labels.values()), label_message_ids, list(refusals.values()), refusal_message_ids,
+        tuple(conflicts), list(label_events.values()),
     )
 
 
@@ -590,7 +599,7 @@ def write_batch(
         after_commit(
             StoredRows(
                 predictions=[row for row in parsed.rows if row["prediction_id"] not in written.rejected],
-                ground_truth=[row for row in parsed.ground_truth_rows if row["prediction_id"] not in labelled.rejected],
+                ground_truth=[row for row in parsed.label_events if row["prediction_id"] not in labelled.rejected],
                 refusals=[row for refusal in parsed.refusals if refusal["refusal_id"] not in refused.rejected for row in refusal["rows"]],
             )
         )

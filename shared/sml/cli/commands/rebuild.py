@@ -70,8 +70,10 @@ def run_rebuild(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     for table, rebuilt in outcome.items():
+        rows = f" ({rebuilt.rows} rows)" if rebuilt.rows != rebuilt.events else ""
+        skipped = "already stored or replaced by a later one" if table == "ground_truth" else "already stored"
         print(
-            f"{table}: {rebuilt.rows} archived rows in {rebuilt.objects} objects, {rebuilt.inserted} inserted, "
-            f"{rebuilt.skipped} already stored" + (f", {rebuilt.rejected} rejected by the database" if rebuilt.rejected else "")
+            f"{table}: {rebuilt.events} archived events{rows} in {rebuilt.objects} objects, {rebuilt.inserted} inserted, "
+            f"{rebuilt.skipped} {skipped}" + (f", {rebuilt.rejected} rejected by the database" if rebuilt.rejected else "")
         )
     return 1 if any(rebuilt.rejected for rebuilt in outcome.values()) else 0
