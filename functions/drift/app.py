@@ -37,6 +37,7 @@ from sml.core.db import database_engine_from_settings
 from sml.lifecycle.manifest import ModelManifest
 from sml.monitoring.daily import days_before, summarise_days
 from sml.monitoring.job import DriftJobConfig, run_drift_job
+from sml.monitoring.sources import window_source_from_settings
 from sml.monitoring.sizing import RunTooLarge, check_run_fits, count_rows
 from sml.lifecycle.registry import VERSION_PATTERN, ModelRegistry
 from sml.core.settings import DriftSettings, SettingsError, load_settings
@@ -73,15 +74,7 @@ def database_engine() -> Engine:
 @cache
 def window_source() -> Any:
     """Where the window's drift summaries come from (``SML_WINDOW_SOURCE``): ``None`` for the database."""
-    settings = drift_settings()
-    if settings.window_source == "database":
-        return None
-    if settings.archive_prefix is None:
-        raise SettingsError("SML_WINDOW_SOURCE", "duckdb reads the event archive: set SML_ARCHIVE_PREFIX too")
-    from sml.archive.sources import ArchiveWindowSource
-    from sml.archive.store import ArchiveLocation
-
-    return ArchiveWindowSource(client("s3"), ArchiveLocation(settings.bucket, settings.archive_prefix))
+    return window_source_from_settings(drift_settings(), client)
 
 
 @logger.inject_lambda_context

@@ -11,6 +11,7 @@ from archive_support import engine, new_archive, s3  # noqa: F401 - fixtures
 from drift_support import FEATURES, MODEL_NAME, MODEL_VERSION, WINDOW, WINDOW_END, Traffic, build_manifest, draw_traffic, traffic_rows
 from sqlalchemy.engine import Engine
 
+from sml.archive.athena_window import AthenaWindowSource
 from sml.archive.layout import Partition, days
 from sml.archive.sources import archive_window_summaries
 from sml.archive.store import ArchiveLocation, archive_rows, compact_partition
@@ -121,6 +122,16 @@ def test_the_drift_function_reads_the_archive_only_when_told_where_it_is(monkeyp
         app.drift_settings.cache_clear()
         source = app.window_source()
         assert isinstance(source, ArchiveWindowSource) and source.location.prefix == "archive/"
+        monkeypatch.setenv("SML_WINDOW_SOURCE", "athena")
+        for cached in (app.drift_settings, app.window_source):
+            cached.cache_clear()
+        with pytest.raises(SettingsError, match="SML_WINDOW_SOURCE: athena reads the archive's Glue table: set SML_ATHENA_WORKGROUP and SML_ATHENA_DATABASE"):
+            app.window_source()
+        monkeypatch.setenv("SML_ATHENA_WORKGROUP", "sml-archive")
+        monkeypatch.setenv("SML_ATHENA_DATABASE", "sml_archive")
+        app.drift_settings.cache_clear()
+        source = app.window_source()
+        assert isinstance(source, AthenaWindowSource) and (source.target.workgroup, source.target.database) == ("sml-archive", "sml_archive")
         monkeypatch.setenv("SML_WINDOW_SOURCE", "database")
         for cached in (app.drift_settings, app.window_source):
             cached.cache_clear()

@@ -180,3 +180,25 @@ def test_version_checks_that_versions_rows_and_counts_the_others(local: dict[str
 def test_a_version_that_is_no_version_name_is_refused_naming_the_option(local: dict[str, Any], capsys: pytest.CaptureFixture[str], arguments: list[str]) -> None:
     assert main(["drift", *arguments, "--model", MODEL_NAME, *([] if arguments[0] == "history" else END_OPTION)]) == 2
     assert "--version: " in capsys.readouterr().err
+
+
+def test_the_window_is_read_where_sml_window_source_says_as_the_drift_function_reads_it(
+    local: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `sml drift` read the database whatever SML_WINDOW_SOURCE said. The archive here holds 1,000 of
+    # the database's 3,000 rows of the window, so the count says which one was read.
+    from drift_support import traffic_rows
+
+    from sml.archive.store import ArchiveLocation, archive_rows
+
+    bucket = os.environ["SML_BUCKET"]
+    rows = traffic_rows(draw_traffic(3_000, seed=2, shift="category_mix"), start=WINDOW_END - timedelta(days=7), end=WINDOW_END)
+    archive_rows(boto3.client("s3", region_name="us-east-1"), ArchiveLocation(bucket, "archive/"), predictions=rows[:1_000])
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", "archive/")
+    monkeypatch.setenv("SML_WINDOW_SOURCE", "duckdb")
+    assert main(["drift", "--model", MODEL_NAME, *END_OPTION]) == 0
+    assert "1000 rows in the window" in capsys.readouterr().out
+    assert main(["drift", "--model", MODEL_NAME, *END_OPTION, "--window-source", "database"]) == 0
+    assert "3000 rows in the window" in capsys.readouterr().out
+    assert main(["drift", "--model", MODEL_NAME, *END_OPTION, "--window-source", "athena"]) == 2
+    assert "SML_WINDOW_SOURCE: athena reads the archive's Glue table: set SML_ATHENA_WORKGROUP and SML_ATHENA_DATABASE too" in capsys.readouterr().err

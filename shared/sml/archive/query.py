@@ -18,10 +18,11 @@ alike, and a Lambda function has up to 10 GB of ``/tmp``.
 
 from __future__ import annotations
 
+import itertools
 import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -180,17 +181,35 @@ def run_athena_query(
     poll_seconds: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> pa.Table:
-    """Answer ``sql`` over the archive's Glue tables with Athena.
-
-    Starts the query in the workgroup (``StartQueryExecution``), polls ``GetQueryExecution``
-    until the state is SUCCEEDED, FAILED or CANCELLED, then reads every page of
-    ``GetQueryResults`` (the first row of the first page holds the column names; values are text,
-    converted by the column's type for numbers and booleans; a missing ``VarCharValue`` is NULL).
+    """Answer ``sql`` over the archive's Glue tables with Athena (:func:`athena_rows`), the archive's tables in front of it.
 
     :param athena: a boto3 Athena client.
     :raises SmlError: the query failed or was cancelled (Athena's ``StateChangeReason``).
     """
     query = with_archive_tables(sql, archive_ctes({table: f'"{target.database}"."{table}"' for table in TABLES}, since, until, dialect="athena"))
+    names, rows = athena_rows(athena, target, query, poll_seconds=poll_seconds, sleep=sleep)
+    columns: list[list[Any]] = [[] for _ in names]
+    for row in rows:
+        for index, value in enumerate(row):
+            columns[index].append(value)
+    return pa.table({name: values for name, values in zip(names, columns)}) if names else pa.table({})
+
+
+def athena_rows(
+    athena: Any, target: AthenaTarget, query: str, *, poll_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep
+) -> tuple[list[str], Iterator[list[Any]]]:
+    """Run ``query`` as it is in the workgroup and stream its rows.
+
+    Starts the query (``StartQueryExecution`` in ``target.workgroup`` with ``target.database`` as
+    its context), polls ``GetQueryExecution`` every ``poll_seconds`` until the state is SUCCEEDED,
+    FAILED or CANCELLED (the states of ``QueryExecutionStatus`` in the Athena API reference), then
+    reads ``GetQueryResults`` page by page as the rows are consumed: the first row of the first
+    page holds the column names; values are text, converted by the column's type for numbers and
+    booleans; a missing ``VarCharValue`` is NULL.
+
+    :returns: the column names and an iterator of rows (lists in column order).
+    :raises SmlError: the query failed or was cancelled, with Athena's ``StateChangeReason``.
+    """
     execution_id = athena.start_query_execution(QueryString=query, WorkGroup=target.workgroup, QueryExecutionContext={"Database": target.database})[
         "QueryExecutionId"
     ]
@@ -201,21 +220,17 @@ def run_athena_query(
         sleep(poll_seconds)
     if status["State"] != "SUCCEEDED":
         raise SmlError(f"query: Athena query {execution_id} {status['State']}: {status.get('StateChangeReason', 'no reason given')}")
-    names: list[str] = []
-    converters: list[Callable[[str], Any]] = []
-    columns: list[list[Any]] = []
-    first = True
-    for page in athena.get_paginator("get_query_results").paginate(QueryExecutionId=execution_id):
-        rows = page["ResultSet"]["Rows"]
-        if first:
-            info = page["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]
-            names = [column["Name"] for column in info]
-            converters = [_ATHENA_TYPES.get(column["Type"].lower(), str) for column in info]
-            columns = [[] for _ in names]
-            rows = rows[1:]  # the header row
-            first = False
-        for row in rows:
-            for index, datum in enumerate(row["Data"]):
-                text = datum.get("VarCharValue")
-                columns[index].append(None if text is None else converters[index](text))
-    return pa.table({name: values for name, values in zip(names, columns)}) if names else pa.table({})
+    pages = iter(athena.get_paginator("get_query_results").paginate(QueryExecutionId=execution_id))
+    first = next(pages, None)
+    if first is None:
+        return [], iter(())
+    info = first["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]
+    names = [column["Name"] for column in info]
+    converters = [_ATHENA_TYPES.get(column["Type"].lower(), str) for column in info]
+
+    def rows() -> Iterator[list[Any]]:
+        for number, page in enumerate(itertools.chain([first], pages)):
+            for row in page["ResultSet"]["Rows"][1 if number == 0 else 0 :]:  # the first page's first row is the header
+                yield [None if (text := datum.get("VarCharValue")) is None else converter(text) for datum, converter in zip(row["Data"], converters)]
+
+    return names, rows()

@@ -6,7 +6,11 @@ values with the same summariser, so a window gives the same verdicts from each:
 
 - ``database`` (default; small installs and the demo): :func:`sml.monitoring.windows.read_window_summaries`;
 - ``duckdb``: DuckDB over the event archive in S3 (:class:`sml.archive.sources.ArchiveWindowSource`),
-  for windows the database or the function's memory cannot take.
+  for windows the database or the function's memory cannot take;
+- ``athena``: Athena (engine v3) over the archive's Glue table, counting in SQL
+  (:class:`sml.archive.athena_window.AthenaWindowSource`), for windows too large to move through a function.
+
+:func:`window_source_from_settings` builds the one a setting names, for the drift function and ``sml drift`` alike.
 
 Model quality (labels joined to predictions) and refusals are read from the database whichever
 source the drift summaries come from.
@@ -14,9 +18,9 @@ source the drift summaries come from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 
@@ -24,7 +28,7 @@ from sml.lifecycle.manifest import FeatureSpec
 from sml.monitoring.summaries import SummaryReference, WindowSummary
 from sml.monitoring.windows import TimeWindow, read_window_summaries
 
-SOURCES = ("database", "duckdb")
+SOURCES = ("database", "duckdb", "athena")
 
 
 class WindowSource(Protocol):
@@ -60,3 +64,34 @@ class DatabaseWindowSource:
         version: str | None = None,
     ) -> list[WindowSummary]:
         return read_window_summaries(self.engine, model_name, window, features, references, version=version)
+
+
+def window_source_from_settings(settings: Any, client: Callable[[str], Any], *, source: str | None = None) -> WindowSource | None:
+    """The window source ``source`` names (default ``settings.window_source``, ``SML_WINDOW_SOURCE``);
+    ``None`` for ``database`` (the weekly run then reads the database as it always did).
+
+    :param settings: settings with ``bucket``, ``archive_prefix``, ``athena_workgroup`` and ``athena_database``
+        (:class:`sml.core.settings.ArchiveSettings`).
+    :param client: a service name -> a boto3 client (``"s3"``, ``"athena"``), called only for the source chosen.
+    :raises SettingsError: naming ``SML_WINDOW_SOURCE``: an unknown source, or one whose archive settings are unset.
+    """
+    from sml.core.settings import SettingsError
+
+    name = source or settings.window_source
+    if name == "database":
+        return None
+    if name == "duckdb":
+        if settings.archive_prefix is None:
+            raise SettingsError("SML_WINDOW_SOURCE", "duckdb reads the event archive: set SML_ARCHIVE_PREFIX too")
+        from sml.archive.sources import ArchiveWindowSource
+        from sml.archive.store import ArchiveLocation
+
+        return ArchiveWindowSource(client("s3"), ArchiveLocation(settings.bucket, settings.archive_prefix))
+    if name == "athena":
+        if not settings.athena_workgroup or not settings.athena_database:
+            raise SettingsError("SML_WINDOW_SOURCE", "athena reads the archive's Glue table: set SML_ATHENA_WORKGROUP and SML_ATHENA_DATABASE too")
+        from sml.archive.athena_window import AthenaWindowSource
+        from sml.archive.query import AthenaTarget
+
+        return AthenaWindowSource(client("athena"), AthenaTarget(settings.athena_workgroup, settings.athena_database))
+    raise SettingsError("SML_WINDOW_SOURCE", f"{name!r} is not one of {', '.join(SOURCES)}")

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "publishes the SNS alert, like the weekly drift Lambda. Model quality is assessed in the same run "
             "(realized metrics from labels, CBPE estimate; SML_QUALITY_*) and its verdict printed; `sml quality` shows it in full. "
             "The run's data quality against the training profile (SML_DQ_*: out of range, unseen categories, missing values, values predict refused) "
-            "is printed with its violated checks."
+            "is printed with its violated checks. The window is read from --window-source (SML_WINDOW_SOURCE), as the drift function reads it."
         ),
     )
     parser.add_argument("--window", help="length of the current window, e.g. 7d, 12h, 90m, 2w (default: SML_DRIFT_WINDOW_DAYS, 7 days)")
@@ -50,6 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rows of other versions in the window are counted, not tested",
     )
     parser.add_argument("--end", help="end of the window, ISO 8601 such as 2025-03-10T06:00:00Z; a time without offset is UTC (default: now)")
+    parser.add_argument(
+        "--window-source",
+        choices=("database", "duckdb", "athena"),
+        help="where the window's drift summaries are read: the database, DuckDB over the event archive (SML_ARCHIVE_PREFIX) or "
+        "Athena over its Glue table (SML_ATHENA_WORKGROUP, SML_ATHENA_DATABASE); labels and refusals come from the database "
+        "(default: SML_WINDOW_SOURCE, as the drift function reads it, else database)",
+    )
     parser.add_argument("--report-dir", type=Path, help="folder for the HTML report (default: <SML_STATE_DIR>/reports)")
     parser.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when the verdict is DRIFT")
     parser.set_defaults(run=run_drift)
@@ -70,6 +77,7 @@ def run_drift(args: argparse.Namespace) -> int:
     from sml.core.aws import aws_client
     from sml.core.db import database_engine_from_settings
     from sml.monitoring.job import DriftJobConfig, run_drift_job
+    from sml.monitoring.sources import window_source_from_settings
     from sml.monitoring.windows import check_window_end, parse_window_length
     from sml.lifecycle.registry import ModelRegistry
     from sml.cli.commands.models import load_model_settings
@@ -90,6 +98,8 @@ def run_drift(args: argparse.Namespace) -> int:
         aws_client("s3", settings), aws_client("ssm", settings), bucket=settings.bucket, app_name=settings.app_name, model_name=settings.model_name
     )
     manifest = registry.manifest(check_version(args.version) if args.version else registry.champion_version())
+    # The source the drift function would read (SML_WINDOW_SOURCE), with the archive the CLI sees (the local stack's too).
+    window_source = window_source_from_settings(settings, lambda service: aws_client(service, settings), source=args.window_source or drift_settings.window_source)
     engine = database_engine_from_settings(settings)
     try:
         outcome = run_drift_job(
@@ -100,6 +110,7 @@ def run_drift(args: argparse.Namespace) -> int:
             sns_client=aws_client("sns", settings) if config.topic_arn else None,
             window_end=window_end,
             report_dir=args.report_dir or settings.state_dir / "reports",
+            window_source=window_source,
         )
     finally:
         engine.dispose()

@@ -1,0 +1,436 @@
+"""The weekly run's window read through Athena (engine v3): the counting is done in SQL, exactly.
+
+:func:`window_queries` writes the SQL that turns a window's archived predictions into the counts
+a :class:`~sml.monitoring.summaries.WindowSummary` is made of, and :func:`summaries_from_rows`
+builds the summaries from what it returns; :class:`AthenaWindowSource` (``SML_WINDOW_SOURCE=athena``)
+runs it in the archive's workgroup over its Glue table. The summaries are those of the database
+and DuckDB sources: every count is equal, so every statistic and verdict is; only the sums behind
+the report's means may differ in the last bits (addition in another order).
+
+**Why in SQL, and why not rows.** A week can be hundreds of millions of predictions: row by row
+through ``GetQueryResults`` (1,000 rows a call) or an ``UNLOAD`` read back by the function would
+move the whole window through Lambda again. Every part of a summary is a count or a sum that SQL
+computes exactly, and the result is small (at most ``2·k + 1`` rows per numeric column and
+reference, one per category), so Athena does the scan, the deduplication and the counting and the
+function reads a few pages:
+
+- the window's rows: partition pruning on ``model`` and ``date`` (the window's days, partition
+  projection reads only those prefixes), then ``model_name``, ``model_version`` and
+  ``predicted_at`` in ``[start, end)``; a redelivered copy counts once (``row_number()`` over
+  ``prediction_id`` by ``stored_at``, the first stored kept, as :mod:`sml.archive.query` does);
+- a numeric value's reference cell (:mod:`sml.monitoring.summaries`): ``w = width_bucket(x, grid)``,
+  Trino's bin number over a sorted array, the count of grid values ``<= x`` (a binary search;
+  Trino's ``MathFunctions.widthBucket``), then cell ``0`` when ``w = 0``, ``2·w − 1`` when
+  ``grid[w] = x`` and ``2·w`` otherwise: the summariser's ``searchsorted(left) + searchsorted(right)``.
+  The grid (the reference's distinct values) is written into the query as ``DOUBLE`` literals
+  (``repr`` with an exponent, so Trino parses a correctly rounded double, never a DECIMAL);
+- missing values: NULL, NaN and ±infinity (``is_nan``, ``is_infinite``; the operand of
+  ``width_bucket`` must not be NaN), and a number in a text column through ``TRY_CAST``;
+- per cell the count, sum, sum of squares, minimum and maximum (which give the summary's moments,
+  and the sums below and above the reference's range); per category the count.
+
+Each column of each reference is one entry of an ``UNNEST`` that turns a row into one row per
+entry, so the table is scanned and deduplicated once and the aggregation is one ``GROUP BY``.
+Athena refuses a query string over 262,144 bytes (a quota that cannot be raised): the entries
+are packed into as few queries as fit, each scanning the window again; a single grid that does
+not fit alone (``k`` near the 10,000 distinct values a reference may keep, with long decimals)
+is refused with a message naming it.
+
+**Where the text is not Athena's own.** Two places differ from DuckDB's dialect, chosen with
+``dialect``: DuckDB's ``UNNEST`` takes one list (the entries are unnested in the select list),
+and DuckDB has no ``width_bucket`` over an array, ``is_nan`` or ``is_infinite``, which the tests
+define as macros with Trino's documented semantics; everything else runs as written on both.
+
+**Columns.** The feature columns must be in the Glue table (Athena maps Parquet columns by name,
+and a column the table does not declare cannot be read): the columns and their types are read
+first from ``information_schema.columns``, and a missing one is refused with the ``ALTER TABLE
+... ADD COLUMNS`` that adds it. A categorical feature counts by the ``str()`` of its value as the
+other sources do: a text column's value as it is, a number column's value as an integer when it
+is integral (``3``, not ``3.0``); the prediction is decoded from its JSON text.
+
+**Time.** Athena (engine v3) reads Parquet timestamps in milliseconds: a prediction made in the
+same millisecond as a window's bound, off a whole millisecond, can fall on the other side. The
+weekly run's bounds are whole seconds.
+
+Labels and refusals come from the database, as with the DuckDB source (:mod:`sml.monitoring.sources`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import msgspec
+
+from sml.archive.layout import PREDICTIONS_TABLE, feature_column
+from sml.archive.query import AthenaTarget, athena_rows
+from sml.core.errors import SmlError
+from sml.lifecycle.manifest import FeatureSpec
+from sml.monitoring.summaries import (
+    CategoricalGrid,
+    CategoricalSummary,
+    ColumnGrid,
+    NumericGrid,
+    NumericSummary,
+    SummaryReference,
+    WindowSummary,
+)
+from sml.monitoring.windows import TimeWindow
+
+MAX_QUERY_BYTES = 262_144
+"""Athena's largest query string (UTF-8 bytes), a quota AWS cannot raise."""
+RESULT_COLUMNS = ("entry_index", "cell_index", "text_key", "number_key", "n", "total", "total_squares", "minimum", "maximum")
+NUMBER_TYPES = ("double", "float", "real", "bigint", "integer", "int", "smallint", "tinyint")
+TEXT_TYPES = ("varchar", "string", "char")
+Dialect = Literal["athena", "duckdb"]
+_DECODE = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One column counted by a query: ``kind`` ``rows`` (the row count), ``numeric`` (cells of
+    ``grid``, reference ``reference``), ``text`` or ``number`` (categories), or ``prediction``
+    (categories of the decoded JSON text). ``feature`` is None for the prediction and the rows."""
+
+    kind: Literal["rows", "numeric", "text", "number", "prediction"]
+    feature: str | None = None
+    reference: int = 0
+    grid: NumericGrid | None = None
+
+
+@dataclass(frozen=True)
+class WindowQuery:
+    """One query's text and the entries its ``entry`` column numbers (entry ``i`` is ``entries[i]``)."""
+
+    sql: str
+    entries: tuple[Entry, ...]
+
+
+def column_types_query(database: str) -> str:
+    """The query of the prediction table's columns and types (``column_name``, ``data_type``)."""
+    return (
+        "SELECT column_name, data_type FROM information_schema.columns "
+        f"WHERE table_schema = {_text(database)} AND table_name = {_text(PREDICTIONS_TABLE)}"
+    )
+
+
+def window_queries(
+    database: str,
+    model_name: str,
+    window: TimeWindow,
+    features: Sequence[FeatureSpec],
+    references: Sequence[SummaryReference],
+    column_types: dict[str, str],
+    *,
+    version: str | None = None,
+    dialect: Dialect = "athena",
+    max_bytes: int = MAX_QUERY_BYTES,
+) -> list[WindowQuery]:
+    """The queries that count the window (see the module doc), as few as fit in ``max_bytes`` each.
+
+    :param column_types: the Glue table's columns -> type (``information_schema.columns``, any case).
+    :raises SmlError: a feature column the table does not declare (naming the DDL that adds it) or of
+        a type that is neither number nor text; a grid too large for one query.
+    """
+    types = {name: kind.lower() for name, kind in column_types.items()}
+    _check_columns(database, features, types)
+    entries: list[Entry] = []
+    for spec in features:
+        column = feature_column(spec.name)
+        if spec.kind == "numeric":
+            entries += [Entry("numeric", spec.name, index, reference.features[spec.name]) for index, reference in enumerate(references)]  # type: ignore[arg-type]
+        else:
+            entries.append(Entry("number" if _is_number(types[column]) else "text", spec.name))
+    predictions = [reference.prediction for reference in references]
+    if any(isinstance(grid, CategoricalGrid) for grid in predictions):
+        entries.append(Entry("prediction"))
+    entries += [Entry("numeric", None, index, grid) for index, grid in enumerate(predictions) if isinstance(grid, NumericGrid)]
+
+    queries: list[WindowQuery] = []
+    pending: list[Entry] = []
+    for entry in entries:
+        trial = [Entry("rows"), *pending, entry]
+        if len(_sql(database, model_name, window, trial, version, dialect).encode()) <= max_bytes:
+            pending.append(entry)
+            continue
+        if not pending:
+            name = entry.feature or "the prediction"
+            raise SmlError(f"Athena window source: the reference grid of {name!r} does not fit in one query of {max_bytes:,} bytes")
+        queries.append(_query(database, model_name, window, [Entry("rows"), *pending], version, dialect))
+        pending = [entry]
+        if len(_sql(database, model_name, window, [Entry("rows"), entry], version, dialect).encode()) > max_bytes:
+            name = entry.feature or "the prediction"
+            raise SmlError(f"Athena window source: the reference grid of {name!r} does not fit in one query of {max_bytes:,} bytes")
+    queries.append(_query(database, model_name, window, [Entry("rows"), *pending], version, dialect))
+    return queries
+
+
+def summaries_from_rows(
+    queries: Sequence[WindowQuery], results: Sequence[Iterable[Sequence[Any]]], features: Sequence[FeatureSpec], references: Sequence[SummaryReference]
+) -> list[WindowSummary]:
+    """One summary per reference from each query's result rows (in :data:`RESULT_COLUMNS` order).
+
+    Every query counts the window's rows; the first one's count is taken.
+    """
+    numeric: dict[tuple[str | None, int], NumericSummary] = {}
+    categories: dict[str | None, tuple[dict[str, int], list[int]]] = {}
+    n_rows = 0
+    for number, (query, rows) in enumerate(zip(queries, results)):
+        for row in rows:
+            entry_index, cell, text_key, number_key, count, total, squares, minimum, maximum = row
+            entry = query.entries[int(entry_index)]
+            count = int(count)
+            if entry.kind == "rows":
+                n_rows = count if number == 0 else n_rows
+            elif entry.kind == "numeric":
+                assert entry.grid is not None
+                summary = numeric.setdefault((entry.feature, entry.reference), NumericSummary.empty(entry.grid))
+                _add_cell(summary, entry.grid, cell, count, total, squares, minimum, maximum)
+            else:
+                counts, missing = categories.setdefault(entry.feature, ({}, [0]))
+                key = _category(entry.kind, text_key, number_key)
+                if key is None:
+                    missing[0] += count
+                else:
+                    counts[key] = counts.get(key, 0) + count
+    summaries = []
+    for index, reference in enumerate(references):
+        columns: dict[str, Any] = {}
+        for spec in features:
+            grid = reference.features[spec.name]
+            if isinstance(grid, NumericGrid):
+                columns[spec.name] = numeric.get((spec.name, index)) or NumericSummary.empty(grid)
+            else:
+                columns[spec.name] = _categorical(grid, categories.get(spec.name))
+        prediction: Any = None
+        if isinstance(reference.prediction, NumericGrid):
+            prediction = numeric.get((None, index)) or NumericSummary.empty(reference.prediction)
+        elif isinstance(reference.prediction, CategoricalGrid):
+            prediction = _categorical(reference.prediction, categories.get(None))
+        summaries.append(WindowSummary(n_rows=n_rows, features=columns, prediction=prediction))
+    return summaries
+
+
+def athena_window_summaries(
+    run: Callable[[str], Iterable[Sequence[Any]]],
+    database: str,
+    model_name: str,
+    window: TimeWindow,
+    features: Sequence[FeatureSpec],
+    references: Sequence[SummaryReference],
+    *,
+    version: str | None = None,
+    dialect: Dialect = "athena",
+    max_bytes: int = MAX_QUERY_BYTES,
+) -> list[WindowSummary]:
+    """The window's summaries, one per reference, with ``run`` answering each query (its rows in order).
+
+    :param run: a query's text -> its rows; :class:`AthenaWindowSource` runs them on Athena.
+    :raises SmlError: as :func:`window_queries`, or as ``run`` raises (a failed query).
+    """
+    column_types = {str(name): str(kind) for name, kind in run(column_types_query(database))}
+    queries = window_queries(database, model_name, window, features, references, column_types, version=version, dialect=dialect, max_bytes=max_bytes)
+    return summaries_from_rows(queries, [list(run(query.sql)) for query in queries], features, references)
+
+
+@dataclass(frozen=True)
+class AthenaWindowSource:
+    """The window through Athena over the archive's Glue table (``SML_WINDOW_SOURCE=athena``).
+
+    :param athena: a boto3 Athena client; the queries run in ``target.workgroup`` (its results
+        location and scan limit) over the Glue database ``target.database``.
+    """
+
+    athena: Any
+    target: AthenaTarget
+    poll_seconds: float = 1.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    name: str = "athena"
+
+    def read_summaries(
+        self,
+        model_name: str,
+        window: TimeWindow,
+        features: Sequence[FeatureSpec],
+        references: Sequence[SummaryReference],
+        *,
+        version: str | None = None,
+    ) -> list[WindowSummary]:
+        return athena_window_summaries(self._run, self.target.database, model_name, window, features, references, version=version)
+
+    def _run(self, query: str) -> Iterable[Sequence[Any]]:
+        return athena_rows(self.athena, self.target, query, poll_seconds=self.poll_seconds, sleep=self.sleep)[1]
+
+
+# --------------------------------------------------------------------------------------------
+# The SQL
+
+
+def _query(database: str, model_name: str, window: TimeWindow, entries: list[Entry], version: str | None, dialect: Dialect) -> WindowQuery:
+    return WindowQuery(_sql(database, model_name, window, entries, version, dialect), tuple(entries))
+
+
+def _sql(database: str, model_name: str, window: TimeWindow, entries: list[Entry], version: str | None, dialect: Dialect) -> str:
+    grids: dict[int, str] = {}  # entry index -> array literal, for grids with values
+    values: dict[str, str] = {}  # value column -> expression over the window's row
+    cells: dict[int, str] = {}
+    for index, entry in enumerate(entries):
+        if entry.kind == "numeric":
+            source = "prediction" if entry.feature is None else _quoted(feature_column(entry.feature))
+            value = f"v_{index}"
+            values[value] = _finite(f"TRY_CAST({source} AS DOUBLE)")
+            assert entry.grid is not None
+            if entry.grid.values.size:
+                grids[index] = "ARRAY[" + ",".join(_double(float(number)) for number in entry.grid.values) + "]"
+                cells[index] = (
+                    f"CASE WHEN {value} IS NULL THEN NULL WHEN w_{index} = 0 THEN 0 "
+                    f"WHEN g_{index}[w_{index}] = {value} THEN 2 * w_{index} - 1 ELSE 2 * w_{index} END"
+                )
+            else:
+                cells[index] = f"CASE WHEN {value} IS NULL THEN NULL ELSE 0 END"
+        elif entry.kind == "number":
+            values[f"v_{index}"] = _finite(f"CAST({_quoted(feature_column(entry.feature or ''))} AS DOUBLE)")
+        elif entry.kind == "text":
+            values[f"v_{index}"] = f"CAST({_quoted(feature_column(entry.feature or ''))} AS VARCHAR)"
+        elif entry.kind == "prediction":
+            values[f"v_{index}"] = "prediction"
+
+    last_day = (window.end - timedelta(microseconds=1)).date()
+    of_version = "" if version is None else f" AND model_version = {_text(version)}"
+    where = (
+        f"model = {_text(model_name)} AND \"date\" >= '{window.start.date().isoformat()}' AND \"date\" <= '{last_day.isoformat()}' "
+        f"AND model_name = {_text(model_name)}{of_version} AND predicted_at >= {_timestamp(window.start)} AND predicted_at < {_timestamp(window.end)}"
+    )
+    needed = sorted({"prediction"} | {_quoted(feature_column(entry.feature)) for entry in entries if entry.feature is not None})
+    parts = []
+    if grids:
+        parts.append("grids AS (SELECT " + ", ".join(f"{literal} AS g_{index}" for index, literal in grids.items()) + ")")
+    parts.append(
+        f"numbered AS (SELECT {', '.join(needed)}, row_number() OVER (PARTITION BY prediction_id ORDER BY stored_at) AS archive_copy "
+        f'FROM {_quoted(database)}.{_quoted(PREDICTIONS_TABLE)} WHERE {where})'
+    )
+    value_list = ", ".join(f"{expression} AS {name}" for name, expression in values.items()) or "1 AS v_none"
+    parts.append(f"window_values AS (SELECT {value_list} FROM numbered WHERE archive_copy = 1)")
+    if grids:
+        buckets = ", ".join(f"width_bucket(v_{index}, g_{index}) AS w_{index}" for index in grids)
+        parts.append(f"placed AS (SELECT window_values.*, grids.*, {buckets} FROM window_values CROSS JOIN grids)")
+    source = "placed" if grids else "window_values"
+    cell_list = ", ".join(f"{expression} AS c_{index}" for index, expression in cells.items())
+    parts.append(f"window_cells AS (SELECT {source}.*{', ' + cell_list if cell_list else ''} FROM {source})")
+
+    arrays = {
+        "entry_index": [str(index) for index in range(len(entries))],
+        "cell_index": [f"c_{index}" if entry.kind == "numeric" else "CAST(NULL AS BIGINT)" for index, entry in enumerate(entries)],
+        "text_key": [f"v_{index}" if entry.kind in ("text", "prediction") else "CAST(NULL AS VARCHAR)" for index, entry in enumerate(entries)],
+        "number_key": [f"v_{index}" if entry.kind == "number" else "CAST(NULL AS DOUBLE)" for index, entry in enumerate(entries)],
+        "entry_value": [f"v_{index}" if entry.kind == "numeric" else "CAST(NULL AS DOUBLE)" for index, entry in enumerate(entries)],
+    }
+    literal = {name: "ARRAY[" + ", ".join(items) + "]" for name, items in arrays.items()}
+    if dialect == "athena":
+        unnested = f"SELECT * FROM window_cells CROSS JOIN UNNEST({', '.join(literal.values())}) AS entries({', '.join(arrays)})"
+    else:  # DuckDB's UNNEST takes one list; several in the select list are zipped
+        unnested = "SELECT " + ", ".join(f"unnest({items}) AS {name}" for name, items in literal.items()) + " FROM window_cells"
+    parts.append(f"entries AS ({unnested})")
+    return (
+        "WITH " + ",\n".join(parts) + "\nSELECT entry_index, cell_index, text_key, number_key, count(*) AS n, sum(entry_value) AS total, "
+        "sum(entry_value * entry_value) AS total_squares, min(entry_value) AS minimum, max(entry_value) AS maximum "
+        "FROM entries GROUP BY entry_index, cell_index, text_key, number_key"
+    )
+
+
+def _check_columns(database: str, features: Sequence[FeatureSpec], types: dict[str, str]) -> None:
+    missing = [spec for spec in features if feature_column(spec.name) not in types]
+    if missing:
+        columns = ", ".join(f"{feature_column(spec.name)} {'double' if spec.kind == 'numeric' else 'string'}" for spec in missing)
+        raise SmlError(
+            f"Athena window source: the Glue table {database}.{PREDICTIONS_TABLE} has no column for feature(s) "
+            f"{', '.join(repr(spec.name) for spec in missing)}; add them (a categorical feature archived as numbers is double): "
+            f"ALTER TABLE {database}.{PREDICTIONS_TABLE} ADD COLUMNS ({columns})"
+        )
+    for spec in features:
+        kind = types[feature_column(spec.name)]
+        if not (_is_number(kind) or _is_text(kind)):
+            raise SmlError(f"Athena window source: column {feature_column(spec.name)} of feature {spec.name!r} is {kind}, neither a number nor text")
+
+
+def _is_number(kind: str) -> bool:
+    return kind.split("(")[0] in NUMBER_TYPES or kind.startswith("decimal")
+
+
+def _is_text(kind: str) -> bool:
+    return kind.split("(")[0] in TEXT_TYPES
+
+
+def _finite(expression: str) -> str:
+    """``expression`` (a double), NULL where it is NaN or infinite: what the other sources count as missing."""
+    return f"CASE WHEN is_nan({expression}) OR is_infinite({expression}) THEN NULL ELSE {expression} END"
+
+
+def _double(number: float) -> str:
+    """A DOUBLE literal that reads back as ``number`` exactly: ``repr`` with an exponent (a literal
+    without one is a DECIMAL in Trino, converted to double by a division that may round otherwise)."""
+    text = repr(number)
+    return text if "e" in text else text + "e0"
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _timestamp(moment: datetime) -> str:
+    return f"TIMESTAMP '{moment.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+
+# --------------------------------------------------------------------------------------------
+# Rows back into summaries
+
+
+def _add_cell(summary: NumericSummary, grid: NumericGrid, cell: Any, count: int, total: Any, squares: Any, minimum: Any, maximum: Any) -> None:
+    if cell is None:
+        summary.missing += count
+        return
+    index = int(cell)
+    summary.cells[index] += count
+    summary.total += float(total)
+    summary.total_squares += float(squares)
+    summary.minimum = min(summary.minimum, float(minimum))
+    summary.maximum = max(summary.maximum, float(maximum))
+    if grid.values.size and index == 0:
+        summary.below_total += float(total)
+    if grid.values.size and index == grid.n_cells - 1:
+        summary.above_total += float(total)
+
+
+def _category(kind: str, text_key: Any, number_key: Any) -> str | None:
+    """A category's ``str()`` form as the other sources count it, or None for a missing value."""
+    if kind == "text":
+        return None if text_key is None else str(text_key)
+    if kind == "number":
+        if number_key is None:
+            return None
+        number = float(number_key)
+        return str(int(number)) if number.is_integer() else str(number)
+    if text_key is None:
+        return None
+    try:
+        value = _DECODE.decode(text_key)
+    except msgspec.DecodeError:
+        return str(text_key)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _categorical(grid: ColumnGrid, counted: tuple[dict[str, int], list[int]] | None) -> CategoricalSummary:
+    assert isinstance(grid, CategoricalGrid)
+    summary = CategoricalSummary.empty(grid)
+    if counted is not None:
+        summary.add_counts(counted[0], counted[1][0])
+    return summary
+

@@ -1,0 +1,251 @@
+"""The weekly run's window through Athena: its SQL run on DuckDB over the same Parquet gives the
+database's summaries and verdicts, and its Athena calls against botocore's Stubber."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from archive_support import engine, new_archive, s3  # noqa: F401 - fixtures
+from botocore.stub import Stubber
+from drift_support import FEATURES, MODEL_NAME, WINDOW, WINDOW_END, build_manifest, draw_traffic
+from sqlalchemy.engine import Engine
+from test_archive_window_source import differences, store_both
+
+from sml.archive.athena_window import AthenaWindowSource, athena_window_summaries, column_types_query, window_queries
+from sml.archive.layout import PREDICTIONS_TABLE
+from sml.archive.query import AthenaTarget, download_days, duckdb_connection, read_parquet_source
+from sml.archive.store import ArchiveLocation
+from sml.core.errors import SmlError
+from sml.lifecycle.manifest import FeatureSpec
+from sml.monitoring.job import DriftJobConfig, run_drift_job
+from sml.monitoring.sources import DatabaseWindowSource
+from sml.monitoring.summaries import CategoricalGrid, NumericGrid, SummaryReference
+from sml.monitoring.windows import TimeWindow, read_window_summaries
+
+DATABASE = "sml_archive"
+TARGET = AthenaTarget("sml-archive", DATABASE)
+# Trino's functions DuckDB lacks, as Trino documents them: width_bucket(x, bins) is the number of
+# bins <= x (bins sorted ascending; MathFunctions.widthBucket's binary search), is_nan and is_infinite.
+TRINO_FUNCTIONS = (
+    "CREATE MACRO width_bucket(x, bins) AS len(list_filter(bins, lambda b: b <= x))",
+    "CREATE MACRO is_nan(x) AS isnan(x)",
+    "CREATE MACRO is_infinite(x) AS isinf(x)",
+)
+
+
+@dataclass
+class DuckDBAsAthena:
+    """The Glue table as DuckDB sees it: a view named like it over the archive's files, in UTC, with Trino's functions."""
+
+    connection: Any
+    name: str = "athena"
+    max_bytes: int = 262_144
+
+    def run(self, sql: str) -> list[tuple[Any, ...]]:
+        return self.connection.execute(sql).fetchall()
+
+    def read_summaries(self, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], references: Sequence[SummaryReference], *, version: str | None = None) -> Any:
+        return athena_window_summaries(self.run, DATABASE, model_name, window, features, references, version=version, dialect="duckdb", max_bytes=self.max_bytes)
+
+
+@pytest.fixture
+def as_athena(s3: Any) -> Iterator[tuple[ArchiveLocation, Any]]:
+    location = new_archive(s3)
+    with tempfile.TemporaryDirectory(prefix="sml-athena-") as work:
+
+        def open_archive() -> DuckDBAsAthena:
+            copy = download_days(s3, location, Path(work) / "archive", None, None, tables=[PREDICTIONS_TABLE])
+            connection = duckdb_connection(Path(work))
+            connection.execute("SET TimeZone = 'UTC'")
+            for statement in TRINO_FUNCTIONS:
+                connection.execute(statement)
+            connection.execute(f'CREATE SCHEMA "{DATABASE}"')
+            connection.execute(f'CREATE VIEW "{DATABASE}".predictions AS SELECT * FROM {read_parquet_source(copy.files[PREDICTIONS_TABLE])}')
+            return DuckDBAsAthena(connection)
+
+        yield location, open_archive
+
+
+@pytest.mark.parametrize("shift", [None, "mean", "category_mix", "null_spike"])
+def test_the_athena_sql_on_duckdb_gives_the_databases_summaries(engine: Engine, s3: Any, as_athena: Any, shift: str | None) -> None:
+    location, open_archive = as_athena
+    manifest = build_manifest(draw_traffic(500, seed=1))
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    store_both(engine, s3, location, draw_traffic(700, seed=2, shift=shift), window.start, window.end, copies=30)
+    store_both(engine, s3, location, draw_traffic(50, seed=3), window.start - timedelta(days=1), window.start)  # before the window
+    store_both(engine, s3, location, draw_traffic(40, seed=4), window.end, window.end + timedelta(hours=5))  # from its end on
+    store_both(engine, s3, location, draw_traffic(60, seed=5, shift="mean"), window.start, window.end, model_name="other-model")
+    store_both(engine, s3, location, draw_traffic(80, seed=9, shift="mean"), window.start, window.end, version="v-other")
+    training = SummaryReference.from_manifest(manifest)
+    database = read_window_summaries(engine, MODEL_NAME, window, FEATURES, [training], version=manifest.version)
+    athena = open_archive().read_summaries(MODEL_NAME, window, FEATURES, [training], version=manifest.version)
+    assert database[0].n_rows == 700
+    assert differences(athena[0].to_json(), database[0].to_json()) == []
+
+
+def test_queries_split_to_fit_athenas_query_size_and_still_give_the_same_summaries(engine: Engine, s3: Any, as_athena: Any) -> None:
+    location, open_archive = as_athena
+    manifest = build_manifest(draw_traffic(400, seed=21))
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    store_both(engine, s3, location, draw_traffic(300, seed=22, shift="variance"), window.start, window.end, copies=5)
+    training = SummaryReference.from_manifest(manifest)
+    source = open_archive()
+    types = dict(source.run(column_types_query(DATABASE)))
+    one = window_queries(DATABASE, MODEL_NAME, window, FEATURES, [training], types, dialect="duckdb")
+    source.max_bytes = max(len(query.sql.encode()) for query in one) // 2
+    split = window_queries(DATABASE, MODEL_NAME, window, FEATURES, [training], types, dialect="duckdb", max_bytes=source.max_bytes)
+    assert len(one) == 1 and len(split) > 1 and all(len(query.sql.encode()) <= source.max_bytes for query in split)
+    database = read_window_summaries(engine, MODEL_NAME, window, FEATURES, [training])
+    assert differences(source.read_summaries(MODEL_NAME, window, FEATURES, [training])[0].to_json(), database[0].to_json()) == []
+    with pytest.raises(SmlError, match="the reference grid of 'mean_shift' does not fit in one query of 1,000 bytes"):
+        window_queries(DATABASE, MODEL_NAME, window, FEATURES, [training], types, dialect="duckdb", max_bytes=1_000)
+
+
+@pytest.mark.parametrize("shift", ["mean", "null_spike"])
+def test_the_weekly_run_reaches_the_databases_verdicts_through_the_athena_sql(engine: Engine, s3: Any, as_athena: Any, shift: str) -> None:
+    location, open_archive = as_athena
+    manifest = build_manifest(draw_traffic(500, seed=11))
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    store_both(engine, s3, location, draw_traffic(600, seed=12, shift=shift), window.start, window.end, copies=25)
+    config = DriftJobConfig(bucket=location.bucket, topic_arn=None)
+    runs = {}
+    for source in (DatabaseWindowSource(engine), open_archive()):
+        outcome = run_drift_job(config, manifest, engine=engine, s3_client=s3, sns_client=None, window_end=WINDOW_END, window_source=source)
+        runs[source.name] = outcome.run
+    verdicts = {name: [(result.feature, result.test, result.verdict, result.statistic, result.p_value) for result in run.results] for name, run in runs.items()}
+    assert verdicts["athena"] == verdicts["database"]
+    assert (runs["athena"].status, runs["athena"].current_rows) == (runs["database"].status, 600)
+    assert runs["athena"].drifted_features == runs["database"].drifted_features != []
+
+
+def test_a_feature_column_the_glue_table_lacks_is_refused_with_the_ddl_that_adds_it() -> None:
+    reference = SummaryReference.from_manifest(build_manifest(draw_traffic(50, seed=1)))
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    types = {"prediction": "varchar", "f_mean__shift": "double", "f_spread": "double", "f_steady": "double", "f_colour": "varchar"}
+    with pytest.raises(SmlError, match=r"no column for feature\(s\) 'nullable'.*ALTER TABLE sml_archive.predictions ADD COLUMNS \(f_nullable double\)"):
+        window_queries(DATABASE, MODEL_NAME, window, FEATURES, [reference], types)
+
+
+# --------------------------------------------------------------------------------------------
+# Athena's API (documented shapes: StartQueryExecution, GetQueryExecution's QueryExecution.Status,
+# GetQueryResults' ResultSet with ResultSetMetadata.ColumnInfo and NextToken)
+
+SMALL = (FeatureSpec("x", "numeric"), FeatureSpec("grade", "categorical", categories=("a", "b")))
+SMALL_REFERENCE = SummaryReference(
+    features={"x": NumericGrid.from_sorted([1.0, 2.0]), "grade": CategoricalGrid.from_counts({"a": 3, "b": 1})},
+    prediction=CategoricalGrid.from_counts({"benign": 2, "malignant": 2}),
+)
+SMALL_WINDOW = TimeWindow.ending_at(WINDOW_END, WINDOW)
+
+
+def client() -> Any:
+    return boto3.client("athena", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+
+
+def execution(state: str, reason: str | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"State": state}
+    if reason:
+        status["StateChangeReason"] = reason
+    return {"QueryExecution": {"QueryExecutionId": "q", "Status": status}}
+
+
+def column(name: str, kind: str) -> dict[str, Any]:
+    return {"Name": name, "Label": name, "Type": kind, "Nullable": "UNKNOWN", "CaseSensitive": kind == "varchar"}
+
+
+def row(*values: str | None) -> dict[str, Any]:
+    return {"Data": [{} if value is None else {"VarCharValue": value} for value in values]}
+
+
+RESULT_INFO = [column(name, kind) for name, kind in (
+    ("entry_index", "integer"), ("cell_index", "bigint"), ("text_key", "varchar"), ("number_key", "double"), ("n", "bigint"),
+    ("total", "double"), ("total_squares", "double"), ("minimum", "double"), ("maximum", "double"),
+)]
+
+
+def expect_query(stubber: Stubber, query: str, execution_id: str, states: Sequence[str], pages: Sequence[dict[str, Any]]) -> None:
+    stubber.add_response(
+        "start_query_execution",
+        {"QueryExecutionId": execution_id},
+        {"QueryString": query, "WorkGroup": TARGET.workgroup, "QueryExecutionContext": {"Database": DATABASE}},
+    )
+    for state in states:
+        stubber.add_response("get_query_execution", execution(state), {"QueryExecutionId": execution_id})
+    for number, page in enumerate(pages):
+        expected = {"QueryExecutionId": execution_id} | ({"NextToken": f"page-{number}"} if number else {})
+        response = {"ResultSet": page, "UpdateCount": 0} | ({"NextToken": f"page-{number + 1}"} if number + 1 < len(pages) else {})
+        stubber.add_response("get_query_results", response, expected)
+
+
+def test_the_athena_source_polls_each_query_reads_every_page_and_builds_the_summary() -> None:
+    athena = client()
+    stubber = Stubber(athena)
+    types_info = [column("column_name", "varchar"), column("data_type", "varchar")]
+    expect_query(stubber, column_types_query(DATABASE), "q-types", ["QUEUED", "RUNNING", "SUCCEEDED"], [
+        {"Rows": [row("column_name", "data_type"), row("prediction", "varchar"), row("f_x", "double")], "ResultSetMetadata": {"ColumnInfo": types_info}},
+        {"Rows": [row("f_grade", "varchar")], "ResultSetMetadata": {"ColumnInfo": types_info}},
+    ])
+    [query] = window_queries(DATABASE, MODEL_NAME, SMALL_WINDOW, SMALL, [SMALL_REFERENCE], {"prediction": "varchar", "f_x": "double", "f_grade": "varchar"})
+    assert [entry.kind for entry in query.entries] == ["rows", "numeric", "text", "prediction"]
+    header = row(*(info["Name"] for info in RESULT_INFO))
+    expect_query(stubber, query.sql, "q-window", ["RUNNING", "SUCCEEDED"], [
+        {"Rows": [header, row("0", None, None, None, "7", None, None, None, None),
+                  # x: 0.5 below the grid, 1.0 twice at its first value, 1.5 between, 2.0 at its last, 9.0 above; one missing
+                  row("1", "0", None, None, "1", "0.5", "0.25", "0.5", "0.5"), row("1", "1", None, None, "2", "2.0", "2.0", "1.0", "1.0"),
+                  row("1", "2", None, None, "1", "1.5", "2.25", "1.5", "1.5")],
+         "ResultSetMetadata": {"ColumnInfo": RESULT_INFO}},
+        {"Rows": [row("1", "3", None, None, "1", "2.0", "4.0", "2.0", "2.0"), row("1", "4", None, None, "1", "9.0", "81.0", "9.0", "9.0"),
+                  row("1", None, None, None, "1", None, None, None, None),
+                  row("2", None, "a", None, "4", None, None, None, None), row("2", None, "z", None, "2", None, None, None, None),
+                  row("2", None, None, None, "1", None, None, None, None),
+                  row("3", None, '"benign"', None, "5", None, None, None, None), row("3", None, '"malignant"', None, "2", None, None, None, None)],
+         "ResultSetMetadata": {"ColumnInfo": RESULT_INFO}},
+    ])
+    waits: list[float] = []
+    with stubber:
+        [summary] = AthenaWindowSource(athena, TARGET, sleep=waits.append).read_summaries(MODEL_NAME, SMALL_WINDOW, SMALL, [SMALL_REFERENCE])
+    stubber.assert_no_pending_responses()
+    assert waits == [1.0, 1.0, 1.0]
+    x = summary.features["x"]
+    assert summary.n_rows == 7 and x.cells.tolist() == [1, 2, 1, 1, 1] and x.missing == 1  # type: ignore[union-attr]
+    assert (x.total, x.minimum, x.maximum, x.below_total, x.above_total) == (15.0, 0.5, 9.0, 0.5, 9.0)  # type: ignore[union-attr]
+    grade = summary.features["grade"]
+    assert (grade.counts, grade.unseen, grade.unseen_top, grade.missing) == ({"a": 4, "b": 0}, 2, {"z": 2}, 1)  # type: ignore[union-attr]
+    assert summary.prediction.counts == {"benign": 5, "malignant": 2}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("state", "reason"), [
+    ("FAILED", "Query exhausted resources at this scale factor; bytes scanned limit was exceeded"),
+    ("CANCELLED", "Query cancelled by user"),
+])
+def test_a_window_query_athena_fails_or_cancels_stops_the_run_with_athenas_reason(state: str, reason: str) -> None:
+    athena = client()
+    stubber = Stubber(athena)
+    stubber.add_response("start_query_execution", {"QueryExecutionId": "q-types"})
+    stubber.add_response("get_query_execution", execution("SUCCEEDED"), {"QueryExecutionId": "q-types"})
+    types = [column("column_name", "varchar"), column("data_type", "varchar")]
+    stubber.add_response("get_query_results", {"ResultSet": {"Rows": [row("column_name", "data_type"), row("prediction", "varchar"), row("f_x", "double"), row("f_grade", "varchar")],
+                                                            "ResultSetMetadata": {"ColumnInfo": types}}})
+    stubber.add_response("start_query_execution", {"QueryExecutionId": "q-window"})
+    stubber.add_response("get_query_execution", execution("RUNNING"), {"QueryExecutionId": "q-window"})
+    stubber.add_response("get_query_execution", execution(state, reason), {"QueryExecutionId": "q-window"})
+    with stubber, pytest.raises(SmlError, match=f"Athena query q-window {state}: {reason}"):
+        AthenaWindowSource(athena, TARGET, sleep=lambda seconds: None).read_summaries(MODEL_NAME, SMALL_WINDOW, SMALL, [SMALL_REFERENCE])
+    stubber.assert_no_pending_responses()
+
+
+def test_grid_values_are_double_literals_that_read_back_exactly() -> None:
+    values = np.array([0.1, 1 / 3, 1e-300, 12345678901234567.0, -2.5e17, 5.0])
+    reference = SummaryReference(features={"x": NumericGrid.from_sorted(np.sort(values))}, prediction=None)
+    [query] = window_queries(DATABASE, MODEL_NAME, SMALL_WINDOW, SMALL[:1], [reference], {"f_x": "double"})
+    literal = query.sql.split("ARRAY[", 1)[1].split("]", 1)[0].split(",")
+    assert all("e" in text for text in literal)
+    assert [float(text) for text in literal] == sorted(values.tolist())
