@@ -1,11 +1,23 @@
-"""The event archive's query side: Glue tables over ``archive/`` with partition projection, and an Athena workgroup.
+"""The event archive's query side: Glue tables over ``archive/`` with partition projection, an
+Athena workgroup, and the daily compaction function.
 
 The writer appends Parquet under ``s3://<bucket>/archive/<table>/model=<model>/date=<day>/``
 (``sml.archive``). Partition projection computes the partitions from the table's properties
 (the deployment's models, every day since ``PROJECTION_START``), so no crawler runs and no
-partition is ever added. The tables declare the columns every archive file has; a model's
-``f_<feature>`` and ``p_<class>`` columns differ per model and version, and Athena maps Parquet
-columns by name, so they are added with ``ALTER TABLE ... ADD COLUMNS`` when wanted.
+partition is ever added.
+
+**Columns.** Each table declares every column the archive writes that is known at deploy time:
+all of ``sml.archive.parquet``'s fixed columns of that table (:data:`COMMON_COLUMNS`, checked
+against them by the infra tests) and the partition keys. What cannot be known then: a model's
+``f_<feature>`` and ``p_<class>`` columns, which come from the versions registered later (any
+time, without a deploy) and differ between them. Athena maps Parquet columns by name, so files
+of several versions share the table and a file without a declared column reads it as NULL; a
+new feature or class is added with ``ALTER TABLE <table> ADD COLUMNS (f_<feature> double, ...)``
+(the Athena window source names the statement when a feature it needs is missing). Schema
+evolution is additive only: the archive writes numbers as double whatever the version, so a
+column never changes type between files; a column is never dropped or renamed (a version without
+it leaves it NULL). Partition projection needs no change for any of this, only for a model added
+to the deployment (its enum of models, redeployed with it).
 
 The workgroup runs engine version 3, refuses a query past ``archive_scan_limit_bytes``
 (``BytesScannedCutoffPerQuery``; Athena bills $5 per TB scanned), writes results encrypted
@@ -19,12 +31,25 @@ from collections.abc import Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_athena as athena
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra import names
+from infra.image_function import ImageFunction
+from infra.model_registry import ModelRegistry
+from infra.nag import acknowledge
 
 PROJECTION_START = "2026-01-01"
+# Daily 00:45 UTC: yesterday's objects are closed (a late one is left for a later run, untouched).
+COMPACTION_SCHEDULE = events.Schedule.cron(minute="45", hour="0")
+COMPACTION_MEMORY_MIB = 2048
+# Athena calls a query's caller makes (sml.archive.query.athena_rows); Stop for a cancelled run.
+ATHENA_QUERY_ACTIONS = ["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults", "athena:StopQueryExecution"]
+# What Athena reads from the Glue Data Catalog with its caller's permissions (information_schema included).
+GLUE_READ_ACTIONS = ["glue:GetDatabase", "glue:GetDatabases", "glue:GetTable", "glue:GetTables", "glue:GetPartition", "glue:GetPartitions"]
 ENGINE_VERSION = "Athena engine version 3"
 COMMON_COLUMNS = {
     "predictions": [
@@ -46,6 +71,7 @@ class ArchiveQueries(Construct):
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         self.database_name = f"{app_name.replace('-', '_')}_archive"
+        self.workgroup_name = f"{app_name}-archive"
         database = glue.CfnDatabase(self, "Database", catalog_id=stack.account, database_input=glue.CfnDatabase.DatabaseInputProperty(name=self.database_name))
         for table, columns in COMMON_COLUMNS.items():
             with_model = table != "ground_truth"
@@ -88,7 +114,7 @@ class ArchiveQueries(Construct):
         self.workgroup = athena.CfnWorkGroup(
             self,
             "WorkGroup",
-            name=f"{app_name}-archive",
+            name=self.workgroup_name,
             description=f"{app_name}: questions over the event archive (sml query)",
             recursive_delete_option=True,
             work_group_configuration=athena.CfnWorkGroup.WorkGroupConfigurationProperty(
@@ -101,4 +127,65 @@ class ArchiveQueries(Construct):
                     encryption_configuration=athena.CfnWorkGroup.EncryptionConfigurationProperty(encryption_option="SSE_S3"),
                 ),
             ),
+        )
+
+    def grant_query(self, role: iam.IRole, registry: ModelRegistry) -> None:
+        """Let ``role`` run queries in the workgroup over the archive's tables: the Athena calls on
+        the workgroup only, Glue reads of its catalog, database and tables only, and the S3 that
+        Athena touches with its caller's permissions (the archive read, the results location)."""
+        stack = cdk.Stack.of(self)
+        workgroup_arn = stack.format_arn(service="athena", resource="workgroup", resource_name=self.workgroup_name)
+        role.add_to_principal_policy(iam.PolicyStatement(actions=ATHENA_QUERY_ACTIONS, resources=[workgroup_arn]))
+        tables = stack.format_arn(service="glue", resource="table", resource_name=f"{self.database_name}/*")
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=GLUE_READ_ACTIONS,
+                resources=[
+                    stack.format_arn(service="glue", resource="catalog"),
+                    stack.format_arn(service="glue", resource="database", resource_name=self.database_name),
+                    tables,
+                ],
+            )
+        )
+        acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>:table/{self.database_name}/*]",
+            "Read-only on the tables of the archive's own Glue database, which holds nothing else.",
+        )
+        registry.grant_archive_read(role)
+        registry.grant_athena_results(role)
+
+
+class ArchiveCompaction(Construct):
+    """The archive's daily compaction (``functions/drift/compact.py``, what ``sml compact`` runs):
+    the drift image with another entry point, outside the VPC (it needs S3 only, through no
+    database), allowed to read, write and delete under ``archive/`` and nothing else, run daily by
+    EventBridge for the day before."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, app_name: str, registry: ModelRegistry) -> None:
+        super().__init__(scope, construct_id)
+        self.image = ImageFunction(
+            self,
+            "Image",
+            dockerfile=names.DRIFT_DOCKERFILE,
+            command=names.COMPACT_COMMAND,
+            description=f"{app_name} compact: merges each day's small archive objects into large ones",
+            environment={
+                names.ENV_APP_NAME: app_name,
+                names.ENV_BUCKET: registry.bucket.bucket_name,
+                names.ENV_ARCHIVE_PREFIX: names.ARCHIVE_PREFIX,
+                names.ENV_POWERTOOLS_SERVICE_NAME: "compact",
+                names.ENV_POWERTOOLS_METRICS_NAMESPACE: app_name,
+            },
+            memory_mib=COMPACTION_MEMORY_MIB,
+            timeout=cdk.Duration.minutes(15),
+        )
+        self.function = self.image.function
+        registry.grant_archive_compact(self.image.role)
+        self.schedule = events.Rule(
+            self,
+            "Daily",
+            schedule=COMPACTION_SCHEDULE,
+            description=f"Compacts yesterday's event archive of {app_name}",
+            targets=[targets.LambdaFunction(self.function, retry_attempts=2)],
         )

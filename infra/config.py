@@ -18,6 +18,8 @@ FUNCTION_URL_AUTH_TYPES = ("AWS_IAM", "NONE")
 PRODUCTION = "prod"  # the environment name whose defaults are production's (see environment_defaults)
 # SML_CAPTURE_MODE: send after the response (internal extension, post-runtime phase) or before it.
 CAPTURE_MODES = ("after_response", "inline")
+# sml.monitoring.sources.SOURCES
+WINDOW_SOURCES = ("database", "duckdb", "athena")
 
 # Memory of the burstable Graviton (db.t4g.*) sizes, in GiB.
 DB_MEMORY_GIB = {"micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
@@ -62,6 +64,8 @@ class DeploymentConfig:
     writer_max_concurrency: int = 5
     # Athena refuses an archive query past this many bytes scanned (its minimum cutoff is 10 MB; $5 per TB scanned).
     archive_scan_limit_bytes: int = 10_000_000_000
+    # Where the weekly run reads its window (SML_WINDOW_SOURCE): database, duckdb (the archive in S3) or athena.
+    drift_window_source: str = "database"
     # Reserved (and so maximum) concurrency of predict when function_url_auth=NONE.
     predict_reserved_concurrency: int = 20
     drift_feature_floors: str | None = None
@@ -151,6 +155,7 @@ def config_from_context(get: Getter) -> DeploymentConfig:
         archive_scan_limit_bytes=_number(
             get, names.CTX_ARCHIVE_SCAN_LIMIT_BYTES, defaults.archive_scan_limit_bytes, int, 10_000_000, 10**15
         ),
+        drift_window_source=_choice(get, names.CTX_DRIFT_WINDOW_SOURCE, defaults.drift_window_source, WINDOW_SOURCES),
         writer_batching_window_seconds=_number(
             get, names.CTX_WRITER_BATCHING_WINDOW_SECONDS, defaults.writer_batching_window_seconds, int, 0, 300
         ),

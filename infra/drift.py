@@ -9,6 +9,7 @@ from constructs import Construct
 
 from infra import names
 from infra.alerts import Alerts
+from infra.archive import ArchiveQueries
 from infra.config import DeploymentConfig
 from infra.database import Database
 from infra.image_function import ImageFunction
@@ -38,6 +39,7 @@ class Drift(Construct):
         database: Database,
         registry: ModelRegistry,
         alerts: Alerts,
+        archive: ArchiveQueries,
     ) -> None:
         super().__init__(scope, construct_id)
         db_user = names.DB_FUNCTION_USERS["drift"]
@@ -48,8 +50,15 @@ class Drift(Construct):
                 names.ENV_DRIFT_WINDOW_DAYS: str(WINDOW_DAYS),
                 names.ENV_REPORT_PREFIX: names.REPORTS_PREFIX,
                 names.ENV_POWERTOOLS_SERVICE_NAME: "drift",
+                names.ENV_WINDOW_SOURCE: config.drift_window_source,
             }
         )
+        # Where the weekly run reads its window (context drift_window_source): the archive's settings only when it reads there.
+        if config.drift_window_source in ("duckdb", "athena"):
+            environment[names.ENV_ARCHIVE_PREFIX] = names.ARCHIVE_PREFIX
+        if config.drift_window_source == "athena":
+            environment[names.ENV_ATHENA_WORKGROUP] = archive.workgroup_name
+            environment[names.ENV_ATHENA_DATABASE] = archive.database_name
         if config.drift_feature_floors:
             environment[names.ENV_DRIFT_FEATURE_FLOORS] = config.drift_feature_floors
         for variable, threshold in (
@@ -77,6 +86,10 @@ class Drift(Construct):
         registry.grant_champion_read(self.image.role, config.model_names)
         registry.grant_report_write(self.image.role)
         alerts.grant_publish(self.image.role)
+        if config.drift_window_source == "duckdb":
+            registry.grant_archive_read(self.image.role)
+        elif config.drift_window_source == "athena":
+            archive.grant_query(self.image.role, registry)
         # One weekly rule per model. With several models each rule's input names its model (and keeps
         # the event's time, which ends the window); one model keeps the plain scheduled event, whose
         # model is the function's SML_MODEL_NAME. Each run alerts for its own model.

@@ -110,6 +110,33 @@ class ModelRegistry(Construct):
         """Let ``role`` put objects under ``archive/`` (the writer's archive step), and nothing else there."""
         self._allow_on_objects(role, ["s3:PutObject"], names.ARCHIVE_PREFIX)
 
+    def grant_archive_read(self, role: iam.IRole) -> None:
+        """Let ``role`` read the archive: ``s3:GetObject`` under ``archive/`` and ``s3:ListBucket``
+        limited by ``s3:prefix`` to it (a window's objects are found by listing its partitions)."""
+        self._allow_on_objects(role, ["s3:GetObject"], names.ARCHIVE_PREFIX)
+        self._allow_listing(role, names.ARCHIVE_PREFIX)
+
+    def grant_archive_compact(self, role: iam.IRole) -> None:
+        """Let ``role`` compact the archive: read, write and delete under ``archive/`` (and list it), nothing else."""
+        self._allow_on_objects(role, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], names.ARCHIVE_PREFIX)
+        self._allow_listing(role, names.ARCHIVE_PREFIX)
+
+    def grant_athena_results(self, role: iam.IRole) -> None:
+        """What Athena does with its caller's permissions in the workgroup's results location
+        (``athena-results/``): find the bucket's region, write the result (in parts) and read it back."""
+        self._allow_on_objects(
+            role, ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"], names.ATHENA_RESULTS_PREFIX
+        )
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:GetBucketLocation"], resources=[self.bucket.bucket_arn]))
+        self._allow_listing(role, names.ATHENA_RESULTS_PREFIX)
+
+    def _allow_listing(self, role: iam.IRole, prefix: str) -> None:
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn], conditions={"StringLike": {"s3:prefix": [prefix, f"{prefix}*"]}}
+            )
+        )
+
     def grant_champion_read(self, role: iam.IRole, model_names: Sequence[str]) -> None:
         """Let ``role`` read the champion parameters of ``model_names`` (and nothing else in SSM)."""
         role.add_to_principal_policy(

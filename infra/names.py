@@ -25,6 +25,7 @@ CTX_DB_BACKUP_RETENTION_DAYS = "db_backup_retention_days"
 CTX_DELETION_PROTECTION = "deletion_protection"
 CTX_WRITER_BATCH_SIZE = "writer_batch_size"
 CTX_ARCHIVE_SCAN_LIMIT_BYTES = "archive_scan_limit_bytes"
+CTX_DRIFT_WINDOW_SOURCE = "drift_window_source"
 CTX_WRITER_BATCHING_WINDOW_SECONDS = "writer_batching_window_seconds"
 CTX_WRITER_MAX_CONCURRENCY = "writer_max_concurrency"
 CTX_PREDICT_RESERVED_CONCURRENCY = "predict_reserved_concurrency"
@@ -96,6 +97,11 @@ REPORTS_PREFIX = "reports/"
 # The event archive (Parquet, sml.archive) under archive/ of the same bucket; the writer appends to it.
 ARCHIVE_PREFIX = "archive/"
 ENV_ARCHIVE_PREFIX = "SML_ARCHIVE_PREFIX"
+ENV_WINDOW_SOURCE = "SML_WINDOW_SOURCE"
+ENV_ATHENA_WORKGROUP = "SML_ATHENA_WORKGROUP"
+ENV_ATHENA_DATABASE = "SML_ATHENA_DATABASE"
+# The archive's compaction function: the drift image (it has DuckDB) with this entry point.
+COMPACT_COMMAND = ["functions.drift.compact.handler"]
 ATHENA_RESULTS_PREFIX = "athena-results/"
 DB_NAME = "sml"
 DB_ADMIN_USER = "sml_admin"  # the RDS master user: only the migration step logs in as it

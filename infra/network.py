@@ -33,6 +33,7 @@ class Network(Construct):
 
     :param endpoints_in_every_az: place interface endpoints in both AZs (each costs per hour and
         AZ); otherwise in the first AZ only, which the other AZ reaches across the VPC.
+    :param athena_endpoint: add an Athena interface endpoint (a drift function reading through Athena).
     :param availability_zones: AZ names to span (context ``availability_zones``); empty takes the
         first two of ``Fn::GetAZs``, which in us-east-1 or us-west-1 may be a zone where RDS Proxy
         is not offered (``python -m infra.preflight`` checks).
@@ -45,6 +46,7 @@ class Network(Construct):
         *,
         endpoints_in_every_az: bool,
         availability_zones: Sequence[str] = (),
+        athena_endpoint: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.vpc = ec2.Vpc(
@@ -84,7 +86,9 @@ class Network(Construct):
         endpoint_subnets = self.vpc.select_subnets(subnet_group_name=FUNCTIONS_SUBNETS).subnets
         if not endpoints_in_every_az:
             endpoint_subnets = endpoint_subnets[:1]
-        for name, service in _INTERFACE_ENDPOINTS.items():
+        # Athena for a drift function that reads its window through Athena (context drift_window_source).
+        interface_endpoints = {**_INTERFACE_ENDPOINTS, **({"Athena": ec2.InterfaceVpcEndpointAwsService.ATHENA} if athena_endpoint else {})}
+        for name, service in interface_endpoints.items():
             endpoint = self.vpc.add_interface_endpoint(
                 name,
                 service=service,

@@ -8,7 +8,7 @@ from constructs import Construct
 
 from infra import names
 from infra.alerts import Alerts
-from infra.archive import ArchiveQueries
+from infra.archive import ArchiveCompaction, ArchiveQueries
 from infra.config import DeploymentConfig
 from infra.database import Database
 from infra.drift import Drift
@@ -46,6 +46,7 @@ class ServerlessMlStack(cdk.Stack):
             "Network",
             endpoints_in_every_az=config.db_multi_az,
             availability_zones=config.availability_zones,
+            athena_endpoint=config.drift_window_source == "athena",
         )
         database = Database(self, "Database", network=network, config=config)
         events = EventsQueue(self, "Events", consumer_timeout=WRITER_TIMEOUT, batching_window=batching_window(config))
@@ -66,9 +67,18 @@ class ServerlessMlStack(cdk.Stack):
         writer = Writer(
             self, "Writer", config=config, network=network, database=database, registry=registry, events=events
         )
-        drift = Drift(
-            self, "Drift", config=config, network=network, database=database, registry=registry, alerts=alerts
+        archive = ArchiveQueries(
+            self,
+            "ArchiveQueries",
+            app_name=config.deployed_app_name,
+            bucket_name=registry.bucket.bucket_name,
+            model_names=config.model_names,
+            scan_limit_bytes=config.archive_scan_limit_bytes,
         )
+        drift = Drift(
+            self, "Drift", config=config, network=network, database=database, registry=registry, alerts=alerts, archive=archive
+        )
+        compaction = ArchiveCompaction(self, "ArchiveCompaction", app_name=config.deployed_app_name, registry=registry)
         migrations = Migrations(
             self, "Migrations", config=config, network=network, database=database, registry=registry
         )
@@ -82,7 +92,7 @@ class ServerlessMlStack(cdk.Stack):
             ("Predict" if index == 0 else f"Predict-{predict.model_name}"): predict.image
             for index, predict in enumerate(predicts)
         }
-        self._add_alarms(alerts, events, {**functions, "Writer": writer.image, "Drift": drift.image})
+        self._add_alarms(alerts, events, {**functions, "Writer": writer.image, "Drift": drift.image, "Compact": compaction.image})
         monitoring = Monitoring(
             self,
             "Monitoring",
@@ -100,14 +110,6 @@ class ServerlessMlStack(cdk.Stack):
             "DatabaseInstanceId",
             value=database.instance.instance_identifier,
             description="the RDS instance (its name ends in a suffix unique to this stack's creation)",
-        )
-        archive = ArchiveQueries(
-            self,
-            "ArchiveQueries",
-            app_name=config.deployed_app_name,
-            bucket_name=registry.bucket.bucket_name,
-            model_names=config.model_names,
-            scan_limit_bytes=config.archive_scan_limit_bytes,
         )
         cdk.CfnOutput(self, "AthenaWorkGroup", value=archive.workgroup.ref, description="SML_ATHENA_WORKGROUP: Athena workgroup of sml query")
         cdk.CfnOutput(self, "AthenaDatabase", value=archive.database_name, description="SML_ATHENA_DATABASE: Glue database of the event archive")

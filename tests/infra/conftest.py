@@ -35,6 +35,7 @@ NON_DEFAULT_CONTEXT = {
     "label_horizon_days": 10,
     "drift_memory_mib": "4096",
     "drift_timeout_minutes": 10,
+    "drift_window_source": "athena",
 }
 
 
@@ -97,6 +98,12 @@ def default_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 def non_default_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The app synthesized with :data:`NON_DEFAULT_CONTEXT`, cdk-nag included."""
     return _synthesize(NON_DEFAULT_CONTEXT, tmp_path_factory.mktemp("cdk-non-default"))
+
+
+@pytest.fixture(scope="session")
+def duckdb_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The app synthesized with a drift function that reads its window with DuckDB from the archive."""
+    return _synthesize({"drift_window_source": "duckdb"}, tmp_path_factory.mktemp("cdk-duckdb"))
 
 
 MULTI_MODEL_CONTEXT = {"models": "breast-cancer,wine"}

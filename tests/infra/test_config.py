@@ -80,6 +80,7 @@ def test_cli_strings_and_json_values_both_parse() -> None:
         ({"label_horizon_days": "-1"}, "label_horizon_days", "between 0.0"),
         ({"drift_memory_mib": "20000"}, "drift_memory_mib", "between 128 and 10240"),
         ({"drift_timeout_minutes": "16"}, "drift_timeout_minutes", "between 1 and 15"),
+        ({"drift_window_source": "mysql"}, "drift_window_source", "athena"),
     ],
 )
 def test_unusable_values_name_their_context_key(context: dict, key: str, fragment: str) -> None:

@@ -114,7 +114,7 @@ def test_functions_are_arm64_images_with_the_contract_environment(default_stack:
             "POWERTOOLS_METRICS_NAMESPACE",
         },
     }
-    expected["drift"] = expected["writer"] | {"SML_TOPIC_ARN", "SML_DRIFT_WINDOW_DAYS", "SML_REPORT_PREFIX"}
+    expected["drift"] = expected["writer"] | {"SML_TOPIC_ARN", "SML_DRIFT_WINDOW_DAYS", "SML_REPORT_PREFIX", "SML_WINDOW_SOURCE"}
     expected["writer"] = expected["writer"] | {"SML_ARCHIVE_PREFIX"}
     for service, variables in expected.items():
         function = default_stack.function(service)[1]
@@ -299,7 +299,7 @@ def test_alarms_watch_the_dlq_the_backlog_and_every_function(default_stack: Synt
     assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in watched
     assert ("AWS/SQS", "ApproximateAgeOfOldestMessage") in watched
     errors = [a for a in alarms if a["Properties"].get("MetricName") == "Errors"]
-    function_ids = {default_stack.function(service)[0] for service in ("predict", "writer", "drift")}
+    function_ids = {default_stack.function(service)[0] for service in ("predict", "writer", "drift", "compact")}
     assert {a["Properties"]["Dimensions"][0]["Value"]["Ref"] for a in errors} == function_ids
 
     queues = default_stack.of_type("AWS::SQS::Queue")
@@ -566,7 +566,7 @@ def test_only_unscopable_actions_are_granted_on_every_resource(default_stack: Sy
         "ec2:AssignPrivateIpAddresses",
         "ec2:UnassignPrivateIpAddresses",
     }
-    for service in ("predict", "writer", "drift", "migrate"):
+    for service in ("predict", "writer", "drift", "migrate", "compact"):
         for statement in default_stack.statements_of(service):
             if statement["Resource"] == "*":
                 assert _actions(statement) <= unscopable, (service, statement)
@@ -592,3 +592,89 @@ def test_the_archive_is_queried_through_projected_glue_tables_and_a_capped_engin
     (bucket,) = default_stack.of_type("AWS::S3::Bucket").values()
     rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
     assert any(rule.get("Prefix") == "athena-results/" and rule.get("ExpirationInDays") == 7 for rule in rules)
+
+
+# --- the weekly run's window source and the archive's compaction ------------------------------
+
+
+def _listing_prefixes(statements: list[dict]) -> set[str]:
+    """The ``s3:prefix`` patterns ``s3:ListBucket`` is allowed for (every grant of it carries one)."""
+    found = set()
+    for statement in statements:
+        if "s3:ListBucket" in _actions(statement):
+            found |= set(statement["Condition"]["StringLike"]["s3:prefix"])
+    return found
+
+
+def test_drift_reads_the_database_by_default_and_is_given_nothing_of_the_archive(default_stack: Synthesized) -> None:
+    statements = default_stack.statements_of("drift")
+    variables = default_stack.function("drift")[1]["Environment"]["Variables"]
+    assert variables["SML_WINDOW_SOURCE"] == "database" and "SML_ARCHIVE_PREFIX" not in variables
+    assert not any(prefix.startswith(("/archive/", "/athena-results/")) for action in ("s3:GetObject", "s3:PutObject") for prefix in _object_prefixes(statements, action))
+    assert not any(a.startswith(("athena:", "glue:")) for s in statements for a in _actions(s))
+    assert not any(p.startswith("archive/") for p in _listing_prefixes(statements))
+
+
+def test_a_duckdb_drift_function_may_read_and_list_the_archive_only(duckdb_stack: Synthesized) -> None:
+    statements = duckdb_stack.statements_of("drift")
+    variables = duckdb_stack.function("drift")[1]["Environment"]["Variables"]
+    assert (variables["SML_WINDOW_SOURCE"], variables["SML_ARCHIVE_PREFIX"]) == ("duckdb", "archive/")
+    assert _object_prefixes(statements, "s3:GetObject") == {"/models/breast-cancer/*", "/reports/*", "/archive/*"}
+    assert _object_prefixes(statements, "s3:PutObject") == {"/reports/*"}
+    assert not any(a in ("s3:DeleteObject",) or a.startswith(("athena:", "glue:")) for s in statements for a in _actions(s))
+    assert _listing_prefixes(statements) >= {"archive/", "archive/*"} and "athena-results/" not in _listing_prefixes(statements)
+    services = [_joined(e["Properties"]["ServiceName"]) for e in duckdb_stack.of_type("AWS::EC2::VPCEndpoint").values()]
+    assert not any(name.endswith(".athena") for name in services)
+
+
+def test_an_athena_drift_function_may_query_the_workgroup_read_the_catalog_the_archive_and_its_results(non_default_stack: Synthesized) -> None:
+    statements = non_default_stack.statements_of("drift")
+    variables = non_default_stack.function("drift")[1]["Environment"]["Variables"]
+    (workgroup,) = non_default_stack.of_type("AWS::Athena::WorkGroup").values()
+    (database,) = non_default_stack.of_type("AWS::Glue::Database").values()
+    database_name = database["Properties"]["DatabaseInput"]["Name"]
+    assert variables["SML_WINDOW_SOURCE"] == "athena" and variables["SML_ARCHIVE_PREFIX"] == "archive/"
+    assert (variables["SML_ATHENA_WORKGROUP"], variables["SML_ATHENA_DATABASE"]) == (workgroup["Properties"]["Name"], database_name)
+    (athena,) = [s for s in statements if any(a.startswith("athena:") for a in _actions(s))]
+    assert _actions(athena) == {"athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults", "athena:StopQueryExecution"}
+    assert _joined(athena["Resource"]).endswith(f":workgroup/{workgroup['Properties']['Name']}")
+    (glue,) = [s for s in statements if any(a.startswith("glue:") for a in _actions(s))]
+    assert all(a.startswith("glue:Get") for a in _actions(glue))
+    assert sorted(_joined(resource).rsplit(":", 1)[1] for resource in glue["Resource"]) == sorted(
+        ["catalog", f"database/{database_name}", f"table/{database_name}/*"]
+    )
+    assert _object_prefixes(statements, "s3:GetObject") == {"/models/breast-cancer/*", "/reports/*", "/archive/*", "/athena-results/*"}
+    assert _object_prefixes(statements, "s3:PutObject") == {"/reports/*", "/athena-results/*"}
+    assert _listing_prefixes(statements) == {"models/breast-cancer/", "models/breast-cancer/*", "archive/", "archive/*", "athena-results/", "athena-results/*"}
+    assert not any("s3:DeleteObject" in _actions(s) for s in statements)
+    services = [_joined(e["Properties"]["ServiceName"]) for e in non_default_stack.of_type("AWS::EC2::VPCEndpoint").values()]
+    assert any(name.endswith(".athena") for name in services)
+
+
+def test_the_archive_is_compacted_daily_by_a_function_that_may_only_read_write_and_delete_under_archive(
+    default_stack: Synthesized,
+) -> None:
+    compact_id, function = default_stack.function("compact")
+    assert "VpcConfig" not in function
+    assert function["ImageConfig"]["Command"] == ["functions.drift.compact.handler"]
+    assert function["Environment"]["Variables"]["SML_ARCHIVE_PREFIX"] == "archive/"
+    statements = default_stack.statements_of("compact")
+    s3_actions = {a for s in statements for a in _actions(s) if a.startswith("s3:")}
+    assert s3_actions == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert _object_prefixes(statements, action) == {"/archive/*"}
+    assert _listing_prefixes(statements) == {"archive/", "archive/*"}
+    assert not any(a.startswith(("rds", "sns:", "ssm:", "secretsmanager:", "sqs:")) for s in statements for a in _actions(s))
+    (rule,) = [r["Properties"] for r in default_stack.of_type("AWS::Events::Rule").values() if r["Properties"].get("ScheduleExpression") == "cron(45 0 * * ? *)"]
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [compact_id, "Arn"]} and "Input" not in target and "InputTransformer" not in target
+
+
+def test_the_glue_tables_declare_every_column_the_archive_writes_for_every_model(default_stack: Synthesized) -> None:
+    from sml.archive.parquet import FIXED_COLUMNS
+
+    glue_types = {"string": "string", "int16": "smallint", "int32": "int", "timestamp[us, tz=UTC]": "timestamp"}
+    tables = {table["Properties"]["TableInput"]["Name"]: table["Properties"]["TableInput"] for table in default_stack.of_type("AWS::Glue::Table").values()}
+    for name, schema in FIXED_COLUMNS.items():
+        declared = [(column["Name"], column["Type"]) for column in tables[name]["StorageDescriptor"]["Columns"]]
+        assert declared == [(field.name, glue_types[str(field.type)]) for field in schema], name

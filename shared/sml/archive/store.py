@@ -304,3 +304,14 @@ def objects_of(paths: Sequence[Path]) -> list[ArchivedObject]:
             raise ValueError(f"{path.name} is not an archive object's name")
         found.append(ArchivedObject(str(path), path.stat().st_size, match["version"], match["kind"] == "compacted", match["stored"]))
     return found
+
+
+def compact_days(
+    s3: Any, location: ArchiveLocation, since: date, until: date, tables: Sequence[str]
+) -> list[tuple[Partition, CompactionOutcome]]:
+    """Compact every partition of ``tables`` from ``since`` to ``until`` (inclusive; every model
+    archived), what ``sml compact`` and the daily compaction function run.
+
+    :returns: each partition with its :class:`CompactionOutcome`, in order.
+    """
+    return [(partition, compact_partition(s3, location, partition)) for table in tables for partition in partitions(s3, location, table, since, until)]

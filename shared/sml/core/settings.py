@@ -241,6 +241,10 @@ class DriftSettings(AwsSettings, DatabaseSettings, ArchiveSettings):
         return None
 
 
+class CompactionSettings(AwsSettings, ArchiveSettings):
+    """The archive's daily compaction function: where the archive is (``SML_BUCKET``, ``SML_ARCHIVE_PREFIX``)."""
+
+
 class LocalSettings(AwsSettings, DatabaseSettings, CaptureSettings, ArchiveSettings):
     """Everything the ``sml`` command line may touch."""
 

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_compact(args: argparse.Namespace) -> int:
-    from sml.archive.store import compact_partition, partitions
+    from sml.archive.store import compact_days
     from sml.core.aws import aws_client
     from sml.core.settings import LocalSettings, load_settings, read_stack_file
 
@@ -38,16 +38,14 @@ def run_compact(args: argparse.Namespace) -> int:
     unknown = [name for name in tables if name not in TABLE_CHOICES]
     if unknown:
         raise SmlError(f"--tables: unknown table {unknown[0]!r} (expected some of {', '.join(TABLE_CHOICES)})")
-    s3 = aws_client("s3", settings)
     try:
-        for table in tables:
-            for partition in partitions(s3, location, table, since, until):
-                outcome = compact_partition(s3, location, partition)
-                if outcome.merged or outcome.skipped:
-                    where = partition.folder(location.prefix)
-                    print(f"{where}: {len(outcome.merged)} objects merged into {len(outcome.written)}, {outcome.rows:,} rows")
-                    for version, reason in outcome.skipped.items():
-                        print(f"{where}: version {version or '(none)'} left as it is: {reason}")
+        compacted = compact_days(aws_client("s3", settings), location, since, until, tables)
     except ValueError as exc:
         raise SmlError(str(exc)) from None
+    for partition, outcome in compacted:
+        if outcome.merged or outcome.skipped:
+            where = partition.folder(location.prefix)
+            print(f"{where}: {len(outcome.merged)} objects merged into {len(outcome.written)}, {outcome.rows:,} rows")
+            for version, reason in outcome.skipped.items():
+                print(f"{where}: version {version or '(none)'} left as it is: {reason}")
     return 0
