@@ -307,3 +307,27 @@ def store_window_traffic(database_url: str, rows: int) -> None:
     with engine.begin() as connection:
         insert_prediction_rows(connection, [prediction_row(event, stored_at=SCHEDULED_EVENT_TIME) for event in events])
     engine.dispose()
+
+
+def test_drift_image_with_the_compaction_command_compacts_the_day_before_the_event(
+    lambda_image: Callable[[str], LambdaTaskRoot], moto_account: MotoAccount, tmp_path: Path
+) -> None:
+    # The daily compaction function is the drift image with another CMD (infra/archive.py): DuckDB and pyarrow come with it.
+    from dataclasses import replace
+
+    from infra.names import COMPACT_COMMAND
+    from sml.archive.store import ArchiveLocation, archive_rows
+    from sml.writer.batch import parse_records
+
+    image = replace(lambda_image("drift"), handler=COMPACT_COMMAND[0])
+    bucket = moto_account.new_bucket()
+    location = ArchiveLocation(bucket, "archive/")
+    day = SCHEDULED_EVENT_TIME - timedelta(days=1)
+    for batch in range(2):
+        event = build_prediction_event(model_name=MODEL_NAME, model_version="v1", features={"mean_radius": 14.2}, prediction="benign", predicted_at=day)
+        archive_rows(moto_account.s3, location, predictions=parse_records([("m", serialise_prediction_event(event))], day + timedelta(minutes=batch)).rows)
+    environment = {"SML_AWS_ENDPOINT_URL": moto_account.endpoint, "SML_APP_NAME": APP_NAME, "SML_BUCKET": bucket, "SML_ARCHIVE_PREFIX": "archive/"}
+
+    [result] = invoke_in_image(image, "drift", [SCHEDULED_EVENT], environment, tmp_path)
+
+    assert (result["day"], result["objects_merged"], result["objects_written"], result["rows"]) == (day.date().isoformat(), 2, 1, 2)

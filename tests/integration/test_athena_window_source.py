@@ -249,3 +249,39 @@ def test_grid_values_are_double_literals_that_read_back_exactly() -> None:
     literal = query.sql.split("ARRAY[", 1)[1].split("]", 1)[0].split(",")
     assert all("e" in text for text in literal)
     assert [float(text) for text in literal] == sorted(values.tolist())
+
+
+def test_numbers_as_categories_a_regression_prediction_and_two_references_give_the_databases_summaries(
+    engine: Engine, s3: Any, as_athena: Any
+) -> None:
+    # A categorical feature sent as numbers is archived as double (counted as "2", not "2.0"), a
+    # regression model's prediction is a number counted into its own cells, and the previous-window
+    # reference is counted beside the training one in the same queries.
+    from drift_support import Traffic
+
+    location, open_archive = as_athena
+    rng = np.random.default_rng(5)
+    features = (FeatureSpec("x", "numeric"), FeatureSpec("grade", "categorical", categories=(1, 2, 3)))
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+
+    def draw(rows: int, shift: float) -> Traffic:
+        x = [None if missing else float(value) for value, missing in zip(rng.normal(shift, 1.0, rows), rng.random(rows) < 0.05)]
+        grade = [int(value) if value < 4 else 2.5 for value in rng.choice([1, 2, 3, 4], size=rows)]
+        return Traffic(columns={"x": x, "grade": grade}, labels=[round(float(value), 3) for value in rng.normal(100 + shift, 10, rows)])
+
+    store_both(engine, s3, location, draw(400, 0.3), window.start, window.end, copies=10)
+    references = []
+    for seed_shift in (0.0, 0.5):
+        sample = draw(200, seed_shift)
+        references.append(SummaryReference(
+            features={
+                "x": NumericGrid.from_sorted(sorted(value for value in sample.columns["x"] if value is not None)),
+                "grade": CategoricalGrid.from_counts({"1": 70, "2": 60, "3": 70}, 0, (1, 2, 3)),
+            },
+            prediction=NumericGrid.from_sorted(sorted(sample.labels)),
+        ))
+    database = read_window_summaries(engine, MODEL_NAME, window, features, references)
+    athena = open_archive().read_summaries(MODEL_NAME, window, features, references)
+    assert database[0].n_rows == 400 and database[0].features["grade"].unseen > 0  # type: ignore[union-attr]
+    for ours, theirs in zip(athena, database, strict=True):
+        assert differences(ours.to_json(), theirs.to_json()) == []
