@@ -331,7 +331,7 @@ def _sql(database: str, model_name: str, window: TimeWindow, entries: list[Entry
     }
     literal = {name: "ARRAY[" + ", ".join(items) + "]" for name, items in arrays.items()}
     if dialect == "athena":
-        unnested = f"SELECT * FROM window_cells CROSS JOIN UNNEST({', '.join(literal.values())}) AS entries({', '.join(arrays)})"
+        unnested = f"SELECT * FROM window_cells CROSS JOIN UNNEST({', '.join(literal.values())}) AS unnested({', '.join(arrays)})"
     else:  # DuckDB's UNNEST takes one list; several in the select list are zipped
         unnested = "SELECT " + ", ".join(f"unnest({items}) AS {name}" for name, items in literal.items()) + " FROM window_cells"
     parts.append(f"entries AS ({unnested})")
