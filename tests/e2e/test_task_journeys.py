@@ -6,8 +6,9 @@ by the writer, labelled, then judged by `sml drift` and `sml quality`.
 Two windows, one after the other on one stack: traffic drawn from the training rows with their true
 labels (`sml feedback`) must say NO_DRIFT, for the prediction and the run, and quality OK; traffic with
 features shifted so the predictions move, with wrong labels (`POST /feedback`), must say DRIFT for the
-prediction and quality DEGRADED. The floors are the model's own drift config, raised to what its small
-training reference can certify (the power check says so at promotion), so no verdict is INCONCLUSIVE.
+prediction and quality DEGRADED, with the task's quality plot in the run's report. The floors are the
+model's own drift config, raised to what its small training reference can certify (the power check
+says so at promotion), so no verdict is INCONCLUSIVE.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Task:
     shift: Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
     wrong: Callable[[pd.Series], list[Any]]
     verdict_metric: str
+    report_section: str  # the model quality plot of the task in the run's HTML report
 
 
 def _diabetes() -> tuple[pd.DataFrame, pd.Series]:
@@ -82,7 +84,7 @@ def _far_off(truth: pd.Series) -> list[Any]:
 
 
 TASKS = {
-    # Ridge's largest weights are on bmi and s5: 1.5 sd more of both moves the prediction by ~0.45 in KS D.
+    # Ridge's largest weights are on bmi and s5: 1.5 sd more of both moves the prediction by KS D ~0.5.
     "regression": Task(
         "diabetes",
         _diabetes,
@@ -91,6 +93,7 @@ TASKS = {
         _shifted(("bmi", "s5"), 1.5),
         _far_off,
         "rmse",
+        "Residuals",
     ),
     # 2 sd more proline and alcohol: about two thirds of the predictions become cultivar_0 (a third in training).
     "multiclass": Task(
@@ -101,6 +104,7 @@ TASKS = {
         _shifted(("proline", "alcohol"), 2.0),
         _next_class,
         "f1_macro",
+        "Confusion matrix",
     ),
 }
 
@@ -117,7 +121,8 @@ def test_training_traffic_is_no_drift_and_ok_and_shifted_traffic_with_wrong_labe
     (tmp_path / "drift.toml").write_text(case.drift_config)
     name = case.model_name
 
-    with running_stack(tmp_path, {**environment(), "SML_MODEL_NAME": name}) as stack:
+    # One predict container: sequential requests need no second cold start.
+    with running_stack(tmp_path, {**environment(), "SML_MODEL_NAME": name}, "--predict-concurrency", "1") as stack:
         _register_and_promote(tmp_path, name, task)
         rng = np.random.default_rng(7)
         chosen = rng.integers(0, len(X_train), WINDOW_ROWS)
@@ -145,6 +150,8 @@ def test_training_traffic_is_no_drift_and_ok_and_shifted_traffic_with_wrong_labe
         second = _drift(tmp_path, name, second_end, second_end - first_end)
         assert re.search(r"^verdict: DRIFT ", second, re.MULTILINE), second
         assert _latest_prediction_verdict(stack["database_url"], name) == "DRIFT", second
+        report = re.search(r"^report: (\S+) \(s3://", second, re.MULTILINE)[1]  # type: ignore[index]
+        assert f"<h3>{case.report_section}" in (tmp_path / report).read_text(encoding="utf-8")
         quality = sml(tmp_path, "quality", "--model", name, "--fail-on-degraded", check=False)
         assert quality.returncode == 1, quality.stdout + quality.stderr
         assert re.search(rf"^quality: DEGRADED \({case.verdict_metric} ", quality.stdout, re.MULTILINE), quality.stdout

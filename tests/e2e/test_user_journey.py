@@ -59,10 +59,10 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def running_stack(tmp_path: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """`sml up` in ``tmp_path`` with ``env``, until the block ends (Ctrl-C); yields its stack.json."""
+def running_stack(tmp_path: Path, env: dict[str, str], *options: str) -> Iterator[dict[str, str]]:
+    """`sml up` in ``tmp_path`` with ``env`` and ``options``, until the block ends (Ctrl-C); yields its stack.json."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "sml.cli.main", "up", "--visibility-timeout", "1", "--batching-window", "0"],
+        [sys.executable, "-m", "sml.cli.main", "up", "--visibility-timeout", "1", "--batching-window", "0", *options],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
