@@ -10,6 +10,7 @@ import pytest
 from sklearn.ensemble import GradientBoostingRegressor
 
 from sml.lifecycle.calibration import (
+    MAX_LOSS_TREE_DEPTH,
     Calibrator,
     DirectLossEstimator,
     LossModel,
@@ -35,6 +36,36 @@ def test_a_loss_model_as_json_predicts_what_scikit_learn_predicts() -> None:
     probe = rng.normal(size=(2000, 4)) * 2
     probe[:, 3] = rng.integers(-1, 3, size=2000)
     np.testing.assert_allclose(stored.predict(probe), model.predict(probe), rtol=1e-12, atol=1e-12)
+
+
+def test_a_loss_model_reaches_the_leaf_of_a_walk_from_the_root_on_uneven_trees_and_missing_inputs() -> None:
+    # Root: x0 <= 0.5 goes to a leaf (1.0) one level up; else x1 <= 0.0 splits into leaves 2.0 / 3.0.
+    uneven = {"feature": [0, -2, 1, -2, -2], "threshold": [0.5, -2.0, 0.0, -2.0, -2.0], "left": [1, -1, 3, -1, -1], "right": [2, -1, 4, -1, -1], "value": [0.0, 1.0, 0.0, 2.0, 3.0]}
+    # A right-leaning chain three levels deep: x1 <= -1 -> 10; x0 <= 0 -> 20; x0 <= 2 -> 30 / 40.
+    chain = {"feature": [1, -2, 0, -2, 0, -2, -2], "threshold": [-1.0, 0, 0.0, 0, 2.0, 0, 0], "left": [1, -1, 3, -1, 5, -1, -1], "right": [2, -1, 4, -1, 6, -1, -1], "value": [0, 10.0, 0, 20.0, 0, 30.0, 40.0]}
+    stump = {"feature": [-2], "threshold": [-2.0], "left": [-1], "right": [-1], "value": [7.0]}
+    model = LossModel.from_json({"init": 0.5, "learning_rate": 0.1, "trees": [uneven, chain, stump]}, n_inputs=2)
+    nan = float("nan")
+    rows = np.array([[0.0, 5.0], [1.0, -1.0], [1.0, 1.0], [nan, -1.0], [1.0, nan], [3.0, -2.0], [0.5, 0.0], [1.5, 0.0], [2.5, 0.0], [nan, nan]])
+    # x <= threshold goes left, as scikit-learn compares; a missing input fails every comparison and goes right.
+    uneven_leaf = [1.0, 2.0, 3.0, 2.0, 3.0, 2.0, 1.0, 2.0, 2.0, 3.0]
+    chain_leaf = [20.0, 10.0, 30.0, 10.0, 30.0, 10.0, 30.0, 30.0, 40.0, 40.0]
+    np.testing.assert_allclose(model.predict(rows), 0.5 + 0.1 * (np.array(uneven_leaf) + np.array(chain_leaf) + 7.0), rtol=1e-12)
+
+
+def test_a_loss_model_tree_deeper_than_the_evaluation_allows_is_refused() -> None:
+    def chain(depth: int) -> dict:
+        """Node 2j splits (j < depth) into the leaf 2j + 1 and the node 2j + 2."""
+        size = 2 * depth + 1
+        splits = [node % 2 == 0 and node < 2 * depth for node in range(size)]
+        left, right = [node + 1 if split else -1 for node, split in enumerate(splits)], [node + 2 if split else -1 for node, split in enumerate(splits)]
+        return {"feature": [0] * size, "threshold": [float(node) for node in range(size)], "left": left, "right": right, "value": [float(node) for node in range(size)]}
+
+    deepest = LossModel.from_json({"init": 0.0, "learning_rate": 1.0, "trees": [chain(MAX_LOSS_TREE_DEPTH)]}, n_inputs=1)
+    # x goes right at every split below it: x = 5.5 passes splits 0, 2, 4 and reaches the leaf 7.
+    np.testing.assert_allclose(deepest.predict(np.array([[5.5], [-1.0], [100.0]])), [7.0, 1.0, 2.0 * MAX_LOSS_TREE_DEPTH])
+    with pytest.raises(ValueError, match=f"deeper than {MAX_LOSS_TREE_DEPTH} levels"):
+        LossModel.from_json({"init": 0.0, "learning_rate": 0.1, "trees": [chain(MAX_LOSS_TREE_DEPTH + 1)]}, n_inputs=1)
 
 
 def test_a_loss_model_whose_children_point_back_is_refused() -> None:

@@ -211,10 +211,32 @@ def test_the_loss_sample_is_uniform_whatever_the_slicing_and_keeps_every_row_of_
             sample.add(predictions[start:end], rows[start:end])
         return sample.finish()
 
+    def sampled_rows(sample: LossSample) -> list[tuple]:
+        columns = sample.columns()
+        return sorted(zip(sample.predictions.tolist(), columns["x"], columns["kind"], columns["absent"]))
+
     whole, sliced = sampled(100, []), sampled(100, [10, 333, 900])
-    assert len(whole.rows) == 100 and sorted(whole.rows) == sorted(sliced.rows)
+    assert len(sampled_rows(whole)) == 100 and sampled_rows(whole) == sampled_rows(sliced)
     columns = whole.columns()
     assert set(columns) == {"x", "kind", "absent"} and columns["absent"] == [None] * 100
-    assert sorted(whole.predictions.tolist()) == sorted(columns["x"])
+    # Each row's values stay together: here x is its prediction and kind follows from it.
+    assert all(prediction == x and kind == f"k{int(x) % 3}" for prediction, x, kind, _ in sampled_rows(whole))
     everything = sampled(5000, [500])
     assert sorted(everything.columns()["x"]) == [float(index) for index in range(1000) if index != 7]
+    assert LossSample(["x", "kind"]).finish().columns() == {"x": [], "kind": []}
+
+
+@pytest.mark.parametrize("text", ["null", "1, 2", "", "true", '"3"', "[4]", "1e400", "NaN", "5 6"])
+def test_a_regression_label_that_is_not_one_finite_number_is_counted_and_never_shifts_the_others(text: str) -> None:
+    from sml.monitoring.model_quality.store import RegressionColumns
+
+    numbers = RegressionColumns()
+    # (prediction, probabilities, label, delay µs): one label that is not a number among numbers and a missing one.
+    numbers.add_rows([("1.5", None, "2", 1e6), ("7", None, text, 2e6), ("-3", None, None, None), ("0", None, " -4.25e1 ", 3e6)])
+    numbers.add_rows([("2", None, "8", 4e6), ("1e2", None, None, None)])
+    sample = numbers.sample({})
+    np.testing.assert_array_equal(sample.predictions, [1.5, 7.0, -3.0, 0.0, 2.0, 100.0])
+    np.testing.assert_array_equal(sample.truth, [2.0, np.nan, np.nan, -42.5, 8.0, np.nan])
+    assert sample.n_labels_not_numbers == 1
+    # A label that is not a number is still a label: only the missing ones have no delay.
+    np.testing.assert_array_equal(sample.delay_seconds, [1.0, 2.0, np.nan, 3.0, 4.0, np.nan])

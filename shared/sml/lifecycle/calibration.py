@@ -18,8 +18,8 @@ thresholds, clipped at the ends, which is how :meth:`sklearn.isotonic.IsotonicRe
 evaluates it (``out_of_bounds="clip"``), so :func:`numpy.interp` on the stored thresholds
 reproduces it; a gradient-boosted model is its initial constant plus the learning rate times the
 leaf values its trees reach, and the stored arrays (feature, threshold, children, value) are
-walked with numpy exactly as scikit-learn walks them (inputs as float32, ``x <= threshold`` goes
-left). The monitoring run therefore needs no unpickling (hence no sha256 check) to use either.
+evaluated with numpy to the leaves scikit-learn reaches (inputs as float32, ``x <= threshold``
+goes left). The monitoring run therefore needs no unpickling (hence no sha256 check) to use either.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -130,6 +131,9 @@ DLE_DEPTH = 3
 DLE_LEARNING_RATE = 0.05
 DLE_SEED = 20_161
 DLE_MAX_ROWS = 20_000
+# Each level of a loss tree compares every row against every node of the level (2**level of
+# them), so a tree's cost doubles with each level; ours are DLE_DEPTH deep.
+MAX_LOSS_TREE_DEPTH = 10
 PREDICTION_INPUT = "__prediction__"
 
 
@@ -159,22 +163,29 @@ class LossModel:
     trees: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """The model's prediction for each row of the ``(n, inputs)`` matrix (as scikit-learn's, inputs as float32)."""
-        values = np.asarray(matrix, dtype=np.float32).astype(np.float64)
-        rows = np.arange(values.shape[0]) * values.shape[1]
-        flat = values.ravel()
-        total = np.full(values.shape[0], self.init)
-        for feature, threshold, left, right, leaf_value in self.trees:
-            # Leaves loop to themselves (feature 0, threshold +inf), so every row takes the same number of steps.
-            steps, leaf = _depth(left, right), left < 0
-            nodes = np.arange(feature.size)
-            feature, threshold = np.where(leaf, 0, feature), np.where(leaf, np.inf, threshold)
-            left, right = np.where(leaf, nodes, left), np.where(leaf, nodes, right)
-            node = np.zeros(values.shape[0], dtype=np.int64)
-            for _ in range(steps):
-                node = np.where(flat[rows + feature[node]] <= threshold[node], left[node], right[node])
-            total += self.learning_rate * leaf_value[node]
+        """The model's prediction for each row of the ``(n, inputs)`` matrix (as scikit-learn's, inputs as float32).
+
+        Level by level for all rows at once (:func:`_complete_tree`): at each level every input
+        column a node of the level splits on is compared whole with that node's threshold, and
+        each row picks the comparison of the node it is at. A column compared whole costs far
+        less than gathering each row's own feature and threshold (3.5× faster for 100 trees of
+        depth 3 over 20,000 rows).
+        """
+        inputs = np.ascontiguousarray(np.asarray(matrix, dtype=np.float32).astype(np.float64).T)
+        rows = np.arange(inputs.shape[1])
+        total = np.full(inputs.shape[1], self.init)
+        for features, thresholds, values in self._complete_trees:
+            position = np.zeros(inputs.shape[1], dtype=np.intp)
+            for level in range(values.size.bit_length() - 1):
+                nodes = slice(2**level - 1, 2 ** (level + 1) - 1)
+                goes_left = inputs[features[nodes]] <= thresholds[nodes, None]
+                position = 2 * position + 1 - goes_left[position, rows]
+            total += self.learning_rate * values[position]
         return total
+
+    @cached_property
+    def _complete_trees(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
+        return tuple(_complete_tree(*tree) for tree in self.trees)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,21 +218,55 @@ class LossModel:
                 raise ValueError("a loss model tree names a node or input that does not exist")
             if not np.isfinite(value).all():
                 raise ValueError("a loss model tree has a value that is not finite")
+            if _depth(left, right) > MAX_LOSS_TREE_DEPTH:
+                raise ValueError(f"a loss model tree is deeper than {MAX_LOSS_TREE_DEPTH} levels")
             trees.append((feature, threshold, left, right, value))
         return cls(init=float(data["init"]), learning_rate=float(data["learning_rate"]), trees=tuple(trees))
 
 
 def _depth(left: np.ndarray, right: np.ndarray) -> int:
-    """The number of steps from the root to the deepest leaf (a leaf has ``left == -1``)."""
-    depth, frontier = 0, np.array([0])
-    while (inner := frontier[left[frontier] >= 0]).size:
-        depth, frontier = depth + 1, np.concatenate([left[inner], right[inner]])
-    return depth
+    """The number of steps from the root to the deepest leaf (a leaf has ``left == -1``; children follow their parents)."""
+    depth = np.zeros(left.size, dtype=np.int64)
+    for node in np.flatnonzero(left >= 0).tolist():
+        depth[left[node]] = depth[right[node]] = depth[node] + 1
+    return int(depth.max())
+
+
+def _complete_tree(
+    feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray, value: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A tree as a complete binary tree of its depth ``d``, breadth first: ``(features, thresholds)``
+    of its ``2**d - 1`` splits (node ``k``'s children are ``2k + 1`` and ``2k + 2``) and the values
+    of its ``2**d`` leaves, in order.
+
+    A leaf above the last level becomes a split on input 0 at +inf whose children are copies of
+    itself: every row reaches its value, whichever way the split sends it (NaN goes right).
+    """
+    depth = _depth(left, right)
+    features, thresholds = np.zeros(2**depth - 1, dtype=np.intp), np.full(2**depth - 1, np.inf)
+    level_nodes = np.zeros(1, dtype=np.int64)
+    for level in range(depth):
+        leaf = left[level_nodes] < 0
+        nodes = slice(2**level - 1, 2 ** (level + 1) - 1)
+        features[nodes] = np.where(leaf, 0, feature[level_nodes])
+        thresholds[nodes] = np.where(leaf, np.inf, threshold[level_nodes])
+        level_nodes = np.column_stack([np.where(leaf, level_nodes, left[level_nodes]), np.where(leaf, level_nodes, right[level_nodes])]).ravel()
+    return features, thresholds, value[level_nodes]
 
 
 @dataclass(frozen=True)
 class DirectLossEstimator:
     """DLE of a regression model: expected absolute and squared errors per prediction.
+
+    Direct Loss Estimation as NannyML describes it (NannyML docs, "How it works: Performance
+    estimation", Direct Loss Estimation,
+    https://nannyml.readthedocs.io/en/stable/how_it_works/performance_estimation.html): a second
+    ("nanny") model, fitted on held-out data where the labels are known, predicts the loss of the
+    monitored model for each observation from its features and prediction; since MAE and MSE are
+    means of per-row losses, the mean of the predicted losses over a window estimates the window's
+    MAE and MSE without labels. It only sees the loss change where the features or predictions
+    move into regions whose held-out loss differed (covariate shift); a change in how labels
+    follow the features (concept drift) is invisible to it, as NannyML notes.
 
     :param inputs: the loss models' input columns, in matrix order.
     :param absolute_error, squared_error: loss models of ``|prediction - label|`` and its square.
@@ -248,7 +293,7 @@ class DirectLossEstimator:
         """The estimated MAE and RMSE of the predictions, and how many rows the estimate used.
 
         Both are means over rows, so beyond ``max_rows`` predictions a uniform sample of
-        ``max_rows`` (fixed seed) stands for the window: walking 200 trees costs ~14 µs a row,
+        ``max_rows`` (fixed seed) stands for the window: the 200 trees cost ~4 µs a row,
         and the sample's standard error (sd of the expected losses / √20,000) is well below the
         loss models' own error. ``(nan, nan, 0)`` without predictions.
         """

@@ -30,7 +30,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -383,7 +383,8 @@ class RegressionColumns:
         truth, not_numbers = _numbers(labels)
         self.predictions.append(predicted)
         self.truth.append(truth)
-        unlabelled = np.array([label is None for label in labels], dtype=bool)
+        # Every label that is a number is finite: the NaNs are the unlabelled rows.
+        unlabelled = np.isnan(truth) if not not_numbers else np.array([label is None for label in labels], dtype=bool)
         delay = delays / 1e6
         delay[unlabelled] = np.nan
         self.delays.append(delay)
@@ -406,6 +407,9 @@ class LossSample:
     Rows come as the window read's feature structs (``msgspec`` structs whose fields encode to the
     feature names). Only rows of slices decoded whole are sampled: a slice read again row by row
     (one the typed decoder refused) is left out of DLE's sample, never out of the metrics.
+    The sample is kept by column, one list of values per feature: a tuple per row would count
+    towards the garbage collector's thresholds and set off full collections of the process's
+    heap (see :class:`sml.monitoring.windows._WindowColumns`).
     """
 
     def __init__(self, names: Sequence[str], size: int = DLE_MAX_ROWS, seed: int = DLE_SEED) -> None:
@@ -414,19 +418,20 @@ class LossSample:
         self.rng = np.random.default_rng(seed)
         self.keys = np.empty(0)
         self.predictions = np.empty(0)
-        self.rows: list[tuple[Any, ...]] = []
-        self._getters: dict[type, Any] = {}
+        self.values: list[list[Any]] = [[] for _ in self.names]
+        self._getters: dict[type, list[Callable[[Any], Any]]] = {}
 
     def add(self, predictions: np.ndarray, structs: Sequence[Any]) -> None:
         keys = self.rng.random(len(structs))
         chosen = np.flatnonzero((keys < self._threshold) & np.isfinite(predictions))
         if not chosen.size:
             return
-        getter = self._getter(type(structs[0]))
-        self.rows.extend(map(getter, map(structs.__getitem__, chosen.tolist())))
+        picked = list(map(structs.__getitem__, chosen.tolist()))
+        for values, get in zip(self.values, self._column_getters(type(structs[0]))):
+            values.extend(map(get, picked))
         self.keys = np.concatenate([self.keys, keys[chosen]])
         self.predictions = np.concatenate([self.predictions, predictions[chosen]])
-        # Trimmed now and then, not per slice: the rows are Python tuples, costly to reorder.
+        # Trimmed now and then, not per slice: reordering the columns' lists costs a pass over them.
         if self.keys.size >= 2 * self.size:
             self._trim()
 
@@ -438,23 +443,19 @@ class LossSample:
         if self.keys.size > self.size:
             keep = np.argpartition(self.keys, self.size - 1)[: self.size]
             self.keys, self.predictions = self.keys[keep], self.predictions[keep]
-            self.rows = list(map(self.rows.__getitem__, keep.tolist()))
+            rows = keep.tolist()
+            self.values = [list(map(values.__getitem__, rows)) for values in self.values]
 
-    def _getter(self, struct_type: type) -> Any:
+    def _column_getters(self, struct_type: type) -> list[Callable[[Any], Any]]:
+        """Per feature name, a function from a struct to its value (None for a name the struct lacks)."""
         if struct_type not in self._getters:
             by_name = {field.encode_name: field.name for field in msgspec.structs.fields(struct_type)}
-            present = [by_name[name] for name in self.names if name in by_name]
-            if len(present) == len(self.names):
-                get = operator.attrgetter(*present) if len(present) > 1 else (lambda struct: (getattr(struct, present[0]),))
-                self._getters[struct_type] = get
-            else:
-                attributes = [by_name.get(name) for name in self.names]
-                self._getters[struct_type] = lambda struct: tuple(None if attribute is None else getattr(struct, attribute) for attribute in attributes)
+            self._getters[struct_type] = [operator.attrgetter(by_name[name]) if name in by_name else _missing for name in self.names]
         return self._getters[struct_type]
 
     def columns(self) -> dict[str, list[Any]]:
-        """The sampled rows' feature values by name (after :meth:`finish`)."""
-        return {name: [row[index] for row in self.rows] for index, name in enumerate(self.names)}
+        """The sampled rows' feature values by name, aligned with :attr:`predictions` (after :meth:`finish`)."""
+        return dict(zip(self.names, self.values))
 
     def finish(self) -> LossSample:
         """Keep only the ``size`` rows of smallest keys; returns itself."""
@@ -462,15 +463,27 @@ class LossSample:
         return self
 
 
+def _missing(struct: Any) -> None:
+    return None
+
+
+_JSON_NUMBERS = msgspec.json.Decoder(list[float | None])
+
+
 def _numbers(texts: list[str | None]) -> tuple[np.ndarray, int]:
-    """JSON number texts as floats (NaN for None and for a text that is not a finite number), and how many texts were not numbers."""
+    """JSON number texts as floats (NaN for None and for a text that is not a finite number), and how many texts were not numbers.
+
+    The texts are decoded as one JSON array of numbers (msgspec refuses a number out of the
+    float range, so every one decoded is finite). A text that is not exactly one number (a
+    string, ``true``, ``null``, ``1, 2``, an empty text) changes the array's length or its
+    nulls, or breaks it; then each text is decoded alone.
+    """
     try:
-        values = np.array(["nan" if text is None else text for text in texts], dtype=np.float64)
-        bad = int((~np.isfinite(values)).sum()) - sum(text is None for text in texts)
-        if not bad:
-            return values, 0
-    except ValueError:
-        pass
+        values = _JSON_NUMBERS.decode("[" + ",".join(["null" if text is None else text for text in texts]) + "]")
+    except msgspec.DecodeError:
+        values = None
+    if values is not None and len(values) == len(texts) and values.count(None) == texts.count(None):
+        return np.fromiter(values, dtype=np.float64, count=len(values)), 0
     values = np.array([_number(text) for text in texts], dtype=np.float64)
     return values, int(sum(text is not None for text in texts) - np.isfinite(values).sum())
 
