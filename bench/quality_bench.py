@@ -1,7 +1,7 @@
 """Model quality per task: the weekly run with labels against the same run without them, in MariaDB.
 
-For each task (binary, multiclass with three classes, regression) a fresh database
-``sml_bench_quality`` holds one 7-day window of N predictions × 20 numeric features (the writer's
+For each task (binary, multiclass with three classes, regression) a database
+``sml_bench_quality_<task>`` holds one 7-day window of N predictions × 20 numeric features (the writer's
 row format: a classifier's class and probabilities, a regression model's number), and labels for
 30 % of them in ``ground_truth`` (dropped at the end). The manifest carries held-out metrics and
 the task's label-free estimator (CBPE's calibrator, or DLE's loss models fitted on 5,000 synthetic
@@ -16,6 +16,12 @@ taking turns (imports done before the clock starts; S3 and SNS on moto in-proces
 The goal: labelled ≤ 1.5× quality off, for each task. Run alone:
 ``python bench/quality_bench.py [--quick] [--task binary|multiclass|regression]`` (quick: 100k
 predictions + 30k labels; full: 1M + 300k; every task unless ``--task``).
+
+Loading the window (a CSV of N events, then ``LOAD DATA``) takes far longer than the timed runs at
+1M, so it can be done apart, at low priority, and only the timed runs under the bench lock:
+``nice -n 19 python bench/quality_bench.py --setup-only [--database NAME]`` loads and keeps one
+database per task (``NAME_<task>``); ``flock /work/bench.lock python bench/quality_bench.py
+--reuse [--database NAME] --task T`` times the variants on it and keeps it; ``--drop`` drops them.
 """
 
 from __future__ import annotations
@@ -148,23 +154,27 @@ def write_csvs(predictions_path: Path, labels_path: Path, rows: int, task: str) 
     return int(labelled.sum())
 
 
-@contextmanager
-def quality_database(rows: int, folder: Path, task: str) -> Iterator[int]:
-    """A fresh ``sml_bench_quality`` with the schema, the window, its labels and an empty ``ground_truth_empty``; dropped afterwards."""
+def database_url(database: str) -> Any:
     import sqlalchemy as sa
+
+    return sa.URL.create("mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=database)
+
+
+def load_database(database: str, rows: int, folder: Path, task: str) -> int:
+    """Create ``database`` afresh with the schema, the window, its labels and an empty ``ground_truth_empty``; returns the label count."""
     from sml.core.db import apply_migrations, create_db_engine
 
     admin = pymysql.connect(**MYSQL_SERVER, autocommit=True)
     try:
         with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-            cursor.execute(f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-        engine = create_db_engine(sa.URL.create("mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=DATABASE))
+            cursor.execute(f"DROP DATABASE IF EXISTS {database}")
+            cursor.execute(f"CREATE DATABASE {database} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        engine = create_db_engine(database_url(database))
         apply_migrations(engine)
         engine.dispose()
         predictions_csv, labels_csv = folder / "predictions.csv", folder / "labels.csv"
         labels = write_csvs(predictions_csv, labels_csv, rows, task)
-        loader = pymysql.connect(**MYSQL_SERVER, database=DATABASE, charset="utf8mb4", local_infile=True)
+        loader = pymysql.connect(**MYSQL_SERVER, database=database, charset="utf8mb4", local_infile=True)
         try:
             with loader.cursor() as cursor:
                 cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'")
@@ -181,18 +191,60 @@ def quality_database(rows: int, folder: Path, task: str) -> Iterator[int]:
             loader.close()
         predictions_csv.unlink()
         labels_csv.unlink()
-        yield labels
+        return labels
     finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
         admin.close()
 
 
+def drop_database(database: str) -> None:
+    admin = pymysql.connect(**MYSQL_SERVER, autocommit=True)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {database}")
+    finally:
+        admin.close()
+
+
+def loaded_database(database: str, rows: int) -> int:
+    """The label count of a database :func:`load_database` filled with ``rows`` predictions.
+
+    :raises RuntimeError: the database is missing, holds another number of predictions, or its
+        labels are hidden (a run stopped between the two swaps of :func:`labels_hidden`).
+    """
+    try:
+        connection = pymysql.connect(**MYSQL_SERVER, database=database)
+    except pymysql.err.OperationalError as exc:
+        raise RuntimeError(f"--reuse: database {database!r} cannot be opened ({exc}); load it with --setup-only first") from exc
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM predictions")
+            (predictions,) = cursor.fetchone()
+            cursor.execute("SELECT COUNT(*) FROM ground_truth")
+            (labels,) = cursor.fetchone()
+    finally:
+        connection.close()
+    if predictions != rows or not labels:
+        raise RuntimeError(f"--reuse: database {database!r} holds {predictions} predictions and {labels} labels, expected {rows} predictions with labels")
+    return int(labels)
+
+
 @contextmanager
-def labels_hidden() -> Iterator[None]:
+def quality_database(database: str, rows: int, folder: Path, task: str, reuse: bool) -> Iterator[int]:
+    """The task's loaded database: reused as it is (and kept), or loaded afresh (and dropped afterwards)."""
+    if reuse:
+        yield loaded_database(database, rows)
+        return
+    try:
+        yield load_database(database, rows, folder, task)
+    finally:
+        drop_database(database)
+
+
+@contextmanager
+def labels_hidden(database: str) -> Iterator[None]:
     """``ground_truth`` swapped for the empty table (atomically, twice) for the duration."""
     swap = "RENAME TABLE ground_truth TO ground_truth_swap, ground_truth_empty TO ground_truth, ground_truth_swap TO ground_truth_empty"
-    connection = pymysql.connect(**MYSQL_SERVER, database=DATABASE, autocommit=True)
+    connection = pymysql.connect(**MYSQL_SERVER, database=database, autocommit=True)
     try:
         with connection.cursor() as cursor:
             cursor.execute(swap)
@@ -203,9 +255,8 @@ def labels_hidden() -> Iterator[None]:
         connection.close()
 
 
-def weekly_run(variant: str, manifest_path: Path) -> Callable[[], str]:
+def weekly_run(variant: str, manifest_path: Path, database: str) -> Callable[[], str]:
     import boto3
-    import sqlalchemy as sa
     from moto import mock_aws
     from sml.core.db import create_db_engine
     from sml.monitoring.job import DriftJobConfig, run_drift_job
@@ -222,7 +273,7 @@ def weekly_run(variant: str, manifest_path: Path) -> Callable[[], str]:
     from sml.lifecycle.manifest import ModelManifest
 
     manifest = ModelManifest.from_json(manifest_path.read_text(), source=str(manifest_path))
-    engine = create_db_engine(sa.URL.create("mysql+pymysql", username=MYSQL_SERVER["user"], host=MYSQL_SERVER["host"], port=MYSQL_SERVER["port"], database=DATABASE))
+    engine = create_db_engine(database_url(database))
     # Warm the scikit-learn metrics import like the other imports: the clock measures the work only.
     import sklearn.metrics  # noqa: F401
 
@@ -242,8 +293,8 @@ def weekly_run(variant: str, manifest_path: Path) -> Callable[[], str]:
     return work
 
 
-def run_child(variant: str, manifest_path: Path) -> None:
-    work = weekly_run(variant, manifest_path)
+def run_child(variant: str, manifest_path: Path, database: str) -> None:
+    work = weekly_run(variant, manifest_path, database)
     rss_before = _memory_mb("VmRSS")
     started = time.perf_counter()
     outcome = work()
@@ -251,13 +302,13 @@ def run_child(variant: str, manifest_path: Path) -> None:
     print(json.dumps({"seconds": seconds, "peak_rss_mb": _memory_mb("VmHWM"), "rss_before_mb": rss_before, "outcome": outcome}))
 
 
-def measure(repeats: int, manifest_path: Path) -> dict[str, list[dict[str, Any]]]:
+def measure(repeats: int, manifest_path: Path, database: str) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     for _ in range(repeats):
         for name in VARIANTS:
-            command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--manifest", str(manifest_path)]
+            command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--manifest", str(manifest_path), "--database", database]
             if name == VARIANTS[1]:
-                with labels_hidden():
+                with labels_hidden(database):
                     completed = subprocess.run(command, check=False, cwd=REPOSITORY, capture_output=True, text=True, timeout=1800)
             else:
                 completed = subprocess.run(command, check=False, cwd=REPOSITORY, capture_output=True, text=True, timeout=1800)
@@ -267,18 +318,33 @@ def measure(repeats: int, manifest_path: Path) -> dict[str, list[dict[str, Any]]
     return runs
 
 
-def run(quick: bool, out_dir: Path, tasks: Sequence[str] = TASKS) -> BenchReport:
-    """100k predictions + 30k labels (quick) or 1M + 300k (full), 3 runs per variant, for each task."""
-    rows = 100_000 if quick else 1_000_000
-    repeats = 3
+def window_rows(quick: bool) -> int:
+    return 100_000 if quick else 1_000_000
+
+
+def task_database(database: str, task: str) -> str:
+    return f"{database}_{task}"
+
+
+def run(
+    quick: bool, out_dir: Path, tasks: Sequence[str] = TASKS, *, database: str = DATABASE, reuse: bool = False, repeats: int = 3
+) -> BenchReport:
+    """100k predictions + 30k labels (quick) or 1M + 300k (full), ``repeats`` runs per variant, for each task.
+
+    :param reuse: time the databases ``--setup-only`` loaded (and keep them) instead of loading afresh.
+    """
+    rows = window_rows(quick)
     comparisons: list[Comparison] = []
     details: list[dict[str, Any]] = []
     for task in tasks:
-        with tempfile.TemporaryDirectory(prefix="sml-bench-quality-") as folder, quality_database(rows, Path(folder), task) as labels:
+        with (
+            tempfile.TemporaryDirectory(prefix="sml-bench-quality-") as folder,
+            quality_database(task_database(database, task), rows, Path(folder), task, reuse) as labels,
+        ):
             # Fitted once (DLE's loss models take seconds), read by every child as the weekly run reads it.
             manifest_path = Path(folder) / "manifest.json"
             manifest_path.write_text(quality_manifest(task).to_json())
-            runs = measure(repeats, manifest_path)
+            runs = measure(repeats, manifest_path, task_database(database, task))
         seconds = {name: median(run["seconds"] for run in values) for name, values in runs.items()}
         growth = {name: max(run["peak_rss_mb"] - run["rss_before_mb"] for run in values) for name, values in runs.items()}
         size = f"{task}, {rows // 1000}k predictions + {labels // 1000}k labels"
@@ -316,13 +382,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--task", choices=TASKS, help="one task only (default: every task)")
+    parser.add_argument("--database", default=DATABASE, help=f"database name prefix; one database per task, NAME_<task> (default {DATABASE})")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each variant (default 3)")
+    stages = parser.add_mutually_exclusive_group()
+    stages.add_argument("--setup-only", action="store_true", help="load the tasks' databases and keep them; time nothing")
+    stages.add_argument("--reuse", action="store_true", help="time the databases --setup-only loaded, and keep them")
+    stages.add_argument("--drop", action="store_true", help="drop the tasks' databases")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_child(args.child, args.manifest)
+        run_child(args.child, args.manifest, args.database)
         return
-    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-")), (args.task,) if args.task else TASKS))
+    tasks = (args.task,) if args.task else TASKS
+    if args.setup_only or args.drop:
+        for task in tasks:
+            database = task_database(args.database, task)
+            if args.drop:
+                drop_database(database)
+                continue
+            with tempfile.TemporaryDirectory(prefix="sml-bench-quality-") as folder:
+                labels = load_database(database, window_rows(args.quick), Path(folder), task)
+            print(f"{database}: {window_rows(args.quick)} predictions, {labels} labels", flush=True)
+        return
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    out_dir = Path(tempfile.mkdtemp(prefix="sml-bench-"))
+    print_report(run(args.quick, out_dir, tasks, database=args.database, reuse=args.reuse, repeats=args.repeats))
 
 
 if __name__ == "__main__":
