@@ -191,6 +191,22 @@ def test_summaries_of_the_window_equal_summaries_of_its_columns(engine: Engine, 
     assert by_number.features["mean radius"].cells.tolist() == [1, 1, 3, 1, 14, 1, 9]
 
 
+def test_a_model_with_only_categorical_features_is_read(engine: Engine) -> None:
+    # No numeric feature: the slice decoder's numeric getter has no field to get.
+    only_categories = [FeatureSpec("c0", "categorical"), FeatureSpec("farbe ß", "categorical")]
+    store_rows(engine, [(START + timedelta(hours=index), {"c0": f"k{index % 2}", "farbe ß": None}, "benign") for index in range(4)])
+    reference = SummaryReference(
+        features={"c0": CategoricalGrid.from_counts({"k0": 1}), "farbe ß": CategoricalGrid.from_counts({"rot": 1})},
+        prediction=CategoricalGrid.from_counts({"benign": 1}),
+    )
+
+    (summary,) = read_window_summaries(engine, MODEL, WINDOW, only_categories, [reference])
+
+    assert summary.n_rows == 4 and summary.features["c0"].counts == {"k0": 2} and summary.features["c0"].unseen_top == {"k1": 2}
+    assert summary.features["farbe ß"].missing == 4 and summary.prediction.counts == {"benign": 4}
+    assert sorted(read_window(engine, MODEL, WINDOW, only_categories).categorical["c0"]) == ["k0", "k0", "k1", "k1"]
+
+
 def test_a_regression_models_numeric_predictions_are_counted_as_numbers(engine: Engine) -> None:
     store_rows(engine, [(START + timedelta(hours=index), {"mean radius": 1.0}, 0.25 * index) for index in range(12)] + [(START, {}, "n/a")])
 

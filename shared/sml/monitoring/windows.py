@@ -526,7 +526,9 @@ class _WindowColumns:
 
 
 def _getter(fields: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
-    """A function from a struct to the tuple of its ``fields``."""
+    """A function from a struct to the tuple of its ``fields`` (``()`` for none: a model without numeric features)."""
+    if not fields:
+        return lambda struct: ()
     if len(fields) == 1:
         get_one = operator.attrgetter(fields[0])
         return lambda struct: (get_one(struct),)
