@@ -285,3 +285,33 @@ def test_numbers_as_categories_a_regression_prediction_and_two_references_give_t
     assert database[0].n_rows == 400 and database[0].features["grade"].unseen > 0  # type: ignore[union-attr]
     for ours, theirs in zip(athena, database, strict=True):
         assert differences(ours.to_json(), theirs.to_json()) == []
+
+
+def test_no_array_constructor_has_more_elements_than_trino_accepts(engine: Engine, s3: Any, as_athena: Any) -> None:
+    # Trino 405 to 445 refuse ARRAY[...] with more than 254 elements, constants or not
+    # (trinodb/trino#16033): a grid of 1,000 values and an UNNEST over 300 columns are cut into
+    # constructors joined with ||, and still count what the database counts.
+    import re
+
+    from drift_support import Traffic
+
+    location, open_archive = as_athena
+    rng = np.random.default_rng(8)
+    features = tuple(FeatureSpec(f"x{index}", "numeric") for index in range(300))
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    reference = SummaryReference(
+        features={spec.name: NumericGrid.from_sorted(np.sort(rng.normal(0, 1, 1_000 if spec.name == "x0" else 5))) for spec in features},
+        prediction=CategoricalGrid.from_counts({"benign": 1, "malignant": 1}),
+    )
+    types = {"prediction": "varchar"} | {f"f_x{index}": "double" for index in range(300)}
+    queries = window_queries(DATABASE, MODEL_NAME, window, features, [reference], types)
+    arrays = [body for query in queries for body in re.findall(r"ARRAY\[([^\]]*)\]", query.sql)]
+    assert max(len(body.split(",")) for body in arrays) <= 254
+    assert len(queries) == 1 and len(queries[0].entries) > 254
+
+    traffic = Traffic(columns={spec.name: rng.normal(0.2, 1, 30).round(2).tolist() for spec in features}, labels=["benign", "malignant"] * 15)
+    store_both(engine, s3, location, traffic, window.start, window.end, copies=3)
+    database = read_window_summaries(engine, MODEL_NAME, window, features, [reference])
+    athena = open_archive().read_summaries(MODEL_NAME, window, features, [reference])
+    assert database[0].n_rows == 30
+    assert differences(athena[0].to_json(), database[0].to_json()) == []

@@ -23,7 +23,9 @@ function reads a few pages:
   Trino's ``MathFunctions.widthBucket``), then cell ``0`` when ``w = 0``, ``2·w − 1`` when
   ``grid[w] = x`` and ``2·w`` otherwise: the summariser's ``searchsorted(left) + searchsorted(right)``.
   The grid (the reference's distinct values) is written into the query as ``DOUBLE`` literals
-  (``repr`` with an exponent, so Trino parses a correctly rounded double, never a DECIMAL);
+  (``repr`` with an exponent, so Trino parses a correctly rounded double, never a DECIMAL), in
+  ``ARRAY[...]`` constructors of at most 254 elements joined with ``||`` (Trino 405 to 445 refuse
+  a longer constructor; so are the ``UNNEST``'s arrays of a model with hundreds of features);
 - missing values: NULL, NaN and ±infinity (``is_nan``, ``is_infinite``; the operand of
   ``width_bucket`` must not be NaN), and a number in a text column through ``TRY_CAST``;
 - per cell the count, sum, sum of squares, minimum and maximum (which give the summary's moments,
@@ -83,6 +85,10 @@ from sml.monitoring.windows import TimeWindow
 
 MAX_QUERY_BYTES = 262_144
 """Athena's largest query string (UTF-8 bytes), a quota AWS cannot raise."""
+MAX_ARRAY_ELEMENTS = 254
+"""The most elements one ``ARRAY[...]`` constructor may have in Trino 405 to 445 ("Too many arguments
+for array constructor", trinodb/trino#16033, constants or not; lifted for constants only by #21566):
+longer arrays are written as constructors of at most this many joined with ``||``."""
 RESULT_COLUMNS = ("entry_index", "cell_index", "text_key", "number_key", "n", "total", "total_squares", "minimum", "maximum")
 NUMBER_TYPES = ("double", "float", "real", "bigint", "integer", "int", "smallint", "tinyint")
 TEXT_TYPES = ("varchar", "string", "char")
@@ -285,7 +291,7 @@ def _sql(database: str, model_name: str, window: TimeWindow, entries: list[Entry
             values[value] = _finite(f"TRY_CAST({source} AS DOUBLE)")
             assert entry.grid is not None
             if entry.grid.values.size:
-                grids[index] = "ARRAY[" + ",".join(_double(float(number)) for number in entry.grid.values) + "]"
+                grids[index] = _array([_double(float(number)) for number in entry.grid.values], ",")
                 cells[index] = (
                     f"CASE WHEN {value} IS NULL THEN NULL WHEN w_{index} = 0 THEN 0 "
                     f"WHEN g_{index}[w_{index}] = {value} THEN 2 * w_{index} - 1 ELSE 2 * w_{index} END"
@@ -329,7 +335,7 @@ def _sql(database: str, model_name: str, window: TimeWindow, entries: list[Entry
         "number_key": [f"v_{index}" if entry.kind == "number" else "CAST(NULL AS DOUBLE)" for index, entry in enumerate(entries)],
         "entry_value": [f"v_{index}" if entry.kind == "numeric" else "CAST(NULL AS DOUBLE)" for index, entry in enumerate(entries)],
     }
-    literal = {name: "ARRAY[" + ", ".join(items) + "]" for name, items in arrays.items()}
+    literal = {name: _array(items) for name, items in arrays.items()}
     if dialect == "athena":
         unnested = f"SELECT * FROM window_cells CROSS JOIN UNNEST({', '.join(literal.values())}) AS unnested({', '.join(arrays)})"
     else:  # DuckDB's UNNEST takes one list; several in the select list are zipped
@@ -340,6 +346,14 @@ def _sql(database: str, model_name: str, window: TimeWindow, entries: list[Entry
         "sum(entry_value * entry_value) AS total_squares, min(entry_value) AS minimum, max(entry_value) AS maximum "
         "FROM entries GROUP BY entry_index, cell_index, text_key, number_key"
     )
+
+
+def _array(items: Sequence[str], separator: str = ", ") -> str:
+    """An array of the SQL expressions ``items``: constructors of at most :data:`MAX_ARRAY_ELEMENTS`
+    joined with ``||`` (array concatenation in Trino and DuckDB), so a grid of thousands of values or
+    an ``UNNEST`` over hundreds of columns stays within Trino's limit."""
+    chunks = [items[start : start + MAX_ARRAY_ELEMENTS] for start in range(0, len(items), MAX_ARRAY_ELEMENTS)] or [items]
+    return " || ".join("ARRAY[" + separator.join(chunk) + "]" for chunk in chunks)
 
 
 def _check_columns(database: str, features: Sequence[FeatureSpec], types: dict[str, str]) -> None:
