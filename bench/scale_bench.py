@@ -1,4 +1,4 @@
-"""Scale: retention by day partitions on MariaDB, and what the partitioned table costs the writer.
+"""Scale: retention by day partitions on MariaDB, what the partitioned table costs the writer, and the weekly run at 10M predictions.
 
 A fresh database ``sml_bench_scale`` gets the schema as it was before partitioning (migrations up
 to 0007) and N predictions spread over ``DAYS`` days (the writer's row format, 10 numeric + 1
@@ -12,22 +12,33 @@ categorical feature, loaded with ``LOAD DATA``). Then, in one run:
 - the writer: batches of 500 new events into the table before and after partitioning (after, the
   lookup of a batch's ids probes every partition), events per second.
 
-Run alone: ``python bench/scale_bench.py [--quick]``.
+The weekly run (:mod:`weekly_scale`): ``run_drift_job`` in a fresh process over windows of 100k,
+1M and 10M predictions (10k, 100k and 300k under ``--quick``) from MariaDB, its peak memory and
+time, its KS D and p against ``scipy.stats.ks_2samp`` on the middle window's raw values, and the
+same run with the drift summaries read from the archive by DuckDB.
+
+Run alone: ``python bench/scale_bench.py [--quick] [--parts retention,database,archive,archive-no-quality] [--keep]``.
+Loading 10M rows takes ~20 minutes: ``python bench/weekly_scale.py --prepare 10000000`` does it
+beforehand (outside the bench lock); the run then finds it and drops it at the end unless ``--keep``.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
+import math
 import shutil
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pymysql
-from common import MYSQL_SERVER, BenchReport, Comparison, bench_main, load_predictions_csv
+import weekly_scale
+from common import MYSQL_SERVER, BenchReport, Comparison, load_predictions_csv, print_report, ratio_at_most
 
 BENCHMARK = "scale"
 DATABASE = "sml_bench_scale"
@@ -39,6 +50,10 @@ LAST_DAY = date(2026, 12, 6)
 RETENTION_DAYS = 29
 WRITER_EVENTS = 20_000
 WRITER_BATCH = 500
+PARTS = ("retention", *weekly_scale.WEEKLY_PARTS)
+MAX_PEAK_GROWTH = 1.2
+MAX_PEAK_MIB = 512
+KS_REL_TOLERANCE = 1e-9
 
 
 def _url() -> Any:
@@ -156,8 +171,8 @@ def _writer_rate(engine: Any, *, seed: int) -> float:
     return len(rows) / (time.perf_counter() - started)
 
 
-def run(quick: bool, out_dir: Path) -> BenchReport:
-    del out_dir
+def retention_report(quick: bool) -> tuple[list[Comparison], list[dict[str, Any]], list[str]]:
+    """The retention part's table lines, details and method."""
     rows = 100_000 if quick else 1_000_000
     figures = measure(rows)
     day = f"one day ({figures['day_rows']:,} rows, {figures['day_bytes'] / 2**20:.0f} MiB)"
@@ -177,14 +192,92 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
         ),
     ]
     method = [
-        f"{rows:,} predictions over {DAYS} days (10 numeric + 1 categorical feature, the writer's rows) loaded with LOAD DATA "
+        f"Retention: {rows:,} predictions over {DAYS} days (10 numeric + 1 categorical feature, the writer's rows) loaded with LOAD DATA "
         "into the pre-partitioning schema; then the partitioning migration, the first retention step (split of pmax), "
         "a DELETE of one day's rows (statement time; rolled back) and DROP PARTITION of the same day, then "
         f"{WRITER_EVENTS:,} new events written in batches of {WRITER_BATCH} before the migration and again after the drop.",
     ]
-    details = [{"measure": key, "value": value} for key, value in figures.items()]
+    return comparisons, [{"measure": key, "value": value} for key, value in figures.items()], method
+
+
+def weekly_comparisons(weekly: dict[str, Any]) -> list[Comparison]:
+    """Table lines of the weekly part: memory at the largest size against the middle one and the
+    limit, KS equal to scipy's on the middle size, and DuckDB against the database on the largest
+    (each line from the runs of one part, measured back to back)."""
+    runs = {(item["part"], item["source"], item["size"]): item for item in weekly["runs"]}
+    middle, largest = weekly["sizes"][1], weekly["sizes"][2]
+    lines: list[Comparison] = []
+    if ("database", "database", largest) in runs:
+        big, mid = runs["database", "database", largest], runs["database", "database", middle]
+        lines += [
+            ratio_at_most(BENCHMARK, f"weekly run from MariaDB, {largest:,} predictions: peak RSS", big["peak_rss_mb"], f"same at {middle:,}",
+                          mid["peak_rss_mb"], "MiB", MAX_PEAK_GROWTH, note="VmHWM of a fresh process, imports included"),
+            Comparison(BENCHMARK, f"weekly run from MariaDB, {largest:,} predictions: peak RSS", big["peak_rss_mb"], "limit", MAX_PEAK_MIB, "MiB",
+                       f"< {MAX_PEAK_MIB} MiB", big["peak_rss_mb"] < MAX_PEAK_MIB),
+        ]  # fmt: skip
+        for name, (statistic, p_value, count) in weekly.get("scipy_ks", {}).items():
+            ours = mid["ks"][name]
+            for index, what in ((0, "D"), (1, "p")):
+                equal = math.isclose(ours[index], (statistic, p_value)[index], rel_tol=KS_REL_TOLERANCE) and ours[2] == count
+                lines.append(Comparison(BENCHMARK, f"KS {what} of {name}, {middle:,} window, from the run's summaries", ours[index],
+                                        "scipy.stats.ks_2samp on the raw values", (statistic, p_value)[index], "",
+                                        f"equal (rel. {KS_REL_TOLERANCE:g})", equal))  # fmt: skip
+    for part in ("archive", "archive-no-quality"):
+        if (part, "duckdb", largest) in runs and (part, "database", largest) in runs:
+            duck, base = runs[part, "duckdb", largest], runs[part, "database", largest]
+            label = f"weekly run, {largest:,} predictions, drift summaries from DuckDB over the archive{'' if part == 'archive' else ', quality off'}"
+            lines += [
+                ratio_at_most(BENCHMARK, label, duck["seconds"], "from MariaDB", base["seconds"], "s", 1.0,
+                              note="quality on: labels read from the database in a pass of its own" if part == "archive" else ""),
+                Comparison(BENCHMARK, f"{label}: peak RSS", duck["peak_rss_mb"], "from MariaDB", base["peak_rss_mb"], "MiB", f"< {MAX_PEAK_MIB} MiB",
+                           duck["peak_rss_mb"] < MAX_PEAK_MIB),
+            ]  # fmt: skip
+    return lines
+
+
+def _rounded(item: dict[str, Any]) -> dict[str, Any]:
+    keep = ("seconds", "cpu_s", "peak_rss_mb", "rss_before_mb", "rows", "drifted")
+    return {key: round(item[key], 2) if isinstance(item[key], float) else item[key] for key in keep}
+
+
+def _loads(values: Sequence[float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
+
+
+def run(quick: bool, out_dir: Path, parts: Sequence[str] = PARTS, *, keep: bool = False) -> BenchReport:
+    """The parts named (``retention``, ``database``, ``archive``; see the module doc), full or quick sizes."""
+    del out_dir
+    comparisons: list[Comparison] = []
+    details: list[dict[str, Any]] = []
+    method: list[str] = []
+    if "retention" in parts:
+        comparisons, details, method = retention_report(quick)
+    weekly_parts = [part for part in parts if part in weekly_scale.WEEKLY_PARTS]
+    if weekly_parts:
+        weekly = weekly_scale.measure(quick, weekly_parts, keep=keep)
+        comparisons += weekly_comparisons(weekly)
+        details += [
+            {"measure": f"weekly run ({item['part']} part), {item['source']}, {item['size']:,} rows{'' if item['quality'] else ', quality off'}", "value": _rounded(item)}
+            for item in weekly["runs"]
+        ]
+        details += [{"measure": f"KS of {name} by scipy, {weekly['sizes'][1]:,} window", "value": value} for name, value in weekly.get("scipy_ks", {}).items()]
+        details += [{"measure": f"load of {weekly['rows']:,} rows: {name}", "value": round(value, 1) if isinstance(value, float) else value} for name, value in weekly["load"].items()]
+        details.append({"measure": "load average at start / end of the weekly part", "value": f"{_loads(weekly['uptime_start'])} / {_loads(weekly['uptime_end'])}"})
+        method += [line.strip().replace("\n", " ") for line in (weekly_scale.__doc__ or "").split("\n\n")[1:3]]
     return BenchReport(BENCHMARK, comparisons, details=details, method=method)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    parser.add_argument("--keep", action="store_true", help="keep the weekly part's database and archive for another run")
+    args = parser.parse_args()
+    parts = [part.strip() for part in args.parts.split(",")]
+    if unknown := sorted(set(parts) - set(PARTS)):
+        parser.error(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    print_report(run(args.quick, Path(tempfile.mkdtemp(prefix="sml-bench-")), parts, keep=args.keep))
+
+
 if __name__ == "__main__":
-    bench_main(run, __doc__.splitlines()[0])
+    main()
