@@ -5,7 +5,8 @@ idempotent statements, data errors bisected); Powertools' batch processor then r
 records that were not stored as batch item failures. When the database cannot take the batch the
 handler raises before anything is reported, so SQS retries every record. With
 ``SML_ARCHIVE_PREFIX`` set, the committed rows are then put into the event archive
-(:func:`sml.archive.store.archive_rows`); should a put fail, the handler raises too, so a record
+(:class:`sml.archive.store.WriterArchive`: built while the rows are written, put once they
+committed); should a put fail, the handler raises too, so a record
 is acknowledged only once it is in the tables and in the archive.
 
 A direct invocation with ``{"sml_action": "migrate"}`` applies the schema migrations and returns
@@ -61,21 +62,21 @@ def database_engine() -> Engine:
 
 
 @cache
-def archive_step() -> Callable[[StoredRows], None] | None:
-    """The archive step (pyarrow is imported only when the archive is on), or ``None`` without ``SML_ARCHIVE_PREFIX``."""
+def archive_step() -> tuple[Callable[[StoredRows], Any], Callable[[StoredRows], None]] | None:
+    """The archive step as ``(before_write, after_commit)`` for :func:`write_batch` (pyarrow is
+    imported only when the archive is on), or ``None`` without ``SML_ARCHIVE_PREFIX``."""
     settings = load_settings(WriterSettings)
     if settings.archive_prefix is None:
         return None
-    from sml.archive.store import ArchiveLocation, archive_rows
+    from sml.archive.store import ArchiveLocation, WriterArchive
 
-    location = ArchiveLocation(settings.bucket, settings.archive_prefix)
-    s3 = aws_client("s3", settings)
+    archive = WriterArchive(aws_client("s3", settings), ArchiveLocation(settings.bucket, settings.archive_prefix))
 
-    def archive(stored: StoredRows) -> None:
-        keys = archive_rows(s3, location, predictions=stored.predictions, ground_truth=stored.ground_truth, refusals=stored.refusals)
+    def after_commit(stored: StoredRows) -> None:
+        keys = archive.after_commit(stored)
         metrics.add_metric(name="archive_objects_written", unit=MetricUnit.Count, value=len(keys))
 
-    return archive
+    return archive.before_write, after_commit
 
 
 @logger.inject_lambda_context
@@ -109,8 +110,9 @@ def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialIte
     :raises BatchNotStored: the database could not take the batch; nothing is acknowledged.
     """
     records = event["Records"]
+    before_write, after_commit = archive_step() or (None, None)
     try:
-        outcome = write_batch(database_engine(), [(record["messageId"], record["body"]) for record in records], after_commit=archive_step())
+        outcome = write_batch(database_engine(), [(record["messageId"], record["body"]) for record in records], before_write=before_write, after_commit=after_commit)
     except BatchNotStored:
         metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(records))
         logger.exception("database did not take the batch; failing all %d records so SQS retries them", len(records))

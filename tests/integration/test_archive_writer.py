@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -14,17 +15,27 @@ import sqlalchemy as sa
 from archive_support import archived_rows, event_keys, new_archive
 from moto import mock_aws
 from sqlalchemy.engine import Engine
-from writer_support import create_queue_with_dlq, event_body, label_body, prediction_id_of, send_bodies, stored_rows
+from writer_support import (
+    REJECTED_LABEL,
+    add_label_rejecting_trigger,
+    create_queue_with_dlq,
+    label_body,
+    prediction_id_of,
+    send_bodies,
+    stored_rows,
+    unreachable_database_url,
+)
 
 from functions.writer import app
+from sml.archive import store
 from sml.archive.layout import Partition
 from sml.archive.parquet import read_parquet_bytes
 from sml.archive.rebuild import rebuild_tables
-from sml.archive.store import ArchiveLocation, archive_rows, compact_partition, list_partition
+from sml.archive.store import ArchiveLocation, WriterArchive, archive_rows, compact_partition, list_partition
 from sml.core.db import create_db_engine
 from sml.core.events import build_prediction_event, build_refusal_event, serialise_event, serialise_prediction_event
 from sml.local.poller import SqsEventSourcePoller
-from sml.writer.batch import StoredRows, parse_records, write_batch
+from sml.writer.batch import BatchNotStored, StoredRows, parse_records, write_batch
 
 DAY = datetime(2026, 3, 4, 10, 0, tzinfo=timezone.utc)
 
@@ -212,3 +223,103 @@ def test_every_label_event_of_a_batch_is_archived_and_the_table_keeps_the_latest
             with engine.connect() as connection:
                 assert connection.execute(sa.text("SELECT label FROM ground_truth")).scalars().all() == ['"malignant"']
         engine.dispose()
+
+
+def archive_hooks(archive: WriterArchive) -> dict[str, Any]:
+    return {"before_write": archive.before_write, "after_commit": archive.after_commit}
+
+
+def test_objects_built_while_the_rows_are_written_are_put_as_built_and_rows_the_database_rejects_are_rebuilt_out(
+    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str] = []
+    build = store._body
+    monkeypatch.setattr(store, "_body", lambda table, rows, values: built.append(table) or build(table, rows, values))
+    engine = create_db_engine(migrated_db_url)
+    add_label_rejecting_trigger(engine)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        location = new_archive(s3)
+        bodies = [prediction(a=float(index), b="x") for index in range(4)]
+        labels = [label_body(prediction_id_of(bodies[0])), label_body(prediction_id_of(bodies[1]), label=REJECTED_LABEL)]
+
+        outcome = write_batch(engine, [(str(index), body) for index, body in enumerate(bodies + labels)], **archive_hooks(WriterArchive(s3, location)))
+
+        assert [failure.message_id for failure in outcome.failures] == ["5"]
+        # Built ahead from every parsed row: the predictions' object is put as built; the labels'
+        # object held the rejected label, so it is built again from the label that committed.
+        assert built == ["predictions", "ground_truth", "ground_truth"]
+        archived = archived_rows(s3, location, "predictions")
+        assert sorted(row["prediction_id"] for row in archived) == sorted(prediction_id_of(body) for body in bodies)
+        assert {row["prediction_id"]: json.loads(row["features"]) for row in archived} == {
+            prediction_id_of(body): json.loads(body)["features"] for body in bodies
+        }
+        assert [(row["prediction_id"], row["label"]) for row in archived_rows(s3, location, "ground_truth")] == [(prediction_id_of(bodies[0]), '"benign"')]
+    engine.dispose()
+
+
+def test_a_batch_the_database_does_not_take_puts_nothing_in_the_archive(migrated_db_url: str, tmp_path: Any) -> None:
+    down = create_db_engine(unreachable_database_url(migrated_db_url, tmp_path))
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        location = new_archive(s3)
+
+        with pytest.raises(BatchNotStored):
+            write_batch(down, [(str(index), prediction()) for index in range(3)], **archive_hooks(WriterArchive(s3, location)))
+
+        # The objects were being built while the database failed; none may be put before a commit.
+        assert s3.list_objects_v2(Bucket=location.bucket).get("KeyCount") == 0
+    down.dispose()
+
+
+def test_a_build_ahead_that_fails_is_built_again_after_the_commit(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    build = store._body
+
+    def fails_on_its_thread(table: str, rows: Any, values: Any) -> bytes:
+        calls.append(threading.current_thread().name)
+        if threading.current_thread() is not threading.main_thread():
+            raise MemoryError("stand-in for a build that fails on the build thread")
+        return build(table, rows, values)
+
+    monkeypatch.setattr(store, "_body", fails_on_its_thread)
+    engine = create_db_engine(migrated_db_url)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        location = new_archive(s3)
+        bodies = [prediction() for _ in range(3)]
+
+        write_batch(engine, [(str(index), body) for index, body in enumerate(bodies)], **archive_hooks(WriterArchive(s3, location)))
+
+        assert calls == ["sml-archive-build", threading.main_thread().name]
+        assert sorted(row["prediction_id"] for row in archived_rows(s3, location, "predictions")) == sorted(prediction_id_of(body) for body in bodies)
+    engine.dispose()
+
+
+def test_a_put_failing_after_the_commit_fails_the_batch_and_its_retry_stores_once_and_reads_back_once(
+    aws: tuple[Any, Any], engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs, s3 = aws
+    location = new_archive(s3)
+    archive_on(monkeypatch, location)
+    queue_url, dlq_url = create_queue_with_dlq(sqs)
+    bodies = [prediction(a=float(index)) for index in range(8)]
+    send_bodies(sqs, queue_url, bodies)
+    put = s3.put_object
+    puts: list[str] = []
+
+    def first_put_fails(**kwargs: Any) -> Any:
+        puts.append(kwargs["Key"])
+        if len(puts) == 1:
+            raise ConnectionError("stand-in for S3 failing after the rows committed")
+        return put(**kwargs)
+
+    monkeypatch.setattr(app, "aws_client", lambda service, settings: s3)
+    monkeypatch.setattr(s3, "put_object", first_put_fails)
+    drain(sqs, queue_url)
+
+    assert len(puts) == 2 and puts[0] != puts[1]  # the retry is another batch: another stored_at, another key
+    assert sorted(stored_rows(engine)) == sorted(prediction_id_of(body) for body in bodies)  # stored once: the retry inserted nothing
+    archived = archived_rows(s3, location, "predictions")
+    assert sorted(row["prediction_id"] for row in archived) == sorted(prediction_id_of(body) for body in bodies)
+    assert sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"] == "0"

@@ -91,3 +91,61 @@ def test_feature_values_keep_their_kind_and_exotic_ones_read_back_exactly() -> N
         {"x": 2.5, "flag": False, "big": 1, "name": None, "mixed": "b"},
     ]
     assert [row["probabilities"] for row in back] == ['{"yes":0.5,"no":0.5}', None]
+
+
+def _writer_rows(bodies: list[str]) -> tuple[list[dict], dict]:
+    from sml.writer.batch import parse_records
+
+    parsed = parse_records([(str(index), body) for index, body in enumerate(bodies)], datetime(2026, 1, 1, 12, tzinfo=timezone.utc))
+    assert not parsed.failures
+    return parsed.rows, parsed.prediction_values
+
+
+def _prediction_body(features: dict, probabilities: dict | None = None) -> str:
+    from sml.core.events import build_prediction_event, serialise_prediction_event
+
+    return serialise_prediction_event(
+        build_prediction_event(model_name="m", model_version="v1", features=features, prediction="yes", probabilities=probabilities)
+    )
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        # the usual case: every row has the version's features in one order
+        [{"a": 1.5, "b": 2, "c": "x"}, {"a": -0.25, "b": 3, "c": "y"}, {"a": 7.0, "b": 4, "c": None}],
+        # keys in another order, a key missing, a key only in later rows, kinds mixed in a column
+        [{"a": 1.5, "b": 2}, {"b": 3, "a": 2.5}, {"a": 1.0}, {"a": 0.5, "b": True, "d": "z"}, {"a": 9007199254740993, "d": 1}],
+    ],
+)
+def test_the_table_from_the_values_the_writer_parsed_equals_the_table_decoded_from_the_rows_json(features: list[dict]) -> None:
+    from sml.archive.parquet import prediction_table
+
+    probabilities = [None if index == 1 else {"yes": 0.25 * index, "no": 1 - 0.25 * index} for index in range(len(features))]
+    rows, values = _writer_rows([_prediction_body(item, chance) for item, chance in zip(features, probabilities)])
+
+    from_values = prediction_table(rows, [values[row["prediction_id"]] for row in rows])
+
+    assert from_values.equals(prediction_table(rows), check_metadata=True)
+    assert from_values.num_rows == len(features)
+
+
+def test_a_batch_object_reads_back_the_same_and_keeps_statistics_of_the_columns_readers_filter_on() -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
+    from sml.archive.parquet import prediction_table, read_parquet_bytes, to_parquet_bytes
+
+    rows, _ = _writer_rows([_prediction_body({"a": 0.5 * index, "grade": "b"}, {"yes": 0.5, "no": 0.5}) for index in range(20)])
+    table = prediction_table(rows)
+
+    data = to_parquet_bytes(table)
+
+    assert read_parquet_bytes(data).equals(table, check_metadata=True)
+    row_group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+    columns = {row_group.column(index).path_in_schema: row_group.column(index) for index in range(row_group.num_columns)}
+    # DuckDB prunes row groups of a window by the event time's min/max; compaction rewrites the rest.
+    assert columns["predicted_at"].is_stats_set and columns["stored_at"].is_stats_set
+    assert not columns["f_a"].is_stats_set
+    assert "RLE_DICTIONARY" not in columns["f_a"].encodings and "RLE_DICTIONARY" in columns["f_grade"].encodings

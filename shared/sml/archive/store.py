@@ -5,6 +5,8 @@ Parquet objects, one per partition (table, model, day) and model version, keyed
 ``<folder>batch,<version>,<stored_at>,<digest>.parquet``, the digest a hash of the event keys it
 holds; ``stored_at`` in the name lets readers take the objects of a partition in the order
 they were stored, so the first stored copy of an event is the one that counts.
+The writer hands the step over as :class:`WriterArchive`, which builds the objects on a thread
+while the database stores the rows and puts them only once they committed.
 Any failure of a put raises :class:`ArchiveNotWritten`; the writer then fails the whole batch,
 so SQS delivers every record again (the database skips what it stored) and a record is
 acknowledged only after the object holding it was written: no event is lost between the queue
@@ -30,12 +32,13 @@ import hashlib
 import json
 import re
 import tempfile
+import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import pyarrow.parquet as pq
@@ -47,8 +50,12 @@ from sml.archive.parquet import (
     METADATA_KEY,
     TABLE_BUILDERS,
     Row,
+    prediction_table,
     to_parquet_bytes,
 )
+
+if TYPE_CHECKING:
+    from sml.writer.batch import PredictionValues
 
 DEFAULT_FILE_BYTES = 256 * 1024 * 1024
 _OBJECT_NAME = re.compile(
@@ -98,26 +105,116 @@ def archive_rows(
     predictions: Sequence[Row] = (),
     ground_truth: Sequence[Row] = (),
     refusals: Sequence[Row] = (),
+    prediction_values: Mapping[str, PredictionValues] | None = None,
+    prepared: PreparedObjects | None = None,
 ) -> list[str]:
     """Put committed rows into the archive; returns the keys written.
 
     :param s3: a boto3 S3 client.
     :param predictions: ``predictions`` rows as the writer builds them; likewise ``ground_truth``
         and ``refusals`` (``predict_refusals`` rows, one per field and reason).
+    :param prediction_values: by ``prediction_id``, the features and probabilities the rows hold
+        as JSON text, as parsed (:attr:`sml.writer.batch.StoredRows.prediction_values`); without
+        them the text is decoded.
+    :param prepared: objects built ahead from the batch's parsed rows (:meth:`WriterArchive.before_write`);
+        an object whose key is one of these rows' keys (the same partition, version, ``stored_at``
+        and event keys, so the same rows) is put as built, any other built here.
     :raises ArchiveNotWritten: a put failed (the message names the object); some objects may be
         written, which a retry writes again under the same keys.
     """
+    built = {} if prepared is None else prepared.bodies()
     keys = []
-    for (table, partition, version), rows in _groups(predictions, ground_truth, refusals).items():
-        stored = min(row["stored_at"] for row in rows).strftime(_STORED_FORMAT)
-        key = f"{partition.folder(location.prefix)}batch,{key_part(version)},{stored},{_digest(table, rows)}.parquet"
-        body = to_parquet_bytes(TABLE_BUILDERS[table](rows))
+    for key, (table, rows) in _objects(location, predictions, ground_truth, refusals).items():
+        body = built.get(key)
+        if body is None:
+            body = _body(table, rows, prediction_values)
         try:
             s3.put_object(Bucket=location.bucket, Key=key, Body=body, ContentType="application/vnd.apache.parquet")
         except Exception as exc:  # any failure: the batch is retried, never acknowledged
             raise ArchiveNotWritten(f"{location.uri(key)}: {exc}") from exc
         keys.append(key)
     return keys
+
+
+def _objects(location: ArchiveLocation, predictions: Sequence[Row], ground_truth: Sequence[Row], refusals: Sequence[Row]) -> dict[str, tuple[str, list[Row]]]:
+    """The key of each object the rows go to, with its table and rows."""
+    objects = {}
+    for (table, partition, version), rows in _groups(predictions, ground_truth, refusals).items():
+        stored = min(row["stored_at"] for row in rows).strftime(_STORED_FORMAT)
+        objects[f"{partition.folder(location.prefix)}batch,{key_part(version)},{stored},{_digest(table, rows)}.parquet"] = (table, rows)
+    return objects
+
+
+def _body(table: str, rows: list[Row], prediction_values: Mapping[str, PredictionValues] | None) -> bytes:
+    if table == PREDICTIONS_TABLE and prediction_values:
+        try:
+            decoded = [prediction_values[row["prediction_id"]] for row in rows]
+        except KeyError:
+            decoded = None
+        return to_parquet_bytes(prediction_table(rows, decoded))
+    return to_parquet_bytes(TABLE_BUILDERS[table](rows))
+
+
+class PreparedObjects:
+    """The objects of a batch's parsed rows, built on a thread of their own while the database stores the rows.
+
+    Building (Arrow columns, Parquet encoding) needs no commit, so it overlaps the database's
+    round trips, during which the writer's thread waits on its socket without holding the GIL;
+    pyarrow's Parquet encoding releases the GIL too. Nothing is put here: the objects are put by
+    :func:`archive_rows` once the rows committed, as before, so the archive never holds an event
+    the tables do not (a batch the database fails or whose rows it rejects puts nothing it
+    should not). A build that raises leaves those objects to be built again after the commit,
+    where the error propagates as it always did.
+    """
+
+    def __init__(self, location: ArchiveLocation, predictions: Sequence[Row], ground_truth: Sequence[Row], refusals: Sequence[Row],
+                 prediction_values: Mapping[str, PredictionValues] | None = None) -> None:
+        self._bodies: dict[str, bytes] = {}
+        self._thread = threading.Thread(
+            target=self._build, args=(location, predictions, ground_truth, refusals, prediction_values), name="sml-archive-build", daemon=True
+        )
+        self._thread.start()
+
+    def _build(self, location: ArchiveLocation, predictions: Sequence[Row], ground_truth: Sequence[Row], refusals: Sequence[Row],
+               prediction_values: Mapping[str, PredictionValues] | None) -> None:
+        try:
+            for key, (table, rows) in _objects(location, predictions, ground_truth, refusals).items():
+                self._bodies[key] = _body(table, rows, prediction_values)
+        except Exception:  # noqa: BLE001 - built again after the commit, where the error is raised to the caller
+            return
+
+    def bodies(self) -> dict[str, bytes]:
+        """The bodies built, by key, once the build has ended (waits for it)."""
+        self._thread.join()
+        return self._bodies
+
+
+class WriterArchive:
+    """The writer's archive step: hand :meth:`before_write` and :meth:`after_commit` to :func:`sml.writer.batch.write_batch`.
+
+    ``before_write`` starts building the objects of every row that parsed (:class:`PreparedObjects`);
+    ``after_commit`` puts the objects of the rows that committed, using those built ahead when
+    they hold the same rows (every row stored, the usual case) and building the others. Safe to
+    share between threads: a batch's prepared objects travel with its rows.
+    """
+
+    def __init__(self, s3: Any, location: ArchiveLocation) -> None:
+        self.s3 = s3
+        self.location = location
+
+    def before_write(self, parsed: Any) -> PreparedObjects:
+        """Start building the objects of ``parsed`` (a :class:`sml.writer.batch.StoredRows` of the batch's parsed rows)."""
+        return PreparedObjects(self.location, parsed.predictions, parsed.ground_truth, parsed.refusals, parsed.prediction_values)
+
+    def after_commit(self, stored: Any) -> list[str]:
+        """Put the objects of ``stored`` (:class:`sml.writer.batch.StoredRows`); returns the keys written.
+
+        :raises ArchiveNotWritten: as :func:`archive_rows`.
+        """
+        return archive_rows(
+            self.s3, self.location, predictions=stored.predictions, ground_truth=stored.ground_truth, refusals=stored.refusals,
+            prediction_values=stored.prediction_values, prepared=stored.prepared,
+        )
 
 
 def _groups(predictions: Sequence[Row], ground_truth: Sequence[Row], refusals: Sequence[Row]) -> dict[tuple[str, Partition, str], list[Row]]:
@@ -133,7 +230,11 @@ def _groups(predictions: Sequence[Row], ground_truth: Sequence[Row], refusals: S
 
 
 def _digest(table: str, rows: Sequence[Row]) -> str:
-    keys = sorted("\x1f".join(str(row[name]) for name in DEDUPLICATION_KEY[table]) for row in rows)
+    names = DEDUPLICATION_KEY[table]
+    if len(names) == 1:  # predictions: the id alone, without a join per row
+        keys = sorted(str(row[names[0]]) for row in rows)
+    else:
+        keys = sorted("\x1f".join(str(row[name]) for name in names) for row in rows)
     return hashlib.sha256("\x1e".join(keys).encode()).hexdigest()[:16]
 
 

@@ -40,7 +40,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -67,6 +67,8 @@ _JSON = msgspec.json.Encoder()
 _DATA_ERROR_SQLSTATE_CLASSES = ("22", "23")
 
 Row = dict[str, Any]
+PredictionValues = tuple[dict[str, Any], "dict[str, float] | None"]
+"""A prediction's features and probabilities as parsed from its event (JSON values)."""
 
 
 class BatchNotStored(Exception):
@@ -108,6 +110,8 @@ class ParsedBatch:
     """Every distinct label event of the batch, in arrival order, whether or not it is the latest of
     its prediction: what the archive (the immutable log) receives. A copy (same ``prediction_id``,
     ``labelled_at`` and ``label``, the archive's identity of a label event) counts once."""
+    prediction_values: dict[str, PredictionValues] = field(default_factory=dict)
+    """The features and probabilities of each row of ``rows`` as parsed (what its JSON text encodes)."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,11 @@ class StoredRows:
     predictions: list[Row]
     ground_truth: list[Row]
     refusals: list[Row]
+    prediction_values: Mapping[str, PredictionValues] = field(default_factory=dict)
+    """By ``prediction_id``, the features and probabilities the ``predictions`` rows hold as JSON
+    text, as the writer parsed them (so the archive need not decode the text again)."""
+    prepared: Any = None
+    """What ``before_write`` returned for this batch (see :func:`write_batch`), else ``None``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +243,7 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
     """
     rows: dict[str, Row] = {}
     message_ids: dict[str, list[str]] = {}
+    values: dict[str, PredictionValues] = {}
     labels: dict[str, Row] = {}
     label_events: dict[tuple[Any, ...], Row] = {}
     label_message_ids: dict[str, list[str]] = {}
@@ -251,7 +261,9 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
         if type(event) is PredictionEvent:
             row = prediction_row(event, stored_at_in_db)
             kept = rows.setdefault(row["prediction_id"], row)
-            if kept is not row and row["prediction_id"] not in conflicts and any(kept[name] != row[name] for name in _EVENT_COLUMNS):
+            if kept is row:
+                values[row["prediction_id"]] = (event.features, event.probabilities)
+            elif row["prediction_id"] not in conflicts and any(kept[name] != row[name] for name in _EVENT_COLUMNS):
                 conflicts.append(row["prediction_id"])
             message_ids.setdefault(row["prediction_id"], []).append(message_id)
             continue
@@ -267,7 +279,7 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
         label_message_ids.setdefault(row["prediction_id"], []).append(message_id)
     return ParsedBatch(
         list(rows.values()), message_ids, failures, list(labels.values()), label_message_ids, list(refusals.values()), refusal_message_ids,
-        tuple(conflicts), list(label_events.values()),
+        tuple(conflicts), list(label_events.values()), values,
     )
 
 
@@ -578,6 +590,7 @@ def write_batch(
     *,
     stored_at: datetime | None = None,
     after_commit: Callable[[StoredRows], None] | None = None,
+    before_write: Callable[[StoredRows], Any] | None = None,
 ) -> BatchOutcome:
     """Store one SQS batch: parse, insert idempotently, report the records that were not stored.
 
@@ -587,11 +600,20 @@ def write_batch(
     :param after_commit: called with the batch's rows that are in the tables (inserted now, or
         found stored by an earlier delivery; not the rejected ones) once every transaction has
         committed; what it raises propagates, and then no record of the batch may be acknowledged.
+    :param before_write: called with every row that parsed before the database write, which may
+        still reject some or fail; what it returns reaches ``after_commit`` as
+        :attr:`StoredRows.prepared` (the archive step starts building its objects there, to put
+        them once the rows committed). It must not store anything a reader could take for stored.
     :returns: a :class:`BatchOutcome`; every record not in ``failures`` has its row committed
         (or found already stored).
     :raises BatchNotStored: the database could not take the batch; report every record failed.
     """
     parsed = parse_records(records, stored_at or datetime.now(timezone.utc))
+    prepared = None
+    if before_write is not None:
+        prepared = before_write(
+            StoredRows(parsed.rows, parsed.label_events, [row for refusal in parsed.refusals for row in refusal["rows"]], parsed.prediction_values)
+        )
     written = write_prediction_rows(engine, parsed.rows)
     labelled = write_ground_truth_rows(engine, parsed.ground_truth_rows)
     refused = write_refusal_rows(engine, parsed.refusals)
@@ -601,6 +623,8 @@ def write_batch(
                 predictions=[row for row in parsed.rows if row["prediction_id"] not in written.rejected],
                 ground_truth=[row for row in parsed.label_events if row["prediction_id"] not in labelled.rejected],
                 refusals=[row for refusal in parsed.refusals if refusal["refusal_id"] not in refused.rejected for row in refusal["rows"]],
+                prediction_values=parsed.prediction_values,
+                prepared=prepared,
             )
         )
     failures = list(parsed.failures)
