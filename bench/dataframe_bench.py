@@ -6,8 +6,13 @@ missing values), imputers, one-hot encoding and a ``HistGradientBoostingClassifi
 the DataFrame ``pandas.read_csv`` gave; registered with ``input_format: dataframe``.
 
 - warm: ``handler(event, context)`` of ``POST /predict`` on one row (capture off) against the same
-  model's bare ``predict_proba`` on that row's DataFrame as predict builds it (``model_input``), the
-  two taking turns call by call in one process;
+  model's bare ``predict_proba`` as a user's minimal server calls it: on a DataFrame built from the
+  request's row on every call with the simplest pandas idiom that gives the training dtypes,
+  ``pandas.DataFrame([row]).astype(training_dtypes)`` (``training_dtypes`` being the ``dtypes`` of
+  the frame the model was fitted on). For information, the same call on one such frame built once
+  and reused (pandas' own caches and CPU caches warm, which no server reaches: every request
+  brings a new row), and on one frame from predict's own builder reused. All variants take turns
+  call by call in one process;
 - cold start: a fresh interpreter to the first answer (artifact cached) against the floor
   ``import pandas; joblib.load(model.joblib)`` (the imports the model needs: unpickling imports
   scikit-learn).
@@ -49,6 +54,9 @@ BENCHMARK = "DataFrame model"
 MAX_WARM_RATIO = 1.15
 MAX_COLD_RATIO = 1.3
 MODEL_NAME = "churn"
+FRESH = "bare predict_proba, frame built per call"
+REUSED = "bare predict_proba, one frame reused"
+REUSED_OURS = "bare predict_proba, predict's frame reused"
 FLOOR = "import sys, pandas, joblib; joblib.load(sys.argv[1]); print('cold-start-ready loaded', flush=True)"
 
 
@@ -74,8 +82,10 @@ def churn_environment(stack: ChampionStack, cache_dir: Path) -> dict[str, str]:
 
 def warm(stack: ChampionStack, model: Any, row: dict[str, Any], count: int) -> dict[str, Any]:
     """Seconds per call of the handler and of the bare ``predict_proba`` on the same row."""
+    import pandas as pd
     from sml.lifecycle.modeling import model_input
     from sml.local.lambda_context import new_lambda_context
+    from tests.byom_support import churn_frame
 
     from functions.predict import app
 
@@ -84,14 +94,22 @@ def warm(stack: ChampionStack, model: Any, row: dict[str, Any], count: int) -> d
         app.load_runtime.cache_clear()
         try:
             event, context = predict_event(row), new_lambda_context("sml-predict", region="us-east-1", timeout_s=10)
-            frame = model_input([row], stack.manifest.features, "dataframe")
+            training_dtypes = churn_frame().drop(columns="churned").dtypes
+            users_frame = pd.DataFrame([row]).astype(training_dtypes)
+            ours_frame = model_input([row], stack.manifest.features, "dataframe")
 
             def invoke() -> None:
                 response = app.handler(event, context)
                 if response["statusCode"] != 200:
                     raise RuntimeError(f"predict answered {response['statusCode']}: {response['body']}")
 
-            return interleaved_latencies({"bare predict_proba": lambda: model.predict_proba(frame), "ours": invoke}, count)
+            calls = {
+                FRESH: lambda: model.predict_proba(pd.DataFrame([row]).astype(training_dtypes)),
+                REUSED: lambda: model.predict_proba(users_frame),
+                REUSED_OURS: lambda: model.predict_proba(ours_frame),
+                "ours": invoke,
+            }
+            return interleaved_latencies(calls, count)
         finally:
             app.load_runtime.cache_clear()
             app.logger.registered_handler.setStream(previous_stream)
@@ -120,10 +138,14 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
     with tempfile.TemporaryDirectory(prefix="sml-bench-dataframe-") as folder, churn_stack(Path(folder)) as (stack, model, row):
         samples = warm(stack, model, row, count)
         starts = cold(stack, row, repeats)
-    ours_p50, bare_p50 = percentile_ms(samples["ours"], 50), percentile_ms(samples["bare predict_proba"], 50)
+    ours_p50, ours_p99 = percentile_ms(samples["ours"], 50), percentile_ms(samples["ours"], 99)
+    fresh = "bare predict_proba on pd.DataFrame([row]).astype(training dtypes), built per call"
+    warm_p50 = "warm p50, one row, capture off"
     comparisons = [
-        ratio_at_most(BENCHMARK, "warm p50, one row, capture off", ours_p50, "bare predict_proba on the same DataFrame", bare_p50, "ms", MAX_WARM_RATIO),
-        Comparison(BENCHMARK, "warm p99, one row, capture off", percentile_ms(samples["ours"], 99), "bare predict_proba", percentile_ms(samples["bare predict_proba"], 99), "ms"),
+        ratio_at_most(BENCHMARK, warm_p50, ours_p50, fresh, percentile_ms(samples[FRESH], 50), "ms", MAX_WARM_RATIO),
+        Comparison(BENCHMARK, "warm p99, one row, capture off", ours_p99, fresh, percentile_ms(samples[FRESH], 99), "ms"),
+        Comparison(BENCHMARK, warm_p50, ours_p50, "bare predict_proba on one such frame, reused", percentile_ms(samples[REUSED], 50), "ms"),
+        Comparison(BENCHMARK, warm_p50, ours_p50, "bare predict_proba, our frame reused", percentile_ms(samples[REUSED_OURS], 50), "ms"),
         ratio_at_most(
             BENCHMARK,
             "cold start, artifact cached (median)",
@@ -142,6 +164,9 @@ def run(quick: bool, out_dir: Path) -> BenchReport:
         method=[
             f"Warm: {count} calls per variant taking turns call by call after 50 warm-up calls each, in one process; "
             "Powertools output to /dev/null; capture off, so the queue is on neither side.",
+            "Goal baseline: `model.predict_proba(pd.DataFrame([row]).astype(training_dtypes))` per call, a minimal server's work per "
+            "request (`training_dtypes` = dtypes of the frame the model was fitted on); the reused frames are for information: "
+            "no server gets the same frame twice.",
             f"Cold: {repeats} fresh interpreters per variant taking turns, after one untimed run each; ours answers one POST /predict "
             "(settings, clients, pointer, manifest, sha256, unpickle, DataFrame, predict) with the artifact already cached.",
         ],

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sml.lifecycle.manifest import FeatureSpec
-from sml.lifecycle.modeling import rows_to_matrix, model_input
+from sml.lifecycle.modeling import rows_to_matrix, model_input, model_input_builder
 from tests.byom_support import CHURN_FEATURES, churn_frame, churn_model, churn_rows
 
 FEATURES = (
@@ -87,6 +87,28 @@ def test_dataframe_models_get_the_manifest_columns_in_order_typed_as_pandas_read
     # Missing values are NaN in every column, as read_csv gives an empty cell.
     assert frame["Support Calls"].isna().iloc[0] and frame["Contract"].isna().iloc[0] and frame["Paperless"].isna().iloc[0]
     assert all(isinstance(value, float) for value in frame["Contract"][frame["Contract"].isna()])
+
+
+def test_frame_dtypes_follow_the_schema_even_when_a_batch_holds_only_missing_values() -> None:
+    # pandas infers a column of None/NaN as object, not as the text dtype the model was fitted on.
+    row = {**churn_rows()[1], "Contract": None, "Paperless": None, "Support Calls": None, "Monthly Charges": None}
+
+    frame = model_input([row], CHURN_FEATURES, "dataframe")
+
+    assert frame.dtypes.to_dict() == churn_frame().drop(columns="churned").dtypes.to_dict()
+    assert frame["Contract"].isna().all()
+
+
+def test_a_frame_builder_is_reused_across_batches_without_sharing_their_values() -> None:
+    build = model_input_builder(CHURN_FEATURES, "dataframe")
+
+    first, second = build(churn_rows()[:3]), build(churn_rows()[3:4])
+
+    assert list(first.columns) == list(second.columns) == [spec.name for spec in CHURN_FEATURES]
+    assert first.columns.dtype == object  # labels built once, as names (see FrameBuilder)
+    assert first.shape == (3, 6) and second.shape == (1, 6)
+    assert second.iloc[0].tolist() == model_input(churn_rows()[3:4], CHURN_FEATURES, "dataframe").iloc[0].tolist()
+    assert first["Tenure Months"].tolist() == [row["Tenure Months"] for row in churn_rows()[:3]]
 
 
 def test_a_pipeline_fitted_on_the_users_read_csv_frame_predicts_our_frame_exactly_as_its_own() -> None:

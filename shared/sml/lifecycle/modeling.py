@@ -6,22 +6,23 @@ A model takes its rows in the manifest's ``input_format``:
   order (:func:`rows_to_matrix`); the pipelines ``sml train`` fits select columns by index, so
   predict needs neither pandas nor scikit-learn to build their input;
 * ``dataframe``: a pandas DataFrame with the features as columns, in manifest order, each with
-  the dtype its ``FeatureSpec.dtype`` names (:func:`rows_to_frame`), for models fitted on a
+  the dtype its ``FeatureSpec.dtype`` names (:class:`FrameBuilder`), for models fitted on a
   DataFrame (``feature_names_in_``; a ``ColumnTransformer`` selecting columns by name raises
   "Specifying the columns using strings is only supported for dataframes" on an array).
 
-:func:`model_input` picks one by the format (predict calls it for every request, registration on
-the reference rows); :func:`model_outputs` calls the model the way predict does
-(``predict_proba`` when the model has it, the label being the most probable class). This module
-imports numpy only; pandas only when a DataFrame is built, and predict's loader keeps pandas
-out of a process that serves array models (:func:`hide_pandas_from_array_models`).
+:func:`model_input` picks one by the format (registration calls it on the reference rows; predict
+prepares one with :func:`model_input_builder` per loaded model and calls that for every request);
+:func:`model_outputs` calls the model the way predict does (``predict_proba`` when the model has
+it, the label being the most probable class). This module imports numpy only; pandas only when a
+DataFrame is built, and predict's loader keeps pandas out of a process that serves array models
+(:func:`hide_pandas_from_array_models`).
 """
 
 from __future__ import annotations
 
 import importlib.abc
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,13 +38,27 @@ def model_input(rows: Sequence[Mapping[str, object]], features: Sequence[Feature
     """The model's input for ``rows`` in the manifest's ``input_format``.
 
     Raises:
-        ValueError: as :func:`rows_to_matrix` or :func:`rows_to_frame` (names the row and feature),
+        ValueError: as :func:`rows_to_matrix` or :class:`FrameBuilder` (names the row and feature),
             or an unknown ``input_format``.
     """
+    return model_input_builder(features, input_format)(rows)
+
+
+def model_input_builder(
+    features: Sequence[FeatureSpec], input_format: InputFormat = "array"
+) -> Callable[[Sequence[Mapping[str, object]]], Any]:
+    """:func:`model_input` for one schema, prepared once: call it with the rows.
+
+    An ``array`` builder imports nothing more; a ``dataframe`` one imports pandas here.
+
+    Raises:
+        ValueError: an unknown ``input_format``.
+    """
     if input_format == "array":
-        return rows_to_matrix(rows, features)
+        schema = tuple(features)
+        return lambda rows: rows_to_matrix(rows, schema)
     if input_format == "dataframe":
-        return rows_to_frame(rows, features)
+        return FrameBuilder(features)
     raise ValueError(f"input_format {input_format!r} is not array or dataframe")
 
 
@@ -113,37 +128,64 @@ def rows_to_matrix(rows: Sequence[Mapping[str, object]], features: Sequence[Feat
     return matrix
 
 
-def rows_to_frame(rows: Sequence[Mapping[str, object]], features: Sequence[FeatureSpec]) -> Any:
-    """Build a DataFrame model's input: one column per feature, in manifest order, typed by ``dtype``.
+class FrameBuilder:
+    """Builds a DataFrame model's input: one column per feature, in manifest order, typed by ``dtype``.
+
+    Compiled once per feature schema (predict keeps one per loaded model), so a request pays for
+    converting its values and for the frame, never for working out labels and dtypes again.
 
     Column dtypes are those pandas gives the training data read from a file (what the model was
     most likely fitted on), and depend on the schema only, never on which values a batch holds:
     ``float`` is float64; ``integer`` is int64, or float64 when the feature is ``nullable``
     (pandas' reading of an integer column with missing values); ``boolean`` is bool, or object
     holding ``True``/``False`` when ``nullable`` (booleans may also arrive as the strings
-    ``"true"``/``"false"``, any case); ``string`` is pandas' string dtype. A missing value is NaN
-    in every column, as pandas reads an empty cell (what scikit-learn's imputers and encoders
-    count as missing); pandas' ``Int64``/``boolean`` dtypes are avoided because scikit-learn
-    pipelines raise on their ``pd.NA``.
+    ``"true"``/``"false"``, any case); ``string`` is the dtype pandas infers for a column of text
+    (``str``, pandas' string dtype, since pandas 3; object before), also when every value of the
+    batch is missing. A missing value is NaN in every column, as pandas reads an empty cell (what
+    scikit-learn's imputers and encoders count as missing); pandas' ``Int64``/``boolean`` dtypes
+    are avoided because scikit-learn pipelines raise on their ``pd.NA``.
 
-    Returns:
-        A ``pandas.DataFrame`` of shape ``(len(rows), len(features))`` with a default index.
+    The column labels are an object-dtype Index built once: scikit-learn reads them only as names
+    (``feature_names_in_``, columns selected by name), and pandas 3's own ``str`` Index costs the
+    pipeline a conversion and a new lookup table on every call (about 10% of a one-row
+    ``predict_proba`` of a ``ColumnTransformer`` pipeline, ``bench/results.md``). Object labels are
+    what pandas before 3 gave every frame.
 
-    Raises:
-        ValueError: a row lacks a feature, a value does not fit its feature's dtype (a number
-            that is not whole for an integer, an integer beyond 64 bits), or an integer or
-            boolean feature that is not ``nullable`` is missing; the message names the row index
-            (or the feature alone) and the feature.
+    :param features: the manifest's feature specs, in manifest order.
     """
-    import pandas as pd
 
-    columns: dict[str, Any] = {}
-    for spec in features:
-        values = [_value(row, spec.name, row_index) for row_index, row in enumerate(rows)]
-        columns[spec.name] = _frame_column(values, spec)
-    # Columns in dict order (the manifest's); an explicit RangeIndex and no ``columns=`` keep the
-    # constructor off its slow inference paths (about half its time for one row).
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(rows)), copy=False)
+    def __init__(self, features: Sequence[FeatureSpec]) -> None:
+        import pandas as pd
+
+        self._pandas = pd
+        self._features = tuple(features)
+        self._labels = pd.Index([spec.name for spec in self._features], dtype=object)
+        text_dtype = pd.Series(np.array(["text"], dtype=object)).dtype
+        self._text_dtype = None if text_dtype == np.dtype(object) else text_dtype
+
+    def __call__(self, rows: Sequence[Mapping[str, object]]) -> Any:
+        """The DataFrame of ``rows``.
+
+        Returns:
+            A ``pandas.DataFrame`` of shape ``(len(rows), len(features))`` with a default index.
+
+        Raises:
+            ValueError: a row lacks a feature, a value does not fit its feature's dtype (a number
+                that is not whole for an integer, an integer beyond 64 bits), or an integer or
+                boolean feature that is not ``nullable`` is missing; the message names the row
+                index (or the feature alone) and the feature.
+        """
+        columns: dict[int, Any] = {}
+        for position, spec in enumerate(self._features):
+            column = _frame_column([_value(row, spec.name, row_index) for row_index, row in enumerate(rows)], spec)
+            if spec.dtype == "string" and self._text_dtype is not None:
+                column = self._pandas.array(column, dtype=self._text_dtype)
+            columns[position] = column
+        # Positions as keys give the constructor a RangeIndex of columns to start from (no labels to
+        # convert); the labels built once replace it.
+        frame = self._pandas.DataFrame(columns, index=self._pandas.RangeIndex(len(rows)))
+        frame.columns = self._labels
+        return frame
 
 
 def model_outputs(model: Any, inputs: Any) -> tuple[list[Any], np.ndarray | None]:

@@ -4,8 +4,8 @@ Pure apart from the model object it wraps: no clients, no logging. One model cal
 ``predict_proba`` for a classifier that has it (the label is the most probable class, as
 scikit-learn's classifiers decide it), ``predict`` otherwise; a regression model's answer is a
 number and has no probabilities. Rows reach the model through
-:func:`sml.lifecycle.modeling.model_input`, as an array or a DataFrame by the manifest's
-``input_format``.
+:func:`sml.lifecycle.modeling.model_input_builder`, as an array or a DataFrame by the manifest's
+``input_format``, prepared once per loaded model.
 
 Failures: a model that raises (or answers non-finite values) on validated rows is a
 :class:`~sml.predict.errors.ModelError` (500 ``model_error``), except where one value lies outside
@@ -27,7 +27,7 @@ from sml.core.events import MAX_REFUSED_FIELDS, REQUEST_FIELD, PredictionEvent, 
 from sml.predict.errors import ApiError, ModelError
 from sml.predict.validation import FeatureSchema, FeatureValue, PredictRequest, decode_json_body
 from sml.lifecycle.manifest import CategoricalReference, ModelManifest, NumericReference
-from sml.lifecycle.modeling import model_input
+from sml.lifecycle.modeling import model_input_builder
 
 
 NOT_DECODED = object()
@@ -52,7 +52,7 @@ class PredictionService:
         self.schema = FeatureSchema(manifest.features, max_instances=max_instances)
         self._is_regression = manifest.task == "regression"
         self._has_probabilities = not self._is_regression and hasattr(model, "predict_proba")
-        self._input_format = manifest.input_format
+        self._model_input = model_input_builder(self.schema.features, manifest.input_format)
         model_classes = getattr(model, "classes_", None)
         self._labels: list[Any] = model_classes.tolist() if model_classes is not None else list(manifest.classes)
         if self._labels != list(manifest.classes):
@@ -124,7 +124,7 @@ class PredictionService:
             clear of this, so it guards models whose manifest has no training range.
         :raises ModelError: the model fails on the rows for any other reason.
         """
-        inputs = model_input(rows, self.schema.features, self._input_format)
+        inputs = self._model_input(rows)
         predicted_at = utc_now()
         output = self._infer(inputs)
         if isinstance(output, BaseException):
@@ -210,7 +210,7 @@ class PredictionService:
         return output
 
     def _computes(self, row: dict[str, FeatureValue]) -> bool:
-        return not isinstance(self._infer(model_input([row], self.schema.features, self._input_format)), BaseException)
+        return not isinstance(self._infer(self._model_input([row])), BaseException)
 
     def _diagnose(self, rows: Sequence[dict[str, FeatureValue]], batch: bool, failure: BaseException) -> Exception:
         """What to answer when the model fails on ``rows`` with ``failure``.
