@@ -315,3 +315,31 @@ def test_no_array_constructor_has_more_elements_than_trino_accepts(engine: Engin
     athena = open_archive().read_summaries(MODEL_NAME, window, features, [reference])
     assert database[0].n_rows == 30
     assert differences(athena[0].to_json(), database[0].to_json()) == []
+
+
+def test_a_model_trained_on_float_categories_counts_them_as_the_database_does(engine: Engine, s3: Any, as_athena: Any) -> None:
+    # The archive keeps 2 and 2.0 alike as a double; the database counts the text of the value
+    # sent. A model trained on float categories (a pandas column of integers with gaps is float64)
+    # knows "1.0" and "2.0", and its clients send floats: the archive's sources counted "1" and
+    # "2", every value unseen, a drift that the database did not see.
+    from drift_support import Traffic
+
+    from sml.archive.sources import archive_window_summaries
+
+    location, open_archive = as_athena
+    features = (FeatureSpec("grade", "categorical"), FeatureSpec("x", "numeric"))
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    grades = [1.0, 2.0, 2.0, 3.0, 2.5, None, 1e16, 1.0] * 5
+    traffic = Traffic(columns={"grade": grades, "x": [float(index) for index in range(40)]}, labels=["benign", "malignant"] * 20)
+    store_both(engine, s3, location, traffic, window.start, window.end, copies=4)
+    references = [
+        SummaryReference(features={"grade": CategoricalGrid.from_counts(counts), "x": NumericGrid.from_sorted([1.0, 5.0])}, prediction=None)
+        for counts in ({"1.0": 10, "2.0": 12}, {"1.0": 3, "2.0": 4, "2.5": 1})
+    ]
+    database = read_window_summaries(engine, MODEL_NAME, window, features, references)
+    duckdb = archive_window_summaries(s3, location, MODEL_NAME, window, features, references)
+    athena = open_archive().read_summaries(MODEL_NAME, window, features, references)
+    assert database[0].features["grade"].counts == {"1.0": 10, "2.0": 10}  # type: ignore[union-attr]
+    for index, theirs in enumerate(database):
+        assert differences(duckdb[index].to_json(), theirs.to_json()) == []
+        assert differences(athena[index].to_json(), theirs.to_json()) == []

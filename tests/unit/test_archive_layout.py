@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sml.archive.layout import Partition, days, day_of, escape_name, feature_column, unescape_name
+from sml.archive.layout import Partition, days, day_of, escape_name, feature_column, integral_floats, number_category, unescape_name
 
 
 @given(st.text(min_size=1, max_size=40))
@@ -149,3 +149,9 @@ def test_a_batch_object_reads_back_the_same_and_keeps_statistics_of_the_columns_
     assert columns["predicted_at"].is_stats_set and columns["stored_at"].is_stats_set
     assert not columns["f_a"].is_stats_set
     assert "RLE_DICTIONARY" not in columns["f_a"].encodings and "RLE_DICTIONARY" in columns["f_grade"].encodings
+
+
+def test_a_number_category_is_written_as_the_reference_counted_integral_numbers() -> None:
+    assert integral_floats(("1.0", "2.0", "2.5")) and not integral_floats(("1", "2.0")) and not integral_floats(("a", "b")) and not integral_floats(())
+    assert [number_category(value, False) for value in (3.0, -0.0, 2.5, 1e16)] == ["3", "0", "2.5", "10000000000000000"]
+    assert [number_category(value, True) for value in (3.0, -0.0, 2.5, 1e16)] == ["3.0", "-0.0", "2.5", "1e+16"]

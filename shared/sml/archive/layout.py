@@ -16,6 +16,7 @@ The escaping is reversible, so no two names meet and rebuilding restores the nam
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from urllib.parse import quote
@@ -28,6 +29,8 @@ FEATURE_PREFIX = "f_"
 PROBABILITY_PREFIX = "p_"
 DEFAULT_PREFIX = "archive/"
 _ESCAPED = re.compile(r"__|_([0-9a-f]+)_|[a-z0-9]")
+_INTEGER = re.compile(r"-?[0-9]+")
+_FLOAT_INTEGRAL = re.compile(r"-?[0-9]+\.0")
 
 
 class ArchiveNotWritten(Exception):
@@ -118,3 +121,20 @@ def days(since: date, until: date) -> list[date]:
 def day_of(moment: datetime) -> date:
     """The UTC day of a naive-UTC or aware timestamp."""
     return moment.date() if moment.tzinfo is None else moment.astimezone(timezone.utc).date()
+
+
+def integral_floats(known: Collection[str]) -> bool:
+    """Whether a reference with the categories ``known`` counted integral numbers as floats (``"3.0"``).
+
+    The archive keeps ``3`` and ``3.0`` alike as the double 3.0, where the database read counts
+    ``str()`` of the value sent: ``"3"`` or ``"3.0"``. True when ``known`` has a float text of an
+    integral number and no integer text: a model trained on float categories (a pandas column of
+    integers with gaps is float64), whose clients send floats too.
+    """
+    return any(_FLOAT_INTEGRAL.fullmatch(text) for text in known) and not any(_INTEGER.fullmatch(text) for text in known)
+
+
+def number_category(number: float, as_float: bool) -> str:
+    """The category (``str()``) of a number the archive holds as a double: an integral number as the
+    integer (``"3"``) unless ``as_float`` (:func:`integral_floats` of the reference), else as ``str(number)``."""
+    return str(int(number)) if number.is_integer() and not as_float else str(number)

@@ -12,9 +12,11 @@ and one batch whatever the window's size; DuckDB spills past ``memory_limit``.
 Values are taken as the database read takes them: a numeric feature's missing, non-finite or
 non-numeric value counts as missing; a categorical value is counted by its ``str()``, where the
 archive gives an integral float of a numeric category back as the integer it was (``3``, not
-``3.0``); the prediction is the decoded JSON text. Where the two can differ: a numeric feature
-sent as the string ``"1.5"`` is missing in the database read but a number here, since the
-archive cannot tell it from a column that changed type between model versions.
+``3.0``) unless the reference counted integral numbers as floats
+(:func:`sml.archive.layout.integral_floats`); the prediction is the decoded JSON text. Where the
+two can differ: a numeric feature sent as the string ``"1.5"`` is missing in the database read
+but a number here, since the archive cannot tell it from a column that changed type between
+model versions; an integral category sent as ``3`` to a model trained on ``3.0`` (or the reverse).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sml.archive.layout import PREDICTIONS_TABLE, feature_column
+from sml.archive.layout import PREDICTIONS_TABLE, feature_column, integral_floats, number_category
 from sml.archive.query import archive_ctes, download_days, duckdb_connection, read_parquet_source
 from sml.archive.store import ArchiveLocation
 from sml.lifecycle.manifest import FeatureSpec
@@ -145,12 +147,20 @@ def _gathered(reader: pa.RecordBatchReader, rows: int) -> Any:
 
 def _count(batch: pa.RecordBatch, features: Sequence[FeatureSpec], summarisers: Sequence[WindowSummariser]) -> None:
     columns: dict[str, Any] = {}
+    numbers: list[str] = []  # categorical columns of numbers: their texts depend on the reference
     for index, spec in enumerate(features, start=1):
         array = batch.column(index)
         columns[spec.name] = _numeric(array) if spec.kind == "numeric" else _categorical(array)
+        if spec.kind != "numeric" and pa.types.is_floating(array.type):
+            numbers.append(spec.name)
     predictions = _decoded(batch.column(0))
     for summariser in summarisers:
-        summariser.add_columns(columns, predictions, rows=batch.num_rows)
+        named = dict(columns)
+        for name in numbers:
+            as_float = integral_floats(summariser.reference.features[name].known)  # type: ignore[union-attr]
+            texts = {value: number_category(value, as_float) for value in set(columns[name]) if value is not None}
+            named[name] = [None if value is None else texts[value] for value in columns[name]]
+        summariser.add_columns(named, predictions, rows=batch.num_rows)
 
 
 def _numeric(array: pa.Array) -> np.ndarray:
@@ -163,7 +173,7 @@ def _numeric(array: pa.Array) -> np.ndarray:
 
 def _categorical(array: pa.Array) -> list[Any]:
     if pa.types.is_floating(array.type):
-        return [None if value is None or not math.isfinite(value) else int(value) if value.is_integer() else value for value in array.to_pylist()]
+        return [None if value is None or not math.isfinite(value) else value for value in array.to_pylist()]
     return array.to_pylist()
 
 
