@@ -108,6 +108,25 @@ def run_drift_methods(
     """
     if not 0 < fdr < 1:
         raise ValueError(f"fdr must be in (0, 1), got {fdr}")
+    return decide_all(pending_tests(reference, current, columns, floors, min_samples=min_samples), fdr)
+
+
+def pending_tests(
+    reference: SummaryReference,
+    current: WindowSummary,
+    columns: Sequence[DriftColumn],
+    floors: Mapping[tuple[str, str], float],
+    *,
+    min_samples: int = 30,
+) -> list[PendingTest]:
+    """Every column's methods on the window's summary, before the run-wide correction.
+
+    :func:`run_drift_methods` is ``decide_all(pending_tests(...), fdr)``; tests computed apart
+    (a benchmark scoring one set of features against several predictions) are decided together
+    by passing their concatenation to :func:`~sml.monitoring.drift.stats.decide_all`.
+
+    :raises ValueError: as :func:`run_drift_methods`.
+    """
     if min_samples < 1:
         raise ValueError(f"min_samples must be at least 1, got {min_samples}")
     _check_unique(columns)
@@ -134,7 +153,7 @@ def run_drift_methods(
                     min_detectable=outcome.min_detectable, effect_upper=outcome.effect_upper, effect_margin=outcome.effect_margin,
                 )
             )
-    return decide_all(pending, fdr)
+    return pending
 
 
 def default_floors(
