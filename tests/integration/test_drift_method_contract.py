@@ -131,3 +131,13 @@ def test_a_method_without_its_power_check_is_refused_when_registered() -> None:
     with pytest.raises(TypeError, match="certifiable"):
         register_method(NoPowerCheck)
     unregister_method("no_power_check")
+
+
+def test_the_deployment_sets_a_registered_methods_floor_by_its_floor_key(toy_method: None) -> None:
+    from sml.core.settings import DriftSettings, load_settings
+
+    config = DriftJobConfig.from_settings(load_settings(DriftSettings, {"SML_DRIFT_FLOORS": json.dumps({TOY: 0.35})}), quality=None)
+    manifest = replace(build_manifest(draw_traffic(200, seed=1)), drift_config={"source": "drift.toml", "features": {"mean_shift": {"method": TOY}}})
+    floor = config.plan(manifest).floors["mean_shift", TOY]
+    assert (floor.value, floor.given, floor.source, floor.setting) == (0.35, 0.35, "deployment", "SML_DRIFT_FLOORS")
+    assert config.parameters()["method_floors"] == {TOY: 0.35}

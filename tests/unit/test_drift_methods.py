@@ -5,13 +5,17 @@ drift config chooses them per kind or per feature."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from sml.core.errors import SmlError
+from sml.core.settings import DriftSettings, SettingsError, load_settings
 from sml.lifecycle.manifest import FeatureSpec
+from sml.monitoring.job import DriftJobConfig
 from sml.monitoring.config import DeploymentFloors, ModelDriftConfig, resolve_floors
 from sml.monitoring.drift.methods import drift_method
 from sml.monitoring.drift.resampling import binned_counts
@@ -111,8 +115,49 @@ def test_the_drift_config_chooses_methods_per_kind_and_per_feature_with_their_ow
     assert {key: (floor.value, floor.source, floor.setting) for key, floor in floors.items() if key[1] != "missing_rate"} == {
         ("age", "psi"): (0.2, "model", "floors.psi"),
         ("income", "wasserstein"): (0.3, "model", "features.income.floor"),
-        ("city", "jensen_shannon"): (0.1, "default", "floors.jensen_shannon"),
+        ("city", "jensen_shannon"): (0.1, "default", "SML_DRIFT_FLOORS"),
     }
+
+
+def test_the_deployment_sets_any_registered_methods_floor_by_its_key_and_the_models_key_wins() -> None:
+    # KS and chi-square have SML_DRIFT_MIN_KS_D / _CRAMERS_V; the others take SML_DRIFT_FLOORS by their floor key.
+    settings = load_settings(DriftSettings, {"SML_DRIFT_FLOORS": '{"psi": 0.25, "wasserstein": "0.2", "jensen_shannon": 0.05}'})
+    deployment = DriftJobConfig.from_settings(settings).deployment_floors()
+    features = (FeatureSpec("age", "numeric"), FeatureSpec("income", "numeric"), FeatureSpec("city", "categorical"))
+    config = ModelDriftConfig.from_mapping(
+        {"methods": {"numeric": "psi", "categorical": "jensen_shannon"}, "features": {"income": {"method": "wasserstein"}},
+         "floors": {"jensen_shannon": 0.15}},
+        source="drift.toml",
+    ).check_features(features)
+    columns = [DriftColumn(spec.name, spec.kind, method=config.method_for(spec.name, spec.kind).name) for spec in features]
+    with pytest.raises(SmlError, match="SML_DRIFT_FLOORS: wasserstein: a Wasserstein distance \\(reference sd\\) floor must be a number"):
+        resolve_floors(columns, deployment, config)
+    deployment = replace(deployment, method_floors={**deployment.method_floors, "wasserstein": 0.2})
+    assert {key: (floor.value, floor.source, floor.setting) for key, floor in resolve_floors(columns, deployment, config).items() if key[1] != "missing_rate"} == {
+        ("age", "psi"): (0.25, "deployment", "SML_DRIFT_FLOORS"),
+        ("income", "wasserstein"): (0.2, "deployment", "SML_DRIFT_FLOORS"),
+        ("city", "jensen_shannon"): (0.15, "model", "floors.jensen_shannon"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("floors", "message"),
+    [
+        ({"numeric": 0.2}, "SML_DRIFT_FLOORS: numeric: its floor is SML_DRIFT_MIN_KS_D; expected a floor key of jensen_shannon, psi, wasserstein"),
+        ({"missing_rate": 0.2}, "SML_DRIFT_FLOORS: missing_rate: its floor is SML_DRIFT_MIN_MISSING_RATE_H"),
+        ({"nope": 0.2}, "SML_DRIFT_FLOORS: nope: expected a floor key of jensen_shannon, psi, wasserstein"),
+        ({"psi": -1}, "SML_DRIFT_FLOORS: psi: a PSI floor must be a number in \\(0, inf\\), got -1"),
+    ],
+)
+def test_a_deployment_floor_of_no_method_or_out_of_range_is_refused_naming_the_variable(floors: dict, message: str) -> None:
+    columns = [DriftColumn("age", "numeric")]
+    with pytest.raises(SmlError, match=message):
+        resolve_floors(columns, replace(DEPLOYMENT, method_floors=floors), None)
+
+
+def test_sml_drift_floors_must_be_a_json_object() -> None:
+    with pytest.raises(SettingsError, match="SML_DRIFT_FLOORS.*JSON object of a drift method's floor key -> floor"):
+        load_settings(DriftSettings, {"SML_DRIFT_FLOORS": "[0.2]"})
 
 
 @pytest.mark.parametrize(
@@ -125,8 +170,6 @@ def test_the_drift_config_chooses_methods_per_kind_and_per_feature_with_their_ow
     ],
 )
 def test_a_wrong_method_or_floor_is_refused_naming_the_key(data: dict, message: str) -> None:
-    from sml.core.errors import SmlError
-
     with pytest.raises(SmlError, match=message):
         ModelDriftConfig.from_mapping(data, source="drift.toml").check_features((FeatureSpec("age", "numeric"),))
 

@@ -205,6 +205,9 @@ class DriftSettings(AwsSettings, DatabaseSettings, ArchiveSettings):
     min_missing_rate_h: float = Field(0.2, alias="SML_DRIFT_MIN_MISSING_RATE_H", gt=0, lt=3.14159)
     min_samples: int = Field(30, alias="SML_DRIFT_MIN_SAMPLES", ge=2)
     feature_floors: dict[str, float | str] = Field(default_factory=dict, alias="SML_DRIFT_FEATURE_FLOORS")
+    # Floors of the drift methods without a variable of their own, by their floor key in a model's
+    # drift config (e.g. {"psi": 0.2}); the drift job checks the keys against the method registry.
+    method_floors: dict[str, float | str] = Field(default_factory=dict, alias="SML_DRIFT_FLOORS")
     report_prefix: str = Field("reports/", alias="SML_REPORT_PREFIX")
     # A name of sml.lifecycle.quality_metrics (checked by the drift job); None: the model's task's default.
     quality_metric: str | None = Field(None, alias="SML_QUALITY_METRIC", min_length=1, max_length=32)
@@ -229,6 +232,18 @@ class DriftSettings(AwsSettings, DatabaseSettings, ArchiveSettings):
                 raise ValueError(f"must be a JSON object of feature -> floor ({exc})") from None
         if not isinstance(value, dict):
             raise ValueError('must be a JSON object of feature -> floor, e.g. {"mean_texture": "0.1sd"}')
+        return value
+
+    @field_validator("method_floors", mode="before")
+    @classmethod
+    def _method_floors_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"must be a JSON object of a drift method's floor key -> floor ({exc})") from None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object of a drift method's floor key -> floor, e.g. {\"psi\": 0.2}")
         return value
 
     @field_validator("replaced_missing_rate_diff")

@@ -13,7 +13,7 @@ File format: TOML (``.toml``, read with :mod:`tomllib`) or the same structure in
     categorical = 0.1        # Cramér's V
     missing_rate = 0.2       # Cohen's h of a feature's missing rate
     label = 0.1              # the prediction's floor, in its method's unit (else its kind's floor)
-    psi = 0.1                # a method's own floor key, for the methods other than ks and chi2
+    psi = 0.1                # a method's own floor key, for the methods other than ks and chi2 (SML_DRIFT_FLOORS)
 
     [methods]                # the main method per kind (default ks and chi2; also psi,
     numeric = "psi"          # wasserstein, jensen_shannon, or any registered method)
@@ -39,7 +39,7 @@ model's author knows which of its features matter and how large a shift hurts it
 deployment's settings are written once for every version and cannot know a feature that a later
 version adds. So each key of the model's file replaces the deployment setting it corresponds to
 (``floors.numeric`` ↔ ``SML_DRIFT_MIN_KS_D``, ``features.X.floor`` ↔ ``SML_DRIFT_FEATURE_FLOORS``'s
-entry for X, ``data_quality.max_out_of_range`` ↔ ``SML_DQ_MAX_OUT_OF_RANGE``, ...), and keys it does
+entry for X, ``floors.psi`` ↔ ``SML_DRIFT_FLOORS``'s entry for ``psi``, ``data_quality.max_out_of_range`` ↔ ``SML_DQ_MAX_OUT_OF_RANGE``, ...), and keys it does
 not set keep the deployment's values. Then, per test, the most specific floor wins: a floor for
 the feature (the model's, else the deployment's) before a floor for its kind (the model's, else
 the deployment's), before the built-in default. :func:`resolve_floors` says for every test which
@@ -249,6 +249,8 @@ class DeploymentFloors:
     feature_floors: Mapping[str, float | str] = field(default_factory=dict)
     set_by_deployment: frozenset[str] = frozenset()
     """Which of ``min_ks_d``, ``min_cramers_v``, ``min_missing_rate_h`` the deployment set (else they are the built-in defaults)."""
+    method_floors: Mapping[str, float | str] = field(default_factory=dict)
+    """``SML_DRIFT_FLOORS``: per floor key of a method with no variable of its own (``psi``, ...), its floor."""
 
 
 DEPLOYMENT_VARIABLES = {
@@ -256,6 +258,7 @@ DEPLOYMENT_VARIABLES = {
     "min_cramers_v": "SML_DRIFT_MIN_CRAMERS_V",
     "min_missing_rate_h": "SML_DRIFT_MIN_MISSING_RATE_H",
 }
+METHOD_FLOORS_VARIABLE = "SML_DRIFT_FLOORS"  # the floors of the methods without a variable above, by floor key
 
 
 def resolve_floors(
@@ -275,13 +278,16 @@ def resolve_floors(
             raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: the model has no feature {name!r} (features: {', '.join(sorted(kinds))})")
         if _is_sd(value) and kinds[name] != "numeric":
             raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: feature {name!r} is {kinds[name]}; give its floor as a Cramér's V, not {value!r}")
+    _check_method_floors(deployment.method_floors)
 
     def general(method: DriftMethod) -> tuple[float | str, FloorSource, str]:
         if method.floor_key in model.floors:
             return model.floors[method.floor_key], "model", f"floors.{method.floor_key}"
         setting = method.deployment_setting
         if setting is None:
-            return method.default_floor, "default", f"floors.{method.floor_key}"
+            if method.floor_key in deployment.method_floors:
+                return deployment.method_floors[method.floor_key], "deployment", METHOD_FLOORS_VARIABLE
+            return method.default_floor, "default", METHOD_FLOORS_VARIABLE
         source: FloorSource = "deployment" if setting in deployment.set_by_deployment else "default"
         return getattr(deployment, setting), source, DEPLOYMENT_VARIABLES[setting]
 
@@ -307,6 +313,24 @@ def resolve_floors(
             except ValueError as exc:
                 raise SmlError(f"{setting}: {exc}") from None
     return floors
+
+
+def _check_method_floors(method_floors: Mapping[str, Any]) -> None:
+    """``SML_DRIFT_FLOORS``'s keys are floor keys of registered methods without a variable of their own; its values their floors.
+
+    :raises SmlError: ``"SML_DRIFT_FLOORS: <key>: ..."`` naming the variable to use instead, the keys it takes, or the floor's range.
+    """
+    by_key = {method.floor_key: method for method in registered_methods()}
+    for key, value in method_floors.items():
+        method = by_key.get(key)
+        if method is None or method.deployment_setting is not None:
+            open_keys = ", ".join(sorted(found for found, method in by_key.items() if method.deployment_setting is None))
+            instead = f"its floor is {DEPLOYMENT_VARIABLES[method.deployment_setting]}; " if method is not None and method.deployment_setting else ""
+            raise SmlError(f"{METHOD_FLOORS_VARIABLE}: {key}: {instead}expected a floor key of {open_keys}")
+        try:
+            method.parse_floor(key, value)
+        except ValueError as exc:
+            raise SmlError(f"{METHOD_FLOORS_VARIABLE}: {key}: {str(exc).split(': ', 1)[-1]}") from None
 
 
 def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

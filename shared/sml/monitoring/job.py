@@ -77,6 +77,8 @@ class DriftJobConfig:
         Cohen's h of the missing rate): see :func:`sml.monitoring.drift.stats.decide_all` for the
         verdict rule and what the defaults mean in standard deviations and shares.
     :param floors: per feature, a floor for its main test replacing ``min_ks_d``/``min_cramers_v``.
+    :param method_floors: per floor key of a registered method without a floor of its own here
+        (``psi``, ``wasserstein``, ...: ``SML_DRIFT_FLOORS``), the deployment's floor of that method.
     :param min_samples: fewer values on either side make a test INCONCLUSIVE.
     :param topic_arn: the alerts topic; ``None`` publishes nothing (local runs without a stack).
     :param quality: how model quality is judged (:mod:`sml.monitoring.model_quality.metrics`); ``None`` skips it.
@@ -94,6 +96,7 @@ class DriftJobConfig:
     min_missing_rate_h: float = 0.2
     min_samples: int = 30
     floors: Mapping[str, float | str] = field(default_factory=dict)
+    method_floors: Mapping[str, float | str] = field(default_factory=dict)
     report_prefix: str = "reports/"
     topic_arn: str | None = None
     quality: QualityConfig | None = field(default_factory=QualityConfig)
@@ -111,6 +114,7 @@ class DriftJobConfig:
             **{key: getattr(settings, name) for key, name in FLOOR_SETTINGS.items()},
             "min_samples": settings.min_samples,
             "floors": settings.feature_floors,
+            "method_floors": settings.method_floors,
             "report_prefix": settings.report_prefix,
             "topic_arn": settings.topic_arn,
             "quality": QualityConfig.from_settings(settings.quality_metric, settings.quality_tolerance, settings.quality_min_labels),
@@ -136,6 +140,7 @@ class DriftJobConfig:
             "min_missing_rate_h": self.min_missing_rate_h,
             "min_samples": self.min_samples,
             **({"floors": dict(sorted(self.floors.items()))} if self.floors else {}),
+            **({"method_floors": dict(sorted(self.method_floors.items()))} if self.method_floors else {}),
             "dq_max_out_of_range": self.data_quality.max_out_of_range,
             "dq_max_unseen_category": self.data_quality.max_unseen_category,
             "dq_max_missing_excess": self.data_quality.max_missing_excess,
@@ -152,6 +157,7 @@ class DriftJobConfig:
             min_cramers_v=self.min_cramers_v,
             min_missing_rate_h=self.min_missing_rate_h,
             feature_floors=self.floors,
+            method_floors=self.method_floors,
             set_by_deployment=set_by_deployment,
         )
 
