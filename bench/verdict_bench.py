@@ -299,8 +299,11 @@ def measure_size(rule_name: str, reference_rows: int, window_rows: int, runs: in
     return figures
 
 
-def size_tasks(rule_names: Sequence[str], sizes: Sequence[tuple[int, int]], quick: bool, seed: int) -> list[tuple[Any, ...]]:
+def size_tasks(
+    rule_names: Sequence[str], sizes: Sequence[tuple[int, int]], quick: bool, seed: int, runs: int | None = None, power_runs: int | None = None
+) -> list[tuple[Any, ...]]:
     repetitions, power = (QUICK_REPETITIONS, QUICK_POWER_REPETITIONS) if quick else (FULL_REPETITIONS, FULL_POWER_REPETITIONS)
+    repetitions, power = runs or repetitions, min(power_runs or power, runs or repetitions)
     tasks = []
     for reference_rows, window_rows in sizes:
         large = window_rows >= 100_000
@@ -429,6 +432,8 @@ def main() -> None:
                         f"(and '{SEED_RULE}' as 'seed')")
     parser.add_argument("--sizes", type=_sizes, help="REFERENCE/WINDOW[,...]: only these sizes (default: all of --quick's or the full set)")
     parser.add_argument("--save", type=Path, help="write the per-size figures and timings as JSON instead of printing the table")
+    parser.add_argument("--runs", type=int, help="null runs per size instead of the set's (at most 30 at 100k rows)")
+    parser.add_argument("--power-runs", type=int, help="of those, runs also tested on the shifted windows (at most 10 at 100k rows)")
     parser.add_argument("--time", action="store_true", help="with --save: also time one window per configuration at the largest size")
     parser.add_argument("--report", type=Path, nargs="+", help="print the table of parts written by --save, measuring nothing")
     args = parser.parse_args()
@@ -450,7 +455,7 @@ def main() -> None:
         parser.error(f"--methods {args.methods}: no configuration uses them; configurations: {', '.join(rules())}")
     sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     started = time.time()
-    results = measure_all(size_tasks(names, sizes, args.quick, seed=18), args.jobs)
+    results = measure_all(size_tasks(names, sizes, args.quick, seed=18, runs=args.runs, power_runs=args.power_runs), args.jobs)
     timing_size = (5_000, 10_000) if args.quick else (10_000, 100_000)
     timings = {name: time_per_run(rules()[name], *timing_size, runs=1 if name != SEED_RULE else 3) for name in names} if args.save is None or args.time else {}
     part = {"quick": args.quick, "timing_size": timing_size, "results": results, "timings": timings, "seconds": time.time() - started}
