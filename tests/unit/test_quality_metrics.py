@@ -229,6 +229,31 @@ def test_cbpe_estimate_lands_inside_the_realized_interval_under_covariate_shift(
         assert interval.low <= estimated.get(metric).value <= interval.high, (metric, interval, estimated.get(metric))
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_cbpe_estimates_roc_auc_one_vs_rest_within_the_realized_interval_on_calibrated_data(n_classes: int) -> None:
+    # Well calibrated: each label is drawn from the model's own probabilities (the calibrator,
+    # fitted on a held-out draw, is then close to the identity).
+    rng = np.random.default_rng(31 + n_classes)
+    classes = CLASSES if n_classes == 2 else ("a", "b", "c")
+    positive = "malignant" if n_classes == 2 else None
+
+    def world(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        truth_probabilities = rng.dirichlet(np.full(n_classes, 0.8), n)
+        labels = (truth_probabilities.cumsum(axis=1) < rng.random((n, 1))).sum(axis=1)
+        return labels, truth_probabilities.argmax(axis=1), truth_probabilities
+
+    calibrator = fit_calibrator(*world(20_000)[::2], classes, positive, fitted_on="test")
+    truth, predicted, raw = world(8_000)
+    realized = realized_quality(truth, predicted, raw, classes, positive).get("roc_auc")
+    estimated = estimated_quality(predicted, raw, calibrator, positive)
+    assert realized.low <= estimated.get("roc_auc").value <= realized.high, (realized, estimated.get("roc_auc"))
+    assert abs(estimated.get("roc_auc").value - realized.value) < 0.01
+    if n_classes == 3:
+        per_class = [metric for metric in estimated.metrics if metric.metric == "roc_auc" and metric.class_label is not None]
+        assert [metric.class_label for metric in per_class] == list(classes)
+        assert estimated.get("roc_auc").value == pytest.approx(np.mean([metric.value for metric in per_class]))
+
+
 def test_label_flips_leave_the_estimate_unchanged_while_realized_f1_falls_to_degraded() -> None:
     rng = np.random.default_rng(8)
     calibrator, model = _fitted_calibrator(rng, distort=False)

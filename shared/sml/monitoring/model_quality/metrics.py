@@ -68,7 +68,9 @@ histogram and per-prediction-bin error sums for the report's residual plots.
 **Estimated performance.** Classifiers, CBPE (confidence-based performance estimation, as NannyML):
 the calibrator fitted at registration maps probabilities to calibrated ones; each prediction of
 class j adds its calibrated probability of each true class k to expected cell (k, j), and the
-expected matrix gives accuracy and precision/recall/F1. Regression, DLE (Direct Loss Estimation,
+expected matrix gives accuracy and precision/recall/F1; ROC AUC ranks predictions by the model's
+probability of a class, each an expected positive of it with its calibrated probability (one vs
+rest per class, macro-averaged for multiclass, as NannyML's CBPE estimates it). Regression, DLE (Direct Loss Estimation,
 :class:`sml.lifecycle.calibration.DirectLossEstimator`): the mean of the predicted absolute and
 squared errors estimates MAE and RMSE. Both assume **no concept drift** (the relation between
 inputs and labels is the held-out data's); realized performance is what sees a changed relation.
@@ -318,6 +320,9 @@ class ClassificationAggregate:
     :param reliability: ``(RELIABILITY_BINS, 3)``: count, sum of probabilities, count right.
     :param losses: sums over scored predictions of log loss, its square, Brier score, its square.
     :param expected: CBPE's expected confusion cells over ``n_estimated`` predictions (zeros without a calibrator).
+    :param expected_scores: ``(K, 2, SCORE_BINS)``: over the same predictions, class k's probability
+        binned as ``scores`` bins labelled ones, each prediction weighted by its calibrated chance
+        of not being k (``[k, 0]``) and of being k (``[k, 1]``): CBPE's ROC AUC.
     :param calibrator: the calibrator :meth:`add` uses when given none (not stored: the manifest holds it).
     """
 
@@ -333,6 +338,7 @@ class ClassificationAggregate:
     losses: np.ndarray = field(default=None)  # type: ignore[assignment]
     expected: np.ndarray = field(default=None)  # type: ignore[assignment]
     n_estimated: int = 0
+    expected_scores: np.ndarray = field(default=None)  # type: ignore[assignment]
     calibrator: Calibrator | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -343,6 +349,7 @@ class ClassificationAggregate:
             ("reliability", (RELIABILITY_BINS, 3), np.float64),
             ("losses", (4,), np.float64),
             ("expected", (k, k), np.float64),
+            ("expected_scores", (k, 2, SCORE_BINS), np.float64),
         ):
             if getattr(self, name) is None:
                 setattr(self, name, np.zeros(shape, dtype=dtype))
@@ -369,6 +376,12 @@ class ClassificationAggregate:
             for j in range(k):
                 self.expected[:, j] += calibrated[chosen == j].sum(axis=0)
             self.n_estimated += int(complete.sum())
+            # Ranked by the model's own score, as the realized AUC is; weighted by the calibrated chance.
+            score_cells = np.clip((probabilities[complete] * SCORE_BINS).astype(np.int64), 0, SCORE_BINS - 1)
+            for index in range(k):
+                share = calibrated[:, index]
+                self.expected_scores[index, 0] += np.bincount(score_cells[:, index], weights=1.0 - share, minlength=SCORE_BINS)
+                self.expected_scores[index, 1] += np.bincount(score_cells[:, index], weights=share, minlength=SCORE_BINS)
         scored_rows = probabilities[labelled]
         complete = ~np.isnan(scored_rows).any(axis=1)
         truth, scored = truth[complete], scored_rows[complete]
@@ -410,7 +423,7 @@ class ClassificationAggregate:
             self.n_classes, self.positive, self.n_predictions + other.n_predictions, self.n_outside + other.n_outside,
             self.n_scored + other.n_scored, self.confusion + other.confusion, self.scores + other.scores,
             self.reliability + other.reliability, self.losses + other.losses, self.expected + other.expected,
-            self.n_estimated + other.n_estimated, calibrator=self.calibrator,
+            self.n_estimated + other.n_estimated, self.expected_scores + other.expected_scores, calibrator=self.calibrator,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -420,6 +433,8 @@ class ClassificationAggregate:
             "n_scored": self.n_scored, "confusion": self.confusion.tolist(), "score_index": nonzero.tolist(),
             "score_count": self.scores.ravel()[nonzero].tolist(), "reliability": self.reliability.tolist(), "losses": self.losses.tolist(),
             "expected": self.expected.tolist(), "n_estimated": self.n_estimated,
+            "expected_score_index": np.flatnonzero(self.expected_scores).tolist(),
+            "expected_score_weight": self.expected_scores.ravel()[np.flatnonzero(self.expected_scores)].tolist(),
         }
 
     @classmethod
@@ -427,12 +442,15 @@ class ClassificationAggregate:
         k = int(data["n_classes"])
         scores = np.zeros(k * 2 * SCORE_BINS, dtype=np.int64)
         scores[np.asarray(data["score_index"], dtype=np.int64)] = np.asarray(data["score_count"], dtype=np.int64)
+        # Summaries stored before CBPE estimated ROC AUC have no expected scores: zeros, so no estimate.
+        expected_scores = np.zeros(k * 2 * SCORE_BINS, dtype=np.float64)
+        expected_scores[np.asarray(data.get("expected_score_index", []), dtype=np.int64)] = np.asarray(data.get("expected_score_weight", []), dtype=np.float64)
         positive = data["positive"]
         return cls(
             k, None if positive is None else int(positive), int(data["n_predictions"]), int(data["n_outside"]), int(data["n_scored"]),
             _array(data["confusion"], np.int64, (k, k)), scores.reshape(k, 2, SCORE_BINS),
             _array(data["reliability"], np.float64, (RELIABILITY_BINS, 3)), _array(data["losses"], np.float64, (4,)),
-            _array(data["expected"], np.float64, (k, k)), int(data["n_estimated"]),
+            _array(data["expected"], np.float64, (k, k)), int(data["n_estimated"]), expected_scores.reshape(k, 2, SCORE_BINS),
         )
 
 
@@ -912,9 +930,30 @@ def estimated_from_aggregate(aggregate: QualityAggregate, context: MetricContext
         if context.positive is not None:
             metrics.append(MetricValue(name, float(point[name][context.positive])))
         metrics.extend(MetricValue(name, float(point[name][index]), class_label=label) for index, label in enumerate(context.classes))
+    metrics += _estimated_roc_auc(aggregate, context)
     return EstimatedQuality(
         n_predictions=aggregate.n_estimated, metrics=tuple(metrics), expected_confusion=tuple(tuple(row) for row in aggregate.expected.tolist())
     )
+
+
+def _estimated_roc_auc(aggregate: ClassificationAggregate, context: MetricContext) -> list[MetricValue]:
+    """CBPE's ROC AUC: each prediction counts as a positive of class k with weight its calibrated
+    probability of k and as a negative with the rest (NannyML's CBPE estimate of ROC AUC), ranked
+    by the model's probability of k as the realized AUC ranks it (a multiclass calibrator's
+    normalised rows need not keep that order); a multiclass model's is the macro average of the one-vs-rest estimates,
+    as the realized one. None when a class is never expected to be (or not to be) the label, or
+    the window was summarised before the estimate existed."""
+    indices = [context.positive] if context.positive is not None else range(aggregate.n_classes)
+    per_class = []
+    for index in indices:
+        histogram = aggregate.expected_scores[index]
+        if not (histogram[0].sum() > 0 and histogram[1].sum() > 0):
+            return []
+        per_class.append(_histogram_auc(histogram))
+    if context.positive is not None:
+        return [MetricValue("roc_auc", per_class[0])]
+    return [MetricValue("roc_auc", float(np.mean(per_class))),
+            *(MetricValue("roc_auc", auc, class_label=context.classes[index]) for index, auc in zip(indices, per_class))]
 
 
 def realized_quality(
