@@ -46,6 +46,10 @@ PROJECTION_START = "2026-01-01"
 # Daily 00:45 UTC: yesterday's objects are closed (a late one is left for a later run, untouched).
 COMPACTION_SCHEDULE = events.Schedule.cron(minute="45", hour="0")
 COMPACTION_MEMORY_MIB = 2048
+# /tmp of the compaction function, Lambda's most: a model version's day is downloaded, rewritten and
+# spilled there (sml.archive.store.compact_partition), ~2.5x its size, so ~15M events (~277 B each)
+# per model version and day fit where the default 512 MiB held under a million. ~$0.0003 a run.
+COMPACTION_EPHEMERAL_MIB = 10_240
 # Athena calls a query's caller makes (sml.archive.query.athena_rows); Stop for a cancelled run.
 ATHENA_QUERY_ACTIONS = ["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults", "athena:StopQueryExecution"]
 # What Athena reads from the Glue Data Catalog with its caller's permissions (information_schema included).
@@ -178,6 +182,7 @@ class ArchiveCompaction(Construct):
                 names.ENV_POWERTOOLS_METRICS_NAMESPACE: app_name,
             },
             memory_mib=COMPACTION_MEMORY_MIB,
+            ephemeral_storage_mib=COMPACTION_EPHEMERAL_MIB,
             timeout=cdk.Duration.minutes(15),
         )
         self.function = self.image.function

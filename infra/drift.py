@@ -24,6 +24,8 @@ SCHEDULE = events.Schedule.cron(minute="0", hour="6", week_day="MON")
 # so Monday's weekly run merges them instead of reading a week of rows.
 DAILY_SCHEDULE = events.Schedule.cron(minute="0", hour="1")
 DAILY_SUMMARIES_ACTION = "daily_summaries"
+# /tmp of a drift function reading the archive with DuckDB, Lambda's most (see Drift).
+DUCKDB_EPHEMERAL_MIB = 10_240
 
 
 class Drift(Construct):
@@ -79,6 +81,9 @@ class Drift(Construct):
             memory_mib=config.drift_memory_mib,
             timeout=cdk.Duration.minutes(config.drift_timeout_minutes),
             placement=network.function_placement,
+            # The duckdb source downloads the window's days to /tmp (sml.archive.sources): Lambda's most,
+            # ~30M events (~277 B each, and DuckDB's spill) where the default 512 MiB held under 1.8M.
+            ephemeral_storage_mib=DUCKDB_EPHEMERAL_MIB if config.drift_window_source == "duckdb" else None,
         )
         self.function = self.image.function
         database.grant_connect(self.image.role, db_user)

@@ -57,6 +57,8 @@ class ImageFunction(Construct):
     :param command: the image's ``CMD`` (handler) override, e.g. a second entry point of the same
         image; the image asset is shared, not built twice. ``None`` keeps the Dockerfile's.
     :param reserved_concurrency: reserved concurrent executions (a cap); ``None`` for none.
+    :param ephemeral_storage_mib: size of ``/tmp`` (512 to 10,240 MiB; Lambda bills what is above
+        512 per GB-second); ``None`` keeps Lambda's 512 MiB.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class ImageFunction(Construct):
         placement: VpcPlacement | None = None,
         command: list[str] | None = None,
         reserved_concurrency: int | None = None,
+        ephemeral_storage_mib: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.role = iam.Role(
@@ -109,6 +112,7 @@ class ImageFunction(Construct):
             vpc_subnets=placement.subnets if placement else None,
             security_groups=[placement.security_group] if placement else None,
             reserved_concurrent_executions=reserved_concurrency,
+            ephemeral_storage_size=cdk.Size.mebibytes(ephemeral_storage_mib) if ephemeral_storage_mib is not None else None,
         )
         reason = "X-Ray PutTraceSegments/PutTelemetryRecords accept no resource-level scoping"
         if placement is not None:

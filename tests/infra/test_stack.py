@@ -610,6 +610,7 @@ def test_drift_reads_the_database_by_default_and_is_given_nothing_of_the_archive
     statements = default_stack.statements_of("drift")
     variables = default_stack.function("drift")[1]["Environment"]["Variables"]
     assert variables["SML_WINDOW_SOURCE"] == "database" and "SML_ARCHIVE_PREFIX" not in variables
+    assert "EphemeralStorage" not in default_stack.function("drift")[1]
     assert not any(prefix.startswith(("/archive/", "/athena-results/")) for action in ("s3:GetObject", "s3:PutObject") for prefix in _object_prefixes(statements, action))
     assert not any(a.startswith(("athena:", "glue:")) for s in statements for a in _actions(s))
     assert not any(p.startswith("archive/") for p in _listing_prefixes(statements))
@@ -623,6 +624,8 @@ def test_a_duckdb_drift_function_may_read_and_list_the_archive_only(duckdb_stack
     assert _object_prefixes(statements, "s3:PutObject") == {"/reports/*"}
     assert not any(a in ("s3:DeleteObject",) or a.startswith(("athena:", "glue:")) for s in statements for a in _actions(s))
     assert _listing_prefixes(statements) >= {"archive/", "archive/*"} and "athena-results/" not in _listing_prefixes(statements)
+    # It downloads the window's days to /tmp (sml.archive.sources): Lambda's default 512 MB holds ~1.8M events.
+    assert duckdb_stack.function("drift")[1]["EphemeralStorage"] == {"Size": 10240}
     services = [_joined(e["Properties"]["ServiceName"]) for e in duckdb_stack.of_type("AWS::EC2::VPCEndpoint").values()]
     assert not any(name.endswith(".athena") for name in services)
 
@@ -658,6 +661,9 @@ def test_the_archive_is_compacted_daily_by_a_function_that_may_only_read_write_a
     assert "VpcConfig" not in function
     assert function["ImageConfig"]["Command"] == ["functions.drift.compact.handler"]
     assert function["Environment"]["Variables"]["SML_ARCHIVE_PREFIX"] == "archive/"
+    # A model version's day is downloaded, rewritten and spilled under /tmp: Lambda's default 512 MB
+    # held under a million events (~277 B each, twice over), far below a day at the documented scale.
+    assert function["EphemeralStorage"] == {"Size": 10240}
     statements = default_stack.statements_of("compact")
     s3_actions = {a for s in statements for a in _actions(s) if a.startswith("s3:")}
     assert s3_actions == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}
