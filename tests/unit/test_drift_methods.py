@@ -200,3 +200,19 @@ def test_a_method_that_cannot_read_a_sketch_is_refused_against_the_previous_wind
     with pytest.raises(SmlError, match="^age: the psi method cannot test against the previous window"):
         DriftJobConfig(bucket="b", reference_kind="previous").plan(manifest)
     assert DriftJobConfig(bucket="b", reference_kind="previous").plan(replace(manifest, drift_config=None)).columns[0].main_method().name == "ks"
+
+
+def test_wasserstein_power_check_of_a_discrete_reference_is_its_own_not_an_earlier_one_with_the_same_values() -> None:
+    # Two references of a 5-level feature share their distinct values (and so the grid's digest)
+    # but not their counts: the no-shift quantiles behind the power check must be each one's.
+    from sml.monitoring.drift.methods import wasserstein
+
+    rng = np.random.default_rng(9)
+    small, large = (NumericGrid.from_sorted(np.sort(rng.integers(1, 6, size).astype(float))) for size in (400, 50_000))
+    assert small.digest == large.digest
+    method, column = drift_method("wasserstein"), DriftColumn("likert", "numeric", method="wasserstein")
+    wasserstein._NULL_QUANTILES.clear()
+    alone = method.certifiable(column, large, 1_000, 0.05)
+    wasserstein._NULL_QUANTILES.clear()
+    method.certifiable(column, small, 1_000, 0.05)
+    assert method.certifiable(column, large, 1_000, 0.05) == alone

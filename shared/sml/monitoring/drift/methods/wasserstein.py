@@ -20,6 +20,7 @@ like ``√(1/n + 1/m)``).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -90,12 +91,17 @@ def _spread(grid: Any) -> float:
     return deviation if deviation > 0 and math.isfinite(deviation) else 1.0
 
 
-_NULL_QUANTILES: dict[str, dict[float, float]] = {}
+_NULL_QUANTILES: dict[tuple[str, str], dict[float, float]] = {}
 
 
 def _null_quantiles(grid: Any) -> dict[float, float]:
-    """The 80th and 95th percentiles of the distance between the reference and no-shift windows of its size, per reference."""
-    if grid.digest not in _NULL_QUANTILES:
+    """The 80th and 95th percentiles of the distance between the reference and no-shift windows of its size, per reference.
+
+    Cached by the reference's values *and* counts: the grid's ``digest`` covers only its distinct
+    values (what merging summaries needs), and two references of a discrete feature share those.
+    """
+    key = (grid.digest, hashlib.sha256(np.ascontiguousarray(grid.counts, dtype=np.int64).tobytes()).hexdigest()[:16])
+    if key not in _NULL_QUANTILES:
         rng = np.random.default_rng(SEED + 2)
         cells = grid.reference_cells()
         window = NumericSummary.empty(grid)
@@ -105,5 +111,5 @@ def _null_quantiles(grid: Any) -> dict[float, float]:
         distances = wasserstein_distance(positions, cells, draws) / _spread(grid)
         if len(_NULL_QUANTILES) >= MAX_CACHED_REFERENCES:
             _NULL_QUANTILES.clear()
-        _NULL_QUANTILES[grid.digest] = {share: float(np.quantile(distances, share)) for share in (0.8, 0.95)}
-    return _NULL_QUANTILES[grid.digest]
+        _NULL_QUANTILES[key] = {share: float(np.quantile(distances, share)) for share in (0.8, 0.95)}
+    return _NULL_QUANTILES[key]
