@@ -207,6 +207,34 @@ def test_a_model_with_only_categorical_features_is_read(engine: Engine) -> None:
     assert sorted(read_window(engine, MODEL, WINDOW, only_categories).categorical["c0"]) == ["k0", "k0", "k1", "k1"]
 
 
+def test_windows_read_in_turn_equal_each_window_read_alone_whatever_rows_are_expected(engine: Engine) -> None:
+    rows = [(START + timedelta(hours=5 * index), {"mean radius": float(index), "n1": 1.0, "c0": f"k{index % 4}"}, index % 3) for index in range(30)]
+    rows[17] = (rows[17][0], {"mean radius": 17.0, "n1": "not a number", "c0": None}, 2)  # read again row by row
+    store_rows(engine, rows)
+    days = [TimeWindow(START + timedelta(days=offset), START + timedelta(days=offset + 1)) for offset in range(7)]
+    reference = _grids(CategoricalGrid.from_counts({"0": 5, "1": 5}, categories=[2]))
+
+    # Expected rows only size the slices: far off, or absent, the counts are the same.
+    read = list(windows.read_windows_summaries(engine, MODEL, days, SCHEMA, [reference], expected_rows=[1, None, 0, 1_000, 5, 5, 5]))
+
+    assert [window for window, _ in read] == days
+    for window, (summary,) in read:
+        (alone,) = read_window_summaries(engine, MODEL, window, SCHEMA, [reference])
+        assert summary.to_json() == alone.to_json()
+    assert sum(summary.n_rows for _, (summary,) in read) == 30
+
+
+def test_windows_read_in_turn_give_their_connections_back_when_one_fails(engine: Engine) -> None:
+    store_rows(engine, [(START + timedelta(hours=1), {"mean radius": 1.0}, 0), (START + timedelta(days=1, hours=1), ["not", "an", "object"], 0)])  # type: ignore[list-item]
+    days = [TimeWindow(START + timedelta(days=offset), START + timedelta(days=offset + 1)) for offset in range(3)]
+    read = windows.read_windows_summaries(engine, MODEL, days, SCHEMA, [_grids(NumericGrid.from_sorted([1.0]))])
+
+    assert next(read)[1][0].n_rows == 1
+    with pytest.raises(SmlError, match="not a JSON object"):
+        next(read)
+    assert engine.pool.checkedout() == 0
+
+
 def test_a_regression_models_numeric_predictions_are_counted_as_numbers(engine: Engine) -> None:
     store_rows(engine, [(START + timedelta(hours=index), {"mean radius": 1.0}, 0.25 * index) for index in range(12)] + [(START, {}, "n/a")])
 

@@ -30,11 +30,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -240,6 +242,7 @@ def read_window_summaries(
     slice_rows: int | None = None,
     extension: WindowExtension | None = None,
     version: str | None = None,
+    expected_rows: int | None = None,
 ) -> list[WindowSummary]:
     """Read the predictions of ``model_name`` made in ``window`` into one summary per reference.
 
@@ -250,29 +253,128 @@ def read_window_summaries(
     :param references: what to count against, e.g. the training reference, and the previous
         window's as a second one; every summary sees every row.
     :param version: only this model version's predictions (see :func:`read_window`).
+    :param expected_rows: the window's rows as known already (the writer's day counts), which
+        only size the slices: a figure that is off makes them uneven, never changes what is
+        counted. ``None`` or 0: counted first (a ``COUNT(*)`` over the window's index range).
     :returns: a :class:`~sml.monitoring.summaries.WindowSummary` per reference, in order.
     :raises SmlError: a stored ``features`` text is not a JSON object.
     """
     summarisers = [WindowSummariser(reference) for reference in references]
-    _read(engine, model_name, window, _WindowColumns(features, extension, summarisers), slice_rows, version)
+    _read(engine, model_name, window, _WindowColumns(features, extension, summarisers), slice_rows, version, expected_rows)
     return [summariser.summary() for summariser in summarisers]
 
 
-def _read(engine: Engine, model_name: str, window: TimeWindow, columns: _WindowColumns, slice_rows: int | None, version: str | None = None) -> None:
-    in_window = _in_window(model_name, window, version)
-    start = to_db_timestamp(window.start)
-    # One transaction: on InnoDB the count, the slices and any slice read again see one snapshot.
-    # Where rows can arrive in between, a slice read again had added nothing, so no row counts twice.
-    with engine.connect() as connection:
-        rows = connection.execute(_hinted(sa.select(sa.func.count()).select_from(PREDICTIONS).where(*in_window))).scalar_one()
-        if rows:
-            columns.reserve(rows)
-            slices = math.ceil(rows / (slice_rows or columns.default_slice_rows))
-            slice_number = _slice_number(connection, start, math.ceil(window.length / timedelta(microseconds=1) / slices))
-            if not columns.decodes_slices:
-                _read_rows(connection, in_window, columns)
-            elif unread := _read_slices(connection, in_window, slice_number, columns):
-                _read_rows(connection, (*in_window, slice_number.in_(unread)), columns)
+def read_windows_summaries(
+    engine: Engine,
+    model_name: str,
+    windows: Sequence[TimeWindow],
+    features: Sequence[FeatureSpec],
+    references: Sequence[SummaryReference],
+    *,
+    version: str | None = None,
+    expected_rows: Sequence[int | None] | None = None,
+) -> Iterator[tuple[TimeWindow, list[WindowSummary]]]:
+    """:func:`read_window_summaries` of each of ``windows`` in turn, yielded as each is read, with
+    the database preparing the next window's slices while this one's are decoded.
+
+    The slices of a window come from one grouped query, which the database answers only once it
+    has built them all, and decoding them is the client's work: read one after the other, the two
+    add up. Here the next window's query is sent on a second connection (from a worker thread)
+    before this window is decoded, so on two cores they overlap; the database holds that answer
+    until it is read, so memory still holds one slice at a time. Each window is read in its own
+    transaction, as :func:`read_window_summaries` reads it.
+
+    :param expected_rows: per window, as :func:`read_window_summaries` takes it.
+    :returns: an iterator of ``(window, one summary per reference)``, in the order of ``windows``.
+    """
+    expected = list(expected_rows) if expected_rows is not None else [None] * len(windows)
+
+    def start(index: int) -> tuple[_WindowRead, list[WindowSummariser]]:
+        summarisers = [WindowSummariser(reference) for reference in references]
+        columns = _WindowColumns(features, None, summarisers)
+        return _WindowRead(engine, model_name, windows[index], columns, None, version, expected[index]), summarisers
+
+    if not windows:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sml-window-read") as worker:
+        pending: Future[tuple[_WindowRead, list[WindowSummariser]]] | None = worker.submit(start, 0)
+        try:
+            for index, window in enumerate(windows):
+                assert pending is not None
+                read, summarisers = pending.result()
+                pending = worker.submit(start, index + 1) if index + 1 < len(windows) else None
+                read.finish()
+                yield window, [summariser.summary() for summariser in summarisers]
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    pending.result()[0].close()
+
+
+def _read(
+    engine: Engine,
+    model_name: str,
+    window: TimeWindow,
+    columns: _WindowColumns,
+    slice_rows: int | None,
+    version: str | None = None,
+    expected_rows: int | None = None,
+) -> None:
+    _WindowRead(engine, model_name, window, columns, slice_rows, version, expected_rows).finish()
+
+
+class _WindowRead:
+    """One window's read, in one transaction of its own connection: created, it has sent the
+    slices' query (the database builds them meanwhile); :meth:`finish` decodes them into the
+    columns, reads again row by row any slice that does not decode, and closes the connection.
+
+    On InnoDB the count, the slices and any slice read again see one snapshot. Where rows can
+    arrive in between, a slice read again had added nothing, so no row counts twice.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        model_name: str,
+        window: TimeWindow,
+        columns: _WindowColumns,
+        slice_rows: int | None,
+        version: str | None,
+        expected_rows: int | None,
+    ) -> None:
+        self.columns = columns
+        self.in_window = _in_window(model_name, window, version)
+        self.connection = engine.connect()
+        self.result: Any = None
+        try:
+            # Summaries need the count only to size the slices; columns fill arrays of that size.
+            self.rows = (expected_rows if columns.summarisers is not None else None) or self.connection.execute(
+                _hinted(sa.select(sa.func.count()).select_from(PREDICTIONS).where(*self.in_window))
+            ).scalar_one()
+            if self.rows:
+                columns.reserve(self.rows)
+                slices = math.ceil(self.rows / (slice_rows or columns.default_slice_rows))
+                slice_microseconds = math.ceil(window.length / timedelta(microseconds=1) / slices)
+                self.slice_number = _slice_number(self.connection, to_db_timestamp(window.start), slice_microseconds)
+                if columns.decodes_slices:
+                    self.result = _slices_result(self.connection, self.in_window, self.slice_number, columns)
+        except BaseException:
+            self.connection.close()
+            raise
+
+    def finish(self) -> None:
+        try:
+            if not self.rows:
+                return
+            if self.result is None:
+                _read_rows(self.connection, self.in_window, self.columns)
+            elif unread := _add_slices(self.result, self.columns):
+                _read_rows(self.connection, (*self.in_window, self.slice_number.in_(unread)), self.columns)
+        finally:
+            self.connection.close()
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def _in_window(model_name: str, window: TimeWindow, version: str | None = None) -> tuple[Any, ...]:
@@ -321,8 +423,8 @@ def _utc(value: datetime | str) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
-def _read_slices(connection: Connection, in_window: Sequence[Any], slice_number: Any, columns: _WindowColumns) -> list[int]:
-    """Add every slice the typed decoder accepts to ``columns``; return the numbers of the others."""
+def _slices_result(connection: Connection, in_window: Sequence[Any], slice_number: Any, columns: _WindowColumns) -> Any:
+    """Send the query of the window's slices; returns its streamed result (one slice per fetch)."""
     if connection.dialect.name in ("mysql", "mariadb"):
         # The default (1 KiB on MySQL, 1 MiB on MariaDB) would cut slices short; longer than the packet limit, a slice is NULL.
         connection.exec_driver_sql("SET SESSION group_concat_max_len = @@max_allowed_packet")
@@ -337,9 +439,14 @@ def _read_slices(connection: Connection, in_window: Sequence[Any], slice_number:
         .group_by(slice_number)
         .order_by(slice_number)
     )
-    failed = []
     # One slice per fetch: the server builds the next slice while this one is decoded.
-    for number, rows, text in connection.execution_options(stream_results=True, yield_per=1).execute(_hinted(statement)):
+    return connection.execution_options(stream_results=True, yield_per=1).execute(_hinted(statement))
+
+
+def _add_slices(result: Any, columns: _WindowColumns) -> list[int]:
+    """Add every slice of ``result`` the typed decoder accepts to ``columns``; return the numbers of the others."""
+    failed = []
+    for number, rows, text in result:
         if not columns.add_slice(text, rows):
             failed.append(number)
     return failed
