@@ -16,6 +16,7 @@ from writer_support import label_body
 from sml.archive.rebuild import rebuild_tables
 from sml.archive.store import ArchiveLocation, archive_rows, compact_partition, partitions
 from sml.cli.main import main
+from sml.core.db import PREDICTION_DAY_COUNTS, PREDICTIONS
 from sml.core.events import build_prediction_event, build_refusal_event, serialise_event
 from sml.writer.batch import StoredRows, write_batch
 
@@ -71,6 +72,17 @@ def content(engine: Engine) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
+def day_counts(engine: Engine) -> dict[tuple[str, str, str], int]:
+    """``prediction_day_counts`` by (model, version, day), checked equal to the rows' own count."""
+    table = PREDICTION_DAY_COUNTS
+    with engine.connect() as connection:
+        counts = {(m, v, str(d)[:10]): int(n) for m, v, d, n in connection.execute(sa.select(table.c.model_name, table.c.model_version, table.c.day, table.c.n_rows))}
+        day = sa.func.date(PREDICTIONS.c.predicted_at)
+        query = sa.select(PREDICTIONS.c.model_name, PREDICTIONS.c.model_version, day, sa.func.count()).group_by(PREDICTIONS.c.model_name, PREDICTIONS.c.model_version, day)
+        assert counts == {(m, v, str(d)[:10]): int(n) for m, v, d, n in connection.execute(query)}
+    return counts
+
+
 def drop_every_table(engine: Engine) -> None:
     metadata = sa.MetaData()
     metadata.reflect(engine)
@@ -83,14 +95,19 @@ def test_dropped_tables_are_rebuilt_with_the_same_content_and_a_second_rebuild_c
     before = content(engine)
     assert len(before["predictions"]) == 30 and len(before["ground_truth"]) == 2 and len(before["predict_refusals"]) == 1
 
+    counts = day_counts(engine)
+    assert sum(counts.values()) == 30
+
     drop_every_table(engine)
     outcome = rebuild_tables(engine, s3, location, DAY_ONE.date(), DAY_TWO.date())
     assert content(engine) == before
     assert outcome["predictions"].inserted == 30 and outcome["predictions"].skipped == 4
+    assert day_counts(engine) == counts  # the writer's per-day counts come back with the rows
 
     again = rebuild_tables(engine, s3, location, DAY_ONE.date(), DAY_TWO.date())
     assert again["predictions"].inserted == 0 and again["predictions"].skipped == 34
     assert content(engine) == before
+    assert day_counts(engine) == counts
 
 
 def test_a_rebuild_from_compacted_objects_finds_the_same_content(engine: Engine, s3: Any) -> None:

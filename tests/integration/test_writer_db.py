@@ -210,8 +210,8 @@ def test_mysql_looks_ids_up_then_stores_new_rows_in_one_statement_and_a_redelive
     again = write_batch(mysql_engine, records)
 
     # The primary key is (prediction_id, predicted_at) on the partitioned table: the lookup by id
-    # is what keeps an id unique, so it comes first.
-    assert (first.inserted, first.duplicates, first_statements) == (20, 0, ["SELECT", "INSERT"])
+    # is what keeps an id unique, so it comes first. The rows inserted then add to their day's count.
+    assert (first.inserted, first.duplicates, first_statements) == (20, 0, ["SELECT", "INSERT", "INSERT"])
     assert (again.inserted, again.duplicates) == (0, 20)
     assert [statement.split()[0] for statement in statements] == ["SELECT"]
     assert row_count(mysql_engine) == 20
@@ -227,7 +227,8 @@ def test_mysql_splits_a_batch_by_statement_size_and_a_row_over_the_size_goes_alo
     outcome = write_batch(mysql_engine, numbered([event_body(radius=float(index)) for index in range(5)]))
 
     assert outcome.inserted == 5
-    assert [statement.split()[0] for statement in statements] == ["SELECT", "INSERT"] * 5
+    assert [statement.split()[0] for statement in statements] == ["SELECT", "INSERT"] * 5 + ["INSERT"]
+    assert "prediction_day_counts" in statements[-1]
     assert row_count(mysql_engine) == 5
 
 

@@ -183,6 +183,28 @@ DRIFT_DAY_SUMMARIES = sa.Table(
     sa.Column("computed_at", _TIMESTAMP, nullable=False),
 )
 
+# The writer's count of the day a stored day summary was checked against (sml.monitoring.daily, sql/0011).
+DRIFT_DAY_SUMMARY_COUNTS = sa.Table(
+    "drift_day_summary_counts",
+    METADATA,
+    sa.Column("model_name", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(128), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("reference_id", sa.CHAR(64), primary_key=True),
+    sa.Column("day_count", sa.BigInteger, nullable=False),
+)
+
+# Rows of predictions per model, version and UTC day of predicted_at, as the writer inserted them
+# (sml.core.day_counts, sql/0010).
+PREDICTION_DAY_COUNTS = sa.Table(
+    "prediction_day_counts",
+    METADATA,
+    sa.Column("model_name", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(128), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("n_rows", sa.BigInteger, nullable=False),
+)
+
 QUALITY_METRICS = sa.Table(
     "quality_metrics",
     METADATA,
@@ -633,9 +655,11 @@ FUNCTION_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "predictions": ("SELECT", "INSERT", "UPDATE"),
         "ground_truth": ("SELECT", "INSERT", "UPDATE"),
         "predict_refusals": ("SELECT", "INSERT", "UPDATE"),
+        "prediction_day_counts": ("SELECT", "INSERT", "UPDATE"),
     },
     "drift": {
         "predictions": ("SELECT",),
+        "prediction_day_counts": ("SELECT",),
         "ground_truth": ("SELECT",),
         "predict_refusals": ("SELECT",),
         "drift_*": ("SELECT", "INSERT", "UPDATE", "DELETE"),

@@ -13,7 +13,8 @@ the rows predicted before the next day's midnight (the oldest also holds anythin
 
 SQLite has no partitions: the step deletes the old rows one day per transaction, so the writer
 never waits behind one long delete. Only ``predictions`` is touched: labels (``ground_truth``),
-refusals and stored runs keep their own retention.
+refusals and stored runs keep their own retention. The days' row counts the writer keeps
+(:mod:`sml.core.day_counts`) go with their rows.
 
 How long rows must be kept follows from what reads them (:func:`retention_limits`): the weekly
 run reads the current window and, with the ``previous`` reference, the window before it; a label
@@ -37,6 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from sml.core.day_counts import delete_day_counts_before
 from sml.core.db import PREDICTIONS, dialect_family
 from sml.core.errors import SmlError
 
@@ -157,6 +159,7 @@ def apply_retention(
             statement = f"ALTER TABLE {table} DROP PARTITION {', '.join(dropped)}"
             notify(statement)
             connection.exec_driver_sql(statement)
+        delete_day_counts_before(connection, cutoff)
         connection.commit()
     return RetentionOutcome(cutoff=cutoff, created=[partition_name(day) for day in new_days], dropped=dropped)
 
@@ -177,6 +180,7 @@ def _delete_days_before(engine: Engine, cutoff: date, notify: Callable[[str], No
         with engine.begin() as connection:
             before = datetime.combine(day + timedelta(days=1), time())
             deleted += connection.execute(PREDICTIONS.delete().where(PREDICTIONS.c.predicted_at < before)).rowcount
+            delete_day_counts_before(connection, day + timedelta(days=1))
     return deleted
 
 

@@ -50,6 +50,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from sml.core.day_counts import add_inserted_rows
 from sml.core.db import GROUND_TRUTH, PREDICT_REFUSALS, PREDICTIONS, dialect_family, to_db_timestamp
 from sml.core.events import EventValidationError, GroundTruthEvent, PredictionEvent, RefusalEvent, parse_event
 
@@ -308,17 +309,25 @@ def insert_prediction_rows(connection: Connection, rows: Sequence[Row]) -> Inser
       ids concurrently could do that. ``ON DUPLICATE KEY UPDATE``'s rowcount cannot count skipped
       rows (SQLAlchemy's MySQL dialects connect with ``CLIENT_FOUND_ROWS``), hence the lookup.
 
+    The rows inserted are added to their days' counts in the same transaction
+    (:func:`sml.core.day_counts.add_inserted_rows`); skipped rows add nothing. On SQLite a
+    statement that skipped some rows tells the inserted ones by the ``stored_at`` read back: a
+    skipped row that carried the stored row's own ``stored_at`` (``sml rebuild`` inserting an
+    archived copy of a row that is there) is counted too, which only makes its day look changed.
+
     :param connection: a connection inside a transaction; the caller commits.
     :param rows: rows as built by :func:`prediction_row`, distinct ``prediction_id``\\ s.
     :returns: an :class:`InsertOutcome`.
     :raises sqlalchemy.exc.DBAPIError: as raised by the database.
     """
-    if dialect_family(connection.engine) == "sqlite":
-        return _insert_into_sqlite(connection, rows)
-    return _insert_into_mysql(connection, rows)
+    insert = _insert_into_sqlite if dialect_family(connection.engine) == "sqlite" else _insert_into_mysql
+    inserted_rows: list[Row] = []
+    outcome = insert(connection, rows, inserted_rows)
+    add_inserted_rows(connection, inserted_rows)
+    return outcome
 
 
-def _insert_into_sqlite(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
+def _insert_into_sqlite(connection: Connection, rows: Sequence[Row], inserted_rows: list[Row]) -> InsertOutcome:
     statement = sqlite.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=[PREDICTIONS.c.prediction_id])
     inserted = 0
     conflicts: list[str] = []
@@ -329,10 +338,14 @@ def _insert_into_sqlite(connection: Connection, rows: Sequence[Row]) -> InsertOu
         if chunk_inserted < len(chunk):
             stored = _stored_predictions(connection, [row["prediction_id"] for row in chunk])
             conflicts += _conflicting_ids(chunk, stored)
+            if chunk_inserted:
+                inserted_rows += [row for row in chunk if stored[row["prediction_id"]]["stored_at"] == row["stored_at"]]
+        else:
+            inserted_rows += chunk
     return InsertOutcome(inserted, len(rows) - inserted, tuple(conflicts))
 
 
-def _insert_into_mysql(connection: Connection, rows: Sequence[Row]) -> InsertOutcome:
+def _insert_into_mysql(connection: Connection, rows: Sequence[Row], inserted_rows: list[Row]) -> InsertOutcome:
     inserted = duplicates = 0
     conflicts: list[str] = []
     for chunk in _mysql_statement_chunks(rows):
@@ -340,6 +353,7 @@ def _insert_into_mysql(connection: Connection, rows: Sequence[Row]) -> InsertOut
         new_rows = [row for row in chunk if row["prediction_id"] not in stored]
         if new_rows:
             _execute_mysql_insert(connection, new_rows)
+        inserted_rows += new_rows
         inserted += len(new_rows)
         duplicates += len(chunk) - len(new_rows)
         conflicts += _conflicting_ids(chunk, stored)
@@ -347,7 +361,7 @@ def _insert_into_mysql(connection: Connection, rows: Sequence[Row]) -> InsertOut
 
 
 def _stored_predictions(connection: Connection, prediction_ids: list[str]) -> dict[str, Row]:
-    columns = [PREDICTIONS.c[name] for name in _EVENT_COLUMNS]
+    columns = [PREDICTIONS.c[name] for name in (*_EVENT_COLUMNS, "stored_at")]
     query = sa.select(*columns).where(PREDICTIONS.c.prediction_id.in_(prediction_ids))
     return {row.prediction_id: row._asdict() for row in connection.execute(query)}
 
