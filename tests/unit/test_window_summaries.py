@@ -57,6 +57,15 @@ def _counted(reference: np.ndarray, window: np.ndarray) -> tuple[NumericGrid, Nu
 
 @SETTINGS
 @given(reference=samples(), window=samples())
+def test_a_values_cell_is_its_count_of_reference_values_below_plus_at_or_below(reference: np.ndarray, window: np.ndarray) -> None:
+    grid = NumericGrid.from_sorted(np.sort(reference))
+    values = np.sort(np.concatenate([window, grid.values[::3], -grid.values[:2], [0.0, -0.0]]))
+    expected = np.searchsorted(grid.values, values, side="left") + np.searchsorted(grid.values, values, side="right")
+    assert np.array_equal(grid.cells_of(values), expected)
+
+
+@SETTINGS
+@given(reference=samples(), window=samples())
 def test_ks_from_cells_equals_the_array_path_bit_for_bit(reference: np.ndarray, window: np.ndarray) -> None:
     grid, summary = _counted(reference, window)
     from_cells = ks_two_sample_cells(grid.reference_cells(), summary.cells, grid.representatives())

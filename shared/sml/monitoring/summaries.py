@@ -109,7 +109,11 @@ class NumericGrid:
 
     def cells_of(self, values: np.ndarray) -> np.ndarray:
         """The cell index of each finite value (see the module doc)."""
-        return np.searchsorted(self.values, values, side="left") + np.searchsorted(self.values, values, side="right")
+        # left + right insertion points, from one binary search: right = left + 1 on a reference value.
+        below = np.searchsorted(self.values, values, side="left")
+        if not self.values.size:
+            return below
+        return 2 * below + (self.values[np.minimum(below, self.values.size - 1)] == values)
 
     def representatives(self) -> np.ndarray:
         """One value inside each cell: the distinct value for an odd cell, the next float above the
