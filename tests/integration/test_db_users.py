@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,7 +22,9 @@ from sml.core.db import (
     iam_auth_token,
 )
 from sml.core.errors import SmlError
+from sml.core.events import build_prediction_event
 from sml.core.settings import WriterSettings, load_settings
+from sml.writer.batch import prediction_row, write_prediction_rows
 
 PREDICTION = {
     "prediction_id": "0190c7c2-0000-7000-8000-000000000001",
@@ -68,7 +71,7 @@ def test_each_function_user_may_do_only_its_own_work(mysql_url: str, users: dict
     admin = create_db_engine(mysql_url)
     apply_migrations(admin)
     granted = apply_function_users(admin, list(users.values()))
-    assert sorted(granted["writer"]) == ["ground_truth", "predict_refusals", "predictions"]
+    assert sorted(granted["writer"]) == ["ground_truth", "predict_refusals", "prediction_day_counts", "predictions"]
     assert set(granted["drift"]) >= {"predictions", "ground_truth", "predict_refusals", "drift_runs", "drift_features", "quality_runs", "quality_metrics"}
     every_table = {table.name for table in METADATA.sorted_tables} - {"schema_migrations"}
     assert every_table <= set(granted["writer"]) | set(granted["drift"]), "a table no function may use"
@@ -76,6 +79,10 @@ def test_each_function_user_may_do_only_its_own_work(mysql_url: str, users: dict
     writer = _engine_as(mysql_url, users["writer"])
     with writer.begin() as connection:
         connection.execute(INSERT_PREDICTION, PREDICTION)
+    # The writer's own insert also adds to the day's count, twice for the same day (insert, then update).
+    for index in range(2):
+        row = prediction_row(build_prediction_event(model_name="m", model_version="v1", features={"x": 1.0}, prediction="a"), datetime.now(UTC))
+        assert write_prediction_rows(writer, [row]).inserted == 1, index
     with pytest.raises(sa.exc.OperationalError, match="denied"), writer.begin() as connection:
         connection.execute(DRIFT_RUN)
     with pytest.raises(sa.exc.OperationalError, match="denied"), writer.begin() as connection:
@@ -83,11 +90,14 @@ def test_each_function_user_may_do_only_its_own_work(mysql_url: str, users: dict
 
     drift = _engine_as(mysql_url, users["drift"])
     with drift.begin() as connection:
-        assert connection.execute(sa.text("SELECT COUNT(*) FROM predictions")).scalar() == 1
+        assert connection.execute(sa.text("SELECT COUNT(*) FROM predictions")).scalar() == 3
+        assert connection.execute(sa.text("SELECT SUM(n_rows) FROM prediction_day_counts")).scalar() == 2
         connection.execute(DRIFT_RUN)
         connection.execute(sa.text("DELETE FROM drift_runs WHERE run_id = 'r1'"))
     with pytest.raises(sa.exc.OperationalError, match="denied"), drift.begin() as connection:
         connection.execute(INSERT_PREDICTION, {**PREDICTION, "prediction_id": "0190c7c2-0000-7000-8000-000000000002"})
+    with pytest.raises(sa.exc.OperationalError, match="denied"), drift.begin() as connection:
+        connection.execute(sa.text("DELETE FROM prediction_day_counts"))
     for engine in (writer, drift, admin):
         engine.dispose()
 
