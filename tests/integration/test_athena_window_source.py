@@ -343,3 +343,42 @@ def test_a_model_trained_on_float_categories_counts_them_as_the_database_does(en
     for index, theirs in enumerate(database):
         assert differences(duckdb[index].to_json(), theirs.to_json()) == []
         assert differences(athena[index].to_json(), theirs.to_json()) == []
+
+
+def test_booleans_and_mixed_categories_archived_as_json_text_count_as_the_database_counts_them(engine: Engine, s3: Any, as_athena: Any) -> None:
+    # A categorical feature of booleans, or of numbers and text mixed, is archived as JSON text
+    # (true, "a"); the database counts str() of the value sent (True, a). The archive's sources
+    # counted the JSON text: every known value unseen, a drift the database did not see.
+    from drift_support import Traffic
+
+    from sml.archive.sources import archive_window_summaries
+
+    location, open_archive = as_athena
+    features = (FeatureSpec("smoker", "categorical"), FeatureSpec("grade", "categorical"), FeatureSpec("colour", "categorical"))
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    traffic = Traffic(
+        columns={
+            "smoker": [True, False, None, True] * 6,
+            "grade": [1, "a", 2.5, None, "b", 1, "true", 'say "x"'] * 3,
+            "colour": ["red", "true", "[1]", "null", None, "1", "True", "blue"] * 3,  # plain text: as it is
+        },
+        labels=["benign", "malignant"] * 12,
+    )
+    store_both(engine, s3, location, traffic, window.start, window.end, copies=3)
+    reference = SummaryReference(
+        features={
+            "smoker": CategoricalGrid.from_counts({"True": 5, "False": 5}),
+            "grade": CategoricalGrid.from_counts({"1": 3, "a": 3, "2.5": 1, 'say "x"': 1}),
+            "colour": CategoricalGrid.from_counts({"red": 4, "true": 1, "1": 1}),
+        },
+        prediction=CategoricalGrid.from_counts({"benign": 1, "malignant": 1}),
+    )
+    database = read_window_summaries(engine, MODEL_NAME, window, features, [reference])
+    duckdb = archive_window_summaries(s3, location, MODEL_NAME, window, features, [reference])
+    athena = open_archive().read_summaries(MODEL_NAME, window, features, [reference])
+    assert database[0].features["smoker"].counts == {"True": 12, "False": 6}  # type: ignore[union-attr]
+    for ours in (duckdb[0], athena[0]):
+        mine, theirs = ours.to_json(), database[0].to_json()
+        for name in ("smoker", "grade", "colour"):
+            mine["features"][name].pop("unseen_top"), theirs["features"][name].pop("unseen_top")  # an unseen value keeps its archived text
+        assert differences(mine, theirs) == []

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sml.archive.layout import Partition, days, day_of, escape_name, feature_column, integral_floats, number_category, unescape_name
+from sml.archive.layout import Partition, days, day_of, escape_name, feature_column, integral_floats, number_category, text_category, unescape_name
 
 
 @given(st.text(min_size=1, max_size=40))
@@ -155,3 +155,10 @@ def test_a_number_category_is_written_as_the_reference_counted_integral_numbers(
     assert integral_floats(("1.0", "2.0", "2.5")) and not integral_floats(("1", "2.0")) and not integral_floats(("a", "b")) and not integral_floats(())
     assert [number_category(value, False) for value in (3.0, -0.0, 2.5, 1e16)] == ["3", "0", "2.5", "10000000000000000"]
     assert [number_category(value, True) for value in (3.0, -0.0, 2.5, 1e16)] == ["3.0", "-0.0", "2.5", "1e+16"]
+
+
+def test_a_text_category_is_read_as_json_only_when_that_gives_a_known_category() -> None:
+    known = {"True", "False", "a", "true", "1"}
+    assert [text_category(text, known) for text in ("true", "false", '"a"', "a", '"b"', "null", "NaN", "[1]", "1", "1.0")] == [
+        "true", "False", "a", "a", '"b"', "null", "NaN", "[1]", "1", "1.0"
+    ]

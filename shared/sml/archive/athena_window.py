@@ -49,7 +49,9 @@ first from ``information_schema.columns``, and a missing one is refused with the
 ... ADD COLUMNS`` that adds it. A categorical feature counts by the ``str()`` of its value as the
 other sources do: a text column's value as it is, a number column's value as an integer when it
 is integral (``3``, not ``3.0``) unless the reference counted integral numbers as floats
-(:func:`~sml.archive.layout.integral_floats`); the prediction is decoded from its JSON text.
+(:func:`~sml.archive.layout.integral_floats`), a text as JSON where that gives a category the
+reference knows (booleans and mixed values are archived as JSON text;
+:func:`~sml.archive.layout.text_category`); the prediction is decoded from its JSON text.
 
 **Time.** Athena (engine v3) reads Parquet timestamps in milliseconds: a prediction made in the
 same millisecond as a window's bound, off a whole millisecond, can fall on the other side. The
@@ -69,7 +71,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from sml.archive.layout import PREDICTIONS_TABLE, feature_column, integral_floats, number_category
+from sml.archive.layout import PREDICTIONS_TABLE, feature_column, integral_floats, number_category, text_category
 from sml.archive.query import AthenaTarget, athena_rows
 from sml.core.errors import SmlError
 from sml.lifecycle.manifest import FeatureSpec
@@ -184,7 +186,7 @@ def summaries_from_rows(
     Every query counts the window's rows; the first one's count is taken.
     """
     numeric: dict[tuple[str | None, int], NumericSummary] = {}
-    categories: dict[str | None, tuple[dict[str | float, int], list[int]]] = {}
+    categories: dict[str | None, tuple[dict[str | float | tuple[str], int], list[int]]] = {}
     n_rows = 0
     for number, (query, rows) in enumerate(zip(queries, results)):
         for row in rows:
@@ -424,11 +426,13 @@ def _add_cell(summary: NumericSummary, grid: NumericGrid, cell: Any, count: int,
         summary.above_total += float(total)
 
 
-def _category(kind: str, text_key: Any, number_key: Any) -> str | float | None:
-    """A category's ``str()`` form as the other sources count it, None for a missing value, or a
-    number column's value as the float it is (its text depends on the reference: :func:`~sml.archive.layout.number_category`)."""
+def _category(kind: str, text_key: Any, number_key: Any) -> str | float | tuple[str] | None:
+    """A category's ``str()`` form as the other sources count it, None for a missing value, or, as
+    their texts depend on the reference, a number column's value as the float it is
+    (:func:`~sml.archive.layout.number_category`) and a text column's value in a 1-tuple
+    (:func:`~sml.archive.layout.text_category`)."""
     if kind == "text":
-        return None if text_key is None else str(text_key)
+        return None if text_key is None else (str(text_key),)
     if kind == "number":
         return None if number_key is None else float(number_key)
     if text_key is None:
@@ -440,14 +444,18 @@ def _category(kind: str, text_key: Any, number_key: Any) -> str | float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def _categorical(grid: ColumnGrid, counted: tuple[dict[str | float, int], list[int]] | None) -> CategoricalSummary:
+def _categorical(grid: ColumnGrid, counted: tuple[dict[str | float | tuple[str], int], list[int]] | None) -> CategoricalSummary:
     assert isinstance(grid, CategoricalGrid)
     summary = CategoricalSummary.empty(grid)
     if counted is not None:
         as_float = integral_floats(grid.known)
+        known = frozenset(grid.known)
         counts: dict[str, int] = {}
         for key, count in counted[0].items():
-            text = key if isinstance(key, str) else number_category(key, as_float)
+            if isinstance(key, tuple):
+                text = text_category(key[0], known)
+            else:
+                text = key if isinstance(key, str) else number_category(key, as_float)
             counts[text] = counts.get(text, 0) + count
         summary.add_counts(counts, counted[1][0])
     return summary

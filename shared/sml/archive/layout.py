@@ -15,6 +15,7 @@ The escaping is reversible, so no two names meet and rebuilding restores the nam
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -138,3 +139,30 @@ def number_category(number: float, as_float: bool) -> str:
     """The category (``str()``) of a number the archive holds as a double: an integral number as the
     integer (``"3"``) unless ``as_float`` (:func:`integral_floats` of the reference), else as ``str(number)``."""
     return str(int(number)) if number.is_integer() and not as_float else str(number)
+
+
+def text_category(text: str, known: Collection[str]) -> str:
+    """The category (``str()``) of a text the archive holds for a categorical feature, given the
+    reference's categories ``known``.
+
+    A feature whose values are not all numbers or all text (booleans, a mix) is archived as JSON
+    text (:mod:`sml.archive.parquet`), where the database read counts ``str()`` of the value sent:
+    ``true`` is ``"True"``, ``"a"`` (quoted) is ``a``. Which files hold JSON is in each file's
+    metadata, which neither Athena nor a query over many files sees, so a text is read as JSON
+    only when that gives a category the reference knows and the text as it is does not: the known
+    categories are counted as from the database; an unseen value keeps its archived text. The one
+    text this misreads: a plain text that is the JSON of another known category (``"red"`` with its
+    quotes, where ``red`` is known), counted as that category.
+    """
+    if text in known:
+        return text
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except ValueError:
+        return text
+    decoded = text if value is None else str(value)
+    return decoded if decoded in known else text
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")

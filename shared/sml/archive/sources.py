@@ -13,8 +13,9 @@ Values are taken as the database read takes them: a numeric feature's missing, n
 non-numeric value counts as missing; a categorical value is counted by its ``str()``, where the
 archive gives an integral float of a numeric category back as the integer it was (``3``, not
 ``3.0``) unless the reference counted integral numbers as floats
-(:func:`sml.archive.layout.integral_floats`); the prediction is the decoded JSON text. Where the
-two can differ: a numeric feature sent as the string ``"1.5"`` is missing in the database read
+(:func:`sml.archive.layout.integral_floats`), and a text as JSON where that gives a category the
+reference knows (:func:`sml.archive.layout.text_category`: booleans and mixed values are archived
+as JSON text); the prediction is the decoded JSON text. Where the two can differ: a numeric feature sent as the string ``"1.5"`` is missing in the database read
 but a number here, since the archive cannot tell it from a column that changed type between
 model versions; an integral category sent as ``3`` to a model trained on ``3.0`` (or the reverse).
 """
@@ -34,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sml.archive.layout import PREDICTIONS_TABLE, feature_column, integral_floats, number_category
+from sml.archive.layout import PREDICTIONS_TABLE, feature_column, integral_floats, number_category, text_category
 from sml.archive.query import archive_ctes, download_days, duckdb_connection, read_parquet_source
 from sml.archive.store import ArchiveLocation
 from sml.lifecycle.manifest import FeatureSpec
@@ -147,19 +148,28 @@ def _gathered(reader: pa.RecordBatchReader, rows: int) -> Any:
 
 def _count(batch: pa.RecordBatch, features: Sequence[FeatureSpec], summarisers: Sequence[WindowSummariser]) -> None:
     columns: dict[str, Any] = {}
-    numbers: list[str] = []  # categorical columns of numbers: their texts depend on the reference
+    numbers: list[str] = []  # categorical columns of numbers, and of text: their categories depend on the reference
+    texts: list[str] = []
     for index, spec in enumerate(features, start=1):
         array = batch.column(index)
         columns[spec.name] = _numeric(array) if spec.kind == "numeric" else _categorical(array)
         if spec.kind != "numeric" and pa.types.is_floating(array.type):
             numbers.append(spec.name)
+        elif spec.kind != "numeric" and (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+            texts.append(spec.name)
     predictions = _decoded(batch.column(0))
     for summariser in summarisers:
         named = dict(columns)
-        for name in numbers:
-            as_float = integral_floats(summariser.reference.features[name].known)  # type: ignore[union-attr]
-            texts = {value: number_category(value, as_float) for value in set(columns[name]) if value is not None}
-            named[name] = [None if value is None else texts[value] for value in columns[name]]
+        for name in numbers + texts:
+            known = summariser.reference.features[name].known  # type: ignore[union-attr]
+            if name in texts:
+                seen = frozenset(known)
+                category = {value: text_category(value, seen) for value in set(columns[name]) if value is not None}
+            else:
+                as_float = integral_floats(known)
+                category = {value: number_category(value, as_float) for value in set(columns[name]) if value is not None}
+            if any(text != value for value, text in category.items()):
+                named[name] = [None if value is None else category[value] for value in columns[name]]
         summariser.add_columns(named, predictions, rows=batch.num_rows)
 
 
