@@ -30,7 +30,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -404,12 +404,13 @@ class LossSample:
     """A uniform sample, without replacement, of up to ``size`` of a window's rows for DLE: the
     rows with the smallest random keys (fixed seed), kept as the window is read, slice by slice.
 
-    Rows come as the window read's feature structs (``msgspec`` structs whose fields encode to the
-    feature names). Only rows of slices decoded whole are sampled: a slice read again row by row
-    (one the typed decoder refused) is left out of DLE's sample, never out of the metrics.
-    The sample is kept by column, one list of values per feature: a tuple per row would count
-    towards the garbage collector's thresholds and set off full collections of the process's
-    heap (see :class:`sml.monitoring.windows._WindowColumns`).
+    Rows come as the window read's feature structs (``msgspec`` structs, of the one type of that
+    read's decoder, whose fields encode to the feature names). Only rows of slices decoded whole
+    are sampled: a slice read again row by row (one the typed decoder refused) is left out of
+    DLE's sample, never out of the metrics. The structs themselves are kept (they are created
+    untracked by the garbage collector, see :class:`sml.monitoring.windows._WindowColumns`) and
+    their values read once, at the end, for the rows that stay: reading every candidate row's
+    values as it came cost more than evaluating DLE's trees.
     """
 
     def __init__(self, names: Sequence[str], size: int = DLE_MAX_ROWS, seed: int = DLE_SEED) -> None:
@@ -418,53 +419,41 @@ class LossSample:
         self.rng = np.random.default_rng(seed)
         self.keys = np.empty(0)
         self.predictions = np.empty(0)
-        self.values: list[list[Any]] = [[] for _ in self.names]
-        self._getters: dict[type, list[Callable[[Any], Any]]] = {}
+        self.rows: list[Any] = []
+        # A row whose key is not below the cut cannot be among the ``size`` smallest: +inf until
+        # the first trim, then the largest key kept by the last trim (an upper bound since: the
+        # keys added after it only lower the ``size``-th smallest).
+        self._cut = math.inf
 
     def add(self, predictions: np.ndarray, structs: Sequence[Any]) -> None:
         keys = self.rng.random(len(structs))
-        chosen = np.flatnonzero((keys < self._threshold) & np.isfinite(predictions))
+        chosen = np.flatnonzero((keys < self._cut) & np.isfinite(predictions))
         if not chosen.size:
             return
-        picked = list(map(structs.__getitem__, chosen.tolist()))
-        for values, get in zip(self.values, self._column_getters(type(structs[0]))):
-            values.extend(map(get, picked))
+        self.rows.extend(map(structs.__getitem__, chosen.tolist()))
         self.keys = np.concatenate([self.keys, keys[chosen]])
         self.predictions = np.concatenate([self.predictions, predictions[chosen]])
-        # Trimmed now and then, not per slice: reordering the columns' lists costs a pass over them.
         if self.keys.size >= 2 * self.size:
             self._trim()
-
-    @property
-    def _threshold(self) -> float:
-        return float(np.partition(self.keys, self.size - 1)[self.size - 1]) if self.keys.size >= self.size else math.inf
 
     def _trim(self) -> None:
         if self.keys.size > self.size:
             keep = np.argpartition(self.keys, self.size - 1)[: self.size]
             self.keys, self.predictions = self.keys[keep], self.predictions[keep]
-            rows = keep.tolist()
-            self.values = [list(map(values.__getitem__, rows)) for values in self.values]
-
-    def _column_getters(self, struct_type: type) -> list[Callable[[Any], Any]]:
-        """Per feature name, a function from a struct to its value (None for a name the struct lacks)."""
-        if struct_type not in self._getters:
-            by_name = {field.encode_name: field.name for field in msgspec.structs.fields(struct_type)}
-            self._getters[struct_type] = [operator.attrgetter(by_name[name]) if name in by_name else _missing for name in self.names]
-        return self._getters[struct_type]
+            self.rows = list(map(self.rows.__getitem__, keep.tolist()))
+            self._cut = float(self.keys.max())
 
     def columns(self) -> dict[str, list[Any]]:
-        """The sampled rows' feature values by name, aligned with :attr:`predictions` (after :meth:`finish`)."""
-        return dict(zip(self.names, self.values))
+        """The sampled rows' feature values by name, aligned with :attr:`predictions` (after :meth:`finish`); None for a name the rows lack."""
+        if not self.rows:
+            return {name: [] for name in self.names}
+        fields = {field.encode_name: field.name for field in msgspec.structs.fields(type(self.rows[0]))}
+        return {name: list(map(operator.attrgetter(fields[name]), self.rows)) if name in fields else [None] * len(self.rows) for name in self.names}
 
     def finish(self) -> LossSample:
         """Keep only the ``size`` rows of smallest keys; returns itself."""
         self._trim()
         return self
-
-
-def _missing(struct: Any) -> None:
-    return None
 
 
 _JSON_NUMBERS = msgspec.json.Decoder(list[float | None])
