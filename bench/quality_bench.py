@@ -206,15 +206,23 @@ def drop_database(database: str) -> None:
 
 
 def loaded_database(database: str, rows: int) -> int:
-    """The label count of a database :func:`load_database` filled with ``rows`` predictions.
+    """The label count of a database :func:`load_database` filled with ``rows`` predictions,
+    brought up to the schema of the code under test (migrations that landed since it was loaded).
 
     :raises RuntimeError: the database is missing, holds another number of predictions, or its
         labels are hidden (a run stopped between the two swaps of :func:`labels_hidden`).
     """
+    from sml.core.db import apply_migrations, create_db_engine
+
     try:
         connection = pymysql.connect(**MYSQL_SERVER, database=database)
     except pymysql.err.OperationalError as exc:
         raise RuntimeError(f"--reuse: database {database!r} cannot be opened ({exc}); load it with --setup-only first") from exc
+    engine = create_db_engine(database_url(database))
+    try:
+        apply_migrations(engine)
+    finally:
+        engine.dispose()
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT COUNT(*) FROM predictions")
