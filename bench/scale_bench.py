@@ -223,8 +223,9 @@ def weekly_comparisons(weekly: dict[str, Any]) -> list[Comparison]:
                                         "scipy.stats.ks_2samp on the raw values", (statistic, p_value)[index], "",
                                         f"equal (rel. {KS_REL_TOLERANCE:g})", equal))  # fmt: skip
     for part in ("archive", "archive-no-quality"):
-        if (part, "duckdb", largest) in runs and (part, "database", largest) in runs:
-            duck, base = runs[part, "duckdb", largest], runs[part, "database", largest]
+        base = runs.get((part, "database", largest)) or (runs.get(("database", "database", largest)) if part == "archive" else None)
+        if (part, "duckdb", largest) in runs and base is not None:
+            duck = runs[part, "duckdb", largest]
             label = f"weekly run, {largest:,} predictions, drift summaries from DuckDB over the archive{'' if part == 'archive' else ', quality off'}"
             lines += [
                 ratio_at_most(BENCHMARK, label, duck["seconds"], "from MariaDB", base["seconds"], "s", 1.0,
