@@ -385,7 +385,9 @@ def run_child(source: str, size: int, rows: int, *, quality: bool = True) -> dic
     completed = subprocess.run(command, check=False, cwd=REPOSITORY, capture_output=True, text=True, timeout=3600)
     if completed.returncode != 0:
         raise RuntimeError(f"weekly run from {source} over {size:,} rows failed: {completed.stderr.strip()[-3000:]}")
-    return {"source": source, "size": size, "quality": quality, **json.loads(completed.stdout.strip().splitlines()[-1])}
+    figures = {"source": source, "size": size, "quality": quality, **json.loads(completed.stdout.strip().splitlines()[-1])}
+    print(f"weekly run: {json.dumps(figures)}", file=sys.stderr, flush=True)  # as it comes: a 10M run takes minutes
+    return figures
 
 
 def scipy_ks(size: int, rows: int) -> dict[str, list[float]]:

@@ -137,7 +137,10 @@ def refuse_a_run_that_would_not_fit(config: DriftJobConfig, model_name: str, win
     rows = count_rows(database_engine(), model_name, start, window_end)
     try:
         estimate = check_run_fits(
-            rows=rows, memory_limit_mib=int(context.memory_limit_in_mb), seconds_left=context.get_remaining_time_in_millis() / 1000
+            rows=rows,
+            memory_limit_mib=int(context.memory_limit_in_mb),
+            seconds_left=context.get_remaining_time_in_millis() / 1000,
+            source=drift_settings().window_source,
         )
     except RunTooLarge as refusal:
         metrics.add_metric(name="runs_refused", unit=MetricUnit.Count, value=1)

@@ -169,6 +169,22 @@ def test_a_window_that_would_not_fit_the_functions_memory_is_refused_before_read
     assert "drift_memory_mib" in alert["Message"]
 
 
+def test_a_run_from_the_archive_is_estimated_at_duckdbs_cost(deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # 400 MiB holds a run from the database, not DuckDB's library and the row groups it decodes.
+    from sml.monitoring.sizing import RunTooLarge
+
+    monkeypatch.setenv("SML_WINDOW_SOURCE", "duckdb")
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", "archive/")
+    reset_containers()
+    engine = create_db_engine(deployed["database_url"])
+    store_traffic(engine, draw_traffic(3_000, seed=2), start=EVENT_TIME - timedelta(days=7), end=EVENT_TIME)
+    engine.dispose()
+    context = new_lambda_context("drift", region="us-east-1", timeout_s=900, memory_limit_in_mb=400)
+
+    with pytest.raises(RunTooLarge, match=r"3,000 predictions to read need about 470 MiB of memory against 400 MiB \(estimate from duckdb"):
+        app.handler(SCHEDULED_EVENT, context)
+
+
 def test_event_time_is_read_as_utc_and_a_missing_time_names_the_field() -> None:
     assert app.scheduled_time(SCHEDULED_EVENT) == EVENT_TIME
     assert app.scheduled_time({**SCHEDULED_EVENT, "time": "2015-10-08T18:53:06+02:00"}) == EVENT_TIME
