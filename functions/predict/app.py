@@ -73,9 +73,26 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "sml"
 _REFUSAL_BODY_START = f'{{"{EVENT_TYPE_FIELD}":"{REFUSAL_EVENT_TYPE}"'  # how serialise_event starts a refusal
 ROUTES = {"/predict": "POST", "/feedback": "POST", "/health": "GET", "/openapi.json": "GET"}
 
+_TRUE = ("1", "y", "yes", "t", "true", "on")  # Powertools' strtobool
+
+
+def tracing_enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether Powertools' ``Tracer`` would trace here, by its own rules (``Tracer._is_tracer_disabled``,
+    Powertools 3): inside a Lambda execution environment (``LAMBDA_TASK_ROOT`` set), not under SAM
+    or Chalice local emulation, and ``POWERTOOLS_TRACE_DISABLED`` not true.
+
+    Where it would not, predict builds no ``Tracer``: Powertools imports the X-Ray SDK even for a
+    disabled one (a tenth of a second or more of every local cold start) and wraps each
+    invocation in dummy segments.
+    """
+    if environ.get("POWERTOOLS_TRACE_DISABLED", "false").lower() in _TRUE:
+        return False
+    return bool(environ.get("LAMBDA_TASK_ROOT")) and not environ.get("AWS_SAM_LOCAL") and not environ.get("AWS_CHALICE_CLI_MODE")
+
+
 logger = Logger(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
-tracer = Tracer(service=SERVICE)
+tracer = Tracer(service=SERVICE) if tracing_enabled() else None
 app = LambdaFunctionUrlResolver()
 
 # Powertools keeps the current event in class attributes: one invocation at a time, as on Lambda.
@@ -349,11 +366,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 _capture_extension.end_invocation(context.aws_request_id)
 
 
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
-def _resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def _route(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+_resolve = logger.inject_lambda_context(clear_state=True)(
+    tracer.capture_lambda_handler(capture_response=False)(_route) if tracer is not None else _route
+)
 
 
 def start_capture_extension(environ: Mapping[str, str] = os.environ) -> PostResponseCapture | None:

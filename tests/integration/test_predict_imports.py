@@ -65,6 +65,18 @@ def test_serving_a_prediction_imports_nothing_from_the_other_extras(moto_server:
     assert queued["Attributes"]["ApproximateNumberOfMessages"] == "1"
 
 
+def test_outside_lambda_no_tracer_is_built_so_the_xray_sdk_is_never_imported(moto_server: str, tmp_path: Path) -> None:
+    clients, bucket, queue_url = moto_account(moto_server)
+    register_champion(clients["s3"], clients["ssm"], bucket=bucket, work_dir=tmp_path)
+
+    local = serve_one_request(moto_server, bucket, queue_url, tmp_path)
+    in_lambda = serve_one_request(moto_server, bucket, queue_url, tmp_path, {"LAMBDA_TASK_ROOT": str(REPOSITORY)})
+
+    assert local["status"] == in_lambda["status"] == 200
+    assert "aws_xray_sdk" not in local["modules"]
+    assert "aws_xray_sdk" in in_lambda["modules"]
+
+
 def test_an_array_model_whose_pickle_holds_pandas_objects_is_loaded_with_pandas(moto_server: str, tmp_path: Path) -> None:
     import pandas as pd
 
@@ -95,7 +107,9 @@ def moto_account(moto_server: str) -> tuple[dict[str, Any], str, str]:
     return clients, bucket, queue_url
 
 
-def serve_one_request(moto_server: str, bucket: str, queue_url: str | None, tmp_path: Path) -> dict[str, Any]:
+def serve_one_request(
+    moto_server: str, bucket: str, queue_url: str | None, tmp_path: Path, extra_environment: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One ``POST /predict`` of a valid row in a fresh interpreter: its status and every module it imported."""
     environment = {
         "PATH": os.environ.get("PATH", ""),
@@ -106,6 +120,7 @@ def serve_one_request(moto_server: str, bucket: str, queue_url: str | None, tmp_
         "SML_MODEL_CACHE_DIR": str(tmp_path / "cache"),
         "AWS_REGION": "us-east-1",
         **({"SML_QUEUE_URL": queue_url} if queue_url else {"SML_CAPTURE_SAMPLING_RATE": "0"}),
+        **(extra_environment or {}),
     }
 
     completed = subprocess.run(
