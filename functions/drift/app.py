@@ -38,7 +38,7 @@ from sml.lifecycle.manifest import ModelManifest
 from sml.monitoring.daily import days_before, summarise_days
 from sml.monitoring.job import DriftJobConfig, run_drift_job
 from sml.monitoring.sources import window_source_from_settings
-from sml.monitoring.sizing import RunTooLarge, check_run_fits, count_rows
+from sml.monitoring.sizing import RunTooLarge, busiest_held_rows, check_run_fits, count_rows
 from sml.lifecycle.registry import VERSION_PATTERN, ModelRegistry
 from sml.core.settings import DriftSettings, SettingsError, load_settings
 
@@ -135,12 +135,15 @@ def refuse_a_run_that_would_not_fit(config: DriftJobConfig, model_name: str, win
     """
     start = window_end - config.window_length * (2 if config.reference_kind == "previous" else 1)
     rows = count_rows(database_engine(), model_name, start, window_end)
+    # The previous reference holds a day of the previous window as arrays at a time.
+    held = busiest_held_rows(database_engine(), model_name, start, window_end - config.window_length) if config.reference_kind == "previous" else 0
     try:
         estimate = check_run_fits(
             rows=rows,
             memory_limit_mib=int(context.memory_limit_in_mb),
             seconds_left=context.get_remaining_time_in_millis() / 1000,
             source=drift_settings().window_source,
+            held_rows=held,
         )
     except RunTooLarge as refusal:
         metrics.add_metric(name="runs_refused", unit=MetricUnit.Count, value=1)

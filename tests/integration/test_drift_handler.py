@@ -157,7 +157,7 @@ def test_a_window_that_would_not_fit_the_functions_memory_is_refused_before_read
     store_traffic(engine, draw_traffic(3_000, seed=2), start=EVENT_TIME - timedelta(days=7), end=EVENT_TIME)
     small = new_lambda_context("drift", region="us-east-1", timeout_s=900, memory_limit_in_mb=200)
 
-    with pytest.raises(RunTooLarge, match=r"3,000 predictions to read need about 215 MiB of memory against 200 MiB"):
+    with pytest.raises(RunTooLarge, match=r"3,000 predictions to read need about 230 MiB of memory against 200 MiB"):
         app.handler(SCHEDULED_EVENT, small)
 
     with engine.connect() as connection:
@@ -182,6 +182,22 @@ def test_a_run_from_the_archive_is_estimated_at_duckdbs_cost(deployed: dict[str,
     context = new_lambda_context("drift", region="us-east-1", timeout_s=900, memory_limit_in_mb=400)
 
     with pytest.raises(RunTooLarge, match=r"3,000 predictions to read need about 470 MiB of memory against 400 MiB \(estimate from duckdb"):
+        app.handler(SCHEDULED_EVENT, context)
+
+
+def test_against_the_previous_window_its_busiest_day_held_as_arrays_is_counted(deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # 6,000 rows read (230.0 MiB) fit 0.9 × 256 MiB; the previous window's day of 3,000 held as arrays (+0.75 MiB) does not.
+    from sml.monitoring.sizing import RunTooLarge
+
+    monkeypatch.setenv("SML_DRIFT_REFERENCE", "previous")
+    reset_containers()
+    engine = create_db_engine(deployed["database_url"])
+    store_traffic(engine, draw_traffic(3_000, seed=2), start=EVENT_TIME - timedelta(days=10), end=EVENT_TIME - timedelta(days=9, hours=1))
+    store_traffic(engine, draw_traffic(3_000, seed=3), start=EVENT_TIME - timedelta(days=7), end=EVENT_TIME)
+    engine.dispose()
+    context = new_lambda_context("drift", region="us-east-1", timeout_s=900, memory_limit_in_mb=256)
+
+    with pytest.raises(RunTooLarge, match=r"6,000 predictions .* against 256 MiB .*3,000 held at once"):
         app.handler(SCHEDULED_EVENT, context)
 
 
