@@ -16,7 +16,7 @@ from sml.archive.layout import Partition, days
 from sml.archive.sources import archive_window_summaries
 from sml.archive.store import ArchiveLocation, archive_rows, compact_partition
 from sml.archive.sources import ArchiveWindowSource
-from sml.monitoring.job import DriftJobConfig, run_drift_job
+from sml.monitoring.job import DriftJobConfig, read_drift_window, run_drift_job
 from sml.monitoring.sources import DatabaseWindowSource
 from sml.monitoring.summaries import SummaryReference
 from sml.monitoring.windows import TimeWindow, read_window_summaries
@@ -85,6 +85,18 @@ def test_the_weekly_run_reaches_the_same_verdicts_from_the_archive_as_from_the_d
     assert verdicts["duckdb"] == verdicts["database"]
     assert (runs["duckdb"].status, runs["duckdb"].current_rows) == (runs["database"].status, 600)
     assert runs["duckdb"].drifted_features == runs["database"].drifted_features != []
+
+
+def test_a_window_from_the_archive_keeps_no_row_of_its_quality_pass(engine: Engine, s3: Any) -> None:
+    # The labels' pass over the database counts into the quality aggregate: it held 40 bytes a row (10M rows: 400 MB) before.
+    location = new_archive(s3)
+    manifest = build_manifest(draw_traffic(500, seed=11))
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    store_both(engine, s3, location, draw_traffic(600, seed=12, shift="mean"), window.start, window.end)
+    observed = read_drift_window(engine, manifest, window, DriftJobConfig(bucket=location.bucket), ArchiveWindowSource(s3, location))
+    sample = observed.quality_sample
+    assert sample is not None and sample.aggregate is not None and sample.n_rows == 600
+    assert sample.predicted_index.size == sample.probabilities.size == sample.true_index.size == 0
 
 
 def test_an_empty_archive_gives_empty_summaries(s3: Any) -> None:

@@ -329,18 +329,21 @@ def read_drift_window(
     references = [reference] if reference is training else [reference, training]
     quality_sample = None
     if window_source is not None and window_source.name != "database":
-        # Drift from the source; labels (and, for a classifier, probabilities) from the database, a pass of their own.
+        # Drift from the source; labels (and, for a classifier, probabilities) from the database, a pass of their own,
+        # counted into the quality aggregate as it is read (with the manifest), so it keeps no row of the window.
         summaries = window_source.read_summaries(manifest.model_name, window, manifest.features, references, version=version)
         if config.quality:
             _, quality_sample = read_window_summaries_with_quality(
-                engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task, version=version
+                engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task, manifest=manifest,
+                version=version,
             )
     elif config.reference_kind == "training" and (days := read_window_from_days(engine, manifest, window)) is not None:
         # Stored days (their counts unchanged) merged with the rest read live; quality needs the labels, a pass of its own.
         summaries = [days.summary]
         if config.quality:
             _, quality_sample = read_window_summaries_with_quality(
-                engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task, version=version
+                engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task, manifest=manifest,
+                version=version,
             )
     elif config.quality:
         # One pass over the window for drift and quality (a second read cost as much as the first).
