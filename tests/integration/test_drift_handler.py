@@ -181,7 +181,7 @@ def test_a_run_from_the_archive_is_estimated_at_duckdbs_cost(deployed: dict[str,
     engine.dispose()
     context = new_lambda_context("drift", region="us-east-1", timeout_s=900, memory_limit_in_mb=400)
 
-    with pytest.raises(RunTooLarge, match=r"3,000 predictions to read need about 470 MiB of memory against 400 MiB \(estimate from duckdb"):
+    with pytest.raises(RunTooLarge, match=r"3,000 predictions to read need about 500 MiB of memory against 400 MiB \(estimate from duckdb"):
         app.handler(SCHEDULED_EVENT, context)
 
 
