@@ -42,7 +42,9 @@ from sml.lifecycle.manifest import FeatureSpec
 from sml.monitoring.summaries import SummaryReference, WindowSummariser, WindowSummary
 from sml.monitoring.windows import TimeWindow
 
-BATCH_ROWS = 100_000
+# Rows per batch counted at once. Measured on the drift read of 20 numeric features in a fresh process:
+# 100,000 peaked at 425 MiB for 1M rows and 464 MiB for 10M, 20,000 at 392 and 438 MiB, in about the same time.
+BATCH_ROWS = 20_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _DECODE = msgspec.json.Decoder()
 
