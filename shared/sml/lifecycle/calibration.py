@@ -293,7 +293,7 @@ class DirectLossEstimator:
         """The estimated MAE and RMSE of the predictions, and how many rows the estimate used.
 
         Both are means over rows, so beyond ``max_rows`` predictions a uniform sample of
-        ``max_rows`` (fixed seed) stands for the window: the 200 trees cost ~4 µs a row,
+        ``max_rows`` (fixed seed) stands for the window: the 200 trees cost ~7 µs a row,
         and the sample's standard error (sd of the expected losses / √20,000) is well below the
         loss models' own error. ``(nan, nan, 0)`` without predictions.
         """
