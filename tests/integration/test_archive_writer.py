@@ -291,7 +291,7 @@ def test_a_build_ahead_that_fails_is_built_again_after_the_commit(migrated_db_ur
 
         write_batch(engine, [(str(index), body) for index, body in enumerate(bodies)], **archive_hooks(WriterArchive(s3, location)))
 
-        assert calls == ["sml-archive-build", threading.main_thread().name]
+        assert [name.startswith("sml-archive-build") for name in calls] == [True, False]
         assert sorted(row["prediction_id"] for row in archived_rows(s3, location, "predictions")) == sorted(prediction_id_of(body) for body in bodies)
     engine.dispose()
 
