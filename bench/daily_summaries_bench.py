@@ -211,6 +211,7 @@ def run(quick: bool, out_dir: Path, *, load: bool = True) -> BenchReport:
 
 
 def _main() -> None:
+    global DATABASE
     import argparse
     import tempfile
 
@@ -221,7 +222,18 @@ def _main() -> None:
     stage = parser.add_mutually_exclusive_group()
     stage.add_argument("--load", action="store_true", help=f"only create and fill {DATABASE} (untimed)")
     stage.add_argument("--loaded", action="store_true", help=f"only measure, on {DATABASE} as --load left it")
+    stage.add_argument("--drop", action="store_true", help="only drop the database")
+    parser.add_argument("--database", default=DATABASE, help=f"the MariaDB database to use (default {DATABASE}), e.g. one per session")
     args = parser.parse_args()
+    DATABASE = args.database
+    if args.drop:
+        admin = pymysql.connect(**MYSQL_SERVER, autocommit=True)
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+        finally:
+            admin.close()
+        return
     if args.load:
         load_database(100_000 if args.quick else 1_000_000)
         return
