@@ -1,6 +1,7 @@
 """Window summaries: counts against the reference give the array path's KS exactly, merge by adding,
 and survive a JSON round trip."""
 
+import dataclasses
 import json
 import math
 
@@ -237,3 +238,35 @@ def test_sums_that_overflow_stay_readable_and_the_counts_exact() -> None:
     back = NumericSummary.from_json(data)
     assert back.cells.tolist() == [0, 1, 0, 0, 0, 2, 0]
     assert back.total_squares == math.inf and back.total == summary.total
+
+
+def _two_numeric_manifest(task: str) -> ModelManifest:
+    base = _manifest(task)
+    features = (FeatureSpec("age", "numeric"), FeatureSpec("income", "numeric"), FeatureSpec("city", "categorical"))
+    references = {**base.reference.features, "income": NumericReference(sorted_values=(-1.0, 0.0, 0.0, 2.5))}
+    return dataclasses.replace(base, features=features, reference=dataclasses.replace(base.reference, features=references))
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+@SETTINGS
+@given(st.lists(st.tuples(*[st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 20.0, 30.0, 31.5, -1.0, 2.5, 1e308])] * 2), max_size=40))
+def test_a_slice_counted_as_the_window_read_gives_it_counts_as_its_columns_do(task: str, rows: list[tuple[float, float]]) -> None:
+    """The window read's way in (numeric columns as one matrix, predictions as counts per text)
+    gives the summary that the same columns and predictions give value by value."""
+    reference = SummaryReference.from_manifest(_two_numeric_manifest(task))
+    matrix = np.array(rows, dtype=np.float64).reshape(len(rows), 2).T
+    cities = ["a", None, "c", math.nan, "b"] * 8
+    cities = cities[: len(rows)]
+    if task == "regression":
+        values: list = [1.0, 2.0, math.nan, None, 7.5, 3.0] * 7
+    else:
+        # Values that are equal in Python (1, 1.0, True) but are separate categories.
+        values = ["yes", 1, 1.0, True, None, math.nan, "no"] * 6
+    values = values[: len(rows)]
+    pairs: dict[int, tuple] = {}
+    for value in values:
+        pairs[id(value)] = (value, pairs.get(id(value), (value, 0))[1] + 1)
+    expected = summarise({"age": matrix[0], "income": matrix[1], "city": cities}, reference, values)
+    summariser = WindowSummariser(reference)
+    summariser.add_slice(["age", "income"], matrix, {"city": cities}, list(pairs.values()), len(rows))
+    assert summariser.summary().to_json() == expected.to_json()

@@ -185,6 +185,10 @@ class NumericSummary:
         # Sorted first: binary searches for ascending keys stay in cache, which halves the counting's cost.
         finite = np.sort(array[np.isfinite(array)])
         self.missing += int(array.size - finite.size)
+        self.add_sorted(finite, grid)
+
+    def add_sorted(self, finite: np.ndarray, grid: NumericGrid) -> None:
+        """Count ``finite``: float64 values, all finite, ascending (what :meth:`add` makes of its values)."""
         if not finite.size:
             return
         cells = grid.cells_of(finite)
@@ -507,6 +511,23 @@ class WindowSummariser:
         assert isinstance(summary, NumericSummary)
         summary.add(values, self.reference.features[name])  # type: ignore[arg-type]
 
+    def add_numeric_rows(self, names: Sequence[str], matrix: np.ndarray) -> None:
+        """Several numeric columns of one slice at once: ``matrix`` is float64, one row per name in
+        ``names`` (features × rows), NaN and ±inf for missing. Counts as :meth:`add_numeric` of each
+        row does, with one sort of the whole matrix instead of one per column."""
+        if not len(names):
+            return
+        # Along each row: -inf first, then the finite values ascending, +inf, NaN last.
+        ordered = np.sort(matrix, axis=1)
+        finite = np.isfinite(ordered)
+        present = finite.sum(axis=1)
+        below = np.zeros(len(names), dtype=np.intp) if present.sum() == finite.size else (ordered == -np.inf).sum(axis=1)
+        for index, name in enumerate(names):
+            summary = self.features[name]
+            assert isinstance(summary, NumericSummary)
+            summary.missing += int(ordered.shape[1] - present[index])
+            summary.add_sorted(ordered[index, below[index] : below[index] + present[index]], self.reference.features[name])  # type: ignore[arg-type]
+
     def add_categorical(self, name: str, values: Iterable[Any]) -> None:
         summary = self.features[name]
         assert isinstance(summary, CategoricalSummary)
@@ -520,6 +541,48 @@ class WindowSummariser:
             self.prediction.add(_floats(values), self.reference.prediction)  # type: ignore[arg-type]
         else:
             self.prediction.add(values)
+
+    def add_prediction_counts(self, counts: Sequence[tuple[Any, int]]) -> None:
+        """The slice's predictions given as ``(value, how many times it occurs)`` pairs: the same
+        count as :meth:`add_predictions` of the values, without a list of them. A value may come
+        in several pairs (pairs are not merged by equality: ``1``, ``1.0`` and ``True`` stay apart)."""
+        if self.prediction is None or not counts:
+            return
+        if isinstance(self.prediction, NumericSummary):
+            self.add_predictions(np.repeat(_floats([value for value, _ in counts]), [count for _, count in counts]))
+            return
+        folded: Counter[str] = Counter()
+        missing = 0
+        for value, count in counts:
+            # One value at a time: a value's category and missingness never depend on the others.
+            texts, missed = count_categories([value])
+            for text in texts:
+                folded[text] += count
+            missing += missed * count
+        self.prediction.add_counts(folded, missing)
+
+    def add_slice(self, numeric_names: Sequence[str], matrix: np.ndarray, columns: Mapping[str, Any], predictions: Sequence[tuple[Any, int]], rows: int) -> None:
+        """One slice as the window read decodes it: the numeric columns ``numeric_names`` as the rows
+        of ``matrix`` (see :meth:`add_numeric_rows`), the other columns by name, the predictions as
+        counts (see :meth:`add_prediction_counts`). Counts as :meth:`add_columns` of the same columns."""
+        block = [name for name in numeric_names if isinstance(self.features.get(name), NumericSummary)]
+        if block:
+            positions = {name: index for index, name in enumerate(numeric_names)}
+            rows_of_block = [positions[name] for name in block]
+            self.add_numeric_rows(block, matrix if len(block) == len(numeric_names) else matrix[rows_of_block])
+        counted = set(block)
+        others = {**dict(zip(numeric_names, matrix)), **columns}
+        for name, summary in self.features.items():
+            if name in counted:
+                continue
+            if name not in others:
+                raise SummaryError(f"no values for feature {name!r}")
+            if isinstance(summary, NumericSummary):
+                self.add_numeric(name, _floats(others[name]))
+            else:
+                self.add_categorical(name, others[name])
+        self.add_prediction_counts(predictions)
+        self.add_rows(rows)
 
     def add_columns(self, columns: Mapping[str, Any], predictions: Iterable[Any] | None = None, rows: int | None = None) -> None:
         """One slice given as columns by feature name (every feature of the reference), and its predictions."""

@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import math
@@ -583,10 +584,12 @@ class _WindowColumns:
         """Add one slice: its numeric values (features × rows), categorical values and label texts."""
         count = len(labels)
         if self.summarisers is not None:
-            columns = {**dict(zip(self.numeric, numeric)), **{name: list(values) for name, values in categorical.items()}}
-            predictions = self._decoded_labels(labels)
+            columns = {name: list(values) for name, values in categorical.items()}
+            # Counted by text, each distinct text decoded once: no list of the slice's decoded labels.
+            texts = collections.Counter(labels)
+            predictions = list(zip(self._decoded_labels(list(texts)), texts.values()))
             for summariser in self.summarisers:
-                summariser.add_columns(columns, predictions, rows=count)
+                summariser.add_slice(self.numeric, numeric, columns, predictions, count)
         else:
             if self.numeric:
                 self._grow(self.n_rows + count)
