@@ -447,3 +447,30 @@ def test_a_prediction_that_is_not_finite_is_refused(value: float) -> None:
     with pytest.raises(EventValidationError) as caught:
         build_prediction_event(model_name="m", model_version="v1", features={"x": 1.0}, prediction=value)
     assert caught.value.field == "prediction"
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        '{{"predicted_at":"{ts}",{rest}',
+        '{{"predicted_at" :\t"{ts}", {rest}',
+        '{{\n  "predicted_at"\n  :\n  "{ts}",\n {rest}',
+        '{{"predicted\\u005fat": "{ts}", {rest}',  # an escaped key decodes to the same field
+        '{{"predicted_at": "{ts}", "features": {{"predicted_at": "x"}}, {rest}',
+    ],
+    ids=["compact", "tab", "newlines", "escaped key", "a feature of the same name"],
+)
+def test_a_long_fraction_is_truncated_however_the_body_spaces_or_escapes_its_key(layout: str, as_bytes: bool) -> None:
+    # The slow path is chosen by looking after each timestamp key rather than over the whole body
+    # (a third of the writer's parse); it must still be chosen whatever JSON allows around the key.
+    raw = json.loads(serialise_prediction_event(make_event()))
+    raw.pop("predicted_at")
+    if "features" in layout:
+        raw.pop("features")
+    rest = json.dumps(raw)[1:]
+    body = layout.format(ts="2026-11-29T23:59:59.9999995Z", rest=rest)
+
+    event = parse_prediction_event(body.encode() if as_bytes else body)
+
+    assert event.predicted_at == datetime(2026, 11, 29, 23, 59, 59, 999_999, tzinfo=timezone.utc)
