@@ -242,7 +242,7 @@ def test_a_malformed_answer_to_next_is_an_api_error() -> None:
 
 
 def test_when_the_api_goes_away_the_extension_sends_what_it_holds_and_refuses_more() -> None:
-    queue = RecordingQueue()
+    queue = RecordingQueue(held=True)  # the flush is still sending when the extension already refuses events
     with ExtensionsApiServer() as api:
         extension = PostResponseCapture.register(api.runtime_api, publish=queue.publish, report=lambda result: None)
         api.end_init()
@@ -252,8 +252,12 @@ def test_when_the_api_goes_away_the_extension_sends_what_it_holds_and_refuses_mo
         time.sleep(0.01)
 
     assert not extension.active
-    assert len(queue.sent) == 2
     assert not extension.defer("next", events(1))
+    assert queue.started.wait(10)
+    queue.release.set()
+    extension._thread.join(10)  # before: the test read the queue when the extension stopped, not when its flush ended
+    assert not extension._thread.is_alive()
+    assert len(queue.sent) == 2
 
 
 def test_registration_is_refused_without_a_name_for_shutdown_after_init_and_next_needs_a_known_identifier(api: ExtensionsApiServer) -> None:
