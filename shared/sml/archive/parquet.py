@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -176,6 +176,30 @@ def _feature_array(values: list[Any]) -> tuple[pa.Array, bool]:
     if array is not None and pa.types.is_string(array.type):
         return array, False
     return pa.array([None if value is None else _ENCODE.encode(value).decode() for value in values], type=pa.string()), True
+
+
+def json_columns_of(schema: pa.Schema) -> list[str]:
+    """The feature columns of an archive file's ``schema`` that hold JSON text (from its metadata)."""
+    return list(json.loads((schema.metadata or {}).get(METADATA_KEY, b"{}")).get("json_columns", ()))
+
+
+def with_json_columns(table: pa.Table, columns: Collection[str]) -> pa.Table:
+    """``table`` (one archive file) with its feature ``columns`` as JSON text, listed as such in its metadata.
+
+    The writer types a feature per object: the batch of a nullable boolean whose values were all
+    null holds a double column where another batch of the same version holds JSON text, an
+    integer beyond 2**53 makes its batch's column JSON. Read as JSON, a double ``3.0`` is ``3.0``
+    and a text ``"a"`` is ``"a"``, so the values read back the same; columns the table lacks stay absent.
+    """
+    kept = set(json_columns_of(table.schema))
+    for name in columns:
+        if name in kept or name not in table.column_names:
+            continue
+        values = table.column(name).to_pylist()
+        array = pa.array([None if value is None else _ENCODE.encode(value).decode() for value in values], type=pa.string())
+        table = table.set_column(table.column_names.index(name), name, array)
+        kept.add(name)
+    return table.replace_schema_metadata(_metadata([name for name in table.column_names if name in kept]))
 
 
 def _metadata(json_columns: list[str]) -> dict[bytes, bytes]:

@@ -45,13 +45,16 @@ import pyarrow.parquet as pq
 
 from sml.archive.layout import ArchiveNotWritten, GROUND_TRUTH_TABLE, PREDICTIONS_TABLE, REFUSALS_TABLE, Partition, day_of, days, key_part
 from sml.archive.parquet import (
+    COMPRESSION,
     DEDUPLICATION_KEY,
     EVENT_TIME,
     METADATA_KEY,
     TABLE_BUILDERS,
     Row,
+    json_columns_of,
     prediction_table,
     to_parquet_bytes,
+    with_json_columns,
 )
 
 if TYPE_CHECKING:
@@ -329,13 +332,11 @@ def iter_objects(s3: Any, location: ArchiveLocation, table: str, since: date, un
 
 @dataclass
 class CompactionOutcome:
-    """What :func:`compact_partition` did: objects merged and deleted, objects written, rows kept,
-    and model versions left as they were with the reason."""
+    """What :func:`compact_partition` did: objects merged and deleted, objects written, rows kept."""
 
     merged: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     rows: int = 0
-    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def compact_partition(
@@ -360,15 +361,12 @@ def compact_partition(
             continue
         with tempfile.TemporaryDirectory(prefix="sml-compact-") as work:
             paths = download(s3, location, objects, Path(work) / "in")
-            json_columns = {tuple(json.loads((pq.read_schema(path).metadata or {}).get(METADATA_KEY, b"{}")).get("json_columns", ())) for path in paths}
-            if len(json_columns) > 1:
-                outcome.skipped[version] = "its objects disagree on which feature columns hold JSON text"
-                continue
+            as_json = _agree_on_json_columns(paths)
             out = Path(work) / "out"
             digest = hashlib.sha256("\n".join(sorted(item.key for item in objects)).encode()).hexdigest()[:16]
             connection = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(Path(work) / "spill")})
             try:
-                kept, earliest = _copy_without_copies(connection, partition.table, paths, out, file_bytes, json.dumps({"format": 1, "json_columns": list(json_columns.pop())}))
+                kept, earliest = _copy_without_copies(connection, partition.table, paths, out, file_bytes, json.dumps({"format": 1, "json_columns": as_json}))
             finally:
                 connection.close()
             folder = partition.folder(location.prefix)
@@ -384,6 +382,17 @@ def compact_partition(
         outcome.written += written
         outcome.rows += kept
     return outcome
+
+
+def _agree_on_json_columns(paths: Sequence[Path]) -> list[str]:
+    """Rewrite the files among ``paths`` (one model version's) that hold as a double or text a
+    feature column another file holds as JSON text, so that all hold it as JSON; returns those columns."""
+    json_columns = [set(json_columns_of(pq.read_schema(path))) for path in paths]
+    as_json = set().union(*json_columns)
+    for path, columns in zip(paths, json_columns):
+        if columns != as_json:
+            pq.write_table(with_json_columns(pq.read_table(path), as_json), path, compression=COMPRESSION)
+    return sorted(as_json)
 
 
 def _copy_without_copies(connection: Any, table: str, paths: Sequence[Path], out: Path, file_bytes: int, metadata: str) -> tuple[int, str]:

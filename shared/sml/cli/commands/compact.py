@@ -43,9 +43,6 @@ def run_compact(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SmlError(str(exc)) from None
     for partition, outcome in compacted:
-        if outcome.merged or outcome.skipped:
-            where = partition.folder(location.prefix)
-            print(f"{where}: {len(outcome.merged)} objects merged into {len(outcome.written)}, {outcome.rows:,} rows")
-            for version, reason in outcome.skipped.items():
-                print(f"{where}: version {version or '(none)'} left as it is: {reason}")
+        if outcome.merged:
+            print(f"{partition.folder(location.prefix)}: {len(outcome.merged)} objects merged into {len(outcome.written)}, {outcome.rows:,} rows")
     return 0

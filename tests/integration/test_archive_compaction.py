@@ -1,0 +1,57 @@
+"""Compaction of a day whose objects of one model version were typed differently by the writer, and compaction run twice at once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import msgspec
+import pytest
+from archive_support import archived_rows, new_archive, s3  # noqa: F401 - fixture
+
+from sml.archive.layout import Partition
+from sml.archive.store import archive_rows, compact_partition, list_partition
+from sml.core.events import build_prediction_event, serialise_event
+from sml.writer.batch import parse_records
+
+DAY = datetime(2026, 7, 14, 9, 30, tzinfo=timezone.utc)
+PARTITION = Partition("predictions", DAY.date(), "churn")
+
+
+def archive_batch(s3: Any, location: Any, features: list[dict[str, Any]], seconds: int) -> list[dict[str, Any]]:
+    bodies = [
+        serialise_event(build_prediction_event(model_name="churn", model_version="v1", features=values, prediction="stay", predicted_at=DAY))
+        for values in features
+    ]
+    rows = parse_records([(str(index), body) for index, body in enumerate(bodies)], DAY + timedelta(seconds=seconds)).rows
+    archive_rows(s3, location, predictions=rows)
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # A nullable boolean feature: a batch where every value is null holds a column of no type (a double),
+        # a batch with booleans holds JSON text.
+        ([{"premium": None, "tenure": 3.0}] * 2, [{"premium": True, "tenure": 4.0}, {"premium": None, "tenure": 5.0}]),
+        # An integer feature: a value a double cannot hold exactly makes that batch's column JSON text.
+        ([{"account": 2**60 + 1, "tenure": 3.0}], [{"account": 17, "tenure": 4.0}]),
+    ],
+    ids=["nullable-boolean", "large-integer"],
+)
+def test_a_version_whose_batches_typed_a_feature_differently_is_compacted_and_reads_back_the_same(
+    s3: Any, first: list[dict[str, Any]], second: list[dict[str, Any]]
+) -> None:
+    location = new_archive(s3)
+    rows = archive_batch(s3, location, first, 0) + archive_batch(s3, location, second, 1)
+    before = sorted((row["prediction_id"], msgspec.json.decode(row["features"])) for row in archived_rows(s3, location, "predictions"))
+
+    outcome = compact_partition(s3, location, PARTITION)
+
+    assert outcome.rows == len(rows)
+    assert [item.compacted for item in list_partition(s3, location, PARTITION)] == [True]
+    after = sorted((row["prediction_id"], msgspec.json.decode(row["features"])) for row in archived_rows(s3, location, "predictions"))
+    assert after == before
+    assert [(key, type(value)) for _, values in after for key, value in values.items()] == [
+        (key, type(value)) for _, values in before for key, value in values.items()
+    ]
