@@ -64,6 +64,21 @@ def test_a_query_duckdb_refuses_or_an_empty_range_is_one_line_naming_the_problem
         run_duckdb_query(s3, location, "SELECT 1", since=date(2027, 1, 1))
 
 
+def test_a_table_with_nothing_archived_in_the_range_is_empty_with_its_columns_as_in_the_database(s3: Any) -> None:
+    # No label archived yet: the usual accuracy question joins predictions to ground_truth, which must answer
+    # "no labelled rows", as the database does, not "Table with name ground_truth does not exist".
+    location = new_archive(s3)
+    archive_predictions(s3, location, 3, DAY)
+    joined = run_duckdb_query(
+        s3, location,
+        "SELECT count(p.prediction_id) AS predictions, count(g.label) AS labelled FROM predictions p "
+        "LEFT JOIN ground_truth g USING (prediction_id) WHERE p.model = 'breast-cancer'",
+    )
+    assert joined.to_pylist() == [{"predictions": 3, "labelled": 0}]
+    refusals = run_duckdb_query(s3, location, "SELECT refusal_id, field_name, refused_count, refused_at, model, \"date\" FROM predict_refusals")
+    assert refusals.num_rows == 0 and refusals.column_names == ["refusal_id", "field_name", "refused_count", "refused_at", "model", "date"]
+
+
 def test_sml_query_prints_or_writes_csv_and_parquet(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     location = new_archive(s3)
     archive_predictions(s3, location, 5, DAY)

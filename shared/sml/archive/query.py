@@ -30,8 +30,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from sml.archive.layout import TABLES
-from sml.archive.parquet import DEDUPLICATION_KEY
+from sml.archive.layout import GROUND_TRUTH_TABLE, TABLES
+from sml.archive.parquet import DEDUPLICATION_KEY, FIXED_COLUMNS
 from sml.archive.store import ArchiveLocation, ArchivedObject, download, list_table
 from sml.core.errors import SmlError
 
@@ -147,12 +147,23 @@ def run_duckdb_query(
         if not sources:
             raise SmlError(f"query: nothing archived in {location.uri()} {_range_text(since, until)}")
         connection = duckdb_connection(Path(work), memory_limit)
+        for table in TABLES:
+            if table not in sources:  # nothing of it archived in the range: empty, as the database's table would be
+                sources[table] = f"empty_{table}"
+                connection.register(sources[table], empty_archive_table(table))
         try:
             return connection.sql(with_archive_tables(sql, archive_ctes(sources, since, until, dialect="duckdb"))).to_arrow_table()
         except duckdb.Error as exc:
             raise SmlError(f"query: {str(exc).splitlines()[0]}") from None
         finally:
             connection.close()
+
+
+def empty_archive_table(table: str) -> pa.Table:
+    """No rows, with the columns a query sees of ``table`` when it has objects: the archive's own and the partitions' (``model``, ``date``)."""
+    schema = FIXED_COLUMNS[table]
+    partitions = [("date", pa.string())] if table == GROUND_TRUTH_TABLE else [("model", pa.string()), ("date", pa.string())]
+    return pa.schema([*schema, *partitions]).empty_table()
 
 
 def _range_text(since: date | None, until: date | None) -> str:
