@@ -99,6 +99,24 @@ def test_sml_query_prints_or_writes_csv_and_parquet(s3: Any, tmp_path: Path, mon
     assert "needs SML_ATHENA_WORKGROUP" in capsys.readouterr().err
 
 
+def test_a_result_the_file_format_cannot_hold_names_the_column_and_leaves_the_file_as_it_was(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = new_archive(s3)
+    archive_predictions(s3, location, 2, DAY)
+    monkeypatch.setenv("SML_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SML_BUCKET", location.bucket)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text("kept\n")
+    assert main(["query", "SELECT model, list(prediction_id) AS ids FROM predictions GROUP BY 1", "--csv", str(earlier)]) == 2
+    err = capsys.readouterr().err
+    assert "--csv" in err and "column ids (list<" in err and "Traceback" not in err
+    assert earlier.read_text() == "kept\n" and sorted(path.name for path in tmp_path.glob("*.csv")) == ["earlier.csv"]
+    assert main(["query", "SELECT max(stored_at) - min(stored_at) AS spread FROM predictions", "--parquet", str(tmp_path / "out.parquet")]) == 2
+    assert "--parquet" in capsys.readouterr().err and not (tmp_path / "out.parquet").exists()
+
+
 def test_sml_compact_merges_the_days_asked_for_and_a_second_run_does_nothing(
     s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

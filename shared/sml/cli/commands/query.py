@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 from sml.cli.commands.rebuild import archive_location, parse_day
@@ -52,20 +54,37 @@ def run_query(args: argparse.Namespace) -> int:
 
 
 def write_result(result, *, csv: Path | None, parquet: Path | None) -> int:  # noqa: ANN001 - a pyarrow.Table
-    """Write ``result`` to ``csv`` or ``parquet``, or print it as a table (the first rows)."""
+    """Write ``result`` to ``csv`` or ``parquet``, or print it as a table (the first rows).
+
+    The file is written beside the target and renamed onto it once complete, so a result the
+    format cannot hold (a list or interval column) leaves an earlier file of that name as it was.
+
+    :raises SmlError: the file cannot be written, naming the option and, for a column the format
+        cannot hold, the column and its type.
+    """
     if csv is not None or parquet is not None:
-        target = csv or parquet
+        import pyarrow as pa
+
+        target, option, kind = (csv, "--csv", "CSV") if csv is not None else (parquet, "--parquet", "Parquet")
+        write = _csv_writer() if csv is not None else _parquet_writer()
+        partial = None
         try:
-            if csv is not None:
-                import pyarrow.csv
-
-                pyarrow.csv.write_csv(result, csv)
-            else:
-                import pyarrow.parquet
-
-                pyarrow.parquet.write_table(result, parquet, compression="zstd")
+            handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+            os.close(handle)
+            write(result, partial)
+            os.chmod(partial, 0o666 & ~_umask())
+            os.replace(partial, target)
         except OSError as exc:
-            raise SmlError(f"--{'csv' if csv else 'parquet'} {target}: cannot write ({exc.strerror or exc})") from None
+            raise SmlError(f"{option} {target}: cannot write ({exc.strerror or exc})") from None
+        except pa.ArrowException as exc:
+            columns = ", ".join(f"column {name} ({column.type})" for name, column in zip(result.column_names, result.columns) if not _writes(write, name, column))
+            raise SmlError(
+                f"{option} {target}: {kind} cannot hold {columns or str(exc).splitlines()[0]}; "
+                "turn such columns into text in the query (CAST(... AS VARCHAR)) or leave out the option to print the result"
+            ) from None
+        finally:
+            if partial is not None and os.path.exists(partial):
+                os.unlink(partial)
         print(f"{result.num_rows} rows written to {target}")
         return 0
     from rich.console import Console
@@ -84,3 +103,31 @@ def write_result(result, *, csv: Path | None, parquet: Path | None) -> int:  # n
     more = result.num_rows - SHOWN_ROWS
     console.print(f"{result.num_rows} rows" + (f" ({more} more not shown: write them with --csv or --parquet)" if more > 0 else ""), markup=False)
     return 0
+
+
+def _csv_writer():  # noqa: ANN202 - (pyarrow.Table, path or sink) -> None
+    import pyarrow.csv
+
+    return pyarrow.csv.write_csv
+
+
+def _parquet_writer():  # noqa: ANN202 - (pyarrow.Table, path or sink) -> None
+    import pyarrow.parquet
+
+    return lambda table, where: pyarrow.parquet.write_table(table, where, compression="zstd")
+
+
+def _writes(write, name: str, column) -> bool:  # noqa: ANN001 - a writer above and a pyarrow.ChunkedArray
+    import pyarrow as pa
+
+    try:
+        write(pa.table({name: column}), pa.BufferOutputStream())
+    except pa.ArrowException:
+        return False
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
