@@ -79,6 +79,17 @@ def test_a_table_with_nothing_archived_in_the_range_is_empty_with_its_columns_as
     assert refusals.num_rows == 0 and refusals.column_names == ["refusal_id", "field_name", "refused_count", "refused_at", "model", "date"]
 
 
+def test_a_question_may_open_with_comments_and_several_statements_are_refused_by_name(s3: Any) -> None:
+    location = new_archive(s3)
+    archive_predictions(s3, location, 4, DAY)
+    commented = "-- versions seen\n/* one row each */ WITH v AS (SELECT DISTINCT model_version FROM predictions) SELECT count(*) AS n FROM v"
+    assert run_duckdb_query(s3, location, commented).to_pylist() == [{"n": 1}]
+    assert with_archive_tables("-- note\nwith x AS (SELECT 1) SELECT * FROM x", "t AS (SELECT 2)") == "WITH t AS (SELECT 2),\nx AS (SELECT 1) SELECT * FROM x"
+    with pytest.raises(SmlError, match=r"^query: one statement at a time, got 2"):
+        run_duckdb_query(s3, location, "SELECT 1; SELECT count(*) FROM predictions")
+    assert run_duckdb_query(s3, location, "SELECT count(*) AS n FROM predictions WHERE prediction <> ';';").to_pylist() == [{"n": 4}]
+
+
 def test_sml_query_prints_or_writes_csv_and_parquet(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     location = new_archive(s3)
     archive_predictions(s3, location, 5, DAY)

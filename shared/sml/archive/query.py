@@ -37,7 +37,9 @@ from sml.core.errors import SmlError
 
 ATHENA_FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 COPY_COLUMN = "archive_copy"
-_LEADING_WITH = re.compile(r"^\s*with\s+(?!recursive\b)", re.IGNORECASE)
+_LEADING_COMMENTS = r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*"
+_LEADING_WITH = re.compile(_LEADING_COMMENTS + r"with\s+(?!recursive\b)", re.IGNORECASE | re.DOTALL)
+_LEADING_WITH_RECURSIVE = re.compile(_LEADING_COMMENTS + r"with\s+recursive\b", re.IGNORECASE | re.DOTALL)
 _ATHENA_TYPES: dict[str, Callable[[str], Any]] = {
     "tinyint": int,
     "smallint": int,
@@ -73,11 +75,11 @@ def archive_ctes(sources: dict[str, str], since: date | None, until: date | None
 
 
 def with_archive_tables(sql: str, ctes: str) -> str:
-    """``sql`` with ``ctes`` in front: merged into its own ``WITH`` when it has one.
+    """``sql`` with ``ctes`` in front: merged into its own ``WITH`` when it has one (after any comments, which go).
 
     :raises SmlError: ``sql`` starts with ``WITH RECURSIVE`` (the archive's tables cannot join it).
     """
-    if re.match(r"^\s*with\s+recursive\b", sql, re.IGNORECASE):
+    if _LEADING_WITH_RECURSIVE.match(sql):
         raise SmlError("query: WITH RECURSIVE is not supported over the archive's tables")
     if _LEADING_WITH.match(sql):
         return f"WITH {ctes},\n{_LEADING_WITH.sub('', sql, count=1)}"
@@ -137,10 +139,17 @@ def run_duckdb_query(
     """Answer ``sql`` over the archive with DuckDB (objects downloaded to a temporary folder).
 
     :returns: the result as an Arrow table.
-    :raises SmlError: no archived objects in the range, or DuckDB refused the query (its message).
+    :raises SmlError: no archived objects in the range, ``sql`` is not one statement, or
+        DuckDB refused the query (its message).
     """
     import duckdb
 
+    try:
+        statements = len(duckdb.extract_statements(sql))
+    except duckdb.Error as exc:
+        raise SmlError(f"query: {str(exc).splitlines()[0]}") from None
+    if statements != 1:  # the archive's tables go in front of the first only: the others would not find them
+        raise SmlError(f"query: one statement at a time, got {statements}")
     with tempfile.TemporaryDirectory(prefix="sml-query-") as work:
         copy = download_days(s3, location, Path(work) / "archive", since, until)
         sources = copy.sources()
