@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -10,8 +12,11 @@ import pytest
 from archive_support import archived_rows, new_archive, s3  # noqa: F401 - fixture
 
 from sml.archive.layout import Partition
+from sml.archive.query import download_days, duckdb_connection
+from sml.archive.sources import window_sql
 from sml.archive.store import archive_rows, compact_partition, list_partition
 from sml.core.events import build_prediction_event, serialise_event
+from sml.monitoring.windows import TimeWindow
 from sml.writer.batch import parse_records
 
 DAY = datetime(2026, 7, 14, 9, 30, tzinfo=timezone.utc)
@@ -55,3 +60,49 @@ def test_a_version_whose_batches_typed_a_feature_differently_is_compacted_and_re
     assert [(key, type(value)) for _, values in after for key, value in values.items()] == [
         (key, type(value)) for _, values in before for key, value in values.items()
     ]
+
+
+class SecondRunBeforeFirstUploads:
+    """An S3 client whose first upload waits for an event the writer archives late and a second
+    compaction of the same day that runs to its end: two runs at once (EventBridge delivers at
+    least once; an operator's `sml compact` beside the daily one)."""
+
+    def __init__(self, s3: Any, meanwhile: Any) -> None:
+        self._s3, self._meanwhile = s3, meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def upload_file(self, *args: Any, **kwargs: Any) -> None:
+        meanwhile, self._meanwhile = self._meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+        self._s3.upload_file(*args, **kwargs)
+
+
+def test_two_compactions_at_once_leave_copies_that_reads_drop_and_the_next_compaction_removes(s3: Any) -> None:
+    location = new_archive(s3)
+    early = archive_batch(s3, location, [{"tenure": 1.0}, {"tenure": 2.0}], 0) + archive_batch(s3, location, [{"tenure": 3.0}], 1)
+
+    def late_event_and_second_run() -> None:
+        archive_batch(s3, location, [{"tenure": 4.0}], 2)
+        compact_partition(s3, location, PARTITION)
+
+    compact_partition(SecondRunBeforeFirstUploads(s3, late_event_and_second_run), location, PARTITION)
+    left = list_partition(s3, location, PARTITION)
+    assert len(left) == 2 and all(item.compacted for item in left)  # each run's object: the first's events are in both
+
+    window = TimeWindow(DAY - timedelta(hours=1), DAY + timedelta(hours=1))
+    with tempfile.TemporaryDirectory() as work:
+        paths = download_days(s3, location, Path(work), DAY.date(), DAY.date(), tables=["predictions"]).files["predictions"]
+        connection = duckdb_connection(Path(work))
+        try:
+            counted = connection.sql(window_sql(connection, paths, "churn", window, [])).fetchall()
+        finally:
+            connection.close()
+    assert len(counted) == len(early) + 1
+
+    again = compact_partition(s3, location, PARTITION)
+    assert again.rows == len(early) + 1
+    assert [item.compacted for item in list_partition(s3, location, PARTITION)] == [True]
+    assert len(archived_rows(s3, location, "predictions")) == len(early) + 1

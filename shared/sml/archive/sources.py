@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from sml.archive.layout import PREDICTIONS_TABLE, feature_column, integral_floats, number_category, text_category
 from sml.archive.query import archive_ctes, download_days, duckdb_connection, read_parquet_source
-from sml.archive.store import ArchiveLocation
+from sml.archive.store import ArchiveLocation, free_of_copies
 from sml.lifecycle.manifest import FeatureSpec
 from sml.monitoring.summaries import SummaryReference, WindowSummariser, WindowSummary
 from sml.monitoring.windows import TimeWindow
@@ -112,10 +112,10 @@ def window_sql(
     connection: Any, paths: Sequence[Path], model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], version: str | None = None
 ) -> str:
     """The query of a window's rows: ``prediction`` and one column per feature, in ``features`` order
-    (NULL for a feature no file has). Copies are dropped only where an uncompacted object could hold one."""
+    (NULL for a feature no file has). Copies are dropped unless the objects are free of them (:func:`sml.archive.store.free_of_copies`)."""
     source = read_parquet_source(paths)
     available = {row[0] for row in connection.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    if all(path.name.startswith("compacted,") for path in paths):
+    if free_of_copies([str(path) for path in paths]):
         table = source  # compaction kept one copy of each event, and an event lives in one partition
     else:
         table = f"(WITH {archive_ctes({PREDICTIONS_TABLE: source}, None, None, dialect='duckdb')} SELECT * FROM {PREDICTIONS_TABLE})"

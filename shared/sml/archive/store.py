@@ -344,8 +344,8 @@ def compact_partition(
 ) -> CompactionOutcome:
     """Merge the objects of one partition into as few as ``file_bytes`` allows, per model version, dropping copies.
 
-    A version already held in compacted objects only (and none of the writer's) is left alone,
-    so a second run does nothing.
+    A version already held by one compaction's objects only (:func:`free_of_copies`) is left
+    alone, so a second run does nothing; the objects of two runs at once are merged.
 
     :param memory_limit: DuckDB's memory limit; beyond it DuckDB spills to a temporary folder.
     :returns: a :class:`CompactionOutcome`.
@@ -357,7 +357,7 @@ def compact_partition(
     for item in list_partition(s3, location, partition):
         by_version[item.version].append(item)
     for version, objects in sorted(by_version.items()):
-        if all(item.compacted for item in objects):
+        if free_of_copies([item.key for item in objects]):
             continue
         with tempfile.TemporaryDirectory(prefix="sml-compact-") as work:
             paths = download(s3, location, objects, Path(work) / "in")
@@ -407,6 +407,22 @@ def _copy_without_copies(connection: Any, table: str, paths: Sequence[Path], out
         f"(FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES {int(file_bytes)}, KV_METADATA {{'{METADATA_KEY.decode()}': '{metadata.replace(chr(39), chr(39) * 2)}'}})"
     )
     return rows, earliest
+
+
+def free_of_copies(names: Sequence[str]) -> bool:
+    """Whether the objects ``names`` (keys or local paths, of any partitions) hold every event once:
+    all are compacted, and each partition's model version is held by the objects of one compaction
+    (one ``<earliest stored_at>,<digest>``). Two compactions of a day run at once (a schedule
+    delivered twice, an ``sml compact`` beside the daily one) each write what they read, so an
+    event written meanwhile makes their objects differ and both stay, sharing the events read by both."""
+    runs: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+    for name in names:
+        folder, _, file = str(name).rpartition("/")
+        match = _OBJECT_NAME.match(file)
+        if match is None or match["kind"] != "compacted":
+            return False
+        runs[folder, match["version"]].add((match["stored"], match["digest"]))
+    return all(len(found) == 1 for found in runs.values())
 
 
 def objects_of(paths: Sequence[Path]) -> list[ArchivedObject]:
