@@ -219,3 +219,56 @@ def test_no_set_statement_reaches_a_server_whose_parameter_group_already_sets_th
     local_default = _RecordingConnection("STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION", "SYSTEM")
     assert ensure_session_settings(local_default) is True
     assert local_default.statements[-1].startswith("SET SESSION sql_mode = 'STRICT_ALL_TABLES")
+
+
+# --- drift runs kept per model version --------------------------------------------------------
+
+
+def test_the_per_version_run_key_keeps_every_stored_run_and_its_rows(db_url: str, sql_copy: Path) -> None:
+    # The table is rebuilt on SQLite: with foreign keys enforced, dropping the old drift_runs would
+    # have cascaded to the features, bounds, checks and quality of every stored run.
+    engine = create_db_engine(db_url)
+    for path in sql_copy.glob("0012_*"):
+        held = sql_copy.parent / path.name
+        path.rename(held)
+    apply_migrations(engine, sql_copy)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO drift_runs (run_id, model_name, model_version, window_start, window_end, reference_kind, status, "
+            "n_reference, n_current, features_tested, features_drifted, report_uri, parameters, created_at) VALUES "
+            "('r1', 'm', '1', '2026-11-01 00:00:00', '2026-11-08 00:00:00', 'training', 'DRIFT', 10, 20, 1, 1, NULL, '{}', '2026-11-08 06:00:00')"
+        ))
+        connection.execute(sa.text(
+            "INSERT INTO drift_features (run_id, feature_name, test, kind, n_reference, n_current, verdict) "
+            "VALUES ('r1', 'x', 'ks', 'numeric', 10, 20, 'DRIFT')"
+        ))
+        connection.execute(sa.text(
+            "INSERT INTO quality_runs (run_id, status, reason, metric, tolerance, n_predictions, n_labelled, n_labels_outside_classes, "
+            "n_unmatched_labels, reliability, parameters) VALUES ('r1', 'OK', '', 'f1', 0.05, 20, 5, 0, 0, '[]', '{}')"
+        ))
+    for path in sql_copy.parent.glob("0012_*"):
+        path.rename(sql_copy / path.name)
+
+    applied = apply_migrations(engine, sql_copy)
+
+    assert applied == ["0012_drift_runs_per_version"]
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT feature_name FROM drift_features")).scalars().all() == ["x"]
+        assert connection.execute(sa.text("SELECT run_id FROM quality_runs")).scalars().all() == ["r1"]
+    with engine.begin() as connection:  # another version, same window: stored beside the first
+        connection.execute(sa.text(
+            "INSERT INTO drift_runs (run_id, model_name, model_version, window_start, window_end, reference_kind, status, "
+            "n_reference, n_current, features_tested, features_drifted, report_uri, parameters, created_at) VALUES "
+            "('r2', 'm', '2', '2026-11-01 00:00:00', '2026-11-08 00:00:00', 'training', 'NO_DRIFT', 10, 20, 1, 0, NULL, '{}', '2026-11-08 07:00:00')"
+        ))
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:  # the same version twice: refused
+        connection.execute(sa.text(
+            "INSERT INTO drift_runs (run_id, model_name, model_version, window_start, window_end, reference_kind, status, "
+            "n_reference, n_current, features_tested, features_drifted, report_uri, parameters, created_at) VALUES "
+            "('r3', 'm', '2', '2026-11-01 00:00:00', '2026-11-08 00:00:00', 'training', 'NO_DRIFT', 10, 20, 1, 0, NULL, '{}', '2026-11-08 08:00:00')"
+        ))
+    with engine.begin() as connection:  # foreign keys are enforced again after the rebuild
+        connection.execute(sa.text("DELETE FROM drift_runs WHERE run_id = 'r1'"))
+        assert connection.execute(sa.text("SELECT COUNT(*) FROM drift_features")).scalar() == 0
+        assert connection.execute(sa.text("SELECT COUNT(*) FROM quality_runs")).scalar() == 0
+    engine.dispose()

@@ -205,6 +205,26 @@ def test_rerun_of_the_same_window_replaces_the_stored_run(engine: Engine, aws: A
     assert {row["run_id"] for row in checks} == {second.run.run_id} and len(checks) == len(second.run.data_quality)
 
 
+def test_runs_of_two_versions_for_one_window_are_both_kept_and_each_rerun_replaces_only_its_own(engine: Engine, aws: Aws) -> None:
+    # A run of another version for the same window end replaced the champion's stored run before.
+    store_traffic(engine, draw_traffic(600, seed=18), start=WINDOW_START, end=WINDOW_END)
+    champion = run_job(engine, aws).run
+    other = replace(champion, run_id=new_prediction_id(), model_version="other", created_at=champion.created_at + timedelta(seconds=1))
+    save_drift_run(engine, other)
+    rerun = replace(other, run_id=new_prediction_id(), created_at=other.created_at + timedelta(seconds=1))
+    save_drift_run(engine, rerun)
+
+    assert sorted(row["run_id"] for row in table_rows(engine, DRIFT_RUNS)) == sorted([champion.run_id, rerun.run_id])
+    assert {row["run_id"] for row in table_rows(engine, DRIFT_FEATURES)} == {champion.run_id, rerun.run_id}
+    kept = load_drift_run(engine, MODEL_NAME, WINDOW_END, version=champion.model_version)
+    assert kept is not None and kept.run["run_id"] == champion.run_id and kept.features
+    latest = load_drift_run(engine, MODEL_NAME, WINDOW_END)
+    assert latest is not None and latest.run["run_id"] == rerun.run_id
+    assert [row["model_version"] for row in drift_history(engine, MODEL_NAME)] == ["other", champion.model_version]
+    found = latest_quality(engine, MODEL_NAME, WINDOW_END, version=champion.model_version)
+    assert found is not None and found[0]["run_id"] == champion.run_id and found[1] is not None
+
+
 def test_every_run_has_its_own_report_even_in_one_second_or_for_one_window(engine: Engine, aws: Aws) -> None:
     # The key was the window end truncated to the second: runs ending 0.25 s apart (distinct runs,
     # keyed to the microsecond) wrote one object, and the first run's link and alert showed the second.

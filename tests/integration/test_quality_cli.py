@@ -64,6 +64,18 @@ def test_quality_without_a_stored_run_names_the_model_and_what_to_run(local: dic
     assert "--end: 'yesterday' is not an ISO 8601 time" in capsys.readouterr().err
 
 
+def test_quality_of_a_version_shows_that_versions_run_or_says_it_has_none(local: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drift", *END_OPTION]) == 0
+    capsys.readouterr()
+
+    assert main(["quality", "--version", MODEL_VERSION, *END_OPTION]) == 0
+    assert f"model quality of {MODEL_NAME} {MODEL_VERSION}:" in capsys.readouterr().out
+    assert main(["quality", "--version", "9"]) != 0
+    assert f"no monitoring run stored of version '9' for model '{MODEL_NAME}'" in capsys.readouterr().err
+    assert main(["quality", "--version", "no/such"]) != 0
+    assert "--version: 'no/such' is not a version name" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", [["quality"], ["drift", "history"]])
 def test_settings_that_name_no_database_are_refused_not_read_from_the_local_file(
     command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -437,6 +437,12 @@ class Migration:
     def statements(self) -> list[str]:
         return split_sql_statements(self.path.read_text(encoding="utf-8"))
 
+    @property
+    def foreign_keys_off(self) -> bool:
+        """Whether the file asks (a ``-- sml: foreign-keys-off`` line) to run with SQLite's foreign key
+        enforcement off: what rebuilding a parent table needs, so dropping it does not cascade."""
+        return any(line.strip() == FOREIGN_KEYS_OFF_MARK for line in self.path.read_text(encoding="utf-8").splitlines())
+
 
 def default_sql_dir() -> Path:
     """``$SML_SQL_DIR`` (set in the Lambda images) or the repository's ``sql/`` folder."""
@@ -485,6 +491,8 @@ def discover_migrations(sql_dir: Path, dialect: str) -> list[Migration]:
         migrations.append(Migration(version, names[version], path, checksum))
     return migrations
 
+
+FOREIGN_KEYS_OFF_MARK = "-- sml: foreign-keys-off"
 
 # The migration lock (MySQL GET_LOCK; lock names are server-wide, so the database name follows).
 MIGRATION_LOCK = "sml.schema_migrations."
@@ -608,20 +616,54 @@ def _apply_on(connection: sa.Connection, migrations: list[Migration], *, accept_
     for migration in [ledger, *pending_candidates]:
         if migration.version in applied:
             continue
-        with connection.begin():
-            if migration is not ledger:
-                for statement in migration.statements:
-                    connection.execute(sa.text(statement))
-            connection.execute(
-                SCHEMA_MIGRATIONS.insert().values(
-                    version=migration.version,
-                    name=migration.name,
-                    checksum=migration.checksum,
-                    applied_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                )
-            )
+        if migration.foreign_keys_off and connection.dialect.name == "sqlite":
+            _apply_sqlite_rebuild(connection, migration)
+        else:
+            with connection.begin():
+                if migration is not ledger:
+                    for statement in migration.statements:
+                        connection.execute(sa.text(statement))
+                _record_applied(connection, migration)
         applied_names.append(f"{migration.version:04d}_{migration.name}")
     return applied_names
+
+
+def _record_applied(connection: sa.Connection, migration: Migration) -> None:
+    connection.execute(
+        SCHEMA_MIGRATIONS.insert().values(
+            version=migration.version,
+            name=migration.name,
+            checksum=migration.checksum,
+            applied_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+    )
+
+
+def _apply_sqlite_rebuild(connection: sa.Connection, migration: Migration) -> None:
+    """Run ``migration`` on SQLite with foreign key enforcement off, in one explicit transaction.
+
+    SQLite's procedure for schema changes ALTER TABLE cannot make
+    (https://www.sqlite.org/lang_altertable.html, section 7): ``PRAGMA foreign_keys`` is a no-op
+    inside a transaction, so it is switched off before and on again after; the statements, DDL
+    included (which the sqlite3 module would otherwise run outside any transaction), run between
+    ``BEGIN`` and ``COMMIT``; ``PRAGMA foreign_key_check`` must find no violation before the commit.
+
+    :raises SmlError: naming the file, when a foreign key would be left dangling (nothing is changed).
+    """
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+    try:
+        with connection.begin():
+            connection.exec_driver_sql("BEGIN")
+            for statement in migration.statements:
+                connection.execute(sa.text(statement))
+            dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if dangling:
+                raise SmlError(f"{migration.path.name}: it would leave foreign keys dangling ({dangling[:5]}); nothing was changed")
+            _record_applied(connection, migration)
+    finally:
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
 
 
 def _check_applied_unchanged(migrations: list[Migration], applied: dict[int, Any]) -> list[Migration]:

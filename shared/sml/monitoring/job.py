@@ -24,7 +24,7 @@ One run (:func:`run_drift_job`), in this order:
 5. the HTML report goes to ``s3://<bucket>/<report_prefix><model>/<window end>-<run id>.html``
    (and to ``report_dir`` when given): one object per run, so an earlier run's link and alert keep
    showing that run;
-6. the run (with its quality) replaces any stored run of the same model and window end;
+6. the run (with its quality) replaces any stored run of the same model, version and window end;
 7. the alert goes to the SNS topic, whatever the verdict.
 
 Entry points (the drift Lambda, ``sml drift``) build the clients and the engine and call it.

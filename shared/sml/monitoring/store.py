@@ -108,14 +108,19 @@ class DriftRun:
 
 
 def save_drift_run(engine: Engine, run: DriftRun) -> None:
-    """Store ``run``, replacing any run of the same model and window end, in one transaction.
+    """Store ``run``, replacing any run of the same model, version and window end, in one transaction.
+
+    A run of another version of the model for the same window (the champion's scheduled run and
+    ``sml drift --version`` of the one it replaced, say) is kept: each version has its own record.
 
     :param engine: the database with the ``drift_runs`` and ``drift_features`` tables.
     """
     window_end = to_db_timestamp(run.window.end)
     with engine.begin() as connection:
         previous_ids = connection.execute(
-            sa.select(DRIFT_RUNS.c.run_id).where(DRIFT_RUNS.c.model_name == run.model_name, DRIFT_RUNS.c.window_end == window_end)
+            sa.select(DRIFT_RUNS.c.run_id).where(
+                DRIFT_RUNS.c.model_name == run.model_name, DRIFT_RUNS.c.model_version == run.model_version, DRIFT_RUNS.c.window_end == window_end
+            )
         ).scalars().all()
         if previous_ids:
             connection.execute(DATA_QUALITY_CHECKS.delete().where(DATA_QUALITY_CHECKS.c.run_id.in_(previous_ids)))
@@ -143,11 +148,18 @@ class StoredDriftRun:
     data_quality: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_drift_run(engine: Engine, model_name: str, window_end: datetime) -> StoredDriftRun | None:
-    """The stored run of ``model_name`` whose window ends at ``window_end``, or ``None``."""
+def load_drift_run(engine: Engine, model_name: str, window_end: datetime, *, version: str | None = None) -> StoredDriftRun | None:
+    """The stored run of ``model_name`` (of ``version``, else the latest stored of any version)
+    whose window ends at ``window_end``, or ``None``."""
     with engine.connect() as connection:
         run = connection.execute(
-            sa.select(DRIFT_RUNS).where(DRIFT_RUNS.c.model_name == model_name, DRIFT_RUNS.c.window_end == to_db_timestamp(window_end))
+            sa.select(DRIFT_RUNS)
+            .where(
+                DRIFT_RUNS.c.model_name == model_name,
+                DRIFT_RUNS.c.window_end == to_db_timestamp(window_end),
+                *([] if version is None else [DRIFT_RUNS.c.model_version == version]),
+            )
+            .order_by(DRIFT_RUNS.c.created_at.desc())
         ).mappings().first()
         if run is None:
             return None
@@ -210,7 +222,7 @@ def drift_history(
             DRIFT_RUNS.c.features_tested, DRIFT_RUNS.c.features_drifted, DRIFT_RUNS.c.parameters,
         )
         .where(DRIFT_RUNS.c.model_name == model_name, *([] if version is None else [DRIFT_RUNS.c.model_version == version]))
-        .order_by(*latest_window_first(DRIFT_RUNS.c.window_end))
+        .order_by(*latest_window_first(DRIFT_RUNS.c.window_end), DRIFT_RUNS.c.created_at.desc())
         .limit(limit)
     )
     with engine.connect() as connection:

@@ -33,12 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_option(parser)
     parser.add_argument("--end", help="the run whose window ends at this time, ISO 8601 (default: the latest run)")
+    parser.add_argument("--version", help="the run of this model version (default: the latest run of any version)")
     parser.add_argument("--fail-on-degraded", action="store_true", help="exit with status 1 when the verdict is DEGRADED")
     parser.set_defaults(run=run_quality)
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    from sml.cli.commands.drift import parse_end
+    from sml.cli.commands.drift import check_version, parse_end
     from sml.core.db import database_engine_from_settings
     from sml.cli.commands.models import load_model_settings
     from sml.core.settings import LocalSettings
@@ -46,12 +47,13 @@ def run_quality(args: argparse.Namespace) -> int:
 
     settings = load_model_settings(LocalSettings, args.model)
     window_end = parse_end(args.end) if args.end else None
+    version = check_version(args.version) if args.version else None
     engine = database_engine_from_settings(settings)
     try:
-        found = latest_quality(engine, settings.model_name, window_end)
+        found = latest_quality(engine, settings.model_name, window_end, version=version)
     finally:
         engine.dispose()
-    which = f"ending at {args.end}" if args.end else "stored"
+    which = (f"ending at {args.end}" if args.end else "stored") + (f" of version {version!r}" if version else "")
     if found is None:
         raise SmlError(f"no monitoring run {which} for model {settings.model_name!r}; run `sml drift` first")
     run, quality = found

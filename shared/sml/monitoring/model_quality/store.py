@@ -648,10 +648,14 @@ def load_quality(engine: Engine, run_id: str) -> StoredQuality | None:
     return StoredQuality(run=dict(run), metrics=[dict(row) for row in metrics])
 
 
-def latest_quality(engine: Engine, model_name: str, window_end: datetime | None = None) -> tuple[dict[str, Any], StoredQuality | None] | None:
-    """The latest stored drift run of ``model_name`` (or the one ending at ``window_end``) and its quality.
+def latest_quality(
+    engine: Engine, model_name: str, window_end: datetime | None = None, *, version: str | None = None
+) -> tuple[dict[str, Any], StoredQuality | None] | None:
+    """The latest stored drift run of ``model_name`` (or the one ending at ``window_end``; of
+    ``version`` when given, else of any version) and its quality.
 
-    Latest is by window end among windows that have ended (:func:`~sml.monitoring.windows.latest_window_first`).
+    Latest is by window end among windows that have ended (:func:`~sml.monitoring.windows.latest_window_first`),
+    then by when the run was made (runs of several versions can share a window end).
 
     :returns: ``None`` when no run is stored; the quality part is ``None`` for a run without one.
     """
@@ -659,7 +663,10 @@ def latest_quality(engine: Engine, model_name: str, window_end: datetime | None 
         query = sa.select(DRIFT_RUNS).where(DRIFT_RUNS.c.model_name == model_name)
         if window_end is not None:
             query = query.where(DRIFT_RUNS.c.window_end == to_db_timestamp(window_end))
-        run = connection.execute(query.order_by(*latest_window_first(DRIFT_RUNS.c.window_end)).limit(1)).mappings().first()
+        if version is not None:
+            query = query.where(DRIFT_RUNS.c.model_version == version)
+        query = query.order_by(*latest_window_first(DRIFT_RUNS.c.window_end), DRIFT_RUNS.c.created_at.desc())
+        run = connection.execute(query.limit(1)).mappings().first()
     if run is None:
         return None
     return dict(run), load_quality(engine, run["run_id"])
