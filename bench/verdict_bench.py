@@ -150,12 +150,12 @@ def _feature_columns(choice: dict[str, str]) -> list[Any]:
 
 
 def _prediction_column(task: str, choice: dict[str, str]) -> Any:
-    from sml.monitoring.drift.run import PREDICTION_COLUMN, DriftColumn
+    from sml.monitoring.drift.run import DriftColumn, prediction_column
 
     if task == "regression":
-        return DriftColumn(PREDICTION_COLUMN, "numeric", prediction=True, method=choice["numeric"])
+        return DriftColumn(prediction_column(task), "numeric", prediction=True, method=choice["numeric"])
     classes = BINARY_CLASSES if task == "binary" else MULTICLASS_CLASSES
-    return DriftColumn(PREDICTION_COLUMN, "categorical", classes, prediction=True, method=choice["categorical"])
+    return DriftColumn(prediction_column(task), "categorical", classes, prediction=True, method=choice["categorical"])
 
 
 class TaskOutcome(NamedTuple):
@@ -174,7 +174,7 @@ def our_rule(choice: dict[str, str]) -> Callable[[dict[str, np.ndarray]], Tester
     """Our rule with ``choice``'s main methods: given a reference, a tester of windows that runs the
     features once and decides them with each task's prediction as that task's run would (one
     Benjamini–Hochberg correction over the features and the prediction)."""
-    from sml.monitoring.drift.run import PREDICTION_COLUMN, default_floors, pending_tests
+    from sml.monitoring.drift.run import PREDICTION_COLUMNS, default_floors, pending_tests
     from sml.monitoring.drift.stats import DriftVerdict, decide_all, overall_verdict, reference_from_columns
     from sml.monitoring.summaries import SummaryReference, reference_grids, summarise
 
@@ -187,7 +187,7 @@ def our_rule(choice: dict[str, str]) -> Callable[[dict[str, np.ndarray]], Tester
         reference_predictions = task_predictions(reference_columns)
         tasks = {}
         for task, column in predictions_columns.items():
-            grid = reference_grids(reference_from_columns({PREDICTION_COLUMN: reference_predictions[task]}, [column]), [column])
+            grid = reference_grids(reference_from_columns({column.name: reference_predictions[task]}, [column]), [column])
             tasks[task] = (column, SummaryReference(features={}, prediction=grid.prediction), default_floors([column]))
 
         def test(current: dict[str, np.ndarray]) -> dict[str, TaskOutcome]:
@@ -202,7 +202,7 @@ def our_rule(choice: dict[str, str]) -> Callable[[dict[str, np.ndarray]], Tester
                 results = decide_all(pending + pending_tests(grid, summarise({}, grid, predictions[task]), [column], floors), FDR)
                 drift = [result for result in results if result.verdict is DriftVerdict.DRIFT]
                 outcomes[task] = TaskOutcome(
-                    frozenset(LABEL if result.feature == PREDICTION_COLUMN else result.feature for result in drift),
+                    frozenset(LABEL if result.feature in PREDICTION_COLUMNS else result.feature for result in drift),
                     frozenset(result.test for result in drift), overall_verdict(results).value,
                 )
             return outcomes

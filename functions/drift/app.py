@@ -166,7 +166,9 @@ def emit_feature_metrics(run: Any) -> None:
 
     Dimensions ``service``, ``model_name``, ``feature``, ``test``; metrics ``effect_size``,
     ``effect_upper`` (when defined), ``effect_floor`` and ``verdict`` (0 NO_DRIFT, 1 INCONCLUSIVE,
-    2 DRIFT). Each test is its own EMF document from its own provider instance: one document
+    2 DRIFT). The prediction's ``feature`` is ``(predicted label)`` for a classifier and
+    ``(prediction)`` for a regression model (whose runs before that name was given emitted
+    ``(predicted label)``: a chart over both spans needs both series). Each test is its own EMF document from its own provider instance: one document
     carries one dimension set, and the ``Metrics`` class shares its state process-wide
     (FIELD-NOTES), so it would merge them.
     """

@@ -34,7 +34,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sml.monitoring.drift.run import PREDICTION_COLUMN
+from sml.monitoring.drift.run import prediction_column
 from tests.e2e.test_user_journey import environment, running_stack, sml, stored_ids, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("journey")]
@@ -143,13 +143,14 @@ def test_training_traffic_is_no_drift_and_ok_and_shifted_traffic_with_wrong_labe
 
         first = _drift(tmp_path, name, first_end, first_end - started + timedelta(seconds=1))
         assert re.search(r"^verdict: NO_DRIFT ", first, re.MULTILINE), first
-        assert _latest_prediction_verdict(stack["database_url"], name) == "NO_DRIFT", first
+        assert _latest_prediction_verdict(stack["database_url"], name, task) == "NO_DRIFT", first
+        assert re.search(rf"^│ {re.escape(prediction_column(task))} ", first, re.MULTILINE), first
         labelled = f"{WINDOW_ROWS} of {WINDOW_ROWS} predictions labelled"
         assert re.search(rf"^quality: OK \({labelled} .*; realized {case.verdict_metric} ", first, re.MULTILINE), first
 
         second = _drift(tmp_path, name, second_end, second_end - first_end)
         assert re.search(r"^verdict: DRIFT ", second, re.MULTILINE), second
-        assert _latest_prediction_verdict(stack["database_url"], name) == "DRIFT", second
+        assert _latest_prediction_verdict(stack["database_url"], name, task) == "DRIFT", second
         report = re.search(r"^report: (\S+) \(s3://", second, re.MULTILINE)[1]  # type: ignore[index]
         assert f"<h3>{case.report_section}" in (tmp_path / report).read_text(encoding="utf-8")
         quality = sml(tmp_path, "quality", "--model", name, "--fail-on-degraded", check=False)
@@ -214,8 +215,8 @@ def _drift(folder: Path, name: str, end: datetime, length: timedelta) -> str:
     return sml(folder, "drift", "--model", name, "--end", end.isoformat(), "--window", window).stdout
 
 
-def _latest_prediction_verdict(database_url: str, name: str) -> str:
-    """The stored verdict of the prediction's test (not its missing rate) in the latest run of ``name``."""
+def _latest_prediction_verdict(database_url: str, name: str, task: str) -> str:
+    """The stored verdict of the prediction's test (not its missing rate) in the latest run of ``name``, a model of ``task``."""
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as connection:
@@ -225,7 +226,7 @@ def _latest_prediction_verdict(database_url: str, name: str) -> str:
                     "WHERE r.model_name = :name AND f.feature_name = :feature AND f.test <> 'missing_rate' "
                     "ORDER BY r.created_at DESC LIMIT 1"
                 ),
-                {"name": name, "feature": PREDICTION_COLUMN},
+                {"name": name, "feature": prediction_column(task)},
             ).scalar_one()
     finally:
         engine.dispose()

@@ -35,13 +35,13 @@ from moto import mock_aws
 from sqlalchemy.engine import Engine
 
 from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURES, DRIFT_RUNS, create_db_engine
-from sml.monitoring.drift.run import PREDICTION_COLUMN as LABEL_COLUMN
+from sml.monitoring.drift.run import CLASS_PREDICTION_COLUMN as LABEL_COLUMN, REGRESSION_PREDICTION_COLUMN
 from sml.monitoring.job import DriftJobConfig, DriftJobResult, run_drift_job
 from sml.monitoring.drift.stats import DriftVerdict
 from sml.core.errors import SmlError
 from sml.core.events import new_prediction_id
 from sml.monitoring.model_quality.store import latest_quality
-from sml.monitoring.store import drift_history, load_drift_run, save_drift_run
+from sml.monitoring.store import drift_history, feature_trends, load_drift_run, save_drift_run
 from sml.monitoring.windows import MAX_CLOCK_SKEW, TimeWindow
 from sml.lifecycle.manifest import ModelManifest, NumericReference
 
@@ -472,16 +472,47 @@ def regression_manifest(training: Traffic) -> ModelManifest:
 
 
 @pytest.mark.parametrize(("offset", "expected"), [(0.0, DriftVerdict.NO_DRIFT), (1.5, DriftVerdict.DRIFT)])
-def test_a_regression_models_predictions_are_tested_as_numbers(engine: Engine, aws: Aws, offset: float, expected: DriftVerdict) -> None:
+def test_a_regression_models_predictions_are_tested_as_numbers(engine: Engine, aws: Aws, tmp_path: Path, offset: float, expected: DriftVerdict) -> None:
     # Chi-square on the predicted numbers saw each value as a category of its own: DRIFT on traffic drawn from training.
     manifest = regression_manifest(regression_traffic(5_000, seed=11))
     store_traffic(engine, regression_traffic(3_000, seed=12, offset=offset), start=WINDOW_START, end=WINDOW_END)
 
-    outcome = run_job(engine, aws, manifest=manifest, quality=None)
+    outcome = run_job(engine, aws, manifest=manifest, quality=None, report_dir=tmp_path)
 
-    (prediction,) = [result for result in outcome.run.results if result.feature == LABEL_COLUMN]
-    assert (prediction.test, prediction.kind, prediction.verdict) == ("ks", "label", expected)
+    # A regression model's output is a number: its test is named for the prediction, not a label.
+    (prediction,) = [result for result in outcome.run.results if result.kind == "label"]
+    assert (prediction.feature, prediction.test, prediction.verdict) == (REGRESSION_PREDICTION_COLUMN, "ks", expected)
     assert outcome.run.label_drifted is (expected is DriftVerdict.DRIFT)
+    report = outcome.report_path.read_text()
+    assert "predicted label" not in report and "<dt>prediction</dt>" in report
+    [envelope] = received(aws, aws.all_queue_url)
     if expected is DriftVerdict.NO_DRIFT:
         assert outcome.run.status is DriftVerdict.NO_DRIFT
+    else:
+        features = outcome.run.features_tested
+        assert envelope["Subject"] == f"[DRIFT] {MODEL_NAME} {MODEL_VERSION}: the prediction drifted, none of {features} features did"
+        assert json.loads(envelope["Message"])["summary"].endswith("; prediction DRIFT")
+
+
+def test_a_regression_models_prediction_history_goes_on_across_its_renaming(engine: Engine, aws: Aws, tmp_path: Path) -> None:
+    # Runs stored before a regression model's prediction was named "(prediction)" hold its tests as
+    # "(predicted label)"; either name finds the tests of both, and its trend chart goes on.
+    manifest = regression_manifest(regression_traffic(5_000, seed=11))
+    store_traffic(engine, regression_traffic(3_000, seed=12), start=WINDOW_START, end=WINDOW_END)
+    store_traffic(engine, regression_traffic(3_000, seed=13), start=WINDOW_END, end=WINDOW_END + WINDOW)
+    config = DriftJobConfig(bucket=aws.bucket, topic_arn=None, quality=None)
+    old = run_job(engine, aws, manifest=manifest, quality=None).run
+    renamed = [replace(result, feature=LABEL_COLUMN) if result.kind == "label" else result for result in old.results]
+    save_drift_run(engine, replace(old, results=renamed))
+    new = run_drift_job(
+        config, manifest, engine=engine, s3_client=aws.s3, sns_client=None, window_end=WINDOW_END + WINDOW, report_dir=tmp_path
+    ).run
+
+    for name in (REGRESSION_PREDICTION_COLUMN, LABEL_COLUMN):
+        rows = drift_history(engine, MODEL_NAME, feature=name)
+        assert [(row["run_id"], row["test"]) for row in rows] == [(new.run_id, "ks"), (old.run_id, "ks")], name
+    trend = feature_trends(engine, MODEL_NAME, before=WINDOW_END + WINDOW + WINDOW)[REGRESSION_PREDICTION_COLUMN]
+    assert [point.effect_size for point in trend] == pytest.approx([result.effect_size for run in (old, new) for result in run.results if result.kind == "label"])
+    # An input feature's history is its own: the prediction's tests are not among them.
+    assert {row["test"] for row in drift_history(engine, MODEL_NAME, feature="mean_shift")} == {"ks", "missing_rate"}
 

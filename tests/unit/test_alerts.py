@@ -85,6 +85,16 @@ def test_subject_tells_the_predicted_label_apart_from_the_features() -> None:
     assert json.loads(alert_message(label_only))["features_drifted"] == 0
 
 
+def test_a_regression_models_prediction_is_named_as_a_prediction_not_a_label() -> None:
+    prediction = result("(prediction)", DriftVerdict.DRIFT, test="ks", kind="label")
+    with_features = drift_run([*DRIFTED.results, prediction], DriftVerdict.DRIFT)
+    prediction_only = drift_run([result("area", DriftVerdict.NO_DRIFT), prediction], DriftVerdict.DRIFT)
+
+    assert alert_subject(with_features) == "[DRIFT] breast-cancer v3: 2 of 3 features drifted, and the prediction"
+    assert alert_subject(prediction_only) == "[DRIFT] breast-cancer v3: the prediction drifted, none of 1 features did"
+    assert json.loads(alert_message(prediction_only))["summary"] == "DRIFT: NO_DRIFT on 1 of 1 features; prediction DRIFT"
+
+
 def test_subject_stays_printable_ascii_under_100_characters() -> None:
     subject = alert_subject(drift_run([result("a", DriftVerdict.DRIFT)], DriftVerdict.DRIFT, version="v-ü-" + "9" * 120))
 

@@ -17,7 +17,7 @@ from sml.core.errors import SmlError
 from sml.core.settings import DriftSettings, load_settings
 from sml.monitoring.config import DeploymentFloors, ModelDriftConfig, read_model_drift_config, resolve_floors
 from sml.monitoring.data_quality.checks import DataQualityThresholds
-from sml.monitoring.drift.run import PREDICTION_COLUMN as LABEL_COLUMN
+from sml.monitoring.drift.run import CLASS_PREDICTION_COLUMN as LABEL_COLUMN
 from sml.monitoring.job import DriftJobConfig
 from sml.monitoring.model_quality.metrics import QualityConfig
 from sml.monitoring.drift.stats import ks_d_for_location_shift

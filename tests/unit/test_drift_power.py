@@ -161,6 +161,14 @@ def test_the_smallest_sufficient_window_is_exact() -> None:
     )
 
 
+def test_a_regression_models_prediction_is_not_called_a_label() -> None:
+    schema = [DriftColumn("x", "numeric"), DriftColumn("(prediction)", "numeric", prediction=True)]
+    floors = {("x", "ks"): 0.1, ("x", "missing_rate"): 0.2, ("(prediction)", "ks"): 0.05}
+    reference = {"x": numeric_reference(426), "(prediction)": numeric_reference(400)}
+    prediction = by_test(certifiable_shifts(grids(reference, schema), schema, floors, window_rows=500))["(prediction)", "ks"]
+    assert prediction.warning().startswith("(prediction): the prediction test cannot certify NO_DRIFT below 0.21 sd with any window")
+
+
 def test_missing_values_shrink_the_values_a_test_uses() -> None:
     schema = [DriftColumn("x", "numeric")]
     floors = {("x", "ks"): 0.1, ("x", "missing_rate"): 0.2}

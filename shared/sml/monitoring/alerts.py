@@ -47,9 +47,9 @@ def alert_subject(run: DriftRun) -> str:
     """E.g. ``[DRIFT] breast-cancer v3: 2 of 12 features drifted``: printable ASCII, under 100 characters."""
     status = run.status.value
     if status == "DRIFT" and not run.drifted_features:
-        outcome = f"the predicted label drifted, none of {run.features_tested} features did"
+        outcome = f"the {run.prediction_tested} drifted, none of {run.features_tested} features did"
     elif status == "DRIFT":
-        label = ", and the predicted label" if run.label_drifted else ""
+        label = f", and the {run.prediction_tested}" if run.label_drifted else ""
         outcome = f"{len(run.drifted_features)} of {run.features_tested} features drifted{label}"
     elif status == "NO_DRIFT":
         undecided = _inconclusive_features(run)

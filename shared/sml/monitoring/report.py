@@ -146,7 +146,7 @@ def _summary(run: DriftRun) -> str:
         "current rows": str(run.current_rows),
         **({"other versions": note} if (note := run.versions_note()) else {}),
         "features drifted": f"{len(run.drifted_features)} of {run.features_tested}",
-        "predicted label": "drifted" if run.label_drifted else "did not drift",
+        **({run.prediction_tested: "drifted" if run.label_drifted else "did not drift"} if run.prediction_tested else {"prediction": "not tested"}),
         "data quality": run.data_quality_status if run.data_quality else "not checked",
         "run id": run.run_id,
         "created": run.created_at.isoformat(),

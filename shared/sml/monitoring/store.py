@@ -25,6 +25,7 @@ from sml.core.db import DATA_QUALITY_CHECKS, DRIFT_FEATURE_BOUNDS, DRIFT_FEATURE
 from sml.monitoring.data_quality.checks import DataQualityCheck, DataQualityStatus, data_quality_status
 from sml.monitoring.model_quality.store import insert_quality
 from sml.monitoring.drift.methods import registered_methods
+from sml.monitoring.drift.run import PREDICTION_COLUMNS, PREDICTION_KIND, prediction_phrase
 from sml.monitoring.drift.stats import DriftVerdict, FeatureTestResult
 from sml.monitoring.windows import TimeWindow, latest_window_first
 
@@ -93,18 +94,23 @@ class DriftRun:
 
     @property
     def features_tested(self) -> int:
-        """Distinct input features tested; the predicted label is not counted."""
-        return len({result.feature for result in self.results if result.kind != "label"})
+        """Distinct input features tested; the prediction is not counted."""
+        return len({result.feature for result in self.results if result.kind != PREDICTION_KIND})
 
     @property
     def drifted_features(self) -> list[str]:
-        """Input features with at least one DRIFT test, in test order; the predicted label is not one."""
-        return list(dict.fromkeys(result.feature for result in self.results if result.verdict is DriftVerdict.DRIFT and result.kind != "label"))
+        """Input features with at least one DRIFT test, in test order; the prediction is not one."""
+        return list(dict.fromkeys(result.feature for result in self.results if result.verdict is DriftVerdict.DRIFT and result.kind != PREDICTION_KIND))
 
     @property
     def label_drifted(self) -> bool:
-        """Whether the distribution of the predicted label drifted."""
-        return any(result.verdict is DriftVerdict.DRIFT for result in self.results if result.kind == "label")
+        """Whether the distribution of the prediction (a classifier's predicted label, a regression model's number) drifted."""
+        return any(result.verdict is DriftVerdict.DRIFT for result in self.results if result.kind == PREDICTION_KIND)
+
+    @property
+    def prediction_tested(self) -> str | None:
+        """How text names the prediction this run tested (``predicted label`` or ``prediction``), ``None`` when it tested none."""
+        return next((prediction_phrase(result.feature) for result in self.results if result.kind == PREDICTION_KIND), None)
 
 
 def save_drift_run(engine: Engine, run: DriftRun) -> None:
@@ -209,7 +215,10 @@ def drift_history(
     ``version_since``: when the run's version took over inside its window, ISO 8601, or None).
     With ``version``, only the runs of that model version. With ``feature``: one row per run and test of that feature, adding
     ``test``, ``effect_size``, ``effect_upper``, ``effect_floor``, ``p_adjusted``, ``verdict``
-    and ``reason``; runs that did not test it are left out.
+    and ``reason``; runs that did not test it are left out. The prediction's tests are found under
+    either of its names (``(predicted label)``, ``(prediction)``), whichever one a run stored them
+    under: runs of a regression model stored before its prediction was named ``(prediction)`` hold
+    them as ``(predicted label)``.
 
     :raises ValueError: ``limit`` is below 1.
     """
@@ -250,7 +259,7 @@ def drift_history(
                 DRIFT_FEATURES.c.effect_floor, DRIFT_FEATURES.c.p_adjusted, DRIFT_FEATURES.c.verdict, DRIFT_FEATURE_BOUNDS.c.reason,
             )
             .select_from(_features_with_bounds())
-            .where(DRIFT_FEATURES.c.feature_name == feature, DRIFT_FEATURES.c.run_id.in_([row["run_id"] for row in rows]))
+            .where(_tests_of(feature), DRIFT_FEATURES.c.run_id.in_([row["run_id"] for row in rows]))
             .order_by(DRIFT_FEATURES.c.test)
         ).mappings().all()
     by_run: dict[str, list[dict[str, Any]]] = {}
@@ -270,6 +279,13 @@ class TrendPoint:
     verdict: str
 
 
+def _tests_of(feature: str) -> sa.ColumnElement[bool]:
+    named = DRIFT_FEATURES.c.feature_name == feature
+    if feature not in PREDICTION_COLUMNS:
+        return named
+    return sa.or_(named, sa.and_(DRIFT_FEATURES.c.kind == PREDICTION_KIND, DRIFT_FEATURES.c.feature_name.in_(PREDICTION_COLUMNS)))
+
+
 def feature_trends(
     engine: Engine, model_name: str, *, before: datetime, limit: int = 12, version: str | None = None
 ) -> dict[str, list[TrendPoint]]:
@@ -278,7 +294,10 @@ def feature_trends(
     With ``version``, only the runs of that model version: another version's feature of the same
     name was compared with another reference.
 
-    Runs stored before issue 18 have no upper bound (``effect_upper`` None).
+    The prediction's points are under each of its names (``(predicted label)``, ``(prediction)``),
+    whichever one a run stored them under, so a regression model's trend goes on across the runs
+    stored before its prediction was named ``(prediction)``. Runs stored before upper bounds were
+    recorded have none (``effect_upper`` None).
     """
     with engine.connect() as connection:
         run_ids = connection.execute(
@@ -295,7 +314,7 @@ def feature_trends(
             return {}
         rows = connection.execute(
             sa.select(
-                DRIFT_FEATURES.c.feature_name, DRIFT_RUNS.c.window_end, DRIFT_FEATURES.c.effect_size,
+                DRIFT_FEATURES.c.feature_name, DRIFT_FEATURES.c.kind, DRIFT_RUNS.c.window_end, DRIFT_FEATURES.c.effect_size,
                 DRIFT_FEATURE_BOUNDS.c.effect_upper, DRIFT_FEATURES.c.effect_floor, DRIFT_FEATURES.c.verdict,
             )
             .select_from(_features_with_bounds().join(DRIFT_RUNS, DRIFT_RUNS.c.run_id == DRIFT_FEATURES.c.run_id))
@@ -303,8 +322,10 @@ def feature_trends(
             .order_by(DRIFT_RUNS.c.window_end)
         ).all()
     trends: dict[str, list[TrendPoint]] = {}
-    for feature, *point in rows:
-        trends.setdefault(feature, []).append(TrendPoint(*point))
+    for feature, kind, *point in rows:
+        prediction = kind == PREDICTION_KIND and feature in PREDICTION_COLUMNS
+        for name in PREDICTION_COLUMNS if prediction else (feature,):
+            trends.setdefault(name, []).append(TrendPoint(*point))
     return trends
 
 

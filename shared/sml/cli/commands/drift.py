@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the drift job now and print the verdict",
         description=(
             "Compare the champion's recent predictions with its training reference (or the previous window): "
-            "KS / chi-square / missing-rate tests per feature and for the predicted label, Benjamini-Hochberg "
+            "KS / chi-square / missing-rate tests per feature and for the prediction, Benjamini-Hochberg "
             "corrected, with effect-size floors (SML_DRIFT_*, under the champion's own drift config from `sml train --drift-config`, "
             "whose keys win; the table says where each floor came from). Stores the run, writes the HTML report and "
             "publishes the SNS alert, like the weekly drift Lambda. Model quality is assessed in the same run "
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the stored drift runs of the model, newest first",
         description="Print past drift runs from the database: one line per run, or per run and test of --feature (effect, upper bound, floor, verdict).",
     )
-    history.add_argument("--feature", help="show this feature's tests across the runs (the label is '(predicted label)')")
+    history.add_argument("--feature", help="show this feature's tests across the runs (the model's prediction is '(predicted label)' for a classifier, '(prediction)' for a regression model; either name finds it)")
     history.add_argument("--limit", type=int, default=12, help="how many runs, newest first (default 12)")
     history.add_argument("--version", help="only the runs of this model version (default: every version's)")
     add_model_option(history)
@@ -246,7 +246,7 @@ def print_run(outcome: DriftJobResult) -> None:
     console.print(f"summary: {escape(verdict_summary(run.results))}")
     console.print(
         f"verdict: [{VERDICT_STYLE[status]}]{status}[/] ({len(run.drifted_features)} of {run.features_tested} features drifted"
-        f"{', and the predicted label' if run.label_drifted else ''}; "
+        f"{f', and the {run.prediction_tested}' if run.label_drifted else ''}; "
         f"{run.current_rows} rows in the window, {run.reference_rows} in the {run.reference_kind} reference)"
     )
     if note := run.versions_note():

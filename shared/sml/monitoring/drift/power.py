@@ -46,6 +46,7 @@ from typing import Any
 from scipy import stats
 
 from sml.monitoring.drift.methods import drift_method
+from sml.monitoring.drift.run import PREDICTION_KIND, prediction_phrase
 from sml.monitoring.drift.stats import (
     EQUIVALENCE_ALPHA,
     cohens_h_upper_bound,
@@ -257,6 +258,6 @@ def degrees_of_freedom(counts: Mapping[str, int], n_current: int | None, order: 
 
 
 def _test_name(shift: CertifiableShift) -> str:
-    if shift.kind == "label":
-        return "predicted-label test"
+    if shift.kind == PREDICTION_KIND:
+        return prediction_phrase(shift.feature).replace(" ", "-") + " test"
     return drift_method(shift.test).title

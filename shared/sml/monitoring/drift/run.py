@@ -6,8 +6,9 @@ and the window's :class:`~sml.monitoring.summaries.WindowSummary`, runs each col
 DRIFT / NO_DRIFT / INCONCLUSIVE per test (:func:`sml.monitoring.drift.stats.decide_all`, whose
 docstring holds the rule). :func:`drift_columns` says which columns a model's run tests and with
 which method: every input feature of the manifest and the model's prediction, a classifier's
-predicted label as a categorical column and a regression model's predicted number as a numeric
-one (when its manifest has the training predictions).
+predicted label as a categorical column named ``(predicted label)`` and a regression model's
+predicted number as a numeric one named ``(prediction)`` (when its manifest has the training
+predictions).
 
 :func:`run_drift_tests` is the same run for columns of values (training data, tests,
 benchmarks): it summarises them against the reference first.
@@ -27,10 +28,25 @@ from sml.monitoring.drift.methods import DEFAULT_METHODS, DriftMethod, drift_met
 from sml.monitoring.drift.stats import FeatureTestResult, PendingTest, decide_all
 from sml.monitoring.summaries import SummaryReference, WindowSummary, reference_grids, summarise
 
-# The model's prediction is tested under this name, which no feature can clash with in a
-# readable report (feature names come from the training data's columns).
-PREDICTION_COLUMN = "(predicted label)"
-PREDICTION_KIND = "label"  # the ``kind`` of a prediction's results, whatever its column kind
+# The model's prediction is tested under a name in parentheses, which no feature can clash with in
+# a readable report (feature names come from the training data's columns): a classifier's is its
+# predicted label, a regression model's a number. Runs of regression models stored before the two
+# names were told apart hold their prediction's tests as "(predicted label)"; the store finds the
+# prediction's tests under either name (their ``kind`` is PREDICTION_KIND).
+CLASS_PREDICTION_COLUMN = "(predicted label)"
+REGRESSION_PREDICTION_COLUMN = "(prediction)"
+PREDICTION_COLUMNS = (CLASS_PREDICTION_COLUMN, REGRESSION_PREDICTION_COLUMN)
+PREDICTION_KIND = "label"  # the ``kind`` of a prediction's results, whatever its column kind and task
+
+
+def prediction_column(task: str) -> str:
+    """The name a model of ``task`` (``binary``, ``multiclass`` or ``regression``) has its prediction tested under."""
+    return REGRESSION_PREDICTION_COLUMN if task == "regression" else CLASS_PREDICTION_COLUMN
+
+
+def prediction_phrase(column: str) -> str:
+    """How text names the prediction tested as ``column``: ``predicted label`` or ``prediction``."""
+    return column[1:-1] if column in PREDICTION_COLUMNS else column
 
 
 @dataclass(frozen=True)
@@ -78,11 +94,12 @@ def drift_columns(manifest: Any, methods: Mapping[str, str] | None = None) -> li
     """
     methods = methods or {}
     columns = [DriftColumn(spec.name, spec.kind, spec.categories, method=methods.get(spec.name)) for spec in manifest.features]
+    name = prediction_column(manifest.task)
     if manifest.task != "regression":
         classes = tuple(str(label) for label in manifest.classes)
-        columns.append(DriftColumn(PREDICTION_COLUMN, "categorical", classes, prediction=True, method=methods.get(PREDICTION_COLUMN)))
+        columns.append(DriftColumn(name, "categorical", classes, prediction=True, method=methods.get(name)))
     elif manifest.reference.predictions is not None:
-        columns.append(DriftColumn(PREDICTION_COLUMN, "numeric", prediction=True, method=methods.get(PREDICTION_COLUMN)))
+        columns.append(DriftColumn(name, "numeric", prediction=True, method=methods.get(name)))
     return columns
 
 

@@ -747,12 +747,15 @@ def verdict_summary(results: Sequence[FeatureTestResult], *, max_named: int = 5)
     """One line a user can act on, e.g. ``NO_DRIFT on 18 of 20 features; 2 inconclusive:
     income (underpowered, could rule out only ≥ 0.13 vs floor 0.1), city (near_floor, …)``.
 
-    Counts input features (the predicted label is said separately when it drifted or could not
-    decide); names at most ``max_named`` features per outcome.
+    Counts input features (the prediction, a classifier's predicted label or a regression model's
+    number, is said separately when it drifted or could not decide); names at most ``max_named``
+    features per outcome.
     """
+    from sml.monitoring.drift.run import PREDICTION_KIND, prediction_phrase  # the run module builds on this one
+
     status = overall_verdict(results)
     per_feature = feature_verdicts(results)
-    features = {name: value for name, value in per_feature.items() if value[1][0].kind != "label"}
+    features = {name: value for name, value in per_feature.items() if value[1][0].kind != PREDICTION_KIND}
     total = len(features)
     by_verdict: dict[DriftVerdict, list[str]] = {verdict: [] for verdict in DriftVerdict}
     for name, (verdict, _) in features.items():
@@ -777,9 +780,10 @@ def verdict_summary(results: Sequence[FeatureTestResult], *, max_named: int = 5)
         parts.append(f"NO_DRIFT on {len(by_verdict[DriftVerdict.NO_DRIFT])} of {total} features")
     if by_verdict[DriftVerdict.INCONCLUSIVE]:
         parts.append(f"{len(by_verdict[DriftVerdict.INCONCLUSIVE])} inconclusive: {named(by_verdict[DriftVerdict.INCONCLUSIVE], why)}")
-    label = next((value for value in per_feature.values() if value[1][0].kind == "label"), None)
-    if label is not None and label[0] is not DriftVerdict.NO_DRIFT:
-        parts.append(f"predicted label {label[0].value}" + (f" ({label[1][0].detail['reason']})" if "reason" in label[1][0].detail else ""))
+    label = next(((name, value) for name, value in per_feature.items() if value[1][0].kind == PREDICTION_KIND), None)
+    if label is not None and label[1][0] is not DriftVerdict.NO_DRIFT:
+        name, (verdict, tests) = label
+        parts.append(f"{prediction_phrase(name)} {verdict.value}" + (f" ({tests[0].detail['reason']})" if "reason" in tests[0].detail else ""))
     text = "; ".join(parts) or "nothing tested"
     return text if text.startswith(status.value) else f"{status.value}: {text}"
 
