@@ -190,3 +190,67 @@ def test_each_summary_carries_the_quality_aggregate_and_two_halves_merge_into_th
     )
     assert np.allclose(got.estimated.expected_confusion, expected.estimated.expected_confusion)
     assert got.status is expected.status
+
+
+def test_a_regression_models_weekly_read_keeps_no_row_and_gives_the_quality_of_the_array_path(engine: Engine) -> None:
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from drift_support import WINDOW, MODEL_VERSION, Traffic, build_manifest, draw_traffic, traffic_rows
+
+    from sml.core.db import GROUND_TRUTH, to_db_timestamp
+    from sml.lifecycle.calibration import LABEL_FREE_KEY, fit_label_free_estimator
+    from sml.lifecycle.manifest import NumericReference
+    from sml.monitoring.model_quality.store import read_window_summaries_with_quality
+    from sml.monitoring.summaries import SummaryReference
+    from sml.writer.batch import insert_prediction_rows
+
+    rng = np.random.default_rng(8)
+
+    def numbers(traffic: Traffic) -> Traffic:
+        predicted = [round(150 + 20 * shift + 5 * steady, 6) for shift, steady in zip(traffic.columns["mean_shift"], traffic.columns["steady"])]
+        return Traffic(columns=traffic.columns, labels=predicted)  # type: ignore[arg-type]
+
+    held_out = numbers(draw_traffic(1_000, seed=21))
+    held_out_truth = [value + float(rng.normal(0, 4)) for value in held_out.labels]
+    base = build_manifest(Traffic(columns=held_out.columns, labels=["x"] * held_out.rows))
+    estimator = fit_label_free_estimator(
+        "regression", truth=held_out_truth, predictions=held_out.labels, features=base.features, columns=held_out.columns
+    )
+    manifest = replace(
+        base, classes=(), task="regression", estimator="LinearRegression", metrics={"rmse": 4.0, "mae": 3.2},
+        reference=replace(base.reference, label_counts={}, predictions=NumericReference(sorted_values=tuple(sorted(held_out.labels)))),
+        extra={LABEL_FREE_KEY: estimator},
+    )
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    traffic = numbers(draw_traffic(2_000, seed=22))
+    rows = traffic_rows(traffic, start=window.start, end=window.end, version=MODEL_VERSION)
+    labels = []
+    for row, value in zip(rows, traffic.labels):
+        if rng.random() < 0.4:
+            # Ties among the labels and their delays (whole hours), and one label that is not a number.
+            label = json.dumps(round(value + float(rng.normal(0, 4)))) if labels else '"unknown"'
+            labelled_at = row["predicted_at"] + timedelta(hours=int(rng.integers(-1, 72)))
+            labels.append({"prediction_id": row["prediction_id"], "label": label, "labelled_at": labelled_at, "source": "test", "stored_at": to_db_timestamp(WINDOW_END)})
+    with engine.begin() as connection:
+        insert_prediction_rows(connection, rows)
+        connection.execute(GROUND_TRUTH.insert(), labels)
+
+    [_], weekly = read_window_summaries_with_quality(
+        engine, MODEL_NAME, window, manifest.features, manifest.classes, [SummaryReference.from_manifest(manifest)], manifest=manifest
+    )
+    # Counted into the aggregate as read: no row's prediction or label is kept, only the labels' delays.
+    assert weekly.predictions.size == weekly.truth.size == 0 and weekly.delay_seconds.size == len(labels)
+    config = QualityConfig(min_labels=10)
+    got = assess_window_quality(engine, manifest, window, config, weekly)
+    expected = assess_window_quality(engine, manifest, window, config)  # the array path: every row read, then counted
+
+    assert (got.status, got.n_predictions, got.n_labelled, got.n_labels_outside_classes) == (expected.status, 2_000, len(labels) - 1, 1)
+    assert got.delay == expected.delay and got.delay.before_prediction > 0
+    assert [(m.metric, m.interval) for m in got.realized.metrics] == [(m.metric, m.interval) for m in expected.realized.metrics]
+    assert [bound for m in got.realized.metrics for bound in (m.value, m.low, m.high)] == pytest.approx(
+        [bound for m in expected.realized.metrics for bound in (m.value, m.low, m.high)], rel=1e-9
+    )
+    assert got.realized.residuals.counts == expected.realized.residuals.counts
+    assert (got.estimated.n_predictions, got.estimated.n_evaluated) == (expected.estimated.n_predictions, expected.estimated.n_evaluated) == (2_000, 2_000)
+    assert [m.value for m in got.estimated.metrics] == pytest.approx([m.value for m in expected.estimated.metrics], rel=1e-9)

@@ -98,6 +98,9 @@ class RegressionSample:
     :param delay_seconds: labelled_at − predicted_at (NaN when unlabelled).
     :param columns: the window's feature columns by name (aligned), for DLE; empty when not read.
     :param aggregate: the window counted as it was read (:func:`quality_aggregate`), when asked for.
+        When the rows were counted into it and dropped (the weekly run's read,
+        :func:`read_window_summaries_with_quality`), ``predictions`` and ``truth`` are empty and
+        ``delay_seconds`` holds the labelled predictions' delays alone, as :class:`QualitySample`'s.
     """
 
     n_rows: int
@@ -146,11 +149,12 @@ def read_window_with_quality(
     a slice also carries the probabilities, the label and its delay, so the weekly run reads the
     window once for data drift and model quality together. A regression model's sample
     (``task`` regression, or no classes) holds numbers and the window's feature columns.
-    ``aggregate`` (:func:`quality_aggregate` of the model) is filled slice by slice as the window is read.
+    ``aggregate`` (:func:`quality_aggregate` of the model) is filled slice by slice as the window is read
+    (a classifier's rows are then dropped; a regression model's are kept, aligned with the columns read whole for DLE).
     ``version`` keeps only that model version's predictions, so their labels are that version's.
     """
     if (task or task_from_classes(tuple(classes))) == "regression":
-        numbers = RegressionColumns(aggregate if isinstance(aggregate, RegressionAggregate) else None)
+        numbers = RegressionColumns(aggregate if isinstance(aggregate, RegressionAggregate) else None, keep_rows=True)
         sample = read_window(engine, model_name, window, features, extension=numbers, version=version)
         return sample, numbers.sample(sample.columns())
     quality = QualityColumns(classes, aggregate if isinstance(aggregate, ClassificationAggregate) else None)
@@ -178,8 +182,9 @@ def read_window_summaries_with_quality(
     hook, so a day's stored summary holds its quality too and days merge into a week.
     A regression model's label-free estimate (DLE) predicts each row's error from its features:
     with ``manifest`` it walks a uniform sample of at most ``DLE_MAX_ROWS`` rows kept as the window
-    is read (:class:`LossSample`), so nothing grows with the window; without, the window's columns
-    are read whole and then summarised.
+    is read (:class:`LossSample`), and each slice's numbers are counted into the aggregate and
+    dropped (only the labels' delays are kept, whose percentiles do not merge: 8 bytes a label), so
+    nothing else grows with the window; without, the window's columns are read whole and then summarised.
     """
     aggregate = quality_aggregate(manifest) if manifest is not None else None
     if isinstance(aggregate, RegressionAggregate):
@@ -189,10 +194,9 @@ def read_window_summaries_with_quality(
         summaries = read_window_summaries(engine, model_name, window, features, references, extension=columns, version=version)
         numbers = columns.sample({})
         if loss_sample is not None:
-            known = int(np.isfinite(numbers.predictions).sum())
             loss_sample.finish()
             mae, rmse, evaluated = estimator.estimate(loss_sample.columns(), loss_sample.predictions, max_rows=loss_sample.size)
-            aggregate.add_estimate(mae, rmse, known, evaluated)
+            aggregate.add_estimate(mae, rmse, columns.n_numbers, evaluated)
     elif (task or task_from_classes(tuple(classes))) == "regression":
         sample, numbers = read_window_with_quality(
             engine, model_name, window, features, classes, task="regression", aggregate=aggregate, version=version
@@ -345,17 +349,27 @@ class RegressionColumns:
 
     The same slice values as :class:`QualityColumns` (probabilities, the quoted label, the delay);
     the prediction and label texts are parsed as JSON numbers, a text that is none counting as NaN.
+
+    With ``aggregate`` and not ``keep_rows`` (the default when there is an aggregate), each slice
+    is counted into the aggregate (whose sums give every regression metric and interval exactly,
+    see :mod:`sml.monitoring.model_quality.metrics`) and its numbers dropped: only the labels'
+    delays are kept, so memory follows the labels, not the window. ``keep_rows`` keeps every row's
+    numbers as well (aligned with feature columns read whole).
     """
 
     row_bytes = 80
 
-    def __init__(self, aggregate: RegressionAggregate | None = None, loss_sample: LossSample | None = None) -> None:
+    def __init__(self, aggregate: RegressionAggregate | None = None, loss_sample: LossSample | None = None, *, keep_rows: bool | None = None) -> None:
         self.aggregate = aggregate
         self.loss_sample = loss_sample
+        self.keep_rows = aggregate is None if keep_rows is None else keep_rows
+        if not self.keep_rows and aggregate is None:
+            raise ValueError("rows can be dropped only when they are counted into an aggregate")
         self.predictions: list[np.ndarray] = []
         self.truth: list[np.ndarray] = []
         self.delays: list[np.ndarray] = []
         self.n_rows = 0
+        self.n_numbers = 0  # predictions that are finite numbers (DLE estimates these)
         self.n_not_numbers = 0
 
     @property
@@ -369,29 +383,35 @@ class RegressionColumns:
     row_columns = QualityColumns.row_columns
 
     def add_slice_rows(self, decoded: Sequence[Any]) -> None:
-        self._add(list(map(_PREDICTION, decoded)), list(map(_TRUTH, decoded)), np.fromiter(map(_DELAY, decoded), dtype=float, count=len(decoded)))
+        predicted = self._add(list(map(_PREDICTION, decoded)), list(map(_TRUTH, decoded)), np.fromiter(map(_DELAY, decoded), dtype=float, count=len(decoded)))
         if self.loss_sample is not None and decoded:
-            self.loss_sample.add(self.predictions[-1], [row.features for row in decoded])
+            self.loss_sample.add(predicted, [row.features for row in decoded])
 
     def add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
         rows = list(rows)
         delays = np.array([0.0 if row[3] is None else float(row[3]) for row in rows], dtype=float)
         self._add([row[0] for row in rows], [row[2] for row in rows], delays)
 
-    def _add(self, predictions: list[str], labels: list[str | None], delays: np.ndarray) -> None:
+    def _add(self, predictions: list[str], labels: list[str | None], delays: np.ndarray) -> np.ndarray:
+        """Count or keep a slice's rows; ``delays`` in microseconds (any number where the label is null). Returns the predictions as numbers."""
         predicted, _ = _numbers(predictions)
         truth, not_numbers = _numbers(labels)
-        self.predictions.append(predicted)
-        self.truth.append(truth)
         # Every label that is a number is finite: the NaNs are the unlabelled rows.
         unlabelled = np.isnan(truth) if not not_numbers else np.array([label is None for label in labels], dtype=bool)
         delay = delays / 1e6
-        delay[unlabelled] = np.nan
-        self.delays.append(delay)
         self.n_not_numbers += not_numbers
         self.n_rows += len(predictions)
+        self.n_numbers += int(np.isfinite(predicted).sum())
         if self.aggregate is not None:
             self.aggregate.add(predicted, truth, not_numbers)
+        if not self.keep_rows:
+            self.delays.append(delay[~unlabelled])
+            return predicted
+        delay[unlabelled] = np.nan
+        self.predictions.append(predicted)
+        self.truth.append(truth)
+        self.delays.append(delay)
+        return predicted
 
     def sample(self, columns: dict[str, Any]) -> RegressionSample:
         def joined(parts: list[np.ndarray]) -> np.ndarray:
