@@ -246,6 +246,20 @@ def test_deployment_settings_replace_defaults_and_the_models_keys_replace_the_de
     assert resolved["mean_texture", "ks"] == (0.12, "deployment", "SML_DRIFT_MIN_KS_D")
 
 
+def test_a_deployment_floor_for_the_prediction_holds_under_either_of_its_names() -> None:
+    # The deployment's floors hold for every model; a regression model's prediction was called
+    # "(predicted label)" before it was "(prediction)", and its runs must not start failing.
+    regression = [DriftColumn("mean_texture", "numeric"), DriftColumn("(prediction)", "numeric", prediction=True)]
+    old_name = DeploymentFloors(min_ks_d=0.1, min_cramers_v=0.1, min_missing_rate_h=0.2, feature_floors={LABEL_COLUMN: 0.07})
+    assert sources(resolve_floors(regression, old_name, None))["(prediction)", "ks"] == (0.07, "deployment", "SML_DRIFT_FEATURE_FLOORS")
+    assert sources(resolve_floors(SCHEMA, replace(old_name, feature_floors={"(prediction)": 0.08}), None))[LABEL_COLUMN, "chi2"] == (
+        0.08, "deployment", "SML_DRIFT_FEATURE_FLOORS",
+    )
+    both = replace(old_name, feature_floors={LABEL_COLUMN: 0.07, "(prediction)": 0.05})
+    assert sources(resolve_floors(regression, both, None))["(prediction)", "ks"] == (0.05, "deployment", "SML_DRIFT_FEATURE_FLOORS")
+    assert sources(resolve_floors(SCHEMA, both, None))[LABEL_COLUMN, "chi2"] == (0.07, "deployment", "SML_DRIFT_FEATURE_FLOORS")
+
+
 def test_deployment_floors_that_do_not_fit_the_model_are_named() -> None:
     with pytest.raises(SmlError, match="SML_DRIFT_FEATURE_FLOORS: the model has no feature 'radius'"):
         resolve_floors(SCHEMA, replace(DEFAULTS, feature_floors={"radius": 0.1}), None)

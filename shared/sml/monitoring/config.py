@@ -53,7 +53,7 @@ import math
 import tomllib
 from decimal import Decimal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +62,7 @@ from sml.lifecycle.quality_metrics import QUALITY_METRICS as LISTED_QUALITY_METR
 from sml.lifecycle.quality_metrics import check_verdict_metric
 from sml.monitoring.data_quality.checks import DataQualityThresholds
 from sml.monitoring.drift.methods import DEFAULT_METHODS, DriftMethod, drift_method, registered_methods
+from sml.monitoring.drift.run import PREDICTION_COLUMNS
 from sml.monitoring.drift.stats import parse_effect_floor
 
 FloorSource = Literal["model", "deployment", "default"]
@@ -270,10 +271,17 @@ def resolve_floors(
         and the prediction, each with its methods).
     :returns: per (column, method name) for each of the column's methods.
     :raises SmlError: a deployment floor names a feature the model does not have, or is not a floor.
+
+    A deployment floor for the prediction may name it either way (``(predicted label)`` or
+    ``(prediction)``, :data:`sml.monitoring.drift.run.PREDICTION_COLUMNS`): the deployment's
+    settings hold for every model, and a regression model's prediction was named
+    ``(predicted label)`` before it was ``(prediction)``; the run's own name wins when both are set.
     """
     model = model or ModelDriftConfig()
     kinds = {column.name: column.kind for column in columns}
-    for name, value in deployment.feature_floors.items():
+    feature_floors = _prediction_floor_under_its_name(deployment.feature_floors, columns)
+    deployment = replace(deployment, feature_floors=feature_floors)
+    for name, value in feature_floors.items():
         if name not in kinds:
             raise SmlError(f"SML_DRIFT_FEATURE_FLOORS: the model has no feature {name!r} (features: {', '.join(sorted(kinds))})")
         if _is_sd(value) and kinds[name] != "numeric":
@@ -312,6 +320,16 @@ def resolve_floors(
                 floors[column.name, method.name] = EffectiveFloor(method.parse_floor(column.name, given), given, source, setting)
             except ValueError as exc:
                 raise SmlError(f"{setting}: {exc}") from None
+    return floors
+
+
+def _prediction_floor_under_its_name(feature_floors: Mapping[str, float | str], columns: Sequence[Any]) -> dict[str, float | str]:
+    floors = dict(feature_floors)
+    prediction = next((column.name for column in columns if getattr(column, "prediction", False)), None)
+    if prediction in PREDICTION_COLUMNS:
+        for other in PREDICTION_COLUMNS:
+            if other != prediction and other in floors:
+                floors.setdefault(prediction, floors.pop(other))
     return floors
 
 
