@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,7 +15,8 @@ from archive_support import archived_rows, new_archive, s3  # noqa: F401 - fixtu
 from sml.archive.layout import Partition
 from sml.archive.query import download_days, duckdb_connection
 from sml.archive.sources import window_sql
-from sml.archive.store import archive_rows, compact_partition, list_partition
+from sml.archive.store import CompactionFailed, archive_rows, compact_days, compact_partition, list_partition
+from sml.cli.main import main
 from sml.core.events import build_prediction_event, serialise_event
 from sml.monitoring.windows import TimeWindow
 from sml.writer.batch import parse_records
@@ -106,3 +108,34 @@ def test_two_compactions_at_once_leave_copies_that_reads_drop_and_the_next_compa
     assert again.rows == len(early) + 1
     assert [item.compacted for item in list_partition(s3, location, PARTITION)] == [True]
     assert len(archived_rows(s3, location, "predictions")) == len(early) + 1
+
+
+def test_an_unreadable_object_is_named_and_the_other_partitions_are_still_compacted(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = new_archive(s3)
+    archive_batch(s3, location, [{"tenure": 1.0}], 0)
+    archive_batch(s3, location, [{"tenure": 2.0}], 1)
+    other = Partition("predictions", DAY.date(), "upsell")
+    bodies = [serialise_event(build_prediction_event(model_name="upsell", model_version="v1", features={"a": 1.0}, prediction="no", predicted_at=DAY))]
+    for seconds in (0, 1):
+        archive_rows(s3, location, predictions=parse_records([("0", bodies[0])], DAY + timedelta(seconds=seconds)).rows)
+    broken = f"{PARTITION.folder(location.prefix)}batch,v1,20260714T093000000000Z,0123456789abcdef.parquet"
+    s3.put_object(Bucket=location.bucket, Key=broken, Body=b"not parquet")
+
+    with pytest.raises(CompactionFailed, match=re.escape(location.uri(broken))) as failed:
+        compact_days(s3, location, DAY.date(), DAY.date(), ["predictions"])
+    assert [partition for partition, _ in failed.value.compacted] == [other]
+    assert [item.compacted for item in list_partition(s3, location, other)] == [True]
+    assert len(list_partition(s3, location, PARTITION)) == 3  # left as it was
+
+    monkeypatch.setenv("SML_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SML_BUCKET", location.bucket)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+    assert main(["compact", "--since", DAY.date().isoformat(), "--tables", "predictions"]) == 2
+    err = capsys.readouterr().err
+    assert broken in err and "Traceback" not in err
+    monkeypatch.setenv("SML_DATABASE_URL", f"sqlite:///{tmp_path / 'rebuilt.db'}")
+    assert main(["rebuild", "--since", DAY.date().isoformat(), "--until", DAY.date().isoformat()]) == 2
+    err = capsys.readouterr().err
+    assert broken in err and "Traceback" not in err

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -61,8 +62,9 @@ def rebuild_tables(
 
     :param models: the models whose predictions and refusals to restore; every model by default.
     :returns: per table, a :class:`TableRebuilt`.
-    :raises SmlError: an unknown table, a table missing although its migration is recorded,
-        or a database that cannot take the rows.
+    :raises SmlError: an unknown table, a table missing although its migration is recorded, an
+        archive object that is not Parquet of the archive's columns (named), or a database that
+        cannot take the rows.
     """
     unknown = [table for table in tables if table not in TABLES]
     if unknown:
@@ -77,8 +79,11 @@ def rebuild_tables(
     outcome = {}
     for table in tables:
         rebuilt = outcome[table] = TableRebuilt()
-        for _, data in iter_objects(s3, location, table, since, until, models):
-            rows = table_rows(table, read_parquet_bytes(data))
+        for item, data in iter_objects(s3, location, table, since, until, models):
+            try:
+                rows = table_rows(table, read_parquet_bytes(data))
+            except (pa.ArrowException, ValueError) as exc:
+                raise SmlError(f"rebuild of {table}: {location.uri(item.key)} is not an archive object that can be read ({exc})") from exc
             events = _events(table, rows)
             rebuilt.objects += 1
             rebuilt.rows += len(rows)

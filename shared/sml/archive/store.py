@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sml.archive.layout import ArchiveNotWritten, GROUND_TRUTH_TABLE, PREDICTIONS_TABLE, REFUSALS_TABLE, Partition, day_of, days, key_part
@@ -330,6 +331,19 @@ def iter_objects(s3: Any, location: ArchiveLocation, table: str, since: date, un
 # Compaction
 
 
+class PartitionNotCompacted(Exception):
+    """A partition's objects could not be merged; the message names the object (or partition and version) and why."""
+
+
+class CompactionFailed(Exception):
+    """Some partitions could not be compacted (``failures``, one line each); ``compacted`` holds the others, compacted."""
+
+    def __init__(self, compacted: list[tuple[Partition, CompactionOutcome]], failures: list[str]) -> None:
+        super().__init__(f"{len(failures)} partitions not compacted (the others were): " + "; ".join(failures))
+        self.compacted = compacted
+        self.failures = failures
+
+
 @dataclass
 class CompactionOutcome:
     """What :func:`compact_partition` did: objects merged and deleted, objects written, rows kept."""
@@ -349,6 +363,8 @@ def compact_partition(
 
     :param memory_limit: DuckDB's memory limit; beyond it DuckDB spills to a temporary folder.
     :returns: a :class:`CompactionOutcome`.
+    :raises PartitionNotCompacted: an object is not a readable Parquet file, or DuckDB could not
+        merge a version's objects; that version's objects are left as they were.
     """
     import duckdb
 
@@ -361,12 +377,19 @@ def compact_partition(
             continue
         with tempfile.TemporaryDirectory(prefix="sml-compact-") as work:
             paths = download(s3, location, objects, Path(work) / "in")
+            for item, path in zip(objects, paths):
+                try:
+                    pq.read_metadata(path)
+                except (pa.ArrowException, OSError) as exc:
+                    raise PartitionNotCompacted(f"{location.uri(item.key)} is not a readable Parquet file ({exc})") from exc
             as_json = _agree_on_json_columns(paths)
             out = Path(work) / "out"
             digest = hashlib.sha256("\n".join(sorted(item.key for item in objects)).encode()).hexdigest()[:16]
             connection = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(Path(work) / "spill")})
             try:
                 kept, earliest = _copy_without_copies(connection, partition.table, paths, out, file_bytes, json.dumps({"format": 1, "json_columns": as_json}))
+            except duckdb.Error as exc:
+                raise PartitionNotCompacted(f"{location.uri(partition.folder(location.prefix))} version {version}: {str(exc).splitlines()[0]}") from exc
             finally:
                 connection.close()
             folder = partition.folder(location.prefix)
@@ -442,6 +465,19 @@ def compact_days(
     """Compact every partition of ``tables`` from ``since`` to ``until`` (inclusive; every model
     archived), what ``sml compact`` and the daily compaction function run.
 
+    A partition that cannot be compacted (:class:`PartitionNotCompacted`: an object that is not
+    Parquet, a model too wide for DuckDB's memory limit) does not keep the others from it.
+
     :returns: each partition with its :class:`CompactionOutcome`, in order.
+    :raises CompactionFailed: some partitions could not be compacted, once every other one was.
     """
-    return [(partition, compact_partition(s3, location, partition)) for table in tables for partition in partitions(s3, location, table, since, until)]
+    compacted, failures = [], []
+    for table in tables:
+        for partition in partitions(s3, location, table, since, until):
+            try:
+                compacted.append((partition, compact_partition(s3, location, partition)))
+            except PartitionNotCompacted as exc:
+                failures.append(str(exc))
+    if failures:
+        raise CompactionFailed(compacted, failures)
+    return compacted

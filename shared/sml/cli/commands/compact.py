@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_compact(args: argparse.Namespace) -> int:
-    from sml.archive.store import compact_days
+    from sml.archive.store import CompactionFailed, compact_days
     from sml.core.aws import aws_client
     from sml.core.settings import LocalSettings, load_settings, read_stack_file
 
@@ -38,11 +38,16 @@ def run_compact(args: argparse.Namespace) -> int:
     unknown = [name for name in tables if name not in TABLE_CHOICES]
     if unknown:
         raise SmlError(f"--tables: unknown table {unknown[0]!r} (expected some of {', '.join(TABLE_CHOICES)})")
+    failed = None
     try:
         compacted = compact_days(aws_client("s3", settings), location, since, until, tables)
     except ValueError as exc:
         raise SmlError(str(exc)) from None
+    except CompactionFailed as exc:
+        compacted, failed = exc.compacted, exc
     for partition, outcome in compacted:
         if outcome.merged:
             print(f"{partition.folder(location.prefix)}: {len(outcome.merged)} objects merged into {len(outcome.written)}, {outcome.rows:,} rows")
+    if failed is not None:
+        raise SmlError(str(failed))
     return 0
