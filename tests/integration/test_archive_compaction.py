@@ -139,3 +139,12 @@ def test_an_unreadable_object_is_named_and_the_other_partitions_are_still_compac
     assert main(["rebuild", "--since", DAY.date().isoformat(), "--until", DAY.date().isoformat()]) == 2
     err = capsys.readouterr().err
     assert broken in err and "Traceback" not in err
+
+
+def test_a_model_of_thousands_of_features_is_compacted_within_the_memory_limit(s3: Any) -> None:
+    # DuckDB's Parquet writer holds buffers per column and thread: with one thread per core, 4,000 feature columns
+    # ran out of 256 MB on a machine of two cores with only 40 rows.
+    location = new_archive(s3)
+    features = {f"signal {index}": float(index) for index in range(4000)}
+    rows = archive_batch(s3, location, [features] * 20, 0) + archive_batch(s3, location, [features] * 20, 1)
+    assert compact_partition(s3, location, PARTITION).rows == len(rows)

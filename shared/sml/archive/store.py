@@ -385,7 +385,9 @@ def compact_partition(
             as_json = _agree_on_json_columns(paths)
             out = Path(work) / "out"
             digest = hashlib.sha256("\n".join(sorted(item.key for item in objects)).encode()).hexdigest()[:16]
-            connection = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(Path(work) / "spill")})
+            # One thread: DuckDB's Parquet writer holds buffers per column and thread (~40 KB each); with one
+            # thread per core, 4,000 feature columns exhausted 256 MB on two cores, with one thread ~5,000 fit.
+            connection = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(Path(work) / "spill"), "threads": 1})
             try:
                 kept, earliest = _copy_without_copies(connection, partition.table, paths, out, file_bytes, json.dumps({"format": 1, "json_columns": as_json}))
             except duckdb.Error as exc:
