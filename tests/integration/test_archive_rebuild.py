@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from writer_support import label_body
 
 from sml.archive.rebuild import rebuild_tables
-from sml.archive.store import ArchiveLocation, archive_rows, compact_partition, partitions
+from sml.archive.store import ArchiveLocation, archive_rows, compact_days, compact_partition, partitions
 from sml.cli.main import main
 from sml.core.db import PREDICTION_DAY_COUNTS, PREDICTIONS
 from sml.core.events import build_prediction_event, build_refusal_event, serialise_event
@@ -121,6 +121,44 @@ def test_a_rebuild_from_compacted_objects_finds_the_same_content(engine: Engine,
     outcome = rebuild_tables(engine, s3, location, DAY_ONE.date(), DAY_TWO.date())
     assert outcome["predictions"].skipped == 0  # compaction dropped the copies
     assert content(engine) == before
+
+
+class CountedListings:
+    """An S3 client that counts the pages of object listings it was asked for."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3, self.pages = s3, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def get_paginator(self, operation: str) -> Any:
+        paginator = self._s3.get_paginator(operation)
+        client = self
+
+        class Counted:
+            def paginate(self, **kwargs: Any) -> Any:
+                for page in paginator.paginate(**kwargs):
+                    client.pages += 1
+                    yield page
+
+        return Counted()
+
+
+def test_a_rebuild_or_compaction_of_every_day_since_long_ago_lists_each_table_once_not_each_day(engine: Engine, s3: Any) -> None:
+    # "Everything since 2000" was a listing per day, table and model (~28,000 requests, minutes before the first row).
+    location = new_archive(s3)
+    traffic(engine, s3, location)
+    before = content(engine)
+    drop_every_table(engine)
+    counted = CountedListings(s3)
+    outcome = rebuild_tables(engine, counted, location, date(2000, 1, 1), date(2026, 12, 31))
+    assert content(engine) == before and outcome["predictions"].inserted == 30
+    assert counted.pages <= 10
+    counted.pages = 0
+    compacted = compact_days(counted, location, date(2000, 1, 1), date(2026, 12, 31), ["predictions", "ground_truth", "predict_refusals"])
+    assert sorted(str(partition.day) for partition, _ in compacted) == ["2026-04-01"] * 3 + ["2026-04-02"] * 2
+    assert counted.pages <= 20
 
 
 def test_since_and_tables_choose_what_comes_back(engine: Engine, s3: Any) -> None:

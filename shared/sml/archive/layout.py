@@ -114,9 +114,14 @@ def days(since: date, until: date) -> list[date]:
 
     :raises ValueError: ``until`` is before ``since``.
     """
+    check_range(since, until)
+    return [since + timedelta(days=offset) for offset in range((until - since).days + 1)]
+
+
+def check_range(since: date, until: date) -> None:
+    """:raises ValueError: ``until`` is before ``since`` (naming both options)."""
     if until < since:
         raise ValueError(f"--until {until.isoformat()} is before --since {since.isoformat()}")
-    return [since + timedelta(days=offset) for offset in range((until - since).days + 1)]
 
 
 def day_of(moment: datetime) -> date:

@@ -114,11 +114,7 @@ def download_days(
     """Download the objects of ``tables`` from ``since`` to ``until`` (either open) into ``directory``."""
     files = {}
     for table in tables:
-        objects: list[ArchivedObject] = [
-            item
-            for item in list_table(s3, location, table, models)
-            if (since is None or item.day >= since) and (until is None or item.day <= until)
-        ]
+        objects: list[ArchivedObject] = list_table(s3, location, table, models, since=since, until=until)
         files[table] = download(s3, location, objects, directory)
     return LocalCopy(directory, files)
 

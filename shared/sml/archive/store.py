@@ -44,7 +44,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sml.archive.layout import ArchiveNotWritten, GROUND_TRUTH_TABLE, PREDICTIONS_TABLE, REFUSALS_TABLE, Partition, day_of, days, key_part
+from sml.archive.layout import ArchiveNotWritten, GROUND_TRUTH_TABLE, PREDICTIONS_TABLE, REFUSALS_TABLE, Partition, check_range, day_of, days, key_part
 from sml.archive.parquet import (
     COMPRESSION,
     DEDUPLICATION_KEY,
@@ -98,6 +98,8 @@ class ArchivedObject:
     """The earliest ``stored_at`` of its rows, as ``YYYYMMDDTHHMMSSffffffZ`` (sorts as time does)."""
     day: date | None = None
     """The day of its partition, when it was listed with its table (:func:`list_table`)."""
+    model: str | None = None
+    """The model of its partition, when it was listed with its table (None for ground truth)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,28 +264,45 @@ def list_partition(s3: Any, location: ArchiveLocation, partition: Partition) -> 
     return sorted(found, key=lambda item: (item.stored, item.key))
 
 
-_DAY_FOLDER = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})/[^/]+$")
+_DAY_FOLDER = re.compile(r"(?:^|/)(?:model=(?P<model>[^/]*)/)?date=(?P<day>\d{4}-\d{2}-\d{2})/[^/]+$")
 
 
-def list_table(s3: Any, location: ArchiveLocation, table: str, models: Sequence[str] | None = None) -> list[ArchivedObject]:
-    """Every archive object of ``table`` (of ``models``, or all), with its day, in one listing per model.
+def list_table(
+    s3: Any, location: ArchiveLocation, table: str, models: Sequence[str] | None = None, *, since: date | None = None, until: date | None = None
+) -> list[ArchivedObject]:
+    """Every archive object of ``table`` (of ``models``, or all) from ``since`` to ``until`` (both
+    included, either open), with its day and model, in one listing per model.
 
     One listing of the whole table is cheaper than one per day once a table is compacted (an
-    object or two a day); :func:`list_partition` is the per-day way.
+    object or two a day); :func:`list_partition` is the per-day way. A model's folders sort by
+    day, so its listing starts at ``since`` (``StartAfter``) and stops past ``until``: a range
+    reaching back years costs no more than the days that hold objects.
     """
-    prefixes = [f"{location.prefix}{table}/"] if models is None or table == GROUND_TRUTH_TABLE else [
-        f"{location.prefix}{table}/model={key_part(model)}/" for model in models
-    ]
+    if table == GROUND_TRUTH_TABLE or (models is None and since is None and until is None):
+        prefixes = [f"{location.prefix}{table}/"]
+    else:
+        chosen = list_models(s3, location, table) if models is None else models
+        prefixes = [f"{location.prefix}{table}/model={key_part(model)}/" for model in chosen]
     found = []
     for prefix in prefixes:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
+        start = {"StartAfter": f"{prefix}date={since.isoformat()}"} if since is not None else {}  # before the first key of since's folder
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix, **start):
+            past_until = False
             for item in page.get("Contents", ()):
-                day = _DAY_FOLDER.search(item["Key"])
+                folder = _DAY_FOLDER.search(item["Key"])
                 match = _OBJECT_NAME.match(item["Key"].rsplit("/", 1)[-1])
-                if day and match:
-                    found.append(
-                        ArchivedObject(item["Key"], item["Size"], match["version"], match["kind"] == "compacted", match["stored"], date.fromisoformat(day[1]))
-                    )
+                if not (folder and match):
+                    continue
+                day = date.fromisoformat(folder["day"])
+                if until is not None and day > until:
+                    past_until = True
+                    break
+                if since is not None and day < since:
+                    continue
+                model = None if folder["model"] is None else unquote(folder["model"])
+                found.append(ArchivedObject(item["Key"], item["Size"], match["version"], match["kind"] == "compacted", match["stored"], day, model))
+            if past_until:
+                break
     return sorted(found, key=lambda item: (item.stored, item.key))
 
 
@@ -321,10 +340,13 @@ def download(s3: Any, location: ArchiveLocation, objects: Sequence[ArchivedObjec
 
 
 def iter_objects(s3: Any, location: ArchiveLocation, table: str, since: date, until: date, models: Sequence[str] | None = None) -> Iterator[tuple[ArchivedObject, bytes]]:
-    """Every object of ``table`` in the days from ``since`` to ``until``, with its bytes, one at a time."""
-    for partition in partitions(s3, location, table, since, until, models):
-        for item in list_partition(s3, location, partition):
-            yield item, s3.get_object(Bucket=location.bucket, Key=item.key)["Body"].read()
+    """Every object of ``table`` in the days from ``since`` to ``until``, the earliest stored first, with its bytes, one at a time.
+
+    :raises ValueError: ``until`` is before ``since``.
+    """
+    check_range(since, until)
+    for item in list_table(s3, location, table, models, since=since, until=until):
+        yield item, s3.get_object(Bucket=location.bucket, Key=item.key)["Body"].read()
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,9 +495,10 @@ def compact_days(
     :returns: each partition with its :class:`CompactionOutcome`, in order.
     :raises CompactionFailed: some partitions could not be compacted, once every other one was.
     """
+    check_range(since, until)
     compacted, failures = [], []
     for table in tables:
-        for partition in partitions(s3, location, table, since, until):
+        for partition in sorted({Partition(table, item.day, item.model) for item in list_table(s3, location, table, since=since, until=until)}):
             try:
                 compacted.append((partition, compact_partition(s3, location, partition)))
             except PartitionNotCompacted as exc:
