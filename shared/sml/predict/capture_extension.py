@@ -149,13 +149,18 @@ class PostResponseCapture:
     :param extension_id: the identifier ``register`` returned.
     :param publish: sends events and returns what happened (``PredictionCapture.capture``).
     :param report: records a result after the response (metrics, ``capture_miss`` log lines).
+    :param clock: seconds since the epoch, the scale of an ``INVOKE`` event's ``deadlineMs``
+        (tests pass a fake).
     """
 
-    def __init__(self, client: ExtensionsApiClient, extension_id: str, *, publish: Publish, report: Report) -> None:
+    def __init__(
+        self, client: ExtensionsApiClient, extension_id: str, *, publish: Publish, report: Report, clock: Callable[[], float] = time.time
+    ) -> None:
         self.client = client
         self.extension_id = extension_id
         self._publish = publish
         self._report = report
+        self._clock = clock
         self._lock = threading.Condition()
         self._invocations: dict[str, _Invocation] = {}
         self._in_flight: list[CapturedEvent] = []
@@ -163,7 +168,9 @@ class PostResponseCapture:
         self._thread = threading.Thread(target=self._run, name=f"{EXTENSION_NAME}-extension", daemon=True)
 
     @classmethod
-    def register(cls, runtime_api: str, *, publish: Publish, report: Report, name: str = EXTENSION_NAME) -> PostResponseCapture:
+    def register(
+        cls, runtime_api: str, *, publish: Publish, report: Report, name: str = EXTENSION_NAME, clock: Callable[[], float] = time.time
+    ) -> PostResponseCapture:
         """Register with the Extensions API at ``runtime_api`` for ``INVOKE`` and start the extension thread.
 
         Call it during init (at import of the handler module): Lambda refuses registrations
@@ -172,7 +179,7 @@ class PostResponseCapture:
         :raises ExtensionsApiError: the registration failed.
         """
         client = ExtensionsApiClient(runtime_api)
-        extension = cls(client, client.register(name, ["INVOKE"]), publish=publish, report=report)
+        extension = cls(client, client.register(name, ["INVOKE"]), publish=publish, report=report, clock=clock)
         extension._thread.start()
         return extension
 
@@ -261,7 +268,7 @@ class PostResponseCapture:
         deadline = deadline_ms / 1000 if isinstance(deadline_ms, int | float) and not isinstance(deadline_ms, bool) else None
         with self._lock:
             while not self._stopped and not self._invocations.get(request_id, _Invocation()).ended:
-                remaining = None if deadline is None else deadline - time.time()
+                remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
                     break
                 self._lock.wait(remaining)
@@ -273,7 +280,7 @@ class PostResponseCapture:
             if not batch:
                 return
             self._in_flight = batch
-        budget = DEFAULT_SEND_BUDGET_S if deadline is None else deadline - time.time() - DEADLINE_MARGIN_S
+        budget = DEFAULT_SEND_BUDGET_S if deadline is None else deadline - self._clock() - DEADLINE_MARGIN_S
         self._send(batch, budget)
 
     def _send(self, events: list[CapturedEvent], budget_s: float) -> None:
