@@ -248,25 +248,29 @@ def test_messages_a_stopping_poller_receives_are_left_for_the_visibility_timeout
 def test_with_concurrency_several_batches_are_in_the_handler_at_once(queues: Queues) -> None:
     queues.send(*[f"m{i}" for i in range(6)])
     inside, most_inside, lock = 0, 0, threading.Lock()
+    three_inside, all_handled = threading.Event(), threading.Event()
     handled: list[str] = []
 
-    def slow(event: dict[str, Any], context: Any) -> None:
+    def held_until_three_are_inside(event: dict[str, Any], context: Any) -> None:
         nonlocal inside, most_inside
         with lock:
             inside += 1
             most_inside = max(most_inside, inside)
-        time.sleep(1.0)  # long enough for the other pollers to receive theirs
+            if inside == 3:
+                three_inside.set()
+        # Before: a 1 s sleep, which a poller thread held up for longer under load did not overlap.
+        three_inside.wait(30)  # a bound for a broken build, not a timing threshold
         with lock:
             inside -= 1
             handled.extend(record["body"] for record in event["Records"])
+            if len(handled) == 6:
+                all_handled.set()
 
-    source = poller(queues, slow, batch_size=1, concurrency=3, visibility_timeout_s=30).start()
+    source = poller(queues, held_until_three_are_inside, batch_size=1, concurrency=3, visibility_timeout_s=30).start()
     try:
-        deadline = time.monotonic() + 30  # a bound on waiting, not a speed claim
-        while len(handled) < 6 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert all_handled.wait(30)
     finally:
-        source.stop()
+        source.stop()  # waits for the last batch's delete: its handler is still running
 
     assert sorted(handled) == [f"m{i}" for i in range(6)]
     assert most_inside == 3
