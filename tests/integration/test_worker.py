@@ -108,7 +108,11 @@ def test_a_container_that_exits_is_a_runtime_exit_error_and_is_replaced(containe
 def test_a_container_killed_from_outside_between_invocations_is_replaced(containers: FunctionContainers) -> None:
     pid = invoke(containers)["pid"]
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
+    # Dead before the next invocation (before: a 0.2 s sleep, after which a starved process could still be alive).
+    deadline = time.monotonic() + 10  # a bound on waiting, not a speed claim
+    while not _is_zombie(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _is_zombie(pid)
 
     assert invoke(containers)["pid"] != pid
 
