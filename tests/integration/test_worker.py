@@ -28,6 +28,9 @@ def handler(event, context):
     action = event.get("action")
     if action == "sleep":
         time.sleep(event["seconds"])
+    elif action == "hold":  # until the test creates the file
+        while not os.path.exists(event["until"]):
+            time.sleep(0.01)
     elif action == "raise":
         raise KeyError("missing")
     elif action == "exit":
@@ -133,14 +136,21 @@ def test_concurrent_invocations_use_at_most_concurrency_containers_and_wait_for_
     assert len({answer["tmp"] for answer in answers}) == 2  # each container has its own /tmp
 
 
-def test_an_invocation_that_waits_longer_than_max_wait_is_throttled(handler_module: str) -> None:
-    spec = FunctionSpec(name="fn", handler=handler_module, timeout_s=5)
+def test_an_invocation_that_waits_longer_than_max_wait_is_throttled(handler_module: str, tmp_path: Path) -> None:
+    spec = FunctionSpec(name="fn", handler=handler_module, timeout_s=30)
+    released = tmp_path / "released"
     with FunctionContainers(spec, concurrency=1, max_wait_s=0.3) as one:
         with ThreadPoolExecutor(1) as pool:
-            busy = pool.submit(invoke, one, action="sleep", seconds=2)
-            time.sleep(0.5)
-            with pytest.raises(Throttled) as raised:
-                invoke(one)
+            # Held until released (before: a 2 s sleep begun 0.5 s earlier, which load could shift either way).
+            busy = pool.submit(invoke, one, action="hold", until=str(released))
+            deadline = time.monotonic() + 10  # a bound on waiting, not a speed claim
+            while not one.busy_pids() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            try:
+                with pytest.raises(Throttled) as raised:
+                    invoke(one)
+            finally:
+                released.touch()
             busy.result()
 
     assert raised.value.error_type == "TooManyRequestsException"
