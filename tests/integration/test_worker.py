@@ -219,20 +219,27 @@ def hook():
     with open(os.environ["HOOK_LOG"], "a") as log:
         log.write("post-invoke start\\n")
         log.flush()
-        time.sleep(1.5)
+        while not os.path.exists(os.environ["HOOK_GATE"]):  # held until the test opens the gate
+            time.sleep(0.01)
+        time.sleep(0.5)  # still running for a while: an invocation that did not wait for it would show
         log.write("post-invoke end\\n")
 '''
 
 
 def test_the_answer_returns_before_the_post_invoke_phase_and_the_next_event_waits_for_it(handler_module: str, tmp_path: Path) -> None:
     (tmp_path / "post_invoke_hooks.py").write_text(POST_INVOKE)
-    hook_log = tmp_path / "hook.log"
-    spec = FunctionSpec(name="fn", handler=handler_module, timeout_s=10, post_invoke="post_invoke_hooks:hook", environment={"HOOK_LOG": str(hook_log)})
+    hook_log, gate = tmp_path / "hook.log", tmp_path / "gate"
+    environment = {"HOOK_LOG": str(hook_log), "HOOK_GATE": str(gate)}
+    spec = FunctionSpec(name="fn", handler=handler_module, timeout_s=30, post_invoke="post_invoke_hooks:hook", environment=environment)
     with FunctionContainers(spec, concurrency=1) as one:
-        first = invoke(one)
-        while not hook_log.exists():  # the hook starts after the answer came back
+        first = invoke(one)  # the hook cannot end before the gate opens, so an answer now came before its end
+        deadline = time.monotonic() + 10  # a bound on waiting, not a speed claim
+        # Before: waited for the file to exist (it does before its first line is written), then
+        # assumed the hook's 1.5 s sleep had not run out by the time the file was read.
+        while not (hook_log.exists() and hook_log.read_text()) and time.monotonic() < deadline:
             time.sleep(0.01)
         log_when_answered = hook_log.read_text()
+        gate.touch()
         second = invoke(one)
         log_when_second_answered = hook_log.read_text()
 
