@@ -230,19 +230,44 @@ def test_stop_waits_for_a_running_handler_to_finish_its_batch(queues: Queues) ->
     assert queues.count(queues.queue_url) == 0
 
 
+class HeldReceive:
+    """An SQS client whose ``ReceiveMessage`` waits until released: a long poll in flight, held there."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.receiving = threading.Event()
+        self.release = threading.Event()
+
+    def receive_message(self, **request: Any) -> dict[str, Any]:
+        self.receiving.set()
+        self.release.wait(30)
+        return self._sqs.receive_message(**request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
 def test_messages_a_stopping_poller_receives_are_left_for_the_visibility_timeout(queues: Queues) -> None:
     # stop() does not wait out a long poll in flight; what that poll brings back after stop() is
     # neither handed to the handler nor deleted, as with a Lambda poller that was shut down.
+    # Before: sleeps that assumed the poll had begun within 0.2 s and returned within 2 s.
     handler = RecordingHandler()
-    source = poller(queues, handler, poll_wait_s=2, visibility_timeout_s=1).start()
-    time.sleep(0.2)  # let the first long poll begin
-    late_sender = threading.Timer(0.3, queues.send, args=("arrived during shutdown",))
-    late_sender.start()
+    sqs = HeldReceive(queues.sqs)
+    source = SqsEventSourcePoller(sqs, queues.queue_url, handler, function_name="sml-writer", batching_window_s=0, visibility_timeout_s=0, poll_wait_s=2)
+    source.start()
+    polling = list(source._threads)
+    assert sqs.receiving.wait(10)
     source.stop()
-    late_sender.join()
-    time.sleep(2.5)  # the abandoned long poll returns and its message's visibility lapses
+    queues.send("arrived during shutdown")
+    sqs.release.set()  # the poll in flight now returns the message
+    for thread in polling:
+        thread.join(10)
+        assert not thread.is_alive()
+
     assert handler.events == []
-    assert queues.bodies(queues.queue_url) == ["arrived during shutdown"]
+    [message] = queues.sqs.receive_message(QueueUrl=queues.queue_url, VisibilityTimeout=0, MessageSystemAttributeNames=["ApproximateReceiveCount"])["Messages"]
+    assert message["Body"] == "arrived during shutdown"
+    assert message["Attributes"]["ApproximateReceiveCount"] == "2"  # the stopping poller received it once and left it
 
 
 def test_with_concurrency_several_batches_are_in_the_handler_at_once(queues: Queues) -> None:
