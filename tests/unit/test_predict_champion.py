@@ -34,6 +34,7 @@ class Registry:
         self.loads: list[str] = []
         self.release = threading.Event()
         self.release.set()
+        self.loading = threading.Event()
         self.broken: set[str] = set()
         self.unreachable = False
 
@@ -45,6 +46,7 @@ class Registry:
 
     def load(self, version: str) -> Any:
         self.loads.append(version)
+        self.loading.set()
         self.release.wait(10)
         if version in self.broken:
             raise RuntimeError(f"{version} cannot be unpickled")
@@ -84,7 +86,10 @@ def test_a_promotion_is_served_once_loaded_and_no_request_waits_for_the_load(set
     registry.release.clear()  # the load of v2 hangs until released
     clock.now = 60
 
-    answered_while_loading = [holder.current().version for _ in range(50)]
+    answered_while_loading = [holder.current().version]  # starts the refresh
+    # Before: read counted right away, while the refresher thread might not have read the pointer yet.
+    assert registry.loading.wait(10)  # the refresher has read the pointer and is loading
+    answered_while_loading += [holder.current().version for _ in range(49)]
     assert answered_while_loading == ["v1"] * 50
     assert registry.reads == 1  # one refresher, however many requests saw the TTL pass
     registry.release.set()
