@@ -109,7 +109,8 @@ def test_sml_up_serves_writes_stack_json_and_stops_cleanly_on_sigint(sml_up: tup
     assert response.json() == {"queued": {"n": 7}}
     written = state_dir / "written.jsonl"
     deadline = time.monotonic() + STARTUP_LIMIT_S
-    while not written.exists() and time.monotonic() < deadline:
+    # Before: waited for the file to exist, which it does from the writer's open() on, before its line is written.
+    while not (written.exists() and written.read_text()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert written.read_text() == '{"n": 7}\n'
     # A replaced writer gets SQS batches only: the stack's retention step is the stock writer's action.
