@@ -200,6 +200,19 @@ def test_sml_rebuild_restores_the_configured_database_and_names_a_bad_option(
     assert date(2026, 4, 1) == DAY_ONE.date()
 
 
+def test_an_empty_tables_option_is_refused_by_name_not_taken_for_nothing_to_do(
+    s3: Any, migrated_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = new_archive(s3)
+    monkeypatch.setenv("SML_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SML_DATABASE_URL", migrated_db_url)
+    monkeypatch.setenv("SML_BUCKET", location.bucket)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+    for command in (["rebuild", "--since", "2026-04-01"], ["compact"]):
+        assert main([*command, "--tables", " , "]) == 2
+        assert "--tables: no table given (expected some of predictions, ground_truth, predict_refusals)" in capsys.readouterr().err
+
+
 def test_the_summary_counts_events_in_every_column_not_rows_beside_events(
     engine: Engine, s3: Any, monkeypatch: pytest.MonkeyPatch, migrated_db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timedelta, timezone
 
-from sml.cli.commands.rebuild import TABLE_CHOICES, archive_location, parse_day
+from sml.cli.commands.rebuild import TABLE_CHOICES, archive_location, parse_day, parse_tables
 from sml.core.errors import SmlError
 
 
@@ -34,10 +34,7 @@ def run_compact(args: argparse.Namespace) -> int:
     location = archive_location(settings)
     since = args.since or datetime.now(timezone.utc).date() - timedelta(days=1)
     until = args.until or since
-    tables = [name.strip() for name in args.tables.split(",") if name.strip()]
-    unknown = [name for name in tables if name not in TABLE_CHOICES]
-    if unknown:
-        raise SmlError(f"--tables: unknown table {unknown[0]!r} (expected some of {', '.join(TABLE_CHOICES)})")
+    tables = parse_tables(args.tables)
     failed = None
     try:
         compacted = compact_days(aws_client("s3", settings), location, since, until, tables)

@@ -38,6 +38,20 @@ def parse_day(text: str, option: str) -> date:
         raise argparse.ArgumentTypeError(f"{option}: {text!r} is not a day like 2026-01-31") from None
 
 
+def parse_tables(text: str) -> list[str]:
+    """The tables of a comma-separated ``--tables``.
+
+    :raises SmlError: a name is not one of :data:`TABLE_CHOICES`, or none is given.
+    """
+    tables = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in tables if name not in TABLE_CHOICES]
+    if unknown:
+        raise SmlError(f"--tables: unknown table {unknown[0]!r} (expected some of {', '.join(TABLE_CHOICES)})")
+    if not tables:
+        raise SmlError(f"--tables: no table given (expected some of {', '.join(TABLE_CHOICES)})")
+    return tables
+
+
 def archive_location(settings):  # noqa: ANN001, ANN201 - LocalSettings -> ArchiveLocation, imported lazily
     """Where the archive is, from the settings (``SML_BUCKET``, ``SML_ARCHIVE_PREFIX`` or the local stack's).
 
@@ -58,7 +72,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
 
     settings = load_settings(LocalSettings, stack=read_stack_file())
     location = archive_location(settings)
-    tables = [name.strip() for name in args.tables.split(",") if name.strip()]
+    tables = parse_tables(args.tables)
     until = args.until or datetime.now(timezone.utc).date()
     if args.database_url:
         settings = settings.model_copy(update={"database_url": args.database_url})
