@@ -214,6 +214,27 @@ def test_athena_runs_in_the_workgroup_polls_until_done_and_reads_every_page() ->
     assert waits == [1.0, 1.0]
 
 
+def test_athena_columns_of_one_name_all_come_back_as_duckdb_gives_them() -> None:
+    # A join's SELECT * (stored_at and date of both tables) names columns twice: building the result from a dict of
+    # names kept only the last, so the labels' stored_at was shown as the predictions'.
+    athena = boto3.client("athena", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(athena)
+    stubber.add_response("start_query_execution", {"QueryExecutionId": "q-1"})
+    stubber.add_response("get_query_execution", execution("SUCCEEDED"), {"QueryExecutionId": "q-1"})
+    varchar = {**COLUMNS[0], "Name": "stored_at", "Label": "stored_at"}
+    columns = [{**COLUMNS[1], "Name": "n", "Label": "n"}, varchar, varchar]
+    stubber.add_response(
+        "get_query_results",
+        {"ResultSet": {"Rows": [row("n", "stored_at", "stored_at"), row("1", "2026-05-10 12:00:00.000", "2026-05-11 08:00:00.000")],
+                       "ResultSetMetadata": {"ColumnInfo": columns}}, "UpdateCount": 0},
+        {"QueryExecutionId": "q-1"},
+    )
+    with stubber:
+        result = run_athena_query(athena, TARGET, "SELECT 1 AS n, p.stored_at, g.stored_at FROM predictions p JOIN ground_truth g USING (prediction_id)", sleep=lambda _: None)
+    assert result.column_names == ["n", "stored_at", "stored_at"]
+    assert [column.to_pylist() for column in result.columns] == [[1], ["2026-05-10 12:00:00.000"], ["2026-05-11 08:00:00.000"]]
+
+
 def test_a_failed_athena_query_is_one_line_with_athenas_reason() -> None:
     athena = boto3.client("athena", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     stubber = Stubber(athena)

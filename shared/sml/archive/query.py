@@ -208,7 +208,8 @@ def run_athena_query(
     for row in rows:
         for index, value in enumerate(row):
             columns[index].append(value)
-    return pa.table({name: values for name, values in zip(names, columns)}) if names else pa.table({})
+    # From arrays, not a dict of names: a join's SELECT * names columns twice (stored_at, date), as DuckDB returns them.
+    return pa.Table.from_arrays([pa.array(values) for values in columns], names=names) if names else pa.table({})
 
 
 def athena_rows(
