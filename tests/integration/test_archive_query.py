@@ -90,6 +90,16 @@ def test_a_question_may_open_with_comments_and_several_statements_are_refused_by
     assert run_duckdb_query(s3, location, "SELECT count(*) AS n FROM predictions WHERE prediction <> ';';").to_pylist() == [{"n": 4}]
 
 
+def test_the_model_column_is_text_whatever_the_models_name_as_on_athena(s3: Any) -> None:
+    # DuckDB guesses a partition's type from the folder names: a model named "2024" gave a BIGINT column (Glue's is a string).
+    location = new_archive(s3)
+    rows = parse_records([("0", serialise_event(build_prediction_event(
+        model_name="2024", model_version="v1", features={"a": 1.0}, prediction="yes", predicted_at=DAY)))], DAY).rows
+    archive_rows(s3, location, predictions=rows)
+    result = run_duckdb_query(s3, location, "SELECT model, typeof(model) AS type, model || '/' || \"date\" AS folder FROM predictions")
+    assert result.to_pylist() == [{"model": "2024", "type": "VARCHAR", "folder": "2024/2026-05-10"}]
+
+
 def test_sml_query_prints_or_writes_csv_and_parquet(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     location = new_archive(s3)
     archive_predictions(s3, location, 5, DAY)

@@ -103,9 +103,12 @@ class LocalCopy:
 
 
 def read_parquet_source(paths: Sequence[Path]) -> str:
-    """DuckDB's ``read_parquet`` over ``paths``, columns matched by name, ``model``/``date`` from the paths."""
+    """DuckDB's ``read_parquet`` over ``paths``, columns matched by name, ``model``/``date`` from the
+    paths as text (as Glue's partition keys; DuckDB would take a model named ``2024`` for a number)."""
     files = ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
-    return f"read_parquet([{files}], union_by_name = true, hive_partitioning = true, hive_types = {{'date': VARCHAR}})"
+    # DuckDB refuses a type for a partition key no path has: ground truth has no model level.
+    model = ", 'model': VARCHAR" if any("/model=" in str(path) for path in paths) else ""
+    return f"read_parquet([{files}], union_by_name = true, hive_partitioning = true, hive_types = {{'date': VARCHAR{model}}})"
 
 
 def download_days(
