@@ -18,7 +18,11 @@ Timestamps are ``timestamp[us, tz=UTC]``; every file is written with zstd.
 Reading back, numbers come back as floats: an integer feature value ``3`` is stored as ``3.0``
 (exact up to 2**53). A feature column present in a file gives every row of the file that key
 (None where the value is null): the writer puts one model version's rows in a file of their
-own, and predict sends every feature of that version's schema.
+own, and predict sends every feature of that version's schema. A feature that is null in every
+row of a file has no column there (a column needs a type, and a guessed one would clash with the
+type other files and Athena's table give the feature: a text feature's column read as a double
+fails the whole Athena query); the file's metadata lists it under ``null_columns``, so its rows
+read it back as null, after the features that have columns.
 """
 
 from __future__ import annotations
@@ -117,15 +121,18 @@ def prediction_table(rows: Sequence[Row], decoded: Sequence[PredictionValues] | 
     for name, values in _columns_of(probabilities):
         names.append(probability_column(name))
         arrays.append(pa.array(values, type=pa.float64()))
-    json_columns = []
+    json_columns, null_columns = [], []
     for name, values in _columns_of(features):
         column = feature_column(name)
         array, as_json = _feature_array(values)
+        if array.null_count == len(array):
+            null_columns.append(column)  # no value to take a type from; see the module docstring
+            continue
         names.append(column)
         arrays.append(array)
         if as_json:
             json_columns.append(column)
-    return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(_metadata(json_columns))
+    return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(_metadata(json_columns, null_columns))
 
 
 def _columns_of(rows: list[dict[str, Any]]) -> list[tuple[str, Sequence[Any]]]:
@@ -183,6 +190,11 @@ def json_columns_of(schema: pa.Schema) -> list[str]:
     return list(json.loads((schema.metadata or {}).get(METADATA_KEY, b"{}")).get("json_columns", ()))
 
 
+def null_columns_of(schema: pa.Schema) -> list[str]:
+    """The feature columns an archive file leaves out because every row's value is null (from its metadata)."""
+    return list(json.loads((schema.metadata or {}).get(METADATA_KEY, b"{}")).get("null_columns", ()))
+
+
 def with_json_columns(table: pa.Table, columns: Collection[str]) -> pa.Table:
     """``table`` (one archive file) with its feature ``columns`` as JSON text, listed as such in its metadata.
 
@@ -199,11 +211,19 @@ def with_json_columns(table: pa.Table, columns: Collection[str]) -> pa.Table:
         array = pa.array([None if value is None else _ENCODE.encode(value).decode() for value in values], type=pa.string())
         table = table.set_column(table.column_names.index(name), name, array)
         kept.add(name)
-    return table.replace_schema_metadata(_metadata([name for name in table.column_names if name in kept]))
+    return table.replace_schema_metadata(_metadata([name for name in table.column_names if name in kept], null_columns_of(table.schema)))
 
 
-def _metadata(json_columns: list[str]) -> dict[bytes, bytes]:
-    return {METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "json_columns": json_columns}).encode()}
+def archive_metadata(json_columns: Sequence[str], null_columns: Sequence[str] = ()) -> str:
+    """The text of an archive file's metadata (under :data:`METADATA_KEY`)."""
+    content: dict[str, Any] = {"format": FORMAT_VERSION, "json_columns": list(json_columns)}
+    if null_columns:
+        content["null_columns"] = list(null_columns)
+    return json.dumps(content)
+
+
+def _metadata(json_columns: Sequence[str], null_columns: Sequence[str] = ()) -> dict[bytes, bytes]:
+    return {METADATA_KEY: archive_metadata(json_columns, null_columns).encode()}
 
 
 def ground_truth_table(rows: Sequence[Row]) -> pa.Table:
@@ -269,8 +289,7 @@ def table_rows(table_name: str, table: pa.Table) -> list[Row]:
 
 
 def _prediction_rows(table: pa.Table) -> list[Row]:
-    metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
-    json_columns = set(metadata.get("json_columns", ()))
+    json_columns = set(json_columns_of(table.schema))
     features: list[tuple[str, bool, list[Any]]] = []
     probabilities: list[tuple[str, list[Any]]] = []
     for column in table.column_names:
@@ -280,6 +299,9 @@ def _prediction_rows(table: pa.Table) -> list[Row]:
             probabilities.append((unescape_name(column[len(PROBABILITY_PREFIX) :]), table.column(column).to_pylist()))
         elif column not in PREDICTION_COLUMNS.names:
             raise ValueError(f"archive column {column!r} is not one the archive writes")
+    for column in null_columns_of(table.schema):
+        if column not in table.column_names:
+            features.append((unescape_name(column[len(FEATURE_PREFIX) :]), False, [None] * table.num_rows))
     rows = table.select(PREDICTION_COLUMNS.names).to_pylist()
     for index, row in enumerate(rows):
         row["predicted_at"] = row["predicted_at"].astimezone(timezone.utc).replace(tzinfo=None)

@@ -29,7 +29,6 @@ compacted day does nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import tempfile
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -52,7 +51,9 @@ from sml.archive.parquet import (
     METADATA_KEY,
     TABLE_BUILDERS,
     Row,
+    archive_metadata,
     json_columns_of,
+    null_columns_of,
     prediction_table,
     to_parquet_bytes,
     with_json_columns,
@@ -411,7 +412,7 @@ def compact_partition(
             # thread per core, 4,000 feature columns exhausted 256 MB on two cores, with one thread ~5,000 fit.
             connection = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(Path(work) / "spill"), "threads": 1})
             try:
-                kept, earliest = _copy_without_copies(connection, partition.table, paths, out, file_bytes, json.dumps({"format": 1, "json_columns": as_json}))
+                kept, earliest = _copy_without_copies(connection, partition.table, paths, out, file_bytes, archive_metadata(as_json, _null_columns(paths)))
             except duckdb.Error as exc:
                 raise PartitionNotCompacted(f"{location.uri(partition.folder(location.prefix))} version {version}: {str(exc).splitlines()[0]}") from exc
             finally:
@@ -440,6 +441,13 @@ def _agree_on_json_columns(paths: Sequence[Path]) -> list[str]:
         if columns != as_json:
             pq.write_table(with_json_columns(pq.read_table(path), as_json), path, compression=COMPRESSION)
     return sorted(as_json)
+
+
+def _null_columns(paths: Sequence[Path]) -> list[str]:
+    """The feature columns some of ``paths`` leave out as null in every row and none of them holds."""
+    schemas = [pq.read_schema(path) for path in paths]
+    held = {name for schema in schemas for name in schema.names}
+    return sorted({name for schema in schemas for name in null_columns_of(schema)} - held)
 
 
 def _copy_without_copies(connection: Any, table: str, paths: Sequence[Path], out: Path, file_bytes: int, metadata: str) -> tuple[int, str]:
