@@ -58,6 +58,9 @@ class Drift(Construct):
         # Where the weekly run reads its window (context drift_window_source): the archive's settings only when it reads there.
         if config.drift_window_source in ("duckdb", "athena"):
             environment[names.ENV_ARCHIVE_PREFIX] = names.ARCHIVE_PREFIX
+        if config.drift_window_source == "duckdb":
+            # The labels of the window's predictions are read from the archive from this long before the window on.
+            environment[names.ENV_LABEL_HORIZON_DAYS] = f"{config.label_horizon_days:g}"
         if config.drift_window_source == "athena":
             environment[names.ENV_ATHENA_WORKGROUP] = archive.workgroup_name
             environment[names.ENV_ATHENA_DATABASE] = archive.database_name

@@ -620,6 +620,7 @@ def test_a_duckdb_drift_function_may_read_and_list_the_archive_only(duckdb_stack
     statements = duckdb_stack.statements_of("drift")
     variables = duckdb_stack.function("drift")[1]["Environment"]["Variables"]
     assert (variables["SML_WINDOW_SOURCE"], variables["SML_ARCHIVE_PREFIX"]) == ("duckdb", "archive/")
+    assert variables["SML_LABEL_HORIZON_DAYS"] == "7"  # which of the archive's label days a window's quality reads
     assert _object_prefixes(statements, "s3:GetObject") == {"/models/breast-cancer/*", "/reports/*", "/archive/*"}
     assert _object_prefixes(statements, "s3:PutObject") == {"/reports/*"}
     assert not any(a in ("s3:DeleteObject",) or a.startswith(("athena:", "glue:")) for s in statements for a in _actions(s))

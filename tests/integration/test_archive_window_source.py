@@ -131,9 +131,11 @@ def test_the_drift_function_reads_the_archive_only_when_told_where_it_is(monkeyp
         with pytest.raises(SettingsError, match="SML_WINDOW_SOURCE: duckdb reads the event archive: set SML_ARCHIVE_PREFIX too"):
             app.window_source()
         monkeypatch.setenv("SML_ARCHIVE_PREFIX", "archive/")
+        monkeypatch.setenv("SML_LABEL_HORIZON_DAYS", "3")
         app.drift_settings.cache_clear()
         source = app.window_source()
         assert isinstance(source, ArchiveWindowSource) and source.location.prefix == "archive/"
+        assert source.label_horizon == timedelta(days=3)  # which label days the window's quality reads
         monkeypatch.setenv("SML_WINDOW_SOURCE", "athena")
         for cached in (app.drift_settings, app.window_source):
             cached.cache_clear()

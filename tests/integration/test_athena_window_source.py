@@ -55,6 +55,8 @@ class DuckDBAsAthena:
     def read_summaries(self, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], references: Sequence[SummaryReference], *, version: str | None = None) -> Any:
         return athena_window_summaries(self.run, DATABASE, model_name, window, features, references, version=version, dialect="duckdb", max_bytes=self.max_bytes)
 
+    read_window = AthenaWindowSource.read_window  # the summaries from the SQL, the rest from the database
+
 
 @pytest.fixture
 def as_athena(s3: Any) -> Iterator[tuple[ArchiveLocation, Any]]:

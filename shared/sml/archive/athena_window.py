@@ -57,7 +57,8 @@ reference knows (booleans and mixed values are archived as JSON text;
 same millisecond as a window's bound, off a whole millisecond, can fall on the other side. The
 weekly run's bounds are whole seconds.
 
-Labels and refusals come from the database, as with the DuckDB source (:mod:`sml.monitoring.sources`).
+Model quality (labels), refusals and the versions seen come from the database (:mod:`sml.monitoring.sources`):
+with this source a window whose predictions the database's retention dropped loses them.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ import msgspec
 from sml.archive.layout import PREDICTIONS_TABLE, feature_column, integral_floats, number_category, text_category
 from sml.archive.query import AthenaTarget, athena_rows
 from sml.core.errors import SmlError
-from sml.lifecycle.manifest import FeatureSpec
+from sml.lifecycle.manifest import FeatureSpec, ModelManifest
+from sml.monitoring.sources import SourceWindow
 from sml.monitoring.summaries import (
     CategoricalGrid,
     CategoricalSummary,
@@ -270,6 +272,12 @@ class AthenaWindowSource:
         version: str | None = None,
     ) -> list[WindowSummary]:
         return athena_window_summaries(self._run, self.target.database, model_name, window, features, references, version=version)
+
+    def read_window(
+        self, manifest: ModelManifest, window: TimeWindow, references: Sequence[SummaryReference], *, quality: bool = True
+    ) -> SourceWindow:
+        """The drift summaries only (:meth:`read_summaries`): quality, refusals and versions come from the database."""
+        return SourceWindow(self.read_summaries(manifest.model_name, window, manifest.features, references, version=manifest.version))
 
     def _run(self, query: str) -> Iterable[Sequence[Any]]:
         return athena_rows(self.athena, self.target, query, poll_seconds=self.poll_seconds, sleep=self.sleep)[1]

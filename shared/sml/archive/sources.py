@@ -22,11 +22,12 @@ model versions; an integral category sent as ``3`` to a model trained on ``3.0``
 
 from __future__ import annotations
 
+import itertools
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +36,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sml.archive.layout import PREDICTIONS_TABLE, feature_column, integral_floats, number_category, text_category
-from sml.archive.query import archive_ctes, download_days, duckdb_connection, read_parquet_source
-from sml.archive.store import ArchiveLocation, free_of_copies
-from sml.lifecycle.manifest import FeatureSpec
+from sml.archive import window_events
+from sml.archive.layout import (
+    GROUND_TRUTH_TABLE,
+    PREDICTIONS_TABLE,
+    REFUSALS_TABLE,
+    feature_column,
+    key_part,
+    integral_floats,
+    number_category,
+    text_category,
+)
+from sml.archive.query import download_days, duckdb_connection, read_parquet_source
+from sml.archive.store import ArchivedObject, ArchiveLocation, download, list_table
+from sml.lifecycle.manifest import FeatureSpec, ModelManifest
+from sml.monitoring.sources import SourceWindow
 from sml.monitoring.summaries import SummaryReference, WindowSummariser, WindowSummary
 from sml.monitoring.windows import TimeWindow
 
 # Rows per batch counted at once. Measured on the drift read of 20 numeric features in a fresh process:
 # 100,000 peaked at 425 MiB for 1M rows and 464 MiB for 10M, 20,000 at 392 and 438 MiB, in about the same time.
 BATCH_ROWS = 20_000
+DEFAULT_LABEL_HORIZON = timedelta(days=7)
+"""``SML_LABEL_HORIZON_DAYS``'s default."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _DECODE = msgspec.json.Decoder()
 
@@ -67,22 +81,115 @@ def archive_window_summaries(
 
     :returns: a summary per reference, in order (``n_rows`` 0 when nothing is archived there).
     """
-    summarisers = [WindowSummariser(reference) for reference in references]
-    last_day = (window.end - timedelta(microseconds=1)).date()
     with tempfile.TemporaryDirectory(prefix="sml-window-") as work:
-        copy = download_days(s3, location, Path(work) / "archive", window.start.date(), last_day, tables=[PREDICTIONS_TABLE], models=[model_name])
+        copy = download_days(s3, location, Path(work) / "archive", window.start.date(), _last_day(window), tables=[PREDICTIONS_TABLE], models=[model_name])
         paths = copy.files[PREDICTIONS_TABLE]
-        if paths:
-            # One thread: each thread holds a decoded row group (~120k rows × every column); measured on 300k rows
-            # the process peaked at 395 MiB with one thread and 447 MiB with two.
-            connection = duckdb_connection(Path(work), memory_limit, threads=1)
-            try:
-                reader = connection.sql(window_sql(connection, paths, model_name, window, features, version)).to_arrow_reader(batch_rows)
-                for batch in _gathered(reader, batch_rows):
-                    _count(batch, features, summarisers)
-            finally:
-                connection.close()
+        if not paths:
+            return [WindowSummariser(reference).summary() for reference in references]
+        connection = _connection(Path(work), memory_limit)
+        try:
+            return _summaries(connection, paths, model_name, window, features, references, batch_rows, version)
+        finally:
+            connection.close()
+
+
+def archive_window(
+    s3: Any,
+    location: ArchiveLocation,
+    manifest: ModelManifest,
+    window: TimeWindow,
+    references: Sequence[SummaryReference],
+    *,
+    quality: bool = True,
+    label_horizon: timedelta = DEFAULT_LABEL_HORIZON,
+    memory_limit: str = "256MB",
+    batch_rows: int = BATCH_ROWS,
+) -> SourceWindow:
+    """Everything the weekly run reads of ``window`` for ``manifest``'s version, from the archive,
+    the objects downloaded once: the drift summaries (:func:`archive_window_summaries`), the quality
+    sample with its aggregate (when ``quality``), the refusals, the versions and the unmatched
+    labels (:mod:`sml.archive.window_events`, which says which label objects are read and why).
+
+    :param label_horizon: how long after a prediction its label may arrive (``SML_LABEL_HORIZON_DAYS``).
+    """
+    first, last = window.start.date(), _last_day(window)
+    model = manifest.model_name
+    with tempfile.TemporaryDirectory(prefix="sml-window-") as work:
+        directory = Path(work) / "archive"
+        listed = list_table(s3, location, PREDICTIONS_TABLE, None if quality else [model])
+        folder = f"{location.prefix}{PREDICTIONS_TABLE}/model={key_part(model)}/"
+        own_objects = [item for item in listed if item.key.startswith(folder) and _day_in(item, first, last)]
+        own = download(s3, location, own_objects, directory)
+        refusals = download_days(s3, location, directory, first, last, tables=[REFUSALS_TABLE], models=[model]).files[REFUSALS_TABLE]
+        labels = []
+        if quality:
+            labels = download_days(s3, location, directory, (window.start - label_horizon).date(), None, tables=[GROUND_TRUTH_TABLE]).files[GROUND_TRUTH_TABLE]
+        connection = _connection(Path(work), memory_limit)
+        try:
+            if own:
+                summaries = _summaries(connection, own, model, window, manifest.features, references, batch_rows, manifest.version)
+            else:
+                summaries = [WindowSummariser(reference).summary() for reference in references]
+            unmatched = None
+            if quality:
+                # Where else a window's label may find its prediction: any model's objects from the label horizon before
+                # the window to the label horizon after it, fetched one at a time once the window's own have been looked in.
+                around = (window.start - label_horizon).date(), (window.end + label_horizon).date()
+                others = [item for item in listed if item not in own_objects and _day_in(item, *around)]
+                unmatched = window_events.count_unmatched_labels(
+                    connection, labels, window, itertools.chain([own], _one_at_a_time(s3, location, others, Path(work) / "others"))
+                )
+            return SourceWindow(
+                summaries=summaries,
+                quality_sample=window_events.read_quality(connection, own, labels, manifest, window, batch_rows=batch_rows) if quality else None,
+                refused=window_events.read_refused_counts(connection, refusals, model, window),
+                versions=tuple(window_events.read_versions(connection, own, model, window)),
+                unmatched_labels=unmatched,
+            )
+        finally:
+            connection.close()
+
+
+def _one_at_a_time(s3: Any, location: ArchiveLocation, objects: Sequence[ArchivedObject], directory: Path) -> Iterator[list[Path]]:
+    """Each of ``objects`` downloaded when asked for, as a one-path list, and deleted once the next is asked for."""
+    for item in objects:
+        paths = download(s3, location, [item], directory)
+        try:
+            yield paths
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+
+def _connection(work: Path, memory_limit: str) -> Any:
+    # One thread: each thread holds a decoded row group (~120k rows × every column); measured on 300k rows
+    # the process peaked at 395 MiB with one thread and 447 MiB with two.
+    return duckdb_connection(work, memory_limit, threads=1)
+
+
+def _summaries(
+    connection: Any,
+    paths: Sequence[Path],
+    model_name: str,
+    window: TimeWindow,
+    features: Sequence[FeatureSpec],
+    references: Sequence[SummaryReference],
+    batch_rows: int,
+    version: str | None,
+) -> list[WindowSummary]:
+    summarisers = [WindowSummariser(reference) for reference in references]
+    reader = connection.sql(window_sql(connection, paths, model_name, window, features, version)).to_arrow_reader(batch_rows)
+    for batch in _gathered(reader, batch_rows):
+        _count(batch, features, summarisers)
     return [summariser.summary() for summariser in summarisers]
+
+
+def _last_day(window: TimeWindow) -> date:
+    return (window.end - timedelta(microseconds=1)).date()
+
+
+def _day_in(item: ArchivedObject, since: date, until: date) -> bool:
+    return item.day is not None and since <= item.day <= until
 
 
 @dataclass(frozen=True)
@@ -92,7 +199,16 @@ class ArchiveWindowSource:
     s3: Any
     location: ArchiveLocation
     memory_limit: str = "256MB"
+    label_horizon: timedelta = DEFAULT_LABEL_HORIZON
     name: str = "duckdb"
+
+    def read_window(
+        self, manifest: ModelManifest, window: TimeWindow, references: Sequence[SummaryReference], *, quality: bool = True
+    ) -> SourceWindow:
+        """:func:`archive_window`: drift, quality, refusals and versions of the window, all from the archive."""
+        return archive_window(
+            self.s3, self.location, manifest, window, references, quality=quality, label_horizon=self.label_horizon, memory_limit=self.memory_limit
+        )
 
     def read_summaries(
         self,
@@ -115,10 +231,7 @@ def window_sql(
     (NULL for a feature no file has). Copies are dropped unless the objects are free of them (:func:`sml.archive.store.free_of_copies`)."""
     source = read_parquet_source(paths)
     available = {row[0] for row in connection.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    if free_of_copies([str(path) for path in paths]):
-        table = source  # compaction kept one copy of each event, and an event lives in one partition
-    else:
-        table = f"(WITH {archive_ctes({PREDICTIONS_TABLE: source}, None, None, dialect='duckdb')} SELECT * FROM {PREDICTIONS_TABLE})"
+    table = window_events.deduplicated_predictions(paths, source)
     columns = ", ".join(f'"{feature_column(spec.name)}"' if feature_column(spec.name) in available else "NULL" for spec in features)
     start, end = _epoch_us(window.start), _epoch_us(window.end)
     name = model_name.replace("'", "''")

@@ -196,6 +196,8 @@ class MigrateSettings(AwsSettings, DatabaseSettings, RetentionSettings):
 class DriftSettings(AwsSettings, DatabaseSettings, ArchiveSettings):
     # Where the weekly run reads its window's drift summaries: the database, DuckDB over the event archive, or Athena over its Glue table.
     window_source: Literal["database", "duckdb", "athena"] = Field("database", alias="SML_WINDOW_SOURCE")
+    # How long after a prediction its label may arrive: which of the archive's label days a window read from it takes.
+    label_horizon_days: float = Field(7.0, alias="SML_LABEL_HORIZON_DAYS", ge=0, le=366)
     topic_arn: str | None = Field(None, alias="SML_TOPIC_ARN")
     window_days: float = Field(7.0, alias="SML_DRIFT_WINDOW_DAYS", gt=0, le=366)
     reference: Literal["training", "previous"] = Field("training", alias="SML_DRIFT_REFERENCE")

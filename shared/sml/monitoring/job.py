@@ -211,7 +211,8 @@ class DriftPlan:
 class ObservedWindow:
     """The window as summaries: ``current`` against the drift ``reference``, ``training_current``
     against the training reference (data quality is judged against what the model saw, whatever
-    the drift reference), with the rows behind the reference, the quality sample and refusals."""
+    the drift reference), with the rows behind the reference, the quality sample and refusals;
+    ``unmatched_labels`` when the source counted them (``None``: counted in the database)."""
 
     window: TimeWindow
     reference: SummaryReference
@@ -223,6 +224,7 @@ class ObservedWindow:
     quality_sample: QualitySample | RegressionSample | None
     refused: RefusedCounts
     versions: tuple[VersionRows, ...] = ()
+    unmatched_labels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -278,8 +280,9 @@ def run_drift_job(
     :param window_end: the end of the current window (aware UTC); the run's key with the model.
         At most :data:`~sml.monitoring.windows.MAX_CLOCK_SKEW` after now.
     :param report_dir: also write the report there, as ``<model>/<window end>-<run id>.html``.
-    :param window_source: where the window's drift summaries come from (:mod:`sml.monitoring.sources`);
-        the database by default.
+    :param window_source: where the window is read from (:mod:`sml.monitoring.sources`): the database by
+        default; the archive (``duckdb``) gives the drift summaries, quality, refusals and versions alike, so a
+        window the database's retention dropped is recomputed whole.
     :returns: a :class:`DriftJobResult`.
     :raises SmlError: S3 or SNS refused the report or the alert (names the bucket or topic), or the
         window ends in the future.
@@ -314,7 +317,9 @@ def read_drift_window(
     """Read ``window`` once into summaries against the drift reference and the training reference
     (one and the same for ``training``), with the quality sample in the same pass when quality is
     assessed, and the window's refusals. Only the predictions of ``manifest.version`` are read
-    (labels too: quality is that version's); every version's rows are counted.
+    (labels too: quality is that version's); every version's rows are counted. A ``window_source``
+    other than the database gives what it reads (:class:`~sml.monitoring.sources.SourceWindow`);
+    the rest comes from the database.
 
     For the ``previous`` reference, the previous window is read first, a day at a time, into KLL
     sketches and counts (:mod:`sml.monitoring.previous_reference`), so its memory is a day's rows.
@@ -328,11 +333,14 @@ def read_drift_window(
     version = manifest.version
     references = [reference] if reference is training else [reference, training]
     quality_sample = None
+    read = None
     if window_source is not None and window_source.name != "database":
-        # Drift from the source; labels (and, for a classifier, probabilities) from the database, a pass of their own,
-        # counted into the quality aggregate as it is read (with the manifest), so it keeps no row of the window.
-        summaries = window_source.read_summaries(manifest.model_name, window, manifest.features, references, version=version)
-        if config.quality:
+        # Drift, and what else the source reads (the archive: all of it), from the source; labels (and, for a classifier,
+        # probabilities) from the database where it does not read them, a pass of their own, counted into the quality
+        # aggregate as it is read (with the manifest), so it keeps no row of the window.
+        read = window_source.read_window(manifest, window, references, quality=bool(config.quality))
+        summaries, quality_sample = read.summaries, read.quality_sample
+        if config.quality and quality_sample is None:
             _, quality_sample = read_window_summaries_with_quality(
                 engine, manifest.model_name, window, manifest.features, manifest.classes, [], task=manifest.task, manifest=manifest,
                 version=version,
@@ -356,8 +364,9 @@ def read_drift_window(
     return ObservedWindow(
         window=window, reference=reference, reference_rows=reference_rows, reference_window=reference_window, current=summaries[0],
         training=training, training_current=summaries[-1], quality_sample=quality_sample,
-        refused=read_refused_counts(engine, manifest.model_name, window.start, window.end),
-        versions=tuple(window_versions(engine, manifest.model_name, window)),
+        refused=read.refused if read is not None and read.refused is not None else read_refused_counts(engine, manifest.model_name, window.start, window.end),
+        versions=read.versions if read is not None and read.versions is not None else tuple(window_versions(engine, manifest.model_name, window)),
+        unmatched_labels=read.unmatched_labels if read is not None else None,
     )
 
 
@@ -376,7 +385,10 @@ def _decided_run(manifest: ModelManifest, plan: DriftPlan, observed: ObservedWin
         parameters=_run_parameters(config, plan.floors, manifest),
         created_at=datetime.now(timezone.utc),
         reference_window=observed.reference_window,
-        quality=assess_window_quality(engine, manifest, observed.window, config.quality, observed.quality_sample) if config.quality else None,
+        quality=(
+            assess_window_quality(engine, manifest, observed.window, config.quality, observed.quality_sample, unmatched_labels=observed.unmatched_labels)
+            if config.quality else None
+        ),
         data_quality=tuple(
             run_data_quality_checks(observed.training, observed.training_current, manifest.features, config.data_quality, observed.refused)
         ),

@@ -99,7 +99,10 @@ def run_drift(args: argparse.Namespace) -> int:
     )
     manifest = registry.manifest(check_version(args.version) if args.version else registry.champion_version())
     # The source the drift function would read (SML_WINDOW_SOURCE), with the archive the CLI sees (the local stack's too).
-    window_source = window_source_from_settings(settings, lambda service: aws_client(service, settings), source=args.window_source or drift_settings.window_source)
+    window_source = window_source_from_settings(
+        settings, lambda service: aws_client(service, settings), source=args.window_source or drift_settings.window_source,
+        label_horizon_days=drift_settings.label_horizon_days,
+    )
     engine = database_engine_from_settings(settings)
     try:
         outcome = run_drift_job(

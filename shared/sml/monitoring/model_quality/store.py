@@ -30,7 +30,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -188,15 +188,10 @@ def read_window_summaries_with_quality(
     """
     aggregate = quality_aggregate(manifest) if manifest is not None else None
     if isinstance(aggregate, RegressionAggregate):
-        estimator = _label_free_estimator(manifest)
-        loss_sample = LossSample([spec.name for spec in manifest.features]) if isinstance(estimator, DirectLossEstimator) else None
-        columns = RegressionColumns(aggregate, loss_sample)
+        assert manifest is not None
+        columns = quality_columns(manifest, aggregate)
         summaries = read_window_summaries(engine, model_name, window, features, references, extension=columns, version=version)
-        numbers = columns.sample({})
-        if loss_sample is not None:
-            loss_sample.finish()
-            mae, rmse, evaluated = estimator.estimate(loss_sample.columns(), loss_sample.predictions, max_rows=loss_sample.size)
-            aggregate.add_estimate(mae, rmse, columns.n_numbers, evaluated)
+        numbers = columns.finished_sample()
     elif (task or task_from_classes(tuple(classes))) == "regression":
         sample, numbers = read_window_with_quality(
             engine, model_name, window, features, classes, task="regression", aggregate=aggregate, version=version
@@ -271,19 +266,36 @@ class QualityColumns:
         probabilities = (nan_row if row.probabilities is None else astuple(row.probabilities) for row in decoded)
         self._add(
             list(map(_PREDICTION, decoded)),
-            probabilities,
+            self._matrix(probabilities, len(decoded)),
             list(map(_TRUTH, decoded)),
-            map(_DELAY, decoded),
+            np.fromiter(map(_DELAY, decoded), dtype=float, count=len(decoded)),
         )
 
     def add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
         rows = list(rows)
         self._add(
             [row[0] for row in rows],
-            (self._lenient_probabilities(row[1]) for row in rows),
+            self._matrix((self._lenient_probabilities(row[1]) for row in rows), len(rows)),
             [row[2] for row in rows],
-            (0.0 if row[3] is None else float(row[3]) for row in rows),
+            np.array([0.0 if row[3] is None else float(row[3]) for row in rows], dtype=float),
         )
+
+    def add_columns(self, predictions: list[str], probabilities: np.ndarray, labels: list[str | None], delays: np.ndarray) -> None:
+        """Count a batch of rows given as columns, as a slice's rows are counted.
+
+        :param predictions: each row's predicted label as its stored JSON text.
+        :param probabilities: ``(n, K)`` float, class order of the model (NaN: no probability for that class).
+        :param labels: each row's ground-truth label as its stored JSON text, None where unlabelled.
+        :param delays: ``labelled_at - predicted_at`` in microseconds (any number where unlabelled).
+        """
+        self._add(predictions, np.asarray(probabilities, dtype=float).reshape(len(predictions), self.k), labels, np.asarray(delays, dtype=float))
+
+    def finished_sample(self) -> QualitySample:
+        """The sample of the rows counted (:meth:`sample`: a classifier has no estimate to finish)."""
+        return self.sample()
+
+    def _matrix(self, rows: Iterable[tuple[float, ...]], count: int) -> np.ndarray:
+        return np.fromiter(itertools.chain.from_iterable(rows), dtype=float, count=count * self.k).reshape(count, self.k)
 
     def _lenient_probabilities(self, text: str | None) -> tuple[float, ...]:
         try:
@@ -294,8 +306,8 @@ class QualityColumns:
             return (math.nan,) * self.k
         return tuple(_as_probability(values.get(name)) for name in self.names)
 
-    def _add(self, predictions: list[str], probabilities: Iterable[tuple[float, ...]], labels: list[str | None], delays: Iterable[float]) -> None:
-        """Append rows; ``delays`` in microseconds (any number where the label is null)."""
+    def _add(self, predictions: list[str], values: np.ndarray, labels: list[str | None], delays: np.ndarray) -> None:
+        """Append rows; ``values`` their ``(n, K)`` probabilities, ``delays`` in microseconds (any number where the label is null)."""
         count = len(predictions)
         for text in set(predictions).difference(self.prediction_index):
             self.prediction_index[text] = self._class_index(text)
@@ -303,9 +315,8 @@ class QualityColumns:
             index = self._class_index(text)
             self.label_index[text] = index if index >= 0 else LABEL_OUTSIDE_CLASSES
         predicted = np.fromiter(map(self.prediction_index.__getitem__, predictions), dtype=np.int64, count=count)
-        values = np.fromiter(itertools.chain.from_iterable(probabilities), dtype=float, count=count * self.k).reshape(count, self.k)
         truth = np.fromiter(map(self.label_index.__getitem__, labels), dtype=np.int64, count=count)
-        delay = np.fromiter(delays, dtype=float, count=count) / 1e6
+        delay = delays / 1e6
         delay[truth == UNLABELLED] = np.nan
         self.n_rows += count
         if self.aggregate is not None:
@@ -359,9 +370,17 @@ class RegressionColumns:
 
     row_bytes = 80
 
-    def __init__(self, aggregate: RegressionAggregate | None = None, loss_sample: LossSample | None = None, *, keep_rows: bool | None = None) -> None:
+    def __init__(
+        self,
+        aggregate: RegressionAggregate | None = None,
+        loss_sample: LossSample | None = None,
+        estimator: DirectLossEstimator | None = None,
+        *,
+        keep_rows: bool | None = None,
+    ) -> None:
         self.aggregate = aggregate
         self.loss_sample = loss_sample
+        self.estimator = estimator
         self.keep_rows = aggregate is None if keep_rows is None else keep_rows
         if not self.keep_rows and aggregate is None:
             raise ValueError("rows can be dropped only when they are counted into an aggregate")
@@ -391,6 +410,23 @@ class RegressionColumns:
         rows = list(rows)
         delays = np.array([0.0 if row[3] is None else float(row[3]) for row in rows], dtype=float)
         self._add([row[0] for row in rows], [row[2] for row in rows], delays)
+
+    def add_columns(self, predictions: list[str], labels: list[str | None], delays: np.ndarray, features: Mapping[str, Sequence[Any]] | None = None) -> None:
+        """Count a batch of rows given as columns (as :meth:`QualityColumns.add_columns`); ``features``
+        (name -> values, aligned) are offered to DLE's sample when there is one."""
+        predicted = self._add(predictions, labels, np.asarray(delays, dtype=float))
+        if self.loss_sample is not None and features is not None and predictions:
+            self.loss_sample.add_columns(predicted, features)
+
+    def finished_sample(self) -> RegressionSample:
+        """The sample of the rows counted, with DLE's estimate from the rows sampled added to the aggregate
+        (when this counts into an aggregate with a DLE estimator): it stands for every prediction that is a number."""
+        numbers = self.sample({})
+        if self.loss_sample is not None and self.estimator is not None and self.aggregate is not None:
+            self.loss_sample.finish()
+            mae, rmse, evaluated = self.estimator.estimate(self.loss_sample.columns(), self.loss_sample.predictions, max_rows=self.loss_sample.size)
+            self.aggregate.add_estimate(mae, rmse, self.n_numbers, evaluated)
+        return numbers
 
     def _add(self, predictions: list[str], labels: list[str | None], delays: np.ndarray) -> np.ndarray:
         """Count or keep a slice's rows; ``delays`` in microseconds (any number where the label is null). Returns the predictions as numbers."""
@@ -425,7 +461,8 @@ class LossSample:
     rows with the smallest random keys (fixed seed), kept as the window is read, slice by slice.
 
     Rows come as the window read's feature structs (``msgspec`` structs, of the one type of that
-    read's decoder, whose fields encode to the feature names). Only rows of slices decoded whole
+    read's decoder, whose fields encode to the feature names), or as columns
+    (:meth:`add_columns`, the event archive's batches). Only rows of slices decoded whole
     are sampled: a slice read again row by row (one the typed decoder refused) is left out of
     DLE's sample, never out of the metrics. The structs themselves are kept (they are created
     untracked by the garbage collector, see :class:`sml.monitoring.windows._WindowColumns`) and
@@ -456,6 +493,13 @@ class LossSample:
         if self.keys.size >= 2 * self.size:
             self._trim()
 
+    def add_columns(self, predictions: np.ndarray, columns: Mapping[str, Sequence[Any]]) -> None:
+        """:meth:`add` for rows given as columns (name -> values aligned with ``predictions``; a
+        name missing from ``columns`` is None in every row): each row kept as a tuple in :attr:`names` order."""
+        missing = [None] * len(predictions)
+        rows = list(zip(*(columns.get(name, missing) for name in self.names))) if self.names else [()] * len(predictions)
+        self.add(predictions, rows)
+
     def _trim(self) -> None:
         if self.keys.size > self.size:
             keep = np.argpartition(self.keys, self.size - 1)[: self.size]
@@ -467,6 +511,8 @@ class LossSample:
         """The sampled rows' feature values by name, aligned with :attr:`predictions` (after :meth:`finish`); None for a name the rows lack."""
         if not self.rows:
             return {name: [] for name in self.names}
+        if isinstance(self.rows[0], tuple):
+            return {name: [row[index] for row in self.rows] for index, name in enumerate(self.names)}
         fields = {field.encode_name: field.name for field in msgspec.structs.fields(type(self.rows[0]))}
         return {name: list(map(operator.attrgetter(fields[name]), self.rows)) if name in fields else [None] * len(self.rows) for name in self.names}
 
@@ -579,8 +625,34 @@ def quality_aggregate(manifest: ModelManifest) -> QualityAggregate:
     return ClassificationAggregate(len(classes), classes.index(positive) if positive in classes else None, calibrator=calibrator)
 
 
+def quality_columns(manifest: ModelManifest, aggregate: QualityAggregate | None = None) -> QualityColumns | RegressionColumns:
+    """What a window's rows are counted into for ``manifest``'s quality: the model's aggregate
+    (``aggregate``, by default an empty :func:`quality_aggregate`), with, for a regression model
+    whose manifest has DLE, the uniform sample of rows DLE estimates from (:class:`LossSample`).
+
+    Feed it a window's rows (:meth:`QualityColumns.add_columns`, :meth:`RegressionColumns.add_columns`,
+    or as a :class:`~sml.monitoring.windows.WindowExtension`), then take
+    :meth:`~QualityColumns.finished_sample`.
+
+    :raises SmlError: the manifest's label-free estimator is malformed.
+    """
+    aggregate = aggregate if aggregate is not None else quality_aggregate(manifest)
+    if isinstance(aggregate, RegressionAggregate):
+        estimator = _label_free_estimator(manifest)
+        if not isinstance(estimator, DirectLossEstimator):
+            return RegressionColumns(aggregate)
+        return RegressionColumns(aggregate, LossSample([spec.name for spec in manifest.features]), estimator)
+    return QualityColumns(manifest.classes, aggregate)
+
+
 def assess_window_quality(
-    engine: Engine, manifest: ModelManifest, window: TimeWindow, config: QualityConfig, sample: QualitySample | RegressionSample | None = None
+    engine: Engine,
+    manifest: ModelManifest,
+    window: TimeWindow,
+    config: QualityConfig,
+    sample: QualitySample | RegressionSample | None = None,
+    *,
+    unmatched_labels: int | None = None,
 ) -> QualityResult:
     """The model quality of ``manifest``'s model in ``window``: read, then assess per the manifest's task.
 
@@ -593,6 +665,9 @@ def assess_window_quality(
     (CBPE's calibrator, or DLE for regression; a model registered without one gets no estimate).
     A verdict metric that is not one of the task's (a deployment-wide ``SML_QUALITY_METRIC``)
     gives way to the task's default, and the reason says so.
+
+    :param unmatched_labels: the window's labels without a prediction when counted already (from
+        the event archive); ``None`` counts them in the database (:func:`count_unmatched_labels`).
 
     :raises SmlError: the manifest's label-free estimator is malformed (names the manifest).
     """
@@ -625,7 +700,9 @@ def assess_window_quality(
     result = assess_aggregate(
         task, aggregate, classes=classes, positive_class=positive, delay_seconds=delays, reference_metrics=manifest.metrics, config=config
     )
-    return replace(result, reason=result.reason + note, n_unmatched_labels=count_unmatched_labels(engine, window))
+    if unmatched_labels is None:
+        unmatched_labels = count_unmatched_labels(engine, window)
+    return replace(result, reason=result.reason + note, n_unmatched_labels=unmatched_labels)
 
 
 def count_unmatched_labels(engine: Engine, window: TimeWindow) -> int:
