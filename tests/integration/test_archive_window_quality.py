@@ -60,6 +60,8 @@ RUN_IDENTITY = {"run_id", "created_at", "report_uri", "report_url"}
 
 @dataclass(frozen=True)
 class Model:
+    """A fitted model of ``task`` with its manifest (metrics, calibrator: CBPE or DLE), and its data set's rows and true targets."""
+
     task: str
     estimator: Any
     manifest: ModelManifest
