@@ -15,20 +15,32 @@ import numpy as np
 import pytest
 from archive_support import engine, new_archive, s3  # noqa: F401 - fixtures
 from botocore.stub import Stubber
-from drift_support import FEATURES, MODEL_NAME, WINDOW, WINDOW_END, build_manifest, draw_traffic
+from drift_support import FEATURES, MODEL_NAME, MODEL_VERSION, WINDOW, WINDOW_END, build_manifest, draw_traffic
 from sqlalchemy.engine import Engine
 from test_archive_window_source import differences, store_both
 
-from sml.archive.athena_window import AthenaWindowSource, athena_window_summaries, column_types_query, window_queries
-from sml.archive.layout import PREDICTIONS_TABLE
+from sml.archive.athena_window import (
+    AthenaWindowSource,
+    athena_refusals_and_versions,
+    athena_window_summaries,
+    column_types_query,
+    refusals_query,
+    versions_query,
+    window_queries,
+)
+from sml.archive.layout import PREDICTIONS_TABLE, REFUSALS_TABLE
+from sml.archive.parquet import REFUSAL_COLUMNS
 from sml.archive.query import AthenaTarget, download_days, duckdb_connection, read_parquet_source
-from sml.archive.store import ArchiveLocation
+from sml.archive.store import ArchiveLocation, archive_rows
 from sml.core.errors import SmlError
+from sml.core.events import REQUEST_FIELD, build_refusal_event
 from sml.lifecycle.manifest import FeatureSpec
+from sml.monitoring.data_quality.checks import read_refused_counts
 from sml.monitoring.job import DriftJobConfig, run_drift_job
-from sml.monitoring.sources import DatabaseWindowSource
+from sml.monitoring.sources import DatabaseWindowSource, SourceWindow
 from sml.monitoring.summaries import CategoricalGrid, NumericGrid, SummaryReference
-from sml.monitoring.windows import TimeWindow, read_window_summaries
+from sml.monitoring.windows import TimeWindow, VersionRows, read_window_summaries, window_versions
+from sml.writer.batch import insert_refusal_rows, refusal_rows
 
 DATABASE = "sml_archive"
 TARGET = AthenaTarget("sml-archive", DATABASE)
@@ -55,7 +67,11 @@ class DuckDBAsAthena:
     def read_summaries(self, model_name: str, window: TimeWindow, features: Sequence[FeatureSpec], references: Sequence[SummaryReference], *, version: str | None = None) -> Any:
         return athena_window_summaries(self.run, DATABASE, model_name, window, features, references, version=version, dialect="duckdb", max_bytes=self.max_bytes)
 
-    read_window = AthenaWindowSource.read_window  # the summaries from the SQL, the rest from the database
+    def read_window(self, manifest: Any, window: TimeWindow, references: Sequence[SummaryReference], *, quality: bool = True) -> SourceWindow:
+        """As :meth:`AthenaWindowSource.read_window`, the SQL in DuckDB's dialect."""
+        refused, versions = athena_refusals_and_versions(self.run, DATABASE, manifest.model_name, window, dialect="duckdb")
+        summaries = self.read_summaries(manifest.model_name, window, manifest.features, references, version=manifest.version)
+        return SourceWindow(summaries, refused=refused, versions=tuple(versions))
 
 
 @pytest.fixture
@@ -64,13 +80,18 @@ def as_athena(s3: Any) -> Iterator[tuple[ArchiveLocation, Any]]:
     with tempfile.TemporaryDirectory(prefix="sml-athena-") as work:
 
         def open_archive() -> DuckDBAsAthena:
-            copy = download_days(s3, location, Path(work) / "archive", None, None, tables=[PREDICTIONS_TABLE])
+            copy = download_days(s3, location, Path(work) / "archive", None, None, tables=[PREDICTIONS_TABLE, REFUSALS_TABLE])
             connection = duckdb_connection(Path(work))
             connection.execute("SET TimeZone = 'UTC'")
             for statement in TRINO_FUNCTIONS:
                 connection.execute(statement)
             connection.execute(f'CREATE SCHEMA "{DATABASE}"')
             connection.execute(f'CREATE VIEW "{DATABASE}".predictions AS SELECT * FROM {read_parquet_source(copy.files[PREDICTIONS_TABLE])}')
+            if copy.files[REFUSALS_TABLE]:
+                connection.execute(f'CREATE VIEW "{DATABASE}".predict_refusals AS SELECT * FROM {read_parquet_source(copy.files[REFUSALS_TABLE])}')
+            else:  # the Glue table of an archive without refusals: its columns, no rows
+                columns = ", ".join(f'"{name}" {"TIMESTAMPTZ" if name.endswith("_at") else "INTEGER" if name == "refused_count" else "VARCHAR"}' for name in REFUSAL_COLUMNS.names)
+                connection.execute(f'CREATE TABLE "{DATABASE}".predict_refusals ({columns}, model VARCHAR, "date" VARCHAR)')
             return DuckDBAsAthena(connection)
 
         yield location, open_archive
@@ -126,6 +147,66 @@ def test_the_weekly_run_reaches_the_databases_verdicts_through_the_athena_sql(en
     assert verdicts["athena"] == verdicts["database"]
     assert (runs["athena"].status, runs["athena"].current_rows) == (runs["database"].status, 600)
     assert runs["athena"].drifted_features == runs["database"].drifted_features != []
+
+
+def test_the_refusals_and_versions_sql_on_duckdb_gives_the_databases(engine: Engine, s3: Any, as_athena: Any) -> None:
+    location, open_archive = as_athena
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    store_both(engine, s3, location, draw_traffic(300, seed=21), window.start, window.end, copies=20)
+    store_both(engine, s3, location, draw_traffic(80, seed=22), window.start + timedelta(days=3), window.end, version="v-after")
+    store_both(engine, s3, location, draw_traffic(40, seed=23), window.start - timedelta(days=1), window.start)  # before the window
+    store_both(engine, s3, location, draw_traffic(30, seed=24), window.start, window.end, model_name="other-model")
+    refusals = [
+        build_refusal_event(model_name=MODEL_NAME, model_version=MODEL_VERSION, refused=refused, refused_at=at)
+        for refused, at in (
+            ({"spread": {"out_of_range": 2}, REQUEST_FIELD: {"not_json": 1}}, window.start),  # on the start: in
+            ({"spread": {"not_finite": 3}, "colour": {"unknown_category": 1}}, window.start + timedelta(days=2)),
+            ({REQUEST_FIELD: {"not_json": 5}}, window.end),  # on the end: out
+        )
+    ] + [build_refusal_event(model_name="other-model", model_version="v1", refused={"spread": {"out_of_range": 7}}, refused_at=window.start + timedelta(days=1))]
+    rows = [{"refusal_id": event.refusal_id, "rows": refusal_rows(event, window.end)} for event in refusals]
+    with engine.begin() as connection:
+        insert_refusal_rows(connection, rows)
+    archived = [row for event in rows for row in event["rows"]]
+    archive_rows(s3, location, refusals=archived)
+    archive_rows(s3, location, refusals=[{**row, "stored_at": window.end + timedelta(seconds=1)} for row in archived[:3]])  # redelivered
+    refused, versions = athena_refusals_and_versions(open_archive().run, DATABASE, MODEL_NAME, window, dialect="duckdb")
+    assert refused == read_refused_counts(engine, MODEL_NAME, window.start, window.end)
+    assert (dict(refused.features), dict(refused.requests)) == ({"spread": 5, "colour": 1}, {"not_json": 1})
+    # Athena reads Parquet timestamps to the millisecond: the first and last are the database's, cut to it.
+    expected = [
+        VersionRows(entry.version, entry.rows, *(moment.replace(microsecond=moment.microsecond // 1000 * 1000) for moment in (entry.first, entry.last)))
+        for entry in window_versions(engine, MODEL_NAME, window)
+    ]
+    assert versions == expected and [(entry.version, entry.rows) for entry in versions] == [(MODEL_VERSION, 300), ("v-after", 80)]
+
+
+def test_the_athena_source_reads_the_refusals_and_versions_from_their_queries() -> None:
+    athena = client()
+    stubber = Stubber(athena)
+    info = [column("field_name", "varchar"), column("reason", "varchar"), column("refused", "bigint")]
+    expect_query(stubber, refusals_query(DATABASE, MODEL_NAME, SMALL_WINDOW), "q-refusals", ["RUNNING", "SUCCEEDED"], [
+        {"Rows": [row("field_name", "reason", "refused"), row("x", "out_of_range", "4"), row(REQUEST_FIELD, "not_json", "2")],
+         "ResultSetMetadata": {"ColumnInfo": info}},
+        {"Rows": [row("x", "not_finite", "1"), row(REQUEST_FIELD, "too_large", "3")], "ResultSetMetadata": {"ColumnInfo": info}},
+    ])
+    info = [column("model_version", "varchar"), column("n", "bigint"), column("first_ms", "bigint"), column("last_ms", "bigint")]
+    first = int(SMALL_WINDOW.start.timestamp() * 1000)
+    expect_query(stubber, versions_query(DATABASE, MODEL_NAME, SMALL_WINDOW), "q-versions", ["SUCCEEDED"], [
+        {"Rows": [row("model_version", "n", "first_ms", "last_ms"), row("v2", "5", str(first + 7_200_123), str(first + 9_000_000)),
+                  row("v1", "3", str(first), str(first + 3_600_000))],
+         "ResultSetMetadata": {"ColumnInfo": info}},
+    ])
+    with stubber:
+        refused, versions = athena_refusals_and_versions(AthenaWindowSource(athena, TARGET, sleep=lambda seconds: None)._run, DATABASE, MODEL_NAME, SMALL_WINDOW)
+    stubber.assert_no_pending_responses()
+    assert (dict(refused.features), list(refused.requests.items())) == ({"x": 5}, [("too_large", 3), ("not_json", 2)])
+    start = SMALL_WINDOW.start
+    assert versions == [
+        VersionRows("v1", 3, start, start + timedelta(hours=1)),
+        VersionRows("v2", 5, start + timedelta(hours=2, microseconds=123_000), start + timedelta(hours=2, minutes=30)),
+    ]
+    assert "CAST(round(to_unixtime(min(predicted_at)) * 1000) AS BIGINT)" in versions_query(DATABASE, MODEL_NAME, SMALL_WINDOW)
 
 
 def test_a_feature_column_the_glue_table_lacks_is_refused_with_the_ddl_that_adds_it() -> None:

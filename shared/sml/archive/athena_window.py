@@ -57,8 +57,12 @@ reference knows (booleans and mixed values are archived as JSON text;
 same millisecond as a window's bound, off a whole millisecond, can fall on the other side. The
 weekly run's bounds are whole seconds.
 
-Model quality (labels), refusals and the versions seen come from the database (:mod:`sml.monitoring.sources`):
-with this source a window whose predictions the database's retention dropped loses them.
+**Refusals and versions** are counted in SQL too (:func:`refusals_query`, :func:`versions_query`):
+the window's refusals summed per field and reason, and per model version its predictions with the
+first and last (to the millisecond, as Athena reads them). **Model quality** (labels joined to
+predictions) still comes from the database (:mod:`sml.monitoring.sources`): with this source a
+window whose predictions the database's retention dropped loses it; the DuckDB source reads it
+from the archive.
 """
 
 from __future__ import annotations
@@ -67,15 +71,16 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import msgspec
 
-from sml.archive.layout import PREDICTIONS_TABLE, feature_column, integral_floats, number_category, text_category
+from sml.archive.layout import PREDICTIONS_TABLE, REFUSALS_TABLE, feature_column, integral_floats, number_category, text_category
 from sml.archive.query import AthenaTarget, athena_rows
 from sml.core.errors import SmlError
 from sml.lifecycle.manifest import FeatureSpec, ModelManifest
+from sml.monitoring.data_quality.checks import RefusedCounts
 from sml.monitoring.sources import SourceWindow
 from sml.monitoring.summaries import (
     CategoricalGrid,
@@ -86,7 +91,7 @@ from sml.monitoring.summaries import (
     SummaryReference,
     WindowSummary,
 )
-from sml.monitoring.windows import TimeWindow
+from sml.monitoring.windows import TimeWindow, VersionRows
 
 MAX_QUERY_BYTES = 262_144
 """Athena's largest query string (UTF-8 bytes), a quota AWS cannot raise."""
@@ -99,6 +104,7 @@ NUMBER_TYPES = ("double", "float", "real", "bigint", "integer", "int", "smallint
 TEXT_TYPES = ("varchar", "string", "char")
 Dialect = Literal["athena", "duckdb"]
 _DECODE = msgspec.json.Decoder()
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -248,6 +254,43 @@ def athena_window_summaries(
     return summaries_from_rows(queries, [list(run(query.sql)) for query in queries], features, references)
 
 
+def refusals_query(database: str, model_name: str, window: TimeWindow) -> str:
+    """The query of the window's refusals of ``model_name``: ``field_name``, ``reason``, ``refused`` (the sum),
+    each refusal event's row of a field and reason counted once (a redelivered copy dropped, the first stored kept)."""
+    return (
+        "WITH numbered AS (SELECT field_name, reason, refused_count, "
+        "row_number() OVER (PARTITION BY refusal_id, field_name, reason ORDER BY stored_at) AS archive_copy "
+        f"FROM {_quoted(database)}.{_quoted(REFUSALS_TABLE)} WHERE {_in_window(model_name, window, 'refused_at')})\n"
+        "SELECT field_name, reason, sum(refused_count) AS refused FROM numbered WHERE archive_copy = 1 GROUP BY field_name, reason"
+    )
+
+
+def versions_query(database: str, model_name: str, window: TimeWindow, *, dialect: Dialect = "athena") -> str:
+    """The query of the window's predictions of ``model_name`` per version: ``model_version``, ``n``, and the first
+    and last ``predicted_at`` as milliseconds since the epoch (``first_ms``, ``last_ms``), each prediction once."""
+    # Trino: to_unixtime gives seconds as a double (exact to the millisecond Athena reads); DuckDB has epoch_ms.
+    epoch_ms = "CAST(round(to_unixtime({}) * 1000) AS BIGINT)" if dialect == "athena" else "epoch_ms({})"
+    return (
+        "WITH numbered AS (SELECT model_version, predicted_at, row_number() OVER (PARTITION BY prediction_id ORDER BY stored_at) AS archive_copy "
+        f"FROM {_quoted(database)}.{_quoted(PREDICTIONS_TABLE)} WHERE {_in_window(model_name, window, 'predicted_at')})\n"
+        f"SELECT model_version, count(*) AS n, {epoch_ms.format('min(predicted_at)')} AS first_ms, {epoch_ms.format('max(predicted_at)')} AS last_ms "
+        "FROM numbered WHERE archive_copy = 1 GROUP BY model_version"
+    )
+
+
+def athena_refusals_and_versions(
+    run: Callable[[str], Iterable[Sequence[Any]]], database: str, model_name: str, window: TimeWindow, *, dialect: Dialect = "athena"
+) -> tuple[RefusedCounts, list[VersionRows]]:
+    """The window's refusals (:func:`refusals_query`) and rows per version, earliest first (:func:`versions_query`;
+    first and last to the millisecond), with ``run`` answering each query."""
+    refused = RefusedCounts.from_sums(run(refusals_query(database, model_name, window)))
+    versions = [
+        VersionRows(str(version), int(count), _EPOCH + timedelta(milliseconds=int(first)), _EPOCH + timedelta(milliseconds=int(last)))
+        for version, count, first, last in run(versions_query(database, model_name, window, dialect=dialect))
+    ]
+    return refused, sorted(versions, key=lambda entry: (entry.first, entry.version))
+
+
 @dataclass(frozen=True)
 class AthenaWindowSource:
     """The window through Athena over the archive's Glue table (``SML_WINDOW_SOURCE=athena``).
@@ -276,8 +319,11 @@ class AthenaWindowSource:
     def read_window(
         self, manifest: ModelManifest, window: TimeWindow, references: Sequence[SummaryReference], *, quality: bool = True
     ) -> SourceWindow:
-        """The drift summaries only (:meth:`read_summaries`): quality, refusals and versions come from the database."""
-        return SourceWindow(self.read_summaries(manifest.model_name, window, manifest.features, references, version=manifest.version))
+        """The drift summaries (:meth:`read_summaries`), the refusals and the rows per version
+        (:func:`athena_refusals_and_versions`); model quality comes from the database."""
+        refused, versions = athena_refusals_and_versions(self._run, self.target.database, manifest.model_name, window)
+        summaries = self.read_summaries(manifest.model_name, window, manifest.features, references, version=manifest.version)
+        return SourceWindow(summaries, refused=refused, versions=tuple(versions))
 
     def _run(self, query: str) -> Iterable[Sequence[Any]]:
         return athena_rows(self.athena, self.target, query, poll_seconds=self.poll_seconds, sleep=self.sleep)[1]
@@ -316,12 +362,7 @@ def _sql(database: str, model_name: str, window: TimeWindow, entries: list[Entry
         elif entry.kind == "prediction":
             values[f"v_{index}"] = "prediction"
 
-    last_day = (window.end - timedelta(microseconds=1)).date()
-    of_version = "" if version is None else f" AND model_version = {_text(version)}"
-    where = (
-        f"model = {_text(model_name)} AND \"date\" >= '{window.start.date().isoformat()}' AND \"date\" <= '{last_day.isoformat()}' "
-        f"AND model_name = {_text(model_name)}{of_version} AND predicted_at >= {_timestamp(window.start)} AND predicted_at < {_timestamp(window.end)}"
-    )
+    where = _in_window(model_name, window, "predicted_at", version)
     needed = sorted({"prediction"} | {_quoted(feature_column(entry.feature)) for entry in entries if entry.feature is not None})
     parts = []
     if grids:
@@ -356,6 +397,17 @@ def _sql(database: str, model_name: str, window: TimeWindow, entries: list[Entry
         "WITH " + ",\n".join(parts) + "\nSELECT entry_index, cell_index, text_key, number_key, count(*) AS n, sum(entry_value) AS total, "
         "sum(entry_value * entry_value) AS total_squares, min(entry_value) AS minimum, max(entry_value) AS maximum "
         "FROM entries GROUP BY entry_index, cell_index, text_key, number_key"
+    )
+
+
+def _in_window(model_name: str, window: TimeWindow, moment: str, version: str | None = None) -> str:
+    """The filter of a model's rows (of ``version``) whose ``moment`` is in ``window``: partition pruning on
+    ``model`` and ``date`` (the window's days), then the columns themselves."""
+    last_day = (window.end - timedelta(microseconds=1)).date()
+    of_version = "" if version is None else f" AND model_version = {_text(version)}"
+    return (
+        f"model = {_text(model_name)} AND \"date\" >= '{window.start.date().isoformat()}' AND \"date\" <= '{last_day.isoformat()}' "
+        f"AND model_name = {_text(model_name)}{of_version} AND {moment} >= {_timestamp(window.start)} AND {moment} < {_timestamp(window.end)}"
     )
 
 

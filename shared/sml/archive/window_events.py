@@ -54,7 +54,6 @@ from sml.archive.layout import (
 )
 from sml.archive.query import archive_ctes, read_parquet_source
 from sml.archive.store import free_of_copies
-from sml.core.events import REQUEST_FIELD
 from sml.lifecycle.manifest import ModelManifest
 from sml.monitoring.data_quality.checks import RefusedCounts
 from sml.monitoring.model_quality.store import QualityColumns, QualitySample, RegressionColumns, RegressionSample, quality_columns
@@ -142,14 +141,7 @@ def read_refused_counts(connection: Any, refusals: Sequence[Path], model_name: s
         f"SELECT field_name, reason, sum(refused_count) FROM {table} "
         f"WHERE model_name = {_text(model_name)} AND {_in_window('refused_at', window)} GROUP BY field_name, reason"
     ).fetchall()
-    features: dict[str, int] = {}
-    requests: dict[str, int] = {}
-    for field_name, reason, total in rows:
-        if field_name == REQUEST_FIELD:
-            requests[reason] = int(total)
-        else:
-            features[field_name] = features.get(field_name, 0) + int(total)
-    return RefusedCounts(features, dict(sorted(requests.items(), key=lambda item: -item[1])))
+    return RefusedCounts.from_sums(rows)
 
 
 def read_versions(connection: Any, predictions: Sequence[Path], model_name: str, window: TimeWindow) -> list[VersionRows]:

@@ -16,7 +16,8 @@ What else the weekly run reads of the window (:class:`SourceWindow`): ``duckdb``
 from the archive (:func:`sml.archive.sources.archive_window`): model quality (labels joined to
 predictions, counted into the quality aggregate), refusals, the versions seen and the unmatched
 labels, so a past window whose predictions the database's retention dropped is recomputed whole.
-``athena`` reads only the drift summaries; the rest comes from the database, as with ``database``.
+``athena`` reads the drift summaries, the refusals and the versions; model quality comes from the
+database, as with ``database``.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -93,6 +93,18 @@ class RefusedCounts:
     def requests_refused(self) -> int:
         return sum(self.requests.values())
 
+    @classmethod
+    def from_sums(cls, rows: Iterable[Sequence[Any]]) -> RefusedCounts:
+        """From ``(field_name, reason, refused)`` sums (one per field and reason, any order), as each source reads them."""
+        features: dict[str, int] = {}
+        requests: dict[str, int] = {}
+        for field_name, reason, total in rows:
+            if field_name == REQUEST_FIELD:
+                requests[reason] = int(total)
+            else:
+                features[field_name] = features.get(field_name, 0) + int(total)
+        return cls(features, dict(sorted(requests.items(), key=lambda item: -item[1])))
+
 
 def read_refused_counts(engine: Engine, model_name: str, start: datetime, end: datetime) -> RefusedCounts:
     """Sum ``predict_refusals`` of ``model_name`` refused in ``[start, end)`` per field and reason (one GROUP BY)."""
@@ -105,15 +117,8 @@ def read_refused_counts(engine: Engine, model_name: str, start: datetime, end: d
         )
         .group_by(PREDICT_REFUSALS.c.field_name, PREDICT_REFUSALS.c.reason)
     )
-    features: dict[str, int] = {}
-    requests: dict[str, int] = {}
     with engine.connect() as connection:
-        for field_name, reason, total in connection.execute(query):
-            if field_name == REQUEST_FIELD:
-                requests[reason] = int(total)
-            else:
-                features[field_name] = features.get(field_name, 0) + int(total)
-    return RefusedCounts(features, dict(sorted(requests.items(), key=lambda item: -item[1])))
+        return RefusedCounts.from_sums(connection.execute(query).all())
 
 
 def run_data_quality_checks(
