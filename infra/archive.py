@@ -14,9 +14,12 @@ time, without a deploy) and differ between them. Athena maps Parquet columns by 
 of several versions share the table and a file without a declared column reads it as NULL; a
 new feature or class is added with ``ALTER TABLE <table> ADD COLUMNS (f_<feature> double, ...)``
 (the Athena window source names the statement when a feature it needs is missing). Schema
-evolution is additive only: the archive writes numbers as double whatever the version, so a
-column never changes type between files; a column is never dropped or renamed (a version without
-it leaves it NULL). Partition projection needs no change for any of this, only for a model added
+evolution is additive only: the archive writes numbers as double whatever the version and leaves
+out a feature a whole object holds only nulls of, so a column keeps its type between files; a
+column is never dropped or renamed (a version without it leaves it NULL). Two cases still give a
+column two types, which Athena refuses for the files of the other type (HIVE_BAD_DATA) and
+DuckDB reads as text: a feature whose kind changes between versions (text in one, numbers in the
+next; give it a new name instead) and an integer beyond 2**53, archived as JSON text to stay exact. Partition projection needs no change for any of this, only for a model added
 to the deployment (its enum of models, redeployed with it).
 
 The workgroup runs engine version 3, refuses a query past ``archive_scan_limit_bytes``
