@@ -27,8 +27,9 @@ from archive_support import engine, new_archive, s3  # noqa: F401 - fixtures
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import train_test_split
+from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sqlalchemy.engine import Engine
 
 from sml.archive.sources import ArchiveWindowSource
@@ -65,15 +66,23 @@ class Model:
     task: str
     estimator: Any
     manifest: ModelManifest
-    rows: list[dict[str, float]]
+    rows: list[dict[str, Any]]
     truth: list[Any]
 
 
 @functools.cache
 def fitted(task: str) -> Model:
-    if task == "regression":
+    """``task`` a model task, or ``regression-categorical``: a regression model with a text category DLE reads too."""
+    if task == "regression-categorical":
+        rng = np.random.default_rng(5)
+        colour = rng.choice(["red", "green", "blue"], 600)
+        X = pd.DataFrame({"x": rng.normal(0, 1, 600), "colour": colour})
+        # The error depends on the colour, so DLE's loss models use it.
+        y = pd.Series(3 * X["x"] + np.where(colour == "red", 5.0, 0.0) + rng.normal(0, 1, 600) * np.where(colour == "blue", 4.0, 0.5))
+        estimator: Any = make_pipeline(ColumnTransformer([("colour", OneHotEncoder(handle_unknown="ignore"), ["colour"])], remainder="passthrough"), Ridge())
+    elif task == "regression":
         X, y = load_diabetes(return_X_y=True, as_frame=True)
-        estimator: Any = Ridge(alpha=0.1)
+        estimator = Ridge(alpha=0.1)
     elif task == "multiclass":
         X, y = load_wine(return_X_y=True, as_frame=True)
         y = y.map(lambda index: f"cultivar_{index}")
@@ -84,7 +93,7 @@ def fitted(task: str) -> Model:
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
     estimator.fit(X_train, y_train)
     manifest = prepare_version(estimator, X_train, y_train, X_test=X_test, y_test=y_test, model_name=f"archive-{task}").manifest
-    rows = [{name: float(value) for name, value in row.items()} for row in X.to_dict(orient="records")]
+    rows = [{name: value if isinstance(value, str) else float(value) for name, value in row.items()} for row in X.to_dict(orient="records")]
     return Model(task, estimator, manifest, rows, [value.item() if hasattr(value, "item") else value for value in y])
 
 
@@ -121,7 +130,7 @@ def send_window_events(engine: Engine, archive: WriterArchive, model: Model, *, 
     features = [model.rows[index] for index in chosen]
     frame = pd.DataFrame(features, columns=[spec.name for spec in manifest.features])
     predicted = model.estimator.predict(frame)
-    probabilities = model.estimator.predict_proba(frame) if model.task != "regression" else None
+    probabilities = model.estimator.predict_proba(frame) if manifest.task != "regression" else None
     for index, moment in enumerate(moments):
         answer = predicted[index].item() if hasattr(predicted[index], "item") else predicted[index]
         probability = None if probabilities is None else {str(label): float(p) for label, p in zip(manifest.classes, probabilities[index])}
@@ -147,7 +156,7 @@ def send_window_events(engine: Engine, archive: WriterArchive, model: Model, *, 
 
     def truth_of(index: int, *, wrong: bool = False) -> Any:
         value = model.truth[chosen[index]]
-        if model.task == "regression":
+        if manifest.task == "regression":
             return float(value) + (40.0 if wrong else float(rng.normal(0, 5)))
         if wrong:
             others = [label for label in manifest.classes if label != value]
@@ -190,7 +199,7 @@ def send_window_events(engine: Engine, archive: WriterArchive, model: Model, *, 
         for days in (0.5, 3, 6.5)
     ]
     outside = []
-    if model.task != "regression":
+    if manifest.task != "regression":
         outside = [
             label_of(predictions[index], "no-such-class", predictions[index].predicted_at + timedelta(hours=2))
             for index in range(5, N_PREDICTIONS, 53) if index not in labelled
@@ -211,7 +220,7 @@ def send_window_events(engine: Engine, archive: WriterArchive, model: Model, *, 
     ]
     traffic.send(refusals)
     traffic.send(refusals[:2])  # redelivered
-    without = 0 if model.task == "regression" else len(range(0, N_PREDICTIONS, 17))  # CBPE estimates rows with every probability
+    without = 0 if manifest.task == "regression" else len(range(0, N_PREDICTIONS, 17))  # CBPE estimates rows with every probability
     return {"labels_before_prediction": len(before), "unmatched": len(unmatched), "without_probabilities": without}
 
 
@@ -253,7 +262,7 @@ def differences(archive: Any, database: Any, path: str = "") -> list[str]:
     return [] if archive == database else [f"{path}: {archive!r} != {database!r}"[:400]]
 
 
-@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression", "regression-categorical"])
 def test_the_archive_gives_the_databases_quality_refusals_and_versions(engine: Engine, s3: Any, task: str) -> None:
     model = fitted(task)
     location = new_archive(s3)
