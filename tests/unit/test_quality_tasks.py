@@ -224,6 +224,12 @@ def test_the_loss_sample_is_uniform_whatever_the_slicing_and_keeps_every_row_of_
     everything = sampled(5000, [500])
     assert sorted(everything.columns()["x"]) == [float(index) for index in range(1000) if index != 7]
     assert LossSample(["x", "kind"]).finish().columns() == {"x": [], "kind": []}
+    # Read in slices, it holds at most a quarter more rows than it keeps, and keeps the same ones.
+    held, in_slices = [], LossSample(["x", "kind", "absent"], size=100, seed=5)
+    for start in range(0, 1000, 10):
+        in_slices.add(predictions[start : start + 10], rows[start : start + 10])
+        held.append(len(in_slices.rows))
+    assert max(held) < 125 and sampled_rows(in_slices.finish()) == sampled_rows(whole)
 
 
 @pytest.mark.parametrize("text", ["null", "1, 2", "", "true", '"3"', "[4]", "1e400", "NaN", "5 6"])

@@ -467,12 +467,15 @@ class LossSample:
     DLE's sample, never out of the metrics. The structs themselves are kept (they are created
     untracked by the garbage collector, see :class:`sml.monitoring.windows._WindowColumns`) and
     their values read once, at the end, for the rows that stay: reading every candidate row's
-    values as it came cost more than evaluating DLE's trees.
+    values as it came cost more than evaluating DLE's trees. Candidates are trimmed back to
+    ``size`` once a quarter more have come (``slack``), so at most 1.25 × ``size`` structs are held;
+    the rows kept are the ``size`` smallest keys whenever it trims.
     """
 
     def __init__(self, names: Sequence[str], size: int = DLE_MAX_ROWS, seed: int = DLE_SEED) -> None:
         self.names = list(names)
         self.size = size
+        self.slack = max(size // 4, 1)
         self.rng = np.random.default_rng(seed)
         self.keys = np.empty(0)
         self.predictions = np.empty(0)
@@ -490,7 +493,7 @@ class LossSample:
         self.rows.extend(map(structs.__getitem__, chosen.tolist()))
         self.keys = np.concatenate([self.keys, keys[chosen]])
         self.predictions = np.concatenate([self.predictions, predictions[chosen]])
-        if self.keys.size >= 2 * self.size:
+        if self.keys.size >= self.size + self.slack:
             self._trim()
 
     def add_columns(self, predictions: np.ndarray, columns: Mapping[str, Sequence[Any]]) -> None:
