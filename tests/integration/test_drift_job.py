@@ -516,3 +516,29 @@ def test_a_regression_models_prediction_history_goes_on_across_its_renaming(engi
     # An input feature's history is its own: the prediction's tests are not among them.
     assert {row["test"] for row in drift_history(engine, MODEL_NAME, feature="mean_shift")} == {"ks", "missing_rate"}
 
+
+
+def test_a_regression_model_with_a_feature_named_prediction_is_still_checked(engine: Engine, aws: Aws, tmp_path: Path) -> None:
+    # Feature names come from the training data's columns, and nothing refuses "(prediction)": a
+    # regression model with such a feature was checked before its prediction took that name.
+    def renamed(traffic: Traffic) -> Traffic:
+        return Traffic(columns={REGRESSION_PREDICTION_COLUMN if name == "steady" else name: values for name, values in traffic.columns.items()}, labels=traffic.labels)
+
+    features = tuple(replace(spec, name=REGRESSION_PREDICTION_COLUMN) if spec.name == "steady" else spec for spec in FEATURES)
+    training = renamed(regression_traffic(5_000, seed=11))
+    base = build_manifest(Traffic(columns=training.columns, labels=["x"] * training.rows), features=features)
+    predictions = NumericReference(sorted_values=tuple(sorted(float(value) for value in training.labels)))
+    manifest = replace(
+        base, classes=(), task="regression", estimator="LinearRegression", metrics={"mae": 0.4},
+        reference=replace(base.reference, label_counts={}, predictions=predictions),
+    )
+    store_traffic(engine, renamed(regression_traffic(3_000, seed=12)), start=WINDOW_START, end=WINDOW_END)
+
+    outcome = run_job(engine, aws, manifest=manifest, quality=None, report_dir=tmp_path)
+
+    tested = {(result.feature, result.kind, result.test) for result in outcome.run.results}
+    assert (REGRESSION_PREDICTION_COLUMN, "numeric", "ks") in tested
+    (prediction,) = [result for result in outcome.run.results if result.kind == "label"]
+    assert prediction.test == "ks" and prediction.feature != REGRESSION_PREDICTION_COLUMN
+    stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
+    assert stored is not None and len(stored.features) == len(outcome.run.results)

@@ -260,6 +260,15 @@ def test_a_deployment_floor_for_the_prediction_holds_under_either_of_its_names()
     assert sources(resolve_floors(SCHEMA, both, None))[LABEL_COLUMN, "chi2"] == (0.07, "deployment", "SML_DRIFT_FEATURE_FLOORS")
 
 
+def test_a_feature_named_as_the_prediction_keeps_its_own_deployment_floor() -> None:
+    # A regression model whose feature is "(prediction)" tests its prediction as "(predicted label)";
+    # the feature's floor is not moved onto the prediction.
+    columns = [DriftColumn("(prediction)", "numeric"), DriftColumn(LABEL_COLUMN, "numeric", prediction=True)]
+    floors = DeploymentFloors(min_ks_d=0.1, min_cramers_v=0.1, min_missing_rate_h=0.2, feature_floors={"(prediction)": 0.07})
+    resolved = sources(resolve_floors(columns, floors, None))
+    assert resolved["(prediction)", "ks"] == (0.07, "deployment", "SML_DRIFT_FEATURE_FLOORS")
+    assert resolved[LABEL_COLUMN, "ks"][1] == "default"
+
 def test_deployment_floors_that_do_not_fit_the_model_are_named() -> None:
     with pytest.raises(SmlError, match="SML_DRIFT_FEATURE_FLOORS: the model has no feature 'radius'"):
         resolve_floors(SCHEMA, replace(DEFAULTS, feature_floors={"radius": 0.1}), None)

@@ -326,9 +326,10 @@ def resolve_floors(
 def _prediction_floor_under_its_name(feature_floors: Mapping[str, float | str], columns: Sequence[Any]) -> dict[str, float | str]:
     floors = dict(feature_floors)
     prediction = next((column.name for column in columns if getattr(column, "prediction", False)), None)
+    features = {column.name for column in columns if not getattr(column, "prediction", False)}
     if prediction in PREDICTION_COLUMNS:
         for other in PREDICTION_COLUMNS:
-            if other != prediction and other in floors:
+            if other != prediction and other in floors and other not in features:
                 floors.setdefault(prediction, floors.pop(other))
     return floors
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sml.core.errors import SmlError
 from sml.lifecycle.manifest import FeatureKind
 from sml.monitoring.drift.methods import DEFAULT_METHODS, DriftMethod, drift_method, missing_rate_method, registered_methods
 from sml.monitoring.drift.stats import FeatureTestResult, PendingTest, decide_all
@@ -95,6 +96,16 @@ def drift_columns(manifest: Any, methods: Mapping[str, str] | None = None) -> li
     methods = methods or {}
     columns = [DriftColumn(spec.name, spec.kind, spec.categories, method=methods.get(spec.name)) for spec in manifest.features]
     name = prediction_column(manifest.task)
+    features = {column.name for column in columns}
+    if name in features:
+        # A feature took the prediction's name (nothing refuses a training column named so): the
+        # prediction keeps its other name, which a regression model's runs held before.
+        name = next((other for other in PREDICTION_COLUMNS if other not in features), None)
+        if name is None:
+            raise SmlError(
+                f"model {manifest.model_name!r}: its features {' and '.join(map(repr, PREDICTION_COLUMNS))} take both names "
+                "its prediction could be tested under; rename one of them and register the model again"
+            )
     if manifest.task != "regression":
         classes = tuple(str(label) for label in manifest.classes)
         columns.append(DriftColumn(name, "categorical", classes, prediction=True, method=methods.get(name)))
