@@ -22,7 +22,9 @@ from sml.monitoring.summaries import CategoricalGrid, SummaryReference
 from sml.monitoring.windows import TimeWindow, read_window
 
 READ_STEP = timedelta(days=1)
-PREDICTION = "(prediction)"
+# The prediction's key among the columns' sketches and counts: not a text, so no feature (whose
+# name comes from the training data, "(prediction)" included) can take it.
+PREDICTION = ("prediction",)
 
 
 def sketch_method(k: int = DEFAULT_K) -> str:
@@ -45,15 +47,15 @@ def sketched_window_reference(engine: Engine, manifest: Any, window: TimeWindow,
     numeric = [spec.name for spec in manifest.features if spec.kind == "numeric"]
     categorical = [spec for spec in manifest.features if spec.kind != "numeric"]
     regression = manifest.task == "regression"
-    sketches = {name: new_sketch(k) for name in [*numeric, *([PREDICTION] if regression else [])]}
-    counts: dict[str, Counter[str]] = {name: Counter() for name in [*(spec.name for spec in categorical), *([] if regression else [PREDICTION])]}
-    missing: Counter[str] = Counter()
+    sketches: dict[Any, Any] = {name: new_sketch(k) for name in [*numeric, *([PREDICTION] if regression else [])]}
+    counts: dict[Any, Counter[str]] = {name: Counter() for name in [*(spec.name for spec in categorical), *([] if regression else [PREDICTION])]}
+    missing: Counter[Any] = Counter()
     rows = 0
     start = window.start
     while start < window.end:
         day = TimeWindow(start=start, end=min(start + READ_STEP, window.end))
         sample = read_window(engine, manifest.model_name, day, manifest.features, version=manifest.version)
-        columns: dict[str, Any] = {**sample.columns(), PREDICTION: sample.labels}
+        columns: dict[Any, Any] = {**sample.columns(), PREDICTION: sample.labels}
         if regression:
             columns[PREDICTION] = np.array([_number(value) for value in sample.labels], dtype=float)
         for name, sketch in sketches.items():
