@@ -53,9 +53,13 @@ for binary, top label for multiclass); and CBPE's expected confusion cells over 
   ECE is biased upwards in small samples, and its interval describes sampling spread only.
 
 **Regression** (inputs: predictions and labels as floats; error e = prediction − label). The
-aggregate holds power sums (of e, |e|, e², e⁴, of the label z = y − c shifted by a fixed centre c
-up to z⁴, and e²z, e²z²), the absolute percentage errors' sums over non-zero labels, a residual
-histogram and per-prediction-bin error sums for the report's residual plots.
+aggregate holds mergeable central moments (:class:`sml.monitoring.moments.MomentSums`, merged
+with Chan, Golub & LeVeque's pairwise update, so a window counted slice by slice or day by day
+gives numpy's moments of all its rows to rounding however far the labels are from the centre):
+the means and second moments of e, |e| and e², of the label z = y − c (shifted by a fixed
+centre c) up to its fourth, and the co-moments of e² with z and z²; the same of the absolute
+percentage errors over non-zero labels; a residual histogram and per-prediction-bin error sums
+for the report's residual plots.
 
 - MAE, mean error (bias), MAPE (when no label is 0; scikit-learn's ``mean_absolute_percentage_error``
   otherwise divides by its epsilon): means, normal intervals (MAPE's holds for labels away from 0:
@@ -63,7 +67,7 @@ histogram and per-prediction-bin error sums for the report's residual plots.
 - RMSE: the normal interval of the MSE (variance of e² from Σe⁴), square-rooted;
 - R² = 1 − SSE/SST as :func:`sklearn.metrics.r2_score`; interval by the delta method with the
   influence function of A/B (A = mean e², B = the label's variance):
-  IF = [−(e² − A) + (A/B)((y − ȳ)² − B)] / B, whose mean square needs only the power sums.
+  IF = [−(e² − A) + (A/B)((y − ȳ)² − B)] / B, whose mean square needs only those central moments.
 
 **Estimated performance.** Classifiers, CBPE (confidence-based performance estimation, as NannyML):
 the calibrator fitted at registration maps probabilities to calibrated ones; each prediction of
@@ -97,6 +101,7 @@ from sml.core.errors import SmlError
 from sml.lifecycle.calibration import Calibrator, DirectLossEstimator
 from sml.lifecycle.manifest import Task, task_from_classes
 from sml.lifecycle.quality_metrics import DEFAULT_VERDICT_METRIC, QUALITY_METRICS, check_verdict_metric, quality_metric
+from sml.monitoring.moments import Exponents, MomentSums
 from sml.monitoring.summaries import register_quality_aggregate
 
 RELIABILITY_BINS = 10
@@ -454,17 +459,39 @@ class ClassificationAggregate:
         )
 
 
-# Power sums of a regression window, by name: e = prediction − label, a = |e|, z = label − centre.
-_REGRESSION_SUMS = ("e", "a", "e2", "e4", "z", "z2", "z3", "z4", "e2z", "e2z2", "ape", "ape2")
+# Moments of a regression window over the variables (e, a, w, z): e = prediction − label, a = |e|,
+# w = e², z = label − centre; and of the absolute percentage error over non-zero labels.
+_ERROR_MOMENTS: Exponents = (
+    (0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1), (2, 0, 0, 0), (0, 2, 0, 0), (0, 0, 2, 0),
+    (0, 0, 0, 2), (0, 0, 0, 3), (0, 0, 0, 4), (0, 0, 1, 1), (0, 0, 1, 2),
+)
+_PERCENTAGE_MOMENTS: Exponents = ((0,), (1,), (2,))
+# Aggregates stored before the central moments held plain power sums of these, in this order.
+_STORED_POWER_SUMS = ("e", "a", "e2", "e4", "z", "z2", "z3", "z4", "e2z", "e2z2", "ape", "ape2")
+
+
+def _from_power_sums(sums: Sequence[float], n_labelled: int, n_zero_labels: int) -> tuple[MomentSums, MomentSums]:
+    """The moments of an aggregate stored as power sums (e, |e|, e² around 0, z around the centre): the
+    sums around a reference of 0, which the moments merge with and read as any other."""
+    stored = dict(zip(_STORED_POWER_SUMS, _array(sums, np.float64, (len(_STORED_POWER_SUMS),)).tolist()))
+    by_exponent = {
+        (0, 0, 0, 0): n_labelled, (1, 0, 0, 0): stored["e"], (0, 1, 0, 0): stored["a"], (0, 0, 1, 0): stored["e2"], (0, 0, 0, 1): stored["z"],
+        (2, 0, 0, 0): stored["e2"], (0, 2, 0, 0): stored["e2"], (0, 0, 2, 0): stored["e4"], (0, 0, 0, 2): stored["z2"],
+        (0, 0, 0, 3): stored["z3"], (0, 0, 0, 4): stored["z4"], (0, 0, 1, 1): stored["e2z"], (0, 0, 1, 2): stored["e2z2"],
+    }
+    errors = MomentSums.from_sums(_ERROR_MOMENTS, [0.0] * 4, [by_exponent[p] for p in _ERROR_MOMENTS])
+    percentages = MomentSums.from_sums(_PERCENTAGE_MOMENTS, [0.0], [n_labelled - n_zero_labels, stored["ape"], stored["ape2"]])
+    return errors, percentages
 
 
 @register_quality_aggregate
 @dataclass
 class RegressionAggregate:
-    """A regression model's window, counted (see the module's docstring); merges by adding.
+    """A regression model's window, counted (see the module's docstring); merges by adding counts and
+    pairwise-updating moments.
 
-    :param centre: subtracted from labels before their power sums (the held-out mean), so the
-        sums stay accurate whatever the label's offset; aggregates merge only with the same centre.
+    :param centre: subtracted from labels before their moments (the held-out mean); aggregates merge
+        only with the same centre.
     :param edges, prediction_edges: fixed bin edges of the residual plots (see :class:`ResidualPlots`).
     :param estimated: DLE's expected absolute and squared error totals standing for ``n_estimated`` predictions.
     """
@@ -477,7 +504,8 @@ class RegressionAggregate:
     n_outside: int = 0
     n_labelled: int = 0
     n_zero_labels: int = 0
-    sums: np.ndarray = field(default=None)  # type: ignore[assignment]
+    errors: MomentSums = field(default=None)  # type: ignore[assignment]
+    percentages: MomentSums = field(default=None)  # type: ignore[assignment]
     histogram: np.ndarray = field(default=None)  # type: ignore[assignment]
     by_prediction: np.ndarray = field(default=None)  # type: ignore[assignment]
     estimated: np.ndarray = field(default=None)  # type: ignore[assignment]
@@ -487,8 +515,9 @@ class RegressionAggregate:
     def __post_init__(self) -> None:
         self.edges = np.asarray(self.edges, dtype=np.float64)
         self.prediction_edges = np.asarray(self.prediction_edges, dtype=np.float64)
+        self.errors = MomentSums.empty(_ERROR_MOMENTS) if self.errors is None else self.errors
+        self.percentages = MomentSums.empty(_PERCENTAGE_MOMENTS) if self.percentages is None else self.percentages
         for name, shape in (
-            ("sums", (len(_REGRESSION_SUMS),)),
             ("histogram", (self.edges.size + 1,)),
             ("by_prediction", (self.prediction_edges.size + 1, 3)),
             ("estimated", (2,)),
@@ -513,15 +542,12 @@ class RegressionAggregate:
         if not label.size:
             return
         error = predicted - label
-        z = label - self.centre
-        e2, z2 = error * error, z * z
+        e2 = error * error
         nonzero = label != 0
         self.n_zero_labels += int((~nonzero).sum())
         ape = np.abs(error[nonzero]) / np.abs(label[nonzero])
-        self.sums += (
-            error.sum(), np.abs(error).sum(), e2.sum(), (e2 * e2).sum(), z.sum(), z2.sum(), (z2 * z).sum(), (z2 * z2).sum(),
-            (e2 * z).sum(), (e2 * z2).sum(), ape.sum(), (ape * ape).sum(),
-        )
+        self.errors = self.errors.merge(MomentSums.of(_ERROR_MOMENTS, np.column_stack([error, np.abs(error), e2, label - self.centre])))
+        self.percentages = self.percentages.merge(MomentSums.of(_PERCENTAGE_MOMENTS, ape[:, None]))
         self.histogram += np.bincount(np.searchsorted(self.edges, error, side="right"), minlength=self.edges.size + 1)
         cells = np.searchsorted(self.prediction_edges, predicted, side="right")
         size = self.prediction_edges.size + 1
@@ -541,7 +567,8 @@ class RegressionAggregate:
             raise ValueError("regression aggregates with different centres or bins cannot merge")
         return RegressionAggregate(
             self.centre, self.edges, self.prediction_edges, self.n_predictions + other.n_predictions, self.n_outside + other.n_outside,
-            self.n_labelled + other.n_labelled, self.n_zero_labels + other.n_zero_labels, self.sums + other.sums,
+            self.n_labelled + other.n_labelled, self.n_zero_labels + other.n_zero_labels, self.errors.merge(other.errors),
+            self.percentages.merge(other.percentages),
             self.histogram + other.histogram, self.by_prediction + other.by_prediction, self.estimated + other.estimated,
             self.n_estimated + other.n_estimated, self.n_evaluated + other.n_evaluated,
         )
@@ -550,17 +577,26 @@ class RegressionAggregate:
         return {
             "centre": self.centre, "edges": self.edges.tolist(), "prediction_edges": self.prediction_edges.tolist(),
             "n_predictions": self.n_predictions, "n_outside": self.n_outside, "n_labelled": self.n_labelled,
-            "n_zero_labels": self.n_zero_labels, "sums": self.sums.tolist(), "histogram": self.histogram.tolist(),
+            "n_zero_labels": self.n_zero_labels, "errors": self.errors.to_json(), "percentages": self.percentages.to_json(), "histogram": self.histogram.tolist(),
             "by_prediction": self.by_prediction.tolist(), "estimated": self.estimated.tolist(), "n_estimated": self.n_estimated,
             "n_evaluated": self.n_evaluated,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RegressionAggregate:
+        """The aggregate of :meth:`to_json`'s data, or of one stored as power sums (``sums``) before.
+
+        :raises ValueError: arrays of the wrong shape.
+        """
         edges, prediction_edges = np.asarray(data["edges"], dtype=float), np.asarray(data["prediction_edges"], dtype=float)
+        n_labelled, n_zero_labels = int(data["n_labelled"]), int(data["n_zero_labels"])
+        if "sums" in data:
+            errors, percentages = _from_power_sums(data["sums"], n_labelled, n_zero_labels)
+        else:
+            errors, percentages = MomentSums.from_json(_ERROR_MOMENTS, data["errors"]), MomentSums.from_json(_PERCENTAGE_MOMENTS, data["percentages"])
         return cls(
-            float(data["centre"]), edges, prediction_edges, int(data["n_predictions"]), int(data["n_outside"]), int(data["n_labelled"]),
-            int(data["n_zero_labels"]), _array(data["sums"], np.float64, (len(_REGRESSION_SUMS),)),
+            float(data["centre"]), edges, prediction_edges, int(data["n_predictions"]), int(data["n_outside"]), n_labelled,
+            n_zero_labels, errors, percentages,
             _array(data["histogram"], np.float64, (edges.size + 1,)), _array(data["by_prediction"], np.float64, (prediction_edges.size + 1, 3)),
             _array(data["estimated"], np.float64, (2,)), int(data["n_estimated"]), int(data["n_evaluated"]),
         )
@@ -776,13 +812,17 @@ def _roc_auc_family(aggregate: ClassificationAggregate, context: MetricContext) 
     return [MetricValue("roc_auc", auc, low, high, interval="hanley-mcneil"), *metrics]
 
 
-def _normal_mean(name: str, total: float, squares: float, n: int, z: float) -> MetricValue:
-    value = total / n
+def _normal_interval(name: str, value: float, central_squares: float, n: int, z: float, floor: float | None = 0.0) -> MetricValue:
+    """A mean's normal interval from its central sum of squares (``n·`` the variance); ``floor`` bounds it below."""
     if n < 2:
         return MetricValue(name, value)
-    variance = max(squares / n - value * value, 0.0) * n / (n - 1)
-    half = z * math.sqrt(variance / n)
-    return MetricValue(name, value, max(0.0, value - half), value + half, interval="normal")
+    half = z * math.sqrt(max(central_squares, 0.0) / (n - 1) / n)
+    return MetricValue(name, value, value - half if floor is None else max(floor, value - half), value + half, interval="normal")
+
+
+def _normal_mean(name: str, total: float, squares: float, n: int, z: float) -> MetricValue:
+    """A bounded loss's mean and normal interval from its sum and sum of squares (losses in [0, ~40]: no cancellation to fear)."""
+    return _normal_interval(name, total / n, squares - total * total / n, n, z)
 
 
 @register_metrics("log_loss", "brier", tasks=("binary", "multiclass"))
@@ -840,26 +880,18 @@ def _ece_family(aggregate: ClassificationAggregate, context: MetricContext) -> l
     return [MetricValue("ece", value, *_percentile_interval(samples, context.confidence), interval="bootstrap")]
 
 
-def _regression_moments(aggregate: RegressionAggregate) -> dict[str, float]:
-    n = aggregate.n_labelled
-    return {name: total / n for name, total in zip(_REGRESSION_SUMS, aggregate.sums.tolist())}
-
-
 @register_metrics("mae", "rmse", "mean_error", tasks=("regression",))
 def _error_family(aggregate: RegressionAggregate, context: MetricContext) -> list[MetricValue]:
     n = aggregate.n_labelled
     if not n:
         return []
-    sums = dict(zip(_REGRESSION_SUMS, aggregate.sums.tolist()))
+    mean_error, mae, mse, _ = aggregate.errors.mean.tolist()
+    central = aggregate.errors.central()
     z = context.z
-    mae = _normal_mean("mae", sums["a"], sums["e2"], n, z)
-    mse = _normal_mean("mse", sums["e2"], sums["e4"], n, z)
-    rmse = MetricValue("rmse", math.sqrt(mse.value), *((math.sqrt(mse.low), math.sqrt(mse.high)) if mse.low is not None else (None, None)), interval=mse.interval)
-    bias = sums["e"] / n
-    if n < 2:
-        return [mae, rmse, MetricValue("mean_error", bias)]
-    half = z * math.sqrt(max(sums["e2"] / n - bias * bias, 0.0) / (n - 1))
-    return [mae, rmse, MetricValue("mean_error", bias, bias - half, bias + half, interval="normal")]
+    mae_value = _normal_interval("mae", mae, central[(0, 2, 0, 0)], n, z)
+    mse_value = _normal_interval("mse", mse, central[(0, 0, 2, 0)], n, z)
+    rmse = MetricValue("rmse", math.sqrt(mse), *((math.sqrt(mse_value.low), math.sqrt(mse_value.high)) if mse_value.low is not None else (None, None)), interval=mse_value.interval)
+    return [mae_value, rmse, _normal_interval("mean_error", mean_error, central[(2, 0, 0, 0)], n, z, floor=None)]
 
 
 @register_metrics("r2", tasks=("regression",))
@@ -867,17 +899,15 @@ def _r2_family(aggregate: RegressionAggregate, context: MetricContext) -> list[M
     n = aggregate.n_labelled
     if n < 2:
         return []
-    m = _regression_moments(aggregate)
-    mean = m["z"]
-    variance = m["z2"] - mean * mean  # B: the label's (population) variance
+    m = {p: total / n for p, total in aggregate.errors.central().items()}
+    variance = m[(0, 0, 0, 2)]  # B: the label's (population) variance
     if variance <= 0:
         return []
-    mse = m["e2"]  # A
+    mse = float(aggregate.errors.mean[2])  # A
     value = 1 - mse / variance
-    fourth = m["z4"] - 4 * mean * m["z3"] + 6 * mean**2 * m["z2"] - 3 * mean**4
-    cross = m["e2z2"] - 2 * mean * m["e2z"] + mean**2 * m["e2"]
     ratio = mse / variance
-    spread = (m["e4"] - mse**2) - 2 * ratio * (cross - mse * variance) + ratio**2 * (fourth - variance**2)
+    # Var(e²) − 2(A/B)·Cov(e², (y − ȳ)²) + (A/B)²·Var((y − ȳ)²), each a central moment.
+    spread = m[(0, 0, 2, 0)] - 2 * ratio * m[(0, 0, 1, 2)] + ratio**2 * (m[(0, 0, 0, 4)] - variance**2)
     half = context.z * math.sqrt(max(spread, 0.0) / n) / variance
     return [MetricValue("r2", value, value - half, value + half, interval="delta")]
 
@@ -887,8 +917,7 @@ def _mape_family(aggregate: RegressionAggregate, context: MetricContext) -> list
     n = aggregate.n_labelled
     if not n or aggregate.n_zero_labels:
         return []
-    sums = dict(zip(_REGRESSION_SUMS, aggregate.sums.tolist()))
-    return [_normal_mean("mape", sums["ape"], sums["ape2"], n, context.z)]
+    return [_normal_interval("mape", float(aggregate.percentages.mean[0]), aggregate.percentages.central()[(2,)], n, context.z)]
 
 
 # --------------------------------------------------------------------------------------------
