@@ -93,7 +93,16 @@ class MomentSums:
         columns = np.arange(values.shape[1])
         reference = values[np.abs(values - values.mean(axis=0)).argmin(axis=0), columns]
         deviations = values - reference
-        sums = np.array([np.prod(deviations ** np.array(p, dtype=float), axis=1).sum() for p in exponents])
+        powers: list[list[np.ndarray]] = []
+        for j in range(values.shape[1]):
+            column = [np.ones(0), deviations[:, j]]
+            for _ in range(2, max(p[j] for p in exponents) + 1):
+                column.append(column[-1] * deviations[:, j])
+            powers.append(column)
+        sums = np.empty(len(exponents))
+        for i, p in enumerate(exponents):
+            factors = [powers[j][pj] for j, pj in enumerate(p) if pj]
+            sums[i] = values.shape[0] if not factors else math.prod(factors[1:], start=factors[0]).sum()
         return cls(exponents, reference, sums)
 
     @property
