@@ -94,7 +94,8 @@ def test_counted_slice_by_slice_far_from_the_centre_the_metrics_equal_numpys_on_
         aggregate = aggregate.merge(part)
         start += count
 
-    got = {value.metric: (value.value, value.low, value.high) for value in realized_from_aggregate("regression", aggregate, CONTEXT).metrics}
+    realized = realized_from_aggregate("regression", aggregate, CONTEXT)
+    got = {value.metric: (value.value, value.low, value.high) for value in realized.metrics}
     expected = numpy_quality(predictions, truth)
 
     assert got.keys() == expected.keys()
@@ -106,13 +107,22 @@ def test_counted_slice_by_slice_far_from_the_centre_the_metrics_equal_numpys_on_
             # (A/B)² (~10²⁴ for stuck predictions) decides the interval on any path, numpy's as ours.
             bounds = bounds[:1]
         assert all(close(g, e, scale) for g, e in zip(got[metric], bounds)), (metric, got[metric], bounds)
+    # The residual plot's errors by prediction bin: count, mean and sd of each bin's errors.
+    cells = np.searchsorted(aggregate.prediction_edges, predictions, side="right")
+    for cell, (count, mean, sd) in enumerate(realized.residuals.by_prediction):
+        errors = (predictions - truth)[cells == cell]
+        assert count == errors.size
+        if count:
+            assert close(mean, float(np.mean(errors)), float(np.mean(np.abs(errors)))) and close(sd, float(np.std(errors)), 0.0), (cell, mean, sd)
 
 
 def power_sums_format(aggregate: RegressionAggregate, predictions: np.ndarray, truth: np.ndarray) -> dict:
     """``aggregate``'s stored data as it was written when the aggregate held plain power sums."""
     e, z = predictions - truth, truth - aggregate.centre
     ape = np.abs(e[truth != 0]) / np.abs(truth[truth != 0])
-    data = {key: value for key, value in aggregate.to_json().items() if key not in ("errors", "percentages")}
+    data = {key: value for key, value in aggregate.to_json().items() if key not in ("errors", "percentages", "error_by_prediction")}
+    cells = np.searchsorted(aggregate.prediction_edges, predictions, side="right")
+    data["by_prediction"] = [[float((cells == cell).sum()), float(e[cells == cell].sum()), float((e[cells == cell] ** 2).sum())] for cell in range(aggregate.prediction_edges.size + 1)]
     data["sums"] = [float(v) for v in (e.sum(), np.abs(e).sum(), (e**2).sum(), (e**4).sum(), z.sum(), (z**2).sum(), (z**3).sum(), (z**4).sum(), (e**2 * z).sum(), (e**2 * z**2).sum(), ape.sum(), (ape**2).sum())]
     return data
 
@@ -133,8 +143,10 @@ def test_an_aggregate_stored_as_power_sums_reads_and_merges_with_a_new_one() -> 
 
     for got, expected in ((read, old), (merged, whole)):
         assert (got.n_labelled, got.n_zero_labels, got.histogram.tolist()) == (expected.n_labelled, expected.n_zero_labels, expected.histogram.tolist())
-        want = {v.metric: v for v in realized_from_aggregate("regression", expected, CONTEXT).metrics}
-        have = {v.metric: v for v in realized_from_aggregate("regression", got, CONTEXT).metrics}
+        want_realized, have_realized = realized_from_aggregate("regression", expected, CONTEXT), realized_from_aggregate("regression", got, CONTEXT)
+        want, have = {v.metric: v for v in want_realized.metrics}, {v.metric: v for v in have_realized.metrics}
+        assert [cell[0] for cell in have_realized.residuals.by_prediction] == [cell[0] for cell in want_realized.residuals.by_prediction]
+        assert np.array([cell[1:] for cell in have_realized.residuals.by_prediction]) == pytest.approx(np.array([cell[1:] for cell in want_realized.residuals.by_prediction]), rel=1e-9)
         assert have.keys() == want.keys() and "r2" in have
         for metric, value in want.items():
             assert (have[metric].value, have[metric].low, have[metric].high) == pytest.approx((value.value, value.low, value.high), rel=1e-9)

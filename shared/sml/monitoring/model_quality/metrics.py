@@ -58,8 +58,8 @@ with Chan, Golub & LeVeque's pairwise update, so a window counted slice by slice
 gives numpy's moments of all its rows to rounding however far the labels are from the centre):
 the means and second moments of e, |e| and e², of the label z = y − c (shifted by a fixed
 centre c) up to its fourth, and the co-moments of e² with z and z²; the same of the absolute
-percentage errors over non-zero labels; a residual histogram and per-prediction-bin error sums
-for the report's residual plots.
+percentage errors over non-zero labels; a residual histogram and per prediction bin the error's
+mean and second moment for the report's residual plots.
 
 - MAE, mean error (bias), MAPE (when no label is 0; scikit-learn's ``mean_absolute_percentage_error``
   otherwise divides by its epsilon): means, normal intervals (MAPE's holds for labels away from 0:
@@ -466,6 +466,8 @@ _ERROR_MOMENTS: Exponents = (
     (0, 0, 0, 2), (0, 0, 0, 3), (0, 0, 0, 4), (0, 0, 1, 1), (0, 0, 1, 2),
 )
 _PERCENTAGE_MOMENTS: Exponents = ((0,), (1,), (2,))
+# Of the error per prediction bin, for the residual plots.
+_BIN_ERROR_MOMENTS: Exponents = ((0,), (1,), (2,))
 # Aggregates stored before the central moments held plain power sums of these, in this order.
 _STORED_POWER_SUMS = ("e", "a", "e2", "e4", "z", "z2", "z3", "z4", "e2z", "e2z2", "ape", "ape2")
 
@@ -507,7 +509,7 @@ class RegressionAggregate:
     errors: MomentSums = field(default=None)  # type: ignore[assignment]
     percentages: MomentSums = field(default=None)  # type: ignore[assignment]
     histogram: np.ndarray = field(default=None)  # type: ignore[assignment]
-    by_prediction: np.ndarray = field(default=None)  # type: ignore[assignment]
+    by_prediction: list[MomentSums] = field(default=None)  # type: ignore[assignment]
     estimated: np.ndarray = field(default=None)  # type: ignore[assignment]
     n_estimated: int = 0
     n_evaluated: int = 0
@@ -517,9 +519,10 @@ class RegressionAggregate:
         self.prediction_edges = np.asarray(self.prediction_edges, dtype=np.float64)
         self.errors = MomentSums.empty(_ERROR_MOMENTS) if self.errors is None else self.errors
         self.percentages = MomentSums.empty(_PERCENTAGE_MOMENTS) if self.percentages is None else self.percentages
+        if self.by_prediction is None:
+            self.by_prediction = [MomentSums.empty(_BIN_ERROR_MOMENTS) for _ in range(self.prediction_edges.size + 1)]
         for name, shape in (
             ("histogram", (self.edges.size + 1,)),
-            ("by_prediction", (self.prediction_edges.size + 1, 3)),
             ("estimated", (2,)),
         ):
             if getattr(self, name) is None:
@@ -550,10 +553,8 @@ class RegressionAggregate:
         self.percentages = self.percentages.merge(MomentSums.of(_PERCENTAGE_MOMENTS, ape[:, None]))
         self.histogram += np.bincount(np.searchsorted(self.edges, error, side="right"), minlength=self.edges.size + 1)
         cells = np.searchsorted(self.prediction_edges, predicted, side="right")
-        size = self.prediction_edges.size + 1
-        self.by_prediction += np.column_stack(
-            [np.bincount(cells, minlength=size), np.bincount(cells, weights=error, minlength=size), np.bincount(cells, weights=e2, minlength=size)]
-        )
+        for cell in np.unique(cells).tolist():
+            self.by_prediction[cell] = self.by_prediction[cell].merge(MomentSums.of(_BIN_ERROR_MOMENTS, error[cells == cell][:, None]))
 
     def add_estimate(self, mae: float, rmse: float, n_predictions: int, n_evaluated: int) -> None:
         """DLE's estimate over ``n_predictions`` predictions (from ``n_evaluated`` of them), as totals that merge by adding."""
@@ -569,7 +570,7 @@ class RegressionAggregate:
             self.centre, self.edges, self.prediction_edges, self.n_predictions + other.n_predictions, self.n_outside + other.n_outside,
             self.n_labelled + other.n_labelled, self.n_zero_labels + other.n_zero_labels, self.errors.merge(other.errors),
             self.percentages.merge(other.percentages),
-            self.histogram + other.histogram, self.by_prediction + other.by_prediction, self.estimated + other.estimated,
+            self.histogram + other.histogram, [a.merge(b) for a, b in zip(self.by_prediction, other.by_prediction)], self.estimated + other.estimated,
             self.n_estimated + other.n_estimated, self.n_evaluated + other.n_evaluated,
         )
 
@@ -578,13 +579,14 @@ class RegressionAggregate:
             "centre": self.centre, "edges": self.edges.tolist(), "prediction_edges": self.prediction_edges.tolist(),
             "n_predictions": self.n_predictions, "n_outside": self.n_outside, "n_labelled": self.n_labelled,
             "n_zero_labels": self.n_zero_labels, "errors": self.errors.to_json(), "percentages": self.percentages.to_json(), "histogram": self.histogram.tolist(),
-            "by_prediction": self.by_prediction.tolist(), "estimated": self.estimated.tolist(), "n_estimated": self.n_estimated,
+            "error_by_prediction": [cell.to_json() for cell in self.by_prediction], "estimated": self.estimated.tolist(), "n_estimated": self.n_estimated,
             "n_evaluated": self.n_evaluated,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RegressionAggregate:
-        """The aggregate of :meth:`to_json`'s data, or of one stored as power sums (``sums``) before.
+        """The aggregate of :meth:`to_json`'s data, or of one stored as power sums (``sums``, and
+        ``by_prediction`` rows of count, sum and sum of squares of errors) before.
 
         :raises ValueError: arrays of the wrong shape.
         """
@@ -594,19 +596,26 @@ class RegressionAggregate:
             errors, percentages = _from_power_sums(data["sums"], n_labelled, n_zero_labels)
         else:
             errors, percentages = MomentSums.from_json(_ERROR_MOMENTS, data["errors"]), MomentSums.from_json(_PERCENTAGE_MOMENTS, data["percentages"])
+        if "by_prediction" in data:
+            rows = _array(data["by_prediction"], np.float64, (prediction_edges.size + 1, 3)).tolist()
+            by_prediction = [MomentSums.from_sums(_BIN_ERROR_MOMENTS, [0.0], row) for row in rows]
+        else:
+            by_prediction = [MomentSums.from_json(_BIN_ERROR_MOMENTS, cell) for cell in data["error_by_prediction"]]
+            if len(by_prediction) != prediction_edges.size + 1:
+                raise ValueError(f"expected {prediction_edges.size + 1} prediction bins' errors, got {len(by_prediction)}")
         return cls(
             float(data["centre"]), edges, prediction_edges, int(data["n_predictions"]), int(data["n_outside"]), n_labelled,
             n_zero_labels, errors, percentages,
-            _array(data["histogram"], np.float64, (edges.size + 1,)), _array(data["by_prediction"], np.float64, (prediction_edges.size + 1, 3)),
+            _array(data["histogram"], np.float64, (edges.size + 1,)), by_prediction,
             _array(data["estimated"], np.float64, (2,)), int(data["n_estimated"]), int(data["n_evaluated"]),
         )
 
     def residual_plots(self) -> ResidualPlots:
         by_prediction = []
-        for count, total, squares in self.by_prediction.tolist():
-            mean = total / count if count else math.nan
-            variance = squares / count - mean * mean if count else math.nan
-            by_prediction.append((int(count), mean, math.sqrt(max(variance, 0.0)) if count else math.nan))
+        for cell in self.by_prediction:
+            count = cell.count
+            sd = math.sqrt(max(cell.central()[(2,)], 0.0) / count) if count else math.nan
+            by_prediction.append((count, float(cell.mean[0]), sd))
         return ResidualPlots(tuple(self.edges.tolist()), tuple(int(c) for c in self.histogram), tuple(self.prediction_edges.tolist()), tuple(by_prediction))
 
 
