@@ -31,8 +31,9 @@ values; ``unseen_top``, the most frequent of them with their counts, at most ``M
 does); and ``missing``.
 
 Model quality adds its aggregates (confusion cells, score histograms, sums for log loss and
-Brier, error sums, ...) under a name in :attr:`WindowSummary.quality`: any class registered with
-:func:`register_quality_aggregate` that merges by adding and serialises to plain data.
+Brier, error moments, ...) under a name in :attr:`WindowSummary.quality`: any class registered with
+:func:`register_quality_aggregate` that merges (adding counts; moments by
+:class:`sml.monitoring.moments.MomentSums`) and serialises to plain data.
 
 Cost: counting a numeric value is two binary searches and an increment (~0.2 µs); a summary
 holds ``2·k + 1`` integers per numeric column whatever the window's size (``k`` ≤ 10,000 distinct
@@ -322,7 +323,7 @@ ColumnGrid = NumericGrid | CategoricalGrid
 
 
 class QualityAggregate(Protocol):
-    """A model-quality aggregate of a window (e.g. confusion cells): merges by adding, stores as plain data."""
+    """A model-quality aggregate of a window (e.g. confusion cells): merges with another of disjoint rows, stores as plain data."""
 
     name: ClassVar[str]
 

@@ -2,8 +2,8 @@
 
 Pure computation, no I/O. A window is first counted into a mergeable **aggregate**
 (:class:`ClassificationAggregate` or :class:`RegressionAggregate`, registered with
-:func:`sml.monitoring.summaries.register_quality_aggregate`: merging is adding, so per-day
-aggregates make a week); every metric is then computed from the aggregate by the **metric
+:func:`sml.monitoring.summaries.register_quality_aggregate`: merging adds counts and
+pairwise-updates moments, so per-day aggregates make a week); every metric is then computed from the aggregate by the **metric
 families registered for the model's task** (:func:`register_metrics`, keyed by task like
 NannyML's ``MetricFactory``). Names and directions come from :mod:`sml.lifecycle.quality_metrics`.
 
@@ -830,7 +830,8 @@ def _normal_interval(name: str, value: float, central_squares: float, n: int, z:
 
 
 def _normal_mean(name: str, total: float, squares: float, n: int, z: float) -> MetricValue:
-    """A bounded loss's mean and normal interval from its sum and sum of squares (losses in [0, ~40]: no cancellation to fear)."""
+    """A bounded loss's mean and normal interval from its sum and sum of squares (log loss ≤ ~36, Brier ≤ 2:
+    Σx² − (Σx)²/n loses only the digits the mean's square has over the variance, not those of an interval)."""
     return _normal_interval(name, total / n, squares - total * total / n, n, z)
 
 
