@@ -542,6 +542,14 @@ def test_a_regression_model_with_a_feature_named_prediction_is_still_checked(eng
     assert prediction.test == "ks" and prediction.feature != REGRESSION_PREDICTION_COLUMN
     stored = load_drift_run(engine, MODEL_NAME, WINDOW_END)
     assert stored is not None and len(stored.features) == len(outcome.run.results)
+    # The feature's trend and history are its own, the prediction's under the prediction's name.
+    feature = next(result for result in outcome.run.results if (result.feature, result.test) == (REGRESSION_PREDICTION_COLUMN, "ks"))
+    trends = feature_trends(engine, MODEL_NAME, before=WINDOW_END + WINDOW)
+    assert [point.effect_size for point in trends[REGRESSION_PREDICTION_COLUMN]] == [feature.effect_size]
+    assert [point.effect_size for point in trends[LABEL_COLUMN]] == [prediction.effect_size]
+    history = drift_history(engine, MODEL_NAME, feature=REGRESSION_PREDICTION_COLUMN)
+    assert sorted(row["test"] for row in history) == ["ks", "missing_rate"]
+    assert [row["test"] for row in drift_history(engine, MODEL_NAME, feature=LABEL_COLUMN)] == ["ks"]
 
 
 def test_against_the_previous_window_a_feature_named_prediction_is_compared_with_its_own_values(engine: Engine, aws: Aws) -> None:

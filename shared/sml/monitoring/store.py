@@ -280,10 +280,20 @@ class TrendPoint:
 
 
 def _tests_of(feature: str) -> sa.ColumnElement[bool]:
+    """The tests of ``feature``; for a prediction's name, the run's prediction tests under either
+    name, unless the run has an input feature of that name (a training column named so), whose
+    tests are then its own."""
     named = DRIFT_FEATURES.c.feature_name == feature
     if feature not in PREDICTION_COLUMNS:
         return named
-    return sa.or_(named, sa.and_(DRIFT_FEATURES.c.kind == PREDICTION_KIND, DRIFT_FEATURES.c.feature_name.in_(PREDICTION_COLUMNS)))
+    same_run = DRIFT_FEATURES.alias("same_run")
+    feature_of_that_name = (
+        sa.select(same_run.c.run_id)
+        .where(same_run.c.run_id == DRIFT_FEATURES.c.run_id, same_run.c.feature_name == feature, same_run.c.kind != PREDICTION_KIND)
+        .exists()
+    )
+    prediction = sa.and_(DRIFT_FEATURES.c.kind == PREDICTION_KIND, DRIFT_FEATURES.c.feature_name.in_(PREDICTION_COLUMNS), ~feature_of_that_name)
+    return sa.or_(sa.and_(named, sa.or_(DRIFT_FEATURES.c.kind != PREDICTION_KIND, ~feature_of_that_name)), prediction)
 
 
 def feature_trends(
@@ -314,17 +324,20 @@ def feature_trends(
             return {}
         rows = connection.execute(
             sa.select(
-                DRIFT_FEATURES.c.feature_name, DRIFT_FEATURES.c.kind, DRIFT_RUNS.c.window_end, DRIFT_FEATURES.c.effect_size,
+                DRIFT_FEATURES.c.run_id, DRIFT_FEATURES.c.feature_name, DRIFT_FEATURES.c.kind, DRIFT_RUNS.c.window_end, DRIFT_FEATURES.c.effect_size,
                 DRIFT_FEATURE_BOUNDS.c.effect_upper, DRIFT_FEATURES.c.effect_floor, DRIFT_FEATURES.c.verdict,
             )
             .select_from(_features_with_bounds().join(DRIFT_RUNS, DRIFT_RUNS.c.run_id == DRIFT_FEATURES.c.run_id))
             .where(DRIFT_FEATURES.c.run_id.in_(run_ids), DRIFT_FEATURES.c.test.not_in([method.name for method in registered_methods() if method.missing_rate]))
             .order_by(DRIFT_RUNS.c.window_end)
         ).all()
+    # An input feature can hold a prediction's name (a training column named so): that name is then the feature's in its run.
+    features_of_run = {(run_id, feature) for run_id, feature, kind, *_ in rows if kind != PREDICTION_KIND}
     trends: dict[str, list[TrendPoint]] = {}
-    for feature, kind, *point in rows:
+    for run_id, feature, kind, *point in rows:
         prediction = kind == PREDICTION_KIND and feature in PREDICTION_COLUMNS
-        for name in PREDICTION_COLUMNS if prediction else (feature,):
+        names = [name for name in PREDICTION_COLUMNS if name == feature or (run_id, name) not in features_of_run] if prediction else [feature]
+        for name in names:
             trends.setdefault(name, []).append(TrendPoint(*point))
     return trends
 
