@@ -272,3 +272,26 @@ def test_the_per_version_run_key_keeps_every_stored_run_and_its_rows(db_url: str
         assert connection.execute(sa.text("SELECT COUNT(*) FROM drift_features")).scalar() == 0
         assert connection.execute(sa.text("SELECT COUNT(*) FROM quality_runs")).scalar() == 0
     engine.dispose()
+
+
+def test_a_sqlite_migration_another_runner_applied_meanwhile_is_not_applied_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two runners on one SQLite file (`sml up` and `sml db migrate` at once): the other one applies
+    # every migration after this one read the ledger; this one ended on the ledger's unique version.
+    import sml.core.db as db
+
+    url = f"sqlite:///{tmp_path / 'sml.db'}"
+    engine, other = create_db_engine(url), create_db_engine(url)
+    checked = db._check_applied_unchanged
+
+    def other_runner_goes_first(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(db, "_check_applied_unchanged", checked)
+        assert apply_migrations(other) != []
+        return checked(*args, **kwargs)
+
+    monkeypatch.setattr(db, "_check_applied_unchanged", other_runner_goes_first)
+    assert apply_migrations(engine) == []
+    current = {m.version: m.checksum for m in discover_migrations(default_sql_dir(), "sqlite")}
+    with engine.connect() as connection:
+        assert dict(connection.execute(sa.text("SELECT version, checksum FROM schema_migrations")).all()) == current
+    engine.dispose()
+    other.dispose()

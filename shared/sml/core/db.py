@@ -616,8 +616,9 @@ def _apply_on(connection: sa.Connection, migrations: list[Migration], *, accept_
     for migration in [ledger, *pending_candidates]:
         if migration.version in applied:
             continue
-        if migration.foreign_keys_off and connection.dialect.name == "sqlite":
-            _apply_sqlite_rebuild(connection, migration)
+        if connection.dialect.name == "sqlite":
+            if not _apply_sqlite(connection, migration, run_statements=migration is not ledger):
+                continue  # another runner applied it since the ledger was read
         else:
             with connection.begin():
                 if migration is not ledger:
@@ -639,31 +640,42 @@ def _record_applied(connection: sa.Connection, migration: Migration) -> None:
     )
 
 
-def _apply_sqlite_rebuild(connection: sa.Connection, migration: Migration) -> None:
-    """Run ``migration`` on SQLite with foreign key enforcement off, in one explicit transaction.
+def _apply_sqlite(connection: sa.Connection, migration: Migration, *, run_statements: bool = True) -> bool:
+    """Run ``migration`` on SQLite in one explicit transaction that holds the write lock from its
+    start (``BEGIN IMMEDIATE``), and record it; ``False`` (nothing done) when the ledger already
+    holds it: another runner (``sml up`` and ``sml db migrate`` at once, say) applied it after this
+    one read the ledger, and running it again would end on the ledger's unique version.
 
-    SQLite's procedure for schema changes ALTER TABLE cannot make
-    (https://www.sqlite.org/lang_altertable.html, section 7): ``PRAGMA foreign_keys`` is a no-op
-    inside a transaction, so it is switched off before and on again after; the statements, DDL
-    included (which the sqlite3 module would otherwise run outside any transaction), run between
-    ``BEGIN`` and ``COMMIT``; ``PRAGMA foreign_key_check`` must find no violation before the commit.
+    The statements, DDL included (which the sqlite3 module would otherwise run outside any
+    transaction), run between ``BEGIN`` and ``COMMIT``. A file marked ``-- sml: foreign-keys-off``
+    (:attr:`Migration.foreign_keys_off`) runs as SQLite prescribes for schema changes ALTER TABLE
+    cannot make (https://www.sqlite.org/lang_altertable.html, section 7): ``PRAGMA foreign_keys``
+    is a no-op inside a transaction, so it is switched off before and on again after, and
+    ``PRAGMA foreign_key_check`` must find no violation before the commit.
 
     :raises SmlError: naming the file, when a foreign key would be left dangling (nothing is changed).
     """
-    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-    connection.commit()
+    if migration.foreign_keys_off:
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
     try:
         with connection.begin():
-            connection.exec_driver_sql("BEGIN")
-            for statement in migration.statements:
-                connection.execute(sa.text(statement))
-            dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
-            if dangling:
-                raise SmlError(f"{migration.path.name}: it would leave foreign keys dangling ({dangling[:5]}); nothing was changed")
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            if connection.execute(sa.select(SCHEMA_MIGRATIONS.c.version).where(SCHEMA_MIGRATIONS.c.version == migration.version)).first():
+                return False
+            if run_statements:
+                for statement in migration.statements:
+                    connection.execute(sa.text(statement))
+            if migration.foreign_keys_off:
+                dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                if dangling:
+                    raise SmlError(f"{migration.path.name}: it would leave foreign keys dangling ({dangling[:5]}); nothing was changed")
             _record_applied(connection, migration)
+            return True
     finally:
-        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-        connection.commit()
+        if migration.foreign_keys_off:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
 
 
 def _check_applied_unchanged(migrations: list[Migration], applied: dict[int, Any]) -> list[Migration]:
