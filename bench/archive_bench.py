@@ -85,9 +85,11 @@ class FolderS3:
         assert name == "list_objects_v2"
         return self
 
-    def paginate(self, Bucket: str, Prefix: str, Delimiter: str | None = None) -> Any:  # noqa: N803
+    def paginate(self, Bucket: str, Prefix: str, Delimiter: str | None = None, StartAfter: str = "") -> Any:  # noqa: N803
+        """One page of the keys under ``Prefix`` that sort after ``StartAfter`` (as S3 lists them), or their common prefixes up to ``Delimiter``."""
         base = self.root / Bucket
         keys = sorted(str(path.relative_to(base)) for path in base.rglob("*") if path.is_file() and str(path.relative_to(base)).startswith(Prefix))
+        keys = [key for key in keys if key > StartAfter]
         if Delimiter:
             prefixes = sorted({Prefix + key[len(Prefix) :].split(Delimiter, 1)[0] + Delimiter for key in keys if Delimiter in key[len(Prefix) :]})
             return [{"CommonPrefixes": [{"Prefix": prefix} for prefix in prefixes]}]
