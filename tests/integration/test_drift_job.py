@@ -576,3 +576,30 @@ def test_against_the_previous_window_a_feature_named_prediction_is_compared_with
     # KLL sketches compact at random: the same values give D within the sketch's rank error.
     assert effect(named, REGRESSION_PREDICTION_COLUMN) == pytest.approx(effect(plain, "steady"), abs=0.01)
     assert named.run.status is plain.run.status
+
+
+def test_two_runs_of_one_window_stored_at_once_leave_one_run(engine: Engine, aws: Aws) -> None:
+    # A rerun replaces the stored run; two at once (the scheduled run and `sml drift`) each read the
+    # stored run before the other replaced it, and the second insert failed on the unique key.
+    import threading
+
+    store_traffic(engine, draw_traffic(1_000, seed=10), start=WINDOW_START, end=WINDOW_END)
+    run = run_job(engine, aws).run
+    errors: list[BaseException] = []
+    together = threading.Barrier(2)
+
+    def store(rounds: int) -> None:
+        for _ in range(rounds):
+            try:
+                together.wait(timeout=60)
+                save_drift_run(engine, replace(run, run_id=new_prediction_id()))
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+    threads = [threading.Thread(target=store, args=(10,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(table_rows(engine, DRIFT_RUNS)) == 1

@@ -123,6 +123,10 @@ def save_drift_run(engine: Engine, run: DriftRun) -> None:
     """
     window_end = to_db_timestamp(run.window.end)
     with engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            # The write lock from the start: two runs of one window at once (`sml drift` twice) each
+            # read no other's run, and the second insert ended on the unique key.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         previous_ids = connection.execute(
             sa.select(DRIFT_RUNS.c.run_id).where(
                 DRIFT_RUNS.c.model_name == run.model_name, DRIFT_RUNS.c.model_version == run.model_version, DRIFT_RUNS.c.window_end == window_end
