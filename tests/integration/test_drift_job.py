@@ -578,6 +578,47 @@ def test_against_the_previous_window_a_feature_named_prediction_is_compared_with
     assert named.run.status is plain.run.status
 
 
+def test_a_store_that_read_the_run_another_store_is_replacing_replaces_that_ones_run(engine: Engine, aws: Aws) -> None:
+    # The interleaving that failed in CI on MariaDB, forced: store A has deleted the stored run and
+    # not yet inserted its own; store B read the old run (a plain read does not wait for A), then
+    # waited on A's locks to delete it, found nothing, and its insert met A's run on the unique key.
+    import threading
+
+    store_traffic(engine, draw_traffic(600, seed=10), start=WINDOW_START, end=WINDOW_END)
+    run = run_job(engine, aws).run
+    a_before_insert, b_at_delete = threading.Event(), threading.Event()
+
+    def hold(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        name, text = threading.current_thread().name, statement.lstrip().upper()
+        if name == "store-a" and text.startswith("INSERT INTO DRIFT_RUNS"):
+            a_before_insert.set()
+            b_at_delete.wait(2)  # B never gets there once it waits for A's run instead of reading around it
+        if name == "store-b" and text.startswith("DELETE"):
+            b_at_delete.set()
+
+    errors: list[BaseException] = []
+
+    def store(name: str) -> None:
+        if name == "store-b":
+            assert a_before_insert.wait(30)
+        try:
+            save_drift_run(engine, replace(run, run_id=new_prediction_id()))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    sa.event.listen(engine, "before_cursor_execute", hold)
+    try:
+        threads = [threading.Thread(target=store, args=(name,), name=name) for name in ("store-a", "store-b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hold)
+    assert errors == []
+    assert len(table_rows(engine, DRIFT_RUNS)) == 1
+
+
 def test_two_runs_of_one_window_stored_at_once_leave_one_run(engine: Engine, aws: Aws) -> None:
     # A rerun replaces the stored run; two at once (the scheduled run and `sml drift`) each read the
     # stored run before the other replaced it, and the second insert failed on the unique key.

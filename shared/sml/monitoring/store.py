@@ -118,9 +118,35 @@ def save_drift_run(engine: Engine, run: DriftRun) -> None:
 
     A run of another version of the model for the same window (the champion's scheduled run and
     ``sml drift --version`` of the one it replaced, say) is kept: each version has its own record.
+    Two stores of one run key at once leave one run, the later: the stored run is read with a lock
+    (MySQL ``FOR UPDATE``; SQLite's write lock from ``BEGIN IMMEDIATE``), and a store that still meets
+    the other's run on the unique key, or is ended by InnoDB as a deadlock, is done again
+    (:data:`SAVE_ATTEMPTS` in all).
 
     :param engine: the database with the ``drift_runs`` and ``drift_features`` tables.
+    :raises sqlalchemy.exc.IntegrityError: the run's own rows clash (a feature and test twice), or
+        the key still clashed after every attempt.
     """
+    for attempt in range(1, SAVE_ATTEMPTS + 1):
+        try:
+            _save_drift_run_once(engine, run)
+            return
+        except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+            # MySQL: two stores of one window at once each read the other's run as absent (or as the
+            # one both replace), so the later insert meets the unique key (1062) or InnoDB ends one
+            # of them as a deadlock over the key's gap locks (1213). Done again, it finds the run
+            # the other stored and replaces it, as a rerun does.
+            code = getattr(exc.orig, "args", (None,))[0] if exc.orig is not None else None
+            if attempt == SAVE_ATTEMPTS or code not in (MYSQL_DUPLICATE_KEY, MYSQL_DEADLOCK):
+                raise
+
+
+SAVE_ATTEMPTS = 3
+MYSQL_DUPLICATE_KEY = 1062
+MYSQL_DEADLOCK = 1213
+
+
+def _save_drift_run_once(engine: Engine, run: DriftRun) -> None:
     window_end = to_db_timestamp(run.window.end)
     with engine.begin() as connection:
         if connection.dialect.name == "sqlite":
@@ -128,9 +154,11 @@ def save_drift_run(engine: Engine, run: DriftRun) -> None:
             # read no other's run, and the second insert ended on the unique key.
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         previous_ids = connection.execute(
-            sa.select(DRIFT_RUNS.c.run_id).where(
+            sa.select(DRIFT_RUNS.c.run_id)
+            .where(
                 DRIFT_RUNS.c.model_name == run.model_name, DRIFT_RUNS.c.model_version == run.model_version, DRIFT_RUNS.c.window_end == window_end
             )
+            .with_for_update()
         ).scalars().all()
         if previous_ids:
             connection.execute(DATA_QUALITY_CHECKS.delete().where(DATA_QUALITY_CHECKS.c.run_id.in_(previous_ids)))
