@@ -1,7 +1,8 @@
 """The weekly run at scale: windows of 100k, 1M and 10M predictions in MariaDB and in the archive.
 
 One 7-day window of N predictions × 20 numeric features (drift_bench's model, manifest and
-10,000-row training reference; feature 0 shifted by 0.3 σ), rows evenly spaced in time and stored
+10,000-row training reference; feature 0 shifted by 0.3 σ), each with both classes'
+probabilities as the deployed classifier writes them (no labels), rows evenly spaced in time and stored
 twice from the same generated values: in MariaDB ``sml_bench_scale10m`` (the writer's row format,
 server-side ``LOAD DATA INFILE`` of 500,000-row CSV chunks written by DuckDB) and in an archive
 folder as the writer's archive step and compaction leave it (the writer's batch objects of
@@ -15,8 +16,9 @@ Each measured run is a fresh process (peak RSS = ``VmHWM``, imports included):
 
 - ``database``: :func:`sml.monitoring.job.run_drift_job` over the window (read, tests, quality,
   report, S3 and SNS on moto in-process, stored run), as the drift function runs it;
-- ``duckdb``: the same job with the window's drift summaries from the archive
-  (:class:`sml.archive.sources.ArchiveWindowSource` on a local folder behind an S3-shaped client).
+- ``duckdb``: the same job with the window read from the archive (drift summaries, quality with
+  CBPE over the probabilities, refusals, versions; :class:`sml.archive.sources.ArchiveWindowSource`
+  on a local folder behind an S3-shaped client).
 
 Loading takes long at 10M (see :func:`prepare`), so it can be done once, outside the bench lock:
 ``python bench/weekly_scale.py --prepare N`` keeps the database and the archive folder;
@@ -42,7 +44,7 @@ from typing import Any
 import numpy as np
 import pymysql
 from common import MYSQL_SERVER, REPOSITORY
-from drift_bench import FEATURE_NAMES, MODEL_NAME, WINDOW, WINDOW_END, bench_manifest
+from drift_bench import CLASSES, FEATURE_NAMES, MODEL_NAME, WINDOW, WINDOW_END, bench_manifest
 
 FULL_ROWS = 10_000_000
 QUICK_ROWS = 300_000
@@ -53,6 +55,8 @@ LOAD_CHUNK = 500_000
 ARCHIVE_BATCH = 100_000
 KS_FEATURES = ("feature_00", "feature_01", "feature_07")
 _MARKER = "bench_scale_marker"
+DATA_FORMAT = 2
+"""What a prepared window holds (2: the classes' probabilities too); an earlier format is loaded again."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,8 @@ def is_prepared(rows: int) -> bool:
         return False
     finally:
         connection.close()
-    return int(loaded) == rows == json.loads((archive_folder(rows) / "complete.json").read_text())["rows"]
+    complete = json.loads((archive_folder(rows) / "complete.json").read_text())
+    return int(loaded) == rows == complete["rows"] and complete.get("format") == DATA_FORMAT
 
 
 def drop(rows: int) -> None:
@@ -173,7 +178,7 @@ def prepare(rows: int) -> Prepared:
     finally:
         connection.close()
     shutil.rmtree(work, ignore_errors=True)
-    (archive_folder(rows) / "complete.json").write_text(json.dumps({"rows": rows, "seconds": seconds}))
+    (archive_folder(rows) / "complete.json").write_text(json.dumps({"rows": rows, "seconds": seconds, "format": DATA_FORMAT}))
     return Prepared(rows, seconds)
 
 
@@ -201,6 +206,8 @@ class Chunk:
     values: np.ndarray
     moments: np.ndarray
     ids: list[str]
+    probabilities: np.ndarray
+    """``(count, 2)``: benign, malignant (the malignant one a logistic of feature 1, which decides the class)."""
 
     @property
     def count(self) -> int:
@@ -218,7 +225,8 @@ class Chunk:
         # number in the random bits: unique, and ascending as the writer's are.
         hexes = [f"{ms:012x}7000{0x8000000000000000 | index:016x}" for ms, index in zip(milliseconds, range(first, last))]
         ids = [f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in hexes]
-        return cls(first, rows, values, moments, ids)
+        malignant = 1.0 / (1.0 + np.exp(-2.0 * values[:, 1]))
+        return cls(first, rows, values, moments, ids, np.column_stack([1.0 - malignant, malignant]))
 
     def labels(self) -> np.ndarray:
         return np.where(self.values[:, 1] > 0, '"malignant"', '"benign"')
@@ -234,6 +242,7 @@ class Chunk:
 
         columns = {"i": pa.array(np.arange(self.first, self.first + self.count, dtype=np.int64)), "t": pa.array(self.moments)}
         columns.update({name: pa.array(self.values[:, index]) for index, name in enumerate(FEATURE_NAMES)})
+        columns.update({"p_benign": pa.array(self.probabilities[:, 0]), "p_malignant": pa.array(self.probabilities[:, 1])})
         frame = pa.table(columns)  # noqa: F841 - read by DuckDB by name
         features = " || ',' || ".join(f"'\"{name}\":' || {name}::VARCHAR" for name in FEATURE_NAMES)
         milliseconds = "(epoch_us(t) // 1000)"  # epoch_ms rounds; the UUIDv7 time is truncated
@@ -246,7 +255,8 @@ class Chunk:
             connection.execute("SET enable_progress_bar = false")
             connection.execute(
                 f"COPY (SELECT {identifier}, 1, '{MODEL_NAME}', 'v1', strftime(t, '%Y-%m-%d %H:%M:%S.%f'), "
-                f"CASE WHEN feature_01 > 0 THEN '\"malignant\"' ELSE '\"benign\"' END, NULL, '{{' || {features} || '}}', '{stored}' "
+                f"CASE WHEN feature_01 > 0 THEN '\"malignant\"' ELSE '\"benign\"' END, "
+                f"'{{\"benign\":' || p_benign::VARCHAR || ',\"malignant\":' || p_malignant::VARCHAR || '}}', '{{' || {features} || '}}', '{stored}' "
                 f"FROM frame ORDER BY i) TO '{path}' (FORMAT csv, HEADER false, DELIMITER ',', QUOTE '\"', ESCAPE '\"', NULLSTR '\\N')"
             )
         finally:
@@ -256,7 +266,7 @@ class Chunk:
         """The archive table of ``rows`` of the chunk, as :func:`sml.archive.parquet.prediction_table` builds it."""
         import pyarrow as pa
 
-        from sml.archive.layout import feature_column
+        from sml.archive.layout import feature_column, probability_column
         from sml.archive.parquet import PREDICTION_COLUMNS, TIMESTAMP, _metadata
 
         count = len(self.ids[rows])
@@ -271,8 +281,9 @@ class Chunk:
             "stored_at": stored,
         }
         assert list(columns) == PREDICTION_COLUMNS.names
-        arrays = list(columns.values()) + [pa.array(self.values[rows, index]) for index in range(len(FEATURE_NAMES))]
-        names = list(columns) + [feature_column(name) for name in FEATURE_NAMES]
+        arrays = [*columns.values(), *(pa.array(self.probabilities[rows, index]) for index in range(len(CLASSES)))]
+        arrays += [pa.array(self.values[rows, index]) for index in range(len(FEATURE_NAMES))]
+        names = [*columns, *(probability_column(name) for name in CLASSES), *(feature_column(name) for name in FEATURE_NAMES)]
         return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(_metadata([]))
 
     def archive(self, s3: Any, location: Any) -> set[Any]:
@@ -307,7 +318,8 @@ class Chunk:
             prediction_row(
                 build_prediction_event(
                     model_name=MODEL_NAME, model_version="v1", features=dict(zip(FEATURE_NAMES, self.values[index].tolist())),
-                    prediction=msgspec.json.decode(str(self.labels()[index])), predicted_at=self.moments[index].astype(object).replace(tzinfo=UTC),
+                    prediction=msgspec.json.decode(str(self.labels()[index])), probabilities=dict(zip(CLASSES, self.probabilities[index].tolist())),
+                    predicted_at=self.moments[index].astype(object).replace(tzinfo=UTC),
                 ),
                 stored_at=WINDOW_END,
             )
@@ -321,6 +333,7 @@ class Chunk:
             lines = [line for _, line in zip(range(count), csv.reader(handle))]
         for line, row in zip(lines, written):
             assert msgspec.json.decode(line[7]) == msgspec.json.decode(row["features"]) and line[5] == row["prediction"], line
+            assert msgspec.json.decode(line[6]) == msgspec.json.decode(row["probabilities"]), (line[6], row["probabilities"])
             assert line[4] == row["predicted_at"].isoformat(sep=" ", timespec="microseconds"), (line[4], row["predicted_at"])
         assert [line[0] for line in lines] == self.ids[:count], (lines[0][0], self.ids[0])
 
@@ -343,7 +356,7 @@ def child(source: str, size: int, rows: int, quality: bool) -> None:
     config = DriftJobConfig(bucket="sml-bench-scale", window_length=window_length(size, rows), topic_arn=sns.create_topic(Name="sml-bench-scale")["TopicArn"])
     if not quality:
         config = DriftJobConfig(bucket=config.bucket, window_length=config.window_length, topic_arn=config.topic_arn, quality=None)
-    manifest = bench_manifest()
+    manifest = calibrated_manifest()
     engine = create_db_engine(_url(rows))
     window_source = None
     if source == "duckdb":  # imported only here: the database path's process does not load pyarrow and DuckDB
@@ -359,6 +372,7 @@ def child(source: str, size: int, rows: int, quality: bool) -> None:
     result = run_drift_job(config, manifest, engine=engine, s3_client=s3, sns_client=sns, window_end=WINDOW_END, window_source=window_source)
     seconds = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    estimated = None if result.run.quality is None else result.run.quality.estimated
     ks = {item.feature: [item.statistic, item.p_value, item.n_current] for item in result.run.results if item.test == "ks" and item.feature in KS_FEATURES}
     print(json.dumps({
         "seconds": seconds,
@@ -368,7 +382,21 @@ def child(source: str, size: int, rows: int, quality: bool) -> None:
         "rows": result.run.current_rows,
         "drifted": list(result.run.drifted_features),
         "ks": ks,
+        "cbpe": None if estimated is None else {"n": estimated.n_predictions, "expected_confusion": estimated.expected_confusion},
     }))  # fmt: skip
+
+
+def calibrated_manifest() -> Any:
+    """drift_bench's manifest with a CBPE calibrator of the malignant class (an isotonic map of 101
+    thresholds, as registration fits on a held-out split), so the run estimates quality from the probabilities."""
+    import dataclasses
+
+    from sml.lifecycle.calibration import LABEL_FREE_KEY, Calibrator
+
+    manifest = bench_manifest()
+    thresholds = np.linspace(0.0, 1.0, 101)
+    calibrator = Calibrator(CLASSES, {CLASSES[1]: (tuple(thresholds.tolist()), tuple((0.02 + 0.96 * thresholds**1.1).tolist()))}, "bench", 10_000)
+    return dataclasses.replace(manifest, extra={**manifest.extra, LABEL_FREE_KEY: calibrator.to_json()})
 
 
 def _memory_mb(field: str) -> float:
@@ -433,8 +461,7 @@ def measure(quick: bool, parts: Sequence[str] = WEEKLY_PARTS, *, keep: bool = Fa
     ``database``: the weekly run from MariaDB at the three sizes, and scipy's KS on the middle one;
     ``archive``: the weekly run with the drift summaries from DuckDB at the two larger sizes (and
     from MariaDB at the largest, unless the database part ran just before); ``archive-no-quality``: both sources on the largest window with
-    model quality off (with quality on, the DuckDB path reads the labels from the database in a
-    pass of its own). Each part's comparisons use its own runs only.
+    model quality off. Each part's comparisons use its own runs only.
     """
     rows, sizes = sizes_of(quick)
     figures: dict[str, Any] = {"rows": rows, "sizes": sizes, "uptime_start": os.getloadavg()}
