@@ -72,9 +72,9 @@ def read_day_counts(engine: Engine | Connection, model_name: str, model_version:
         table.c.model_name == model_name, table.c.model_version == model_version, table.c.day >= first, table.c.day <= last
     )
     if isinstance(engine, Connection):
-        return {_as_date(day): int(n) for day, n in engine.execute(query)}
+        return {as_date(day): int(n) for day, n in engine.execute(query)}
     with engine.connect() as connection:
-        return {_as_date(day): int(n) for day, n in connection.execute(query)}
+        return {as_date(day): int(n) for day, n in connection.execute(query)}
 
 
 def delete_day_counts_before(connection: Connection, cutoff: date) -> int:
@@ -82,7 +82,8 @@ def delete_day_counts_before(connection: Connection, cutoff: date) -> int:
     return connection.execute(sa.delete(PREDICTION_DAY_COUNTS).where(PREDICTION_DAY_COUNTS.c.day < cutoff)).rowcount
 
 
-def _as_date(value: Any) -> date:
+def as_date(value: Any) -> date:
+    """A day column's value as a ``date``: drivers give a ``date``, a ``datetime`` or ISO text (SQLite)."""
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):

@@ -52,7 +52,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sml.core.day_counts import read_day_counts
+from sml.core.day_counts import as_date, read_day_counts
 from sml.core.db import DRIFT_DAY_SUMMARIES, DRIFT_DAY_SUMMARY_COUNTS, PREDICTIONS, to_db_timestamp
 from sml.lifecycle.manifest import ModelManifest
 from sml.monitoring.summaries import CategoricalGrid, NumericGrid, SummaryReference, WindowSummariser, WindowSummary
@@ -137,7 +137,7 @@ def day_counts(engine: Engine, model_name: str, start: datetime, end: datetime, 
         .group_by(day)
     )
     with engine.connect() as connection:
-        return {_as_date(value): int(count) for value, count in connection.execute(query)}
+        return {as_date(value): int(count) for value, count in connection.execute(query)}
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def stored_days(engine: Engine, model_name: str, model_version: str, reference: 
     )
     with engine.connect() as connection:
         return {
-            _as_date(day): StoredDay(int(rows), None if count is None else int(count), text) for day, rows, count, text in connection.execute(query)
+            as_date(day): StoredDay(int(rows), None if count is None else int(count), text) for day, rows, count, text in connection.execute(query)
         }
 
 
@@ -282,11 +282,3 @@ def _store_day(engine: Engine, manifest: ModelManifest, identity: str, day: date
         connection.execute(sa.insert(DRIFT_DAY_SUMMARIES).values(**row))
         if day_count is not None:
             connection.execute(sa.insert(DRIFT_DAY_SUMMARY_COUNTS).values(**key, day_count=day_count))
-
-
-def _as_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
