@@ -89,6 +89,13 @@ def test_drift_floors_and_minimum_sample_size_are_settings() -> None:
         load_settings(DriftSettings, {"SML_DRIFT_MIN_SAMPLES": "1"})
 
 
+@pytest.mark.parametrize("value", ["soon", "-1", "400", "nan"])
+def test_a_label_horizon_that_is_not_a_number_of_days_is_refused_by_name(value: str) -> None:
+    assert load_settings(DriftSettings, {"SML_LABEL_HORIZON_DAYS": "3.5"}).label_horizon_days == 3.5
+    with pytest.raises(SettingsError, match="SML_LABEL_HORIZON_DAYS"):
+        load_settings(DriftSettings, {"SML_LABEL_HORIZON_DAYS": value})
+
+
 @pytest.mark.parametrize(
     ("environment", "message"),
     [
