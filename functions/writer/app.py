@@ -4,10 +4,10 @@ The whole batch is stored first (:func:`sml.writer.batch.write_batch`: parsed, i
 idempotent statements, data errors bisected); Powertools' batch processor then reports the
 records that were not stored as batch item failures. When the database cannot take the batch the
 handler raises before anything is reported, so SQS retries every record. With
-``SML_ARCHIVE_PREFIX`` set, the committed rows are then put into the event archive
-(:class:`sml.archive.store.WriterArchive`: built while the rows are written, put once they
-committed); should a put fail, the handler raises too, so a record
-is acknowledged only once it is in the tables and in the archive.
+``SML_ARCHIVE_PREFIX`` set, the records it stored are then landed in the event archive in one
+object (:func:`sml.archive.landing.put_landing`; the archive function turns landing objects into
+Parquet within minutes, off the writer's path); should the put fail, the handler raises too, so
+a record is acknowledged only once it is in the tables and in the archive's landing area.
 
 A direct invocation with ``{"sml_action": "migrate"}`` applies the schema migrations and returns
 ``{"applied": [names]}``; ``{"sml_action": "retention", "time": ISO 8601}`` runs the retention
@@ -19,7 +19,7 @@ local stacks (``sml up`` schedules the retention step); on AWS the deploy's migr
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from datetime import datetime, timezone
 from functools import cache
 from typing import Any
 
@@ -31,12 +31,13 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy.engine import Engine
 
-from sml.archive.layout import ArchiveNotWritten
+from sml.archive.landing import put_landing
+from sml.archive.layout import ArchiveLocation, ArchiveNotWritten
 from sml.core.aws import aws_client
 from sml.core.db import apply_migrations, database_engine_from_settings
 from sml.core.retention import run_retention_step
 from sml.core.settings import WriterSettings, load_settings
-from sml.writer.batch import BatchNotStored, StoredRows, write_batch
+from sml.writer.batch import BatchNotStored, write_batch
 
 MIGRATE_ACTION = "migrate"
 RETENTION_ACTION = "retention"
@@ -62,21 +63,12 @@ def database_engine() -> Engine:
 
 
 @cache
-def archive_step() -> tuple[Callable[[StoredRows], Any], Callable[[StoredRows], None]] | None:
-    """The archive step as ``(before_write, after_commit)`` for :func:`write_batch` (pyarrow is
-    imported only when the archive is on), or ``None`` without ``SML_ARCHIVE_PREFIX``."""
+def archive_landing() -> tuple[Any, Any] | None:
+    """``(s3 client, ArchiveLocation)`` of the archive's landing area, or ``None`` without ``SML_ARCHIVE_PREFIX``."""
     settings = load_settings(WriterSettings)
     if settings.archive_prefix is None:
         return None
-    from sml.archive.store import ArchiveLocation, WriterArchive
-
-    archive = WriterArchive(aws_client("s3", settings), ArchiveLocation(settings.bucket, settings.archive_prefix))
-
-    def after_commit(stored: StoredRows) -> None:
-        keys = archive.after_commit(stored)
-        metrics.add_metric(name="archive_objects_written", unit=MetricUnit.Count, value=len(keys))
-
-    return archive.before_write, after_commit
+    return aws_client("s3", settings), ArchiveLocation(settings.bucket, settings.archive_prefix)
 
 
 @logger.inject_lambda_context
@@ -110,13 +102,21 @@ def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialIte
     :raises BatchNotStored: the database could not take the batch; nothing is acknowledged.
     """
     records = event["Records"]
-    before_write, after_commit = archive_step() or (None, None)
+    pairs = [(record["messageId"], record["body"]) for record in records]
+    stored_at = datetime.now(timezone.utc)
     try:
-        outcome = write_batch(database_engine(), [(record["messageId"], record["body"]) for record in records], before_write=before_write, after_commit=after_commit)
+        outcome = write_batch(database_engine(), pairs, stored_at=stored_at)
     except BatchNotStored:
         metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(records))
         logger.exception("database did not take the batch; failing all %d records so SQS retries them", len(records))
         raise
+    landing = archive_landing()
+    try:
+        if landing is not None:
+            failed = {failure.message_id for failure in outcome.failures}
+            landed = [pair for pair in pairs if pair[0] not in failed]
+            if put_landing(*landing, landed, stored_at) is not None:
+                metrics.add_metric(name="archive_records_landed", unit=MetricUnit.Count, value=len(landed))
     except ArchiveNotWritten:
         metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(records))
         logger.exception("the archive did not take the batch; failing all %d records so SQS retries them", len(records))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any
 
 import boto3
@@ -12,9 +12,12 @@ import pytest
 from moto import mock_aws
 from sqlalchemy.engine import Engine
 
+from sml.archive.landing import convert_landing, put_landing
 from sml.archive.parquet import DEDUPLICATION_KEY, read_parquet_bytes, table_rows
 from sml.archive.store import ArchiveLocation, iter_objects
 from sml.core.db import create_db_engine
+from sml.writer.batch import BatchOutcome, write_batch
+
 
 @pytest.fixture
 def s3() -> Iterator[Any]:
@@ -47,3 +50,15 @@ def archived_rows(s3: Any, location: ArchiveLocation, table: str, since: date = 
 
 def event_keys(table: str, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return sorted(tuple(row[name] for name in DEDUPLICATION_KEY[table]) for row in rows)
+
+
+def write_and_archive(engine: Engine, s3: Any, location: ArchiveLocation, records: list[tuple[str, str]], stored_at: datetime | None = None) -> BatchOutcome:
+    """What the writer Lambda does with a batch when the archive is on, then the conversion step:
+    store the records, land those stored, and turn the landing object into the archive's Parquet objects."""
+    stored_at = stored_at or datetime.now(timezone.utc)
+    outcome = write_batch(engine, records, stored_at=stored_at)
+    failed = {failure.message_id for failure in outcome.failures}
+    put_landing(s3, location, [record for record in records if record[0] not in failed], stored_at)
+    converted = convert_landing(s3, location)
+    assert converted.failures == [], converted.failures
+    return outcome

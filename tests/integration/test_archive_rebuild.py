@@ -9,26 +9,22 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from archive_support import engine, new_archive, s3  # noqa: F401 - fixtures
+from archive_support import engine, new_archive, s3, write_and_archive  # noqa: F401 - fixtures
 from sqlalchemy.engine import Engine
 from writer_support import label_body
 
 from sml.archive.rebuild import rebuild_tables
-from sml.archive.store import ArchiveLocation, archive_rows, compact_days, compact_partition, partitions
+from sml.archive.store import ArchiveLocation, compact_days, compact_partition, partitions
 from sml.cli.main import main
 from sml.core.db import PREDICTION_DAY_COUNTS, PREDICTIONS
 from sml.core.events import build_prediction_event, build_refusal_event, serialise_event
-from sml.writer.batch import StoredRows, write_batch
 
 DAY_ONE = datetime(2026, 4, 1, 23, 59, 59, 999999, tzinfo=timezone.utc)
 DAY_TWO = DAY_ONE + timedelta(seconds=1)
 
 
 def store(engine: Engine, s3: Any, location: ArchiveLocation, bodies: list[str]) -> None:
-    def archive(stored: StoredRows) -> None:
-        archive_rows(s3, location, predictions=stored.predictions, ground_truth=stored.ground_truth, refusals=stored.refusals)
-
-    outcome = write_batch(engine, [(str(index), body) for index, body in enumerate(bodies)], after_commit=archive)
+    outcome = write_and_archive(engine, s3, location, [(str(index), body) for index, body in enumerate(bodies)])
     assert not outcome.failures
 
 

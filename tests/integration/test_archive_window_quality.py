@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from archive_support import engine, new_archive, s3  # noqa: F401 - fixtures
+from archive_support import engine, new_archive, s3, write_and_archive  # noqa: F401 - fixtures
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import train_test_split
@@ -33,7 +33,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sqlalchemy.engine import Engine
 
 from sml.archive.sources import ArchiveWindowSource
-from sml.archive.store import WriterArchive
+from sml.archive.store import ArchiveLocation
 from sml.core.events import (
     REQUEST_FIELD,
     build_ground_truth_event,
@@ -49,7 +49,6 @@ from sml.monitoring.model_quality.store import load_quality
 from sml.monitoring.sources import DatabaseWindowSource
 from sml.monitoring.store import load_drift_run
 from sml.monitoring.windows import TimeWindow
-from sml.writer.batch import write_batch
 
 WINDOW_END = datetime(2026, 11, 30, tzinfo=timezone.utc)
 WINDOW = timedelta(days=7)
@@ -100,24 +99,25 @@ def fitted(task: str) -> Model:
 class Traffic:
     """Events sent through the writer into the tables and the archive, a batch at a time (``stored_at`` rising)."""
 
-    def __init__(self, engine: Engine, archive: WriterArchive) -> None:
+    def __init__(self, engine: Engine, s3: Any, location: ArchiveLocation) -> None:
         self.engine = engine
-        self.archive = archive
+        self.s3 = s3
+        self.location = location
         self.stored_at = WINDOW_END + timedelta(hours=1)
 
     def send(self, events: list[Any]) -> None:
         self.stored_at += timedelta(seconds=1)
         records = [(str(uuid.uuid4()), serialise_event(event)) for event in events]
-        outcome = write_batch(self.engine, records, stored_at=self.stored_at, before_write=self.archive.before_write, after_commit=self.archive.after_commit)
+        outcome = write_and_archive(self.engine, self.s3, self.location, records, stored_at=self.stored_at)
         assert outcome.failures == []
 
 
-def send_window_events(engine: Engine, archive: WriterArchive, model: Model, *, seed: int) -> dict[str, Any]:
+def send_window_events(engine: Engine, s3: Any, location: ArchiveLocation, model: Model, *, seed: int) -> dict[str, Any]:
     """Predictions, labels and refusals for ``model`` in and around the window (see the module docstring);
     the version ``v-before`` predicts in the window's first hour, then the manifest's version takes over."""
     rng = np.random.default_rng(seed)
     manifest = model.manifest
-    traffic = Traffic(engine, archive)
+    traffic = Traffic(engine, s3, location)
     predictions = []
     moments = (
         [WINDOW_START + timedelta(hours=1) + (WINDOW - timedelta(hours=1)) * float(share) for share in np.sort(rng.random(N_PREDICTIONS))]
@@ -266,7 +266,7 @@ def differences(archive: Any, database: Any, path: str = "") -> list[str]:
 def test_the_archive_gives_the_databases_quality_refusals_and_versions(engine: Engine, s3: Any, task: str) -> None:
     model = fitted(task)
     location = new_archive(s3)
-    sent = send_window_events(engine, WriterArchive(s3, location), model, seed=7)
+    sent = send_window_events(engine, s3, location, model, seed=7)
     config = DriftJobConfig(bucket=location.bucket, topic_arn=None)
     window_source = ArchiveWindowSource(s3, location)
     runs = {}
@@ -292,7 +292,7 @@ def test_the_archive_gives_the_databases_quality_refusals_and_versions(engine: E
 def test_a_window_whose_predictions_retention_dropped_is_recomputed_from_the_archive(engine: Engine, s3: Any) -> None:
     model = fitted("binary")
     location = new_archive(s3)
-    send_window_events(engine, WriterArchive(s3, location), model, seed=11)
+    send_window_events(engine, s3, location, model, seed=11)
     config = DriftJobConfig(bucket=location.bucket, topic_arn=None)
     run_drift_job(config, model.manifest, engine=engine, s3_client=s3, sns_client=None, window_end=WINDOW_END)
     original = stored_run(engine, model.manifest)
@@ -310,7 +310,7 @@ def test_a_window_whose_predictions_retention_dropped_is_recomputed_from_the_arc
 def test_a_window_from_the_archive_without_quality_reads_no_labels(engine: Engine, s3: Any) -> None:
     model = fitted("binary")
     location = new_archive(s3)
-    send_window_events(engine, WriterArchive(s3, location), model, seed=3)
+    send_window_events(engine, s3, location, model, seed=3)
     config = DriftJobConfig(bucket=location.bucket, quality=None)
     observed = read_drift_window(engine, model.manifest, TimeWindow.ending_at(WINDOW_END, WINDOW), config, ArchiveWindowSource(s3, location))
     assert observed.quality_sample is None and observed.unmatched_labels is None

@@ -1,9 +1,8 @@
-"""The writer's archive step: every acknowledged record is in the archive, a failed put is retried, copies are removed by compaction."""
+"""The writer's archive step: every acknowledged record is landed and converted into the archive, a failed put is retried, copies are removed by compaction."""
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -12,7 +11,7 @@ import boto3
 import msgspec
 import pytest
 import sqlalchemy as sa
-from archive_support import archived_rows, event_keys, new_archive
+from archive_support import archived_rows, event_keys, new_archive, s3, write_and_archive  # noqa: F401 - s3 is a fixture
 from moto import mock_aws
 from sqlalchemy.engine import Engine
 from writer_support import (
@@ -27,15 +26,15 @@ from writer_support import (
 )
 
 from functions.writer import app
-from sml.archive import store
+from sml.archive.landing import convert_landing, landing_prefix, list_landing
 from sml.archive.layout import Partition
 from sml.archive.parquet import read_parquet_bytes
 from sml.archive.rebuild import rebuild_tables
-from sml.archive.store import ArchiveLocation, WriterArchive, archive_rows, compact_partition, list_partition
+from sml.archive.store import ArchiveLocation, archive_rows, compact_partition, list_partition
 from sml.core.db import create_db_engine
 from sml.core.events import build_prediction_event, build_refusal_event, serialise_event, serialise_prediction_event
 from sml.local.poller import SqsEventSourcePoller
-from sml.writer.batch import BatchNotStored, StoredRows, parse_records, write_batch
+from sml.writer.batch import parse_records
 
 DAY = datetime(2026, 3, 4, 10, 0, tzinfo=timezone.utc)
 
@@ -48,12 +47,12 @@ def aws() -> Iterator[tuple[Any, Any]]:
 
 @pytest.fixture(autouse=True)
 def _fresh_writer_container() -> Iterator[None]:
-    for cached in (app.database_engine, app.archive_step):
+    for cached in (app.database_engine, app.archive_landing):
         cached.cache_clear()
     yield
     if app.database_engine.cache_info().currsize:
         app.database_engine().dispose()
-    for cached in (app.database_engine, app.archive_step):
+    for cached in (app.database_engine, app.archive_landing):
         cached.cache_clear()
 
 
@@ -101,6 +100,12 @@ def test_every_stored_event_is_archived_once_per_key_and_redelivery_is_removed_b
     labels = [label_body(prediction_id_of(body)) for body in bodies[:5]]
     send_bodies(sqs, queue_url, bodies + labels + bodies[:7])  # seven delivered twice
     drain(sqs, queue_url)
+    # The writer landed its batches; nothing is in the tables' folders until the conversion step runs.
+    landed = list(list_landing(s3, location))
+    assert landed and archived_rows(s3, location, "predictions") == []
+    converted = convert_landing(s3, location)
+    assert (sorted(converted.converted), converted.failures) == (sorted(landed), [])
+    assert list(list_landing(s3, location)) == []
 
     stored = stored_rows(engine)
     assert len(stored) == 25
@@ -138,22 +143,24 @@ def test_a_failed_put_fails_the_whole_batch_and_the_retry_archives_it(aws: tuple
 
     s3.create_bucket(Bucket=location.bucket)
     drain(sqs, queue_url)
+    convert_landing(s3, location)
     assert sorted(prediction_id_of(body) for body in bodies) == sorted(stored_rows(engine))
     assert {key[0] for key in event_keys("predictions", archived_rows(s3, location, "predictions"))} == set(stored_rows(engine))
     assert sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"] == "0"
 
 
-def test_rows_the_database_rejects_are_not_archived_and_the_others_are(migrated_db_url: str) -> None:
+def test_rows_the_database_rejects_are_not_archived_and_a_redelivery_is_archived_again(s3: Any, migrated_db_url: str) -> None:
     engine = create_db_engine(migrated_db_url)
-    handed: list[StoredRows] = []
+    location = new_archive(s3)
     good = [prediction() for _ in range(3)]
     records = [(str(index), body) for index, body in enumerate(good)] + [("bad", "{not json")]
-    outcome = write_batch(engine, records, after_commit=handed.append)
+    outcome = write_and_archive(engine, s3, location, records, stored_at=DAY)
     assert [failure.message_id for failure in outcome.failures] == ["bad"]
-    assert sorted(row["prediction_id"] for row in handed[0].predictions) == sorted(prediction_id_of(body) for body in good)
-    # A redelivery finds the rows stored and hands them over again: an archive put that failed before is not skipped.
-    write_batch(engine, records[:3], after_commit=handed.append)
-    assert sorted(row["prediction_id"] for row in handed[1].predictions) == sorted(prediction_id_of(body) for body in good)
+    assert sorted(row["prediction_id"] for row in archived_rows(s3, location, "predictions")) == sorted(prediction_id_of(body) for body in good)
+    # A redelivery finds the rows stored and lands them again: an archive put that failed before is not skipped.
+    write_and_archive(engine, s3, location, records[:3], stored_at=DAY.replace(hour=11))
+    archived = archived_rows(s3, location, "predictions")
+    assert event_keys("predictions", archived) == sorted([(prediction_id_of(body),) for body in good] * 2)
     engine.dispose()
 
 
@@ -186,9 +193,7 @@ def test_refusals_and_labels_are_archived_with_their_event_ids(migrated_db_url: 
         body = serialise_event(refusal)
         label = label_body(prediction_id_of(prediction()))
         engine = create_db_engine(migrated_db_url)
-        write_batch(engine, [("r", body), ("l", label)], after_commit=lambda stored: archive_rows(
-            s3, location, predictions=stored.predictions, ground_truth=stored.ground_truth, refusals=stored.refusals
-        ))
+        write_and_archive(engine, s3, location, [("r", body), ("l", label)])
         engine.dispose()
         refusals = archived_rows(s3, location, "predict_refusals")
         assert sorted((row["refusal_id"], row["field_name"], row["reason"], row["refused_count"]) for row in refusals) == sorted(
@@ -208,9 +213,7 @@ def test_every_label_event_of_a_batch_is_archived_and_the_table_keeps_the_latest
         first = label_body(prediction_id, "benign", datetime(2026, 3, 4, 11, 0, tzinfo=timezone.utc))
         corrected = label_body(prediction_id, "malignant", datetime(2026, 3, 4, 12, 0, tzinfo=timezone.utc))
         engine = create_db_engine(migrated_db_url)
-        outcome = write_batch(engine, [("a", first), ("b", corrected), ("c", first)], after_commit=lambda stored: archive_rows(
-            s3, location, ground_truth=stored.ground_truth
-        ))
+        outcome = write_and_archive(engine, s3, location, [("a", first), ("b", corrected), ("c", first)])
         assert outcome.failures == [] and outcome.labels_stored == 1 and outcome.labels_skipped == 2
         labels = archived_rows(s3, location, "ground_truth")
         assert sorted((row["label"], row["labelled_at"].hour) for row in labels) == [('"benign"', 11), ('"malignant"', 12)]
@@ -225,78 +228,43 @@ def test_every_label_event_of_a_batch_is_archived_and_the_table_keeps_the_latest
         engine.dispose()
 
 
-def archive_hooks(archive: WriterArchive) -> dict[str, Any]:
-    return {"before_write": archive.before_write, "after_commit": archive.after_commit}
-
-
-def test_objects_built_while_the_rows_are_written_are_put_as_built_and_rows_the_database_rejects_are_rebuilt_out(
-    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    built: list[str] = []
-    build = store._body
-    monkeypatch.setattr(store, "_body", lambda table, rows, values: built.append(table) or build(table, rows, values))
+def test_rows_the_database_rejects_are_not_landed_and_the_others_are_archived(s3: Any, migrated_db_url: str) -> None:
     engine = create_db_engine(migrated_db_url)
     add_label_rejecting_trigger(engine)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        location = new_archive(s3)
-        bodies = [prediction(a=float(index), b="x") for index in range(4)]
-        labels = [label_body(prediction_id_of(bodies[0])), label_body(prediction_id_of(bodies[1]), label=REJECTED_LABEL)]
+    location = new_archive(s3)
+    bodies = [prediction(a=float(index), b="x") for index in range(4)]
+    labels = [label_body(prediction_id_of(bodies[0])), label_body(prediction_id_of(bodies[1]), label=REJECTED_LABEL)]
 
-        outcome = write_batch(engine, [(str(index), body) for index, body in enumerate(bodies + labels)], **archive_hooks(WriterArchive(s3, location)))
+    outcome = write_and_archive(engine, s3, location, [(str(index), body) for index, body in enumerate(bodies + labels)])
 
-        assert [failure.message_id for failure in outcome.failures] == ["5"]
-        # Built ahead from every parsed row: the predictions' object is put as built; the labels'
-        # object held the rejected label, so it is built again from the label that committed.
-        assert built == ["predictions", "ground_truth", "ground_truth"]
-        archived = archived_rows(s3, location, "predictions")
-        assert sorted(row["prediction_id"] for row in archived) == sorted(prediction_id_of(body) for body in bodies)
-        assert {row["prediction_id"]: json.loads(row["features"]) for row in archived} == {
-            prediction_id_of(body): json.loads(body)["features"] for body in bodies
-        }
-        assert [(row["prediction_id"], row["label"]) for row in archived_rows(s3, location, "ground_truth")] == [(prediction_id_of(bodies[0]), '"benign"')]
+    assert [failure.message_id for failure in outcome.failures] == ["5"]
+    archived = archived_rows(s3, location, "predictions")
+    assert sorted(row["prediction_id"] for row in archived) == sorted(prediction_id_of(body) for body in bodies)
+    assert {row["prediction_id"]: json.loads(row["features"]) for row in archived} == {
+        prediction_id_of(body): json.loads(body)["features"] for body in bodies
+    }
+    assert [(row["prediction_id"], row["label"]) for row in archived_rows(s3, location, "ground_truth")] == [(prediction_id_of(bodies[0]), '"benign"')]
     engine.dispose()
 
 
-def test_a_batch_the_database_does_not_take_puts_nothing_in_the_archive(migrated_db_url: str, tmp_path: Any) -> None:
-    down = create_db_engine(unreachable_database_url(migrated_db_url, tmp_path))
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        location = new_archive(s3)
+def test_a_batch_the_database_does_not_take_lands_nothing(aws: tuple[Any, Any], migrated_db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    sqs, s3 = aws
+    location = new_archive(s3)
+    archive_on(monkeypatch, location)
+    monkeypatch.setenv("SML_DATABASE_URL", unreachable_database_url(migrated_db_url, tmp_path))
+    monkeypatch.setattr(app, "aws_client", lambda service, settings: s3)
+    queue_url, _ = create_queue_with_dlq(sqs)
+    send_bodies(sqs, queue_url, [prediction() for _ in range(3)])
+    poller = SqsEventSourcePoller(sqs, queue_url, app.handler, batch_size=10, batching_window_s=0, visibility_timeout_s=0, poll_wait_s=0)
 
-        with pytest.raises(BatchNotStored):
-            write_batch(down, [(str(index), prediction()) for index in range(3)], **archive_hooks(WriterArchive(s3, location)))
+    poller.poll_once()  # the handler raised BatchNotStored: every record goes back to the queue
 
-        # The objects were being built while the database failed; none may be put before a commit.
-        assert s3.list_objects_v2(Bucket=location.bucket).get("KeyCount") == 0
-    down.dispose()
-
-
-def test_a_build_ahead_that_fails_is_built_again_after_the_commit(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    build = store._body
-
-    def fails_on_its_thread(table: str, rows: Any, values: Any) -> bytes:
-        calls.append(threading.current_thread().name)
-        if threading.current_thread() is not threading.main_thread():
-            raise MemoryError("stand-in for a build that fails on the build thread")
-        return build(table, rows, values)
-
-    monkeypatch.setattr(store, "_body", fails_on_its_thread)
-    engine = create_db_engine(migrated_db_url)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        location = new_archive(s3)
-        bodies = [prediction() for _ in range(3)]
-
-        write_batch(engine, [(str(index), body) for index, body in enumerate(bodies)], **archive_hooks(WriterArchive(s3, location)))
-
-        assert [name.startswith("sml-archive-build") for name in calls] == [True, False]
-        assert sorted(row["prediction_id"] for row in archived_rows(s3, location, "predictions")) == sorted(prediction_id_of(body) for body in bodies)
-    engine.dispose()
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    assert sum(int(value) for value in attributes["Attributes"].values()) == 3
+    assert s3.list_objects_v2(Bucket=location.bucket).get("KeyCount") == 0
 
 
-def test_a_put_failing_after_the_commit_fails_the_batch_and_its_retry_stores_once_and_reads_back_once(
+def test_a_landing_put_failing_after_the_commit_fails_the_batch_and_its_retry_stores_once_and_reads_back_once(
     aws: tuple[Any, Any], engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sqs, s3 = aws
@@ -317,8 +285,10 @@ def test_a_put_failing_after_the_commit_fails_the_batch_and_its_retry_stores_onc
     monkeypatch.setattr(app, "aws_client", lambda service, settings: s3)
     monkeypatch.setattr(s3, "put_object", first_put_fails)
     drain(sqs, queue_url)
+    convert_landing(s3, location)
 
-    assert len(puts) == 2 and puts[0] != puts[1]  # the retry is another batch: another stored_at, another key
+    landing_puts = [key for key in puts if key.startswith(landing_prefix(location))]
+    assert len(landing_puts) == 2 and landing_puts[0] != landing_puts[1]  # the retry is another batch: another stored_at, another key
     assert sorted(stored_rows(engine)) == sorted(prediction_id_of(body) for body in bodies)  # stored once: the retry inserted nothing
     archived = archived_rows(s3, location, "predictions")
     assert sorted(row["prediction_id"] for row in archived) == sorted(prediction_id_of(body) for body in bodies)

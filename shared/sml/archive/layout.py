@@ -41,6 +41,21 @@ class ArchiveNotWritten(Exception):
     """
 
 
+@dataclass(frozen=True)
+class ArchiveLocation:
+    """Where the archive lives: ``s3://<bucket>/<prefix>``; ``prefix`` ends with ``/``."""
+
+    bucket: str
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if not self.prefix.endswith("/") or self.prefix.startswith("/"):
+            raise ValueError(f"archive prefix {self.prefix!r} must end with '/' and not start with one (e.g. 'archive/')")
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key or self.prefix}"
+
+
 def escape_name(name: str) -> str:
     """``name`` as lower-case letters, digits and underscores (reversible, see the module docstring)."""
     out = []

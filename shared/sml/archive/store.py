@@ -1,16 +1,14 @@
-"""The archive in S3: the writer's archive step, listing and reading objects, and compaction.
+"""The archive in S3: the Parquet objects of stored batches, listing and reading objects, and compaction.
 
-**Writing** (:func:`archive_rows`): after a batch's rows have committed, the writer puts them as
-Parquet objects, one per partition (table, model, day) and model version, keyed
+**Writing** (:func:`archive_rows`): a batch's stored rows become Parquet objects, one per
+partition (table, model, day) and model version, keyed
 ``<folder>batch,<version>,<stored_at>,<digest>.parquet``, the digest a hash of the event keys it
 holds; ``stored_at`` in the name lets readers take the objects of a partition in the order
-they were stored, so the first stored copy of an event is the one that counts.
-The writer hands the step over as :class:`WriterArchive`, which builds the objects on a thread
-while the database stores the rows and puts them only once they committed.
-Any failure of a put raises :class:`ArchiveNotWritten`; the writer then fails the whole batch,
-so SQS delivers every record again (the database skips what it stored) and a record is
-acknowledged only after the object holding it was written: no event is lost between the queue
-and the archive. A redelivered event is written again in another object (its batch has
+they were stored, so the first stored copy of an event is the one that counts. The conversion
+step puts them from the batches the writer landed (:mod:`sml.archive.landing`, which says why
+the writer does not build them itself and how no event is lost between the queue and the
+archive). Any failure of a put raises :class:`ArchiveNotWritten`; the landing object then stays
+for the next conversion. A redelivered event is landed again in another batch (with
 another ``stored_at``), and the copy is removed where the archive is read or compacted
 (:data:`sml.archive.parquet.DEDUPLICATION_KEY`, the copy stored first kept). Keys are never
 reused for other content: a key named after, say, the batch's first event would let a
@@ -31,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
-from concurrent.futures import Executor, ThreadPoolExecutor
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +40,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sml.archive.layout import ArchiveNotWritten, GROUND_TRUTH_TABLE, PREDICTIONS_TABLE, REFUSALS_TABLE, Partition, check_range, day_of, days, key_part
+from sml.archive.layout import ArchiveLocation, ArchiveNotWritten, GROUND_TRUTH_TABLE, PREDICTIONS_TABLE, REFUSALS_TABLE, Partition, check_range, day_of, days, key_part
 from sml.archive.parquet import (
     COMPRESSION,
     DEDUPLICATION_KEY,
@@ -62,29 +59,12 @@ from sml.archive.parquet import (
 if TYPE_CHECKING:
     from sml.writer.batch import PredictionValues
 
-BUILD_THREADS = 2
-"""Builds of concurrent batches at once (the local poller may run several batches in one process)."""
 DEFAULT_FILE_BYTES = 256 * 1024 * 1024
 _OBJECT_NAME = re.compile(
     r"^(?P<kind>batch|compacted),(?P<version>[^,/]*),(?P<stored>\d{8}T\d{12}Z),(?P<digest>[0-9a-f]{16})(?:,(?P<part>\d+))?\.parquet$"
 )
 _STORED_FORMAT = "%Y%m%dT%H%M%S%fZ"
 _NO_VERSION = ""  # labels carry no model version
-
-
-@dataclass(frozen=True)
-class ArchiveLocation:
-    """Where the archive lives: ``s3://<bucket>/<prefix>``; ``prefix`` ends with ``/``."""
-
-    bucket: str
-    prefix: str
-
-    def __post_init__(self) -> None:
-        if not self.prefix.endswith("/") or self.prefix.startswith("/"):
-            raise ValueError(f"archive prefix {self.prefix!r} must end with '/' and not start with one (e.g. 'archive/')")
-
-    def uri(self, key: str = "") -> str:
-        return f"s3://{self.bucket}/{key or self.prefix}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +95,6 @@ def archive_rows(
     ground_truth: Sequence[Row] = (),
     refusals: Sequence[Row] = (),
     prediction_values: Mapping[str, PredictionValues] | None = None,
-    prepared: PreparedObjects | None = None,
 ) -> list[str]:
     """Put committed rows into the archive; returns the keys written.
 
@@ -123,20 +102,14 @@ def archive_rows(
     :param predictions: ``predictions`` rows as the writer builds them; likewise ``ground_truth``
         and ``refusals`` (``predict_refusals`` rows, one per field and reason).
     :param prediction_values: by ``prediction_id``, the features and probabilities the rows hold
-        as JSON text, as parsed (:attr:`sml.writer.batch.StoredRows.prediction_values`); without
+        as JSON text, as parsed (:attr:`sml.writer.batch.ParsedBatch.prediction_values`); without
         them the text is decoded.
-    :param prepared: objects built ahead from the batch's parsed rows (:meth:`WriterArchive.before_write`);
-        an object whose key is one of these rows' keys (the same partition, version, ``stored_at``
-        and event keys, so the same rows) is put as built, any other built here.
     :raises ArchiveNotWritten: a put failed (the message names the object); some objects may be
         written, which a retry writes again under the same keys.
     """
-    built = {} if prepared is None else prepared.bodies()
     keys = []
     for key, (table, rows) in _objects(location, predictions, ground_truth, refusals).items():
-        body = built.get(key)
-        if body is None:
-            body = _body(table, rows, prediction_values)
+        body = _body(table, rows, prediction_values)
         try:
             s3.put_object(Bucket=location.bucket, Key=key, Body=body, ContentType="application/vnd.apache.parquet")
         except Exception as exc:  # any failure: the batch is retried, never acknowledged
@@ -162,70 +135,6 @@ def _body(table: str, rows: list[Row], prediction_values: Mapping[str, Predictio
             decoded = None
         return to_parquet_bytes(prediction_table(rows, decoded))
     return to_parquet_bytes(TABLE_BUILDERS[table](rows))
-
-
-class PreparedObjects:
-    """The objects of a batch's parsed rows, built on another thread while the database stores the rows.
-
-    Building (Arrow columns, Parquet encoding) needs no commit, so it overlaps the database's
-    round trips, during which the writer's thread waits on its socket without holding the GIL;
-    pyarrow's Parquet encoding releases the GIL too. Nothing is put here: the objects are put by
-    :func:`archive_rows` once the rows committed, as before, so the archive never holds an event
-    the tables do not (a batch the database fails or whose rows it rejects puts nothing it
-    should not). A build that raises leaves those objects to be built again after the commit,
-    where the error propagates as it always did.
-    """
-
-    def __init__(self, builder: Executor, location: ArchiveLocation, predictions: Sequence[Row], ground_truth: Sequence[Row], refusals: Sequence[Row],
-                 prediction_values: Mapping[str, PredictionValues] | None = None) -> None:
-        self._bodies: dict[str, bytes] = {}
-        self._built = builder.submit(self._build, location, predictions, ground_truth, refusals, prediction_values)
-
-    def _build(self, location: ArchiveLocation, predictions: Sequence[Row], ground_truth: Sequence[Row], refusals: Sequence[Row],
-               prediction_values: Mapping[str, PredictionValues] | None) -> None:
-        try:
-            for key, (table, rows) in _objects(location, predictions, ground_truth, refusals).items():
-                self._bodies[key] = _body(table, rows, prediction_values)
-        except Exception:  # noqa: BLE001 - built again after the commit, where the error is raised to the caller
-            return
-
-    def bodies(self) -> dict[str, bytes]:
-        """The bodies built, by key, once the build has ended (waits for it)."""
-        self._built.result()
-        return self._bodies
-
-
-class WriterArchive:
-    """The writer's archive step: hand :meth:`before_write` and :meth:`after_commit` to :func:`sml.writer.batch.write_batch`.
-
-    ``before_write`` starts building the objects of every row that parsed (:class:`PreparedObjects`);
-    ``after_commit`` puts the objects of the rows that committed, using those built ahead when
-    they hold the same rows (every row stored, the usual case) and building the others. Safe to
-    share between threads: a batch's prepared objects travel with its rows.
-
-    The builds run on a pool of :data:`BUILD_THREADS` threads kept for the life of the object (a
-    warm container): starting a thread per batch made the writer's thread wait for the new one
-    to take the GIL, a few ms a batch.
-    """
-
-    def __init__(self, s3: Any, location: ArchiveLocation) -> None:
-        self.s3 = s3
-        self.location = location
-        self._builder = ThreadPoolExecutor(max_workers=BUILD_THREADS, thread_name_prefix="sml-archive-build")
-
-    def before_write(self, parsed: Any) -> PreparedObjects:
-        """Start building the objects of ``parsed`` (a :class:`sml.writer.batch.StoredRows` of the batch's parsed rows)."""
-        return PreparedObjects(self._builder, self.location, parsed.predictions, parsed.ground_truth, parsed.refusals, parsed.prediction_values)
-
-    def after_commit(self, stored: Any) -> list[str]:
-        """Put the objects of ``stored`` (:class:`sml.writer.batch.StoredRows`); returns the keys written.
-
-        :raises ArchiveNotWritten: as :func:`archive_rows`.
-        """
-        return archive_rows(
-            self.s3, self.location, predictions=stored.predictions, ground_truth=stored.ground_truth, refusals=stored.refusals,
-            prediction_values=stored.prediction_values, prepared=stored.prepared,
-        )
 
 
 def _groups(predictions: Sequence[Row], ground_truth: Sequence[Row], refusals: Sequence[Row]) -> dict[tuple[str, Partition, str], list[Row]]:

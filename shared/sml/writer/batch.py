@@ -40,7 +40,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -161,23 +161,6 @@ class BatchOutcome:
     conflicting_predictions: tuple[str, ...] = ()
     """Prediction ids skipped as duplicates whose stored event has other content (the stored one is
     kept); a producer reused an id, which the writer logs."""
-
-
-@dataclass(frozen=True)
-class StoredRows:
-    """The rows of a batch that are in the tables once :func:`write_batch` returns (committed now or
-    before): what the archive step receives. ``refusals`` are ``predict_refusals`` rows;
-    ``ground_truth`` holds every label event of the batch (not only the latest per prediction,
-    which is all the table keeps), so the archive logs each label that arrived."""
-
-    predictions: list[Row]
-    ground_truth: list[Row]
-    refusals: list[Row]
-    prediction_values: Mapping[str, PredictionValues] = field(default_factory=dict)
-    """By ``prediction_id``, the features and probabilities the ``predictions`` rows hold as JSON
-    text, as the writer parsed them (so the archive need not decode the text again)."""
-    prepared: Any = None
-    """What ``before_write`` returned for this batch (see :func:`write_batch`), else ``None``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,44 +586,22 @@ def write_batch(
     records: Sequence[tuple[str, str]],
     *,
     stored_at: datetime | None = None,
-    after_commit: Callable[[StoredRows], None] | None = None,
-    before_write: Callable[[StoredRows], Any] | None = None,
 ) -> BatchOutcome:
     """Store one SQS batch: parse, insert idempotently, report the records that were not stored.
 
     :param engine: the database.
     :param records: ``(message_id, body)`` of every record of the batch.
-    :param stored_at: the rows' ``stored_at``; now (UTC) by default.
-    :param after_commit: called with the batch's rows that are in the tables (inserted now, or
-        found stored by an earlier delivery; not the rejected ones) once every transaction has
-        committed; what it raises propagates, and then no record of the batch may be acknowledged.
-    :param before_write: called with every row that parsed before the database write, which may
-        still reject some or fail; what it returns reaches ``after_commit`` as
-        :attr:`StoredRows.prepared` (the archive step starts building its objects there, to put
-        them once the rows committed). It must not store anything a reader could take for stored.
+    :param stored_at: the rows' ``stored_at``; now (UTC) by default. The archive's landing
+        object of the batch carries it (:func:`sml.archive.landing.put_landing`), so the rows its
+        conversion parses again carry it too.
     :returns: a :class:`BatchOutcome`; every record not in ``failures`` has its row committed
         (or found already stored).
     :raises BatchNotStored: the database could not take the batch; report every record failed.
     """
     parsed = parse_records(records, stored_at or datetime.now(timezone.utc))
-    prepared = None
-    if before_write is not None:
-        prepared = before_write(
-            StoredRows(parsed.rows, parsed.label_events, [row for refusal in parsed.refusals for row in refusal["rows"]], parsed.prediction_values)
-        )
     written = write_prediction_rows(engine, parsed.rows)
     labelled = write_ground_truth_rows(engine, parsed.ground_truth_rows)
     refused = write_refusal_rows(engine, parsed.refusals)
-    if after_commit is not None:
-        after_commit(
-            StoredRows(
-                predictions=[row for row in parsed.rows if row["prediction_id"] not in written.rejected],
-                ground_truth=[row for row in parsed.label_events if row["prediction_id"] not in labelled.rejected],
-                refusals=[row for refusal in parsed.refusals if refusal["refusal_id"] not in refused.rejected for row in refusal["rows"]],
-                prediction_values=parsed.prediction_values,
-                prepared=prepared,
-            )
-        )
     failures = list(parsed.failures)
     for prediction_id, reason in written.rejected.items():
         failures += [RecordFailure(message_id, reason) for message_id in parsed.message_ids_by_prediction[prediction_id]]

@@ -1,0 +1,197 @@
+"""The archive's landing area: what the writer lands is converted into exactly the Parquet objects of its stored rows, and nothing is lost or doubled on the way."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from archive_support import archived_rows, event_keys, new_archive, s3  # noqa: F401 - s3 is a fixture
+from writer_support import label_body, prediction_id_of
+
+from functions.drift import compact
+from sml.archive.landing import (
+    ConversionFailed,
+    LandingObjectInvalid,
+    convert_landing,
+    landing_body,
+    landing_prefix,
+    list_landing,
+    put_landing,
+    read_landing,
+)
+from sml.archive.layout import ArchiveNotWritten, Partition
+from sml.archive.store import ArchiveLocation, archive_rows, compact_partition
+from sml.core.events import build_prediction_event, build_refusal_event, serialise_event
+from sml.local.lambda_context import new_lambda_context
+from sml.writer.batch import parse_records
+
+STORED_AT = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+DAY = datetime(2026, 5, 6, 6, 0, tzinfo=timezone.utc)
+
+
+def batch(count: int = 5, *, version: str = "v1", start: int = 0) -> list[tuple[str, str]]:
+    records = []
+    for index in range(start, start + count):
+        body = serialise_event(build_prediction_event(
+            model_name="breast-cancer", model_version=version, features={"mean radius": 10.0 + index, "grade": "b", "flag": index % 2 == 0},
+            prediction="benign", probabilities={"benign": 0.6, "malignant": 0.4}, predicted_at=DAY + timedelta(minutes=index),
+        ))
+        records.append((f"m{index}", body))
+    return records
+
+
+def test_converting_a_landed_batch_puts_the_objects_the_writer_would_have_built_byte_for_byte(s3: Any) -> None:
+    location = new_archive(s3)
+    refusal = build_refusal_event(model_name="breast-cancer", model_version="v1", refused={"mean radius": {"out_of_range": 2}})
+    records = batch(6) + batch(3, version="v2", start=6) + [("l", label_body(prediction_id_of(batch(1)[0][1]), labelled_at=DAY)), ("r", serialise_event(refusal))]
+    parsed = parse_records(records, STORED_AT)
+    direct = new_archive(s3)
+    expected_keys = archive_rows(
+        s3, direct, predictions=parsed.rows, ground_truth=parsed.label_events,
+        refusals=[row for item in parsed.refusals for row in item["rows"]], prediction_values=parsed.prediction_values,
+    )
+
+    key = put_landing(s3, location, records, STORED_AT)
+    outcome = convert_landing(s3, location)
+
+    assert outcome.converted == [key] and outcome.failures == [] and outcome.events == len(records)
+    assert sorted(outcome.written) == sorted(expected_keys) and len(expected_keys) == 4  # two versions, labels, refusals
+    for written in outcome.written:
+        assert s3.get_object(Bucket=location.bucket, Key=written)["Body"].read() == s3.get_object(Bucket=direct.bucket, Key=written)["Body"].read()
+    assert list(list_landing(s3, location)) == []
+    rows = archived_rows(s3, location, "predictions")
+    assert {row["stored_at"] for row in rows} == {STORED_AT.replace(tzinfo=None)}
+
+
+def test_landing_keys_sort_as_batches_were_stored_and_an_empty_batch_lands_nothing(s3: Any) -> None:
+    location = new_archive(s3)
+    later = put_landing(s3, location, batch(2), STORED_AT + timedelta(microseconds=1))
+    earlier = put_landing(s3, location, batch(2, start=2), STORED_AT)
+    assert put_landing(s3, location, [], STORED_AT) is None
+    assert list(list_landing(s3, location)) == [earlier, later]
+    assert earlier is not None and earlier.startswith(landing_prefix(location) + "20260506T070809123456Z,")
+
+
+def test_a_landing_put_that_fails_raises_archive_not_written_naming_the_object(s3: Any) -> None:
+    location = ArchiveLocation("sml-no-such-bucket", "archive/")
+    with pytest.raises(ArchiveNotWritten, match=r"s3://sml-no-such-bucket/archive/landing/20260506T070809123456Z,[0-9a-f]{16}\.json: .*NoSuchBucket"):
+        put_landing(s3, location, batch(1), STORED_AT)
+
+
+def test_an_unreadable_landing_object_is_named_and_left_and_the_others_are_converted(s3: Any) -> None:
+    location = new_archive(s3)
+    first = put_landing(s3, location, batch(3), STORED_AT)
+    bad = f"{landing_prefix(location)}20260506T070809200000Z,0000000000000000.json"
+    s3.put_object(Bucket=location.bucket, Key=bad, Body=b'{"format": 1, "stored_at": "2026-05-06T07:08:09+00:00", "records": [[1, 2]')
+    last = put_landing(s3, location, batch(2, start=3), STORED_AT + timedelta(seconds=1))
+
+    outcome = convert_landing(s3, location)
+
+    assert outcome.converted == [first, last]
+    assert len(outcome.failures) == 1 and outcome.failures[0].startswith(f"s3://{location.bucket}/{bad}: ")
+    assert list(list_landing(s3, location)) == [bad]  # left for the next run, not lost
+    assert len(archived_rows(s3, location, "predictions")) == 5
+
+
+def test_a_conversion_stopped_before_its_delete_is_redone_by_the_next_run_without_a_copy(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    location = new_archive(s3)
+    put_landing(s3, location, batch(4), STORED_AT)
+    delete = s3.delete_object
+
+    def crash(**_: Any) -> Any:
+        raise ConnectionError("stand-in for a function that timed out after its puts")
+
+    monkeypatch.setattr(s3, "delete_object", crash)
+    stopped = convert_landing(s3, location)
+    assert stopped.converted == [] and len(stopped.failures) == 1
+    written = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=location.bucket, Prefix="archive/predictions/")["Contents"])
+
+    monkeypatch.setattr(s3, "delete_object", delete)
+    redone = convert_landing(s3, location)
+
+    assert len(redone.converted) == 1 and sorted(redone.written) == written  # the same keys: nothing doubled
+    assert sorted(item["Key"] for item in s3.list_objects_v2(Bucket=location.bucket, Prefix="archive/predictions/")["Contents"]) == written
+    assert len(archived_rows(s3, location, "predictions")) == 4
+
+
+def test_a_limit_converts_the_earliest_objects_and_leaves_the_rest(s3: Any) -> None:
+    location = new_archive(s3)
+    keys = [put_landing(s3, location, batch(1, start=index), STORED_AT + timedelta(seconds=index)) for index in range(3)]
+    assert convert_landing(s3, location, limit=2).converted == keys[:2]
+    assert list(list_landing(s3, location)) == keys[2:]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not json", "not a landing object"),
+        (b'{"format": 2, "stored_at": "2026-05-06T07:08:09+00:00", "records": []}', "format 2 \\(this version reads 1\\)"),
+        (b'{"format": 1, "stored_at": "2026-05-06T07:08:09", "records": []}', "stored_at .2026-05-06T07:08:09. has no UTC offset"),
+        (b'{"format": 1, "stored_at": "yesterday", "records": []}', "not a landing object"),
+        (b'{"format": 1, "stored_at": "2026-05-06T07:08:09+00:00", "records": [], "extra": 1}', "not a landing object"),
+    ],
+)
+def test_a_body_that_is_not_a_landing_object_is_refused_by_name(body: bytes, message: str) -> None:
+    with pytest.raises(LandingObjectInvalid, match=f"s3://b/archive/landing/x.json: {message}"):
+        read_landing(body, "s3://b/archive/landing/x.json")
+
+
+def test_a_landing_body_reads_back_exactly_including_hostile_text() -> None:
+    records = [("id-1", '{"a": "line\\nbreak \\u2028 \\"quoted\\""}'), ("id-2", "not even json \x00 é")]
+    assert read_landing(landing_body(records, STORED_AT)) == (STORED_AT, records)
+    naive = STORED_AT.replace(tzinfo=None)
+    assert read_landing(landing_body(records, naive))[0] == STORED_AT
+
+
+def test_the_archive_function_converts_on_its_frequent_rule_and_before_compacting(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for cached in (compact.archive_location, compact.s3_client):
+        cached.cache_clear()
+    location = new_archive(s3)
+    monkeypatch.setenv("SML_BUCKET", location.bucket)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+    context = new_lambda_context("compact", region="us-east-1", timeout_s=900)
+    put_landing(s3, location, batch(3), STORED_AT)
+
+    assert compact.handler({"sml_action": "convert"}, context) == {"landing_converted": 1, "objects_written": 1, "events": 3, "failures": []}
+
+    put_landing(s3, location, batch(2, start=3), STORED_AT + timedelta(minutes=5))
+    daily = compact.handler({"time": (DAY + timedelta(days=1)).isoformat()}, context)
+    assert daily["conversion"]["landing_converted"] == 1
+    assert (daily["objects_merged"], daily["rows"]) == (2, 5)  # the batch just converted is compacted with the day
+
+    s3.put_object(Bucket=location.bucket, Key=f"{landing_prefix(location)}20260506T090000000000Z,0000000000000000.json", Body=b"{}")
+    with pytest.raises(ConversionFailed, match="1 landing objects not converted"):
+        compact.handler({"sml_action": "convert"}, context)
+    with pytest.raises(ValueError, match="sml_action: unknown action 'compress'"):
+        compact.handler({"sml_action": "compress"}, context)
+    for cached in (compact.archive_location, compact.s3_client):
+        cached.cache_clear()
+
+
+def test_the_writer_lands_without_importing_pyarrow() -> None:
+    script = (
+        "import json, sys\n"
+        "from datetime import datetime, timezone\n"
+        "from sml.archive.landing import landing_body\n"
+        "import functions.writer.app\n"
+        "landing_body([('m', '{}')], datetime.now(timezone.utc))\n"
+        "print(json.dumps(sorted(name for name in sys.modules if name.split('.')[0] in ('pyarrow', 'duckdb', 'pandas'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == []
+
+
+def test_a_redelivered_batch_lands_again_and_compaction_keeps_the_first_stored_copy(s3: Any) -> None:
+    location = new_archive(s3)
+    records = batch(3)
+    put_landing(s3, location, records, STORED_AT)
+    put_landing(s3, location, records, STORED_AT + timedelta(seconds=30))  # a redelivered batch, landed again
+    assert convert_landing(s3, location).events == 6
+    assert event_keys("predictions", archived_rows(s3, location, "predictions")) == sorted([(prediction_id_of(body),) for _, body in records] * 2)
+    compacted = compact_partition(s3, location, Partition("predictions", DAY.date(), "breast-cancer"))
+    assert compacted.rows == 3
+    assert {row["stored_at"] for row in archived_rows(s3, location, "predictions")} == {STORED_AT.replace(tzinfo=None)}
