@@ -16,6 +16,7 @@ Its own function rather than a step of the writer or the drift function: it need
 from __future__ import annotations
 
 import os
+import time
 from datetime import timedelta
 from functools import cache
 from typing import Any
@@ -64,7 +65,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         raise ValueError(f"sml_action: unknown action {action!r} (expected {CONVERT_ACTION!r}, or none to compact)")
     day = None if action == CONVERT_ACTION else (scheduled_time(event) - timedelta(days=1)).date()
     location = archive_location()
-    converted = convert(location)
+    # Leave a minute (or a quarter of a short timeout) for the compaction and the log; the rest waits for the next run.
+    remaining_s = context.get_remaining_time_in_millis() / 1000
+    converted = convert(location, deadline=time.monotonic() + remaining_s - min(60.0, remaining_s / 4))
     if day is None:
         result: dict[str, Any] = converted.summary()
     else:
@@ -85,9 +88,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return result
 
 
-def convert(location: Any) -> ConversionOutcome:
-    """Convert the landing area, with its metrics and log line."""
-    converted = convert_landing(s3_client(), location)
+def convert(location: Any, deadline: float) -> ConversionOutcome:
+    """Convert the landing area until ``deadline`` (:func:`time.monotonic`), with its metrics and log line."""
+    converted = convert_landing(s3_client(), location, deadline=deadline)
     metrics.add_metric(name="archive_landing_converted", unit=MetricUnit.Count, value=len(converted.converted))
     metrics.add_metric(name="archive_landing_failures", unit=MetricUnit.Count, value=len(converted.failures))
     if converted.converted or converted.failures:

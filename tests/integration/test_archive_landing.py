@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -121,8 +122,12 @@ def test_a_conversion_stopped_before_its_delete_is_redone_by_the_next_run_withou
 def test_a_limit_converts_the_earliest_objects_and_leaves_the_rest(s3: Any) -> None:
     location = new_archive(s3)
     keys = [put_landing(s3, location, batch(1, start=index), STORED_AT + timedelta(seconds=index)) for index in range(3)]
-    assert convert_landing(s3, location, limit=2).converted == keys[:2]
+    limited = convert_landing(s3, location, limit=2)
+    assert (limited.converted, limited.remaining) == (keys[:2], True)
     assert list(list_landing(s3, location)) == keys[2:]
+    past = convert_landing(s3, location, deadline=time.monotonic() - 1)
+    assert (past.converted, past.remaining) == ([], True)
+    assert convert_landing(s3, location).remaining is False
 
 
 @pytest.mark.parametrize(
@@ -156,7 +161,7 @@ def test_the_archive_function_converts_on_its_frequent_rule_and_before_compactin
     context = new_lambda_context("compact", region="us-east-1", timeout_s=900)
     put_landing(s3, location, batch(3), STORED_AT)
 
-    assert compact.handler({"sml_action": "convert"}, context) == {"landing_converted": 1, "objects_written": 1, "events": 3, "failures": []}
+    assert compact.handler({"sml_action": "convert"}, context) == {"landing_converted": 1, "objects_written": 1, "events": 3, "failures": [], "remaining": False}
 
     put_landing(s3, location, batch(2, start=3), STORED_AT + timedelta(minutes=5))
     daily = compact.handler({"time": (DAY + timedelta(days=1)).isoformat()}, context)

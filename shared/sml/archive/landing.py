@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -136,9 +137,14 @@ class ConversionOutcome:
     written: list[str] = field(default_factory=list)
     events: int = 0
     failures: list[str] = field(default_factory=list)
+    remaining: bool = False
+    """Objects were left unread because the limit or the deadline came first."""
 
     def summary(self) -> dict[str, Any]:
-        return {"landing_converted": len(self.converted), "objects_written": len(self.written), "events": self.events, "failures": self.failures}
+        return {
+            "landing_converted": len(self.converted), "objects_written": len(self.written), "events": self.events,
+            "failures": self.failures, "remaining": self.remaining,
+        }
 
 
 class ConversionFailed(Exception):
@@ -149,7 +155,7 @@ class ConversionFailed(Exception):
         super().__init__(f"{len(outcome.failures)} landing objects not converted (left for the next run): " + "; ".join(outcome.failures[:5]))
 
 
-def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = None) -> ConversionOutcome:
+def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = None, deadline: float | None = None) -> ConversionOutcome:
     """Turn landing objects into the archive's Parquet objects, earliest first, deleting each once converted.
 
     Each object is parsed with the writer's parser at its own ``stored_at``, its rows put by
@@ -159,6 +165,8 @@ def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = N
 
     :param s3: a boto3 S3 client that may get, put and delete under the archive's prefix.
     :param limit: convert at most this many objects (the rest wait for the next run).
+    :param deadline: start no object after this :func:`time.monotonic` value (a Lambda stops
+        before its timeout; the rest wait for the next run, ``remaining`` says so).
     :returns: a :class:`ConversionOutcome`; callers that must not go on past a failure raise
         :class:`ConversionFailed` when ``failures`` is not empty.
     """
@@ -167,7 +175,8 @@ def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = N
 
     outcome = ConversionOutcome()
     for key in list_landing(s3, location):
-        if limit is not None and len(outcome.converted) + len(outcome.failures) >= limit:
+        if (limit is not None and len(outcome.converted) + len(outcome.failures) >= limit) or (deadline is not None and time.monotonic() >= deadline):
+            outcome.remaining = True
             break
         try:
             stored_at, records = read_landing(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read(), location.uri(key))
