@@ -3,9 +3,13 @@ window read from the archive with DuckDB vs from MariaDB.
 
 1. Writer: :func:`sml.writer.batch.write_batch` in batches of 500 (the deployed size) into
    MariaDB (database ``sml_bench``), without and with the writer Lambda's archive step
-   (:class:`sml.archive.store.WriterArchive`: one Parquet object per batch, built on a thread
-   while the rows are written and put into S3 after the commit), measured in whole turns (best
-   turn kept) and alternating every batch (see :func:`writer_figures`). The step puts into two
+   (:func:`sml.archive.landing.land_acknowledged`: the batch's acknowledged records landed in
+   one object after the commit, as ``functions/writer/app.py`` does), measured in whole turns
+   (best turn kept) and alternating every batch (see :func:`writer_figures`). Then the archive
+   function's conversion of what one turn landed (:func:`sml.archive.landing.convert_landing`:
+   parsed again, built into the Parquet objects, put, the landing object deleted), in events/s
+   and CPU per batch, against the writer's rate without the archive: how many writers one
+   converter keeps up with. The step puts into two
    S3s, each against the same archive-off baseline of the same run: moto in-process (mock_aws,
    as the tests use it: moto's S3 server runs its Python on the writer's own CPU and GIL) and
    the local stack's S3 endpoint (fauxqs, as ``sml up`` starts it) in a process of its own on
@@ -118,9 +122,11 @@ def _process_cpu_seconds(pid: int) -> float:
 Rates = dict[str, float]
 
 
-def writer_figures(events: int, turns: int, database: str = "sml_bench") -> tuple[Rates, Rates, Rates, Rates, float]:
+def writer_figures(events: int, turns: int, database: str = "sml_bench") -> tuple[Rates, Rates, Rates, Rates, float, Rates]:
     """Events/s of the writer in each of :data:`WRITER_VARIANTS`, measured two ways; writer CPU per
-    batch; Parquet bytes per event (batch objects, compacted); the S3 server's CPU per batch.
+    batch; bytes per event (landing objects, Parquet batch objects, compacted); the S3 server's
+    CPU per batch; the conversion of one turn's landing objects (events/s and CPU ms per batch,
+    for each S3).
 
     - whole turns: each variant stores all ``events`` in turn (an emptied table each time; each
       variant first in one turn), best turn kept (the method of the first runs; a burst of load
@@ -132,16 +138,18 @@ def writer_figures(events: int, turns: int, database: str = "sml_bench") -> tupl
       not MariaDB's nor the S3 process's) is summed alongside, and the S3 process's CPU per batch
       read from ``/proc`` over the whole alternation (it idles while the other variants run).
 
-    Every variant is warmed by one batch of other events first (pyarrow's first Parquet write and
-    a client's first request), as in a warm container.
+    Every variant is warmed by one batch of other events first (a client's first request), as in
+    a warm container. The conversion is warmed by converting the warm-up batch first (pyarrow's
+    first Parquet write).
     """
     import boto3
     from moto import mock_aws
     from moto.core.models import botocore_stubber
     from writer_bench import bench_engine, sqs_records
 
+    from sml.archive.landing import convert_landing, land_acknowledged, landing_prefix
     from sml.archive.layout import Partition
-    from sml.archive.store import ArchiveLocation, WriterArchive, compact_partition, list_partition
+    from sml.archive.store import ArchiveLocation, compact_partition, list_partition
     from sml.core.aws import DEFAULT_CONFIG
     from sml.local.aws_endpoint import FauxqsServer
     from sml.writer.batch import write_batch
@@ -149,6 +157,7 @@ def writer_figures(events: int, turns: int, database: str = "sml_bench") -> tupl
     off, in_process, own_process = WRITER_VARIANTS
     rates: dict[str, float] = dict.fromkeys(WRITER_VARIANTS, 0.0)
     sizes: dict[str, float] = {}
+    conversion: dict[str, float] = {}
     server = FauxqsServer(host="127.0.0.1", port=0)
     try:
         with mock_aws(), bench_engine(database) as engine:
@@ -162,14 +171,19 @@ def writer_figures(events: int, turns: int, database: str = "sml_bench") -> tupl
             # the deployed writer has no such hook.
             clients[own_process].meta.events.unregister("before-send", botocore_stubber)
 
-            def hooks(name: str) -> tuple[dict[str, Any], ArchiveLocation]:
-                # The writer Lambda's archive step (functions/writer/app.py): objects built while the rows are written, put after the commit.
+            def step(name: str) -> tuple[Any, ArchiveLocation]:
+                """What the writer Lambda does with a batch (functions/writer/app.py): store it, then land what it acknowledged."""
                 location = ArchiveLocation(f"sml-bench-{uuid.uuid4().hex[:12]}", "archive/")
-                if name == off:
-                    return {}, location
-                clients[name].create_bucket(Bucket=location.bucket)
-                archive = WriterArchive(clients[name], location)
-                return {"before_write": archive.before_write, "after_commit": archive.after_commit}, location
+                if name != off:
+                    clients[name].create_bucket(Bucket=location.bucket)
+
+                def store(batch: list[tuple[str, str]]) -> None:
+                    stored_at = datetime.now(timezone.utc)
+                    outcome = write_batch(engine, batch, stored_at=stored_at)
+                    if name != off:
+                        land_acknowledged(clients[name], location, batch, (failure.message_id for failure in outcome.failures), stored_at)
+
+                return store, location
 
             warm = sqs_records(BATCH * len(WRITER_VARIANTS), seed=97)
             records = sqs_records(events)
@@ -177,27 +191,42 @@ def writer_figures(events: int, turns: int, database: str = "sml_bench") -> tupl
                 for name in WRITER_VARIANTS[turn % len(WRITER_VARIANTS) :] + WRITER_VARIANTS[: turn % len(WRITER_VARIANTS)]:
                     with engine.begin() as connection:
                         connection.exec_driver_sql("TRUNCATE TABLE predictions")
-                    step, location = hooks(name)
+                    store, location = step(name)
                     index = WRITER_VARIANTS.index(name)
-                    write_batch(engine, warm[index * BATCH : (index + 1) * BATCH], **step)
+                    store(warm[index * BATCH : (index + 1) * BATCH])
+                    if name != off and turn == 0:  # the warm-up batch converted alone first: pyarrow's first Parquet write
+                        convert_landing(clients[name], location)
                     started = time.perf_counter()
                     for start in range(0, len(records), BATCH):
-                        write_batch(engine, records[start : start + BATCH], **step)
+                        store(records[start : start + BATCH])
                     rates[name] = max(rates[name], len(records) / (time.perf_counter() - started))
-                    if name == in_process and turn == 0:
-                        s3 = clients[in_process]
-                        partition = Partition("predictions", datetime.now(timezone.utc).date(), "breast-cancer")
-                        objects = list_partition(s3, location, partition)
-                        sizes["batch objects of 500 events"] = (sum(item.size for item in objects) - objects[0].size) / events
-                        compact_partition(s3, location, partition)
-                        sizes["compacted day"] = sum(item.size for item in list_partition(s3, location, partition)) / (events + BATCH)
+                    if name != off and turn == 0:
+                        s3 = clients[name]
+                        landed = s3.list_objects_v2(Bucket=location.bucket, Prefix=landing_prefix(location))["Contents"]
+                        server_before = _process_cpu_seconds(server.process.pid)
+                        started, started_cpu = time.perf_counter(), time.process_time()
+                        converted = convert_landing(s3, location)
+                        wall, used = time.perf_counter() - started, time.process_time() - started_cpu
+                        if converted.failures or converted.events != events:
+                            raise RuntimeError(f"the conversion did not convert every landed event: {converted.summary()}")
+                        conversion[f"{name}: events/s"] = events / wall
+                        conversion[f"{name}: CPU ms per batch"] = used / (events / BATCH) * 1000
+                        if name == own_process:
+                            conversion[f"{name}: S3 process CPU ms per batch"] = (_process_cpu_seconds(server.process.pid) - server_before) / (events / BATCH) * 1000
+                        if name == in_process:
+                            sizes["landing objects (JSON, until converted)"] = sum(item["Size"] for item in landed) / events
+                            partition = Partition("predictions", datetime.now(timezone.utc).date(), "breast-cancer")
+                            objects = list_partition(s3, location, partition)
+                            sizes["batch objects of 500 events"] = (sum(item.size for item in objects) - objects[0].size) / events
+                            compact_partition(s3, location, partition)
+                            sizes["compacted day"] = sum(item.size for item in list_partition(s3, location, partition)) / (events + BATCH)
 
             with engine.begin() as connection:
                 connection.exec_driver_sql("TRUNCATE TABLE predictions")
             own = {name: sqs_records(events * turns, seed=11 + index) for index, name in enumerate(WRITER_VARIANTS)}
-            steps = {name: hooks(name)[0] for name in WRITER_VARIANTS}
+            steps = {name: step(name)[0] for name in WRITER_VARIANTS}
             for index, name in enumerate(WRITER_VARIANTS):
-                write_batch(engine, warm[index * BATCH : (index + 1) * BATCH], **steps[name])
+                steps[name](warm[index * BATCH : (index + 1) * BATCH])
             seconds = dict.fromkeys(WRITER_VARIANTS, 0.0)
             cpu = dict.fromkeys(WRITER_VARIANTS, 0.0)
             started_server = _process_cpu_seconds(server.process.pid)  # idle while the other variants run
@@ -205,7 +234,7 @@ def writer_figures(events: int, turns: int, database: str = "sml_bench") -> tupl
                 shift = number % len(WRITER_VARIANTS)
                 for name in WRITER_VARIANTS[shift:] + WRITER_VARIANTS[:shift]:
                     started, started_cpu = time.perf_counter(), time.process_time()
-                    write_batch(engine, own[name][start : start + BATCH], **steps[name])
+                    steps[name](own[name][start : start + BATCH])
                     seconds[name] += time.perf_counter() - started
                     cpu[name] += time.process_time() - started_cpu
             server_cpu = _process_cpu_seconds(server.process.pid) - started_server
@@ -214,7 +243,7 @@ def writer_figures(events: int, turns: int, database: str = "sml_bench") -> tupl
     batches = events * turns / BATCH
     interleaved = {name: events * turns / seconds[name] for name in WRITER_VARIANTS}
     cpu_ms = {name: cpu[name] / batches * 1000 for name in WRITER_VARIANTS}
-    return rates, interleaved, cpu_ms, sizes, server_cpu / batches * 1000
+    return rates, interleaved, cpu_ms, sizes, server_cpu / batches * 1000, conversion
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,7 +337,7 @@ def run(quick: bool, out_dir: Path, part: str = "all", database: str = "sml_benc
     details: list[dict[str, Any]] = []
     if part in ("all", "writer"):
         turns = 2 if quick else 3
-        rates, interleaved, cpu_ms, sizes, server_cpu_ms = writer_figures(events, turns, database)
+        rates, interleaved, cpu_ms, sizes, server_cpu_ms, conversion = writer_figures(events, turns, database)
         off = WRITER_VARIANTS[0]
         for name in WRITER_VARIANTS[1:]:
             whole, alternating = (f"writer, {count:,} events, batch {BATCH}, {name}" for count in (events, events * turns))
@@ -323,7 +352,14 @@ def run(quick: bool, out_dir: Path, part: str = "all", database: str = "sml_benc
             for name, value in cpu_ms.items()
         ]
         details.append({"measure": f"S3 process (fauxqs) CPU per batch of {BATCH}, alternating every batch", "value": round(server_cpu_ms, 1), "unit": "ms"})
-        details += [{"measure": f"Parquet bytes per event, {name}", "value": round(value, 1)} for name, value in sizes.items()]
+        details += [{"measure": f"bytes per event, {name}", "value": round(value, 1)} for name, value in sizes.items()]
+        details += [{"measure": f"conversion of one turn's landing objects, {name}", "value": round(value, 1)} for name, value in conversion.items()]
+        for name in WRITER_VARIANTS[1:]:
+            # Not a goal of its own: how many writers (archive off) one converter keeps up with.
+            details.append({
+                "measure": f"conversion events/s over the writer's events/s without the archive (whole turns), {name}",
+                "value": round(conversion[f"{name}: events/s"] / rates[off], 2),
+            })
     if part in ("all", "window"):
         runs = window_figures(rows, repeats=1 if quick else 2)
         database, duckdb = (median(run["seconds"] for run in runs[name]) for name in ("database", "duckdb"))

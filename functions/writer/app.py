@@ -31,7 +31,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy.engine import Engine
 
-from sml.archive.landing import put_landing
+from sml.archive.landing import land_acknowledged
 from sml.archive.layout import ArchiveLocation, ArchiveNotWritten
 from sml.core.aws import aws_client
 from sml.core.db import apply_migrations, database_engine_from_settings
@@ -113,10 +113,9 @@ def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialIte
     landing = archive_landing()
     try:
         if landing is not None:
-            failed = {failure.message_id for failure in outcome.failures}
-            landed = [pair for pair in pairs if pair[0] not in failed]
-            if put_landing(*landing, landed, stored_at) is not None:
-                metrics.add_metric(name="archive_records_landed", unit=MetricUnit.Count, value=len(landed))
+            key, landed = land_acknowledged(*landing, pairs, (failure.message_id for failure in outcome.failures), stored_at)
+            if key is not None:
+                metrics.add_metric(name="archive_records_landed", unit=MetricUnit.Count, value=landed)
     except ArchiveNotWritten:
         metrics.add_metric(name="records_failed", unit=MetricUnit.Count, value=len(records))
         logger.exception("the archive did not take the batch; failing all %d records so SQS retries them", len(records))

@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 from sqlalchemy.engine import Engine
 
-from sml.archive.landing import convert_landing, put_landing
+from sml.archive.landing import convert_landing, land_acknowledged
 from sml.archive.parquet import DEDUPLICATION_KEY, read_parquet_bytes, table_rows
 from sml.archive.store import ArchiveLocation, iter_objects
 from sml.core.db import create_db_engine
@@ -57,8 +57,7 @@ def write_and_archive(engine: Engine, s3: Any, location: ArchiveLocation, record
     store the records, land those stored, and turn the landing object into the archive's Parquet objects."""
     stored_at = stored_at or datetime.now(timezone.utc)
     outcome = write_batch(engine, records, stored_at=stored_at)
-    failed = {failure.message_id for failure in outcome.failures}
-    put_landing(s3, location, [record for record in records if record[0] not in failed], stored_at)
+    land_acknowledged(s3, location, records, (failure.message_id for failure in outcome.failures), stored_at)
     converted = convert_landing(s3, location)
     assert converted.failures == [], converted.failures
     return outcome

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -99,6 +99,19 @@ def put_landing(s3: Any, location: ArchiveLocation, records: Sequence[tuple[str,
     except Exception as exc:  # any failure: the batch is retried, never acknowledged
         raise ArchiveNotWritten(f"{location.uri(key)}: {exc}") from exc
     return key
+
+
+def land_acknowledged(
+    s3: Any, location: ArchiveLocation, records: Sequence[tuple[str, str]], failed_message_ids: Iterable[str], stored_at: datetime
+) -> tuple[str | None, int]:
+    """Land the records of a stored batch that the writer acknowledges: every one but ``failed_message_ids``
+    (the batch item failures, which SQS delivers again). Returns the key (None when nothing is landed) and the records landed.
+
+    :raises ArchiveNotWritten: as :func:`put_landing`.
+    """
+    failed = set(failed_message_ids)
+    landed = [record for record in records if record[0] not in failed]
+    return put_landing(s3, location, landed, stored_at), len(landed)
 
 
 def read_landing(body: bytes, key: str = "") -> tuple[datetime, list[tuple[str, str]]]:
