@@ -181,7 +181,7 @@ def writer_figures(events: int, turns: int, database: str = "sml_bench") -> tupl
                     stored_at = datetime.now(timezone.utc)
                     outcome = write_batch(engine, batch, stored_at=stored_at)
                     if name != off:
-                        land_acknowledged(clients[name], location, batch, (failure.message_id for failure in outcome.failures), stored_at)
+                        land_acknowledged(clients[name], location, outcome.events, (failure.message_id for failure in outcome.failures), stored_at)
 
                 return store, location
 
@@ -214,7 +214,7 @@ def writer_figures(events: int, turns: int, database: str = "sml_bench") -> tupl
                         if name == own_process:
                             conversion[f"{name}: S3 process CPU ms per batch"] = (_process_cpu_seconds(server.process.pid) - server_before) / (events / BATCH) * 1000
                         if name == in_process:
-                            sizes["landing objects (JSON, until converted)"] = sum(item["Size"] for item in landed) / events
+                            sizes["landing objects (MessagePack, until converted)"] = sum(item["Size"] for item in landed) / events
                             partition = Partition("predictions", datetime.now(timezone.utc).date(), "breast-cancer")
                             objects = list_partition(s3, location, partition)
                             sizes["batch objects of 500 events"] = (sum(item.size for item in objects) - objects[0].size) / events

@@ -113,7 +113,7 @@ def store_sqs_batch(event: dict[str, Any], context: LambdaContext) -> PartialIte
     landing = archive_landing()
     try:
         if landing is not None:
-            key, landed = land_acknowledged(*landing, pairs, (failure.message_id for failure in outcome.failures), stored_at)
+            key, landed = land_acknowledged(*landing, outcome.events, (failure.message_id for failure in outcome.failures), stored_at)
             if key is not None:
                 metrics.add_metric(name="archive_records_landed", unit=MetricUnit.Count, value=landed)
     except ArchiveNotWritten:

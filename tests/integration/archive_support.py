@@ -57,7 +57,7 @@ def write_and_archive(engine: Engine, s3: Any, location: ArchiveLocation, record
     store the records, land those stored, and turn the landing object into the archive's Parquet objects."""
     stored_at = stored_at or datetime.now(timezone.utc)
     outcome = write_batch(engine, records, stored_at=stored_at)
-    land_acknowledged(s3, location, records, (failure.message_id for failure in outcome.failures), stored_at)
+    land_acknowledged(s3, location, outcome.events, (failure.message_id for failure in outcome.failures), stored_at)
     converted = convert_landing(s3, location)
     assert converted.failures == [], converted.failures
     return outcome

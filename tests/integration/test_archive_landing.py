@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 import pytest
 from archive_support import archived_rows, event_keys, new_archive, s3  # noqa: F401 - s3 is a fixture
 from writer_support import label_body, prediction_id_of
@@ -26,12 +27,17 @@ from sml.archive.landing import (
 )
 from sml.archive.layout import ArchiveNotWritten, Partition
 from sml.archive.store import ArchiveLocation, archive_rows, compact_partition
-from sml.core.events import build_prediction_event, build_refusal_event, serialise_event
+from sml.core.events import build_prediction_event, build_refusal_event, parse_event, serialise_event
 from sml.local.lambda_context import new_lambda_context
 from sml.writer.batch import parse_records
 
 STORED_AT = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
 DAY = datetime(2026, 5, 6, 6, 0, tzinfo=timezone.utc)
+
+
+def events_of(records: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+    """The ``(message_id, event)`` pairs the writer parses from ``records`` (what it lands)."""
+    return parse_records(records, STORED_AT).events
 
 
 def batch(count: int = 5, *, version: str = "v1", start: int = 0) -> list[tuple[str, str]]:
@@ -56,7 +62,7 @@ def test_converting_a_landed_batch_puts_the_objects_the_writer_would_have_built_
         refusals=[row for item in parsed.refusals for row in item["rows"]], prediction_values=parsed.prediction_values,
     )
 
-    key = put_landing(s3, location, records, STORED_AT)
+    key = put_landing(s3, location, events_of(records), STORED_AT)
     outcome = convert_landing(s3, location)
 
     assert outcome.converted == [key] and outcome.failures == [] and outcome.events == len(records)
@@ -70,8 +76,8 @@ def test_converting_a_landed_batch_puts_the_objects_the_writer_would_have_built_
 
 def test_landing_keys_sort_as_batches_were_stored_and_an_empty_batch_lands_nothing(s3: Any) -> None:
     location = new_archive(s3)
-    later = put_landing(s3, location, batch(2), STORED_AT + timedelta(microseconds=1))
-    earlier = put_landing(s3, location, batch(2, start=2), STORED_AT)
+    later = put_landing(s3, location, events_of(batch(2)), STORED_AT + timedelta(microseconds=1))
+    earlier = put_landing(s3, location, events_of(batch(2, start=2)), STORED_AT)
     assert put_landing(s3, location, [], STORED_AT) is None
     assert list(list_landing(s3, location)) == [earlier, later]
     assert earlier is not None and earlier.startswith(landing_prefix(location) + "20260506T070809123456Z,")
@@ -79,16 +85,16 @@ def test_landing_keys_sort_as_batches_were_stored_and_an_empty_batch_lands_nothi
 
 def test_a_landing_put_that_fails_raises_archive_not_written_naming_the_object(s3: Any) -> None:
     location = ArchiveLocation("sml-no-such-bucket", "archive/")
-    with pytest.raises(ArchiveNotWritten, match=r"s3://sml-no-such-bucket/archive/landing/20260506T070809123456Z,[0-9a-f]{16}\.json: .*NoSuchBucket"):
-        put_landing(s3, location, batch(1), STORED_AT)
+    with pytest.raises(ArchiveNotWritten, match=r"s3://sml-no-such-bucket/archive/landing/20260506T070809123456Z,[0-9a-f]{16}\.msgpack: .*NoSuchBucket"):
+        put_landing(s3, location, events_of(batch(1)), STORED_AT)
 
 
 def test_an_unreadable_landing_object_is_named_and_left_and_the_others_are_converted(s3: Any) -> None:
     location = new_archive(s3)
-    first = put_landing(s3, location, batch(3), STORED_AT)
-    bad = f"{landing_prefix(location)}20260506T070809200000Z,0000000000000000.json"
-    s3.put_object(Bucket=location.bucket, Key=bad, Body=b'{"format": 1, "stored_at": "2026-05-06T07:08:09+00:00", "records": [[1, 2]')
-    last = put_landing(s3, location, batch(2, start=3), STORED_AT + timedelta(seconds=1))
+    first = put_landing(s3, location, events_of(batch(3)), STORED_AT)
+    bad = f"{landing_prefix(location)}20260506T070809200000Z,0000000000000000.msgpack"
+    s3.put_object(Bucket=location.bucket, Key=bad, Body=landing_body(events_of(batch(2)), STORED_AT)[:-40])  # cut short
+    last = put_landing(s3, location, events_of(batch(2, start=3)), STORED_AT + timedelta(seconds=1))
 
     outcome = convert_landing(s3, location)
 
@@ -100,7 +106,7 @@ def test_an_unreadable_landing_object_is_named_and_left_and_the_others_are_conve
 
 def test_a_conversion_stopped_before_its_delete_is_redone_by_the_next_run_without_a_copy(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     location = new_archive(s3)
-    put_landing(s3, location, batch(4), STORED_AT)
+    put_landing(s3, location, events_of(batch(4)), STORED_AT)
     delete = s3.delete_object
 
     def crash(**_: Any) -> Any:
@@ -121,7 +127,7 @@ def test_a_conversion_stopped_before_its_delete_is_redone_by_the_next_run_withou
 
 def test_a_limit_converts_the_earliest_objects_and_leaves_the_rest(s3: Any) -> None:
     location = new_archive(s3)
-    keys = [put_landing(s3, location, batch(1, start=index), STORED_AT + timedelta(seconds=index)) for index in range(3)]
+    keys = [put_landing(s3, location, events_of(batch(1, start=index)), STORED_AT + timedelta(seconds=index)) for index in range(3)]
     limited = convert_landing(s3, location, limit=2)
     assert (limited.converted, limited.remaining) == (keys[:2], True)
     assert list(list_landing(s3, location)) == keys[2:]
@@ -130,26 +136,41 @@ def test_a_limit_converts_the_earliest_objects_and_leaves_the_rest(s3: Any) -> N
     assert convert_landing(s3, location).remaining is False
 
 
+def packed(**content: Any) -> bytes:
+    return msgspec.msgpack.encode({"format": 1, "stored_at": STORED_AT, "schemas": [], "items": [], **content})
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"not json", "not a landing object"),
-        (b'{"format": 2, "stored_at": "2026-05-06T07:08:09+00:00", "records": []}', "format 2 \\(this version reads 1\\)"),
-        (b'{"format": 1, "stored_at": "2026-05-06T07:08:09", "records": []}', "stored_at .2026-05-06T07:08:09. has no UTC offset"),
-        (b'{"format": 1, "stored_at": "yesterday", "records": []}', "not a landing object"),
-        (b'{"format": 1, "stored_at": "2026-05-06T07:08:09+00:00", "records": [], "extra": 1}', "not a landing object"),
+        (b"\xc1", "not a landing object"),
+        (msgspec.msgpack.encode([1, 2]), "not a landing object: expected the keys format, stored_at, schemas and items"),
+        (packed(format=2), "format 2 \\(this version reads 1\\)"),
+        (packed(stored_at="2026-05-06T07:08:09+00:00"), "stored_at '2026-05-06T07:08:09\\+00:00' is not a UTC timestamp"),
+        (packed(items=[["m", "{not json"]]), "item 0: .*not valid JSON"),
+        (packed(items=[["m", "p", 1, "m", "v1", 0, [1.0], "a", STORED_AT, None]]), "item 0: list index out of range"),
+        (packed(schemas=[["a", "b"]], items=[["m", "p", 1, "m", "v1", 0, [1.0], "a", STORED_AT, None]]), "item 0: 1 feature values for 2 names"),
+        (packed(items=[["m", "p", 1]]), "item 0: "),
     ],
 )
 def test_a_body_that_is_not_a_landing_object_is_refused_by_name(body: bytes, message: str) -> None:
-    with pytest.raises(LandingObjectInvalid, match=f"s3://b/archive/landing/x.json: {message}"):
-        read_landing(body, "s3://b/archive/landing/x.json")
+    with pytest.raises(LandingObjectInvalid, match=f"s3://b/archive/landing/x.msgpack: {message}"):
+        read_landing(body, "s3://b/archive/landing/x.msgpack")
 
 
-def test_a_landing_body_reads_back_exactly_including_hostile_text() -> None:
-    records = [("id-1", '{"a": "line\\nbreak \\u2028 \\"quoted\\""}'), ("id-2", "not even json \x00 é")]
-    assert read_landing(landing_body(records, STORED_AT)) == (STORED_AT, records)
-    naive = STORED_AT.replace(tzinfo=None)
-    assert read_landing(landing_body(records, naive))[0] == STORED_AT
+def test_a_landing_body_reads_back_every_event_exactly_including_hostile_values() -> None:
+    hostile = build_prediction_event(
+        model_name="modèle ✓", model_version="v 2", prediction=7,
+        features={"a\nb": "line\nbreak \u2028 \"quoted\"", "é": None, "big": 2**70, "neg": -(2**63), "top": 2**64 - 1, "t": True, "f": 1e308, "tiny": 5e-324},
+        predicted_at=datetime(1, 1, 1, tzinfo=timezone.utc),
+    )
+    other_keys = build_prediction_event(model_name="m", model_version="v1", prediction="x", features={"z": 1.5, "y": 0}, predicted_at=DAY, probabilities={"x": 1.0})
+    refusal = build_refusal_event(model_name="m", model_version=None, refused={"_request": {"not_json": 1}})
+    events = [("1", hostile), ("2", other_keys), ("3", parse_event(label_body(prediction_id_of(batch(1)[0][1]), labelled_at=DAY))), ("4", refusal), *events_of(batch(3))]
+    assert read_landing(landing_body(events, STORED_AT)) == (STORED_AT, events)
+    assert read_landing(landing_body(events, STORED_AT.replace(tzinfo=None)))[0] == STORED_AT
+    body = landing_body(events_of(batch(50)), STORED_AT)
+    assert len(body) < 0.5 * sum(len(text) for _, text in batch(50))  # feature names once, numbers as 9 bytes
 
 
 def test_the_archive_function_converts_on_its_frequent_rule_and_before_compacting(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,16 +180,16 @@ def test_the_archive_function_converts_on_its_frequent_rule_and_before_compactin
     monkeypatch.setenv("SML_BUCKET", location.bucket)
     monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
     context = new_lambda_context("compact", region="us-east-1", timeout_s=900)
-    put_landing(s3, location, batch(3), STORED_AT)
+    put_landing(s3, location, events_of(batch(3)), STORED_AT)
 
     assert compact.handler({"sml_action": "convert"}, context) == {"landing_converted": 1, "objects_written": 1, "events": 3, "failures": [], "remaining": False}
 
-    put_landing(s3, location, batch(2, start=3), STORED_AT + timedelta(minutes=5))
+    put_landing(s3, location, events_of(batch(2, start=3)), STORED_AT + timedelta(minutes=5))
     daily = compact.handler({"time": (DAY + timedelta(days=1)).isoformat()}, context)
     assert daily["conversion"]["landing_converted"] == 1
     assert (daily["objects_merged"], daily["rows"]) == (2, 5)  # the batch just converted is compacted with the day
 
-    s3.put_object(Bucket=location.bucket, Key=f"{landing_prefix(location)}20260506T090000000000Z,0000000000000000.json", Body=b"{}")
+    s3.put_object(Bucket=location.bucket, Key=f"{landing_prefix(location)}20260506T090000000000Z,0000000000000000.msgpack", Body=b"{}")
     with pytest.raises(ConversionFailed, match="1 landing objects not converted"):
         compact.handler({"sml_action": "convert"}, context)
     with pytest.raises(ValueError, match="sml_action: unknown action 'compress'"):
@@ -183,7 +204,7 @@ def test_the_writer_lands_without_importing_pyarrow() -> None:
         "from datetime import datetime, timezone\n"
         "from sml.archive.landing import landing_body\n"
         "import functions.writer.app\n"
-        "landing_body([('m', '{}')], datetime.now(timezone.utc))\n"
+        "landing_body([], datetime.now(timezone.utc))\n"
         "print(json.dumps(sorted(name for name in sys.modules if name.split('.')[0] in ('pyarrow', 'duckdb', 'pandas'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
@@ -193,10 +214,26 @@ def test_the_writer_lands_without_importing_pyarrow() -> None:
 def test_a_redelivered_batch_lands_again_and_compaction_keeps_the_first_stored_copy(s3: Any) -> None:
     location = new_archive(s3)
     records = batch(3)
-    put_landing(s3, location, records, STORED_AT)
-    put_landing(s3, location, records, STORED_AT + timedelta(seconds=30))  # a redelivered batch, landed again
+    put_landing(s3, location, events_of(records), STORED_AT)
+    put_landing(s3, location, events_of(records), STORED_AT + timedelta(seconds=30))  # a redelivered batch, landed again
     assert convert_landing(s3, location).events == 6
     assert event_keys("predictions", archived_rows(s3, location, "predictions")) == sorted([(prediction_id_of(body),) for _, body in records] * 2)
     compacted = compact_partition(s3, location, Partition("predictions", DAY.date(), "breast-cancer"))
     assert compacted.rows == 3
     assert {row["stored_at"] for row in archived_rows(s3, location, "predictions")} == {STORED_AT.replace(tzinfo=None)}
+
+
+def test_an_object_another_run_converted_after_this_one_listed_it_is_skipped_not_failed(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    location = new_archive(s3)
+    taken = put_landing(s3, location, events_of(batch(2)), STORED_AT)
+    kept = put_landing(s3, location, events_of(batch(2, start=2)), STORED_AT + timedelta(seconds=1))
+    get = s3.get_object
+
+    def other_run_got_there_first(**kwargs: Any) -> Any:
+        if kwargs["Key"] == taken:
+            s3.delete_object(Bucket=location.bucket, Key=taken)
+        return get(**kwargs)
+
+    monkeypatch.setattr(s3, "get_object", other_run_got_there_first)
+    outcome = convert_landing(s3, location)
+    assert (outcome.converted, outcome.failures) == ([kept], [])

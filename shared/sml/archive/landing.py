@@ -1,34 +1,39 @@
-"""The archive's landing area: the writer's stored records, one object per batch, turned into Parquet by the conversion step.
+"""The archive's landing area: the writer's stored events, one object per batch, turned into Parquet by the conversion step.
 
 **Why two steps.** Building a batch's Parquet objects (Arrow columns from the parsed events, one
 per feature, then Parquet encoding) costs about as much CPU again as the rest of the archive
 step and a third of what storing the batch costs the writer. On the writer's path it held the
 writer to ~0.75x of its throughput without the archive (``bench/archive_bench.py``). So the
-writer only lands what it acknowledged, as it received it, in one PutObject
-(:func:`put_landing`); the conversion step (:func:`convert_landing`, run by the archive function
-every few minutes and before each compaction, and by ``sml compact``) parses each landing object
-with the writer's own parser (:func:`sml.writer.batch.parse_records`, with the batch's
-``stored_at``), so it gets the rows the writer stored, and puts them as the archive's Parquet
-objects (:func:`sml.archive.store.archive_rows`: the keys, columns and bytes the writer would
-have put itself), then deletes the landing object. This is the shape of Amazon Data Firehose's
-record format conversion (records land, are converted to Parquet in the background) without its
-per-record billing or a service the local stack cannot run.
+writer only lands the events it acknowledged, as it parsed them, in one PutObject
+(:func:`land_acknowledged`); the conversion step (:func:`convert_landing`, run by the archive
+function every few minutes and before each compaction, and by ``sml compact``) builds the rows
+of each landing object again with the writer's own code (:func:`sml.writer.batch.rows_of_events`,
+at the batch's ``stored_at``), so it gets the rows the writer stored, and puts them as the
+archive's Parquet objects (:func:`sml.archive.store.archive_rows`: the keys, columns and bytes
+the writer would have put itself), then deletes the landing object. This is the shape of Amazon
+Data Firehose's record format conversion (records land, are converted to Parquet in the
+background) without its per-record billing or a service the local stack cannot run.
 
 **Nothing lost.** A record is acknowledged only after its batch's landing object was written
 (:class:`ArchiveNotWritten` fails the whole batch otherwise, so SQS delivers it again). A landing
 object is deleted only after every Parquet object made from it was put; a conversion that fails
 or stops midway leaves it to the next run, whose puts go to the same keys with the same content
-(keys are made from the rows, see :mod:`sml.archive.store`), so a repeat does no harm.
+(keys are made from the rows, see :mod:`sml.archive.store`), so a repeat does no harm, and an
+object another run converted and deleted meanwhile counts as converted.
 Readers of the archive (the weekly run's DuckDB and Athena sources, ``sml query``,
 ``sml rebuild``) read the Parquet objects only: an event is there once the conversion after
 its batch has run (minutes on AWS), as a Firehose delivery stream's buffer would delay it.
 
-**Format.** ``<prefix>landing/<stored_at>,<digest>.json``: ``stored_at`` as
+**Format.** ``<prefix>landing/<stored_at>,<digest>.msgpack``: ``stored_at`` as
 ``YYYYMMDDTHHMMSSffffffZ`` (keys sort as the batches were stored), the digest a hash of the
-message ids; the body is JSON ``{"format": 1, "stored_at": ISO 8601, "records": [[message_id,
-body], ...]}``, the records the writer acknowledged (stored now or before) in the batch's order.
-A record the writer reported failed (unparseable, rejected by the database) is not landed, as
-it is not stored.
+message ids; the body is MessagePack ``{"format": 1, "stored_at": timestamp, "schemas": [[feature
+names], ...], "items": [...]}``, one item per acknowledged event in the batch's order (stored now
+or before): a prediction as ``[message_id, prediction_id, schema_version, model_name,
+model_version, schema index, [feature values], prediction, predicted_at, probabilities]``, any
+other event as ``[message_id, its JSON text]`` (:func:`landing_body`). MessagePack keeps every
+value's type (an integer stays one, a float keeps its 64 bits) and is ~30 % of the events' JSON,
+which is what the put costs. A record the writer reported failed (unparseable, rejected by the
+database) is not landed, as it is not stored.
 """
 
 from __future__ import annotations
@@ -36,30 +41,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
+from botocore.exceptions import ClientError
 
 from sml.archive.layout import ArchiveLocation, ArchiveNotWritten
+from sml.core.events import Event, EventValidationError, PredictionEvent, parse_event, serialise_event
 
 logger = logging.getLogger(__name__)
 
 LANDING_FOLDER = "landing/"
 LANDING_FORMAT = 1
+LANDING_SUFFIX = ".msgpack"
 _STORED_FORMAT = "%Y%m%dT%H%M%S%fZ"
-_ENCODER = msgspec.json.Encoder()
-
-
-class _Landing(msgspec.Struct, forbid_unknown_fields=True):
-    format: int
-    stored_at: str
-    records: list[tuple[str, str]]
-
-
-_DECODER = msgspec.json.Decoder(_Landing)
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder()
+_MSGPACK_INTEGERS = range(-(2**63), 2**64)  # what MessagePack holds; JSON (and so an event) may hold more
 
 
 class LandingObjectInvalid(ValueError):
@@ -71,64 +72,117 @@ def landing_prefix(location: ArchiveLocation) -> str:
     return location.prefix + LANDING_FOLDER
 
 
-def landing_key(location: ArchiveLocation, records: Sequence[tuple[str, str]], stored_at: datetime) -> str:
-    """The key of the landing object of ``records`` stored at ``stored_at`` (aware or naive UTC)."""
-    digest = hashlib.sha256("\x1e".join(message_id for message_id, _ in records).encode()).hexdigest()[:16]
-    return f"{landing_prefix(location)}{_utc(stored_at).strftime(_STORED_FORMAT)},{digest}.json"
+def landing_key(location: ArchiveLocation, events: Sequence[tuple[str, Event]], stored_at: datetime) -> str:
+    """The key of the landing object of ``events`` (``(message_id, event)``) stored at ``stored_at`` (aware or naive UTC)."""
+    digest = hashlib.sha256("\x1e".join(message_id for message_id, _ in events).encode()).hexdigest()[:16]
+    return f"{landing_prefix(location)}{_utc(stored_at).strftime(_STORED_FORMAT)},{digest}{LANDING_SUFFIX}"
 
 
-def landing_body(records: Sequence[tuple[str, str]], stored_at: datetime) -> bytes:
-    """The body of a landing object (see the module docstring)."""
-    return _ENCODER.encode({"format": LANDING_FORMAT, "stored_at": _utc(stored_at).isoformat(), "records": records})
+def landing_body(events: Sequence[tuple[str, Event]], stored_at: datetime) -> bytes:
+    """The body of a landing object (MessagePack, see the module docstring).
+
+    A prediction is an array of its fields with its feature values alone, their names kept once
+    per distinct list of names (``schemas``): ~30 % of the event's JSON, and no text to escape.
+    A label, a refusal, or a prediction holding an integer MessagePack cannot (beyond 64 bits) is
+    kept as its event's JSON text (:func:`sml.core.events.serialise_event`), which the writer's
+    parser reads back exactly.
+    """
+    try:
+        return _landing_body(events, stored_at, lambda event: True)
+    except OverflowError:  # an integer beyond 64 bits: found only then, so the usual batch is not searched
+        return _landing_body(events, stored_at, _fits)
 
 
-def put_landing(s3: Any, location: ArchiveLocation, records: Sequence[tuple[str, str]], stored_at: datetime) -> str | None:
-    """Land the ``(message_id, body)`` records of a batch the writer stored at ``stored_at``; returns the key, or None for no records.
+def _landing_body(events: Sequence[tuple[str, Event]], stored_at: datetime, packable: Callable[[PredictionEvent], bool]) -> bytes:
+    schemas: dict[tuple[str, ...], int] = {}
+    items: list[tuple[Any, ...]] = []
+    for message_id, event in events:
+        if type(event) is PredictionEvent and packable(event):
+            items.append((
+                message_id, event.prediction_id, event.schema_version, event.model_name, event.model_version,
+                schemas.setdefault(tuple(event.features), len(schemas)), list(event.features.values()), event.prediction, event.predicted_at,
+                event.probabilities,
+            ))
+        else:
+            items.append((message_id, serialise_event(event)))
+    return _ENCODER.encode({"format": LANDING_FORMAT, "stored_at": _utc(stored_at), "schemas": list(schemas), "items": items})
+
+
+def _fits(event: PredictionEvent) -> bool:
+    """Every integer of ``event`` fits MessagePack."""
+    return all(value in _MSGPACK_INTEGERS for value in (*event.features.values(), event.prediction) if type(value) is int)
+
+
+def put_landing(s3: Any, location: ArchiveLocation, events: Sequence[tuple[str, Event]], stored_at: datetime) -> str | None:
+    """Land the ``(message_id, event)`` pairs of a batch the writer stored at ``stored_at``; returns the key, or None for none.
 
     :param s3: a boto3 S3 client.
-    :param records: the batch's acknowledged records, in its order; ``stored_at`` must be the one
-        the writer gave their rows (:func:`sml.writer.batch.write_batch`), so the archive's rows
-        carry it too.
+    :param events: the batch's acknowledged events as parsed, in its order; ``stored_at`` must be
+        the one the writer gave their rows (:func:`sml.writer.batch.write_batch`), so the
+        archive's rows carry it too.
     :raises ArchiveNotWritten: the put failed (the message names the object); the batch must not be acknowledged.
     """
-    if not records:
+    if not events:
         return None
-    key = landing_key(location, records, stored_at)
+    key = landing_key(location, events, stored_at)
     try:
-        s3.put_object(Bucket=location.bucket, Key=key, Body=landing_body(records, stored_at), ContentType="application/json")
+        s3.put_object(Bucket=location.bucket, Key=key, Body=landing_body(events, stored_at), ContentType="application/vnd.msgpack")
     except Exception as exc:  # any failure: the batch is retried, never acknowledged
         raise ArchiveNotWritten(f"{location.uri(key)}: {exc}") from exc
     return key
 
 
 def land_acknowledged(
-    s3: Any, location: ArchiveLocation, records: Sequence[tuple[str, str]], failed_message_ids: Iterable[str], stored_at: datetime
+    s3: Any, location: ArchiveLocation, events: Sequence[tuple[str, Event]], failed_message_ids: Iterable[str], stored_at: datetime
 ) -> tuple[str | None, int]:
-    """Land the records of a stored batch that the writer acknowledges: every one but ``failed_message_ids``
-    (the batch item failures, which SQS delivers again). Returns the key (None when nothing is landed) and the records landed.
+    """Land the events of a stored batch that the writer acknowledges: every one but those of
+    ``failed_message_ids`` (the batch item failures, which SQS delivers again). Returns the key
+    (None when nothing is landed) and the events landed.
 
+    :param events: :attr:`sml.writer.batch.BatchOutcome.events`.
     :raises ArchiveNotWritten: as :func:`put_landing`.
     """
     failed = set(failed_message_ids)
-    landed = [record for record in records if record[0] not in failed]
+    landed = [item for item in events if item[0] not in failed] if failed else list(events)
     return put_landing(s3, location, landed, stored_at), len(landed)
 
 
-def read_landing(body: bytes, key: str = "") -> tuple[datetime, list[tuple[str, str]]]:
-    """The ``stored_at`` (aware UTC) and records of a landing object's ``body``.
+def read_landing(body: bytes, key: str = "") -> tuple[datetime, list[tuple[str, Event]]]:
+    """The ``stored_at`` (aware UTC) and ``(message_id, event)`` pairs of a landing object's ``body``.
 
-    :raises LandingObjectInvalid: the body is not a landing object of a known format.
+    :raises LandingObjectInvalid: the body is not a landing object of a known format (the message names ``key``).
     """
+    where = key or "landing object"
     try:
         landing = _DECODER.decode(body)
-        stored_at = datetime.fromisoformat(landing.stored_at)
-    except (msgspec.DecodeError, ValueError) as exc:
-        raise LandingObjectInvalid(f"{key or 'landing object'}: not a landing object: {exc}") from None
-    if landing.format != LANDING_FORMAT:
-        raise LandingObjectInvalid(f"{key or 'landing object'}: format {landing.format} (this version reads {LANDING_FORMAT})")
-    if stored_at.tzinfo is None:
-        raise LandingObjectInvalid(f"{key or 'landing object'}: stored_at {landing.stored_at!r} has no UTC offset")
-    return stored_at.astimezone(timezone.utc), list(landing.records)
+    except msgspec.DecodeError as exc:
+        raise LandingObjectInvalid(f"{where}: not a landing object: {exc}") from None
+    if not isinstance(landing, dict) or set(landing) != {"format", "stored_at", "schemas", "items"}:
+        raise LandingObjectInvalid(f"{where}: not a landing object: expected the keys format, stored_at, schemas and items")
+    if landing["format"] != LANDING_FORMAT:
+        raise LandingObjectInvalid(f"{where}: format {landing['format']!r} (this version reads {LANDING_FORMAT})")
+    stored_at = landing["stored_at"]
+    if not isinstance(stored_at, datetime) or stored_at.tzinfo is None:
+        raise LandingObjectInvalid(f"{where}: stored_at {stored_at!r} is not a UTC timestamp")
+    schemas = landing["schemas"]
+    events: list[tuple[str, Event]] = []
+    for number, item in enumerate(landing["items"]):
+        try:
+            if len(item) == 2:
+                events.append((item[0], parse_event(item[1])))
+                continue
+            message_id, prediction_id, schema_version, model_name, model_version, schema, values, prediction, predicted_at, probabilities = item
+            names = schemas[schema]
+            if len(names) != len(values):
+                raise ValueError(f"{len(values)} feature values for {len(names)} names")
+            features = dict(zip(names, values))
+            events.append((message_id, PredictionEvent(
+                prediction_id=prediction_id, schema_version=schema_version, model_name=model_name, model_version=model_version,
+                features=features, prediction=prediction, predicted_at=predicted_at, probabilities=probabilities,
+            )))
+        except (TypeError, ValueError, IndexError, EventValidationError) as exc:
+            raise LandingObjectInvalid(f"{where}: item {number}: {exc}") from None
+    return stored_at.astimezone(timezone.utc), events
 
 
 def list_landing(s3: Any, location: ArchiveLocation) -> Iterator[str]:
@@ -137,7 +191,7 @@ def list_landing(s3: Any, location: ArchiveLocation) -> Iterator[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
         for item in page.get("Contents", ()):
             key = item["Key"]
-            if key.endswith(".json") and "/" not in key[len(prefix) :]:
+            if key.endswith(LANDING_SUFFIX) and "/" not in key[len(prefix) :]:
                 yield key
 
 
@@ -171,10 +225,12 @@ class ConversionFailed(Exception):
 def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = None, deadline: float | None = None) -> ConversionOutcome:
     """Turn landing objects into the archive's Parquet objects, earliest first, deleting each once converted.
 
-    Each object is parsed with the writer's parser at its own ``stored_at``, its rows put by
+    Each object's events become rows with the writer's code at its own ``stored_at``, put by
     :func:`sml.archive.store.archive_rows` (the objects the writer would have put), and only
-    then deleted. An object that cannot be read, parsed or put is named in ``failures`` and left
-    in place; the others are converted. Memory holds one landing object at a time.
+    then is it deleted. An object that cannot be read, decoded or put is named in ``failures``
+    and left in place; the others are converted. An object listed but gone when read was
+    converted and deleted by another run meanwhile (S3's ``NoSuchKey``) and is skipped. Memory
+    holds one landing object at a time.
 
     :param s3: a boto3 S3 client that may get, put and delete under the archive's prefix.
     :param limit: convert at most this many objects (the rest wait for the next run).
@@ -184,7 +240,7 @@ def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = N
         :class:`ConversionFailed` when ``failures`` is not empty.
     """
     from sml.archive.store import archive_rows
-    from sml.writer.batch import parse_records
+    from sml.writer.batch import rows_of_events
 
     outcome = ConversionOutcome()
     for key in list_landing(s3, location):
@@ -192,8 +248,14 @@ def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = N
             outcome.remaining = True
             break
         try:
-            stored_at, records = read_landing(s3.get_object(Bucket=location.bucket, Key=key)["Body"].read(), location.uri(key))
-            parsed = parse_records(records, stored_at)
+            try:
+                body = s3.get_object(Bucket=location.bucket, Key=key)["Body"].read()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    continue  # another run converted and deleted it after this one listed it
+                raise
+            stored_at, events = read_landing(body, location.uri(key))
+            parsed = rows_of_events(events, stored_at)
             written = archive_rows(
                 s3,
                 location,
@@ -207,11 +269,9 @@ def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = N
             logger.exception("landing object %s not converted; left for the next run", location.uri(key))
             outcome.failures.append(f"{location.uri(key)}: {exc}")
             continue
-        if parsed.failures:  # the writer lands only records it stored, which parse; say so if one did not
-            logger.warning("landing object %s: %d records did not parse and are not archived", location.uri(key), len(parsed.failures))
         outcome.converted.append(key)
         outcome.written.extend(written)
-        outcome.events += len(records) - len(parsed.failures)
+        outcome.events += len(events)
     return outcome
 
 

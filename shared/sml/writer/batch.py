@@ -52,7 +52,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from sml.core.day_counts import add_inserted_rows
 from sml.core.db import GROUND_TRUTH, PREDICT_REFUSALS, PREDICTIONS, dialect_family, to_db_timestamp
-from sml.core.events import EventValidationError, GroundTruthEvent, PredictionEvent, RefusalEvent, parse_event
+from sml.core.events import Event, EventValidationError, GroundTruthEvent, PredictionEvent, RefusalEvent, parse_event
 
 MAX_ROWS_PER_STATEMENT = 1000
 # Approximate bytes of values per MySQL INSERT, far below every server's max_allowed_packet
@@ -113,6 +113,10 @@ class ParsedBatch:
     ``labelled_at`` and ``label``, the archive's identity of a label event) counts once."""
     prediction_values: dict[str, PredictionValues] = field(default_factory=dict)
     """The features and probabilities of each row of ``rows`` as parsed (what its JSON text encodes)."""
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    """Every record that parsed, as ``(message_id, event)`` in arrival order: what the archive's
+    landing object keeps of the batch, so its conversion builds these rows again without parsing
+    the bodies (:mod:`sml.archive.landing`)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,9 @@ class BatchOutcome:
     conflicting_predictions: tuple[str, ...] = ()
     """Prediction ids skipped as duplicates whose stored event has other content (the stored one is
     kept); a producer reused an id, which the writer logs."""
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    """Every record of the batch that parsed, as ``(message_id, event)`` (:attr:`ParsedBatch.events`):
+    what the writer lands in the archive, less the records in ``failures``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,6 +232,23 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
     :param stored_at: the ``stored_at`` of every row.
     :returns: a :class:`ParsedBatch`; a failure's reason is the parser's message, naming the field.
     """
+    return rows_of_events(_parsed(records), stored_at)
+
+
+def _parsed(records: Iterable[tuple[str, str]]) -> Iterator[tuple[str, Event | RecordFailure]]:
+    for message_id, body in records:
+        try:
+            yield message_id, parse_event(body)
+        except EventValidationError as exc:
+            yield message_id, RecordFailure(message_id, f"unparseable event: {exc}")
+
+
+def rows_of_events(events: Iterable[tuple[str, Event | RecordFailure]], stored_at: datetime) -> ParsedBatch:
+    """The rows of a batch's parsed events (``(message_id, event)``, in arrival order; a
+    :class:`RecordFailure` in place of an event that did not parse), as :func:`parse_records` gives them.
+
+    :param stored_at: the ``stored_at`` of every row.
+    """
     rows: dict[str, Row] = {}
     message_ids: dict[str, list[str]] = {}
     values: dict[str, PredictionValues] = {}
@@ -235,13 +259,13 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
     refusal_message_ids: dict[str, list[str]] = {}
     failures = []
     conflicts: list[str] = []
+    parsed: list[tuple[str, Event]] = []
     stored_at_in_db = to_db_timestamp(stored_at)  # once per batch, not per row
-    for message_id, body in records:
-        try:
-            event = parse_event(body)
-        except EventValidationError as exc:
-            failures.append(RecordFailure(message_id, f"unparseable event: {exc}"))
+    for message_id, event in events:
+        if type(event) is RecordFailure:
+            failures.append(event)
             continue
+        parsed.append((message_id, event))  # type: ignore[arg-type]
         if type(event) is PredictionEvent:
             row = prediction_row(event, stored_at_in_db)
             kept = rows.setdefault(row["prediction_id"], row)
@@ -263,7 +287,7 @@ def parse_records(records: Iterable[tuple[str, str]], stored_at: datetime) -> Pa
         label_message_ids.setdefault(row["prediction_id"], []).append(message_id)
     return ParsedBatch(
         list(rows.values()), message_ids, failures, list(labels.values()), label_message_ids, list(refusals.values()), refusal_message_ids,
-        tuple(conflicts), list(label_events.values()), values,
+        tuple(conflicts), list(label_events.values()), values, parsed,
     )
 
 
@@ -618,5 +642,5 @@ def write_batch(
     duplicates = len(records) - len(failures) - written.inserted - labelled.inserted - labels_skipped - refused.inserted - refusals_skipped
     return BatchOutcome(
         written.inserted, duplicates, failures, labelled.inserted, labels_skipped, refused.inserted, refusals_skipped,
-        tuple(dict.fromkeys(parsed.conflicting_predictions + written.conflicts)),
+        tuple(dict.fromkeys(parsed.conflicting_predictions + written.conflicts)), parsed.events,
     )
