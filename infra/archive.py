@@ -189,10 +189,10 @@ class ArchiveCompaction(Construct):
     No reserved concurrency, although two conversions at once do each other's work: a reservation,
     even of 1, must leave the account 100 unreserved, so it would stop the default deployment (which
     reserves nothing) in an account whose quota is 10, as a new account's may be (see
-    ``infra/preflight.py``). Runs rarely meet: a conversion that finds a few minutes of batches
-    ends in seconds, and the daily run's conversion starts two minutes before the next
-    five-minute one. When they do (a backlog of landing objects after the function was failing),
-    the data is safe: both put the same keys with the same bytes and delete a landing object only
+    ``infra/preflight.py``). Runs meet only when one lasts more than five minutes (a backlog of
+    landing objects after the function was failing, or more batches than one converter keeps up
+    with: ``bench/archive_bench.py`` measures its rate); the daily run's conversion starts two
+    minutes before the next five-minute one. When they do meet, the data is safe: both put the same keys with the same bytes and delete a landing object only
     after its Parquet objects were put; the cost is requests done twice, and a landing object the
     other run deleted first is reported as not converted (one error; the next run has nothing
     left to do with it).
