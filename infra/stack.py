@@ -131,6 +131,12 @@ class ServerlessMlStack(cdk.Stack):
         )
         cdk.CfnOutput(
             self,
+            "ArchiveFunctionName",
+            value=compaction.function.function_name,
+            description="the archive function: converts archive/landing/ into Parquet every 5 minutes, compacts daily",
+        )
+        cdk.CfnOutput(
+            self,
             "MigrateLogGroup",
             value=migrations.image.log_group.log_group_name,
             description="log of the deploy's migration step",
