@@ -55,8 +55,8 @@ PROJECTION_START = "2026-01-01"
 COMPACTION_SCHEDULE = events.Schedule.cron(minute="45", hour="0")
 # Every 5 minutes (minutes 2, 7, ..., 57): the writer's landing objects become Parquet. Freshness
 # against invocations: an event is in the tables' folders within ~5 minutes (plus the conversion)
-# of being stored, for 288 invocations a day, most of them a LIST that finds a few objects; a
-# minute (EventBridge's finest rate) would be 1,440 mostly idle ones. Amazon Data Firehose, the
+# of being stored, for 288 invocations a day, each a LIST and the batches since the one before; a
+# minute (EventBridge's finest rate) would be 1,440, most finding little. Amazon Data Firehose, the
 # managed way to the same Parquet, holds records for its buffering interval: 300 s by default, at
 # most 900 (BufferingHints, Firehose API Reference). Off the daily run's minute, so its conversion
 # and a five-minute one do not start together.
@@ -179,7 +179,7 @@ class ArchiveQueries(Construct):
 
 
 class ArchiveCompaction(Construct):
-    """The archive function (``functions/drift/compact.py``; ``sml compact`` runs the same steps):
+    """The archive function (``functions/drift/compact.py``; ``sml compact`` runs its compaction):
     the drift image with another entry point, outside the VPC (it needs S3 only, through no
     database), allowed to read, write and delete under ``archive/`` and nothing else. Every five
     minutes EventBridge sends it ``{"sml_action": "convert"}``: the writer's landing objects
@@ -192,10 +192,10 @@ class ArchiveCompaction(Construct):
     ``infra/preflight.py``). Runs meet only when one lasts more than five minutes (a backlog of
     landing objects after the function was failing, or more batches than one converter keeps up
     with: ``bench/archive_bench.py`` measures its rate); the daily run's conversion starts two
-    minutes before the next five-minute one. When they do meet, the data is safe: both put the same keys with the same bytes and delete a landing object only
-    after its Parquet objects were put; the cost is requests done twice, and a landing object the
-    other run deleted first is reported as not converted (one error; the next run has nothing
-    left to do with it).
+    minutes before the next five-minute one. When they do meet, the data is safe: both put the same
+    keys with the same bytes and delete a landing object only after its Parquet objects were put;
+    the cost is requests done twice, and a landing object the other run deleted first is reported
+    as not converted (one error; the next run has nothing left to do with it).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, app_name: str, registry: ModelRegistry) -> None:
