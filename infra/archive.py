@@ -1,10 +1,14 @@
-"""The event archive's query side: Glue tables over ``archive/`` with partition projection, an
-Athena workgroup, and the daily compaction function.
+"""The event archive on AWS: Glue tables over ``archive/`` with partition projection, an Athena
+workgroup, and the archive function that converts and compacts.
 
-The writer appends Parquet under ``s3://<bucket>/archive/<table>/model=<model>/date=<day>/``
-(``sml.archive``). Partition projection computes the partitions from the table's properties
-(the deployment's models, every day since ``PROJECTION_START``), so no crawler runs and no
-partition is ever added.
+The writer lands each batch it stored in one object under ``s3://<bucket>/archive/landing/``
+(``sml.archive.landing``), the only place it may write in the archive. The archive function
+(:class:`ArchiveCompaction`) converts those into Parquet under
+``s3://<bucket>/archive/<table>/model=<model>/date=<day>/`` every five minutes and compacts each
+day's objects once a day. The tables' locations are the tables' folders, so no query reads the
+landing area. Partition projection computes the partitions from the table's properties (the
+deployment's models, every day since ``PROJECTION_START``), so no crawler runs and no partition
+is ever added.
 
 **Columns.** Each table declares every column the archive writes that is known at deploy time:
 all of ``sml.archive.parquet``'s fixed columns of that table (:data:`COMMON_COLUMNS`, checked
@@ -47,7 +51,18 @@ from infra.nag import acknowledge
 
 PROJECTION_START = "2026-01-01"
 # Daily 00:45 UTC: yesterday's objects are closed (a late one is left for a later run, untouched).
+# The run converts what has landed first, then compacts.
 COMPACTION_SCHEDULE = events.Schedule.cron(minute="45", hour="0")
+# Every 5 minutes (minutes 2, 7, ..., 57): the writer's landing objects become Parquet. Freshness
+# against invocations: an event is in the tables' folders within ~5 minutes (plus the conversion)
+# of being stored, for 288 invocations a day, each a LIST and the batches since the one before; a
+# minute (EventBridge's finest rate) would be 1,440, most finding little. Amazon Data Firehose, the
+# managed way to the same Parquet, holds records for its buffering interval: 300 s by default, at
+# most 900 (BufferingHints, Firehose API Reference). Off the daily run's minute, so its conversion
+# and a five-minute one do not start together.
+CONVERSION_SCHEDULE = events.Schedule.cron(minute="2/5")
+# What the conversion rule sends (functions/drift/compact.py's CONVERT_ACTION).
+CONVERT_EVENT = {names.EVENT_SML_ACTION: "convert"}
 COMPACTION_MEMORY_MIB = 2048
 # /tmp of the compaction function, Lambda's most: a model version's day is downloaded, rewritten and
 # spilled there (sml.archive.store.compact_partition), ~2.5x its size, so ~15M events (~277 B each)
@@ -164,10 +179,24 @@ class ArchiveQueries(Construct):
 
 
 class ArchiveCompaction(Construct):
-    """The archive's daily compaction (``functions/drift/compact.py``, what ``sml compact`` runs):
+    """The archive function (``functions/drift/compact.py``; ``sml compact`` runs its compaction):
     the drift image with another entry point, outside the VPC (it needs S3 only, through no
-    database), allowed to read, write and delete under ``archive/`` and nothing else, run daily by
-    EventBridge for the day before."""
+    database), allowed to read, write and delete under ``archive/`` and nothing else. Every five
+    minutes EventBridge sends it ``{"sml_action": "convert"}``: the writer's landing objects
+    (``archive/landing/``) become the tables' Parquet objects and are deleted. Daily it converts,
+    then compacts the day before.
+
+    No reserved concurrency, although two conversions at once do each other's work: a reservation,
+    even of 1, must leave the account 100 unreserved, so it would stop the default deployment (which
+    reserves nothing) in an account whose quota is 10, as a new account's may be (see
+    ``infra/preflight.py``). Runs meet only when one lasts more than five minutes (a backlog of
+    landing objects after the function was failing, or more batches than one converter keeps up
+    with: ``bench/archive_bench.py`` measures its rate); the daily run's conversion starts two
+    minutes before the next five-minute one. When they do meet, the data is safe: both put the same
+    keys with the same bytes and delete a landing object only after its Parquet objects were put;
+    the cost is requests done twice, and a landing object the other run deleted first is reported
+    as not converted (one error; the next run has nothing left to do with it).
+    """
 
     def __init__(self, scope: Construct, construct_id: str, *, app_name: str, registry: ModelRegistry) -> None:
         super().__init__(scope, construct_id)
@@ -176,7 +205,7 @@ class ArchiveCompaction(Construct):
             "Image",
             dockerfile=names.DRIFT_DOCKERFILE,
             command=names.COMPACT_COMMAND,
-            description=f"{app_name} compact: merges each day's small archive objects into large ones",
+            description=f"{app_name} archive: converts the writer's landed events to Parquet, merges each day's small objects",
             environment={
                 names.ENV_APP_NAME: app_name,
                 names.ENV_BUCKET: registry.bucket.bucket_name,
@@ -189,11 +218,19 @@ class ArchiveCompaction(Construct):
             timeout=cdk.Duration.minutes(15),
         )
         self.function = self.image.function
+        # The tables' folders (compaction) and archive/landing/ (conversion: get, then delete).
         registry.grant_archive_compact(self.image.role)
         self.schedule = events.Rule(
             self,
             "Daily",
             schedule=COMPACTION_SCHEDULE,
-            description=f"Compacts yesterday's event archive of {app_name}",
+            description=f"Converts the landed events and compacts yesterday's event archive of {app_name}",
             targets=[targets.LambdaFunction(self.function, retry_attempts=2)],
+        )
+        self.conversion_schedule = events.Rule(
+            self,
+            "Conversion",
+            schedule=CONVERSION_SCHEDULE,
+            description=f"Converts the events the writer of {app_name} landed into the archive's Parquet objects",
+            targets=[targets.LambdaFunction(self.function, event=events.RuleTargetInput.from_object(CONVERT_EVENT), retry_attempts=2)],
         )

@@ -45,9 +45,15 @@ class ModelRegistry(Construct):
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[
                 s3.LifecycleRule(noncurrent_version_expiration=NONCURRENT_VERSION_EXPIRATION),
-                # Compaction deletes the writer's small objects once merged; kept as noncurrent versions for
-                # 90 days they would double the archive's storage, so under archive/ they go after a day.
-                s3.LifecycleRule(prefix=names.ARCHIVE_PREFIX, noncurrent_version_expiration=ARCHIVE_NONCURRENT_EXPIRATION),
+                # The archive function deletes each landing object once converted and the small objects once
+                # compacted; kept as noncurrent versions for 90 days they would double the archive's storage,
+                # so under archive/ they go after a day, and then their delete markers (one per landing
+                # object, which the conversion's LIST of archive/landing/ would otherwise step over for ever).
+                # No rule expires or transitions a current object under archive/: a landing object stays
+                # until it is converted.
+                s3.LifecycleRule(
+                    prefix=names.ARCHIVE_PREFIX, noncurrent_version_expiration=ARCHIVE_NONCURRENT_EXPIRATION, expired_object_delete_marker=True
+                ),
                 # Athena's query results (sml query on AWS): read once by the caller, then only storage.
                 s3.LifecycleRule(
                     prefix=names.ATHENA_RESULTS_PREFIX, expiration=ATHENA_RESULTS_EXPIRATION, noncurrent_version_expiration=ARCHIVE_NONCURRENT_EXPIRATION
@@ -106,9 +112,10 @@ class ModelRegistry(Construct):
         """
         self._allow_on_objects(role, ["s3:PutObject", "s3:GetObject"], names.REPORTS_PREFIX)
 
-    def grant_archive_append(self, role: iam.IRole) -> None:
-        """Let ``role`` put objects under ``archive/`` (the writer's archive step), and nothing else there."""
-        self._allow_on_objects(role, ["s3:PutObject"], names.ARCHIVE_PREFIX)
+    def grant_archive_landing(self, role: iam.IRole) -> None:
+        """Let ``role`` put objects under ``archive/landing/`` (the writer's landing objects), and
+        nothing else in the archive: the tables' folders are the archive function's alone."""
+        self._allow_on_objects(role, ["s3:PutObject"], names.ARCHIVE_LANDING_PREFIX)
 
     def grant_archive_read(self, role: iam.IRole) -> None:
         """Let ``role`` read the archive: ``s3:GetObject`` under ``archive/`` and ``s3:ListBucket``
@@ -117,7 +124,8 @@ class ModelRegistry(Construct):
         self._allow_listing(role, names.ARCHIVE_PREFIX)
 
     def grant_archive_compact(self, role: iam.IRole) -> None:
-        """Let ``role`` compact the archive: read, write and delete under ``archive/`` (and list it), nothing else."""
+        """Let ``role`` convert and compact the archive: read, write and delete under ``archive/``
+        (the landing objects and the tables' folders) and list it, nothing else."""
         self._allow_on_objects(role, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], names.ARCHIVE_PREFIX)
         self._allow_listing(role, names.ARCHIVE_PREFIX)
 

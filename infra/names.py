@@ -94,13 +94,15 @@ IMAGE_EXCLUDES = {
 # Model registry layout: s3://<bucket>/models/<model>/<version>/..., reports under reports/.
 MODELS_PREFIX = "models/"
 REPORTS_PREFIX = "reports/"
-# The event archive (Parquet, sml.archive) under archive/ of the same bucket; the writer appends to it.
+# The event archive (Parquet, sml.archive) under archive/ of the same bucket; the writer lands its batches there.
 ARCHIVE_PREFIX = "archive/"
+# Where the writer lands its batches (sml.archive.landing.landing_prefix), outside every table's folder.
+ARCHIVE_LANDING_PREFIX = ARCHIVE_PREFIX + "landing/"
 ENV_ARCHIVE_PREFIX = "SML_ARCHIVE_PREFIX"
 ENV_WINDOW_SOURCE = "SML_WINDOW_SOURCE"
 ENV_ATHENA_WORKGROUP = "SML_ATHENA_WORKGROUP"
 ENV_ATHENA_DATABASE = "SML_ATHENA_DATABASE"
-# The archive's compaction function: the drift image (it has DuckDB) with this entry point.
+# The archive function (conversion and compaction): the drift image (it has DuckDB) with this entry point.
 COMPACT_COMMAND = ["functions.drift.compact.handler"]
 ATHENA_RESULTS_PREFIX = "athena-results/"
 DB_NAME = "sml"

@@ -18,7 +18,8 @@ client as an argument; the responses it reads are the documented ones of the API
   100 for the functions without a reservation), and a new account's quota may be as low as 10, so
   the deploy would fail on predict. The check reads ``lambda:GetAccountSettings`` and counts what
   this stack's predict already reserves (``lambda:GetFunctionConcurrency`` on the
-  ``PredictFunctionArn`` output) as available to it.
+  ``PredictFunctionArn`` output) as available to it. No other function reserves any, so a default
+  deployment needs none (the archive function would gain from 1, see ``infra/archive.py``).
 """
 
 from __future__ import annotations

@@ -24,6 +24,12 @@ from infra.writer import Writer, batching_window
 
 # An event normally waits seconds; a quarter of an hour means the writer is failing or throttled.
 OLDEST_EVENT_AGE_ALARM = cdk.Duration.minutes(15)
+# What a function's error alarm adds to "raised errors; see its log group", where the error has a usual cause.
+ERROR_ALARM_HINTS = {
+    "Compact": " The usual one: a landing object under archive/landing/ was not converted to Parquet "
+    "(ConversionFailed; the log line 'landing object ... not converted' names it and why). It stays there and "
+    "every five-minute run tries it again; its events are in the database meanwhile.",
+}
 
 
 class ServerlessMlStack(cdk.Stack):
@@ -125,6 +131,12 @@ class ServerlessMlStack(cdk.Stack):
         )
         cdk.CfnOutput(
             self,
+            "ArchiveFunctionName",
+            value=compaction.function.function_name,
+            description="the archive function: converts archive/landing/ into Parquet every 5 minutes, compacts daily",
+        )
+        cdk.CfnOutput(
+            self,
             "MigrateLogGroup",
             value=migrations.image.log_group.log_group_name,
             description="log of the deploy's migration step",
@@ -157,7 +169,7 @@ class ServerlessMlStack(cdk.Stack):
                 metric=image.function.metric_errors(statistic=cloudwatch.Stats.SUM, period=cdk.Duration.minutes(5)),
                 threshold=1,
                 description=f"The {function.lower()} function{f' of {model}' if model else ''} raised errors; "
-                f"see its log group {image.log_group.log_group_name}.",
+                f"see its log group {image.log_group.log_group_name}." + ERROR_ALARM_HINTS.get(function, ""),
             )
 
     def _add_outputs(

@@ -1,4 +1,4 @@
-"""The writer function: consumes prediction events from SQS in batches into MySQL via the proxy, and appends them to the event archive in S3."""
+"""The writer function: consumes prediction events from SQS in batches into MySQL via the proxy, and lands each stored batch in the event archive's landing area in S3 (one object; the archive function converts it to Parquet)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class Writer(Construct):
         )
         self.function = self.image.function
         database.grant_connect(self.image.role, db_user)
-        registry.grant_archive_append(self.image.role)
+        registry.grant_archive_landing(self.image.role)
         self.function.add_event_source(
             event_sources.SqsEventSource(
                 events.queue,

@@ -157,6 +157,14 @@ def test_a_public_predict_is_capped_by_reserved_concurrency(
     assert non_default_stack.function("predict")[1]["ReservedConcurrentExecutions"] == 20
 
 
+def test_a_default_deployment_reserves_no_concurrency_so_a_low_quota_account_can_take_it(default_stack: Synthesized) -> None:
+    # Any reservation must leave the account 100 unreserved, which a new account's quota of 10 cannot
+    # (infra/preflight.py checks only predict's); the archive function stays unreserved for that reason.
+    reserved = {key: f["Properties"]["ReservedConcurrentExecutions"] for key, f in default_stack.of_type("AWS::Lambda::Function").items()
+                if "ReservedConcurrentExecutions" in f["Properties"]}
+    assert reserved == {}
+
+
 # --- operability ------------------------------------------------------------------------------------------
 
 

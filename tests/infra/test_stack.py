@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 
 import pytest
@@ -495,7 +496,15 @@ def test_model_bucket_is_versioned_private_and_tls_only(template: Template, defa
     assert _denies_plain_http(policy)
     (bucket,) = default_stack.of_type("AWS::S3::Bucket").values()
     rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
-    assert {"NoncurrentVersionExpiration": {"NoncurrentDays": 1}, "Prefix": "archive/", "Status": "Enabled"} in rules
+    assert {"NoncurrentVersionExpiration": {"NoncurrentDays": 1}, "ExpiredObjectDeleteMarker": True, "Prefix": "archive/", "Status": "Enabled"} in rules
+
+
+def test_no_lifecycle_rule_removes_or_moves_a_landing_object_before_it_is_converted(default_stack: Synthesized) -> None:
+    (bucket,) = default_stack.of_type("AWS::S3::Bucket").values()
+    covering = [rule for rule in bucket["Properties"]["LifecycleConfiguration"]["Rules"] if "archive/landing/x.json".startswith(rule.get("Prefix", ""))]
+    assert covering  # the noncurrent-version rules do cover it, once it is converted and deleted
+    current_actions = {"ExpirationInDays", "ExpirationDate", "Transitions", "Transition"}
+    assert [rule for rule in covering if current_actions & set(rule)] == []
 
 
 def test_predict_and_drift_may_read_only_the_champion_parameter_which_the_stack_leaves_to_the_cli(
@@ -524,6 +533,11 @@ def _object_prefixes(statements: list[dict], action: str) -> set[str]:
     return prefixes
 
 
+def _allows_object(statements: list[dict], action: str, key: str) -> bool:
+    """Whether some statement allows ``action`` on the object ``key`` (``/`` and the key after the bucket ARN)."""
+    return any(fnmatch.fnmatchcase(key, prefix) for prefix in _object_prefixes(statements, action))
+
+
 def test_predict_may_read_its_model_and_send_events_but_not_touch_the_database(default_stack: Synthesized) -> None:
     statements = default_stack.statements_of("predict")
     actions = set().union(*(_actions(s) for s in statements))
@@ -533,12 +547,15 @@ def test_predict_may_read_its_model_and_send_events_but_not_touch_the_database(d
     assert "sqs:SendMessage" in actions and "ssm:GetParameter" in actions
 
 
-def test_writer_may_log_in_as_its_user_consume_events_and_append_to_the_archive_only(default_stack: Synthesized) -> None:
+def test_writer_may_log_in_as_its_user_consume_events_and_put_landing_objects_only(default_stack: Synthesized) -> None:
     statements = default_stack.statements_of("writer")
     actions = set().union(*(_actions(s) for s in statements))
     assert not any(a.startswith(("sns:", "ssm:", "secretsmanager:")) for a in actions)
     assert {a for a in actions if a.startswith("s3:")} == {"s3:PutObject"}
-    assert _object_prefixes(statements, "s3:PutObject") == {"/archive/*"}
+    # Only the landing area: the tables' folders are the archive function's (it converts the landing objects).
+    assert _object_prefixes(statements, "s3:PutObject") == {"/archive/landing/*"}
+    assert not _allows_object(statements, "s3:PutObject", "/archive/predictions/model=m/date=2026-12-07/batch.parquet")
+    assert not _allows_object(statements, "s3:PutObject", "/archive/other.json")
     assert default_stack.function("writer")[1]["Environment"]["Variables"]["SML_ARCHIVE_PREFIX"] == "archive/"
     assert "sqs:SendMessage" not in actions
     (connect,) = [s for s in statements if "rds-db:connect" in _actions(s)]
@@ -655,7 +672,7 @@ def test_an_athena_drift_function_may_query_the_workgroup_read_the_catalog_the_a
     assert any(name.endswith(".athena") for name in services)
 
 
-def test_the_archive_is_compacted_daily_by_a_function_that_may_only_read_write_and_delete_under_archive(
+def test_the_archive_function_converts_every_five_minutes_compacts_daily_and_may_only_read_write_and_delete_under_archive(
     default_stack: Synthesized,
 ) -> None:
     compact_id, function = default_stack.function("compact")
@@ -672,9 +689,32 @@ def test_the_archive_is_compacted_daily_by_a_function_that_may_only_read_write_a
         assert _object_prefixes(statements, action) == {"/archive/*"}
     assert _listing_prefixes(statements) == {"archive/", "archive/*"}
     assert not any(a.startswith(("rds", "sns:", "ssm:", "secretsmanager:", "sqs:")) for s in statements for a in _actions(s))
-    (rule,) = [r["Properties"] for r in default_stack.of_type("AWS::Events::Rule").values() if r["Properties"].get("ScheduleExpression") == "cron(45 0 * * ? *)"]
-    (target,) = rule["Targets"]
-    assert target["Arn"] == {"Fn::GetAtt": [compact_id, "Arn"]} and "Input" not in target and "InputTransformer" not in target
+    # The conversion reads and deletes the landing objects.
+    for action in ("s3:GetObject", "s3:DeleteObject"):
+        assert _allows_object(statements, action, "/archive/landing/20261207T120000000000Z,0123456789abcdef.json")
+    rules = {r["Properties"]["ScheduleExpression"]: r["Properties"] for r in default_stack.of_type("AWS::Events::Rule").values()
+             if any(t["Arn"] == {"Fn::GetAtt": [compact_id, "Arn"]} for t in r["Properties"]["Targets"])}
+    assert set(rules) == {"cron(45 0 * * ? *)", "cron(2/5 * * * ? *)"}
+    (daily,) = rules["cron(45 0 * * ? *)"]["Targets"]
+    assert "Input" not in daily and "InputTransformer" not in daily  # the scheduled event's time: convert, then compact the day before
+    from functions.drift.compact import CONVERT_ACTION
+
+    # Every 5 minutes, off the daily run's minute 45: the conversion alone.
+    (conversion,) = rules["cron(2/5 * * * ? *)"]["Targets"]
+    assert json.loads(conversion["Input"]) == {"sml_action": CONVERT_ACTION}
+    # Two conversions at once are harmless; a reservation would stop a default deploy in a low-quota account.
+    assert "ReservedConcurrentExecutions" not in function
+    (alarm,) = [a["Properties"] for a in default_stack.of_type("AWS::CloudWatch::Alarm").values()
+                if a["Properties"].get("MetricName") == "Errors" and a["Properties"]["Dimensions"][0]["Value"] == {"Ref": compact_id}]
+    assert alarm["Threshold"] == 1 and "landing object" in _joined(alarm["AlarmDescription"])
+
+
+def test_the_writer_lands_where_the_conversion_reads() -> None:
+    from infra import names
+    from sml.archive.landing import landing_prefix
+    from sml.archive.layout import ArchiveLocation
+
+    assert names.ARCHIVE_LANDING_PREFIX == landing_prefix(ArchiveLocation("bucket", names.ARCHIVE_PREFIX))
 
 
 def test_the_glue_tables_declare_every_column_the_archive_writes_for_every_model(default_stack: Synthesized) -> None:
