@@ -19,6 +19,7 @@ from sml.archive.landing import (
     ConversionFailed,
     LandingObjectInvalid,
     convert_landing,
+    count_landing,
     landing_body,
     landing_prefix,
     list_landing,
@@ -138,6 +139,17 @@ def test_a_limit_converts_the_earliest_objects_and_leaves_the_rest(s3: Any) -> N
 
 def packed(**content: Any) -> bytes:
     return msgspec.msgpack.encode({"format": 1, "stored_at": STORED_AT, "schemas": [], "items": [], **content})
+
+
+def test_counting_the_landing_area_is_one_list_call_that_says_when_there_are_more(s3: Any) -> None:
+    location = new_archive(s3)
+    assert count_landing(s3, location) == (0, False)
+    for index in range(3):
+        put_landing(s3, location, events_of(batch(1, start=index)), STORED_AT + timedelta(seconds=index))
+    s3.put_object(Bucket=location.bucket, Key=f"{landing_prefix(location)}notes.txt", Body=b"not a batch")
+
+    assert count_landing(s3, location) == (3, False)
+    assert count_landing(s3, location, most=2) == (2, True)
 
 
 @pytest.mark.parametrize(

@@ -189,10 +189,25 @@ def list_landing(s3: Any, location: ArchiveLocation) -> Iterator[str]:
     """The keys of the landing objects, earliest stored first (S3 lists keys in UTF-8 binary order)."""
     prefix = landing_prefix(location)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
-        for item in page.get("Contents", ()):
-            key = item["Key"]
-            if key.endswith(LANDING_SUFFIX) and "/" not in key[len(prefix) :]:
-                yield key
+        yield from _landing_keys(page, prefix)
+
+
+def count_landing(s3: Any, location: ArchiveLocation, *, most: int = 1000) -> tuple[int, bool]:
+    """How many landing objects wait for the conversion, from one list call (for a warning, not a count of record).
+
+    :param most: list at most this many keys (S3's most per call is 1,000).
+    :returns: ``(count, more)``: ``more`` when there are more than ``count``.
+    """
+    prefix = landing_prefix(location)
+    page = s3.list_objects_v2(Bucket=location.bucket, Prefix=prefix, MaxKeys=most)
+    return sum(1 for _ in _landing_keys(page, prefix)), bool(page.get("IsTruncated"))
+
+
+def _landing_keys(page: dict[str, Any], prefix: str) -> Iterator[str]:
+    for item in page.get("Contents", ()):
+        key = item["Key"]
+        if key.endswith(LANDING_SUFFIX) and "/" not in key[len(prefix) :]:
+            yield key
 
 
 @dataclass
