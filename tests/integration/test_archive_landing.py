@@ -28,6 +28,7 @@ from sml.archive.landing import (
 )
 from sml.archive.layout import ArchiveNotWritten, Partition
 from sml.archive.store import ArchiveLocation, archive_rows, compact_partition
+from sml.cli.main import main
 from sml.core.events import build_prediction_event, build_refusal_event, parse_event, serialise_event
 from sml.local.lambda_context import new_lambda_context
 from sml.writer.batch import parse_records
@@ -249,3 +250,71 @@ def test_an_object_another_run_converted_after_this_one_listed_it_is_skipped_not
     monkeypatch.setattr(s3, "get_object", other_run_got_there_first)
     outcome = convert_landing(s3, location)
     assert (outcome.converted, outcome.failures) == ([kept], [])
+
+
+def use_archive(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, location: ArchiveLocation) -> None:
+    monkeypatch.setenv("SML_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SML_BUCKET", location.bucket)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+
+
+def test_sml_compact_converts_the_landing_area_first_naming_what_it_cannot_convert_then_compacts(
+    s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = new_archive(s3)
+    use_archive(monkeypatch, tmp_path, location)
+    put_landing(s3, location, events_of(batch(3)), STORED_AT)
+    bad = f"{landing_prefix(location)}20260506T070809200000Z,0000000000000000.msgpack"
+    s3.put_object(Bucket=location.bucket, Key=bad, Body=b"{}")
+    put_landing(s3, location, events_of(batch(2, start=3)), STORED_AT + timedelta(seconds=1))
+
+    assert main(["compact", "--since", DAY.date().isoformat()]) == 2  # after converting and compacting the rest
+
+    captured = capsys.readouterr()
+    assert "archive/landing/: 2 batches converted, 5 events in 2 objects" in captured.out
+    assert "model=breast-cancer/date=2026-05-06/: 2 objects merged into 1, 5 rows" in captured.out
+    assert f"not converted (left for the next run): s3://{location.bucket}/{bad}: " in captured.err
+    assert "1 landing objects not converted" in captured.err and "Traceback" not in captured.err
+    assert list(list_landing(s3, location)) == [bad]
+    assert len(archived_rows(s3, location, "predictions")) == 5
+
+    s3.delete_object(Bucket=location.bucket, Key=bad)
+    assert main(["compact", "--since", DAY.date().isoformat()]) == 0
+    assert "archive/landing/: 0 batches converted" in capsys.readouterr().out
+
+
+def test_sml_compact_with_bad_options_converts_nothing(s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    location = new_archive(s3)
+    use_archive(monkeypatch, tmp_path, location)
+    landed = put_landing(s3, location, events_of(batch(1)), STORED_AT)
+
+    assert main(["compact", "--since", "2026-05-06", "--until", "2026-05-05"]) == 2
+    assert main(["compact", "--tables", "labels"]) == 2
+
+    err = capsys.readouterr().err
+    assert "--until 2026-05-05 is before --since 2026-05-06" in err and "--tables: unknown table 'labels'" in err
+    assert list(list_landing(s3, location)) == [landed]
+
+
+def test_sml_query_and_rebuild_warn_about_batches_not_yet_converted_and_leave_them(
+    s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = new_archive(s3)
+    use_archive(monkeypatch, tmp_path, location)
+    monkeypatch.setenv("SML_DATABASE_URL", f"sqlite:///{tmp_path / 'rebuilt.db'}")
+    put_landing(s3, location, events_of(batch(3)), STORED_AT)
+    convert_landing(s3, location)
+    waiting = [put_landing(s3, location, events_of(batch(1, start=index)), STORED_AT + timedelta(seconds=index)) for index in (3, 4)]
+    warning = "warning: 2 batches landed but not yet converted into the archive; they are not in {}: run `sml compact` or wait for the conversion schedule\n"
+
+    assert main(["query", "SELECT count(*) AS n FROM predictions", "--csv", str(tmp_path / "n.csv")]) == 0
+    assert capsys.readouterr().err == warning.format("this answer")
+    assert (tmp_path / "n.csv").read_text().splitlines() == ['"n"', "3"]
+    assert main(["rebuild", "--since", DAY.date().isoformat(), "--until", DAY.date().isoformat(), "--tables", "predictions"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == warning.format("this rebuild") and "predictions: 3 archived events" in captured.out
+    assert list(list_landing(s3, location)) == waiting  # neither command converts
+
+    convert_landing(s3, location)
+    assert main(["query", "SELECT count(*) AS n FROM predictions"]) == 0
+    assert capsys.readouterr().err == ""

@@ -1,8 +1,9 @@
-"""`sml compact`: merge each day's small archive objects into few large ones, dropping redelivered copies."""
+"""`sml compact`: convert what the writer landed, then merge each day's small archive objects into few large ones, dropping redelivered copies."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime, timedelta, timezone
 
 from sml.cli.commands.rebuild import TABLE_CHOICES, archive_location, parse_day, parse_tables
@@ -14,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compact",
         help="merge each day's small archive objects into large ones, dropping redelivered copies",
         description=(
-            "Compact the event archive day by day (--since to --until, UTC, both included; default: yesterday): per table, "
+            "First convert the archive's landing area (every batch the writer landed, whatever its day and table) into the "
+            "archive's Parquet objects, as the archive function does on its schedule; a batch that cannot be converted is "
+            "named, left for the next run, and the command exits non-zero after the rest. Then compact the event archive day by day (--since to --until, UTC, both included; default: yesterday): per table, "
             "model and model version, the writer's objects become objects of up to 256 MB, copies dropped, and only then are "
             "the merged objects deleted. A day already compacted is left alone, so it can run on a schedule and again."
         ),
@@ -26,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_compact(args: argparse.Namespace) -> int:
+    from sml.archive.landing import ConversionFailed, convert_landing, landing_prefix
+    from sml.archive.layout import check_range
     from sml.archive.store import CompactionFailed, compact_days
     from sml.core.aws import aws_client
     from sml.core.settings import LocalSettings, load_settings, read_stack_file
@@ -34,17 +39,27 @@ def run_compact(args: argparse.Namespace) -> int:
     location = archive_location(settings)
     since = args.since or datetime.now(timezone.utc).date() - timedelta(days=1)
     until = args.until or since
-    tables = parse_tables(args.tables)
-    failed = None
     try:
-        compacted = compact_days(aws_client("s3", settings), location, since, until, tables)
+        check_range(since, until)  # before the conversion: bad options change nothing
+    except ValueError as exc:
+        raise SmlError(str(exc)) from None
+    tables = parse_tables(args.tables)
+    s3 = aws_client("s3", settings)
+    converted = convert_landing(s3, location)
+    print(f"{landing_prefix(location)}: {len(converted.converted)} batches converted, {converted.events:,} events in {len(converted.written)} objects")
+    for failure in converted.failures:
+        print(f"not converted (left for the next run): {failure}", file=sys.stderr)
+    failed: list[Exception] = [ConversionFailed(converted)] if converted.failures else []
+    try:
+        compacted = compact_days(s3, location, since, until, tables)
     except ValueError as exc:
         raise SmlError(str(exc)) from None
     except CompactionFailed as exc:
-        compacted, failed = exc.compacted, exc
+        compacted = exc.compacted
+        failed.append(exc)
     for partition, outcome in compacted:
         if outcome.merged:
             print(f"{partition.folder(location.prefix)}: {len(outcome.merged)} objects merged into {len(outcome.written)}, {outcome.rows:,} rows")
-    if failed is not None:
-        raise SmlError(str(failed))
+    if failed:
+        raise SmlError("; ".join(str(exc) for exc in failed))
     return 0

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from sml.cli.commands.rebuild import archive_location, parse_day
+from sml.cli.commands.rebuild import archive_location, parse_day, warn_unconverted
 from sml.core.errors import SmlError
 
 SHOWN_ROWS = 50
@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run one SQL query over the archive's tables predictions, ground_truth and predict_refusals (the archive's "
             "columns: f_<feature>, p_<class>, model_version, ...; plus model and date), redelivered copies removed. "
             "--since/--until keep only those days (both included; Athena reads only their partitions, DuckDB downloads "
-            "only their objects). The engine is duckdb unless SML_ATHENA_WORKGROUP is set."
+            "only their objects). The engine is duckdb unless SML_ATHENA_WORKGROUP is set. Batches the writer landed that "
+            "the conversion has not yet turned into Parquet are not in the answer (a warning counts them; `sml compact` converts them)."
         ),
     )
     parser.add_argument("sql", help='the query, e.g. "SELECT model_version, count(*) FROM predictions GROUP BY 1"')
@@ -46,10 +47,14 @@ def run_query(args: argparse.Namespace) -> int:
     if engine == "athena":
         if not settings.athena_workgroup or not settings.athena_database:
             raise SmlError("--engine athena needs SML_ATHENA_WORKGROUP and SML_ATHENA_DATABASE (the stack's outputs)")
+        if settings.archive_prefix is not None:
+            warn_unconverted(aws_client("s3", settings), archive_location(settings), "this answer")
         target = AthenaTarget(settings.athena_workgroup, settings.athena_database)
         result = run_athena_query(aws_client("athena", settings), target, args.sql, since=args.since, until=args.until)
     else:
-        result = run_duckdb_query(aws_client("s3", settings), archive_location(settings), args.sql, since=args.since, until=args.until)
+        s3, location = aws_client("s3", settings), archive_location(settings)
+        warn_unconverted(s3, location, "this answer")
+        result = run_duckdb_query(s3, location, args.sql, since=args.since, until=args.until)
     return write_result(result, csv=args.csv, parquet=args.parquet)
 
 

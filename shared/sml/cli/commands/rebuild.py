@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import date, datetime, timezone
+from typing import Any
 
 from sml.core.errors import SmlError
 
@@ -18,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Insert the archived events of the days --since to --until (UTC, both included) into the database with the "
             "writer's idempotent inserts: rows already stored are skipped, the latest label wins, so it can run over a "
             "table that still holds some rows, and again. Missing tables are created first (sml db migrate). The archive "
-            "is s3://SML_BUCKET/SML_ARCHIVE_PREFIX (the local stack's when one is up)."
+            "is s3://SML_BUCKET/SML_ARCHIVE_PREFIX (the local stack's when one is up). Batches the writer landed that the "
+            "conversion has not yet turned into Parquet are not rebuilt (a warning counts them): run `sml compact` first."
         ),
     )
     parser.add_argument("--since", required=True, type=lambda text: parse_day(text, "--since"), help="first day, YYYY-MM-DD")
@@ -64,6 +67,27 @@ def archive_location(settings):  # noqa: ANN001, ANN201 - LocalSettings -> Archi
     return ArchiveLocation(settings.bucket, settings.archive_prefix)
 
 
+def warn_unconverted(s3: Any, location: Any, left_out: str) -> None:  # location: an ArchiveLocation
+    """Warn on stderr when batches wait in the archive's landing area (one list call; silent when it cannot list).
+
+    :param left_out: what they are missing from, e.g. ``"this answer"``.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from sml.archive.landing import count_landing
+
+    try:
+        count, more = count_landing(s3, location)
+    except (BotoCoreError, ClientError):  # a reader allowed the tables' objects only: the question still gets its answer
+        return
+    if count:
+        print(
+            f"warning: {count}{' or more' if more else ''} batches landed but not yet converted into the archive; they are not in {left_out}:"
+            " run `sml compact` or wait for the conversion schedule",
+            file=sys.stderr,
+        )
+
+
 def run_rebuild(args: argparse.Namespace) -> int:
     from sml.archive.rebuild import rebuild_tables
     from sml.core.aws import aws_client
@@ -76,9 +100,11 @@ def run_rebuild(args: argparse.Namespace) -> int:
     until = args.until or datetime.now(timezone.utc).date()
     if args.database_url:
         settings = settings.model_copy(update={"database_url": args.database_url})
+    s3 = aws_client("s3", settings)
+    warn_unconverted(s3, location, "this rebuild")
     engine = database_engine_from_settings(settings)
     try:
-        outcome = rebuild_tables(engine, aws_client("s3", settings), location, args.since, until, tables=tables)
+        outcome = rebuild_tables(engine, s3, location, args.since, until, tables=tables)
     except ValueError as exc:
         raise SmlError(str(exc)) from None
     finally:
