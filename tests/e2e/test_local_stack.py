@@ -376,3 +376,84 @@ def test_a_retention_under_its_minimum_stops_the_stack_before_it_starts(tmp_path
     with pytest.raises(SettingsError, match="SML_RETENTION_DAYS: .*minimum of 22"):
         LocalStack(config(tmp_path)).start()
     assert not (tmp_path / ".sml" / "stack.json").exists()
+
+
+def prediction_bodies(count: int) -> list[str]:
+    from sml.core.events import build_prediction_event, serialise_event
+
+    return [
+        serialise_event(build_prediction_event(
+            model_name="breast-cancer", model_version="v1", features={"mean_radius": float(index)}, prediction="benign",
+            probabilities={"benign": 0.7, "malignant": 0.3},
+        ))
+        for index in range(count)
+    ]
+
+
+def archived_prediction_ids(s3: Any, location: Any) -> list[str]:
+    from sml.archive.parquet import read_parquet_bytes
+    from sml.archive.store import list_table
+
+    return sorted(
+        prediction_id
+        for item in list_table(s3, location, "predictions")
+        for prediction_id in read_parquet_bytes(s3.get_object(Bucket=location.bucket, Key=item.key)["Body"].read()).column("prediction_id").to_pylist()
+    )
+
+
+def test_the_archive_function_converts_what_the_writer_landed_on_its_schedule_in_its_own_container(tmp_path: Path) -> None:
+    from sml.archive.landing import list_landing
+    from sml.archive.store import ArchiveLocation
+
+    bodies = prediction_bodies(3)
+    expected = sorted(json.loads(body)["prediction_id"] for body in bodies)
+    with LocalStack(config(tmp_path, writer_handler="functions.writer.app:handler", archive_convert_interval_s=0.5)) as stack:
+        for body in bodies:
+            requests.post(stack.endpoints.function_url, data=body, headers={"content-type": "application/json"}, timeout=10).raise_for_status()
+        s3 = boto3.client("s3", endpoint_url=stack.endpoints.aws_endpoint_url, region_name=stack.endpoints.region)
+        location = ArchiveLocation(stack.endpoints.bucket, stack.endpoints.archive_prefix)
+        deadline = time.monotonic() + 120
+        while archived_prediction_ids(s3, location) != expected or list(list_landing(s3, location)):
+            assert time.monotonic() < deadline, (archived_prediction_ids(s3, location), stack.archive_conversion.last_error)
+            time.sleep(0.2)
+        conversion = stack.archive_conversion
+        assert conversion.last_error is None and conversion.invocations >= 1
+        archive_pids = stack.archive.pids()
+        others = {os.getpid(), *stack.writer.pids(), *stack.predict.pids(), *stack.drift.pids()}
+    assert len(archive_pids) == 1 and not set(archive_pids) & others
+    assert not Path(f"/proc/{archive_pids[0]}").exists()  # stopped with the stack
+    converted = (tmp_path / ".sml" / "logs" / f"{stack.config.app_name}-archive.log").read_text()
+    assert "archive landing: " in converted and "objects converted" in converted
+
+
+def test_batches_wait_in_the_landing_area_until_a_conversion_and_convert_landing_runs_one_at_once(tmp_path: Path) -> None:
+    from sml.archive.landing import list_landing
+    from sml.archive.store import ArchiveLocation
+
+    bodies = prediction_bodies(2)
+    with LocalStack(config(tmp_path, writer_handler="functions.writer.app:handler", archive_convert_interval_s=3600)) as stack:
+        for body in bodies:
+            requests.post(stack.endpoints.function_url, data=body, headers={"content-type": "application/json"}, timeout=10).raise_for_status()
+        assert stack.poller.wait_until_drained(timeout_s=60)
+        s3 = boto3.client("s3", endpoint_url=stack.endpoints.aws_endpoint_url, region_name=stack.endpoints.region)
+        location = ArchiveLocation(stack.endpoints.bucket, stack.endpoints.archive_prefix)
+        landed = list(list_landing(s3, location))
+        assert landed and archived_prediction_ids(s3, location) == []  # the schedule's first run is an hour away
+
+        summary = stack.convert_landing()
+
+        assert summary["landing_converted"] == len(landed) and summary["events"] == 2 and summary["failures"] == []
+        assert archived_prediction_ids(s3, location) == sorted(json.loads(body)["prediction_id"] for body in bodies)
+        assert list(list_landing(s3, location)) == []
+        assert stack.archive_conversion.invocations == 0
+    with pytest.raises(SmlError, match="this stack is not running: nothing to convert"):
+        stack.convert_landing()
+
+
+def test_without_an_archive_there_is_no_archive_function_and_the_writer_lands_nothing(tmp_path: Path) -> None:
+    with LocalStack(config(tmp_path, archive_prefix=None)) as stack:
+        assert stack.archive is None and stack.archive_conversion is None
+        assert os.environ["SML_ARCHIVE_PREFIX"] == ""  # counts as unset for every function
+        assert json.loads(stack.stack_file.read_text())["archive_prefix"] is None
+        with pytest.raises(SmlError, match=r"this stack has no event archive \(archive_prefix is None\): nothing to convert"):
+            stack.convert_landing()

@@ -1,4 +1,4 @@
-"""The local stack: the local AWS endpoint, the stack's AWS resources, the database and both functions.
+"""The local stack: the local AWS endpoint, the stack's AWS resources, the database and the functions.
 
 This process runs the local AWS endpoint (fauxqs for S3/SQS/SNS with ministack for SSM by
 default, see :mod:`sml.local.aws_endpoint`; or none when ``aws_endpoint_url`` points elsewhere)
@@ -15,6 +15,17 @@ model, in a drift container every ``drift_interval_s`` (first after one interval
 it on demand); the drift function's daily step (``{"sml_action": "daily_summaries"}``, which stores
 the days' window summaries the weekly run merges), once per model every ``daily_interval_s``
 (first after one interval too: a day not stored is read live by the weekly run).
+
+The event archive (``archive_prefix``, ``archive/`` by default; ``None`` archives nothing): the
+writer lands each batch's stored records in one object under ``<prefix>landing/``, and the
+archive function (``functions.drift.compact:handler``, in its own container, started on its
+first run: it imports pyarrow and DuckDB) turns them into the archive's Parquet objects on the
+rule ``{"sml_action": "convert"}`` every ``archive_convert_interval_s`` (first after one
+interval), as the frequent rule on AWS does. The readers of the archive (``sml query``,
+``sml rebuild``, the DuckDB window source) see an event once a conversion has run after its
+batch: :meth:`LocalStack.convert_landing` runs one at once (the demo does before it queries),
+``sml compact`` converts before it compacts. The daily compaction is not scheduled locally:
+``sml compact`` runs it.
 
 Several models (``models``): as the CDK app deploys them, each gets its own predict containers
 (``SML_MODEL_NAME`` set to it) behind its own Function URL on its own port; the queue, the
@@ -51,6 +62,9 @@ from sml.local.worker import FunctionContainers, FunctionError, FunctionSpec
 logger = logging.getLogger(__name__)
 # The writer whose direct invocations include the retention step (functions/writer/app.py).
 DEFAULT_WRITER_HANDLER = "functions.writer.app:handler"
+# The archive function, whose {"sml_action": "convert"} turns the writer's landing objects into Parquet.
+DEFAULT_ARCHIVE_HANDLER = "functions.drift.compact:handler"
+CONVERT_EVENT = {"sml_action": "convert"}
 
 STACK_FILE_NAME = "stack.json"
 # Held (flock) by the stack running in a state dir from before it starts anything until it stops; the
@@ -96,6 +110,11 @@ class LocalStackConfig:
     :param drift_handler: the handler of the weekly drift run.
     :param drift_interval_s: how often the drift run goes, for each model (weekly, as on AWS).
     :param daily_interval_s: how often the daily summaries step goes, for each model (daily, as on AWS).
+    :param archive_prefix: the event archive's prefix in the bucket; ``None``: no archive, and no
+        archive function.
+    :param archive_handler: the handler of the archive function (conversion of the landing area).
+    :param archive_convert_interval_s: how often the landing area is converted into the archive's
+        Parquet objects (every few minutes on AWS; a minute here, so a question follows soon).
     """
 
     state_dir: Path = Path(".sml")
@@ -109,7 +128,7 @@ class LocalStackConfig:
     region: str = "us-east-1"
     app_name: str = "sml"
     bucket: str = "sml-models"
-    archive_prefix: str = "archive/"
+    archive_prefix: str | None = "archive/"
     predict_handler: str | Handler = "functions.predict.app:handler"
     writer_handler: str | Handler = DEFAULT_WRITER_HANDLER
     predict_concurrency: int = 2
@@ -125,6 +144,9 @@ class LocalStackConfig:
     drift_timeout_s: float = 900.0
     drift_interval_s: float = 7 * 24 * 3600.0
     daily_interval_s: float = 24 * 3600.0
+    archive_handler: str | Handler = DEFAULT_ARCHIVE_HANDLER
+    archive_timeout_s: float = 900.0
+    archive_convert_interval_s: float = 60.0
 
     @property
     def log_dir(self) -> Path:
@@ -154,7 +176,7 @@ class StackEndpoints:
     bucket: str
     database_url: str
     service_endpoint_urls: Mapping[str, str] = field(default_factory=dict)
-    archive_prefix: str = "archive/"
+    archive_prefix: str | None = "archive/"
     function_urls: Mapping[str, str] = field(default_factory=dict)
 
     def as_stack_file(self) -> dict[str, Any]:
@@ -273,7 +295,7 @@ def handler_environment(
         "AWS_REGION": config.region,
         "AWS_DEFAULT_REGION": config.region,
         "SML_BUCKET": config.bucket,
-        "SML_ARCHIVE_PREFIX": config.archive_prefix,
+        "SML_ARCHIVE_PREFIX": config.archive_prefix or "",  # empty counts as unset, and hides the caller's
         "SML_QUEUE_URL": resources["queue_url"],
         "SML_DLQ_URL": resources["dlq_url"],
         "SML_TOPIC_ARN": resources["topic_arn"],
@@ -344,6 +366,7 @@ class LocalStack:
         self.predict: FunctionContainers | None = None  # the first model's
         self.writer: FunctionContainers | None = None
         self.drift: FunctionContainers | None = None
+        self.archive: FunctionContainers | None = None  # with an archive_prefix only
         # Model -> its predict containers and Function URL server (one entry per model, or "" for one model).
         self.predicts: dict[str, FunctionContainers] = {}
         self.function_url_servers: dict[str, FunctionUrlServer] = {}
@@ -351,6 +374,7 @@ class LocalStack:
         self.retention: ScheduledInvocation | None = None
         self.drift_runs: dict[str, ScheduledInvocation] = {}
         self.daily_summaries: dict[str, ScheduledInvocation] = {}
+        self.archive_conversion: ScheduledInvocation | None = None
         self._sqs: Any = None
         self.discarded: QueueDepths | None = None  # what the emulator held when stop() ended it
         self._saved_environment: dict[str, str | None] = {}
@@ -428,6 +452,9 @@ class LocalStack:
         self.writer = self._start_containers("writer", config.writer_handler, config.writer_timeout_s, config.writer_concurrency, environment)
         # Started on the first weekly run, not now: a drift container imports scipy and scikit-learn.
         self.drift = self._start_containers("drift", config.drift_handler, config.drift_timeout_s, 1, environment, warm=0)
+        if config.archive_prefix is not None:
+            # Likewise on its first conversion (pyarrow, DuckDB); one at a time, so two runs never convert the same object.
+            self.archive = self._start_containers("archive", config.archive_handler, config.archive_timeout_s, 1, environment, warm=0)
         self.endpoints = StackEndpoints(
             function_url=function_url_server.url,
             function_urls={model: server.url for model, server in self.function_url_servers.items() if model},
@@ -479,7 +506,29 @@ class LocalStack:
                 interval_s=config.daily_interval_s,
                 first_after_s=config.daily_interval_s,
             ).start()
+        if self.archive is not None:
+            self.archive_conversion = ScheduledInvocation(
+                "archive conversion", self.convert_landing, CONVERT_EVENT,
+                interval_s=config.archive_convert_interval_s,
+                first_after_s=config.archive_convert_interval_s,
+            ).start()
         self._write_stack_file()
+
+    def convert_landing(self, event: Mapping[str, Any] = CONVERT_EVENT) -> dict[str, Any]:
+        """Convert the archive's landing area now, in the archive function's container, as its schedule does.
+
+        Waits for a conversion in progress first (the function runs one at a time).
+
+        :returns: what the function returned (:meth:`sml.archive.landing.ConversionOutcome.summary`).
+        :raises SmlError: the stack has no archive (``archive_prefix`` ``None``) or is stopped.
+        :raises FunctionError: the function failed; ``ConversionFailed`` when a landing object was not
+            converted (it stays for the next run; the others were converted).
+        """
+        if self.archive is None:
+            why = "has no event archive (archive_prefix is None)" if self.config.archive_prefix is None else "is not running"
+            raise SmlError(f"this stack {why}: nothing to convert")
+        context = new_lambda_context(f"{self.config.app_name}-archive", region=self.config.region, timeout_s=self.config.archive_timeout_s)
+        return self.archive.invoke(dict(event), context)
 
     def _aws_endpoint(self) -> tuple[str, dict[str, str]]:
         """The endpoint URL and the services served elsewhere, starting the emulator unless one is given."""
@@ -614,18 +663,18 @@ class LocalStack:
         """
         if running_stack_pid(self.config.state_dir) == os.getpid():
             self.stack_file.unlink(missing_ok=True)
-        for schedule in [self.retention, *self.drift_runs.values(), *self.daily_summaries.values()]:
+        for schedule in [self.retention, *self.drift_runs.values(), *self.daily_summaries.values(), self.archive_conversion]:
             if schedule is not None:
                 schedule.stop()
-        self.retention, self.drift_runs, self.daily_summaries = None, {}, {}
+        self.retention, self.drift_runs, self.daily_summaries, self.archive_conversion = None, {}, {}, None
         if self.poller is not None:
             self.poller.stop()
             self.poller = None
         self._stop_function_urls()
-        for containers in [*self.predicts.values(), self.writer, self.drift]:
+        for containers in [*self.predicts.values(), self.writer, self.drift, self.archive]:
             if containers is not None:
                 containers.stop()
-        self.predict = self.writer = self.drift = None
+        self.predict = self.writer = self.drift = self.archive = None
         self.predicts = {}
         if self.aws_server is not None:
             self.discarded = self._depths_at_stop()

@@ -45,6 +45,12 @@ under function_urls, and `sml predict --model b` sends to b's. Without --model, 
 SML_MODEL_NAME, as always. The weekly drift run goes for each model, a week after the start and
 then weekly (`sml drift --model NAME` runs it at once).
 
+The event archive: the writer lands each batch it stored in the bucket (archive/landing/), and
+the archive function, in its own container, converts what landed into the archive's Parquet
+objects every minute, as its frequent rule does on AWS. `sml query` and `sml rebuild` read the
+Parquet objects only, so an event is in their answers once a conversion has run after its batch;
+`sml compact` converts at once (then compacts).
+
 One stack per state dir: sml up holds <state-dir>/stack.lock from its first step until it stops (the
 system lets go if it dies), so a second sml up there fails at once, naming the pid holding it.
 
