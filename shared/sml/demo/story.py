@@ -20,6 +20,10 @@ phase some of them contradict what the model got right (concept drift, which the
 cannot see): realized F1 falls and the verdict is DEGRADED, while the CBPE estimate, which
 assumes the relation between score and label holds, does not fall. The labels go in as a user
 sends them: ``POST /feedback`` on the Function URL, then the events queue and the writer.
+
+Last, the event archive: the writer landed every batch it stored; the stack's archive function
+converts them into the archive's Parquet objects (what its schedule does every minute, run at
+once here), and ``sml query`` and ``sml rebuild`` read every stored prediction back from it.
 """
 
 from __future__ import annotations
@@ -314,13 +318,22 @@ def _run_story(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _C
 
 
 def _archive_chapter(config: DemoConfig, summary: DemoSummary, stack: Any, clients: _Clients, say: Say) -> None:
-    """``sml query`` over the archive (DuckDB) and ``sml rebuild`` into a scratch SQLite database."""
+    """The landing area converted, then ``sml query`` over the archive (DuckDB) and ``sml rebuild`` into a scratch SQLite database."""
     from sml.archive.query import run_duckdb_query
     from sml.archive.rebuild import rebuild_tables
     from sml.archive.store import ArchiveLocation
     from sml.core.db import create_db_engine
+    from sml.local.worker import FunctionError
 
     location = ArchiveLocation(stack.endpoints.bucket, stack.endpoints.archive_prefix)
+    try:
+        converted = stack.convert_landing()
+    except FunctionError as exc:
+        raise SmlError(f"the archive function did not convert the landing area: {exc.message} (log: {stack.config.log_dir})") from None
+    say(
+        f"      the archive function converts the {converted['landing_converted']:,} batches waiting in the landing area into Parquet "
+        f"({converted['events']:,} events; its schedule does it every {stack.config.archive_convert_interval_s:g} s)"
+    )
     question = "SELECT model_version, count(*) AS predictions FROM predictions GROUP BY 1 ORDER BY 1"
     say(f'      $ sml query "{question}"')
     answer = run_duckdb_query(clients.s3, location, question).to_pylist()
