@@ -9,7 +9,10 @@ endpoint down for ``fault_s``, a writer container killed in the middle of a batc
 
 Afterwards every answered prediction must be stored exactly once, or be in the DLQ (with a
 reason), or be in a ``capture_miss`` log line of predict; nothing else (``lost`` and
-``duplicates`` must be 0). Every poison record must be in the DLQ with a reason.
+``duplicates`` must be 0). Every poison record must be in the DLQ with a reason. The event
+archive is read after one more conversion by the stack's archive function (what its schedule
+does every minute meanwhile): it must hold every stored prediction and nothing else, and the
+landing area must then be empty.
 
 Used by ``bench/local_stack_bench.py`` (the figures) and ``tests/e2e/test_load_and_faults.py``
 (a bounded run with assertions).
@@ -42,7 +45,7 @@ FAULTS = ("database", "queue", "writer-kill")
 FAULT_AT = {"database": 0.15, "queue": 0.45, "writer-kill": 0.75}  # share of requests sent when each fault starts
 # The metrics only one of the two functions emits: one function's name in the other's line is a leak.
 PREDICT_METRICS = {"PredictionsServed", "CaptureSampledOut", "CaptureMisses", "RejectedRequests", "FeedbackMisses", "FeedbackLabelsAccepted"}
-WRITER_METRICS = {"rows_inserted", "duplicates_skipped", "records_failed", "migrations_applied", "labels_stored", "labels_skipped"}
+WRITER_METRICS = {"rows_inserted", "duplicates_skipped", "records_failed", "migrations_applied", "labels_stored", "labels_skipped", "archive_records_landed"}
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,10 @@ class LoadResult:
     """Stored predictions the archive lacks: must be 0."""
     archive_unexpected: int = 0
     """Archived predictions the table lacks: must be 0."""
+    archive_conversion: dict[str, Any] = field(default_factory=dict)
+    """What the last conversion before the accounting did (its summary, or ``error``)."""
+    landing_left: int = 0
+    """Landing objects still waiting after that conversion: must be 0."""
 
     @property
     def server_errors(self) -> int:
@@ -131,7 +138,7 @@ class LoadResult:
             "requests_ok", "answered", "stored", "in_dlq", "capture_missed", "lost", "duplicates", "unexpected_rows",
             "stored_and_in_dlq", "poison_sent", "poison_in_dlq", "dlq_without_reason", "redeliveries_absorbed",
             "traffic_s", "end_to_end_s", "events_per_s", "lag_p50_s", "lag_p99_s", "peak_depth", "settled",
-            "archived", "archive_copies", "archive_missing", "archive_unexpected",
+            "archived", "archive_copies", "archive_missing", "archive_unexpected", "archive_conversion", "landing_left",
         )
         out: dict[str, Any] = {key: getattr(self, key) for key in keys}
         out.update(status_counts=self.status_counts, faults=self.faults, metric_lines=self.metric_lines,
@@ -223,6 +230,7 @@ def _run(plan: LoadPlan, work: Path, direct_aws_url: str, proxied_aws_url: str, 
         result.faults = faults.log
         result.poison_sent = len(traffic.poison_bodies)
         _account(result, traffic, direct_database_url, sqs, dlq_url, config, started_wall)
+        result.archive_conversion = _convert_landing(stack)
         s3 = boto3.client("s3", endpoint_url=service_urls.get("s3", direct_aws_url), region_name=endpoints.region)
         _account_archive(result, s3, endpoints.bucket, endpoints.archive_prefix, direct_database_url)
     _check_metrics(result, config)
@@ -473,12 +481,24 @@ def _account(result: LoadResult, traffic: _Traffic, database_url: str, sqs: Any,
         result.events_per_s = result.stored / max(1e-9, (last_stored - started).total_seconds())
 
 
+def _convert_landing(stack: Any) -> dict[str, Any]:
+    """Convert what the writer landed, in the stack's archive function, as its schedule would; its summary or the error."""
+    from sml.local.worker import FunctionError
+
+    try:
+        return stack.convert_landing()
+    except FunctionError as exc:
+        return {"error": f"{exc.error_type}: {exc.message}"}
+
+
 def _account_archive(result: LoadResult, s3: Any, bucket: str, prefix: str, database_url: str) -> None:
-    """Every stored prediction in the archive, and nothing else (copies counted apart)."""
+    """Every stored prediction in the archive, and nothing else (copies counted apart); nothing left in the landing area."""
+    from sml.archive.landing import list_landing
     from sml.archive.parquet import read_parquet_bytes
     from sml.archive.store import ArchiveLocation, list_table
 
     location = ArchiveLocation(bucket, prefix)
+    result.landing_left = sum(1 for _ in list_landing(s3, location))
     ids: list[str] = []
     for item in list_table(s3, location, "predictions"):
         table = read_parquet_bytes(s3.get_object(Bucket=bucket, Key=item.key)["Body"].read())

@@ -45,6 +45,7 @@ def test_predict_and_the_writer_driven_hard_together_answer_no_5xx_and_each_emit
     assert result.settled
     assert (result.stored, result.lost, result.duplicates, result.unexpected_rows) == (1500, 0, 0, 0)
     assert (result.archived, result.archive_missing, result.archive_unexpected) == (1500, 0, 0)
+    assert result.landing_left == 0 and result.archive_conversion.get("failures") == [], result.archive_conversion
     # one metrics line per predict invocation, and no line of either function carries the other's metrics
     assert result.metric_lines["PredictionsServed"] == 300
     assert result.foreign_metric_lines == []
@@ -65,6 +66,8 @@ def test_under_faults_every_answered_prediction_is_stored_once_or_in_the_dlq_or_
     assert result.lost == 0
     assert result.duplicates == 0 and result.unexpected_rows == 0
     # The event archive (S3, Parquet) holds every stored prediction and nothing else; redelivered copies are dropped where it is read.
+    # After one more conversion, as the archive function's schedule does: the writer's landing area is then empty.
+    assert result.landing_left == 0 and result.archive_conversion.get("failures") == [], result.archive_conversion
     assert result.archive_missing == 0 and result.archive_unexpected == 0 and result.archived == result.stored
     assert result.stored + result.in_dlq + result.capture_missed == result.answered
     assert result.capture_missed > 0  # the queue outage really cut predict off (and was logged whole)
