@@ -52,6 +52,20 @@ def test_a_failed_run_is_kept_and_the_next_one_still_comes(caplog: pytest.LogCap
     assert schedule.run_once() == "done" and schedule.last_error is None
 
 
+def test_a_result_not_worth_logging_gets_a_debug_line_only(caplog: pytest.LogCaptureFixture) -> None:
+    results = iter([{"converted": 0}, {"converted": 2}])
+    schedule = ScheduledInvocation("conversion", lambda _event: next(results), {}, interval_s=60, worth_logging=lambda result: bool(result["converted"]))
+
+    with caplog.at_level(logging.DEBUG, logger="sml.local.schedule"):
+        schedule.run_once()
+        schedule.run_once()
+
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("DEBUG", "scheduled conversion: {'converted': 0}"),
+        ("INFO", "scheduled conversion: {'converted': 2}"),
+    ]
+
+
 def test_a_non_positive_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="interval_s must be positive"):
         ScheduledInvocation("retention", print, {}, interval_s=0)

@@ -31,6 +31,8 @@ class ScheduledInvocation:
     :param clock: the current time (replaceable in tests).
     :param first_after_s: wait this long before the first invocation instead of invoking at start
         (a weekly run that a restarted stack need not catch up on).
+    :param worth_logging: whether a result gets an INFO line (otherwise DEBUG): a rule that runs
+        every minute and mostly finds nothing would fill ``sml up``'s output.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class ScheduledInvocation:
         interval_s: float,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         first_after_s: float = 0.0,
+        worth_logging: Callable[[Any], bool] = lambda result: True,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
@@ -51,6 +54,7 @@ class ScheduledInvocation:
         self.interval_s = interval_s
         self.clock = clock
         self.first_after_s = first_after_s
+        self.worth_logging = worth_logging
         self.invocations = 0
         self.last_result: Any = None
         self.last_error: BaseException | None = None
@@ -71,7 +75,7 @@ class ScheduledInvocation:
             self.last_error = exc
             logger.warning("scheduled %s failed: %s", self.name, exc)
             return None
-        logger.info("scheduled %s: %s", self.name, self.last_result)
+        logger.log(logging.INFO if self.worth_logging(self.last_result) else logging.DEBUG, "scheduled %s: %s", self.name, self.last_result)
         return self.last_result
 
     def _run(self) -> None:

@@ -511,6 +511,7 @@ class LocalStack:
                 "archive conversion", self.convert_landing, CONVERT_EVENT,
                 interval_s=config.archive_convert_interval_s,
                 first_after_s=config.archive_convert_interval_s,
+                worth_logging=lambda summary: not isinstance(summary, dict) or bool(summary.get("landing_converted")),  # a replaced handler's: say it
             ).start()
         self._write_stack_file()
 
