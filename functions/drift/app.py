@@ -21,19 +21,19 @@ from __future__ import annotations
 import math
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy.engine import Engine
 
 from sml.core.aws import aws_client
 from sml.core.db import database_engine_from_settings
+from sml.core.eventbridge import scheduled_time
 from sml.lifecycle.manifest import ModelManifest
 from sml.monitoring.daily import days_before, summarise_days
 from sml.monitoring.job import DriftJobConfig, run_drift_job
@@ -214,16 +214,3 @@ def event_model_version(event: dict[str, Any]) -> str | None:
     return value
 
 
-def scheduled_time(event: dict[str, Any]) -> datetime:
-    """The ``time`` of an EventBridge (scheduled) event as an aware UTC datetime.
-
-    :raises ValueError: the event has no ``time`` or it is not an ISO 8601 timestamp, naming the field.
-    """
-    text = EventBridgeEvent(event).get("time")
-    if not isinstance(text, str):
-        raise ValueError(f"event field 'time': expected the EventBridge event's ISO 8601 time, got {text!r}")
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"event field 'time': {text!r} is not an ISO 8601 timestamp") from None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

@@ -25,11 +25,11 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.drift.app import scheduled_time
 from sml.archive.landing import ConversionFailed, ConversionOutcome, convert_landing
 from sml.archive.layout import TABLES
 from sml.archive.store import ArchiveLocation, compact_days
 from sml.core.aws import aws_client
+from sml.core.eventbridge import scheduled_time
 from sml.core.settings import CompactionSettings, SettingsError, load_settings
 
 CONVERT_ACTION = "convert"

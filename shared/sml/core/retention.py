@@ -32,7 +32,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from sml.core.day_counts import delete_day_counts_before
 from sml.core.db import PREDICTIONS, dialect_family
 from sml.core.errors import SmlError
+from sml.core.eventbridge import scheduled_time
 
 MAX_PARTITION = "pmax"
 DAYS_AHEAD = 3
@@ -191,15 +192,7 @@ def run_retention_step(engine: Engine, settings: Any, event: Mapping[str, Any], 
 
     :raises ValueError: ``time`` is not an ISO 8601 timestamp, naming the field.
     """
-    text = event.get("time")
-    if text is None:
-        moment = datetime.now(timezone.utc)
-    else:
-        try:
-            moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"event field 'time': {text!r} is not an ISO 8601 timestamp") from None
-        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    moment = scheduled_time(event, default_now=True)
     days = settings.effective_retention_days
     outcome = apply_retention(engine, today=moment.date(), retention_days=days, on_step=lambda step: logger.info("retention: %s", step))
     logger.info("retention kept %d days: %s", days, outcome.summary())
