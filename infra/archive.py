@@ -179,7 +179,7 @@ class ArchiveQueries(Construct):
 
 
 class ArchiveCompaction(Construct):
-    """The archive function (``functions/drift/compact.py``; ``sml compact`` runs its compaction):
+    """The archive function (``functions/drift/compact.py``; ``sml compact`` runs the same conversion and compaction):
     the drift image with another entry point, outside the VPC (it needs S3 only, through no
     database), allowed to read, write and delete under ``archive/`` and nothing else. Every five
     minutes EventBridge sends it ``{"sml_action": "convert"}``: the writer's landing objects
@@ -194,8 +194,8 @@ class ArchiveCompaction(Construct):
     with: ``bench/archive_bench.py`` measures its rate); the daily run's conversion starts two
     minutes before the next five-minute one. When they do meet, the data is safe: both put the same
     keys with the same bytes and delete a landing object only after its Parquet objects were put;
-    the cost is requests done twice, and a landing object the other run deleted first is reported
-    as not converted (one error; the next run has nothing left to do with it).
+    the cost is requests done twice (a landing object the other run deleted after this one listed
+    it is skipped, not reported).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, app_name: str, registry: ModelRegistry) -> None:
