@@ -161,7 +161,7 @@ def test_counting_the_landing_area_is_one_list_call_that_says_when_there_are_mor
         (packed(format=2), "format 2 \\(this version reads 1\\)"),
         (packed(stored_at="2026-05-06T07:08:09+00:00"), "stored_at '2026-05-06T07:08:09\\+00:00' is not a UTC timestamp"),
         (packed(items=[["m", "{not json"]]), "item 0: .*not valid JSON"),
-        (packed(items=[["m", "p", 1, "m", "v1", 0, [1.0], "a", STORED_AT, None]]), "item 0: list index out of range"),
+        (packed(items=[["m", "p", 1, "m", "v1", 0, [1.0], "a", STORED_AT, None]]), "item 0: schema 0 is not one of the 0 feature schemas"),
         (packed(schemas=[["a", "b"]], items=[["m", "p", 1, "m", "v1", 0, [1.0], "a", STORED_AT, None]]), "item 0: 1 feature values for 2 names"),
         (packed(items=[["m", "p", 1]]), "item 0: "),
     ],
@@ -169,6 +169,53 @@ def test_counting_the_landing_area_is_one_list_call_that_says_when_there_are_mor
 def test_a_body_that_is_not_a_landing_object_is_refused_by_name(body: bytes, message: str) -> None:
     with pytest.raises(LandingObjectInvalid, match=f"s3://b/archive/landing/x.msgpack: {message}"):
         read_landing(body, "s3://b/archive/landing/x.msgpack")
+
+
+PREDICTION_ID = "0190a1b2-0000-7000-8000-000000000001"
+ITEM_FIELDS = ("message_id", "prediction_id", "schema_version", "model_name", "model_version", "schema", "values", "prediction", "predicted_at", "probabilities")
+
+
+def prediction_item(**changed: Any) -> list[Any]:
+    """A landing object's item of a valid prediction (feature schema 0, ``["a"]``), with ``changed`` fields."""
+    item = {"message_id": "m", "prediction_id": PREDICTION_ID, "schema_version": 1, "model_name": "m", "model_version": "v1", "schema": 0,
+            "values": [1.0], "prediction": "a", "predicted_at": STORED_AT, "probabilities": None, **changed}
+    return [item[name] for name in ITEM_FIELDS]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (packed(format=True)[:-1] + b"\xa3\xed\xa0\x80", "not a landing object: 'utf-8' codec can't decode byte 0xed"),
+        (packed(format=True), "format True \\(this version reads 1\\)"),
+        (packed(items=5), "items: expected an array of items, got int"),
+        (packed(schemas={"0": ["a"]}, items=[prediction_item()]), "schemas: expected an array of arrays of feature names"),
+        (packed(schemas=["a"], items=[prediction_item()]), "schemas: expected an array of arrays of feature names"),
+        (packed(items=[{"a": 1, "b": 2}]), "item 0: expected an array, got dict"),
+        (packed(items=[[5, "{}"]]), "item 0: message_id: expected text, got int"),
+        (packed(schemas=[["a"]], items=[prediction_item(schema=-1)]), "item 0: schema -1 is not one of the 1 feature schemas"),
+        (packed(schemas=[["b"], ["a"]], items=[prediction_item(schema=True)]), "item 0: schema True is not one of the 2 feature schemas"),
+        (packed(schemas=[["a"]], items=[prediction_item(values={"a": 1})]), "item 0: feature values: expected an array, got dict"),
+        (packed(schemas=[["a", "a"]], items=[prediction_item(values=[1, 2])]), "item 0: feature names repeat in schema 0"),
+        (packed(schemas=[[1]], items=[prediction_item()]), "item 0: .*Expected `str`, got `int` - at `key` in `\\$.features`"),
+        (packed(schemas=[["a"]], items=[prediction_item(prediction_id=5)]), "item 0: prediction_id: "),
+        (packed(schemas=[["a"]], items=[prediction_item(prediction_id="p")]), "item 0: prediction_id: "),
+        (packed(schemas=[["a"]], items=[prediction_item(schema_version=2)]), "item 0: schema_version: "),
+        (packed(schemas=[["a"]], items=[prediction_item(model_name="")]), "item 0: model_name: "),
+        (packed(schemas=[["a"]], items=[prediction_item(values=[[1]])]), "item 0: features.a: "),
+        (packed(schemas=[["a"]], items=[prediction_item(values=[float("nan")])]), "item 0: features.a: must be a finite number"),
+        (packed(schemas=[["a"]], items=[prediction_item(prediction=True)]), "item 0: prediction: "),
+        (packed(schemas=[["a"]], items=[prediction_item(prediction=None)]), "item 0: prediction: "),
+        (packed(schemas=[["a"]], items=[prediction_item(predicted_at="2026-05-06")]), "item 0: predicted_at: "),
+        (packed(schemas=[["a"]], items=[prediction_item(probabilities={"a": 2.0})]), "item 0: probabilities.a: "),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_an_item_that_is_not_a_valid_event_is_refused_by_name_not_archived(body: bytes, message: str) -> None:
+    # The conversion puts what read_landing returns into the immutable archive: it must hold what the writer's
+    # parser accepts, or nothing (a corrupt or foreign object stays in the landing area, named).
+    with pytest.raises(LandingObjectInvalid, match=f"s3://b/archive/landing/x.msgpack: {message}"):
+        read_landing(body, "s3://b/archive/landing/x.msgpack")
+    assert read_landing(packed(schemas=[["a"]], items=[prediction_item()]))[1][0][1].features == {"a": 1.0}
 
 
 def test_a_landing_body_reads_back_every_event_exactly_including_hostile_values() -> None:

@@ -50,7 +50,7 @@ import msgspec
 from botocore.exceptions import ClientError
 
 from sml.archive.layout import ArchiveLocation, ArchiveNotWritten
-from sml.core.events import Event, EventValidationError, PredictionEvent, parse_event, serialise_event
+from sml.core.events import Event, PredictionEvent, parse_event, prediction_event_of, serialise_event
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,10 @@ _STORED_FORMAT = "%Y%m%dT%H%M%S%fZ"
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()
 _MSGPACK_INTEGERS = range(-(2**63), 2**64)  # what MessagePack holds; JSON (and so an event) may hold more
+# The fields of a prediction's item, in order (see the module docstring).
+_PREDICTION_ITEM = (
+    "message_id", "prediction_id", "schema_version", "model_name", "model_version", "schema", "values", "prediction", "predicted_at", "probabilities",
+)
 
 
 class LandingObjectInvalid(ValueError):
@@ -150,39 +154,64 @@ def land_acknowledged(
 def read_landing(body: bytes, key: str = "") -> tuple[datetime, list[tuple[str, Event]]]:
     """The ``stored_at`` (aware UTC) and ``(message_id, event)`` pairs of a landing object's ``body``.
 
-    :raises LandingObjectInvalid: the body is not a landing object of a known format (the message names ``key``).
+    Every event is validated as the writer's parser validates a body, so a corrupt or foreign
+    object never puts into the archive an event the writer would have refused.
+
+    :raises LandingObjectInvalid: the body is not a landing object of a known format, or an item
+        is not a valid event (the message names ``key``, the item and the field).
     """
     where = key or "landing object"
     try:
         landing = _DECODER.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec reports text that is not UTF-8 as the latter
         raise LandingObjectInvalid(f"{where}: not a landing object: {exc}") from None
     if not isinstance(landing, dict) or set(landing) != {"format", "stored_at", "schemas", "items"}:
         raise LandingObjectInvalid(f"{where}: not a landing object: expected the keys format, stored_at, schemas and items")
-    if landing["format"] != LANDING_FORMAT:
+    if type(landing["format"]) is not int or landing["format"] != LANDING_FORMAT:
         raise LandingObjectInvalid(f"{where}: format {landing['format']!r} (this version reads {LANDING_FORMAT})")
     stored_at = landing["stored_at"]
     if not isinstance(stored_at, datetime) or stored_at.tzinfo is None:
         raise LandingObjectInvalid(f"{where}: stored_at {stored_at!r} is not a UTC timestamp")
-    schemas = landing["schemas"]
+    schemas, items = landing["schemas"], landing["items"]
+    if type(schemas) is not list or not all(type(names) is list for names in schemas):
+        raise LandingObjectInvalid(f"{where}: schemas: expected an array of arrays of feature names")
+    if type(items) is not list:
+        raise LandingObjectInvalid(f"{where}: items: expected an array of items, got {type(items).__name__}")
     events: list[tuple[str, Event]] = []
-    for number, item in enumerate(landing["items"]):
+    for number, item in enumerate(items):
         try:
-            if len(item) == 2:
-                events.append((item[0], parse_event(item[1])))
-                continue
-            message_id, prediction_id, schema_version, model_name, model_version, schema, values, prediction, predicted_at, probabilities = item
-            names = schemas[schema]
-            if len(names) != len(values):
-                raise ValueError(f"{len(values)} feature values for {len(names)} names")
-            features = dict(zip(names, values))
-            events.append((message_id, PredictionEvent(
-                prediction_id=prediction_id, schema_version=schema_version, model_name=model_name, model_version=model_version,
-                features=features, prediction=prediction, predicted_at=predicted_at, probabilities=probabilities,
-            )))
-        except (TypeError, ValueError, IndexError, EventValidationError) as exc:
+            events.append(_landed_event(item, schemas))
+        except (TypeError, ValueError) as exc:  # EventValidationError included: it names the event's field
             raise LandingObjectInvalid(f"{where}: item {number}: {exc}") from None
     return stored_at.astimezone(timezone.utc), events
+
+
+def _landed_event(item: Any, schemas: list[list[Any]]) -> tuple[str, Event]:
+    """The ``(message_id, event)`` of a landing object's ``item``, validated as the writer's parser validates a body."""
+    if type(item) is not list:
+        raise TypeError(f"expected an array, got {type(item).__name__}")
+    if type(item[0] if item else None) is not str:
+        raise TypeError(f"message_id: expected text, got {type(item[0] if item else None).__name__}")
+    if len(item) == 2:
+        return item[0], parse_event(item[1])
+    if len(item) != len(_PREDICTION_ITEM):
+        raise ValueError(f"expected {len(_PREDICTION_ITEM)} fields of a prediction or 2 of an event's JSON text, got {len(item)}")
+    fields = dict(zip(_PREDICTION_ITEM, item))
+    schema, values = fields.pop("schema"), fields.pop("values")
+    if type(schema) is not int or not 0 <= schema < len(schemas):
+        raise ValueError(f"schema {schema!r} is not one of the {len(schemas)} feature schemas")
+    if type(values) is not list:
+        raise TypeError(f"feature values: expected an array, got {type(values).__name__}")
+    names = schemas[schema]
+    if len(names) != len(values):
+        raise ValueError(f"{len(values)} feature values for {len(names)} names")
+    try:
+        fields["features"] = dict(zip(names, values))
+    except TypeError:  # a name that is not hashable (an array, a map)
+        raise ValueError(f"features: names in schema {schema} are not text") from None
+    if len(fields["features"]) != len(names):
+        raise ValueError(f"feature names repeat in schema {schema}")
+    return fields.pop("message_id"), prediction_event_of(fields)
 
 
 def list_landing(s3: Any, location: ArchiveLocation) -> Iterator[str]:

@@ -204,16 +204,29 @@ def build_prediction_event(
         "probabilities": probabilities,
         "predicted_at": predicted_at or utc_now(),
     }
+    event = prediction_event_of(raw)
+    _refuse_lone_surrogates(event)
+    return event
+
+
+def prediction_event_of(fields: dict[str, Any]) -> PredictionEvent:
+    """The prediction event of ``fields`` (every field by name, as values rather than JSON text),
+    validated as a parsed body is; raises ``EventValidationError`` naming the bad field.
+
+    Nothing is filled in: a missing ``prediction_id`` or ``predicted_at`` is an error, not a new
+    one. Text is taken to be valid Unicode, as text decoded from bytes (JSON, MessagePack) always
+    is; :func:`build_prediction_event` also refuses the lone surrogates a ``str`` may hold (that
+    check costs three times the rest).
+    """
     try:
-        event = msgspec.convert(raw, PredictionEvent, strict=True)
+        event = msgspec.convert(fields, PredictionEvent, strict=True)
     except msgspec.ValidationError as exc:
-        raise _validation_error(exc, raw) from None
+        raise _validation_error(exc, fields) from None
     for name, value in event.features.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise EventValidationError(f"features.{name}", "must be a finite number")
     if isinstance(event.prediction, float) and not math.isfinite(event.prediction):
         raise EventValidationError("prediction", "must be a finite number")
-    _refuse_lone_surrogates(event)
     return event
 
 
