@@ -6,13 +6,14 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
 import pytest
-from archive_support import archived_rows, event_keys, new_archive, s3  # noqa: F401 - s3 is a fixture
-from writer_support import label_body, prediction_id_of
+from archive_support import archived_rows, engine, event_keys, new_archive, s3  # noqa: F401 - fixtures
+from sqlalchemy.engine import Engine
+from writer_support import REJECTED_LABEL, REJECTED_MODEL, add_label_rejecting_trigger, add_rejecting_trigger, label_body, prediction_id_of, stored_rows
 
 from functions.drift import compact
 from sml.archive.landing import (
@@ -20,6 +21,7 @@ from sml.archive.landing import (
     LandingObjectInvalid,
     convert_landing,
     count_landing,
+    land_acknowledged,
     landing_body,
     landing_prefix,
     list_landing,
@@ -31,7 +33,7 @@ from sml.archive.store import ArchiveLocation, archive_rows, compact_partition
 from sml.cli.main import main
 from sml.core.events import build_prediction_event, build_refusal_event, parse_event, serialise_event
 from sml.local.lambda_context import new_lambda_context
-from sml.writer.batch import parse_records
+from sml.writer.batch import parse_records, write_batch
 
 STORED_AT = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
 DAY = datetime(2026, 5, 6, 6, 0, tzinfo=timezone.utc)
@@ -365,3 +367,86 @@ def test_sml_query_and_rebuild_warn_about_batches_not_yet_converted_and_leave_th
     convert_landing(s3, location)
     assert main(["query", "SELECT count(*) AS n FROM predictions"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def hostile_batch() -> list[tuple[str, str]]:
+    """Records that try to make the landing object differ from the events parsed: every value
+    MessagePack or the JSON fallback might change, mixed schemas, copies and conflicts, failures."""
+    def body(features: Any, prediction: Any = "a", *, model: str = "modèle ✓", version: str = "v1", at: str = "2026-05-06T01:02:03.456789Z",
+             prediction_id: str | None = None, probabilities: Any = None) -> str:
+        return json.dumps({
+            "prediction_id": prediction_id or prediction_id_of(batch(1)[0][1]), "schema_version": 1, "model_name": model, "model_version": version,
+            "features": features, "prediction": prediction, "predicted_at": at, "probabilities": probabilities,
+        }, ensure_ascii=False)
+
+    reused, conflicted, rejected_first = (prediction_id_of(batch(1)[0][1]) for _ in range(3))
+    return [
+        ("bool", body({"x": True, "y": 1, "z": 1.0}, prediction=1)),
+        ("int", body({"y": True, "z": 1, "x": 1.0}, prediction=1.0)),  # the same names in another order, types swapped
+        ("zero", body({"x": -0.0, "y": 0, "z": False}, prediction=-0.0)),
+        ("bounds", body({"x": 2**63, "y": -(2**63), "z": 2**64 - 1}, prediction=2**63 - 1)),
+        ("beyond", body({"x": 2**64, "y": -(2**63) - 1, "z": 10**30}, prediction="1")),  # the JSON fallback, in the same batch
+        ("floats", body({"x": 1.7976931348623157e308, "y": 5e-324, "z": 2.2250738585072014e-308}, probabilities={"a": 0.1, "b": 0.9})),
+        ("texts", body({" ": None, "  ": "", "1": "1", "1.0": "NaN", "null": "null", "é\u2028\n\"": "✓\x00\uffff", "🙂": "true"}, prediction="0")),
+        ("wide", body({f"f{index:04d}": index / 7 for index in range(300)}, version="v2")),
+        ("year1", body({"x": 1}, at="0001-01-01T00:00:00Z", version="v3")),
+        ("year9999", body({"x": 1}, at="9999-12-31T23:59:59.9999999Z", version="v3")),  # digits beyond microseconds truncated
+        ("leap", body({"x": 1}, at="2016-12-31T23:59:60.5Z", version="v3")),
+        ("offset", body({"x": 1}, at="2026-05-06T23:30:00.000001-05:00", version="v3")),  # the next UTC day
+        ("dup1", body({"x": 1}, prediction_id=reused)),
+        ("dup2", body({"x": 1}, prediction_id=reused)),
+        ("conflict1", body({"x": 1}, prediction_id=conflicted)),
+        ("conflict2", body({"x": 2}, prediction_id=conflicted, model=REJECTED_MODEL)),  # kept out: the first one counts
+        ("rejected1", body({"x": 1}, prediction_id=rejected_first, model=REJECTED_MODEL)),
+        ("rejected2", body({"x": 1}, prediction_id=rejected_first)),  # its id was rejected with the first: not stored either
+        ("label", label_body(reused, label=2**70, labelled_at=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc))),
+        ("label-again", label_body(reused, label="benign", labelled_at=datetime(1, 1, 1, tzinfo=timezone.utc))),
+        ("label-rejected", label_body(conflicted, label=REJECTED_LABEL)),
+        ("label-other", label_body(conflicted, label=-0.0, labelled_at=datetime(2026, 5, 6, tzinfo=timezone.utc))),  # rejected with it
+        ("refusal", serialise_event(build_refusal_event(model_name="m", model_version=None, refused={"🙂": {"not_a_number": 2}}))),
+        ("nan", body({"x": float("nan")})),  # json.dumps writes NaN, which is not JSON: refused by the parser
+        ("bool-prediction", body({"x": 1}, prediction=True)),
+        ("junk", "{"),
+    ]
+
+
+def test_a_hostile_batch_is_archived_as_the_writer_built_it_byte_for_byte_with_the_stored_at_of_its_rows(s3: Any, engine: Engine) -> None:
+    add_rejecting_trigger(engine)
+    add_label_rejecting_trigger(engine)
+    location, direct = new_archive(s3), new_archive(s3)
+    records = hostile_batch()
+
+    outcome = write_batch(engine, records, stored_at=STORED_AT)
+    key, landed = land_acknowledged(s3, location, outcome.events, (failure.message_id for failure in outcome.failures), STORED_AT)
+    converted = convert_landing(s3, location)
+
+    failed = {failure.message_id for failure in outcome.failures}
+    assert failed == {"rejected1", "rejected2", "label-rejected", "label-other", "nan", "bool-prediction", "junk"}
+    assert (converted.converted, converted.failures, converted.events) == ([key], [], landed) and landed == len(records) - len(failed)
+    # The oracle: what the writer archived itself, i.e. archive_rows of the parsed rows the database holds.
+    parsed = parse_records(records, STORED_AT)
+    stored = stored_rows(engine)
+    rejected_labels = {prediction_id for prediction_id, message_ids in parsed.message_ids_by_label.items() if failed & set(message_ids)}
+    expected = archive_rows(
+        s3, direct, predictions=[row for row in parsed.rows if row["prediction_id"] in stored],
+        ground_truth=[row for row in parsed.label_events if row["prediction_id"] not in rejected_labels],
+        refusals=[row for item in parsed.refusals for row in item["rows"]], prediction_values=parsed.prediction_values,
+    )
+    assert sorted(converted.written) == sorted(expected)
+    for written in expected:
+        assert s3.get_object(Bucket=location.bucket, Key=written)["Body"].read() == s3.get_object(Bucket=direct.bucket, Key=written)["Body"].read(), written
+    archived = archived_rows(s3, location, "predictions", since=date(1, 1, 1), until=date(9999, 12, 31))
+    assert sorted(row["prediction_id"] for row in archived) == sorted(stored)  # every stored row once, nothing rejected
+    assert {row["prediction_id"]: row["stored_at"] for row in archived} == {prediction_id: row.stored_at for prediction_id, row in stored.items()}
+    labels = archived_rows(s3, location, "ground_truth", since=date(1, 1, 1), until=date(9999, 12, 31))
+    assert sorted(row["label"] for row in labels) == sorted([str(2**70), '"benign"'])
+
+
+def test_a_batch_whose_every_record_failed_lands_nothing(s3: Any, engine: Engine) -> None:
+    add_rejecting_trigger(engine)
+    location = new_archive(s3)
+    records = [(name, body) for name, body in hostile_batch() if name in ("rejected1", "rejected2", "nan", "junk")]
+    outcome = write_batch(engine, records, stored_at=STORED_AT)
+    assert len(outcome.failures) == len(records)
+    assert land_acknowledged(s3, location, outcome.events, (failure.message_id for failure in outcome.failures), STORED_AT) == (None, 0)
+    assert list(list_landing(s3, location)) == [] and convert_landing(s3, location).converted == []
