@@ -29,7 +29,7 @@ from sml.archive.landing import (
     read_landing,
 )
 from sml.archive.layout import ArchiveNotWritten, Partition
-from sml.archive.store import ArchiveLocation, archive_rows, compact_partition
+from sml.archive.store import ArchiveLocation, archive_rows, compact_days, compact_partition
 from sml.cli.main import main
 from sml.core.events import build_prediction_event, build_refusal_event, parse_event, serialise_event
 from sml.local.lambda_context import new_lambda_context
@@ -450,3 +450,88 @@ def test_a_batch_whose_every_record_failed_lands_nothing(s3: Any, engine: Engine
     assert len(outcome.failures) == len(records)
     assert land_acknowledged(s3, location, outcome.events, (failure.message_id for failure in outcome.failures), STORED_AT) == (None, 0)
     assert list(list_landing(s3, location)) == [] and convert_landing(s3, location).converted == []
+
+
+CONVERSION_CALLS = ("ListObjectsV2", "GetObject", "PutObject", "DeleteObject")
+
+
+def failing_call(s3: Any, number: int, when: str) -> list[str]:
+    """Make the ``number``-th S3 call of a conversion (1-based; list, get, put or delete) fail ``when``
+    (``before-call``: S3 never saw it; ``after-call``: S3 did it, its answer was lost); returns the calls made."""
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        if model.name in CONVERSION_CALLS:
+            calls.append(model.name)
+            if len(calls) == number:
+                raise ConnectionError(f"stand-in for S3 failing at call {number} ({model.name})")
+
+    s3.meta.events.register(f"{when}.s3", count, unique_id="failing-call")
+    return calls
+
+
+def readers_see(s3: Any, location: ArchiveLocation) -> dict[str, list[tuple[Any, ...]]]:
+    """What a reader of the archive (``sml query``'s DuckDB) sees of each table, copies removed, sorted."""
+    from sml.archive.query import run_duckdb_query
+
+    first = {"predictions": "prediction_id", "ground_truth": "prediction_id", "predict_refusals": "refusal_id"}
+    return {
+        table: sorted((row.pop(key), row.pop("stored_at"), *sorted(row.items())) for row in run_duckdb_query(s3, location, f"SELECT * FROM {table}").to_pylist())
+        for table, key in first.items()
+    }
+
+
+@pytest.mark.parametrize("when", ["before-call", "after-call"])
+@pytest.mark.parametrize("compacted_between", [False, True], ids=["retried", "compacted-then-retried"])
+def test_a_fault_at_any_s3_call_of_a_conversion_loses_and_doubles_nothing_a_reader_sees(s3: Any, compacted_between: bool, when: str) -> None:
+    refusal = build_refusal_event(model_name="breast-cancer", model_version="v1", refused={"mean radius": {"out_of_range": 2}}, refused_at=DAY)
+    first = batch(3) + batch(2, version="v2", start=3) + [("l", label_body(prediction_id_of(batch(1)[0][1]), labelled_at=DAY)), ("r", serialise_event(refusal))]
+    second = batch(2, start=5) + first[:2]  # a redelivery of two events of the first batch, stored later
+    clean = new_archive(s3)
+    for records, stored_at in ((first, STORED_AT), (second, STORED_AT + timedelta(minutes=5))):
+        put_landing(s3, clean, events_of(records), stored_at)
+    convert_landing(s3, clean)
+    expected = readers_see(s3, clean)
+    assert [len(rows) for rows in expected.values()] == [7, 1, 1]
+
+    number = 0
+    while True:
+        number += 1
+        location = new_archive(s3)
+        for records, stored_at in ((first, STORED_AT), (second, STORED_AT + timedelta(minutes=5))):
+            put_landing(s3, location, events_of(records), stored_at)
+        calls = failing_call(s3, number, when)
+        try:
+            failed = convert_landing(s3, location).failures
+        except ConnectionError:  # the listing failed: nothing was converted
+            failed = ["listing"]
+        finally:
+            s3.meta.events.unregister(f"{when}.s3", unique_id="failing-call")
+        if len(calls) < number:  # every call of a conversion has failed once
+            break
+        assert failed, f"call {number} ({calls[-1]}) failed unnoticed"
+        if compacted_between:  # the daily compaction merges (and deletes) what the stopped run put
+            compact_days(s3, location, DAY.date(), DAY.date(), ["predictions", "ground_truth", "predict_refusals"])
+        assert convert_landing(s3, location).failures == []
+        assert list(list_landing(s3, location)) == []
+        assert readers_see(s3, location) == expected, f"after a fault at call {number} ({calls[-1]})"
+    assert number > 8  # a listing, two gets, five puts and two deletes at least
+
+
+def test_a_landing_object_converted_after_its_day_was_compacted_is_read_with_it_and_compacted_again(s3: Any) -> None:
+    # The writer takes stored_at before its database write, so its landing put may arrive after the daily
+    # compaction listed the day; a late delivery may hold events of a compacted day too.
+    location = new_archive(s3)
+    records = batch(5)
+    put_landing(s3, location, events_of(records[:3]), STORED_AT + timedelta(minutes=1))
+    convert_landing(s3, location)
+    compact_days(s3, location, DAY.date(), DAY.date(), ["predictions"])
+    late = records[3:] + records[:1]  # new events and a copy of one compacted, stored before the compaction's copy
+    put_landing(s3, location, events_of(late), STORED_AT)
+    convert_landing(s3, location)
+
+    seen = readers_see(s3, location)["predictions"]
+    assert sorted(row[0] for row in seen) == sorted(prediction_id_of(body) for _, body in records)
+    assert {row[0]: row[1] for row in seen}[prediction_id_of(records[0][1])] == STORED_AT  # the first stored copy
+    again = compact_days(s3, location, DAY.date(), DAY.date(), ["predictions"])
+    assert sum(outcome.rows for _, outcome in again) == 5 and readers_see(s3, location)["predictions"] == seen
