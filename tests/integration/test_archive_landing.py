@@ -261,12 +261,21 @@ def test_the_archive_function_converts_on_its_frequent_rule_and_before_compactin
 
 
 def test_the_writer_lands_without_importing_pyarrow() -> None:
+    pid = prediction_id_of(batch(1)[0][1])
+    big = json.dumps({**json.loads(batch(1)[0][1]), "prediction": 2**70})  # landed as JSON text
+    records = [*batch(2), ("big", big), ("label", label_body(pid)), ("failed", batch(1)[0][1])]
     script = (
         "import json, sys\n"
         "from datetime import datetime, timezone\n"
-        "from sml.archive.landing import landing_body\n"
         "import functions.writer.app\n"
-        "landing_body([], datetime.now(timezone.utc))\n"
+        "from sml.archive.landing import land_acknowledged\n"
+        "from sml.archive.layout import ArchiveLocation\n"
+        "from sml.writer.batch import parse_records\n"
+        "class S3:\n"
+        "    def put_object(self, **_):\n"
+        "        pass\n"
+        f"events = parse_records({records!r}, datetime.now(timezone.utc)).events\n"
+        "assert land_acknowledged(S3(), ArchiveLocation('b', 'archive/'), events, ['failed'], datetime.now(timezone.utc))[1] == 4\n"
         "print(json.dumps(sorted(name for name in sys.modules if name.split('.')[0] in ('pyarrow', 'duckdb', 'pandas'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
