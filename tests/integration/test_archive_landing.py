@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from sml.archive.landing import (
     read_landing,
 )
 from sml.archive.layout import ArchiveNotWritten, Partition
-from sml.archive.store import ArchiveLocation, archive_rows, compact_days, compact_partition
+from sml.archive.store import ArchiveLocation, archive_rows, compact_days, compact_partition, list_partition
 from sml.cli.main import main
 from sml.core.events import build_prediction_event, build_refusal_event, parse_event, serialise_event
 from sml.local.lambda_context import new_lambda_context
@@ -544,3 +545,36 @@ def test_a_landing_object_converted_after_its_day_was_compacted_is_read_with_it_
     assert {row[0]: row[1] for row in seen}[prediction_id_of(records[0][1])] == STORED_AT  # the first stored copy
     again = compact_days(s3, location, DAY.date(), DAY.date(), ["predictions"])
     assert sum(outcome.rows for _, outcome in again) == 5 and readers_see(s3, location)["predictions"] == seen
+
+
+def test_a_listing_that_fails_is_a_named_failure_and_the_daily_run_still_compacts(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for cached in (compact.archive_location, compact.s3_client):
+        cached.cache_clear()
+    location = new_archive(s3)
+    monkeypatch.setenv("SML_BUCKET", location.bucket)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+    put_landing(s3, location, events_of(batch(3)), STORED_AT)
+    convert_landing(s3, location)
+    put_landing(s3, location, events_of(batch(2, start=3)), STORED_AT + timedelta(minutes=5))
+    paginator = s3.get_paginator
+
+    def listing_fails_for_landing(name: str) -> Any:
+        real = paginator(name)
+
+        class Failing:
+            def paginate(self, **kwargs: Any) -> Any:
+                if kwargs.get("Prefix") == landing_prefix(location):
+                    raise ConnectionError("stand-in for S3 refusing the listing")
+                return real.paginate(**kwargs)
+
+        return Failing()
+
+    monkeypatch.setattr(s3, "get_paginator", listing_fails_for_landing)
+    monkeypatch.setattr(compact, "s3_client", functools.cache(lambda: s3))
+    failed = convert_landing(s3, location)
+    assert failed.converted == [] and failed.failures == [f"s3://{location.bucket}/archive/landing/: listing failed: stand-in for S3 refusing the listing"]
+    with pytest.raises(ConversionFailed, match="listing failed"):
+        compact.handler({"time": (DAY + timedelta(days=1)).isoformat()}, new_lambda_context("compact", region="us-east-1", timeout_s=900))
+    assert [item.compacted for item in list_partition(s3, location, Partition("predictions", DAY.date(), "breast-cancer"))] == [True]
+    for cached in (compact.archive_location, compact.s3_client):
+        cached.cache_clear()

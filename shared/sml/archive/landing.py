@@ -273,8 +273,9 @@ def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = N
     :func:`sml.archive.store.archive_rows` (the objects the writer would have put), and only
     then is it deleted. An object that cannot be read, decoded or put is named in ``failures``
     and left in place; the others are converted. An object listed but gone when read was
-    converted and deleted by another run meanwhile (S3's ``NoSuchKey``) and is skipped. Memory
-    holds one landing object at a time.
+    converted and deleted by another run meanwhile (S3's ``NoSuchKey``) and is skipped. A
+    listing that fails ends the run with a failure naming the landing area, so a caller (the
+    daily run) still does its other work before it raises. Memory holds one landing object at a time.
 
     :param s3: a boto3 S3 client that may get, put and delete under the archive's prefix.
     :param limit: convert at most this many objects (the rest wait for the next run).
@@ -287,7 +288,16 @@ def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = N
     from sml.writer.batch import rows_of_events
 
     outcome = ConversionOutcome()
-    for key in list_landing(s3, location):
+    keys = list_landing(s3, location)
+    while True:
+        try:
+            key = next(keys)
+        except StopIteration:
+            break
+        except Exception as exc:  # noqa: BLE001 - the listing failed: what is left waits for the next run, said as a failure
+            logger.exception("the landing area %s could not be listed; what is left waits for the next run", location.uri(landing_prefix(location)))
+            outcome.failures.append(f"{location.uri(landing_prefix(location))}: listing failed: {exc}")
+            break
         if (limit is not None and len(outcome.converted) + len(outcome.failures) >= limit) or (deadline is not None and time.monotonic() >= deadline):
             outcome.remaining = True
             break
