@@ -50,7 +50,8 @@ FUNCTIONS = ("predict", "writer", "drift")
 NOT_IN_IMAGE = {
     # pandas is in predict's image for DataFrame models; array models never import it (test_predict_imports).
     "predict": ("sqlalchemy", "pymysql", "wandb", "matplotlib"),
-    "writer": ("sklearn", "scipy", "numpy", "joblib", "wandb", "pandas", "matplotlib"),
+    # The writer lands the archive's batches as MessagePack; the archive function (drift image) builds the Parquet.
+    "writer": ("sklearn", "scipy", "numpy", "joblib", "wandb", "pandas", "matplotlib", "pyarrow", "duckdb"),
     # scikit-learn (and its joblib) computes the model quality metrics (issue 16).
     "drift": ("wandb", "pandas", "matplotlib"),
 }
