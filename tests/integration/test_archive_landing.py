@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -333,13 +334,51 @@ def test_sml_compact_converts_the_landing_area_first_naming_what_it_cannot_conve
     assert "archive/landing/: 2 batches converted, 5 events in 2 objects" in captured.out
     assert "model=breast-cancer/date=2026-05-06/: 2 objects merged into 1, 5 rows" in captured.out
     assert f"not converted (left for the next run): s3://{location.bucket}/{bad}: " in captured.err
-    assert "1 landing objects not converted" in captured.err and "Traceback" not in captured.err
+    assert "1 landing object not converted (named above)" in captured.err and "Traceback" not in captured.err
     assert list(list_landing(s3, location)) == [bad]
     assert len(archived_rows(s3, location, "predictions")) == 5
 
     s3.delete_object(Bucket=location.bucket, Key=bad)
     assert main(["compact", "--since", DAY.date().isoformat()]) == 0
     assert "archive/landing/: 0 batches converted" in capsys.readouterr().out
+
+
+def test_sml_compact_names_an_object_that_is_not_a_landing_object_once_per_line_without_a_traceback(
+    s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = new_archive(s3)
+    use_archive(monkeypatch, tmp_path, location)
+    bad = f"{landing_prefix(location)}20260506T070809200000Z,0000000000000000.msgpack"
+    s3.put_object(Bucket=location.bucket, Key=bad, Body=b"garbage")
+    configured = logging.root.handlers[:]
+    for handler in configured:  # as in a shell: nothing configures logging, so the library's warnings reach stderr
+        logging.root.removeHandler(handler)
+    try:
+        assert main(["compact", "--since", DAY.date().isoformat()]) == 2
+    finally:
+        for handler in configured:
+            logging.root.addHandler(handler)
+
+    err = capsys.readouterr().err
+    uri = f"s3://{location.bucket}/{bad}"
+    assert "Traceback" not in err
+    assert err.count(uri) == 1 and f"not converted (left for the next run): {uri}: not a landing object: " in err
+    assert err.endswith(f"sml compact: error: 1 landing object not converted (named above); it stays under {location.uri(landing_prefix(location))} for the next run\n")
+
+
+def test_an_object_that_is_not_a_landing_object_is_logged_by_name_and_reason_without_a_traceback(s3: Any, caplog: pytest.LogCaptureFixture) -> None:
+    location = new_archive(s3)
+    bad = f"{landing_prefix(location)}20260506T070809200000Z,0000000000000000.msgpack"
+    s3.put_object(Bucket=location.bucket, Key=bad, Body=msgspec.msgpack.encode({}))
+
+    with caplog.at_level(logging.ERROR, logger="sml.archive.landing"):
+        outcome = convert_landing(s3, location)
+
+    uri = location.uri(bad)
+    assert outcome.failures == [f"{uri}: not a landing object: expected the keys format, stored_at, schemas and items"]
+    [record] = caplog.records
+    assert record.getMessage() == f"landing object {uri} not converted; left for the next run: not a landing object: expected the keys format, stored_at, schemas and items"
+    assert record.exc_info is None  # the object is bad, not the code
 
 
 def test_sml_compact_with_bad_options_converts_nothing(s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

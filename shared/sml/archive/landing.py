@@ -68,7 +68,11 @@ _PREDICTION_ITEM = (
 
 
 class LandingObjectInvalid(ValueError):
-    """A landing object that is not one :func:`put_landing` writes (the message names the key)."""
+    """A landing object that is not one :func:`put_landing` writes: the message names the key, ``reason`` says why."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.reason = reason
 
 
 def landing_prefix(location: ArchiveLocation) -> str:
@@ -164,25 +168,25 @@ def read_landing(body: bytes, key: str = "") -> tuple[datetime, list[tuple[str, 
     try:
         landing = _DECODER.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec reports text that is not UTF-8 as the latter
-        raise LandingObjectInvalid(f"{where}: not a landing object: {exc}") from None
+        raise LandingObjectInvalid(where, f"not a landing object: {exc}") from None
     if not isinstance(landing, dict) or set(landing) != {"format", "stored_at", "schemas", "items"}:
-        raise LandingObjectInvalid(f"{where}: not a landing object: expected the keys format, stored_at, schemas and items")
+        raise LandingObjectInvalid(where, "not a landing object: expected the keys format, stored_at, schemas and items")
     if type(landing["format"]) is not int or landing["format"] != LANDING_FORMAT:
-        raise LandingObjectInvalid(f"{where}: format {landing['format']!r} (this version reads {LANDING_FORMAT})")
+        raise LandingObjectInvalid(where, f"format {landing['format']!r} (this version reads {LANDING_FORMAT})")
     stored_at = landing["stored_at"]
     if not isinstance(stored_at, datetime) or stored_at.tzinfo is None:
-        raise LandingObjectInvalid(f"{where}: stored_at {stored_at!r} is not a UTC timestamp")
+        raise LandingObjectInvalid(where, f"stored_at {stored_at!r} is not a UTC timestamp")
     schemas, items = landing["schemas"], landing["items"]
     if type(schemas) is not list or not all(type(names) is list for names in schemas):
-        raise LandingObjectInvalid(f"{where}: schemas: expected an array of arrays of feature names")
+        raise LandingObjectInvalid(where, "schemas: expected an array of arrays of feature names")
     if type(items) is not list:
-        raise LandingObjectInvalid(f"{where}: items: expected an array of items, got {type(items).__name__}")
+        raise LandingObjectInvalid(where, f"items: expected an array of items, got {type(items).__name__}")
     events: list[tuple[str, Event]] = []
     for number, item in enumerate(items):
         try:
             events.append(_landed_event(item, schemas))
         except (TypeError, ValueError) as exc:  # EventValidationError included: it names the event's field
-            raise LandingObjectInvalid(f"{where}: item {number}: {exc}") from None
+            raise LandingObjectInvalid(where, f"item {number}: {exc}") from None
     return stored_at.astimezone(timezone.utc), events
 
 
@@ -319,6 +323,10 @@ def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = N
                 prediction_values=parsed.prediction_values,
             )
             s3.delete_object(Bucket=location.bucket, Key=key)
+        except LandingObjectInvalid as exc:  # the object is bad, not the code: its name and why, no traceback
+            logger.error("landing object %s not converted; left for the next run: %s", location.uri(key), exc.reason)
+            outcome.failures.append(str(exc))
+            continue
         except Exception as exc:  # noqa: BLE001 - left for the next run, named; the other objects go on
             logger.exception("landing object %s not converted; left for the next run", location.uri(key))
             outcome.failures.append(f"{location.uri(key)}: {exc}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import datetime, timedelta, timezone
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_compact(args: argparse.Namespace) -> int:
-    from sml.archive.landing import ConversionFailed, convert_landing, landing_prefix
+    from sml.archive.landing import convert_landing, landing_prefix
     from sml.archive.layout import check_range
     from sml.archive.store import CompactionFailed, compact_days
     from sml.core.aws import aws_client
@@ -45,21 +46,33 @@ def run_compact(args: argparse.Namespace) -> int:
         raise SmlError(str(exc)) from None
     tables = parse_tables(args.tables)
     s3 = aws_client("s3", settings)
+    # Each failure is printed below, once; without this the conversion's own log line would say it again on stderr.
+    logging.getLogger(convert_landing.__module__).addHandler(logging.NullHandler())
     converted = convert_landing(s3, location)
     print(f"{landing_prefix(location)}: {len(converted.converted)} batches converted, {converted.events:,} events in {len(converted.written)} objects")
     for failure in converted.failures:
         print(f"not converted (left for the next run): {failure}", file=sys.stderr)
-    failed: list[Exception] = [ConversionFailed(converted)] if converted.failures else []
+    failed = [_not_converted(converted, location)] if converted.failures else []
     try:
         compacted = compact_days(s3, location, since, until, tables)
     except ValueError as exc:
         raise SmlError(str(exc)) from None
     except CompactionFailed as exc:
         compacted = exc.compacted
-        failed.append(exc)
+        failed.append(str(exc))
     for partition, outcome in compacted:
         if outcome.merged:
             print(f"{partition.folder(location.prefix)}: {len(outcome.merged)} objects merged into {len(outcome.written)}, {outcome.rows:,} rows")
     if failed:
-        raise SmlError("; ".join(str(exc) for exc in failed))
+        raise SmlError("; ".join(failed))
     return 0
+
+
+def _not_converted(converted, location) -> str:  # noqa: ANN001 - a ConversionOutcome and an ArchiveLocation, imported lazily
+    from sml.archive.landing import landing_prefix
+
+    count = len(converted.failures)
+    return (
+        f"{count} landing object{'' if count == 1 else 's'} not converted (named above); "
+        f"{'it stays' if count == 1 else 'they stay'} under {location.uri(landing_prefix(location))} for the next run"
+    )
