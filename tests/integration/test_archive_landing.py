@@ -381,6 +381,22 @@ def test_an_object_that_is_not_a_landing_object_is_logged_by_name_and_reason_wit
     assert record.exc_info is None  # the object is bad, not the code
 
 
+def test_sml_compact_says_what_it_found_in_its_days_even_when_it_merged_nothing(
+    s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = new_archive(s3)
+    use_archive(monkeypatch, tmp_path, location)
+    put_landing(s3, location, events_of(batch(3)), STORED_AT)
+    day = DAY.date().isoformat()
+
+    assert main(["compact", "--since", day]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"{day}: 1 partitions archived, 1 compacted now, 0 already compacted"
+    assert main(["compact", "--since", day]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"{day}: 1 partitions archived, 0 compacted now, 1 already compacted"
+    assert main(["compact", "--since", "2026-05-01", "--until", "2026-05-02"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2026-05-01 to 2026-05-02: nothing archived"
+
+
 def test_sml_compact_with_bad_options_converts_nothing(s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     location = new_archive(s3)
     use_archive(monkeypatch, tmp_path, location)

@@ -63,6 +63,9 @@ def run_compact(args: argparse.Namespace) -> int:
     for partition, outcome in compacted:
         if outcome.merged:
             print(f"{partition.folder(location.prefix)}: {len(outcome.merged)} objects merged into {len(outcome.written)}, {outcome.rows:,} rows")
+    days = since.isoformat() if since == until else f"{since.isoformat()} to {until.isoformat()}"
+    merged = sum(1 for _, outcome in compacted if outcome.merged)
+    print(f"{days}: {len(compacted)} partitions archived, {merged} compacted now, {len(compacted) - merged} already compacted" if compacted else f"{days}: nothing archived")
     if failed:
         raise SmlError("; ".join(failed))
     return 0
