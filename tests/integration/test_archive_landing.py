@@ -404,9 +404,12 @@ def test_sml_compact_with_bad_options_converts_nothing(s3: Any, tmp_path: Any, m
 
     assert main(["compact", "--since", "2026-05-06", "--until", "2026-05-05"]) == 2
     assert main(["compact", "--tables", "labels"]) == 2
+    assert main(["compact", "--until", "2026-05-05"]) == 2
 
     err = capsys.readouterr().err
-    assert "--until 2026-05-05 is before --since 2026-05-06" in err and "--tables: unknown table 'labels'" in err
+    assert "--until 2026-05-05 is before --since 2026-05-06\n" in err and "--tables: unknown table 'labels'" in err
+    yesterday = (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
+    assert f"--until 2026-05-05 is before --since {yesterday} (--since defaults to yesterday, UTC)" in err
     assert list(list_landing(s3, location)) == [landed]
 
 

@@ -187,9 +187,13 @@ def test_sml_rebuild_restores_the_configured_database_and_names_a_bad_option(
     assert "--tables: unknown table 'labels'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["rebuild", "--since", "April"])
-    assert "--since: 'April' is not a day like 2026-01-31" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "argument --since: 'April' is not a day like 2026-01-31" in err and "--since: --since" not in err
     assert main(["rebuild", "--since", "2026-04-02", "--until", "2026-04-01"]) == 2
-    assert "--until 2026-04-01 is before --since 2026-04-02" in capsys.readouterr().err
+    assert "--until 2026-04-01 is before --since 2026-04-02\n" in capsys.readouterr().err
+    today = datetime.now(timezone.utc).date().isoformat()
+    assert main(["rebuild", "--since", "2999-01-01"]) == 2  # the option not given is named as the default it took
+    assert f"--until {today} is before --since 2999-01-01 (--until defaults to today, UTC)" in capsys.readouterr().err
     monkeypatch.delenv("SML_ARCHIVE_PREFIX")
     assert main(["rebuild", "--since", "2026-04-01"]) == 2
     assert "SML_ARCHIVE_PREFIX is not set" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import datetime, timedelta, timezone
 
-from sml.cli.commands.rebuild import TABLE_CHOICES, archive_location, parse_day, parse_tables
+from sml.cli.commands.rebuild import TABLE_CHOICES, archive_location, check_days, parse_day, parse_tables
 from sml.core.errors import SmlError
 
 
@@ -23,15 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "the merged objects deleted. A day already compacted is left alone, so it can run on a schedule and again."
         ),
     )
-    parser.add_argument("--since", type=lambda text: parse_day(text, "--since"), help="first day, YYYY-MM-DD (default: yesterday, UTC)")
-    parser.add_argument("--until", type=lambda text: parse_day(text, "--until"), help="last day, YYYY-MM-DD (default: --since)")
+    parser.add_argument("--since", type=parse_day, help="first day, YYYY-MM-DD (default: yesterday, UTC)")
+    parser.add_argument("--until", type=parse_day, help="last day, YYYY-MM-DD (default: --since)")
     parser.add_argument("--tables", default=",".join(TABLE_CHOICES), help=f"comma-separated tables (default: {','.join(TABLE_CHOICES)})")
     parser.set_defaults(run=run_compact)
 
 
 def run_compact(args: argparse.Namespace) -> int:
     from sml.archive.landing import convert_landing, landing_prefix
-    from sml.archive.layout import check_range
     from sml.archive.store import CompactionFailed, compact_days
     from sml.core.aws import aws_client
     from sml.core.settings import LocalSettings, load_settings, read_stack_file
@@ -40,10 +39,7 @@ def run_compact(args: argparse.Namespace) -> int:
     location = archive_location(settings)
     since = args.since or datetime.now(timezone.utc).date() - timedelta(days=1)
     until = args.until or since
-    try:
-        check_range(since, until)  # before the conversion: bad options change nothing
-    except ValueError as exc:
-        raise SmlError(str(exc)) from None
+    check_days(since, until, defaulted=None if args.since else "--since defaults to yesterday, UTC")  # before the conversion: bad options change nothing
     tables = parse_tables(args.tables)
     s3 = aws_client("s3", settings)
     # Each failure is printed below, once; without this the conversion's own log line would say it again on stderr.

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from sml.cli.commands.rebuild import archive_location, parse_day, warn_unconverted
+from sml.cli.commands.rebuild import archive_location, check_days, parse_day, warn_unconverted
 from sml.core.errors import SmlError
 
 SHOWN_ROWS = 50
@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("sql", help='the query, e.g. "SELECT model_version, count(*) FROM predictions GROUP BY 1"')
-    parser.add_argument("--since", type=lambda text: parse_day(text, "--since"), help="first day, YYYY-MM-DD")
-    parser.add_argument("--until", type=lambda text: parse_day(text, "--until"), help="last day, YYYY-MM-DD")
+    parser.add_argument("--since", type=parse_day, help="first day, YYYY-MM-DD")
+    parser.add_argument("--until", type=parse_day, help="last day, YYYY-MM-DD")
     parser.add_argument("--engine", choices=("duckdb", "athena"), help="default: athena when SML_ATHENA_WORKGROUP is set, else duckdb")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--csv", type=Path, metavar="FILE", help="write the result to FILE as CSV instead of printing it")
@@ -41,8 +41,8 @@ def run_query(args: argparse.Namespace) -> int:
     from sml.core.settings import LocalSettings, load_settings, read_stack_file
 
     settings = load_settings(LocalSettings, stack=read_stack_file())
-    if args.since and args.until and args.until < args.since:
-        raise SmlError(f"--until {args.until.isoformat()} is before --since {args.since.isoformat()}")
+    if args.since and args.until:
+        check_days(args.since, args.until)
     engine = args.engine or ("athena" if settings.athena_workgroup else "duckdb")
     if engine == "athena":
         if not settings.athena_workgroup or not settings.athena_database:

@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "conversion has not yet turned into Parquet are not rebuilt (a warning counts them): run `sml compact` first."
         ),
     )
-    parser.add_argument("--since", required=True, type=lambda text: parse_day(text, "--since"), help="first day, YYYY-MM-DD")
-    parser.add_argument("--until", type=lambda text: parse_day(text, "--until"), help="last day, YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--since", required=True, type=parse_day, help="first day, YYYY-MM-DD")
+    parser.add_argument("--until", type=parse_day, help="last day, YYYY-MM-DD (default: today, UTC)")
     parser.add_argument(
         "--tables", default=",".join(TABLE_CHOICES), help=f"comma-separated tables to restore (default: {','.join(TABLE_CHOICES)})"
     )
@@ -33,12 +33,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_rebuild)
 
 
-def parse_day(text: str, option: str) -> date:
-    """A ``YYYY-MM-DD`` day; an ``argparse`` error naming ``option`` otherwise."""
+def parse_day(text: str) -> date:
+    """A ``YYYY-MM-DD`` day; an ``argparse`` error otherwise (argparse names the option)."""
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{option}: {text!r} is not a day like 2026-01-31") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day like 2026-01-31") from None
+
+
+def check_days(since: date, until: date, *, defaulted: str | None = None) -> None:
+    """Refuse ``until`` before ``since``, before anything is read or written.
+
+    :param defaulted: the option the user left out, as ``"--since defaults to yesterday, UTC"``,
+        so the message does not name a day as if the user had given it.
+    :raises SmlError: ``until`` is before ``since``, naming both options.
+    """
+    from sml.archive.layout import check_range
+
+    try:
+        check_range(since, until)
+    except ValueError as exc:
+        raise SmlError(f"{exc} ({defaulted})" if defaulted else str(exc)) from None
 
 
 def parse_tables(text: str) -> list[str]:
@@ -98,6 +113,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     location = archive_location(settings)
     tables = parse_tables(args.tables)
     until = args.until or datetime.now(timezone.utc).date()
+    check_days(args.since, until, defaulted=None if args.until else "--until defaults to today, UTC")
     if args.database_url:
         settings = settings.model_copy(update={"database_url": args.database_url})
     s3 = aws_client("s3", settings)
