@@ -202,3 +202,28 @@ def test_the_window_is_read_where_sml_window_source_says_as_the_drift_function_r
     assert "3000 rows in the window" in capsys.readouterr().out
     assert main(["drift", "--model", MODEL_NAME, *END_OPTION, "--window-source", "athena"]) == 2
     assert "SML_WINDOW_SOURCE: athena reads the archive's Glue table: set SML_ATHENA_WORKGROUP and SML_ATHENA_DATABASE too" in capsys.readouterr().err
+
+
+def test_a_run_over_the_archive_warns_about_batches_not_yet_converted_as_query_and_rebuild_do(
+    local: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from drift_support import traffic_rows
+
+    from sml.archive.landing import put_landing
+    from sml.archive.store import ArchiveLocation, archive_rows
+    from sml.writer.batch import parse_records
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    location = ArchiveLocation(os.environ["SML_BUCKET"], "archive/")
+    archive_rows(s3, location, predictions=traffic_rows(draw_traffic(200, seed=3), start=WINDOW_END - timedelta(days=7), end=WINDOW_END))
+    body = '{"prediction_id": "01a25102-82bc-7543-a7a1-037257130a27", "label": "benign", "labelled_at": "2025-03-09T00:00:00Z", "event_type": "ground_truth", "schema_version": 1, "source": "test"}'
+    put_landing(s3, location, parse_records([("m1", body)], WINDOW_END).events, WINDOW_END)
+    monkeypatch.setenv("SML_ARCHIVE_PREFIX", "archive/")
+
+    assert main(["drift", "--model", MODEL_NAME, *END_OPTION, "--window-source", "duckdb"]) == 0
+    assert capsys.readouterr().err == (
+        "warning: 1 batches landed but not yet converted into the archive; they are not in this run:"
+        " run `sml compact` or wait for the conversion schedule\n"
+    )
+    assert main(["drift", "--model", MODEL_NAME, *END_OPTION, "--window-source", "database"]) == 0
+    assert capsys.readouterr().err == ""  # the database has them

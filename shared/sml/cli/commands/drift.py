@@ -53,9 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--window-source",
         choices=("database", "duckdb", "athena"),
-        help="where the window's drift summaries are read: the database, DuckDB over the event archive (SML_ARCHIVE_PREFIX) or "
-        "Athena over its Glue table (SML_ATHENA_WORKGROUP, SML_ATHENA_DATABASE); labels and refusals come from the database "
-        "(default: SML_WINDOW_SOURCE, as the drift function reads it, else database)",
+        help="where the window is read: the database; DuckDB over the event archive's Parquet objects (SML_ARCHIVE_PREFIX), "
+        "all of it there, labels and refusals included; or Athena over its Glue table (SML_ATHENA_WORKGROUP, "
+        "SML_ATHENA_DATABASE), with the labels from the database; the archive holds only what the conversion has turned "
+        "into Parquet, `sml compact` converts at once (default: SML_WINDOW_SOURCE, as the drift function reads it, else database)",
     )
     parser.add_argument("--report-dir", type=Path, help="folder for the HTML report (default: <SML_STATE_DIR>/reports)")
     parser.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when the verdict is DRIFT")
@@ -103,6 +104,10 @@ def run_drift(args: argparse.Namespace) -> int:
         settings, lambda service: aws_client(service, settings), source=args.window_source or drift_settings.window_source,
         label_horizon_days=drift_settings.label_horizon_days,
     )
+    if window_source is not None and settings.archive_prefix is not None:
+        from sml.cli.commands.rebuild import archive_location, warn_unconverted
+
+        warn_unconverted(aws_client("s3", settings), archive_location(settings), "this run")
     engine = database_engine_from_settings(settings)
     try:
         outcome = run_drift_job(

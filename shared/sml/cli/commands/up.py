@@ -47,9 +47,10 @@ then weekly (`sml drift --model NAME` runs it at once).
 
 The event archive: the writer lands each batch it stored in the bucket (archive/landing/), and
 the archive function, in its own container, converts what landed into the archive's Parquet
-objects every minute, as its frequent rule does on AWS. `sml query` and `sml rebuild` read the
-Parquet objects only, so an event is in their answers once a conversion has run after its batch;
-`sml compact` converts at once (then compacts).
+objects every minute, as its frequent rule does on AWS. `sml query`, `sml rebuild` and `sml drift
+--window-source duckdb` read the Parquet objects only, so an event is in their answers once a
+conversion has run after its batch (each warns about batches still waiting); `sml compact`
+converts at once (then compacts). The archive is in the bucket, so it goes with the stack.
 
 One stack per state dir: sml up holds <state-dir>/stack.lock from its first step until it stops (the
 system lets go if it dies), so a second sml up there fails at once, naming the pid holding it.
