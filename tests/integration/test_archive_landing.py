@@ -397,6 +397,19 @@ def test_sml_compact_says_what_it_found_in_its_days_even_when_it_merged_nothing(
     assert capsys.readouterr().out.splitlines()[-1] == "2026-05-01 to 2026-05-02: nothing archived"
 
 
+@pytest.mark.parametrize("command", [["compact"], ["query", "SELECT count(*) FROM predictions"], ["rebuild", "--since", "2026-05-06"]])
+def test_an_archive_that_cannot_be_reached_is_one_line_naming_it_not_a_traceback(
+    s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    use_archive(monkeypatch, tmp_path, ArchiveLocation("sml-no-such-bucket", "archive/"))
+    monkeypatch.setenv("SML_DATABASE_URL", f"sqlite:///{tmp_path / 'rebuilt.db'}")
+
+    assert main(command) == 2
+
+    err = capsys.readouterr().err
+    assert f"sml {command[0]}: error: s3://sml-no-such-bucket/archive/: NoSuchBucket" in err and "Traceback" not in err
+
+
 def test_sml_compact_with_bad_options_converts_nothing(s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     location = new_archive(s3)
     use_archive(monkeypatch, tmp_path, location)

@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import datetime, timedelta, timezone
 
-from sml.cli.commands.rebuild import TABLE_CHOICES, archive_location, check_days, parse_day, parse_tables
+from sml.cli.commands.rebuild import TABLE_CHOICES, archive_errors_named, archive_location, check_days, parse_day, parse_tables
 from sml.core.errors import SmlError
 
 
@@ -44,13 +44,15 @@ def run_compact(args: argparse.Namespace) -> int:
     s3 = aws_client("s3", settings)
     # Each failure is printed below, once; without this the conversion's own log line would say it again on stderr.
     logging.getLogger(convert_landing.__module__).addHandler(logging.NullHandler())
-    converted = convert_landing(s3, location)
+    with archive_errors_named(location):
+        converted = convert_landing(s3, location)
     print(f"{landing_prefix(location)}: {len(converted.converted)} batches converted, {converted.events:,} events in {len(converted.written)} objects")
     for failure in converted.failures:
         print(f"not converted (left for the next run): {failure}", file=sys.stderr)
     failed = [_not_converted(converted, location)] if converted.failures else []
     try:
-        compacted = compact_days(s3, location, since, until, tables)
+        with archive_errors_named(location):
+            compacted = compact_days(s3, location, since, until, tables)
     except ValueError as exc:
         raise SmlError(str(exc)) from None
     except CompactionFailed as exc:

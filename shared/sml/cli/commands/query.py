@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from sml.cli.commands.rebuild import archive_location, check_days, parse_day, warn_unconverted
+from sml.cli.commands.rebuild import archive_errors_named, archive_location, check_days, parse_day, warn_unconverted
 from sml.core.errors import SmlError
 
 SHOWN_ROWS = 50
@@ -54,7 +54,8 @@ def run_query(args: argparse.Namespace) -> int:
     else:
         s3, location = aws_client("s3", settings), archive_location(settings)
         warn_unconverted(s3, location, "this answer")
-        result = run_duckdb_query(s3, location, args.sql, since=args.since, until=args.until)
+        with archive_errors_named(location):
+            result = run_duckdb_query(s3, location, args.sql, since=args.since, until=args.until)
     return write_result(result, csv=args.csv, parquet=args.parquet)
 
 

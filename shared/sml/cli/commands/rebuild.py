@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -82,6 +84,24 @@ def archive_location(settings):  # noqa: ANN001, ANN201 - LocalSettings -> Archi
     return ArchiveLocation(settings.bucket, settings.archive_prefix)
 
 
+@contextmanager
+def archive_errors_named(location: Any) -> Iterator[None]:  # location: an ArchiveLocation
+    """S3 failures while reading or writing the archive as one line naming it, not a traceback.
+
+    :raises SmlError: S3 refused (its code and message) or could not be reached (no credentials,
+        a stack that is gone).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise SmlError(f"{location.uri(location.prefix)}: {error.get('Code', 'error')}: {error.get('Message', exc)}") from None
+    except BotoCoreError as exc:
+        raise SmlError(f"{location.uri(location.prefix)}: {exc}; start the local stack with `sml up` or configure AWS credentials and region") from None
+
+
 def warn_unconverted(s3: Any, location: Any, left_out: str) -> None:  # location: an ArchiveLocation
     """Warn on stderr when batches wait in the archive's landing area (one list call; silent when it cannot list).
 
@@ -120,7 +140,8 @@ def run_rebuild(args: argparse.Namespace) -> int:
     warn_unconverted(s3, location, "this rebuild")
     engine = database_engine_from_settings(settings)
     try:
-        outcome = rebuild_tables(engine, s3, location, args.since, until, tables=tables)
+        with archive_errors_named(location):
+            outcome = rebuild_tables(engine, s3, location, args.since, until, tables=tables)
     except ValueError as exc:
         raise SmlError(str(exc)) from None
     finally:
