@@ -435,7 +435,10 @@ def test_sml_query_and_rebuild_warn_about_batches_not_yet_converted_and_leave_th
     put_landing(s3, location, events_of(batch(3)), STORED_AT)
     convert_landing(s3, location)
     waiting = [put_landing(s3, location, events_of(batch(1, start=index)), STORED_AT + timedelta(seconds=index)) for index in (3, 4)]
-    warning = "warning: 2 batches landed but not yet converted into the archive; they are not in {}: run `sml compact` or wait for the conversion schedule\n"
+    warning = (
+        "warning: 2 batches landed but not yet converted into the archive; they are not in {}:"
+        " run `sml compact` (it converts what it can and names the rest) or wait for the conversion schedule\n"
+    )
 
     assert main(["query", "SELECT count(*) AS n FROM predictions", "--csv", str(tmp_path / "n.csv")]) == 0
     assert capsys.readouterr().err == warning.format("this answer")

@@ -222,8 +222,8 @@ def test_a_run_over_the_archive_warns_about_batches_not_yet_converted_as_query_a
 
     assert main(["drift", "--model", MODEL_NAME, *END_OPTION, "--window-source", "duckdb"]) == 0
     assert capsys.readouterr().err == (
-        "warning: 1 batches landed but not yet converted into the archive; they are not in this run:"
-        " run `sml compact` or wait for the conversion schedule\n"
+        "warning: 1 batch landed but not yet converted into the archive; it is not in this run:"
+        " run `sml compact` (it converts what it can and names the rest) or wait for the conversion schedule\n"
     )
     assert main(["drift", "--model", MODEL_NAME, *END_OPTION, "--window-source", "database"]) == 0
     assert capsys.readouterr().err == ""  # the database has them

@@ -116,9 +116,11 @@ def warn_unconverted(s3: Any, location: Any, left_out: str) -> None:  # location
     except (BotoCoreError, ClientError):  # a reader allowed the tables' objects only: the question still gets its answer
         return
     if count:
+        one = count == 1 and not more
         print(
-            f"warning: {count}{' or more' if more else ''} batches landed but not yet converted into the archive; they are not in {left_out}:"
-            " run `sml compact` or wait for the conversion schedule",
+            f"warning: {count}{' or more' if more else ''} {'batch' if one else 'batches'} landed but not yet converted into the archive;"
+            f" {'it is' if one else 'they are'} not in {left_out}: run `sml compact` (it converts what it can and names the rest)"
+            " or wait for the conversion schedule",
             file=sys.stderr,
         )
 
