@@ -135,8 +135,9 @@ def test_an_unreadable_object_is_named_and_the_other_partitions_are_still_compac
     monkeypatch.setenv("SML_BUCKET", location.bucket)
     monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
     assert main(["compact", "--since", DAY.date().isoformat(), "--tables", "predictions"]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert broken in err and "Traceback" not in err
+    assert out.splitlines()[-1] == f"{DAY.date().isoformat()}: 2 partitions archived, 0 compacted now, 1 already compacted, 1 not compacted"
     monkeypatch.setenv("SML_DATABASE_URL", f"sqlite:///{tmp_path / 'rebuilt.db'}")
     assert main(["rebuild", "--since", DAY.date().isoformat(), "--until", DAY.date().isoformat()]) == 2
     err = capsys.readouterr().err

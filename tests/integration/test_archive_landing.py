@@ -390,9 +390,9 @@ def test_sml_compact_says_what_it_found_in_its_days_even_when_it_merged_nothing(
     day = DAY.date().isoformat()
 
     assert main(["compact", "--since", day]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == f"{day}: 1 partitions archived, 1 compacted now, 0 already compacted"
+    assert capsys.readouterr().out.splitlines()[-1] == f"{day}: 1 partitions archived, 1 compacted now, 0 already compacted, 0 not compacted"
     assert main(["compact", "--since", day]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == f"{day}: 1 partitions archived, 0 compacted now, 1 already compacted"
+    assert capsys.readouterr().out.splitlines()[-1] == f"{day}: 1 partitions archived, 0 compacted now, 1 already compacted, 0 not compacted"
     assert main(["compact", "--since", "2026-05-01", "--until", "2026-05-02"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "2026-05-01 to 2026-05-02: nothing archived"
 

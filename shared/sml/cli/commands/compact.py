@@ -50,20 +50,24 @@ def run_compact(args: argparse.Namespace) -> int:
     for failure in converted.failures:
         print(f"not converted (left for the next run): {failure}", file=sys.stderr)
     failed = [_not_converted(converted, location)] if converted.failures else []
+    not_compacted = 0
     try:
         with archive_errors_named(location):
             compacted = compact_days(s3, location, since, until, tables)
     except ValueError as exc:
         raise SmlError(str(exc)) from None
     except CompactionFailed as exc:
-        compacted = exc.compacted
+        compacted, not_compacted = exc.compacted, len(exc.failures)
         failed.append(str(exc))
     for partition, outcome in compacted:
         if outcome.merged:
             print(f"{partition.folder(location.prefix)}: {len(outcome.merged)} objects merged into {len(outcome.written)}, {outcome.rows:,} rows")
     days = since.isoformat() if since == until else f"{since.isoformat()} to {until.isoformat()}"
-    merged = sum(1 for _, outcome in compacted if outcome.merged)
-    print(f"{days}: {len(compacted)} partitions archived, {merged} compacted now, {len(compacted) - merged} already compacted" if compacted else f"{days}: nothing archived")
+    merged, archived = sum(1 for _, outcome in compacted if outcome.merged), len(compacted) + not_compacted
+    print(
+        f"{days}: {archived} partitions archived, {merged} compacted now, {len(compacted) - merged} already compacted, {not_compacted} not compacted"
+        if archived else f"{days}: nothing archived"
+    )
     if failed:
         raise SmlError("; ".join(failed))
     return 0
