@@ -64,6 +64,18 @@ def test_a_query_duckdb_refuses_or_an_empty_range_is_one_line_naming_the_problem
         run_duckdb_query(s3, location, "SELECT 1", since=date(2027, 1, 1))
 
 
+def test_an_archived_object_duckdb_cannot_read_is_named_by_its_s3_key_not_a_temporary_path(s3: Any) -> None:
+    location = new_archive(s3)
+    archive_predictions(s3, location, 2, DAY)
+    broken = f"{location.prefix}predictions/model=breast-cancer/date=2026-05-10/batch,v2,20260510T130000000000Z,0123456789abcdef.parquet"
+    s3.put_object(Bucket=location.bucket, Key=broken, Body=b"not parquet")
+
+    with pytest.raises(SmlError) as refused:
+        run_duckdb_query(s3, location, "SELECT count(*) FROM predictions")
+
+    assert f"'{location.uri(broken)}'" in str(refused.value) and "sml-query-" not in str(refused.value)
+
+
 def test_a_table_with_nothing_archived_in_the_range_is_empty_with_its_columns_as_in_the_database(s3: Any) -> None:
     # No label archived yet: the usual accuracy question joins predictions to ground_truth, which must answer
     # "no labelled rows", as the database does, not "Table with name ground_truth does not exist".

@@ -150,7 +150,8 @@ def run_duckdb_query(
     if statements != 1:  # the archive's tables go in front of the first only: the others would not find them
         raise SmlError(f"query: one statement at a time, got {statements}")
     with tempfile.TemporaryDirectory(prefix="sml-query-") as work:
-        copy = download_days(s3, location, Path(work) / "archive", since, until)
+        directory = Path(work) / "archive"
+        copy = download_days(s3, location, directory, since, until)
         sources = copy.sources()
         if not sources:
             raise SmlError(f"query: nothing archived in {location.uri()} {_range_text(since, until)}")
@@ -161,8 +162,8 @@ def run_duckdb_query(
                 connection.register(sources[table], empty_archive_table(table))
         try:
             return connection.sql(with_archive_tables(sql, archive_ctes(sources, since, until, dialect="duckdb"))).to_arrow_table()
-        except duckdb.Error as exc:
-            raise SmlError(f"query: {str(exc).splitlines()[0]}") from None
+        except duckdb.Error as exc:  # an object it could not read is named by its key, not by the copy that is gone once this returns
+            raise SmlError(f"query: {str(exc).splitlines()[0]}".replace(f"{directory}/", location.uri(location.prefix))) from None
         finally:
             connection.close()
 
