@@ -16,6 +16,7 @@ from sml.archive.layout import Partition, days
 from sml.archive.sources import archive_window_summaries
 from sml.archive.store import ArchiveLocation, archive_rows, compact_partition
 from sml.archive.sources import ArchiveWindowSource
+from sml.core.errors import SmlError
 from sml.monitoring.job import DriftJobConfig, read_drift_window, run_drift_job
 from sml.monitoring.sources import DatabaseWindowSource
 from sml.monitoring.summaries import SummaryReference
@@ -104,6 +105,23 @@ def test_an_empty_archive_gives_empty_summaries(s3: Any) -> None:
     manifest = build_manifest(draw_traffic(100, seed=8))
     summaries = archive_window_summaries(s3, location, MODEL_NAME, TimeWindow.ending_at(WINDOW_END, WINDOW), FEATURES, [SummaryReference.from_manifest(manifest)])
     assert summaries[0].n_rows == 0
+
+
+def test_an_archived_object_duckdb_cannot_read_stops_the_window_naming_its_s3_key(s3: Any) -> None:
+    location = new_archive(s3)
+    manifest = build_manifest(draw_traffic(100, seed=8))
+    window = TimeWindow.ending_at(WINDOW_END, WINDOW)
+    archive_rows(s3, location, predictions=traffic_rows(draw_traffic(50, seed=9), start=window.start, end=window.end))
+    folder = Partition("predictions", (window.end - timedelta(hours=1)).date(), MODEL_NAME).folder(location.prefix)
+    broken = f"{folder}batch,{MODEL_VERSION},20250310T000000000000Z,0123456789abcdef.parquet"
+    s3.put_object(Bucket=location.bucket, Key=broken, Body=b"not parquet")
+    source = ArchiveWindowSource(s3, location)
+    references = [SummaryReference.from_manifest(manifest)]
+
+    for read in (lambda: source.read_window(manifest, window, references), lambda: source.read_summaries(MODEL_NAME, window, FEATURES, references)):
+        with pytest.raises(SmlError) as refused:
+            read()
+        assert f"'{location.uri(broken)}'" in str(refused.value) and "sml-window-" not in str(refused.value)
 
 
 def differences(archive: Any, database: Any, path: str = "") -> list[str]:

@@ -23,6 +23,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -122,6 +123,22 @@ def download_days(
     return LocalCopy(directory, files)
 
 
+@contextmanager
+def duckdb_errors_named(location: ArchiveLocation, work_dir: Path, doing: str) -> Iterator[None]:
+    """DuckDB's refusal as one :class:`SmlError` line, ``doing`` first, an object it could not read
+    named by its S3 key rather than by its copy under ``work_dir`` (gone once the caller returns).
+
+    Copies are at ``work_dir/<folder>/<key below the prefix>`` (:func:`sml.archive.store.download`).
+    """
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        message = re.sub(re.escape(str(work_dir)) + r"/[^/']+/", lambda _: location.uri(location.prefix), str(exc).splitlines()[0])
+        raise SmlError(f"{doing}: {message}") from None
+
+
 def duckdb_connection(work_dir: Path, memory_limit: str = "256MB", threads: int | None = None) -> Any:
     """A DuckDB connection that spills to ``work_dir`` past ``memory_limit``, on ``threads`` threads (default: DuckDB's, one per core)."""
     import duckdb
@@ -150,8 +167,7 @@ def run_duckdb_query(
     if statements != 1:  # the archive's tables go in front of the first only: the others would not find them
         raise SmlError(f"query: one statement at a time, got {statements}")
     with tempfile.TemporaryDirectory(prefix="sml-query-") as work:
-        directory = Path(work) / "archive"
-        copy = download_days(s3, location, directory, since, until)
+        copy = download_days(s3, location, Path(work) / "archive", since, until)
         sources = copy.sources()
         if not sources:
             raise SmlError(f"query: nothing archived in {location.uri()} {_range_text(since, until)}")
@@ -161,9 +177,8 @@ def run_duckdb_query(
                 sources[table] = f"empty_{table}"
                 connection.register(sources[table], empty_archive_table(table))
         try:
-            return connection.sql(with_archive_tables(sql, archive_ctes(sources, since, until, dialect="duckdb"))).to_arrow_table()
-        except duckdb.Error as exc:  # an object it could not read is named by its key, not by the copy that is gone once this returns
-            raise SmlError(f"query: {str(exc).splitlines()[0]}".replace(f"{directory}/", location.uri(location.prefix))) from None
+            with duckdb_errors_named(location, Path(work), "query"):
+                return connection.sql(with_archive_tables(sql, archive_ctes(sources, since, until, dialect="duckdb"))).to_arrow_table()
         finally:
             connection.close()
 

@@ -47,7 +47,7 @@ from sml.archive.layout import (
     number_category,
     text_category,
 )
-from sml.archive.query import download_days, duckdb_connection, read_parquet_source
+from sml.archive.query import download_days, duckdb_connection, duckdb_errors_named, read_parquet_source
 from sml.archive.store import ArchivedObject, ArchiveLocation, download, list_table
 from sml.lifecycle.manifest import FeatureSpec, ModelManifest
 from sml.monitoring.sources import SourceWindow
@@ -88,7 +88,8 @@ def archive_window_summaries(
             return [WindowSummariser(reference).summary() for reference in references]
         connection = _connection(Path(work), memory_limit)
         try:
-            return _summaries(connection, paths, model_name, window, features, references, batch_rows, version)
+            with duckdb_errors_named(location, Path(work), "reading the window from the archive"):
+                return _summaries(connection, paths, model_name, window, features, references, batch_rows, version)
         finally:
             connection.close()
 
@@ -126,26 +127,27 @@ def archive_window(
             labels = download_days(s3, location, directory, (window.start - label_horizon).date(), None, tables=[GROUND_TRUTH_TABLE]).files[GROUND_TRUTH_TABLE]
         connection = _connection(Path(work), memory_limit)
         try:
-            if own:
-                summaries = _summaries(connection, own, model, window, manifest.features, references, batch_rows, manifest.version)
-            else:
-                summaries = [WindowSummariser(reference).summary() for reference in references]
-            unmatched = None
-            if quality:
-                # Where else a window's label may find its prediction: any model's objects from the label horizon before
-                # the window to the label horizon after it, fetched one at a time once the window's own have been looked in.
-                around = (window.start - label_horizon).date(), (window.end + label_horizon).date()
-                others = [item for item in listed if item not in own_objects and _day_in(item, *around)]
-                unmatched = window_events.count_unmatched_labels(
-                    connection, labels, window, itertools.chain([own], _one_at_a_time(s3, location, others, Path(work) / "others"))
+            with duckdb_errors_named(location, Path(work), "reading the window from the archive"):
+                if own:
+                    summaries = _summaries(connection, own, model, window, manifest.features, references, batch_rows, manifest.version)
+                else:
+                    summaries = [WindowSummariser(reference).summary() for reference in references]
+                unmatched = None
+                if quality:
+                    # Where else a window's label may find its prediction: any model's objects from the label horizon before
+                    # the window to the label horizon after it, fetched one at a time once the window's own have been looked in.
+                    around = (window.start - label_horizon).date(), (window.end + label_horizon).date()
+                    others = [item for item in listed if item not in own_objects and _day_in(item, *around)]
+                    unmatched = window_events.count_unmatched_labels(
+                        connection, labels, window, itertools.chain([own], _one_at_a_time(s3, location, others, Path(work) / "others"))
+                    )
+                return SourceWindow(
+                    summaries=summaries,
+                    quality_sample=window_events.read_quality(connection, own, labels, manifest, window, batch_rows=batch_rows) if quality else None,
+                    refused=window_events.read_refused_counts(connection, refusals, model, window),
+                    versions=tuple(window_events.read_versions(connection, own, model, window)),
+                    unmatched_labels=unmatched,
                 )
-            return SourceWindow(
-                summaries=summaries,
-                quality_sample=window_events.read_quality(connection, own, labels, manifest, window, batch_rows=batch_rows) if quality else None,
-                refused=window_events.read_refused_counts(connection, refusals, model, window),
-                versions=tuple(window_events.read_versions(connection, own, model, window)),
-                unmatched_labels=unmatched,
-            )
         finally:
             connection.close()
 
