@@ -43,7 +43,9 @@ def run_compact(args: argparse.Namespace) -> int:
     tables = parse_tables(args.tables)
     s3 = aws_client("s3", settings)
     # Each failure is printed below, once; without this the conversion's own log line would say it again on stderr.
-    logging.getLogger(convert_landing.__module__).addHandler(logging.NullHandler())
+    conversion_log = logging.getLogger(convert_landing.__module__)
+    if not conversion_log.handlers:
+        conversion_log.addHandler(logging.NullHandler())
     with archive_errors_named(location):
         converted = convert_landing(s3, location)
     print(f"{landing_prefix(location)}: {len(converted.converted)} batches converted, {converted.events:,} events in {len(converted.written)} objects")
