@@ -254,7 +254,7 @@ def test_the_archive_function_converts_on_its_frequent_rule_and_before_compactin
     assert (daily["objects_merged"], daily["rows"]) == (2, 5)  # the batch just converted is compacted with the day
 
     s3.put_object(Bucket=location.bucket, Key=f"{landing_prefix(location)}20260506T090000000000Z,0000000000000000.msgpack", Body=b"{}")
-    with pytest.raises(ConversionFailed, match="1 landing objects not converted"):
+    with pytest.raises(ConversionFailed, match="1 landing object not converted"):
         compact.handler({"sml_action": "convert"}, context)
     with pytest.raises(ValueError, match="sml_action: unknown action 'compress'"):
         compact.handler({"sml_action": "compress"}, context)
@@ -339,6 +339,10 @@ def test_sml_compact_converts_the_landing_area_first_naming_what_it_cannot_conve
     assert len(archived_rows(s3, location, "predictions")) == 5
 
     s3.delete_object(Bucket=location.bucket, Key=bad)
+    put_landing(s3, location, events_of(batch(1, start=5)), STORED_AT + timedelta(seconds=2))
+    assert main(["compact", "--since", DAY.date().isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert "archive/landing/: 1 batch converted, 1 event in 1 object" in out and "1 object merged into" not in out
     assert main(["compact", "--since", DAY.date().isoformat()]) == 0
     assert "archive/landing/: 0 batches converted" in capsys.readouterr().out
 

@@ -267,7 +267,8 @@ class ConversionFailed(Exception):
 
     def __init__(self, outcome: ConversionOutcome) -> None:
         self.outcome = outcome
-        super().__init__(f"{len(outcome.failures)} landing objects not converted (left for the next run): " + "; ".join(outcome.failures[:5]))
+        count = len(outcome.failures)
+        super().__init__(f"{count} landing {'object' if count == 1 else 'objects'} not converted (left for the next run): " + "; ".join(outcome.failures[:5]))
 
 
 def convert_landing(s3: Any, location: ArchiveLocation, *, limit: int | None = None, deadline: float | None = None) -> ConversionOutcome:

@@ -48,7 +48,8 @@ def run_compact(args: argparse.Namespace) -> int:
         conversion_log.addHandler(logging.NullHandler())
     with archive_errors_named(location):
         converted = convert_landing(s3, location)
-    print(f"{landing_prefix(location)}: {len(converted.converted)} batches converted, {converted.events:,} events in {len(converted.written)} objects")
+    batches, objects = len(converted.converted), len(converted.written)
+    print(f"{landing_prefix(location)}: {batches} {'batch' if batches == 1 else 'batches'} converted, {converted.events:,} {'event' if converted.events == 1 else 'events'} in {objects} {'object' if objects == 1 else 'objects'}")
     for failure in converted.failures:
         print(f"not converted (left for the next run): {failure}", file=sys.stderr)
     failed = [_not_converted(converted, location)] if converted.failures else []
@@ -63,7 +64,8 @@ def run_compact(args: argparse.Namespace) -> int:
         failed.append(str(exc))
     for partition, outcome in compacted:
         if outcome.merged:
-            print(f"{partition.folder(location.prefix)}: {len(outcome.merged)} objects merged into {len(outcome.written)}, {outcome.rows:,} rows")
+            merged = len(outcome.merged)
+            print(f"{partition.folder(location.prefix)}: {merged} {'object' if merged == 1 else 'objects'} merged into {len(outcome.written)}, {outcome.rows:,} rows")
     days = since.isoformat() if since == until else f"{since.isoformat()} to {until.isoformat()}"
     merged, archived = sum(1 for _, outcome in compacted if outcome.merged), len(compacted) + not_compacted
     print(
