@@ -656,3 +656,17 @@ def test_a_listing_that_fails_is_a_named_failure_and_the_daily_run_still_compact
     assert [item.compacted for item in list_partition(s3, location, Partition("predictions", DAY.date(), "breast-cancer"))] == [True]
     for cached in (compact.archive_location, compact.s3_client):
         cached.cache_clear()
+
+
+def test_a_key_in_the_landing_area_that_is_not_a_landing_object_is_named_at_each_conversion_and_left(
+    s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    location = new_archive(s3)
+    stray = f"{landing_prefix(location)}notes.json"
+    s3.put_object(Bucket=location.bucket, Key=stray, Body=b"{}")
+    kept = put_landing(s3, location, events_of(batch(1)), STORED_AT)
+    with caplog.at_level("WARNING", logger="sml.archive.landing"):
+        outcome = convert_landing(s3, location)
+    assert (outcome.converted, outcome.failures) == ([kept], [])
+    assert f"s3://{location.bucket}/{stray} is not a landing object" in caplog.text
+    assert s3.get_object(Bucket=location.bucket, Key=stray)["Body"].read() == b"{}"

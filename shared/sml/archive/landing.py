@@ -222,6 +222,11 @@ def list_landing(s3: Any, location: ArchiveLocation) -> Iterator[str]:
     """The keys of the landing objects, earliest stored first (S3 lists keys in UTF-8 binary order)."""
     prefix = landing_prefix(location)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
+        for item in page.get("Contents", ()):
+            if not _is_landing_key(item["Key"], prefix):
+                # Not the writer's: never converted nor counted. Said at each listing so it is not lost.
+                logger.warning("%s is not a landing object (the writer puts <prefix>landing/<stored_at>,<digest>%s): ignored, never "
+                               "converted; move it out of the landing area", location.uri(item["Key"]), LANDING_SUFFIX)
         yield from _landing_keys(page, prefix)
 
 
@@ -238,9 +243,12 @@ def count_landing(s3: Any, location: ArchiveLocation, *, most: int = 1000) -> tu
 
 def _landing_keys(page: dict[str, Any], prefix: str) -> Iterator[str]:
     for item in page.get("Contents", ()):
-        key = item["Key"]
-        if key.endswith(LANDING_SUFFIX) and "/" not in key[len(prefix) :]:
-            yield key
+        if _is_landing_key(item["Key"], prefix):
+            yield item["Key"]
+
+
+def _is_landing_key(key: str, prefix: str) -> bool:
+    return key.endswith(LANDING_SUFFIX) and "/" not in key[len(prefix) :]
 
 
 @dataclass
