@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import date, datetime, timedelta, timezone
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -237,12 +238,21 @@ def test_a_landing_body_reads_back_every_event_exactly_including_hostile_values(
     assert len(body) < 0.5 * sum(len(text) for _, text in batch(50))  # feature names once, numbers as 9 bytes
 
 
-def test_the_archive_function_converts_on_its_frequent_rule_and_before_compacting(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def function_archive(s3: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[ArchiveLocation]:
+    """A new archive that the archive function (functions/drift/compact.py) is set to, in a fresh container."""
     for cached in (compact.archive_location, compact.s3_client):
         cached.cache_clear()
     location = new_archive(s3)
     monkeypatch.setenv("SML_BUCKET", location.bucket)
     monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+    yield location
+    for cached in (compact.archive_location, compact.s3_client):
+        cached.cache_clear()
+
+
+def test_the_archive_function_converts_on_its_frequent_rule_and_before_compacting(s3: Any, function_archive: ArchiveLocation) -> None:
+    location = function_archive
     context = new_lambda_context("compact", region="us-east-1", timeout_s=900)
     put_landing(s3, location, events_of(batch(3)), STORED_AT)
 
@@ -258,8 +268,6 @@ def test_the_archive_function_converts_on_its_frequent_rule_and_before_compactin
         compact.handler({"sml_action": "convert"}, context)
     with pytest.raises(ValueError, match="sml_action: unknown action 'compress'"):
         compact.handler({"sml_action": "compress"}, context)
-    for cached in (compact.archive_location, compact.s3_client):
-        cached.cache_clear()
 
 
 def test_the_writer_lands_without_importing_pyarrow() -> None:
@@ -318,11 +326,16 @@ def use_archive(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, location: Archiv
     monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
 
 
-def test_sml_compact_converts_the_landing_area_first_naming_what_it_cannot_convert_then_compacts(
-    s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def cli_archive(s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> ArchiveLocation:
+    """A new archive that the ``sml`` commands are set to."""
     location = new_archive(s3)
     use_archive(monkeypatch, tmp_path, location)
+    return location
+
+
+def test_sml_compact_converts_the_landing_area_first_naming_what_it_cannot_convert_then_compacts(s3: Any, cli_archive: ArchiveLocation, capsys: pytest.CaptureFixture[str]) -> None:
+    location = cli_archive
     put_landing(s3, location, events_of(batch(3)), STORED_AT)
     bad = f"{landing_prefix(location)}20260506T070809200000Z,0000000000000000.msgpack"
     s3.put_object(Bucket=location.bucket, Key=bad, Body=b"{}")
@@ -347,11 +360,8 @@ def test_sml_compact_converts_the_landing_area_first_naming_what_it_cannot_conve
     assert "archive/landing/: 0 batches converted" in capsys.readouterr().out
 
 
-def test_sml_compact_names_an_object_that_is_not_a_landing_object_once_per_line_without_a_traceback(
-    s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    location = new_archive(s3)
-    use_archive(monkeypatch, tmp_path, location)
+def test_sml_compact_names_an_object_that_is_not_a_landing_object_once_per_line_without_a_traceback(s3: Any, cli_archive: ArchiveLocation, capsys: pytest.CaptureFixture[str]) -> None:
+    location = cli_archive
     bad = f"{landing_prefix(location)}20260506T070809200000Z,0000000000000000.msgpack"
     s3.put_object(Bucket=location.bucket, Key=bad, Body=b"garbage")
     configured = logging.root.handlers[:]
@@ -385,11 +395,8 @@ def test_an_object_that_is_not_a_landing_object_is_logged_by_name_and_reason_wit
     assert record.exc_info is None  # the object is bad, not the code
 
 
-def test_sml_compact_says_what_it_found_in_its_days_even_when_it_merged_nothing(
-    s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    location = new_archive(s3)
-    use_archive(monkeypatch, tmp_path, location)
+def test_sml_compact_says_what_it_found_in_its_days_even_when_it_merged_nothing(s3: Any, cli_archive: ArchiveLocation, capsys: pytest.CaptureFixture[str]) -> None:
+    location = cli_archive
     put_landing(s3, location, events_of(batch(3)), STORED_AT)
     day = DAY.date().isoformat()
 
@@ -431,10 +438,9 @@ def test_sml_compact_with_bad_options_converts_nothing(s3: Any, tmp_path: Any, m
 
 
 def test_sml_query_and_rebuild_warn_about_batches_not_yet_converted_and_leave_them(
-    s3: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    s3: Any, cli_archive: ArchiveLocation, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    location = new_archive(s3)
-    use_archive(monkeypatch, tmp_path, location)
+    location = cli_archive
     monkeypatch.setenv("SML_DATABASE_URL", f"sqlite:///{tmp_path / 'rebuilt.db'}")
     put_landing(s3, location, events_of(batch(3)), STORED_AT)
     convert_landing(s3, location)
@@ -625,12 +631,10 @@ def test_a_landing_object_converted_after_its_day_was_compacted_is_read_with_it_
     assert sum(outcome.rows for _, outcome in again) == 5 and readers_see(s3, location)["predictions"] == seen
 
 
-def test_a_listing_that_fails_is_a_named_failure_and_the_daily_run_still_compacts(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    for cached in (compact.archive_location, compact.s3_client):
-        cached.cache_clear()
-    location = new_archive(s3)
-    monkeypatch.setenv("SML_BUCKET", location.bucket)
-    monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
+def test_a_listing_that_fails_is_a_named_failure_and_the_daily_run_still_compacts(
+    s3: Any, function_archive: ArchiveLocation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    location = function_archive
     put_landing(s3, location, events_of(batch(3)), STORED_AT)
     convert_landing(s3, location)
     put_landing(s3, location, events_of(batch(2, start=3)), STORED_AT + timedelta(minutes=5))
@@ -654,8 +658,6 @@ def test_a_listing_that_fails_is_a_named_failure_and_the_daily_run_still_compact
     with pytest.raises(ConversionFailed, match="listing failed"):
         compact.handler({"time": (DAY + timedelta(days=1)).isoformat()}, new_lambda_context("compact", region="us-east-1", timeout_s=900))
     assert [item.compacted for item in list_partition(s3, location, Partition("predictions", DAY.date(), "breast-cancer"))] == [True]
-    for cached in (compact.archive_location, compact.s3_client):
-        cached.cache_clear()
 
 
 def test_a_key_in_the_landing_area_that_is_not_a_landing_object_is_named_at_each_conversion_and_left(
