@@ -163,7 +163,7 @@ def test_sml_compact_merges_the_days_asked_for_and_a_second_run_does_nothing(
     assert "model=breast-cancer/date=2026-05-10/: 2 objects merged into 1, 6 rows" in capsys.readouterr().out
     assert main(["compact", "--since", "2026-05-10", "--until", "2026-05-11"]) == 0
     out = capsys.readouterr().out
-    assert "date=2026-05-10" not in out and "date=2026-05-11/: 1 objects merged into 1, 3 rows" in out
+    assert "date=2026-05-10" not in out and "date=2026-05-11/: 1 object merged into 1, 3 rows" in out
     assert run_duckdb_query(s3, location, "SELECT count(*) AS n FROM predictions").to_pylist() == [{"n": 9}]
     assert main(["compact", "--tables", "labels"]) == 2
     assert "--tables: unknown table 'labels'" in capsys.readouterr().err

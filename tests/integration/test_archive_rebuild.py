@@ -236,5 +236,5 @@ def test_the_summary_counts_events_in_every_column_not_rows_beside_events(
     monkeypatch.setenv("SML_ARCHIVE_PREFIX", location.prefix)
     assert main(["rebuild", "--since", "2026-04-01", "--until", "2026-04-01", "--tables", "predict_refusals,ground_truth"]) == 0
     out = capsys.readouterr().out
-    assert "predict_refusals: 1 archived events (3 rows) in 1 objects, 1 inserted, 0 already stored" in out
-    assert "ground_truth: 2 archived events in 1 objects, 1 inserted, 1 already stored or replaced by a later one" in out
+    assert "predict_refusals: 1 archived event (3 rows) in 1 object, 1 inserted, 0 already stored" in out
+    assert "ground_truth: 2 archived events in 1 object, 1 inserted, 1 already stored or replaced by a later one" in out

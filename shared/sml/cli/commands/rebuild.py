@@ -152,7 +152,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
         rows = f" ({rebuilt.rows} rows)" if rebuilt.rows != rebuilt.events else ""
         skipped = "already stored or replaced by a later one" if table == "ground_truth" else "already stored"
         print(
-            f"{table}: {rebuilt.events} archived events{rows} in {rebuilt.objects} objects, {rebuilt.inserted} inserted, "
+            f"{table}: {rebuilt.events} archived {'event' if rebuilt.events == 1 else 'events'}{rows} in {rebuilt.objects} {'object' if rebuilt.objects == 1 else 'objects'}, {rebuilt.inserted} inserted, "
             f"{rebuilt.skipped} {skipped}" + (f", {rebuilt.rejected} rejected by the database" if rebuilt.rejected else "")
         )
     return 1 if any(rebuilt.rejected for rebuilt in outcome.values()) else 0
